@@ -1,0 +1,189 @@
+//! Host functions a guest may import, all from module [`crate::IMPORT_MODULE`].
+//!
+//! Pointers are `i32` offsets into the guest's exported memory `memory`;
+//! lengths are `i32` byte counts. A pointer/length pair that does not lie
+//! inside that memory ends the calling process with reason
+//! `bad_pointer: ...`; it never harms the node. Functions returning `i32`
+//! return [`crate::status::OK`] (or a non-negative count) on success and a
+//! negative [`crate::status`] code on failure.
+
+/// A wasm value type used in an import signature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValType {
+    /// 32-bit integer (also pointers and lengths).
+    I32,
+    /// 64-bit integer (times, sizes that may exceed 4 GiB).
+    I64,
+}
+
+use ValType::{I32, I64};
+
+/// The name and signature of one host function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Import {
+    /// Field name within [`crate::IMPORT_MODULE`].
+    pub name: &'static str,
+    /// Parameter types, in order.
+    pub params: &'static [ValType],
+    /// Result types (zero or one).
+    pub results: &'static [ValType],
+}
+
+macro_rules! imports {
+    ($( $(#[$doc:meta])* $konst:ident = $name:literal ( $($p:ident),* ) -> ( $($r:ident),* ); )*) => {
+        $(
+            $(#[$doc])*
+            pub const $konst: Import = Import {
+                name: $name,
+                params: &[$($p),*],
+                results: &[$($r),*],
+            };
+        )*
+
+        /// Every host function, in the order `ABI.md` lists them.
+        pub const ALL: &[Import] = &[$($konst),*];
+    };
+}
+
+imports! {
+    /// `self(pid_out)`: write the caller's pid (24 bytes) to `pid_out`.
+    SELF = "self"(I32) -> ();
+
+    /// `spawn(module_ptr, module_len, args_ptr, args_len, flags, pid_out, ref_out) -> status`:
+    /// start a process running the current version of the named module,
+    /// with `args` as its init argument bytes. `flags` is a set of
+    /// [`crate::spawn_flags`]; with `MONITOR` the monitor reference is
+    /// written to `ref_out` (ignored otherwise). Errors: `NO_MODULE`,
+    /// `PROCESS_LIMIT`, `MESSAGE_TOO_LARGE` (args), `BAD_ARG`.
+    SPAWN = "spawn"(I32, I32, I32, I32, I32, I32, I32) -> (I32);
+
+    /// `send(pid_ptr, tag, ref_ptr, payload_ptr, payload_len) -> status`:
+    /// send a message. `ref_ptr` may be 0 (no reference). Sending to a dead
+    /// process succeeds and the message is dropped, as in Erlang. Errors:
+    /// `BAD_ARG` (reserved tag), `MESSAGE_TOO_LARGE`, `MAILBOX_FULL`.
+    SEND = "send"(I32, I32, I32, I32, I32) -> (I32);
+
+    /// `send_named(name_ptr, name_len, tag, ref_ptr, payload_ptr, payload_len) -> status`:
+    /// send to the process registered under a name. Errors as `send`, plus
+    /// `NOT_REGISTERED`.
+    SEND_NAMED = "send_named"(I32, I32, I32, I32, I32, I32) -> (I32);
+
+    /// `receive(tags_ptr, tags_count, ref_ptr, timeout_ms, header_out) -> status`:
+    /// take the first message in the mailbox whose tag is one of the
+    /// `tags_count` little-endian `u32`s at `tags_ptr` (any tag if
+    /// `tags_count` is 0) and, if `ref_ptr` is not 0, whose reference
+    /// equals the 24 bytes there. Messages skipped stay in the mailbox, in
+    /// order. Waits up to `timeout_ms` ([`crate::timeout`]). On success the
+    /// message becomes the current message and its [`crate::Header`] is
+    /// written to `header_out` (32 bytes). Errors: `TIMEOUT`.
+    RECEIVE = "receive"(I32, I32, I32, I64, I32) -> (I32);
+
+    /// `msg_read(buf_ptr, buf_len) -> len | status`: copy the current
+    /// message's payload (the message last taken by `receive`, the message a
+    /// behaviour's `molt_handle` was called for, or the init arguments) to
+    /// `buf_ptr`. Returns its length. Errors: `NO_MESSAGE`, `BUFFER_TOO_SMALL`.
+    MSG_READ = "msg_read"(I32, I32) -> (I32);
+
+    /// `msg_header(header_out) -> status`: write the current message's
+    /// [`crate::Header`] to `header_out`. Errors: `NO_MESSAGE`.
+    MSG_HEADER = "msg_header"(I32) -> (I32);
+
+    /// `link(pid_ptr) -> status`: link the caller and `pid` (both ways).
+    /// Errors: `NOPROC` if `pid` is not alive.
+    LINK = "link"(I32) -> (I32);
+
+    /// `unlink(pid_ptr) -> status`: remove a link, if any. Always `OK`.
+    UNLINK = "unlink"(I32) -> (I32);
+
+    /// `monitor(pid_ptr, ref_out) -> status`: monitor `pid`; write the
+    /// monitor reference to `ref_out`. When `pid` exits (or is already dead)
+    /// the caller gets a `DOWN` message whose envelope reference is that
+    /// reference. Monitors stack: each call makes a new one.
+    MONITOR = "monitor"(I32, I32) -> (I32);
+
+    /// `demonitor(ref_ptr, flags) -> 1 | 0`: remove a monitor; returns 1 if
+    /// it was active. With [`crate::demonitor_flags::FLUSH`], also remove
+    /// its `DOWN` message if one is already queued.
+    DEMONITOR = "demonitor"(I32, I32) -> (I32);
+
+    /// `exit(pid_ptr, reason_ptr, reason_len) -> status`: send an exit
+    /// signal with a UTF-8 reason to `pid`, with Erlang's `exit/2`
+    /// semantics (`normal` is ignored unless trapped, `kill` cannot be
+    /// trapped and becomes `killed`). Errors: `BAD_ARG` (not UTF-8).
+    EXIT = "exit"(I32, I32, I32) -> (I32);
+
+    /// `exit_self(reason_ptr, reason_len)`: end the calling process with
+    /// this reason. Does not return.
+    EXIT_SELF = "exit_self"(I32, I32) -> ();
+
+    /// `trap_exit(flag) -> previous`: set whether exit signals are turned
+    /// into `EXIT` messages (1) or kill the process (0); returns the old flag.
+    TRAP_EXIT = "trap_exit"(I32) -> (I32);
+
+    /// `is_alive(pid_ptr) -> 1 | 0`: whether `pid` is a live process.
+    IS_ALIVE = "is_alive"(I32) -> (I32);
+
+    /// `register(name_ptr, name_len) -> status`: register the caller under
+    /// a node-local name, freed when it exits. Errors: `NAME_TAKEN`,
+    /// `ALREADY_REGISTERED`, `BAD_ARG` (empty, not UTF-8, or longer than
+    /// [`crate::NAME_BYTES_MAX`]).
+    REGISTER = "register"(I32, I32) -> (I32);
+
+    /// `unregister(name_ptr, name_len) -> status`: remove a name. Errors:
+    /// `NOT_REGISTERED`.
+    UNREGISTER = "unregister"(I32, I32) -> (I32);
+
+    /// `whereis(name_ptr, name_len, pid_out) -> 1 | 0`: look a name up;
+    /// writes the pid and returns 1 if registered.
+    WHEREIS = "whereis"(I32, I32, I32) -> (I32);
+
+    /// `send_after(delay_ms, pid_ptr, tag, payload_ptr, payload_len, ref_out) -> status`:
+    /// send a message to `pid` after `delay_ms`. The timer reference is
+    /// written to `ref_out` and is also the envelope reference of the
+    /// message. Errors as `send`, plus `TIMER_LIMIT`.
+    SEND_AFTER = "send_after"(I64, I32, I32, I32, I32, I32) -> (I32);
+
+    /// `cancel_timer(ref_ptr) -> remaining_ms | status`: cancel a timer the
+    /// caller started; returns the milliseconds it had left. Errors:
+    /// `NO_TIMER` (fired, cancelled or unknown).
+    CANCEL_TIMER = "cancel_timer"(I32) -> (I64);
+
+    /// `make_ref(ref_out)`: write a new unique reference.
+    MAKE_REF = "make_ref"(I32) -> ();
+
+    /// `monotonic_ns() -> ns`: monotonic time since the node started.
+    MONOTONIC_NS = "monotonic_ns"() -> (I64);
+
+    /// `system_time_ns() -> ns`: wall-clock time since the Unix epoch.
+    SYSTEM_TIME_NS = "system_time_ns"() -> (I64);
+
+    /// `log(level, msg_ptr, msg_len)`: log a UTF-8 line at a
+    /// [`crate::log_level`] through the host's logger, tagged with the
+    /// caller's pid and module. Invalid UTF-8 is replaced, not refused.
+    LOG = "log"(I32, I32, I32) -> ();
+
+    /// `random_bytes(buf_ptr, buf_len)`: fill a buffer with random bytes
+    /// from the operating system's generator.
+    RANDOM_BYTES = "random_bytes"(I32, I32) -> ();
+}
+
+/// Find a host function by name.
+pub fn find(name: &str) -> Option<&'static Import> {
+    ALL.iter().find(|i| i.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique() {
+        for (i, a) in ALL.iter().enumerate() {
+            for b in &ALL[i + 1..] {
+                assert_ne!(a.name, b.name);
+            }
+        }
+        assert_eq!(find("send"), Some(&SEND));
+        assert_eq!(find("nope"), None);
+    }
+}
