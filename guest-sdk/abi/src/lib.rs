@@ -7,7 +7,9 @@
 //! twice. `ABI.md` at the repository root describes the same contract in
 //! prose, well enough to write a guest by hand in WAT.
 //!
-//! The crate has no dependencies and does no I/O.
+//! The crate has no dependencies (serde only behind the optional `serde`
+//! feature, so pids and references can travel in typed messages) and does
+//! no I/O.
 
 #![no_std]
 
@@ -168,6 +170,7 @@ pub const HEADER_BYTES: usize = 32;
 ///
 /// Encoded as three little-endian `u64`s: `node`, `incarnation`, `serial`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Pid {
     /// Identity of the node (a hash of its name).
     pub node: u64,
@@ -180,6 +183,7 @@ pub struct Pid {
 /// A unique reference (monitor, timer, call correlation). Same layout as a
 /// [`Pid`]; the all-zero reference means "none".
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Ref {
     /// Identity of the node that made it.
     pub node: u64,

@@ -1,0 +1,364 @@
+//! The host functions: raw imports and thin safe wrappers over them.
+//!
+//! This module and the export glue in the `behaviour!` / `main!` / `module_section!`
+//! macros hold all of the SDK's `unsafe`. The raw imports are declared once,
+//! by the `host_functions!` macro below, which also records their names and
+//! signatures so a test can compare them with `molt_abi::imports::ALL`.
+//!
+//! Every wrapper passes pointers to live Rust buffers of the size the ABI
+//! expects (24 bytes for a pid or reference, 32 for a header), so the host
+//! never reads or writes outside them. On targets other than `wasm32` the
+//! imports are stubs that panic, so the SDK and its users compile, lint and
+//! unit-test natively.
+
+use molt_abi::{HEADER_BYTES, PID_BYTES, REF_BYTES};
+
+/// Declares the raw imports (wasm32) or panicking stubs (elsewhere), and the
+/// `SIGNATURES` table the tests check against the ABI crate.
+macro_rules! host_functions {
+    ($( $link:literal => fn $name:ident ( $($arg:ident : $ty:ident),* ) $(-> $ret:ident)? ; )*) => {
+        /// The raw host functions, one per `molt_abi::imports::ALL` entry.
+        ///
+        /// Pointers and lengths are `i32` offsets and byte counts into this
+        /// module's linear memory. Prefer the safe wrappers in [`crate::sys`]
+        /// and the public SDK functions.
+        pub mod raw {
+            #[cfg(target_arch = "wasm32")]
+            #[link(wasm_import_module = "molt")]
+            unsafe extern "C" {
+                $(
+                    #[doc = concat!("The host function `molt.", $link, "`.")]
+                    #[link_name = $link]
+                    pub fn $name($($arg: $ty),*) $(-> $ret)?;
+                )*
+            }
+
+            $(
+                #[cfg(not(target_arch = "wasm32"))]
+                #[doc = concat!("Stand-in for the host function `molt.", $link, "`; panics.")]
+                ///
+                /// # Safety
+                ///
+                /// Always safe to call; it only panics. It is `unsafe` to
+                /// match the signature of the real import.
+                #[allow(clippy::too_many_arguments)]
+                pub unsafe fn $name($($arg: $ty),*) $(-> $ret)? {
+                    let _ = ($($arg,)*);
+                    super::outside_host()
+                }
+            )*
+        }
+
+        /// `(link name, params, results)` of every import declared above.
+        #[cfg(test)]
+        const SIGNATURES: &[(&str, &[molt_abi::imports::ValType], &[molt_abi::imports::ValType])] = &[
+            $( ($link, &[$(valtype!($ty)),*], &[$(valtype!($ret))?]), )*
+        ];
+    };
+}
+
+#[cfg(test)]
+macro_rules! valtype {
+    (i32) => {
+        molt_abi::imports::ValType::I32
+    };
+    (i64) => {
+        molt_abi::imports::ValType::I64
+    };
+}
+
+host_functions! {
+    "self" => fn self_pid(pid_out: i32);
+    "spawn" => fn spawn(module_ptr: i32, module_len: i32, args_ptr: i32, args_len: i32, flags: i32, pid_out: i32, ref_out: i32) -> i32;
+    "send" => fn send(pid_ptr: i32, tag: i32, ref_ptr: i32, payload_ptr: i32, payload_len: i32) -> i32;
+    "send_named" => fn send_named(name_ptr: i32, name_len: i32, tag: i32, ref_ptr: i32, payload_ptr: i32, payload_len: i32) -> i32;
+    "receive" => fn receive(tags_ptr: i32, tags_count: i32, ref_ptr: i32, timeout_ms: i64, header_out: i32) -> i32;
+    "msg_read" => fn msg_read(buf_ptr: i32, buf_len: i32) -> i32;
+    "msg_header" => fn msg_header(header_out: i32) -> i32;
+    "link" => fn link(pid_ptr: i32) -> i32;
+    "unlink" => fn unlink(pid_ptr: i32) -> i32;
+    "monitor" => fn monitor(pid_ptr: i32, ref_out: i32) -> i32;
+    "demonitor" => fn demonitor(ref_ptr: i32, flags: i32) -> i32;
+    "exit" => fn exit(pid_ptr: i32, reason_ptr: i32, reason_len: i32) -> i32;
+    "exit_self" => fn exit_self(reason_ptr: i32, reason_len: i32);
+    "trap_exit" => fn trap_exit(flag: i32) -> i32;
+    "is_alive" => fn is_alive(pid_ptr: i32) -> i32;
+    "register" => fn register(name_ptr: i32, name_len: i32) -> i32;
+    "unregister" => fn unregister(name_ptr: i32, name_len: i32) -> i32;
+    "whereis" => fn whereis(name_ptr: i32, name_len: i32, pid_out: i32) -> i32;
+    "send_after" => fn send_after(delay_ms: i64, pid_ptr: i32, tag: i32, payload_ptr: i32, payload_len: i32, ref_out: i32) -> i32;
+    "cancel_timer" => fn cancel_timer(ref_ptr: i32) -> i64;
+    "make_ref" => fn make_ref(ref_out: i32);
+    "monotonic_ns" => fn monotonic_ns() -> i64;
+    "system_time_ns" => fn system_time_ns() -> i64;
+    "log" => fn log(level: i32, msg_ptr: i32, msg_len: i32);
+    "random_bytes" => fn random_bytes(buf_ptr: i32, buf_len: i32);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[cold]
+fn outside_host() -> ! {
+    panic!("molt guest functions only run inside a molt host")
+}
+
+/// A pointer as the ABI's `i32` offset. On wasm32 addresses are 32 bits wide;
+/// elsewhere the value is never used (the stubs panic).
+fn ptr(p: *const u8) -> i32 {
+    p as usize as i32
+}
+
+/// A length as the ABI's `i32`. A wasm32 slice is at most `isize::MAX`
+/// (2 GiB - 1) bytes long, so this never wraps there.
+fn len(n: usize) -> i32 {
+    n as i32
+}
+
+/// The pointer of an optional 24-byte reference, or 0 for none.
+fn opt_ptr(r: Option<&[u8; REF_BYTES]>) -> i32 {
+    r.map_or(0, |r| ptr(r.as_ptr()))
+}
+
+/// `self`: the caller's pid.
+pub fn self_pid(out: &mut [u8; PID_BYTES]) {
+    // SAFETY: `out` is a live, writable 24-byte buffer, the size `self` writes.
+    unsafe { raw::self_pid(ptr(out.as_mut_ptr())) }
+}
+
+/// `spawn`: returns the status; fills `pid_out` and (with the MONITOR flag) `ref_out`.
+pub fn spawn(
+    module: &[u8],
+    args: &[u8],
+    flags: i32,
+    pid_out: &mut [u8; PID_BYTES],
+    ref_out: &mut [u8; REF_BYTES],
+) -> i32 {
+    // SAFETY: every pointer/length pair names a live Rust buffer of that
+    // length; the outputs are writable and exactly 24 bytes each.
+    unsafe {
+        raw::spawn(
+            ptr(module.as_ptr()),
+            len(module.len()),
+            ptr(args.as_ptr()),
+            len(args.len()),
+            flags,
+            ptr(pid_out.as_mut_ptr()),
+            ptr(ref_out.as_mut_ptr()),
+        )
+    }
+}
+
+/// `send`: returns the status.
+pub fn send(pid: &[u8; PID_BYTES], tag: u32, reference: Option<&[u8; REF_BYTES]>, payload: &[u8]) -> i32 {
+    // SAFETY: the pid, the optional reference and the payload are live
+    // buffers of the lengths passed; the host only reads them.
+    unsafe {
+        raw::send(
+            ptr(pid.as_ptr()),
+            tag as i32,
+            opt_ptr(reference),
+            ptr(payload.as_ptr()),
+            len(payload.len()),
+        )
+    }
+}
+
+/// `send_named`: returns the status.
+pub fn send_named(name: &[u8], tag: u32, reference: Option<&[u8; REF_BYTES]>, payload: &[u8]) -> i32 {
+    // SAFETY: the name, the optional reference and the payload are live
+    // buffers of the lengths passed; the host only reads them.
+    unsafe {
+        raw::send_named(
+            ptr(name.as_ptr()),
+            len(name.len()),
+            tag as i32,
+            opt_ptr(reference),
+            ptr(payload.as_ptr()),
+            len(payload.len()),
+        )
+    }
+}
+
+/// `receive`: returns the status; on success fills `header_out`.
+pub fn receive(
+    tags: &[u32],
+    reference: Option<&[u8; REF_BYTES]>,
+    timeout_ms: i64,
+    header_out: &mut [u8; HEADER_BYTES],
+) -> i32 {
+    // SAFETY: `tags` is a live array of `tags.len()` u32s (little-endian on
+    // wasm32, as the ABI wants); the reference is 24 live bytes or 0; the
+    // header buffer is 32 writable bytes.
+    unsafe {
+        raw::receive(
+            ptr(tags.as_ptr().cast()),
+            len(tags.len()),
+            opt_ptr(reference),
+            timeout_ms,
+            ptr(header_out.as_mut_ptr()),
+        )
+    }
+}
+
+/// `msg_read`: copies the current message into `buf`; returns its length or a status.
+pub fn msg_read(buf: &mut [u8]) -> i32 {
+    // SAFETY: `buf` is live and writable for `buf.len()` bytes.
+    unsafe { raw::msg_read(ptr(buf.as_mut_ptr()), len(buf.len())) }
+}
+
+/// `msg_header`: returns the status; on success fills `header_out`.
+pub fn msg_header(header_out: &mut [u8; HEADER_BYTES]) -> i32 {
+    // SAFETY: the header buffer is 32 writable bytes.
+    unsafe { raw::msg_header(ptr(header_out.as_mut_ptr())) }
+}
+
+/// `link`: returns the status.
+pub fn link(pid: &[u8; PID_BYTES]) -> i32 {
+    // SAFETY: `pid` is 24 live bytes.
+    unsafe { raw::link(ptr(pid.as_ptr())) }
+}
+
+/// `unlink`: returns the status.
+pub fn unlink(pid: &[u8; PID_BYTES]) -> i32 {
+    // SAFETY: `pid` is 24 live bytes.
+    unsafe { raw::unlink(ptr(pid.as_ptr())) }
+}
+
+/// `monitor`: returns the status; fills `ref_out`.
+pub fn monitor(pid: &[u8; PID_BYTES], ref_out: &mut [u8; REF_BYTES]) -> i32 {
+    // SAFETY: `pid` is 24 live bytes; `ref_out` is 24 writable bytes.
+    unsafe { raw::monitor(ptr(pid.as_ptr()), ptr(ref_out.as_mut_ptr())) }
+}
+
+/// `demonitor`: returns 1 if the monitor was active.
+pub fn demonitor(reference: &[u8; REF_BYTES], flags: i32) -> i32 {
+    // SAFETY: `reference` is 24 live bytes.
+    unsafe { raw::demonitor(ptr(reference.as_ptr()), flags) }
+}
+
+/// `exit`: returns the status.
+pub fn exit(pid: &[u8; PID_BYTES], reason: &[u8]) -> i32 {
+    // SAFETY: `pid` is 24 live bytes; `reason` is live for its length.
+    unsafe { raw::exit(ptr(pid.as_ptr()), ptr(reason.as_ptr()), len(reason.len())) }
+}
+
+/// `exit_self`: ends the process; never returns.
+pub fn exit_self(reason: &[u8]) -> ! {
+    // SAFETY: `reason` is live for its length.
+    unsafe { raw::exit_self(ptr(reason.as_ptr()), len(reason.len())) };
+    // The host unwinds the instance instead of returning; if it ever did,
+    // trap rather than run on.
+    #[cfg(target_arch = "wasm32")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_arch = "wasm32"))]
+    unreachable!("exit_self returned")
+}
+
+/// `trap_exit`: returns the previous flag.
+pub fn trap_exit(flag: i32) -> i32 {
+    // SAFETY: no pointers.
+    unsafe { raw::trap_exit(flag) }
+}
+
+/// `is_alive`: 1 or 0.
+pub fn is_alive(pid: &[u8; PID_BYTES]) -> i32 {
+    // SAFETY: `pid` is 24 live bytes.
+    unsafe { raw::is_alive(ptr(pid.as_ptr())) }
+}
+
+/// `register`: returns the status.
+pub fn register(name: &[u8]) -> i32 {
+    // SAFETY: `name` is live for its length.
+    unsafe { raw::register(ptr(name.as_ptr()), len(name.len())) }
+}
+
+/// `unregister`: returns the status.
+pub fn unregister(name: &[u8]) -> i32 {
+    // SAFETY: `name` is live for its length.
+    unsafe { raw::unregister(ptr(name.as_ptr()), len(name.len())) }
+}
+
+/// `whereis`: 1 (and `pid_out` filled) or 0.
+pub fn whereis(name: &[u8], pid_out: &mut [u8; PID_BYTES]) -> i32 {
+    // SAFETY: `name` is live for its length; `pid_out` is 24 writable bytes.
+    unsafe { raw::whereis(ptr(name.as_ptr()), len(name.len()), ptr(pid_out.as_mut_ptr())) }
+}
+
+/// `send_after`: returns the status; fills `ref_out`.
+pub fn send_after(
+    delay_ms: i64,
+    pid: &[u8; PID_BYTES],
+    tag: u32,
+    payload: &[u8],
+    ref_out: &mut [u8; REF_BYTES],
+) -> i32 {
+    // SAFETY: `pid` is 24 live bytes, `payload` live for its length,
+    // `ref_out` 24 writable bytes.
+    unsafe {
+        raw::send_after(
+            delay_ms,
+            ptr(pid.as_ptr()),
+            tag as i32,
+            ptr(payload.as_ptr()),
+            len(payload.len()),
+            ptr(ref_out.as_mut_ptr()),
+        )
+    }
+}
+
+/// `cancel_timer`: remaining milliseconds or a negative status.
+pub fn cancel_timer(reference: &[u8; REF_BYTES]) -> i64 {
+    // SAFETY: `reference` is 24 live bytes.
+    unsafe { raw::cancel_timer(ptr(reference.as_ptr())) }
+}
+
+/// `make_ref`: fills `ref_out` with a fresh reference.
+pub fn make_ref(ref_out: &mut [u8; REF_BYTES]) {
+    // SAFETY: `ref_out` is 24 writable bytes.
+    unsafe { raw::make_ref(ptr(ref_out.as_mut_ptr())) }
+}
+
+/// `monotonic_ns`.
+pub fn monotonic_ns() -> i64 {
+    // SAFETY: no pointers.
+    unsafe { raw::monotonic_ns() }
+}
+
+/// `system_time_ns`.
+pub fn system_time_ns() -> i64 {
+    // SAFETY: no pointers.
+    unsafe { raw::system_time_ns() }
+}
+
+/// `log`.
+pub fn log(level: i32, msg: &[u8]) {
+    // SAFETY: `msg` is live for its length.
+    unsafe { raw::log(level, ptr(msg.as_ptr()), len(msg.len())) }
+}
+
+/// `random_bytes`: fills `buf`.
+pub fn random_bytes(buf: &mut [u8]) {
+    // SAFETY: `buf` is live and writable for its length.
+    unsafe { raw::random_bytes(ptr(buf.as_mut_ptr()), len(buf.len())) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SIGNATURES;
+
+    #[test]
+    fn imports_match_the_abi() {
+        assert_eq!(molt_abi::IMPORT_MODULE, "molt", "#[link(wasm_import_module)] is a literal");
+        let ours: Vec<_> = SIGNATURES.iter().map(|(n, p, r)| (*n, p.to_vec(), r.to_vec())).collect();
+        let abi: Vec<_> = molt_abi::imports::ALL
+            .iter()
+            .map(|i| (i.name, i.params.to_vec(), i.results.to_vec()))
+            .collect();
+        assert_eq!(ours, abi);
+    }
+
+    #[test]
+    #[should_panic(expected = "only run inside a molt host")]
+    fn stubs_panic_outside_a_host() {
+        super::monotonic_ns();
+    }
+}
