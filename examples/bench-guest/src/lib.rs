@@ -1,1 +1,269 @@
-//! placeholder
+//! `bench-guest`: the behaviour `molt bench` spawns. Its role comes from its
+//! init arguments ([`BenchArgs`]); the messages are [`BenchMsg`].
+//!
+//! Handlers send pre-encoded messages, so the steady state allocates only
+//! what decoding an incoming message needs.
+
+use std::time::Duration;
+
+use molt_sdk::abi::tag;
+use molt_sdk::{Behaviour, Error, Message, Next, Pid, codec};
+use serde::{Deserialize, Serialize};
+
+/// A user tag the sender uses to wake itself up when a send hit a full
+/// mailbox and no acknowledgement is outstanding to retry on.
+const RETRY_TAG: u32 = 3;
+/// How long the sender waits before such a retry.
+const RETRY_DELAY: Duration = Duration::from_millis(1);
+
+/// Init arguments: which role this process plays.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BenchArgs {
+    /// Do nothing; wait (for measuring idle process cost and spawn time).
+    Idle,
+    /// Answer every [`BenchMsg::Ping`] with [`BenchMsg::Pong`].
+    Ponger,
+    /// Ping `ponger` `rounds` times, one at a time, then stop `normal`.
+    Pinger {
+        /// The ponger to ping.
+        ponger: Pid,
+        /// Round trips to make.
+        rounds: u64,
+    },
+    /// Count [`BenchMsg::Blob`]s, acknowledge every `ack_every` (and the
+    /// last) with [`BenchMsg::Ack`] to the sender, stop `normal` after `expect`.
+    Sink {
+        /// Blobs to receive before stopping.
+        expect: u64,
+        /// Acknowledge after this many blobs. Must not exceed the sender's
+        /// `window`, or both wait for ever.
+        ack_every: u64,
+    },
+    /// Send `count` blobs to `sink`, at most `window` unacknowledged, each
+    /// about `payload_bytes` long encoded; stop `normal` once all are acknowledged.
+    Sender {
+        /// The sink.
+        sink: Pid,
+        /// Blobs to send.
+        count: u64,
+        /// Most blobs in flight.
+        window: u64,
+        /// Target encoded size of each blob message.
+        payload_bytes: u32,
+    },
+}
+
+/// Messages between bench processes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BenchMsg {
+    /// Asks for a `Pong` to `from`.
+    Ping {
+        /// Who to answer.
+        from: Pid,
+    },
+    /// The answer to a `Ping`.
+    Pong,
+    /// A payload for the sink.
+    Blob {
+        /// The sender, to acknowledge to.
+        from: Pid,
+        /// Filler.
+        bytes: Vec<u8>,
+    },
+    /// The sink has received this many blobs.
+    Ack(u64),
+}
+
+/// The state of one bench process, per role.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Bench {
+    /// See [`BenchArgs::Idle`].
+    Idle,
+    /// See [`BenchArgs::Ponger`].
+    Ponger {
+        /// `Pong`, encoded.
+        pong: Vec<u8>,
+    },
+    /// See [`BenchArgs::Pinger`].
+    Pinger {
+        /// The ponger.
+        ponger: Pid,
+        /// Round trips to make.
+        rounds: u64,
+        /// Pongs received.
+        done: u64,
+        /// `Ping { from: self }`, encoded.
+        ping: Vec<u8>,
+    },
+    /// See [`BenchArgs::Sink`].
+    Sink {
+        /// Blobs expected.
+        expect: u64,
+        /// Acknowledgement interval.
+        ack_every: u64,
+        /// Blobs received.
+        received: u64,
+    },
+    /// See [`BenchArgs::Sender`].
+    Sender {
+        /// The sink.
+        sink: Pid,
+        /// Blobs to send.
+        count: u64,
+        /// Most blobs in flight.
+        window: u64,
+        /// Blobs sent.
+        sent: u64,
+        /// Blobs acknowledged.
+        acked: u64,
+        /// Whether a retry wake-up is pending.
+        retry_pending: bool,
+        /// The blob message, encoded once.
+        blob: Vec<u8>,
+    },
+}
+
+/// The encoded `Blob { from, bytes }` whose length is close to `target`
+/// (never below the smallest possible blob).
+fn encoded_blob(from: Pid, target: u32) -> Vec<u8> {
+    let empty = codec::encode(&BenchMsg::Blob { from, bytes: Vec::new() }).len();
+    let mut filler = (target as usize).saturating_sub(empty);
+    loop {
+        let msg = codec::encode(&BenchMsg::Blob { from, bytes: vec![0xA5; filler] });
+        // The length prefix grows by up to 4 bytes with the filler; shrink
+        // the filler until the whole message fits the target.
+        if msg.len() <= target as usize || filler == 0 {
+            return msg;
+        }
+        filler -= 1;
+    }
+}
+
+impl Bench {
+    /// Sender: send blobs until the window is full or all are sent.
+    fn pump(&mut self) -> Next {
+        let Bench::Sender { sink, count, window, sent, acked, retry_pending, blob } = self else {
+            return Next::Continue;
+        };
+        while *sent < *count && *sent < *acked + *window {
+            match molt_sdk::send_raw(*sink, tag::DATA, None, blob) {
+                Ok(()) => *sent += 1,
+                Err(Error::MailboxFull) => {
+                    // Retry on the next Ack; if none is outstanding, on a timer.
+                    if *sent == *acked && !*retry_pending {
+                        let me = molt_sdk::self_pid();
+                        match molt_sdk::send_after_raw(RETRY_DELAY, me, RETRY_TAG, &[]) {
+                            Ok(_) => *retry_pending = true,
+                            Err(e) => return Next::Stop(format!("sender: cannot schedule retry: {e}")),
+                        }
+                    }
+                    break;
+                }
+                Err(e) => return Next::Stop(format!("sender: send failed: {e}")),
+            }
+        }
+        if *acked >= *count { Next::stop_normal() } else { Next::Continue }
+    }
+}
+
+impl Behaviour for Bench {
+    type Args = BenchArgs;
+    type Msg = BenchMsg;
+
+    fn init(args: BenchArgs) -> Result<Self, String> {
+        let me = molt_sdk::self_pid();
+        Ok(match args {
+            BenchArgs::Idle => Bench::Idle,
+            BenchArgs::Ponger => Bench::Ponger { pong: codec::encode(&BenchMsg::Pong) },
+            BenchArgs::Pinger { ponger, rounds } => {
+                let ping = codec::encode(&BenchMsg::Ping { from: me });
+                if rounds == 0 {
+                    return Err(molt_sdk::abi::reason::NORMAL.into());
+                }
+                molt_sdk::send_raw(ponger, tag::DATA, None, &ping).map_err(|e| format!("pinger: {e}"))?;
+                Bench::Pinger { ponger, rounds, done: 0, ping }
+            }
+            BenchArgs::Sink { expect, ack_every } => Bench::Sink { expect, ack_every: ack_every.max(1), received: 0 },
+            BenchArgs::Sender { sink, count, window, payload_bytes } => {
+                let mut sender = Bench::Sender {
+                    sink,
+                    count,
+                    window: window.max(1),
+                    sent: 0,
+                    acked: 0,
+                    retry_pending: false,
+                    blob: encoded_blob(me, payload_bytes),
+                };
+                if let Next::Stop(reason) = sender.pump() {
+                    return Err(reason);
+                }
+                sender
+            }
+        })
+    }
+
+    fn handle(&mut self, msg: Message<BenchMsg>) -> Next {
+        match (self, msg) {
+            (Bench::Ponger { pong }, Message::Data(BenchMsg::Ping { from })) => {
+                if let Err(e) = molt_sdk::send_raw(from, tag::DATA, None, pong) {
+                    molt_sdk::warn!("ponger: pong to {from} failed: {e}");
+                }
+                Next::Continue
+            }
+            (Bench::Pinger { ponger, rounds, done, ping }, Message::Data(BenchMsg::Pong)) => {
+                *done += 1;
+                if *done >= *rounds {
+                    return Next::stop_normal();
+                }
+                match molt_sdk::send_raw(*ponger, tag::DATA, None, ping) {
+                    Ok(()) => Next::Continue,
+                    Err(e) => Next::Stop(format!("pinger: {e}")),
+                }
+            }
+            (Bench::Sink { expect, ack_every, received }, Message::Data(BenchMsg::Blob { from, .. })) => {
+                *received += 1;
+                if received.is_multiple_of(*ack_every) || *received >= *expect {
+                    if let Err(e) = molt_sdk::send(from, &BenchMsg::Ack(*received)) {
+                        molt_sdk::warn!("sink: ack to {from} failed: {e}");
+                    }
+                }
+                if *received >= *expect { Next::stop_normal() } else { Next::Continue }
+            }
+            (sender @ Bench::Sender { .. }, Message::Data(BenchMsg::Ack(n))) => {
+                if let Bench::Sender { acked, .. } = sender {
+                    *acked = (*acked).max(n);
+                }
+                sender.pump()
+            }
+            (sender @ Bench::Sender { .. }, Message::Other(envelope)) if envelope.tag == RETRY_TAG => {
+                if let Bench::Sender { retry_pending, .. } = sender {
+                    *retry_pending = false;
+                }
+                sender.pump()
+            }
+            (_, other) => {
+                molt_sdk::debug!("bench-guest: ignoring {other:?}");
+                Next::Continue
+            }
+        }
+    }
+}
+
+molt_sdk::behaviour!(Bench);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_are_sized_to_the_target() {
+        let from = Pid { node: u64::MAX, incarnation: u64::MAX - 1, serial: 12345 };
+        for target in [64u32, 250, 256, 300, 1024, 70_000] {
+            let blob = encoded_blob(from, target);
+            assert!(blob.len() <= target as usize && blob.len() + 4 >= target as usize, "{target}: {}", blob.len());
+            assert!(matches!(codec::decode(&blob), Ok(BenchMsg::Blob { .. })));
+        }
+        let tiny = encoded_blob(from, 1);
+        assert_eq!(codec::decode::<BenchMsg>(&tiny), Ok(BenchMsg::Blob { from, bytes: vec![] }));
+    }
+}
