@@ -75,7 +75,9 @@ imports! {
     /// equals the 24 bytes there. Messages skipped stay in the mailbox, in
     /// order. Waits up to `timeout_ms` ([`crate::timeout`]). On success the
     /// message becomes the current message and its [`crate::Header`] is
-    /// written to `header_out` (32 bytes). Errors: `TIMEOUT`.
+    /// written to `header_out` (32 bytes). Errors: `TIMEOUT`; `BAD_ARG` if
+    /// `tags_count` exceeds [`crate::RECEIVE_TAGS_MAX`] or the timeout is
+    /// negative and not [`crate::timeout::INFINITY`].
     RECEIVE = "receive"(I32, I32, I32, I64, I32) -> (I32);
 
     /// `msg_read(buf_ptr, buf_len) -> len | status`: copy the current

@@ -157,6 +157,9 @@ pub mod timeout {
 /// Longest registered name, in bytes.
 pub const NAME_BYTES_MAX: usize = 255;
 
+/// Most tags one selective receive may list.
+pub const RECEIVE_TAGS_MAX: usize = 64;
+
 /// Size in bytes of an encoded [`Pid`].
 pub const PID_BYTES: usize = 24;
 /// Size in bytes of an encoded [`Ref`].

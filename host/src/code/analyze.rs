@@ -1,0 +1,296 @@
+//! What a module is and whether it satisfies the ABI: its declared name and
+//! version, its kind (behaviour or raw), and every way its imports and
+//! exports differ from `molt-abi`. Used by `load` and by `molt inspect`.
+
+use std::fmt;
+
+use molt_abi::imports::{Import, ValType};
+use molt_abi::{IMPORT_MODULE, exports, imports, section};
+use sha2::{Digest, Sha256};
+use wasmparser::{Parser, Payload};
+use wasmtime::{ExternType, FuncType, Module};
+
+/// How the host drives a module's processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModuleKind {
+    /// Exports `molt_init` and `molt_handle`: called once per message.
+    Behaviour,
+    /// Exports `molt_main`: an entry function with a blocking receive.
+    Raw,
+}
+
+impl fmt::Display for ModuleKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ModuleKind::Behaviour => "behaviour",
+            ModuleKind::Raw => "raw",
+        })
+    }
+}
+
+/// Name and version of a module.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// Module name: declared, else from the file name.
+    pub name: String,
+    /// Version: declared, else `sha256:` and the first 16 hex digits of the
+    /// content hash.
+    pub version: String,
+    /// Whether name and version come from a `molt.module` section.
+    pub declared: bool,
+    /// Full SHA-256 of the module bytes, hex.
+    pub hash: String,
+}
+
+/// One way a module fails the ABI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// An import from a module other than `molt`.
+    ForeignImport {
+        /// Import module.
+        module: String,
+        /// Field name.
+        name: String,
+    },
+    /// An import the ABI does not have.
+    UnknownImport(String),
+    /// An import or export with the wrong kind or signature.
+    WrongSignature {
+        /// Name of the function.
+        name: String,
+        /// Signature the ABI expects.
+        expected: String,
+        /// Signature found.
+        found: String,
+    },
+    /// Neither `molt_handle` nor `molt_main` is exported.
+    NoEntry,
+    /// A behaviour without `molt_init`.
+    MissingInit,
+    /// No exported memory named `memory`.
+    NoMemory,
+    /// The `molt.module` section is malformed.
+    BadSection(String),
+    /// Built against another ABI version.
+    AbiVersion(u32),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::ForeignImport { module, name } => write!(
+                f,
+                "imports `{module}`.`{name}`, but only module `{IMPORT_MODULE}` is provided"
+            ),
+            Problem::UnknownImport(name) => {
+                write!(f, "imports `{IMPORT_MODULE}`.`{name}`, which the ABI does not have")
+            }
+            Problem::WrongSignature {
+                name,
+                expected,
+                found,
+            } => write!(f, "`{name}` has type {found}, the ABI says {expected}"),
+            Problem::NoEntry => write!(
+                f,
+                "exports neither `{}` (behaviour) nor `{}` (raw process)",
+                exports::HANDLE.name,
+                exports::MAIN.name
+            ),
+            Problem::MissingInit => write!(
+                f,
+                "exports `{}` but not `{}`",
+                exports::HANDLE.name,
+                exports::INIT.name
+            ),
+            Problem::NoMemory => write!(f, "does not export its memory as `{}`", exports::MEMORY),
+            Problem::BadSection(why) => write!(f, "`{}` section: {why}", section::NAME),
+            Problem::AbiVersion(v) => write!(
+                f,
+                "built for ABI version {v}, this host speaks {}",
+                molt_abi::ABI_VERSION
+            ),
+        }
+    }
+}
+
+/// Everything `inspect` prints and `load` checks.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// Name and version.
+    pub identity: Identity,
+    /// Kind, if the entry exports are there.
+    pub kind: Option<ModuleKind>,
+    /// Imports as `module.name: signature`.
+    pub imports: Vec<String>,
+    /// Exports as `name: type`.
+    pub exports: Vec<String>,
+    /// Every way it fails the ABI; empty when it satisfies it.
+    pub problems: Vec<Problem>,
+}
+
+/// Read the `molt.module` section and hash the bytes. `fallback_name` names
+/// a module without the section (usually the file stem).
+pub fn identify(bytes: &[u8], fallback_name: &str) -> (Identity, Option<Problem>) {
+    let hash = hex(&Sha256::digest(bytes));
+    let undeclared = |problem| {
+        let name = section::valid_module_name(fallback_name)
+            .then(|| fallback_name.to_string())
+            .unwrap_or_else(|| "module".to_string());
+        (
+            Identity {
+                name,
+                version: format!("sha256:{}", &hash[..16]),
+                declared: false,
+                hash: hash.clone(),
+            },
+            problem,
+        )
+    };
+    for payload in Parser::new(0).parse_all(bytes) {
+        let Ok(Payload::CustomSection(custom)) = payload else {
+            continue;
+        };
+        if custom.name() != section::NAME {
+            continue;
+        }
+        return match section::parse(custom.data()) {
+            Ok(d) if d.abi != molt_abi::ABI_VERSION => undeclared(Some(Problem::AbiVersion(d.abi))),
+            Ok(d) => (
+                Identity {
+                    name: d.name.to_string(),
+                    version: d.version.to_string(),
+                    declared: true,
+                    hash,
+                },
+                None,
+            ),
+            Err(e) => undeclared(Some(Problem::BadSection(format!("{e:?}")))),
+        };
+    }
+    undeclared(None)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn abi_type(ty: ValType) -> wasmtime::ValType {
+    match ty {
+        ValType::I32 => wasmtime::ValType::I32,
+        ValType::I64 => wasmtime::ValType::I64,
+    }
+}
+
+fn matches(spec: &Import, ty: &FuncType) -> bool {
+    let same = |a: &[ValType], b: &mut dyn ExactSizeIterator<Item = wasmtime::ValType>| {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| abi_type(*x).matches(&y))
+    };
+    same(spec.params, &mut ty.params()) && same(spec.results, &mut ty.results())
+}
+
+fn spec_sig(spec: &Import) -> String {
+    let list = |v: &[ValType]| {
+        v.iter()
+            .map(|t| format!("{t:?}").to_lowercase())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!("({}) -> ({})", list(spec.params), list(spec.results))
+}
+
+fn extern_sig(ty: &ExternType) -> String {
+    match ty {
+        ExternType::Func(f) => {
+            let list = |v: &mut dyn Iterator<Item = wasmtime::ValType>| {
+                v.map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+            };
+            format!("({}) -> ({})", list(&mut f.params()), list(&mut f.results()))
+        }
+        ExternType::Memory(m) => format!("memory {} pages min", m.minimum()),
+        ExternType::Table(t) => format!("table {} min", t.minimum()),
+        ExternType::Global(_) => "global".to_string(),
+        ExternType::Tag(_) => "tag".to_string(),
+    }
+}
+
+/// Check a compiled module against the ABI.
+pub fn check(module: &Module, identity: Identity, section_problem: Option<Problem>) -> Report {
+    let mut problems: Vec<Problem> = section_problem.into_iter().collect();
+    let mut import_lines = Vec::new();
+    for import in module.imports() {
+        let ty = import.ty();
+        import_lines.push(format!(
+            "{}.{}: {}",
+            import.module(),
+            import.name(),
+            extern_sig(&ty)
+        ));
+        if import.module() != IMPORT_MODULE {
+            problems.push(Problem::ForeignImport {
+                module: import.module().to_string(),
+                name: import.name().to_string(),
+            });
+            continue;
+        }
+        let Some(spec) = imports::find(import.name()) else {
+            problems.push(Problem::UnknownImport(import.name().to_string()));
+            continue;
+        };
+        if !matches!(&ty, ExternType::Func(f) if matches(spec, f)) {
+            problems.push(Problem::WrongSignature {
+                name: spec.name.to_string(),
+                expected: spec_sig(spec),
+                found: extern_sig(&ty),
+            });
+        }
+    }
+
+    let mut export_lines = Vec::new();
+    let mut has = |spec: &Import| -> bool {
+        let Some(ty) = module.get_export(spec.name) else {
+            return false;
+        };
+        if matches!(&ty, ExternType::Func(f) if matches(spec, f)) {
+            true
+        } else {
+            problems.push(Problem::WrongSignature {
+                name: spec.name.to_string(),
+                expected: spec_sig(spec),
+                found: extern_sig(&ty),
+            });
+            false
+        }
+    };
+    let (handle, init, main) = (
+        has(&exports::HANDLE),
+        has(&exports::INIT),
+        has(&exports::MAIN),
+    );
+    for spec in [exports::STATE_SAVE, exports::CODE_CHANGE] {
+        has(&spec);
+    }
+    let kind = if handle {
+        if !init {
+            problems.push(Problem::MissingInit);
+        }
+        Some(ModuleKind::Behaviour)
+    } else if main {
+        Some(ModuleKind::Raw)
+    } else {
+        problems.push(Problem::NoEntry);
+        None
+    };
+    if !matches!(module.get_export(exports::MEMORY), Some(ExternType::Memory(_))) {
+        problems.push(Problem::NoMemory);
+    }
+    for export in module.exports() {
+        export_lines.push(format!("{}: {}", export.name(), extern_sig(&export.ty())));
+    }
+    Report {
+        identity,
+        kind,
+        imports: import_lines,
+        exports: export_lines,
+        problems,
+    }
+}

@@ -1,0 +1,68 @@
+//! Node configuration: every limit the node enforces, with its default.
+//!
+//! Each field is a named limit with the unit last. The defaults need no
+//! configuration file: `molt run` and `molt bench` start with
+//! [`NodeConfig::default`] and change fields from command-line flags.
+
+use std::time::Duration;
+
+/// How a node is sized and what it refuses.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The node's name. `nonode@nohost` (Erlang's name for a node that is
+    /// not distributed) until the node joins a cluster.
+    pub name: String,
+    /// Most processes alive at once on this node (guest processes plus host
+    /// mailboxes). Spawning past it fails with `process_limit`. Also sizes
+    /// the instance pool.
+    pub processes_max: u32,
+    /// Most linear memory one process may have, in bytes. A guest that
+    /// grows past it gets a failed `memory.grow` and, if it then dies, the
+    /// exit reason names this limit.
+    pub memory_bytes_max: u64,
+    /// Most messages waiting in one process's mailbox. A send past it
+    /// returns `mailbox_full` to the sender; the message is not delivered.
+    pub mailbox_len_max: usize,
+    /// Largest message payload (also init arguments), in bytes.
+    pub message_bytes_max: usize,
+    /// Largest module file accepted by `load`, in bytes.
+    pub module_bytes_max: usize,
+    /// Most distinct modules loaded on the node.
+    pub modules_max: usize,
+    /// Most pending timers (`send_after`) on the node.
+    pub timers_max: usize,
+    /// Most table elements (function references) per instance.
+    pub table_elements_max: u32,
+    /// Size of each process's native stack for running wasm, in bytes.
+    /// Deep guest recursion past it ends the process with a stack-overflow
+    /// trap. Only the pages a process touches are resident.
+    pub guest_stack_bytes: usize,
+    /// How long a guest runs before it yields to others (epoch tick).
+    pub timeslice: Duration,
+    /// Worker threads for the scheduler; 0 means one per CPU.
+    pub workers: usize,
+    /// Raise `vm.max_map_count` if it is too low for `processes_max` and
+    /// the node may (it runs as root). If false, or if raising fails, the
+    /// node starts with fewer processes and says exactly what to run.
+    pub raise_map_count: bool,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            name: "nonode@nohost".to_string(),
+            processes_max: 110_000,
+            memory_bytes_max: 16 << 20,
+            mailbox_len_max: 100_000,
+            message_bytes_max: 1 << 20,
+            module_bytes_max: 32 << 20,
+            modules_max: 1_024,
+            timers_max: 1_000_000,
+            table_elements_max: 10_000,
+            guest_stack_bytes: 256 << 10,
+            timeslice: Duration::from_millis(2),
+            workers: 0,
+            raise_map_count: true,
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The one wasmtime `Engine` of a node: pooling allocator, copy-on-write
+//! memory images, async fibers and epoch interruption, sized from
+//! [`NodeConfig`].
+
+use std::fs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::config::NodeConfig;
+
+/// Memory mappings one live process costs the kernel, measured: the memory
+/// slot (accessible part, the rest, the copy-on-write image), the table
+/// slot, the fiber stack and its guard page.
+const MAPS_PER_PROCESS: u64 = 7;
+/// Mappings the rest of the process (libraries, heap, threads) needs.
+const MAPS_BASE: u64 = 8_192;
+/// Instances beyond `processes_max`, for instances the host makes itself.
+const INSTANCES_SPARE: u32 = 16;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// wasmtime refused the configuration (for example, the pool does not
+    /// fit in the address space).
+    #[error("cannot create the wasm engine: {0:#}")]
+    Wasmtime(wasmtime::Error),
+}
+
+/// Build the engine. `processes_max` may already have been lowered by
+/// [`fit_map_count`].
+pub(crate) fn build(config: &NodeConfig) -> Result<Engine, EngineError> {
+    let slots = config.processes_max + INSTANCES_SPARE;
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_core_instances(slots)
+        .total_memories(slots)
+        .total_tables(slots)
+        .total_stacks(slots)
+        .total_component_instances(0)
+        .max_memories_per_module(1)
+        .max_tables_per_module(1)
+        .max_memory_size(config.memory_bytes_max as usize)
+        .table_elements(config.table_elements_max as usize)
+        // Keep a few pages warm on reuse so respawning is cheap.
+        .linear_memory_keep_resident(64 << 10)
+        .table_keep_resident(4 << 10)
+        .async_stack_keep_resident(16 << 10);
+
+    let mut wasm = Config::new();
+    wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+        .epoch_interruption(true)
+        .async_stack_size(config.guest_stack_bytes)
+        .max_wasm_stack(config.guest_stack_bytes * 3 / 4)
+        // Each memory slot reserves exactly its limit: no guard region, so
+        // bounds are checked explicitly and 100k slots fit easily.
+        .memory_reservation(config.memory_bytes_max)
+        .memory_guard_size(0)
+        .memory_reservation_for_growth(0)
+        .guard_before_linear_memory(false)
+        .memory_may_move(false)
+        .memory_init_cow(true)
+        .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    Engine::new(&wasm).map_err(EngineError::Wasmtime)
+}
+
+/// Bumps the engine's epoch every `timeslice` so running guests yield.
+/// Stops when the returned flag is set.
+pub(crate) fn start_ticker(engine: &Engine, timeslice: Duration) -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (engine, flag) = (engine.clone(), stop.clone());
+    thread::Builder::new()
+        .name("molt-epoch".into())
+        .spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                thread::sleep(timeslice);
+                engine.increment_epoch();
+            }
+        })
+        .expect("spawning the epoch thread");
+    stop
+}
+
+const MAP_COUNT_PATH: &str = "/proc/sys/vm/max_map_count";
+
+/// What [`fit_map_count`] found and did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapCount {
+    /// The limit is high enough (or cannot be read, e.g. not Linux).
+    Enough,
+    /// The node raised `vm.max_map_count` from the first value to the second.
+    Raised(u64, u64),
+    /// Too low and could not be raised: the node runs with fewer processes.
+    Lowered {
+        /// The kernel limit found.
+        map_count: u64,
+        /// The limit that `processes_max` needs.
+        needed: u64,
+        /// `processes_max` the node uses instead.
+        processes_max: u32,
+    },
+}
+
+/// Mappings needed for `processes`.
+pub fn map_count_needed(processes: u32) -> u64 {
+    MAPS_BASE + (processes as u64 + INSTANCES_SPARE as u64) * MAPS_PER_PROCESS
+}
+
+/// Make sure the kernel lets the node map `processes_max` processes: every
+/// pooled memory slot and fiber stack costs mappings, and Linux's default
+/// `vm.max_map_count` (65530) stops a node at a few thousand processes with
+/// ENOMEM. Raise the limit if allowed, else lower `processes_max` to fit
+/// and report exactly what to run.
+pub fn fit_map_count(config: &mut NodeConfig) -> MapCount {
+    let Some(current) = fs::read_to_string(MAP_COUNT_PATH)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+    else {
+        return MapCount::Enough;
+    };
+    let needed = map_count_needed(config.processes_max);
+    if current >= needed {
+        return MapCount::Enough;
+    }
+    if config.raise_map_count && fs::write(MAP_COUNT_PATH, needed.to_string()).is_ok() {
+        return MapCount::Raised(current, needed);
+    }
+    let fit = (current.saturating_sub(MAPS_BASE) / MAPS_PER_PROCESS)
+        .saturating_sub(INSTANCES_SPARE as u64)
+        .max(16) as u32;
+    config.processes_max = fit.min(config.processes_max);
+    MapCount::Lowered {
+        map_count: current,
+        needed,
+        processes_max: config.processes_max,
+    }
+}
+
+impl MapCount {
+    /// Log what happened, with the command to run when the node had to shrink.
+    pub fn log(&self) {
+        match self {
+            MapCount::Enough => {}
+            MapCount::Raised(from, to) => {
+                tracing::info!(from, to, "raised vm.max_map_count to fit processes_max")
+            }
+            MapCount::Lowered {
+                map_count,
+                needed,
+                processes_max,
+            } => tracing::warn!(
+                "vm.max_map_count is {map_count}, too low for the configured processes_max \
+                 (needs {needed}); this node runs at most {processes_max} processes. \
+                 To allow more, run as root: sysctl -w vm.max_map_count={needed}"
+            ),
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The shared half of a process: its identity and its signal queue, which
+//! any thread may push to. The process drains the queue itself (see
+//! [`super::core`]), as the BEAM does, so signals from one sender arrive in
+//! the order they were sent.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use molt_abi::{Pid, Ref};
+use tokio::sync::Notify;
+
+use crate::code::ModuleVersion;
+
+/// An exit reason. Cheap to clone; shared by every signal that carries it.
+pub type Reason = Arc<str>;
+
+/// A message: a tag, an optional reference and opaque bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// The tag (see `molt_abi::tag`).
+    pub tag: u32,
+    /// The envelope reference; `Ref::NONE` if the sender gave none.
+    pub reference: Ref,
+    /// The payload.
+    pub payload: Box<[u8]>,
+}
+
+/// A signal between processes. Messages are one kind of signal; the rest
+/// change links and monitors or end processes.
+#[derive(Debug)]
+pub(crate) enum Signal {
+    Message(Message),
+    /// An exit signal. `linked` says it comes from a link (the sender died)
+    /// rather than from `exit(pid, reason)`.
+    Exit {
+        from: Pid,
+        reason: Reason,
+        linked: bool,
+    },
+    Link {
+        from: Pid,
+    },
+    Unlink {
+        from: Pid,
+    },
+    Monitor {
+        from: Pid,
+        reference: Ref,
+    },
+    Demonitor {
+        reference: Ref,
+    },
+    /// A monitored process ended.
+    Down {
+        pid: Pid,
+        reference: Ref,
+        reason: Reason,
+    },
+}
+
+struct Queue {
+    signals: VecDeque<Signal>,
+    closed: bool,
+}
+
+/// The part of a process other threads may touch.
+pub(crate) struct ProcessCell {
+    pub pid: Pid,
+    /// The module version it runs; `None` for a host mailbox.
+    pub module: Option<Arc<ModuleVersion>>,
+    queue: Mutex<Queue>,
+    /// Woken whenever a signal is queued.
+    pub wake: Notify,
+    /// Set when an exit signal is queued, so a running guest checks its
+    /// queue at its next epoch tick instead of at its next receive.
+    pub urgent: AtomicBool,
+    /// Messages queued or waiting in the mailbox, for `mailbox_len_max`.
+    pub mailbox_len: AtomicUsize,
+}
+
+impl ProcessCell {
+    pub fn new(pid: Pid, module: Option<Arc<ModuleVersion>>) -> Self {
+        ProcessCell {
+            pid,
+            module,
+            queue: Mutex::new(Queue {
+                signals: VecDeque::new(),
+                closed: false,
+            }),
+            wake: Notify::new(),
+            urgent: AtomicBool::new(false),
+            mailbox_len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Queue a signal; gives it back if the process has ended.
+    pub fn push(&self, signal: Signal) -> Result<(), Signal> {
+        {
+            let mut queue = self.queue.lock().expect("signal queue poisoned");
+            if queue.closed {
+                return Err(signal);
+            }
+            if matches!(signal, Signal::Exit { .. }) {
+                self.urgent.store(true, Ordering::Release);
+            }
+            queue.signals.push_back(signal);
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Move every queued signal to `into` (which should be empty).
+    pub fn drain_into(&self, into: &mut VecDeque<Signal>) {
+        self.urgent.store(false, Ordering::Release);
+        let mut queue = self.queue.lock().expect("signal queue poisoned");
+        std::mem::swap(&mut queue.signals, into);
+    }
+
+    /// Refuse all further signals and return those still queued.
+    pub fn close(&self) -> VecDeque<Signal> {
+        let mut queue = self.queue.lock().expect("signal queue poisoned");
+        queue.closed = true;
+        std::mem::take(&mut queue.signals)
+    }
+}

@@ -1,0 +1,309 @@
+//! The signal semantics of one process, shared by guest processes and host
+//! mailboxes: draining the signal queue into the mailbox, links, monitors,
+//! exit signals (Erlang's rules, exactly), selective receive and the
+//! cleanup when a process ends.
+//!
+//! Invariant: only the process itself touches its `ProcessCore`; other
+//! processes reach it through signals on its [`ProcessCell`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use molt_abi::{Pid, Ref, reason, sysmsg, tag};
+
+use super::NodeInner;
+use super::cell::{Message, ProcessCell, Reason, Signal};
+
+/// Which messages a receive takes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Tags accepted; empty means any.
+    pub tags: Vec<u32>,
+    /// If set, only messages with this envelope reference.
+    pub reference: Option<Ref>,
+}
+
+impl Filter {
+    /// Any message.
+    pub fn any() -> Self {
+        Filter::default()
+    }
+
+    /// Whether `m` passes.
+    pub fn matches(&self, m: &Message) -> bool {
+        (self.tags.is_empty() || self.tags.contains(&m.tag))
+            && self.reference.is_none_or(|r| r == m.reference)
+    }
+}
+
+pub(crate) struct ProcessCore {
+    pub node: Arc<NodeInner>,
+    pub cell: Arc<ProcessCell>,
+    pub mailbox: VecDeque<Message>,
+    pub links: HashSet<Pid>,
+    /// Monitors this process holds: reference → monitored pid.
+    pub monitors_out: HashMap<Ref, Pid>,
+    /// Monitors on this process: reference → watcher.
+    pub monitors_in: HashMap<Ref, Pid>,
+    pub trap_exit: bool,
+    /// Set once the process must end, with why.
+    pub exit: Option<Reason>,
+    scratch: VecDeque<Signal>,
+}
+
+impl ProcessCore {
+    pub fn new(node: Arc<NodeInner>, cell: Arc<ProcessCell>) -> Self {
+        ProcessCore {
+            node,
+            cell,
+            mailbox: VecDeque::new(),
+            links: HashSet::new(),
+            monitors_out: HashMap::new(),
+            monitors_in: HashMap::new(),
+            trap_exit: false,
+            exit: None,
+            scratch: VecDeque::new(),
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        self.cell.pid
+    }
+
+    fn die(&mut self, why: Reason) {
+        if self.exit.is_none() {
+            self.exit = Some(why);
+        }
+    }
+
+    /// Put a message the host made (EXIT, DOWN) in the mailbox.
+    fn deliver_system(&mut self, tag: u32, reference: Ref, payload: Vec<u8>) {
+        self.cell.mailbox_len.fetch_add(1, Ordering::Relaxed);
+        self.mailbox.push_back(Message {
+            tag,
+            reference,
+            payload: payload.into_boxed_slice(),
+        });
+    }
+
+    /// Apply every queued signal. Afterwards `exit` says whether the process
+    /// must end.
+    pub fn absorb(&mut self) {
+        let mut signals = std::mem::take(&mut self.scratch);
+        self.cell.drain_into(&mut signals);
+        for signal in signals.drain(..) {
+            self.apply(signal);
+        }
+        self.scratch = signals;
+    }
+
+    fn apply(&mut self, signal: Signal) {
+        match signal {
+            Signal::Message(m) => self.mailbox.push_back(m),
+            Signal::Exit {
+                from,
+                reason,
+                linked,
+            } => self.on_exit_signal(from, reason, linked),
+            Signal::Link { from } => {
+                self.links.insert(from);
+            }
+            Signal::Unlink { from } => {
+                self.links.remove(&from);
+            }
+            Signal::Monitor { from, reference } => {
+                self.monitors_in.insert(reference, from);
+            }
+            Signal::Demonitor { reference } => {
+                self.monitors_in.remove(&reference);
+            }
+            Signal::Down {
+                pid,
+                reference,
+                reason,
+            } => {
+                // A DOWN for a monitor already removed is dropped: after
+                // `demonitor` no DOWN arrives, as in Erlang.
+                if self.monitors_out.remove(&reference).is_some() {
+                    let payload = sysmsg::Down { pid, reason: &reason }.encode();
+                    self.deliver_system(tag::DOWN, reference, payload);
+                }
+            }
+        }
+    }
+
+    /// Erlang's exit-signal rules.
+    fn on_exit_signal(&mut self, from: Pid, why: Reason, linked: bool) {
+        // After unlink, no exit signal due to the link arrives.
+        if linked && !self.links.remove(&from) {
+            return;
+        }
+        if !linked && &*why == reason::KILL {
+            self.die(reason::KILLED.into());
+        } else if self.trap_exit {
+            let payload = sysmsg::Exit { from, reason: &why }.encode();
+            self.deliver_system(tag::EXIT, Ref::NONE, payload);
+        } else if &*why == reason::NORMAL {
+            // `exit(self(), normal)` ends the caller; any other normal exit
+            // signal is ignored by a process that does not trap exits.
+            if !linked && from == self.pid() {
+                self.die(why);
+            }
+        } else {
+            self.die(why);
+        }
+    }
+
+    /// Take the first message in the mailbox that passes `filter`, scanning
+    /// from `start` (messages before it were already rejected).
+    pub fn take_matching(&mut self, filter: &Filter, start: usize) -> Option<Message> {
+        let at = self
+            .mailbox
+            .iter()
+            .skip(start)
+            .position(|m| filter.matches(m))?;
+        let m = self.mailbox.remove(start + at)?;
+        self.cell.mailbox_len.fetch_sub(1, Ordering::Relaxed);
+        Some(m)
+    }
+
+    pub fn take_next(&mut self) -> Option<Message> {
+        let m = self.mailbox.pop_front()?;
+        self.cell.mailbox_len.fetch_sub(1, Ordering::Relaxed);
+        Some(m)
+    }
+
+    /// `link(pid)`. Returns false if `pid` is not alive (and, if this
+    /// process traps exits, delivers `EXIT noproc` instead, as Erlang does).
+    pub fn link(&mut self, other: Pid) -> bool {
+        if other == self.pid() {
+            return true;
+        }
+        if self.node.route(other, Signal::Link { from: self.pid() }).is_ok() {
+            self.links.insert(other);
+            return true;
+        }
+        if self.trap_exit {
+            let payload = sysmsg::Exit {
+                from: other,
+                reason: reason::NOPROC,
+            }
+            .encode();
+            self.deliver_system(tag::EXIT, Ref::NONE, payload);
+            return true;
+        }
+        false
+    }
+
+    pub fn unlink(&mut self, other: Pid) {
+        if self.links.remove(&other) {
+            let _ = self.node.route(other, Signal::Unlink { from: self.pid() });
+        }
+    }
+
+    /// `monitor(pid)`: a DOWN `noproc` at once if it is not alive.
+    pub fn monitor(&mut self, target: Pid) -> Ref {
+        let reference = self.node.make_ref();
+        self.monitors_out.insert(reference, target);
+        let signal = Signal::Monitor {
+            from: self.pid(),
+            reference,
+        };
+        if self.node.route(target, signal).is_err() {
+            self.apply(Signal::Down {
+                pid: target,
+                reference,
+                reason: reason::NOPROC.into(),
+            });
+        }
+        reference
+    }
+
+    /// `demonitor(ref, flush)`: true if the monitor was active.
+    pub fn demonitor(&mut self, reference: Ref, flush: bool) -> bool {
+        let active = match self.monitors_out.remove(&reference) {
+            Some(target) => {
+                let _ = self.node.route(target, Signal::Demonitor { reference });
+                true
+            }
+            None => false,
+        };
+        if flush {
+            // A DOWN may sit in the queue or the mailbox already.
+            self.absorb();
+            let before = self.mailbox.len();
+            self.mailbox
+                .retain(|m| !(m.tag == tag::DOWN && m.reference == reference));
+            let removed = before - self.mailbox.len();
+            self.cell.mailbox_len.fetch_sub(removed, Ordering::Relaxed);
+        }
+        active
+    }
+
+    /// `exit(pid, reason)`.
+    pub fn send_exit(&mut self, to: Pid, why: Reason) {
+        let signal = Signal::Exit {
+            from: self.pid(),
+            reason: why,
+            linked: false,
+        };
+        if to == self.pid() {
+            // Applied at once, so that `exit(self(), kill)` ends the caller
+            // before its next instruction that could observe otherwise.
+            self.apply(signal);
+        } else {
+            let _ = self.node.route(to, signal);
+        }
+    }
+
+    /// The process has ended: refuse further signals, free its name, and
+    /// tell every linked process and every watcher.
+    pub fn terminate(mut self, why: Reason) {
+        // Signals that raced with the end: links and monitors made just
+        // before are honoured with the real reason.
+        for signal in self.cell.close() {
+            match signal {
+                Signal::Link { from } => {
+                    self.links.insert(from);
+                }
+                Signal::Unlink { from } => {
+                    self.links.remove(&from);
+                }
+                Signal::Monitor { from, reference } => {
+                    self.monitors_in.insert(reference, from);
+                }
+                Signal::Demonitor { reference } => {
+                    self.monitors_in.remove(&reference);
+                }
+                Signal::Message(_) | Signal::Exit { .. } | Signal::Down { .. } => {}
+            }
+        }
+        let pid = self.pid();
+        let node = self.node.clone();
+        node.forget(pid);
+        for linked in self.links.drain() {
+            let _ = node.route(
+                linked,
+                Signal::Exit {
+                    from: pid,
+                    reason: why.clone(),
+                    linked: true,
+                },
+            );
+        }
+        for (reference, watcher) in self.monitors_in.drain() {
+            let _ = node.route(
+                watcher,
+                Signal::Down {
+                    pid,
+                    reference,
+                    reason: why.clone(),
+                },
+            );
+        }
+        for (reference, target) in self.monitors_out.drain() {
+            let _ = node.route(target, Signal::Demonitor { reference });
+        }
+    }
+}

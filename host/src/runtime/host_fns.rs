@@ -1,0 +1,424 @@
+//! The host functions of the ABI, registered on the node's linker under
+//! the names and signatures `molt-abi` gives. Guest memory is reached only
+//! through [`super::guest_mem`].
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use molt_abi::{Header, IMPORT_MODULE, imports, log_level, reason, spawn_flags, status, timeout};
+use wasmtime::{Caller, Linker};
+
+use super::cell::Message;
+use super::core::Filter;
+use super::guest::{ProcState, ProcessExit};
+use super::guest_mem::{self as gm, GuestFault};
+use super::registry::RegisterError;
+use super::{SendError, SpawnError};
+
+type Result<T> = wasmtime::Result<T>;
+
+/// Guest memory and process state, borrowed together.
+fn split<'a>(caller: &'a mut Caller<'_, ProcState>) -> Result<(&'a mut [u8], &'a mut ProcState)> {
+    let memory = caller
+        .data()
+        .memory
+        .ok_or_else(|| wasmtime::Error::msg("the guest exports no memory"))?;
+    Ok(memory.data_and_store_mut(caller))
+}
+
+fn fault(e: GuestFault) -> wasmtime::Error {
+    wasmtime::Error::new(e)
+}
+
+fn send_status(result: std::result::Result<(), SendError>) -> i32 {
+    match result {
+        Ok(()) => status::OK,
+        Err(SendError::TooLarge { .. }) => status::MESSAGE_TOO_LARGE,
+        Err(SendError::MailboxFull(_)) => status::MAILBOX_FULL,
+        Err(SendError::ReservedTag(_)) => status::BAD_ARG,
+        Err(SendError::NotRegistered(_)) => status::NOT_REGISTERED,
+    }
+}
+
+/// Read a payload, refusing an oversized one before touching memory.
+fn payload(mem: &[u8], state: &ProcState, ptr: i32, len: i32) -> Result<std::result::Result<Box<[u8]>, i32>> {
+    if len as u32 as usize > state.core.node.config.message_bytes_max {
+        return Ok(Err(status::MESSAGE_TOO_LARGE));
+    }
+    Ok(Ok(gm::bytes(mem, ptr, len, "message payload").map_err(fault)?.into()))
+}
+
+/// Register every host function of the ABI.
+pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
+    let m = IMPORT_MODULE;
+
+    linker.func_wrap(m, imports::SELF.name, |mut c: Caller<'_, ProcState>, out: i32| -> Result<()> {
+        let (mem, st) = split(&mut c)?;
+        gm::write(mem, out, &st.core.pid().to_bytes(), "self pid_out").map_err(fault)
+    })?;
+
+    linker.func_wrap(
+        m,
+        imports::SPAWN.name,
+        |mut c: Caller<'_, ProcState>,
+         name_ptr: i32,
+         name_len: i32,
+         args_ptr: i32,
+         args_len: i32,
+         flags: i32,
+         pid_out: i32,
+         ref_out: i32|
+         -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let Some(module) = gm::text(mem, name_ptr, name_len, "spawn module name").map_err(fault)? else {
+                return Ok(status::BAD_ARG);
+            };
+            let module = module.to_string();
+            let args = match payload(mem, st, args_ptr, args_len)? {
+                Ok(a) => a,
+                Err(code) => return Ok(code),
+            };
+            let me = st.core.pid();
+            let link = (flags & spawn_flags::LINK != 0).then_some(me);
+            let monitor = (flags & spawn_flags::MONITOR != 0).then(|| st.core.node.make_ref());
+            let node = st.core.node.clone();
+            match node.spawn(&module, args.into_vec(), link, monitor.map(|r| (r, me))) {
+                Ok(child) => {
+                    if link.is_some() {
+                        st.core.links.insert(child);
+                    }
+                    if let Some(r) = monitor {
+                        st.core.monitors_out.insert(r, child);
+                        gm::write(mem, ref_out, &r.to_bytes(), "spawn ref_out").map_err(fault)?;
+                    }
+                    gm::write(mem, pid_out, &child.to_bytes(), "spawn pid_out").map_err(fault)?;
+                    Ok(status::OK)
+                }
+                Err(SpawnError::NoModule(_)) => Ok(status::NO_MODULE),
+                Err(SpawnError::ProcessLimit(_)) => Ok(status::PROCESS_LIMIT),
+                Err(SpawnError::ArgsTooLarge { .. }) => Ok(status::MESSAGE_TOO_LARGE),
+            }
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::SEND.name,
+        |mut c: Caller<'_, ProcState>, pid_ptr: i32, tag: i32, ref_ptr: i32, ptr: i32, len: i32| -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let to = gm::pid(mem, pid_ptr, "send pid").map_err(fault)?;
+            let reference = gm::optional_reference(mem, ref_ptr, "send ref").map_err(fault)?;
+            let payload = match payload(mem, st, ptr, len)? {
+                Ok(p) => p,
+                Err(code) => return Ok(code),
+            };
+            let message = Message { tag: tag as u32, reference, payload };
+            Ok(send_status(st.core.node.send_user(to, message)))
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::SEND_NAMED.name,
+        |mut c: Caller<'_, ProcState>,
+         name_ptr: i32,
+         name_len: i32,
+         tag: i32,
+         ref_ptr: i32,
+         ptr: i32,
+         len: i32|
+         -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let Some(name) = gm::text(mem, name_ptr, name_len, "send_named name").map_err(fault)? else {
+                return Ok(status::BAD_ARG);
+            };
+            let to = st.core.node.registry.lock().expect("registry poisoned").whereis(name);
+            let Some(to) = to else {
+                return Ok(status::NOT_REGISTERED);
+            };
+            let reference = gm::optional_reference(mem, ref_ptr, "send_named ref").map_err(fault)?;
+            let payload = match payload(mem, st, ptr, len)? {
+                Ok(p) => p,
+                Err(code) => return Ok(code),
+            };
+            let message = Message { tag: tag as u32, reference, payload };
+            Ok(send_status(st.core.node.send_user(to, message)))
+        },
+    )?;
+
+    linker.func_wrap_async(
+        m,
+        imports::RECEIVE.name,
+        |mut c: Caller<'_, ProcState>, (tags_ptr, tags_count, ref_ptr, timeout_ms, header_out): (i32, i32, i32, i64, i32)| {
+            Box::new(async move { receive(&mut c, tags_ptr, tags_count, ref_ptr, timeout_ms, header_out).await })
+        },
+    )?;
+
+    linker.func_wrap(m, imports::MSG_READ.name, |mut c: Caller<'_, ProcState>, ptr: i32, len: i32| -> Result<i32> {
+        let (mem, st) = split(&mut c)?;
+        let Some(current) = &st.current else {
+            return Ok(status::NO_MESSAGE);
+        };
+        let payload = &current.payload;
+        if (len as u32 as usize) < payload.len() {
+            return Ok(status::BUFFER_TOO_SMALL);
+        }
+        gm::write(mem, ptr, payload, "msg_read buffer").map_err(fault)?;
+        Ok(payload.len() as i32)
+    })?;
+
+    linker.func_wrap(m, imports::MSG_HEADER.name, |mut c: Caller<'_, ProcState>, out: i32| -> Result<i32> {
+        let (mem, st) = split(&mut c)?;
+        let Some(current) = &st.current else {
+            return Ok(status::NO_MESSAGE);
+        };
+        let header = Header { tag: current.tag, len: current.payload.len() as u32, reference: current.reference };
+        gm::write(mem, out, &header.to_bytes(), "msg_header out").map_err(fault)?;
+        Ok(status::OK)
+    })?;
+
+    linker.func_wrap(m, imports::LINK.name, |mut c: Caller<'_, ProcState>, pid_ptr: i32| -> Result<i32> {
+        let (mem, st) = split(&mut c)?;
+        let other = gm::pid(mem, pid_ptr, "link pid").map_err(fault)?;
+        Ok(if st.core.link(other) { status::OK } else { status::NOPROC })
+    })?;
+
+    linker.func_wrap(m, imports::UNLINK.name, |mut c: Caller<'_, ProcState>, pid_ptr: i32| -> Result<i32> {
+        let (mem, st) = split(&mut c)?;
+        let other = gm::pid(mem, pid_ptr, "unlink pid").map_err(fault)?;
+        st.core.unlink(other);
+        Ok(status::OK)
+    })?;
+
+    linker.func_wrap(
+        m,
+        imports::MONITOR.name,
+        |mut c: Caller<'_, ProcState>, pid_ptr: i32, ref_out: i32| -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let target = gm::pid(mem, pid_ptr, "monitor pid").map_err(fault)?;
+            // Check the output before the monitor exists, so a fault leaves none.
+            gm::bytes(mem, ref_out, molt_abi::REF_BYTES as i32, "monitor ref_out").map_err(fault)?;
+            let r = st.core.monitor(target);
+            gm::write(mem, ref_out, &r.to_bytes(), "monitor ref_out").map_err(fault)?;
+            Ok(status::OK)
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::DEMONITOR.name,
+        |mut c: Caller<'_, ProcState>, ref_ptr: i32, flags: i32| -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let r = gm::reference(mem, ref_ptr, "demonitor ref").map_err(fault)?;
+            let flush = flags & molt_abi::demonitor_flags::FLUSH != 0;
+            Ok(st.core.demonitor(r, flush) as i32)
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::EXIT.name,
+        |mut c: Caller<'_, ProcState>, pid_ptr: i32, ptr: i32, len: i32| -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let to = gm::pid(mem, pid_ptr, "exit pid").map_err(fault)?;
+            let Some(why) = gm::text(mem, ptr, len, "exit reason").map_err(fault)? else {
+                return Ok(status::BAD_ARG);
+            };
+            st.core.send_exit(to, reason::truncate(why).into());
+            // `exit(self(), kill)` and the like end the caller now.
+            match st.exit_error() {
+                Some(e) => Err(e),
+                None => Ok(status::OK),
+            }
+        },
+    )?;
+
+    linker.func_wrap(m, imports::EXIT_SELF.name, |mut c: Caller<'_, ProcState>, ptr: i32, len: i32| -> Result<()> {
+        let (mem, _) = split(&mut c)?;
+        let why = String::from_utf8_lossy(gm::bytes(mem, ptr, len, "exit_self reason").map_err(fault)?);
+        Err(wasmtime::Error::new(ProcessExit(reason::truncate(&why).into())))
+    })?;
+
+    linker.func_wrap(m, imports::TRAP_EXIT.name, |mut c: Caller<'_, ProcState>, flag: i32| -> i32 {
+        let st = c.data_mut();
+        std::mem::replace(&mut st.core.trap_exit, flag != 0) as i32
+    })?;
+
+    linker.func_wrap(m, imports::IS_ALIVE.name, |mut c: Caller<'_, ProcState>, pid_ptr: i32| -> Result<i32> {
+        let (mem, st) = split(&mut c)?;
+        let pid = gm::pid(mem, pid_ptr, "is_alive pid").map_err(fault)?;
+        Ok(st.core.node.lookup(pid).is_some() as i32)
+    })?;
+
+    linker.func_wrap(m, imports::REGISTER.name, |mut c: Caller<'_, ProcState>, ptr: i32, len: i32| -> Result<i32> {
+        let (mem, st) = split(&mut c)?;
+        let Some(name) = gm::text(mem, ptr, len, "register name").map_err(fault)? else {
+            return Ok(status::BAD_ARG);
+        };
+        let pid = st.core.pid();
+        let result = st.core.node.registry.lock().expect("registry poisoned").register(name, pid);
+        Ok(match result {
+            Ok(()) => status::OK,
+            Err(RegisterError::BadName) => status::BAD_ARG,
+            Err(RegisterError::Taken) => status::NAME_TAKEN,
+            Err(RegisterError::AlreadyRegistered) => status::ALREADY_REGISTERED,
+        })
+    })?;
+
+    linker.func_wrap(m, imports::UNREGISTER.name, |mut c: Caller<'_, ProcState>, ptr: i32, len: i32| -> Result<i32> {
+        let (mem, st) = split(&mut c)?;
+        let Some(name) = gm::text(mem, ptr, len, "unregister name").map_err(fault)? else {
+            return Ok(status::BAD_ARG);
+        };
+        let removed = st.core.node.registry.lock().expect("registry poisoned").unregister(name);
+        Ok(if removed.is_some() { status::OK } else { status::NOT_REGISTERED })
+    })?;
+
+    linker.func_wrap(
+        m,
+        imports::WHEREIS.name,
+        |mut c: Caller<'_, ProcState>, ptr: i32, len: i32, pid_out: i32| -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let Some(name) = gm::text(mem, ptr, len, "whereis name").map_err(fault)? else {
+                return Ok(status::BAD_ARG);
+            };
+            let found = st.core.node.registry.lock().expect("registry poisoned").whereis(name);
+            match found {
+                Some(pid) => {
+                    gm::write(mem, pid_out, &pid.to_bytes(), "whereis pid_out").map_err(fault)?;
+                    Ok(1)
+                }
+                None => Ok(0),
+            }
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::SEND_AFTER.name,
+        |mut c: Caller<'_, ProcState>, delay_ms: i64, pid_ptr: i32, tag: i32, ptr: i32, len: i32, ref_out: i32| -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let to = gm::pid(mem, pid_ptr, "send_after pid").map_err(fault)?;
+            if !molt_abi::tag::is_user(tag as u32) || delay_ms < 0 {
+                return Ok(status::BAD_ARG);
+            }
+            let payload = match payload(mem, st, ptr, len)? {
+                Ok(p) => p,
+                Err(code) => return Ok(code),
+            };
+            gm::bytes(mem, ref_out, molt_abi::REF_BYTES as i32, "send_after ref_out").map_err(fault)?;
+            let node = st.core.node.clone();
+            let reference = node.make_ref();
+            let message = Message { tag: tag as u32, reference, payload };
+            if node.timers.start(&node, Duration::from_millis(delay_ms as u64), to, message).is_err() {
+                return Ok(status::TIMER_LIMIT);
+            }
+            gm::write(mem, ref_out, &reference.to_bytes(), "send_after ref_out").map_err(fault)?;
+            Ok(status::OK)
+        },
+    )?;
+
+    linker.func_wrap(m, imports::CANCEL_TIMER.name, |mut c: Caller<'_, ProcState>, ref_ptr: i32| -> Result<i64> {
+        let (mem, st) = split(&mut c)?;
+        let r = gm::reference(mem, ref_ptr, "cancel_timer ref").map_err(fault)?;
+        Ok(match st.core.node.timers.cancel(r) {
+            Some(left) => left.as_millis() as i64,
+            None => status::NO_TIMER as i64,
+        })
+    })?;
+
+    linker.func_wrap(m, imports::MAKE_REF.name, |mut c: Caller<'_, ProcState>, out: i32| -> Result<()> {
+        let (mem, st) = split(&mut c)?;
+        let r = st.core.node.make_ref();
+        gm::write(mem, out, &r.to_bytes(), "make_ref out").map_err(fault)
+    })?;
+
+    linker.func_wrap(m, imports::MONOTONIC_NS.name, |c: Caller<'_, ProcState>| -> i64 {
+        c.data().core.node.started.elapsed().as_nanos() as i64
+    })?;
+
+    linker.func_wrap(m, imports::SYSTEM_TIME_NS.name, |_c: Caller<'_, ProcState>| -> i64 {
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+    })?;
+
+    linker.func_wrap(m, imports::LOG.name, |mut c: Caller<'_, ProcState>, level: i32, ptr: i32, len: i32| -> Result<()> {
+        let (mem, st) = split(&mut c)?;
+        let text = String::from_utf8_lossy(gm::bytes(mem, ptr, len, "log message").map_err(fault)?);
+        let pid = st.core.pid();
+        let module = st.core.cell.module.as_ref().map_or("", |m| m.identity.name.as_str());
+        match level {
+            log_level::ERROR => tracing::error!(target: "molt::guest", %pid, module, "{text}"),
+            log_level::WARN => tracing::warn!(target: "molt::guest", %pid, module, "{text}"),
+            log_level::INFO => tracing::info!(target: "molt::guest", %pid, module, "{text}"),
+            log_level::DEBUG => tracing::debug!(target: "molt::guest", %pid, module, "{text}"),
+            _ => tracing::trace!(target: "molt::guest", %pid, module, "{text}"),
+        }
+        Ok(())
+    })?;
+
+    linker.func_wrap(m, imports::RANDOM_BYTES.name, |mut c: Caller<'_, ProcState>, ptr: i32, len: i32| -> Result<()> {
+        let (mem, _) = split(&mut c)?;
+        let buf = gm::bytes_mut(mem, ptr, len, "random_bytes buffer").map_err(fault)?;
+        getrandom::fill(buf).map_err(|e| wasmtime::Error::msg(format!("random generator failed: {e}")))
+    })?;
+
+    Ok(())
+}
+
+/// The `receive` host function: selective receive with a timeout. Skipped
+/// messages stay in the mailbox, in order.
+async fn receive(
+    c: &mut Caller<'_, ProcState>,
+    tags_ptr: i32,
+    tags_count: i32,
+    ref_ptr: i32,
+    timeout_ms: i64,
+    header_out: i32,
+) -> Result<i32> {
+    let filter = {
+        let (mem, _) = split(c)?;
+        let count = tags_count as u32;
+        if count as usize > molt_abi::RECEIVE_TAGS_MAX {
+            return Ok(status::BAD_ARG);
+        }
+        let raw = gm::bytes(mem, tags_ptr, (count * 4) as i32, "receive tags").map_err(fault)?;
+        let tags = raw.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let reference = if ref_ptr == 0 { None } else { Some(gm::reference(mem, ref_ptr, "receive ref").map_err(fault)?) };
+        gm::bytes(mem, header_out, molt_abi::HEADER_BYTES as i32, "receive header_out").map_err(fault)?;
+        Filter { tags, reference }
+    };
+    let deadline = match timeout_ms {
+        timeout::INFINITY => None,
+        ms if ms < 0 => return Ok(status::BAD_ARG),
+        ms => Some(tokio::time::Instant::now() + Duration::from_millis(ms as u64)),
+    };
+    let cell = c.data().core.cell.clone();
+    let mut scanned = 0;
+    let mut expired = false;
+    loop {
+        let st = c.data_mut();
+        st.core.absorb();
+        if let Some(e) = st.exit_error() {
+            return Err(e);
+        }
+        if let Some(message) = st.core.take_matching(&filter, scanned) {
+            let header = Header {
+                tag: message.tag,
+                len: message.payload.len() as u32,
+                reference: message.reference,
+            };
+            st.current = Some(message);
+            let (mem, _) = split(c)?;
+            gm::write(mem, header_out, &header.to_bytes(), "receive header_out").map_err(fault)?;
+            return Ok(status::OK);
+        }
+        if expired {
+            return Ok(status::TIMEOUT);
+        }
+        scanned = st.core.mailbox.len();
+        match deadline {
+            None => cell.wake.notified().await,
+            // On expiry, look once more: a message may have come with the deadline.
+            Some(d) => expired = tokio::time::timeout_at(d, cell.wake.notified()).await.is_err(),
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! The local process runtime: processes, mailboxes, signals, links,
+//! monitors, names, timers and limits.
+//!
+//! Invariant: the runtime knows nothing about the network. A pid of another
+//! node (or of an earlier incarnation of this one) names no live process
+//! here: signals to it are handled as signals to a dead process.
+
+mod cell;
+mod core;
+mod guest;
+mod guest_mem;
+mod host_fns;
+mod mailbox;
+mod registry;
+mod table;
+mod timers;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use molt_abi::{Pid, Ref, reason};
+use sha2::{Digest, Sha256};
+use wasmtime::{Engine, Linker};
+
+pub use self::cell::{Message, Reason};
+pub use self::core::Filter;
+pub(crate) use self::guest::ProcState;
+pub use self::mailbox::HostMailbox;
+pub use self::registry::RegisterError;
+
+use self::cell::{ProcessCell, Signal};
+use self::registry::Registry;
+use self::table::ProcessTable;
+use self::timers::Timers;
+use crate::code::{CodeServer, LoadError, ModuleVersion};
+use crate::config::NodeConfig;
+use crate::engine::{self, EngineError};
+
+/// Why a spawn failed.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SpawnError {
+    /// No module of that name is loaded.
+    #[error("no module named `{0}` is loaded")]
+    NoModule(String),
+    /// `processes_max` processes are alive.
+    #[error("node runs processes_max ({0}) processes already")]
+    ProcessLimit(u32),
+    /// Init arguments larger than `message_bytes_max`.
+    #[error("init arguments are {size} bytes, larger than message_bytes_max ({max})")]
+    ArgsTooLarge {
+        /// Their size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Why a send failed. Sending to a dead process is not an error.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// Payload larger than `message_bytes_max`.
+    #[error("message is {size} bytes, larger than message_bytes_max ({max})")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The receiver has `mailbox_len_max` messages waiting.
+    #[error("receiver's mailbox holds mailbox_len_max ({0}) messages")]
+    MailboxFull(usize),
+    /// A tag reserved for the host.
+    #[error("tag {0:#x} is reserved for the host")]
+    ReservedTag(u32),
+    /// No process is registered under the name.
+    #[error("no process is registered as `{0}`")]
+    NotRegistered(String),
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The engine could not be built.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A host function could not be linked (a bug).
+    #[error("linking host functions: {0:#}")]
+    Link(wasmtime::Error),
+    /// Not called from within a tokio runtime.
+    #[error("a node must be started from within a tokio runtime")]
+    NoRuntime,
+}
+
+/// Counters a node keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Processes alive now (guests and host mailboxes).
+    pub alive: u32,
+    /// Processes spawned since start.
+    pub spawned: u64,
+    /// Behaviour processes whose `molt_init` returned.
+    pub initialized: u64,
+    /// Processes that ended.
+    pub exited: u64,
+}
+
+/// One live process, as `ps` shows it.
+#[derive(Clone, Debug)]
+pub struct ProcessInfo {
+    /// Its pid.
+    pub pid: Pid,
+    /// Module name and version (`None` for host mailboxes).
+    pub module: Option<(String, String)>,
+    /// Messages waiting.
+    pub mailbox_len: usize,
+    /// Registered name.
+    pub name: Option<String>,
+}
+
+pub(crate) struct NodeInner {
+    pub config: NodeConfig,
+    pub engine: Engine,
+    pub code: CodeServer,
+    /// This node's half of every pid: name hash.
+    pub node_id: u64,
+    pub incarnation: u64,
+    next_serial: AtomicU64,
+    next_ref: AtomicU64,
+    alive: AtomicU32,
+    spawned: AtomicU64,
+    pub initialized: AtomicU64,
+    exited: AtomicU64,
+    table: ProcessTable,
+    pub registry: Mutex<Registry>,
+    pub timers: Timers,
+    pub started: Instant,
+    pub runtime: tokio::runtime::Handle,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+/// A running node. Cheap to clone; the node stops when the last clone is
+/// dropped and its processes have ended.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+fn node_id(name: &str) -> u64 {
+    let digest = Sha256::digest(name.as_bytes());
+    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+impl Node {
+    /// Start a node on the current tokio runtime. `processes_max` may be
+    /// lowered to fit the kernel's `vm.max_map_count` (see
+    /// [`engine::fit_map_count`]); [`Node::config`] shows what was used.
+    pub fn start(mut config: NodeConfig) -> Result<Node, StartError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
+        let map_count = engine::fit_map_count(&mut config);
+        map_count.log();
+        let engine = engine::build(&config)?;
+        let mut linker = Linker::new(&engine);
+        host_fns::register(&mut linker).map_err(StartError::Link)?;
+        let code = CodeServer::new(
+            engine.clone(),
+            Arc::new(linker),
+            config.module_bytes_max,
+            config.modules_max,
+        );
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).expect("the OS random generator failed");
+        let ticker_stop = engine::start_ticker(&engine, config.timeslice);
+        let inner = NodeInner {
+            node_id: node_id(&config.name),
+            incarnation: u64::from_le_bytes(random) | 1,
+            timers: Timers::new(config.timers_max),
+            config,
+            engine,
+            code,
+            next_serial: AtomicU64::new(1),
+            next_ref: AtomicU64::new(1),
+            alive: AtomicU32::new(0),
+            spawned: AtomicU64::new(0),
+            initialized: AtomicU64::new(0),
+            exited: AtomicU64::new(0),
+            table: ProcessTable::new(),
+            registry: Mutex::new(Registry::default()),
+            started: Instant::now(),
+            runtime,
+            ticker_stop,
+        };
+        Ok(Node {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// What the node was started with (after fitting to the kernel).
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    /// The node's modules.
+    pub fn code(&self) -> &CodeServer {
+        &self.inner.code
+    }
+
+    /// Load a module file (see [`CodeServer::load_file`]).
+    pub fn load_file(
+        &self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Arc<ModuleVersion>, LoadError> {
+        self.inner.code.load_file(path.as_ref())
+    }
+
+    /// Spawn a process running the current version of `module` with init
+    /// argument bytes `args`.
+    pub fn spawn(&self, module: &str, args: Vec<u8>) -> Result<Pid, SpawnError> {
+        self.inner.spawn(module, args, None, None)
+    }
+
+    /// Open a mailbox: a process driven by host code rather than by a
+    /// guest. It can send, receive, link and monitor like any process, and
+    /// traps exits. It ends when dropped.
+    pub fn mailbox(&self) -> Result<HostMailbox, SpawnError> {
+        HostMailbox::open(self.inner.clone())
+    }
+
+    /// Send a message from outside any process.
+    pub fn send(&self, to: Pid, tag: u32, payload: Vec<u8>) -> Result<(), SendError> {
+        self.inner.send_user(
+            to,
+            Message {
+                tag,
+                reference: Ref::NONE,
+                payload: payload.into_boxed_slice(),
+            },
+        )
+    }
+
+    /// Send an exit signal from outside any process (`kill` cannot be
+    /// trapped).
+    pub fn exit(&self, to: Pid, why: &str) {
+        let signal = Signal::Exit {
+            from: Pid::default(),
+            reason: reason::truncate(why).into(),
+            linked: false,
+        };
+        let _ = self.inner.route(to, signal);
+    }
+
+    /// The pid registered under `name`.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.inner
+            .registry
+            .lock()
+            .expect("registry poisoned")
+            .whereis(name)
+    }
+
+    /// Whether `pid` is a live process of this node.
+    pub fn is_alive(&self, pid: Pid) -> bool {
+        self.inner.lookup(pid).is_some()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> NodeStats {
+        self.inner.stats()
+    }
+
+    /// Every live process.
+    pub fn processes(&self) -> Vec<ProcessInfo> {
+        let registry = self.inner.registry.lock().expect("registry poisoned");
+        let mut all: Vec<_> = self
+            .inner
+            .table
+            .all()
+            .into_iter()
+            .map(|cell| ProcessInfo {
+                pid: cell.pid,
+                module: cell.module.as_ref().map(|m| {
+                    (m.identity.name.clone(), m.identity.version.clone())
+                }),
+                mailbox_len: cell.mailbox_len.load(Ordering::Relaxed),
+                name: registry.name_of(cell.pid).map(str::to_string),
+            })
+            .collect();
+        all.sort_by_key(|p| p.pid.serial);
+        all
+    }
+
+    /// This node's identity: name hash and incarnation, as in its pids.
+    pub fn identity(&self) -> (u64, u64) {
+        (self.inner.node_id, self.inner.incarnation)
+    }
+}
+
+impl Drop for NodeInner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl NodeInner {
+    pub fn make_ref(&self) -> Ref {
+        Ref {
+            node: self.node_id,
+            incarnation: self.incarnation,
+            serial: self.next_ref.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    fn stats(&self) -> NodeStats {
+        NodeStats {
+            alive: self.alive.load(Ordering::Relaxed),
+            spawned: self.spawned.load(Ordering::Relaxed),
+            initialized: self.initialized.load(Ordering::Relaxed),
+            exited: self.exited.load(Ordering::Relaxed),
+        }
+    }
+
+    fn is_local(&self, pid: Pid) -> bool {
+        pid.node == self.node_id && pid.incarnation == self.incarnation
+    }
+
+    pub fn lookup(&self, pid: Pid) -> Option<Arc<ProcessCell>> {
+        if !self.is_local(pid) {
+            return None;
+        }
+        self.table.get(pid.serial)
+    }
+
+    /// Deliver a signal; gives it back if the target is not alive.
+    pub fn route(&self, to: Pid, signal: Signal) -> Result<(), Signal> {
+        match self.lookup(to) {
+            Some(cell) => cell.push(signal),
+            None => Err(signal),
+        }
+    }
+
+    /// A user message, with the size and mailbox limits. Dropped silently
+    /// if the receiver is dead, as in Erlang.
+    pub fn send_user(&self, to: Pid, message: Message) -> Result<(), SendError> {
+        if !molt_abi::tag::is_user(message.tag) {
+            return Err(SendError::ReservedTag(message.tag));
+        }
+        let max = self.config.message_bytes_max;
+        if message.payload.len() > max {
+            return Err(SendError::TooLarge {
+                size: message.payload.len(),
+                max,
+            });
+        }
+        let Some(cell) = self.lookup(to) else {
+            return Ok(());
+        };
+        let max = self.config.mailbox_len_max;
+        if cell.mailbox_len.fetch_add(1, Ordering::Relaxed) >= max {
+            cell.mailbox_len.fetch_sub(1, Ordering::Relaxed);
+            return Err(SendError::MailboxFull(max));
+        }
+        if cell.push(Signal::Message(message)).is_err() {
+            cell.mailbox_len.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Reserve a process slot and a pid.
+    fn reserve(&self) -> Result<Pid, SpawnError> {
+        let max = self.config.processes_max;
+        self.alive
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| SpawnError::ProcessLimit(max))?;
+        self.spawned.fetch_add(1, Ordering::Relaxed);
+        Ok(Pid {
+            node: self.node_id,
+            incarnation: self.incarnation,
+            serial: self.next_serial.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    /// Register a new process cell in the table.
+    fn enter(&self, cell: Arc<ProcessCell>) {
+        self.table.insert(cell);
+    }
+
+    /// Remove an ended process: table, name, slot.
+    fn forget(&self, pid: Pid) {
+        self.table.remove(pid.serial);
+        self.registry
+            .lock()
+            .expect("registry poisoned")
+            .remove_pid(pid);
+        self.alive.fetch_sub(1, Ordering::AcqRel);
+        self.exited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Spawn with an optional link to and monitor by `parent`. Returns the
+    /// pid; the monitor reference is `monitor`'s.
+    pub fn spawn(
+        self: &Arc<Self>,
+        module: &str,
+        args: Vec<u8>,
+        link: Option<Pid>,
+        monitor: Option<(Ref, Pid)>,
+    ) -> Result<Pid, SpawnError> {
+        let max = self.config.message_bytes_max;
+        if args.len() > max {
+            return Err(SpawnError::ArgsTooLarge {
+                size: args.len(),
+                max,
+            });
+        }
+        let version = self
+            .code
+            .current_or_load(module)
+            .ok_or_else(|| SpawnError::NoModule(module.to_string()))?;
+        let pid = self.reserve()?;
+        let cell = Arc::new(ProcessCell::new(pid, Some(version.clone())));
+        self.enter(cell.clone());
+        let mut core = core::ProcessCore::new(self.clone(), cell);
+        core.links.extend(link);
+        core.monitors_in.extend(monitor);
+        self.runtime
+            .spawn(guest::run(core, version, args.into_boxed_slice()));
+        Ok(pid)
+    }
+}
