@@ -1,0 +1,275 @@
+//! `puppet`: a raw process that a controller scripts one command at a time,
+//! so end-to-end tests can drive every host function from outside.
+//!
+//! On start it sends [`Event::Ready`] to the controller. Then, for every
+//! message: a typed (`DATA`) message that decodes as a [`Cmd`] is executed
+//! and answered with [`Event::Done`]; anything else is reported as
+//! [`Event::Got`]. Every event goes to the controller as a typed message.
+
+use std::time::Duration;
+
+use molt_sdk::{Envelope, Error, Filter, Pid, Ref, System, codec};
+use serde::{Deserialize, Serialize};
+
+/// Init arguments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PuppetArgs {
+    /// Where events go.
+    pub controller: Pid,
+}
+
+/// A command, executed when received.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cmd {
+    /// `link(pid)`: `Ok` or `Status`.
+    Link(Pid),
+    /// `unlink(pid)`: `Ok` or `Status`.
+    Unlink(Pid),
+    /// `monitor(pid)`: `Ref`.
+    Monitor(Pid),
+    /// `demonitor(reference, flush)`: `Bool` (was it active).
+    Demonitor {
+        /// The monitor.
+        reference: Ref,
+        /// Also drop a queued DOWN.
+        flush: bool,
+    },
+    /// `trap_exit(flag)`: `Bool` (the previous flag).
+    TrapExit(bool),
+    /// `exit(pid, reason)`: `Ok` or `Status`.
+    Exit {
+        /// Target.
+        pid: Pid,
+        /// Reason.
+        reason: String,
+    },
+    /// `exit_self(reason)`: no answer; the puppet ends.
+    ExitSelf(String),
+    /// `spawn` with raw argument bytes: `Pid`, or `PidRef` when `monitor`,
+    /// or `Status`.
+    Spawn {
+        /// Module name.
+        module: String,
+        /// Init argument bytes, passed as they are.
+        args: Vec<u8>,
+        /// Link to the new process.
+        link: bool,
+        /// Monitor the new process.
+        monitor: bool,
+    },
+    /// `send`: `Ok` or `Status`.
+    Send {
+        /// Receiver.
+        to: Pid,
+        /// Tag (reserved tags give `Status(BAD_ARG)`).
+        tag: u32,
+        /// Payload bytes.
+        payload: Vec<u8>,
+    },
+    /// `send_named`: `Ok` or `Status`.
+    SendNamed {
+        /// Registered name.
+        name: String,
+        /// Tag.
+        tag: u32,
+        /// Payload bytes.
+        payload: Vec<u8>,
+    },
+    /// `register(name)`: `Ok` or `Status`.
+    Register(String),
+    /// `unregister(name)`: `Ok` or `Status`.
+    Unregister(String),
+    /// `whereis(name)`: `MaybePid`.
+    Whereis(String),
+    /// `is_alive(pid)`: `Bool`.
+    IsAlive(Pid),
+    /// `send_after`: `Ref` (the timer) or `Status`.
+    SendAfter {
+        /// Delay in milliseconds.
+        delay_ms: u64,
+        /// Receiver.
+        to: Pid,
+        /// Tag.
+        tag: u32,
+        /// Payload bytes.
+        payload: Vec<u8>,
+    },
+    /// `cancel_timer(reference)`: `Remaining` (milliseconds left, `None`
+    /// if there was no such timer).
+    CancelTimer(Ref),
+    /// A selective receive, executed now: `Received` (`None` on timeout).
+    Receive {
+        /// Tags to accept (any if empty).
+        tags: Vec<u32>,
+        /// Reference to require.
+        reference: Option<Ref>,
+        /// Timeout in milliseconds (`None`: wait for ever).
+        timeout_ms: Option<u64>,
+    },
+    /// Send `count` messages with tag `tag` to `to`, payload `i: u32` for
+    /// `i` in `0..count` (encoded with the SDK codec): `Ok`, or `Status` of
+    /// the first failed send (the rest are not sent).
+    SendSeq {
+        /// Receiver.
+        to: Pid,
+        /// Tag.
+        tag: u32,
+        /// How many.
+        count: u32,
+    },
+    /// Panic with this text; no answer.
+    Panic(String),
+}
+
+/// The result of a command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Success with nothing to return.
+    Ok,
+    /// The raw (negative) ABI status the host returned.
+    Status(i32),
+    /// A pid.
+    Pid(Pid),
+    /// A reference.
+    Ref(Ref),
+    /// A pid and a monitor reference.
+    PidRef(Pid, Ref),
+    /// A flag.
+    Bool(bool),
+    /// A pid, if any.
+    MaybePid(Option<Pid>),
+    /// Milliseconds left on a cancelled timer, if it existed.
+    Remaining(Option<u64>),
+    /// A received message `(tag, reference, payload)`, `None` on timeout.
+    Received(Option<(u32, Option<Ref>, Vec<u8>)>),
+}
+
+/// A system message, mirrored with owned fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SystemEvent {
+    /// A trapped exit signal.
+    Exit {
+        /// Sender.
+        from: Pid,
+        /// Reason.
+        reason: String,
+    },
+    /// A monitor fired.
+    Down {
+        /// The monitor reference.
+        reference: Ref,
+        /// The monitored process.
+        pid: Pid,
+        /// Its exit reason.
+        reason: String,
+    },
+}
+
+/// What the puppet tells its controller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    /// The puppet started; this is its pid.
+    Ready(Pid),
+    /// A command finished.
+    Done(Outcome),
+    /// A message that is not a command.
+    Got {
+        /// Its tag.
+        tag: u32,
+        /// Its envelope reference.
+        reference: Option<Ref>,
+        /// Decoded, if it is an EXIT or DOWN.
+        system: Option<SystemEvent>,
+        /// Its payload.
+        payload: Vec<u8>,
+    },
+}
+
+fn unit(result: Result<(), Error>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Ok,
+        Err(e) => Outcome::Status(e.code()),
+    }
+}
+
+fn execute(cmd: Cmd) -> Outcome {
+    match cmd {
+        Cmd::Link(pid) => unit(molt_sdk::link(pid)),
+        Cmd::Unlink(pid) => unit(molt_sdk::unlink(pid)),
+        Cmd::Monitor(pid) => Outcome::Ref(molt_sdk::monitor(pid)),
+        Cmd::Demonitor { reference, flush } => Outcome::Bool(molt_sdk::demonitor(reference, flush)),
+        Cmd::TrapExit(flag) => Outcome::Bool(molt_sdk::trap_exit(flag)),
+        Cmd::Exit { pid, reason } => unit(molt_sdk::exit(pid, &reason)),
+        Cmd::ExitSelf(reason) => molt_sdk::exit_self(&reason),
+        Cmd::Spawn { module, args, link, monitor } => match molt_sdk::spawn_bytes(&module, &args, link, monitor) {
+            Ok((pid, Some(reference))) => Outcome::PidRef(pid, reference),
+            Ok((pid, None)) => Outcome::Pid(pid),
+            Err(e) => Outcome::Status(e.code()),
+        },
+        Cmd::Send { to, tag, payload } => unit(molt_sdk::send_raw(to, tag, None, &payload)),
+        Cmd::SendNamed { name, tag, payload } => unit(molt_sdk::send_named_raw(&name, tag, None, &payload)),
+        Cmd::Register(name) => unit(molt_sdk::register(&name)),
+        Cmd::Unregister(name) => unit(molt_sdk::unregister(&name)),
+        Cmd::Whereis(name) => Outcome::MaybePid(molt_sdk::whereis(&name)),
+        Cmd::IsAlive(pid) => Outcome::Bool(molt_sdk::is_alive(pid)),
+        Cmd::SendAfter { delay_ms, to, tag, payload } => {
+            match molt_sdk::send_after_raw(Duration::from_millis(delay_ms), to, tag, &payload) {
+                Ok(reference) => Outcome::Ref(reference),
+                Err(e) => Outcome::Status(e.code()),
+            }
+        }
+        Cmd::CancelTimer(reference) => {
+            Outcome::Remaining(molt_sdk::cancel_timer(reference).map(|left| left.as_millis() as u64))
+        }
+        Cmd::Receive { tags, reference, timeout_ms } => {
+            let mut filter = Filter::any().tags(&tags);
+            if let Some(reference) = reference {
+                filter = filter.reference(reference);
+            }
+            let got = molt_sdk::receive_matching(&filter, timeout_ms.map(Duration::from_millis));
+            Outcome::Received(got.map(|e| (e.tag, e.reference, e.payload)))
+        }
+        Cmd::SendSeq { to, tag, count } => {
+            for i in 0..count {
+                if let Err(e) = molt_sdk::send_raw(to, tag, None, &codec::encode(&i)) {
+                    return Outcome::Status(e.code());
+                }
+            }
+            Outcome::Ok
+        }
+        Cmd::Panic(text) => panic!("{text}"),
+    }
+}
+
+fn report(envelope: Envelope) -> Event {
+    let system = envelope.system().map(|s| match s {
+        System::Exit { from, reason } => SystemEvent::Exit { from, reason },
+        System::Down { reference, pid, reason } => SystemEvent::Down { reference, pid, reason },
+    });
+    Event::Got {
+        tag: envelope.tag,
+        reference: envelope.reference,
+        system,
+        payload: envelope.payload,
+    }
+}
+
+fn run(args: PuppetArgs) {
+    let controller = args.controller;
+    let tell = |event: &Event| {
+        if let Err(e) = molt_sdk::send(controller, event) {
+            molt_sdk::warn!("puppet: event to {controller} not sent: {e}");
+        }
+    };
+    tell(&Event::Ready(molt_sdk::self_pid()));
+    loop {
+        let envelope = molt_sdk::receive();
+        let command = if envelope.is_data() { envelope.decode::<Cmd>().ok() } else { None };
+        match command {
+            Some(cmd) => tell(&Event::Done(execute(cmd))),
+            None => tell(&report(envelope)),
+        }
+    }
+}
+
+molt_sdk::main!(run);
