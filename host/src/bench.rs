@@ -1,1 +1,241 @@
-//! Benchmarks (`molt bench`).
+//! `molt bench`: spawn cost, idle memory per process, local ping-pong and
+//! one-way message throughput, each the median of several runs. Guests come
+//! from `examples/bench-guest`, built from source.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use molt_abi::{Pid, codec, reason, sysmsg, tag};
+use serde::Serialize;
+
+use crate::config::NodeConfig;
+use crate::guest_build;
+use crate::runtime::{Filter, HostMailbox, Node};
+
+/// The init arguments of `examples/bench-guest`, mirrored here so the host
+/// need not link a guest crate. A test in `tests/` checks both encode alike.
+#[derive(Serialize, Debug, Clone)]
+pub enum BenchArgs {
+    /// Wait for ever.
+    Idle,
+    /// Answer each `Ping` with a `Pong`.
+    Ponger,
+    /// Play `rounds` round trips with `ponger`, then exit normally.
+    Pinger {
+        /// The ponger.
+        ponger: Pid,
+        /// Round trips.
+        rounds: u64,
+    },
+    /// Take `expect` blobs, acknowledging every `ack_every`, then exit.
+    Sink {
+        /// Blobs to take.
+        expect: u64,
+        /// Acknowledge every this many.
+        ack_every: u64,
+    },
+    /// Send `count` blobs of about `payload_bytes` to `sink`, at most
+    /// `window` unacknowledged.
+    Sender {
+        /// The sink.
+        sink: Pid,
+        /// Blobs to send.
+        count: u64,
+        /// Most unacknowledged blobs.
+        window: u64,
+        /// Approximate encoded size of each blob.
+        payload_bytes: u32,
+    },
+}
+
+/// What to measure.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgsCli {
+    /// Processes for the spawn and memory figures.
+    #[arg(long, default_value_t = 100_000)]
+    pub processes: u32,
+    /// Runs per figure; the median is printed.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Round trips per ping-pong run.
+    #[arg(long, default_value_t = 200_000)]
+    pub rounds: u64,
+    /// Messages per one-way run.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: u64,
+    /// Only this figure: spawn (with memory), pingpong or oneway.
+    #[arg(long)]
+    pub only: Option<String>,
+    /// A prebuilt bench-guest module (default: build it from source).
+    #[arg(long)]
+    pub guest: Option<PathBuf>,
+}
+
+pub use BenchArgsCli as BenchCli;
+
+/// One benchmark figure: every run, and the median.
+#[derive(Clone, Debug)]
+pub struct Figure {
+    /// What it measures.
+    pub name: &'static str,
+    /// Unit of the values.
+    pub unit: &'static str,
+    /// Every run.
+    pub runs: Vec<f64>,
+}
+
+impl Figure {
+    /// Median of the runs.
+    pub fn median(&self) -> f64 {
+        let mut v = self.runs.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    }
+}
+
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+const MODULE: &str = "bench-guest";
+
+async fn wait_for_exit(mailbox: &mut HostMailbox, watch: molt_abi::Ref, limit: Duration) -> Result<()> {
+    let filter = Filter {
+        tags: vec![tag::DOWN],
+        reference: Some(watch),
+    };
+    let down = mailbox
+        .recv_matching(&filter, limit)
+        .await
+        .context("benchmark process did not finish in time")?;
+    let down = sysmsg::Down::decode(&down.payload).context("decoding DOWN")?;
+    if down.reason != reason::NORMAL {
+        bail!("benchmark process crashed: {}", down.reason);
+    }
+    Ok(())
+}
+
+/// Spawn `n` idle behaviours; returns (µs per spawn including init, bytes
+/// of RSS per process).
+async fn spawn_run(node: &Node, n: u32) -> Result<(f64, f64)> {
+    let args = codec::encode(&BenchArgs::Idle);
+    let before = node.stats();
+    let rss_before = rss_bytes();
+    let start = Instant::now();
+    let mut pids = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        pids.push(node.spawn(MODULE, args.clone())?);
+    }
+    let target = before.initialized + n as u64;
+    while node.stats().initialized < target {
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!("spawned processes did not all initialise within 120 s");
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let elapsed = start.elapsed();
+    let rss_after = rss_bytes();
+    for pid in &pids {
+        node.exit(*pid, reason::KILL);
+    }
+    while node.stats().alive > before.alive {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok((
+        elapsed.as_secs_f64() * 1e6 / n as f64,
+        rss_after.saturating_sub(rss_before) as f64 / n as f64,
+    ))
+}
+
+async fn pingpong_run(node: &Node, rounds: u64) -> Result<f64> {
+    let mut mailbox = node.mailbox()?;
+    let (ponger, _) = mailbox.spawn(MODULE, codec::encode(&BenchArgs::Ponger), true, false)?;
+    let start = Instant::now();
+    let (_, watch) = mailbox.spawn(MODULE, codec::encode(&BenchArgs::Pinger { ponger, rounds }), false, true)?;
+    wait_for_exit(&mut mailbox, watch.expect("monitored"), Duration::from_secs(300)).await?;
+    let elapsed = start.elapsed();
+    mailbox.exit(ponger, reason::KILL);
+    Ok(rounds as f64 / elapsed.as_secs_f64())
+}
+
+async fn oneway_run(node: &Node, messages: u64) -> Result<f64> {
+    let mut mailbox = node.mailbox()?;
+    let sink_args = BenchArgs::Sink {
+        expect: messages,
+        ack_every: 1_000,
+    };
+    let (sink, watch) = mailbox.spawn(MODULE, codec::encode(&sink_args), false, true)?;
+    let sender_args = BenchArgs::Sender {
+        sink,
+        count: messages,
+        window: 20_000,
+        payload_bytes: 64,
+    };
+    let start = Instant::now();
+    mailbox.spawn(MODULE, codec::encode(&sender_args), true, false)?;
+    wait_for_exit(&mut mailbox, watch.expect("monitored"), Duration::from_secs(300)).await?;
+    Ok(messages as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Run the benchmarks and print each figure.
+pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> {
+    let guest = match &args.guest {
+        Some(path) => path.clone(),
+        None => {
+            eprintln!("building bench-guest...");
+            guest_build::build_workspace_guests(&[MODULE])?.join("bench_guest.wasm")
+        }
+    };
+    config.processes_max = config.processes_max.max(args.processes + 64);
+    let node = Node::start(config)?;
+    if node.config().processes_max < args.processes + 64 {
+        bail!(
+            "the node can run only {} processes (see the warning about vm.max_map_count); \
+             lower --processes or raise the limit",
+            node.config().processes_max
+        );
+    }
+    node.load_file(&guest)?;
+    let runs = args.runs.max(1);
+    let want = |name: &str| args.only.as_deref().is_none_or(|o| o == name);
+    let mut figures = Vec::new();
+
+    if want("spawn") {
+        // One warm-up run touches the pool once, as a long-running node has.
+        let (mut spawn, mut memory) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let (us, bytes) = spawn_run(&node, args.processes).await?;
+            spawn.push(us);
+            memory.push(bytes / 1024.0);
+        }
+        figures.push(Figure { name: "spawn (behaviour, incl. init)", unit: "µs/process", runs: spawn });
+        figures.push(Figure { name: "idle memory per process (RSS delta / N)", unit: "KiB", runs: memory });
+    }
+    if want("pingpong") {
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            v.push(pingpong_run(&node, args.rounds).await?);
+        }
+        figures.push(Figure { name: "local ping-pong", unit: "round trips/s", runs: v });
+    }
+    if want("oneway") {
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            v.push(oneway_run(&node, args.messages).await?);
+        }
+        figures.push(Figure { name: "local one-way, 64-byte messages", unit: "msgs/s", runs: v });
+    }
+    println!(
+        "molt bench: {} processes for spawn/memory, {runs} runs each, median shown",
+        args.processes
+    );
+    for f in &figures {
+        let runs: Vec<String> = f.runs.iter().map(|v| format!("{v:.1}")).collect();
+        println!("{:<42} {:>14.1} {:<14} runs: [{}]", f.name, f.median(), f.unit, runs.join(", "));
+    }
+    Ok(figures)
+}

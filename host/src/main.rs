@@ -1,1 +1,210 @@
-fn main() {}
+//! `molt`: run, inspect, build and benchmark molt modules.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use molt_abi::{reason, sysmsg, tag};
+use molt_host::{Filter, Node, NodeConfig, bench, code, guest_build};
+use tracing_subscriber::EnvFilter;
+
+/// An Erlang-style process host for WebAssembly.
+#[derive(Parser)]
+#[command(name = "molt", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    limits: Limits,
+}
+
+/// Node limits, each with the default of `NodeConfig`.
+#[derive(clap::Args)]
+struct Limits {
+    /// Most processes alive at once.
+    #[arg(long, global = true)]
+    processes_max: Option<u32>,
+    /// Most linear memory per process, in bytes.
+    #[arg(long, global = true)]
+    memory_bytes_max: Option<u64>,
+    /// Most messages waiting in one mailbox.
+    #[arg(long, global = true)]
+    mailbox_len_max: Option<usize>,
+    /// Largest message, in bytes.
+    #[arg(long, global = true)]
+    message_bytes_max: Option<usize>,
+    /// Largest module file, in bytes.
+    #[arg(long, global = true)]
+    module_bytes_max: Option<usize>,
+}
+
+impl Limits {
+    fn apply(&self, mut config: NodeConfig) -> NodeConfig {
+        if let Some(v) = self.processes_max {
+            config.processes_max = v;
+        }
+        if let Some(v) = self.memory_bytes_max {
+            config.memory_bytes_max = v;
+        }
+        if let Some(v) = self.mailbox_len_max {
+            config.mailbox_len_max = v;
+        }
+        if let Some(v) = self.message_bytes_max {
+            config.message_bytes_max = v;
+        }
+        if let Some(v) = self.module_bytes_max {
+            config.module_bytes_max = v;
+        }
+        config
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a node, spawn the module's entry process, and exit when it
+    /// exits (0 on a normal exit, 1 otherwise). Modules it spawns by name
+    /// are loaded from the module's directory and `--path` directories.
+    Run {
+        /// The module file.
+        module: PathBuf,
+        /// Arguments, passed to the entry process as a list of strings
+        /// (none: empty init arguments).
+        args: Vec<String>,
+        /// More directories to load modules from.
+        #[arg(long)]
+        path: Vec<PathBuf>,
+    },
+    /// Print a module's name, version, kind, exports and imports, and
+    /// whether it satisfies the ABI.
+    Inspect {
+        /// The module file.
+        module: PathBuf,
+    },
+    /// Build a guest crate for wasm32 (`cargo build --release --target
+    /// wasm32-unknown-unknown`) and print the module files.
+    Build {
+        /// The crate's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build the example guests and run the demo: spawn, messages, a crash
+    /// caught by a link, a monitor.
+    Demo,
+    /// Measure spawn, memory per process and message passing.
+    Bench(bench::BenchCli),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_target(false)
+        .init();
+    let config = cli.limits.apply(NodeConfig::default());
+    match dispatch(cli.command, config) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("molt: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the scheduler")
+}
+
+fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
+    match command {
+        Command::Run { module, args, path } => {
+            let args = if args.is_empty() { Vec::new() } else { molt_abi::codec::encode(&args) };
+            runtime()?.block_on(run(config, module, args, path))
+        }
+        Command::Inspect { module } => inspect(module),
+        Command::Build { dir } => {
+            for file in guest_build::build_crate(&dir)? {
+                println!("{}", file.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => {
+            eprintln!("building the example guests...");
+            let dir = guest_build::build_workspace_guests(&["counter", "crash-demo", "ping-pong"])?;
+            runtime()?.block_on(run(config, dir.join("crash_demo.wasm"), Vec::new(), vec![]))
+        }
+        Command::Bench(args) => {
+            runtime()?.block_on(bench::run(config, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn run(config: NodeConfig, module: PathBuf, args: Vec<u8>, path: Vec<PathBuf>) -> Result<ExitCode> {
+    let node = Node::start(config)?;
+    let version = node
+        .load_file(&module)
+        .with_context(|| format!("loading {}", module.display()))?;
+    if let Some(dir) = module.parent() {
+        node.code().add_path(if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir.to_path_buf() });
+    }
+    for dir in path {
+        node.code().add_path(dir);
+    }
+    let mut mailbox = node.mailbox()?;
+    let (pid, monitor) = mailbox.spawn(&version.identity.name, args, false, true)?;
+    let monitor = monitor.expect("spawned with a monitor");
+    let filter = Filter {
+        tags: vec![tag::DOWN],
+        reference: Some(monitor),
+    };
+    loop {
+        let Some(down) = mailbox.recv_matching(&filter, Duration::from_secs(3600)).await else {
+            continue;
+        };
+        let down = sysmsg::Down::decode(&down.payload).context("decoding DOWN")?;
+        if down.reason == reason::NORMAL {
+            return Ok(ExitCode::SUCCESS);
+        }
+        eprintln!("molt: process {pid} ({}) exited: {}", version.identity.name, down.reason);
+        return Ok(ExitCode::FAILURE);
+    }
+}
+
+fn inspect(path: PathBuf) -> Result<ExitCode> {
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("module").replace('_', "-");
+    let report = code::inspect(&bytes, &stem)?;
+    let id = &report.identity;
+    println!("module:   {}", id.name);
+    println!(
+        "version:  {}{}",
+        id.version,
+        if id.declared { "" } else { " (no molt.module section: content hash)" }
+    );
+    println!("sha256:   {}", id.hash);
+    println!("size:     {} bytes", bytes.len());
+    println!("kind:     {}", report.kind.map_or("none".to_string(), |k| k.to_string()));
+    println!("exports:");
+    for e in &report.exports {
+        println!("  {e}");
+    }
+    println!("imports:");
+    for i in &report.imports {
+        println!("  {i}");
+    }
+    if report.problems.is_empty() {
+        println!("abi:      ok (molt ABI {})", molt_abi::ABI_VERSION);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("abi:      NOT satisfied");
+        for p in &report.problems {
+            println!("  - {p}");
+        }
+        bail!("{} does not satisfy the molt ABI", path.display())
+    }
+}

@@ -15,6 +15,8 @@
 
 extern crate alloc;
 
+#[cfg(feature = "codec")]
+pub mod codec;
 pub mod exports;
 pub mod imports;
 pub mod reason;

@@ -38,6 +38,17 @@ pub enum DecodeError {
     BadReason,
 }
 
+impl core::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            DecodeError::Truncated => "system message shorter than a pid",
+            DecodeError::BadReason => "system message reason is not UTF-8",
+        })
+    }
+}
+
+impl core::error::Error for DecodeError {}
+
 fn encode(pid: Pid, reason: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(PID_BYTES + reason.len());
     out.extend_from_slice(&pid.to_bytes());

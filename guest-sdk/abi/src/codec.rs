@@ -1,0 +1,61 @@
+//! The message codec: serde values to bytes and back, with bincode 2
+//! (standard configuration: little-endian, varint integers). This is the one
+//! place molt names bincode; the SDK and the host both call it, so swapping
+//! the codec is a change to this file alone.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use core::fmt;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+const CONFIG: bincode::config::Configuration = bincode::config::standard();
+
+/// Bytes that do not decode as the expected type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodeError(String);
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot decode message: {}", self.0)
+    }
+}
+
+impl core::error::Error for DecodeError {}
+
+/// Encode a value.
+///
+/// # Panics
+/// If the value's `Serialize` fails (a serde implementation that errors on
+/// purpose); plain data never does.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, CONFIG).expect("encoding to a Vec cannot fail for plain data")
+}
+
+/// Decode a value; trailing bytes are an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (value, used) = bincode::serde::decode_from_slice(bytes, CONFIG).map_err(|e| DecodeError(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(DecodeError(alloc::format!("{} trailing bytes", bytes.len() - used)));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn round_trip_and_trailing_bytes() {
+        let v: Vec<String> = vec!["a".into(), "bc".into()];
+        let bytes = encode(&v);
+        assert_eq!(decode::<Vec<String>>(&bytes), Ok(v));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode::<Vec<String>>(&longer).is_err());
+        assert!(decode::<u64>(&[]).is_err());
+        assert_eq!(decode::<()>(&[]), Ok(()));
+    }
+}
