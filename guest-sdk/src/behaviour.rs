@@ -121,7 +121,8 @@ pub fn handle<B: Behaviour>(cell: &'static StateCell<B>, tag: i32, len: i32) {
 }
 
 fn state<B>(slot: &mut Option<B>) -> &mut B {
-    slot.as_mut().expect("behaviour has no state (molt_init did not run)")
+    slot.as_mut()
+        .expect("behaviour has no state (molt_init did not run)")
 }
 
 fn current_message<T: DeserializeOwned>(tag: u32, len: usize) -> Message<T> {
@@ -136,7 +137,11 @@ fn current_message<T: DeserializeOwned>(tag: u32, len: usize) -> Message<T> {
             Ok(msg) => Message::Data(msg),
             Err((e, payload)) => {
                 crate::warn!("dropping undecodable DATA message to Other: {e}");
-                Message::Other(Envelope { tag, reference: None, payload })
+                Message::Other(Envelope {
+                    tag,
+                    reference: None,
+                    payload,
+                })
             }
         };
     }
@@ -148,7 +153,15 @@ fn current_message<T: DeserializeOwned>(tag: u32, len: usize) -> Message<T> {
     };
     match envelope.system() {
         Some(System::Exit { from, reason }) => Message::Exit { from, reason },
-        Some(System::Down { reference, pid, reason }) => Message::Down { reference, pid, reason },
+        Some(System::Down {
+            reference,
+            pid,
+            reason,
+        }) => Message::Down {
+            reference,
+            pid,
+            reason,
+        },
         None => Message::Other(envelope),
     }
 }
@@ -173,7 +186,8 @@ fn pack(ptr: usize, len: usize) -> i64 {
 pub fn code_change<B: Behaviour>(cell: &'static StateCell<B>, input_len: i32) -> i32 {
     crate::entry::install_panic_hook();
     let input = read_current(input_len as u32 as usize);
-    let result = split_code_change_input(&input).and_then(|(from, state)| B::code_change(from, state));
+    let result =
+        split_code_change_input(&input).and_then(|(from, state)| B::code_change(from, state));
     match result {
         Ok(state) => {
             cell.with_borrow_mut(|slot| *slot = Some(state));
@@ -195,10 +209,13 @@ fn split_code_change_input(input: &[u8]) -> Result<(&str, &[u8]), String> {
     let version_len = u32::from_le_bytes(head) as usize;
     let rest = &input[4..];
     if version_len > rest.len() {
-        return Err(format!("code_change version length {version_len} exceeds input"));
+        return Err(format!(
+            "code_change version length {version_len} exceeds input"
+        ));
     }
     let (version, state) = rest.split_at(version_len);
-    let version = std::str::from_utf8(version).map_err(|_| "code_change version is not UTF-8".to_owned())?;
+    let version =
+        std::str::from_utf8(version).map_err(|_| "code_change version is not UTF-8".to_owned())?;
     Ok((version, state))
 }
 
@@ -217,7 +234,10 @@ mod tests {
         let mut input = 5u32.to_le_bytes().to_vec();
         input.extend_from_slice(b"1.0.0");
         input.extend_from_slice(&[1, 2, 3]);
-        assert_eq!(split_code_change_input(&input), Ok(("1.0.0", &[1u8, 2, 3][..])));
+        assert_eq!(
+            split_code_change_input(&input),
+            Ok(("1.0.0", &[1u8, 2, 3][..]))
+        );
         assert!(split_code_change_input(&[1, 0]).is_err());
         assert!(split_code_change_input(&[9, 0, 0, 0, b'x']).is_err());
         assert_eq!(split_code_change_input(&[0, 0, 0, 0]), Ok(("", &[][..])));
@@ -242,7 +262,10 @@ mod tests {
 
     #[test]
     fn default_code_change_decodes_the_same_type() {
-        assert_eq!(Count::code_change("0.1.0", &codec::encode(&Count(7))), Ok(Count(7)));
+        assert_eq!(
+            Count::code_change("0.1.0", &codec::encode(&Count(7))),
+            Ok(Count(7))
+        );
         assert!(Count::code_change("0.1.0", &[]).is_err());
     }
 }

@@ -16,9 +16,16 @@ pub fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         std::panic::set_hook(Box::new(|info| {
-            let message = info.payload_as_str().unwrap_or("(non-string panic payload)");
+            let message = info
+                .payload_as_str()
+                .unwrap_or("(non-string panic payload)");
             let reason = match info.location() {
-                Some(at) => format!("{}{message} at {}:{}", molt_abi::reason::PANIC_PREFIX, at.file(), at.line()),
+                Some(at) => format!(
+                    "{}{message} at {}:{}",
+                    molt_abi::reason::PANIC_PREFIX,
+                    at.file(),
+                    at.line()
+                ),
                 None => format!("{}{message}", molt_abi::reason::PANIC_PREFIX),
             };
             exit_self(&reason)

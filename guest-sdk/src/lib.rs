@@ -85,15 +85,17 @@ pub use codec::DecodeError;
 pub use entry::MainResult;
 pub use error::Error;
 pub use process::{
-    Pid, Ref, demonitor, exit, exit_self, is_alive, link, monitor, self_pid, spawn, spawn_bytes, spawn_link,
-    spawn_monitor, trap_exit, unlink,
+    Pid, Ref, demonitor, exit, exit_self, is_alive, link, monitor, self_pid, spawn, spawn_bytes,
+    spawn_link, spawn_monitor, trap_exit, unlink,
 };
 pub use receive::{
     Envelope, Filter, System, receive, receive_matching, receive_timeout, recv, recv_timeout,
 };
 pub use registry::{register, unregister, whereis};
 pub use send::{send, send_named, send_named_raw, send_raw, send_tagged};
-pub use time::{cancel_timer, make_ref, monotonic_time, random_bytes, send_after, send_after_raw, system_time};
+pub use time::{
+    cancel_timer, make_ref, monotonic_time, random_bytes, send_after, send_after_raw, system_time,
+};
 
 /// The ABI this SDK implements (tags, status codes, limits).
 pub use molt_abi as abi;

@@ -35,7 +35,12 @@ pub fn spawn_monitor(module: &str, args: &impl Serialize) -> Result<(Pid, Ref), 
 
 /// Spawn with init argument bytes given as they are (no encoding), and
 /// optionally link and/or monitor. The reference is `Some` iff `monitor`.
-pub fn spawn_bytes(module: &str, args: &[u8], link: bool, monitor: bool) -> Result<(Pid, Option<Ref>), Error> {
+pub fn spawn_bytes(
+    module: &str,
+    args: &[u8],
+    link: bool,
+    monitor: bool,
+) -> Result<(Pid, Option<Ref>), Error> {
     let mut flags = 0;
     if link {
         flags |= spawn_flags::LINK;
@@ -44,8 +49,17 @@ pub fn spawn_bytes(module: &str, args: &[u8], link: bool, monitor: bool) -> Resu
         flags |= spawn_flags::MONITOR;
     }
     let (mut pid, mut reference) = ([0u8; PID_BYTES], [0u8; REF_BYTES]);
-    check(sys::spawn(module.as_bytes(), args, flags, &mut pid, &mut reference))?;
-    Ok((Pid::from_bytes(&pid), monitor.then(|| Ref::from_bytes(&reference))))
+    check(sys::spawn(
+        module.as_bytes(),
+        args,
+        flags,
+        &mut pid,
+        &mut reference,
+    ))?;
+    Ok((
+        Pid::from_bytes(&pid),
+        monitor.then(|| Ref::from_bytes(&reference)),
+    ))
 }
 
 /// Link the caller and `pid`, both ways. Fails with [`Error::NoProc`] if

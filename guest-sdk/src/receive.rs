@@ -130,7 +130,12 @@ pub fn receive_matching(filter: &Filter, timeout: Option<Duration>) -> Option<En
     let timeout_ms = timeout.map_or(timeout::INFINITY, to_ms);
     let reference = filter.reference.map(Ref::to_bytes);
     let mut header = [0u8; HEADER_BYTES];
-    match Error::from_code(sys::receive(&filter.tags, reference.as_ref(), timeout_ms, &mut header)) {
+    match Error::from_code(sys::receive(
+        &filter.tags,
+        reference.as_ref(),
+        timeout_ms,
+        &mut header,
+    )) {
         None => {}
         Some(Error::Timeout) => return None,
         Some(other) => panic!("receive failed: {other}"),
@@ -146,7 +151,8 @@ pub fn receive_matching(filter: &Filter, timeout: Option<Duration>) -> Option<En
 /// Take the next typed (tag `DATA`) message and decode it, waiting for ever.
 /// Other messages stay in the mailbox.
 pub fn recv<T: DeserializeOwned>() -> Result<T, DecodeError> {
-    let envelope = receive_matching(&Filter::data(), None).expect("a receive without timeout returned nothing");
+    let envelope = receive_matching(&Filter::data(), None)
+        .expect("a receive without timeout returned nothing");
     envelope.decode()
 }
 
@@ -188,38 +194,76 @@ mod tests {
     use super::*;
 
     fn pid() -> Pid {
-        Pid { node: 1, incarnation: 2, serial: 3 }
+        Pid {
+            node: 1,
+            incarnation: 2,
+            serial: 3,
+        }
     }
 
     #[test]
     fn system_messages_decode() {
-        let r = Ref { node: 9, incarnation: 9, serial: 9 };
+        let r = Ref {
+            node: 9,
+            incarnation: 9,
+            serial: 9,
+        };
         let exit = Envelope {
             tag: tag::EXIT,
             reference: None,
-            payload: sysmsg::Exit { from: pid(), reason: "boom" }.encode(),
+            payload: sysmsg::Exit {
+                from: pid(),
+                reason: "boom",
+            }
+            .encode(),
         };
-        assert_eq!(exit.system(), Some(System::Exit { from: pid(), reason: "boom".into() }));
+        assert_eq!(
+            exit.system(),
+            Some(System::Exit {
+                from: pid(),
+                reason: "boom".into()
+            })
+        );
         let down = Envelope {
             tag: tag::DOWN,
             reference: Some(r),
-            payload: sysmsg::Down { pid: pid(), reason: "normal" }.encode(),
+            payload: sysmsg::Down {
+                pid: pid(),
+                reason: "normal",
+            }
+            .encode(),
         };
         assert_eq!(
             down.system(),
-            Some(System::Down { reference: r, pid: pid(), reason: "normal".into() })
+            Some(System::Down {
+                reference: r,
+                pid: pid(),
+                reason: "normal".into()
+            })
         );
-        let data = Envelope { tag: tag::DATA, reference: None, payload: codec::encode(&5u8) };
+        let data = Envelope {
+            tag: tag::DATA,
+            reference: None,
+            payload: codec::encode(&5u8),
+        };
         assert_eq!(data.system(), None);
         assert!(data.is_data());
         assert_eq!(data.decode::<u8>(), Ok(5));
-        let short = Envelope { tag: tag::DOWN, reference: Some(r), payload: vec![1, 2] };
+        let short = Envelope {
+            tag: tag::DOWN,
+            reference: Some(r),
+            payload: vec![1, 2],
+        };
         assert_eq!(short.system(), None);
     }
 
     #[test]
     fn filters_build() {
-        let r = Ref { node: 1, incarnation: 1, serial: 1 };
+        let r = Ref {
+            node: 1,
+            incarnation: 1,
+            serial: 1,
+        };
         let f = Filter::any().tags(&[1, 2]).reference(r);
         assert_eq!(f.tags, vec![1, 2]);
         assert_eq!(f.reference, Some(r));

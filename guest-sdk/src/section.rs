@@ -4,7 +4,13 @@
 /// Length of the section text for a crate `name` and `version`.
 #[doc(hidden)]
 pub const fn text_len(name: &str, version: &str) -> usize {
-    "name=".len() + name.len() + "\nversion=".len() + version.len() + "\nabi=".len() + digits(molt_abi::ABI_VERSION) + 1
+    "name=".len()
+        + name.len()
+        + "\nversion=".len()
+        + version.len()
+        + "\nabi=".len()
+        + digits(molt_abi::ABI_VERSION)
+        + 1
 }
 
 const fn digits(mut n: u32) -> usize {
@@ -78,9 +84,12 @@ mod tests {
     fn check(name: &str, version: &str) {
         // Same steps as the macro, with the lengths of this test's inputs.
         let text: Vec<u8> = match (name, version) {
-            ("counter", "1.2.0") => text::<{ text_len("counter", "1.2.0") }>("counter", "1.2.0").to_vec(),
+            ("counter", "1.2.0") => {
+                text::<{ text_len("counter", "1.2.0") }>("counter", "1.2.0").to_vec()
+            }
             ("ping-pong", "0.1.0-rc.1+b7") => {
-                text::<{ text_len("ping-pong", "0.1.0-rc.1+b7") }>("ping-pong", "0.1.0-rc.1+b7").to_vec()
+                text::<{ text_len("ping-pong", "0.1.0-rc.1+b7") }>("ping-pong", "0.1.0-rc.1+b7")
+                    .to_vec()
             }
             _ => unreachable!(),
         };
@@ -90,7 +99,10 @@ mod tests {
         assert_eq!(declared.abi, molt_abi::ABI_VERSION);
         assert_eq!(
             std::str::from_utf8(&text).unwrap(),
-            format!("name={name}\nversion={version}\nabi={}\n", molt_abi::ABI_VERSION)
+            format!(
+                "name={name}\nversion={version}\nabi={}\n",
+                molt_abi::ABI_VERSION
+            )
         );
     }
 
@@ -110,6 +122,9 @@ mod tests {
         const VERSION: &str = env!("CARGO_PKG_VERSION");
         const TEXT: [u8; text_len(NAME, VERSION)] = text(NAME, VERSION);
         let declared = molt_abi::section::parse(&TEXT).unwrap();
-        assert_eq!((declared.name, declared.version, declared.abi), (NAME, VERSION, molt_abi::ABI_VERSION));
+        assert_eq!(
+            (declared.name, declared.version, declared.abi),
+            (NAME, VERSION, molt_abi::ABI_VERSION)
+        );
     }
 }

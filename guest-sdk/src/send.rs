@@ -16,7 +16,12 @@ pub fn send<T: Serialize + ?Sized>(pid: Pid, msg: &T) -> Result<(), Error> {
 }
 
 /// Send a typed message with an explicit tag and optional envelope reference.
-pub fn send_tagged<T: Serialize + ?Sized>(pid: Pid, tag: u32, reference: Option<Ref>, msg: &T) -> Result<(), Error> {
+pub fn send_tagged<T: Serialize + ?Sized>(
+    pid: Pid,
+    tag: u32,
+    reference: Option<Ref>,
+    msg: &T,
+) -> Result<(), Error> {
     send_raw(pid, tag, reference, &codec::encode(msg))
 }
 
@@ -33,7 +38,18 @@ pub fn send_named<T: Serialize + ?Sized>(name: &str, msg: &T) -> Result<(), Erro
 }
 
 /// Send payload bytes as they are to the process registered under `name`.
-pub fn send_named_raw(name: &str, tag: u32, reference: Option<Ref>, payload: &[u8]) -> Result<(), Error> {
+pub fn send_named_raw(
+    name: &str,
+    tag: u32,
+    reference: Option<Ref>,
+    payload: &[u8],
+) -> Result<(), Error> {
     let reference = reference.map(Ref::to_bytes);
-    check(sys::send_named(name.as_bytes(), tag, reference.as_ref(), payload)).map(drop)
+    check(sys::send_named(
+        name.as_bytes(),
+        tag,
+        reference.as_ref(),
+        payload,
+    ))
+    .map(drop)
 }

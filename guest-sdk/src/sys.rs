@@ -148,7 +148,12 @@ pub fn spawn(
 }
 
 /// `send`: returns the status.
-pub fn send(pid: &[u8; PID_BYTES], tag: u32, reference: Option<&[u8; REF_BYTES]>, payload: &[u8]) -> i32 {
+pub fn send(
+    pid: &[u8; PID_BYTES],
+    tag: u32,
+    reference: Option<&[u8; REF_BYTES]>,
+    payload: &[u8],
+) -> i32 {
     // SAFETY: the pid, the optional reference and the payload are live
     // buffers of the lengths passed; the host only reads them.
     unsafe {
@@ -163,7 +168,12 @@ pub fn send(pid: &[u8; PID_BYTES], tag: u32, reference: Option<&[u8; REF_BYTES]>
 }
 
 /// `send_named`: returns the status.
-pub fn send_named(name: &[u8], tag: u32, reference: Option<&[u8; REF_BYTES]>, payload: &[u8]) -> i32 {
+pub fn send_named(
+    name: &[u8],
+    tag: u32,
+    reference: Option<&[u8; REF_BYTES]>,
+    payload: &[u8],
+) -> i32 {
     // SAFETY: the name, the optional reference and the payload are live
     // buffers of the lengths passed; the host only reads them.
     unsafe {
@@ -280,7 +290,13 @@ pub fn unregister(name: &[u8]) -> i32 {
 /// `whereis`: 1 (and `pid_out` filled) or 0.
 pub fn whereis(name: &[u8], pid_out: &mut [u8; PID_BYTES]) -> i32 {
     // SAFETY: `name` is live for its length; `pid_out` is 24 writable bytes.
-    unsafe { raw::whereis(ptr(name.as_ptr()), len(name.len()), ptr(pid_out.as_mut_ptr())) }
+    unsafe {
+        raw::whereis(
+            ptr(name.as_ptr()),
+            len(name.len()),
+            ptr(pid_out.as_mut_ptr()),
+        )
+    }
 }
 
 /// `send_after`: returns the status; fills `ref_out`.
@@ -347,8 +363,15 @@ mod tests {
 
     #[test]
     fn imports_match_the_abi() {
-        assert_eq!(molt_abi::IMPORT_MODULE, "molt", "#[link(wasm_import_module)] is a literal");
-        let ours: Vec<_> = SIGNATURES.iter().map(|(n, p, r)| (*n, p.to_vec(), r.to_vec())).collect();
+        assert_eq!(
+            molt_abi::IMPORT_MODULE,
+            "molt",
+            "#[link(wasm_import_module)] is a literal"
+        );
+        let ours: Vec<_> = SIGNATURES
+            .iter()
+            .map(|(n, p, r)| (*n, p.to_vec(), r.to_vec()))
+            .collect();
         let abi: Vec<_> = molt_abi::imports::ALL
             .iter()
             .map(|i| (i.name, i.params.to_vec(), i.results.to_vec()))

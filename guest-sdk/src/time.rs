@@ -25,7 +25,13 @@ pub fn send_after<T: Serialize + ?Sized>(delay: Duration, pid: Pid, msg: &T) -> 
 /// [`send_after`] with an explicit tag and payload bytes as they are.
 pub fn send_after_raw(delay: Duration, pid: Pid, tag: u32, payload: &[u8]) -> Result<Ref, Error> {
     let mut out = [0u8; REF_BYTES];
-    check(sys::send_after(to_ms(delay), &pid.to_bytes(), tag, payload, &mut out))?;
+    check(sys::send_after(
+        to_ms(delay),
+        &pid.to_bytes(),
+        tag,
+        payload,
+        &mut out,
+    ))?;
     Ok(Ref::from_bytes(&out))
 }
 

@@ -126,10 +126,17 @@ pub enum Bench {
 /// The encoded `Blob { from, bytes }` whose length is close to `target`
 /// (never below the smallest possible blob).
 fn encoded_blob(from: Pid, target: u32) -> Vec<u8> {
-    let empty = codec::encode(&BenchMsg::Blob { from, bytes: Vec::new() }).len();
+    let empty = codec::encode(&BenchMsg::Blob {
+        from,
+        bytes: Vec::new(),
+    })
+    .len();
     let mut filler = (target as usize).saturating_sub(empty);
     loop {
-        let msg = codec::encode(&BenchMsg::Blob { from, bytes: vec![0xA5; filler] });
+        let msg = codec::encode(&BenchMsg::Blob {
+            from,
+            bytes: vec![0xA5; filler],
+        });
         // The length prefix grows by up to 4 bytes with the filler; shrink
         // the filler until the whole message fits the target.
         if msg.len() <= target as usize || filler == 0 {
@@ -142,7 +149,16 @@ fn encoded_blob(from: Pid, target: u32) -> Vec<u8> {
 impl Bench {
     /// Sender: send blobs until the window is full or all are sent.
     fn pump(&mut self) -> Next {
-        let Bench::Sender { sink, count, window, sent, acked, retry_pending, blob } = self else {
+        let Bench::Sender {
+            sink,
+            count,
+            window,
+            sent,
+            acked,
+            retry_pending,
+            blob,
+        } = self
+        else {
             return Next::Continue;
         };
         while *sent < *count && *sent < *acked + *window {
@@ -154,7 +170,9 @@ impl Bench {
                         let me = molt_sdk::self_pid();
                         match molt_sdk::send_after_raw(RETRY_DELAY, me, RETRY_TAG, &[]) {
                             Ok(_) => *retry_pending = true,
-                            Err(e) => return Next::Stop(format!("sender: cannot schedule retry: {e}")),
+                            Err(e) => {
+                                return Next::Stop(format!("sender: cannot schedule retry: {e}"));
+                            }
                         }
                     }
                     break;
@@ -162,7 +180,11 @@ impl Bench {
                 Err(e) => return Next::Stop(format!("sender: send failed: {e}")),
             }
         }
-        if *acked >= *count { Next::stop_normal() } else { Next::Continue }
+        if *acked >= *count {
+            Next::stop_normal()
+        } else {
+            Next::Continue
+        }
     }
 }
 
@@ -174,17 +196,34 @@ impl Behaviour for Bench {
         let me = molt_sdk::self_pid();
         Ok(match args {
             BenchArgs::Idle => Bench::Idle,
-            BenchArgs::Ponger => Bench::Ponger { pong: codec::encode(&BenchMsg::Pong) },
+            BenchArgs::Ponger => Bench::Ponger {
+                pong: codec::encode(&BenchMsg::Pong),
+            },
             BenchArgs::Pinger { ponger, rounds } => {
                 let ping = codec::encode(&BenchMsg::Ping { from: me });
                 if rounds == 0 {
                     return Err(molt_sdk::abi::reason::NORMAL.into());
                 }
-                molt_sdk::send_raw(ponger, tag::DATA, None, &ping).map_err(|e| format!("pinger: {e}"))?;
-                Bench::Pinger { ponger, rounds, done: 0, ping }
+                molt_sdk::send_raw(ponger, tag::DATA, None, &ping)
+                    .map_err(|e| format!("pinger: {e}"))?;
+                Bench::Pinger {
+                    ponger,
+                    rounds,
+                    done: 0,
+                    ping,
+                }
             }
-            BenchArgs::Sink { expect, ack_every } => Bench::Sink { expect, ack_every: ack_every.max(1), received: 0 },
-            BenchArgs::Sender { sink, count, window, payload_bytes } => {
+            BenchArgs::Sink { expect, ack_every } => Bench::Sink {
+                expect,
+                ack_every: ack_every.max(1),
+                received: 0,
+            },
+            BenchArgs::Sender {
+                sink,
+                count,
+                window,
+                payload_bytes,
+            } => {
                 let mut sender = Bench::Sender {
                     sink,
                     count,
@@ -210,7 +249,15 @@ impl Behaviour for Bench {
                 }
                 Next::Continue
             }
-            (Bench::Pinger { ponger, rounds, done, ping }, Message::Data(BenchMsg::Pong)) => {
+            (
+                Bench::Pinger {
+                    ponger,
+                    rounds,
+                    done,
+                    ping,
+                },
+                Message::Data(BenchMsg::Pong),
+            ) => {
                 *done += 1;
                 if *done >= *rounds {
                     return Next::stop_normal();
@@ -220,14 +267,24 @@ impl Behaviour for Bench {
                     Err(e) => Next::Stop(format!("pinger: {e}")),
                 }
             }
-            (Bench::Sink { expect, ack_every, received }, Message::Data(BenchMsg::Blob { from, .. })) => {
+            (
+                Bench::Sink {
+                    expect,
+                    ack_every,
+                    received,
+                },
+                Message::Data(BenchMsg::Blob { from, .. }),
+            ) => {
                 *received += 1;
-                if received.is_multiple_of(*ack_every) || *received >= *expect {
-                    if let Err(e) = molt_sdk::send(from, &BenchMsg::Ack(*received)) {
-                        molt_sdk::warn!("sink: ack to {from} failed: {e}");
-                    }
+                let ack_due = received.is_multiple_of(*ack_every) || *received >= *expect;
+                if ack_due && let Err(e) = molt_sdk::send(from, &BenchMsg::Ack(*received)) {
+                    molt_sdk::warn!("sink: ack to {from} failed: {e}");
                 }
-                if *received >= *expect { Next::stop_normal() } else { Next::Continue }
+                if *received >= *expect {
+                    Next::stop_normal()
+                } else {
+                    Next::Continue
+                }
             }
             (sender @ Bench::Sender { .. }, Message::Data(BenchMsg::Ack(n))) => {
                 if let Bench::Sender { acked, .. } = sender {
@@ -235,7 +292,9 @@ impl Behaviour for Bench {
                 }
                 sender.pump()
             }
-            (sender @ Bench::Sender { .. }, Message::Other(envelope)) if envelope.tag == RETRY_TAG => {
+            (sender @ Bench::Sender { .. }, Message::Other(envelope))
+                if envelope.tag == RETRY_TAG =>
+            {
                 if let Bench::Sender { retry_pending, .. } = sender {
                     *retry_pending = false;
                 }
@@ -257,13 +316,27 @@ mod tests {
 
     #[test]
     fn blobs_are_sized_to_the_target() {
-        let from = Pid { node: u64::MAX, incarnation: u64::MAX - 1, serial: 12345 };
+        let from = Pid {
+            node: u64::MAX,
+            incarnation: u64::MAX - 1,
+            serial: 12345,
+        };
         for target in [64u32, 250, 256, 300, 1024, 70_000] {
             let blob = encoded_blob(from, target);
-            assert!(blob.len() <= target as usize && blob.len() + 4 >= target as usize, "{target}: {}", blob.len());
+            assert!(
+                blob.len() <= target as usize && blob.len() + 4 >= target as usize,
+                "{target}: {}",
+                blob.len()
+            );
             assert!(matches!(codec::decode(&blob), Ok(BenchMsg::Blob { .. })));
         }
         let tiny = encoded_blob(from, 1);
-        assert_eq!(codec::decode::<BenchMsg>(&tiny), Ok(BenchMsg::Blob { from, bytes: vec![] }));
+        assert_eq!(
+            codec::decode::<BenchMsg>(&tiny),
+            Ok(BenchMsg::Blob {
+                from,
+                bytes: vec![]
+            })
+        );
     }
 }

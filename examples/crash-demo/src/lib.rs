@@ -19,7 +19,12 @@ fn run(_: ()) -> Result<(), String> {
     molt_sdk::info!("crash-demo: spawned counter {first} starting at 10");
     send(first, &CounterMsg::Add(5))?;
     send(first, &CounterMsg::Add(5))?;
-    send(first, &CounterMsg::Get { from: molt_sdk::self_pid() })?;
+    send(
+        first,
+        &CounterMsg::Get {
+            from: molt_sdk::self_pid(),
+        },
+    )?;
     let CounterReply::Count(count) = molt_sdk::recv_timeout::<CounterReply>(STEP_TIMEOUT)
         .ok_or("no reply from the counter")?
         .map_err(|e| format!("bad reply: {e}"))?;
@@ -40,13 +45,19 @@ fn run(_: ()) -> Result<(), String> {
     }
 
     // 3. A monitored counter stops normally; the monitor reports DOWN.
-    let (watched, reference) = molt_sdk::spawn_monitor("counter", &0u64).map_err(|e| format!("spawn_monitor: {e}"))?;
+    let (watched, reference) =
+        molt_sdk::spawn_monitor("counter", &0u64).map_err(|e| format!("spawn_monitor: {e}"))?;
     molt_sdk::info!("crash-demo: monitoring counter {watched}, telling it to stop");
     send(watched, &CounterMsg::Stop)?;
-    let down = molt_sdk::receive_matching(&Filter::any().tags(&[tag::DOWN]).reference(reference), Some(STEP_TIMEOUT))
-        .ok_or("no DOWN from the stopped counter")?;
+    let down = molt_sdk::receive_matching(
+        &Filter::any().tags(&[tag::DOWN]).reference(reference),
+        Some(STEP_TIMEOUT),
+    )
+    .ok_or("no DOWN from the stopped counter")?;
     match down.system() {
-        Some(System::Down { pid, reason, .. }) => molt_sdk::info!("crash-demo: DOWN from {pid}: {reason}"),
+        Some(System::Down { pid, reason, .. }) => {
+            molt_sdk::info!("crash-demo: DOWN from {pid}: {reason}")
+        }
         other => return Err(format!("expected a DOWN message, got {other:?}")),
     }
 

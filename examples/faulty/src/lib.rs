@@ -72,11 +72,24 @@ fn run(fault: Fault) -> Result<(), String> {
             // linear memory before touching it and ends this process with
             // `bad_pointer: ...` when it is out of bounds; nothing in this
             // instance is read or written. `me` is a live 24-byte pid.
-            let status = unsafe { molt_sdk::sys::raw::send(me.as_ptr() as usize as i32, 0, 0, 0xFFFF_FFF0_u32 as i32, 64) };
+            let status = unsafe {
+                molt_sdk::sys::raw::send(
+                    me.as_ptr() as usize as i32,
+                    0,
+                    0,
+                    0xFFFF_FFF0_u32 as i32,
+                    64,
+                )
+            };
             Err(format!("bad pointer was accepted with status {status}"))
         }
         Fault::SendHuge { to, bytes } => {
-            let status = match molt_sdk::send_raw(to, molt_sdk::abi::tag::DATA, None, &vec![0u8; bytes as usize]) {
+            let status = match molt_sdk::send_raw(
+                to,
+                molt_sdk::abi::tag::DATA,
+                None,
+                &vec![0u8; bytes as usize],
+            ) {
                 Ok(()) => 0,
                 Err(e) => e.code(),
             };

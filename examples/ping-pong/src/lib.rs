@@ -40,10 +40,12 @@ fn run(args: PingPongArgs) -> Result<(), String> {
 
 fn main(rounds: u64) -> Result<(), String> {
     let me = molt_sdk::self_pid();
-    let ponger = molt_sdk::spawn_link(MODULE, &PingPongArgs::Ponger).map_err(|e| format!("spawn ponger: {e}"))?;
+    let ponger = molt_sdk::spawn_link(MODULE, &PingPongArgs::Ponger)
+        .map_err(|e| format!("spawn ponger: {e}"))?;
     let start = molt_sdk::monotonic_time();
     for _ in 0..rounds {
-        molt_sdk::send(ponger, &PingPongMsg::Ping { from: me }).map_err(|e| format!("ping: {e}"))?;
+        molt_sdk::send(ponger, &PingPongMsg::Ping { from: me })
+            .map_err(|e| format!("ping: {e}"))?;
         match molt_sdk::recv::<PingPongMsg>() {
             Ok(PingPongMsg::Pong) => {}
             other => return Err(format!("expected Pong, got {other:?}")),

@@ -201,27 +201,41 @@ fn execute(cmd: Cmd) -> Outcome {
         Cmd::TrapExit(flag) => Outcome::Bool(molt_sdk::trap_exit(flag)),
         Cmd::Exit { pid, reason } => unit(molt_sdk::exit(pid, &reason)),
         Cmd::ExitSelf(reason) => molt_sdk::exit_self(&reason),
-        Cmd::Spawn { module, args, link, monitor } => match molt_sdk::spawn_bytes(&module, &args, link, monitor) {
+        Cmd::Spawn {
+            module,
+            args,
+            link,
+            monitor,
+        } => match molt_sdk::spawn_bytes(&module, &args, link, monitor) {
             Ok((pid, Some(reference))) => Outcome::PidRef(pid, reference),
             Ok((pid, None)) => Outcome::Pid(pid),
             Err(e) => Outcome::Status(e.code()),
         },
         Cmd::Send { to, tag, payload } => unit(molt_sdk::send_raw(to, tag, None, &payload)),
-        Cmd::SendNamed { name, tag, payload } => unit(molt_sdk::send_named_raw(&name, tag, None, &payload)),
+        Cmd::SendNamed { name, tag, payload } => {
+            unit(molt_sdk::send_named_raw(&name, tag, None, &payload))
+        }
         Cmd::Register(name) => unit(molt_sdk::register(&name)),
         Cmd::Unregister(name) => unit(molt_sdk::unregister(&name)),
         Cmd::Whereis(name) => Outcome::MaybePid(molt_sdk::whereis(&name)),
         Cmd::IsAlive(pid) => Outcome::Bool(molt_sdk::is_alive(pid)),
-        Cmd::SendAfter { delay_ms, to, tag, payload } => {
-            match molt_sdk::send_after_raw(Duration::from_millis(delay_ms), to, tag, &payload) {
-                Ok(reference) => Outcome::Ref(reference),
-                Err(e) => Outcome::Status(e.code()),
-            }
-        }
-        Cmd::CancelTimer(reference) => {
-            Outcome::Remaining(molt_sdk::cancel_timer(reference).map(|left| left.as_millis() as u64))
-        }
-        Cmd::Receive { tags, reference, timeout_ms } => {
+        Cmd::SendAfter {
+            delay_ms,
+            to,
+            tag,
+            payload,
+        } => match molt_sdk::send_after_raw(Duration::from_millis(delay_ms), to, tag, &payload) {
+            Ok(reference) => Outcome::Ref(reference),
+            Err(e) => Outcome::Status(e.code()),
+        },
+        Cmd::CancelTimer(reference) => Outcome::Remaining(
+            molt_sdk::cancel_timer(reference).map(|left| left.as_millis() as u64),
+        ),
+        Cmd::Receive {
+            tags,
+            reference,
+            timeout_ms,
+        } => {
             let mut filter = Filter::any().tags(&tags);
             if let Some(reference) = reference {
                 filter = filter.reference(reference);
@@ -244,7 +258,15 @@ fn execute(cmd: Cmd) -> Outcome {
 fn report(envelope: Envelope) -> Event {
     let system = envelope.system().map(|s| match s {
         System::Exit { from, reason } => SystemEvent::Exit { from, reason },
-        System::Down { reference, pid, reason } => SystemEvent::Down { reference, pid, reason },
+        System::Down {
+            reference,
+            pid,
+            reason,
+        } => SystemEvent::Down {
+            reference,
+            pid,
+            reason,
+        },
     });
     Event::Got {
         tag: envelope.tag,
@@ -264,7 +286,11 @@ fn run(args: PuppetArgs) {
     tell(&Event::Ready(molt_sdk::self_pid()));
     loop {
         let envelope = molt_sdk::receive();
-        let command = if envelope.is_data() { envelope.decode::<Cmd>().ok() } else { None };
+        let command = if envelope.is_data() {
+            envelope.decode::<Cmd>().ok()
+        } else {
+            None
+        };
         match command {
             Some(cmd) => tell(&Event::Done(execute(cmd))),
             None => tell(&report(envelope)),
