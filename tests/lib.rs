@@ -1,1 +1,174 @@
-//! placeholder
+//! Shared helpers for molt's end-to-end tests: build the guests once, start
+//! nodes with test-sized limits, and drive `puppet` processes.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use molt_abi::{Pid, Ref, codec, sysmsg, tag};
+use molt_host::{Filter, HostMailbox, Message, Node, NodeConfig};
+pub use puppet::{Cmd, Event, Outcome, PuppetArgs, SystemEvent};
+
+/// How long a test waits for something that should happen.
+pub const WAIT: Duration = Duration::from_secs(10);
+/// How long a test waits for something that should not happen.
+pub const QUIET: Duration = Duration::from_millis(200);
+
+/// Guests the tests use, built once per test binary.
+pub const GUESTS: &[&str] = &[
+    "puppet",
+    "faulty",
+    "counter",
+    "bench-guest",
+    "ping-pong",
+    "crash-demo",
+];
+
+/// Directory of the built guests.
+pub fn guests_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        molt_host::guest_build::build_workspace_guests(GUESTS)
+            .unwrap_or_else(|e| panic!("building the test guests: {e}"))
+    })
+}
+
+/// A hand-written WAT fixture, assembled.
+pub fn wat_fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("guests/wat")
+        .join(name);
+    wat::parse_file(&path).unwrap_or_else(|e| panic!("assembling {}: {e}", path.display()))
+}
+
+/// Limits small enough for many nodes at once.
+pub fn test_config() -> NodeConfig {
+    NodeConfig {
+        processes_max: 2_000,
+        ..NodeConfig::default()
+    }
+}
+
+/// Start a node with `config` and every test guest loaded.
+pub fn start_node(config: NodeConfig) -> Node {
+    let node = Node::start(config).expect("starting a node");
+    let dir = guests_dir();
+    for g in GUESTS {
+        let file = dir.join(format!("{}.wasm", g.replace('-', "_")));
+        node.load_file(&file)
+            .unwrap_or_else(|e| panic!("loading {}: {e}", file.display()));
+    }
+    node
+}
+
+/// A node with default test limits.
+pub fn node() -> Node {
+    start_node(test_config())
+}
+
+/// A puppet process and the mailbox that controls it.
+pub struct Puppet {
+    /// The puppet's pid.
+    pub pid: Pid,
+    /// The controller.
+    pub ctl: HostMailbox,
+    /// Events that arrived while waiting for a command's outcome.
+    stash: Vec<Event>,
+}
+
+impl Puppet {
+    /// Spawn a puppet controlled by a fresh mailbox; waits until it is ready.
+    pub async fn spawn(node: &Node) -> Puppet {
+        let mut ctl = node.mailbox().expect("mailbox");
+        let args = codec::encode(&PuppetArgs {
+            controller: ctl.pid(),
+        });
+        let (pid, _) = ctl
+            .spawn("puppet", args, false, false)
+            .expect("spawn puppet");
+        let mut p = Puppet {
+            pid,
+            ctl,
+            stash: Vec::new(),
+        };
+        assert_eq!(p.event().await, Event::Ready(pid));
+        p
+    }
+
+    /// Run a command in the puppet and return its outcome.
+    pub async fn cmd(&mut self, cmd: Cmd) -> Outcome {
+        self.ctl
+            .send(self.pid, tag::DATA, Ref::NONE, codec::encode(&cmd))
+            .expect("send to puppet");
+        let filter = Filter {
+            tags: vec![tag::DATA],
+            reference: None,
+        };
+        loop {
+            let m = self
+                .ctl
+                .recv_matching(&filter, WAIT)
+                .await
+                .expect("puppet answers");
+            match codec::decode::<Event>(&m.payload) {
+                Ok(Event::Done(outcome)) => return outcome,
+                Ok(other) => self.stash.push(other),
+                Err(e) => panic!("undecodable event from puppet: {e}"),
+            }
+        }
+    }
+
+    /// The next event the puppet reports (a message it got, an EXIT, a DOWN).
+    pub async fn event(&mut self) -> Event {
+        self.try_event(WAIT)
+            .await
+            .expect("an event from the puppet")
+    }
+
+    /// The next event, or `None` after `timeout`.
+    pub async fn try_event(&mut self, timeout: Duration) -> Option<Event> {
+        if !self.stash.is_empty() {
+            return Some(self.stash.remove(0));
+        }
+        let filter = Filter {
+            tags: vec![tag::DATA],
+            reference: None,
+        };
+        let m = self.ctl.recv_matching(&filter, timeout).await?;
+        Some(codec::decode::<Event>(&m.payload).expect("event decodes"))
+    }
+}
+
+/// Wait for the DOWN of monitor `reference` and return its reason.
+pub async fn down_reason(mailbox: &mut HostMailbox, reference: Ref) -> String {
+    let filter = Filter {
+        tags: vec![tag::DOWN],
+        reference: Some(reference),
+    };
+    let m = mailbox
+        .recv_matching(&filter, WAIT)
+        .await
+        .expect("a DOWN message");
+    sysmsg::Down::decode(&m.payload)
+        .expect("DOWN decodes")
+        .reason
+        .to_string()
+}
+
+/// Spawn `module` monitored by `mailbox` and wait for its exit reason.
+pub async fn run_to_exit(mailbox: &mut HostMailbox, module: &str, args: Vec<u8>) -> String {
+    let (_, reference) = mailbox.spawn(module, args, false, true).expect("spawn");
+    down_reason(mailbox, reference.expect("monitored")).await
+}
+
+/// Decode an EXIT message: (from, reason).
+pub fn exit_of(m: &Message) -> (Pid, String) {
+    assert_eq!(
+        m.tag,
+        tag::EXIT,
+        "expected an EXIT message, got tag {:#x}",
+        m.tag
+    );
+    let e = sysmsg::Exit::decode(&m.payload).expect("EXIT decodes");
+    (e.from, e.reason.to_string())
+}

@@ -74,6 +74,9 @@ macro_rules! behaviour {
     ($ty:ty) => {
         $crate::module_section!();
 
+        // Exports exist only in the wasm build: natively a guest crate is a
+        // library of its message types (tests and tools link several).
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             ::std::thread_local! {
                 static MOLT_STATE: ::core::cell::RefCell<::core::option::Option<$ty>> =
@@ -119,6 +122,12 @@ macro_rules! main {
     ($main:path) => {
         $crate::module_section!();
 
+        // Exports exist only in the wasm build (see `behaviour!`).
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = $main;
+        };
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             // SAFETY: a unique, ABI-defined export name; the signature is
             // the one molt_abi::exports::MAIN gives.

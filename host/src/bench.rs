@@ -103,7 +103,11 @@ fn rss_bytes() -> u64 {
 
 const MODULE: &str = "bench-guest";
 
-async fn wait_for_exit(mailbox: &mut HostMailbox, watch: molt_abi::Ref, limit: Duration) -> Result<()> {
+async fn wait_for_exit(
+    mailbox: &mut HostMailbox,
+    watch: molt_abi::Ref,
+    limit: Duration,
+) -> Result<()> {
     let filter = Filter {
         tags: vec![tag::DOWN],
         reference: Some(watch),
@@ -155,8 +159,18 @@ async fn pingpong_run(node: &Node, rounds: u64) -> Result<f64> {
     let mut mailbox = node.mailbox()?;
     let (ponger, _) = mailbox.spawn(MODULE, codec::encode(&BenchArgs::Ponger), true, false)?;
     let start = Instant::now();
-    let (_, watch) = mailbox.spawn(MODULE, codec::encode(&BenchArgs::Pinger { ponger, rounds }), false, true)?;
-    wait_for_exit(&mut mailbox, watch.expect("monitored"), Duration::from_secs(300)).await?;
+    let (_, watch) = mailbox.spawn(
+        MODULE,
+        codec::encode(&BenchArgs::Pinger { ponger, rounds }),
+        false,
+        true,
+    )?;
+    wait_for_exit(
+        &mut mailbox,
+        watch.expect("monitored"),
+        Duration::from_secs(300),
+    )
+    .await?;
     let elapsed = start.elapsed();
     mailbox.exit(ponger, reason::KILL);
     Ok(rounds as f64 / elapsed.as_secs_f64())
@@ -177,7 +191,12 @@ async fn oneway_run(node: &Node, messages: u64) -> Result<f64> {
     };
     let start = Instant::now();
     mailbox.spawn(MODULE, codec::encode(&sender_args), true, false)?;
-    wait_for_exit(&mut mailbox, watch.expect("monitored"), Duration::from_secs(300)).await?;
+    wait_for_exit(
+        &mut mailbox,
+        watch.expect("monitored"),
+        Duration::from_secs(300),
+    )
+    .await?;
     Ok(messages as f64 / start.elapsed().as_secs_f64())
 }
 
@@ -212,22 +231,38 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             spawn.push(us);
             memory.push(bytes / 1024.0);
         }
-        figures.push(Figure { name: "spawn (behaviour, incl. init)", unit: "µs/process", runs: spawn });
-        figures.push(Figure { name: "idle memory per process (RSS delta / N)", unit: "KiB", runs: memory });
+        figures.push(Figure {
+            name: "spawn (behaviour, incl. init)",
+            unit: "µs/process",
+            runs: spawn,
+        });
+        figures.push(Figure {
+            name: "idle memory per process (RSS delta / N)",
+            unit: "KiB",
+            runs: memory,
+        });
     }
     if want("pingpong") {
         let mut v = Vec::new();
         for _ in 0..runs {
             v.push(pingpong_run(&node, args.rounds).await?);
         }
-        figures.push(Figure { name: "local ping-pong", unit: "round trips/s", runs: v });
+        figures.push(Figure {
+            name: "local ping-pong",
+            unit: "round trips/s",
+            runs: v,
+        });
     }
     if want("oneway") {
         let mut v = Vec::new();
         for _ in 0..runs {
             v.push(oneway_run(&node, args.messages).await?);
         }
-        figures.push(Figure { name: "local one-way, 64-byte messages", unit: "msgs/s", runs: v });
+        figures.push(Figure {
+            name: "local one-way, 64-byte messages",
+            unit: "msgs/s",
+            runs: v,
+        });
     }
     println!(
         "molt bench: {} processes for spawn/memory, {runs} runs each, median shown",
@@ -235,7 +270,13 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
     );
     for f in &figures {
         let runs: Vec<String> = f.runs.iter().map(|v| format!("{v:.1}")).collect();
-        println!("{:<42} {:>14.1} {:<14} runs: [{}]", f.name, f.median(), f.unit, runs.join(", "));
+        println!(
+            "{:<42} {:>14.1} {:<14} runs: [{}]",
+            f.name,
+            f.median(),
+            f.unit,
+            runs.join(", ")
+        );
     }
     Ok(figures)
 }

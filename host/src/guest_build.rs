@@ -32,33 +32,47 @@ pub fn source_root() -> PathBuf {
 fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     // Flags meant for the outer build (e.g. coverage) must not leak in.
-    cmd.env_remove("CARGO_ENCODED_RUSTFLAGS").env_remove("RUSTFLAGS");
+    cmd.env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS");
     cmd
 }
 
 fn run(mut cmd: Command) -> Result<String, BuildError> {
     let out = cmd.output().map_err(BuildError::Spawn)?;
     if !out.status.success() {
-        return Err(BuildError::Failed(String::from_utf8_lossy(&out.stderr).into_owned()));
+        return Err(BuildError::Failed(
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Build packages of the molt workspace (example and test guests) with the
 /// `guest` profile; returns the directory holding their `.wasm` files
-/// (named like the packages, `-` spelled `_`).
+/// (named like the packages, `-` spelled `_`). Each package is built by its
+/// own cargo run: a guest that uses another guest's message types turns on
+/// that crate's `types-only` feature, which must not leak into the other
+/// guest's own build.
 pub fn build_workspace_guests(packages: &[&str]) -> Result<PathBuf, BuildError> {
     let root = source_root();
     let target_dir = root.join("target").join("guests");
-    let mut cmd = cargo();
-    cmd.current_dir(&root)
-        .args(["build", "--quiet", "--profile", "guest", "--target", TARGET])
-        .arg("--target-dir")
-        .arg(&target_dir);
     for p in packages {
-        cmd.args(["-p", p]);
+        let mut cmd = cargo();
+        cmd.current_dir(&root)
+            .args([
+                "build",
+                "--quiet",
+                "--profile",
+                "guest",
+                "--target",
+                TARGET,
+                "-p",
+                p,
+            ])
+            .arg("--target-dir")
+            .arg(&target_dir);
+        run(cmd)?;
     }
-    run(cmd)?;
     Ok(target_dir.join(TARGET).join("guest"))
 }
 
@@ -66,8 +80,13 @@ pub fn build_workspace_guests(packages: &[&str]) -> Result<PathBuf, BuildError> 
 /// files it produced.
 pub fn build_crate(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
     let mut cmd = cargo();
-    cmd.current_dir(dir)
-        .args(["build", "--release", "--target", TARGET, "--message-format=json"]);
+    cmd.current_dir(dir).args([
+        "build",
+        "--release",
+        "--target",
+        TARGET,
+        "--message-format=json",
+    ]);
     let out = run(cmd)?;
     // Each artifact line lists its files; keep the .wasm ones.
     let mut files = Vec::new();

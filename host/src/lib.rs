@@ -26,4 +26,6 @@ pub mod runtime;
 
 pub use code::{CodeServer, LoadError, ModuleKind, ModuleVersion};
 pub use config::NodeConfig;
-pub use runtime::{Filter, HostMailbox, Message, Node, NodeStats, ProcessInfo, SendError, SpawnError, StartError};
+pub use runtime::{
+    Filter, HostMailbox, Message, Node, NodeStats, ProcessInfo, SendError, SpawnError, StartError,
+};

@@ -99,7 +99,9 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_target(false)
         .init();
     let config = cli.limits.apply(NodeConfig::default());
@@ -122,7 +124,11 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
     match command {
         Command::Run { module, args, path } => {
-            let args = if args.is_empty() { Vec::new() } else { molt_abi::codec::encode(&args) };
+            let args = if args.is_empty() {
+                Vec::new()
+            } else {
+                molt_abi::codec::encode(&args)
+            };
             runtime()?.block_on(run(config, module, args, path))
         }
         Command::Inspect { module } => inspect(module),
@@ -144,13 +150,22 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
     }
 }
 
-async fn run(config: NodeConfig, module: PathBuf, args: Vec<u8>, path: Vec<PathBuf>) -> Result<ExitCode> {
+async fn run(
+    config: NodeConfig,
+    module: PathBuf,
+    args: Vec<u8>,
+    path: Vec<PathBuf>,
+) -> Result<ExitCode> {
     let node = Node::start(config)?;
     let version = node
         .load_file(&module)
         .with_context(|| format!("loading {}", module.display()))?;
     if let Some(dir) = module.parent() {
-        node.code().add_path(if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir.to_path_buf() });
+        node.code().add_path(if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir.to_path_buf()
+        });
     }
     for dir in path {
         node.code().add_path(dir);
@@ -163,32 +178,49 @@ async fn run(config: NodeConfig, module: PathBuf, args: Vec<u8>, path: Vec<PathB
         reference: Some(monitor),
     };
     loop {
-        let Some(down) = mailbox.recv_matching(&filter, Duration::from_secs(3600)).await else {
+        let Some(down) = mailbox
+            .recv_matching(&filter, Duration::from_secs(3600))
+            .await
+        else {
             continue;
         };
         let down = sysmsg::Down::decode(&down.payload).context("decoding DOWN")?;
         if down.reason == reason::NORMAL {
             return Ok(ExitCode::SUCCESS);
         }
-        eprintln!("molt: process {pid} ({}) exited: {}", version.identity.name, down.reason);
+        eprintln!(
+            "molt: process {pid} ({}) exited: {}",
+            version.identity.name, down.reason
+        );
         return Ok(ExitCode::FAILURE);
     }
 }
 
 fn inspect(path: PathBuf) -> Result<ExitCode> {
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("module").replace('_', "-");
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("module")
+        .replace('_', "-");
     let report = code::inspect(&bytes, &stem)?;
     let id = &report.identity;
     println!("module:   {}", id.name);
     println!(
         "version:  {}{}",
         id.version,
-        if id.declared { "" } else { " (no molt.module section: content hash)" }
+        if id.declared {
+            ""
+        } else {
+            " (no molt.module section: content hash)"
+        }
     );
     println!("sha256:   {}", id.hash);
     println!("size:     {} bytes", bytes.len());
-    println!("kind:     {}", report.kind.map_or("none".to_string(), |k| k.to_string()));
+    println!(
+        "kind:     {}",
+        report.kind.map_or("none".to_string(), |k| k.to_string())
+    );
     println!("exports:");
     for e in &report.exports {
         println!("  {e}");

@@ -1,1 +1,6 @@
-//! placeholder
+//! End-to-end tests: real nodes, real guests built from source.
+
+mod abi;
+mod limits;
+mod messaging;
+mod signals;

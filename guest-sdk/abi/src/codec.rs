@@ -30,14 +30,19 @@ impl core::error::Error for DecodeError {}
 /// If the value's `Serialize` fails (a serde implementation that errors on
 /// purpose); plain data never does.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, CONFIG).expect("encoding to a Vec cannot fail for plain data")
+    bincode::serde::encode_to_vec(value, CONFIG)
+        .expect("encoding to a Vec cannot fail for plain data")
 }
 
 /// Decode a value; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, CONFIG).map_err(|e| DecodeError(e.to_string()))?;
+    let (value, used) =
+        bincode::serde::decode_from_slice(bytes, CONFIG).map_err(|e| DecodeError(e.to_string()))?;
     if used != bytes.len() {
-        return Err(DecodeError(alloc::format!("{} trailing bytes", bytes.len() - used)));
+        return Err(DecodeError(alloc::format!(
+            "{} trailing bytes",
+            bytes.len() - used
+        )));
     }
     Ok(value)
 }

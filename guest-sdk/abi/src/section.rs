@@ -44,8 +44,7 @@ pub enum SectionError {
 fn valid_value(v: &str, max: usize) -> bool {
     !v.is_empty()
         && v.len() <= max
-        && v
-            .bytes()
+        && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'+' | b'@'))
 }
 
@@ -86,9 +85,22 @@ mod tests {
     #[test]
     fn parses_sdk_output() {
         let d = parse(b"name=counter\nversion=1.2.0\nabi=1\n").unwrap();
-        assert_eq!(d, Declared { name: "counter", version: "1.2.0", abi: 1 });
-        assert_eq!(parse(b"name=x\nabi=1"), Err(SectionError::Missing("version")));
-        assert_eq!(parse(b"name=a b\nversion=1\nabi=1"), Err(SectionError::BadValue("name")));
+        assert_eq!(
+            d,
+            Declared {
+                name: "counter",
+                version: "1.2.0",
+                abi: 1
+            }
+        );
+        assert_eq!(
+            parse(b"name=x\nabi=1"),
+            Err(SectionError::Missing("version"))
+        );
+        assert_eq!(
+            parse(b"name=a b\nversion=1\nabi=1"),
+            Err(SectionError::BadValue("name"))
+        );
         assert_eq!(parse(b"junk"), Err(SectionError::BadLine));
         assert_eq!(parse(&[0xff]), Err(SectionError::NotUtf8));
     }

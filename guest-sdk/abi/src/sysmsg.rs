@@ -92,8 +92,15 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let pid = Pid { node: 1, incarnation: 2, serial: 3 };
-        let exit = Exit { from: pid, reason: "boom" };
+        let pid = Pid {
+            node: 1,
+            incarnation: 2,
+            serial: 3,
+        };
+        let exit = Exit {
+            from: pid,
+            reason: "boom",
+        };
         assert_eq!(Exit::decode(&exit.encode()), Ok(exit));
         let down = Down { pid, reason: "" };
         assert_eq!(Down::decode(&down.encode()), Ok(down));

@@ -83,7 +83,10 @@ impl fmt::Display for Problem {
                 "imports `{module}`.`{name}`, but only module `{IMPORT_MODULE}` is provided"
             ),
             Problem::UnknownImport(name) => {
-                write!(f, "imports `{IMPORT_MODULE}`.`{name}`, which the ABI does not have")
+                write!(
+                    f,
+                    "imports `{IMPORT_MODULE}`.`{name}`, which the ABI does not have"
+                )
             }
             Problem::WrongSignature {
                 name,
@@ -204,7 +207,11 @@ fn extern_sig(ty: &ExternType) -> String {
             let list = |v: &mut dyn Iterator<Item = wasmtime::ValType>| {
                 v.map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
             };
-            format!("({}) -> ({})", list(&mut f.params()), list(&mut f.results()))
+            format!(
+                "({}) -> ({})",
+                list(&mut f.params()),
+                list(&mut f.results())
+            )
         }
         ExternType::Memory(m) => format!("memory {} pages min", m.minimum()),
         ExternType::Table(t) => format!("table {} min", t.minimum()),
@@ -280,7 +287,10 @@ pub fn check(module: &Module, identity: Identity, section_problem: Option<Proble
         problems.push(Problem::NoEntry);
         None
     };
-    if !matches!(module.get_export(exports::MEMORY), Some(ExternType::Memory(_))) {
+    if !matches!(
+        module.get_export(exports::MEMORY),
+        Some(ExternType::Memory(_))
+    ) {
         problems.push(Problem::NoMemory);
     }
     for export in module.exports() {

@@ -118,7 +118,10 @@ impl CodeServer {
             path: path.display().to_string(),
             source,
         })?;
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("module");
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("module");
         self.load(&bytes, &stem.replace('_', "-"))
     }
 
@@ -209,7 +212,10 @@ impl CodeServer {
             return None;
         }
         let dirs = self.code_path.read().expect("code path poisoned").clone();
-        let files = [format!("{name}.wasm"), format!("{}.wasm", name.replace('-', "_"))];
+        let files = [
+            format!("{name}.wasm"),
+            format!("{}.wasm", name.replace('-', "_")),
+        ];
         for dir in dirs {
             for file in &files {
                 let path = dir.join(file);
@@ -249,7 +255,7 @@ impl CodeServer {
 /// valid WebAssembly.
 pub fn inspect(bytes: &[u8], fallback_name: &str) -> Result<Report, LoadError> {
     let (identity, section_problem) = analyze::identify(bytes, fallback_name);
-    let module = Module::new(&Engine::default(), bytes)
-        .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+    let module =
+        Module::new(&Engine::default(), bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
     Ok(analyze::check(&module, identity, section_problem))
 }

@@ -126,7 +126,11 @@ impl ProcessCore {
                 // A DOWN for a monitor already removed is dropped: after
                 // `demonitor` no DOWN arrives, as in Erlang.
                 if self.monitors_out.remove(&reference).is_some() {
-                    let payload = sysmsg::Down { pid, reason: &reason }.encode();
+                    let payload = sysmsg::Down {
+                        pid,
+                        reason: &reason,
+                    }
+                    .encode();
                     self.deliver_system(tag::DOWN, reference, payload);
                 }
             }
@@ -180,7 +184,11 @@ impl ProcessCore {
         if other == self.pid() {
             return true;
         }
-        if self.node.route(other, Signal::Link { from: self.pid() }).is_ok() {
+        if self
+            .node
+            .route(other, Signal::Link { from: self.pid() })
+            .is_ok()
+        {
             self.links.insert(other);
             return true;
         }

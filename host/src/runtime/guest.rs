@@ -180,17 +180,24 @@ async fn drive(store: &mut Store<ProcState>, version: &ModuleVersion) -> wasmtim
     let args_len = store.data().current.as_ref().map_or(0, |m| m.payload.len()) as i32;
     match version.kind {
         ModuleKind::Raw => {
-            let main: TypedFunc<i32, ()> = instance.get_typed_func(&mut *store, exports::MAIN.name)?;
+            let main: TypedFunc<i32, ()> =
+                instance.get_typed_func(&mut *store, exports::MAIN.name)?;
             store.set_epoch_deadline(1);
             main.call_async(&mut *store, args_len).await
         }
         ModuleKind::Behaviour => {
-            let init: TypedFunc<i32, ()> = instance.get_typed_func(&mut *store, exports::INIT.name)?;
+            let init: TypedFunc<i32, ()> =
+                instance.get_typed_func(&mut *store, exports::INIT.name)?;
             let handle: TypedFunc<(i32, i32), ()> =
                 instance.get_typed_func(&mut *store, exports::HANDLE.name)?;
             store.set_epoch_deadline(1);
             init.call_async(&mut *store, args_len).await?;
-            store.data().core.node.initialized.fetch_add(1, Ordering::Relaxed);
+            store
+                .data()
+                .core
+                .node
+                .initialized
+                .fetch_add(1, Ordering::Relaxed);
             loop {
                 let message = next_message(store).await?;
                 let (tag, len) = (message.tag as i32, message.payload.len() as i32);

@@ -35,7 +35,12 @@ impl fmt::Display for GuestFault {
 impl std::error::Error for GuestFault {}
 
 // Guests pass pointers and lengths as i32; they are unsigned offsets.
-fn range(mem_len: usize, ptr: i32, len: i32, what: &'static str) -> Result<std::ops::Range<usize>, GuestFault> {
+fn range(
+    mem_len: usize,
+    ptr: i32,
+    len: i32,
+    what: &'static str,
+) -> Result<std::ops::Range<usize>, GuestFault> {
     let (p, l) = (ptr as u32, len as u32);
     let start = p as usize;
     match start.checked_add(l as usize) {
@@ -49,7 +54,12 @@ fn range(mem_len: usize, ptr: i32, len: i32, what: &'static str) -> Result<std::
     }
 }
 
-pub(crate) fn bytes<'m>(mem: &'m [u8], ptr: i32, len: i32, what: &'static str) -> Result<&'m [u8], GuestFault> {
+pub(crate) fn bytes<'m>(
+    mem: &'m [u8],
+    ptr: i32,
+    len: i32,
+    what: &'static str,
+) -> Result<&'m [u8], GuestFault> {
     Ok(&mem[range(mem.len(), ptr, len, what)?])
 }
 
@@ -63,7 +73,12 @@ pub(crate) fn bytes_mut<'m>(
     Ok(&mut mem[r])
 }
 
-pub(crate) fn write(mem: &mut [u8], ptr: i32, data: &[u8], what: &'static str) -> Result<(), GuestFault> {
+pub(crate) fn write(
+    mem: &mut [u8],
+    ptr: i32,
+    data: &[u8],
+    what: &'static str,
+) -> Result<(), GuestFault> {
     bytes_mut(mem, ptr, data.len() as i32, what)?.copy_from_slice(data);
     Ok(())
 }
@@ -79,7 +94,11 @@ pub(crate) fn reference(mem: &[u8], ptr: i32, what: &'static str) -> Result<Ref,
 }
 
 /// A reference that may be absent: pointer 0 means none.
-pub(crate) fn optional_reference(mem: &[u8], ptr: i32, what: &'static str) -> Result<Ref, GuestFault> {
+pub(crate) fn optional_reference(
+    mem: &[u8],
+    ptr: i32,
+    what: &'static str,
+) -> Result<Ref, GuestFault> {
     if ptr == 0 {
         Ok(Ref::NONE)
     } else {
@@ -88,7 +107,12 @@ pub(crate) fn optional_reference(mem: &[u8], ptr: i32, what: &'static str) -> Re
 }
 
 /// UTF-8 text (names, reasons); `None` if not UTF-8.
-pub(crate) fn text<'m>(mem: &'m [u8], ptr: i32, len: i32, what: &'static str) -> Result<Option<&'m str>, GuestFault> {
+pub(crate) fn text<'m>(
+    mem: &'m [u8],
+    ptr: i32,
+    len: i32,
+    what: &'static str,
+) -> Result<Option<&'m str>, GuestFault> {
     Ok(std::str::from_utf8(bytes(mem, ptr, len, what)?).ok())
 }
 

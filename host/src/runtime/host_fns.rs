@@ -40,21 +40,32 @@ fn send_status(result: std::result::Result<(), SendError>) -> i32 {
 }
 
 /// Read a payload, refusing an oversized one before touching memory.
-fn payload(mem: &[u8], state: &ProcState, ptr: i32, len: i32) -> Result<std::result::Result<Box<[u8]>, i32>> {
+fn payload(
+    mem: &[u8],
+    state: &ProcState,
+    ptr: i32,
+    len: i32,
+) -> Result<std::result::Result<Box<[u8]>, i32>> {
     if len as u32 as usize > state.core.node.config.message_bytes_max {
         return Ok(Err(status::MESSAGE_TOO_LARGE));
     }
-    Ok(Ok(gm::bytes(mem, ptr, len, "message payload").map_err(fault)?.into()))
+    Ok(Ok(gm::bytes(mem, ptr, len, "message payload")
+        .map_err(fault)?
+        .into()))
 }
 
 /// Register every host function of the ABI.
 pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
     let m = IMPORT_MODULE;
 
-    linker.func_wrap(m, imports::SELF.name, |mut c: Caller<'_, ProcState>, out: i32| -> Result<()> {
-        let (mem, st) = split(&mut c)?;
-        gm::write(mem, out, &st.core.pid().to_bytes(), "self pid_out").map_err(fault)
-    })?;
+    linker.func_wrap(
+        m,
+        imports::SELF.name,
+        |mut c: Caller<'_, ProcState>, out: i32| -> Result<()> {
+            let (mem, st) = split(&mut c)?;
+            gm::write(mem, out, &st.core.pid().to_bytes(), "self pid_out").map_err(fault)
+        },
+    )?;
 
     linker.func_wrap(
         m,
@@ -69,7 +80,9 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
          ref_out: i32|
          -> Result<i32> {
             let (mem, st) = split(&mut c)?;
-            let Some(module) = gm::text(mem, name_ptr, name_len, "spawn module name").map_err(fault)? else {
+            let Some(module) =
+                gm::text(mem, name_ptr, name_len, "spawn module name").map_err(fault)?
+            else {
                 return Ok(status::BAD_ARG);
             };
             let module = module.to_string();
@@ -103,7 +116,13 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
     linker.func_wrap(
         m,
         imports::SEND.name,
-        |mut c: Caller<'_, ProcState>, pid_ptr: i32, tag: i32, ref_ptr: i32, ptr: i32, len: i32| -> Result<i32> {
+        |mut c: Caller<'_, ProcState>,
+         pid_ptr: i32,
+         tag: i32,
+         ref_ptr: i32,
+         ptr: i32,
+         len: i32|
+         -> Result<i32> {
             let (mem, st) = split(&mut c)?;
             let to = gm::pid(mem, pid_ptr, "send pid").map_err(fault)?;
             let reference = gm::optional_reference(mem, ref_ptr, "send ref").map_err(fault)?;
@@ -111,7 +130,11 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
                 Ok(p) => p,
                 Err(code) => return Ok(code),
             };
-            let message = Message { tag: tag as u32, reference, payload };
+            let message = Message {
+                tag: tag as u32,
+                reference,
+                payload,
+            };
             Ok(send_status(st.core.node.send_user(to, message)))
         },
     )?;
@@ -128,19 +151,31 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
          len: i32|
          -> Result<i32> {
             let (mem, st) = split(&mut c)?;
-            let Some(name) = gm::text(mem, name_ptr, name_len, "send_named name").map_err(fault)? else {
+            let Some(name) = gm::text(mem, name_ptr, name_len, "send_named name").map_err(fault)?
+            else {
                 return Ok(status::BAD_ARG);
             };
-            let to = st.core.node.registry.lock().expect("registry poisoned").whereis(name);
+            let to = st
+                .core
+                .node
+                .registry
+                .lock()
+                .expect("registry poisoned")
+                .whereis(name);
             let Some(to) = to else {
                 return Ok(status::NOT_REGISTERED);
             };
-            let reference = gm::optional_reference(mem, ref_ptr, "send_named ref").map_err(fault)?;
+            let reference =
+                gm::optional_reference(mem, ref_ptr, "send_named ref").map_err(fault)?;
             let payload = match payload(mem, st, ptr, len)? {
                 Ok(p) => p,
                 Err(code) => return Ok(code),
             };
-            let message = Message { tag: tag as u32, reference, payload };
+            let message = Message {
+                tag: tag as u32,
+                reference,
+                payload,
+            };
             Ok(send_status(st.core.node.send_user(to, message)))
         },
     )?;
@@ -153,41 +188,65 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
         },
     )?;
 
-    linker.func_wrap(m, imports::MSG_READ.name, |mut c: Caller<'_, ProcState>, ptr: i32, len: i32| -> Result<i32> {
-        let (mem, st) = split(&mut c)?;
-        let Some(current) = &st.current else {
-            return Ok(status::NO_MESSAGE);
-        };
-        let payload = &current.payload;
-        if (len as u32 as usize) < payload.len() {
-            return Ok(status::BUFFER_TOO_SMALL);
-        }
-        gm::write(mem, ptr, payload, "msg_read buffer").map_err(fault)?;
-        Ok(payload.len() as i32)
-    })?;
+    linker.func_wrap(
+        m,
+        imports::MSG_READ.name,
+        |mut c: Caller<'_, ProcState>, ptr: i32, len: i32| -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let Some(current) = &st.current else {
+                return Ok(status::NO_MESSAGE);
+            };
+            let payload = &current.payload;
+            if (len as u32 as usize) < payload.len() {
+                return Ok(status::BUFFER_TOO_SMALL);
+            }
+            gm::write(mem, ptr, payload, "msg_read buffer").map_err(fault)?;
+            Ok(payload.len() as i32)
+        },
+    )?;
 
-    linker.func_wrap(m, imports::MSG_HEADER.name, |mut c: Caller<'_, ProcState>, out: i32| -> Result<i32> {
-        let (mem, st) = split(&mut c)?;
-        let Some(current) = &st.current else {
-            return Ok(status::NO_MESSAGE);
-        };
-        let header = Header { tag: current.tag, len: current.payload.len() as u32, reference: current.reference };
-        gm::write(mem, out, &header.to_bytes(), "msg_header out").map_err(fault)?;
-        Ok(status::OK)
-    })?;
+    linker.func_wrap(
+        m,
+        imports::MSG_HEADER.name,
+        |mut c: Caller<'_, ProcState>, out: i32| -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let Some(current) = &st.current else {
+                return Ok(status::NO_MESSAGE);
+            };
+            let header = Header {
+                tag: current.tag,
+                len: current.payload.len() as u32,
+                reference: current.reference,
+            };
+            gm::write(mem, out, &header.to_bytes(), "msg_header out").map_err(fault)?;
+            Ok(status::OK)
+        },
+    )?;
 
-    linker.func_wrap(m, imports::LINK.name, |mut c: Caller<'_, ProcState>, pid_ptr: i32| -> Result<i32> {
-        let (mem, st) = split(&mut c)?;
-        let other = gm::pid(mem, pid_ptr, "link pid").map_err(fault)?;
-        Ok(if st.core.link(other) { status::OK } else { status::NOPROC })
-    })?;
+    linker.func_wrap(
+        m,
+        imports::LINK.name,
+        |mut c: Caller<'_, ProcState>, pid_ptr: i32| -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let other = gm::pid(mem, pid_ptr, "link pid").map_err(fault)?;
+            Ok(if st.core.link(other) {
+                status::OK
+            } else {
+                status::NOPROC
+            })
+        },
+    )?;
 
-    linker.func_wrap(m, imports::UNLINK.name, |mut c: Caller<'_, ProcState>, pid_ptr: i32| -> Result<i32> {
-        let (mem, st) = split(&mut c)?;
-        let other = gm::pid(mem, pid_ptr, "unlink pid").map_err(fault)?;
-        st.core.unlink(other);
-        Ok(status::OK)
-    })?;
+    linker.func_wrap(
+        m,
+        imports::UNLINK.name,
+        |mut c: Caller<'_, ProcState>, pid_ptr: i32| -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let other = gm::pid(mem, pid_ptr, "unlink pid").map_err(fault)?;
+            st.core.unlink(other);
+            Ok(status::OK)
+        },
+    )?;
 
     linker.func_wrap(
         m,
@@ -196,7 +255,8 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
             let (mem, st) = split(&mut c)?;
             let target = gm::pid(mem, pid_ptr, "monitor pid").map_err(fault)?;
             // Check the output before the monitor exists, so a fault leaves none.
-            gm::bytes(mem, ref_out, molt_abi::REF_BYTES as i32, "monitor ref_out").map_err(fault)?;
+            gm::bytes(mem, ref_out, molt_abi::REF_BYTES as i32, "monitor ref_out")
+                .map_err(fault)?;
             let r = st.core.monitor(target);
             gm::write(mem, ref_out, &r.to_bytes(), "monitor ref_out").map_err(fault)?;
             Ok(status::OK)
@@ -232,46 +292,86 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
         },
     )?;
 
-    linker.func_wrap(m, imports::EXIT_SELF.name, |mut c: Caller<'_, ProcState>, ptr: i32, len: i32| -> Result<()> {
-        let (mem, _) = split(&mut c)?;
-        let why = String::from_utf8_lossy(gm::bytes(mem, ptr, len, "exit_self reason").map_err(fault)?);
-        Err(wasmtime::Error::new(ProcessExit(reason::truncate(&why).into())))
-    })?;
+    linker.func_wrap(
+        m,
+        imports::EXIT_SELF.name,
+        |mut c: Caller<'_, ProcState>, ptr: i32, len: i32| -> Result<()> {
+            let (mem, _) = split(&mut c)?;
+            let why = String::from_utf8_lossy(
+                gm::bytes(mem, ptr, len, "exit_self reason").map_err(fault)?,
+            );
+            Err(wasmtime::Error::new(ProcessExit(
+                reason::truncate(&why).into(),
+            )))
+        },
+    )?;
 
-    linker.func_wrap(m, imports::TRAP_EXIT.name, |mut c: Caller<'_, ProcState>, flag: i32| -> i32 {
-        let st = c.data_mut();
-        std::mem::replace(&mut st.core.trap_exit, flag != 0) as i32
-    })?;
+    linker.func_wrap(
+        m,
+        imports::TRAP_EXIT.name,
+        |mut c: Caller<'_, ProcState>, flag: i32| -> i32 {
+            let st = c.data_mut();
+            std::mem::replace(&mut st.core.trap_exit, flag != 0) as i32
+        },
+    )?;
 
-    linker.func_wrap(m, imports::IS_ALIVE.name, |mut c: Caller<'_, ProcState>, pid_ptr: i32| -> Result<i32> {
-        let (mem, st) = split(&mut c)?;
-        let pid = gm::pid(mem, pid_ptr, "is_alive pid").map_err(fault)?;
-        Ok(st.core.node.lookup(pid).is_some() as i32)
-    })?;
+    linker.func_wrap(
+        m,
+        imports::IS_ALIVE.name,
+        |mut c: Caller<'_, ProcState>, pid_ptr: i32| -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let pid = gm::pid(mem, pid_ptr, "is_alive pid").map_err(fault)?;
+            Ok(st.core.node.lookup(pid).is_some() as i32)
+        },
+    )?;
 
-    linker.func_wrap(m, imports::REGISTER.name, |mut c: Caller<'_, ProcState>, ptr: i32, len: i32| -> Result<i32> {
-        let (mem, st) = split(&mut c)?;
-        let Some(name) = gm::text(mem, ptr, len, "register name").map_err(fault)? else {
-            return Ok(status::BAD_ARG);
-        };
-        let pid = st.core.pid();
-        let result = st.core.node.registry.lock().expect("registry poisoned").register(name, pid);
-        Ok(match result {
-            Ok(()) => status::OK,
-            Err(RegisterError::BadName) => status::BAD_ARG,
-            Err(RegisterError::Taken) => status::NAME_TAKEN,
-            Err(RegisterError::AlreadyRegistered) => status::ALREADY_REGISTERED,
-        })
-    })?;
+    linker.func_wrap(
+        m,
+        imports::REGISTER.name,
+        |mut c: Caller<'_, ProcState>, ptr: i32, len: i32| -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let Some(name) = gm::text(mem, ptr, len, "register name").map_err(fault)? else {
+                return Ok(status::BAD_ARG);
+            };
+            let pid = st.core.pid();
+            let result = st
+                .core
+                .node
+                .registry
+                .lock()
+                .expect("registry poisoned")
+                .register(name, pid);
+            Ok(match result {
+                Ok(()) => status::OK,
+                Err(RegisterError::BadName) => status::BAD_ARG,
+                Err(RegisterError::Taken) => status::NAME_TAKEN,
+                Err(RegisterError::AlreadyRegistered) => status::ALREADY_REGISTERED,
+            })
+        },
+    )?;
 
-    linker.func_wrap(m, imports::UNREGISTER.name, |mut c: Caller<'_, ProcState>, ptr: i32, len: i32| -> Result<i32> {
-        let (mem, st) = split(&mut c)?;
-        let Some(name) = gm::text(mem, ptr, len, "unregister name").map_err(fault)? else {
-            return Ok(status::BAD_ARG);
-        };
-        let removed = st.core.node.registry.lock().expect("registry poisoned").unregister(name);
-        Ok(if removed.is_some() { status::OK } else { status::NOT_REGISTERED })
-    })?;
+    linker.func_wrap(
+        m,
+        imports::UNREGISTER.name,
+        |mut c: Caller<'_, ProcState>, ptr: i32, len: i32| -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let Some(name) = gm::text(mem, ptr, len, "unregister name").map_err(fault)? else {
+                return Ok(status::BAD_ARG);
+            };
+            let removed = st
+                .core
+                .node
+                .registry
+                .lock()
+                .expect("registry poisoned")
+                .unregister(name);
+            Ok(if removed.is_some() {
+                status::OK
+            } else {
+                status::NOT_REGISTERED
+            })
+        },
+    )?;
 
     linker.func_wrap(
         m,
@@ -281,7 +381,13 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
             let Some(name) = gm::text(mem, ptr, len, "whereis name").map_err(fault)? else {
                 return Ok(status::BAD_ARG);
             };
-            let found = st.core.node.registry.lock().expect("registry poisoned").whereis(name);
+            let found = st
+                .core
+                .node
+                .registry
+                .lock()
+                .expect("registry poisoned")
+                .whereis(name);
             match found {
                 Some(pid) => {
                     gm::write(mem, pid_out, &pid.to_bytes(), "whereis pid_out").map_err(fault)?;
@@ -295,7 +401,14 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
     linker.func_wrap(
         m,
         imports::SEND_AFTER.name,
-        |mut c: Caller<'_, ProcState>, delay_ms: i64, pid_ptr: i32, tag: i32, ptr: i32, len: i32, ref_out: i32| -> Result<i32> {
+        |mut c: Caller<'_, ProcState>,
+         delay_ms: i64,
+         pid_ptr: i32,
+         tag: i32,
+         ptr: i32,
+         len: i32,
+         ref_out: i32|
+         -> Result<i32> {
             let (mem, st) = split(&mut c)?;
             let to = gm::pid(mem, pid_ptr, "send_after pid").map_err(fault)?;
             if !molt_abi::tag::is_user(tag as u32) || delay_ms < 0 {
@@ -305,11 +418,25 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
                 Ok(p) => p,
                 Err(code) => return Ok(code),
             };
-            gm::bytes(mem, ref_out, molt_abi::REF_BYTES as i32, "send_after ref_out").map_err(fault)?;
+            gm::bytes(
+                mem,
+                ref_out,
+                molt_abi::REF_BYTES as i32,
+                "send_after ref_out",
+            )
+            .map_err(fault)?;
             let node = st.core.node.clone();
             let reference = node.make_ref();
-            let message = Message { tag: tag as u32, reference, payload };
-            if node.timers.start(&node, Duration::from_millis(delay_ms as u64), to, message).is_err() {
+            let message = Message {
+                tag: tag as u32,
+                reference,
+                payload,
+            };
+            if node
+                .timers
+                .start(&node, Duration::from_millis(delay_ms as u64), to, message)
+                .is_err()
+            {
                 return Ok(status::TIMER_LIMIT);
             }
             gm::write(mem, ref_out, &reference.to_bytes(), "send_after ref_out").map_err(fault)?;
@@ -317,49 +444,82 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
         },
     )?;
 
-    linker.func_wrap(m, imports::CANCEL_TIMER.name, |mut c: Caller<'_, ProcState>, ref_ptr: i32| -> Result<i64> {
-        let (mem, st) = split(&mut c)?;
-        let r = gm::reference(mem, ref_ptr, "cancel_timer ref").map_err(fault)?;
-        Ok(match st.core.node.timers.cancel(r) {
-            Some(left) => left.as_millis() as i64,
-            None => status::NO_TIMER as i64,
-        })
-    })?;
+    linker.func_wrap(
+        m,
+        imports::CANCEL_TIMER.name,
+        |mut c: Caller<'_, ProcState>, ref_ptr: i32| -> Result<i64> {
+            let (mem, st) = split(&mut c)?;
+            let r = gm::reference(mem, ref_ptr, "cancel_timer ref").map_err(fault)?;
+            Ok(match st.core.node.timers.cancel(r) {
+                Some(left) => left.as_millis() as i64,
+                None => status::NO_TIMER as i64,
+            })
+        },
+    )?;
 
-    linker.func_wrap(m, imports::MAKE_REF.name, |mut c: Caller<'_, ProcState>, out: i32| -> Result<()> {
-        let (mem, st) = split(&mut c)?;
-        let r = st.core.node.make_ref();
-        gm::write(mem, out, &r.to_bytes(), "make_ref out").map_err(fault)
-    })?;
+    linker.func_wrap(
+        m,
+        imports::MAKE_REF.name,
+        |mut c: Caller<'_, ProcState>, out: i32| -> Result<()> {
+            let (mem, st) = split(&mut c)?;
+            let r = st.core.node.make_ref();
+            gm::write(mem, out, &r.to_bytes(), "make_ref out").map_err(fault)
+        },
+    )?;
 
-    linker.func_wrap(m, imports::MONOTONIC_NS.name, |c: Caller<'_, ProcState>| -> i64 {
-        c.data().core.node.started.elapsed().as_nanos() as i64
-    })?;
+    linker.func_wrap(
+        m,
+        imports::MONOTONIC_NS.name,
+        |c: Caller<'_, ProcState>| -> i64 {
+            c.data().core.node.started.elapsed().as_nanos() as i64
+        },
+    )?;
 
-    linker.func_wrap(m, imports::SYSTEM_TIME_NS.name, |_c: Caller<'_, ProcState>| -> i64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
-    })?;
+    linker.func_wrap(
+        m,
+        imports::SYSTEM_TIME_NS.name,
+        |_c: Caller<'_, ProcState>| -> i64 {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64)
+        },
+    )?;
 
-    linker.func_wrap(m, imports::LOG.name, |mut c: Caller<'_, ProcState>, level: i32, ptr: i32, len: i32| -> Result<()> {
-        let (mem, st) = split(&mut c)?;
-        let text = String::from_utf8_lossy(gm::bytes(mem, ptr, len, "log message").map_err(fault)?);
-        let pid = st.core.pid();
-        let module = st.core.cell.module.as_ref().map_or("", |m| m.identity.name.as_str());
-        match level {
-            log_level::ERROR => tracing::error!(target: "molt::guest", %pid, module, "{text}"),
-            log_level::WARN => tracing::warn!(target: "molt::guest", %pid, module, "{text}"),
-            log_level::INFO => tracing::info!(target: "molt::guest", %pid, module, "{text}"),
-            log_level::DEBUG => tracing::debug!(target: "molt::guest", %pid, module, "{text}"),
-            _ => tracing::trace!(target: "molt::guest", %pid, module, "{text}"),
-        }
-        Ok(())
-    })?;
+    linker.func_wrap(
+        m,
+        imports::LOG.name,
+        |mut c: Caller<'_, ProcState>, level: i32, ptr: i32, len: i32| -> Result<()> {
+            let (mem, st) = split(&mut c)?;
+            let text =
+                String::from_utf8_lossy(gm::bytes(mem, ptr, len, "log message").map_err(fault)?);
+            let pid = st.core.pid();
+            let module = st
+                .core
+                .cell
+                .module
+                .as_ref()
+                .map_or("", |m| m.identity.name.as_str());
+            match level {
+                log_level::ERROR => tracing::error!(target: "molt::guest", %pid, module, "{text}"),
+                log_level::WARN => tracing::warn!(target: "molt::guest", %pid, module, "{text}"),
+                log_level::INFO => tracing::info!(target: "molt::guest", %pid, module, "{text}"),
+                log_level::DEBUG => tracing::debug!(target: "molt::guest", %pid, module, "{text}"),
+                _ => tracing::trace!(target: "molt::guest", %pid, module, "{text}"),
+            }
+            Ok(())
+        },
+    )?;
 
-    linker.func_wrap(m, imports::RANDOM_BYTES.name, |mut c: Caller<'_, ProcState>, ptr: i32, len: i32| -> Result<()> {
-        let (mem, _) = split(&mut c)?;
-        let buf = gm::bytes_mut(mem, ptr, len, "random_bytes buffer").map_err(fault)?;
-        getrandom::fill(buf).map_err(|e| wasmtime::Error::msg(format!("random generator failed: {e}")))
-    })?;
+    linker.func_wrap(
+        m,
+        imports::RANDOM_BYTES.name,
+        |mut c: Caller<'_, ProcState>, ptr: i32, len: i32| -> Result<()> {
+            let (mem, _) = split(&mut c)?;
+            let buf = gm::bytes_mut(mem, ptr, len, "random_bytes buffer").map_err(fault)?;
+            getrandom::fill(buf)
+                .map_err(|e| wasmtime::Error::msg(format!("random generator failed: {e}")))
+        },
+    )?;
 
     Ok(())
 }
@@ -381,9 +541,22 @@ async fn receive(
             return Ok(status::BAD_ARG);
         }
         let raw = gm::bytes(mem, tags_ptr, (count * 4) as i32, "receive tags").map_err(fault)?;
-        let tags = raw.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-        let reference = if ref_ptr == 0 { None } else { Some(gm::reference(mem, ref_ptr, "receive ref").map_err(fault)?) };
-        gm::bytes(mem, header_out, molt_abi::HEADER_BYTES as i32, "receive header_out").map_err(fault)?;
+        let tags = raw
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let reference = if ref_ptr == 0 {
+            None
+        } else {
+            Some(gm::reference(mem, ref_ptr, "receive ref").map_err(fault)?)
+        };
+        gm::bytes(
+            mem,
+            header_out,
+            molt_abi::HEADER_BYTES as i32,
+            "receive header_out",
+        )
+        .map_err(fault)?;
         Filter { tags, reference }
     };
     let deadline = match timeout_ms {
@@ -418,7 +591,11 @@ async fn receive(
         match deadline {
             None => cell.wake.notified().await,
             // On expiry, look once more: a message may have come with the deadline.
-            Some(d) => expired = tokio::time::timeout_at(d, cell.wake.notified()).await.is_err(),
+            Some(d) => {
+                expired = tokio::time::timeout_at(d, cell.wake.notified())
+                    .await
+                    .is_err()
+            }
         }
     }
 }

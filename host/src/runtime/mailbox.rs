@@ -37,7 +37,13 @@ impl HostMailbox {
     }
 
     /// Send a message.
-    pub fn send(&mut self, to: Pid, tag: u32, reference: Ref, payload: Vec<u8>) -> Result<(), SendError> {
+    pub fn send(
+        &mut self,
+        to: Pid,
+        tag: u32,
+        reference: Ref,
+        payload: Vec<u8>,
+    ) -> Result<(), SendError> {
         let message = Message {
             tag,
             reference,
@@ -48,14 +54,26 @@ impl HostMailbox {
 
     /// Send to a registered name.
     pub fn send_named(&mut self, name: &str, tag: u32, payload: Vec<u8>) -> Result<(), SendError> {
-        let to = self.core().node.registry.lock().expect("registry poisoned").whereis(name);
+        let to = self
+            .core()
+            .node
+            .registry
+            .lock()
+            .expect("registry poisoned")
+            .whereis(name);
         let to = to.ok_or_else(|| SendError::NotRegistered(name.to_string()))?;
         self.send(to, tag, Ref::NONE, payload)
     }
 
     /// Spawn a process, optionally linked to this mailbox and/or monitored
     /// by it.
-    pub fn spawn(&mut self, module: &str, args: Vec<u8>, link: bool, monitor: bool) -> Result<(Pid, Option<Ref>), SpawnError> {
+    pub fn spawn(
+        &mut self,
+        module: &str,
+        args: Vec<u8>,
+        link: bool,
+        monitor: bool,
+    ) -> Result<(Pid, Option<Ref>), SpawnError> {
         let me = self.pid();
         let core = self.core();
         let reference = monitor.then(|| core.node.make_ref());
@@ -114,7 +132,9 @@ impl HostMailbox {
                 return None;
             }
             scanned = core.mailbox.len();
-            expired = tokio::time::timeout_at(deadline, cell.wake.notified()).await.is_err();
+            expired = tokio::time::timeout_at(deadline, cell.wake.notified())
+                .await
+                .is_err();
         }
     }
 

@@ -278,9 +278,10 @@ impl Node {
             .into_iter()
             .map(|cell| ProcessInfo {
                 pid: cell.pid,
-                module: cell.module.as_ref().map(|m| {
-                    (m.identity.name.clone(), m.identity.version.clone())
-                }),
+                module: cell
+                    .module
+                    .as_ref()
+                    .map(|m| (m.identity.name.clone(), m.identity.version.clone())),
                 mailbox_len: cell.mailbox_len.load(Ordering::Relaxed),
                 name: registry.name_of(cell.pid).map(str::to_string),
             })

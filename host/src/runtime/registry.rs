@@ -77,7 +77,10 @@ mod tests {
         let mut r = Registry::default();
         assert_eq!(r.register("a", pid(1)), Ok(()));
         assert_eq!(r.register("a", pid(2)), Err(RegisterError::Taken));
-        assert_eq!(r.register("b", pid(1)), Err(RegisterError::AlreadyRegistered));
+        assert_eq!(
+            r.register("b", pid(1)),
+            Err(RegisterError::AlreadyRegistered)
+        );
         assert_eq!(r.register("", pid(3)), Err(RegisterError::BadName));
         assert_eq!(r.whereis("a"), Some(pid(1)));
         r.remove_pid(pid(1));

@@ -119,6 +119,10 @@ pub enum Cmd {
     },
     /// Panic with this text; no answer.
     Panic(String),
+    /// `true`: the puppet's loop takes only DATA-tagged messages (its
+    /// commands), leaving every other message queued for `Receive`.
+    /// `false` (the default): it reports everything it gets.
+    OnlyCommands(bool),
 }
 
 /// The result of a command.
@@ -252,6 +256,7 @@ fn execute(cmd: Cmd) -> Outcome {
             Outcome::Ok
         }
         Cmd::Panic(text) => panic!("{text}"),
+        Cmd::OnlyCommands(_) => unreachable!("handled by the receive loop"),
     }
 }
 
@@ -284,8 +289,20 @@ fn run(args: PuppetArgs) {
         }
     };
     tell(&Event::Ready(molt_sdk::self_pid()));
+    let mut only_commands = false;
     loop {
-        let envelope = molt_sdk::receive();
+        let envelope = if only_commands {
+            molt_sdk::receive_matching(&Filter::data(), None).expect("no timeout was given")
+        } else {
+            molt_sdk::receive()
+        };
+        if let Some(Ok(Cmd::OnlyCommands(on))) =
+            envelope.is_data().then(|| envelope.decode::<Cmd>())
+        {
+            only_commands = on;
+            tell(&Event::Done(Outcome::Ok));
+            continue;
+        }
         let command = if envelope.is_data() {
             envelope.decode::<Cmd>().ok()
         } else {
