@@ -136,9 +136,11 @@ pub struct Report {
 pub fn identify(bytes: &[u8], fallback_name: &str) -> (Identity, Option<Problem>) {
     let hash = hex(&Sha256::digest(bytes));
     let undeclared = |problem| {
-        let name = section::valid_module_name(fallback_name)
-            .then(|| fallback_name.to_string())
-            .unwrap_or_else(|| "module".to_string());
+        let name = if section::valid_module_name(fallback_name) {
+            fallback_name.to_string()
+        } else {
+            "module".to_string()
+        };
         (
             Identity {
                 name,

@@ -8,8 +8,11 @@ use super::cell::ProcessCell;
 
 const SHARDS: usize = 64;
 
+/// One shard: live processes by pid serial.
+type Shard = Mutex<HashMap<u64, Arc<ProcessCell>>>;
+
 pub(crate) struct ProcessTable {
-    shards: Box<[Mutex<HashMap<u64, Arc<ProcessCell>>>]>,
+    shards: Box<[Shard]>,
 }
 
 impl ProcessTable {
@@ -19,7 +22,7 @@ impl ProcessTable {
         }
     }
 
-    fn shard(&self, serial: u64) -> &Mutex<HashMap<u64, Arc<ProcessCell>>> {
+    fn shard(&self, serial: u64) -> &Shard {
         &self.shards[serial as usize % SHARDS]
     }
 
