@@ -95,11 +95,19 @@ impl Puppet {
         p
     }
 
-    /// Run a command in the puppet and return its outcome.
-    pub async fn cmd(&mut self, cmd: Cmd) -> Outcome {
+    /// Send a command without waiting for its outcome: for commands that
+    /// end the puppet (`ExitSelf`, `Panic`) or may end it before it
+    /// answers. Should it answer after all, the next [`Puppet::cmd`] would
+    /// take that answer for its own, so use it only for such commands.
+    pub fn order(&mut self, cmd: Cmd) {
         self.ctl
             .send(self.pid, tag::DATA, Ref::NONE, codec::encode(&cmd))
             .expect("send to puppet");
+    }
+
+    /// Run a command in the puppet and return its outcome.
+    pub async fn cmd(&mut self, cmd: Cmd) -> Outcome {
+        self.order(cmd);
         let filter = Filter {
             tags: vec![tag::DATA],
             reference: None,
@@ -153,6 +161,15 @@ pub async fn down_reason(mailbox: &mut HostMailbox, reference: Ref) -> String {
         .expect("DOWN decodes")
         .reason
         .to_string()
+}
+
+/// A pid of this node that is certainly dead: a mailbox opened and closed.
+pub fn dead_pid(node: &Node) -> Pid {
+    let mailbox = node.mailbox().expect("mailbox");
+    let pid = mailbox.pid();
+    drop(mailbox);
+    assert!(!node.is_alive(pid));
+    pid
 }
 
 /// Spawn `module` monitored by `mailbox` and wait for its exit reason.
