@@ -44,10 +44,12 @@ pub(crate) fn build(config: &NodeConfig) -> Result<Engine, EngineError> {
         .max_tables_per_module(1)
         .max_memory_size(config.memory_bytes_max as usize)
         .table_elements(config.table_elements_max as usize)
-        // Keep a few pages warm on reuse so respawning is cheap.
-        .linear_memory_keep_resident(64 << 10)
-        .table_keep_resident(4 << 10)
-        .async_stack_keep_resident(16 << 10);
+        // Freed slots give all their pages back. Keeping some resident
+        // makes wasmtime re-zero them on every free, which here faulted in
+        // pages the guest never touched: slower and bigger.
+        .linear_memory_keep_resident(0)
+        .table_keep_resident(0)
+        .async_stack_keep_resident(0);
 
     let mut wasm = Config::new();
     wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))

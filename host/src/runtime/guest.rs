@@ -126,8 +126,12 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
 fn log_exit(pid: molt_abi::Pid, version: &ModuleVersion, why: &str) {
     let module = &version.identity.name;
     match why {
-        reason::NORMAL => tracing::debug!(%pid, %module, "process exited normally"),
-        reason::SHUTDOWN | reason::KILLED | reason::NOPROC | reason::NOCONNECTION => {
+        // Exits that are part of normal operation (a supervisor's shutdown,
+        // a kill the operator asked for) are not crashes.
+        reason::NORMAL | reason::SHUTDOWN | reason::KILLED => {
+            tracing::debug!(%pid, %module, reason = %why, "process exited")
+        }
+        reason::NOPROC | reason::NOCONNECTION => {
             tracing::info!(%pid, %module, reason = %why, "process exited")
         }
         _ => tracing::warn!(%pid, %module, reason = %why, "process crashed"),
