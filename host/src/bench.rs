@@ -101,6 +101,10 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+fn map_count() -> u64 {
+    std::fs::read_to_string("/proc/self/maps").map_or(0, |s| s.lines().count() as u64)
+}
+
 const MODULE: &str = "bench-guest";
 
 async fn wait_for_exit(
@@ -124,11 +128,12 @@ async fn wait_for_exit(
 }
 
 /// Spawn `n` idle behaviours; returns (µs per spawn including init, bytes
-/// of RSS per process).
-async fn spawn_run(node: &Node, n: u32) -> Result<(f64, f64)> {
+/// of RSS per process, kernel memory mappings per process).
+async fn spawn_run(node: &Node, n: u32) -> Result<(f64, f64, f64)> {
     let args = codec::encode(&BenchArgs::Idle);
     let before = node.stats();
     let rss_before = rss_bytes();
+    let maps_before = map_count();
     let start = Instant::now();
     let mut pids = Vec::with_capacity(n as usize);
     for _ in 0..n {
@@ -143,6 +148,7 @@ async fn spawn_run(node: &Node, n: u32) -> Result<(f64, f64)> {
     }
     let elapsed = start.elapsed();
     let rss_after = rss_bytes();
+    let maps_after = map_count();
     for pid in &pids {
         node.exit(*pid, reason::KILL);
     }
@@ -152,6 +158,7 @@ async fn spawn_run(node: &Node, n: u32) -> Result<(f64, f64)> {
     Ok((
         elapsed.as_secs_f64() * 1e6 / n as f64,
         rss_after.saturating_sub(rss_before) as f64 / n as f64,
+        maps_after.saturating_sub(maps_before) as f64 / n as f64,
     ))
 }
 
@@ -224,12 +231,12 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
     let mut figures = Vec::new();
 
     if want("spawn") {
-        // One warm-up run touches the pool once, as a long-running node has.
-        let (mut spawn, mut memory) = (Vec::new(), Vec::new());
+        let (mut spawn, mut memory, mut maps) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
-            let (us, bytes) = spawn_run(&node, args.processes).await?;
+            let (us, bytes, m) = spawn_run(&node, args.processes).await?;
             spawn.push(us);
             memory.push(bytes / 1024.0);
+            maps.push(m);
         }
         figures.push(Figure {
             name: "spawn (behaviour, incl. init)",
