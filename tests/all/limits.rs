@@ -1,1 +1,406 @@
-//! placeholder
+//! Hostile guests and limits: an endless loop is preempted and killable,
+//! memory, message, mailbox and process limits give their specific error or
+//! exit reason, and bad modules are refused, all without harming the node.
+
+use faulty::Fault;
+use molt_abi::{Pid, Ref, codec, status, tag};
+use molt_host::code::LoadError;
+use molt_host::{HostMailbox, Node, NodeConfig, SendError, SpawnError};
+use molt_tests::{
+    Cmd, Outcome, Puppet, WAIT, down_reason, guests_dir, node, run_to_exit, start_node,
+    test_config, wat_fixture,
+};
+
+fn fault(f: Fault) -> Vec<u8> {
+    codec::encode(&f)
+}
+
+/// Check that the node still spawns and runs processes.
+async fn assert_node_works(node: &Node) {
+    let mut p = Puppet::spawn(node).await;
+    let me = p.pid;
+    assert_eq!(p.cmd(Cmd::IsAlive(me)).await, Outcome::Bool(true));
+}
+
+/// Wait for the status a `SendHuge` guest reports (a typed `i32`).
+async fn reported_status(mailbox: &mut HostMailbox) -> i32 {
+    let filter = molt_host::Filter {
+        tags: vec![tag::DATA],
+        reference: None,
+    };
+    let m = mailbox
+        .recv_matching(&filter, WAIT)
+        .await
+        .expect("a status from the guest");
+    codec::decode(&m.payload).expect("an i32 status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endless_loop_is_preempted_and_can_be_killed() {
+    // Default timeslice; more loops than the runtime has worker threads, so
+    // without preemption nothing else would ever run.
+    let node = node();
+    assert_eq!(node.config().timeslice, NodeConfig::default().timeslice);
+    let mut watcher = node.mailbox().unwrap();
+    let mut loops = Vec::new();
+    for _ in 0..4 {
+        let (pid, r) = watcher
+            .spawn("faulty", fault(Fault::Loop), false, true)
+            .unwrap();
+        loops.push((pid, r.unwrap()));
+    }
+    let mut p = Puppet::spawn(&node).await;
+    let me = p.pid;
+    for _ in 0..100 {
+        assert_eq!(p.cmd(Cmd::IsAlive(me)).await, Outcome::Bool(true));
+    }
+    for &(pid, _) in &loops {
+        assert!(node.is_alive(pid), "a loop ended by itself");
+    }
+    for &(pid, _) in &loops {
+        node.exit(pid, "kill");
+    }
+    for (pid, r) in loops {
+        assert_eq!(down_reason(&mut watcher, r).await, "killed");
+        assert!(!node.is_alive(pid));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_process_dies_of_any_exit_signal() {
+    // A loop never reaches a receive, yet an exit signal other than `kill`
+    // still ends it at its next timeslice when it does not trap exits.
+    let node = node();
+    let mut watcher = node.mailbox().unwrap();
+    let (pid, r) = watcher
+        .spawn("faulty", fault(Fault::Loop), false, true)
+        .unwrap();
+    node.exit(pid, "shutdown");
+    assert_eq!(down_reason(&mut watcher, r.unwrap()).await, "shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_bomb_hits_memory_bytes_max() {
+    let node = start_node(NodeConfig {
+        memory_bytes_max: 4 << 20,
+        ..test_config()
+    });
+    let mut watcher = node.mailbox().unwrap();
+    let why = run_to_exit(&mut watcher, "faulty", fault(Fault::MemoryBomb)).await;
+    assert!(why.starts_with("limit: "), "reason {why:?}");
+    assert!(
+        why.contains("memory_bytes_max (4194304 bytes)"),
+        "reason {why:?}"
+    );
+    assert_node_works(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_faults_end_only_the_guest_with_a_specific_reason() {
+    let node = node();
+    let mut watcher = node.mailbox().unwrap();
+    let why = run_to_exit(&mut watcher, "faulty", fault(Fault::BadPointer)).await;
+    assert!(
+        why.starts_with("bad_pointer: message payload at 0xfffffff0+64 is outside linear memory"),
+        "reason {why:?}"
+    );
+    assert_node_works(&node).await;
+    let why = run_to_exit(&mut watcher, "faulty", fault(Fault::Unreachable)).await;
+    assert!(why.starts_with("trap: "), "reason {why:?}");
+    assert!(why.contains("unreachable"), "reason {why:?}");
+    let why = run_to_exit(&mut watcher, "faulty", fault(Fault::DivideByZero)).await;
+    assert!(
+        why.starts_with("panic: attempt to divide by zero"),
+        "reason {why:?}"
+    );
+    let why = run_to_exit(&mut watcher, "faulty", fault(Fault::Normal)).await;
+    assert_eq!(why, "normal");
+    // Arguments that do not decode: the SDK refuses to start.
+    let why = run_to_exit(&mut watcher, "faulty", vec![0xff; 3]).await;
+    assert!(why.starts_with("badarg: "), "reason {why:?}");
+    assert_node_works(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_larger_than_message_bytes_max_are_refused() {
+    let node = start_node(NodeConfig {
+        message_bytes_max: 1024,
+        ..test_config()
+    });
+    let mut watcher = node.mailbox().unwrap();
+    let me = watcher.pid();
+    // From a guest: the send reports MESSAGE_TOO_LARGE and nothing arrives.
+    let why = run_to_exit(
+        &mut watcher,
+        "faulty",
+        fault(Fault::SendHuge {
+            to: me,
+            bytes: 4096,
+        }),
+    )
+    .await;
+    assert_eq!(why, "normal");
+    assert_eq!(
+        reported_status(&mut watcher).await,
+        status::MESSAGE_TOO_LARGE
+    );
+    assert_eq!(watcher.pending(), 0, "the oversized message was delivered");
+    // Exactly the limit passes.
+    let why = run_to_exit(
+        &mut watcher,
+        "faulty",
+        fault(Fault::SendHuge {
+            to: me,
+            bytes: 1024,
+        }),
+    )
+    .await;
+    assert_eq!(why, "normal");
+    let big = watcher.recv(WAIT).await.expect("the 1024-byte message");
+    assert_eq!(big.payload.len(), 1024);
+    assert_eq!(reported_status(&mut watcher).await, status::OK);
+    // From the host.
+    let p = Puppet::spawn(&node).await;
+    let too_large = SendError::TooLarge {
+        size: 1025,
+        max: 1024,
+    };
+    assert_eq!(node.send(p.pid, 5, vec![0; 1025]), Err(too_large.clone()));
+    assert_eq!(
+        watcher.send(p.pid, 5, Ref::NONE, vec![0; 1025]),
+        Err(too_large)
+    );
+    assert_eq!(node.send(p.pid, 5, vec![0; 1024]), Ok(()));
+    // Init arguments too.
+    assert_eq!(
+        node.spawn("faulty", vec![0; 2000]),
+        Err(SpawnError::ArgsTooLarge {
+            size: 2000,
+            max: 1024
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_mailbox_refuses_more_messages() {
+    let node = start_node(NodeConfig {
+        mailbox_len_max: 10,
+        ..test_config()
+    });
+    let mut watcher = node.mailbox().unwrap();
+    // The receiver never receives.
+    let (sink, watch) = watcher
+        .spawn("faulty", fault(Fault::Loop), false, true)
+        .unwrap();
+    for i in 0..10u32 {
+        assert_eq!(
+            watcher.send(sink, 9, Ref::NONE, codec::encode(&i)),
+            Ok(()),
+            "message {i}"
+        );
+    }
+    assert_eq!(
+        watcher.send(sink, 9, Ref::NONE, codec::encode(&10u32)),
+        Err(SendError::MailboxFull(10))
+    );
+    assert_eq!(node.send(sink, 9, vec![]), Err(SendError::MailboxFull(10)));
+    let mut p = Puppet::spawn(&node).await;
+    assert_eq!(
+        p.cmd(Cmd::Send {
+            to: sink,
+            tag: 9,
+            payload: vec![]
+        })
+        .await,
+        Outcome::Status(status::MAILBOX_FULL)
+    );
+    // Other mailboxes are not affected.
+    assert_eq!(
+        p.cmd(Cmd::Send {
+            to: watcher.pid(),
+            tag: 9,
+            payload: vec![]
+        })
+        .await,
+        Outcome::Ok
+    );
+    node.exit(sink, "kill");
+    assert_eq!(down_reason(&mut watcher, watch.unwrap()).await, "killed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_takes_messages_makes_room() {
+    let node = start_node(NodeConfig {
+        mailbox_len_max: 10,
+        ..test_config()
+    });
+    let mut sink = node.mailbox().unwrap();
+    let to = sink.pid();
+    for _ in 0..10 {
+        assert_eq!(node.send(to, 9, vec![]), Ok(()));
+    }
+    assert_eq!(node.send(to, 9, vec![]), Err(SendError::MailboxFull(10)));
+    assert!(sink.recv(WAIT).await.is_some());
+    assert_eq!(node.send(to, 9, vec![]), Ok(()));
+    assert_eq!(node.send(to, 9, vec![]), Err(SendError::MailboxFull(10)));
+    assert_eq!(sink.pending(), 10);
+}
+
+/// Spawn idle processes until the node refuses; returns them.
+fn fill(node: &Node, watcher: &mut HostMailbox) -> Vec<(Pid, Ref)> {
+    let max = node.config().processes_max;
+    let mut idle = Vec::new();
+    loop {
+        match watcher.spawn("counter", codec::encode(&0u64), false, true) {
+            Ok((pid, r)) => idle.push((pid, r.unwrap())),
+            Err(e) => {
+                assert_eq!(e, SpawnError::ProcessLimit(max));
+                break;
+            }
+        }
+        assert!(idle.len() <= max as usize, "spawned past processes_max");
+    }
+    idle
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawning_past_processes_max_fails_until_some_exit() {
+    let node = start_node(NodeConfig {
+        processes_max: 20,
+        ..test_config()
+    });
+    assert_eq!(node.config().processes_max, 20);
+    let mut watcher = node.mailbox().unwrap();
+    let mut p = Puppet::spawn(&node).await;
+    // watcher, the puppet and its controller: 3.
+    let idle = fill(&node, &mut watcher);
+    assert_eq!(idle.len(), 17);
+    assert_eq!(node.stats().alive, 20);
+    assert_eq!(
+        node.spawn("counter", codec::encode(&0u64)),
+        Err(SpawnError::ProcessLimit(20))
+    );
+    assert!(matches!(node.mailbox(), Err(SpawnError::ProcessLimit(20))));
+    let spawn_counter = Cmd::Spawn {
+        module: "counter".into(),
+        args: codec::encode(&0u64),
+        link: false,
+        monitor: false,
+    };
+    assert_eq!(
+        p.cmd(spawn_counter.clone()).await,
+        Outcome::Status(status::PROCESS_LIMIT)
+    );
+    // One exits: its slot is free once its DOWN is out.
+    let (pid, r) = idle[0];
+    node.exit(pid, "kill");
+    assert_eq!(down_reason(&mut watcher, r).await, "killed");
+    match p.cmd(spawn_counter.clone()).await {
+        Outcome::Pid(child) => assert!(node.is_alive(child)),
+        other => panic!("spawn after an exit gave {other:?}"),
+    }
+    assert_eq!(
+        p.cmd(spawn_counter).await,
+        Outcome::Status(status::PROCESS_LIMIT)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawning_an_unknown_module_fails() {
+    let node = node();
+    let mut p = Puppet::spawn(&node).await;
+    assert_eq!(
+        node.spawn("no-such-module", vec![]),
+        Err(SpawnError::NoModule("no-such-module".into()))
+    );
+    let mut watcher = node.mailbox().unwrap();
+    assert_eq!(
+        watcher.spawn("no-such-module", vec![], true, true),
+        Err(SpawnError::NoModule("no-such-module".into()))
+    );
+    assert_eq!(
+        p.cmd(Cmd::Spawn {
+            module: "no-such-module".into(),
+            args: vec![],
+            link: true,
+            monitor: true,
+        })
+        .await,
+        Outcome::Status(status::NO_MODULE)
+    );
+    // A failed spawn_link leaves no link behind: the puppet is fine.
+    let me = p.pid;
+    assert_eq!(p.cmd(Cmd::IsAlive(me)).await, Outcome::Bool(true));
+}
+
+/// Bytes that look random but are the same on every run.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_modules_are_refused_and_the_node_keeps_running() {
+    let node = node();
+    let mut p = Puppet::spawn(&node).await;
+    let before = node.code().current("puppet").unwrap().identity.clone();
+    let real = std::fs::read(guests_dir().join("puppet.wasm")).unwrap();
+    let mut header_then_noise = b"\0asm\x01\0\0\0".to_vec();
+    header_then_noise.extend(noise(512));
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("random bytes", noise(4096)),
+        ("a truncated guest", real[..real.len() / 2].to_vec()),
+        ("an empty file", Vec::new()),
+        ("a wasm header then noise", header_then_noise),
+    ];
+    for (what, bytes) in cases {
+        match node.code().load(&bytes, "puppet") {
+            Err(LoadError::Invalid(_)) => {}
+            other => panic!("{what}: expected LoadError::Invalid, got {other:?}"),
+        }
+    }
+    // Nothing was replaced, and what ran runs on.
+    assert_eq!(node.code().current("puppet").unwrap().identity, before);
+    let me = p.pid;
+    assert_eq!(p.cmd(Cmd::IsAlive(me)).await, Outcome::Bool(true));
+    assert_node_works(&node).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_larger_than_module_bytes_max_is_refused() {
+    // No guests preloaded: they are larger than this limit.
+    let node = Node::start(NodeConfig {
+        module_bytes_max: 16 << 10,
+        ..test_config()
+    })
+    .unwrap();
+    let echo = wat_fixture("echo.wat");
+    assert!(echo.len() <= 16 << 10);
+    node.code()
+        .load(&echo, "echo")
+        .expect("a small module loads");
+    let mut watcher = node.mailbox().unwrap();
+    let echo_pid = node
+        .spawn("echo", watcher.pid().to_bytes().to_vec())
+        .unwrap();
+    let big = std::fs::read(guests_dir().join("puppet.wasm")).unwrap();
+    assert!(big.len() > 16 << 10);
+    match node.code().load(&big, "puppet") {
+        Err(LoadError::TooLarge { size, max }) => assert_eq!((size, max), (big.len(), 16 << 10)),
+        other => panic!("expected LoadError::TooLarge, got {other:?}"),
+    }
+    assert!(node.code().current("puppet").is_none());
+    // The echo process still echoes.
+    watcher
+        .send(echo_pid, 12, Ref::NONE, vec![1, 2, 3])
+        .unwrap();
+    let back = watcher.recv(WAIT).await.expect("the echo");
+    assert_eq!((back.tag, &*back.payload), (12, &[1u8, 2, 3][..]));
+}
