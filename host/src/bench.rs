@@ -248,6 +248,11 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             unit: "KiB",
             runs: memory,
         });
+        figures.push(Figure {
+            name: "kernel memory mappings per process",
+            unit: "maps",
+            runs: maps,
+        });
     }
     if want("pingpong") {
         let mut v = Vec::new();

@@ -37,6 +37,12 @@ pub struct NodeConfig {
     /// Deep guest recursion past it ends the process with a stack-overflow
     /// trap. Only the pages a process touches are resident.
     pub guest_stack_bytes: usize,
+    /// Map each instance's initial memory copy-on-write from a shared image
+    /// instead of copying the module's data segments. Copying is faster to
+    /// spawn and costs fewer kernel mappings for guests with small data
+    /// (measured here: 23 µs vs 28 µs per spawn for a 13 KB data segment);
+    /// images win for guests with megabytes of data.
+    pub memory_images_cow: bool,
     /// How long a guest runs before it yields to others (epoch tick).
     pub timeslice: Duration,
     /// Worker threads for the scheduler; 0 means one per CPU.
@@ -60,6 +66,7 @@ impl Default for NodeConfig {
             timers_max: 1_000_000,
             table_elements_max: 10_000,
             guest_stack_bytes: 256 << 10,
+            memory_images_cow: false,
             timeslice: Duration::from_millis(2),
             workers: 0,
             raise_map_count: true,

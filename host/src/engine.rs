@@ -12,9 +12,10 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::config::NodeConfig;
 
-/// Memory mappings one live process costs the kernel, measured: the memory
-/// slot (accessible part, the rest, the copy-on-write image), the table
-/// slot, the fiber stack and its guard page.
+/// Memory mappings one process costs the kernel. Measured with `molt
+/// bench`: 2 per pool slot at start (fiber stack and its guard page), 2 more
+/// per live process (memory slot split, table), 4 with copy-on-write
+/// images; rounded up.
 const MAPS_PER_PROCESS: u64 = 7;
 /// Mappings the rest of the process (libraries, heap, threads) needs.
 const MAPS_BASE: u64 = 8_192;
@@ -63,7 +64,7 @@ pub(crate) fn build(config: &NodeConfig) -> Result<Engine, EngineError> {
         .memory_reservation_for_growth(0)
         .guard_before_linear_memory(false)
         .memory_may_move(false)
-        .memory_init_cow(true)
+        .memory_init_cow(config.memory_images_cow)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
     Engine::new(&wasm).map_err(EngineError::Wasmtime)
 }
