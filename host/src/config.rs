@@ -31,6 +31,8 @@ pub struct NodeConfig {
     pub modules_max: usize,
     /// Most pending timers (`send_after`) on the node.
     pub timers_max: usize,
+    /// Longest guest log line, in bytes; longer lines are cut and marked.
+    pub log_line_bytes_max: usize,
     /// Most table elements (function references) per instance.
     pub table_elements_max: u32,
     /// Size of each process's native stack for running wasm, in bytes.
@@ -65,6 +67,7 @@ impl Default for NodeConfig {
             modules_max: 1_024,
             timers_max: 1_000_000,
             table_elements_max: 10_000,
+            log_line_bytes_max: 16 << 10,
             guest_stack_bytes: 256 << 10,
             memory_images_cow: false,
             timeslice: Duration::from_millis(2),

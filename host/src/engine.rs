@@ -123,21 +123,33 @@ pub fn fit_map_count(config: &mut NodeConfig) -> MapCount {
     else {
         return MapCount::Enough;
     };
-    let needed = map_count_needed(config.processes_max);
+    let raise = |needed: u64| {
+        config.raise_map_count && fs::write(MAP_COUNT_PATH, needed.to_string()).is_ok()
+    };
+    let outcome = plan_map_count(current, config.processes_max, raise);
+    if let MapCount::Lowered { processes_max, .. } = outcome {
+        config.processes_max = processes_max;
+    }
+    outcome
+}
+
+/// The decision of [`fit_map_count`], without the I/O: `raise` tries to set
+/// the kernel limit and says whether it worked.
+fn plan_map_count(current: u64, processes_max: u32, raise: impl FnOnce(u64) -> bool) -> MapCount {
+    let needed = map_count_needed(processes_max);
     if current >= needed {
         return MapCount::Enough;
     }
-    if config.raise_map_count && fs::write(MAP_COUNT_PATH, needed.to_string()).is_ok() {
+    if raise(needed) {
         return MapCount::Raised(current, needed);
     }
     let fit = (current.saturating_sub(MAPS_BASE) / MAPS_PER_PROCESS)
         .saturating_sub(INSTANCES_SPARE as u64)
-        .max(16) as u32;
-    config.processes_max = fit.min(config.processes_max);
+        .max(16);
     MapCount::Lowered {
         map_count: current,
         needed,
-        processes_max: config.processes_max,
+        processes_max: (fit as u32).min(processes_max),
     }
 }
 
@@ -159,5 +171,30 @@ impl MapCount {
                  To allow more, run as root: sysctl -w vm.max_map_count={needed}"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn map_count_is_raised_or_processes_lowered() {
+        let needed = map_count_needed(100_000);
+        assert_eq!(
+            plan_map_count(needed, 100_000, |_| panic!("no need to raise")),
+            MapCount::Enough
+        );
+        assert_eq!(
+            plan_map_count(65_530, 100_000, |n| n == needed),
+            MapCount::Raised(65_530, needed)
+        );
+        let MapCount::Lowered { processes_max, .. } = plan_map_count(65_530, 100_000, |_| false)
+        else {
+            panic!("expected the node to shrink");
+        };
+        // What it keeps must itself fit in the kernel limit.
+        assert!(map_count_needed(processes_max) <= 65_530);
+        assert!(processes_max > 7_000, "only {processes_max} processes");
     }
 }

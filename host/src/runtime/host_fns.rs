@@ -490,8 +490,14 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
         imports::LOG.name,
         |mut c: Caller<'_, ProcState>, level: i32, ptr: i32, len: i32| -> Result<()> {
             let (mem, st) = split(&mut c)?;
-            let text =
-                String::from_utf8_lossy(gm::bytes(mem, ptr, len, "log message").map_err(fault)?);
+            let bytes = gm::bytes(mem, ptr, len, "log message").map_err(fault)?;
+            let max = st.core.node.config.log_line_bytes_max;
+            let mut text = String::from_utf8_lossy(&bytes[..bytes.len().min(max)]);
+            if bytes.len() > max {
+                let cut = bytes.len() - max;
+                text.to_mut()
+                    .push_str(&format!(" [cut: {cut} bytes past log_line_bytes_max]"));
+            }
             let pid = st.core.pid();
             let module = st
                 .core
