@@ -98,8 +98,20 @@ thread_local! {
 #[doc(hidden)]
 pub fn init<B: Behaviour>(cell: &'static StateCell<B>, args_len: i32) {
     crate::entry::install_panic_hook();
-    let bytes = read_current(args_len as u32 as usize);
-    let args = match codec::decode::<B::Args>(&bytes) {
+    // Small init arguments are read on the stack: a process whose state
+    // needs no heap then never grows its memory, which keeps spawning cheap
+    // and idle processes small.
+    let len = args_len as u32 as usize;
+    let mut small = [0u8; 128];
+    let heap;
+    let bytes: &[u8] = if len <= small.len() {
+        read_current_into(&mut small[..len]);
+        &small[..len]
+    } else {
+        heap = read_current(len);
+        &heap
+    };
+    let args = match codec::decode::<B::Args>(bytes) {
         Ok(args) => args,
         Err(e) => exit_self(&format!("badarg: {e}")),
     };
@@ -136,7 +148,7 @@ fn current_message<T: DeserializeOwned>(tag: u32, len: usize) -> Message<T> {
         return match decoded {
             Ok(msg) => Message::Data(msg),
             Err((e, payload)) => {
-                crate::warn!("dropping undecodable DATA message to Other: {e}");
+                crate::warn!("a DATA message does not decode as this behaviour's Msg type; handled as Other: {e}");
                 Message::Other(Envelope {
                     tag,
                     reference: None,
