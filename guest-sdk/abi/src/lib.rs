@@ -63,7 +63,7 @@ pub mod status {
     pub const NO_MESSAGE: i32 = -11;
     /// `msg_read`: the buffer is smaller than the current message.
     pub const BUFFER_TOO_SMALL: i32 = -12;
-    /// `send_after`: the process holds `timers_max` timers already.
+    /// `send_after`: the node holds `timers_max` pending timers already.
     pub const TIMER_LIMIT: i32 = -13;
     /// `cancel_timer`: no such timer (it fired, was cancelled, or never was).
     pub const NO_TIMER: i32 = -14;
