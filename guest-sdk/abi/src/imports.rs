@@ -91,7 +91,8 @@ imports! {
     MSG_HEADER = "msg_header"(I32) -> (I32);
 
     /// `link(pid_ptr) -> status`: link the caller and `pid` (both ways).
-    /// Errors: `NOPROC` if `pid` is not alive.
+    /// If `pid` is not alive, a caller that traps exits gets an `EXIT`
+    /// message with reason `noproc` (status `OK`); otherwise `NOPROC`.
     LINK = "link"(I32) -> (I32);
 
     /// `unlink(pid_ptr) -> status`: remove a link, if any. Always `OK`.
@@ -145,8 +146,9 @@ imports! {
     /// message. Errors as `send`, plus `TIMER_LIMIT`.
     SEND_AFTER = "send_after"(I64, I32, I32, I32, I32, I32) -> (I32);
 
-    /// `cancel_timer(ref_ptr) -> remaining_ms | status`: cancel a timer the
-    /// caller started; returns the milliseconds it had left. Errors:
+    /// `cancel_timer(ref_ptr) -> remaining_ms | status`: cancel a timer (any
+    /// process holding its reference may); returns the milliseconds it had
+    /// left. Errors:
     /// `NO_TIMER` (fired, cancelled or unknown).
     CANCEL_TIMER = "cancel_timer"(I32) -> (I64);
 
