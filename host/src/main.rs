@@ -185,6 +185,8 @@ async fn run(
             continue;
         };
         let down = sysmsg::Down::decode(&down.payload).context("decoding DOWN")?;
+        // The node stops with its entry process, taking the others along.
+        node.shutdown(Duration::from_secs(5)).await;
         if down.reason == reason::NORMAL {
             return Ok(ExitCode::SUCCESS);
         }

@@ -249,6 +249,31 @@ impl Node {
         let _ = self.inner.route(to, signal);
     }
 
+    /// Kill every guest process (reason `killed`; `kill` cannot be trapped)
+    /// and wait up to `timeout` for them to end. Returns how many are still
+    /// alive (0 on success). Host mailboxes stay open until dropped.
+    pub async fn shutdown(&self, timeout: std::time::Duration) -> usize {
+        let guests: Vec<Pid> = self
+            .inner
+            .table
+            .all()
+            .into_iter()
+            .filter(|cell| cell.module.is_some())
+            .map(|cell| cell.pid)
+            .collect();
+        for pid in &guests {
+            self.exit(*pid, reason::KILL);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let alive = guests.iter().filter(|p| self.is_alive(**p)).count();
+            if alive == 0 || tokio::time::Instant::now() >= deadline {
+                return alive;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
     /// The pid registered under `name`.
     pub fn whereis(&self, name: &str) -> Option<Pid> {
         self.inner
