@@ -1,1 +1,360 @@
-//! placeholder
+//! The ABI as `ABI.md` writes it: hand-written WAT guests load and behave,
+//! modules that break the ABI are refused with the right problem, the
+//! linker provides every import with its exact signature, and the `molt`
+//! binary runs and inspects modules.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use molt_abi::imports::{self, ValType};
+use molt_abi::{Ref, tag};
+use molt_host::code::{self, LoadError, ModuleKind, Problem};
+use molt_tests::{QUIET, WAIT, guests_dir, node, run_to_exit, wat_fixture};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wat_echo_returns_every_message_to_its_pid() {
+    let node = node();
+    let version = node.code().load(&wat_fixture("echo.wat"), "echo").unwrap();
+    assert_eq!(version.identity.name, "echo");
+    assert_eq!(version.kind, ModuleKind::Raw);
+    let mut me = node.mailbox().unwrap();
+    let (echo, _) = me
+        .spawn("echo", me.pid().to_bytes().to_vec(), true, false)
+        .unwrap();
+    let sent = [
+        (0u32, vec![]),
+        (5, b"hello".to_vec()),
+        (0x1234, vec![7; 1000]),
+    ];
+    for (t, payload) in &sent {
+        me.send(echo, *t, Ref::NONE, payload.clone()).unwrap();
+    }
+    for (t, payload) in &sent {
+        let back = me.recv(WAIT).await.expect("an echo");
+        assert_eq!((back.tag, &*back.payload), (*t, &payload[..]));
+    }
+    // Larger than its 64 KiB buffer: msg_read says BUFFER_TOO_SMALL and the
+    // echo skips it; the next message comes back.
+    me.send(echo, 1, Ref::NONE, vec![1; 70_000]).unwrap();
+    me.send(echo, 2, Ref::NONE, vec![2; 65_536]).unwrap();
+    let back = me.recv(WAIT).await.expect("an echo");
+    assert_eq!((back.tag, back.payload.len()), (2, 65_536));
+    assert_eq!(me.recv(QUIET).await, None);
+    assert!(node.is_alive(echo));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wat_echo_refuses_bad_arguments() {
+    let node = node();
+    node.code().load(&wat_fixture("echo.wat"), "echo").unwrap();
+    let mut me = node.mailbox().unwrap();
+    let why = run_to_exit(&mut me, "echo", vec![1, 2, 3]).await;
+    assert_eq!(why, "badarg: echo wants a 24-byte pid");
+}
+
+fn u64_le(n: u64) -> Vec<u8> {
+    n.to_le_bytes().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wat_behaviour_counts_and_reports() {
+    let node = node();
+    // Named by its molt.module section, not by the name given here.
+    let version = node
+        .code()
+        .load(&wat_fixture("behaviour.wat"), "ignored")
+        .unwrap();
+    assert_eq!(version.identity.name, "wat-counter");
+    assert_eq!(version.identity.version, "1.0.0");
+    assert!(version.identity.declared);
+    assert_eq!(version.kind, ModuleKind::Behaviour);
+    let mut me = node.mailbox().unwrap();
+    let (counter, _) = me.spawn("wat-counter", u64_le(40), true, false).unwrap();
+    me.send(counter, 0, Ref::NONE, u64_le(1)).unwrap();
+    me.send(counter, 0, Ref::NONE, u64_le(1)).unwrap();
+    // Ignored: wrong tag, wrong size.
+    me.send(counter, 3, Ref::NONE, u64_le(1000)).unwrap();
+    me.send(counter, 0, Ref::NONE, vec![9; 4]).unwrap();
+    me.send(counter, 7, Ref::NONE, me.pid().to_bytes().to_vec())
+        .unwrap();
+    let report = me.recv(WAIT).await.expect("the count");
+    assert_eq!((report.tag, &*report.payload), (tag::DATA, &u64_le(42)[..]));
+    me.send(counter, 0, Ref::NONE, u64_le(100)).unwrap();
+    me.send(counter, 7, Ref::NONE, me.pid().to_bytes().to_vec())
+        .unwrap();
+    let report = me.recv(WAIT).await.expect("the count");
+    assert_eq!(&*report.payload, &u64_le(142)[..]);
+    let why = run_to_exit(&mut me, "wat-counter", vec![0; 3]).await;
+    assert_eq!(why, "badarg: wat-counter wants a u64");
+}
+
+fn abi_problems(result: Result<impl std::fmt::Debug, LoadError>) -> Vec<Problem> {
+    match result {
+        Err(LoadError::Abi { problems, .. }) => problems,
+        other => panic!("expected LoadError::Abi, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modules_that_break_the_abi_are_refused() {
+    let node = node();
+    let load = |wat: &str, name: &str| node.code().load(&wat::parse_str(wat).unwrap(), name);
+    assert_eq!(
+        abi_problems(
+            node.code()
+                .load(&wat_fixture("no_exports.wat"), "no-exports")
+        ),
+        vec![Problem::NoEntry]
+    );
+    assert_eq!(
+        abi_problems(
+            node.code()
+                .load(&wat_fixture("bad_import.wat"), "bad-import")
+        ),
+        vec![Problem::UnknownImport("no_such_function".into())]
+    );
+    assert!(node.code().current("no-exports").is_none());
+    assert!(node.code().current("bad-import").is_none());
+    let main = r#"(memory (export "memory") 1) (func (export "molt_main") (param i32))"#;
+    // A real import with the wrong signature.
+    let problems = abi_problems(load(
+        &format!(r#"(module (import "molt" "send" (func (param i32) (result i32))) {main})"#),
+        "wrong-sig",
+    ));
+    assert!(
+        matches!(&problems[..], [Problem::WrongSignature { name, .. }] if name == "send"),
+        "{problems:?}"
+    );
+    // An import from another module.
+    assert_eq!(
+        abi_problems(load(
+            &format!(r#"(module (import "wasi" "fd_write" (func (param i32))) {main})"#),
+            "foreign",
+        )),
+        vec![Problem::ForeignImport {
+            module: "wasi".into(),
+            name: "fd_write".into()
+        }]
+    );
+    // Built for another ABI version.
+    assert_eq!(
+        abi_problems(load(
+            &format!(
+                r#"(module (@custom "molt.module" "name=future\nversion=1\nabi=2\n") {main})"#
+            ),
+            "future",
+        )),
+        vec![Problem::AbiVersion(2)]
+    );
+    // No memory; a behaviour without molt_init.
+    assert_eq!(
+        abi_problems(load(
+            r#"(module (func (export "molt_main") (param i32)))"#,
+            "no-memory"
+        )),
+        vec![Problem::NoMemory]
+    );
+    assert_eq!(
+        abi_problems(load(
+            r#"(module (memory (export "memory") 1) (func (export "molt_handle") (param i32 i32)))"#,
+            "no-init"
+        )),
+        vec![Problem::MissingInit]
+    );
+}
+
+#[test]
+fn inspect_reports_identity_kind_and_problems() {
+    let bytes = std::fs::read(guests_dir().join("counter.wasm")).unwrap();
+    let report = code::inspect(&bytes, "whatever").unwrap();
+    assert_eq!(report.identity.name, "counter");
+    assert_eq!(report.identity.version, "0.1.0");
+    assert!(report.identity.declared);
+    assert_eq!(report.kind, Some(ModuleKind::Behaviour));
+    assert_eq!(report.problems, vec![]);
+    assert!(report.exports.iter().any(|e| e.starts_with("molt_handle:")));
+    assert!(report.imports.iter().all(|i| i.starts_with("molt.")));
+
+    let echo = wat_fixture("echo.wat");
+    let report = code::inspect(&echo, "echo").unwrap();
+    assert_eq!(report.identity.name, "echo");
+    assert!(!report.identity.declared);
+    assert!(
+        report.identity.version.starts_with("sha256:"),
+        "{}",
+        report.identity.version
+    );
+    assert_eq!(&report.identity.version[7..], &report.identity.hash[..16]);
+    assert_eq!(report.kind, Some(ModuleKind::Raw));
+    assert_eq!(report.problems, vec![]);
+
+    let report = code::inspect(&wat_fixture("no_exports.wat"), "no-exports").unwrap();
+    assert_eq!(report.kind, None);
+    assert_eq!(report.problems, vec![Problem::NoEntry]);
+    assert!(matches!(
+        code::inspect(b"not wasm", "junk"),
+        Err(LoadError::Invalid(_))
+    ));
+}
+
+fn wat_type(t: ValType) -> &'static str {
+    match t {
+        ValType::I32 => "i32",
+        ValType::I64 => "i64",
+    }
+}
+
+/// A raw module importing every host function of the ABI, each with the
+/// signature `molt_abi` gives.
+fn every_import_wat() -> String {
+    let mut wat = String::from("(module\n");
+    for import in imports::ALL {
+        write!(wat, r#"  (import "molt" "{}" (func"#, import.name).unwrap();
+        for p in import.params {
+            write!(wat, " (param {})", wat_type(*p)).unwrap();
+        }
+        for r in import.results {
+            write!(wat, " (result {})", wat_type(*r)).unwrap();
+        }
+        wat.push_str("))\n");
+    }
+    wat.push_str("  (memory (export \"memory\") 1)\n");
+    wat.push_str("  (func (export \"molt_main\") (param i32)))\n");
+    wat
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_linker_provides_every_import_with_its_abi_signature() {
+    let node = node();
+    let wat = every_import_wat();
+    assert_eq!(wat.matches("(import").count(), imports::ALL.len());
+    let bytes = wat::parse_str(&wat).unwrap();
+    let report = code::inspect(&bytes, "every-import").unwrap();
+    assert_eq!(report.problems, vec![], "{wat}");
+    assert_eq!(report.imports.len(), imports::ALL.len());
+    // `load` links it: a host function missing or with another signature
+    // than the ABI says fails here.
+    let version = node
+        .code()
+        .load(&bytes, "every-import")
+        .unwrap_or_else(|e| panic!("{e}\n{wat}"));
+    assert_eq!(version.kind, ModuleKind::Raw);
+    // And it instantiates and runs.
+    let mut me = node.mailbox().unwrap();
+    assert_eq!(run_to_exit(&mut me, "every-import", vec![]).await, "normal");
+}
+
+// --- the `molt` binary ---
+
+/// The `molt` binary of this build, (re)built so it matches the sources.
+fn molt_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // The test runs as target/<profile>/deps/all-<hash>. Cargo builds
+        // a package's binaries only for that package's own tests, so build
+        // it here; a no-op when it is fresh.
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps");
+        let bin = profile_dir.join(format!("molt{}", std::env::consts::EXE_SUFFIX));
+        {
+            let profile = profile_dir
+                .file_name()
+                .and_then(|p| p.to_str())
+                .expect("a profile directory");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+                "build",
+                "--quiet",
+                "-p",
+                "molt-host",
+                "--bin",
+                "molt",
+            ]);
+            match profile {
+                "debug" => {}
+                "release" => {
+                    build.arg("--release");
+                }
+                other => {
+                    build.args(["--profile", other]);
+                }
+            }
+            let out = build.output().expect("running cargo build");
+            assert!(
+                out.status.success(),
+                "building molt: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(bin.is_file(), "no molt binary at {}", bin.display());
+        bin
+    })
+}
+
+/// Run `molt` with `args` to its end; returns its output and stdout +
+/// stderr as text.
+fn molt(args: &[&std::ffi::OsStr]) -> (Output, String) {
+    let out = Command::new(molt_bin())
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("running molt");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
+}
+
+#[test]
+fn molt_run_runs_the_crash_demo() {
+    let demo = guests_dir().join("crash_demo.wasm");
+    let (out, text) = molt(&["run".as_ref(), demo.as_os_str()]);
+    assert!(out.status.success(), "molt run failed:\n{text}");
+    assert!(
+        text.contains("crash-demo: after Add(5) twice the counter holds 20"),
+        "{text}"
+    );
+    assert!(text.contains("caught by the link: panic: boom"), "{text}");
+    assert!(text.contains("crash-demo: done"), "{text}");
+}
+
+#[test]
+fn molt_run_reports_a_failing_process() {
+    let faulty = guests_dir().join("faulty.wasm");
+    // No arguments: they do not decode as a `Fault`.
+    let (out, text) = molt(&["run".as_ref(), faulty.as_os_str()]);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("(faulty) exited: badarg: "), "{text}");
+}
+
+#[test]
+fn molt_inspect_prints_the_module_and_its_abi_check() {
+    let counter = guests_dir().join("counter.wasm");
+    let (out, text) = molt(&["inspect".as_ref(), counter.as_os_str()]);
+    assert!(out.status.success(), "{text}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("module:   counter\n"), "{stdout}");
+    assert!(stdout.contains("version:  0.1.0\n"), "{stdout}");
+    assert!(stdout.contains("kind:     behaviour\n"), "{stdout}");
+    assert!(stdout.contains("abi:      ok"), "{stdout}");
+
+    let file =
+        std::env::temp_dir().join(format!("molt-test-{}-no_exports.wasm", std::process::id()));
+    std::fs::write(&file, wat_fixture("no_exports.wat")).unwrap();
+    let (out, text) = molt(&["inspect".as_ref(), file.as_os_str()]);
+    std::fs::remove_file(&file).unwrap();
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("abi:      NOT satisfied"), "{text}");
+    assert!(
+        text.contains("exports neither `molt_handle` (behaviour) nor `molt_main` (raw process)"),
+        "{text}"
+    );
+}

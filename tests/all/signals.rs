@@ -4,7 +4,9 @@
 use faulty::Fault;
 use molt_abi::{Pid, Ref, codec, status, tag};
 use molt_host::Node;
-use molt_tests::{Cmd, Event, Outcome, Puppet, QUIET, SystemEvent, dead_pid, down_reason, node};
+use molt_tests::{
+    Cmd, Event, Outcome, Puppet, PuppetArgs, QUIET, SystemEvent, dead_pid, down_reason, node,
+};
 
 /// A puppet that traps exits.
 async fn trapping(node: &Node) -> Puppet {
@@ -502,4 +504,22 @@ async fn a_panic_ends_only_the_panicking_process() {
     // And the node still spawns.
     let mut fresh = Puppet::spawn(&node).await;
     assert_alive(&node, &mut fresh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exit_signal_right_after_spawn_ends_the_process_with_its_reason() {
+    // The signal may arrive while the new process is still being
+    // instantiated; its reason must be the signal's all the same.
+    let node = node();
+    let mut watcher = node.mailbox().unwrap();
+    let args = codec::encode(&PuppetArgs {
+        controller: watcher.pid(),
+    });
+    for (sent, expected) in [("shutdown", "shutdown"), ("kill", "killed")] {
+        for _ in 0..20 {
+            let (pid, r) = watcher.spawn("puppet", args.clone(), false, true).unwrap();
+            node.exit(pid, sent);
+            assert_eq!(down_reason(&mut watcher, r.unwrap()).await, expected);
+        }
+    }
 }
