@@ -148,7 +148,9 @@ fn current_message<T: DeserializeOwned>(tag: u32, len: usize) -> Message<T> {
         return match decoded {
             Ok(msg) => Message::Data(msg),
             Err((e, payload)) => {
-                crate::warn!("a DATA message does not decode as this behaviour's Msg type; handled as Other: {e}");
+                crate::warn!(
+                    "a DATA message does not decode as this behaviour's Msg type; handled as Other: {e}"
+                );
                 Message::Other(Envelope {
                     tag,
                     reference: None,

@@ -5,7 +5,8 @@ use faulty::Fault;
 use molt_abi::{Pid, Ref, codec, status, tag};
 use molt_host::Node;
 use molt_tests::{
-    Cmd, Event, Outcome, Puppet, PuppetArgs, QUIET, SystemEvent, dead_pid, down_reason, node,
+    Cmd, Event, Outcome, Puppet, PuppetArgs, QUIET, SystemEvent, WAIT, dead_pid, down_reason,
+    exit_of, node,
 };
 
 /// A puppet that traps exits.
@@ -522,4 +523,26 @@ async fn an_exit_signal_right_after_spawn_ends_the_process_with_its_reason() {
             assert_eq!(down_reason(&mut watcher, r.unwrap()).await, expected);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_mailbox_gets_even_kill_as_a_message_and_ends_when_dropped() {
+    let node = node();
+    let mut watcher = node.mailbox().unwrap();
+    let mut held = node.mailbox().unwrap();
+    let mut killer = Puppet::spawn(&node).await;
+    let watch = watcher.monitor(held.pid());
+    let exit = Cmd::Exit {
+        pid: held.pid(),
+        reason: "kill".into(),
+    };
+    assert_eq!(killer.cmd(exit).await, Outcome::Ok);
+    let m = held.recv(WAIT).await.expect("an EXIT message");
+    assert_eq!(exit_of(&m), (killer.pid, "kill".to_string()));
+    assert!(
+        node.is_alive(held.pid()),
+        "the mailbox belongs to its owner"
+    );
+    drop(held);
+    assert_eq!(down_reason(&mut watcher, watch).await, "normal");
 }

@@ -47,6 +47,8 @@ pub(crate) struct ProcessCore {
     /// Monitors on this process: reference → watcher.
     pub monitors_in: HashMap<Ref, Pid>,
     pub trap_exit: bool,
+    /// A host mailbox: exit signals never end it (see `on_exit_signal`).
+    pub host_driven: bool,
     /// Set once the process must end, with why.
     pub exit: Option<Reason>,
     scratch: VecDeque<Signal>,
@@ -62,6 +64,7 @@ impl ProcessCore {
             monitors_out: HashMap::new(),
             monitors_in: HashMap::new(),
             trap_exit: false,
+            host_driven: false,
             exit: None,
             scratch: VecDeque::new(),
         }
@@ -143,7 +146,12 @@ impl ProcessCore {
         if linked && !self.links.remove(&from) {
             return;
         }
-        if !linked && &*why == reason::KILL {
+        if self.host_driven {
+            // A host mailbox ends when its owner drops it: every exit
+            // signal, `kill` included, is a message to it.
+            let payload = sysmsg::Exit { from, reason: &why }.encode();
+            self.deliver_system(tag::EXIT, Ref::NONE, payload);
+        } else if !linked && &*why == reason::KILL {
             self.die(reason::KILLED.into());
         } else if self.trap_exit {
             let payload = sysmsg::Exit { from, reason: &why }.encode();

@@ -174,6 +174,8 @@ fn exit_reason(error: &wasmtime::Error, state: &ProcState) -> Reason {
 async fn drive(store: &mut Store<ProcState>, version: &ModuleVersion) -> wasmtime::Result<()> {
     let instance = match version.pre.instantiate_async(&mut *store).await {
         Ok(instance) => instance,
+        // A signal that ended the process during instantiation keeps its reason.
+        Err(e) if e.downcast_ref::<ProcessExit>().is_some() => return Err(e),
         Err(e) => {
             return Err(wasmtime::Error::new(ProcessExit(
                 format!("{}cannot instantiate: {e:#}", reason::LIMIT_PREFIX).into(),

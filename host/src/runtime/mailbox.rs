@@ -1,6 +1,7 @@
 //! A mailbox driven by host code: a process without a guest. The CLI,
-//! benchmarks, tests and embedders use it to talk to processes. It always
-//! traps exits, so an exit signal becomes an `EXIT` message.
+//! benchmarks, tests and embedders use it to talk to processes. Its life is
+//! its owner's: every exit signal, even `kill`, becomes an `EXIT` message,
+//! and it ends (with reason `normal`) only when dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ impl HostMailbox {
         node.enter(cell.clone());
         let mut core = ProcessCore::new(node, cell);
         core.trap_exit = true;
+        core.host_driven = true;
         Ok(HostMailbox { core: Some(core) })
     }
 
