@@ -38,6 +38,10 @@ struct Limits {
     /// Largest module file, in bytes.
     #[arg(long, global = true)]
     module_bytes_max: Option<usize>,
+    /// Map instance memory copy-on-write from a shared image instead of
+    /// copying data segments (better for guests with large data).
+    #[arg(long, global = true)]
+    memory_images_cow: bool,
 }
 
 impl Limits {
@@ -57,6 +61,7 @@ impl Limits {
         if let Some(v) = self.module_bytes_max {
             config.module_bytes_max = v;
         }
+        config.memory_images_cow |= self.memory_images_cow;
         config
     }
 }
