@@ -149,18 +149,10 @@ impl Puppet {
 
 /// Wait for the DOWN of monitor `reference` and return its reason.
 pub async fn down_reason(mailbox: &mut HostMailbox, reference: Ref) -> String {
-    let filter = Filter {
-        tags: vec![tag::DOWN],
-        reference: Some(reference),
-    };
-    let m = mailbox
-        .recv_matching(&filter, WAIT)
+    mailbox
+        .recv_down(reference, WAIT)
         .await
-        .expect("a DOWN message");
-    sysmsg::Down::decode(&m.payload)
-        .expect("DOWN decodes")
-        .reason
-        .to_string()
+        .expect("a DOWN message")
 }
 
 /// A pid of this node that is certainly dead: a mailbox opened and closed.

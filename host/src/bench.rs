@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use molt_abi::{Pid, codec, reason, sysmsg, tag};
+use molt_abi::{Pid, codec, reason};
 use serde::Serialize;
 
 use crate::config::NodeConfig;
 use crate::guest_build;
-use crate::runtime::{Filter, HostMailbox, Node};
+use crate::runtime::{HostMailbox, Node};
 
 /// The init arguments of `examples/bench-guest`, mirrored here so the host
 /// need not link a guest crate. A test in `tests/` checks both encode alike.
@@ -112,17 +112,12 @@ async fn wait_for_exit(
     watch: molt_abi::Ref,
     limit: Duration,
 ) -> Result<()> {
-    let filter = Filter {
-        tags: vec![tag::DOWN],
-        reference: Some(watch),
-    };
-    let down = mailbox
-        .recv_matching(&filter, limit)
+    let why = mailbox
+        .recv_down(watch, limit)
         .await
         .context("benchmark process did not finish in time")?;
-    let down = sysmsg::Down::decode(&down.payload).context("decoding DOWN")?;
-    if down.reason != reason::NORMAL {
-        bail!("benchmark process crashed: {}", down.reason);
+    if why != reason::NORMAL {
+        bail!("benchmark process crashed: {why}");
     }
     Ok(())
 }

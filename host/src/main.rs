@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use molt_abi::{reason, sysmsg, tag};
-use molt_host::{Filter, Node, NodeConfig, bench, code, guest_build};
+use molt_abi::reason;
+use molt_host::{Node, NodeConfig, bench, code, guest_build};
 use tracing_subscriber::EnvFilter;
 
 /// An Erlang-style process host for WebAssembly.
@@ -178,29 +178,21 @@ async fn run(
     let mut mailbox = node.mailbox()?;
     let (pid, monitor) = mailbox.spawn(&version.identity.name, args, false, true)?;
     let monitor = monitor.expect("spawned with a monitor");
-    let filter = Filter {
-        tags: vec![tag::DOWN],
-        reference: Some(monitor),
-    };
-    loop {
-        let Some(down) = mailbox
-            .recv_matching(&filter, Duration::from_secs(3600))
-            .await
-        else {
-            continue;
-        };
-        let down = sysmsg::Down::decode(&down.payload).context("decoding DOWN")?;
-        // The node stops with its entry process, taking the others along.
-        node.shutdown(Duration::from_secs(5)).await;
-        if down.reason == reason::NORMAL {
-            return Ok(ExitCode::SUCCESS);
+    let why = loop {
+        if let Some(why) = mailbox.recv_down(monitor, Duration::from_secs(3600)).await {
+            break why;
         }
-        eprintln!(
-            "molt: process {pid} ({}) exited: {}",
-            version.identity.name, down.reason
-        );
-        return Ok(ExitCode::FAILURE);
+    };
+    // The node stops with its entry process, taking the others along.
+    node.shutdown(Duration::from_secs(5)).await;
+    if why == reason::NORMAL {
+        return Ok(ExitCode::SUCCESS);
     }
+    eprintln!(
+        "molt: process {pid} ({}) exited: {why}",
+        version.identity.name
+    );
+    Ok(ExitCode::FAILURE)
 }
 
 fn inspect(path: PathBuf) -> Result<ExitCode> {

@@ -358,3 +358,57 @@ fn molt_inspect_prints_the_module_and_its_abi_check() {
         "{text}"
     );
 }
+
+/// `molt bench` encodes bench-guest's init arguments with its own mirror of
+/// `BenchArgs` (the host links no guest crate); both must encode alike.
+#[test]
+fn the_bench_mirror_of_bench_args_encodes_like_the_guest() {
+    use bench_guest::BenchArgs as Guest;
+    use molt_host::bench::BenchArgs as Host;
+    let pid = molt_abi::Pid {
+        node: 7,
+        incarnation: 8,
+        serial: 9,
+    };
+    let pairs = [
+        (molt_abi::codec::encode(&Host::Idle), Guest::Idle),
+        (molt_abi::codec::encode(&Host::Ponger), Guest::Ponger),
+        (
+            molt_abi::codec::encode(&Host::Pinger {
+                ponger: pid,
+                rounds: 3,
+            }),
+            Guest::Pinger {
+                ponger: pid,
+                rounds: 3,
+            },
+        ),
+        (
+            molt_abi::codec::encode(&Host::Sink {
+                expect: 10,
+                ack_every: 2,
+            }),
+            Guest::Sink {
+                expect: 10,
+                ack_every: 2,
+            },
+        ),
+        (
+            molt_abi::codec::encode(&Host::Sender {
+                sink: pid,
+                count: 5,
+                window: 4,
+                payload_bytes: 64,
+            }),
+            Guest::Sender {
+                sink: pid,
+                count: 5,
+                window: 4,
+                payload_bytes: 64,
+            },
+        ),
+    ];
+    for (bytes, expected) in pairs {
+        assert_eq!(molt_abi::codec::decode::<Guest>(&bytes), Ok(expected));
+    }
+}

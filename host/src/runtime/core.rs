@@ -280,19 +280,8 @@ impl ProcessCore {
         // before are honoured with the real reason.
         for signal in self.cell.close() {
             match signal {
-                Signal::Link { from } => {
-                    self.links.insert(from);
-                }
-                Signal::Unlink { from } => {
-                    self.links.remove(&from);
-                }
-                Signal::Monitor { from, reference } => {
-                    self.monitors_in.insert(reference, from);
-                }
-                Signal::Demonitor { reference } => {
-                    self.monitors_in.remove(&reference);
-                }
                 Signal::Message(_) | Signal::Exit { .. } | Signal::Down { .. } => {}
+                bookkeeping => self.apply(bookkeeping),
             }
         }
         let pid = self.pid();

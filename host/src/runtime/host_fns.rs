@@ -4,7 +4,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use molt_abi::{Header, IMPORT_MODULE, imports, log_level, reason, spawn_flags, status, timeout};
+use molt_abi::{
+    Header, IMPORT_MODULE, Pid, imports, log_level, reason, spawn_flags, status, timeout,
+};
 use wasmtime::{Caller, Linker};
 
 use super::cell::Message;
@@ -52,6 +54,30 @@ fn payload(
     Ok(Ok(gm::bytes(mem, ptr, len, "message payload")
         .map_err(fault)?
         .into()))
+}
+
+/// The common tail of `send` and `send_named`: read the reference and the
+/// payload, apply the limits, deliver.
+fn send_from_guest(
+    mem: &[u8],
+    st: &ProcState,
+    to: Pid,
+    tag: i32,
+    ref_ptr: i32,
+    ptr: i32,
+    len: i32,
+) -> Result<i32> {
+    let reference = gm::optional_reference(mem, ref_ptr, "send ref").map_err(fault)?;
+    let payload = match payload(mem, st, ptr, len)? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let message = Message {
+        tag: tag as u32,
+        reference,
+        payload,
+    };
+    Ok(send_status(st.core.node.send_user(to, message)))
 }
 
 /// Register every host function of the ABI.
@@ -125,17 +151,7 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
          -> Result<i32> {
             let (mem, st) = split(&mut c)?;
             let to = gm::pid(mem, pid_ptr, "send pid").map_err(fault)?;
-            let reference = gm::optional_reference(mem, ref_ptr, "send ref").map_err(fault)?;
-            let payload = match payload(mem, st, ptr, len)? {
-                Ok(p) => p,
-                Err(code) => return Ok(code),
-            };
-            let message = Message {
-                tag: tag as u32,
-                reference,
-                payload,
-            };
-            Ok(send_status(st.core.node.send_user(to, message)))
+            send_from_guest(mem, st, to, tag, ref_ptr, ptr, len)
         },
     )?;
 
@@ -165,18 +181,7 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
             let Some(to) = to else {
                 return Ok(status::NOT_REGISTERED);
             };
-            let reference =
-                gm::optional_reference(mem, ref_ptr, "send_named ref").map_err(fault)?;
-            let payload = match payload(mem, st, ptr, len)? {
-                Ok(p) => p,
-                Err(code) => return Ok(code),
-            };
-            let message = Message {
-                tag: tag as u32,
-                reference,
-                payload,
-            };
-            Ok(send_status(st.core.node.send_user(to, message)))
+            send_from_guest(mem, st, to, tag, ref_ptr, ptr, len)
         },
     )?;
 

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use molt_abi::{Pid, Ref, reason};
+use molt_abi::{Pid, Ref, reason, sysmsg, tag};
 
 use super::cell::{Message, ProcessCell};
 use super::core::{Filter, ProcessCore};
@@ -138,6 +138,19 @@ impl HostMailbox {
                 .await
                 .is_err();
         }
+    }
+
+    /// Wait up to `timeout` for the `DOWN` of monitor `reference` and
+    /// return the monitored process's exit reason.
+    pub async fn recv_down(&mut self, reference: Ref, timeout: Duration) -> Option<String> {
+        let filter = Filter {
+            tags: vec![tag::DOWN],
+            reference: Some(reference),
+        };
+        let m = self.recv_matching(&filter, timeout).await?;
+        // The host wrote this payload itself; it always decodes.
+        let down = sysmsg::Down::decode(&m.payload).expect("a DOWN the host encoded");
+        Some(down.reason.to_string())
     }
 
     /// Messages waiting (after taking in queued signals).
