@@ -113,7 +113,9 @@ macro_rules! behaviour {
 
 /// Export a function as a raw process's entry point (`molt_main`) and emit
 /// the `molt.module` section. The function takes the init arguments, of any
-/// `DeserializeOwned` type (`()` when spawned with no arguments), and
+/// `DeserializeOwned` type (`()` when spawned with empty arguments;
+/// `Vec<String>` when started by `molt run`, which passes its command-line
+/// arguments), and
 /// returns `()` or `Result<(), E: Display>` (an `Err` becomes the exit
 /// reason). Arguments that do not decode end the process with reason
 /// `badarg: <why>`. Use once per crate: `molt_sdk::main!(run);`

@@ -74,8 +74,8 @@ enum Command {
     Run {
         /// The module file.
         module: PathBuf,
-        /// Arguments, passed to the entry process as a list of strings
-        /// (none: empty init arguments).
+        /// Arguments, passed to the entry process as its init arguments: a
+        /// `Vec<String>` (empty if none), like `std::env::args`.
         args: Vec<String>,
         /// More directories to load modules from.
         #[arg(long)]
@@ -129,11 +129,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
     match command {
         Command::Run { module, args, path } => {
-            let args = if args.is_empty() {
-                Vec::new()
-            } else {
-                molt_abi::codec::encode(&args)
-            };
+            let args = molt_abi::codec::encode(&args);
             runtime()?.block_on(run(config, module, args, path))
         }
         Command::Inspect { module } => inspect(module),
@@ -146,7 +142,8 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
         Command::Demo => {
             eprintln!("building the example guests...");
             let dir = guest_build::build_workspace_guests(&["counter", "crash-demo", "ping-pong"])?;
-            runtime()?.block_on(run(config, dir.join("crash_demo.wasm"), Vec::new(), vec![]))
+            let no_args = molt_abi::codec::encode::<[String]>(&[]);
+            runtime()?.block_on(run(config, dir.join("crash_demo.wasm"), no_args, vec![]))
         }
         Command::Bench(args) => {
             runtime()?.block_on(bench::run(config, args))?;

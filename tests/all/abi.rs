@@ -327,12 +327,17 @@ fn molt_run_runs_the_crash_demo() {
 }
 
 #[test]
-fn molt_run_reports_a_failing_process() {
-    let faulty = guests_dir().join("faulty.wasm");
-    // No arguments: they do not decode as a `Fault`.
-    let (out, text) = molt(&["run".as_ref(), faulty.as_os_str()]);
+fn molt_run_passes_arguments_and_reports_a_failing_process() {
+    let ping_pong = guests_dir().join("ping_pong.wasm");
+    let (out, text) = molt(&["run".as_ref(), ping_pong.as_os_str(), "500".as_ref()]);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("ping-pong: 500 round trips in"), "{text}");
+    let (out, text) = molt(&["run".as_ref(), ping_pong.as_os_str(), "many".as_ref()]);
     assert_eq!(out.status.code(), Some(1), "{text}");
-    assert!(text.contains("(faulty) exited: badarg: "), "{text}");
+    assert!(
+        text.contains("(ping-pong) exited: rounds must be a number, not \"many\""),
+        "{text}"
+    );
 }
 
 #[test]

@@ -11,7 +11,7 @@ use molt_sdk::{Filter, Pid, System, abi::tag};
 /// How long each step waits for an answer before giving up.
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn run(_: ()) -> Result<(), String> {
+fn run(_args: Vec<String>) -> Result<(), String> {
     molt_sdk::info!("crash-demo: I am {}", molt_sdk::self_pid());
 
     // 1. A counter, some messages, a reply.

@@ -7,19 +7,7 @@ use serde::{Deserialize, Serialize};
 /// This module's name, for spawning the ponger.
 const MODULE: &str = "ping-pong";
 
-/// Init arguments.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PingPongArgs {
-    /// Spawn a ponger and do `rounds` round trips with it.
-    Main {
-        /// How many round trips.
-        rounds: u64,
-    },
-    /// Answer every `Ping` with a `Pong`, for ever.
-    Ponger,
-}
-
-/// The messages exchanged.
+/// What the pinger and the ponger say to each other.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PingPongMsg {
     /// Asks for a `Pong` to `from`.
@@ -31,17 +19,29 @@ pub enum PingPongMsg {
     Pong,
 }
 
-fn run(args: PingPongArgs) -> Result<(), String> {
-    match args {
-        PingPongArgs::Main { rounds } => main(rounds),
-        PingPongArgs::Ponger => ponger(),
+/// The argument that makes a process the ponger.
+pub const PONGER: &str = "ponger";
+/// Round trips when none are given.
+pub const ROUNDS_DEFAULT: u64 = 10_000;
+
+/// The entry takes command-line style arguments, so `molt run
+/// ping_pong.wasm 100000` works: `[rounds]` plays the pinger (10,000 rounds
+/// without one); `["ponger"]` is the ponger it spawns.
+fn run(args: Vec<String>) -> Result<(), String> {
+    match args.first().map(String::as_str) {
+        Some(PONGER) => ponger(),
+        Some(n) => main(
+            n.parse()
+                .map_err(|_| format!("rounds must be a number, not {n:?}"))?,
+        ),
+        None => main(ROUNDS_DEFAULT),
     }
 }
 
 fn main(rounds: u64) -> Result<(), String> {
     let me = molt_sdk::self_pid();
-    let ponger = molt_sdk::spawn_link(MODULE, &PingPongArgs::Ponger)
-        .map_err(|e| format!("spawn ponger: {e}"))?;
+    let ponger =
+        molt_sdk::spawn_link(MODULE, &vec![PONGER]).map_err(|e| format!("spawn ponger: {e}"))?;
     let start = molt_sdk::monotonic_time();
     for _ in 0..rounds {
         molt_sdk::send(ponger, &PingPongMsg::Ping { from: me })
