@@ -47,6 +47,13 @@ const PROOF_CONTEXT: &[u8] = b"molt-dist-1";
 /// The reason a node sends when a proof does not verify.
 const BAD_COOKIE: &str = "bad cookie";
 
+/// Longest node name, in bytes.
+pub const NODE_NAME_BYTES_MAX: usize = 255;
+
+/// Longest refusal reason kept from a peer, in characters: it goes to our
+/// log, so it is cut short and its control characters replaced.
+const PEER_REASON_CHARS_MAX: usize = 256;
+
 /// One handshake message on the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HandshakeMsg {
@@ -319,6 +326,11 @@ impl Handshake {
         match (self.expect, msg) {
             (_, HandshakeMsg::Refuse { reason }) => {
                 // Answering a refusal would be talking to a closed door.
+                let reason = reason
+                    .chars()
+                    .take(PEER_REASON_CHARS_MAX)
+                    .map(|c| if c.is_control() { '?' } else { c })
+                    .collect();
                 let end = Status::Refused(Refusal::PeerRefused(reason));
                 self.output.clear();
                 self.end = Some(end.clone());
@@ -405,6 +417,13 @@ impl Handshake {
         }
         if peer.name.is_empty() {
             return Err(Refusal::Malformed("empty node name".into()));
+        }
+        // Names go to logs and to the admit hook's messages.
+        if peer.name.len() > NODE_NAME_BYTES_MAX || peer.name.chars().any(char::is_control) {
+            return Err(Refusal::Malformed(format!(
+                "bad node name {:?}",
+                peer.name.chars().take(64).collect::<String>()
+            )));
         }
         // With equal names (or an echoed challenge) a peer could reflect
         // our own proof back at us.
@@ -766,6 +785,26 @@ mod tests {
                 "empty name",
                 wire(&[hello(PROTOCOL_VERSION, abi, "")]),
                 refused(Refusal::Malformed("empty node name".into())),
+            ),
+            (
+                "a name with control characters",
+                wire(&[hello(PROTOCOL_VERSION, abi, "a\n@h")]),
+                refused(Refusal::Malformed("bad node name \"a\\n@h\"".into())),
+            ),
+            (
+                "a name too long",
+                wire(&[hello(PROTOCOL_VERSION, abi, &"a".repeat(256))]),
+                refused(Refusal::Malformed(format!(
+                    "bad node name {:?}",
+                    "a".repeat(64)
+                ))),
+            ),
+            (
+                "a long refusal with control characters is cut for the log",
+                wire(&[HandshakeMsg::Refuse {
+                    reason: format!("no\x1b[2J{}", "x".repeat(1000)),
+                }]),
+                peer_refused(&format!("no?[2J{}", "x".repeat(250))),
             ),
             (
                 "a good hello waits for the proof",
