@@ -236,7 +236,6 @@ const COMPACT_BYTES_MIN: usize = 4096;
 /// length prefix is checked against `frame_bytes_max` as soon as its four
 /// bytes are in, before any byte of its body is buffered, so a peer that
 /// announces 4 GiB costs nothing.
-#[derive(Debug)]
 pub struct FrameDecoder {
     /// `buf[start..scan]` holds whole frames whose prefix was checked;
     /// `buf[scan..]` holds at most one partial frame.
@@ -249,6 +248,17 @@ pub struct FrameDecoder {
     /// Set once the stream is unusable. A bad prefix is reported after the
     /// whole frames before it; a bad body at once.
     error: Option<FrameError>,
+}
+
+impl std::fmt::Debug for FrameDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the bytes: they may be large, and they are the peer's data.
+        f.debug_struct("FrameDecoder")
+            .field("buffered", &self.buffered())
+            .field("frame_bytes_max", &self.frame_bytes_max)
+            .field("error", &self.error)
+            .finish()
+    }
 }
 
 impl FrameDecoder {
