@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use molt_abi::{Pid, Ref, codec, sysmsg, tag};
+use molt_host::dist::{DistConfig, Distribution};
 use molt_host::{Filter, HostMailbox, Message, Node, NodeConfig};
 pub use puppet::{Cmd, Event, Outcome, PuppetArgs, SystemEvent};
 
@@ -59,6 +60,42 @@ pub fn start_node(config: NodeConfig) -> Node {
             .unwrap_or_else(|e| panic!("loading {}: {e}", file.display()));
     }
     node
+}
+
+/// The cookie test clusters share.
+pub const COOKIE: &[u8] = b"molt-test-cookie";
+
+/// A node named `name@127.0.0.1` with the test guests loaded, listening on
+/// a free loopback port with a short tick.
+pub async fn dist_node(name: &str) -> (Node, Distribution) {
+    dist_node_with(name, COOKIE, |_| {}).await
+}
+
+/// As [`dist_node`], with a cookie and a chance to change the config.
+pub async fn dist_node_with(
+    name: &str,
+    cookie: &[u8],
+    tweak: impl FnOnce(&mut DistConfig),
+) -> (Node, Distribution) {
+    let node = start_node(NodeConfig {
+        name: format!("{name}@127.0.0.1"),
+        ..test_config()
+    });
+    let mut config = DistConfig::new("127.0.0.1:0".parse().unwrap(), cookie.to_vec());
+    config.tick = TICK;
+    tweak(&mut config);
+    let dist = Distribution::start(&node, config)
+        .await
+        .expect("distribution starts");
+    (node, dist)
+}
+
+/// The keep-alive tick of test clusters.
+pub const TICK: Duration = Duration::from_millis(600);
+
+/// `name@host:port` of a node, for `join`.
+pub fn address_of(dist: &Distribution) -> String {
+    format!("{}:{}", dist.name(), dist.local_addr().port())
 }
 
 /// A node with default test limits.

@@ -33,10 +33,12 @@ pub enum Error {
     NoMessage,
     /// The buffer is smaller than the current message.
     BufferTooSmall,
-    /// This process holds as many timers as the node allows.
+    /// The node holds as many pending timers as it allows.
     TimerLimit,
     /// No such timer: it fired, was cancelled, or never existed.
     NoTimer,
+    /// The target's node cannot be reached.
+    NoConnection,
     /// A negative code this SDK does not know (a newer host).
     Unknown(i32),
 }
@@ -61,6 +63,7 @@ impl Error {
             status::BUFFER_TOO_SMALL => Error::BufferTooSmall,
             status::TIMER_LIMIT => Error::TimerLimit,
             status::NO_TIMER => Error::NoTimer,
+            status::NOCONNECTION => Error::NoConnection,
             other => Error::Unknown(other),
         })
     }
@@ -82,6 +85,7 @@ impl Error {
             Error::BufferTooSmall => status::BUFFER_TOO_SMALL,
             Error::TimerLimit => status::TIMER_LIMIT,
             Error::NoTimer => status::NO_TIMER,
+            Error::NoConnection => status::NOCONNECTION,
             Error::Unknown(code) => code,
         }
     }
@@ -122,7 +126,7 @@ mod tests {
             assert_eq!(err.to_string(), status::name(code));
             code -= 1;
         }
-        assert!(code < status::NO_TIMER);
+        assert!(code < status::NOCONNECTION);
         assert_eq!(Error::from_code(-99), Some(Error::Unknown(-99)));
         assert_eq!(Error::Unknown(-99).code(), -99);
         assert_eq!(Error::from_code(0), None);

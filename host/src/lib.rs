@@ -20,6 +20,7 @@
 pub mod bench;
 pub mod code;
 pub mod config;
+pub mod dist;
 pub mod engine;
 pub mod guest_build;
 pub mod runtime;

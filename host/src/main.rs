@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use molt_abi::reason;
+use molt_host::dist::{DistConfig, Distribution};
 use molt_host::{Node, NodeConfig, bench, code, guest_build};
 use tracing_subscriber::EnvFilter;
 
@@ -81,6 +82,8 @@ enum Command {
         #[arg(long)]
         path: Vec<PathBuf>,
     },
+    /// Start a long-running node that other nodes can join.
+    Node(NodeArgs),
     /// Print a module's name, version, kind, exports and imports, and
     /// whether it satisfies the ABI.
     Inspect {
@@ -99,6 +102,39 @@ enum Command {
     Demo,
     /// Measure spawn, memory per process and message passing.
     Bench(bench::BenchCli),
+}
+
+/// `molt node`.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// Node name: `name` (the host part comes from --listen) or `name@host`.
+    #[arg(long)]
+    name: String,
+    /// Address to listen on for other nodes.
+    #[arg(long, default_value = "127.0.0.1:4370")]
+    listen: std::net::SocketAddr,
+    /// Join the cluster of this node: `name@host:port`. Repeatable.
+    #[arg(long)]
+    join: Vec<String>,
+    /// Cookie file (default: $HOME/.molt.cookie, created if absent;
+    /// MOLT_COOKIE in the environment wins).
+    #[arg(long)]
+    cookie_file: Option<PathBuf>,
+    /// Do not join the full mesh or show up in others' node lists.
+    #[arg(long)]
+    hidden: bool,
+    /// Keep-alive tick in milliseconds: a silent peer is down after this.
+    #[arg(long, default_value_t = 15_000)]
+    tick_ms: u64,
+    /// Only these node names may connect. Repeatable.
+    #[arg(long)]
+    allow: Vec<String>,
+    /// Modules to load at start. Repeatable.
+    #[arg(long)]
+    load: Vec<PathBuf>,
+    /// Directories to load modules from on first spawn. Repeatable.
+    #[arg(long)]
+    path: Vec<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -132,6 +168,7 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
             let args = molt_abi::codec::encode(&args);
             runtime()?.block_on(run(config, module, args, path))
         }
+        Command::Node(args) => runtime()?.block_on(node(config, args)),
         Command::Inspect { module } => inspect(module),
         Command::Build { dir } => {
             for file in guest_build::build_crate(&dir)? {
@@ -190,6 +227,43 @@ async fn run(
         version.identity.name
     );
     Ok(ExitCode::FAILURE)
+}
+
+async fn node(mut config: NodeConfig, args: NodeArgs) -> Result<ExitCode> {
+    config.name = if args.name.contains('@') {
+        args.name.clone()
+    } else {
+        format!("{}@{}", args.name, args.listen.ip())
+    };
+    let cookie = molt_host::dist::cookie::load_or_create(args.cookie_file.as_deref())?;
+    let node = Node::start(config)?;
+    for file in &args.load {
+        node.load_file(file)
+            .with_context(|| format!("loading {}", file.display()))?;
+    }
+    for dir in args.path {
+        node.code().add_path(dir);
+    }
+    let mut dist_config = DistConfig::new(args.listen, cookie.as_bytes().to_vec());
+    dist_config.hidden = args.hidden;
+    dist_config.tick = Duration::from_millis(args.tick_ms);
+    if !args.allow.is_empty() {
+        dist_config.allow = Some(args.allow);
+    }
+    let dist = Distribution::start(&node, dist_config).await?;
+    println!("node {} listening on {}", dist.name(), dist.local_addr());
+    for peer in &args.join {
+        match dist.join(peer).await {
+            Ok(()) => println!("joined {peer}"),
+            Err(e) => eprintln!("molt: cannot join {peer}: {e}"),
+        }
+    }
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    dist.shutdown();
+    node.shutdown(Duration::from_secs(5)).await;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn inspect(path: PathBuf) -> Result<ExitCode> {

@@ -1,6 +1,7 @@
 //! End-to-end tests: real nodes, real guests built from source.
 
 mod abi;
+mod dist;
 mod limits;
 mod messaging;
 mod signals;

@@ -67,6 +67,9 @@ pub mod status {
     pub const TIMER_LIMIT: i32 = -13;
     /// `cancel_timer`: no such timer (it fired, was cancelled, or never was).
     pub const NO_TIMER: i32 = -14;
+    /// The target's node cannot be reached (not connected, or the
+    /// connection was lost).
+    pub const NOCONNECTION: i32 = -15;
 
     /// A short, stable name for a status code, for logs and errors.
     pub fn name(code: i32) -> &'static str {
@@ -86,6 +89,7 @@ pub mod status {
             BUFFER_TOO_SMALL => "buffer_too_small",
             TIMER_LIMIT => "timer_limit",
             NO_TIMER => "no_timer",
+            NOCONNECTION => "noconnection",
             c if c >= 0 => "ok",
             _ => "unknown",
         }
@@ -112,6 +116,9 @@ pub mod tag {
     /// A monitor fired. The envelope's reference is the monitor reference.
     /// Payload: [`crate::sysmsg::Down`].
     pub const DOWN: u32 = 0xFFFF_FF02;
+    /// A node this process monitors lost its connection. Payload: the
+    /// node's name, UTF-8.
+    pub const NODEDOWN: u32 = 0xFFFF_FF03;
 
     /// Whether a guest may send a message with this tag.
     pub const fn is_user(tag: u32) -> bool {

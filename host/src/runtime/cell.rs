@@ -31,7 +31,10 @@ pub struct Message {
 /// change links and monitors or end processes.
 #[derive(Debug)]
 pub(crate) enum Signal {
-    Message(Message),
+    Message {
+        from: Pid,
+        message: Message,
+    },
     /// An exit signal. `linked` says it comes from a link (the sender died)
     /// rather than from `exit(pid, reason)`.
     Exit {
@@ -50,6 +53,7 @@ pub(crate) enum Signal {
         reference: Ref,
     },
     Demonitor {
+        from: Pid,
         reference: Ref,
     },
     /// A monitored process ended.

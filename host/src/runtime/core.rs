@@ -103,7 +103,7 @@ impl ProcessCore {
 
     fn apply(&mut self, signal: Signal) {
         match signal {
-            Signal::Message(m) => self.mailbox.push_back(m),
+            Signal::Message { message, .. } => self.mailbox.push_back(message),
             Signal::Exit {
                 from,
                 reason,
@@ -118,7 +118,7 @@ impl ProcessCore {
             Signal::Monitor { from, reference } => {
                 self.monitors_in.insert(reference, from);
             }
-            Signal::Demonitor { reference } => {
+            Signal::Demonitor { reference, .. } => {
                 self.monitors_in.remove(&reference);
             }
             Signal::Down {
@@ -186,51 +186,55 @@ impl ProcessCore {
         Some(m)
     }
 
-    /// `link(pid)`. Returns false if `pid` is not alive (and, if this
-    /// process traps exits, delivers `EXIT noproc` instead, as Erlang does).
-    pub fn link(&mut self, other: Pid) -> bool {
+    /// `link(pid)`. If `pid` is not alive (or its node cannot be reached),
+    /// a process that traps exits gets `EXIT` with `noproc` (or
+    /// `noconnection`) and `Ok`; one that does not gets that reason as the
+    /// error, as Erlang's `link/1`.
+    pub fn link(&mut self, other: Pid) -> Result<(), &'static str> {
         if other == self.pid() {
-            return true;
+            return Ok(());
         }
-        if self
-            .node
-            .route(other, Signal::Link { from: self.pid() })
-            .is_ok()
-        {
-            self.links.insert(other);
-            return true;
-        }
-        if self.trap_exit {
-            let payload = sysmsg::Exit {
-                from: other,
-                reason: reason::NOPROC,
+        let me = self.pid();
+        match self.node.route(me, other, Signal::Link { from: me }) {
+            Ok(()) => {
+                self.links.insert(other);
+                Ok(())
             }
-            .encode();
-            self.deliver_system(tag::EXIT, Ref::NONE, payload);
-            return true;
+            Err(undelivered) if self.trap_exit => {
+                let payload = sysmsg::Exit {
+                    from: other,
+                    reason: undelivered.reason(),
+                }
+                .encode();
+                self.deliver_system(tag::EXIT, Ref::NONE, payload);
+                Ok(())
+            }
+            Err(undelivered) => Err(undelivered.reason()),
         }
-        false
     }
 
     pub fn unlink(&mut self, other: Pid) {
         if self.links.remove(&other) {
-            let _ = self.node.route(other, Signal::Unlink { from: self.pid() });
+            let me = self.pid();
+            let _ = self.node.route(me, other, Signal::Unlink { from: me });
         }
     }
 
-    /// `monitor(pid)`: a DOWN `noproc` at once if it is not alive.
+    /// `monitor(pid)`: a DOWN `noproc` (or `noconnection`) at once if it is
+    /// not alive (or its node cannot be reached).
     pub fn monitor(&mut self, target: Pid) -> Ref {
         let reference = self.node.make_ref();
         self.monitors_out.insert(reference, target);
+        let me = self.pid();
         let signal = Signal::Monitor {
-            from: self.pid(),
+            from: me,
             reference,
         };
-        if self.node.route(target, signal).is_err() {
+        if let Err(undelivered) = self.node.route(me, target, signal) {
             self.apply(Signal::Down {
                 pid: target,
                 reference,
-                reason: reason::NOPROC.into(),
+                reason: undelivered.reason().into(),
             });
         }
         reference
@@ -240,7 +244,15 @@ impl ProcessCore {
     pub fn demonitor(&mut self, reference: Ref, flush: bool) -> bool {
         let active = match self.monitors_out.remove(&reference) {
             Some(target) => {
-                let _ = self.node.route(target, Signal::Demonitor { reference });
+                let me = self.pid();
+                let _ = self.node.route(
+                    me,
+                    target,
+                    Signal::Demonitor {
+                        from: me,
+                        reference,
+                    },
+                );
                 true
             }
             None => false,
@@ -269,7 +281,7 @@ impl ProcessCore {
             // before its next instruction that could observe otherwise.
             self.apply(signal);
         } else {
-            let _ = self.node.route(to, signal);
+            let _ = self.node.route(self.pid(), to, signal);
         }
     }
 
@@ -280,7 +292,7 @@ impl ProcessCore {
         // before are honoured with the real reason.
         for signal in self.cell.close() {
             match signal {
-                Signal::Message(_) | Signal::Exit { .. } | Signal::Down { .. } => {}
+                Signal::Message { .. } | Signal::Exit { .. } | Signal::Down { .. } => {}
                 bookkeeping => self.apply(bookkeeping),
             }
         }
@@ -289,6 +301,7 @@ impl ProcessCore {
         node.forget(pid);
         for linked in self.links.drain() {
             let _ = node.route(
+                pid,
                 linked,
                 Signal::Exit {
                     from: pid,
@@ -299,6 +312,7 @@ impl ProcessCore {
         }
         for (reference, watcher) in self.monitors_in.drain() {
             let _ = node.route(
+                pid,
                 watcher,
                 Signal::Down {
                     pid,
@@ -308,7 +322,14 @@ impl ProcessCore {
             );
         }
         for (reference, target) in self.monitors_out.drain() {
-            let _ = node.route(target, Signal::Demonitor { reference });
+            let _ = node.route(
+                pid,
+                target,
+                Signal::Demonitor {
+                    from: pid,
+                    reference,
+                },
+            );
         }
     }
 }

@@ -79,6 +79,8 @@ pub struct ProcState {
     pub(crate) current: Option<Message>,
     pub(crate) memory: Option<Memory>,
     limiter: Limiter,
+    /// Set when a send filled a connection: wait on it before going on.
+    pub(crate) backpressure: Option<super::backpressure::Wait>,
 }
 
 impl ProcState {
@@ -109,6 +111,7 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
         }),
         memory: None,
         limiter,
+        backpressure: None,
     };
     let mut store = Store::new(&node.engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -145,8 +148,11 @@ fn on_epoch(mut cx: StoreContextMut<'_, ProcState>) -> wasmtime::Result<UpdateDe
     if state.core.cell.urgent.load(Ordering::Acquire) {
         state.core.absorb();
     }
-    match state.exit_error() {
-        Some(e) => Err(e),
+    if let Some(e) = state.exit_error() {
+        return Err(e);
+    }
+    match state.backpressure.take() {
+        Some(wait) => Ok(UpdateDeadline::YieldCustom(1, wait)),
         None => Ok(UpdateDeadline::Yield(1)),
     }
 }
@@ -219,6 +225,9 @@ async fn drive(store: &mut Store<ProcState>, version: &ModuleVersion) -> wasmtim
 /// a signal ends the process first.
 async fn next_message(store: &mut Store<ProcState>) -> wasmtime::Result<Message> {
     let cell = store.data().core.cell.clone();
+    if let Some(wait) = store.data_mut().backpressure.take() {
+        wait.await;
+    }
     loop {
         let state = store.data_mut();
         state.core.absorb();

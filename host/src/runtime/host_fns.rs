@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use molt_abi::{
     Header, IMPORT_MODULE, Pid, imports, log_level, reason, spawn_flags, status, timeout,
 };
-use wasmtime::{Caller, Linker};
+use wasmtime::{AsContextMut, Caller, Linker};
 
 use super::cell::Message;
 use super::core::Filter;
@@ -56,6 +56,15 @@ fn payload(
         .into()))
 }
 
+/// If the send filled a connection, suspend the guest at its next epoch
+/// check (deadline now) until the connection has room.
+fn suspend_if_congested(c: &mut Caller<'_, ProcState>) {
+    if let Some(wait) = super::backpressure::take() {
+        c.data_mut().backpressure = Some(wait);
+        c.as_context_mut().set_epoch_deadline(0);
+    }
+}
+
 /// The common tail of `send` and `send_named`: read the reference and the
 /// payload, apply the limits, deliver.
 fn send_from_guest(
@@ -77,7 +86,11 @@ fn send_from_guest(
         reference,
         payload,
     };
-    Ok(send_status(st.core.node.send_user(to, message)))
+    Ok(send_status(st.core.node.send_user(
+        st.core.pid(),
+        to,
+        message,
+    )))
 }
 
 /// Register every host function of the ABI.
@@ -151,7 +164,9 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
          -> Result<i32> {
             let (mem, st) = split(&mut c)?;
             let to = gm::pid(mem, pid_ptr, "send pid").map_err(fault)?;
-            send_from_guest(mem, st, to, tag, ref_ptr, ptr, len)
+            let status = send_from_guest(mem, st, to, tag, ref_ptr, ptr, len)?;
+            suspend_if_congested(&mut c);
+            Ok(status)
         },
     )?;
 
@@ -181,7 +196,9 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
             let Some(to) = to else {
                 return Ok(status::NOT_REGISTERED);
             };
-            send_from_guest(mem, st, to, tag, ref_ptr, ptr, len)
+            let status = send_from_guest(mem, st, to, tag, ref_ptr, ptr, len)?;
+            suspend_if_congested(&mut c);
+            Ok(status)
         },
     )?;
 
@@ -234,10 +251,10 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
         |mut c: Caller<'_, ProcState>, pid_ptr: i32| -> Result<i32> {
             let (mem, st) = split(&mut c)?;
             let other = gm::pid(mem, pid_ptr, "link pid").map_err(fault)?;
-            Ok(if st.core.link(other) {
-                status::OK
-            } else {
-                status::NOPROC
+            Ok(match st.core.link(other) {
+                Ok(()) => status::OK,
+                Err(reason::NOCONNECTION) => status::NOCONNECTION,
+                Err(_) => status::NOPROC,
             })
         },
     )?;

@@ -51,7 +51,8 @@ impl HostMailbox {
             reference,
             payload: payload.into_boxed_slice(),
         };
-        self.core().node.send_user(to, message)
+        let from = self.pid();
+        self.core().node.send_user(from, to, message)
     }
 
     /// Send to a registered name.
@@ -90,6 +91,23 @@ impl HostMailbox {
         Ok((child, reference))
     }
 
+    /// Record a child spawned elsewhere (on another node) as linked to
+    /// and/or monitored by this mailbox, with reference `monitor`.
+    pub(crate) fn adopt(&mut self, child: Pid, link: bool, monitor: Option<Ref>) {
+        let core = self.core();
+        if link {
+            core.links.insert(child);
+        }
+        if let Some(r) = monitor {
+            core.monitors_out.insert(r, child);
+        }
+    }
+
+    /// A new reference.
+    pub fn make_ref(&mut self) -> Ref {
+        self.core().node.make_ref()
+    }
+
     /// Monitor a process; a `DOWN` message with the returned reference
     /// arrives when it ends.
     pub fn monitor(&mut self, pid: Pid) -> Ref {
@@ -104,7 +122,7 @@ impl HostMailbox {
     /// Link to a process; false if it is not alive (an `EXIT noproc`
     /// message is delivered then, since a mailbox traps exits).
     pub fn link(&mut self, pid: Pid) -> bool {
-        self.core().link(pid)
+        self.core().link(pid).is_ok()
     }
 
     /// Send an exit signal.

@@ -5,6 +5,7 @@
 //! node (or of an earlier incarnation of this one) names no live process
 //! here: signals to it are handled as signals to a dead process.
 
+pub(crate) mod backpressure;
 mod cell;
 mod core;
 mod guest;
@@ -29,13 +30,41 @@ pub(crate) use self::guest::ProcState;
 pub use self::mailbox::HostMailbox;
 pub use self::registry::RegisterError;
 
-use self::cell::{ProcessCell, Signal};
+use self::cell::ProcessCell;
+pub(crate) use self::cell::Signal;
 use self::registry::Registry;
 use self::table::ProcessTable;
 use self::timers::Timers;
 use crate::code::{CodeServer, LoadError, ModuleVersion};
 use crate::config::NodeConfig;
 use crate::engine::{self, EngineError};
+
+/// Delivers signals to processes of other nodes. The distribution layer
+/// implements it; a node without one treats every non-local pid as
+/// unreachable.
+pub(crate) trait Router: Send + Sync {
+    /// Deliver `signal` from `from` to `to`, a pid of another node.
+    fn route(&self, from: Pid, to: Pid, signal: Signal) -> Result<(), Undelivered>;
+}
+
+/// Why a signal could not be delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Undelivered {
+    /// The target process does not exist.
+    NoProc,
+    /// The target's node cannot be reached.
+    NoConnection,
+}
+
+impl Undelivered {
+    /// The exit reason that stands for it (`noproc`, `noconnection`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Undelivered::NoProc => reason::NOPROC,
+            Undelivered::NoConnection => reason::NOCONNECTION,
+        }
+    }
+}
 
 /// Why a spawn failed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -137,6 +166,8 @@ pub(crate) struct NodeInner {
     pub started: Instant,
     pub runtime: tokio::runtime::Handle,
     ticker_stop: Arc<AtomicBool>,
+    /// Set once, when the node joins a cluster.
+    router: std::sync::OnceLock<Arc<dyn Router>>,
 }
 
 /// A running node. Cheap to clone; the node stops when the last clone is
@@ -146,7 +177,8 @@ pub struct Node {
     inner: Arc<NodeInner>,
 }
 
-fn node_id(name: &str) -> u64 {
+/// The node part of the pids of a node named `name`.
+pub fn node_id(name: &str) -> u64 {
     let digest = Sha256::digest(name.as_bytes());
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
 }
@@ -189,10 +221,15 @@ impl Node {
             started: Instant::now(),
             runtime,
             ticker_stop,
+            router: std::sync::OnceLock::new(),
         };
         Ok(Node {
             inner: Arc::new(inner),
         })
+    }
+
+    pub(crate) fn inner(&self) -> Arc<NodeInner> {
+        self.inner.clone()
     }
 
     /// What the node was started with (after fitting to the kernel).
@@ -229,6 +266,7 @@ impl Node {
     /// Send a message from outside any process.
     pub fn send(&self, to: Pid, tag: u32, payload: Vec<u8>) -> Result<(), SendError> {
         self.inner.send_user(
+            Pid::default(),
             to,
             Message {
                 tag,
@@ -246,7 +284,7 @@ impl Node {
             reason: reason::truncate(why).into(),
             linked: false,
         };
-        let _ = self.inner.route(to, signal);
+        let _ = self.inner.route(Pid::default(), to, signal);
     }
 
     /// Kill every guest process (reason `killed`; `kill` cannot be trapped)
@@ -345,7 +383,7 @@ impl NodeInner {
         }
     }
 
-    fn is_local(&self, pid: Pid) -> bool {
+    pub fn is_local(&self, pid: Pid) -> bool {
         pid.node == self.node_id && pid.incarnation == self.incarnation
     }
 
@@ -356,17 +394,32 @@ impl NodeInner {
         self.table.get(pid.serial)
     }
 
-    /// Deliver a signal; gives it back if the target is not alive.
-    pub fn route(&self, to: Pid, signal: Signal) -> Result<(), Signal> {
-        match self.lookup(to) {
-            Some(cell) => cell.push(signal),
-            None => Err(signal),
+    /// Install the router of the distribution layer; once per node.
+    pub fn set_router(&self, router: Arc<dyn Router>) {
+        if self.router.set(router).is_err() {
+            panic!("a node joins the distribution layer once");
+        }
+    }
+
+    /// Deliver a signal from `from` to `to`, on this node or another.
+    pub fn route(&self, from: Pid, to: Pid, signal: Signal) -> Result<(), Undelivered> {
+        if to.node == self.node_id {
+            // This node, possibly an earlier incarnation of it: such pids
+            // name no live process.
+            return match self.lookup(to) {
+                Some(cell) => cell.push(signal).map_err(|_| Undelivered::NoProc),
+                None => Err(Undelivered::NoProc),
+            };
+        }
+        match self.router.get() {
+            Some(router) => router.route(from, to, signal),
+            None => Err(Undelivered::NoConnection),
         }
     }
 
     /// A user message, with the size and mailbox limits. Dropped silently
     /// if the receiver is dead, as in Erlang.
-    pub fn send_user(&self, to: Pid, message: Message) -> Result<(), SendError> {
+    pub fn send_user(&self, from: Pid, to: Pid, message: Message) -> Result<(), SendError> {
         if !molt_abi::tag::is_user(message.tag) {
             return Err(SendError::ReservedTag(message.tag));
         }
@@ -377,6 +430,16 @@ impl NodeInner {
                 max,
             });
         }
+        if to.node != self.node_id {
+            // The receiving node applies its own mailbox limit.
+            let _ = self.route(from, to, Signal::Message { from, message });
+            return Ok(());
+        }
+        self.deliver_message(from, to, message)
+    }
+
+    /// A message for a process of this node, with the mailbox limit.
+    pub fn deliver_message(&self, from: Pid, to: Pid, message: Message) -> Result<(), SendError> {
         let Some(cell) = self.lookup(to) else {
             return Ok(());
         };
@@ -385,7 +448,7 @@ impl NodeInner {
             cell.mailbox_len.fetch_sub(1, Ordering::Relaxed);
             return Err(SendError::MailboxFull(max));
         }
-        if cell.push(Signal::Message(message)).is_err() {
+        if cell.push(Signal::Message { from, message }).is_err() {
             cell.mailbox_len.fetch_sub(1, Ordering::Relaxed);
         }
         Ok(())

@@ -62,7 +62,7 @@ impl Timers {
             if let (true, Some(node)) = (fired, node_for_task.upgrade()) {
                 // A dead receiver drops it, as a send would; a full
                 // mailbox is logged, never dropped silently.
-                if let Err(e) = node.send_user(to, message) {
+                if let Err(e) = node.send_user(Pid::default(), to, message) {
                     tracing::warn!(%to, timer = %reference, "timer message not delivered: {e}");
                 }
             }

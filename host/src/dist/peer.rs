@@ -1,0 +1,60 @@
+//! A connected peer node: its connection, its lanes, and what local
+//! processes have at stake on it (links and monitors), so that losing the
+//! connection fires them with `noconnection`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use molt_abi::{Pid, Ref};
+
+use super::lane::Lane;
+
+/// Links and monitors between local processes and processes of one peer.
+#[derive(Default)]
+pub(crate) struct Stakes {
+    /// (local pid, remote pid) pairs that are linked.
+    pub links: HashSet<(Pid, Pid)>,
+    /// Monitors local processes hold on remote ones: ref → (watcher, target).
+    pub monitors: HashMap<Ref, (Pid, Pid)>,
+    /// Monitors remote processes hold on local ones: ref → (target, watcher).
+    pub monitored_by: HashMap<Ref, (Pid, Pid)>,
+}
+
+/// One connected node.
+pub(crate) struct Peer {
+    pub name: String,
+    pub node_id: u64,
+    pub incarnation: u64,
+    pub hidden: bool,
+    /// Where it listens, as it told us.
+    pub listen: Option<String>,
+    pub connection: quinn::Connection,
+    /// Control frames (requests, replies, peers).
+    pub control: Lane,
+    /// Signal lanes, chosen by (sender, receiver).
+    pub lanes: Vec<Lane>,
+    pub stakes: Mutex<Stakes>,
+}
+
+impl Peer {
+    /// The lane of a (sender, receiver) pair.
+    pub fn lane(&self, from: Pid, to: Pid) -> &Lane {
+        // A cheap, stable mix of both pids: the same pair always lands on
+        // the same lane.
+        let h = from
+            .serial
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(to.serial.rotate_left(17))
+            ^ from.node.rotate_left(7)
+            ^ to.node;
+        &self.lanes[(h % self.lanes.len() as u64) as usize]
+    }
+
+    /// Close every lane (the connection is gone).
+    pub fn close_lanes(&self) {
+        self.control.close();
+        for lane in &self.lanes {
+            lane.close();
+        }
+    }
+}

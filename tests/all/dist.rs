@@ -1,0 +1,324 @@
+//! Distribution: nodes on loopback, remote send, spawn, links and monitors
+//! across nodes, node failure, authentication. Every node started here is
+//! stopped when its test ends (its runtime ends with the test).
+
+use std::net::UdpSocket;
+
+use molt_abi::{Ref, codec, reason, tag};
+use molt_host::dist::RemoteSpawnError;
+use molt_tests::{
+    COOKIE, Cmd, Event, Outcome, Puppet, PuppetArgs, SystemEvent, TICK, WAIT, address_of,
+    dist_node, dist_node_with, down_reason,
+};
+
+/// Wait until `dist` lists exactly `expected` (sorted) as its nodes.
+async fn wait_for_nodes(dist: &molt_host::dist::Distribution, expected: &[&str]) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if dist.nodes() == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} sees {:?}, expected {expected:?}",
+            dist.name(),
+            dist.nodes()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// A puppet on `node`, controlled by a mailbox there.
+async fn puppet(node: &molt_host::Node) -> Puppet {
+    Puppet::spawn(node).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_connect_and_ping() {
+    let (_a, da) = dist_node("a").await;
+    let (_b, db) = dist_node("b").await;
+    da.join(&address_of(&db)).await.expect("a joins b");
+    assert_eq!(da.nodes(), vec!["b@127.0.0.1".to_string()]);
+    wait_for_nodes(&db, &["a@127.0.0.1"]).await;
+    da.ping("b@127.0.0.1").await.expect("b answers a ping");
+    db.ping("a@127.0.0.1").await.expect("a answers a ping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_sends_keep_per_sender_order() {
+    let (a, da) = dist_node("a").await;
+    let (b, db) = dist_node("b").await;
+    da.join(&address_of(&db)).await.unwrap();
+    let mut receiver = puppet(&b).await;
+    let mut s1 = puppet(&a).await;
+    let mut s2 = puppet(&a).await;
+    // Two senders on A interleave toward one receiver on B.
+    let (n1, n2) = (400u32, 400u32);
+    s1.ctl
+        .send(
+            s1.pid,
+            tag::DATA,
+            Ref::NONE,
+            codec::encode(&Cmd::SendSeq {
+                to: receiver.pid,
+                tag: 60,
+                count: n1,
+            }),
+        )
+        .unwrap();
+    s2.ctl
+        .send(
+            s2.pid,
+            tag::DATA,
+            Ref::NONE,
+            codec::encode(&Cmd::SendSeq {
+                to: receiver.pid,
+                tag: 61,
+                count: n2,
+            }),
+        )
+        .unwrap();
+    let (mut next1, mut next2) = (0u32, 0u32);
+    while next1 + next2 < n1 + n2 {
+        match receiver.event().await {
+            Event::Got { tag, payload, .. } => {
+                let n: u32 = codec::decode(&payload).unwrap();
+                let next = if tag == 60 { &mut next1 } else { &mut next2 };
+                assert_eq!(n, *next, "sender with tag {tag} out of order");
+                *next += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(s1.event().await, Event::Done(Outcome::Ok));
+    assert_eq!(s2.event().await, Event::Done(Outcome::Ok));
+    let _ = b;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_spawn_runs_on_the_target_and_fails_clearly_for_unknown_modules() {
+    let (a, da) = dist_node("a").await;
+    let (b, db) = dist_node("b").await;
+    da.join(&address_of(&db)).await.unwrap();
+    let mut mailbox = a.mailbox().unwrap();
+    let args = codec::encode(&PuppetArgs {
+        controller: mailbox.pid(),
+    });
+    let (child, _) = da
+        .spawn_from(&mut mailbox, "b@127.0.0.1", "puppet", args, false, false)
+        .await
+        .expect("remote spawn");
+    assert_eq!(child.node, b.identity().0, "the child runs on b");
+    assert!(b.is_alive(child));
+    // The remote puppet reports to its controller on A.
+    let m = mailbox
+        .recv(WAIT)
+        .await
+        .expect("the remote puppet says it is ready");
+    assert_eq!(
+        codec::decode::<Event>(&m.payload).unwrap(),
+        Event::Ready(child)
+    );
+    let err = da
+        .spawn_from(
+            &mut mailbox,
+            "b@127.0.0.1",
+            "no-such-module",
+            vec![],
+            false,
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err, RemoteSpawnError::NoModule("no-such-module".into()));
+    assert!(err.to_string().starts_with("undef"), "{err}");
+    let err = da
+        .spawn_from(
+            &mut mailbox,
+            "nobody@127.0.0.1",
+            "puppet",
+            vec![],
+            false,
+            false,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RemoteSpawnError::NoConnection(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_on_one_node_kills_a_linked_process_on_the_other() {
+    let (a, da) = dist_node("a").await;
+    let (b, db) = dist_node("b").await;
+    da.join(&address_of(&db)).await.unwrap();
+    let mut watcher = a.mailbox().unwrap();
+    let mut plain = puppet(&a).await;
+    let mut trapping = puppet(&a).await;
+    assert_eq!(
+        trapping.cmd(Cmd::TrapExit(true)).await,
+        Outcome::Bool(false)
+    );
+    let mut victim = puppet(&b).await;
+    assert_eq!(plain.cmd(Cmd::Link(victim.pid)).await, Outcome::Ok);
+    assert_eq!(trapping.cmd(Cmd::Link(victim.pid)).await, Outcome::Ok);
+    let watch = watcher.monitor(plain.pid);
+    // Wait until B has both links: the victim's links are applied when it
+    // next takes a signal, so round-trip a command through it.
+    assert_eq!(
+        victim.cmd(Cmd::IsAlive(victim.pid)).await,
+        Outcome::Bool(true)
+    );
+    victim
+        .ctl
+        .send(
+            victim.pid,
+            tag::DATA,
+            Ref::NONE,
+            codec::encode(&Cmd::Panic("remote boom".into())),
+        )
+        .unwrap();
+    let why = down_reason(&mut watcher, watch).await;
+    assert!(why.starts_with("panic: remote boom"), "{why}");
+    match trapping.event().await {
+        Event::Got {
+            system: Some(SystemEvent::Exit { from, reason }),
+            ..
+        } => {
+            assert_eq!(from, victim.pid);
+            assert!(reason.starts_with("panic: remote boom"), "{reason}");
+        }
+        other => panic!("expected an EXIT, got {other:?}"),
+    }
+    let _ = b;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitors_work_across_nodes() {
+    let (a, da) = dist_node("a").await;
+    let (b, db) = dist_node("b").await;
+    da.join(&address_of(&db)).await.unwrap();
+    let mut watcher = a.mailbox().unwrap();
+    let target = puppet(&b).await;
+    let r = watcher.monitor(target.pid);
+    // A remote process that does not exist: DOWN noproc from the other node.
+    let gone = molt_tests::dead_pid(&b);
+    let r_gone = watcher.monitor(gone);
+    assert_eq!(down_reason(&mut watcher, r_gone).await, reason::NOPROC);
+    b.exit(target.pid, "shutdown");
+    assert_eq!(down_reason(&mut watcher, r).await, "shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_a_node_fires_links_and_monitors_with_noconnection() {
+    let (a, da) = dist_node("a").await;
+    let (b, db) = dist_node("b").await;
+    da.join(&address_of(&db)).await.unwrap();
+    let mut watcher = a.mailbox().unwrap();
+    let mut linked = puppet(&a).await;
+    assert_eq!(linked.cmd(Cmd::TrapExit(true)).await, Outcome::Bool(false));
+    let remote = puppet(&b).await;
+    assert_eq!(linked.cmd(Cmd::Link(remote.pid)).await, Outcome::Ok);
+    let r = watcher.monitor(remote.pid);
+    da.monitor_node("b@127.0.0.1", watcher.pid());
+    let started = std::time::Instant::now();
+    db.shutdown();
+    assert_eq!(down_reason(&mut watcher, r).await, reason::NOCONNECTION);
+    match linked.event().await {
+        Event::Got {
+            system: Some(SystemEvent::Exit { from, reason: why }),
+            ..
+        } => {
+            assert_eq!((from, why.as_str()), (remote.pid, reason::NOCONNECTION));
+        }
+        other => panic!("expected EXIT noconnection, got {other:?}"),
+    }
+    let nodedown = watcher
+        .recv_matching(
+            &molt_host::Filter {
+                tags: vec![tag::NODEDOWN],
+                reference: None,
+            },
+            WAIT,
+        )
+        .await
+        .expect("NODEDOWN");
+    assert_eq!(&*nodedown.payload, b"b@127.0.0.1");
+    assert!(
+        started.elapsed() < TICK * 2,
+        "noticed after {:?}",
+        started.elapsed()
+    );
+    assert!(da.nodes().is_empty());
+    let _ = b;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_form_a_full_mesh() {
+    let (_a, da) = dist_node("a").await;
+    let (_b, db) = dist_node("b").await;
+    let (_c, dc) = dist_node("c").await;
+    da.join(&address_of(&db)).await.unwrap();
+    dc.join(&address_of(&db)).await.unwrap();
+    wait_for_nodes(&da, &["b@127.0.0.1", "c@127.0.0.1"]).await;
+    wait_for_nodes(&dc, &["a@127.0.0.1", "b@127.0.0.1"]).await;
+    wait_for_nodes(&db, &["a@127.0.0.1", "c@127.0.0.1"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_cookie_is_refused_on_both_sides() {
+    let (_a, da) = dist_node("a").await;
+    let (_b, db) = dist_node_with("b", b"not-the-cookie", |_| {}).await;
+    let err = db.join(&address_of(&da)).await.unwrap_err();
+    assert!(err.to_string().contains("cookie"), "{err}");
+    assert!(da.nodes().is_empty() && db.nodes().is_empty());
+    let _ = COOKIE;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_datagrams_do_not_disturb_a_node() {
+    let (_a, da) = dist_node("a").await;
+    let (_b, db) = dist_node("b").await;
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for len in [0usize, 1, 7, 40, 1200, 1500, 9000] {
+        let junk: Vec<u8> = (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        let _ = socket.send_to(&junk, da.local_addr());
+    }
+    db.join(&address_of(&da))
+        .await
+        .expect("a still accepts nodes");
+    db.ping("a@127.0.0.1").await.expect("and answers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_is_a_new_incarnation() {
+    let (a, da) = dist_node("a").await;
+    let (b, db) = dist_node("b").await;
+    da.join(&address_of(&db)).await.unwrap();
+    let old = puppet(&b).await.pid;
+    db.shutdown();
+    drop(db);
+    drop(b);
+    wait_for_nodes(&da, &[]).await;
+    // B comes back under the same name (a new incarnation).
+    let (b2, db2) = dist_node("b").await;
+    da.join(&address_of(&db2)).await.expect("the new b joins");
+    assert_eq!(b2.identity().0, old.node, "same name, same node id");
+    assert_ne!(b2.identity().1, old.incarnation, "a new incarnation");
+    // A pid of the old incarnation names no process of the new one.
+    let mut watcher = a.mailbox().unwrap();
+    let r = watcher.monitor(old);
+    assert_eq!(down_reason(&mut watcher, r).await, reason::NOPROC);
+    let fresh = puppet(&b2).await;
+    let r = watcher.monitor(fresh.pid);
+    // Sent by the watcher, the kill follows the monitor on their lane.
+    watcher.exit(fresh.pid, "kill");
+    assert_eq!(down_reason(&mut watcher, r).await, reason::KILLED);
+}
