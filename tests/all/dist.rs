@@ -5,7 +5,7 @@
 use std::net::UdpSocket;
 
 use molt_abi::{Ref, codec, reason, tag};
-use molt_host::dist::RemoteSpawnError;
+use molt_host::SpawnError;
 use molt_tests::{
     COOKIE, Cmd, Event, Outcome, Puppet, PuppetArgs, SystemEvent, TICK, WAIT, address_of,
     dist_node, dist_node_with, down_reason,
@@ -130,7 +130,7 @@ async fn remote_spawn_runs_on_the_target_and_fails_clearly_for_unknown_modules()
         )
         .await
         .unwrap_err();
-    assert_eq!(err, RemoteSpawnError::NoModule("no-such-module".into()));
+    assert_eq!(err, SpawnError::NoModule("no-such-module".into()));
     assert!(err.to_string().starts_with("undef"), "{err}");
     let err = da
         .spawn_from(
@@ -143,7 +143,7 @@ async fn remote_spawn_runs_on_the_target_and_fails_clearly_for_unknown_modules()
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, RemoteSpawnError::NoConnection(_)), "{err:?}");
+    assert!(matches!(err, SpawnError::NoConnection(_)), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

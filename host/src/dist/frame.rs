@@ -19,10 +19,16 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub enum SpawnFailure {
     /// The module is not loaded on the target node (Erlang's `undef`).
     NoModule(String),
-    /// The target runs `processes_max` processes.
-    ProcessLimit,
-    /// The arguments are larger than the target's `message_bytes_max`.
-    ArgsTooLarge,
+    /// The target runs its `processes_max` (the value) processes.
+    ProcessLimit(u32),
+    /// The arguments (`size` bytes) are larger than the target's
+    /// `message_bytes_max` (`max`).
+    ArgsTooLarge {
+        /// Their size.
+        size: u64,
+        /// The target's limit.
+        max: u64,
+    },
 }
 
 /// One frame. Signals between processes travel on the lane of their
@@ -475,11 +481,11 @@ mod tests {
             },
             Frame::SpawnReply {
                 id: 7,
-                result: Err(SpawnFailure::ProcessLimit),
+                result: Err(SpawnFailure::ProcessLimit(10)),
             },
             Frame::SpawnReply {
                 id: 8,
-                result: Err(SpawnFailure::ArgsTooLarge),
+                result: Err(SpawnFailure::ArgsTooLarge { size: 9, max: 8 }),
             },
             Frame::Ping { id: u64::MAX },
             Frame::Pong { id: 0 },
@@ -770,8 +776,9 @@ mod tests {
     fn any_spawn_failure() -> impl Strategy<Value = SpawnFailure> {
         prop_oneof![
             any::<String>().prop_map(SpawnFailure::NoModule),
-            Just(SpawnFailure::ProcessLimit),
-            Just(SpawnFailure::ArgsTooLarge),
+            any::<u32>().prop_map(SpawnFailure::ProcessLimit),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(size, max)| SpawnFailure::ArgsTooLarge { size, max }),
         ]
     }
 

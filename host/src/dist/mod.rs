@@ -30,7 +30,7 @@ use self::handshake::{Handshake, LocalInfo, PeerInfo, Role, Status};
 use self::lane::{Lane, Pushed};
 use self::peer::Peer;
 use crate::runtime::{
-    HostMailbox, Message, Node, NodeInner, Router, Signal, SpawnError, Undelivered,
+    BoxFuture, HostMailbox, Message, Node, NodeInner, Router, Signal, SpawnError, Undelivered,
 };
 
 /// How a node takes part in a cluster. Every bound is a named limit.
@@ -122,23 +122,6 @@ pub enum DistError {
     /// No reply in `request_timeout`, or the connection was lost first.
     #[error("no reply from {0}")]
     NoReply(String),
-}
-
-/// Why a remote spawn failed.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
-pub enum RemoteSpawnError {
-    /// The target node was refused, unreachable or did not answer.
-    #[error("noconnection: {0}")]
-    NoConnection(String),
-    /// The module is not loaded there (Erlang's `undef`).
-    #[error("undef: module `{0}` is not loaded on the target node")]
-    NoModule(String),
-    /// The target runs `processes_max` processes.
-    #[error("the target node runs its processes_max")]
-    ProcessLimit,
-    /// Arguments larger than the target's `message_bytes_max`.
-    #[error("init arguments larger than the target's message_bytes_max")]
-    ArgsTooLarge,
 }
 
 /// Hash of a node name: the node part of its pids.
@@ -244,17 +227,7 @@ impl Distribution {
 
     /// Names of the connected visible nodes, sorted.
     pub fn nodes(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .inner
-            .peers
-            .read()
-            .expect("peers poisoned")
-            .values()
-            .filter(|p| !p.hidden)
-            .map(|p| p.name.clone())
-            .collect();
-        names.sort();
-        names
+        self.inner.visible_nodes()
     }
 
     /// Erlang's `net_adm:ping`: connect if needed and exchange a ping.
@@ -276,7 +249,7 @@ impl Distribution {
         parent: Pid,
         link: bool,
         monitor: Option<Ref>,
-    ) -> Result<Pid, RemoteSpawnError> {
+    ) -> Result<Pid, SpawnError> {
         self.inner
             .spawn_on(node, module, args, parent, link, monitor)
             .await
@@ -292,7 +265,7 @@ impl Distribution {
         args: Vec<u8>,
         link: bool,
         monitor: bool,
-    ) -> Result<(Pid, Option<Ref>), RemoteSpawnError> {
+    ) -> Result<(Pid, Option<Ref>), SpawnError> {
         let reference = monitor.then(|| mailbox.make_ref());
         let child = self
             .inner
@@ -324,15 +297,9 @@ impl Distribution {
     }
 
     /// Watch `node`: `watcher` gets a `NODEDOWN` message when its
-    /// connection is lost.
+    /// connection is lost (at once if it is not connected).
     pub fn monitor_node(&self, node: &str, watcher: Pid) {
-        self.inner
-            .node_monitors
-            .lock()
-            .expect("node monitors poisoned")
-            .entry(node.to_string())
-            .or_default()
-            .push(watcher);
+        self.inner.monitor_node(node, watcher, true);
     }
 
     /// Close every connection and stop listening.
@@ -363,6 +330,91 @@ impl Router for RouterHandle {
             None => Err(Undelivered::NoConnection),
         }
     }
+
+    fn node_name(&self) -> String {
+        self.0.upgrade().map(|d| d.name.clone()).unwrap_or_default()
+    }
+
+    fn nodes(&self) -> Vec<String> {
+        self.0
+            .upgrade()
+            .map(|d| d.visible_nodes())
+            .unwrap_or_default()
+    }
+
+    fn send_named(
+        &self,
+        from: Pid,
+        node: &str,
+        name: &str,
+        message: Message,
+    ) -> BoxFuture<Result<(), Undelivered>> {
+        let (dist, node, name) = (self.0.upgrade(), node.to_string(), name.to_string());
+        Box::pin(async move {
+            let Some(dist) = dist else {
+                return Err(Undelivered::NoConnection);
+            };
+            let peer = dist
+                .connect(&node)
+                .await
+                .map_err(|_| Undelivered::NoConnection)?;
+            let frame = Frame::MessageNamed {
+                from,
+                name,
+                tag: message.tag,
+                reference: message.reference,
+                payload: message.payload.into_vec(),
+            };
+            // Named sends from one process share one lane per node, so
+            // they stay in order.
+            let to = Pid {
+                node: peer.node_id,
+                incarnation: peer.incarnation,
+                serial: 0,
+            };
+            peer.lane(from, to).push(frame::encode(&frame));
+            Ok(())
+        })
+    }
+
+    fn spawn_on(
+        &self,
+        parent: Pid,
+        node: &str,
+        module: &str,
+        args: Vec<u8>,
+        link: bool,
+        monitor: Option<Ref>,
+    ) -> BoxFuture<Result<Pid, SpawnError>> {
+        let (dist, node, module) = (self.0.upgrade(), node.to_string(), module.to_string());
+        Box::pin(async move {
+            match dist {
+                Some(dist) => {
+                    dist.spawn_on(&node, &module, args, parent, link, monitor)
+                        .await
+                }
+                None => Err(SpawnError::NoConnection("the node is stopping".into())),
+            }
+        })
+    }
+
+    fn ping(&self, node: &str) -> BoxFuture<bool> {
+        let (dist, node) = (self.0.upgrade(), node.to_string());
+        Box::pin(async move {
+            let Some(dist) = dist else { return false };
+            let Ok(peer) = dist.connect(&node).await else {
+                return false;
+            };
+            let id = dist.request_id();
+            dist.request(&peer, id, Frame::Ping { id }).await.is_ok()
+        })
+    }
+
+    fn monitor_node(&self, node: &str, watcher: Pid, on: bool) {
+        if let Some(dist) = self.0.upgrade() {
+            dist.monitor_node(node, watcher, on);
+        }
+    }
 }
 
 impl DistInner {
@@ -372,6 +424,53 @@ impl DistInner {
 
     fn node(&self) -> Option<Arc<NodeInner>> {
         self.node.upgrade()
+    }
+
+    fn visible_nodes(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .peers
+            .read()
+            .expect("peers poisoned")
+            .values()
+            .filter(|p| !p.hidden)
+            .map(|p| p.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Erlang's `monitor_node(Node, Flag)`: monitoring a node that is not
+    /// connected delivers `NODEDOWN` at once.
+    fn monitor_node(&self, node: &str, watcher: Pid, on: bool) {
+        let mut monitors = self.node_monitors.lock().expect("node monitors poisoned");
+        if !on {
+            if let Some(list) = monitors.get_mut(node)
+                && let Some(i) = list.iter().position(|w| *w == watcher)
+            {
+                list.remove(i);
+            }
+            return;
+        }
+        if self.peer(node_id(node)).is_some() {
+            monitors.entry(node.to_string()).or_default().push(watcher);
+            return;
+        }
+        drop(monitors);
+        self.nodedown_message(node, watcher);
+    }
+
+    fn nodedown_message(&self, node_name: &str, watcher: Pid) {
+        let Some(node) = self.node() else { return };
+        let message = Message {
+            tag: molt_abi::tag::NODEDOWN,
+            reference: Ref::NONE,
+            payload: node_name.as_bytes().into(),
+        };
+        let signal = Signal::Message {
+            from: Pid::default(),
+            message,
+        };
+        let _ = node.route(Pid::default(), watcher, signal);
     }
 
     fn request_id(&self) -> u64 {
@@ -410,11 +509,11 @@ impl DistInner {
         parent: Pid,
         link: bool,
         monitor: Option<Ref>,
-    ) -> Result<Pid, RemoteSpawnError> {
+    ) -> Result<Pid, SpawnError> {
         let peer = self
             .connect(node)
             .await
-            .map_err(|e| RemoteSpawnError::NoConnection(e.to_string()))?;
+            .map_err(|e| SpawnError::NoConnection(e.to_string()))?;
         let id = self.request_id();
         let request = Frame::SpawnRequest {
             id,
@@ -427,7 +526,7 @@ impl DistInner {
         let reply = self
             .request(&peer, id, request)
             .await
-            .map_err(|e| RemoteSpawnError::NoConnection(e.to_string()))?;
+            .map_err(|e| SpawnError::NoConnection(e.to_string()))?;
         match reply {
             Frame::SpawnReply {
                 result: Ok(child), ..
@@ -445,11 +544,14 @@ impl DistInner {
                 result: Err(failure),
                 ..
             } => Err(match failure {
-                SpawnFailure::NoModule(m) => RemoteSpawnError::NoModule(m),
-                SpawnFailure::ProcessLimit => RemoteSpawnError::ProcessLimit,
-                SpawnFailure::ArgsTooLarge => RemoteSpawnError::ArgsTooLarge,
+                SpawnFailure::NoModule(m) => SpawnError::NoModule(m),
+                SpawnFailure::ProcessLimit(max) => SpawnError::ProcessLimit(max),
+                SpawnFailure::ArgsTooLarge { size, max } => SpawnError::ArgsTooLarge {
+                    size: size as usize,
+                    max: max as usize,
+                },
             }),
-            other => Err(RemoteSpawnError::NoConnection(format!(
+            other => Err(SpawnError::NoConnection(format!(
                 "unexpected reply {other:?}"
             ))),
         }
@@ -731,19 +833,7 @@ impl DistInner {
             .remove(&peer.name)
             .unwrap_or_default();
         for watcher in watchers {
-            let message = Message {
-                tag: molt_abi::tag::NODEDOWN,
-                reference: Ref::NONE,
-                payload: peer.name.as_bytes().into(),
-            };
-            let _ = node.route(
-                Pid::default(),
-                watcher,
-                Signal::Message {
-                    from: Pid::default(),
-                    message,
-                },
-            );
+            self.nodedown_message(&peer.name, watcher);
         }
     }
 
@@ -1008,8 +1098,13 @@ impl DistInner {
                     )
                     .map_err(|e| match e {
                         SpawnError::NoModule(m) => SpawnFailure::NoModule(m),
-                        SpawnError::ProcessLimit(_) => SpawnFailure::ProcessLimit,
-                        SpawnError::ArgsTooLarge { .. } => SpawnFailure::ArgsTooLarge,
+                        SpawnError::ProcessLimit(max) => SpawnFailure::ProcessLimit(max),
+                        SpawnError::ArgsTooLarge { size, max } => SpawnFailure::ArgsTooLarge {
+                            size: size as u64,
+                            max: max as u64,
+                        },
+                        // A local spawn does not reach other nodes.
+                        SpawnError::NoConnection(_) => unreachable!("local spawn"),
                     });
                 if let Ok(child) = result {
                     let mut stakes = peer.stakes.lock().expect("stakes poisoned");

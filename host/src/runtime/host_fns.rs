@@ -148,6 +148,7 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
                 Err(SpawnError::NoModule(_)) => Ok(status::NO_MODULE),
                 Err(SpawnError::ProcessLimit(_)) => Ok(status::PROCESS_LIMIT),
                 Err(SpawnError::ArgsTooLarge { .. }) => Ok(status::MESSAGE_TOO_LARGE),
+                Err(SpawnError::NoConnection(_)) => Ok(status::NOCONNECTION),
             }
         },
     )?;

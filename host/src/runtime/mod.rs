@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Linker};
 
 pub use self::cell::{Message, Reason};
+
 pub use self::core::Filter;
 pub(crate) use self::guest::ProcState;
 pub use self::mailbox::HostMailbox;
@@ -39,12 +40,44 @@ use crate::code::{CodeServer, LoadError, ModuleVersion};
 use crate::config::NodeConfig;
 use crate::engine::{self, EngineError};
 
-/// Delivers signals to processes of other nodes. The distribution layer
-/// implements it; a node without one treats every non-local pid as
-/// unreachable.
+/// A boxed future, for the router's requests.
+pub(crate) type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Reaches other nodes. The distribution layer implements it; a node
+/// without one treats every non-local pid and node name as unreachable.
+/// Nothing in it names a transport.
 pub(crate) trait Router: Send + Sync {
     /// Deliver `signal` from `from` to `to`, a pid of another node.
     fn route(&self, from: Pid, to: Pid, signal: Signal) -> Result<(), Undelivered>;
+    /// This node's name as the cluster knows it.
+    fn node_name(&self) -> String;
+    /// Names of the connected visible nodes, sorted.
+    fn nodes(&self) -> Vec<String>;
+    /// Send to the process registered as `name` on `node`, connecting
+    /// first if needed.
+    fn send_named(
+        &self,
+        from: Pid,
+        node: &str,
+        name: &str,
+        message: Message,
+    ) -> BoxFuture<Result<(), Undelivered>>;
+    /// Spawn on `node`, optionally linked to and/or monitored (with the
+    /// reference) by `parent`. The caller records its own half of the
+    /// link or monitor.
+    fn spawn_on(
+        &self,
+        parent: Pid,
+        node: &str,
+        module: &str,
+        args: Vec<u8>,
+        link: bool,
+        monitor: Option<Ref>,
+    ) -> BoxFuture<Result<Pid, SpawnError>>;
+    /// Connect if needed and exchange a ping: whether `node` answered.
+    fn ping(&self, node: &str) -> BoxFuture<bool>;
+    /// Start (`on`) or stop delivering `NODEDOWN` for `node` to `watcher`.
+    fn monitor_node(&self, node: &str, watcher: Pid, on: bool);
 }
 
 /// Why a signal could not be delivered.
@@ -69,9 +102,12 @@ impl Undelivered {
 /// Why a spawn failed.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum SpawnError {
-    /// No module of that name is loaded.
-    #[error("no module named `{0}` is loaded")]
+    /// No module of that name is loaded (Erlang's `undef`).
+    #[error("undef: no module named `{0}` is loaded")]
     NoModule(String),
+    /// The target node cannot be reached, refused us, or did not answer.
+    #[error("noconnection: {0}")]
+    NoConnection(String),
     /// `processes_max` processes are alive.
     #[error("node runs processes_max ({0}) processes already")]
     ProcessLimit(u32),
@@ -392,6 +428,11 @@ impl NodeInner {
             return None;
         }
         self.table.get(pid.serial)
+    }
+
+    /// The router, if the node is distributed.
+    pub fn router(&self) -> Option<&Arc<dyn Router>> {
+        self.router.get()
     }
 
     /// Install the router of the distribution layer; once per node.
