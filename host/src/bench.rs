@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use molt_abi::{Pid, codec, reason};
+use molt_abi::{Pid, codec, reason, tag};
 use serde::Serialize;
 
 use crate::config::NodeConfig;
+use crate::dist::{DistConfig, Distribution};
 use crate::guest_build;
 use crate::runtime::{HostMailbox, Node};
 
@@ -49,6 +50,20 @@ pub enum BenchArgs {
     },
 }
 
+/// The `Ping` of `examples/bench-guest`'s `BenchMsg` (variant 0), and the
+/// encoding of its `Pong` (variant 1): the host plays the pinger in the
+/// remote latency figure. Checked against the guest's type in `tests/`.
+#[derive(Serialize, Debug, Clone)]
+pub enum BenchPing {
+    /// `BenchMsg::Ping { from }`.
+    Ping {
+        /// Who to answer.
+        from: Pid,
+    },
+    /// `BenchMsg::Pong`.
+    Pong,
+}
+
 /// What to measure.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgsCli {
@@ -64,9 +79,20 @@ pub struct BenchArgsCli {
     /// Messages per one-way run.
     #[arg(long, default_value_t = 1_000_000)]
     pub messages: u64,
-    /// Only this figure: spawn (with memory), pingpong or oneway.
+    /// Only this figure: spawn (with memory), pingpong, oneway, or the
+    /// two-node figures: remote-pingpong, remote-oneway, remote-4k,
+    /// remote-spawn.
     #[arg(long)]
     pub only: Option<String>,
+    /// Messages per remote one-way run.
+    #[arg(long, default_value_t = 300_000)]
+    pub remote_messages: u64,
+    /// Round trips per remote latency run.
+    #[arg(long, default_value_t = 20_000)]
+    pub remote_rounds: u64,
+    /// Spawns per remote spawn run.
+    #[arg(long, default_value_t = 2_000)]
+    pub remote_spawns: u64,
     /// A prebuilt bench-guest module (default: build it from source).
     #[arg(long)]
     pub guest: Option<PathBuf>,
@@ -202,6 +228,130 @@ async fn oneway_run(node: &Node, messages: u64) -> Result<f64> {
     Ok(messages as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Two nodes on loopback in this process, each with bench-guest loaded.
+async fn two_nodes(guest: &std::path::Path) -> Result<(Node, Distribution, Node, Distribution)> {
+    let mut cookie = vec![0u8; 32];
+    getrandom::fill(&mut cookie).expect("the OS random generator failed");
+    let start = |name: &str| {
+        let config = NodeConfig {
+            name: format!("{name}@127.0.0.1"),
+            processes_max: 20_000,
+            ..NodeConfig::default()
+        };
+        Node::start(config)
+    };
+    let (a, b) = (start("bench-a")?, start("bench-b")?);
+    a.load_file(guest)?;
+    b.load_file(guest)?;
+    let listen = "127.0.0.1:0".parse().expect("an address");
+    let da = Distribution::start(&a, DistConfig::new(listen, cookie.clone())).await?;
+    let db = Distribution::start(&b, DistConfig::new(listen, cookie)).await?;
+    da.join(&format!("{}:{}", db.name(), db.local_addr().port()))
+        .await?;
+    Ok((a, da, b, db))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Host mailbox on A ⇄ ponger on B: (p50, p99) round trip in µs.
+async fn remote_pingpong_run(a: &Node, da: &Distribution, rounds: u64) -> Result<(f64, f64)> {
+    let mut mailbox = a.mailbox()?;
+    let (ponger, _) = da
+        .spawn_from(
+            &mut mailbox,
+            "bench-b@127.0.0.1",
+            MODULE,
+            codec::encode(&BenchArgs::Ponger),
+            true,
+            false,
+        )
+        .await?;
+    let ping = codec::encode(&BenchPing::Ping {
+        from: mailbox.pid(),
+    });
+    let mut samples = Vec::with_capacity(rounds as usize);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        mailbox.send(ponger, tag::DATA, molt_abi::Ref::NONE, ping.clone())?;
+        mailbox
+            .recv(Duration::from_secs(10))
+            .await
+            .context("no pong within 10 s")?;
+        samples.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    mailbox.exit(ponger, reason::KILL);
+    samples.sort_by(|x, y| x.total_cmp(y));
+    Ok((percentile(&samples, 0.5), percentile(&samples, 0.99)))
+}
+
+/// Sender on A → sink on B: messages per second.
+async fn remote_oneway_run(
+    a: &Node,
+    da: &Distribution,
+    messages: u64,
+    payload_bytes: u32,
+) -> Result<f64> {
+    let mut mailbox = a.mailbox()?;
+    let sink_args = BenchArgs::Sink {
+        expect: messages,
+        ack_every: 500,
+    };
+    let (sink, watch) = da
+        .spawn_from(
+            &mut mailbox,
+            "bench-b@127.0.0.1",
+            MODULE,
+            codec::encode(&sink_args),
+            false,
+            true,
+        )
+        .await?;
+    let sender_args = BenchArgs::Sender {
+        sink,
+        count: messages,
+        window: 4_000,
+        payload_bytes,
+    };
+    let start = Instant::now();
+    mailbox.spawn(MODULE, codec::encode(&sender_args), true, false)?;
+    wait_for_exit(
+        &mut mailbox,
+        watch.expect("monitored"),
+        Duration::from_secs(300),
+    )
+    .await?;
+    let _ = a;
+    Ok(messages as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Remote spawns from A on B, each awaited: µs per spawn.
+async fn remote_spawn_run(a: &Node, da: &Distribution, spawns: u64) -> Result<f64> {
+    let mut mailbox = a.mailbox()?;
+    let args = codec::encode(&BenchArgs::Idle);
+    let mut pids = Vec::with_capacity(spawns as usize);
+    let start = Instant::now();
+    for _ in 0..spawns {
+        let (pid, _) = da
+            .spawn_from(
+                &mut mailbox,
+                "bench-b@127.0.0.1",
+                MODULE,
+                args.clone(),
+                false,
+                false,
+            )
+            .await?;
+        pids.push(pid);
+    }
+    let per_spawn = start.elapsed().as_secs_f64() * 1e6 / spawns as f64;
+    for pid in pids {
+        mailbox.exit(pid, reason::KILL);
+    }
+    Ok(per_spawn)
+}
+
 /// Run the benchmarks and print each figure.
 pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> {
     let guest = match &args.guest {
@@ -270,6 +420,69 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             unit: "msgs/s",
             runs: v,
         });
+    }
+    let remote = [
+        "remote-pingpong",
+        "remote-oneway",
+        "remote-4k",
+        "remote-spawn",
+    ];
+    if remote.iter().any(|r| want(r)) {
+        let (_a, da, _b, _db) = two_nodes(&guest).await?;
+        let a = &_a;
+        if want("remote-pingpong") {
+            let (mut p50, mut p99) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                let (x, y) = remote_pingpong_run(a, &da, args.remote_rounds).await?;
+                p50.push(x);
+                p99.push(y);
+            }
+            figures.push(Figure {
+                name: "remote ping-pong p50 (two nodes, loopback)",
+                unit: "µs",
+                runs: p50,
+            });
+            figures.push(Figure {
+                name: "remote ping-pong p99",
+                unit: "µs",
+                runs: p99,
+            });
+        }
+        if want("remote-oneway") {
+            let mut v = Vec::new();
+            for _ in 0..runs {
+                v.push(remote_oneway_run(a, &da, args.remote_messages, 64).await?);
+            }
+            figures.push(Figure {
+                name: "remote one-way, 64-byte messages",
+                unit: "msgs/s",
+                runs: v,
+            });
+        }
+        if want("remote-4k") {
+            let mut v = Vec::new();
+            for _ in 0..runs {
+                let rate = remote_oneway_run(a, &da, args.remote_messages / 4, 4096).await?;
+                v.push(rate * 4096.0 / 1e6);
+            }
+            figures.push(Figure {
+                name: "remote one-way, 4 KiB messages",
+                unit: "MB/s",
+                runs: v,
+            });
+        }
+        if want("remote-spawn") {
+            let mut v = Vec::new();
+            for _ in 0..runs {
+                v.push(remote_spawn_run(a, &da, args.remote_spawns).await?);
+            }
+            figures.push(Figure {
+                name: "remote spawn, waiting for each",
+                unit: "µs/spawn",
+                runs: v,
+            });
+        }
+        da.shutdown();
     }
     println!(
         "molt bench: {} processes for spawn/memory, {runs} runs each, median shown",

@@ -123,27 +123,36 @@ pub fn fit_map_count(config: &mut NodeConfig) -> MapCount {
     else {
         return MapCount::Enough;
     };
+    // Other nodes (or anything else) in this OS process use mappings too.
+    let in_use = fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count() as u64);
     let raise = |needed: u64| {
         config.raise_map_count && fs::write(MAP_COUNT_PATH, needed.to_string()).is_ok()
     };
-    let outcome = plan_map_count(current, config.processes_max, raise);
+    let outcome = plan_map_count(current, in_use, config.processes_max, raise);
     if let MapCount::Lowered { processes_max, .. } = outcome {
         config.processes_max = processes_max;
     }
     outcome
 }
 
-/// The decision of [`fit_map_count`], without the I/O: `raise` tries to set
-/// the kernel limit and says whether it worked.
-fn plan_map_count(current: u64, processes_max: u32, raise: impl FnOnce(u64) -> bool) -> MapCount {
-    let needed = map_count_needed(processes_max);
+/// The decision of [`fit_map_count`], without the I/O: `current` is the
+/// kernel limit, `in_use` the mappings this OS process has now, and `raise`
+/// tries to set the limit and says whether it worked.
+fn plan_map_count(
+    current: u64,
+    in_use: u64,
+    processes_max: u32,
+    raise: impl FnOnce(u64) -> bool,
+) -> MapCount {
+    let needed = in_use + map_count_needed(processes_max);
     if current >= needed {
         return MapCount::Enough;
     }
     if raise(needed) {
         return MapCount::Raised(current, needed);
     }
-    let fit = (current.saturating_sub(MAPS_BASE) / MAPS_PER_PROCESS)
+    let room = current.saturating_sub(in_use).saturating_sub(MAPS_BASE);
+    let fit = (room / MAPS_PER_PROCESS)
         .saturating_sub(INSTANCES_SPARE as u64)
         .max(16);
     MapCount::Lowered {
@@ -181,20 +190,38 @@ mod tests {
     #[test]
     fn map_count_is_raised_or_processes_lowered() {
         let needed = map_count_needed(100_000);
+        let no_raise = |_| panic!("no need to raise");
         assert_eq!(
-            plan_map_count(needed, 100_000, |_| panic!("no need to raise")),
+            plan_map_count(needed, 0, 100_000, no_raise),
             MapCount::Enough
         );
         assert_eq!(
-            plan_map_count(65_530, 100_000, |n| n == needed),
+            plan_map_count(65_530, 0, 100_000, |n| n == needed),
             MapCount::Raised(65_530, needed)
         );
-        let MapCount::Lowered { processes_max, .. } = plan_map_count(65_530, 100_000, |_| false)
+        let MapCount::Lowered { processes_max, .. } = plan_map_count(65_530, 0, 100_000, |_| false)
         else {
             panic!("expected the node to shrink");
         };
         // What it keeps must itself fit in the kernel limit.
         assert!(map_count_needed(processes_max) <= 65_530);
         assert!(processes_max > 7_000, "only {processes_max} processes");
+    }
+
+    #[test]
+    fn mappings_already_in_use_count() {
+        // A second node in the same OS process needs room beside the first.
+        let first = map_count_needed(100_000);
+        let both = first + map_count_needed(10_000);
+        assert_eq!(
+            plan_map_count(first, first, 10_000, |n| n == both),
+            MapCount::Raised(first, both)
+        );
+        let MapCount::Lowered { processes_max, .. } =
+            plan_map_count(first + 100_000, first, 50_000, |_| false)
+        else {
+            panic!("expected the node to shrink");
+        };
+        assert!(first + map_count_needed(processes_max) <= first + 100_000);
     }
 }

@@ -417,3 +417,26 @@ fn the_bench_mirror_of_bench_args_encodes_like_the_guest() {
         assert_eq!(molt_abi::codec::decode::<Guest>(&bytes), Ok(expected));
     }
 }
+
+/// The remote latency bench sends bench-guest a `Ping` and reads a `Pong`
+/// through its own mirror of `BenchMsg`.
+#[test]
+fn the_bench_mirror_of_ping_and_pong_encodes_like_the_guest() {
+    use bench_guest::BenchMsg;
+    use molt_host::bench::BenchPing;
+    let from = molt_abi::Pid {
+        node: 1,
+        incarnation: 2,
+        serial: 3,
+    };
+    let ping = molt_abi::codec::encode(&BenchPing::Ping { from });
+    assert_eq!(
+        molt_abi::codec::decode::<BenchMsg>(&ping),
+        Ok(BenchMsg::Ping { from })
+    );
+    let pong = molt_abi::codec::encode(&BenchPing::Pong);
+    assert_eq!(
+        molt_abi::codec::decode::<BenchMsg>(&pong),
+        Ok(BenchMsg::Pong)
+    );
+}
