@@ -77,6 +77,12 @@ pub enum Message<T> {
         /// Its exit reason.
         reason: String,
     },
+    /// The connection to a monitored node was lost (see
+    /// [`crate::monitor_node`]).
+    NodeDown {
+        /// The node's name.
+        node: String,
+    },
     /// Anything else: other tags, or `DATA` that did not decode as `Msg`
     /// (logged at warn level).
     Other(Envelope),
@@ -176,6 +182,7 @@ fn current_message<T: DeserializeOwned>(tag: u32, len: usize) -> Message<T> {
             pid,
             reason,
         },
+        Some(System::NodeDown { node }) => Message::NodeDown { node },
         None => Message::Other(envelope),
     }
 }

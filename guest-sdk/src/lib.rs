@@ -1,5 +1,5 @@
 //! Write molt processes in Rust: behaviours, raw processes, typed messages,
-//! links and monitors.
+//! links and monitors, on one node or across a cluster.
 //!
 //! Guests are built for `wasm32-unknown-unknown` and run by a molt host. On
 //! other targets the crate compiles (so guests can be linted and unit-tested
@@ -70,6 +70,7 @@ pub mod codec;
 mod entry;
 mod error;
 pub mod log;
+mod node;
 mod process;
 pub mod receive;
 mod registry;
@@ -84,6 +85,10 @@ pub use behaviour::{Behaviour, Message, Next};
 pub use codec::DecodeError;
 pub use entry::MainResult;
 pub use error::Error;
+pub use node::{
+    monitor_node, node, nodes, ping, send_named_on, send_named_on_raw, spawn_link_on,
+    spawn_monitor_on, spawn_on, spawn_on_bytes,
+};
 pub use process::{
     Pid, Ref, demonitor, exit, exit_self, is_alive, link, monitor, self_pid, spawn, spawn_bytes,
     spawn_link, spawn_monitor, trap_exit, unlink,

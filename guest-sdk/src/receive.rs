@@ -46,6 +46,12 @@ pub enum System {
         /// Its exit reason (`noproc` if it was not alive when monitored).
         reason: String,
     },
+    /// The connection to a node this process monitors (with
+    /// [`crate::monitor_node`]) was lost, or was not there.
+    NodeDown {
+        /// The node's name.
+        node: String,
+    },
 }
 
 impl Envelope {
@@ -54,7 +60,8 @@ impl Envelope {
         codec::decode(&self.payload)
     }
 
-    /// The system message this is, if it is a well-formed EXIT or DOWN.
+    /// The system message this is, if it is a well-formed EXIT, DOWN or
+    /// NODEDOWN.
     pub fn system(&self) -> Option<System> {
         match self.tag {
             tag::EXIT => {
@@ -72,6 +79,9 @@ impl Envelope {
                     reason: down.reason.to_owned(),
                 })
             }
+            tag::NODEDOWN => Some(System::NodeDown {
+                node: std::str::from_utf8(&self.payload).ok()?.to_owned(),
+            }),
             _ => None,
         }
     }
@@ -247,6 +257,23 @@ mod tests {
             payload: codec::encode(&5u8),
         };
         assert_eq!(data.system(), None);
+        let nodedown = Envelope {
+            tag: tag::NODEDOWN,
+            reference: None,
+            payload: b"b@127.0.0.1".to_vec(),
+        };
+        assert_eq!(
+            nodedown.system(),
+            Some(System::NodeDown {
+                node: "b@127.0.0.1".into()
+            })
+        );
+        let garbled = Envelope {
+            tag: tag::NODEDOWN,
+            reference: None,
+            payload: vec![0xff],
+        };
+        assert_eq!(garbled.system(), None);
         assert!(data.is_data());
         assert_eq!(data.decode::<u8>(), Ok(5));
         let short = Envelope {

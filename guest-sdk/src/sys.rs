@@ -93,6 +93,12 @@ host_functions! {
     "system_time_ns" => fn system_time_ns() -> i64;
     "log" => fn log(level: i32, msg_ptr: i32, msg_len: i32);
     "random_bytes" => fn random_bytes(buf_ptr: i32, buf_len: i32);
+    "node_name" => fn node_name(buf_ptr: i32, buf_len: i32) -> i32;
+    "nodes" => fn nodes(buf_ptr: i32, buf_len: i32) -> i32;
+    "spawn_on" => fn spawn_on(node_ptr: i32, node_len: i32, module_ptr: i32, module_len: i32, args_ptr: i32, args_len: i32, flags: i32, pid_out: i32, ref_out: i32) -> i32;
+    "send_named_on" => fn send_named_on(node_ptr: i32, node_len: i32, name_ptr: i32, name_len: i32, tag: i32, ref_ptr: i32, payload_ptr: i32, payload_len: i32) -> i32;
+    "ping" => fn ping(node_ptr: i32, node_len: i32) -> i32;
+    "monitor_node" => fn monitor_node(node_ptr: i32, node_len: i32, flag: i32) -> i32;
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -355,6 +361,80 @@ pub fn log(level: i32, msg: &[u8]) {
 pub fn random_bytes(buf: &mut [u8]) {
     // SAFETY: `buf` is live and writable for its length.
     unsafe { raw::random_bytes(ptr(buf.as_mut_ptr()), len(buf.len())) }
+}
+
+/// `node_name`: the name's full length; written to `buf` only if it fits.
+pub fn node_name(buf: &mut [u8]) -> i32 {
+    // SAFETY: `buf` is live and writable for its length.
+    unsafe { raw::node_name(ptr(buf.as_mut_ptr()), len(buf.len())) }
+}
+
+/// `nodes`: the list's full length; written to `buf` only if it fits.
+pub fn nodes(buf: &mut [u8]) -> i32 {
+    // SAFETY: `buf` is live and writable for its length.
+    unsafe { raw::nodes(ptr(buf.as_mut_ptr()), len(buf.len())) }
+}
+
+/// `spawn_on`: returns the status; fills `pid_out` and (with the MONITOR flag) `ref_out`.
+pub fn spawn_on(
+    node: &[u8],
+    module: &[u8],
+    args: &[u8],
+    flags: i32,
+    pid_out: &mut [u8; PID_BYTES],
+    ref_out: &mut [u8; REF_BYTES],
+) -> i32 {
+    // SAFETY: every pointer/length pair names a live Rust buffer of that
+    // length; the outputs are writable and exactly 24 bytes each.
+    unsafe {
+        raw::spawn_on(
+            ptr(node.as_ptr()),
+            len(node.len()),
+            ptr(module.as_ptr()),
+            len(module.len()),
+            ptr(args.as_ptr()),
+            len(args.len()),
+            flags,
+            ptr(pid_out.as_mut_ptr()),
+            ptr(ref_out.as_mut_ptr()),
+        )
+    }
+}
+
+/// `send_named_on`: returns the status.
+pub fn send_named_on(
+    node: &[u8],
+    name: &[u8],
+    tag: u32,
+    reference: Option<&[u8; REF_BYTES]>,
+    payload: &[u8],
+) -> i32 {
+    // SAFETY: the node, the name, the optional reference and the payload
+    // are live buffers of the lengths passed; the host only reads them.
+    unsafe {
+        raw::send_named_on(
+            ptr(node.as_ptr()),
+            len(node.len()),
+            ptr(name.as_ptr()),
+            len(name.len()),
+            tag as i32,
+            opt_ptr(reference),
+            ptr(payload.as_ptr()),
+            len(payload.len()),
+        )
+    }
+}
+
+/// `ping`: 1 (pong) or 0.
+pub fn ping(node: &[u8]) -> i32 {
+    // SAFETY: `node` is live for its length.
+    unsafe { raw::ping(ptr(node.as_ptr()), len(node.len())) }
+}
+
+/// `monitor_node`: returns the status.
+pub fn monitor_node(node: &[u8], flag: i32) -> i32 {
+    // SAFETY: `node` is live for its length.
+    unsafe { raw::monitor_node(ptr(node.as_ptr()), len(node.len()), flag) }
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 
 use std::net::UdpSocket;
 
-use molt_abi::{Ref, codec, reason, tag};
+use faulty::Fault;
+use molt_abi::{Ref, codec, reason, status, tag};
 use molt_host::SpawnError;
 use molt_tests::{
     COOKIE, Cmd, Event, Outcome, Puppet, PuppetArgs, SystemEvent, TICK, WAIT, address_of,
@@ -321,4 +322,240 @@ async fn a_restarted_node_is_a_new_incarnation() {
     // Sent by the watcher, the kill follows the monitor on their lane.
     watcher.exit(fresh.pid, "kill");
     assert_eq!(down_reason(&mut watcher, r).await, reason::KILLED);
+}
+
+// ---- The distribution API from a guest (the SDK through `puppet`) ----
+
+const A: &str = "a@127.0.0.1";
+const B: &str = "b@127.0.0.1";
+const C: &str = "c@127.0.0.1";
+const NOBODY: &str = "nobody@127.0.0.1";
+
+/// The NODEDOWN a puppet reports, or a panic.
+async fn nodedown_of(p: &mut Puppet) -> String {
+    match p.event().await {
+        Event::Got {
+            tag: t,
+            system: Some(SystemEvent::NodeDown { node }),
+            payload,
+            ..
+        } => {
+            assert_eq!(t, tag::NODEDOWN);
+            assert_eq!(payload, node.as_bytes());
+            node
+        }
+        other => panic!("expected NODEDOWN, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_sees_its_node_the_cluster_and_pings() {
+    let (a, da) = dist_node("a").await;
+    let (_b, db) = dist_node("b").await;
+    let (_c, dc) = dist_node("c").await;
+    da.join(&address_of(&db)).await.unwrap();
+    dc.join(&address_of(&db)).await.unwrap();
+    wait_for_nodes(&da, &[B, C]).await;
+    let mut p = puppet(&a).await;
+    assert_eq!(p.cmd(Cmd::NodeName).await, Outcome::Text(A.into()));
+    assert_eq!(
+        p.cmd(Cmd::Nodes).await,
+        Outcome::Names(vec![B.into(), C.into()])
+    );
+    assert_eq!(p.cmd(Cmd::Ping(B.into())).await, Outcome::Bool(true));
+    assert_eq!(p.cmd(Cmd::Ping(A.into())).await, Outcome::Bool(true));
+    assert_eq!(p.cmd(Cmd::Ping(NOBODY.into())).await, Outcome::Bool(false));
+    assert_eq!(
+        p.cmd(Cmd::Ping("not a node".into())).await,
+        Outcome::Bool(false)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_spawns_on_another_node() {
+    let (a, da) = dist_node("a").await;
+    let (b, db) = dist_node("b").await;
+    da.join(&address_of(&db)).await.unwrap();
+    let mut p = puppet(&a).await;
+    let mut ctl = a.mailbox().unwrap();
+    let args = codec::encode(&PuppetArgs {
+        controller: ctl.pid(),
+    });
+    let spawn = |node: &str, module: &str| Cmd::SpawnOn {
+        node: node.into(),
+        module: module.into(),
+        args: args.clone(),
+        link: false,
+        monitor: false,
+    };
+    let Outcome::Pid(child) = p.cmd(spawn(B, "puppet")).await else {
+        panic!("spawn_on b failed");
+    };
+    assert_eq!(child.node, b.identity().0, "the child runs on b");
+    assert!(b.is_alive(child));
+    let ready = ctl.recv(WAIT).await.expect("the child reports to a");
+    assert_eq!(
+        codec::decode::<Event>(&ready.payload).unwrap(),
+        Event::Ready(child)
+    );
+    // This node's own name spawns here.
+    let Outcome::Pid(local) = p.cmd(spawn(A, "puppet")).await else {
+        panic!("spawn_on a (itself) failed");
+    };
+    assert_eq!(local.node, a.identity().0);
+    assert!(a.is_alive(local));
+    assert_eq!(
+        p.cmd(spawn(B, "no-such-module")).await,
+        Outcome::Status(status::NO_MODULE)
+    );
+    assert_eq!(
+        p.cmd(spawn(NOBODY, "puppet")).await,
+        Outcome::Status(status::NOCONNECTION)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_link_on_brings_a_remote_crash_home() {
+    let (a, da) = dist_node("a").await;
+    let (_b, db) = dist_node("b").await;
+    da.join(&address_of(&db)).await.unwrap();
+    let mut watcher = a.mailbox().unwrap();
+    let mut parent = puppet(&a).await;
+    let watch = watcher.monitor(parent.pid);
+    // The parent may die before it answers: order, then watch.
+    parent.order(Cmd::SpawnOn {
+        node: B.into(),
+        module: "faulty".into(),
+        args: codec::encode(&Fault::Panic("remote boom".into())),
+        link: true,
+        monitor: false,
+    });
+    let why = down_reason(&mut watcher, watch).await;
+    assert!(why.starts_with("panic: remote boom"), "{why}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_monitor_on_reports_the_remote_exit() {
+    let (a, da) = dist_node("a").await;
+    let (b, db) = dist_node("b").await;
+    da.join(&address_of(&db)).await.unwrap();
+    let mut p = puppet(&a).await;
+    let outcome = p
+        .cmd(Cmd::SpawnOn {
+            node: B.into(),
+            module: "faulty".into(),
+            args: codec::encode(&Fault::Panic("watched boom".into())),
+            link: false,
+            monitor: true,
+        })
+        .await;
+    let Outcome::PidRef(child, r) = outcome else {
+        panic!("expected a pid and a reference, got {outcome:?}");
+    };
+    assert_eq!(child.node, b.identity().0);
+    match p.event().await {
+        Event::Got {
+            reference,
+            system:
+                Some(SystemEvent::Down {
+                    reference: down_ref,
+                    pid,
+                    reason: why,
+                }),
+            ..
+        } => {
+            assert_eq!((reference, down_ref, pid), (Some(r), r, child));
+            assert!(why.starts_with("panic: watched boom"), "{why}");
+        }
+        other => panic!("expected DOWN, got {other:?}"),
+    }
+    // The parent is unharmed: the monitor is one-way.
+    assert_eq!(p.cmd(Cmd::IsAlive(p.pid)).await, Outcome::Bool(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_sends_to_a_name_on_another_node() {
+    let (a, da) = dist_node("a").await;
+    let (b, db) = dist_node("b").await;
+    da.join(&address_of(&db)).await.unwrap();
+    let mut far = puppet(&b).await;
+    assert_eq!(far.cmd(Cmd::Register("svc".into())).await, Outcome::Ok);
+    let mut near = puppet(&a).await;
+    assert_eq!(near.cmd(Cmd::Register("svc".into())).await, Outcome::Ok);
+    let mut p = puppet(&a).await;
+    let send = |node: &str, name: &str, payload: &[u8]| Cmd::SendNamedOn {
+        node: node.into(),
+        name: name.into(),
+        tag: 77,
+        payload: payload.to_vec(),
+    };
+    assert_eq!(p.cmd(send(B, "svc", b"to b")).await, Outcome::Ok);
+    assert_eq!(p.cmd(send(A, "svc", b"to a")).await, Outcome::Ok);
+    for (target, expected) in [(&mut far, b"to b"), (&mut near, b"to a")] {
+        match target.event().await {
+            Event::Got {
+                tag: t, payload, ..
+            } => {
+                assert_eq!((t, payload.as_slice()), (77, &expected[..]));
+            }
+            other => panic!("expected the named message, got {other:?}"),
+        }
+    }
+    // Here an unknown name is an error; there it is dropped, as in Erlang.
+    assert_eq!(
+        p.cmd(send(A, "nobody", b"x")).await,
+        Outcome::Status(status::NOT_REGISTERED)
+    );
+    assert_eq!(p.cmd(send(B, "nobody", b"x")).await, Outcome::Ok);
+    assert_eq!(
+        p.cmd(send(NOBODY, "svc", b"x")).await,
+        Outcome::Status(status::NOCONNECTION)
+    );
+    let reserved = Cmd::SendNamedOn {
+        node: B.into(),
+        name: "svc".into(),
+        tag: tag::EXIT,
+        payload: vec![],
+    };
+    assert_eq!(p.cmd(reserved).await, Outcome::Status(status::BAD_ARG));
+    // Nothing else reached the registered puppets.
+    assert_eq!(far.try_event(molt_tests::QUIET).await, None);
+    let _ = b;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_node_delivers_nodedown() {
+    let (a, da) = dist_node("a").await;
+    let (_b, db) = dist_node("b").await;
+    da.join(&address_of(&db)).await.unwrap();
+    let mut p = puppet(&a).await;
+    let mut off = puppet(&a).await;
+    // Not connected: NODEDOWN at once.
+    assert_eq!(
+        p.cmd(Cmd::MonitorNode(NOBODY.into(), true)).await,
+        Outcome::Ok
+    );
+    assert_eq!(nodedown_of(&mut p).await, NOBODY);
+    // Its own node never goes down under it.
+    assert_eq!(p.cmd(Cmd::MonitorNode(A.into(), true)).await, Outcome::Ok);
+    assert_eq!(p.cmd(Cmd::MonitorNode(B.into(), true)).await, Outcome::Ok);
+    assert_eq!(off.cmd(Cmd::MonitorNode(B.into(), true)).await, Outcome::Ok);
+    assert_eq!(
+        off.cmd(Cmd::MonitorNode(B.into(), false)).await,
+        Outcome::Ok
+    );
+    let started = std::time::Instant::now();
+    db.shutdown();
+    assert_eq!(nodedown_of(&mut p).await, B);
+    assert!(
+        started.elapsed() < TICK * 2,
+        "noticed after {:?}",
+        started.elapsed()
+    );
+    // One NODEDOWN per monitor; none for the one turned off, none for a.
+    assert_eq!(p.try_event(molt_tests::QUIET).await, None);
+    assert_eq!(off.try_event(molt_tests::QUIET).await, None);
+    // The puppet still takes commands after its NODEDOWNs.
+    assert_eq!(p.cmd(Cmd::Nodes).await, Outcome::Names(vec![]));
+    assert_eq!(p.cmd(Cmd::Ping(B.into())).await, Outcome::Bool(false));
 }

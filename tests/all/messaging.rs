@@ -253,3 +253,76 @@ async fn reserved_tags_cannot_be_sent() {
         .await;
     assert_eq!(sent, Outcome::Status(status::BAD_ARG));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_distribution_other_nodes_are_unreachable() {
+    let node = node();
+    let mut p = Puppet::spawn(&node).await;
+    let mut ctl = node.mailbox().unwrap();
+    assert_eq!(
+        p.cmd(Cmd::NodeName).await,
+        Outcome::Text("nonode@nohost".into())
+    );
+    assert_eq!(p.cmd(Cmd::Nodes).await, Outcome::Names(vec![]));
+    assert_eq!(
+        p.cmd(Cmd::Ping("other@host".into())).await,
+        Outcome::Bool(false)
+    );
+    let spawn = |on: &str| Cmd::SpawnOn {
+        node: on.into(),
+        module: "puppet".into(),
+        args: codec::encode(&molt_tests::PuppetArgs {
+            controller: ctl.pid(),
+        }),
+        link: false,
+        monitor: true,
+    };
+    assert_eq!(
+        p.cmd(spawn("other@host")).await,
+        Outcome::Status(status::NOCONNECTION)
+    );
+    // Its own name is this node.
+    let Outcome::PidRef(child, _) = p.cmd(spawn("nonode@nohost")).await else {
+        panic!("spawn_on its own node failed");
+    };
+    assert!(node.is_alive(child));
+    let ready = ctl
+        .recv(molt_tests::WAIT)
+        .await
+        .expect("the child is ready");
+    assert_eq!(
+        codec::decode::<Event>(&ready.payload).unwrap(),
+        Event::Ready(child)
+    );
+    let send = |on: &str| Cmd::SendNamedOn {
+        node: on.into(),
+        name: "here".into(),
+        tag: 5,
+        payload: b"hi".to_vec(),
+    };
+    assert_eq!(
+        p.cmd(send("other@host")).await,
+        Outcome::Status(status::NOCONNECTION)
+    );
+    let mut named = Puppet::spawn(&node).await;
+    assert_eq!(named.cmd(Cmd::Register("here".into())).await, Outcome::Ok);
+    assert_eq!(p.cmd(send("nonode@nohost")).await, Outcome::Ok);
+    match named.event().await {
+        Event::Got { tag, payload, .. } => assert_eq!((tag, payload), (5, b"hi".to_vec())),
+        other => panic!("expected the named message, got {other:?}"),
+    }
+    // A node monitor fires at once: nothing is connected.
+    assert_eq!(
+        p.cmd(Cmd::MonitorNode("other@host".into(), true)).await,
+        Outcome::Ok
+    );
+    match p.event().await {
+        Event::Got {
+            tag: t,
+            system: Some(molt_tests::SystemEvent::NodeDown { node: down }),
+            ..
+        } => assert_eq!((t, down.as_str()), (tag::NODEDOWN, "other@host")),
+        other => panic!("expected NODEDOWN, got {other:?}"),
+    }
+    assert_eq!(p.cmd(Cmd::IsAlive(p.pid)).await, Outcome::Bool(true));
+}

@@ -169,6 +169,47 @@ imports! {
     /// `random_bytes(buf_ptr, buf_len)`: fill a buffer with random bytes
     /// from the operating system's generator.
     RANDOM_BYTES = "random_bytes"(I32, I32) -> ();
+
+    /// `node_name(buf_ptr, buf_len) -> len`: this node's name (UTF-8;
+    /// `nonode@nohost` when the node is not distributed). Returns the
+    /// name's full length; the name is written only if that is at most
+    /// `buf_len`, so a guest with a smaller buffer retries with one of the
+    /// returned size. The whole buffer must lie in memory.
+    NODE_NAME = "node_name"(I32, I32) -> (I32);
+
+    /// `nodes(buf_ptr, buf_len) -> len`: the names of the connected visible
+    /// nodes, sorted and separated by `\n` (no trailing separator; empty
+    /// when there are none). Same buffer convention as `node_name`.
+    NODES = "nodes"(I32, I32) -> (I32);
+
+    /// `spawn_on(node_ptr, node_len, module_ptr, module_len, args_ptr, args_len, flags, pid_out, ref_out) -> status`:
+    /// `spawn` on the named node; the caller waits for that node's answer.
+    /// This node's own name spawns locally. Errors as `spawn` (`NO_MODULE`
+    /// is the target's Erlang `undef`, `PROCESS_LIMIT` and
+    /// `MESSAGE_TOO_LARGE` are the target's limits), plus `NOCONNECTION`
+    /// (not reachable, refused, no answer in time, or no distribution).
+    SPAWN_ON = "spawn_on"(I32, I32, I32, I32, I32, I32, I32, I32, I32) -> (I32);
+
+    /// `send_named_on(node_ptr, node_len, name_ptr, name_len, tag, ref_ptr, payload_ptr, payload_len) -> status`:
+    /// Erlang's `{Name, Node} ! Msg`, connecting first if needed. This
+    /// node's own name is `send_named`. On another node, a name that is not
+    /// registered there is not reported: the message is dropped. Errors as
+    /// `send_named`, plus `NOCONNECTION`.
+    SEND_NAMED_ON = "send_named_on"(I32, I32, I32, I32, I32, I32, I32, I32) -> (I32);
+
+    /// `ping(node_ptr, node_len) -> 1 | 0`: Erlang's `net_adm:ping`:
+    /// connect if needed and exchange a ping; 1 if the node answered
+    /// (`pong`). Always 0 on a node without distribution.
+    PING = "ping"(I32, I32) -> (I32);
+
+    /// `monitor_node(node_ptr, node_len, flag) -> status`: Erlang's
+    /// `monitor_node/2`. With `flag` 1, the caller gets a `NODEDOWN`
+    /// message ([`crate::tag::NODEDOWN`], payload the node name) when the
+    /// connection to that node is lost, or at once if it is not connected;
+    /// monitors stack. With 0, one such monitor is removed. Monitoring this
+    /// node's own name (when distributed) never fires. Errors: `BAD_ARG`
+    /// (name not UTF-8).
+    MONITOR_NODE = "monitor_node"(I32, I32, I32) -> (I32);
 }
 
 /// Find a host function by name.

@@ -126,7 +126,7 @@ pub mod tag {
     }
 }
 
-/// Flags for [`imports::SPAWN`].
+/// Flags for [`imports::SPAWN`] and [`imports::SPAWN_ON`].
 pub mod spawn_flags {
     /// Link the new process to the caller before it runs (spawn_link).
     pub const LINK: i32 = 1;

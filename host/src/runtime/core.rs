@@ -46,6 +46,9 @@ pub(crate) struct ProcessCore {
     pub monitors_out: HashMap<Ref, Pid>,
     /// Monitors on this process: reference → watcher.
     pub monitors_in: HashMap<Ref, Pid>,
+    /// Node monitors this process turned on through the router: node name
+    /// → how many, so they are turned off when it ends.
+    node_monitors: HashMap<String, u32>,
     pub trap_exit: bool,
     /// A host mailbox: exit signals never end it (see `on_exit_signal`).
     pub host_driven: bool,
@@ -63,6 +66,7 @@ impl ProcessCore {
             links: HashSet::new(),
             monitors_out: HashMap::new(),
             monitors_in: HashMap::new(),
+            node_monitors: HashMap::new(),
             trap_exit: false,
             host_driven: false,
             exit: None,
@@ -269,6 +273,32 @@ impl ProcessCore {
         active
     }
 
+    /// `monitor_node(node, on)`, Erlang's `monitor_node/2`: a `NODEDOWN`
+    /// message when the connection to `node` is lost, at once if it is not
+    /// connected (always, on a node without distribution). This node's own
+    /// name, when distributed, never goes down.
+    pub fn monitor_node(&mut self, node: &str, on: bool) {
+        let me = self.pid();
+        let Some(router) = self.node.router().cloned() else {
+            if on {
+                self.deliver_system(tag::NODEDOWN, Ref::NONE, node.as_bytes().to_vec());
+            }
+            return;
+        };
+        if node == self.node.config.name {
+            return;
+        }
+        if on {
+            *self.node_monitors.entry(node.to_string()).or_default() += 1;
+        } else if let Some(n) = self.node_monitors.get_mut(node) {
+            *n -= 1;
+            if *n == 0 {
+                self.node_monitors.remove(node);
+            }
+        }
+        router.monitor_node(node, me, on);
+    }
+
     /// `exit(pid, reason)`.
     pub fn send_exit(&mut self, to: Pid, why: Reason) {
         let signal = Signal::Exit {
@@ -320,6 +350,13 @@ impl ProcessCore {
                     reason: why.clone(),
                 },
             );
+        }
+        if let Some(router) = node.router() {
+            for (watched, count) in self.node_monitors.drain() {
+                for _ in 0..count {
+                    router.monitor_node(&watched, pid, false);
+                }
+            }
         }
         for (reference, target) in self.monitors_out.drain() {
             let _ = node.route(

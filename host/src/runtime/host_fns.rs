@@ -19,7 +19,9 @@ use super::{SendError, SpawnError};
 type Result<T> = wasmtime::Result<T>;
 
 /// Guest memory and process state, borrowed together.
-fn split<'a>(caller: &'a mut Caller<'_, ProcState>) -> Result<(&'a mut [u8], &'a mut ProcState)> {
+pub(super) fn split<'a>(
+    caller: &'a mut Caller<'_, ProcState>,
+) -> Result<(&'a mut [u8], &'a mut ProcState)> {
     let memory = caller
         .data()
         .memory
@@ -27,11 +29,11 @@ fn split<'a>(caller: &'a mut Caller<'_, ProcState>) -> Result<(&'a mut [u8], &'a
     Ok(memory.data_and_store_mut(caller))
 }
 
-fn fault(e: GuestFault) -> wasmtime::Error {
+pub(super) fn fault(e: GuestFault) -> wasmtime::Error {
     wasmtime::Error::new(e)
 }
 
-fn send_status(result: std::result::Result<(), SendError>) -> i32 {
+pub(super) fn send_status(result: std::result::Result<(), SendError>) -> i32 {
     match result {
         Ok(()) => status::OK,
         Err(SendError::TooLarge { .. }) => status::MESSAGE_TOO_LARGE,
@@ -42,7 +44,7 @@ fn send_status(result: std::result::Result<(), SendError>) -> i32 {
 }
 
 /// Read a payload, refusing an oversized one before touching memory.
-fn payload(
+pub(super) fn payload(
     mem: &[u8],
     state: &ProcState,
     ptr: i32,
@@ -550,7 +552,7 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
         },
     )?;
 
-    Ok(())
+    super::host_fns_dist::register(linker)
 }
 
 /// The `receive` host function: selective receive with a timeout. Skipped

@@ -11,6 +11,7 @@ mod core;
 mod guest;
 mod guest_mem;
 mod host_fns;
+mod host_fns_dist;
 mod mailbox;
 mod registry;
 mod table;
@@ -447,10 +448,22 @@ impl NodeInner {
         if to.node == self.node_id {
             // This node, possibly an earlier incarnation of it: such pids
             // name no live process.
-            return match self.lookup(to) {
-                Some(cell) => cell.push(signal).map_err(|_| Undelivered::NoProc),
-                None => Err(Undelivered::NoProc),
+            let Some(cell) = self.lookup(to) else {
+                return Err(Undelivered::NoProc);
             };
+            // A message routed here (a host-made one such as NODEDOWN) is
+            // counted like any other, so that taking it out of the mailbox
+            // balances the count. No mailbox limit: it is not a user send.
+            let counted = matches!(signal, Signal::Message { .. });
+            if counted {
+                cell.mailbox_len.fetch_add(1, Ordering::Relaxed);
+            }
+            return cell.push(signal).map_err(|_| {
+                if counted {
+                    cell.mailbox_len.fetch_sub(1, Ordering::Relaxed);
+                }
+                Undelivered::NoProc
+            });
         }
         match self.router.get() {
             Some(router) => router.route(from, to, signal),

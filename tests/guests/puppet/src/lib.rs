@@ -119,6 +119,39 @@ pub enum Cmd {
     },
     /// Panic with this text; no answer.
     Panic(String),
+    /// `node()`: `Text`.
+    NodeName,
+    /// `nodes()`: `Names`.
+    Nodes,
+    /// `ping(node)`: `Bool` (pong).
+    Ping(String),
+    /// `monitor_node(node, on)`: `Ok` or `Status`.
+    MonitorNode(String, bool),
+    /// `spawn_on` with raw argument bytes: `Pid`, or `PidRef` when
+    /// `monitor`, or `Status`.
+    SpawnOn {
+        /// Target node name.
+        node: String,
+        /// Module name.
+        module: String,
+        /// Init argument bytes, passed as they are.
+        args: Vec<u8>,
+        /// Link to the new process.
+        link: bool,
+        /// Monitor the new process.
+        monitor: bool,
+    },
+    /// `send_named_on`: `Ok` or `Status`.
+    SendNamedOn {
+        /// Target node name.
+        node: String,
+        /// Name registered there.
+        name: String,
+        /// Tag.
+        tag: u32,
+        /// Payload bytes.
+        payload: Vec<u8>,
+    },
     /// `true`: the puppet's loop takes only DATA-tagged messages (its
     /// commands), leaving every other message queued for `Receive`.
     /// `false` (the default): it reports everything it gets.
@@ -146,6 +179,10 @@ pub enum Outcome {
     Remaining(Option<u64>),
     /// A received message `(tag, reference, payload)`, `None` on timeout.
     Received(Option<(u32, Option<Ref>, Vec<u8>)>),
+    /// A text (a node name).
+    Text(String),
+    /// A list of names (nodes).
+    Names(Vec<String>),
 }
 
 /// A system message, mirrored with owned fields.
@@ -167,6 +204,11 @@ pub enum SystemEvent {
         /// Its exit reason.
         reason: String,
     },
+    /// A monitored node went down (or was not connected).
+    NodeDown {
+        /// The node's name.
+        node: String,
+    },
 }
 
 /// What the puppet tells its controller.
@@ -182,7 +224,7 @@ pub enum Event {
         tag: u32,
         /// Its envelope reference.
         reference: Option<Ref>,
-        /// Decoded, if it is an EXIT or DOWN.
+        /// Decoded, if it is an EXIT, DOWN or NODEDOWN.
         system: Option<SystemEvent>,
         /// Its payload.
         payload: Vec<u8>,
@@ -255,6 +297,29 @@ fn execute(cmd: Cmd) -> Outcome {
             }
             Outcome::Ok
         }
+        Cmd::NodeName => Outcome::Text(molt_sdk::node()),
+        Cmd::Nodes => Outcome::Names(molt_sdk::nodes()),
+        Cmd::Ping(node) => Outcome::Bool(molt_sdk::ping(&node)),
+        Cmd::MonitorNode(node, on) => unit(molt_sdk::monitor_node(&node, on)),
+        Cmd::SpawnOn {
+            node,
+            module,
+            args,
+            link,
+            monitor,
+        } => match molt_sdk::spawn_on_bytes(&node, &module, &args, link, monitor) {
+            Ok((pid, Some(reference))) => Outcome::PidRef(pid, reference),
+            Ok((pid, None)) => Outcome::Pid(pid),
+            Err(e) => Outcome::Status(e.code()),
+        },
+        Cmd::SendNamedOn {
+            node,
+            name,
+            tag,
+            payload,
+        } => unit(molt_sdk::send_named_on_raw(
+            &node, &name, tag, None, &payload,
+        )),
         Cmd::Panic(text) => panic!("{text}"),
         Cmd::OnlyCommands(_) => unreachable!("handled by the receive loop"),
     }
@@ -272,6 +337,7 @@ fn report(envelope: Envelope) -> Event {
             pid,
             reason,
         },
+        System::NodeDown { node } => SystemEvent::NodeDown { node },
     });
     Event::Got {
         tag: envelope.tag,
