@@ -440,3 +440,56 @@ fn the_bench_mirror_of_ping_and_pong_encodes_like_the_guest() {
         Ok(BenchMsg::Pong)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distribution_imports_check_their_pointers() {
+    let node = node();
+    // Memory is one page (64 KiB); 0x20000 is outside it. The node name
+    // `nonode@nohost` (13 bytes) is at 0, the module `puppet` (6) at 16.
+    let call = |body: &str| {
+        format!(
+            r#"(module
+  (import "molt" "node_name" (func $node_name (param i32 i32) (result i32)))
+  (import "molt" "spawn_on" (func $spawn_on (param i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "molt" "send_named_on" (func $send_named_on (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "nonode@nohost")
+  (data (i32.const 16) "puppet")
+  (func (export "molt_main") (param i32) {body}))"#
+        )
+    };
+    let cases = [
+        (
+            "node-name-buffer",
+            "(drop (call $node_name (i32.const 0x20000) (i32.const 64)))",
+            "bad_pointer: node_name buffer",
+        ),
+        (
+            "spawn-on-pid-out",
+            "(drop (call $spawn_on (i32.const 0) (i32.const 13) (i32.const 16) (i32.const 6) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0x20000) (i32.const 0)))",
+            "bad_pointer: spawn_on pid_out",
+        ),
+        (
+            "spawn-on-node",
+            "(drop (call $spawn_on (i32.const 0x20000) (i32.const 13) (i32.const 16) (i32.const 6) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 64) (i32.const 0)))",
+            "bad_pointer: spawn_on node",
+        ),
+        (
+            "send-named-on-payload",
+            "(drop (call $send_named_on (i32.const 0) (i32.const 13) (i32.const 16) (i32.const 6) (i32.const 5) (i32.const 0) (i32.const 0x20000) (i32.const 8)))",
+            "bad_pointer: message payload",
+        ),
+    ];
+    let mut me = node.mailbox().unwrap();
+    for (name, body, expected) in cases {
+        node.code()
+            .load(&wat::parse_str(call(body)).unwrap(), name)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let spawned = node.stats().spawned;
+        let why = run_to_exit(&mut me, name, vec![]).await;
+        assert!(why.starts_with(expected), "{name}: {why}");
+        // Only the faulty process itself was spawned: no child was left.
+        assert_eq!(node.stats().spawned, spawned + 1, "{name}");
+    }
+    assert!(node.stats().alive >= 1, "the node runs on");
+}
