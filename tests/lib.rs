@@ -2,6 +2,7 @@
 //! nodes with test-sized limits, and drive `puppet` processes.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -217,4 +218,69 @@ pub fn exit_of(m: &Message) -> (Pid, String) {
     );
     let e = sysmsg::Exit::decode(&m.payload).expect("EXIT decodes");
     (e.from, e.reason.to_string())
+}
+
+/// The `molt` binary of this build, (re)built so it matches the sources.
+pub fn molt_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        // The test runs as target/<profile>/deps/all-<hash>. Cargo builds
+        // a package's binaries only for that package's own tests, so build
+        // it here; a no-op when it is fresh.
+        let exe = std::env::current_exe().expect("current exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps");
+        let bin = profile_dir.join(format!("molt{}", std::env::consts::EXE_SUFFIX));
+        {
+            let profile = profile_dir
+                .file_name()
+                .and_then(|p| p.to_str())
+                .expect("a profile directory");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let mut build = Command::new(cargo);
+            build.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+                "build",
+                "--quiet",
+                "-p",
+                "molt-host",
+                "--bin",
+                "molt",
+            ]);
+            match profile {
+                "debug" => {}
+                "release" => {
+                    build.arg("--release");
+                }
+                other => {
+                    build.args(["--profile", other]);
+                }
+            }
+            let out = build.output().expect("running cargo build");
+            assert!(
+                out.status.success(),
+                "building molt: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(bin.is_file(), "no molt binary at {}", bin.display());
+        bin
+    })
+}
+
+/// Run `molt` with `args` to its end; returns its output and stdout +
+/// stderr as text.
+pub fn molt(args: &[&std::ffi::OsStr]) -> (Output, String) {
+    let out = Command::new(molt_bin())
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("running molt");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, text)
 }

@@ -84,6 +84,44 @@ enum Command {
     },
     /// Start a long-running node that other nodes can join.
     Node(NodeArgs),
+    /// List the nodes a running node is connected to.
+    Nodes {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List the processes of a running node.
+    Ps {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Check that a running node answers (`pong`) or not (`pang`).
+    Ping {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Spawn a process of a loaded module on a running node; its init
+    /// arguments are ARGS as a `Vec<String>`.
+    Spawn {
+        #[command(flatten)]
+        remote: Remote,
+        /// The module.
+        module: String,
+        /// Arguments for the entry process.
+        args: Vec<String>,
+    },
+    /// Send a text message (a `String`, tag DATA unless --tag) to a
+    /// registered process of a running node.
+    Send {
+        #[command(flatten)]
+        remote: Remote,
+        /// The registered name.
+        name: String,
+        /// The text.
+        text: String,
+        /// The message tag.
+        #[arg(long, default_value_t = molt_abi::tag::DATA)]
+        tag: u32,
+    },
     /// Print a module's name, version, kind, exports and imports, and
     /// whether it satisfies the ABI.
     Inspect {
@@ -102,6 +140,125 @@ enum Command {
     Demo,
     /// Measure spawn, memory per process and message passing.
     Bench(bench::BenchCli),
+}
+
+/// How the CLI reaches a running node: it joins as a hidden node,
+/// authenticated with the cookie like any node.
+#[derive(clap::Args)]
+struct Remote {
+    /// The node: `name@host:port`.
+    #[arg(long)]
+    node: String,
+    /// Cookie file (default: $HOME/.molt.cookie; MOLT_COOKIE wins).
+    #[arg(long)]
+    cookie_file: Option<PathBuf>,
+}
+
+impl Remote {
+    /// Start a small hidden node and connect it to the target; returns
+    /// the node, its distribution layer and the target's node name.
+    async fn connect(&self) -> Result<(Node, Distribution, String)> {
+        let (target, _) = molt_host::dist::parse_node_address(&self.node)?;
+        let cookie = molt_host::dist::cookie::load_or_create(self.cookie_file.as_deref())?;
+        let config = NodeConfig {
+            name: format!("molt-cli-{}@127.0.0.1", std::process::id()),
+            processes_max: 64,
+            ..NodeConfig::default()
+        };
+        let node = Node::start(config)?;
+        let mut dist_config = DistConfig::new("127.0.0.1:0".parse()?, cookie.as_bytes().to_vec());
+        dist_config.hidden = true;
+        let dist = Distribution::start(&node, dist_config).await?;
+        dist.join(&self.node)
+            .await
+            .with_context(|| format!("connecting to {}", self.node))?;
+        Ok((node, dist, target))
+    }
+}
+
+async fn remote_command(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Nodes { remote } => {
+            let (_node, dist, target) = remote.connect().await?;
+            println!("{target}");
+            for n in dist.nodes_of(&target).await? {
+                println!("{n}");
+            }
+            dist.stop().await;
+        }
+        Command::Ps { remote } => {
+            let (_node, dist, target) = remote.connect().await?;
+            println!(
+                "{:<24} {:<24} {:<14} {:>8} {:>10}  name",
+                "pid", "module", "version", "mailbox", "memory"
+            );
+            for p in dist.processes_of(&target).await? {
+                let (module, version) = p.module.unwrap_or_else(|| ("(host)".into(), "-".into()));
+                println!(
+                    "{:<24} {:<24} {:<14} {:>8} {:>10}  {}",
+                    p.pid.to_string(),
+                    module,
+                    version,
+                    p.mailbox_len,
+                    p.memory_bytes,
+                    p.name.unwrap_or_default()
+                );
+            }
+            dist.stop().await;
+        }
+        Command::Ping { remote } => {
+            let Ok((_node, dist, target)) = remote.connect().await else {
+                println!("pang");
+                return Ok(ExitCode::FAILURE);
+            };
+            let answer = dist.ping(&target).await;
+            dist.stop().await;
+            match answer {
+                Ok(rtt) => println!("pong from {target} in {} µs", rtt.as_micros()),
+                Err(_) => {
+                    println!("pang");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Command::Spawn {
+            remote,
+            module,
+            args,
+        } => {
+            let (node, dist, target) = remote.connect().await?;
+            let mut mailbox = node.mailbox()?;
+            let args = molt_abi::codec::encode(&args);
+            let (pid, _) = dist
+                .spawn_from(&mut mailbox, &target, &module, args, false, false)
+                .await?;
+            println!("{pid}");
+            dist.stop().await;
+        }
+        Command::Send {
+            remote,
+            name,
+            text,
+            tag,
+        } => {
+            let (node, dist, target) = remote.connect().await?;
+            let mailbox = node.mailbox()?;
+            dist.send_named(
+                mailbox.pid(),
+                &target,
+                &name,
+                tag,
+                molt_abi::codec::encode(&text),
+            )
+            .await?;
+            // The ping follows the message on the control stream: when it
+            // is answered, the message has been delivered.
+            dist.ping(&target).await?;
+            dist.stop().await;
+        }
+        _ => unreachable!("only remote commands come here"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `molt node`.
@@ -139,9 +296,20 @@ struct NodeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands that talk to a running node print results, not the life of
+    // their own short-lived node.
+    let quiet = matches!(
+        cli.command,
+        Command::Nodes { .. }
+            | Command::Ps { .. }
+            | Command::Ping { .. }
+            | Command::Spawn { .. }
+            | Command::Send { .. }
+    );
+    let default_level = if quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
         )
         .with_target(false)
         .init();
@@ -169,6 +337,11 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
             runtime()?.block_on(run(config, module, args, path))
         }
         Command::Node(args) => runtime()?.block_on(node(config, args)),
+        remote @ (Command::Nodes { .. }
+        | Command::Ps { .. }
+        | Command::Ping { .. }
+        | Command::Spawn { .. }
+        | Command::Send { .. }) => runtime()?.block_on(remote_command(remote)),
         Command::Inspect { module } => inspect(module),
         Command::Build { dir } => {
             for file in guest_build::build_crate(&dir)? {

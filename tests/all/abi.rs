@@ -4,14 +4,11 @@
 //! binary runs and inspects modules.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use molt_abi::imports::{self, ValType};
 use molt_abi::{Ref, tag};
 use molt_host::code::{self, LoadError, ModuleKind, Problem};
-use molt_tests::{QUIET, WAIT, guests_dir, node, run_to_exit, wat_fixture};
+use molt_tests::{QUIET, WAIT, guests_dir, molt, node, run_to_exit, wat_fixture};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wat_echo_returns_every_message_to_its_pid() {
@@ -244,73 +241,6 @@ async fn the_linker_provides_every_import_with_its_abi_signature() {
     // And it instantiates and runs.
     let mut me = node.mailbox().unwrap();
     assert_eq!(run_to_exit(&mut me, "every-import", vec![]).await, "normal");
-}
-
-// --- the `molt` binary ---
-
-/// The `molt` binary of this build, (re)built so it matches the sources.
-fn molt_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        // The test runs as target/<profile>/deps/all-<hash>. Cargo builds
-        // a package's binaries only for that package's own tests, so build
-        // it here; a no-op when it is fresh.
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("target/<profile>/deps");
-        let bin = profile_dir.join(format!("molt{}", std::env::consts::EXE_SUFFIX));
-        {
-            let profile = profile_dir
-                .file_name()
-                .and_then(|p| p.to_str())
-                .expect("a profile directory");
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let mut build = Command::new(cargo);
-            build.current_dir(env!("CARGO_MANIFEST_DIR")).args([
-                "build",
-                "--quiet",
-                "-p",
-                "molt-host",
-                "--bin",
-                "molt",
-            ]);
-            match profile {
-                "debug" => {}
-                "release" => {
-                    build.arg("--release");
-                }
-                other => {
-                    build.args(["--profile", other]);
-                }
-            }
-            let out = build.output().expect("running cargo build");
-            assert!(
-                out.status.success(),
-                "building molt: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        assert!(bin.is_file(), "no molt binary at {}", bin.display());
-        bin
-    })
-}
-
-/// Run `molt` with `args` to its end; returns its output and stdout +
-/// stderr as text.
-fn molt(args: &[&std::ffi::OsStr]) -> (Output, String) {
-    let out = Command::new(molt_bin())
-        .args(args)
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("running molt");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out, text)
 }
 
 #[test]

@@ -163,12 +163,20 @@ async fn a_crash_on_one_node_kills_a_linked_process_on_the_other() {
     assert_eq!(plain.cmd(Cmd::Link(victim.pid)).await, Outcome::Ok);
     assert_eq!(trapping.cmd(Cmd::Link(victim.pid)).await, Outcome::Ok);
     let watch = watcher.monitor(plain.pid);
-    // Wait until B has both links: the victim's links are applied when it
-    // next takes a signal, so round-trip a command through it.
-    assert_eq!(
-        victim.cmd(Cmd::IsAlive(victim.pid)).await,
-        Outcome::Bool(true)
-    );
+    // Make sure both links reached B before the crash: a message from each
+    // linker follows its link on their (sender, receiver) lane, so once the
+    // victim has both messages it has both links.
+    for linker in [&mut plain, &mut trapping] {
+        let send = Cmd::Send {
+            to: victim.pid,
+            tag: 70,
+            payload: vec![],
+        };
+        assert_eq!(linker.cmd(send).await, Outcome::Ok);
+    }
+    for _ in 0..2 {
+        assert!(matches!(victim.event().await, Event::Got { tag: 70, .. }));
+    }
     victim
         .ctl
         .send(
@@ -558,4 +566,84 @@ async fn monitor_node_delivers_nodedown() {
     // The puppet still takes commands after its NODEDOWNs.
     assert_eq!(p.cmd(Cmd::Nodes).await, Outcome::Names(vec![]));
     assert_eq!(p.cmd(Cmd::Ping(B.into())).await, Outcome::Bool(false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_drives_a_running_node_over_an_authenticated_channel() {
+    let secret = "cli-test-cookie";
+    let (a, da) = molt_tests::dist_node_with("a", secret.as_bytes(), |_| {}).await;
+    let (_b, db) = molt_tests::dist_node_with("b", secret.as_bytes(), |_| {}).await;
+    da.join(&address_of(&db)).await.unwrap();
+    let target = address_of(&da);
+    let cli = move |args: Vec<String>, cookie: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+            let out = std::process::Command::new(molt_tests::molt_bin())
+                .args(&args)
+                .env("MOLT_COOKIE", cookie)
+                .output()
+                .expect("running molt");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (
+                out.status.success(),
+                text,
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let arg = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+
+    let (ok, out, err) = cli(arg(&["nodes", "--node", &target]), secret)
+        .await
+        .unwrap();
+    assert!(ok, "{err}");
+    assert_eq!(
+        out, "a@127.0.0.1\nb@127.0.0.1\n",
+        "the CLI itself is hidden"
+    );
+
+    let (ok, out, err) = cli(arg(&["ping", "--node", &target]), secret)
+        .await
+        .unwrap();
+    assert!(ok && out.starts_with("pong from a@127.0.0.1"), "{out}{err}");
+
+    let (ok, out, err) = cli(arg(&["spawn", "--node", &target, "counter"]), secret)
+        .await
+        .unwrap();
+    assert!(ok, "{err}");
+    let spawned = out.trim().to_string();
+    assert!(
+        a.processes().iter().any(|p| p.pid.to_string() == spawned),
+        "{spawned} runs on a"
+    );
+
+    let (ok, out, err) = cli(arg(&["ps", "--node", &target]), secret).await.unwrap();
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&spawned) && l.contains("counter")),
+        "{out}"
+    );
+
+    // `molt send` reaches a registered process.
+    let mut p = Puppet::spawn(&a).await;
+    assert_eq!(p.cmd(Cmd::Register("inbox".into())).await, Outcome::Ok);
+    let (ok, _, err) = cli(arg(&["send", "--node", &target, "inbox", "hello"]), secret)
+        .await
+        .unwrap();
+    assert!(ok, "{err}");
+    match p.event().await {
+        Event::Got { payload, .. } => {
+            assert_eq!(codec::decode::<String>(&payload).unwrap(), "hello")
+        }
+        other => panic!("expected the CLI's message, got {other:?}"),
+    }
+
+    // Without the cookie there is no way in.
+    let (ok, out, _) = cli(arg(&["ping", "--node", &target]), "wrong")
+        .await
+        .unwrap();
+    assert!(!ok && out.contains("pang"), "{out}");
+    let (ok, _, err) = cli(arg(&["ps", "--node", &target]), "wrong").await.unwrap();
+    assert!(!ok && err.contains("cookie"), "{err}");
 }

@@ -169,6 +169,45 @@ pub enum Frame {
         /// Node names and their listen addresses.
         nodes: Vec<(String, String)>,
     },
+    /// Asks for the receiver's connected visible nodes (`molt nodes`).
+    NodesRequest {
+        /// Correlates the reply.
+        id: u64,
+    },
+    /// The answer to `NodesRequest`.
+    NodesReply {
+        /// The request's id.
+        id: u64,
+        /// Node names.
+        nodes: Vec<String>,
+    },
+    /// Asks for the receiver's processes (`molt ps`).
+    ProcessesRequest {
+        /// Correlates the reply.
+        id: u64,
+    },
+    /// The answer to `ProcessesRequest`.
+    ProcessesReply {
+        /// The request's id.
+        id: u64,
+        /// One row per live process.
+        processes: Vec<ProcessRow>,
+    },
+}
+
+/// One process, as `molt ps` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessRow {
+    /// Its pid.
+    pub pid: Pid,
+    /// Module and version; `None` for a host mailbox.
+    pub module: Option<(String, String)>,
+    /// Registered name.
+    pub name: Option<String>,
+    /// Messages waiting.
+    pub mailbox_len: u64,
+    /// Linear memory, in bytes.
+    pub memory_bytes: u64,
 }
 
 /// Bytes of the length prefix in front of every frame.
@@ -505,6 +544,26 @@ mod tests {
                 nodes: vec![("b@h".into(), "127.0.0.1:4371".into())],
             },
             Frame::Peers { nodes: vec![] },
+            Frame::NodesRequest { id: 12 },
+            Frame::NodesReply {
+                id: 12,
+                nodes: vec!["a@h".into()],
+            },
+            Frame::ProcessesRequest { id: 13 },
+            Frame::ProcessesReply {
+                id: 13,
+                processes: vec![ProcessRow {
+                    pid: Pid {
+                        node: 1,
+                        incarnation: 2,
+                        serial: 3,
+                    },
+                    module: Some(("counter".into(), "0.1.0".into())),
+                    name: Some("svc".into()),
+                    mailbox_len: 4,
+                    memory_bytes: 131_072,
+                }],
+            },
         ]
     }
 
@@ -867,6 +926,38 @@ mod tests {
                 .prop_map(|(id, result)| Frame::LoadReply { id, result }),
             prop::collection::vec(any::<(String, String)>(), 0..8)
                 .prop_map(|nodes| Frame::Peers { nodes }),
+            any::<u64>().prop_map(|id| Frame::NodesRequest { id }),
+            (any::<u64>(), prop::collection::vec(s(), 0..8))
+                .prop_map(|(id, nodes)| Frame::NodesReply { id, nodes }),
+            any::<u64>().prop_map(|id| Frame::ProcessesRequest { id }),
+            (
+                any::<u64>(),
+                prop::collection::vec(
+                    (
+                        any_pid(),
+                        proptest::option::of(any::<(String, String)>()),
+                        proptest::option::of(s()),
+                        any::<u64>(),
+                        any::<u64>()
+                    ),
+                    0..6
+                )
+            )
+                .prop_map(|(id, rows)| Frame::ProcessesReply {
+                    id,
+                    processes: rows
+                        .into_iter()
+                        .map(
+                            |(pid, module, name, mailbox_len, memory_bytes)| ProcessRow {
+                                pid,
+                                module,
+                                name,
+                                mailbox_len,
+                                memory_bytes,
+                            }
+                        )
+                        .collect(),
+                }),
         ]
     }
 

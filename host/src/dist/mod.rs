@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use molt_abi::{Pid, Ref, reason};
 use tokio::sync::oneshot;
 
-use self::frame::{Frame, FrameDecoder, SpawnFailure};
+use self::frame::{Frame, FrameDecoder, ProcessRow, SpawnFailure};
 use self::handshake::{Handshake, LocalInfo, PeerInfo, Role, Status};
 use self::lane::{Lane, Pushed};
 use self::peer::Peer;
@@ -296,6 +296,56 @@ impl Distribution {
         }
     }
 
+    /// The visible nodes `node` is connected to (`molt nodes`).
+    pub async fn nodes_of(&self, node: &str) -> Result<Vec<String>, DistError> {
+        let peer = self.inner.connect(node).await?;
+        let id = self.inner.request_id();
+        match self
+            .inner
+            .request(&peer, id, Frame::NodesRequest { id })
+            .await?
+        {
+            Frame::NodesReply { nodes, .. } => Ok(nodes),
+            other => Err(DistError::NoReply(format!("{node} (answered {other:?})"))),
+        }
+    }
+
+    /// The processes of `node` (`molt ps`).
+    pub async fn processes_of(&self, node: &str) -> Result<Vec<ProcessRow>, DistError> {
+        let peer = self.inner.connect(node).await?;
+        let id = self.inner.request_id();
+        match self
+            .inner
+            .request(&peer, id, Frame::ProcessesRequest { id })
+            .await?
+        {
+            Frame::ProcessesReply { processes, .. } => Ok(processes),
+            other => Err(DistError::NoReply(format!("{node} (answered {other:?})"))),
+        }
+    }
+
+    /// Send `payload` with `tag` to the process registered as `name` on
+    /// `node`, from `from` (`molt send`).
+    pub async fn send_named(
+        &self,
+        from: Pid,
+        node: &str,
+        name: &str,
+        tag: u32,
+        payload: Vec<u8>,
+    ) -> Result<(), DistError> {
+        let peer = self.inner.connect(node).await?;
+        let frame = Frame::MessageNamed {
+            from,
+            name: name.to_string(),
+            tag,
+            reference: Ref::NONE,
+            payload,
+        };
+        peer.control.push(frame::encode(&frame));
+        Ok(())
+    }
+
     /// Watch `node`: `watcher` gets a `NODEDOWN` message when its
     /// connection is lost (at once if it is not connected).
     pub fn monitor_node(&self, node: &str, watcher: Pid) {
@@ -305,6 +355,13 @@ impl Distribution {
     /// Close every connection and stop listening.
     pub fn shutdown(&self) {
         self.inner.endpoint.close(0u32.into(), b"node stopping");
+    }
+
+    /// Close every connection and wait (briefly) until the peers know.
+    pub async fn stop(&self) {
+        self.shutdown();
+        let idle = self.inner.endpoint.wait_idle();
+        let _ = tokio::time::timeout(Duration::from_secs(1), idle).await;
     }
 }
 
@@ -372,7 +429,11 @@ impl Router for RouterHandle {
                 incarnation: peer.incarnation,
                 serial: 0,
             };
-            peer.lane(from, to).push(frame::encode(&frame));
+            // This send is async already: wait here for room, as the
+            // runtime would for a send to a pid.
+            if peer.lane(from, to).push(frame::encode(&frame)) == Pushed::Congested {
+                peer.lane(from, to).wait_for_room().await;
+            }
             Ok(())
         })
     }
@@ -783,14 +844,19 @@ impl DistInner {
         }
     }
 
-    /// The connection to `peer` is gone: fire links and monitors with
-    /// `noconnection`, tell node monitors, fail pending requests.
-    fn node_down(&self, peer: &Arc<Peer>, why: &str) {
+    /// The connection to `peer` is gone (`closed_here`: this node closed
+    /// it): fire links and monitors with `noconnection`, tell node
+    /// monitors.
+    fn node_down(&self, peer: &Arc<Peer>, why: &str, closed_here: bool) {
         if !self.forget(peer) {
             return;
         }
         peer.close_lanes();
-        tracing::warn!(node = %peer.name, reason = %why, "node down");
+        if peer.hidden || closed_here {
+            tracing::info!(node = %peer.name, reason = %why, "disconnected");
+        } else {
+            tracing::warn!(node = %peer.name, reason = %why, "node down");
+        }
         let Some(node) = self.node() else { return };
         let stakes = std::mem::take(&mut *peer.stakes.lock().expect("stakes poisoned"));
         let lost: std::sync::Arc<str> = reason::NOCONNECTION.into();
@@ -1130,9 +1196,31 @@ impl DistInner {
                 peer.control
                     .push(frame::encode(&Frame::LoadReply { id, result }));
             }
+            Frame::NodesRequest { id } => {
+                let nodes = self.visible_nodes();
+                peer.control
+                    .push(frame::encode(&Frame::NodesReply { id, nodes }));
+            }
+            Frame::ProcessesRequest { id } => {
+                let processes = Node::from_inner(node.clone())
+                    .processes()
+                    .into_iter()
+                    .map(|p| ProcessRow {
+                        pid: p.pid,
+                        module: p.module,
+                        name: p.name,
+                        mailbox_len: p.mailbox_len as u64,
+                        memory_bytes: p.memory_bytes as u64,
+                    })
+                    .collect();
+                peer.control
+                    .push(frame::encode(&Frame::ProcessesReply { id, processes }));
+            }
             reply @ (Frame::SpawnReply { id, .. }
             | Frame::Pong { id }
-            | Frame::LoadReply { id, .. }) => {
+            | Frame::LoadReply { id, .. }
+            | Frame::NodesReply { id, .. }
+            | Frame::ProcessesReply { id, .. }) => {
                 if let Some(tx) = self.pending.lock().expect("pending poisoned").remove(&id) {
                     let _ = tx.send(reply);
                 }
@@ -1264,5 +1352,6 @@ async fn read_stream(dist: Arc<DistInner>, peer: Arc<Peer>, mut recv: quinn::Rec
 /// Wait for the connection to end, then run node-down.
 async fn watch(dist: Arc<DistInner>, peer: Arc<Peer>) {
     let why = peer.connection.closed().await;
-    dist.node_down(&peer, &why.to_string());
+    let ours = matches!(why, quinn::ConnectionError::LocallyClosed);
+    dist.node_down(&peer, &why.to_string(), ours);
 }

@@ -82,6 +82,8 @@ pub(crate) struct ProcessCell {
     pub urgent: AtomicBool,
     /// Messages queued or waiting in the mailbox, for `mailbox_len_max`.
     pub mailbox_len: AtomicUsize,
+    /// Size of its linear memory, in bytes (for `ps`).
+    pub memory_bytes: AtomicUsize,
 }
 
 impl ProcessCell {
@@ -96,6 +98,7 @@ impl ProcessCell {
             wake: Notify::new(),
             urgent: AtomicBool::new(false),
             mailbox_len: AtomicUsize::new(0),
+            memory_bytes: AtomicUsize::new(0),
         }
     }
 

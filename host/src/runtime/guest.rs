@@ -17,6 +17,8 @@ use crate::code::{ModuleKind, ModuleVersion};
 /// Caps one process's linear memory and tables, and remembers whether it
 /// refused, so the exit reason can name the limit.
 pub(crate) struct Limiter {
+    /// Where the current memory size is published, for `ps`.
+    cell: Arc<super::cell::ProcessCell>,
     memory_bytes_max: usize,
     table_elements_max: usize,
     refused: Option<String>,
@@ -37,6 +39,7 @@ impl ResourceLimiter for Limiter {
             ));
             return Ok(false);
         }
+        self.cell.memory_bytes.store(desired, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -98,6 +101,7 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
     let node = core.node.clone();
     let pid = core.pid();
     let limiter = Limiter {
+        cell: core.cell.clone(),
         memory_bytes_max: node.config.memory_bytes_max as usize,
         table_elements_max: node.config.table_elements_max as usize,
         refused: None,

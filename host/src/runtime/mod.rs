@@ -182,6 +182,8 @@ pub struct ProcessInfo {
     pub mailbox_len: usize,
     /// Registered name.
     pub name: Option<String>,
+    /// Linear memory, in bytes.
+    pub memory_bytes: usize,
 }
 
 pub(crate) struct NodeInner {
@@ -267,6 +269,10 @@ impl Node {
 
     pub(crate) fn inner(&self) -> Arc<NodeInner> {
         self.inner.clone()
+    }
+
+    pub(crate) fn from_inner(inner: Arc<NodeInner>) -> Node {
+        Node { inner }
     }
 
     /// What the node was started with (after fitting to the kernel).
@@ -384,6 +390,7 @@ impl Node {
                     .map(|m| (m.identity.name.clone(), m.identity.version.clone())),
                 mailbox_len: cell.mailbox_len.load(Ordering::Relaxed),
                 name: registry.name_of(cell.pid).map(str::to_string),
+                memory_bytes: cell.memory_bytes.load(Ordering::Relaxed),
             })
             .collect();
         all.sort_by_key(|p| p.pid.serial);
