@@ -352,8 +352,7 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
         Command::Demo => {
             eprintln!("building the example guests...");
             let dir = guest_build::build_workspace_guests(&["counter", "crash-demo", "ping-pong"])?;
-            let no_args = molt_abi::codec::encode::<[String]>(&[]);
-            runtime()?.block_on(run(config, dir.join("crash_demo.wasm"), no_args, vec![]))
+            runtime()?.block_on(demo(config, dir))
         }
         Command::Bench(args) => {
             runtime()?.block_on(bench::run(config, args))?;
@@ -400,6 +399,56 @@ async fn run(
         version.identity.name
     );
     Ok(ExitCode::FAILURE)
+}
+
+/// The demo: crash-demo on one node, then across two nodes on loopback.
+async fn demo(config: NodeConfig, guests: PathBuf) -> Result<ExitCode> {
+    let no_args = molt_abi::codec::encode::<[String]>(&[]);
+    let code = run(
+        config.clone(),
+        guests.join("crash_demo.wasm"),
+        no_args,
+        vec![],
+    )
+    .await?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
+    eprintln!("\n== two nodes on loopback: demo-a runs crash-demo, demo-b hosts its counter");
+    let mut cookie = vec![0u8; 32];
+    getrandom::fill(&mut cookie).map_err(|e| anyhow::anyhow!("random cookie: {e}"))?;
+    let start = |name: &str| {
+        let config = NodeConfig {
+            name: format!("{name}@127.0.0.1"),
+            processes_max: 1_000,
+            ..config.clone()
+        };
+        let node = Node::start(config)?;
+        node.code().add_path(&guests);
+        anyhow::Ok(node)
+    };
+    let (a, b) = (start("demo-a")?, start("demo-b")?);
+    let listen = "127.0.0.1:0".parse()?;
+    let da = Distribution::start(&a, DistConfig::new(listen, cookie.clone())).await?;
+    let db = Distribution::start(&b, DistConfig::new(listen, cookie)).await?;
+    b.load_file(guests.join("counter.wasm"))?;
+    da.join(&format!("{}:{}", db.name(), db.local_addr().port()))
+        .await?;
+    let entry = a.load_file(guests.join("crash_demo.wasm"))?;
+    let mut mailbox = a.mailbox()?;
+    let args = molt_abi::codec::encode(&vec![db.name().to_string()]);
+    let (_, watch) = mailbox.spawn(&entry.identity.name, args, false, true)?;
+    let why = mailbox
+        .recv_down(watch.expect("monitored"), Duration::from_secs(30))
+        .await
+        .context("the two-node demo did not finish in 30 s")?;
+    da.stop().await;
+    db.stop().await;
+    if why != reason::NORMAL {
+        eprintln!("molt: crash-demo exited: {why}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn node(mut config: NodeConfig, args: NodeArgs) -> Result<ExitCode> {

@@ -647,3 +647,104 @@ async fn the_cli_drives_a_running_node_over_an_authenticated_channel() {
     let (ok, _, err) = cli(arg(&["ps", "--node", &target]), "wrong").await.unwrap();
     assert!(!ok && err.contains("cookie"), "{err}");
 }
+
+/// A `molt node` in its own OS process, killed when dropped.
+struct ChildNode(std::process::Child);
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_detected_within_the_tick() {
+    use std::io::BufRead;
+    let secret = "kill-test-cookie";
+    let (a, da) = molt_tests::dist_node_with("a", secret.as_bytes(), |_| {}).await;
+    let tick_ms = TICK.as_millis().to_string();
+    let puppet_wasm = molt_tests::guests_dir().join("puppet.wasm");
+    let mut child = std::process::Command::new(molt_tests::molt_bin())
+        .args([
+            "node",
+            "--name",
+            "b",
+            "--listen",
+            "127.0.0.1:0",
+            "--tick-ms",
+            &tick_ms,
+            "--load",
+        ])
+        .arg(&puppet_wasm)
+        .env("MOLT_COOKIE", secret)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting molt node");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let child = ChildNode(child);
+    // "node b@127.0.0.1 listening on 127.0.0.1:PORT"
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line)
+    });
+    let line = tokio::time::timeout(WAIT, line)
+        .await
+        .expect("the node starts")
+        .unwrap()
+        .unwrap();
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .expect("an address")
+        .to_string();
+    da.join(&format!("b@{addr}"))
+        .await
+        .expect("a joins the child node");
+
+    let mut watcher = a.mailbox().unwrap();
+    let args = codec::encode(&PuppetArgs {
+        controller: watcher.pid(),
+    });
+    let (remote, r) = da
+        .spawn_from(&mut watcher, "b@127.0.0.1", "puppet", args, false, true)
+        .await
+        .expect("a puppet on the child node");
+    let ready = watcher
+        .recv(WAIT)
+        .await
+        .expect("the remote puppet is ready");
+    assert_eq!(
+        codec::decode::<Event>(&ready.payload).unwrap(),
+        Event::Ready(remote)
+    );
+    da.monitor_node("b@127.0.0.1", watcher.pid());
+
+    // SIGKILL: no goodbye on the wire; only the keep-alive tick can tell.
+    let started = std::time::Instant::now();
+    drop(child);
+    assert_eq!(
+        down_reason(&mut watcher, r.unwrap()).await,
+        reason::NOCONNECTION
+    );
+    let nodedown = watcher
+        .recv_matching(
+            &molt_host::Filter {
+                tags: vec![tag::NODEDOWN],
+                reference: None,
+            },
+            WAIT,
+        )
+        .await
+        .expect("NODEDOWN");
+    assert_eq!(&*nodedown.payload, b"b@127.0.0.1");
+    let took = started.elapsed();
+    assert!(
+        took < TICK * 3,
+        "a killed node was noticed after {took:?} with a {TICK:?} tick"
+    );
+}

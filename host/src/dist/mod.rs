@@ -844,15 +844,15 @@ impl DistInner {
         }
     }
 
-    /// The connection to `peer` is gone (`closed_here`: this node closed
-    /// it): fire links and monitors with `noconnection`, tell node
-    /// monitors.
-    fn node_down(&self, peer: &Arc<Peer>, why: &str, closed_here: bool) {
+    /// The connection to `peer` is gone (`orderly`: closed on purpose by
+    /// either side): fire links and monitors with `noconnection`, tell
+    /// node monitors.
+    fn node_down(&self, peer: &Arc<Peer>, why: &str, orderly: bool) {
         if !self.forget(peer) {
             return;
         }
         peer.close_lanes();
-        if peer.hidden || closed_here {
+        if peer.hidden || orderly {
             tracing::info!(node = %peer.name, reason = %why, "disconnected");
         } else {
             tracing::warn!(node = %peer.name, reason = %why, "node down");
@@ -1352,6 +1352,10 @@ async fn read_stream(dist: Arc<DistInner>, peer: Arc<Peer>, mut recv: quinn::Rec
 /// Wait for the connection to end, then run node-down.
 async fn watch(dist: Arc<DistInner>, peer: Arc<Peer>) {
     let why = peer.connection.closed().await;
-    let ours = matches!(why, quinn::ConnectionError::LocallyClosed);
-    dist.node_down(&peer, &why.to_string(), ours);
+    // Closed by us, or by a peer stopping in order: not a failure.
+    let orderly = matches!(
+        why,
+        quinn::ConnectionError::LocallyClosed | quinn::ConnectionError::ApplicationClosed(_)
+    );
+    dist.node_down(&peer, &why.to_string(), orderly);
 }
