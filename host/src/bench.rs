@@ -352,6 +352,19 @@ async fn remote_spawn_run(a: &Node, da: &Distribution, spawns: u64) -> Result<f6
     Ok(per_spawn)
 }
 
+/// Run `one` `runs` times and collect its figures.
+async fn measure<F, Fut>(runs: usize, mut one: F) -> Result<Vec<f64>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<f64>>,
+{
+    let mut values = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        values.push(one().await?);
+    }
+    Ok(values)
+}
+
 /// Run the benchmarks and print each figure.
 pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> {
     let guest = match &args.guest {
@@ -400,10 +413,7 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
         });
     }
     if want("pingpong") {
-        let mut v = Vec::new();
-        for _ in 0..runs {
-            v.push(pingpong_run(&node, args.rounds).await?);
-        }
+        let v = measure(runs, || pingpong_run(&node, args.rounds)).await?;
         figures.push(Figure {
             name: "local ping-pong",
             unit: "round trips/s",
@@ -411,10 +421,7 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
         });
     }
     if want("oneway") {
-        let mut v = Vec::new();
-        for _ in 0..runs {
-            v.push(oneway_run(&node, args.messages).await?);
-        }
+        let v = measure(runs, || oneway_run(&node, args.messages)).await?;
         figures.push(Figure {
             name: "local one-way, 64-byte messages",
             unit: "msgs/s",
@@ -449,10 +456,7 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             });
         }
         if want("remote-oneway") {
-            let mut v = Vec::new();
-            for _ in 0..runs {
-                v.push(remote_oneway_run(a, &da, args.remote_messages, 64).await?);
-            }
+            let v = measure(runs, || remote_oneway_run(a, &da, args.remote_messages, 64)).await?;
             figures.push(Figure {
                 name: "remote one-way, 64-byte messages",
                 unit: "msgs/s",
@@ -460,11 +464,11 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             });
         }
         if want("remote-4k") {
-            let mut v = Vec::new();
-            for _ in 0..runs {
+            let v = measure(runs, || async {
                 let rate = remote_oneway_run(a, &da, args.remote_messages / 4, 4096).await?;
-                v.push(rate * 4096.0 / 1e6);
-            }
+                Ok(rate * 4096.0 / 1e6)
+            })
+            .await?;
             figures.push(Figure {
                 name: "remote one-way, 4 KiB messages",
                 unit: "MB/s",
@@ -472,10 +476,7 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             });
         }
         if want("remote-spawn") {
-            let mut v = Vec::new();
-            for _ in 0..runs {
-                v.push(remote_spawn_run(a, &da, args.remote_spawns).await?);
-            }
+            let v = measure(runs, || remote_spawn_run(a, &da, args.remote_spawns)).await?;
             figures.push(Figure {
                 name: "remote spawn, waiting for each",
                 unit: "µs/spawn",
