@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use molt_abi::{Pid, Ref, codec, sysmsg, tag};
+use molt_host::dist::tls::TlsMode;
 use molt_host::dist::{DistConfig, Distribution};
 use molt_host::{Filter, HostMailbox, Message, Node, NodeConfig};
 pub use puppet::{Cmd, Event, Outcome, PuppetArgs, SystemEvent};
@@ -283,4 +284,49 @@ pub fn molt(args: &[&std::ffi::OsStr]) -> (Output, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out, text)
+}
+
+/// A certificate authority for tests of mutual TLS: signs node
+/// certificates naming nodes as `node_name_to_san` says.
+pub struct TestCa {
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    /// A fresh CA with its own key.
+    pub fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).expect("CA certificate");
+        TestCa { issuer }
+    }
+
+    /// CA-mode TLS with a certificate this CA signed naming
+    /// `named_node` (a full node name, `b@127.0.0.1`), usable by client
+    /// and server alike.
+    pub fn mode_for(&self, named_node: &str) -> TlsMode {
+        let key = rcgen::KeyPair::generate().expect("node key");
+        let san = molt_host::dist::tls::node_name_to_san(named_node);
+        let mut params = rcgen::CertificateParams::new(vec![san]).expect("node params");
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("node certificate");
+        TlsMode::Ca {
+            ca_cert_pem: self.issuer.pem().into_bytes(),
+            cert_pem: cert.pem().into_bytes(),
+            key_pem: key.serialize_pem().into_bytes(),
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use molt_abi::reason;
+use molt_host::dist::tls::TlsMode;
 use molt_host::dist::{DistConfig, Distribution};
 use molt_host::{Node, NodeConfig, bench, code, guest_build};
 use tracing_subscriber::EnvFilter;
@@ -143,7 +144,10 @@ enum Command {
 }
 
 /// How the CLI reaches a running node: it joins as a hidden node,
-/// authenticated with the cookie like any node.
+/// authenticated with the cookie like any node; with the --tls flags also
+/// with a CA certificate, and then its node name is the one the
+/// certificate names (so two CLIs with one certificate cannot be connected
+/// to one node at once).
 #[derive(clap::Args)]
 struct Remote {
     /// The node: `name@host:port`.
@@ -152,6 +156,36 @@ struct Remote {
     /// Cookie file (default: $HOME/.molt.cookie; MOLT_COOKIE wins).
     #[arg(long)]
     cookie_file: Option<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// Mutual TLS against a CA (all three flags or none). Without them nodes
+/// use self-made certificates and the cookie alone says who they are.
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// CA certificate (PEM) that peers' certificates must chain to.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// This node's certificate chain (PEM), signed by the CA, naming the
+    /// node as the DNS name `NAME.at.HOST.molt` (`a@127.0.0.1` →
+    /// `a.at.127-0-0-1.molt`).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_key"])]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_ca", "tls_cert"])]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The TLS mode the flags ask for.
+    fn mode(&self) -> Result<TlsMode> {
+        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Ok(TlsMode::from_files(ca, cert, key)?),
+            (None, None, None) => Ok(TlsMode::SelfSigned),
+            _ => anyhow::bail!("--tls-ca, --tls-cert and --tls-key go together"),
+        }
+    }
 }
 
 impl Remote {
@@ -160,14 +194,25 @@ impl Remote {
     async fn connect(&self) -> Result<(Node, Distribution, String)> {
         let (target, _) = molt_host::dist::parse_node_address(&self.node)?;
         let cookie = molt_host::dist::cookie::load_or_create(self.cookie_file.as_deref())?;
+        let tls = self.tls.mode()?;
+        // In CA mode the CLI is the node its certificate names.
+        let name = match tls.certificate_node_names()?.into_iter().next() {
+            Some(name) => name,
+            None if tls.is_ca() => anyhow::bail!(
+                "the --tls-cert certificate names no molt node \
+                 (a DNS name like cli.at.127-0-0-1.molt)"
+            ),
+            None => format!("molt-cli-{}@127.0.0.1", std::process::id()),
+        };
         let config = NodeConfig {
-            name: format!("molt-cli-{}@127.0.0.1", std::process::id()),
+            name,
             processes_max: 64,
             ..NodeConfig::default()
         };
         let node = Node::start(config)?;
         let mut dist_config = DistConfig::new("127.0.0.1:0".parse()?, cookie.as_bytes().to_vec());
         dist_config.hidden = true;
+        dist_config.tls = tls;
         let dist = Distribution::start(&node, dist_config).await?;
         dist.join(&self.node)
             .await
@@ -207,6 +252,8 @@ async fn remote_command(command: Command) -> Result<ExitCode> {
             dist.stop().await;
         }
         Command::Ping { remote } => {
+            // Unusable TLS files are an error, not a `pang`.
+            remote.tls.mode()?;
             let Ok((_node, dist, target)) = remote.connect().await else {
                 println!("pang");
                 return Ok(ExitCode::FAILURE);
@@ -292,6 +339,8 @@ struct NodeArgs {
     /// Directories to load modules from on first spawn. Repeatable.
     #[arg(long)]
     path: Vec<PathBuf>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 fn main() -> ExitCode {
@@ -458,6 +507,7 @@ async fn node(mut config: NodeConfig, args: NodeArgs) -> Result<ExitCode> {
         format!("{}@{}", args.name, args.listen.ip())
     };
     let cookie = molt_host::dist::cookie::load_or_create(args.cookie_file.as_deref())?;
+    let tls = args.tls.mode()?;
     let node = Node::start(config)?;
     for file in &args.load {
         node.load_file(file)
@@ -469,6 +519,7 @@ async fn node(mut config: NodeConfig, args: NodeArgs) -> Result<ExitCode> {
     let mut dist_config = DistConfig::new(args.listen, cookie.as_bytes().to_vec());
     dist_config.hidden = args.hidden;
     dist_config.tick = Duration::from_millis(args.tick_ms);
+    dist_config.tls = tls;
     if !args.allow.is_empty() {
         dist_config.allow = Some(args.allow);
     }

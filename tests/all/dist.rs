@@ -7,9 +7,10 @@ use std::net::UdpSocket;
 use faulty::Fault;
 use molt_abi::{Ref, codec, reason, status, tag};
 use molt_host::SpawnError;
+use molt_host::dist::tls::TlsMode;
 use molt_tests::{
-    COOKIE, Cmd, Event, Outcome, Puppet, PuppetArgs, SystemEvent, TICK, WAIT, address_of,
-    dist_node, dist_node_with, down_reason,
+    COOKIE, Cmd, Event, Outcome, Puppet, PuppetArgs, QUIET, SystemEvent, TICK, TestCa, WAIT,
+    address_of, dist_node, dist_node_with, down_reason,
 };
 
 /// Wait until `dist` lists exactly `expected` (sorted) as its nodes.
@@ -747,4 +748,74 @@ async fn a_killed_node_is_detected_within_the_tick() {
         took < TICK * 3,
         "a killed node was noticed after {took:?} with a {TICK:?} tick"
     );
+}
+
+/// A node `name@127.0.0.1` in CA mode with `tls`.
+async fn ca_node(name: &str, tls: TlsMode) -> (molt_host::Node, molt_host::dist::Distribution) {
+    dist_node_with(name, COOKIE, move |c| c.tls = tls).await
+}
+
+/// Neither node lists the other, for a moment after a refusal.
+async fn stay_apart(x: &molt_host::dist::Distribution, y: &molt_host::dist::Distribution) {
+    tokio::time::sleep(QUIET).await;
+    assert!(x.nodes().is_empty(), "{} sees {:?}", x.name(), x.nodes());
+    assert!(y.nodes().is_empty(), "{} sees {:?}", y.name(), y.nodes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_certificates_from_one_ca_connect_and_ping() {
+    let ca = TestCa::new("cluster CA");
+    let (_a, da) = ca_node("a", ca.mode_for("a@127.0.0.1")).await;
+    let (_b, db) = ca_node("b", ca.mode_for("b@127.0.0.1")).await;
+    da.join(&address_of(&db)).await.expect("a joins b");
+    wait_for_nodes(&db, &["a@127.0.0.1"]).await;
+    da.ping("b@127.0.0.1").await.expect("b answers a ping");
+    db.ping("a@127.0.0.1").await.expect("a answers a ping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_another_ca_is_refused() {
+    let (ca, other) = (TestCa::new("cluster CA"), TestCa::new("other CA"));
+    let (_a, da) = ca_node("a", ca.mode_for("a@127.0.0.1")).await;
+    let (_b, db) = ca_node("b", other.mode_for("b@127.0.0.1")).await;
+    // b's certificate fails a's check, and a's fails b's: either way round.
+    let err = db.join(&address_of(&da)).await.unwrap_err().to_string();
+    assert!(err.contains("certificate"), "{err}");
+    let err = da.join(&address_of(&db)).await.unwrap_err().to_string();
+    assert!(err.contains("certificate"), "{err}");
+    stay_apart(&da, &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_another_node_name_is_refused() {
+    let ca = TestCa::new("cluster CA");
+    let (_a, da) = ca_node("a", ca.mode_for("a@127.0.0.1")).await;
+    // b holds a good certificate of the cluster, but it names c.
+    let (_b, db) = ca_node("b", ca.mode_for("c@127.0.0.1")).await;
+    let err = db.join(&address_of(&da)).await.unwrap_err().to_string();
+    assert!(
+        err.contains("certificate does not name node b@127.0.0.1"),
+        "{err}"
+    );
+    // Connecting to b, a's TLS asks for b's name, which the certificate
+    // does not give.
+    let err = da.join(&address_of(&db)).await.unwrap_err().to_string();
+    assert!(err.contains("certificate"), "{err}");
+    stay_apart(&da, &db).await;
+    // The node that certificate does name is welcome.
+    let (_c, dc) = ca_node("c", ca.mode_for("c@127.0.0.1")).await;
+    dc.join(&address_of(&da)).await.expect("c joins a");
+    da.ping("c@127.0.0.1").await.expect("c answers a ping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_node_refuses_a_self_signed_node() {
+    let ca = TestCa::new("cluster CA");
+    let (_a, da) = ca_node("a", ca.mode_for("a@127.0.0.1")).await;
+    let (_b, db) = dist_node("b").await;
+    let err = da.join(&address_of(&db)).await.unwrap_err().to_string();
+    assert!(err.contains("certificate"), "{err}");
+    let err = db.join(&address_of(&da)).await.unwrap_err().to_string();
+    assert!(err.contains("certificate"), "{err}");
+    stay_apart(&da, &db).await;
 }

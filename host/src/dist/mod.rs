@@ -59,6 +59,11 @@ pub struct DistConfig {
     pub allow: Option<Vec<String>>,
     /// How long a request (spawn, ping, load) waits for its reply.
     pub request_timeout: Duration,
+    /// How TLS authenticates peers: self-made certificates (the default,
+    /// identity from the cookie alone) or mutual TLS against a CA, with
+    /// the node name checked in the peer's certificate. The cookie
+    /// handshake runs in both modes: in CA mode a peer needs both.
+    pub tls: tls::TlsMode,
 }
 
 impl DistConfig {
@@ -76,6 +81,7 @@ impl DistConfig {
             handshake_timeout: Duration::from_secs(5),
             allow: None,
             request_timeout: Duration::from_secs(10),
+            tls: tls::TlsMode::SelfSigned,
         }
     }
 }
@@ -171,8 +177,7 @@ impl Distribution {
         if !name.contains('@') {
             return Err(DistError::BadAddress(name));
         }
-        let identity = tls::NodeIdentity::self_signed(&name)?;
-        let (server_crypto, client_crypto) = tls::quic_configs(&identity)?;
+        let (server_crypto, client_crypto) = tls::quic_configs(&config.tls, &name)?;
         let transport = Arc::new(transport_config(&config));
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
         server.transport_config(transport.clone());
@@ -639,9 +644,11 @@ impl DistInner {
             node: name.to_string(),
             reason,
         };
+        // In CA mode TLS checks that the target's certificate names it.
+        let server_name = tls::server_name_for(&self.config.tls, name)?;
         let connecting = self
             .endpoint
-            .connect_with(self.client_config.clone(), addr, tls::SERVER_NAME)
+            .connect_with(self.client_config.clone(), addr, &server_name)
             .map_err(|e| fail(e.to_string()))?;
         let connection = tokio::time::timeout(self.config.handshake_timeout, connecting)
             .await
@@ -680,6 +687,15 @@ impl DistInner {
             node: remote.to_string(),
             reason,
         };
+        // Why a stream broke: the connection's close reason if it has one
+        // (a CA-mode acceptor that rejects our certificate closes the
+        // connection with a TLS alert only after QUIC's handshake is done).
+        let lost = |e: &dyn std::fmt::Display| {
+            let why = connection
+                .close_reason()
+                .map_or_else(|| e.to_string(), |c| c.to_string());
+            refused(format!("the peer closed the handshake: {why}"))
+        };
         let mut exporter = [0u8; 32];
         connection
             .export_keying_material(&mut exporter, b"molt-dist-1", b"")
@@ -699,22 +715,32 @@ impl DistInner {
             handshake::random_challenge(),
             deadline,
         );
-        let mut admit = |info: &PeerInfo| self.admit(info);
+        // In CA mode the peer must be the node its certificate names.
+        let presented = self
+            .config
+            .tls
+            .is_ca()
+            .then(|| tls::presented_leaf(connection.peer_identity()));
+        let mut admit = |info: &PeerInfo| {
+            if let Some(leaf) = &presented {
+                tls::check_peer_names(leaf.as_ref(), &info.name)?;
+            }
+            self.admit(info)
+        };
         let mut buf = vec![0u8; 4096];
         let info = loop {
             let out = hs.take_output();
             if !out.is_empty() {
-                send.write_all(&out)
-                    .await
-                    .map_err(|e| refused(e.to_string()))?;
+                send.write_all(&out).await.map_err(|e| lost(&e))?;
             }
             let read = tokio::time::timeout_at(deadline.into(), recv.read(&mut buf)).await;
             let status = match read {
                 Err(_) => hs.poll_timeout(Instant::now()),
                 Ok(Ok(Some(n))) => hs.receive(&buf[..n], &mut admit),
-                Ok(Ok(None)) | Ok(Err(_)) => {
+                Ok(Ok(None)) => {
                     return Err(refused("the peer closed the handshake".to_string()));
                 }
+                Ok(Err(e)) => return Err(lost(&e)),
             };
             match status {
                 Status::InProgress => continue,
@@ -729,15 +755,17 @@ impl DistInner {
                     let _ =
                         tokio::time::timeout(Duration::from_millis(200), connection.closed()).await;
                     connection.close(2u32.into(), b"handshake refused");
+                    if role == Role::Initiator {
+                        // The acceptor's refusals are logged by accept_loop.
+                        tracing::warn!(peer = %remote, "node handshake refused: {why}");
+                    }
                     return Err(refused(why.to_string()));
                 }
             }
         };
         let out = hs.take_output();
         if !out.is_empty() {
-            send.write_all(&out)
-                .await
-                .map_err(|e| refused(e.to_string()))?;
+            send.write_all(&out).await.map_err(|e| lost(&e))?;
         }
         Ok(self.enter(info, connection, send, recv))
     }
