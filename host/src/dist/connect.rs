@@ -1,0 +1,355 @@
+//! Making connections: the QUIC transport settings, connecting and
+//! accepting, driving the handshake, admitting a peer, and the tasks that
+//! read and write its streams and notice when it goes away.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::frame::FrameDecoder;
+use super::handshake::{self, Handshake, LocalInfo, PeerInfo, Role, Status};
+use super::lane::Lane;
+use super::peer::Peer;
+use super::{DistConfig, DistError, DistInner, node_id, tls};
+
+pub(super) fn transport_config(config: &DistConfig) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(config.tick / 4));
+    t.max_idle_timeout(Some(
+        quinn::IdleTimeout::try_from(config.tick).expect("tick fits QUIC's idle timeout"),
+    ));
+    t.max_concurrent_uni_streams((config.lanes as u32 + 4).into());
+    t.max_concurrent_bidi_streams(2u32.into());
+    t
+}
+
+impl DistInner {
+    /// The connected peer `name`, connecting first if needed.
+    pub(super) async fn connect(self: &Arc<Self>, name: &str) -> Result<Arc<Peer>, DistError> {
+        let id = node_id(name);
+        if let Some(peer) = self.peer(id) {
+            return Ok(peer);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(peer) = self.peer(id) {
+            return Ok(peer);
+        }
+        let addr = self
+            .addresses
+            .lock()
+            .expect("addresses poisoned")
+            .get(name)
+            .copied()
+            .ok_or_else(|| DistError::UnknownNode(name.to_string()))?;
+        let fail = |reason: String| DistError::Connect {
+            node: name.to_string(),
+            reason,
+        };
+        // In CA mode TLS checks that the target's certificate names it.
+        let server_name = tls::server_name_for(&self.config.tls, name)?;
+        let connecting = self
+            .endpoint
+            .connect_with(self.client_config.clone(), addr, &server_name)
+            .map_err(|e| fail(e.to_string()))?;
+        let connection = tokio::time::timeout(self.config.handshake_timeout, connecting)
+            .await
+            .map_err(|_| fail("timed out".to_string()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let (send, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let peer = self
+            .handshake(connection, send, recv, Role::Initiator)
+            .await?;
+        if peer.name != name {
+            let reason = format!("the node at {addr} is {}, not {name}", peer.name);
+            peer.connection.close(1u32.into(), reason.as_bytes());
+            self.forget(&peer);
+            return Err(DistError::Refused {
+                node: name.to_string(),
+                reason,
+            });
+        }
+        Ok(peer)
+    }
+
+    /// Run the handshake on a fresh connection; on success the peer is in
+    /// the table and its tasks run.
+    pub(super) async fn handshake(
+        self: &Arc<Self>,
+        connection: quinn::Connection,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        role: Role,
+    ) -> Result<Arc<Peer>, DistError> {
+        let remote = connection.remote_address();
+        let refused = |reason: String| DistError::Refused {
+            node: remote.to_string(),
+            reason,
+        };
+        // Why a stream broke: the connection's close reason if it has one
+        // (a CA-mode acceptor that rejects our certificate closes the
+        // connection with a TLS alert only after QUIC's handshake is done).
+        let lost = |e: &dyn std::fmt::Display| {
+            let why = connection
+                .close_reason()
+                .map_or_else(|| e.to_string(), |c| c.to_string());
+            refused(format!("the peer closed the handshake: {why}"))
+        };
+        let mut exporter = [0u8; 32];
+        connection
+            .export_keying_material(&mut exporter, b"molt-dist-1", b"")
+            .map_err(|_| refused("cannot export TLS keying material".to_string()))?;
+        let local = LocalInfo {
+            name: self.name.clone(),
+            incarnation: self.incarnation,
+            hidden: self.config.hidden,
+            listen: Some(self.local_addr().to_string()),
+        };
+        let deadline = Instant::now() + self.config.handshake_timeout;
+        let mut hs = Handshake::new(
+            role,
+            local,
+            &self.config.cookie,
+            exporter,
+            handshake::random_challenge(),
+            deadline,
+        );
+        // In CA mode the peer must be the node its certificate names.
+        let presented = self
+            .config
+            .tls
+            .is_ca()
+            .then(|| tls::presented_leaf(connection.peer_identity()));
+        let mut admit = |info: &PeerInfo| {
+            if let Some(leaf) = &presented {
+                tls::check_peer_names(leaf.as_ref(), &info.name)?;
+            }
+            self.admit(info)
+        };
+        let mut buf = vec![0u8; 4096];
+        let info = loop {
+            let out = hs.take_output();
+            if !out.is_empty() {
+                send.write_all(&out).await.map_err(|e| lost(&e))?;
+            }
+            let read = tokio::time::timeout_at(deadline.into(), recv.read(&mut buf)).await;
+            let status = match read {
+                Err(_) => hs.poll_timeout(Instant::now()),
+                Ok(Ok(Some(n))) => hs.receive(&buf[..n], &mut admit),
+                Ok(Ok(None)) => {
+                    return Err(refused("the peer closed the handshake".to_string()));
+                }
+                Ok(Err(e)) => return Err(lost(&e)),
+            };
+            match status {
+                Status::InProgress => continue,
+                Status::Done(info) => break info,
+                Status::Refused(why) => {
+                    // The peer gets the refusal, and nothing else.
+                    let out = hs.take_output();
+                    if !out.is_empty() {
+                        let _ = send.write_all(&out).await;
+                        let _ = send.finish();
+                    }
+                    let _ =
+                        tokio::time::timeout(Duration::from_millis(200), connection.closed()).await;
+                    connection.close(2u32.into(), b"handshake refused");
+                    if role == Role::Initiator {
+                        // The acceptor's refusals are logged by accept_loop.
+                        tracing::warn!(peer = %remote, "node handshake refused: {why}");
+                    }
+                    return Err(refused(why.to_string()));
+                }
+            }
+        };
+        let out = hs.take_output();
+        if !out.is_empty() {
+            send.write_all(&out).await.map_err(|e| lost(&e))?;
+        }
+        Ok(self.enter(info, connection, send, recv))
+    }
+
+    /// Whether a node that completed the first half of the handshake may
+    /// join: allowlist, duplicate names, connection limit.
+    pub(super) fn admit(&self, info: &PeerInfo) -> Result<(), String> {
+        if info.name == self.name {
+            return Err(format!("the peer has this node's own name {}", info.name));
+        }
+        if let Some(allow) = &self.config.allow
+            && !allow.iter().any(|n| n == &info.name)
+        {
+            return Err(format!("{} is not in the allowlist", info.name));
+        }
+        let peers = self.peers.read().expect("peers poisoned");
+        if let Some(existing) = peers.get(&node_id(&info.name)) {
+            return Err(format!(
+                "a node named {} is already connected (incarnation {:x})",
+                existing.name, existing.incarnation
+            ));
+        }
+        if peers.len() >= self.config.connections_max {
+            return Err(format!(
+                "connections_max ({}) reached",
+                self.config.connections_max
+            ));
+        }
+        Ok(())
+    }
+
+    /// Put an authenticated peer in the table and start its tasks.
+    pub(super) fn enter(
+        self: &Arc<Self>,
+        info: PeerInfo,
+        connection: quinn::Connection,
+        control_send: quinn::SendStream,
+        control_recv: quinn::RecvStream,
+    ) -> Arc<Peer> {
+        let lanes = (0..self.config.lanes.max(1))
+            .map(|_| Lane::new(self.config.lane_bytes_max))
+            .collect();
+        let peer = Arc::new(Peer {
+            node_id: node_id(&info.name),
+            name: info.name.clone(),
+            incarnation: info.incarnation,
+            hidden: info.hidden,
+            listen: info.listen.clone(),
+            connection: connection.clone(),
+            control: Lane::new(self.config.lane_bytes_max),
+            lanes,
+            stakes: Mutex::new(Default::default()),
+        });
+        if let Some(addr) = info.listen.as_deref().and_then(|a| a.parse().ok()) {
+            self.addresses
+                .lock()
+                .expect("addresses poisoned")
+                .insert(info.name.clone(), addr);
+        }
+        self.peers
+            .write()
+            .expect("peers poisoned")
+            .insert(peer.node_id, peer.clone());
+        tracing::info!(node = %peer.name, hidden = peer.hidden, "node up");
+
+        tokio::spawn(write_control(peer.clone(), control_send));
+        for index in 0..peer.lanes.len() {
+            tokio::spawn(write_lane(peer.clone(), index));
+        }
+        tokio::spawn(read_stream(self.clone(), peer.clone(), control_recv));
+        tokio::spawn(accept_lanes(self.clone(), peer.clone()));
+        tokio::spawn(watch(self.clone(), peer.clone()));
+        // Full mesh: tell a visible peer which visible nodes we know.
+        if !self.config.hidden && !peer.hidden {
+            self.announce_peers();
+        }
+        peer
+    }
+}
+
+pub(super) async fn accept_loop(dist: Arc<DistInner>) {
+    while let Some(incoming) = dist.endpoint.accept().await {
+        let dist = dist.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let connection =
+                match tokio::time::timeout(dist.config.handshake_timeout, incoming).await {
+                    Ok(Ok(c)) => c,
+                    Ok(Err(e)) => {
+                        tracing::warn!(peer = %remote, "incoming node connection failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(peer = %remote, "incoming node connection timed out in TLS");
+                        return;
+                    }
+                };
+            let streams =
+                tokio::time::timeout(dist.config.handshake_timeout, connection.accept_bi()).await;
+            let Ok(Ok((send, recv))) = streams else {
+                tracing::warn!(peer = %remote, "node connection opened no handshake stream");
+                connection.close(2u32.into(), b"no handshake");
+                return;
+            };
+            if let Err(e) = dist.handshake(connection, send, recv, Role::Acceptor).await {
+                tracing::warn!(peer = %remote, "{e}");
+            }
+        });
+    }
+}
+
+async fn write_control(peer: Arc<Peer>, mut send: quinn::SendStream) {
+    let mut batch = Vec::new();
+    while peer.control.take_batch(&mut batch).await {
+        if send.write_all(&batch).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn write_lane(peer: Arc<Peer>, index: usize) {
+    let Ok(mut send) = peer.connection.open_uni().await else {
+        return;
+    };
+    // The first byte names the lane, for the reader's logs.
+    if send.write_all(&[index as u8]).await.is_err() {
+        return;
+    }
+    let mut batch = Vec::new();
+    while peer.lanes[index].take_batch(&mut batch).await {
+        if send.write_all(&batch).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn accept_lanes(dist: Arc<DistInner>, peer: Arc<Peer>) {
+    let mut lanes = 0usize;
+    while let Ok(mut recv) = peer.connection.accept_uni().await {
+        lanes += 1;
+        if lanes > dist.config.lanes {
+            tracing::warn!(node = %peer.name, "peer opened more lanes than lanes ({}); closing", dist.config.lanes);
+            peer.connection.close(3u32.into(), b"too many lanes");
+            return;
+        }
+        let mut first = [0u8; 1];
+        if recv.read_exact(&mut first).await.is_err() {
+            continue;
+        }
+        tokio::spawn(read_stream(dist.clone(), peer.clone(), recv));
+    }
+}
+
+/// Read frames from one stream and dispatch them; a malformed or oversize
+/// frame closes the connection with the reason, logged.
+async fn read_stream(dist: Arc<DistInner>, peer: Arc<Peer>, mut recv: quinn::RecvStream) {
+    let mut decoder = FrameDecoder::new(dist.config.frame_bytes_max);
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match recv.read(&mut buf).await {
+            Ok(Some(n)) => decoder.push(&buf[..n]),
+            Ok(None) | Err(_) => return,
+        }
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => dist.dispatch(&peer, frame),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(node = %peer.name, "bad frame from peer, closing the connection: {e}");
+                    peer.connection.close(4u32.into(), b"bad frame");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Wait for the connection to end, then run node-down.
+async fn watch(dist: Arc<DistInner>, peer: Arc<Peer>) {
+    let why = peer.connection.closed().await;
+    // Closed by us, or by a peer stopping in order: not a failure.
+    let orderly = matches!(
+        why,
+        quinn::ConnectionError::LocallyClosed | quinn::ConnectionError::ApplicationClosed(_)
+    );
+    dist.node_down(&peer, &why.to_string(), orderly);
+}

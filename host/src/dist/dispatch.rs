@@ -1,0 +1,279 @@
+//! Acting on frames from a peer: signals for local processes, requests
+//! and their replies, and full-mesh gossip.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use molt_abi::reason;
+
+use super::frame::{self, Frame, ProcessRow, SpawnFailure};
+use super::peer::Peer;
+use super::{DistInner, node_id};
+use crate::runtime::{Message, Node, Signal, SpawnError};
+
+impl DistInner {
+    /// Act on a frame from `peer`.
+    pub(super) fn dispatch(self: &Arc<Self>, peer: &Arc<Peer>, frame: Frame) {
+        let Some(node) = self.node() else { return };
+        match frame {
+            Frame::Message {
+                from,
+                to,
+                tag,
+                reference,
+                payload,
+            } => {
+                let message = Message {
+                    tag,
+                    reference,
+                    payload: payload.into_boxed_slice(),
+                };
+                if let Err(e) = node.deliver_message(from, to, message) {
+                    tracing::warn!(%from, %to, node = %peer.name, "remote message not delivered: {e}");
+                }
+            }
+            Frame::MessageNamed {
+                from,
+                name,
+                tag,
+                reference,
+                payload,
+            } => {
+                let to = node
+                    .registry
+                    .lock()
+                    .expect("registry poisoned")
+                    .whereis(&name);
+                let message = Message {
+                    tag,
+                    reference,
+                    payload: payload.into_boxed_slice(),
+                };
+                match to {
+                    Some(to) => {
+                        if let Err(e) = node.deliver_message(from, to, message) {
+                            tracing::warn!(%from, %to, node = %peer.name, "remote message not delivered: {e}");
+                        }
+                    }
+                    None => {
+                        tracing::debug!(%from, name, "remote message to an unregistered name dropped")
+                    }
+                }
+            }
+            Frame::Exit {
+                from,
+                to,
+                reason,
+                linked,
+            } => {
+                if linked {
+                    peer.stakes
+                        .lock()
+                        .expect("stakes poisoned")
+                        .links
+                        .remove(&(to, from));
+                }
+                let _ = node.route(
+                    from,
+                    to,
+                    Signal::Exit {
+                        from,
+                        reason: reason.into(),
+                        linked,
+                    },
+                );
+            }
+            Frame::Link { from, to } => {
+                peer.stakes
+                    .lock()
+                    .expect("stakes poisoned")
+                    .links
+                    .insert((to, from));
+                if node.route(from, to, Signal::Link { from }).is_err() {
+                    // As for a local link: the linker learns `noproc`.
+                    peer.stakes
+                        .lock()
+                        .expect("stakes poisoned")
+                        .links
+                        .remove(&(to, from));
+                    let _ = self.route(
+                        to,
+                        from,
+                        Signal::Exit {
+                            from: to,
+                            reason: reason::NOPROC.into(),
+                            linked: true,
+                        },
+                    );
+                }
+            }
+            Frame::Unlink { from, to } => {
+                peer.stakes
+                    .lock()
+                    .expect("stakes poisoned")
+                    .links
+                    .remove(&(to, from));
+                let _ = node.route(from, to, Signal::Unlink { from });
+            }
+            Frame::Monitor {
+                from,
+                to,
+                reference,
+            } => {
+                peer.stakes
+                    .lock()
+                    .expect("stakes poisoned")
+                    .monitored_by
+                    .insert(reference, (to, from));
+                if node
+                    .route(from, to, Signal::Monitor { from, reference })
+                    .is_err()
+                {
+                    let _ = self.route(
+                        to,
+                        from,
+                        Signal::Down {
+                            pid: to,
+                            reference,
+                            reason: reason::NOPROC.into(),
+                        },
+                    );
+                }
+            }
+            Frame::Demonitor {
+                from,
+                to,
+                reference,
+            } => {
+                peer.stakes
+                    .lock()
+                    .expect("stakes poisoned")
+                    .monitored_by
+                    .remove(&reference);
+                let _ = node.route(from, to, Signal::Demonitor { from, reference });
+            }
+            Frame::Down {
+                watcher,
+                pid,
+                reference,
+                reason,
+            } => {
+                peer.stakes
+                    .lock()
+                    .expect("stakes poisoned")
+                    .monitors
+                    .remove(&reference);
+                let _ = node.route(
+                    pid,
+                    watcher,
+                    Signal::Down {
+                        pid,
+                        reference,
+                        reason: reason.into(),
+                    },
+                );
+            }
+            Frame::SpawnRequest {
+                id,
+                from,
+                module,
+                args,
+                link,
+                monitor,
+            } => {
+                let result = node
+                    .spawn(
+                        &module,
+                        args,
+                        link.then_some(from),
+                        monitor.map(|r| (r, from)),
+                    )
+                    .map_err(|e| match e {
+                        SpawnError::NoModule(m) => SpawnFailure::NoModule(m),
+                        SpawnError::ProcessLimit(max) => SpawnFailure::ProcessLimit(max),
+                        SpawnError::ArgsTooLarge { size, max } => SpawnFailure::ArgsTooLarge {
+                            size: size as u64,
+                            max: max as u64,
+                        },
+                        // A local spawn does not reach other nodes.
+                        SpawnError::NoConnection(_) => unreachable!("local spawn"),
+                    });
+                if let Ok(child) = result {
+                    let mut stakes = peer.stakes.lock().expect("stakes poisoned");
+                    if link {
+                        stakes.links.insert((child, from));
+                    }
+                    if let Some(r) = monitor {
+                        stakes.monitored_by.insert(r, (child, from));
+                    }
+                }
+                peer.control
+                    .push(frame::encode(&Frame::SpawnReply { id, result }));
+            }
+            Frame::Ping { id } => {
+                peer.control.push(frame::encode(&Frame::Pong { id }));
+            }
+            Frame::LoadModule { id, bytes } => {
+                let result = node
+                    .code
+                    .load(&bytes, "module")
+                    .map(|v| (v.identity.name.clone(), v.identity.version.clone()))
+                    .map_err(|e| e.to_string());
+                peer.control
+                    .push(frame::encode(&Frame::LoadReply { id, result }));
+            }
+            Frame::NodesRequest { id } => {
+                let nodes = self.visible_nodes();
+                peer.control
+                    .push(frame::encode(&Frame::NodesReply { id, nodes }));
+            }
+            Frame::ProcessesRequest { id } => {
+                let processes = Node::from_inner(node.clone())
+                    .processes()
+                    .into_iter()
+                    .map(|p| ProcessRow {
+                        pid: p.pid,
+                        module: p.module,
+                        name: p.name,
+                        mailbox_len: p.mailbox_len as u64,
+                        memory_bytes: p.memory_bytes as u64,
+                    })
+                    .collect();
+                peer.control
+                    .push(frame::encode(&Frame::ProcessesReply { id, processes }));
+            }
+            reply @ (Frame::SpawnReply { id, .. }
+            | Frame::Pong { id }
+            | Frame::LoadReply { id, .. }
+            | Frame::NodesReply { id, .. }
+            | Frame::ProcessesReply { id, .. }) => {
+                if let Some(tx) = self.pending.lock().expect("pending poisoned").remove(&id) {
+                    let _ = tx.send(reply);
+                }
+            }
+            Frame::Peers { nodes } => {
+                if self.config.hidden || peer.hidden {
+                    return;
+                }
+                for (name, addr) in nodes {
+                    if name == self.name || self.peer(node_id(&name)).is_some() {
+                        continue;
+                    }
+                    let Ok(addr) = addr.parse::<SocketAddr>() else {
+                        continue;
+                    };
+                    self.addresses
+                        .lock()
+                        .expect("addresses poisoned")
+                        .insert(name.clone(), addr);
+                    let dist = self.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = dist.connect(&name).await {
+                            tracing::debug!(node = %name, "mesh connection failed: {e}");
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
