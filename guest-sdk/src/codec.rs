@@ -5,7 +5,7 @@
 //! which the host uses too, so the wire format of typed messages is written
 //! in one place for both sides. Decoding rejects trailing bytes.
 
-pub use molt_abi::codec::{DecodeError, decode, encode};
+pub use molt_abi::codec::{DecodeError, bytes, decode, encode};
 
 #[cfg(test)]
 mod tests {

@@ -67,7 +67,8 @@ pub enum BenchMsg {
     Blob {
         /// The sender, to acknowledge to.
         from: Pid,
-        /// Filler.
+        /// Filler, encoded as one block (`codec::bytes`), not byte by byte.
+        #[serde(with = "molt_sdk::codec::bytes")]
         bytes: Vec<u8>,
     },
     /// The sink has received this many blobs.

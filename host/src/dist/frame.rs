@@ -47,6 +47,7 @@ pub enum Frame {
         /// Envelope reference (`Ref::NONE` for none).
         reference: Ref,
         /// Payload.
+        #[serde(with = "molt_abi::codec::bytes")]
         payload: Vec<u8>,
     },
     /// A message to a registered name on the node that gets this frame.
@@ -60,6 +61,7 @@ pub enum Frame {
         /// Envelope reference.
         reference: Ref,
         /// Payload.
+        #[serde(with = "molt_abi::codec::bytes")]
         payload: Vec<u8>,
     },
     /// An exit signal (`linked`: because `from` died while linked).
@@ -125,6 +127,7 @@ pub enum Frame {
         /// Module name.
         module: String,
         /// Init argument bytes.
+        #[serde(with = "molt_abi::codec::bytes")]
         args: Vec<u8>,
         /// Link the child to `from`.
         link: bool,
@@ -153,6 +156,7 @@ pub enum Frame {
         /// Correlates the reply.
         id: u64,
         /// The module file.
+        #[serde(with = "molt_abi::codec::bytes")]
         bytes: Vec<u8>,
     },
     /// The answer to `LoadModule`: the module's name and version, or why
