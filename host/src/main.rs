@@ -110,6 +110,14 @@ enum Command {
         /// Arguments for the entry process.
         args: Vec<String>,
     },
+    /// Push a module file to a running node, which loads it unless it has
+    /// those bytes already; prints its name and version there.
+    Load {
+        #[command(flatten)]
+        remote: Remote,
+        /// The module file.
+        file: PathBuf,
+    },
     /// Send a text message (a `String`, tag DATA unless --tag) to a
     /// registered process of a running node.
     Send {
@@ -303,6 +311,19 @@ async fn remote_command(command: Command) -> Result<ExitCode> {
             dist.ping(&target).await?;
             dist.stop().await;
         }
+        Command::Load { remote, file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let stem = file
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("module");
+            let (_node, dist, target) = remote.connect().await?;
+            let loaded = dist.load_on(&target, &stem.replace('_', "-"), bytes).await;
+            dist.stop().await;
+            let (name, version) = loaded?;
+            println!("{name} {version} loaded on {target}");
+        }
         _ => unreachable!("only remote commands come here"),
     }
     Ok(ExitCode::SUCCESS)
@@ -354,6 +375,7 @@ fn main() -> ExitCode {
             | Command::Ping { .. }
             | Command::Spawn { .. }
             | Command::Send { .. }
+            | Command::Load { .. }
     );
     let default_level = if quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
@@ -390,7 +412,8 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
         | Command::Ps { .. }
         | Command::Ping { .. }
         | Command::Spawn { .. }
-        | Command::Send { .. }) => runtime()?.block_on(remote_command(remote)),
+        | Command::Send { .. }
+        | Command::Load { .. }) => runtime()?.block_on(remote_command(remote)),
         Command::Inspect { module } => inspect(module),
         Command::Build { dir } => {
             for file in guest_build::build_crate(&dir)? {

@@ -640,6 +640,27 @@ async fn the_cli_drives_a_running_node_over_an_authenticated_channel() {
         other => panic!("expected the CLI's message, got {other:?}"),
     }
 
+    // `molt load` pushes a module the node does not have.
+    let dir = std::env::temp_dir().join(format!("molt-test-{}-load", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("pushed_echo.wasm");
+    std::fs::write(&file, molt_tests::wat_fixture("echo.wat")).unwrap();
+    assert!(a.code().current("pushed-echo").is_none());
+    let path = file.to_str().unwrap().to_string();
+    let (ok, out, err) = cli(arg(&["load", "--node", &target, &path]), secret)
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("pushed-echo sha256:") && out.contains("loaded on a@127.0.0.1"),
+        "{out}"
+    );
+    assert!(
+        a.code().current("pushed-echo").is_some(),
+        "the node has it now"
+    );
+
     // Without the cookie there is no way in.
     let (ok, out, _) = cli(arg(&["ping", "--node", &target]), "wrong")
         .await
@@ -818,4 +839,110 @@ async fn a_ca_node_refuses_a_self_signed_node() {
     let err = db.join(&address_of(&da)).await.unwrap_err().to_string();
     assert!(err.contains("certificate"), "{err}");
     stay_apart(&da, &db).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_lane_suspends_the_sender_and_loses_nothing() {
+    // 64 bytes hold about one message frame: nearly every send leaves the
+    // lane over its bound and suspends the sender until it drains.
+    let (a, da) = dist_node_with("a", COOKIE, |c| c.lane_bytes_max = 64).await;
+    let (b, db) = dist_node("b").await;
+    da.join(&address_of(&db)).await.unwrap();
+    let mut receiver = puppet(&b).await;
+    let mut sender = puppet(&a).await;
+    let count = 5_000u32;
+    let started = std::time::Instant::now();
+    sender.order(Cmd::SendSeq {
+        to: receiver.pid,
+        tag: 80,
+        count,
+    });
+    for expected in 0..count {
+        match receiver.event().await {
+            Event::Got {
+                tag: 80, payload, ..
+            } => {
+                let n: u32 = codec::decode(&payload).unwrap();
+                assert_eq!(n, expected, "message {expected} lost or out of order");
+            }
+            other => panic!("expected message {expected}, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "only {expected} of {count} messages after {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(sender.event().await, Event::Done(Outcome::Ok));
+    // Nothing more: no message arrived twice.
+    assert_eq!(receiver.try_event(QUIET).await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allowlist_refuses_other_names() {
+    let (_a, da) = dist_node_with("a", COOKIE, |c| c.allow = Some(vec![C.into()])).await;
+    let (_b, db) = dist_node("b").await;
+    let (_c, dc) = dist_node("c").await;
+    let err = db.join(&address_of(&da)).await.unwrap_err().to_string();
+    assert!(err.contains("not in the allowlist"), "{err}");
+    stay_apart(&da, &db).await;
+    dc.join(&address_of(&da)).await.expect("c joins a");
+    wait_for_nodes(&da, &[C]).await;
+    da.ping(C).await.expect("c answers a ping");
+    // Through c, b learns of a, and a of b (full mesh): a still refuses b.
+    db.join(&address_of(&dc)).await.expect("b joins c");
+    wait_for_nodes(&dc, &[A, B]).await;
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(da.nodes(), vec![C.to_string()]);
+    assert_eq!(db.nodes(), vec![C.to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_with_a_taken_name_is_refused() {
+    let (a, da) = dist_node("a").await;
+    let (b, db) = dist_node("b").await;
+    da.join(&address_of(&db)).await.unwrap();
+    wait_for_nodes(&db, &[A]).await;
+    let (_impostor, dimpostor) = dist_node("b").await;
+    assert_ne!(dimpostor.local_addr(), db.local_addr());
+    let err = dimpostor
+        .join(&address_of(&da))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("a node named b@127.0.0.1 is already connected"),
+        "{err}"
+    );
+    tokio::time::sleep(QUIET).await;
+    assert!(dimpostor.nodes().is_empty(), "{:?}", dimpostor.nodes());
+    // The first b keeps its connection, and messages still reach it.
+    assert_eq!(da.nodes(), vec![B.to_string()]);
+    assert_eq!(db.nodes(), vec![A.to_string()]);
+    da.ping(B).await.expect("the first b answers a ping");
+    let mut inbox = b.mailbox().unwrap();
+    let mut from_a = a.mailbox().unwrap();
+    from_a
+        .send(inbox.pid(), 81, Ref::NONE, b"still b".to_vec())
+        .unwrap();
+    let m = inbox
+        .recv(WAIT)
+        .await
+        .expect("the first b gets a's message");
+    assert_eq!((m.tag, &*m.payload), (81, &b"still b"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_max_is_enforced() {
+    let (_a, da) = dist_node_with("a", COOKIE, |c| c.connections_max = 1).await;
+    let (_b, db) = dist_node("b").await;
+    let (_c, dc) = dist_node("c").await;
+    db.join(&address_of(&da)).await.expect("b joins a");
+    wait_for_nodes(&da, &[B]).await;
+    let err = dc.join(&address_of(&da)).await.unwrap_err().to_string();
+    assert!(err.contains("connections_max (1)"), "{err}");
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(da.nodes(), vec![B.to_string()]);
+    assert!(dc.nodes().is_empty(), "{:?}", dc.nodes());
+    da.ping(B).await.expect("b is still connected");
 }

@@ -213,14 +213,21 @@ impl DistInner {
             Frame::Ping { id } => {
                 peer.control.push(frame::encode(&Frame::Pong { id }));
             }
-            Frame::LoadModule { id, bytes } => {
-                let result = node
-                    .code
-                    .load(&bytes, "module")
-                    .map(|v| (v.identity.name.clone(), v.identity.version.clone()))
-                    .map_err(|e| e.to_string());
-                peer.control
-                    .push(frame::encode(&Frame::LoadReply { id, result }));
+            Frame::LoadModule { id, name, bytes } => {
+                // Compiling takes a while: not on this connection's reader.
+                let peer = peer.clone();
+                tokio::task::spawn_blocking(move || {
+                    let result = node
+                        .code
+                        .load(&bytes, &name)
+                        .map(|v| (v.identity.name.clone(), v.identity.version.clone()))
+                        .map_err(|e| e.to_string());
+                    if let Err(why) = &result {
+                        tracing::warn!(node = %peer.name, "module pushed by a peer refused: {why}");
+                    }
+                    peer.control
+                        .push(frame::encode(&Frame::LoadReply { id, result }));
+                });
             }
             Frame::NodesRequest { id } => {
                 let nodes = self.visible_nodes();

@@ -155,6 +155,9 @@ pub enum Frame {
     LoadModule {
         /// Correlates the reply.
         id: u64,
+        /// The name to give a module without a `molt.module` section
+        /// (the sender's file name).
+        name: String,
         /// The module file.
         #[serde(with = "molt_abi::codec::bytes")]
         bytes: Vec<u8>,
@@ -534,6 +537,7 @@ mod tests {
             Frame::Pong { id: 0 },
             Frame::LoadModule {
                 id: 10,
+                name: "echo".into(),
                 bytes: b"\0asm\x01\0\0\0".to_vec(),
             },
             Frame::LoadReply {
@@ -922,7 +926,11 @@ mod tests {
                 .prop_map(|(id, result)| Frame::SpawnReply { id, result }),
             any::<u64>().prop_map(|id| Frame::Ping { id }),
             any::<u64>().prop_map(|id| Frame::Pong { id }),
-            (any::<u64>(), any_bytes()).prop_map(|(id, bytes)| Frame::LoadModule { id, bytes }),
+            (any::<u64>(), s(), any_bytes()).prop_map(|(id, name, bytes)| Frame::LoadModule {
+                id,
+                name,
+                bytes
+            }),
             (
                 any::<u64>(),
                 proptest::result::maybe_ok(any::<(String, String)>(), s())

@@ -280,11 +280,17 @@ impl Distribution {
     }
 
     /// Load module bytes on `node` unless it has them; returns its name and
-    /// version there.
-    pub async fn load_on(&self, node: &str, bytes: Vec<u8>) -> Result<(String, String), DistError> {
+    /// version there. `name` names a module without a `molt.module` section.
+    pub async fn load_on(
+        &self,
+        node: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(String, String), DistError> {
+        let name = name.to_string();
         match self
             .inner
-            .ask(node, |id| Frame::LoadModule { id, bytes })
+            .ask(node, |id| Frame::LoadModule { id, name, bytes })
             .await?
             .1
         {
