@@ -330,3 +330,177 @@ impl TestCa {
         }
     }
 }
+
+/// A peer that speaks the node protocol by hand: it runs the real
+/// handshake (self-signed TLS, the test cookie) as `name@127.0.0.1`, then
+/// lets a test write any bytes on its control stream.
+pub struct RawPeer {
+    /// The authenticated connection.
+    pub connection: quinn::Connection,
+    /// The control stream, where the node reads frames from this peer.
+    pub send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    _endpoint: quinn::Endpoint,
+}
+
+impl RawPeer {
+    /// Connect to `target` and complete the handshake.
+    pub async fn connect(name: &str, target: &Distribution) -> RawPeer {
+        use molt_host::dist::{handshake::Role, tls};
+        let name = format!("{name}@127.0.0.1");
+        let (_, client_crypto) =
+            tls::quic_configs(&TlsMode::SelfSigned, &name).expect("client TLS config");
+        let mut config = quinn::ClientConfig::new(std::sync::Arc::new(client_crypto));
+        config.transport_config(raw_transport());
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).expect("endpoint");
+        let server_name =
+            tls::server_name_for(&TlsMode::SelfSigned, target.name()).expect("server name");
+        let connection = endpoint
+            .connect_with(config, target.local_addr(), &server_name)
+            .expect("connecting")
+            .await
+            .expect("QUIC connection");
+        let (send, recv) = connection.open_bi().await.expect("control stream");
+        RawPeer::handshake(
+            name,
+            Role::Initiator,
+            endpoint,
+            connection,
+            send,
+            recv,
+            vec![],
+        )
+        .await
+    }
+
+    /// Listen on a free loopback port; the address (`name@127.0.0.1:port`)
+    /// for a node to join, and the endpoint to pass to [`RawPeer::accept`].
+    pub fn listen(name: &str) -> (String, quinn::Endpoint) {
+        let (server_crypto, _) =
+            molt_host::dist::tls::quic_configs(&TlsMode::SelfSigned, &format!("{name}@127.0.0.1"))
+                .expect("server TLS config");
+        let mut config = quinn::ServerConfig::with_crypto(std::sync::Arc::new(server_crypto));
+        config.transport_config(raw_transport());
+        let endpoint =
+            quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).expect("endpoint");
+        let port = endpoint.local_addr().expect("local address").port();
+        (format!("{name}@127.0.0.1:{port}"), endpoint)
+    }
+
+    /// Accept one node on `endpoint` (from [`RawPeer::listen`]) and
+    /// complete the handshake; `after_welcome` goes out in the same write
+    /// as this side's last handshake message.
+    pub async fn accept(name: &str, endpoint: quinn::Endpoint, after_welcome: Vec<u8>) -> RawPeer {
+        use molt_host::dist::handshake::Role;
+        let incoming = tokio::time::timeout(WAIT, endpoint.accept())
+            .await
+            .expect("a node connects")
+            .expect("the endpoint is open");
+        let connection = incoming.await.expect("QUIC connection");
+        let (send, recv) = tokio::time::timeout(WAIT, connection.accept_bi())
+            .await
+            .expect("the node opens the control stream")
+            .expect("control stream");
+        let name = format!("{name}@127.0.0.1");
+        RawPeer::handshake(
+            name,
+            Role::Acceptor,
+            endpoint,
+            connection,
+            send,
+            recv,
+            after_welcome,
+        )
+        .await
+    }
+
+    async fn handshake(
+        name: String,
+        role: molt_host::dist::handshake::Role,
+        endpoint: quinn::Endpoint,
+        connection: quinn::Connection,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        after_welcome: Vec<u8>,
+    ) -> RawPeer {
+        use molt_host::dist::handshake::{self, Handshake, LocalInfo, Status};
+        // The same exporter label as the nodes use.
+        let mut exporter = [0u8; 32];
+        connection
+            .export_keying_material(&mut exporter, b"molt-dist-1", b"")
+            .expect("TLS exporter");
+        let local = LocalInfo {
+            name,
+            incarnation: 1,
+            hidden: false,
+            listen: None,
+        };
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut hs = Handshake::new(
+            role,
+            local,
+            COOKIE,
+            exporter,
+            handshake::random_challenge(),
+            deadline,
+        );
+        loop {
+            let out = hs.take_output();
+            if !out.is_empty() {
+                send.write_all(&out).await.expect("handshake write");
+            }
+            let message = read_message(&mut recv).await;
+            match hs.receive(&message, &mut |_| Ok(())) {
+                Status::InProgress => continue,
+                Status::Done(_) => break,
+                Status::Refused(why) => panic!("the node refused the raw peer: {why}"),
+            }
+        }
+        let mut out = hs.take_output();
+        out.extend_from_slice(&after_welcome);
+        if !out.is_empty() {
+            send.write_all(&out).await.expect("handshake write");
+        }
+        RawPeer {
+            connection,
+            send,
+            recv,
+            _endpoint: endpoint,
+        }
+    }
+
+    /// The next frame the node sends on the control stream.
+    pub async fn next_frame(&mut self) -> molt_host::dist::frame::Frame {
+        let message = read_message(&mut self.recv).await;
+        let mut decoder = molt_host::dist::frame::FrameDecoder::new(u32::MAX);
+        decoder.push(&message);
+        decoder
+            .next_frame()
+            .expect("a well-formed frame")
+            .expect("a whole frame")
+    }
+}
+
+/// Transport settings of a [`RawPeer`]: keep-alives within the test tick.
+fn raw_transport() -> std::sync::Arc<quinn::TransportConfig> {
+    let mut transport = quinn::TransportConfig::default();
+    transport.keep_alive_interval(Some(TICK / 4));
+    std::sync::Arc::new(transport)
+}
+
+/// One length-prefixed message from `recv`, prefix included, read exactly
+/// (nothing past it), within [`WAIT`].
+async fn read_message(recv: &mut quinn::RecvStream) -> Vec<u8> {
+    let read = async {
+        let mut prefix = [0u8; 4];
+        recv.read_exact(&mut prefix).await?;
+        let mut message = prefix.to_vec();
+        message.resize(4 + u32::from_le_bytes(prefix) as usize, 0);
+        recv.read_exact(&mut message[4..]).await?;
+        Ok::<_, quinn::ReadExactError>(message)
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("a message from the node")
+        .expect("the stream stays open")
+}

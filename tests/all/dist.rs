@@ -946,3 +946,78 @@ async fn connections_max_is_enforced() {
     assert!(dc.nodes().is_empty(), "{:?}", dc.nodes());
     da.ping(B).await.expect("b is still connected");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_frame_closes_only_that_connection() {
+    use molt_host::dist::frame::Frame;
+    let (a, da) = dist_node("a").await;
+    let (b, db) = dist_node("b").await;
+    db.join(&address_of(&da)).await.unwrap();
+    let mut rogue = molt_tests::RawPeer::connect("rogue", &da).await;
+    wait_for_nodes(&da, &[B, "rogue@127.0.0.1"]).await;
+    // The connection works: a answers a ping on it.
+    let ping = molt_host::dist::frame::encode(&Frame::Ping { id: 7 });
+    rogue.send.write_all(&ping).await.unwrap();
+    loop {
+        match rogue.next_frame().await {
+            Frame::Pong { id: 7 } => break,
+            Frame::Peers { .. } => continue,
+            other => panic!("expected the Pong, got {other:?}"),
+        }
+    }
+    // A well-framed body that is no frame: an unknown variant.
+    let garbage = [4u32.to_le_bytes().as_slice(), &[0xff; 4]].concat();
+    rogue.send.write_all(&garbage).await.unwrap();
+    let why = tokio::time::timeout(WAIT, rogue.connection.closed())
+        .await
+        .expect("a closes the connection");
+    match why {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(&*close.reason, b"bad frame", "{close:?}");
+        }
+        other => panic!("expected a close by a, got {other}"),
+    }
+    wait_for_nodes(&da, &[B]).await;
+    // a still serves b, both ways.
+    da.ping(B).await.expect("b answers a ping");
+    db.ping(A).await.expect("a answers a ping");
+    let mut inbox = a.mailbox().unwrap();
+    let mut from_b = b.mailbox().unwrap();
+    from_b
+        .send(inbox.pid(), 82, Ref::NONE, b"after".to_vec())
+        .unwrap();
+    let m = inbox.recv(WAIT).await.expect("a gets b's message");
+    assert_eq!((m.tag, &*m.payload), (82, &b"after"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_right_behind_the_handshake_are_not_lost() {
+    use molt_host::dist::frame::{self, Frame};
+    let (_a, da) = dist_node("a").await;
+    let (address, endpoint) = molt_tests::RawPeer::listen("far");
+    // The peer's Welcome and its first frame arrive together: a, the
+    // initiator, must hand that frame on to its frame reader.
+    let ping = frame::encode(&Frame::Ping { id: 9 });
+    let accept = tokio::spawn(molt_tests::RawPeer::accept("far", endpoint, ping));
+    da.join(&address).await.expect("a joins the raw peer");
+    let mut far = accept.await.unwrap();
+    loop {
+        match far.next_frame().await {
+            Frame::Pong { id: 9 } => break,
+            Frame::Peers { .. } => continue,
+            other => panic!("expected the Pong, got {other:?}"),
+        }
+    }
+    // And the other way round: a's first frame (it announces its peers)
+    // reaches a raw peer that joins it.
+    let (_b, db) = dist_node("b").await;
+    db.join(&address_of(&da)).await.unwrap();
+    let mut near = molt_tests::RawPeer::connect("near", &da).await;
+    match near.next_frame().await {
+        Frame::Peers { nodes } => {
+            let names: Vec<&str> = nodes.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, [B], "far has no listen address to pass on");
+        }
+        other => panic!("expected a's peers first, got {other:?}"),
+    }
+}

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::frame::FrameDecoder;
+use super::frame::{FrameDecoder, PREFIX_BYTES};
 use super::handshake::{self, Handshake, LocalInfo, PeerInfo, Role, Status};
 use super::lane::Lane;
 use super::peer::Peer;
@@ -127,16 +127,19 @@ impl DistInner {
             }
             self.admit(info)
         };
-        let mut buf = vec![0u8; 4096];
         let info = loop {
             let out = hs.take_output();
             if !out.is_empty() {
                 send.write_all(&out).await.map_err(|e| lost(&e))?;
             }
-            let read = tokio::time::timeout_at(deadline.into(), recv.read(&mut buf)).await;
+            // One message at a time: the peer's first frames may follow
+            // its last handshake message at once, and belong to
+            // `read_stream`, so read nothing past that message.
+            let read =
+                tokio::time::timeout_at(deadline.into(), read_handshake_message(&mut recv)).await;
             let status = match read {
                 Err(_) => hs.poll_timeout(Instant::now()),
-                Ok(Ok(Some(n))) => hs.receive(&buf[..n], &mut admit),
+                Ok(Ok(Some(message))) => hs.receive(&message, &mut admit),
                 Ok(Ok(None)) => {
                     return Err(refused("the peer closed the handshake".to_string()));
                 }
@@ -243,6 +246,31 @@ impl DistInner {
             self.announce_peers();
         }
         peer
+    }
+}
+
+/// One length-prefixed handshake message, prefix included; `None` if the
+/// stream ended first. A prefix over `HANDSHAKE_BYTES_MAX` (or zero) is
+/// returned alone, for the handshake to refuse.
+async fn read_handshake_message(
+    recv: &mut quinn::RecvStream,
+) -> Result<Option<Vec<u8>>, quinn::ReadExactError> {
+    let mut prefix = [0u8; PREFIX_BYTES];
+    match recv.read_exact(&mut prefix).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(prefix);
+    let mut message = prefix.to_vec();
+    if len == 0 || len > handshake::HANDSHAKE_BYTES_MAX {
+        return Ok(Some(message));
+    }
+    message.resize(PREFIX_BYTES + len as usize, 0);
+    match recv.read_exact(&mut message[PREFIX_BYTES..]).await {
+        Ok(()) => Ok(Some(message)),
+        Err(quinn::ReadExactError::FinishedEarly(_)) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
