@@ -5,7 +5,7 @@
 //! [`crate::link`] and [`crate::monitor`] work on any pid. Node names look
 //! like `name@host`; a node that is not distributed is `nonode@nohost`.
 
-use molt_abi::{PID_BYTES, REF_BYTES, spawn_flags, tag};
+use molt_abi::tag;
 use serde::Serialize;
 
 use crate::error::{Error, check};
@@ -96,26 +96,16 @@ pub fn spawn_on_bytes(
     link: bool,
     monitor: bool,
 ) -> Result<(Pid, Option<Ref>), Error> {
-    let mut flags = 0;
-    if link {
-        flags |= spawn_flags::LINK;
-    }
-    if monitor {
-        flags |= spawn_flags::MONITOR;
-    }
-    let (mut pid, mut reference) = ([0u8; PID_BYTES], [0u8; REF_BYTES]);
-    check(sys::spawn_on(
-        node.as_bytes(),
-        module.as_bytes(),
-        args,
-        flags,
-        &mut pid,
-        &mut reference,
-    ))?;
-    Ok((
-        Pid::from_bytes(&pid),
-        monitor.then(|| Ref::from_bytes(&reference)),
-    ))
+    crate::process::spawn_with(link, monitor, |flags, pid, reference| {
+        sys::spawn_on(
+            node.as_bytes(),
+            module.as_bytes(),
+            args,
+            flags,
+            pid,
+            reference,
+        )
+    })
 }
 
 /// Send a typed message (tag `DATA`) to the process registered as `name`

@@ -41,6 +41,19 @@ pub fn spawn_bytes(
     link: bool,
     monitor: bool,
 ) -> Result<(Pid, Option<Ref>), Error> {
+    spawn_with(link, monitor, |flags, pid, reference| {
+        sys::spawn(module.as_bytes(), args, flags, pid, reference)
+    })
+}
+
+/// The common part of `spawn` and `spawn_on`: flags in, pid and optional
+/// monitor reference out. `call` makes the host call with the flags and the
+/// output buffers.
+pub(crate) fn spawn_with(
+    link: bool,
+    monitor: bool,
+    call: impl FnOnce(i32, &mut [u8; PID_BYTES], &mut [u8; REF_BYTES]) -> i32,
+) -> Result<(Pid, Option<Ref>), Error> {
     let mut flags = 0;
     if link {
         flags |= spawn_flags::LINK;
@@ -49,13 +62,7 @@ pub fn spawn_bytes(
         flags |= spawn_flags::MONITOR;
     }
     let (mut pid, mut reference) = ([0u8; PID_BYTES], [0u8; REF_BYTES]);
-    check(sys::spawn(
-        module.as_bytes(),
-        args,
-        flags,
-        &mut pid,
-        &mut reference,
-    ))?;
+    check(call(flags, &mut pid, &mut reference))?;
     Ok((
         Pid::from_bytes(&pid),
         monitor.then(|| Ref::from_bytes(&reference)),

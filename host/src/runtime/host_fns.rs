@@ -95,6 +95,15 @@ fn send_from_guest(
     )))
 }
 
+/// The header the ABI describes a message by.
+fn header_of(message: &Message) -> Header {
+    Header {
+        tag: message.tag,
+        len: message.payload.len() as u32,
+        reference: message.reference,
+    }
+}
+
 /// Register every host function of the ABI.
 pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
     let m = IMPORT_MODULE;
@@ -238,12 +247,7 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
             let Some(current) = &st.current else {
                 return Ok(status::NO_MESSAGE);
             };
-            let header = Header {
-                tag: current.tag,
-                len: current.payload.len() as u32,
-                reference: current.reference,
-            };
-            gm::write(mem, out, &header.to_bytes(), "msg_header out").map_err(fault)?;
+            gm::write(mem, out, &header_of(current).to_bytes(), "msg_header out").map_err(fault)?;
             Ok(status::OK)
         },
     )?;
@@ -605,11 +609,7 @@ async fn receive(
             return Err(e);
         }
         if let Some(message) = st.core.take_matching(&filter, scanned) {
-            let header = Header {
-                tag: message.tag,
-                len: message.payload.len() as u32,
-                reference: message.reference,
-            };
+            let header = header_of(&message);
             st.current = Some(message);
             let (mem, _) = split(c)?;
             gm::write(mem, header_out, &header.to_bytes(), "receive header_out").map_err(fault)?;
