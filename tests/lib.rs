@@ -194,6 +194,19 @@ pub async fn down_reason(mailbox: &mut HostMailbox, reference: Ref) -> String {
         .expect("a DOWN message")
 }
 
+/// Wait for a `NODEDOWN` message and return the node it names.
+pub async fn nodedown(mailbox: &mut HostMailbox) -> String {
+    let filter = Filter {
+        tags: vec![tag::NODEDOWN],
+        reference: None,
+    };
+    let m = mailbox
+        .recv_matching(&filter, WAIT)
+        .await
+        .expect("a NODEDOWN message");
+    String::from_utf8(m.payload.into_vec()).expect("a UTF-8 node name")
+}
+
 /// A pid of this node that is certainly dead: a mailbox opened and closed.
 pub fn dead_pid(node: &Node) -> Pid {
     let mailbox = node.mailbox().expect("mailbox");

@@ -242,17 +242,7 @@ async fn losing_a_node_fires_links_and_monitors_with_noconnection() {
         }
         other => panic!("expected EXIT noconnection, got {other:?}"),
     }
-    let nodedown = watcher
-        .recv_matching(
-            &molt_host::Filter {
-                tags: vec![tag::NODEDOWN],
-                reference: None,
-            },
-            WAIT,
-        )
-        .await
-        .expect("NODEDOWN");
-    assert_eq!(&*nodedown.payload, b"b@127.0.0.1");
+    assert_eq!(molt_tests::nodedown(&mut watcher).await, "b@127.0.0.1");
     assert!(
         started.elapsed() < TICK * 2,
         "noticed after {:?}",
@@ -753,17 +743,7 @@ async fn a_killed_node_is_detected_within_the_tick() {
         down_reason(&mut watcher, r.unwrap()).await,
         reason::NOCONNECTION
     );
-    let nodedown = watcher
-        .recv_matching(
-            &molt_host::Filter {
-                tags: vec![tag::NODEDOWN],
-                reference: None,
-            },
-            WAIT,
-        )
-        .await
-        .expect("NODEDOWN");
-    assert_eq!(&*nodedown.payload, b"b@127.0.0.1");
+    assert_eq!(molt_tests::nodedown(&mut watcher).await, "b@127.0.0.1");
     let took = started.elapsed();
     assert!(
         took < TICK * 3,
