@@ -202,9 +202,9 @@ fn pack(ptr: usize, len: usize) -> i64 {
     (((len as u64) << 32) | (ptr as u32 as u64)) as i64
 }
 
-/// `molt_code_change(input_len) -> 0 | 1`.
+/// `molt_code_change(input_len) -> 0 | (len << 32) | ptr` of the reason.
 #[doc(hidden)]
-pub fn code_change<B: Behaviour>(cell: &'static StateCell<B>, input_len: i32) -> i32 {
+pub fn code_change<B: Behaviour>(cell: &'static StateCell<B>, input_len: i32) -> i64 {
     crate::entry::install_panic_hook();
     let input = read_current(input_len as u32 as usize);
     let result =
@@ -215,8 +215,15 @@ pub fn code_change<B: Behaviour>(cell: &'static StateCell<B>, input_len: i32) ->
             0
         }
         Err(reason) => {
-            crate::warn!("code_change refused: {reason}");
-            1
+            let reason = if reason.is_empty() {
+                "code_change refused".to_owned()
+            } else {
+                reason
+            };
+            SAVED.with_borrow_mut(|saved| {
+                *saved = reason.into_bytes();
+                pack(saved.as_ptr() as usize, saved.len())
+            })
         }
     }
 }

@@ -68,11 +68,17 @@ pub fn run_main<A: DeserializeOwned, R: MainResult>(args_len: i32, main: impl Fn
 /// Export a [`Behaviour`](crate::Behaviour) as this module's entry points
 /// (`molt_init`, `molt_handle`, `molt_state_save`, `molt_code_change`) and
 /// emit the `molt.module` section. Use once per crate:
-/// `molt_sdk::behaviour!(Counter);`
+/// `molt_sdk::behaviour!(Counter);`, or
+/// `molt_sdk::behaviour!(CounterV2, name = "counter");` to name the module
+/// other than the package (a new version of `counter` built from a package
+/// of its own; the version is still the package's).
 #[macro_export]
 macro_rules! behaviour {
     ($ty:ty) => {
-        $crate::module_section!();
+        $crate::behaviour!($ty, name = ::core::env!("CARGO_PKG_NAME"));
+    };
+    ($ty:ty, name = $name:expr) => {
+        $crate::module_section!(name = $name);
 
         // Exports exist only in the wasm build: natively a guest crate is a
         // library of its message types (tests and tools link several).
@@ -104,7 +110,7 @@ macro_rules! behaviour {
 
             // SAFETY: as above, molt_abi::exports::CODE_CHANGE.
             #[unsafe(no_mangle)]
-            pub extern "C" fn molt_code_change(input_len: i32) -> i32 {
+            pub extern "C" fn molt_code_change(input_len: i32) -> i64 {
                 $crate::__private::behaviour::code_change::<$ty>(&MOLT_STATE, input_len)
             }
         };
@@ -122,7 +128,10 @@ macro_rules! behaviour {
 #[macro_export]
 macro_rules! main {
     ($main:path) => {
-        $crate::module_section!();
+        $crate::main!($main, name = ::core::env!("CARGO_PKG_NAME"));
+    };
+    ($main:path, name = $name:expr) => {
+        $crate::module_section!(name = $name);
 
         // Exports exist only in the wasm build (see `behaviour!`).
         #[cfg(not(target_arch = "wasm32"))]

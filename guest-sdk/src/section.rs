@@ -56,7 +56,9 @@ pub const fn text<const N: usize>(name: &str, version: &str) -> [u8; N] {
 }
 
 /// Emit the `molt.module` custom section for the calling crate, naming it
-/// after its Cargo package (`CARGO_PKG_NAME`, `CARGO_PKG_VERSION`).
+/// after its Cargo package (`CARGO_PKG_NAME`, `CARGO_PKG_VERSION`), or
+/// `module_section!(name = "counter")` to give the module another name
+/// (a new version of a module built from another package).
 ///
 /// [`behaviour!`](crate::behaviour!) and [`main!`](crate::main!) call this;
 /// use it alone only in a module that exports its entry points by hand.
@@ -65,9 +67,12 @@ pub const fn text<const N: usize>(name: &str, version: &str) -> [u8; N] {
 #[macro_export]
 macro_rules! module_section {
     () => {
+        $crate::module_section!(name = ::core::env!("CARGO_PKG_NAME"));
+    };
+    (name = $name:expr) => {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
-            const NAME: &str = ::core::env!("CARGO_PKG_NAME");
+            const NAME: &str = $name;
             const VERSION: &str = ::core::env!("CARGO_PKG_VERSION");
             const LEN: usize = $crate::section::text_len(NAME, VERSION);
             #[used]

@@ -29,6 +29,12 @@ pub struct NodeConfig {
     pub module_bytes_max: usize,
     /// Most distinct modules loaded on the node.
     pub modules_max: usize,
+    /// Most compiled modules kept by content hash, so that loading bytes
+    /// seen before (a downgrade, a push of a version the node has) does not
+    /// compile again. 0 turns the cache off.
+    pub compiled_cache_max: usize,
+    /// How long a hard purge waits for the processes it killed to end.
+    pub purge_timeout: Duration,
     /// Most pending timers (`send_after`) on the node.
     pub timers_max: usize,
     /// Longest guest log line, in bytes; longer lines are cut and marked.
@@ -65,6 +71,8 @@ impl Default for NodeConfig {
             message_bytes_max: 1 << 20,
             module_bytes_max: 32 << 20,
             modules_max: 1_024,
+            compiled_cache_max: 64,
+            purge_timeout: Duration::from_secs(10),
             timers_max: 1_000_000,
             table_elements_max: 10_000,
             log_line_bytes_max: 16 << 10,

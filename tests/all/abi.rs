@@ -13,7 +13,7 @@ use molt_tests::{QUIET, WAIT, guests_dir, molt, node, run_to_exit, wat_fixture};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wat_echo_returns_every_message_to_its_pid() {
     let node = node();
-    let version = node.code().load(&wat_fixture("echo.wat"), "echo").unwrap();
+    let version = node.load(&wat_fixture("echo.wat"), "echo").unwrap();
     assert_eq!(version.identity.name, "echo");
     assert_eq!(version.kind, ModuleKind::Raw);
     let mut me = node.mailbox().unwrap();
@@ -45,7 +45,7 @@ async fn the_wat_echo_returns_every_message_to_its_pid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wat_echo_refuses_bad_arguments() {
     let node = node();
-    node.code().load(&wat_fixture("echo.wat"), "echo").unwrap();
+    node.load(&wat_fixture("echo.wat"), "echo").unwrap();
     let mut me = node.mailbox().unwrap();
     let why = run_to_exit(&mut me, "echo", vec![1, 2, 3]).await;
     assert_eq!(why, "badarg: echo wants a 24-byte pid");
@@ -59,10 +59,7 @@ fn u64_le(n: u64) -> Vec<u8> {
 async fn the_wat_behaviour_counts_and_reports() {
     let node = node();
     // Named by its molt.module section, not by the name given here.
-    let version = node
-        .code()
-        .load(&wat_fixture("behaviour.wat"), "ignored")
-        .unwrap();
+    let version = node.load(&wat_fixture("behaviour.wat"), "ignored").unwrap();
     assert_eq!(version.identity.name, "wat-counter");
     assert_eq!(version.identity.version, "1.0.0");
     assert!(version.identity.declared);
@@ -97,19 +94,13 @@ fn abi_problems(result: Result<impl std::fmt::Debug, LoadError>) -> Vec<Problem>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modules_that_break_the_abi_are_refused() {
     let node = node();
-    let load = |wat: &str, name: &str| node.code().load(&wat::parse_str(wat).unwrap(), name);
+    let load = |wat: &str, name: &str| node.load(&wat::parse_str(wat).unwrap(), name);
     assert_eq!(
-        abi_problems(
-            node.code()
-                .load(&wat_fixture("no_exports.wat"), "no-exports")
-        ),
+        abi_problems(node.load(&wat_fixture("no_exports.wat"), "no-exports")),
         vec![Problem::NoEntry]
     );
     assert_eq!(
-        abi_problems(
-            node.code()
-                .load(&wat_fixture("bad_import.wat"), "bad-import")
-        ),
+        abi_problems(node.load(&wat_fixture("bad_import.wat"), "bad-import")),
         vec![Problem::UnknownImport("no_such_function".into())]
     );
     assert!(node.code().current("no-exports").is_none());
@@ -234,7 +225,6 @@ async fn the_linker_provides_every_import_with_its_abi_signature() {
     // `load` links it: a host function missing or with another signature
     // than the ABI says fails here.
     let version = node
-        .code()
         .load(&bytes, "every-import")
         .unwrap_or_else(|e| panic!("{e}\n{wat}"));
     assert_eq!(version.kind, ModuleKind::Raw);
@@ -412,8 +402,7 @@ async fn distribution_imports_check_their_pointers() {
     ];
     let mut me = node.mailbox().unwrap();
     for (name, body, expected) in cases {
-        node.code()
-            .load(&wat::parse_str(call(body)).unwrap(), name)
+        node.load(&wat::parse_str(call(body)).unwrap(), name)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let spawned = node.stats().spawned;
         let why = run_to_exit(&mut me, name, vec![]).await;

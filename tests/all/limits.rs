@@ -361,7 +361,7 @@ async fn malformed_modules_are_refused_and_the_node_keeps_running() {
         ("a wasm header then noise", header_then_noise),
     ];
     for (what, bytes) in cases {
-        match node.code().load(&bytes, "puppet") {
+        match node.load(&bytes, "puppet") {
             Err(LoadError::Invalid(_)) => {}
             other => panic!("{what}: expected LoadError::Invalid, got {other:?}"),
         }
@@ -383,16 +383,14 @@ async fn a_module_larger_than_module_bytes_max_is_refused() {
     .unwrap();
     let echo = wat_fixture("echo.wat");
     assert!(echo.len() <= 16 << 10);
-    node.code()
-        .load(&echo, "echo")
-        .expect("a small module loads");
+    node.load(&echo, "echo").expect("a small module loads");
     let mut watcher = node.mailbox().unwrap();
     let echo_pid = node
         .spawn("echo", watcher.pid().to_bytes().to_vec())
         .unwrap();
     let big = std::fs::read(guests_dir().join("puppet.wasm")).unwrap();
     assert!(big.len() > 16 << 10);
-    match node.code().load(&big, "puppet") {
+    match node.load(&big, "puppet") {
         Err(LoadError::TooLarge { size, max }) => assert_eq!((size, max), (big.len(), 16 << 10)),
         other => panic!("expected LoadError::TooLarge, got {other:?}"),
     }

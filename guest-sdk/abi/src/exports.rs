@@ -48,13 +48,14 @@ pub const STATE_SAVE: Import = Import {
 /// `molt_code_change(input_len) -> status`: called on a fresh instance of
 /// the new version instead of `molt_init`. The input is the current
 /// message: `from_version_len: u32 LE`, the old version string (UTF-8), then
-/// the state bytes `molt_state_save` returned. Returns 0 on success, any
-/// other value to refuse (the process then stays on the old version).
-/// Optional.
+/// the state bytes `molt_state_save` returned. Returns 0 on success; to
+/// refuse (the process then stays on the old version), `(len << 32) | ptr`
+/// of a UTF-8 reason in guest memory, `len > 0`. A trap or `exit_self`
+/// refuses too, with its reason. Optional.
 pub const CODE_CHANGE: Import = Import {
     name: "molt_code_change",
     params: &[I32],
-    results: &[I32],
+    results: &[I64],
 };
 
 /// Every function export the host knows.

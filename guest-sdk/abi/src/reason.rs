@@ -27,6 +27,10 @@ pub const BAD_POINTER_PREFIX: &str = "bad_pointer: ";
 /// Prefix of the reason of a process that crossed a node limit.
 pub const LIMIT_PREFIX: &str = "limit: ";
 
+/// Prefix of the reason of a process killed because the old version of
+/// its module was purged: `purged: <module> <version>`. Cannot be trapped.
+pub const PURGED_PREFIX: &str = "purged: ";
+
 /// Longest reason kept, in bytes.
 pub const REASON_BYTES_MAX: usize = 1024;
 

@@ -1,14 +1,19 @@
-//! The code server: loads, validates and keeps modules; hands the runtime
-//! the current version of a module to spawn.
+//! The code server: loads, validates and keeps modules, at most a current
+//! and an old version per name (Erlang's code server); hands the runtime
+//! the current version of a module to spawn; caches compiled modules by
+//! content hash.
 //!
 //! Invariant: the code server never touches a running instance. A process
-//! holds the [`ModuleVersion`] it was spawned with for as long as it runs.
+//! holds the [`ModuleVersion`] it runs and moves to another only itself, at
+//! a message boundary (see `runtime::upgrade`); every version counts the
+//! processes on it.
 
 pub mod analyze;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use wasmtime::{Engine, InstancePre, Linker, Module};
 
@@ -25,6 +30,95 @@ pub struct ModuleVersion {
     /// Size of the module file.
     pub size_bytes: usize,
     pub(crate) pre: InstancePre<ProcState>,
+    /// Processes running this version (spawned on it or migrated to it).
+    processes: AtomicUsize,
+    /// Woken when `processes` drops to zero (a purge waits for it).
+    drained: tokio::sync::Notify,
+    /// [`Upgrade::NONE`] while current; how its processes should move on
+    /// once it is not.
+    upgrade: AtomicU8,
+}
+
+/// How behaviour processes move from a version that stopped being current
+/// to the new current one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum UpgradeMode {
+    /// At their next message: an idle process stays on the old version
+    /// until a message arrives.
+    Lazy,
+    /// Now: idle processes are prompted to migrate at once; busy ones
+    /// migrate when the message they handle is done.
+    #[default]
+    Eager,
+}
+
+/// What `load` does with an old version that still has processes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Purge {
+    /// Refuse the load with `not_purged` (Erlang's default).
+    #[default]
+    Soft,
+    /// Kill them (reason `purged: <module> <version>`), then load.
+    Hard,
+}
+
+/// How to load a new version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LoadOptions {
+    /// What to do with an old version that still has processes.
+    pub purge: Purge,
+    /// How behaviour processes move to the new version.
+    pub mode: UpgradeMode,
+}
+
+/// Values of [`ModuleVersion::upgrade`].
+pub(crate) struct Upgrade;
+
+impl Upgrade {
+    pub const NONE: u8 = 0;
+    pub const LAZY: u8 = 1;
+    pub const EAGER: u8 = 2;
+}
+
+impl ModuleVersion {
+    /// Processes running this version now.
+    pub fn processes(&self) -> usize {
+        self.processes.load(Ordering::Acquire)
+    }
+
+    /// A process starts running this version.
+    pub(crate) fn enter(&self) {
+        self.processes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// A process stops running this version (it ended or migrated).
+    pub(crate) fn leave(&self) {
+        if self.processes.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Wait until no process runs this version.
+    pub(crate) async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.processes() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// How its processes should move on: [`Upgrade::NONE`] while current.
+    pub(crate) fn upgrade(&self) -> u8 {
+        self.upgrade.load(Ordering::Acquire)
+    }
+
+    fn same_code(&self, other: &ModuleVersion) -> bool {
+        self.identity == other.identity
+    }
 }
 
 impl std::fmt::Debug for ModuleVersion {
@@ -36,7 +130,8 @@ impl std::fmt::Debug for ModuleVersion {
     }
 }
 
-/// Why a module was refused. The node keeps running what it ran.
+/// Why a module was refused, or a load could not switch versions. The node
+/// keeps running what it ran.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
@@ -72,6 +167,65 @@ pub enum LoadError {
         /// The limit.
         max: usize,
     },
+    /// The old version still has processes and the load did not ask to
+    /// purge them (Erlang's `not_purged`).
+    #[error(
+        "not_purged: old version {version} of `{name}` still runs {processes} process(es); purge it first or load with a hard purge"
+    )]
+    NotPurged {
+        /// Module name.
+        name: String,
+        /// The old version.
+        version: String,
+        /// Processes still on it.
+        processes: usize,
+    },
+    /// A behaviour cannot be replaced by a raw module or the other way
+    /// round: its processes could not migrate.
+    #[error("module `{name}` is a {current} now; version {version} is a {new}")]
+    KindChanged {
+        /// Module name.
+        name: String,
+        /// The new version.
+        version: String,
+        /// Kind of the current version.
+        current: ModuleKind,
+        /// Kind of the new one.
+        new: ModuleKind,
+    },
+    /// A hard purge could not finish.
+    #[error(transparent)]
+    Purge(#[from] PurgeError),
+}
+
+/// Why a purge failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PurgeError {
+    /// `soft_purge` found processes on the old version.
+    #[error("old version {version} of `{name}` still runs {processes} process(es); not purged")]
+    InUse {
+        /// Module name.
+        name: String,
+        /// The old version.
+        version: String,
+        /// Processes still on it.
+        processes: usize,
+    },
+    /// Killed processes did not end in time (a bug, or a stuck host call).
+    #[error(
+        "old version {version} of `{name}`: {processes} process(es) still alive after being killed"
+    )]
+    Stuck {
+        /// Module name.
+        name: String,
+        /// The old version.
+        version: String,
+        /// Processes still on it.
+        processes: usize,
+    },
+    /// No module of that name is loaded.
+    #[error("no module named `{0}` is loaded")]
+    NoModule(String),
 }
 
 fn join(problems: &[Problem]) -> String {
@@ -82,16 +236,134 @@ fn join(problems: &[Problem]) -> String {
         .join("; ")
 }
 
+/// What a load did.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The version now current.
+    pub version: Arc<ModuleVersion>,
+    /// The version that became old, if any.
+    pub previous: Option<Arc<ModuleVersion>>,
+    /// The bytes were the current version already: nothing changed.
+    pub unchanged: bool,
+    /// Processes a hard purge killed first.
+    pub purged: usize,
+}
+
+/// A version as `molt modules` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VersionInfo {
+    /// Version string.
+    pub version: String,
+    /// Behaviour or raw.
+    pub kind: String,
+    /// Full SHA-256 of the module bytes, hex.
+    pub hash: String,
+    /// Processes running it.
+    pub processes: u64,
+}
+
+/// A module as `molt modules` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModuleInfo {
+    /// Module name.
+    pub name: String,
+    /// The current version (`None` after `delete`).
+    pub current: Option<VersionInfo>,
+    /// The old version, if not purged.
+    pub old: Option<VersionInfo>,
+}
+
+impl VersionInfo {
+    fn of(v: &ModuleVersion) -> Self {
+        VersionInfo {
+            version: v.identity.version.clone(),
+            kind: v.kind.to_string(),
+            hash: v.identity.hash.clone(),
+            processes: v.processes() as u64,
+        }
+    }
+}
+
+/// Something the code server did or refused, kept for `molt modules`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CodeEvent {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Module name (or the file, for a refused file).
+    pub module: String,
+    /// What happened, in words.
+    pub what: String,
+    /// Whether it is a failure.
+    pub failure: bool,
+}
+
+/// Most events kept for `molt modules`; older ones are dropped.
+pub const CODE_EVENTS_MAX: usize = 64;
+
+/// Per name: at most a current and an old version.
+#[derive(Default)]
+struct Slot {
+    current: Option<Arc<ModuleVersion>>,
+    old: Option<Arc<ModuleVersion>>,
+}
+
+/// Compiled modules by content hash, so loading the same bytes again (a
+/// downgrade, a node pushed the version it has) does not compile again.
+/// One engine per node, so every entry fits it. Least recently used
+/// entries go first; current and old versions stay alive through their
+/// slots whatever the cache drops.
+struct Cache {
+    entries: HashMap<String, Arc<ModuleVersion>>,
+    order: VecDeque<String>,
+    max: usize,
+}
+
+impl Cache {
+    fn get(&mut self, hash: &str) -> Option<Arc<ModuleVersion>> {
+        let found = self.entries.get(hash).cloned()?;
+        self.order.retain(|h| h != hash);
+        self.order.push_back(hash.to_string());
+        Some(found)
+    }
+
+    fn put(&mut self, version: Arc<ModuleVersion>) {
+        if self.max == 0 {
+            return;
+        }
+        let hash = version.identity.hash.clone();
+        if self.entries.insert(hash.clone(), version).is_none() {
+            self.order.push_back(hash);
+        }
+        while self.entries.len() > self.max {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            self.entries.remove(&oldest);
+        }
+    }
+}
+
 /// Modules loaded on a node, by name.
 pub struct CodeServer {
     engine: Engine,
     linker: Arc<Linker<ProcState>>,
     module_bytes_max: usize,
     modules_max: usize,
-    modules: RwLock<HashMap<String, Arc<ModuleVersion>>>,
+    modules: RwLock<HashMap<String, Slot>>,
+    cache: Mutex<Cache>,
+    events: Mutex<VecDeque<CodeEvent>>,
     /// Directories searched for `<name>.wasm` when a module that is not
     /// loaded is spawned (Erlang's code path, interactive mode).
     code_path: RwLock<Vec<PathBuf>>,
+}
+
+/// Whether a prepared version came from the cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compiled {
+    /// Compiled now.
+    Fresh,
+    /// Found compiled in the cache.
+    Cached,
 }
 
 impl CodeServer {
@@ -100,6 +372,7 @@ impl CodeServer {
         linker: Arc<Linker<ProcState>>,
         module_bytes_max: usize,
         modules_max: usize,
+        compiled_cache_max: usize,
     ) -> Self {
         CodeServer {
             engine,
@@ -107,13 +380,19 @@ impl CodeServer {
             module_bytes_max,
             modules_max,
             modules: RwLock::new(HashMap::new()),
+            cache: Mutex::new(Cache {
+                entries: HashMap::new(),
+                order: VecDeque::new(),
+                max: compiled_cache_max,
+            }),
+            events: Mutex::new(VecDeque::new()),
             code_path: RwLock::new(Vec::new()),
         }
     }
 
-    /// Load a module file; a module without a `molt.module` section is
+    /// Read a module file; a module without a `molt.module` section is
     /// named after the file.
-    pub fn load_file(&self, path: &Path) -> Result<Arc<ModuleVersion>, LoadError> {
+    pub fn read_file(path: &Path) -> Result<(Vec<u8>, String), LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Io {
             path: path.display().to_string(),
             source,
@@ -122,36 +401,16 @@ impl CodeServer {
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or("module");
-        self.load(&bytes, &stem.replace('_', "-"))
+        Ok((bytes, stem.replace('_', "-")))
     }
 
-    /// Validate, compile and link `bytes`, and make the result the current
-    /// version of its name. Loading the same bytes again is a no-op.
-    pub fn load(&self, bytes: &[u8], fallback_name: &str) -> Result<Arc<ModuleVersion>, LoadError> {
-        let version = self.prepare(bytes, fallback_name)?;
-        let mut modules = self.modules.write().expect("module table poisoned");
-        if let Some(existing) = modules.get(&version.identity.name)
-            && existing.identity.hash == version.identity.hash
-        {
-            return Ok(existing.clone());
-        }
-        if !modules.contains_key(&version.identity.name) && modules.len() >= self.modules_max {
-            return Err(LoadError::TooManyModules {
-                max: self.modules_max,
-            });
-        }
-        let version = Arc::new(version);
-        tracing::info!(
-            module = %version.identity.name,
-            version = %version.identity.version,
-            kind = %version.kind,
-            "module loaded"
-        );
-        modules.insert(version.identity.name.clone(), version.clone());
-        Ok(version)
-    }
-
-    fn prepare(&self, bytes: &[u8], fallback_name: &str) -> Result<ModuleVersion, LoadError> {
+    /// Validate, compile and link `bytes` (or find them compiled in the
+    /// cache) without making them current.
+    pub fn prepare(
+        &self,
+        bytes: &[u8],
+        fallback_name: &str,
+    ) -> Result<(Arc<ModuleVersion>, Compiled), LoadError> {
         if bytes.len() > self.module_bytes_max {
             return Err(LoadError::TooLarge {
                 size: bytes.len(),
@@ -159,6 +418,26 @@ impl CodeServer {
             });
         }
         let (identity, section_problem) = analyze::identify(bytes, fallback_name);
+        let cached = self
+            .cache
+            .lock()
+            .expect("module cache poisoned")
+            .get(&identity.hash);
+        if let Some(cached) = cached {
+            if cached.identity == identity {
+                return Ok((cached, Compiled::Cached));
+            }
+            // The same bytes under another file name: same code, own identity.
+            return Ok((
+                Arc::new(ModuleVersion::new(
+                    identity,
+                    cached.kind,
+                    bytes.len(),
+                    cached.pre.clone(),
+                )),
+                Compiled::Cached,
+            ));
+        }
         let module =
             Module::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let report = analyze::check(&module, identity, section_problem);
@@ -175,12 +454,145 @@ impl CodeServer {
             .linker
             .instantiate_pre(&module)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        Ok(ModuleVersion {
-            identity: report.identity,
-            kind,
-            size_bytes: bytes.len(),
-            pre,
+        let version = Arc::new(ModuleVersion::new(report.identity, kind, bytes.len(), pre));
+        self.cache
+            .lock()
+            .expect("module cache poisoned")
+            .put(version.clone());
+        Ok((version, Compiled::Fresh))
+    }
+
+    /// Make a prepared version current (Erlang's `load`): current becomes
+    /// old. An old version without processes is dropped first; one with
+    /// processes makes this fail with `not_purged` (the runtime purges
+    /// before calling this when asked to). Loading the current bytes again
+    /// changes nothing.
+    pub(crate) fn install(
+        &self,
+        version: Arc<ModuleVersion>,
+        mode: UpgradeMode,
+    ) -> Result<Loaded, LoadError> {
+        let name = version.identity.name.clone();
+        let mut modules = self.modules.write().expect("module table poisoned");
+        if !modules.contains_key(&name) && modules.len() >= self.modules_max {
+            return Err(LoadError::TooManyModules {
+                max: self.modules_max,
+            });
+        }
+        let slot = modules.entry(name.clone()).or_default();
+        if let Some(current) = &slot.current {
+            if current.same_code(&version) {
+                return Ok(Loaded {
+                    version: current.clone(),
+                    previous: None,
+                    unchanged: true,
+                    purged: 0,
+                });
+            }
+            if current.kind != version.kind {
+                return Err(LoadError::KindChanged {
+                    name,
+                    version: version.identity.version.clone(),
+                    current: current.kind,
+                    new: version.kind,
+                });
+            }
+        }
+        if let Some(old) = &slot.old {
+            let processes = old.processes();
+            if processes > 0 {
+                return Err(LoadError::NotPurged {
+                    name,
+                    version: old.identity.version.clone(),
+                    processes,
+                });
+            }
+            slot.old = None;
+        }
+        version.upgrade.store(Upgrade::NONE, Ordering::Release);
+        let previous = slot.current.replace(version.clone());
+        if let Some(previous) = &previous {
+            let flag = match mode {
+                UpgradeMode::Lazy => Upgrade::LAZY,
+                UpgradeMode::Eager => Upgrade::EAGER,
+            };
+            previous.upgrade.store(flag, Ordering::Release);
+            slot.old = Some(previous.clone());
+        }
+        drop(modules);
+        let what = match &previous {
+            Some(p) => format!(
+                "loaded version {} ({}); {} is old",
+                version.identity.version, version.kind, p.identity.version
+            ),
+            None => format!(
+                "loaded version {} ({})",
+                version.identity.version, version.kind
+            ),
+        };
+        tracing::info!(module = %name, "{what}");
+        self.record(&name, what, false);
+        Ok(Loaded {
+            version,
+            previous,
+            unchanged: false,
+            purged: 0,
         })
+    }
+
+    /// Erlang's `delete`: current becomes old, so nothing new spawns on it.
+    /// Fails with `not_purged` if an old version still has processes.
+    pub(crate) fn delete(&self, name: &str) -> Result<Option<Arc<ModuleVersion>>, LoadError> {
+        let mut modules = self.modules.write().expect("module table poisoned");
+        let Some(slot) = modules.get_mut(name) else {
+            return Err(PurgeError::NoModule(name.to_string()).into());
+        };
+        let Some(current) = slot.current.clone() else {
+            return Ok(None);
+        };
+        if let Some(old) = &slot.old {
+            let processes = old.processes();
+            if processes > 0 {
+                return Err(LoadError::NotPurged {
+                    name: name.to_string(),
+                    version: old.identity.version.clone(),
+                    processes,
+                });
+            }
+        }
+        current.upgrade.store(Upgrade::LAZY, Ordering::Release);
+        slot.old = slot.current.take();
+        drop(modules);
+        let what = format!("deleted: version {} is old", current.identity.version);
+        tracing::info!(module = %name, "{what}");
+        self.record(name, what, false);
+        Ok(Some(current))
+    }
+
+    /// The old version of `name`, if any.
+    pub fn old(&self, name: &str) -> Option<Arc<ModuleVersion>> {
+        self.modules
+            .read()
+            .expect("module table poisoned")
+            .get(name)
+            .and_then(|s| s.old.clone())
+    }
+
+    /// Drop the old version of `name` if it is still `old` (a purge found
+    /// it without processes). A module with neither version is forgotten.
+    pub(crate) fn drop_old(&self, name: &str, old: &Arc<ModuleVersion>) -> bool {
+        let mut modules = self.modules.write().expect("module table poisoned");
+        let Some(slot) = modules.get_mut(name) else {
+            return false;
+        };
+        if !slot.old.as_ref().is_some_and(|o| Arc::ptr_eq(o, old)) {
+            return false;
+        }
+        slot.old = None;
+        if slot.current.is_none() {
+            modules.remove(name);
+        }
+        true
     }
 
     /// The current version of a module.
@@ -189,7 +601,16 @@ impl CodeServer {
             .read()
             .expect("module table poisoned")
             .get(name)
-            .cloned()
+            .and_then(|s| s.current.clone())
+    }
+
+    /// The current version of a module, counted as running one more
+    /// process (under the same lock, so a load cannot drop it in between).
+    fn enter_current(&self, name: &str) -> Option<Arc<ModuleVersion>> {
+        let modules = self.modules.read().expect("module table poisoned");
+        let current = modules.get(name)?.current.clone()?;
+        current.enter();
+        Some(current)
     }
 
     /// Add a directory to the code path.
@@ -201,14 +622,26 @@ impl CodeServer {
         }
     }
 
-    /// The current version of a module, loading `<name>.wasm` (or with
-    /// `-` spelled `_`, as cargo names files) from the code path if it is
-    /// not loaded yet. A file that fails to load is logged and skipped.
-    pub fn current_or_load(&self, name: &str) -> Option<Arc<ModuleVersion>> {
-        if let Some(v) = self.current(name) {
+    /// The current version of a module, counted as running one more process
+    /// (the caller spawns it, or calls [`ModuleVersion::leave`]). A module
+    /// that was never loaded is loaded from `<name>.wasm` (or with `-`
+    /// spelled `_`, as cargo names files) on the code path. A file that
+    /// fails to load is logged and skipped.
+    pub(crate) fn enter_current_or_load(&self, name: &str) -> Option<Arc<ModuleVersion>> {
+        if let Some(v) = self.enter_current(name) {
             return Some(v);
         }
         if !molt_abi::section::valid_module_name(name) {
+            return None;
+        }
+        // Erlang's interactive mode loads a module that is not loaded; a
+        // deleted one (old, no current) stays deleted.
+        if self
+            .modules
+            .read()
+            .expect("module table poisoned")
+            .contains_key(name)
+        {
             return None;
         }
         let dirs = self.code_path.read().expect("code path poisoned").clone();
@@ -222,13 +655,22 @@ impl CodeServer {
                 if !path.is_file() {
                     continue;
                 }
-                match self.load_file(&path) {
-                    Ok(v) if v.identity.name == name => return Some(v),
-                    Ok(v) => tracing::warn!(
-                        file = %path.display(),
-                        declared = %v.identity.name,
-                        "module file declares another name; not used for `{name}`"
-                    ),
+                let loaded = Self::read_file(&path)
+                    .and_then(|(bytes, stem)| self.prepare(&bytes, &stem))
+                    .and_then(|(v, _)| {
+                        if v.identity.name != name {
+                            tracing::warn!(
+                                file = %path.display(),
+                                declared = %v.identity.name,
+                                "module file declares another name; not used for `{name}`"
+                            );
+                            return Ok(None);
+                        }
+                        self.install(v, UpgradeMode::Eager).map(Some)
+                    });
+                match loaded {
+                    Ok(Some(_)) => return self.enter_current(name),
+                    Ok(None) => {}
                     Err(e) => tracing::warn!(file = %path.display(), "cannot load module: {e}"),
                 }
             }
@@ -236,17 +678,79 @@ impl CodeServer {
         None
     }
 
-    /// Every loaded module, sorted by name.
+    /// Every module, sorted by name.
+    pub fn modules(&self) -> Vec<ModuleInfo> {
+        let modules = self.modules.read().expect("module table poisoned");
+        let mut all: Vec<_> = modules
+            .iter()
+            .map(|(name, slot)| ModuleInfo {
+                name: name.clone(),
+                current: slot.current.as_deref().map(VersionInfo::of),
+                old: slot.old.as_deref().map(VersionInfo::of),
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Every current version, sorted by name.
     pub fn list(&self) -> Vec<Arc<ModuleVersion>> {
         let mut all: Vec<_> = self
             .modules
             .read()
             .expect("module table poisoned")
             .values()
-            .cloned()
+            .filter_map(|s| s.current.clone())
             .collect();
         all.sort_by(|a, b| a.identity.name.cmp(&b.identity.name));
         all
+    }
+
+    /// Keep an event for `molt modules` (the last [`CODE_EVENTS_MAX`]).
+    pub(crate) fn record(&self, module: &str, what: String, failure: bool) {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut events = self.events.lock().expect("code events poisoned");
+        if events.len() == CODE_EVENTS_MAX {
+            events.pop_front();
+        }
+        events.push_back(CodeEvent {
+            at_ms,
+            module: module.to_string(),
+            what,
+            failure,
+        });
+    }
+
+    /// The last [`CODE_EVENTS_MAX`] loads, purges, refusals and failed
+    /// upgrades, oldest first.
+    pub fn events(&self) -> Vec<CodeEvent> {
+        self.events
+            .lock()
+            .expect("code events poisoned")
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+impl ModuleVersion {
+    fn new(
+        identity: Identity,
+        kind: ModuleKind,
+        size_bytes: usize,
+        pre: InstancePre<ProcState>,
+    ) -> Self {
+        ModuleVersion {
+            identity,
+            kind,
+            size_bytes,
+            pre,
+            processes: AtomicUsize::new(0),
+            drained: tokio::sync::Notify::new(),
+            upgrade: AtomicU8::new(Upgrade::NONE),
+        }
     }
 }
 

@@ -217,8 +217,7 @@ impl DistInner {
                 // Compiling takes a while: not on this connection's reader.
                 let peer = peer.clone();
                 tokio::task::spawn_blocking(move || {
-                    let result = node
-                        .code
+                    let result = Node::from_inner(node)
                         .load(&bytes, &name)
                         .map(|v| (v.identity.name.clone(), v.identity.version.clone()))
                         .map_err(|e| e.to_string());

@@ -181,6 +181,9 @@ impl DistInner {
                         reason: reason.to_string(),
                     }
                 }
+                // Purge kills and system requests go to processes of this
+                // node only; they never name a remote pid.
+                Signal::Kill { .. } | Signal::System(_) => return Err(Undelivered::NoProc),
             }
         };
         if peer.lane(from, to).push(frame::encode(&frame)) == Pushed::Congested {

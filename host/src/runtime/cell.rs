@@ -62,6 +62,16 @@ pub(crate) enum Signal {
         reference: Ref,
         reason: Reason,
     },
+    /// End the process with this reason; cannot be trapped (a purge of
+    /// the code it runs).
+    Kill {
+        reason: Reason,
+        /// Only if it still runs this version when the signal applies.
+        only_on: Option<Arc<ModuleVersion>>,
+    },
+    /// A request to the process itself rather than to its code: suspend,
+    /// resume, change code (Erlang's system messages).
+    System(super::upgrade::SysRequest),
 }
 
 struct Queue {
@@ -72,8 +82,14 @@ struct Queue {
 /// The part of a process other threads may touch.
 pub(crate) struct ProcessCell {
     pub pid: Pid,
-    /// The module version it runs; `None` for a host mailbox.
-    pub module: Option<Arc<ModuleVersion>>,
+    /// The module version it runs; `None` for a host mailbox. Changed
+    /// only by the process itself, when it migrates to a new version.
+    pub module: Mutex<Option<Arc<ModuleVersion>>>,
+    /// Whether it is suspended (handles signals, not messages).
+    pub suspended: AtomicBool,
+    /// Why its last attempt to move to a new version failed, with the
+    /// version; cleared when it moves.
+    pub upgrade_failure: Mutex<Option<String>>,
     queue: Mutex<Queue>,
     /// Woken whenever a signal is queued.
     pub wake: Notify,
@@ -90,7 +106,9 @@ impl ProcessCell {
     pub fn new(pid: Pid, module: Option<Arc<ModuleVersion>>) -> Self {
         ProcessCell {
             pid,
-            module,
+            module: Mutex::new(module),
+            suspended: AtomicBool::new(false),
+            upgrade_failure: Mutex::new(None),
             queue: Mutex::new(Queue {
                 signals: VecDeque::new(),
                 closed: false,
@@ -109,7 +127,7 @@ impl ProcessCell {
             if queue.closed {
                 return Err(signal);
             }
-            if matches!(signal, Signal::Exit { .. }) {
+            if matches!(signal, Signal::Exit { .. } | Signal::Kill { .. }) {
                 self.urgent.store(true, Ordering::Release);
             }
             queue.signals.push_back(signal);
@@ -123,6 +141,16 @@ impl ProcessCell {
         self.urgent.store(false, Ordering::Release);
         let mut queue = self.queue.lock().expect("signal queue poisoned");
         std::mem::swap(&mut queue.signals, into);
+    }
+
+    /// The module version it runs now.
+    pub fn version(&self) -> Option<Arc<ModuleVersion>> {
+        self.module.lock().expect("cell module poisoned").clone()
+    }
+
+    /// Whether it is a guest process (not a host mailbox).
+    pub fn is_guest(&self) -> bool {
+        self.module.lock().expect("cell module poisoned").is_some()
     }
 
     /// Refuse all further signals and return those still queued.

@@ -52,6 +52,11 @@ pub(crate) struct ProcessCore {
     pub trap_exit: bool,
     /// A host mailbox: exit signals never end it (see `on_exit_signal`).
     pub host_driven: bool,
+    /// A behaviour: system requests (suspend, resume, change code) queue
+    /// in `system` for its message loop; anything else refuses them.
+    pub behaviour: bool,
+    /// System requests waiting for the message loop.
+    pub system: VecDeque<super::upgrade::SysRequest>,
     /// Set once the process must end, with why.
     pub exit: Option<Reason>,
     scratch: VecDeque<Signal>,
@@ -69,6 +74,8 @@ impl ProcessCore {
             node_monitors: HashMap::new(),
             trap_exit: false,
             host_driven: false,
+            behaviour: false,
+            system: VecDeque::new(),
             exit: None,
             scratch: VecDeque::new(),
         }
@@ -139,6 +146,33 @@ impl ProcessCore {
                     }
                     .encode();
                     self.deliver_system(tag::DOWN, reference, payload);
+                }
+            }
+            Signal::Kill { reason, only_on } => {
+                let moved_on = only_on.is_some_and(|v| {
+                    !self
+                        .cell
+                        .version()
+                        .is_some_and(|current| Arc::ptr_eq(&current, &v))
+                });
+                if moved_on {
+                    // It migrated off the purged version in between.
+                } else if self.host_driven {
+                    let payload = sysmsg::Exit {
+                        from: self.pid(),
+                        reason: &reason,
+                    }
+                    .encode();
+                    self.deliver_system(tag::EXIT, Ref::NONE, payload);
+                } else {
+                    self.die(reason);
+                }
+            }
+            Signal::System(request) => {
+                if self.behaviour {
+                    self.system.push_back(request);
+                } else {
+                    request.refuse(super::upgrade::SysError::NotBehaviour);
                 }
             }
         }
@@ -322,7 +356,12 @@ impl ProcessCore {
         // before are honoured with the real reason.
         for signal in self.cell.close() {
             match signal {
-                Signal::Message { .. } | Signal::Exit { .. } | Signal::Down { .. } => {}
+                Signal::Message { .. }
+                | Signal::Exit { .. }
+                | Signal::Down { .. }
+                | Signal::Kill { .. } => {}
+                // Dropping the request tells the asker the process is gone.
+                Signal::System(_) => {}
                 bookkeeping => self.apply(bookkeeping),
             }
         }

@@ -1,18 +1,27 @@
 //! A guest process: one wasmtime `Store` and instance, run as a tokio task.
 //! Behaviours are called once per message; raw processes run their entry
 //! function, which blocks in `receive`.
+//!
+//! A behaviour moves to a new version of its module between two messages:
+//! the old instance saves its state, a new store and instance of the new
+//! version get it in `molt_code_change`, and the process (mailbox, links,
+//! monitors) moves over. If the new version refuses, the process goes on
+//! in the old instance as if nothing happened.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use molt_abi::{exports, reason};
-use wasmtime::{Memory, ResourceLimiter, Store, StoreContextMut, TypedFunc, UpdateDeadline};
+use wasmtime::{
+    Instance, Memory, ResourceLimiter, Store, StoreContextMut, TypedFunc, UpdateDeadline,
+};
 
 use super::cell::{Message, Reason};
 use super::core::ProcessCore;
 use super::guest_mem::GuestFault;
-use crate::code::{ModuleKind, ModuleVersion};
+use super::upgrade::{SysError, SysOp, SysOutcome, SysRequest};
+use crate::code::{ModuleKind, ModuleVersion, Upgrade};
 
 /// Caps one process's linear memory and tables, and remembers whether it
 /// refused, so the exit reason can name the limit.
@@ -96,10 +105,39 @@ impl ProcState {
     }
 }
 
-/// Run a process to its end and tell its links and monitors.
+/// Run a process to its end and tell its links and monitors. The caller
+/// counted the process on `version` ([`ModuleVersion::enter`]).
 pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Box<[u8]>) {
-    let node = core.node.clone();
     let pid = core.pid();
+    let args = Message {
+        tag: molt_abi::tag::DATA,
+        reference: molt_abi::Ref::NONE,
+        payload: args,
+    };
+    let mut process = Running {
+        store: new_store(core, Some(args)),
+        version,
+        handlers: None,
+        declined: None,
+    };
+    let outcome = process.drive().await;
+    let why: Reason = match outcome {
+        Ok(()) => reason::NORMAL.into(),
+        Err(e) => exit_reason(&e, process.store.data()),
+    };
+    let Running { store, version, .. } = process;
+    let state = store.into_data();
+    log_exit(pid, &version, &why);
+    state.core.terminate(why);
+    // Last, so that a purge waiting for this version to drain finds the
+    // process gone from the table and its links told.
+    version.leave();
+}
+
+/// A store for one instance of a process, with its limits and epoch
+/// callback.
+fn new_store(core: ProcessCore, current: Option<Message>) -> Store<ProcState> {
+    let node = core.node.clone();
     let limiter = Limiter {
         cell: core.cell.clone(),
         memory_bytes_max: node.config.memory_bytes_max as usize,
@@ -108,11 +146,7 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
     };
     let state = ProcState {
         core,
-        current: Some(Message {
-            tag: molt_abi::tag::DATA,
-            reference: molt_abi::Ref::NONE,
-            payload: args,
-        }),
+        current,
         memory: None,
         limiter,
         backpressure: None,
@@ -120,14 +154,7 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
     let mut store = Store::new(&node.engine, state);
     store.limiter(|s| &mut s.limiter);
     store.epoch_deadline_callback(on_epoch);
-    let outcome = drive(&mut store, &version).await;
-    let why: Reason = match outcome {
-        Ok(()) => reason::NORMAL.into(),
-        Err(e) => exit_reason(&e, store.data()),
-    };
-    let state = store.into_data();
-    log_exit(pid, &version, &why);
-    state.core.terminate(why);
+    store
 }
 
 fn log_exit(pid: molt_abi::Pid, version: &ModuleVersion, why: &str) {
@@ -181,7 +208,387 @@ fn exit_reason(error: &wasmtime::Error, state: &ProcState) -> Reason {
     reason::truncate(&text).into()
 }
 
-async fn drive(store: &mut Store<ProcState>, version: &ModuleVersion) -> wasmtime::Result<()> {
+/// A behaviour's entry points in its current instance.
+struct Handlers {
+    handle: TypedFunc<(i32, i32), ()>,
+    state_save: Option<TypedFunc<(), i64>>,
+}
+
+impl Handlers {
+    fn of(instance: &Instance, store: &mut Store<ProcState>) -> wasmtime::Result<Handlers> {
+        Ok(Handlers {
+            handle: instance.get_typed_func(&mut *store, exports::HANDLE.name)?,
+            state_save: instance
+                .get_typed_func(&mut *store, exports::STATE_SAVE.name)
+                .ok(),
+        })
+    }
+}
+
+/// What a behaviour's loop does next.
+enum Event {
+    Message(Message),
+    /// Move to this version now (eager upgrade).
+    Upgrade(Arc<ModuleVersion>),
+    System(SysRequest),
+}
+
+/// A running process: its store (which a migration replaces) and the
+/// version that store's instance runs.
+struct Running {
+    store: Store<ProcState>,
+    version: Arc<ModuleVersion>,
+    handlers: Option<Handlers>,
+    /// A version whose migration failed: not tried again.
+    declined: Option<Weak<ModuleVersion>>,
+}
+
+/// Why a migration did not happen; the process stays where it was.
+type Refusal = String;
+
+impl Running {
+    async fn drive(&mut self) -> wasmtime::Result<()> {
+        let instance = instantiate(&mut self.store, &self.version).await?;
+        let args_len = self
+            .store
+            .data()
+            .current
+            .as_ref()
+            .map_or(0, |m| m.payload.len()) as i32;
+        match self.version.kind {
+            ModuleKind::Raw => {
+                let main: TypedFunc<i32, ()> =
+                    instance.get_typed_func(&mut self.store, exports::MAIN.name)?;
+                self.store.set_epoch_deadline(1);
+                main.call_async(&mut self.store, args_len).await
+            }
+            ModuleKind::Behaviour => {
+                self.store.data_mut().core.behaviour = true;
+                let init: TypedFunc<i32, ()> =
+                    instance.get_typed_func(&mut self.store, exports::INIT.name)?;
+                self.handlers = Some(Handlers::of(&instance, &mut self.store)?);
+                self.store.set_epoch_deadline(1);
+                init.call_async(&mut self.store, args_len).await?;
+                self.store
+                    .data()
+                    .core
+                    .node
+                    .initialized
+                    .fetch_add(1, Ordering::Relaxed);
+                loop {
+                    match self.next_event().await? {
+                        Event::Message(message) => {
+                            // Lazy or eager: a message is a boundary at
+                            // which the process moves on first.
+                            if let Some(target) = self.upgrade_target() {
+                                self.upgrade(target).await?;
+                            }
+                            self.handle(message).await?;
+                        }
+                        Event::Upgrade(target) => {
+                            self.upgrade(target).await?;
+                        }
+                        Event::System(request) => self.system(request).await?,
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(&mut self, message: Message) -> wasmtime::Result<()> {
+        let (tag, len) = (message.tag as i32, message.payload.len() as i32);
+        self.store.data_mut().current = Some(message);
+        self.store.set_epoch_deadline(1);
+        let handle = self.handlers.as_ref().expect("a behaviour").handle.clone();
+        handle.call_async(&mut self.store, (tag, len)).await
+    }
+
+    /// The next thing to do, waiting if there is none; an error if a signal
+    /// ends the process first.
+    async fn next_event(&mut self) -> wasmtime::Result<Event> {
+        let cell = self.store.data().core.cell.clone();
+        if let Some(wait) = self.store.data_mut().backpressure.take() {
+            wait.await;
+        }
+        loop {
+            let state = self.store.data_mut();
+            state.core.absorb();
+            if let Some(e) = state.exit_error() {
+                return Err(e);
+            }
+            if let Some(request) = state.core.system.pop_front() {
+                return Ok(Event::System(request));
+            }
+            if !cell.suspended.load(Ordering::Acquire) {
+                if self.version.upgrade() == Upgrade::EAGER
+                    && let Some(target) = self.upgrade_target()
+                {
+                    return Ok(Event::Upgrade(target));
+                }
+                if let Some(m) = self.store.data_mut().core.take_next() {
+                    return Ok(Event::Message(m));
+                }
+            }
+            cell.wake.notified().await;
+        }
+    }
+
+    /// The version to move to, if this one is no longer current and the
+    /// current one was not refused already.
+    fn upgrade_target(&self) -> Option<Arc<ModuleVersion>> {
+        if self.version.upgrade() == Upgrade::NONE {
+            return None;
+        }
+        let code = &self.store.data().core.node.code;
+        let target = code.current(&self.version.identity.name)?;
+        let refused = self
+            .declined
+            .as_ref()
+            .and_then(Weak::upgrade)
+            .is_some_and(|d| Arc::ptr_eq(&d, &target));
+        let usable = !Arc::ptr_eq(&target, &self.version)
+            && !refused
+            && target.kind == ModuleKind::Behaviour;
+        usable.then_some(target)
+    }
+
+    async fn system(&mut self, request: SysRequest) -> wasmtime::Result<()> {
+        let cell = self.store.data().core.cell.clone();
+        match request.op {
+            SysOp::Suspend => {
+                cell.suspended.store(true, Ordering::Release);
+                request.answer(Ok(SysOutcome::Done));
+            }
+            SysOp::Resume => {
+                cell.suspended.store(false, Ordering::Release);
+                request.answer(Ok(SysOutcome::Done));
+            }
+            SysOp::ChangeCode => {
+                let code = &self.store.data().core.node.code;
+                let target = code
+                    .current(&self.version.identity.name)
+                    .filter(|t| !Arc::ptr_eq(t, &self.version));
+                let Some(target) = target else {
+                    let version = self.version.identity.version.clone();
+                    request.answer(Ok(SysOutcome::Unchanged { version }));
+                    return Ok(());
+                };
+                let from = self.version.identity.version.clone();
+                let to = target.identity.version.clone();
+                if target.kind != ModuleKind::Behaviour {
+                    request.refuse(SysError::Failed(format!("version {to} is not a behaviour")));
+                    return Ok(());
+                }
+                match self.migrate(target.clone()).await? {
+                    Ok(()) => request.answer(Ok(SysOutcome::Upgraded { from, to })),
+                    Err(why) => {
+                        self.report_refusal(&target, &why);
+                        request.refuse(SysError::Failed(why));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Move to `target`; a refusal is reported and remembered, so the
+    /// process does not try that version again.
+    async fn upgrade(&mut self, target: Arc<ModuleVersion>) -> wasmtime::Result<()> {
+        if let Err(why) = self.migrate(target.clone()).await? {
+            self.report_refusal(&target, &why);
+            self.declined = Some(Arc::downgrade(&target));
+        }
+        Ok(())
+    }
+
+    fn report_refusal(&self, target: &ModuleVersion, why: &str) {
+        let core = &self.store.data().core;
+        let (pid, name) = (core.pid(), &self.version.identity.name);
+        let (from, to) = (&self.version.identity.version, &target.identity.version);
+        tracing::warn!(%pid, module = %name, %from, %to, "upgrade failed, process stays on {from}: {why}");
+        core.node.code.record(
+            name,
+            format!("{pid} stays on {from}: upgrade to {to} failed: {why}"),
+            true,
+        );
+        *core
+            .cell
+            .upgrade_failure
+            .lock()
+            .expect("upgrade failure poisoned") = Some(format!("to {to}: {why}"));
+    }
+
+    /// Move this process to `target`: save the state in the old instance,
+    /// instantiate the new version in a new store, hand it the state in
+    /// `code_change`. On success the old instance is dropped; on a refusal
+    /// (`Ok(Err)`) the process goes on in the old one, untouched. `Err` is
+    /// a signal that ends the process.
+    async fn migrate(
+        &mut self,
+        target: Arc<ModuleVersion>,
+    ) -> wasmtime::Result<Result<(), Refusal>> {
+        let state = match self.save_state().await? {
+            Ok(state) => state,
+            Err(why) => return Ok(Err(why)),
+        };
+        let from = self.version.identity.version.as_bytes();
+        let mut input = Vec::with_capacity(4 + from.len() + state.len());
+        input.extend_from_slice(&(from.len() as u32).to_le_bytes());
+        input.extend_from_slice(from);
+        input.extend_from_slice(&state);
+        let input_len = input.len() as i32;
+        let core = &self.store.data().core;
+        let placeholder = ProcessCore::new(core.node.clone(), core.cell.clone());
+        let mut next = new_store(
+            placeholder,
+            Some(Message {
+                tag: molt_abi::tag::DATA,
+                reference: molt_abi::Ref::NONE,
+                payload: input.into_boxed_slice(),
+            }),
+        );
+        // The process (mailbox, links, monitors, exit) moves to the new store
+        // for the call, and back if the new version refuses.
+        swap_process(self.store.data_mut(), next.data_mut());
+        let outcome = start_new(&mut next, &target, input_len).await;
+        let handlers = match outcome {
+            Ok(Ok(handlers)) => handlers,
+            Ok(Err(why)) => {
+                swap_process(next.data_mut(), self.store.data_mut());
+                self.republish_memory();
+                return Ok(Err(why));
+            }
+            Err(e) => {
+                swap_process(next.data_mut(), self.store.data_mut());
+                return Err(e);
+            }
+        };
+        let cell = next.data().core.cell.clone();
+        *cell.module.lock().expect("cell module poisoned") = Some(target.clone());
+        *cell
+            .upgrade_failure
+            .lock()
+            .expect("upgrade failure poisoned") = None;
+        target.enter();
+        let old = std::mem::replace(&mut self.version, target);
+        let old_store = std::mem::replace(&mut self.store, next);
+        self.handlers = Some(handlers);
+        tracing::debug!(
+            pid = %cell.pid,
+            module = %old.identity.name,
+            from = %old.identity.version,
+            to = %self.version.identity.version,
+            "process upgraded"
+        );
+        // Frees the old instance's slot before the version can drain.
+        drop(old_store);
+        old.leave();
+        Ok(Ok(()))
+    }
+
+    /// The old instance's state (`molt_state_save`); empty if it exports
+    /// none.
+    async fn save_state(&mut self) -> wasmtime::Result<Result<Vec<u8>, Refusal>> {
+        let Some(save) = self.handlers.as_ref().and_then(|h| h.state_save.clone()) else {
+            return Ok(Ok(Vec::new()));
+        };
+        self.store.set_epoch_deadline(1);
+        let packed = match save.call_async(&mut self.store, ()).await {
+            Ok(packed) => packed,
+            Err(e) => return refusal(e, &self.store, "molt_state_save"),
+        };
+        Ok(read_packed(&self.store, packed, "molt_state_save result").map(<[u8]>::to_vec))
+    }
+
+    /// After a refused migration: the old instance's memory size, for `ps`.
+    fn republish_memory(&mut self) {
+        if let Some(memory) = self.store.data().memory {
+            let size = memory.data_size(&self.store);
+            let cell = &self.store.data().core.cell;
+            cell.memory_bytes.store(size, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Move the process between two stores' data.
+fn swap_process(from: &mut ProcState, to: &mut ProcState) {
+    std::mem::swap(&mut from.core, &mut to.core);
+    to.backpressure = from.backpressure.take();
+}
+
+/// Instantiate `target` in `store` and call its `molt_code_change`.
+async fn start_new(
+    store: &mut Store<ProcState>,
+    target: &ModuleVersion,
+    input_len: i32,
+) -> wasmtime::Result<Result<Handlers, Refusal>> {
+    let instance = match instantiate(store, target).await {
+        Ok(instance) => instance,
+        Err(e) => return refusal(e, store, "instantiating the new version"),
+    };
+    let Ok(code_change) =
+        instance.get_typed_func::<i32, i64>(&mut *store, exports::CODE_CHANGE.name)
+    else {
+        return Ok(Err(format!(
+            "version {} exports no {}",
+            target.identity.version,
+            exports::CODE_CHANGE.name
+        )));
+    };
+    let handlers = match Handlers::of(&instance, store) {
+        Ok(handlers) => handlers,
+        Err(e) => return Ok(Err(format!("{e:#}"))),
+    };
+    store.set_epoch_deadline(1);
+    match code_change.call_async(&mut *store, input_len).await {
+        Ok(0) => Ok(Ok(handlers)),
+        Ok(packed) => {
+            let why = match read_packed(store, packed, "molt_code_change reason") {
+                Ok(bytes) => format!("code_change refused: {}", String::from_utf8_lossy(bytes)),
+                Err(why) => why,
+            };
+            Ok(Err(reason::truncate(&why).to_string()))
+        }
+        Err(e) => refusal(e, store, "molt_code_change"),
+    }
+}
+
+/// A call into the guest failed during a migration: a signal that ends the
+/// process stays an error; anything the guest did (a trap, a panic,
+/// `exit_self`, a limit) refuses the migration with that reason.
+fn refusal<T>(
+    error: wasmtime::Error,
+    store: &Store<ProcState>,
+    during: &str,
+) -> wasmtime::Result<Result<T, Refusal>> {
+    if store.data().core.exit.is_some() {
+        return Err(error);
+    }
+    Ok(Err(format!(
+        "{during}: {}",
+        exit_reason(&error, store.data())
+    )))
+}
+
+/// The bytes at `(len << 32) | ptr` in the store's memory.
+fn read_packed<'s>(
+    store: &'s Store<ProcState>,
+    packed: i64,
+    what: &'static str,
+) -> Result<&'s [u8], Refusal> {
+    let (ptr, len) = (packed as u32 as i32, (packed as u64 >> 32) as u32 as i32);
+    let Some(memory) = store.data().memory else {
+        return Err("the guest exports no memory".to_string());
+    };
+    super::guest_mem::bytes(memory.data(store), ptr, len, what).map_err(|e| e.to_string())
+}
+
+/// Instantiate `version` in `store`; a failure is an exit (`limit: cannot
+/// instantiate`), or the signal that ended the process meanwhile.
+async fn instantiate(
+    store: &mut Store<ProcState>,
+    version: &ModuleVersion,
+) -> wasmtime::Result<Instance> {
     let instance = match version.pre.instantiate_async(&mut *store).await {
         Ok(instance) => instance,
         // A signal that ended the process during instantiation keeps its reason.
@@ -193,54 +600,5 @@ async fn drive(store: &mut Store<ProcState>, version: &ModuleVersion) -> wasmtim
         }
     };
     store.data_mut().memory = instance.get_memory(&mut *store, exports::MEMORY);
-    let args_len = store.data().current.as_ref().map_or(0, |m| m.payload.len()) as i32;
-    match version.kind {
-        ModuleKind::Raw => {
-            let main: TypedFunc<i32, ()> =
-                instance.get_typed_func(&mut *store, exports::MAIN.name)?;
-            store.set_epoch_deadline(1);
-            main.call_async(&mut *store, args_len).await
-        }
-        ModuleKind::Behaviour => {
-            let init: TypedFunc<i32, ()> =
-                instance.get_typed_func(&mut *store, exports::INIT.name)?;
-            let handle: TypedFunc<(i32, i32), ()> =
-                instance.get_typed_func(&mut *store, exports::HANDLE.name)?;
-            store.set_epoch_deadline(1);
-            init.call_async(&mut *store, args_len).await?;
-            store
-                .data()
-                .core
-                .node
-                .initialized
-                .fetch_add(1, Ordering::Relaxed);
-            loop {
-                let message = next_message(store).await?;
-                let (tag, len) = (message.tag as i32, message.payload.len() as i32);
-                store.data_mut().current = Some(message);
-                store.set_epoch_deadline(1);
-                handle.call_async(&mut *store, (tag, len)).await?;
-            }
-        }
-    }
-}
-
-/// The next message for a behaviour, waiting if there is none; an error if
-/// a signal ends the process first.
-async fn next_message(store: &mut Store<ProcState>) -> wasmtime::Result<Message> {
-    let cell = store.data().core.cell.clone();
-    if let Some(wait) = store.data_mut().backpressure.take() {
-        wait.await;
-    }
-    loop {
-        let state = store.data_mut();
-        state.core.absorb();
-        if let Some(e) = state.exit_error() {
-            return Err(e);
-        }
-        if let Some(m) = state.core.take_next() {
-            return Ok(m);
-        }
-        cell.wake.notified().await;
-    }
+    Ok(instance)
 }

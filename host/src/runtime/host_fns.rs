@@ -528,12 +528,8 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
                     .push_str(&format!(" [cut: {cut} bytes past log_line_bytes_max]"));
             }
             let pid = st.core.pid();
-            let module = st
-                .core
-                .cell
-                .module
-                .as_ref()
-                .map_or("", |m| m.identity.name.as_str());
+            let version = st.core.cell.version();
+            let module = version.as_ref().map_or("", |m| m.identity.name.as_str());
             match level {
                 log_level::ERROR => tracing::error!(target: "molt::guest", %pid, module, "{text}"),
                 log_level::WARN => tracing::warn!(target: "molt::guest", %pid, module, "{text}"),

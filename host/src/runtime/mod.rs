@@ -16,6 +16,7 @@ mod mailbox;
 mod registry;
 mod table;
 mod timers;
+mod upgrade;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,13 +32,14 @@ pub use self::core::Filter;
 pub(crate) use self::guest::ProcState;
 pub use self::mailbox::HostMailbox;
 pub use self::registry::RegisterError;
+pub use self::upgrade::{SysError, SysOp, SysOutcome};
 
 use self::cell::ProcessCell;
 pub(crate) use self::cell::Signal;
 use self::registry::Registry;
 use self::table::ProcessTable;
 use self::timers::Timers;
-use crate::code::{CodeServer, LoadError, ModuleVersion};
+use crate::code::CodeServer;
 use crate::config::NodeConfig;
 use crate::engine::{self, EngineError};
 
@@ -184,6 +186,11 @@ pub struct ProcessInfo {
     pub name: Option<String>,
     /// Linear memory, in bytes.
     pub memory_bytes: usize,
+    /// Suspended (see [`Node::suspend`]).
+    pub suspended: bool,
+    /// Why its last move to a new version failed (it stays on the one
+    /// shown), if it did.
+    pub upgrade_failure: Option<String>,
 }
 
 pub(crate) struct NodeInner {
@@ -238,6 +245,7 @@ impl Node {
             Arc::new(linker),
             config.module_bytes_max,
             config.modules_max,
+            config.compiled_cache_max,
         );
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).expect("the OS random generator failed");
@@ -283,14 +291,6 @@ impl Node {
     /// The node's modules.
     pub fn code(&self) -> &CodeServer {
         &self.inner.code
-    }
-
-    /// Load a module file (see [`CodeServer::load_file`]).
-    pub fn load_file(
-        &self,
-        path: impl AsRef<std::path::Path>,
-    ) -> Result<Arc<ModuleVersion>, LoadError> {
-        self.inner.code.load_file(path.as_ref())
     }
 
     /// Spawn a process running the current version of `module` with init
@@ -339,7 +339,7 @@ impl Node {
             .table
             .all()
             .into_iter()
-            .filter(|cell| cell.module.is_some())
+            .filter(|cell| cell.is_guest())
             .map(|cell| cell.pid)
             .collect();
         for pid in &guests {
@@ -385,12 +385,17 @@ impl Node {
             .map(|cell| ProcessInfo {
                 pid: cell.pid,
                 module: cell
-                    .module
-                    .as_ref()
+                    .version()
                     .map(|m| (m.identity.name.clone(), m.identity.version.clone())),
                 mailbox_len: cell.mailbox_len.load(Ordering::Relaxed),
                 name: registry.name_of(cell.pid).map(str::to_string),
                 memory_bytes: cell.memory_bytes.load(Ordering::Relaxed),
+                suspended: cell.suspended.load(Ordering::Relaxed),
+                upgrade_failure: cell
+                    .upgrade_failure
+                    .lock()
+                    .expect("upgrade failure poisoned")
+                    .clone(),
             })
             .collect();
         all.sort_by_key(|p| p.pid.serial);
@@ -565,9 +570,15 @@ impl NodeInner {
         }
         let version = self
             .code
-            .current_or_load(module)
+            .enter_current_or_load(module)
             .ok_or_else(|| SpawnError::NoModule(module.to_string()))?;
-        let pid = self.reserve()?;
+        let pid = match self.reserve() {
+            Ok(pid) => pid,
+            Err(e) => {
+                version.leave();
+                return Err(e);
+            }
+        };
         let cell = Arc::new(ProcessCell::new(pid, Some(version.clone())));
         self.enter(cell.clone());
         let mut core = core::ProcessCore::new(self.clone(), cell);

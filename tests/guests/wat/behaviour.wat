@@ -17,6 +17,7 @@
 
   (memory (export "memory") 1)
   (data (i32.const 512) "badarg: wat-counter wants a u64")
+  (data (i32.const 576) "wat-counter: state is not 8 bytes")
 
   (func (export "molt_init") (param $args_len i32)
     (if (i32.ne (local.get $args_len) (i32.const 8))
@@ -43,16 +44,17 @@
   (func (export "molt_state_save") (result i64)
     (i64.const 0x8_0000_0000))
 
-  ;; Input: from_version_len u32 LE, the version, then the state.
-  (func (export "molt_code_change") (param $input_len i32) (result i32)
+  ;; Input: from_version_len u32 LE, the version, then the state. Returns 0,
+  ;; or (len << 32) | ptr of the reason it refuses: 33 bytes at 576.
+  (func (export "molt_code_change") (param $input_len i32) (result i64)
     (local $state i32)
     (if (i32.gt_u (local.get $input_len) (i32.const 1024))
-      (then (return (i32.const 1))))
+      (then (return (i64.const 0x21_0000_0240))))
     (drop (call $msg_read (i32.const 1024) (local.get $input_len)))
     ;; The state starts after the length word and the version.
     (local.set $state (i32.add (i32.const 1028) (i32.load (i32.const 1024))))
     (if (i32.ne (i32.sub (i32.add (i32.const 1024) (local.get $input_len)) (local.get $state)) (i32.const 8))
-      (then (return (i32.const 1))))
+      (then (return (i64.const 0x21_0000_0240))))
     (i64.store (i32.const 0) (i64.load (local.get $state)))
-    (i32.const 0))
+    (i64.const 0))
 )
