@@ -5,7 +5,7 @@
 //! which the host uses too, so the wire format of typed messages is written
 //! in one place for both sides. Decoding rejects trailing bytes.
 
-pub use molt_abi::codec::{DecodeError, bytes, decode, encode};
+pub use molt_abi::codec::{DecodeError, bytes, decode, decode_prefix, encode};
 
 #[cfg(test)]
 mod tests {
@@ -55,6 +55,16 @@ mod tests {
         bytes.push(0);
         let err = decode::<u64>(&bytes).unwrap_err();
         assert!(err.to_string().contains("1 trailing bytes"), "{err}");
+    }
+
+    #[test]
+    fn decodes_a_prefix() {
+        let mut bytes = encode(&(7u64, 9u64));
+        bytes.extend_from_slice(&encode("more"));
+        let (first, used) = decode_prefix::<u64>(&bytes).unwrap();
+        assert_eq!(first, 7);
+        assert_eq!(used, 1);
+        assert!(decode_prefix::<String>(&[]).is_err());
     }
 
     #[test]

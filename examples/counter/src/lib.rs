@@ -59,6 +59,22 @@ impl Behaviour for Counter {
         }
         Next::Continue
     }
+
+    /// The state of this version, or of a later one (a downgrade): later
+    /// versions keep the count first and add fields after it, which this
+    /// version drops.
+    fn code_change(from_version: &str, state: &[u8]) -> Result<Self, String> {
+        let (counter, used) =
+            molt_sdk::codec::decode_prefix::<Counter>(state).map_err(|e| e.to_string())?;
+        if used < state.len() {
+            molt_sdk::info!(
+                "counter: state of version {from_version} taken back to {}: count {} kept",
+                env!("CARGO_PKG_VERSION"),
+                counter.count
+            );
+        }
+        Ok(counter)
+    }
 }
 
 #[cfg(not(feature = "types-only"))]

@@ -34,6 +34,13 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
         .expect("encoding to a Vec cannot fail for plain data")
 }
 
+/// Decode a value from the front of `bytes` and say how many bytes it took;
+/// the rest is left alone. For state whose later versions append fields: an
+/// older version can keep the fields it knows (a downgrade).
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<(T, usize), DecodeError> {
+    bincode::serde::decode_from_slice(bytes, CONFIG).map_err(|e| DecodeError(e.to_string()))
+}
+
 /// Decode a value; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (value, used) =
