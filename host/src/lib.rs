@@ -25,8 +25,11 @@ pub mod engine;
 pub mod guest_build;
 pub mod runtime;
 
-pub use code::{CodeServer, LoadError, ModuleKind, ModuleVersion};
+pub use code::{
+    CodeServer, LoadError, LoadOptions, ModuleKind, ModuleVersion, Purge, PurgeError, UpgradeMode,
+};
 pub use config::NodeConfig;
 pub use runtime::{
     Filter, HostMailbox, Message, Node, NodeStats, ProcessInfo, SendError, SpawnError, StartError,
+    SysError, SysOp, SysOutcome,
 };

@@ -5,3 +5,4 @@ mod dist;
 mod limits;
 mod messaging;
 mod signals;
+mod upgrade;

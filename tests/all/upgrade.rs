@@ -1,0 +1,604 @@
+//! Hot code upgrade on one node: versions, migration of behaviour state,
+//! refused migrations, purge, soft purge, downgrade, suspend/upgrade/resume,
+//! and an upgrade in the middle of a message stream.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use counter::{CounterMsg, CounterReply};
+use molt_abi::{Pid, Ref, codec, reason, tag};
+use molt_host::code::{LoadError, LoadOptions, Purge, PurgeError, UpgradeMode};
+use molt_host::{HostMailbox, Node, SpawnError, SysError, SysOutcome};
+use molt_tests::*;
+use sequencer::{SeqMsg, SeqReport};
+
+fn counter_v1() -> Vec<u8> {
+    std::fs::read(guest_file("counter")).unwrap()
+}
+
+fn counter_v2() -> Vec<u8> {
+    std::fs::read(guest_file("counter-v2")).unwrap()
+}
+
+fn counter_picky() -> Vec<u8> {
+    std::fs::read(guest_file("counter-picky")).unwrap()
+}
+
+/// The version `pid` runs, as `ps` shows it.
+fn version_of(node: &Node, pid: Pid) -> Option<String> {
+    node.processes()
+        .into_iter()
+        .find(|p| p.pid == pid)
+        .and_then(|p| p.module.map(|(_, v)| v))
+}
+
+/// Wait (bounded) until `pid` runs `version`.
+async fn wait_for_version(node: &Node, pid: Pid, version: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while version_of(node, pid).as_deref() != Some(version) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{pid} still runs {:?}, not {version}",
+            version_of(node, pid)
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn send(me: &mut HostMailbox, to: Pid, msg: &CounterMsg) {
+    me.send(to, tag::DATA, Ref::NONE, codec::encode(msg))
+        .unwrap();
+}
+
+/// Ask a counter for its count.
+async fn count_of(me: &mut HostMailbox, counter: Pid) -> u64 {
+    let from = me.pid();
+    send(me, counter, &CounterMsg::Get { from });
+    let m = me.recv(WAIT).await.expect("a counter answers Get");
+    match codec::decode::<CounterReply>(&m.payload).expect("a CounterReply") {
+        CounterReply::Count(n) => n,
+    }
+}
+
+/// Ask a 0.2.0 counter for its stats.
+async fn stats_of(me: &mut HostMailbox, counter: Pid) -> (u64, u64) {
+    let from = me.pid();
+    me.send(
+        counter,
+        tag::DATA,
+        Ref::NONE,
+        codec::encode(&counter_v2::CounterMsg::Stats { from }),
+    )
+    .unwrap();
+    let m = me.recv(WAIT).await.expect("a 0.2.0 counter answers Stats");
+    match codec::decode::<counter_v2::CounterReply>(&m.payload).expect("a 0.2.0 reply") {
+        counter_v2::CounterReply::Stats { count, adds } => (count, adds),
+        other => panic!("expected Stats, got {other:?}"),
+    }
+}
+
+fn spawn_counter(me: &mut HostMailbox, start: u64) -> (Pid, Ref) {
+    let (pid, reference) = me
+        .spawn("counter", codec::encode(&start), false, true)
+        .unwrap();
+    (pid, reference.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counter_v1_to_v2_keeps_its_count_and_gains_stats() {
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    let (a, _) = spawn_counter(&mut me, 40);
+    send(&mut me, a, &CounterMsg::Add(2));
+    assert_eq!(count_of(&mut me, a).await, 42);
+    assert_eq!(version_of(&node, a).as_deref(), Some("0.1.0"));
+
+    let loaded = node
+        .load_with(counter_v2(), "counter", LoadOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(loaded.version.identity.version, "0.2.0");
+    assert_eq!(
+        loaded
+            .previous
+            .as_ref()
+            .map(|p| p.identity.version.as_str()),
+        Some("0.1.0")
+    );
+    // Eager: the idle counter moves without a message.
+    wait_for_version(&node, a, "0.2.0").await;
+    let module = node
+        .modules()
+        .into_iter()
+        .find(|m| m.name == "counter")
+        .unwrap();
+    assert_eq!(module.current.as_ref().unwrap().version, "0.2.0");
+    assert_eq!(module.current.as_ref().unwrap().processes, 1);
+    assert_eq!(module.old.as_ref().unwrap().version, "0.1.0");
+    assert_eq!(module.old.as_ref().unwrap().processes, 0);
+
+    assert_eq!(count_of(&mut me, a).await, 42, "the count carried over");
+    assert_eq!(stats_of(&mut me, a).await, (42, 0), "the new message works");
+    send(&mut me, a, &CounterMsg::Add(1));
+    assert_eq!(stats_of(&mut me, a).await, (43, 1));
+
+    // New spawns use the current version.
+    let (b, _) = spawn_counter(&mut me, 7);
+    assert_eq!(version_of(&node, b).as_deref(), Some("0.2.0"));
+    assert_eq!(stats_of(&mut me, b).await, (7, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_mode_moves_a_process_at_its_next_message() {
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    let (a, _) = spawn_counter(&mut me, 5);
+    assert_eq!(count_of(&mut me, a).await, 5);
+    let lazy = LoadOptions {
+        mode: UpgradeMode::Lazy,
+        ..LoadOptions::default()
+    };
+    node.load_with(counter_v2(), "counter", lazy).await.unwrap();
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(
+        version_of(&node, a).as_deref(),
+        Some("0.1.0"),
+        "an idle process stays until a message comes"
+    );
+    // The message that arrives is handled by the new version.
+    assert_eq!(stats_of(&mut me, a).await, (5, 0));
+    assert_eq!(version_of(&node, a).as_deref(), Some("0.2.0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_code_change_keeps_only_that_process_on_the_old_version() {
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    let (fine, _) = spawn_counter(&mut me, 5);
+    let (refuses, _) = spawn_counter(&mut me, 13);
+    let (panics, _) = spawn_counter(&mut me, 666);
+    for pid in [fine, refuses, panics] {
+        count_of(&mut me, pid).await;
+    }
+
+    node.load_with(counter_picky(), "counter", LoadOptions::default())
+        .await
+        .unwrap();
+    wait_for_version(&node, fine, "0.3.0-picky").await;
+    // Both others tried and stay; the failure shows in ps and the events.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let failures = loop {
+        let failed: Vec<_> = node
+            .processes()
+            .into_iter()
+            .filter(|p| p.upgrade_failure.is_some())
+            .collect();
+        if failed.len() == 2 {
+            break failed;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{failed:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    for p in &failures {
+        assert_eq!(p.module.as_ref().unwrap().1, "0.1.0");
+    }
+    let why = |pid: Pid| {
+        failures
+            .iter()
+            .find(|p| p.pid == pid)
+            .and_then(|p| p.upgrade_failure.clone())
+            .unwrap()
+    };
+    assert!(
+        why(refuses).contains("count 13 from 0.1.0 is unlucky"),
+        "{}",
+        why(refuses)
+    );
+    assert!(
+        why(panics).contains("panic: count 666 from 0.1.0"),
+        "{}",
+        why(panics)
+    );
+    let events = node.code_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.failure && e.what.contains("unlucky") && e.module == "counter"),
+        "{events:?}"
+    );
+
+    // Each still works, on the version it runs.
+    assert_eq!(count_of(&mut me, fine).await, 1005, "picky answers +1000");
+    assert_eq!(count_of(&mut me, refuses).await, 13);
+    assert_eq!(count_of(&mut me, panics).await, 666);
+    send(&mut me, refuses, &CounterMsg::Add(1));
+    assert_eq!(count_of(&mut me, refuses).await, 14);
+    assert_eq!(version_of(&node, refuses).as_deref(), Some("0.1.0"));
+
+    let module = node
+        .modules()
+        .into_iter()
+        .find(|m| m.name == "counter")
+        .unwrap();
+    assert_eq!(module.current.unwrap().processes, 1);
+    assert_eq!(module.old.unwrap().processes, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_while_old_has_processes_is_not_purged_and_hard_purge_kills_them() {
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    let (stays, stays_ref) = spawn_counter(&mut me, 13);
+    count_of(&mut me, stays).await;
+    node.load_with(counter_picky(), "counter", LoadOptions::default())
+        .await
+        .unwrap();
+    // Wait for its refusal: it stays on 0.1.0, now old.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while node
+        .processes()
+        .iter()
+        .all(|p| p.pid != stays || p.upgrade_failure.is_none())
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+
+    match node
+        .load_with(counter_v2(), "counter", LoadOptions::default())
+        .await
+    {
+        Err(LoadError::NotPurged {
+            name,
+            version,
+            processes,
+        }) => {
+            assert_eq!(
+                (name.as_str(), version.as_str(), processes),
+                ("counter", "0.1.0", 1)
+            );
+        }
+        other => panic!("expected not_purged, got {other:?}"),
+    }
+    let text = node
+        .load_with(counter_v2(), "counter", LoadOptions::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(text.starts_with("not_purged"), "{text}");
+    assert_eq!(
+        node.code().current("counter").unwrap().identity.version,
+        "0.3.0-picky",
+        "a refused load changes nothing"
+    );
+
+    let hard = LoadOptions {
+        purge: Purge::Hard,
+        ..LoadOptions::default()
+    };
+    let loaded = node.load_with(counter_v2(), "counter", hard).await.unwrap();
+    assert_eq!(loaded.purged, 1);
+    assert_eq!(
+        down_reason(&mut me, stays_ref).await,
+        format!("{}counter 0.1.0", reason::PURGED_PREFIX)
+    );
+    assert_eq!(loaded.version.identity.version, "0.2.0");
+    assert_eq!(
+        node.code()
+            .old("counter")
+            .map(|o| o.identity.version.clone()),
+        Some("0.3.0-picky".to_string())
+    );
+}
+
+/// Puppet (a raw process) under another version string: the same code.
+fn puppet_as(version: &str) -> Vec<u8> {
+    let bytes = std::fs::read(guest_file("puppet")).unwrap();
+    with_version(&bytes, "puppet", version)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_processes_stay_on_their_version_until_purged() {
+    let node = node();
+    let mut raw = Puppet::spawn(&node).await;
+    let watch = raw.ctl.monitor(raw.pid);
+    assert_eq!(version_of(&node, raw.pid).as_deref(), Some("0.1.0"));
+
+    node.load(&puppet_as("0.1.1"), "puppet").unwrap();
+    tokio::time::sleep(QUIET).await;
+    assert_eq!(
+        version_of(&node, raw.pid).as_deref(),
+        Some("0.1.0"),
+        "a raw process never migrates"
+    );
+    assert_eq!(raw.cmd(Cmd::TrapExit(false)).await, Outcome::Bool(false));
+
+    // A third version cannot come while the raw process holds the old one.
+    let refused = node.load(&puppet_as("0.1.2"), "puppet").unwrap_err();
+    assert!(matches!(refused, LoadError::NotPurged { .. }), "{refused}");
+    // soft_purge refuses too, and changes nothing.
+    match node.soft_purge("puppet") {
+        Err(PurgeError::InUse {
+            version, processes, ..
+        }) => assert_eq!((version.as_str(), processes), ("0.1.0", 1)),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(node.is_alive(raw.pid));
+
+    // A hard purge kills it, with a reason that says why, even though
+    // puppets could trap exits.
+    assert_eq!(raw.cmd(Cmd::TrapExit(true)).await, Outcome::Bool(false));
+    assert_eq!(node.purge("puppet").await.unwrap(), 1);
+    assert!(!node.is_alive(raw.pid), "purge returns once it is gone");
+    assert_eq!(
+        down_reason(&mut raw.ctl, watch).await,
+        "purged: puppet 0.1.0"
+    );
+    assert!(node.code().old("puppet").is_none());
+    node.load(&puppet_as("0.1.2"), "puppet").unwrap();
+    assert_eq!(node.code().old("puppet").unwrap().identity.version, "0.1.1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_purge_drops_an_old_version_nobody_runs() {
+    let node = node();
+    let mut raw = Puppet::spawn(&node).await;
+    let watch = raw.ctl.monitor(raw.pid);
+    node.load(&puppet_as("0.1.1"), "puppet").unwrap();
+    assert!(node.soft_purge("puppet").is_err());
+    raw.order(Cmd::ExitSelf("done".into()));
+    assert_eq!(down_reason(&mut raw.ctl, watch).await, "done");
+    assert_eq!(node.soft_purge("puppet"), Ok(true));
+    assert!(node.code().old("puppet").is_none());
+    assert_eq!(
+        node.soft_purge("puppet"),
+        Ok(false),
+        "nothing left to purge"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downgrade_from_v2_to_v1_keeps_the_count() {
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    let (a, _) = spawn_counter(&mut me, 7);
+    count_of(&mut me, a).await;
+    node.load(&counter_v2(), "counter").unwrap();
+    wait_for_version(&node, a, "0.2.0").await;
+    send(&mut me, a, &CounterMsg::Add(3));
+    assert_eq!(stats_of(&mut me, a).await, (10, 1));
+
+    // Back to 0.1.0: its code_change gets 0.2.0's state and keeps the count.
+    let back = node.load(&counter_v1(), "counter").unwrap();
+    assert_eq!(back.identity.version, "0.1.0");
+    wait_for_version(&node, a, "0.1.0").await;
+    assert_eq!(count_of(&mut me, a).await, 10);
+    assert_eq!(
+        node.code()
+            .old("counter")
+            .map(|o| o.identity.version.clone()),
+        Some("0.2.0".to_string())
+    );
+    // 0.1.0 does not know Stats: ignored, no answer.
+    let from = me.pid();
+    me.send(
+        a,
+        tag::DATA,
+        Ref::NONE,
+        codec::encode(&counter_v2::CounterMsg::Stats { from }),
+    )
+    .unwrap();
+    assert!(me.recv(QUIET).await.is_none());
+    assert_eq!(count_of(&mut me, a).await, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loading_the_same_bytes_again_changes_nothing_and_a_cached_version_is_not_compiled_again() {
+    let node = node();
+    let (first, compiled) = node.code().prepare(&counter_v2(), "x").unwrap();
+    assert_eq!(compiled, molt_host::code::Compiled::Fresh);
+    let (again, compiled) = node.code().prepare(&counter_v2(), "x").unwrap();
+    assert_eq!(compiled, molt_host::code::Compiled::Cached);
+    assert!(Arc::ptr_eq(&first, &again));
+
+    let current = node.code().current("counter").unwrap();
+    let same = node
+        .load_with(counter_v1(), "counter", LoadOptions::default())
+        .await
+        .unwrap();
+    assert!(same.unchanged);
+    assert!(Arc::ptr_eq(&same.version, &current));
+    assert!(node.code().old("counter").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_stops_new_spawns_and_purge_ends_the_rest() {
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    let (a, a_ref) = spawn_counter(&mut me, 1);
+    node.delete("counter").unwrap();
+    assert!(node.code().current("counter").is_none());
+    assert!(matches!(
+        me.spawn("counter", codec::encode(&1u64), false, false),
+        Err(SpawnError::NoModule(_))
+    ));
+    assert_eq!(count_of(&mut me, a).await, 1, "it runs on, on old code");
+    assert_eq!(node.purge("counter").await.unwrap(), 1);
+    assert_eq!(down_reason(&mut me, a_ref).await, "purged: counter 0.1.0");
+    assert!(node.modules().iter().all(|m| m.name != "counter"));
+    // Loading it again brings it back.
+    node.load(&counter_v1(), "counter").unwrap();
+    let (b, _) = spawn_counter(&mut me, 2);
+    assert_eq!(count_of(&mut me, b).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_upgrade_resume_moves_a_set_together() {
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    let set: Vec<Pid> = (0..3).map(|i| spawn_counter(&mut me, 10 * i).0).collect();
+    let (outside, _) = spawn_counter(&mut me, 100);
+    for pid in &set {
+        count_of(&mut me, *pid).await;
+    }
+    let results = node.suspend(&set, WAIT).await;
+    assert!(
+        results.iter().all(|r| *r == Ok(SysOutcome::Done)),
+        "{results:?}"
+    );
+    assert!(
+        node.processes()
+            .iter()
+            .filter(|p| set.contains(&p.pid))
+            .all(|p| p.suspended)
+    );
+    // Suspended: messages queue, nothing answers.
+    for pid in &set {
+        send(&mut me, *pid, &CounterMsg::Add(5));
+        let from = me.pid();
+        send(&mut me, *pid, &CounterMsg::Get { from });
+    }
+    assert!(me.recv(QUIET).await.is_none());
+
+    // Eager load: the others move, the suspended set waits.
+    node.load(&counter_picky(), "counter").unwrap();
+    wait_for_version(&node, outside, "0.3.0-picky").await;
+    for pid in &set {
+        assert_eq!(version_of(&node, *pid).as_deref(), Some("0.1.0"));
+    }
+    // Move the set now, still suspended.
+    let results = node.change_code(&set, WAIT).await;
+    for r in &results {
+        assert_eq!(
+            *r,
+            Ok(SysOutcome::Upgraded {
+                from: "0.1.0".into(),
+                to: "0.3.0-picky".into()
+            })
+        );
+    }
+    for pid in &set {
+        assert_eq!(version_of(&node, *pid).as_deref(), Some("0.3.0-picky"));
+    }
+    assert!(me.recv(QUIET).await.is_none(), "still suspended");
+    assert_eq!(
+        node.change_code(&set[..1], WAIT).await,
+        vec![Ok(SysOutcome::Unchanged {
+            version: "0.3.0-picky".into()
+        })]
+    );
+
+    // Resume: the queued messages run on the new version, state intact.
+    let results = node.resume(&set, WAIT).await;
+    assert!(
+        results.iter().all(|r| *r == Ok(SysOutcome::Done)),
+        "{results:?}"
+    );
+    let mut counts = Vec::new();
+    for _ in &set {
+        let m = me.recv(WAIT).await.expect("answers after resume");
+        let CounterReply::Count(n) = codec::decode(&m.payload).unwrap();
+        counts.push(n);
+    }
+    counts.sort();
+    assert_eq!(counts, vec![1005, 1015, 1025]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_requests_to_raw_or_dead_processes_fail_clearly() {
+    let node = node();
+    let raw = Puppet::spawn(&node).await;
+    let dead = dead_pid(&node);
+    let results = node.suspend(&[raw.pid, dead], WAIT).await;
+    assert_eq!(
+        results,
+        vec![Err(SysError::NotBehaviour), Err(SysError::NoProc)]
+    );
+    // A suspended process can still be killed.
+    let mut me = node.mailbox().unwrap();
+    let (a, a_ref) = spawn_counter(&mut me, 1);
+    assert_eq!(node.suspend(&[a], WAIT).await, vec![Ok(SysOutcome::Done)]);
+    node.exit(a, reason::KILL);
+    assert_eq!(down_reason(&mut me, a_ref).await, reason::KILLED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_in_the_middle_of_a_stream_loses_nothing_and_keeps_order() {
+    // 4 senders × 5,000 messages/s for 2 s: 20,000 messages/s.
+    const SENDERS: u64 = 4;
+    const EACH: u64 = 10_000;
+    const BATCH: u64 = 50;
+    const EVERY: Duration = Duration::from_millis(10);
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    let (seq, _) = me
+        .spawn("sequencer", codec::encode(&()), false, true)
+        .unwrap();
+    let v2 = with_version(
+        &std::fs::read(guest_file("sequencer")).unwrap(),
+        "sequencer",
+        "0.2.0",
+    );
+    // Compiled before the stream starts, switched in the middle of it.
+    let (v2, _) = node.code().prepare(&v2, "sequencer").unwrap();
+    let sent = Arc::new(AtomicU64::new(0));
+    let started = std::time::Instant::now();
+    let mut senders = Vec::new();
+    for _ in 0..SENDERS {
+        let mut mailbox = node.mailbox().unwrap();
+        let sent = sent.clone();
+        senders.push(tokio::spawn(async move {
+            let from = mailbox.pid();
+            let mut tick = tokio::time::interval(EVERY);
+            for n in 1..=EACH {
+                if n % BATCH == 1 {
+                    tick.tick().await;
+                }
+                let msg = codec::encode(&SeqMsg::Seq { from, n });
+                mailbox.send(seq, tag::DATA, Ref::NONE, msg).unwrap();
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            mailbox
+        }));
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while sent.load(Ordering::Relaxed) < SENDERS * EACH / 3 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let loaded = node.install(v2, LoadOptions::default()).await.unwrap();
+    assert_eq!(loaded.version.identity.version, "0.2.0");
+    let sent_at_load = sent.load(Ordering::Relaxed);
+    wait_for_version(&node, seq, "0.2.0").await;
+    let sent_at_switch = sent.load(Ordering::Relaxed);
+    let mut mailboxes = Vec::new();
+    for s in senders {
+        mailboxes.push(s.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        sent_at_switch < SENDERS * EACH,
+        "the process switched while the stream ran ({sent_at_load} sent at the load, {sent_at_switch} at the switch)"
+    );
+    let from = me.pid();
+    me.send(
+        seq,
+        tag::DATA,
+        Ref::NONE,
+        codec::encode(&SeqMsg::Report { from }),
+    )
+    .unwrap();
+    let m = me.recv(WAIT).await.expect("a report");
+    let report: SeqReport = codec::decode(&m.payload).unwrap();
+    assert_eq!(report.received, SENDERS * EACH, "nothing lost");
+    assert_eq!(report.out_of_order, 0, "nothing reordered");
+    for mailbox in &mailboxes {
+        assert_eq!(report.last.get(&mailbox.pid()), Some(&EACH));
+    }
+    let rate = (SENDERS * EACH) as f64 / elapsed.as_secs_f64();
+    assert!(
+        rate >= 10_000.0,
+        "the stream ran at {rate:.0} messages/s; the test means something from 10,000/s"
+    );
+}
