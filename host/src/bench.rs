@@ -1,6 +1,8 @@
 //! `molt bench`: spawn cost, idle memory per process, local ping-pong and
-//! one-way message throughput, each the median of several runs. Guests come
-//! from `examples/bench-guest`, built from source.
+//! one-way message throughput, two-node figures, and code figures (load,
+//! eager upgrade, purge, throughput during an upgrade), each the median of
+//! several runs. Guests come from `examples/bench-guest`, built from source;
+//! its other versions are the same code under another version string.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -9,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use molt_abi::{Pid, codec, reason, tag};
 use serde::Serialize;
 
+use crate::code::{LoadOptions, UpgradeMode};
 use crate::config::NodeConfig;
 use crate::dist::{DistConfig, Distribution};
 use crate::guest_build;
@@ -79,11 +82,15 @@ pub struct BenchArgsCli {
     /// Messages per one-way run.
     #[arg(long, default_value_t = 1_000_000)]
     pub messages: u64,
-    /// Only this figure: spawn (with memory), pingpong, oneway, or the
-    /// two-node figures: remote-pingpong, remote-oneway, remote-4k,
-    /// remote-spawn.
+    /// Only this figure: spawn (with memory), pingpong, oneway, the
+    /// two-node figures remote-pingpong, remote-oneway, remote-4k,
+    /// remote-spawn, or the code figures load, upgrade, purge,
+    /// upgrade-stream.
     #[arg(long)]
     pub only: Option<String>,
+    /// Live processes for the upgrade and purge figures.
+    #[arg(long, default_value_t = 10_000)]
+    pub upgrade_processes: u32,
     /// Messages per remote one-way run.
     #[arg(long, default_value_t = 300_000)]
     pub remote_messages: u64,
@@ -226,6 +233,209 @@ async fn oneway_run(node: &Node, messages: u64) -> Result<f64> {
     )
     .await?;
     Ok(messages as f64 / start.elapsed().as_secs_f64())
+}
+
+/// `module` with its `molt.module` section declaring `version` instead: the
+/// same code as another version of bench-guest.
+fn restamp(module: &[u8], version: &str) -> Vec<u8> {
+    fn leb(bytes: &[u8], at: &mut usize) -> usize {
+        let (mut value, mut shift) = (0usize, 0);
+        loop {
+            let b = bytes[*at];
+            *at += 1;
+            value |= ((b & 0x7f) as usize) << shift;
+            if b & 0x80 == 0 {
+                return value;
+            }
+            shift += 7;
+        }
+    }
+    fn put_leb(out: &mut Vec<u8>, mut value: usize) {
+        loop {
+            let b = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let name = molt_abi::section::NAME.as_bytes();
+    let mut out = module[..8].to_vec();
+    let mut at = 8;
+    while at < module.len() {
+        let start = at;
+        let id = module[at];
+        at += 1;
+        let size = leb(module, &mut at);
+        let body = at;
+        at += size;
+        if id == 0 {
+            let mut p = body;
+            let len = leb(module, &mut p);
+            if &module[p..p + len] == name {
+                continue;
+            }
+        }
+        out.extend_from_slice(&module[start..at]);
+    }
+    let text = format!(
+        "name={MODULE}\nversion={version}\nabi={}\n",
+        molt_abi::ABI_VERSION
+    );
+    let mut body = Vec::new();
+    put_leb(&mut body, name.len());
+    body.extend_from_slice(name);
+    body.extend_from_slice(text.as_bytes());
+    out.push(0);
+    put_leb(&mut out, body.len());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Versions for the code figures: each call a new one.
+struct Versions {
+    bytes: Vec<u8>,
+    next: u32,
+}
+
+impl Versions {
+    fn next(&mut self) -> Vec<u8> {
+        self.next += 1;
+        restamp(&self.bytes, &format!("0.1.0-bench.{}", self.next))
+    }
+}
+
+/// Milliseconds to load (compile, check, switch) a new version, and
+/// microseconds to load a version loaded before (from the compiled cache),
+/// no processes on it.
+async fn load_run(node: &Node, versions: &mut Versions) -> Result<(f64, f64)> {
+    let fresh = versions.next();
+    let start = Instant::now();
+    node.load_with(fresh.clone(), MODULE, LoadOptions::default())
+        .await?;
+    let fresh_ms = start.elapsed().as_secs_f64() * 1e3;
+    // Another version, then this one again: a cache hit.
+    node.load_with(versions.next(), MODULE, LoadOptions::default())
+        .await?;
+    let start = Instant::now();
+    let loaded = node.load(&fresh, MODULE)?;
+    let cached_us = start.elapsed().as_secs_f64() * 1e6;
+    debug_assert!(loaded.identity.version.starts_with("0.1.0-bench"));
+    Ok((fresh_ms, cached_us))
+}
+
+/// Spawn `n` idle behaviours and wait until all have run `init`.
+async fn idle_processes(node: &Node, n: u32) -> Result<Vec<Pid>> {
+    let args = codec::encode(&BenchArgs::Idle);
+    let target = node.stats().initialized + n as u64;
+    let mut pids = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        pids.push(node.spawn(MODULE, args.clone())?);
+    }
+    let start = Instant::now();
+    while node.stats().initialized < target {
+        if start.elapsed() > Duration::from_secs(120) {
+            bail!("processes did not all initialise within 120 s");
+        }
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    Ok(pids)
+}
+
+async fn kill_all(node: &Node, pids: &[Pid]) {
+    let before = node.stats().alive as usize - pids.len();
+    for pid in pids {
+        node.exit(*pid, reason::KILL);
+    }
+    while node.stats().alive as usize > before {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Milliseconds from an eager load until `n` idle behaviours all run the
+/// new version, state migrated (`molt_state_save`, a new instance,
+/// `molt_code_change`).
+async fn upgrade_run(node: &Node, versions: &mut Versions, n: u32) -> Result<f64> {
+    let pids = idle_processes(node, n).await?;
+    let (next, _) = node.code().prepare(&versions.next(), MODULE)?;
+    let start = Instant::now();
+    let loaded = node.install(next, LoadOptions::default()).await?;
+    let old = loaded.previous.context("an old version")?;
+    tokio::time::timeout(Duration::from_secs(120), old.drained())
+        .await
+        .context("processes did not all move within 120 s")?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    let moved = loaded.version.processes();
+    if moved < n as usize {
+        bail!("only {moved} of {n} processes moved to the new version");
+    }
+    kill_all(node, &pids).await;
+    Ok(ms)
+}
+
+/// Milliseconds to purge an old version that `n` idle behaviours still run
+/// (a lazy load leaves them there), until all have ended.
+async fn purge_run(node: &Node, versions: &mut Versions, n: u32) -> Result<f64> {
+    let _pids = idle_processes(node, n).await?;
+    let lazy = LoadOptions {
+        mode: UpgradeMode::Lazy,
+        ..LoadOptions::default()
+    };
+    let loaded = node.load_with(versions.next(), MODULE, lazy).await?;
+    let old = loaded.previous.context("an old version")?;
+    if old.processes() != n as usize {
+        bail!("{} processes on the old version, not {n}", old.processes());
+    }
+    let start = Instant::now();
+    let killed = node.purge(MODULE).await?;
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    if killed != n as usize {
+        bail!("purge killed {killed} processes, not {n}");
+    }
+    Ok(ms)
+}
+
+/// One-way throughput (msgs/s) of a sender/sink pair while `n` idle
+/// processes exist; with `upgrade`, an eager load moves all of them (the
+/// pair included) while the stream runs.
+async fn upgrade_stream_run(
+    node: &Node,
+    versions: &mut Versions,
+    n: u32,
+    messages: u64,
+    upgrade: bool,
+) -> Result<f64> {
+    let pids = idle_processes(node, n).await?;
+    let (next, _) = node.code().prepare(&versions.next(), MODULE)?;
+    let mut mailbox = node.mailbox()?;
+    let sink_args = BenchArgs::Sink {
+        expect: messages,
+        ack_every: 1_000,
+    };
+    let (sink, watch) = mailbox.spawn(MODULE, codec::encode(&sink_args), false, true)?;
+    let sender_args = BenchArgs::Sender {
+        sink,
+        count: messages,
+        window: 20_000,
+        payload_bytes: 64,
+    };
+    let start = Instant::now();
+    mailbox.spawn(MODULE, codec::encode(&sender_args), true, false)?;
+    if upgrade {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        node.install(next, LoadOptions::default()).await?;
+    }
+    wait_for_exit(
+        &mut mailbox,
+        watch.expect("monitored"),
+        Duration::from_secs(300),
+    )
+    .await?;
+    let rate = messages as f64 / start.elapsed().as_secs_f64();
+    kill_all(node, &pids).await;
+    Ok(rate)
 }
 
 /// Two nodes on loopback in this process, each with bench-guest loaded.
@@ -428,6 +638,70 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             runs: v,
         });
     }
+    let guest_bytes =
+        std::fs::read(&guest).with_context(|| format!("reading {}", guest.display()))?;
+    let mut versions = Versions {
+        bytes: guest_bytes,
+        next: 0,
+    };
+    let n = args.upgrade_processes;
+    if want("load") {
+        let (mut fresh, mut cached) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let (f, c) = load_run(&node, &mut versions).await?;
+            fresh.push(f);
+            cached.push(c);
+        }
+        figures.push(Figure {
+            name: "load a version, compiled fresh",
+            unit: "ms",
+            runs: fresh,
+        });
+        figures.push(Figure {
+            name: "load a version, from the compiled cache",
+            unit: "µs",
+            runs: cached,
+        });
+    }
+    if want("upgrade") {
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            v.push(upgrade_run(&node, &mut versions, n).await?);
+        }
+        figures.push(Figure {
+            name: "eager upgrade of live behaviours, all moved",
+            unit: "ms",
+            runs: v,
+        });
+    }
+    if want("purge") {
+        let mut v = Vec::new();
+        for _ in 0..runs {
+            v.push(purge_run(&node, &mut versions, n).await?);
+        }
+        figures.push(Figure {
+            name: "purge of lingering processes, all ended",
+            unit: "ms",
+            runs: v,
+        });
+    }
+    if want("upgrade-stream") {
+        let (mut plain, mut upgraded) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            plain.push(upgrade_stream_run(&node, &mut versions, n, args.messages, false).await?);
+            upgraded.push(upgrade_stream_run(&node, &mut versions, n, args.messages, true).await?);
+        }
+        figures.push(Figure {
+            name: "one-way beside idle processes, no upgrade",
+            unit: "msgs/s",
+            runs: plain,
+        });
+        figures.push(Figure {
+            name: "same, all upgraded while it runs",
+            unit: "msgs/s",
+            runs: upgraded,
+        });
+    }
     let remote = [
         "remote-pingpong",
         "remote-oneway",
@@ -486,7 +760,7 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
         da.shutdown();
     }
     println!(
-        "molt bench: {} processes for spawn/memory, {runs} runs each, median shown",
+        "molt bench: {} processes for spawn/memory, {n} for upgrade/purge, {runs} runs each, median shown",
         args.processes
     );
     for f in &figures {

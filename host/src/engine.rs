@@ -50,7 +50,13 @@ pub(crate) fn build(config: &NodeConfig) -> Result<Engine, EngineError> {
         // pages the guest never touched: slower and bigger.
         .linear_memory_keep_resident(0)
         .table_keep_resident(0)
-        .async_stack_keep_resident(0);
+        .async_stack_keep_resident(0)
+        .decommit_batch_size(
+            std::env::var("MOLT_DECOMMIT_BATCH")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1),
+        );
 
     let mut wasm = Config::new();
     wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))

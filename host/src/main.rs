@@ -12,6 +12,8 @@ use molt_host::dist::{DistConfig, Distribution};
 use molt_host::{Node, NodeConfig, bench, code, guest_build};
 use tracing_subscriber::EnvFilter;
 
+mod demo_upgrade;
+
 /// An Erlang-style process host for WebAssembly.
 #[derive(Parser)]
 #[command(name = "molt", version, about)]
@@ -145,7 +147,8 @@ enum Command {
         dir: PathBuf,
     },
     /// Build the example guests and run the demo: spawn, messages, a crash
-    /// caught by a link, a monitor.
+    /// caught by a link, a monitor, the same across two nodes, and a live
+    /// upgrade of running counters to a new version.
     Demo,
     /// Measure spawn, memory per process and message passing.
     Bench(bench::BenchCli),
@@ -360,6 +363,12 @@ struct NodeArgs {
     /// Directories to load modules from on first spawn. Repeatable.
     #[arg(long)]
     path: Vec<PathBuf>,
+    /// Load the `.wasm` files in DIR now, and each again as the next
+    /// version of its module when it is created or rewritten (after 300 ms
+    /// without writes); a file that does not load is refused and logged,
+    /// and the running version stays. Repeatable.
+    #[arg(long, value_name = "DIR")]
+    watch: Vec<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -423,7 +432,12 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
         }
         Command::Demo => {
             eprintln!("building the example guests...");
-            let dir = guest_build::build_workspace_guests(&["counter", "crash-demo", "ping-pong"])?;
+            let dir = guest_build::build_workspace_guests(&[
+                "counter",
+                "counter-v2",
+                "crash-demo",
+                "ping-pong",
+            ])?;
             runtime()?.block_on(demo(config, dir))
         }
         Command::Bench(args) => {
@@ -473,7 +487,8 @@ async fn run(
     Ok(ExitCode::FAILURE)
 }
 
-/// The demo: crash-demo on one node, then across two nodes on loopback.
+/// The demo: crash-demo on one node, then across two nodes on loopback,
+/// then a live upgrade of counters under a stream of messages.
 async fn demo(config: NodeConfig, guests: PathBuf) -> Result<ExitCode> {
     let no_args = molt_abi::codec::encode::<[String]>(&[]);
     let code = run(
@@ -520,6 +535,7 @@ async fn demo(config: NodeConfig, guests: PathBuf) -> Result<ExitCode> {
         eprintln!("molt: crash-demo exited: {why}");
         return Ok(ExitCode::FAILURE);
     }
+    demo_upgrade::run(config, &guests).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -539,6 +555,11 @@ async fn node(mut config: NodeConfig, args: NodeArgs) -> Result<ExitCode> {
     for dir in args.path {
         node.code().add_path(dir);
     }
+    let mut watchers = Vec::with_capacity(args.watch.len());
+    for dir in &args.watch {
+        watchers.push(code::watch::watch(node.clone(), dir)?);
+        println!("watching {} for .wasm files", dir.display());
+    }
     let mut dist_config = DistConfig::new(args.listen, cookie.as_bytes().to_vec());
     dist_config.hidden = args.hidden;
     dist_config.tick = Duration::from_millis(args.tick_ms);
@@ -557,6 +578,7 @@ async fn node(mut config: NodeConfig, args: NodeArgs) -> Result<ExitCode> {
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
+    drop(watchers);
     dist.shutdown();
     node.shutdown(Duration::from_secs(5)).await;
     Ok(ExitCode::SUCCESS)

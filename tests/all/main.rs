@@ -6,3 +6,4 @@ mod limits;
 mod messaging;
 mod signals;
 mod upgrade;
+mod watch;

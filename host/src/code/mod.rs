@@ -9,6 +9,7 @@
 //! processes on it.
 
 pub mod analyze;
+pub mod watch;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};

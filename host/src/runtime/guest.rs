@@ -165,6 +165,10 @@ fn log_exit(pid: molt_abi::Pid, version: &ModuleVersion, why: &str) {
         reason::NORMAL | reason::SHUTDOWN | reason::KILLED => {
             tracing::debug!(%pid, %module, reason = %why, "process exited")
         }
+        // A purge logs once for all it kills.
+        _ if why.starts_with(reason::PURGED_PREFIX) => {
+            tracing::debug!(%pid, %module, reason = %why, "process exited")
+        }
         reason::NOPROC | reason::NOCONNECTION => {
             tracing::info!(%pid, %module, reason = %why, "process exited")
         }

@@ -1,0 +1,228 @@
+//! `molt node --watch`: a module file written into the watched directory is
+//! loaded and running processes move to it; the same bytes again change
+//! nothing; a truncated file is refused and the running version stays.
+
+use std::path::{Path, PathBuf};
+
+use counter::{CounterMsg, CounterReply};
+use molt_abi::{Pid, Ref, codec, tag};
+use molt_host::code::watch::{self, WatchError, WatchEvent, WatchOutcome};
+use molt_host::{HostMailbox, Node};
+use molt_tests::*;
+use tokio::sync::broadcast;
+
+/// A fresh directory under the system's temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("molt-watch-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Write `bytes` to `to` the way cargo and editors do: a hidden temporary
+/// file renamed over the target.
+fn write_by_rename(to: &Path, bytes: &[u8]) {
+    let name = to.file_name().unwrap().to_string_lossy();
+    let tmp = to.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+/// The next thing the watcher did, within [`WAIT`].
+async fn next_event(events: &mut broadcast::Receiver<WatchEvent>) -> WatchEvent {
+    loop {
+        match tokio::time::timeout(WAIT, events.recv()).await {
+            Ok(Ok(event)) => return event,
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
+            Ok(Err(broadcast::error::RecvError::Closed)) => panic!("the watcher stopped"),
+            Err(_) => panic!("no watch event within {WAIT:?}"),
+        }
+    }
+}
+
+fn loaded(version: &str, previous: Option<&str>) -> WatchOutcome {
+    WatchOutcome::Loaded {
+        module: "counter".into(),
+        version: version.into(),
+        previous: previous.map(str::to_string),
+    }
+}
+
+/// Current and old version of `counter`, as `molt modules` shows them.
+fn counter_versions(node: &Node) -> (Option<String>, Option<String>) {
+    let module = node
+        .modules()
+        .into_iter()
+        .find(|m| m.name == "counter")
+        .expect("counter is loaded");
+    (
+        module.current.map(|v| v.version),
+        module.old.map(|v| v.version),
+    )
+}
+
+/// The version `pid` runs, as `ps` shows it.
+fn version_of(node: &Node, pid: Pid) -> Option<String> {
+    node.processes()
+        .into_iter()
+        .find(|p| p.pid == pid)
+        .and_then(|p| p.module.map(|(_, v)| v))
+}
+
+fn send(me: &mut HostMailbox, to: Pid, msg: &CounterMsg) {
+    me.send(to, tag::DATA, Ref::NONE, codec::encode(msg))
+        .unwrap();
+}
+
+async fn count_of(me: &mut HostMailbox, counter: Pid) -> u64 {
+    let from = me.pid();
+    send(me, counter, &CounterMsg::Get { from });
+    let m = me.recv(WAIT).await.expect("a counter answers Get");
+    match codec::decode::<CounterReply>(&m.payload).expect("a CounterReply") {
+        CounterReply::Count(n) => n,
+    }
+}
+
+/// Count and adds of a 0.2.0 counter (0.1.0 does not answer `Stats`).
+async fn stats_of(me: &mut HostMailbox, counter: Pid) -> (u64, u64) {
+    let from = me.pid();
+    let stats = counter_v2::CounterMsg::Stats { from };
+    me.send(counter, tag::DATA, Ref::NONE, codec::encode(&stats))
+        .unwrap();
+    let m = me.recv(WAIT).await.expect("a 0.2.0 counter answers Stats");
+    match codec::decode::<counter_v2::CounterReply>(&m.payload).expect("a 0.2.0 reply") {
+        counter_v2::CounterReply::Stats { count, adds } => (count, adds),
+        other => panic!("expected Stats, got {other:?}"),
+    }
+}
+
+fn spawn_counter(me: &mut HostMailbox, start: u64) -> Pid {
+    me.spawn("counter", codec::encode(&start), false, false)
+        .unwrap()
+        .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_module_is_loaded_and_its_processes_move_to_it() {
+    let dir = TempDir::new("rebuilt");
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    let counter = spawn_counter(&mut me, 5);
+    send(&mut me, counter, &CounterMsg::Add(7));
+    assert_eq!(count_of(&mut me, counter).await, 12);
+    let mut watcher = watch::watch(node.clone(), dir.path()).unwrap();
+    let mut events = watcher.events();
+    let file = dir.path().join("counter.wasm");
+
+    // The version the node runs already: nothing changes, no code event.
+    let code_events = node.code_events().len();
+    std::fs::copy(guest_file("counter"), &file).unwrap();
+    let event = next_event(&mut events).await;
+    assert_eq!(event.file, file);
+    assert_eq!(
+        event.outcome,
+        WatchOutcome::Unchanged {
+            module: "counter".into(),
+            version: "0.1.0".into()
+        }
+    );
+    assert_eq!(node.code_events().len(), code_events);
+    assert_eq!(counter_versions(&node), (Some("0.1.0".into()), None));
+
+    // A rebuild renamed over it: 0.2.0 is current and the counter runs it
+    // with its count.
+    write_by_rename(&file, &std::fs::read(guest_file("counter-v2")).unwrap());
+    let event = next_event(&mut events).await;
+    assert_eq!(event.file, file);
+    assert_eq!(event.outcome, loaded("0.2.0", Some("0.1.0")));
+    assert_eq!(
+        counter_versions(&node),
+        (Some("0.2.0".into()), Some("0.1.0".into()))
+    );
+    assert_eq!(stats_of(&mut me, counter).await, (12, 0));
+    send(&mut me, counter, &CounterMsg::Add(1));
+    assert_eq!(stats_of(&mut me, counter).await, (13, 1));
+    assert_eq!(version_of(&node, counter).as_deref(), Some("0.2.0"));
+    let last = node.code_events().pop().unwrap();
+    assert!(!last.failure, "{last:?}");
+    assert!(last.what.contains("0.2.0"), "{last:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_file_is_refused_and_the_running_version_stays() {
+    let dir = TempDir::new("truncated");
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    let counter = spawn_counter(&mut me, 3);
+    let mut watcher = watch::watch(node.clone(), dir.path()).unwrap();
+    let mut events = watcher.events();
+    let file = dir.path().join("counter.wasm");
+
+    let v2 = std::fs::read(guest_file("counter-v2")).unwrap();
+    std::fs::write(&file, &v2[..v2.len() / 2]).unwrap();
+    let event = next_event(&mut events).await;
+    assert_eq!(event.file, file);
+    let WatchOutcome::Refused { reason } = &event.outcome else {
+        panic!("a half file must be refused, got {:?}", event.outcome);
+    };
+    assert!(reason.contains("invalid module"), "{reason}");
+    let last = node.code_events().pop().unwrap();
+    assert!(last.failure, "{last:?}");
+    assert_eq!(last.module, "counter.wasm");
+    assert!(last.what.contains("invalid module"), "{last:?}");
+    assert_eq!(counter_versions(&node), (Some("0.1.0".into()), None));
+    send(&mut me, counter, &CounterMsg::Add(4));
+    assert_eq!(count_of(&mut me, counter).await, 7);
+    assert_eq!(version_of(&node, counter).as_deref(), Some("0.1.0"));
+
+    // The writer finishes: the whole file loads.
+    std::fs::write(&file, &v2).unwrap();
+    let event = next_event(&mut events).await;
+    assert_eq!(event.outcome, loaded("0.2.0", Some("0.1.0")));
+    assert_eq!(stats_of(&mut me, counter).await, (7, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_in_the_directory_at_start_are_loaded() {
+    let dir = TempDir::new("existing");
+    std::fs::copy(guest_file("counter-v2"), dir.path().join("counter_v2.wasm")).unwrap();
+    // Not module files: skipped.
+    std::fs::write(dir.path().join("notes.txt"), b"not wasm").unwrap();
+    std::fs::write(dir.path().join(".counter.wasm.swp"), b"editor swap").unwrap();
+    let node = node();
+    let mut watcher = watch::watch(node.clone(), dir.path()).unwrap();
+    let mut events = watcher.events();
+    let event = next_event(&mut events).await;
+    assert_eq!(event.file, dir.path().join("counter_v2.wasm"));
+    assert_eq!(event.outcome, loaded("0.2.0", Some("0.1.0")));
+    assert_eq!(watcher.dir(), dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watching_a_missing_directory_fails() {
+    let dir = TempDir::new("missing");
+    let missing = dir.path().join("nope");
+    let err = watch::watch(node(), &missing).unwrap_err();
+    assert!(
+        matches!(err, WatchError::NotADirectory(ref p) if *p == missing),
+        "{err}"
+    );
+}
