@@ -12,6 +12,7 @@ use molt_host::dist::{DistConfig, Distribution};
 use molt_host::{Node, NodeConfig, bench, code, guest_build};
 use tracing_subscriber::EnvFilter;
 
+mod cli_code;
 mod demo_upgrade;
 
 /// An Erlang-style process host for WebAssembly.
@@ -112,14 +113,9 @@ enum Command {
         /// Arguments for the entry process.
         args: Vec<String>,
     },
-    /// Push a module file to a running node, which loads it unless it has
-    /// those bytes already; prints its name and version there.
-    Load {
-        #[command(flatten)]
-        remote: Remote,
-        /// The module file.
-        file: PathBuf,
-    },
+    /// Load, modules, purge, delete, suspend, resume, upgrade.
+    #[command(flatten)]
+    Code(cli_code::CodeCommand),
     /// Send a text message (a `String`, tag DATA unless --tag) to a
     /// registered process of a running node.
     Send {
@@ -245,18 +241,24 @@ async fn remote_command(command: Command) -> Result<ExitCode> {
         Command::Ps { remote } => {
             let (_node, dist, target) = remote.connect().await?;
             println!(
-                "{:<24} {:<24} {:<14} {:>8} {:>10}  name",
-                "pid", "module", "version", "mailbox", "memory"
+                "{:<24} {:<24} {:<14} {:>8} {:>10}  {:<9}  name",
+                "pid", "module", "version", "mailbox", "memory", "state"
             );
             for p in dist.processes_of(&target).await? {
                 let (module, version) = p.module.unwrap_or_else(|| ("(host)".into(), "-".into()));
+                let state = if p.suspended { "suspended" } else { "running" };
+                let failure = p
+                    .upgrade_failure
+                    .map(|why| format!("  (upgrade failed: {why})"))
+                    .unwrap_or_default();
                 println!(
-                    "{:<24} {:<24} {:<14} {:>8} {:>10}  {}",
+                    "{:<24} {:<24} {:<14} {:>8} {:>10}  {:<9}  {}{failure}",
                     p.pid.to_string(),
                     module,
                     version,
                     p.mailbox_len,
                     p.memory_bytes,
+                    state,
                     p.name.unwrap_or_default()
                 );
             }
@@ -313,19 +315,6 @@ async fn remote_command(command: Command) -> Result<ExitCode> {
             // is answered, the message has been delivered.
             dist.ping(&target).await?;
             dist.stop().await;
-        }
-        Command::Load { remote, file } => {
-            let bytes =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let stem = file
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .unwrap_or("module");
-            let (_node, dist, target) = remote.connect().await?;
-            let loaded = dist.load_on(&target, &stem.replace('_', "-"), bytes).await;
-            dist.stop().await;
-            let (name, version) = loaded?;
-            println!("{name} {version} loaded on {target}");
         }
         _ => unreachable!("only remote commands come here"),
     }
@@ -384,7 +373,7 @@ fn main() -> ExitCode {
             | Command::Ping { .. }
             | Command::Spawn { .. }
             | Command::Send { .. }
-            | Command::Load { .. }
+            | Command::Code(_)
     );
     let default_level = if quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
@@ -421,8 +410,8 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
         | Command::Ps { .. }
         | Command::Ping { .. }
         | Command::Spawn { .. }
-        | Command::Send { .. }
-        | Command::Load { .. }) => runtime()?.block_on(remote_command(remote)),
+        | Command::Send { .. }) => runtime()?.block_on(remote_command(remote)),
+        Command::Code(command) => runtime()?.block_on(cli_code::run(command)),
         Command::Inspect { module } => inspect(module),
         Command::Build { dir } => {
             for file in guest_build::build_crate(&dir)? {

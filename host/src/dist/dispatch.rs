@@ -8,7 +8,7 @@ use molt_abi::reason;
 
 use super::frame::{self, Frame, ProcessRow, SpawnFailure};
 use super::peer::Peer;
-use super::{DistInner, node_id};
+use super::{DistInner, code_control, node_id};
 use crate::runtime::{Message, Node, Signal, SpawnError};
 
 impl DistInner {
@@ -213,23 +213,23 @@ impl DistInner {
             Frame::Ping { id } => {
                 peer.control.push(frame::encode(&Frame::Pong { id }));
             }
-            Frame::LoadModule { id, name, bytes } => {
-                // Compiling takes a while: not on this connection's reader.
+            Frame::Code { id, op } => {
+                // Compiling, purging and waiting for processes take a while:
+                // not on this connection's reader.
+                let dist = self.clone();
                 let peer = peer.clone();
-                tokio::task::spawn_blocking(move || {
-                    let result = Node::from_inner(node)
-                        .load(&bytes, &name)
-                        .map(|v| (v.identity.name.clone(), v.identity.version.clone()))
-                        .map_err(|e| e.to_string());
+                let node = Node::from_inner(node);
+                tokio::spawn(async move {
+                    let result = code_control::run(&node, &dist.staging, op).await;
                     if let Err(why) = &result {
-                        tracing::warn!(node = %peer.name, "module pushed by a peer refused: {why}");
+                        tracing::warn!(node = %peer.name, "code request refused: {why}");
                     }
                     peer.control
-                        .push(frame::encode(&Frame::LoadReply { id, result }));
+                        .push(frame::encode(&Frame::CodeReply { id, result }));
                 });
             }
             Frame::NodesRequest { id } => {
-                let nodes = self.visible_nodes();
+                let nodes = self.visible_nodes_with_addresses();
                 peer.control
                     .push(frame::encode(&Frame::NodesReply { id, nodes }));
             }
@@ -243,6 +243,8 @@ impl DistInner {
                         name: p.name,
                         mailbox_len: p.mailbox_len as u64,
                         memory_bytes: p.memory_bytes as u64,
+                        suspended: p.suspended,
+                        upgrade_failure: p.upgrade_failure,
                     })
                     .collect();
                 peer.control
@@ -250,7 +252,7 @@ impl DistInner {
             }
             reply @ (Frame::SpawnReply { id, .. }
             | Frame::Pong { id }
-            | Frame::LoadReply { id, .. }
+            | Frame::CodeReply { id, .. }
             | Frame::NodesReply { id, .. }
             | Frame::ProcessesReply { id, .. }) => {
                 if let Some(tx) = self.pending.lock().expect("pending poisoned").remove(&id) {

@@ -11,6 +11,8 @@ use molt_abi::{Pid, Ref};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use super::code_control::{CodeAnswer, CodeOp};
+
 /// Version of the frame protocol; both sides must speak the same.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -151,24 +153,20 @@ pub enum Frame {
         /// The ping's id.
         id: u64,
     },
-    /// Load a module unless a module with these bytes is already loaded.
-    LoadModule {
+    /// A code-control request: load, the two phases of a cluster-wide
+    /// load, purge, delete, the module list, system requests.
+    Code {
         /// Correlates the reply.
         id: u64,
-        /// The name to give a module without a `molt.module` section
-        /// (the sender's file name).
-        name: String,
-        /// The module file.
-        #[serde(with = "molt_abi::codec::bytes")]
-        bytes: Vec<u8>,
+        /// What to do.
+        op: CodeOp,
     },
-    /// The answer to `LoadModule`: the module's name and version, or why
-    /// it was refused.
-    LoadReply {
+    /// The answer to `Code`.
+    CodeReply {
         /// The request's id.
         id: u64,
-        /// `(name, version)` or the load error, as text.
-        result: Result<(String, String), String>,
+        /// What was done, or why not, as text.
+        result: Result<CodeAnswer, String>,
     },
     /// The visible nodes the sender is connected to, as `(name, address)`:
     /// the receiver connects to those it lacks (full mesh).
@@ -185,8 +183,9 @@ pub enum Frame {
     NodesReply {
         /// The request's id.
         id: u64,
-        /// Node names.
-        nodes: Vec<String>,
+        /// Node names and their listen addresses (empty if unknown), so a
+        /// hidden asker can reach them too.
+        nodes: Vec<(String, String)>,
     },
     /// Asks for the receiver's processes (`molt ps`).
     ProcessesRequest {
@@ -215,6 +214,10 @@ pub struct ProcessRow {
     pub mailbox_len: u64,
     /// Linear memory, in bytes.
     pub memory_bytes: u64,
+    /// Suspended by a system request.
+    pub suspended: bool,
+    /// Why its last move to a new version failed, if it did.
+    pub upgrade_failure: Option<String>,
 }
 
 /// Bytes of the length prefix in front of every frame.
@@ -442,6 +445,9 @@ impl FrameDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::code::{CodeEvent, LoadOptions, ModuleInfo, Purge, UpgradeMode, VersionInfo};
+    use crate::dist::code_control::{ModuleReport, Prepared, Purged, Switched};
+    use crate::runtime::{SysError, SysOp, SysOutcome};
     use proptest::prelude::*;
 
     const MAX: u32 = 1 << 20;
@@ -535,19 +541,22 @@ mod tests {
             },
             Frame::Ping { id: u64::MAX },
             Frame::Pong { id: 0 },
-            Frame::LoadModule {
+            Frame::Code {
                 id: 10,
-                name: "echo".into(),
-                bytes: b"\0asm\x01\0\0\0".to_vec(),
+                op: CodeOp::Load {
+                    name: "echo".into(),
+                    bytes: b"\0asm\x01\0\0\0".to_vec(),
+                    options: LoadOptions::default(),
+                },
             },
-            Frame::LoadReply {
-                id: 10,
-                result: Ok(("counter".into(), "1a2b".into())),
-            },
-            Frame::LoadReply {
+            Frame::CodeReply {
                 id: 11,
                 result: Err("not a wasm module".into()),
             },
+        ]
+        .into_iter()
+        .chain(code_samples())
+        .chain([
             Frame::Peers {
                 nodes: vec![("b@h".into(), "127.0.0.1:4371".into())],
             },
@@ -555,7 +564,7 @@ mod tests {
             Frame::NodesRequest { id: 12 },
             Frame::NodesReply {
                 id: 12,
-                nodes: vec!["a@h".into()],
+                nodes: vec![("a@h".into(), "127.0.0.1:4370".into())],
             },
             Frame::ProcessesRequest { id: 13 },
             Frame::ProcessesReply {
@@ -570,9 +579,115 @@ mod tests {
                     name: Some("svc".into()),
                     mailbox_len: 4,
                     memory_bytes: 131_072,
+                    suspended: true,
+                    upgrade_failure: Some("code_change: bad state".into()),
                 }],
             },
-        ]
+        ])
+        .collect()
+    }
+
+    /// Every code-control request and answer.
+    fn code_samples() -> Vec<Frame> {
+        let version = |v: &str| VersionInfo {
+            version: v.into(),
+            kind: "behaviour".into(),
+            hash: "ab".repeat(32),
+            processes: 3,
+        };
+        let ops = vec![
+            CodeOp::Prepare {
+                name: "counter".into(),
+                bytes: vec![0, 97, 115, 109],
+                purge: Purge::Hard,
+            },
+            CodeOp::Commit {
+                hash: "cd".repeat(32),
+                options: LoadOptions {
+                    purge: Purge::Soft,
+                    mode: UpgradeMode::Lazy,
+                },
+            },
+            CodeOp::Abort {
+                hash: "cd".repeat(32),
+            },
+            CodeOp::Purge {
+                module: "counter".into(),
+                soft: true,
+            },
+            CodeOp::Delete {
+                module: "counter".into(),
+            },
+            CodeOp::Modules,
+            CodeOp::Sys {
+                op: SysOp::ChangeCode,
+                pids: vec![pid(1), pid(2)],
+                timeout_ms: 5_000,
+            },
+        ];
+        let answers = vec![
+            CodeAnswer::Prepared(Prepared {
+                module: "counter".into(),
+                version: "0.2.0".into(),
+                hash: "cd".repeat(32),
+                compiled: true,
+                compile_ms: 12,
+                current: Some("0.1.0".into()),
+            }),
+            CodeAnswer::Switched(Switched {
+                module: "counter".into(),
+                version: "0.2.0".into(),
+                previous: None,
+                unchanged: false,
+                purged: 2,
+            }),
+            CodeAnswer::Aborted { staged: false },
+            CodeAnswer::Purged(Purged {
+                module: "counter".into(),
+                old: Some("0.1.0".into()),
+                killed: 1,
+            }),
+            CodeAnswer::Deleted { version: None },
+            CodeAnswer::Modules(ModuleReport {
+                modules: vec![ModuleInfo {
+                    name: "counter".into(),
+                    current: Some(version("0.2.0")),
+                    old: Some(version("0.1.0")),
+                }],
+                events: vec![CodeEvent {
+                    at_ms: 1_700_000_000_000,
+                    module: "counter".into(),
+                    what: "refused version 0.3.0: not_purged".into(),
+                    failure: true,
+                }],
+            }),
+            CodeAnswer::Sys(vec![
+                Ok(SysOutcome::Done),
+                Ok(SysOutcome::Unchanged {
+                    version: "0.1.0".into(),
+                }),
+                Ok(SysOutcome::Upgraded {
+                    from: "0.1.0".into(),
+                    to: "0.2.0".into(),
+                }),
+                Err(SysError::NoProc),
+                Err(SysError::NotBehaviour),
+                Err(SysError::Failed("code_change: bad state".into())),
+                Err(SysError::Timeout(5_000)),
+            ]),
+        ];
+        let requests = ops
+            .into_iter()
+            .enumerate()
+            .map(|(id, op)| Frame::Code { id: id as u64, op });
+        let replies = answers
+            .into_iter()
+            .enumerate()
+            .map(|(id, a)| Frame::CodeReply {
+                id: id as u64,
+                result: Ok(a),
+            });
+        requests.chain(replies).collect()
     }
 
     fn prefixed(len: u32, body: &[u8]) -> Vec<u8> {
@@ -926,20 +1041,54 @@ mod tests {
                 .prop_map(|(id, result)| Frame::SpawnReply { id, result }),
             any::<u64>().prop_map(|id| Frame::Ping { id }),
             any::<u64>().prop_map(|id| Frame::Pong { id }),
-            (any::<u64>(), s(), any_bytes()).prop_map(|(id, name, bytes)| Frame::LoadModule {
-                id,
-                name,
-                bytes
+            (any::<u64>(), s(), any_bytes(), any::<bool>()).prop_map(|(id, name, bytes, hard)| {
+                Frame::Code {
+                    id,
+                    op: CodeOp::Prepare {
+                        name,
+                        bytes,
+                        purge: if hard { Purge::Hard } else { Purge::Soft },
+                    },
+                }
             }),
             (
                 any::<u64>(),
-                proptest::result::maybe_ok(any::<(String, String)>(), s())
+                prop::collection::vec(any_pid(), 0..8),
+                any::<u64>()
             )
-                .prop_map(|(id, result)| Frame::LoadReply { id, result }),
+                .prop_map(|(id, pids, timeout_ms)| Frame::Code {
+                    id,
+                    op: CodeOp::Sys {
+                        op: SysOp::Suspend,
+                        pids,
+                        timeout_ms
+                    }
+                }),
+            (
+                any::<u64>(),
+                proptest::result::maybe_ok(
+                    (s(), s(), proptest::option::of(s())).prop_map(
+                        |(module, version, previous)| {
+                            CodeAnswer::Switched(Switched {
+                                module,
+                                version,
+                                previous,
+                                unchanged: false,
+                                purged: 0,
+                            })
+                        }
+                    ),
+                    s()
+                )
+            )
+                .prop_map(|(id, result)| Frame::CodeReply { id, result }),
             prop::collection::vec(any::<(String, String)>(), 0..8)
                 .prop_map(|nodes| Frame::Peers { nodes }),
             any::<u64>().prop_map(|id| Frame::NodesRequest { id }),
-            (any::<u64>(), prop::collection::vec(s(), 0..8))
+            (
+                any::<u64>(),
+                prop::collection::vec(any::<(String, String)>(), 0..8)
+            )
                 .prop_map(|(id, nodes)| Frame::NodesReply { id, nodes }),
             any::<u64>().prop_map(|id| Frame::ProcessesRequest { id }),
             (
@@ -950,7 +1099,9 @@ mod tests {
                         proptest::option::of(any::<(String, String)>()),
                         proptest::option::of(s()),
                         any::<u64>(),
-                        any::<u64>()
+                        any::<u64>(),
+                        any::<bool>(),
+                        proptest::option::of(s())
                     ),
                     0..6
                 )
@@ -960,12 +1111,22 @@ mod tests {
                     processes: rows
                         .into_iter()
                         .map(
-                            |(pid, module, name, mailbox_len, memory_bytes)| ProcessRow {
+                            |(
                                 pid,
                                 module,
                                 name,
                                 mailbox_len,
                                 memory_bytes,
+                                suspended,
+                                upgrade_failure,
+                            )| ProcessRow {
+                                pid,
+                                module,
+                                name,
+                                mailbox_len,
+                                memory_bytes,
+                                suspended,
+                                upgrade_failure,
                             }
                         )
                         .collect(),

@@ -7,8 +7,11 @@
 //!
 //! Layout: [`frame`] and [`handshake`] are I/O-free (bytes in, events out);
 //! [`tls`] makes the TLS configuration; [`lane`] is one outgoing stream;
-//! this file owns the node table, the connections and frame dispatch.
+//! this file owns the node table, the connections and frame dispatch;
+//! `code_control` runs code requests (load, purge, system requests) and
+//! `rollout` drives them across nodes.
 
+mod code_control;
 mod connect;
 pub mod cookie;
 mod dispatch;
@@ -16,8 +19,15 @@ pub mod frame;
 pub mod handshake;
 mod lane;
 mod peer;
+mod rollout;
 mod router;
 pub mod tls;
+
+pub use self::code_control::{
+    CodeAnswer, CodeOp, ModuleReport, Prepared, Purged, STAGED_MAX, SYS_PIDS_MAX,
+    SYS_TIMEOUT_MS_MAX, Switched,
+};
+pub use self::rollout::{NodeFailure, RolloutError, RolloutEvent};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -58,8 +68,13 @@ pub struct DistConfig {
     pub handshake_timeout: Duration,
     /// If set, only these node names may connect.
     pub allow: Option<Vec<String>>,
-    /// How long a request (spawn, ping, load) waits for its reply.
+    /// How long a request (spawn, ping, node list) waits for its reply.
     pub request_timeout: Duration,
+    /// How long a code request (prepare, commit, load, purge, delete,
+    /// module list) waits for its reply: compiling a large module or a hard
+    /// purge takes longer than a ping. A system request waits its own
+    /// timeout plus `request_timeout`.
+    pub code_request_timeout: Duration,
     /// How TLS authenticates peers: self-made certificates (the default,
     /// identity from the cookie alone) or mutual TLS against a CA, with
     /// the node name checked in the peer's certificate. The cookie
@@ -82,6 +97,7 @@ impl DistConfig {
             handshake_timeout: Duration::from_secs(5),
             allow: None,
             request_timeout: Duration::from_secs(10),
+            code_request_timeout: Duration::from_secs(60),
             tls: tls::TlsMode::SelfSigned,
         }
     }
@@ -129,6 +145,24 @@ pub enum DistError {
     /// No reply in `request_timeout`, or the connection was lost first.
     #[error("no reply from {0}")]
     NoReply(String),
+    /// A request would be a frame larger than `frame_bytes_max` (a module
+    /// file too large to push).
+    #[error("a request of {size} bytes does not fit in a frame (frame_bytes_max is {max} bytes)")]
+    FrameTooLarge {
+        /// Encoded size of the request.
+        size: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// The node refused a code request (load, purge, ...); the text says
+    /// why.
+    #[error("{node}: {reason}")]
+    Code {
+        /// The node.
+        node: String,
+        /// Why, as the node said it.
+        reason: String,
+    },
 }
 
 /// Hash of a node name: the node part of its pids.
@@ -166,6 +200,9 @@ struct DistInner {
     node_monitors: Mutex<HashMap<String, Vec<Pid>>>,
     /// Serialises connection setup per node, so one connection per pair.
     connecting: tokio::sync::Mutex<()>,
+    /// Versions prepared by phase one of cluster-wide loads, waiting for
+    /// their commit.
+    staging: code_control::Staging,
 }
 
 impl Distribution {
@@ -202,6 +239,7 @@ impl Distribution {
             pending: Mutex::new(HashMap::new()),
             node_monitors: Mutex::new(HashMap::new()),
             connecting: tokio::sync::Mutex::new(()),
+            staging: code_control::Staging::default(),
         });
         inner_node.set_router(Arc::new(RouterHandle(Arc::downgrade(&inner))));
         tokio::spawn(accept_loop(inner.clone()));
@@ -279,33 +317,8 @@ impl Distribution {
         Ok((child, reference))
     }
 
-    /// Load module bytes on `node` unless it has them; returns its name and
-    /// version there. `name` names a module without a `molt.module` section.
-    pub async fn load_on(
-        &self,
-        node: &str,
-        name: &str,
-        bytes: Vec<u8>,
-    ) -> Result<(String, String), DistError> {
-        let name = name.to_string();
-        match self
-            .inner
-            .ask(node, |id| Frame::LoadModule { id, name, bytes })
-            .await?
-            .1
-        {
-            Frame::LoadReply { result: Ok(nv), .. } => Ok(nv),
-            Frame::LoadReply {
-                result: Err(why), ..
-            } => Err(DistError::Refused {
-                node: node.to_string(),
-                reason: why,
-            }),
-            other => Err(DistError::NoReply(format!("{node} (answered {other:?})"))),
-        }
-    }
-
-    /// The visible nodes `node` is connected to (`molt nodes`).
+    /// The visible nodes `node` is connected to (`molt nodes`). Their
+    /// addresses are learnt too, so this node (hidden, say) can reach them.
     pub async fn nodes_of(&self, node: &str) -> Result<Vec<String>, DistError> {
         match self
             .inner
@@ -313,7 +326,17 @@ impl Distribution {
             .await?
             .1
         {
-            Frame::NodesReply { nodes, .. } => Ok(nodes),
+            Frame::NodesReply { nodes, .. } => {
+                let mut addresses = self.inner.addresses.lock().expect("addresses poisoned");
+                for (name, addr) in &nodes {
+                    if let Ok(addr) = addr.parse::<SocketAddr>()
+                        && name != &self.inner.name
+                    {
+                        addresses.entry(name.clone()).or_insert(addr);
+                    }
+                }
+                Ok(nodes.into_iter().map(|(name, _)| name).collect())
+            }
             other => Err(DistError::NoReply(format!("{node} (answered {other:?})"))),
         }
     }
@@ -379,6 +402,21 @@ impl DistInner {
 
     fn node(&self) -> Option<Arc<NodeInner>> {
         self.node.upgrade()
+    }
+
+    /// Connected visible nodes with their listen addresses (empty if not
+    /// known), sorted by name.
+    fn visible_nodes_with_addresses(&self) -> Vec<(String, String)> {
+        let mut nodes: Vec<(String, String)> = self
+            .peers
+            .read()
+            .expect("peers poisoned")
+            .values()
+            .filter(|p| !p.hidden)
+            .map(|p| (p.name.clone(), p.listen.clone().unwrap_or_default()))
+            .collect();
+        nodes.sort();
+        nodes
     }
 
     fn visible_nodes(&self) -> Vec<String> {
@@ -447,21 +485,48 @@ impl DistInner {
         node: &str,
         make: impl FnOnce(u64) -> Frame,
     ) -> Result<(Arc<Peer>, Frame), DistError> {
+        self.ask_within(node, self.config.request_timeout, make)
+            .await
+    }
+
+    /// [`ask`](Self::ask), waiting up to `timeout` for the reply.
+    pub(super) async fn ask_within(
+        self: &Arc<Self>,
+        node: &str,
+        timeout: Duration,
+        make: impl FnOnce(u64) -> Frame,
+    ) -> Result<(Arc<Peer>, Frame), DistError> {
         let peer = self.connect(node).await?;
         let id = self.request_id();
-        let reply = self.request(&peer, id, make(id)).await?;
+        let reply = self.request(&peer, id, make(id), timeout).await?;
         Ok((peer, reply))
     }
 
-    /// Send a request on the control lane and wait for its reply.
-    async fn request(&self, peer: &Peer, id: u64, frame: Frame) -> Result<Frame, DistError> {
+    /// Send a request on the control lane and wait up to `timeout` for its
+    /// reply. A request larger than `frame_bytes_max` is not sent: the
+    /// peer (with the same limit, usually) would drop the connection.
+    async fn request(
+        &self,
+        peer: &Peer,
+        id: u64,
+        frame: Frame,
+        timeout: Duration,
+    ) -> Result<Frame, DistError> {
+        let bytes = frame::encode(&frame);
+        let size = bytes.len() - frame::PREFIX_BYTES;
+        if size > self.config.frame_bytes_max as usize {
+            return Err(DistError::FrameTooLarge {
+                size,
+                max: self.config.frame_bytes_max,
+            });
+        }
         let (tx, rx) = oneshot::channel();
         self.pending
             .lock()
             .expect("pending poisoned")
             .insert(id, tx);
-        peer.control.push(frame::encode(&frame));
-        let reply = tokio::time::timeout(self.config.request_timeout, rx).await;
+        peer.control.push(bytes);
+        let reply = tokio::time::timeout(timeout, rx).await;
         self.pending.lock().expect("pending poisoned").remove(&id);
         match reply {
             Ok(Ok(frame)) => Ok(frame),
