@@ -24,6 +24,10 @@ use crate::runtime::{Node, SysError, SysOp, SysOutcome};
 /// then fails on this node with "not staged".
 pub const STAGED_MAX: usize = 8;
 
+/// Most code requests from other nodes running at once on a node; past it
+/// a request is refused at once ("busy") rather than queued.
+pub const CODE_REQUESTS_MAX: usize = 16;
+
 /// Most pids in one system request.
 pub const SYS_PIDS_MAX: usize = 4_096;
 

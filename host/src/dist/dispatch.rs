@@ -216,11 +216,21 @@ impl DistInner {
             Frame::Code { id, op } => {
                 // Compiling, purging and waiting for processes take a while:
                 // not on this connection's reader.
+                let Ok(permit) = self.code_requests.clone().try_acquire_owned() else {
+                    let result = Err(format!(
+                        "busy: {} code requests are running (CODE_REQUESTS_MAX)",
+                        code_control::CODE_REQUESTS_MAX
+                    ));
+                    peer.control
+                        .push(frame::encode(&Frame::CodeReply { id, result }));
+                    return;
+                };
                 let dist = self.clone();
                 let peer = peer.clone();
                 let node = Node::from_inner(node);
                 tokio::spawn(async move {
                     let result = code_control::run(&node, &dist.staging, op).await;
+                    drop(permit);
                     if let Err(why) = &result {
                         tracing::warn!(node = %peer.name, "code request refused: {why}");
                     }

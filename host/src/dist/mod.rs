@@ -24,8 +24,8 @@ mod router;
 pub mod tls;
 
 pub use self::code_control::{
-    CodeAnswer, CodeOp, ModuleReport, Prepared, Purged, STAGED_MAX, SYS_PIDS_MAX,
-    SYS_TIMEOUT_MS_MAX, Switched,
+    CODE_REQUESTS_MAX, CodeAnswer, CodeOp, ModuleReport, Prepared, Purged, STAGED_MAX,
+    SYS_PIDS_MAX, SYS_TIMEOUT_MS_MAX, Switched,
 };
 pub use self::rollout::{NodeFailure, RolloutError, RolloutEvent};
 
@@ -203,6 +203,9 @@ struct DistInner {
     /// Versions prepared by phase one of cluster-wide loads, waiting for
     /// their commit.
     staging: code_control::Staging,
+    /// Code requests from other nodes running now, at most
+    /// `CODE_REQUESTS_MAX`.
+    code_requests: Arc<tokio::sync::Semaphore>,
 }
 
 impl Distribution {
@@ -240,6 +243,7 @@ impl Distribution {
             node_monitors: Mutex::new(HashMap::new()),
             connecting: tokio::sync::Mutex::new(()),
             staging: code_control::Staging::default(),
+            code_requests: Arc::new(tokio::sync::Semaphore::new(code_control::CODE_REQUESTS_MAX)),
         });
         inner_node.set_router(Arc::new(RouterHandle(Arc::downgrade(&inner))));
         tokio::spawn(accept_loop(inner.clone()));
