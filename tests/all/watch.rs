@@ -226,3 +226,16 @@ async fn watching_a_missing_directory_fails() {
         "{err}"
     );
 }
+
+#[test]
+fn molt_demo_upgrades_counters_under_a_stream_and_loses_nothing() {
+    let (out, text) = molt(&["demo".as_ref()]);
+    assert!(out.status.success(), "molt demo failed:\n{text}");
+    assert!(text.contains("crash-demo: done"), "{text}");
+    let upgraded = text
+        .lines()
+        .filter(|l| l.contains("0.1.0 -> 0.2.0") && l.contains(" sent; Stats: "))
+        .count();
+    assert_eq!(upgraded, 3, "{text}");
+    assert!(text.contains("nothing lost"), "{text}");
+}

@@ -3,7 +3,7 @@
 //! of its module, once the file has been quiet for a while.
 //!
 //! A build or an editor writes a file in several steps (create, writes, a
-//! rename over the old file) and the OS reports each one; [`Debounce`], a
+//! rename over the old file) and the OS reports each one; `Debounce`, a
 //! state machine without I/O, turns those touches into one load per file
 //! [`WatchConfig::quiet`] after the last one. Loads use the default options
 //! ([`LoadOptions::default`]: soft purge, eager upgrade), so a file that
@@ -15,8 +15,9 @@
 //! Removing a file unloads nothing: watching follows what is built, and
 //! unloading stays an explicit `delete`/`purge`.
 //!
-//! Invariant: the watcher only calls [`Node::load_with`]; it knows nothing
-//! of versions, purges or processes beyond what a load returns.
+//! Invariant: the watcher changes code only through [`Node::load_with`];
+//! it knows nothing of versions, purges or processes beyond what a load
+//! returns.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -177,11 +178,15 @@ pub fn watch_with(node: Node, dir: &Path, config: WatchConfig) -> Result<Watcher
     }
     let inbox = Arc::new(Inbox::default());
     let touched = inbox.clone();
+    let watched = dir.to_path_buf();
     let mut os =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
             Ok(event) if touches_content(&event.kind) => {
-                for file in event.paths.into_iter().filter(|p| is_module_file(p)) {
-                    touched.put(file);
+                // The OS may name the directory its own way (absolute,
+                // symlinks resolved); files are named under `dir` as given.
+                let files = event.paths.iter().filter(|p| is_module_file(p));
+                for name in files.filter_map(|p| p.file_name()) {
+                    touched.put(watched.join(name));
                 }
             }
             Ok(_) => {}
