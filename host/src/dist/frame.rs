@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 
 pub use super::code_control::{CodeAnswer, CodeOp};
 
-/// Version of the frame protocol; both sides must speak the same.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version of the frame protocol; both sides must speak the same. 2: code
+/// control (`Code`/`CodeReply`) replaced `LoadModule`, node lists carry
+/// addresses, process rows say suspended and failed upgrades.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Why a remote spawn failed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
