@@ -40,8 +40,7 @@ impl Behaviour for Picky {
     }
 
     fn code_change(from_version: &str, state: &[u8]) -> Result<Self, String> {
-        let (count, _) =
-            molt_sdk::codec::decode_prefix::<u64>(state).map_err(|e| e.to_string())?;
+        let (count, _) = molt_sdk::codec::decode_prefix::<u64>(state).map_err(|e| e.to_string())?;
         match count {
             13 => Err(format!("count 13 from {from_version} is unlucky")),
             666 => panic!("count 666 from {from_version}"),
