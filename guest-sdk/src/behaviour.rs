@@ -187,9 +187,29 @@ fn current_message<T: DeserializeOwned>(tag: u32, len: usize) -> Message<T> {
     }
 }
 
+/// A state this small is saved without touching the heap, so that moving
+/// an idle process to a new version does not grow either instance's memory.
+const SMALL_STATE_BYTES: usize = 256;
+
+thread_local! {
+    /// Where a small state is encoded (static memory, not heap).
+    static SAVED_SMALL: RefCell<[u8; SMALL_STATE_BYTES]> =
+        const { RefCell::new([0; SMALL_STATE_BYTES]) };
+}
+
 /// `molt_state_save() -> (len << 32) | ptr`.
 #[doc(hidden)]
 pub fn state_save<B: Behaviour>(cell: &'static StateCell<B>) -> i64 {
+    let small = cell.with_borrow(|slot| {
+        let state = slot.as_ref()?;
+        SAVED_SMALL.with_borrow_mut(|buf| {
+            let used = codec::encode_into(state, &mut buf[..])?;
+            Some(pack(buf.as_ptr() as usize, used))
+        })
+    });
+    if let Some(packed) = small {
+        return packed;
+    }
     let bytes = cell.with_borrow(|slot| slot.as_ref().map(codec::encode).unwrap_or_default());
     SAVED.with_borrow_mut(|saved| {
         *saved = bytes;
@@ -206,9 +226,19 @@ fn pack(ptr: usize, len: usize) -> i64 {
 #[doc(hidden)]
 pub fn code_change<B: Behaviour>(cell: &'static StateCell<B>, input_len: i32) -> i64 {
     crate::entry::install_panic_hook();
-    let input = read_current(input_len as u32 as usize);
+    // As in `init`: a small input is read on the stack, not the heap.
+    let len = input_len as u32 as usize;
+    let mut small = [0u8; SMALL_STATE_BYTES + 64];
+    let heap;
+    let input: &[u8] = if len <= small.len() {
+        read_current_into(&mut small[..len]);
+        &small[..len]
+    } else {
+        heap = read_current(len);
+        &heap
+    };
     let result =
-        split_code_change_input(&input).and_then(|(from, state)| B::code_change(from, state));
+        split_code_change_input(input).and_then(|(from, state)| B::code_change(from, state));
     match result {
         Ok(state) => {
             cell.with_borrow_mut(|slot| *slot = Some(state));

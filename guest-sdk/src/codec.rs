@@ -5,7 +5,7 @@
 //! which the host uses too, so the wire format of typed messages is written
 //! in one place for both sides. Decoding rejects trailing bytes.
 
-pub use molt_abi::codec::{DecodeError, bytes, decode, decode_prefix, encode};
+pub use molt_abi::codec::{DecodeError, bytes, decode, decode_prefix, encode, encode_into};
 
 #[cfg(test)]
 mod tests {
@@ -55,6 +55,14 @@ mod tests {
         bytes.push(0);
         let err = decode::<u64>(&bytes).unwrap_err();
         assert!(err.to_string().contains("1 trailing bytes"), "{err}");
+    }
+
+    #[test]
+    fn encodes_into_a_buffer_when_it_fits() {
+        let mut buf = [0u8; 8];
+        let used = encode_into(&(7u64, 9u64), &mut buf).unwrap();
+        assert_eq!(&buf[..used], &encode(&(7u64, 9u64))[..]);
+        assert_eq!(encode_into("a string longer than eight", &mut buf), None);
     }
 
     #[test]

@@ -35,6 +35,11 @@ pub struct NodeConfig {
     pub compiled_cache_max: usize,
     /// How long a hard purge waits for the processes it killed to end.
     pub purge_timeout: Duration,
+    /// Longest a migration's guest calls (`molt_state_save` in the old
+    /// version, `molt_code_change` in the new) may run; past it the
+    /// migration is refused (`limit: ran past code_change_timeout`) and the
+    /// process stays on its version.
+    pub code_change_timeout: Duration,
     /// Most pending timers (`send_after`) on the node.
     pub timers_max: usize,
     /// Longest guest log line, in bytes; longer lines are cut and marked.
@@ -73,6 +78,7 @@ impl Default for NodeConfig {
             modules_max: 1_024,
             compiled_cache_max: 64,
             purge_timeout: Duration::from_secs(10),
+            code_change_timeout: Duration::from_secs(5),
             timers_max: 1_000_000,
             table_elements_max: 10_000,
             log_line_bytes_max: 16 << 10,

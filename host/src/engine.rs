@@ -19,8 +19,11 @@ use crate::config::NodeConfig;
 const MAPS_PER_PROCESS: u64 = 7;
 /// Mappings the rest of the process (libraries, heap, threads) needs.
 const MAPS_BASE: u64 = 8_192;
-/// Instances beyond `processes_max`, for instances the host makes itself.
-const INSTANCES_SPARE: u32 = 16;
+/// Instances beyond `processes_max`: a process moving to a new version holds
+/// its old and its new instance for a moment.
+const INSTANCES_SPARE: u32 = 64;
+/// Freed pool slots whose pages are given back to the kernel in one call.
+const DECOMMIT_BATCH: usize = 256;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -47,16 +50,18 @@ pub(crate) fn build(config: &NodeConfig) -> Result<Engine, EngineError> {
         .table_elements(config.table_elements_max as usize)
         // Freed slots give all their pages back. Keeping some resident
         // makes wasmtime re-zero them on every free, which here faulted in
-        // pages the guest never touched: slower and bigger.
+        // pages the guest never touched: slower and bigger. (With the
+        // PAGEMAP_SCAN ioctl only touched pages are kept; that measured 7 µs
+        // instead of 11 µs per spawn onto warm slots, no faster upgrades or
+        // purges, and freed slots keeping their pages: not the default.)
         .linear_memory_keep_resident(0)
         .table_keep_resident(0)
         .async_stack_keep_resident(0)
-        .decommit_batch_size(
-            std::env::var("MOLT_DECOMMIT_BATCH")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1),
-        );
+        // Give freed pages back in batches (one process_madvise call per
+        // batch instead of one madvise per memory, table and stack, each
+        // with a TLB shootdown): purging 10,000 processes measured 255 ms
+        // unbatched, 95 ms at 64, 58 ms at 256.
+        .decommit_batch_size(DECOMMIT_BATCH);
 
     let mut wasm = Config::new();
     wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
@@ -71,6 +76,11 @@ pub(crate) fn build(config: &NodeConfig) -> Result<Engine, EngineError> {
         .guard_before_linear_memory(false)
         .memory_may_move(false)
         .memory_init_cow(config.memory_images_cow)
+        // Fill function tables at instantiation. Lazy filling reads each
+        // table page before writing it, so every page costs a fault on the
+        // zero page and then a copy-on-write fault with a TLB shootdown:
+        // eager filling measured 11 µs per spawn instead of 21 µs.
+        .table_lazy_init(false)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
     Engine::new(&wasm).map_err(EngineError::Wasmtime)
 }

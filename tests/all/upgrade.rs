@@ -9,7 +9,7 @@ use std::time::Duration;
 use counter::{CounterMsg, CounterReply};
 use molt_abi::{Pid, Ref, codec, reason, tag};
 use molt_host::code::{LoadError, LoadOptions, Purge, PurgeError, UpgradeMode};
-use molt_host::{HostMailbox, Node, SpawnError, SysError, SysOutcome};
+use molt_host::{HostMailbox, Node, NodeConfig, SpawnError, SysError, SysOutcome};
 use molt_tests::*;
 use sequencer::{SeqMsg, SeqReport};
 
@@ -223,6 +223,43 @@ async fn a_refused_code_change_keeps_only_that_process_on_the_old_version() {
         .unwrap();
     assert_eq!(module.current.unwrap().processes, 1);
     assert_eq!(module.old.unwrap().processes, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_change_that_never_returns_is_cut_off_and_the_process_stays() {
+    let node = start_node(NodeConfig {
+        code_change_timeout: Duration::from_millis(200),
+        ..test_config()
+    });
+    let mut me = node.mailbox().unwrap();
+    let (looping, _) = spawn_counter(&mut me, 999);
+    let (fine, _) = spawn_counter(&mut me, 1);
+    count_of(&mut me, looping).await;
+    node.load(&counter_picky(), "counter").unwrap();
+    wait_for_version(&node, fine, "0.3.0-picky").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let why = loop {
+        let failure = node
+            .processes()
+            .into_iter()
+            .find(|p| p.pid == looping)
+            .and_then(|p| p.upgrade_failure);
+        if let Some(why) = failure {
+            break why;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(
+        why.contains("molt_code_change: limit: ran past code_change_timeout (200 ms)"),
+        "{why}"
+    );
+    assert_eq!(
+        count_of(&mut me, looping).await,
+        999,
+        "it answers, on 0.1.0"
+    );
+    assert_eq!(version_of(&node, looping).as_deref(), Some("0.1.0"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

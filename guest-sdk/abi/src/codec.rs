@@ -34,6 +34,12 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
         .expect("encoding to a Vec cannot fail for plain data")
 }
 
+/// Encode a value into `buf`; the length used, or `None` if it does not
+/// fit (nothing useful is left in `buf` then).
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut [u8]) -> Option<usize> {
+    bincode::serde::encode_into_slice(value, buf, CONFIG).ok()
+}
+
 /// Decode a value from the front of `bytes` and say how many bytes it took;
 /// the rest is left alone. For state whose later versions append fields: an
 /// older version can keep the fields it knows (a downgrade).

@@ -93,6 +93,10 @@ pub struct ProcState {
     limiter: Limiter,
     /// Set when a send filled a connection: wait on it before going on.
     pub(crate) backpressure: Option<super::backpressure::Wait>,
+    /// Set while a migration's calls run (`molt_state_save`,
+    /// `molt_code_change`): past it the call is cut off and the migration
+    /// refused.
+    migration_deadline: Option<std::time::Instant>,
 }
 
 impl ProcState {
@@ -150,6 +154,7 @@ fn new_store(core: ProcessCore, current: Option<Message>) -> Store<ProcState> {
         memory: None,
         limiter,
         backpressure: None,
+        migration_deadline: None,
     };
     let mut store = Store::new(&node.engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -185,6 +190,20 @@ fn on_epoch(mut cx: StoreContextMut<'_, ProcState>) -> wasmtime::Result<UpdateDe
     }
     if let Some(e) = state.exit_error() {
         return Err(e);
+    }
+    if state
+        .migration_deadline
+        .is_some_and(|d| std::time::Instant::now() >= d)
+    {
+        let limit = state.core.node.config.code_change_timeout;
+        return Err(wasmtime::Error::new(ProcessExit(
+            format!(
+                "{}ran past code_change_timeout ({} ms)",
+                reason::LIMIT_PREFIX,
+                limit.as_millis()
+            )
+            .into(),
+        )));
     }
     match state.backpressure.take() {
         Some(wait) => Ok(UpdateDeadline::YieldCustom(1, wait)),
@@ -497,7 +516,10 @@ impl Running {
             return Ok(Ok(Vec::new()));
         };
         self.store.set_epoch_deadline(1);
-        let packed = match save.call_async(&mut self.store, ()).await {
+        self.store.data_mut().migration_deadline = Some(migration_deadline(&self.store));
+        let saved = save.call_async(&mut self.store, ()).await;
+        self.store.data_mut().migration_deadline = None;
+        let packed = match saved {
             Ok(packed) => packed,
             Err(e) => return refusal(e, &self.store, "molt_state_save"),
         };
@@ -544,7 +566,10 @@ async fn start_new(
         Err(e) => return Ok(Err(format!("{e:#}"))),
     };
     store.set_epoch_deadline(1);
-    match code_change.call_async(&mut *store, input_len).await {
+    store.data_mut().migration_deadline = Some(migration_deadline(store));
+    let changed = code_change.call_async(&mut *store, input_len).await;
+    store.data_mut().migration_deadline = None;
+    match changed {
         Ok(0) => Ok(Ok(handlers)),
         Ok(packed) => {
             let why = match read_packed(store, packed, "molt_code_change reason") {
@@ -555,6 +580,10 @@ async fn start_new(
         }
         Err(e) => refusal(e, store, "molt_code_change"),
     }
+}
+
+fn migration_deadline(store: &Store<ProcState>) -> std::time::Instant {
+    std::time::Instant::now() + store.data().core.node.config.code_change_timeout
 }
 
 /// A call into the guest failed during a migration: a signal that ends the

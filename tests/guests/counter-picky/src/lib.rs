@@ -4,8 +4,8 @@
 //!
 //! It understands `counter`'s messages (`counter::CounterMsg`). Its
 //! `code_change` keeps the count of any earlier version (the count comes
-//! first in every version's state) but refuses a count of 13 with an error
-//! and panics on a count of 666. Its `Get` answers the count plus 1000, so
+//! first in every version's state) but refuses a count of 13 with an error,
+//! panics on a count of 666 and loops for ever on a count of 999. Its `Get` answers the count plus 1000, so
 //! a test can tell which version answered.
 
 use counter::{CounterMsg, CounterReply};
@@ -44,6 +44,9 @@ impl Behaviour for Picky {
         match count {
             13 => Err(format!("count 13 from {from_version} is unlucky")),
             666 => panic!("count 666 from {from_version}"),
+            999 => loop {
+                std::hint::black_box(count);
+            },
             _ => Ok(Picky { count }),
         }
     }
