@@ -322,8 +322,13 @@ impl Running {
         let (tag, len) = (message.tag as i32, message.payload.len() as i32);
         self.store.data_mut().current = Some(message);
         self.store.set_epoch_deadline(1);
-        let handle = self.handlers.as_ref().expect("a behaviour").handle.clone();
-        handle.call_async(&mut self.store, (tag, len)).await
+        // Borrowed, not cloned: cloning a TypedFunc bumps shared reference
+        // counts in the engine, which both workers then fight over.
+        let handlers = self.handlers.as_ref().expect("a behaviour");
+        handlers
+            .handle
+            .call_async(&mut self.store, (tag, len))
+            .await
     }
 
     /// The next thing to do, waiting if there is none; an error if a signal
