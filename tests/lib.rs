@@ -36,64 +36,10 @@ pub const GUESTS: &[&str] = &[
 /// that upgrade to them.
 pub const LATER_VERSIONS: &[&str] = &["counter-v2", "counter-picky"];
 
-/// `module` (a wasm binary) with its `molt.module` section replaced by one
-/// declaring `name` and `version`: the same code as another version, for
-/// tests of loading and purging. Any other custom section stays.
+/// `module` (a wasm binary) declaring `name` and `version` instead: the
+/// same code as another version, for tests of loading and purging.
 pub fn with_version(module: &[u8], name: &str, version: &str) -> Vec<u8> {
-    fn leb(bytes: &[u8], at: &mut usize) -> usize {
-        let (mut value, mut shift) = (0usize, 0);
-        loop {
-            let b = bytes[*at];
-            *at += 1;
-            value |= ((b & 0x7f) as usize) << shift;
-            if b & 0x80 == 0 {
-                return value;
-            }
-            shift += 7;
-        }
-    }
-    fn put_leb(out: &mut Vec<u8>, mut value: usize) {
-        loop {
-            let b = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    assert_eq!(&module[..4], b"\0asm", "not a wasm binary");
-    let mut out = module[..8].to_vec();
-    let mut at = 8;
-    while at < module.len() {
-        let start = at;
-        let id = module[at];
-        at += 1;
-        let size = leb(module, &mut at);
-        let body = at;
-        at += size;
-        if id == 0 {
-            let mut p = body;
-            let len = leb(module, &mut p);
-            if &module[p..p + len] == molt_abi::section::NAME.as_bytes() {
-                continue;
-            }
-        }
-        out.extend_from_slice(&module[start..at]);
-    }
-    let text = format!(
-        "name={name}\nversion={version}\nabi={}\n",
-        molt_abi::ABI_VERSION
-    );
-    let mut body = Vec::new();
-    put_leb(&mut body, molt_abi::section::NAME.len());
-    body.extend_from_slice(molt_abi::section::NAME.as_bytes());
-    body.extend_from_slice(text.as_bytes());
-    out.push(0);
-    put_leb(&mut out, body.len());
-    out.extend_from_slice(&body);
-    out
+    molt_host::code::analyze::restamp(module, name, version).expect("a well-formed module")
 }
 
 /// The built `.wasm` file of a guest package.

@@ -235,65 +235,6 @@ async fn oneway_run(node: &Node, messages: u64) -> Result<f64> {
     Ok(messages as f64 / start.elapsed().as_secs_f64())
 }
 
-/// `module` with its `molt.module` section declaring `version` instead: the
-/// same code as another version of bench-guest.
-fn restamp(module: &[u8], version: &str) -> Vec<u8> {
-    fn leb(bytes: &[u8], at: &mut usize) -> usize {
-        let (mut value, mut shift) = (0usize, 0);
-        loop {
-            let b = bytes[*at];
-            *at += 1;
-            value |= ((b & 0x7f) as usize) << shift;
-            if b & 0x80 == 0 {
-                return value;
-            }
-            shift += 7;
-        }
-    }
-    fn put_leb(out: &mut Vec<u8>, mut value: usize) {
-        loop {
-            let b = (value & 0x7f) as u8;
-            value >>= 7;
-            if value == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    let name = molt_abi::section::NAME.as_bytes();
-    let mut out = module[..8].to_vec();
-    let mut at = 8;
-    while at < module.len() {
-        let start = at;
-        let id = module[at];
-        at += 1;
-        let size = leb(module, &mut at);
-        let body = at;
-        at += size;
-        if id == 0 {
-            let mut p = body;
-            let len = leb(module, &mut p);
-            if &module[p..p + len] == name {
-                continue;
-            }
-        }
-        out.extend_from_slice(&module[start..at]);
-    }
-    let text = format!(
-        "name={MODULE}\nversion={version}\nabi={}\n",
-        molt_abi::ABI_VERSION
-    );
-    let mut body = Vec::new();
-    put_leb(&mut body, name.len());
-    body.extend_from_slice(name);
-    body.extend_from_slice(text.as_bytes());
-    out.push(0);
-    put_leb(&mut out, body.len());
-    out.extend_from_slice(&body);
-    out
-}
-
 /// Versions for the code figures: each call a new one.
 struct Versions {
     bytes: Vec<u8>,
@@ -303,7 +244,9 @@ struct Versions {
 impl Versions {
     fn next(&mut self) -> Vec<u8> {
         self.next += 1;
-        restamp(&self.bytes, &format!("0.1.0-bench.{}", self.next))
+        let version = format!("0.1.0-bench.{}", self.next);
+        crate::code::analyze::restamp(&self.bytes, MODULE, &version)
+            .expect("bench-guest is a well-formed module")
     }
 }
 

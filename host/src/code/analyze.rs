@@ -222,6 +222,73 @@ fn extern_sig(ty: &ExternType) -> String {
     }
 }
 
+/// `module` with its `molt.module` section replaced by one declaring `name`
+/// and `version` (and this ABI): the same code as another version. Every
+/// other section stays as it is. For tests, benchmarks and tools that need
+/// several versions of one build. `None` if `module` is not a well-formed
+/// sequence of wasm sections.
+pub fn restamp(module: &[u8], name: &str, version: &str) -> Option<Vec<u8>> {
+    fn leb(bytes: &[u8], at: &mut usize) -> Option<usize> {
+        let (mut value, mut shift) = (0usize, 0u32);
+        loop {
+            let b = *bytes.get(*at)?;
+            *at += 1;
+            value |= usize::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                return Some(value);
+            }
+            shift += 7;
+            if shift > 28 {
+                return None;
+            }
+        }
+    }
+    fn put_leb(out: &mut Vec<u8>, mut value: usize) {
+        loop {
+            let b = (value & 0x7f) as u8;
+            value >>= 7;
+            if value == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    if module.get(..4)? != b"\0asm" {
+        return None;
+    }
+    let mut out = module.get(..8)?.to_vec();
+    let mut at = 8;
+    while at < module.len() {
+        let start = at;
+        let id = module[at];
+        at += 1;
+        let size = leb(module, &mut at)?;
+        let body = at;
+        at = at.checked_add(size).filter(|end| *end <= module.len())?;
+        if id == 0 {
+            let mut p = body;
+            let len = leb(module, &mut p)?;
+            if module.get(p..p.checked_add(len)?)? == section::NAME.as_bytes() {
+                continue;
+            }
+        }
+        out.extend_from_slice(&module[start..at]);
+    }
+    let text = format!(
+        "name={name}\nversion={version}\nabi={}\n",
+        molt_abi::ABI_VERSION
+    );
+    let mut body = Vec::new();
+    put_leb(&mut body, section::NAME.len());
+    body.extend_from_slice(section::NAME.as_bytes());
+    body.extend_from_slice(text.as_bytes());
+    out.push(0);
+    put_leb(&mut out, body.len());
+    out.extend_from_slice(&body);
+    Some(out)
+}
+
 /// Check a compiled module against the ABI.
 pub fn check(module: &Module, identity: Identity, section_problem: Option<Problem>) -> Report {
     let mut problems: Vec<Problem> = section_problem.into_iter().collect();
@@ -304,5 +371,58 @@ pub fn check(module: &Module, identity: Identity, section_problem: Option<Proble
         imports: import_lines,
         exports: export_lines,
         problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty module with a `molt.module` section declaring `name 1.0.0`.
+    fn declared(name: &str) -> Vec<u8> {
+        let mut module = b"\0asm\x01\0\0\0".to_vec();
+        let text = format!(
+            "name={name}\nversion=1.0.0\nabi={}\n",
+            molt_abi::ABI_VERSION
+        );
+        let mut body = vec![section::NAME.len() as u8];
+        body.extend_from_slice(section::NAME.as_bytes());
+        body.extend_from_slice(text.as_bytes());
+        module.push(0);
+        module.push(body.len() as u8);
+        module.extend_from_slice(&body);
+        module
+    }
+
+    #[test]
+    fn restamp_replaces_the_declared_version_only() {
+        let original = declared("counter");
+        let (before, _) = identify(&original, "x");
+        assert_eq!(
+            (before.name.as_str(), before.version.as_str()),
+            ("counter", "1.0.0")
+        );
+        let again = restamp(&original, "counter", "2.0.0-test").unwrap();
+        let (after, problem) = identify(&again, "x");
+        assert_eq!(problem, None);
+        assert_eq!(
+            (after.name.as_str(), after.version.as_str()),
+            ("counter", "2.0.0-test")
+        );
+        assert_ne!(after.hash, before.hash);
+        // One section, not two.
+        let sections = Parser::new(0)
+            .parse_all(&again)
+            .filter(|p| matches!(p, Ok(Payload::CustomSection(c)) if c.name() == section::NAME))
+            .count();
+        assert_eq!(sections, 1);
+    }
+
+    #[test]
+    fn restamp_refuses_what_is_not_a_module() {
+        assert_eq!(restamp(b"not wasm", "a", "1"), None);
+        let mut cut = declared("counter");
+        cut.truncate(cut.len() - 3);
+        assert_eq!(restamp(&cut, "a", "1"), None);
     }
 }
