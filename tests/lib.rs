@@ -29,6 +29,8 @@ pub const GUESTS: &[&str] = &[
     "counter-v2",
     "counter-picky",
     "sequencer",
+    "otp-server",
+    "otp-task",
 ];
 
 /// Guests that are later versions of a module another guest provides

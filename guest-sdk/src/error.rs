@@ -3,10 +3,11 @@
 use std::fmt;
 
 use molt_abi::status;
+use serde::{Deserialize, Serialize};
 
 /// A host function failed. One variant per negative `molt_abi::status`
 /// code; [`Error::code`] gives the code back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Error {
     /// An argument is out of range or malformed: an empty or oversized
     /// name, a reserved tag, a reason that is not UTF-8.

@@ -62,6 +62,75 @@
 //!
 //! molt_sdk::main!(run);
 //! ```
+//!
+//! # Servers and tasks (OTP-style)
+//!
+//! [`server`](mod@server) is gen_server: a [`server::Server`] has typed calls (request
+//! and reply), casts and info messages, may keep a caller and reply later
+//! (a deferred reply), and may stop with a reason after `terminate`. It
+//! runs as a behaviour, so its state (kept callers included) moves to a
+//! new version on a hot upgrade. [`server::call`] monitors the callee and
+//! waits with a timeout: a callee that is dead, crashes or whose node goes
+//! away gives [`server::CallError::Down`], never a hang.
+//!
+//! ```no_run
+//! use molt_sdk::server::{self, CallResult, Caller, Never, Server};
+//! use molt_sdk::{Message, Next};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! pub struct Bank { balance: u64 }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! pub enum BankCall { Balance, Withdraw(u64) }
+//!
+//! impl Server for Bank {
+//!     type Args = u64;
+//!     type Call = BankCall;
+//!     type Reply = Result<u64, String>;
+//!     type Cast = u64; // deposit
+//!     type Info = Never;
+//!
+//!     fn init(balance: u64) -> Result<Self, String> {
+//!         Ok(Bank { balance })
+//!     }
+//!
+//!     fn handle_call(&mut self, req: BankCall, _from: Caller<Self::Reply>) -> CallResult<Self::Reply> {
+//!         CallResult::Reply(match req {
+//!             BankCall::Balance => Ok(self.balance),
+//!             BankCall::Withdraw(n) if n <= self.balance => {
+//!                 self.balance -= n;
+//!                 Ok(self.balance)
+//!             }
+//!             BankCall::Withdraw(_) => Err("insufficient funds".into()),
+//!         })
+//!     }
+//!
+//!     fn handle_cast(&mut self, deposit: u64) -> Next {
+//!         self.balance += deposit;
+//!         Next::Continue
+//!     }
+//! }
+//!
+//! molt_sdk::server!(Bank);
+//!
+//! // A client, in another process:
+//! # fn client(bank: molt_sdk::Pid) {
+//! server::cast::<Bank>(bank, &100).unwrap();
+//! let left = server::call::<Bank>(bank, &BankCall::Withdraw(30), server::DEFAULT_TIMEOUT);
+//! # }
+//! ```
+//!
+//! [`task`] runs a computation in a process of its own (a module exported
+//! with [`task_main!`]) and waits for its result with a timeout; a task
+//! that fails gives [`task::TaskError::Failed`] at the wait, one that
+//! times out is killed.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! let task = molt_sdk::task::start::<_, u64>("squarer", &12u64).unwrap();
+//! let square = task.wait(Duration::from_secs(1));
+//! ```
 
 #![deny(missing_docs)]
 
@@ -77,8 +146,10 @@ mod registry;
 #[doc(hidden)]
 pub mod section;
 mod send;
+pub mod server;
 #[doc(hidden)]
 pub mod sys;
+pub mod task;
 mod time;
 
 pub use behaviour::{Behaviour, Message, Next};
@@ -99,7 +170,8 @@ pub use receive::{
 pub use registry::{register, unregister, whereis};
 pub use send::{send, send_named, send_named_raw, send_raw, send_tagged};
 pub use time::{
-    cancel_timer, make_ref, monotonic_time, random_bytes, send_after, send_after_raw, system_time,
+    cancel_timer, make_ref, monotonic_time, random_bytes, send_after, send_after_raw, sleep,
+    system_time,
 };
 
 /// The ABI this SDK implements (tags, status codes, limits).
@@ -110,5 +182,6 @@ pub use molt_abi as abi;
 pub mod __private {
     pub use crate::behaviour;
     pub use crate::entry::run_main;
+    pub use crate::task::run_task;
     pub use serde;
 }

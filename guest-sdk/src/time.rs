@@ -49,6 +49,18 @@ pub fn make_ref() -> Ref {
     Ref::from_bytes(&out)
 }
 
+/// Suspend the calling process for `d`, leaving its mailbox as it is
+/// (a receive on a fresh reference that no message carries);
+/// [`Duration::MAX`] sleeps for ever.
+///
+/// ```no_run
+/// molt_sdk::sleep(std::time::Duration::from_millis(10));
+/// ```
+pub fn sleep(d: Duration) {
+    let never = crate::receive::Filter::any().reference(make_ref());
+    let _ = crate::receive::receive_matching(&never, (d != Duration::MAX).then_some(d));
+}
+
 /// Monotonic time since the node started.
 pub fn monotonic_time() -> Duration {
     Duration::from_nanos(u64::try_from(sys::monotonic_ns()).unwrap_or(0))

@@ -5,6 +5,7 @@ mod cluster_code;
 mod dist;
 mod limits;
 mod messaging;
+mod otp;
 mod signals;
 mod upgrade;
 mod watch;

@@ -108,6 +108,9 @@ pub mod tag {
     pub const CALL: u32 = 1;
     /// The SDK's tag for a reply to [`CALL`].
     pub const REPLY: u32 = 2;
+    /// The SDK's tag for a gen_server-style cast (a request with no reply;
+    /// an ordinary user tag as far as the host is concerned).
+    pub const CAST: u32 = 3;
     /// The first tag reserved for the host.
     pub const RESERVED_MIN: u32 = 0xFFFF_FF00;
     /// A trapped exit signal, delivered as a message. Payload:
