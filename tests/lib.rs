@@ -29,6 +29,7 @@ pub const GUESTS: &[&str] = &[
     "counter-v2",
     "counter-picky",
     "sequencer",
+    "pg-member",
     "otp-server",
     "otp-task",
 ];

@@ -40,6 +40,11 @@ pub enum Error {
     NoTimer,
     /// The target's node cannot be reached.
     NoConnection,
+    /// A process group limit: the process holds `pg_memberships_max`
+    /// memberships, or the node `pg_groups_max` groups.
+    PgLimit,
+    /// `pg::leave`: the process is not a member of that group.
+    NotJoined,
     /// A negative code this SDK does not know (a newer host).
     Unknown(i32),
 }
@@ -65,6 +70,8 @@ impl Error {
             status::TIMER_LIMIT => Error::TimerLimit,
             status::NO_TIMER => Error::NoTimer,
             status::NOCONNECTION => Error::NoConnection,
+            status::PG_LIMIT => Error::PgLimit,
+            status::NOT_JOINED => Error::NotJoined,
             other => Error::Unknown(other),
         })
     }
@@ -87,6 +94,8 @@ impl Error {
             Error::TimerLimit => status::TIMER_LIMIT,
             Error::NoTimer => status::NO_TIMER,
             Error::NoConnection => status::NOCONNECTION,
+            Error::PgLimit => status::PG_LIMIT,
+            Error::NotJoined => status::NOT_JOINED,
             Error::Unknown(code) => code,
         }
     }
@@ -127,7 +136,7 @@ mod tests {
             assert_eq!(err.to_string(), status::name(code));
             code -= 1;
         }
-        assert!(code < status::NOCONNECTION);
+        assert!(code < status::NOT_JOINED);
         assert_eq!(Error::from_code(-99), Some(Error::Unknown(-99)));
         assert_eq!(Error::Unknown(-99).code(), -99);
         assert_eq!(Error::from_code(0), None);

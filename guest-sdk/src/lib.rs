@@ -140,6 +140,7 @@ mod entry;
 mod error;
 pub mod log;
 mod node;
+pub mod pg;
 mod process;
 pub mod receive;
 mod registry;

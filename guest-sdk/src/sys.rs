@@ -99,6 +99,11 @@ host_functions! {
     "send_named_on" => fn send_named_on(node_ptr: i32, node_len: i32, name_ptr: i32, name_len: i32, tag: i32, ref_ptr: i32, payload_ptr: i32, payload_len: i32) -> i32;
     "ping" => fn ping(node_ptr: i32, node_len: i32) -> i32;
     "monitor_node" => fn monitor_node(node_ptr: i32, node_len: i32, flag: i32) -> i32;
+    "pg_join" => fn pg_join(scope_ptr: i32, scope_len: i32, group_ptr: i32, group_len: i32) -> i32;
+    "pg_leave" => fn pg_leave(scope_ptr: i32, scope_len: i32, group_ptr: i32, group_len: i32) -> i32;
+    "pg_members" => fn pg_members(scope_ptr: i32, scope_len: i32, group_ptr: i32, group_len: i32, buf_ptr: i32, buf_len: i32) -> i32;
+    "pg_local_members" => fn pg_local_members(scope_ptr: i32, scope_len: i32, group_ptr: i32, group_len: i32, buf_ptr: i32, buf_len: i32) -> i32;
+    "pg_which_groups" => fn pg_which_groups(scope_ptr: i32, scope_len: i32, buf_ptr: i32, buf_len: i32) -> i32;
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -435,6 +440,70 @@ pub fn ping(node: &[u8]) -> i32 {
 pub fn monitor_node(node: &[u8], flag: i32) -> i32 {
     // SAFETY: `node` is live for its length.
     unsafe { raw::monitor_node(ptr(node.as_ptr()), len(node.len()), flag) }
+}
+
+/// `pg_join`: returns the status.
+pub fn pg_join(scope: &[u8], group: &[u8]) -> i32 {
+    // SAFETY: `scope` and `group` are live for their lengths; the host
+    // only reads them.
+    unsafe {
+        raw::pg_join(
+            ptr(scope.as_ptr()),
+            len(scope.len()),
+            ptr(group.as_ptr()),
+            len(group.len()),
+        )
+    }
+}
+
+/// `pg_leave`: returns the status.
+pub fn pg_leave(scope: &[u8], group: &[u8]) -> i32 {
+    // SAFETY: as `pg_join`.
+    unsafe {
+        raw::pg_leave(
+            ptr(scope.as_ptr()),
+            len(scope.len()),
+            ptr(group.as_ptr()),
+            len(group.len()),
+        )
+    }
+}
+
+/// `pg_members` (or `pg_local_members` if `local`): the member count, or
+/// a status; the pids are written to `buf` only if they all fit.
+pub fn pg_members(scope: &[u8], group: &[u8], buf: &mut [u8], local: bool) -> i32 {
+    let call = if local {
+        raw::pg_local_members
+    } else {
+        raw::pg_members
+    };
+    // SAFETY: `scope` and `group` are live for their lengths and only
+    // read; `buf` is live and writable for its length.
+    unsafe {
+        call(
+            ptr(scope.as_ptr()),
+            len(scope.len()),
+            ptr(group.as_ptr()),
+            len(group.len()),
+            ptr(buf.as_mut_ptr()),
+            len(buf.len()),
+        )
+    }
+}
+
+/// `pg_which_groups`: the list's full length, or a status; written to
+/// `buf` only if it fits.
+pub fn pg_which_groups(scope: &[u8], buf: &mut [u8]) -> i32 {
+    // SAFETY: `scope` is live for its length and only read; `buf` is live
+    // and writable for its length.
+    unsafe {
+        raw::pg_which_groups(
+            ptr(scope.as_ptr()),
+            len(scope.len()),
+            ptr(buf.as_mut_ptr()),
+            len(buf.len()),
+        )
+    }
 }
 
 #[cfg(test)]

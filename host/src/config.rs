@@ -42,6 +42,15 @@ pub struct NodeConfig {
     pub code_change_timeout: Duration,
     /// Most pending timers (`send_after`) on the node.
     pub timers_max: usize,
+    /// Most process groups (Erlang's `pg`) with members on the node,
+    /// across scopes, whether the members are local or remote. A join that
+    /// would make a new group past it fails with `pg_limit`; a remote
+    /// node's join past it is dropped with a warning.
+    pub pg_groups_max: usize,
+    /// Most group memberships one process may hold (a process that joins
+    /// one group twice holds two). A join past it fails with `pg_limit`.
+    /// Also applied to remote processes, as their node announces them.
+    pub pg_memberships_max: usize,
     /// Longest guest log line, in bytes; longer lines are cut and marked.
     pub log_line_bytes_max: usize,
     /// Most table elements (function references) per instance.
@@ -80,6 +89,8 @@ impl Default for NodeConfig {
             purge_timeout: Duration::from_secs(10),
             code_change_timeout: Duration::from_secs(5),
             timers_max: 1_000_000,
+            pg_groups_max: 100_000,
+            pg_memberships_max: 1_024,
             table_elements_max: 10_000,
             log_line_bytes_max: 16 << 10,
             guest_stack_bytes: 256 << 10,

@@ -30,6 +30,6 @@ pub use code::{
 };
 pub use config::NodeConfig;
 pub use runtime::{
-    Filter, HostMailbox, Message, Node, NodeStats, ProcessInfo, SendError, SpawnError, StartError,
-    SysError, SysOp, SysOutcome,
+    Filter, HostMailbox, Message, Node, NodeStats, PgError, ProcessInfo, SendError, SpawnError,
+    StartError, SysError, SysOp, SysOutcome,
 };

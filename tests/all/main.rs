@@ -6,6 +6,7 @@ mod dist;
 mod limits;
 mod messaging;
 mod otp;
+mod pg;
 mod signals;
 mod upgrade;
 mod watch;

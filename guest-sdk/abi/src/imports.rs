@@ -210,6 +210,40 @@ imports! {
     /// node's own name (when distributed) never fires. Errors: `BAD_ARG`
     /// (name not UTF-8).
     MONITOR_NODE = "monitor_node"(I32, I32, I32) -> (I32);
+
+    /// `pg_join(scope_ptr, scope_len, group_ptr, group_len) -> status`:
+    /// Erlang's `pg:join(Scope, Group, self())`: the caller joins a process
+    /// group of a scope. Joining again adds another membership, to be left
+    /// as many times. Memberships end when the caller exits; they are
+    /// announced to every connected visible node. Errors: `PG_LIMIT`,
+    /// `BAD_ARG` (a name empty, not UTF-8, or longer than
+    /// [`crate::NAME_BYTES_MAX`]).
+    PG_JOIN = "pg_join"(I32, I32, I32, I32) -> (I32);
+
+    /// `pg_leave(scope_ptr, scope_len, group_ptr, group_len) -> status`:
+    /// drop one of the caller's memberships of a group. Errors:
+    /// `NOT_JOINED`, `BAD_ARG` (as `pg_join`).
+    PG_LEAVE = "pg_leave"(I32, I32, I32, I32) -> (I32);
+
+    /// `pg_members(scope_ptr, scope_len, group_ptr, group_len, buf_ptr, buf_len) -> count | status`:
+    /// the members of a group on every connected node, as 24-byte pids
+    /// sorted by pid, a pid once per membership. Returns the number of
+    /// pids; they are written only if `count * 24` is at most `buf_len`, so
+    /// a guest with a smaller buffer retries with a larger one. The whole
+    /// buffer must lie in memory. An unknown group has no members. Errors:
+    /// `BAD_ARG` (a name not UTF-8 or too long).
+    PG_MEMBERS = "pg_members"(I32, I32, I32, I32, I32, I32) -> (I32);
+
+    /// `pg_local_members(scope_ptr, scope_len, group_ptr, group_len, buf_ptr, buf_len) -> count | status`:
+    /// as `pg_members`, only the members on this node.
+    PG_LOCAL_MEMBERS = "pg_local_members"(I32, I32, I32, I32, I32, I32) -> (I32);
+
+    /// `pg_which_groups(scope_ptr, scope_len, buf_ptr, buf_len) -> len | status`:
+    /// the groups of a scope that have members, sorted, each as a
+    /// little-endian `u32` byte length followed by the UTF-8 name. Returns
+    /// the total length; written only if it is at most `buf_len` (as
+    /// `node_name`). Errors: `BAD_ARG` (scope not UTF-8 or too long).
+    PG_WHICH_GROUPS = "pg_which_groups"(I32, I32, I32, I32) -> (I32);
 }
 
 /// Find a host function by name.

@@ -70,6 +70,12 @@ pub mod status {
     /// The target's node cannot be reached (not connected, or the
     /// connection was lost).
     pub const NOCONNECTION: i32 = -15;
+    /// `pg_join`: a process group limit was reached: the caller holds
+    /// `pg_memberships_max` memberships already, or the node has
+    /// `pg_groups_max` groups and this would be a new one.
+    pub const PG_LIMIT: i32 = -16;
+    /// `pg_leave`: the caller is not a member of that group.
+    pub const NOT_JOINED: i32 = -17;
 
     /// A short, stable name for a status code, for logs and errors.
     pub fn name(code: i32) -> &'static str {
@@ -90,6 +96,8 @@ pub mod status {
             TIMER_LIMIT => "timer_limit",
             NO_TIMER => "no_timer",
             NOCONNECTION => "noconnection",
+            PG_LIMIT => "pg_limit",
+            NOT_JOINED => "not_joined",
             c if c >= 0 => "ok",
             _ => "unknown",
         }
@@ -166,7 +174,8 @@ pub mod timeout {
     pub const POLL: i64 = 0;
 }
 
-/// Longest registered name, in bytes.
+/// Longest registered name, in bytes. Also the longest process group scope
+/// and group name.
 pub const NAME_BYTES_MAX: usize = 255;
 
 /// Most tags one selective receive may list.

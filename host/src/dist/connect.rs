@@ -245,6 +245,9 @@ impl DistInner {
         if !self.config.hidden && !peer.hidden {
             self.announce_peers();
         }
+        // The peer is in the table: every pg change from now on is
+        // announced to it after this sync (see `dist::pg`).
+        self.pg_sync_to(&peer);
         peer
     }
 }

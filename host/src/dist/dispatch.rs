@@ -269,6 +269,9 @@ impl DistInner {
                     let _ = tx.send(reply);
                 }
             }
+            pg @ (Frame::PgUpdate { .. } | Frame::PgGone { .. } | Frame::PgSync { .. }) => {
+                self.pg_dispatch(peer, pg);
+            }
             Frame::Peers { nodes } => {
                 if self.config.hidden || peer.hidden {
                     return;

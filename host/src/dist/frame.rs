@@ -15,8 +15,13 @@ pub use super::code_control::{CodeAnswer, CodeOp};
 
 /// Version of the frame protocol; both sides must speak the same. 2: code
 /// control (`Code`/`CodeReply`) replaced `LoadModule`, node lists carry
-/// addresses, process rows say suspended and failed upgrades.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// addresses, process rows say suspended and failed upgrades. 3: process
+/// groups (`PgUpdate`, `PgGone`, `PgSync`).
+pub const PROTOCOL_VERSION: u32 = 3;
+
+/// Most memberships in one `PgSync` frame: about 550 KB at the longest
+/// names, far below any sensible `frame_bytes_max`.
+pub const PG_SYNC_CHUNK_MAX: usize = 1024;
 
 /// Why a remote spawn failed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,6 +193,33 @@ pub enum Frame {
         /// Node names and their listen addresses (empty if unknown), so a
         /// hidden asker can reach them too.
         nodes: Vec<(String, String)>,
+    },
+    /// A process of the sender joined (`joined`) or left a process group
+    /// once. Sent to every visible peer, on the control lane.
+    PgUpdate {
+        /// The scope.
+        scope: String,
+        /// The group.
+        group: String,
+        /// The member, a process of the sender.
+        pid: Pid,
+        /// Joined (true) or left (false).
+        joined: bool,
+    },
+    /// A process of the sender that had memberships ended: drop them all.
+    PgGone {
+        /// The process, of the sender.
+        pid: Pid,
+    },
+    /// The sender's own memberships, sent when a connection is made, in
+    /// chunks of at most [`PG_SYNC_CHUNK_MAX`]. The first chunk (`first`)
+    /// replaces what the receiver knew of the sender's processes; later
+    /// chunks add to it.
+    PgSync {
+        /// The first chunk of this sync.
+        first: bool,
+        /// `(scope, group, pid, times joined)`.
+        memberships: Vec<(String, String, Pid, u32)>,
     },
     /// Asks for the receiver's processes (`molt ps`).
     ProcessesRequest {
@@ -563,6 +595,30 @@ mod tests {
                 nodes: vec![("b@h".into(), "127.0.0.1:4371".into())],
             },
             Frame::Peers { nodes: vec![] },
+            Frame::PgUpdate {
+                scope: "pg".into(),
+                group: "workers".into(),
+                pid: pid(7),
+                joined: true,
+            },
+            Frame::PgUpdate {
+                scope: "pg".into(),
+                group: "workers".into(),
+                pid: pid(7),
+                joined: false,
+            },
+            Frame::PgGone { pid: pid(7) },
+            Frame::PgSync {
+                first: true,
+                memberships: vec![
+                    ("pg".into(), "a".into(), pid(1), 2),
+                    ("s".into(), "b".into(), pid(2), 1),
+                ],
+            },
+            Frame::PgSync {
+                first: false,
+                memberships: vec![],
+            },
             Frame::NodesRequest { id: 12 },
             Frame::NodesReply {
                 id: 12,
@@ -1086,6 +1142,20 @@ mod tests {
                 .prop_map(|(id, result)| Frame::CodeReply { id, result }),
             prop::collection::vec(any::<(String, String)>(), 0..8)
                 .prop_map(|nodes| Frame::Peers { nodes }),
+            (s(), s(), any_pid(), any::<bool>()).prop_map(|(scope, group, pid, joined)| {
+                Frame::PgUpdate {
+                    scope,
+                    group,
+                    pid,
+                    joined,
+                }
+            }),
+            any_pid().prop_map(|pid| Frame::PgGone { pid }),
+            (
+                any::<bool>(),
+                prop::collection::vec((s(), s(), any_pid(), any::<u32>()), 0..8)
+            )
+                .prop_map(|(first, memberships)| Frame::PgSync { first, memberships }),
             any::<u64>().prop_map(|id| Frame::NodesRequest { id }),
             (
                 any::<u64>(),

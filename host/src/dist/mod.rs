@@ -19,6 +19,7 @@ pub mod frame;
 pub mod handshake;
 mod lane;
 mod peer;
+mod pg;
 mod rollout;
 mod router;
 pub mod tls;
@@ -629,6 +630,7 @@ impl DistInner {
         } else {
             tracing::warn!(node = %peer.name, reason = %why, "node down");
         }
+        self.pg_node_down(peer);
         let Some(node) = self.node() else { return };
         let stakes = std::mem::take(&mut *peer.stakes.lock().expect("stakes poisoned"));
         let lost: std::sync::Arc<str> = reason::NOCONNECTION.into();

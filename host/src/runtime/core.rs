@@ -59,6 +59,9 @@ pub(crate) struct ProcessCore {
     pub system: VecDeque<super::upgrade::SysRequest>,
     /// Set once the process must end, with why.
     pub exit: Option<Reason>,
+    /// It joined a process group once: its end must sweep the groups.
+    /// Processes that never joined one do not pay for that.
+    pg_member: bool,
     scratch: VecDeque<Signal>,
 }
 
@@ -77,6 +80,7 @@ impl ProcessCore {
             behaviour: false,
             system: VecDeque::new(),
             exit: None,
+            pg_member: false,
             scratch: VecDeque::new(),
         }
     }
@@ -333,6 +337,18 @@ impl ProcessCore {
         router.monitor_node(node, me, on);
     }
 
+    /// `pg:join(Scope, Group, self())`.
+    pub fn pg_join(&mut self, scope: &str, group: &str) -> Result<(), super::PgError> {
+        self.node.pg_join(scope, group, self.pid())?;
+        self.pg_member = true;
+        Ok(())
+    }
+
+    /// `pg:leave(Scope, Group, self())`.
+    pub fn pg_leave(&mut self, scope: &str, group: &str) -> Result<(), super::PgError> {
+        self.node.pg_leave(scope, group, self.pid())
+    }
+
     /// `exit(pid, reason)`.
     pub fn send_exit(&mut self, to: Pid, why: Reason) {
         let signal = Signal::Exit {
@@ -368,6 +384,9 @@ impl ProcessCore {
         let pid = self.pid();
         let node = self.node.clone();
         node.forget(pid);
+        if self.pg_member {
+            node.pg_gone(pid);
+        }
         for linked in self.links.drain() {
             let _ = node.route(
                 pid,

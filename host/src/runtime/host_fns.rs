@@ -552,7 +552,8 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
         },
     )?;
 
-    super::host_fns_dist::register(linker)
+    super::host_fns_dist::register(linker)?;
+    super::host_fns_pg::register(linker)
 }
 
 /// The `receive` host function: selective receive with a timeout. Skipped

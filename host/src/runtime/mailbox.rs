@@ -125,6 +125,17 @@ impl HostMailbox {
         self.core().link(pid).is_ok()
     }
 
+    /// Join a process group of a scope (Erlang's `pg:join`); it is left
+    /// when the mailbox is dropped.
+    pub fn pg_join(&mut self, scope: &str, group: &str) -> Result<(), super::PgError> {
+        self.core().pg_join(scope, group)
+    }
+
+    /// Leave a process group once (Erlang's `pg:leave`).
+    pub fn pg_leave(&mut self, scope: &str, group: &str) -> Result<(), super::PgError> {
+        self.core().pg_leave(scope, group)
+    }
+
     /// Send an exit signal.
     pub fn exit(&mut self, pid: Pid, why: &str) {
         self.core().send_exit(pid, reason::truncate(why).into());

@@ -12,7 +12,9 @@ mod guest;
 mod guest_mem;
 mod host_fns;
 mod host_fns_dist;
+mod host_fns_pg;
 mod mailbox;
+mod pg;
 mod registry;
 mod table;
 mod timers;
@@ -31,11 +33,14 @@ pub use self::cell::{Message, Reason};
 pub use self::core::Filter;
 pub(crate) use self::guest::ProcState;
 pub use self::mailbox::HostMailbox;
+pub use self::pg::PgError;
+pub(crate) use self::pg::{Membership, PgChange};
 pub use self::registry::RegisterError;
 pub use self::upgrade::{SysError, SysOp, SysOutcome};
 
 use self::cell::ProcessCell;
 pub(crate) use self::cell::Signal;
+use self::pg::ProcessGroups;
 use self::registry::Registry;
 use self::table::ProcessTable;
 use self::timers::Timers;
@@ -81,6 +86,11 @@ pub(crate) trait Router: Send + Sync {
     fn ping(&self, node: &str) -> BoxFuture<bool>;
     /// Start (`on`) or stop delivering `NODEDOWN` for `node` to `watcher`.
     fn monitor_node(&self, node: &str, watcher: Pid, on: bool);
+    /// A local process joined or left a process group, or ended with
+    /// memberships: tell the other nodes. Called with the node's process
+    /// groups locked, so announcements leave in the order of the changes
+    /// and none slips between a change and [`NodeInner::pg_with_local`].
+    fn pg_changed(&self, change: PgChange<'_>);
 }
 
 /// Why a signal could not be delivered.
@@ -208,6 +218,8 @@ pub(crate) struct NodeInner {
     exited: AtomicU64,
     table: ProcessTable,
     pub registry: Mutex<Registry>,
+    /// Process groups, local and remote members.
+    pg: Mutex<ProcessGroups>,
     pub timers: Timers,
     pub started: Instant,
     pub runtime: tokio::runtime::Handle,
@@ -250,6 +262,7 @@ impl Node {
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).expect("the OS random generator failed");
         let ticker_stop = engine::start_ticker(&engine, config.timeslice);
+        let pg = ProcessGroups::new(config.pg_groups_max, config.pg_memberships_max);
         let inner = NodeInner {
             node_id: node_id(&config.name),
             incarnation: u64::from_le_bytes(random) | 1,
@@ -265,6 +278,7 @@ impl Node {
             exited: AtomicU64::new(0),
             table: ProcessTable::new(),
             registry: Mutex::new(Registry::default()),
+            pg: Mutex::new(pg),
             started: Instant::now(),
             runtime,
             ticker_stop,
@@ -406,6 +420,25 @@ impl Node {
     pub fn identity(&self) -> (u64, u64) {
         (self.inner.node_id, self.inner.incarnation)
     }
+
+    /// Erlang's `pg:get_members(Scope, Group)`: the members of a process
+    /// group on this node and on every connected node, sorted by pid, a
+    /// pid once per membership.
+    pub fn pg_members(&self, scope: &str, group: &str) -> Vec<Pid> {
+        self.inner.pg_members(scope, group, false)
+    }
+
+    /// Erlang's `pg:get_local_members(Scope, Group)`: as
+    /// [`pg_members`](Self::pg_members), this node's processes only.
+    pub fn pg_local_members(&self, scope: &str, group: &str) -> Vec<Pid> {
+        self.inner.pg_members(scope, group, true)
+    }
+
+    /// Erlang's `pg:which_groups(Scope)`: the groups of `scope` that have
+    /// members, sorted.
+    pub fn pg_which_groups(&self, scope: &str) -> Vec<String> {
+        self.inner.pg_which_groups(scope)
+    }
 }
 
 impl Drop for NodeInner {
@@ -518,6 +551,118 @@ impl NodeInner {
             cell.mailbox_len.fetch_sub(1, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    fn pg(&self) -> std::sync::MutexGuard<'_, ProcessGroups> {
+        self.pg.lock().expect("process groups poisoned")
+    }
+
+    /// `pid`, a local process, joins a group once more; announced to the
+    /// other nodes.
+    pub fn pg_join(&self, scope: &str, group: &str, pid: Pid) -> Result<(), PgError> {
+        let mut pg = self.pg();
+        pg.join(scope, group, pid, 1)?;
+        if let Some(router) = self.router() {
+            router.pg_changed(PgChange::Join { scope, group, pid });
+        }
+        Ok(())
+    }
+
+    /// `pid`, a local process, leaves a group once; announced.
+    pub fn pg_leave(&self, scope: &str, group: &str, pid: Pid) -> Result<(), PgError> {
+        let mut pg = self.pg();
+        pg.leave(scope, group, pid)?;
+        if let Some(router) = self.router() {
+            router.pg_changed(PgChange::Leave { scope, group, pid });
+        }
+        Ok(())
+    }
+
+    /// A local process that joined groups ended: drop it everywhere.
+    pub fn pg_gone(&self, pid: Pid) {
+        let mut pg = self.pg();
+        if pg.remove_pid(pid)
+            && let Some(router) = self.router()
+        {
+            router.pg_changed(PgChange::Gone { pid });
+        }
+    }
+
+    /// Members of a group, this node's only if `local`.
+    pub fn pg_members(&self, scope: &str, group: &str, local: bool) -> Vec<Pid> {
+        self.pg()
+            .members(scope, group, |p| !local || self.is_local(*p))
+    }
+
+    /// The groups of a scope that have members.
+    pub fn pg_which_groups(&self, scope: &str) -> Vec<String> {
+        self.pg().which_groups(scope)
+    }
+
+    /// Run `f` on this node's own memberships with the groups locked, so
+    /// no change is announced while `f` sends them (a sync to a new peer).
+    pub fn pg_with_local<T>(&self, f: impl FnOnce(Vec<Membership>) -> T) -> T {
+        let pg = self.pg();
+        let mine = pg.memberships(|p| self.is_local(*p));
+        f(mine)
+    }
+
+    /// A remote process of the node `(node_id, incarnation)` joined
+    /// (`joined`) or left a group. Pids of other nodes are ignored: a node
+    /// speaks for its own processes only. A join past a limit is dropped.
+    pub fn pg_remote_change(
+        &self,
+        from: (u64, u64),
+        scope: &str,
+        group: &str,
+        pid: Pid,
+        joined: bool,
+    ) -> Result<(), PgError> {
+        if (pid.node, pid.incarnation) != from {
+            return Ok(());
+        }
+        let mut pg = self.pg();
+        if joined {
+            pg.join(scope, group, pid, 1)
+        } else {
+            // A leave for a membership dropped at a limit.
+            pg.leave(scope, group, pid).or(Ok(()))
+        }
+    }
+
+    /// A remote process ended: drop its memberships.
+    pub fn pg_remote_gone(&self, from: (u64, u64), pid: Pid) {
+        if (pid.node, pid.incarnation) == from {
+            self.pg().remove_pid(pid);
+        }
+    }
+
+    /// The node `(node_id, incarnation)` sent its memberships: the first
+    /// chunk replaces what this node knew of it (any incarnation), later
+    /// ones add. Returns how many were dropped at
+    /// a limit.
+    pub fn pg_remote_sync(
+        &self,
+        from: (u64, u64),
+        first: bool,
+        memberships: Vec<Membership>,
+    ) -> usize {
+        let mut pg = self.pg();
+        if first {
+            pg.remove_where(|p| p.node == from.0);
+        }
+        let mut dropped = 0;
+        for (scope, group, pid, times) in memberships {
+            if (pid.node, pid.incarnation) != from || pg.join(&scope, &group, pid, times).is_err() {
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
+    /// The node `(node_id, incarnation)` went away: drop its members.
+    pub fn pg_node_down(&self, node: (u64, u64)) {
+        self.pg().remove_where(|p| (p.node, p.incarnation) == node);
     }
 
     /// Reserve a process slot and a pid.

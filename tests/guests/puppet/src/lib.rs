@@ -156,6 +156,31 @@ pub enum Cmd {
     /// commands), leaving every other message queued for `Receive`.
     /// `false` (the default): it reports everything it gets.
     OnlyCommands(bool),
+    /// `pg::join(scope, group)`: `Ok` or `Status`.
+    PgJoin {
+        /// Scope.
+        scope: String,
+        /// Group.
+        group: String,
+    },
+    /// `pg::leave(scope, group)`: `Ok` or `Status`.
+    PgLeave {
+        /// Scope.
+        scope: String,
+        /// Group.
+        group: String,
+    },
+    /// `pg::members` (or `pg::local_members` if `local`): `Pids`.
+    PgMembers {
+        /// Scope.
+        scope: String,
+        /// Group.
+        group: String,
+        /// This node's members only.
+        local: bool,
+    },
+    /// `pg::which_groups(scope)`: `Names`.
+    PgWhichGroups(String),
 }
 
 /// The result of a command.
@@ -181,8 +206,10 @@ pub enum Outcome {
     Received(Option<(u32, Option<Ref>, Vec<u8>)>),
     /// A text (a node name).
     Text(String),
-    /// A list of names (nodes).
+    /// A list of names (nodes, groups).
     Names(Vec<String>),
+    /// A list of pids (group members).
+    Pids(Vec<Pid>),
 }
 
 /// A system message, mirrored with owned fields.
@@ -320,6 +347,19 @@ fn execute(cmd: Cmd) -> Outcome {
         } => unit(molt_sdk::send_named_on_raw(
             &node, &name, tag, None, &payload,
         )),
+        Cmd::PgJoin { scope, group } => unit(molt_sdk::pg::join(&scope, &group)),
+        Cmd::PgLeave { scope, group } => unit(molt_sdk::pg::leave(&scope, &group)),
+        Cmd::PgMembers {
+            scope,
+            group,
+            local: false,
+        } => Outcome::Pids(molt_sdk::pg::members(&scope, &group)),
+        Cmd::PgMembers {
+            scope,
+            group,
+            local: true,
+        } => Outcome::Pids(molt_sdk::pg::local_members(&scope, &group)),
+        Cmd::PgWhichGroups(scope) => Outcome::Names(molt_sdk::pg::which_groups(&scope)),
         Cmd::Panic(text) => panic!("{text}"),
         Cmd::OnlyCommands(_) => unreachable!("handled by the receive loop"),
     }
