@@ -30,6 +30,11 @@ pub const GUESTS: &[&str] = &[
     "counter-picky",
     "sequencer",
     "pg-member",
+    "sup-worker",
+    "sup-tree",
+    "pool-worker",
+    "pool-sup",
+    "pool-demo",
     "otp-server",
     "otp-task",
 ];

@@ -148,6 +148,7 @@ mod registry;
 pub mod section;
 mod send;
 pub mod server;
+pub mod supervisor;
 #[doc(hidden)]
 pub mod sys;
 pub mod task;

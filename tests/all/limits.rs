@@ -402,3 +402,33 @@ async fn a_module_larger_than_module_bytes_max_is_refused() {
     let back = watcher.recv(WAIT).await.expect("the echo");
     assert_eq!((back.tag, &*back.payload), (12, &[1u8, 2, 3][..]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeouts_and_delays_too_long_to_represent_mean_never() {
+    let node = node();
+    let mut p = Puppet::spawn(&node).await;
+    let watch = p.ctl.monitor(p.pid);
+    // A timer of ~146 million years: accepted, never fires.
+    let far = Cmd::SendAfter {
+        delay_ms: u64::MAX / 2,
+        to: p.pid,
+        tag: tag::DATA,
+        payload: vec![],
+    };
+    assert!(matches!(p.cmd(far).await, Outcome::Ref(_)));
+    // A receive that long waits like one without a timeout...
+    p.order(Cmd::Receive {
+        tags: vec![0x7777],
+        reference: None,
+        timeout_ms: Some(u64::MAX / 2),
+    });
+    assert!(p.try_event(molt_tests::QUIET).await.is_none());
+    assert!(node.is_alive(p.pid));
+    // ...and the process can still be ended, with the usual reason.
+    node.exit(p.pid, molt_abi::reason::KILL);
+    assert_eq!(
+        down_reason(&mut p.ctl, watch).await,
+        molt_abi::reason::KILLED
+    );
+    assert_node_works(&node).await;
+}

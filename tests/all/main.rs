@@ -8,5 +8,6 @@ mod messaging;
 mod otp;
 mod pg;
 mod signals;
+mod supervisor;
 mod upgrade;
 mod watch;

@@ -594,7 +594,8 @@ async fn receive(
     let deadline = match timeout_ms {
         timeout::INFINITY => None,
         ms if ms < 0 => return Ok(status::BAD_ARG),
-        ms => Some(tokio::time::Instant::now() + Duration::from_millis(ms as u64)),
+        // A timeout too long to represent is no timeout.
+        ms => tokio::time::Instant::now().checked_add(Duration::from_millis(ms as u64)),
     };
     let cell = c.data().core.cell.clone();
     let mut scanned = 0;

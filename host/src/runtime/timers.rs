@@ -18,6 +18,9 @@ struct Timer {
 }
 
 /// Pending timers by reference, at most `timers_max`.
+/// Stands in for a deadline past what `Instant` can hold.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 pub(crate) struct Timers {
     max: usize,
     pending: Arc<Mutex<HashMap<Ref, Timer>>>,
@@ -49,7 +52,10 @@ impl Timers {
         if pending.len() >= self.max {
             return Err(TimerLimit);
         }
-        let deadline = Instant::now() + delay;
+        // A delay too long to represent fires never (in about 30 years).
+        let deadline = Instant::now()
+            .checked_add(delay)
+            .unwrap_or_else(|| Instant::now() + FAR_FUTURE);
         let (table, node_for_task) = (self.pending.clone(), Arc::downgrade(node));
         let task = node.runtime.spawn(async move {
             tokio::time::sleep_until(deadline).await;
