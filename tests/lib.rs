@@ -32,6 +32,7 @@ pub const GUESTS: &[&str] = &[
     "pg-member",
     "sup-worker",
     "sup-tree",
+    "sup-app",
     "pool-worker",
     "pool-sup",
     "pool-demo",

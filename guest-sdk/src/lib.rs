@@ -131,6 +131,37 @@
 //! let task = molt_sdk::task::start::<_, u64>("squarer", &12u64).unwrap();
 //! let square = task.wait(Duration::from_secs(1));
 //! ```
+//!
+//! # Supervisors and process groups
+//!
+//! A [`supervisor`](mod@supervisor) module says in its `init` what to run and how to
+//! restart it (one for one, one for all, rest for one, or dynamic children
+//! of one spec; permanent, transient or temporary children; a restart
+//! intensity past which it gives up with `shutdown`); supervisors nest into
+//! trees, and [`supervisor::run`] in a raw process's main is an
+//! application's entry.
+//!
+//! ```no_run
+//! use molt_sdk::supervisor::{ChildSpec, Flags, Spec, Supervisor};
+//!
+//! pub struct AppSup;
+//!
+//! impl Supervisor for AppSup {
+//!     type Args = ();
+//!     fn init(_: ()) -> Result<Spec, String> {
+//!         Ok(Spec {
+//!             flags: Flags::default(),
+//!             children: vec![ChildSpec::worker("bank", "bank", &100u64)],
+//!         })
+//!     }
+//! }
+//!
+//! molt_sdk::supervisor!(AppSup);
+//! ```
+//!
+//! [`pg`] keeps named groups of processes across the cluster (Erlang's
+//! `pg`): `pg::join("jobs", "workers")` in each worker, and
+//! `pg::members("jobs", "workers")` anywhere.
 
 #![deny(missing_docs)]
 

@@ -4,7 +4,7 @@
 //! A supervisor module implements [`Supervisor`] (its `init` returns the
 //! [`Spec`]: restart strategy, intensity, and child specs) and is exported
 //! with [`supervisor!`](crate::supervisor!). It runs as a
-//! [`Server`](crate::server::Server), so its state (children, restart
+//! [`Server`], so its state (children, restart
 //! history) migrates on a hot upgrade, and the client functions here
 //! ([`start_child`], [`which_children`], ...) are calls. Supervisors nest:
 //! a child may be another supervisor ([`ChildSpec::supervisor`]); a tree is

@@ -422,3 +422,49 @@ async fn the_pool_example_restarts_a_crashed_worker() {
         reason::NORMAL
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_entry_runs_a_tree_and_ends_with_it() {
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    // The tree gives up (intensity 0) at the first crash: it exits
+    // `shutdown`, and the application returns normally.
+    let args = tree(
+        Strategy::OneForOne,
+        0,
+        vec![worker(&me, "a", Restart::Permanent)],
+    );
+    let (app, app_watch) = me
+        .spawn("sup-app", codec::encode(&args), false, true)
+        .unwrap();
+    let (_, a) = started(&mut me).await;
+    assert!(node.is_alive(app));
+    tell(&mut me, a, &WorkerMsg::Crash("first and last".into()));
+    assert_eq!(
+        down_reason(&mut me, app_watch.unwrap()).await,
+        reason::NORMAL
+    );
+
+    // A root that is killed takes the application down with its reason.
+    let args = tree(
+        Strategy::OneForOne,
+        3,
+        vec![worker(&me, "b", Restart::Permanent)],
+    );
+    let (_, app_watch) = me
+        .spawn("sup-app", codec::encode(&args), false, true)
+        .unwrap();
+    let (_, b) = started(&mut me).await;
+    let root = node
+        .processes()
+        .into_iter()
+        .find(|p| p.module.as_ref().is_some_and(|(m, _)| m == "sup-tree"))
+        .map(|p| p.pid)
+        .unwrap();
+    node.exit(root, reason::KILL);
+    assert_eq!(
+        down_reason(&mut me, app_watch.unwrap()).await,
+        reason::KILLED
+    );
+    wait_dead(&node, b).await;
+}

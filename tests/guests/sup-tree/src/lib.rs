@@ -90,4 +90,5 @@ impl Supervisor for Tree {
     }
 }
 
+#[cfg(not(feature = "types-only"))]
 molt_sdk::supervisor!(Tree);
