@@ -93,6 +93,17 @@ pub fn start_node(config: NodeConfig) -> Node {
     node
 }
 
+/// A child process (a `molt node`), killed and reaped when dropped, so a
+/// test never leaves one behind.
+pub struct ChildNode(pub std::process::Child);
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The cookie test clusters share.
 pub const COOKIE: &[u8] = b"molt-test-cookie";
 

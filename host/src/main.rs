@@ -547,7 +547,6 @@ async fn node(mut config: NodeConfig, args: NodeArgs) -> Result<ExitCode> {
     let mut watchers = Vec::with_capacity(args.watch.len());
     for dir in &args.watch {
         watchers.push(code::watch::watch(node.clone(), dir)?);
-        println!("watching {} for .wasm files", dir.display());
     }
     let mut dist_config = DistConfig::new(args.listen, cookie.as_bytes().to_vec());
     dist_config.hidden = args.hidden;
@@ -557,10 +556,23 @@ async fn node(mut config: NodeConfig, args: NodeArgs) -> Result<ExitCode> {
         dist_config.allow = Some(args.allow);
     }
     let dist = Distribution::start(&node, dist_config).await?;
-    println!("node {} listening on {}", dist.name(), dist.local_addr());
+    // The first line says where the node listens (scripts read it); a
+    // closed stdout must not take the node down, so write errors are ignored.
+    let say = |line: String| {
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "{line}");
+    };
+    say(format!(
+        "node {} listening on {}",
+        dist.name(),
+        dist.local_addr()
+    ));
+    for dir in &args.watch {
+        say(format!("watching {} for .wasm files", dir.display()));
+    }
     for peer in &args.join {
         match dist.join(peer).await {
-            Ok(()) => println!("joined {peer}"),
+            Ok(()) => say(format!("joined {peer}")),
             Err(e) => eprintln!("molt: cannot join {peer}: {e}"),
         }
     }

@@ -660,16 +660,6 @@ async fn the_cli_drives_a_running_node_over_an_authenticated_channel() {
     assert!(!ok && err.contains("cookie"), "{err}");
 }
 
-/// A `molt node` in its own OS process, killed when dropped.
-struct ChildNode(std::process::Child);
-
-impl Drop for ChildNode {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_is_detected_within_the_tick() {
     use std::io::BufRead;
@@ -695,7 +685,7 @@ async fn a_killed_node_is_detected_within_the_tick() {
         .spawn()
         .expect("starting molt node");
     let stdout = child.stdout.take().expect("piped stdout");
-    let child = ChildNode(child);
+    let child = molt_tests::ChildNode(child);
     // "node b@127.0.0.1 listening on 127.0.0.1:PORT"
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();

@@ -239,3 +239,112 @@ fn molt_demo_upgrades_counters_under_a_stream_and_loses_nothing() {
     assert_eq!(upgraded, 3, "{text}");
     assert!(text.contains("nothing lost"), "{text}");
 }
+
+/// The current version of `module` on `node`, as `molt modules` reports it.
+async fn current_on(
+    dist: &molt_host::dist::Distribution,
+    node: &str,
+    module: &str,
+) -> (Option<String>, Vec<molt_host::code::CodeEvent>) {
+    let report = dist.modules_of(node).await.expect("a module report");
+    let current = report
+        .modules
+        .iter()
+        .find(|m| m.name == module)
+        .and_then(|m| m.current.as_ref())
+        .map(|v| v.version.clone());
+    (current, report.events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn molt_node_watch_loads_rebuilt_files_and_refuses_broken_ones() {
+    use std::io::BufRead;
+    let secret = "watch-cli-cookie";
+    let dir = TempDir::new("cli");
+    std::fs::copy(guest_file("counter"), dir.path().join("counter.wasm")).unwrap();
+    let child = std::process::Command::new(molt_bin())
+        .args(["node", "--name", "w", "--listen", "127.0.0.1:0", "--watch"])
+        .arg(dir.path())
+        .env("MOLT_COOKIE", secret)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting molt node");
+    let mut child = ChildNode(child);
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    // "node w@127.0.0.1 listening on 127.0.0.1:PORT"
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line)
+    });
+    let line = tokio::time::timeout(WAIT, line)
+        .await
+        .expect("the node starts")
+        .unwrap()
+        .unwrap();
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .expect("an address")
+        .to_string();
+    let (_a, da) = dist_node_with("watcher", secret.as_bytes(), |_| {}).await;
+    da.join(&format!("w@{addr}"))
+        .await
+        .expect("joining the node");
+    let node = "w@127.0.0.1";
+
+    // Wait (bounded) until the node reports `want` as counter's current.
+    let wait_for = |want: &'static str| {
+        let da = da.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let (current, events) = current_on(&da, node, "counter").await;
+                if current.as_deref() == Some(want) {
+                    return events;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "counter is {current:?}, not {want}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for("0.1.0").await;
+
+    // A rebuilt module, written as cargo does (a new file renamed over).
+    let staged = dir.path().join(".counter.wasm.tmp");
+    std::fs::copy(guest_file("counter-v2"), &staged).unwrap();
+    std::fs::rename(&staged, dir.path().join("counter.wasm")).unwrap();
+    wait_for("0.2.0").await;
+
+    // A half-written file is refused, logged as a failure, and 0.2.0 stays.
+    let v1 = std::fs::read(guest_file("counter")).unwrap();
+    std::fs::write(dir.path().join("counter.wasm"), &v1[..v1.len() / 2]).unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (current, events) = current_on(&da, node, "counter").await;
+        assert_eq!(
+            current.as_deref(),
+            Some("0.2.0"),
+            "the running version stays"
+        );
+        if events
+            .iter()
+            .any(|e| e.failure && e.module.contains("counter.wasm"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no refusal: {events:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    da.shutdown();
+    drop(child);
+}
