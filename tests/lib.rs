@@ -97,6 +97,44 @@ pub fn start_node(config: NodeConfig) -> Node {
 /// test never leaves one behind.
 pub struct ChildNode(pub std::process::Child);
 
+impl ChildNode {
+    /// Start `molt node --listen 127.0.0.1:0` with `args` and `cookie`, and
+    /// wait (bounded) for its first line, which says where it listens.
+    /// Returns the child and that address (`127.0.0.1:PORT`).
+    pub async fn start(args: &[&std::ffi::OsStr], cookie: &str) -> (ChildNode, String) {
+        use std::io::BufRead;
+        let child = Command::new(molt_bin())
+            .args(["node", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("MOLT_COOKIE", cookie)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("starting molt node");
+        let mut child = ChildNode(child);
+        let stdout = child.0.stdout.take().expect("piped stdout");
+        // "node NAME@127.0.0.1 listening on 127.0.0.1:PORT"
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufReader::new(stdout)
+                .read_line(&mut line)
+                .map(|_| line)
+        });
+        let line = tokio::time::timeout(WAIT, line)
+            .await
+            .expect("the node starts")
+            .unwrap()
+            .unwrap();
+        let addr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .expect("an address")
+            .to_string();
+        (child, addr)
+    }
+}
+
 impl Drop for ChildNode {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -223,6 +261,56 @@ impl Puppet {
         };
         let m = self.ctl.recv_matching(&filter, timeout).await?;
         Some(codec::decode::<Event>(&m.payload).expect("event decodes"))
+    }
+}
+
+/// The module version `pid` runs, as `ps` shows it.
+pub fn version_of(node: &Node, pid: Pid) -> Option<String> {
+    node.processes()
+        .into_iter()
+        .find(|p| p.pid == pid)
+        .and_then(|p| p.module.map(|(_, v)| v))
+}
+
+/// Wait (bounded) until `pid` runs `version`.
+pub async fn wait_for_version(node: &Node, pid: Pid, version: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while version_of(node, pid).as_deref() != Some(version) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{pid} still runs {:?}, not {version}",
+            version_of(node, pid)
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Send a `counter` message (understood by 0.1.0 and later versions).
+pub fn send_counter(me: &mut HostMailbox, to: Pid, msg: &counter::CounterMsg) {
+    me.send(to, tag::DATA, Ref::NONE, codec::encode(msg))
+        .unwrap();
+}
+
+/// Ask a counter (any version) for its count.
+pub async fn count_of(me: &mut HostMailbox, counter: Pid) -> u64 {
+    let from = me.pid();
+    send_counter(me, counter, &counter::CounterMsg::Get { from });
+    let m = me.recv(WAIT).await.expect("a counter answers Get");
+    match codec::decode::<counter::CounterReply>(&m.payload).expect("a CounterReply") {
+        counter::CounterReply::Count(n) => n,
+    }
+}
+
+/// `(count, adds)` from a counter 0.2.0 (0.1.0 does not answer `Stats`).
+pub async fn stats_of(me: &mut HostMailbox, counter: Pid) -> (u64, u64) {
+    let from = me.pid();
+    let stats = counter_v2::CounterMsg::Stats { from };
+    me.send(counter, tag::DATA, Ref::NONE, codec::encode(&stats))
+        .unwrap();
+    let m = me.recv(WAIT).await.expect("a 0.2.0 counter answers Stats");
+    match codec::decode::<counter_v2::CounterReply>(&m.payload).expect("a 0.2.0 reply") {
+        counter_v2::CounterReply::Stats { count, adds } => (count, adds),
+        other => panic!("expected Stats, got {other:?}"),
     }
 }
 

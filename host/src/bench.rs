@@ -158,31 +158,14 @@ async fn wait_for_exit(
 /// Spawn `n` idle behaviours; returns (µs per spawn including init, bytes
 /// of RSS per process, kernel memory mappings per process).
 async fn spawn_run(node: &Node, n: u32) -> Result<(f64, f64, f64)> {
-    let args = codec::encode(&BenchArgs::Idle);
-    let before = node.stats();
     let rss_before = rss_bytes();
     let maps_before = map_count();
     let start = Instant::now();
-    let mut pids = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        pids.push(node.spawn(MODULE, args.clone())?);
-    }
-    let target = before.initialized + n as u64;
-    while node.stats().initialized < target {
-        if start.elapsed() > Duration::from_secs(120) {
-            bail!("spawned processes did not all initialise within 120 s");
-        }
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
+    let pids = idle_processes(node, n).await?;
     let elapsed = start.elapsed();
     let rss_after = rss_bytes();
     let maps_after = map_count();
-    for pid in &pids {
-        node.exit(*pid, reason::KILL);
-    }
-    while node.stats().alive > before.alive {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    kill_all(node, &pids).await;
     Ok((
         elapsed.as_secs_f64() * 1e6 / n as f64,
         rss_after.saturating_sub(rss_before) as f64 / n as f64,
@@ -269,18 +252,19 @@ async fn load_run(node: &Node, versions: &mut Versions) -> Result<(f64, f64)> {
     Ok((fresh_ms, cached_us))
 }
 
-/// Spawn `n` idle behaviours and wait until all have run `init`.
+/// Spawn `n` idle behaviours and wait until all have run `init`
+/// (bounded by 120 s).
 async fn idle_processes(node: &Node, n: u32) -> Result<Vec<Pid>> {
     let args = codec::encode(&BenchArgs::Idle);
     let target = node.stats().initialized + n as u64;
+    let start = Instant::now();
     let mut pids = Vec::with_capacity(n as usize);
     for _ in 0..n {
         pids.push(node.spawn(MODULE, args.clone())?);
     }
-    let start = Instant::now();
     while node.stats().initialized < target {
         if start.elapsed() > Duration::from_secs(120) {
-            bail!("processes did not all initialise within 120 s");
+            bail!("spawned processes did not all initialise within 120 s");
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
     }

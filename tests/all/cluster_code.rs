@@ -6,16 +6,16 @@
 
 use std::time::Duration;
 
-use counter::{CounterMsg, CounterReply};
-use molt_abi::{Pid, Ref, codec, reason, tag};
+use counter::CounterMsg;
+use molt_abi::{Pid, codec, reason};
 use molt_host::code::{LoadOptions, Purge, UpgradeMode};
 use molt_host::dist::{
     CodeAnswer, CodeOp, DistConfig, DistError, Distribution, RolloutError, RolloutEvent, STAGED_MAX,
 };
 use molt_host::{HostMailbox, Node, NodeConfig, SysError, SysOp, SysOutcome};
 use molt_tests::{
-    COOKIE, TICK, WAIT, address_of, dist_node, dist_node_with, down_reason, guest_file,
-    test_config, wat_fixture,
+    COOKIE, TICK, WAIT, address_of, count_of, dist_node, dist_node_with, down_reason, guest_file,
+    send_counter, stats_of, test_config, version_of, wait_for_version, wat_fixture,
 };
 
 fn counter_v1() -> Vec<u8> {
@@ -76,59 +76,11 @@ fn current_version(node: &Node, module: &str) -> Option<String> {
         .map(|v| v.identity.version.clone())
 }
 
-/// The version `pid` runs.
-fn version_of(node: &Node, pid: Pid) -> Option<String> {
-    node.processes()
-        .into_iter()
-        .find(|p| p.pid == pid)
-        .and_then(|p| p.module.map(|(_, v)| v))
-}
-
-/// Wait (bounded) until `pid` runs `version`.
-async fn wait_for_version(node: &Node, pid: Pid, version: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while version_of(node, pid).as_deref() != Some(version) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{pid} still runs {:?}, not {version}",
-            version_of(node, pid)
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
 /// A counter starting at `start`, spawned from `me` (on `me`'s node).
 fn spawn_counter(me: &mut HostMailbox, start: u64) -> Pid {
     me.spawn("counter", codec::encode(&start), false, false)
         .unwrap()
         .0
-}
-
-fn send(me: &mut HostMailbox, to: Pid, msg: &CounterMsg) {
-    me.send(to, tag::DATA, Ref::NONE, codec::encode(msg))
-        .unwrap();
-}
-
-async fn count_of(me: &mut HostMailbox, counter: Pid) -> u64 {
-    let from = me.pid();
-    send(me, counter, &CounterMsg::Get { from });
-    let m = me.recv(WAIT).await.expect("a counter answers Get");
-    match codec::decode::<CounterReply>(&m.payload).expect("a CounterReply") {
-        CounterReply::Count(n) => n,
-    }
-}
-
-/// `(count, adds)` from a 0.2.0 counter.
-async fn stats_of(me: &mut HostMailbox, counter: Pid) -> (u64, u64) {
-    let from = me.pid();
-    let msg = counter_v2::CounterMsg::Stats { from };
-    me.send(counter, tag::DATA, Ref::NONE, codec::encode(&msg))
-        .unwrap();
-    let m = me.recv(WAIT).await.expect("a 0.2.0 counter answers Stats");
-    match codec::decode::<counter_v2::CounterReply>(&m.payload).expect("a 0.2.0 reply") {
-        counter_v2::CounterReply::Stats { count, adds } => (count, adds),
-        other => panic!("expected Stats, got {other:?}"),
-    }
 }
 
 /// A node `name@127.0.0.1` refusing modules over `module_bytes_max` bytes,
@@ -154,7 +106,7 @@ async fn a_cluster_wide_load_switches_every_node_and_keeps_state() {
     let mut on_b = b.mailbox().unwrap();
     let ca = spawn_counter(&mut on_a, 40);
     let cb = spawn_counter(&mut on_b, 7);
-    send(&mut on_a, ca, &CounterMsg::Add(2));
+    send_counter(&mut on_a, ca, &CounterMsg::Add(2));
     assert_eq!(count_of(&mut on_a, ca).await, 42);
     assert_eq!(count_of(&mut on_b, cb).await, 7);
 
@@ -493,7 +445,7 @@ async fn loads_purges_and_system_requests_reach_another_node() {
         other => panic!("expected not_purged, got {other:?}"),
     }
     // Once it stops, the default one-node load answers name and version.
-    send(&mut on_b, counter, &CounterMsg::Stop);
+    send_counter(&mut on_b, counter, &CounterMsg::Stop);
     let deadline = tokio::time::Instant::now() + WAIT;
     while b.is_alive(counter) {
         assert!(tokio::time::Instant::now() < deadline, "the counter stops");

@@ -662,48 +662,22 @@ async fn the_cli_drives_a_running_node_over_an_authenticated_channel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_is_detected_within_the_tick() {
-    use std::io::BufRead;
     let secret = "kill-test-cookie";
     let (a, da) = molt_tests::dist_node_with("a", secret.as_bytes(), |_| {}).await;
     let tick_ms = TICK.as_millis().to_string();
     let puppet_wasm = molt_tests::guests_dir().join("puppet.wasm");
-    let mut child = std::process::Command::new(molt_tests::molt_bin())
-        .args([
-            "node",
-            "--name",
-            "b",
-            "--listen",
-            "127.0.0.1:0",
-            "--tick-ms",
-            &tick_ms,
-            "--load",
-        ])
-        .arg(&puppet_wasm)
-        .env("MOLT_COOKIE", secret)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting molt node");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let child = molt_tests::ChildNode(child);
-    // "node b@127.0.0.1 listening on 127.0.0.1:PORT"
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map(|_| line)
-    });
-    let line = tokio::time::timeout(WAIT, line)
-        .await
-        .expect("the node starts")
-        .unwrap()
-        .unwrap();
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .expect("an address")
-        .to_string();
+    let (child, addr) = molt_tests::ChildNode::start(
+        &[
+            "--name".as_ref(),
+            "b".as_ref(),
+            "--tick-ms".as_ref(),
+            tick_ms.as_ref(),
+            "--load".as_ref(),
+            puppet_wasm.as_os_str(),
+        ],
+        secret,
+    )
+    .await;
     da.join(&format!("b@{addr}"))
         .await
         .expect("a joins the child node");

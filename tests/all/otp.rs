@@ -358,11 +358,7 @@ async fn a_server_keeps_its_state_callers_and_task_across_an_upgrade() {
     let v1 = std::fs::read(guest_file(SERVER)).unwrap();
     let v2 = molt_tests::with_version(&v1, SERVER, "0.1.0-next");
     node.load(&v2, SERVER).expect("the new version loads");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while version_of(&node, target).as_deref() != Some("0.1.0-next") {
-        assert!(tokio::time::Instant::now() < deadline, "no upgrade");
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    molt_tests::wait_for_version(&node, target, "0.1.0-next").await;
 
     assert_eq!(call(&mut me, target, Call::Get).await, Reply::Value(7));
     cast(&mut me, target, &Cast::Release(70));
@@ -382,12 +378,4 @@ async fn a_server_keeps_its_state_callers_and_task_across_an_upgrade() {
         assert!(tokio::time::Instant::now() < deadline, "no task outcome");
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-}
-
-/// The version `pid` runs, as `ps` shows it.
-fn version_of(node: &Node, pid: Pid) -> Option<String> {
-    node.processes()
-        .into_iter()
-        .find(|p| p.pid == pid)
-        .and_then(|p| p.module.map(|(_, v)| v))
 }

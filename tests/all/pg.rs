@@ -7,7 +7,7 @@ use molt_abi::{Pid, Ref, codec, status, tag};
 use molt_host::{Node, NodeConfig, PgError};
 use molt_tests::{
     Cmd, Outcome, Puppet, QUIET, WAIT, address_of, dist_node, down_reason, guest_file, node,
-    start_node, test_config, with_version,
+    start_node, test_config, version_of, with_version,
 };
 
 fn join(scope: &str, group: &str) -> Cmd {
@@ -207,13 +207,8 @@ async fn membership_survives_a_hot_upgrade() {
         codec::decode::<Vec<Pid>>(&reply.payload).unwrap(),
         vec![member]
     );
-    let info = node
-        .processes()
-        .into_iter()
-        .find(|p| p.pid == member)
-        .unwrap();
     assert_eq!(
-        info.module.map(|(_, v)| v).as_deref(),
+        version_of(&node, member).as_deref(),
         Some("0.2.0"),
         "migrated to the new version"
     );

@@ -380,22 +380,7 @@ async fn a_supervisor_keeps_its_children_across_an_upgrade() {
     let bytes = std::fs::read(guest_file("sup-tree")).unwrap();
     node.load(&with_version(&bytes, "sup-tree", "0.2.0"), "sup-tree")
         .unwrap();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while node
-        .processes()
-        .iter()
-        .find(|p| p.pid == sup)
-        .and_then(|p| p.module.clone())
-        .map(|(_, v)| v)
-        .as_deref()
-        != Some("0.2.0")
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the supervisor did not move"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    wait_for_version(&node, sup, "0.2.0").await;
     let now = children(&mut me, sup).await;
     for id in ["a", "b", "c"] {
         assert_eq!(pid_of(&now, id), Some(first[id]), "{id} kept");

@@ -9,7 +9,7 @@ use std::time::Duration;
 use counter::{CounterMsg, CounterReply};
 use molt_abi::{Pid, Ref, codec, reason, tag};
 use molt_host::code::{LoadError, LoadOptions, Purge, PurgeError, UpgradeMode};
-use molt_host::{HostMailbox, Node, NodeConfig, SpawnError, SysError, SysOutcome};
+use molt_host::{HostMailbox, NodeConfig, SpawnError, SysError, SysOutcome};
 use molt_tests::*;
 use sequencer::{SeqMsg, SeqReport};
 
@@ -25,59 +25,6 @@ fn counter_picky() -> Vec<u8> {
     std::fs::read(guest_file("counter-picky")).unwrap()
 }
 
-/// The version `pid` runs, as `ps` shows it.
-fn version_of(node: &Node, pid: Pid) -> Option<String> {
-    node.processes()
-        .into_iter()
-        .find(|p| p.pid == pid)
-        .and_then(|p| p.module.map(|(_, v)| v))
-}
-
-/// Wait (bounded) until `pid` runs `version`.
-async fn wait_for_version(node: &Node, pid: Pid, version: &str) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while version_of(node, pid).as_deref() != Some(version) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{pid} still runs {:?}, not {version}",
-            version_of(node, pid)
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-}
-
-fn send(me: &mut HostMailbox, to: Pid, msg: &CounterMsg) {
-    me.send(to, tag::DATA, Ref::NONE, codec::encode(msg))
-        .unwrap();
-}
-
-/// Ask a counter for its count.
-async fn count_of(me: &mut HostMailbox, counter: Pid) -> u64 {
-    let from = me.pid();
-    send(me, counter, &CounterMsg::Get { from });
-    let m = me.recv(WAIT).await.expect("a counter answers Get");
-    match codec::decode::<CounterReply>(&m.payload).expect("a CounterReply") {
-        CounterReply::Count(n) => n,
-    }
-}
-
-/// Ask a 0.2.0 counter for its stats.
-async fn stats_of(me: &mut HostMailbox, counter: Pid) -> (u64, u64) {
-    let from = me.pid();
-    me.send(
-        counter,
-        tag::DATA,
-        Ref::NONE,
-        codec::encode(&counter_v2::CounterMsg::Stats { from }),
-    )
-    .unwrap();
-    let m = me.recv(WAIT).await.expect("a 0.2.0 counter answers Stats");
-    match codec::decode::<counter_v2::CounterReply>(&m.payload).expect("a 0.2.0 reply") {
-        counter_v2::CounterReply::Stats { count, adds } => (count, adds),
-        other => panic!("expected Stats, got {other:?}"),
-    }
-}
-
 fn spawn_counter(me: &mut HostMailbox, start: u64) -> (Pid, Ref) {
     let (pid, reference) = me
         .spawn("counter", codec::encode(&start), false, true)
@@ -90,7 +37,7 @@ async fn counter_v1_to_v2_keeps_its_count_and_gains_stats() {
     let node = node();
     let mut me = node.mailbox().unwrap();
     let (a, _) = spawn_counter(&mut me, 40);
-    send(&mut me, a, &CounterMsg::Add(2));
+    send_counter(&mut me, a, &CounterMsg::Add(2));
     assert_eq!(count_of(&mut me, a).await, 42);
     assert_eq!(version_of(&node, a).as_deref(), Some("0.1.0"));
 
@@ -120,7 +67,7 @@ async fn counter_v1_to_v2_keeps_its_count_and_gains_stats() {
 
     assert_eq!(count_of(&mut me, a).await, 42, "the count carried over");
     assert_eq!(stats_of(&mut me, a).await, (42, 0), "the new message works");
-    send(&mut me, a, &CounterMsg::Add(1));
+    send_counter(&mut me, a, &CounterMsg::Add(1));
     assert_eq!(stats_of(&mut me, a).await, (43, 1));
 
     // New spawns use the current version.
@@ -212,7 +159,7 @@ async fn a_refused_code_change_keeps_only_that_process_on_the_old_version() {
     assert_eq!(count_of(&mut me, fine).await, 1005, "picky answers +1000");
     assert_eq!(count_of(&mut me, refuses).await, 13);
     assert_eq!(count_of(&mut me, panics).await, 666);
-    send(&mut me, refuses, &CounterMsg::Add(1));
+    send_counter(&mut me, refuses, &CounterMsg::Add(1));
     assert_eq!(count_of(&mut me, refuses).await, 14);
     assert_eq!(version_of(&node, refuses).as_deref(), Some("0.1.0"));
 
@@ -403,7 +350,7 @@ async fn downgrade_from_v2_to_v1_keeps_the_count() {
     count_of(&mut me, a).await;
     node.load(&counter_v2(), "counter").unwrap();
     wait_for_version(&node, a, "0.2.0").await;
-    send(&mut me, a, &CounterMsg::Add(3));
+    send_counter(&mut me, a, &CounterMsg::Add(3));
     assert_eq!(stats_of(&mut me, a).await, (10, 1));
 
     // Back to 0.1.0: its code_change gets 0.2.0's state and keeps the count.
@@ -492,9 +439,9 @@ async fn suspend_upgrade_resume_moves_a_set_together() {
     );
     // Suspended: messages queue, nothing answers.
     for pid in &set {
-        send(&mut me, *pid, &CounterMsg::Add(5));
+        send_counter(&mut me, *pid, &CounterMsg::Add(5));
         let from = me.pid();
-        send(&mut me, *pid, &CounterMsg::Get { from });
+        send_counter(&mut me, *pid, &CounterMsg::Get { from });
     }
     assert!(me.recv(QUIET).await.is_none());
 

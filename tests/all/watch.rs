@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use counter::{CounterMsg, CounterReply};
-use molt_abi::{Pid, Ref, codec, tag};
+use counter::CounterMsg;
+use molt_abi::{Pid, codec};
 use molt_host::code::watch::{self, WatchError, WatchEvent, WatchOutcome};
 use molt_host::{HostMailbox, Node};
 use molt_tests::*;
@@ -79,41 +79,6 @@ fn counter_versions(node: &Node) -> (Option<String>, Option<String>) {
     )
 }
 
-/// The version `pid` runs, as `ps` shows it.
-fn version_of(node: &Node, pid: Pid) -> Option<String> {
-    node.processes()
-        .into_iter()
-        .find(|p| p.pid == pid)
-        .and_then(|p| p.module.map(|(_, v)| v))
-}
-
-fn send(me: &mut HostMailbox, to: Pid, msg: &CounterMsg) {
-    me.send(to, tag::DATA, Ref::NONE, codec::encode(msg))
-        .unwrap();
-}
-
-async fn count_of(me: &mut HostMailbox, counter: Pid) -> u64 {
-    let from = me.pid();
-    send(me, counter, &CounterMsg::Get { from });
-    let m = me.recv(WAIT).await.expect("a counter answers Get");
-    match codec::decode::<CounterReply>(&m.payload).expect("a CounterReply") {
-        CounterReply::Count(n) => n,
-    }
-}
-
-/// Count and adds of a 0.2.0 counter (0.1.0 does not answer `Stats`).
-async fn stats_of(me: &mut HostMailbox, counter: Pid) -> (u64, u64) {
-    let from = me.pid();
-    let stats = counter_v2::CounterMsg::Stats { from };
-    me.send(counter, tag::DATA, Ref::NONE, codec::encode(&stats))
-        .unwrap();
-    let m = me.recv(WAIT).await.expect("a 0.2.0 counter answers Stats");
-    match codec::decode::<counter_v2::CounterReply>(&m.payload).expect("a 0.2.0 reply") {
-        counter_v2::CounterReply::Stats { count, adds } => (count, adds),
-        other => panic!("expected Stats, got {other:?}"),
-    }
-}
-
 fn spawn_counter(me: &mut HostMailbox, start: u64) -> Pid {
     me.spawn("counter", codec::encode(&start), false, false)
         .unwrap()
@@ -126,7 +91,7 @@ async fn a_rebuilt_module_is_loaded_and_its_processes_move_to_it() {
     let node = node();
     let mut me = node.mailbox().unwrap();
     let counter = spawn_counter(&mut me, 5);
-    send(&mut me, counter, &CounterMsg::Add(7));
+    send_counter(&mut me, counter, &CounterMsg::Add(7));
     assert_eq!(count_of(&mut me, counter).await, 12);
     let mut watcher = watch::watch(node.clone(), dir.path()).unwrap();
     let mut events = watcher.events();
@@ -158,7 +123,7 @@ async fn a_rebuilt_module_is_loaded_and_its_processes_move_to_it() {
         (Some("0.2.0".into()), Some("0.1.0".into()))
     );
     assert_eq!(stats_of(&mut me, counter).await, (12, 0));
-    send(&mut me, counter, &CounterMsg::Add(1));
+    send_counter(&mut me, counter, &CounterMsg::Add(1));
     assert_eq!(stats_of(&mut me, counter).await, (13, 1));
     assert_eq!(version_of(&node, counter).as_deref(), Some("0.2.0"));
     let last = node.code_events().pop().unwrap();
@@ -189,7 +154,7 @@ async fn a_truncated_file_is_refused_and_the_running_version_stays() {
     assert_eq!(last.module, "counter.wasm");
     assert!(last.what.contains("invalid module"), "{last:?}");
     assert_eq!(counter_versions(&node), (Some("0.1.0".into()), None));
-    send(&mut me, counter, &CounterMsg::Add(4));
+    send_counter(&mut me, counter, &CounterMsg::Add(4));
     assert_eq!(count_of(&mut me, counter).await, 7);
     assert_eq!(version_of(&node, counter).as_deref(), Some("0.1.0"));
 
@@ -258,38 +223,19 @@ async fn current_on(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn molt_node_watch_loads_rebuilt_files_and_refuses_broken_ones() {
-    use std::io::BufRead;
     let secret = "watch-cli-cookie";
     let dir = TempDir::new("cli");
     std::fs::copy(guest_file("counter"), dir.path().join("counter.wasm")).unwrap();
-    let child = std::process::Command::new(molt_bin())
-        .args(["node", "--name", "w", "--listen", "127.0.0.1:0", "--watch"])
-        .arg(dir.path())
-        .env("MOLT_COOKIE", secret)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("starting molt node");
-    let mut child = ChildNode(child);
-    let stdout = child.0.stdout.take().expect("piped stdout");
-    // "node w@127.0.0.1 listening on 127.0.0.1:PORT"
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map(|_| line)
-    });
-    let line = tokio::time::timeout(WAIT, line)
-        .await
-        .expect("the node starts")
-        .unwrap()
-        .unwrap();
-    let addr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .expect("an address")
-        .to_string();
+    let (child, addr) = ChildNode::start(
+        &[
+            "--name".as_ref(),
+            "w".as_ref(),
+            "--watch".as_ref(),
+            dir.path().as_os_str(),
+        ],
+        secret,
+    )
+    .await;
     let (_a, da) = dist_node_with("watcher", secret.as_bytes(), |_| {}).await;
     da.join(&format!("w@{addr}"))
         .await
