@@ -475,41 +475,22 @@ impl CodeServer {
     ) -> Result<Loaded, LoadError> {
         let name = version.identity.name.clone();
         let mut modules = self.modules.write().expect("module table poisoned");
-        if !modules.contains_key(&name) && modules.len() >= self.modules_max {
-            return Err(LoadError::TooManyModules {
-                max: self.modules_max,
+        let unchanged = self.check(&modules, &version, Purge::Soft)?;
+        let slot = modules.entry(name.clone()).or_default();
+        if unchanged {
+            let current = slot
+                .current
+                .clone()
+                .expect("an unchanged module is current");
+            return Ok(Loaded {
+                version: current,
+                previous: None,
+                unchanged: true,
+                purged: 0,
             });
         }
-        let slot = modules.entry(name.clone()).or_default();
-        if let Some(current) = &slot.current {
-            if current.same_code(&version) {
-                return Ok(Loaded {
-                    version: current.clone(),
-                    previous: None,
-                    unchanged: true,
-                    purged: 0,
-                });
-            }
-            if current.kind != version.kind {
-                return Err(LoadError::KindChanged {
-                    name,
-                    version: version.identity.version.clone(),
-                    current: current.kind,
-                    new: version.kind,
-                });
-            }
-        }
-        if let Some(old) = &slot.old {
-            let processes = old.processes();
-            if processes > 0 {
-                return Err(LoadError::NotPurged {
-                    name,
-                    version: old.identity.version.clone(),
-                    processes,
-                });
-            }
-            slot.old = None;
-        }
+        // `check` found no process on it.
+        slot.old = None;
         version.upgrade.store(Upgrade::NONE, Ordering::Release);
         let previous = slot.current.replace(version.clone());
         if let Some(previous) = &previous {
@@ -539,6 +520,59 @@ impl CodeServer {
             unchanged: false,
             purged: 0,
         })
+    }
+
+    /// Whether `install` of `version` would go through now: `Ok(true)` if
+    /// it is current already (nothing to do), `Ok(false)` if it would
+    /// switch, else why it would be refused. With [`Purge::Hard`] the old
+    /// version's processes do not refuse it (they are killed first).
+    fn check(
+        &self,
+        modules: &HashMap<String, Slot>,
+        version: &ModuleVersion,
+        purge: Purge,
+    ) -> Result<bool, LoadError> {
+        let name = &version.identity.name;
+        let Some(slot) = modules.get(name) else {
+            if modules.len() >= self.modules_max {
+                return Err(LoadError::TooManyModules {
+                    max: self.modules_max,
+                });
+            }
+            return Ok(false);
+        };
+        if let Some(current) = &slot.current {
+            if current.same_code(version) {
+                return Ok(true);
+            }
+            if current.kind != version.kind {
+                return Err(LoadError::KindChanged {
+                    name: name.clone(),
+                    version: version.identity.version.clone(),
+                    current: current.kind,
+                    new: version.kind,
+                });
+            }
+        }
+        match &slot.old {
+            Some(old) if old.processes() > 0 && purge == Purge::Soft => Err(LoadError::NotPurged {
+                name: name.clone(),
+                version: old.identity.version.clone(),
+                processes: old.processes(),
+            }),
+            _ => Ok(false),
+        }
+    }
+
+    /// Phase one of a cluster-wide load: whether `install` of `version`
+    /// would go through now (see [`CodeServer::check`]).
+    pub(crate) fn can_install(
+        &self,
+        version: &ModuleVersion,
+        purge: Purge,
+    ) -> Result<(), LoadError> {
+        let modules = self.modules.read().expect("module table poisoned");
+        self.check(&modules, version, purge).map(|_| ())
     }
 
     /// Erlang's `delete`: current becomes old, so nothing new spawns on it.

@@ -310,16 +310,8 @@ async fn prepare(
     let (version, compiled, compile_ms) = compile(node, name, bytes).await?;
     let module = version.identity.name.clone();
     let new = version.identity.version.clone();
-    let check = node.can_install(&version, purge).and_then(|()| {
-        // `can_install` leaves this to `install`; phase one must see it too.
-        let modules = node.modules();
-        let max = node.config().modules_max;
-        if modules.len() >= max && !modules.iter().any(|m| m.name == module) {
-            return Err(LoadError::TooManyModules { max });
-        }
-        Ok(())
-    });
-    check.map_err(|e| refused(node, &module, Some(&new), e))?;
+    node.can_install(&version, purge)
+        .map_err(|e| refused(node, &module, Some(&new), e))?;
     let current = node
         .code()
         .current(&module)

@@ -146,37 +146,13 @@ impl Node {
         Ok(loaded)
     }
 
-    /// Whether [`Node::install`] of `version` would switch now: the bytes
-    /// are current already, or the old version has no processes, or
-    /// `purge` is hard. Phase one of a cluster-wide load checks it.
+    /// Whether [`Node::install`] of `version` would go through now, by the
+    /// same checks: the bytes are current already, or it is of the current
+    /// version's kind, within `modules_max`, and the old version has no
+    /// processes or `purge` is hard. Phase one of a cluster-wide load
+    /// checks it.
     pub fn can_install(&self, version: &ModuleVersion, purge: Purge) -> Result<(), LoadError> {
-        let name = &version.identity.name;
-        if self
-            .inner
-            .code
-            .current(name)
-            .is_some_and(|c| c.identity == version.identity)
-        {
-            return Ok(());
-        }
-        if let Some(current) = self.inner.code.current(name)
-            && current.kind != version.kind
-        {
-            return Err(LoadError::KindChanged {
-                name: name.clone(),
-                version: version.identity.version.clone(),
-                current: current.kind,
-                new: version.kind,
-            });
-        }
-        match self.inner.code.old(name) {
-            Some(old) if old.processes() > 0 && purge == Purge::Soft => Err(LoadError::NotPurged {
-                name: name.clone(),
-                version: old.identity.version.clone(),
-                processes: old.processes(),
-            }),
-            _ => Ok(()),
-        }
+        self.inner.code.can_install(version, purge)
     }
 
     /// Erlang's `purge`: kill the processes still on the old version of
