@@ -7,10 +7,22 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use molt_abi::{Pid, Ref, codec, sysmsg, tag};
-use molt_host::dist::tls::TlsMode;
-use molt_host::dist::{DistConfig, Distribution};
+use molt_host::net::tls::TlsMode;
+use molt_host::net::{DistConfig, Distribution};
 use molt_host::{Filter, HostMailbox, Message, Node, NodeConfig};
 pub use puppet::{Cmd, Event, Outcome, PuppetArgs, SystemEvent};
+
+/// Building the workspace's guests: the `molt` binary's own code (the
+/// demo and the bench use it), shared by file because it only works inside
+/// this repository and so is no part of the library's API.
+#[path = "../host/src/cli/guest_build.rs"]
+#[allow(dead_code)]
+mod guest_build;
+
+/// What `molt bench` sends bench-guest, from the binary's own code; a test
+/// checks it against the guest's types.
+#[path = "../host/src/cli/bench_wire.rs"]
+pub mod bench_wire;
 
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -60,7 +72,7 @@ pub fn guest_file(package: &str) -> PathBuf {
 pub fn guests_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        molt_host::guest_build::build_workspace_guests(GUESTS)
+        guest_build::build_workspace_guests(GUESTS)
             .unwrap_or_else(|e| panic!("building the test guests: {e}"))
     })
 }
@@ -73,12 +85,28 @@ pub fn wat_fixture(name: &str) -> Vec<u8> {
     wat::parse_file(&path).unwrap_or_else(|e| panic!("assembling {}: {e}", path.display()))
 }
 
-/// Limits small enough for many nodes at once.
+/// Limits small enough for many nodes at once, and one compile cache for
+/// every node the tests start, so each guest is compiled once rather than
+/// once per node.
 pub fn test_config() -> NodeConfig {
     NodeConfig {
         processes_max: 2_000,
+        compile_cache_dir: Some(compile_cache_dir().to_path_buf()),
         ..NodeConfig::default()
     }
+}
+
+/// The tests' compile cache: beside the test binary, under the build's
+/// target directory, so `cargo clean` removes it. Entries are keyed by the
+/// module's bytes and the engine's settings, so a stale one is never used.
+pub fn compile_cache_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("current exe");
+        exe.parent()
+            .expect("target/<profile>/deps")
+            .join("molt-test-compile-cache")
+    })
 }
 
 /// Start a node with `config` and every test guest loaded.
@@ -167,7 +195,16 @@ pub async fn dist_node_with(
     let dist = Distribution::start(&node, config)
         .await
         .expect("distribution starts");
+    // Like `molt node`: other nodes can ask this one about its processes
+    // and code.
+    control(&node, &dist);
     (node, dist)
+}
+
+/// Control of `node` in its cluster (the control services registered with
+/// `dist` on the first call).
+pub fn control(node: &Node, dist: &Distribution) -> molt_host::Control {
+    molt_host::Control::new(node.clone(), dist.clone()).expect("the control services register")
 }
 
 /// The keep-alive tick of test clusters.
@@ -455,7 +492,7 @@ impl TestCa {
     /// and server alike.
     pub fn mode_for(&self, named_node: &str) -> TlsMode {
         let key = rcgen::KeyPair::generate().expect("node key");
-        let san = molt_host::dist::tls::node_name_to_san(named_node);
+        let san = molt_host::net::tls::node_name_to_san(named_node);
         let mut params = rcgen::CertificateParams::new(vec![san]).expect("node params");
         params.extended_key_usages = vec![
             rcgen::ExtendedKeyUsagePurpose::ServerAuth,
@@ -487,7 +524,7 @@ pub struct RawPeer {
 impl RawPeer {
     /// Connect to `target` and complete the handshake.
     pub async fn connect(name: &str, target: &Distribution) -> RawPeer {
-        use molt_host::dist::{handshake::Role, tls};
+        use molt_host::net::{handshake::Role, tls};
         let name = format!("{name}@127.0.0.1");
         let (_, client_crypto) =
             tls::quic_configs(&TlsMode::SelfSigned, &name).expect("client TLS config");
@@ -518,7 +555,7 @@ impl RawPeer {
     /// for a node to join, and the endpoint to pass to [`RawPeer::accept`].
     pub fn listen(name: &str) -> (String, quinn::Endpoint) {
         let (server_crypto, _) =
-            molt_host::dist::tls::quic_configs(&TlsMode::SelfSigned, &format!("{name}@127.0.0.1"))
+            molt_host::net::tls::quic_configs(&TlsMode::SelfSigned, &format!("{name}@127.0.0.1"))
                 .expect("server TLS config");
         let mut config = quinn::ServerConfig::with_crypto(std::sync::Arc::new(server_crypto));
         config.transport_config(raw_transport());
@@ -532,7 +569,7 @@ impl RawPeer {
     /// complete the handshake; `after_welcome` goes out in the same write
     /// as this side's last handshake message.
     pub async fn accept(name: &str, endpoint: quinn::Endpoint, after_welcome: Vec<u8>) -> RawPeer {
-        use molt_host::dist::handshake::Role;
+        use molt_host::net::handshake::Role;
         let incoming = tokio::time::timeout(WAIT, endpoint.accept())
             .await
             .expect("a node connects")
@@ -557,14 +594,14 @@ impl RawPeer {
 
     async fn handshake(
         name: String,
-        role: molt_host::dist::handshake::Role,
+        role: molt_host::net::handshake::Role,
         endpoint: quinn::Endpoint,
         connection: quinn::Connection,
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
         after_welcome: Vec<u8>,
     ) -> RawPeer {
-        use molt_host::dist::handshake::{self, Handshake, LocalInfo, Status};
+        use molt_host::net::handshake::{self, Handshake, LocalInfo, Status};
         // The same exporter label as the nodes use.
         let mut exporter = [0u8; 32];
         connection
@@ -611,9 +648,9 @@ impl RawPeer {
     }
 
     /// The next frame the node sends on the control stream.
-    pub async fn next_frame(&mut self) -> molt_host::dist::frame::Frame {
+    pub async fn next_frame(&mut self) -> molt_host::net::frame::Frame {
         let message = read_message(&mut self.recv).await;
-        let mut decoder = molt_host::dist::frame::FrameDecoder::new(u32::MAX);
+        let mut decoder = molt_host::net::frame::FrameDecoder::new(u32::MAX);
         decoder.push(&message);
         decoder
             .next_frame()

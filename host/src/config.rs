@@ -4,6 +4,7 @@
 //! configuration file: `molt run` and `molt bench` start with
 //! [`NodeConfig::default`] and change fields from command-line flags.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How a node is sized and what it refuses.
@@ -33,6 +34,16 @@ pub struct NodeConfig {
     /// seen before (a downgrade, a push of a version the node has) does not
     /// compile again. 0 turns the cache off.
     pub compiled_cache_max: usize,
+    /// Keep compiled machine code in this directory too, keyed by the
+    /// module's bytes and every engine setting that shapes the code, so a
+    /// restarted node, or another node with the same limits, takes a module
+    /// it compiled before without compiling it again. `None` (the default)
+    /// keeps compiled code in memory only.
+    pub compile_cache_dir: Option<PathBuf>,
+    /// Size the on-disk compile cache is trimmed back to, least recently
+    /// used first, in bytes (checked in the background now and then, so it
+    /// may pass it for a while).
+    pub compile_cache_bytes_max: u64,
     /// How long a hard purge waits for the processes it killed to end.
     pub purge_timeout: Duration,
     /// Longest a migration's guest calls (`molt_state_save` in the old
@@ -86,6 +97,8 @@ impl Default for NodeConfig {
             module_bytes_max: 32 << 20,
             modules_max: 1_024,
             compiled_cache_max: 64,
+            compile_cache_dir: None,
+            compile_cache_bytes_max: 512 << 20,
             purge_timeout: Duration::from_secs(10),
             code_change_timeout: Duration::from_secs(5),
             timers_max: 1_000_000,

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+};
 
 use crate::config::NodeConfig;
 
@@ -32,6 +34,14 @@ pub enum EngineError {
     /// fit in the address space).
     #[error("cannot create the wasm engine: {0:#}")]
     Wasmtime(wasmtime::Error),
+    /// The compile cache directory cannot be used.
+    #[error("cannot use the compile cache in {dir}: {error:#}")]
+    CompileCache {
+        /// `compile_cache_dir`.
+        dir: std::path::PathBuf,
+        /// What went wrong.
+        error: wasmtime::Error,
+    },
 }
 
 /// Build the engine. `processes_max` may already have been lowered by
@@ -82,6 +92,17 @@ pub(crate) fn build(config: &NodeConfig) -> Result<Engine, EngineError> {
         // eager filling measured 11 µs per spawn instead of 21 µs.
         .table_lazy_init(false)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if let Some(dir) = &config.compile_cache_dir {
+        let mut cache = CacheConfig::new();
+        cache
+            .with_directory(dir)
+            .with_files_total_size_soft_limit(config.compile_cache_bytes_max);
+        let cache = Cache::new(cache).map_err(|error| EngineError::CompileCache {
+            dir: dir.clone(),
+            error,
+        })?;
+        wasm.cache(Some(cache));
+    }
     Engine::new(&wasm).map_err(EngineError::Wasmtime)
 }
 

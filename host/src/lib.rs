@@ -5,7 +5,13 @@
 //!
 //! The [`Node`] is the entry point: start one inside a tokio runtime, load
 //! modules through its [`CodeServer`], spawn processes and talk to them
-//! through a [`HostMailbox`].
+//! through a [`HostMailbox`]. [`net::Distribution`] joins it to a cluster;
+//! [`Control`] is the operator's API over it and the cluster (processes,
+//! nodes, modules, code rollouts, watchers), the one the `molt` CLI uses.
+//!
+//! Layers: `runtime` (processes and signals) and `code` (module versions)
+//! know nothing of the network; `net` carries signals and services between
+//! nodes; `control` sits on all three.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -17,18 +23,18 @@
 //! # let _ = pid; Ok(()) }
 //! ```
 
-pub mod bench;
 pub mod code;
 pub mod config;
-pub mod dist;
+pub mod control;
 pub mod engine;
-pub mod guest_build;
+pub mod net;
 pub mod runtime;
 
 pub use code::{
     CodeServer, LoadError, LoadOptions, ModuleKind, ModuleVersion, Purge, PurgeError, UpgradeMode,
 };
 pub use config::NodeConfig;
+pub use control::Control;
 pub use runtime::{
     Filter, HostMailbox, Message, Node, NodeStats, PgError, ProcessInfo, SendError, SpawnError,
     StartError, SysError, SysOp, SysOutcome,

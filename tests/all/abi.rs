@@ -289,7 +289,7 @@ fn molt_inspect_prints_the_module_and_its_abi_check() {
 #[test]
 fn the_bench_mirror_of_bench_args_encodes_like_the_guest() {
     use bench_guest::BenchArgs as Guest;
-    use molt_host::bench::BenchArgs as Host;
+    use molt_tests::bench_wire::BenchArgs as Host;
     let pid = molt_abi::Pid {
         node: 7,
         incarnation: 8,
@@ -343,7 +343,7 @@ fn the_bench_mirror_of_bench_args_encodes_like_the_guest() {
 #[test]
 fn the_bench_mirror_of_ping_and_pong_encodes_like_the_guest() {
     use bench_guest::BenchMsg;
-    use molt_host::bench::BenchPing;
+    use molt_tests::bench_wire::BenchPing;
     let from = molt_abi::Pid {
         node: 1,
         incarnation: 2,

@@ -8,14 +8,13 @@ use std::time::Duration;
 
 use counter::CounterMsg;
 use molt_abi::{Pid, codec, reason};
-use molt_host::code::{LoadOptions, Purge, UpgradeMode};
-use molt_host::dist::{
-    CodeAnswer, CodeOp, DistConfig, DistError, Distribution, RolloutError, RolloutEvent, STAGED_MAX,
-};
+use molt_host::code::{LoadError, LoadOptions, Purge, PurgeError, UpgradeMode};
+use molt_host::control::{CodeError, RolloutError, RolloutEvent, STAGED_MAX};
+use molt_host::net::{DistConfig, Distribution, RequestError};
 use molt_host::{HostMailbox, Node, NodeConfig, SysError, SysOp, SysOutcome};
 use molt_tests::{
-    COOKIE, TICK, WAIT, address_of, count_of, dist_node, dist_node_with, down_reason, guest_file,
-    send_counter, stats_of, test_config, version_of, wait_for_version, wat_fixture,
+    COOKIE, TICK, WAIT, address_of, control, count_of, dist_node, dist_node_with, down_reason,
+    guest_file, send_counter, stats_of, test_config, version_of, wait_for_version, wat_fixture,
 };
 
 fn counter_v1() -> Vec<u8> {
@@ -96,6 +95,7 @@ async fn small_node(name: &str, module_bytes_max: usize) -> (Node, Distribution)
     let mut config = DistConfig::new("127.0.0.1:0".parse().unwrap(), COOKIE.to_vec());
     config.tick = TICK;
     let dist = Distribution::start(&node, config).await.unwrap();
+    control(&node, &dist);
     (node, dist)
 }
 
@@ -112,7 +112,7 @@ async fn a_cluster_wide_load_switches_every_node_and_keeps_state() {
 
     // From a, a's own name included: a runs it here, b over the wire.
     let mut events = Vec::new();
-    let switched = da
+    let switched = control(&a, &da)
         .load_cluster(
             &names(&[&da, &db]),
             "counter-v2",
@@ -156,7 +156,7 @@ async fn a_cluster_wide_load_switches_every_node_and_keeps_state() {
     assert_eq!(stats_of(&mut on_b, cb).await, (7, 0));
 
     // b's module list, asked from a.
-    let report = da.modules_of(db.name()).await.unwrap();
+    let report = control(&a, &da).modules_of(db.name()).await.unwrap();
     let counter = report
         .modules
         .iter()
@@ -176,7 +176,7 @@ async fn a_cluster_wide_load_switches_every_node_and_keeps_state() {
     );
 
     // The same bytes again change nothing anywhere.
-    let again = da
+    let again = control(&a, &da)
         .load_cluster(
             &names(&[&da, &db]),
             "counter-v2",
@@ -204,7 +204,7 @@ async fn a_load_one_node_refuses_switches_no_node() {
     let cb = spawn_counter(&mut on_b, 2);
 
     let mut events = Vec::new();
-    let error = da
+    let error = control(&a, &da)
         .load_cluster(
             &names(&[&da, &db]),
             "counter-v2",
@@ -220,7 +220,15 @@ async fn a_load_one_node_refuses_switches_no_node() {
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].node, "b@127.0.0.1");
     assert!(
-        failures[0].error.contains("module_bytes_max"),
+        matches!(
+            &failures[0].error,
+            CodeError::Load(LoadError::TooLarge { max, .. }) if *max == limit
+        ),
+        "{}",
+        failures[0].error
+    );
+    assert!(
+        failures[0].error.to_string().contains("module_bytes_max"),
         "{}",
         failures[0].error
     );
@@ -247,7 +255,7 @@ async fn a_load_one_node_refuses_switches_no_node() {
         assert!(count_of(me, pid).await > 0, "the counter still answers");
     }
     // b keeps the refusal for `molt modules`.
-    let report = da.modules_of(db.name()).await.unwrap();
+    let report = control(&a, &da).modules_of(db.name()).await.unwrap();
     assert!(
         report
             .events
@@ -276,7 +284,7 @@ async fn not_purged_on_one_node_switches_none_until_a_hard_purge() {
     let v2 = current_version(&a, "echo").unwrap();
     assert_eq!(b.code().old("echo").unwrap().processes(), 1);
 
-    let error = da
+    let error = control(&a, &da)
         .load_cluster(
             &names(&[&da, &db]),
             "echo",
@@ -291,7 +299,19 @@ async fn not_purged_on_one_node_switches_none_until_a_hard_purge() {
     };
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert_eq!(failures[0].node, "b@127.0.0.1");
-    assert!(failures[0].error.contains("not_purged"), "{error}");
+    // Typed on a as it was on b.
+    assert!(
+        matches!(
+            &failures[0].error,
+            CodeError::Load(LoadError::NotPurged { name, version, processes: 1 })
+                if name == "echo" && *version == v1
+        ),
+        "{error}"
+    );
+    assert!(
+        failures[0].error.to_string().contains("not_purged"),
+        "{error}"
+    );
     assert_eq!(current_version(&a, "echo"), Some(v2.clone()));
     assert_eq!(current_version(&b, "echo"), Some(v2.clone()));
     assert!(b.is_alive(raw));
@@ -301,7 +321,7 @@ async fn not_purged_on_one_node_switches_none_until_a_hard_purge() {
         purge: Purge::Hard,
         mode: UpgradeMode::Eager,
     };
-    let switched = da
+    let switched = control(&a, &da)
         .load_cluster(&names(&[&da, &db]), "echo", echo(3), hard, |_| {})
         .await
         .unwrap();
@@ -321,55 +341,43 @@ async fn not_purged_on_one_node_switches_none_until_a_hard_purge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_keeps_at_most_staged_max_prepared_versions() {
-    let ((_a, da), (b, db)) = pair().await;
+    let ((a, da), (b, db)) = pair().await;
+    let ca = control(&a, &da);
     let mut hashes = Vec::new();
     for n in 0..=STAGED_MAX as u8 {
-        let op = CodeOp::Prepare {
-            name: "echo".into(),
-            bytes: echo(n),
-            purge: Purge::Soft,
-        };
-        match da.code_on(db.name(), op).await.unwrap() {
-            CodeAnswer::Prepared(p) => hashes.push(p.hash),
-            other => panic!("expected Prepared, got {other:?}"),
-        }
+        let prepared = ca
+            .prepare_on(db.name(), "echo", echo(n), Purge::Soft)
+            .await
+            .unwrap();
+        hashes.push(prepared.hash);
     }
     assert!(b.code().current("echo").is_none(), "prepared is not loaded");
-    let commit = |hash: &String| CodeOp::Commit {
-        hash: hash.clone(),
-        options: LoadOptions::default(),
-    };
+    let options = LoadOptions::default();
     // The oldest went when one more was staged.
-    match da.code_on(db.name(), commit(&hashes[0])).await {
-        Err(DistError::Code { node, reason }) => {
-            assert_eq!(node, "b@127.0.0.1");
-            assert!(reason.contains("not staged"), "{reason}");
+    match ca.commit_on(db.name(), &hashes[0], options).await {
+        Err(error @ CodeError::NotStaged(_)) => {
+            assert!(error.to_string().contains("not staged"), "{error}");
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
     let newest = hashes.last().unwrap();
-    match da.code_on(db.name(), commit(newest)).await.unwrap() {
-        CodeAnswer::Switched(s) => assert_eq!(s.module, "echo"),
-        other => panic!("expected Switched, got {other:?}"),
-    }
+    let switched = ca.commit_on(db.name(), newest, options).await.unwrap();
+    assert_eq!(switched.module, "echo");
     assert!(b.code().current("echo").is_some());
     // A commit takes the version out: a second one has nothing to commit.
-    assert!(da.code_on(db.name(), commit(newest)).await.is_err());
+    assert!(matches!(
+        ca.commit_on(db.name(), newest, options).await,
+        Err(CodeError::NotStaged(_))
+    ));
     // Abort says whether there was something to drop.
-    let abort = |hash: &String| CodeOp::Abort { hash: hash.clone() };
-    assert_eq!(
-        da.code_on(db.name(), abort(&hashes[1])).await.unwrap(),
-        CodeAnswer::Aborted { staged: true }
-    );
-    assert_eq!(
-        da.code_on(db.name(), abort(&hashes[1])).await.unwrap(),
-        CodeAnswer::Aborted { staged: false }
-    );
+    assert!(ca.abort_on(db.name(), &hashes[1]).await.unwrap());
+    assert!(!ca.abort_on(db.name(), &hashes[1]).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loads_purges_and_system_requests_reach_another_node() {
-    let ((_a, da), (b, db)) = pair().await;
+    let ((a, da), (b, db)) = pair().await;
+    let da = control(&a, &da);
     let mut on_b = b.mailbox().unwrap();
     let counter = spawn_counter(&mut on_b, 3);
     let target = db.name();
@@ -393,7 +401,7 @@ async fn loads_purges_and_system_requests_reach_another_node() {
         .unwrap();
     assert_eq!(suspend, [Ok(SysOutcome::Done)]);
     let row = da
-        .processes_of(target)
+        .processes(target)
         .await
         .unwrap()
         .into_iter()
@@ -435,13 +443,15 @@ async fn loads_purges_and_system_requests_reach_another_node() {
     assert!(b.code().current("counter").is_none());
     // The counter still runs 0.2.0, so a soft purge refuses.
     match da.purge_on(target, "counter", true).await {
-        Err(DistError::Code { reason, .. }) => assert!(reason.contains("0.2.0"), "{reason}"),
+        Err(CodeError::Purge(PurgeError::InUse { version, .. })) => assert_eq!(version, "0.2.0"),
         other => panic!("expected a refusal, got {other:?}"),
     }
 
     // Nor can a new version come while it does (not_purged).
     match da.load_on(target, "counter", counter_v1()).await {
-        Err(DistError::Code { reason, .. }) => assert!(reason.contains("not_purged"), "{reason}"),
+        Err(CodeError::Load(error @ LoadError::NotPurged { .. })) => {
+            assert!(error.to_string().contains("not_purged"), "{error}")
+        }
         other => panic!("expected not_purged, got {other:?}"),
     }
     // Once it stops, the default one-node load answers name and version.
@@ -459,13 +469,16 @@ async fn loads_purges_and_system_requests_reach_another_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_too_large_for_a_frame_is_not_sent() {
-    let (_a, da) = dist_node_with("a", COOKIE, |c| c.frame_bytes_max = 64 << 10).await;
+    let (a, da) = dist_node_with("a", COOKIE, |c| c.frame_bytes_max = 64 << 10).await;
     let (b, db) = dist_node("b").await;
     da.join(&address_of(&db)).await.unwrap();
     let bytes = counter_v2();
     assert!(bytes.len() > 64 << 10);
-    match da.load_on(db.name(), "counter-v2", bytes).await {
-        Err(DistError::FrameTooLarge { size, max }) => {
+    match control(&a, &da)
+        .load_on(db.name(), "counter-v2", bytes)
+        .await
+    {
+        Err(CodeError::Request(RequestError::FrameTooLarge { size, max })) => {
             assert!(size > max as usize);
             assert_eq!(max, 64 << 10);
         }

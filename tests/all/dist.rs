@@ -7,14 +7,14 @@ use std::net::UdpSocket;
 use faulty::Fault;
 use molt_abi::{Ref, codec, reason, status, tag};
 use molt_host::SpawnError;
-use molt_host::dist::tls::TlsMode;
+use molt_host::net::tls::TlsMode;
 use molt_tests::{
     COOKIE, Cmd, Event, Outcome, Puppet, PuppetArgs, QUIET, SystemEvent, TICK, TestCa, WAIT,
     address_of, dist_node, dist_node_with, down_reason,
 };
 
 /// Wait until `dist` lists exactly `expected` (sorted) as its nodes.
-async fn wait_for_nodes(dist: &molt_host::dist::Distribution, expected: &[&str]) {
+async fn wait_for_nodes(dist: &molt_host::net::Distribution, expected: &[&str]) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if dist.nodes() == expected {
@@ -716,12 +716,12 @@ async fn a_killed_node_is_detected_within_the_tick() {
 }
 
 /// A node `name@127.0.0.1` in CA mode with `tls`.
-async fn ca_node(name: &str, tls: TlsMode) -> (molt_host::Node, molt_host::dist::Distribution) {
+async fn ca_node(name: &str, tls: TlsMode) -> (molt_host::Node, molt_host::net::Distribution) {
     dist_node_with(name, COOKIE, move |c| c.tls = tls).await
 }
 
 /// Neither node lists the other, for a moment after a refusal.
-async fn stay_apart(x: &molt_host::dist::Distribution, y: &molt_host::dist::Distribution) {
+async fn stay_apart(x: &molt_host::net::Distribution, y: &molt_host::net::Distribution) {
     tokio::time::sleep(QUIET).await;
     assert!(x.nodes().is_empty(), "{} sees {:?}", x.name(), x.nodes());
     assert!(y.nodes().is_empty(), "{} sees {:?}", y.name(), y.nodes());
@@ -893,19 +893,19 @@ async fn connections_max_is_enforced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_frame_closes_only_that_connection() {
-    use molt_host::dist::frame::Frame;
+    use molt_host::net::frame::Frame;
     let (a, da) = dist_node("a").await;
     let (b, db) = dist_node("b").await;
     db.join(&address_of(&da)).await.unwrap();
     let mut rogue = molt_tests::RawPeer::connect("rogue", &da).await;
     wait_for_nodes(&da, &[B, "rogue@127.0.0.1"]).await;
     // The connection works: a answers a ping on it.
-    let ping = molt_host::dist::frame::encode(&Frame::Ping { id: 7 });
+    let ping = molt_host::net::frame::encode(&Frame::Ping { id: 7 });
     rogue.send.write_all(&ping).await.unwrap();
     loop {
         match rogue.next_frame().await {
             Frame::Pong { id: 7 } => break,
-            Frame::Peers { .. } | Frame::PgSync { .. } => continue,
+            Frame::Peers { .. } | Frame::Notice { .. } => continue,
             other => panic!("expected the Pong, got {other:?}"),
         }
     }
@@ -936,7 +936,7 @@ async fn a_malformed_frame_closes_only_that_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frames_right_behind_the_handshake_are_not_lost() {
-    use molt_host::dist::frame::{self, Frame};
+    use molt_host::net::frame::{self, Frame};
     let (_a, da) = dist_node("a").await;
     let (address, endpoint) = molt_tests::RawPeer::listen("far");
     // The peer's Welcome and its first frame arrive together: a, the
@@ -948,7 +948,7 @@ async fn frames_right_behind_the_handshake_are_not_lost() {
     loop {
         match far.next_frame().await {
             Frame::Pong { id: 9 } => break,
-            Frame::Peers { .. } | Frame::PgSync { .. } => continue,
+            Frame::Peers { .. } | Frame::Notice { .. } => continue,
             other => panic!("expected the Pong, got {other:?}"),
         }
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use counter::CounterMsg;
 use molt_abi::{Pid, codec};
-use molt_host::code::watch::{self, WatchError, WatchEvent, WatchOutcome};
+use molt_host::control::watch::{self, WatchError, WatchEvent, WatchOutcome};
 use molt_host::{HostMailbox, Node};
 use molt_tests::*;
 use tokio::sync::broadcast;
@@ -207,11 +207,11 @@ fn molt_demo_upgrades_counters_under_a_stream_and_loses_nothing() {
 
 /// The current version of `module` on `node`, as `molt modules` reports it.
 async fn current_on(
-    dist: &molt_host::dist::Distribution,
+    control: &molt_host::Control,
     node: &str,
     module: &str,
 ) -> (Option<String>, Vec<molt_host::code::CodeEvent>) {
-    let report = dist.modules_of(node).await.expect("a module report");
+    let report = control.modules_of(node).await.expect("a module report");
     let current = report
         .modules
         .iter()
@@ -236,10 +236,11 @@ async fn molt_node_watch_loads_rebuilt_files_and_refuses_broken_ones() {
         secret,
     )
     .await;
-    let (_a, da) = dist_node_with("watcher", secret.as_bytes(), |_| {}).await;
+    let (a, da) = dist_node_with("watcher", secret.as_bytes(), |_| {}).await;
     da.join(&format!("w@{addr}"))
         .await
         .expect("joining the node");
+    let da = molt_tests::control(&a, &da);
     let node = "w@127.0.0.1";
 
     // Wait (bounded) until the node reports `want` as counter's current.
@@ -291,6 +292,6 @@ async fn molt_node_watch_loads_rebuilt_files_and_refuses_broken_ones() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    da.shutdown();
+    da.disconnect().await;
     drop(child);
 }

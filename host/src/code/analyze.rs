@@ -73,6 +73,9 @@ pub enum Problem {
     BadSection(String),
     /// Built against another ABI version.
     AbiVersion(u32),
+    /// A problem another node found, in its words (problems travel between
+    /// nodes as text).
+    Reported(String),
 }
 
 impl fmt::Display for Problem {
@@ -112,6 +115,7 @@ impl fmt::Display for Problem {
                 "built for ABI version {v}, this host speaks {}",
                 molt_abi::ABI_VERSION
             ),
+            Problem::Reported(text) => f.write_str(text),
         }
     }
 }

@@ -9,7 +9,6 @@
 //! processes on it.
 
 pub mod analyze;
-pub mod watch;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -42,7 +41,7 @@ pub struct ModuleVersion {
 
 /// How behaviour processes move from a version that stopped being current
 /// to the new current one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum UpgradeMode {
     /// At their next message: an idle process stays on the old version
     /// until a message arrives.
@@ -54,7 +53,7 @@ pub enum UpgradeMode {
 }
 
 /// What `load` does with an old version that still has processes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Purge {
     /// Refuse the load with `not_purged` (Erlang's default).
     #[default]
@@ -64,7 +63,7 @@ pub enum Purge {
 }
 
 /// How to load a new version.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LoadOptions {
     /// What to do with an old version that still has processes.
     pub purge: Purge,
@@ -100,7 +99,7 @@ impl ModuleVersion {
     }
 
     /// Wait until no process runs this version.
-    pub(crate) async fn drained(&self) {
+    pub async fn drained(&self) {
         loop {
             let notified = self.drained.notified();
             tokio::pin!(notified);
@@ -251,7 +250,7 @@ pub struct Loaded {
 }
 
 /// A version as `molt modules` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VersionInfo {
     /// Version string.
     pub version: String,
@@ -264,7 +263,7 @@ pub struct VersionInfo {
 }
 
 /// A module as `molt modules` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModuleInfo {
     /// Module name.
     pub name: String,
@@ -286,7 +285,7 @@ impl VersionInfo {
 }
 
 /// Something the code server did or refused, kept for `molt modules`.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CodeEvent {
     /// Milliseconds since the Unix epoch.
     pub at_ms: u64,

@@ -86,11 +86,17 @@ pub(crate) trait Router: Send + Sync {
     fn ping(&self, node: &str) -> BoxFuture<bool>;
     /// Start (`on`) or stop delivering `NODEDOWN` for `node` to `watcher`.
     fn monitor_node(&self, node: &str, watcher: Pid, on: bool);
+}
+
+/// Who hears of changes to this node's own process-group memberships (the
+/// network layer, to tell other nodes). Like [`Router`], it names no
+/// transport.
+pub(crate) trait PgObserver: Send + Sync {
     /// A local process joined or left a process group, or ended with
-    /// memberships: tell the other nodes. Called with the node's process
-    /// groups locked, so announcements leave in the order of the changes
-    /// and none slips between a change and [`NodeInner::pg_with_local`].
-    fn pg_changed(&self, change: PgChange<'_>);
+    /// memberships. Called with the node's process groups locked, so
+    /// changes are observed in the order they happen and none slips
+    /// between a change and [`NodeInner::pg_with_local`].
+    fn changed(&self, change: PgChange<'_>);
 }
 
 /// Why a signal could not be delivered.
@@ -226,6 +232,8 @@ pub(crate) struct NodeInner {
     ticker_stop: Arc<AtomicBool>,
     /// Set once, when the node joins a cluster.
     router: std::sync::OnceLock<Arc<dyn Router>>,
+    /// Set once, when the node joins a cluster.
+    pg_observer: std::sync::OnceLock<Arc<dyn PgObserver>>,
 }
 
 /// A running node. Cheap to clone; the node stops when the last clone is
@@ -233,6 +241,17 @@ pub(crate) struct NodeInner {
 #[derive(Clone)]
 pub struct Node {
     inner: Arc<NodeInner>,
+}
+
+/// A [`Node`] that may have stopped.
+#[derive(Clone)]
+pub(crate) struct WeakNode(std::sync::Weak<NodeInner>);
+
+impl WeakNode {
+    /// The node, if it still runs.
+    pub fn upgrade(&self) -> Option<Node> {
+        self.0.upgrade().map(Node::from_inner)
+    }
 }
 
 /// The node part of the pids of a node named `name`.
@@ -283,6 +302,7 @@ impl Node {
             runtime,
             ticker_stop,
             router: std::sync::OnceLock::new(),
+            pg_observer: std::sync::OnceLock::new(),
         };
         Ok(Node {
             inner: Arc::new(inner),
@@ -295,6 +315,12 @@ impl Node {
 
     pub(crate) fn from_inner(inner: Arc<NodeInner>) -> Node {
         Node { inner }
+    }
+
+    /// A handle that does not keep the node alive (for what the node's own
+    /// parts hold, so no cycle keeps it running).
+    pub(crate) fn downgrade(&self) -> WeakNode {
+        WeakNode(Arc::downgrade(&self.inner))
     }
 
     /// What the node was started with (after fitting to the kernel).
@@ -488,6 +514,13 @@ impl NodeInner {
         }
     }
 
+    /// Tell `observer` of every change to local memberships from now on.
+    pub fn set_pg_observer(&self, observer: Arc<dyn PgObserver>) {
+        if self.pg_observer.set(observer).is_err() {
+            panic!("a node joins the distribution layer once");
+        }
+    }
+
     /// Deliver a signal from `from` to `to`, on this node or another.
     pub fn route(&self, from: Pid, to: Pid, signal: Signal) -> Result<(), Undelivered> {
         if to.node == self.node_id {
@@ -562,8 +595,8 @@ impl NodeInner {
     pub fn pg_join(&self, scope: &str, group: &str, pid: Pid) -> Result<(), PgError> {
         let mut pg = self.pg();
         pg.join(scope, group, pid, 1)?;
-        if let Some(router) = self.router() {
-            router.pg_changed(PgChange::Join { scope, group, pid });
+        if let Some(observer) = self.pg_observer.get() {
+            observer.changed(PgChange::Join { scope, group, pid });
         }
         Ok(())
     }
@@ -572,8 +605,8 @@ impl NodeInner {
     pub fn pg_leave(&self, scope: &str, group: &str, pid: Pid) -> Result<(), PgError> {
         let mut pg = self.pg();
         pg.leave(scope, group, pid)?;
-        if let Some(router) = self.router() {
-            router.pg_changed(PgChange::Leave { scope, group, pid });
+        if let Some(observer) = self.pg_observer.get() {
+            observer.changed(PgChange::Leave { scope, group, pid });
         }
         Ok(())
     }
@@ -582,9 +615,9 @@ impl NodeInner {
     pub fn pg_gone(&self, pid: Pid) {
         let mut pg = self.pg();
         if pg.remove_pid(pid)
-            && let Some(router) = self.router()
+            && let Some(observer) = self.pg_observer.get()
         {
-            router.pg_changed(PgChange::Gone { pid });
+            observer.changed(PgChange::Gone { pid });
         }
     }
 

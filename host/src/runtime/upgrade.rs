@@ -19,7 +19,7 @@ use crate::code::{
 };
 
 /// What a system request asks of a process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SysOp {
     /// Stop handling messages (they queue); signals still apply.
     Suspend,
@@ -30,7 +30,7 @@ pub enum SysOp {
 }
 
 /// What a process did with a system request.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SysOutcome {
     /// Done (suspend, resume).
     Done,
@@ -49,7 +49,7 @@ pub enum SysOutcome {
 }
 
 /// Why a system request failed.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SysError {
     /// No such process (or it ended before answering).
     #[error("noproc")]

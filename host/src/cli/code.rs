@@ -10,11 +10,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Subcommand, ValueEnum};
 use molt_abi::Pid;
+use molt_host::Control;
 use molt_host::code::{LoadOptions, ModuleInfo, Purge, UpgradeMode, VersionInfo};
-use molt_host::dist::{Distribution, RolloutEvent, Switched};
+use molt_host::control::{RolloutEvent, Switched};
 use molt_host::runtime::{SysError, SysOp, SysOutcome};
 
-use crate::Remote;
+use crate::remote::Remote;
 
 /// Commands that change or show the code of running nodes.
 #[derive(Subcommand)]
@@ -136,9 +137,9 @@ pub(crate) async fn run(command: CodeCommand) -> Result<ExitCode> {
             load(remote, file, all, options).await
         }
         CodeCommand::Modules { remote } => {
-            let (_node, dist, target) = remote.connect().await?;
-            let report = dist.modules_of(&target).await;
-            dist.stop().await;
+            let (control, target) = remote.connect().await?;
+            let report = control.modules_of(&target).await;
+            control.disconnect().await;
             let report = report?;
             print!("{}", modules_table(&report.modules));
             if !report.events.is_empty() {
@@ -156,12 +157,12 @@ pub(crate) async fn run(command: CodeCommand) -> Result<ExitCode> {
             soft,
             all,
         } => {
-            let (_node, dist, target) = remote.connect().await?;
-            let nodes = targets(&dist, &target, all).await;
+            let (control, target) = remote.connect().await?;
+            let nodes = targets(&control, &target, all).await;
             let width = width(&nodes);
             let mut failed = false;
             for node in &nodes {
-                match dist.purge_on(node, &module, soft).await {
+                match control.purge_on(node, &module, soft).await {
                     Ok(p) => match p.old {
                         Some(old) => println!(
                             "{node:<width$}  purged {module} {old} ({} process(es) killed)",
@@ -171,11 +172,11 @@ pub(crate) async fn run(command: CodeCommand) -> Result<ExitCode> {
                     },
                     Err(e) => {
                         failed = true;
-                        println!("{node:<width$}  FAILED: {}", reason(e));
+                        println!("{node:<width$}  FAILED: {e}");
                     }
                 }
             }
-            dist.stop().await;
+            control.disconnect().await;
             Ok(exit(failed))
         }
         CodeCommand::Delete {
@@ -183,23 +184,23 @@ pub(crate) async fn run(command: CodeCommand) -> Result<ExitCode> {
             module,
             all,
         } => {
-            let (_node, dist, target) = remote.connect().await?;
-            let nodes = targets(&dist, &target, all).await;
+            let (control, target) = remote.connect().await?;
+            let nodes = targets(&control, &target, all).await;
             let width = width(&nodes);
             let mut failed = false;
             for node in &nodes {
-                match dist.delete_on(node, &module).await {
+                match control.delete_on(node, &module).await {
                     Ok(Some(version)) => {
                         println!("{node:<width$}  {module} {version} is old now")
                     }
                     Ok(None) => println!("{node:<width$}  {module} has no current version"),
                     Err(e) => {
                         failed = true;
-                        println!("{node:<width$}  FAILED: {}", reason(e));
+                        println!("{node:<width$}  FAILED: {e}");
                     }
                 }
             }
-            dist.stop().await;
+            control.disconnect().await;
             Ok(exit(failed))
         }
         CodeCommand::Suspend(args) => system(args, SysOp::Suspend).await,
@@ -216,18 +217,18 @@ async fn load(remote: Remote, file: PathBuf, all: bool, options: LoadOptions) ->
         .and_then(|s| s.to_str())
         .unwrap_or("module")
         .replace('_', "-");
-    let (_node, dist, target) = remote.connect().await?;
+    let (control, target) = remote.connect().await?;
     if !all {
-        let loaded = dist.load_on_with(&target, &stem, bytes, options).await;
-        dist.stop().await;
+        let loaded = control.load_on_with(&target, &stem, bytes, options).await;
+        control.disconnect().await;
         let s = loaded?;
         println!("{} {} loaded on {target}{}", s.module, s.version, after(&s));
         return Ok(ExitCode::SUCCESS);
     }
-    let nodes: Vec<String> = match dist.nodes_of(&target).await {
+    let nodes: Vec<String> = match control.nodes(&target).await {
         Ok(others) => std::iter::once(target.clone()).chain(others).collect(),
         Err(e) => {
-            dist.stop().await;
+            control.disconnect().await;
             return Err(e).with_context(|| format!("asking {target} for its nodes"));
         }
     };
@@ -263,10 +264,10 @@ async fn load(remote: Remote, file: PathBuf, all: bool, options: LoadOptions) ->
             println!("{node:<width$}  FAILED to switch: {error}")
         }
     };
-    let result = dist
+    let result = control
         .load_cluster(&nodes, &stem, bytes, options, progress)
         .await;
-    dist.stop().await;
+    control.disconnect().await;
     let switched = result?;
     if let Some((_, s)) = switched.first() {
         println!(
@@ -281,11 +282,11 @@ async fn load(remote: Remote, file: PathBuf, all: bool, options: LoadOptions) ->
 
 /// `molt suspend|resume|upgrade`.
 async fn system(args: SysArgs, op: SysOp) -> Result<ExitCode> {
-    let (_node, dist, target) = args.remote.connect().await?;
-    let processes = match dist.processes_of(&target).await {
+    let (control, target) = args.remote.connect().await?;
+    let processes = match control.processes(&target).await {
         Ok(p) => p,
         Err(e) => {
-            dist.stop().await;
+            control.disconnect().await;
             return Err(e.into());
         }
     };
@@ -303,9 +304,9 @@ async fn system(args: SysArgs, op: SysOp) -> Result<ExitCode> {
     let results = if pids.is_empty() {
         Ok(Vec::new())
     } else {
-        dist.sys_on(&target, op, pids, timeout).await
+        control.sys_on(&target, op, pids, timeout).await
     };
-    dist.stop().await;
+    control.disconnect().await;
     let mut results = results?.into_iter();
     let width = found.iter().map(|(t, _)| t.len()).max().unwrap_or(0);
     let mut failed = false;
@@ -336,10 +337,10 @@ async fn system(args: SysArgs, op: SysOp) -> Result<ExitCode> {
 }
 
 /// The contact node, and with `all` every visible node it is connected to.
-async fn targets(dist: &Distribution, target: &str, all: bool) -> Vec<String> {
+async fn targets(control: &Control, target: &str, all: bool) -> Vec<String> {
     let mut nodes = vec![target.to_string()];
     if all {
-        match dist.nodes_of(target).await {
+        match control.nodes(target).await {
             Ok(others) => nodes.extend(others),
             Err(e) => eprintln!("molt: cannot list the nodes of {target}: {e}"),
         }
@@ -411,14 +412,6 @@ fn exit(failed: bool) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
-    }
-}
-
-/// The node's reason alone for a refusal (the line names the node already).
-fn reason(e: molt_host::dist::DistError) -> String {
-    match e {
-        molt_host::dist::DistError::Code { reason, .. } => reason,
-        other => other.to_string(),
     }
 }
 

@@ -1,15 +1,17 @@
-//! Acting on frames from a peer: signals for local processes, requests
-//! and their replies, and full-mesh gossip.
+//! Acting on frames from a peer: signals for local processes, spawn and
+//! ping requests and their replies, service requests and notices (handed
+//! to `net::service`), and full-mesh gossip.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use molt_abi::reason;
 
-use super::frame::{self, Frame, ProcessRow, SpawnFailure};
+use super::frame::{self, Frame};
 use super::peer::Peer;
-use super::{DistInner, code_control, node_id};
-use crate::runtime::{Message, Node, Signal, SpawnError};
+use super::wire::SpawnFailure;
+use super::{DistInner, node_id};
+use crate::runtime::{Message, Signal};
 
 impl DistInner {
     /// Act on a frame from `peer`.
@@ -188,15 +190,9 @@ impl DistInner {
                         link.then_some(from),
                         monitor.map(|r| (r, from)),
                     )
-                    .map_err(|e| match e {
-                        SpawnError::NoModule(m) => SpawnFailure::NoModule(m),
-                        SpawnError::ProcessLimit(max) => SpawnFailure::ProcessLimit(max),
-                        SpawnError::ArgsTooLarge { size, max } => SpawnFailure::ArgsTooLarge {
-                            size: size as u64,
-                            max: max as u64,
-                        },
+                    .map_err(|e| {
                         // A local spawn does not reach other nodes.
-                        SpawnError::NoConnection(_) => unreachable!("local spawn"),
+                        SpawnFailure::of(e).expect("a local spawn fails locally")
                     });
                 if let Ok(child) = result {
                     let mut stakes = peer.stakes.lock().expect("stakes poisoned");
@@ -213,64 +209,16 @@ impl DistInner {
             Frame::Ping { id } => {
                 peer.control.push(frame::encode(&Frame::Pong { id }));
             }
-            Frame::Code { id, op } => {
-                // Compiling, purging and waiting for processes take a while:
-                // not on this connection's reader.
-                let Ok(permit) = self.code_requests.clone().try_acquire_owned() else {
-                    let result = Err(format!(
-                        "busy: {} code requests are running (CODE_REQUESTS_MAX)",
-                        code_control::CODE_REQUESTS_MAX
-                    ));
-                    peer.control
-                        .push(frame::encode(&Frame::CodeReply { id, result }));
-                    return;
-                };
-                let dist = self.clone();
-                let peer = peer.clone();
-                let node = Node::from_inner(node);
-                tokio::spawn(async move {
-                    let result = code_control::run(&node, &dist.staging, op).await;
-                    drop(permit);
-                    if let Err(why) = &result {
-                        tracing::warn!(node = %peer.name, "code request refused: {why}");
-                    }
-                    peer.control
-                        .push(frame::encode(&Frame::CodeReply { id, result }));
-                });
+            Frame::Request { service, id, body } => {
+                self.service_request(peer, service, id, body);
             }
-            Frame::NodesRequest { id } => {
-                let nodes = self.visible_nodes_with_addresses();
-                peer.control
-                    .push(frame::encode(&Frame::NodesReply { id, nodes }));
-            }
-            Frame::ProcessesRequest { id } => {
-                let processes = Node::from_inner(node.clone())
-                    .processes()
-                    .into_iter()
-                    .map(|p| ProcessRow {
-                        pid: p.pid,
-                        module: p.module,
-                        name: p.name,
-                        mailbox_len: p.mailbox_len as u64,
-                        memory_bytes: p.memory_bytes as u64,
-                        suspended: p.suspended,
-                        upgrade_failure: p.upgrade_failure,
-                    })
-                    .collect();
-                peer.control
-                    .push(frame::encode(&Frame::ProcessesReply { id, processes }));
-            }
+            Frame::Notice { service, body } => self.service_notice(peer, service, &body),
             reply @ (Frame::SpawnReply { id, .. }
             | Frame::Pong { id }
-            | Frame::CodeReply { id, .. }
-            | Frame::NodesReply { id, .. }
-            | Frame::ProcessesReply { id, .. }) => {
+            | Frame::Reply { id, .. }) => {
                 if let Some(tx) = self.pending.lock().expect("pending poisoned").remove(&id) {
                     let _ = tx.send(reply);
                 }
-            }
-            pg @ (Frame::PgUpdate { .. } | Frame::PgGone { .. } | Frame::PgSync { .. }) => {
-                self.pg_dispatch(peer, pg);
             }
             Frame::Peers { nodes } => {
                 if self.config.hidden || peer.hidden {

@@ -5,11 +5,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Semaphore;
+
 use super::frame::{FrameDecoder, PREFIX_BYTES};
 use super::handshake::{self, Handshake, LocalInfo, PeerInfo, Role, Status};
 use super::lane::Lane;
 use super::peer::Peer;
-use super::{DistConfig, DistError, DistInner, node_id, tls};
+use super::{ConnectError, DistConfig, DistInner, node_id, tls};
 
 pub(super) fn transport_config(config: &DistConfig) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
@@ -24,7 +26,7 @@ pub(super) fn transport_config(config: &DistConfig) -> quinn::TransportConfig {
 
 impl DistInner {
     /// The connected peer `name`, connecting first if needed.
-    pub(super) async fn connect(self: &Arc<Self>, name: &str) -> Result<Arc<Peer>, DistError> {
+    pub(super) async fn connect(self: &Arc<Self>, name: &str) -> Result<Arc<Peer>, ConnectError> {
         let id = node_id(name);
         if let Some(peer) = self.peer(id) {
             return Ok(peer);
@@ -39,8 +41,8 @@ impl DistInner {
             .expect("addresses poisoned")
             .get(name)
             .copied()
-            .ok_or_else(|| DistError::UnknownNode(name.to_string()))?;
-        let fail = |reason: String| DistError::Connect {
+            .ok_or_else(|| ConnectError::UnknownNode(name.to_string()))?;
+        let fail = |reason: String| ConnectError::Connect {
             node: name.to_string(),
             reason,
         };
@@ -65,7 +67,7 @@ impl DistInner {
             let reason = format!("the node at {addr} is {}, not {name}", peer.name);
             peer.connection.close(1u32.into(), reason.as_bytes());
             self.forget(&peer);
-            return Err(DistError::Refused {
+            return Err(ConnectError::Refused {
                 node: name.to_string(),
                 reason,
             });
@@ -81,9 +83,9 @@ impl DistInner {
         mut send: quinn::SendStream,
         mut recv: quinn::RecvStream,
         role: Role,
-    ) -> Result<Arc<Peer>, DistError> {
+    ) -> Result<Arc<Peer>, ConnectError> {
         let remote = connection.remote_address();
-        let refused = |reason: String| DistError::Refused {
+        let refused = |reason: String| ConnectError::Refused {
             node: remote.to_string(),
             reason,
         };
@@ -221,6 +223,8 @@ impl DistInner {
             control: Lane::new(self.config.lane_bytes_max),
             lanes,
             stakes: Mutex::new(Default::default()),
+            requests_out: Arc::new(Semaphore::new(self.config.requests_in_flight_max)),
+            requests_in: Arc::new(Semaphore::new(self.config.requests_in_flight_max)),
         });
         if let Some(addr) = info.listen.as_deref().and_then(|a| a.parse().ok()) {
             self.addresses
@@ -245,9 +249,9 @@ impl DistInner {
         if !self.config.hidden && !peer.hidden {
             self.announce_peers();
         }
-        // The peer is in the table: every pg change from now on is
-        // announced to it after this sync (see `dist::pg`).
-        self.pg_sync_to(&peer);
+        // The peer is in the table: every service's notices from now on
+        // reach it after what the service sends it here (see `net::pg`).
+        self.services_peer_up(&peer);
         peer
     }
 }

@@ -11,34 +11,16 @@ use molt_abi::{Pid, Ref};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use super::code_control::{CodeAnswer, CodeOp};
+use super::service::{ServiceFault, ServiceId};
+use super::wire::SpawnFailure;
 
 /// Version of the frame protocol; both sides must speak the same. 2: code
 /// control (`Code`/`CodeReply`) replaced `LoadModule`, node lists carry
 /// addresses, process rows say suspended and failed upgrades. 3: process
-/// groups (`PgUpdate`, `PgGone`, `PgSync`).
-pub const PROTOCOL_VERSION: u32 = 3;
-
-/// Most memberships in one `PgSync` frame: about 550 KB at the longest
-/// names, far below any sensible `frame_bytes_max`.
-pub const PG_SYNC_CHUNK_MAX: usize = 1024;
-
-/// Why a remote spawn failed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SpawnFailure {
-    /// The module is not loaded on the target node (Erlang's `undef`).
-    NoModule(String),
-    /// The target runs its `processes_max` (the value) processes.
-    ProcessLimit(u32),
-    /// The arguments (`size` bytes) are larger than the target's
-    /// `message_bytes_max` (`max`).
-    ArgsTooLarge {
-        /// Their size.
-        size: u64,
-        /// The target's limit.
-        max: u64,
-    },
-}
+/// groups (`PgUpdate`, `PgGone`, `PgSync`). 4: the service seam
+/// (`Request`, `Reply`, `Notice`) carries code control, node information
+/// and process groups, each in its own wire types (`net::wire`).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// One frame. Signals between processes travel on the lane of their
 /// (sender, receiver) pair, so per-pair order holds; requests and node
@@ -160,98 +142,65 @@ pub enum Frame {
         /// The ping's id.
         id: u64,
     },
-    /// A code-control request: load, the two phases of a cluster-wide
-    /// load, purge, delete, the module list, system requests.
-    Code {
-        /// Correlates the reply.
-        id: u64,
-        /// What to do.
-        op: CodeOp,
-    },
-    /// The answer to `Code`.
-    CodeReply {
-        /// The request's id.
-        id: u64,
-        /// What was done, or why not, as text.
-        result: Result<CodeAnswer, String>,
-    },
     /// The visible nodes the sender is connected to, as `(name, address)`:
     /// the receiver connects to those it lacks (full mesh).
     Peers {
         /// Node names and their listen addresses.
         nodes: Vec<(String, String)>,
     },
-    /// Asks for the receiver's connected visible nodes (`molt nodes`).
-    NodesRequest {
+    /// A request to a service of the receiver (see `net::service`).
+    Request {
+        /// The service.
+        service: ServiceId,
         /// Correlates the reply.
         id: u64,
+        /// The service's request, encoded.
+        #[serde(with = "molt_abi::codec::bytes")]
+        body: Vec<u8>,
     },
-    /// The answer to `NodesRequest`.
-    NodesReply {
+    /// The answer to a `Request`: the service's reply (itself a result of
+    /// the service's reply and error types), or why the service did not
+    /// run.
+    Reply {
         /// The request's id.
         id: u64,
-        /// Node names and their listen addresses (empty if unknown), so a
-        /// hidden asker can reach them too.
-        nodes: Vec<(String, String)>,
+        /// The service's answer, encoded, or the network layer's refusal.
+        result: Result<Vec<u8>, ServiceFault>,
     },
-    /// A process of the sender joined (`joined`) or left a process group
-    /// once. Sent to every visible peer, on the control lane.
-    PgUpdate {
-        /// The scope.
-        scope: String,
-        /// The group.
-        group: String,
-        /// The member, a process of the sender.
-        pid: Pid,
-        /// Joined (true) or left (false).
-        joined: bool,
-    },
-    /// A process of the sender that had memberships ended: drop them all.
-    PgGone {
-        /// The process, of the sender.
-        pid: Pid,
-    },
-    /// The sender's own memberships, sent when a connection is made, in
-    /// chunks of at most [`PG_SYNC_CHUNK_MAX`]. The first chunk (`first`)
-    /// replaces what the receiver knew of the sender's processes; later
-    /// chunks add to it.
-    PgSync {
-        /// The first chunk of this sync.
-        first: bool,
-        /// `(scope, group, pid, times joined)`.
-        memberships: Vec<(String, String, Pid, u32)>,
-    },
-    /// Asks for the receiver's processes (`molt ps`).
-    ProcessesRequest {
-        /// Correlates the reply.
-        id: u64,
-    },
-    /// The answer to `ProcessesRequest`.
-    ProcessesReply {
-        /// The request's id.
-        id: u64,
-        /// One row per live process.
-        processes: Vec<ProcessRow>,
+    /// A one-way message to a service of the receiver; notices from one
+    /// node are applied in the order sent.
+    Notice {
+        /// The service.
+        service: ServiceId,
+        /// The service's notice, encoded.
+        #[serde(with = "molt_abi::codec::bytes")]
+        body: Vec<u8>,
     },
 }
 
-/// One process, as `molt ps` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessRow {
-    /// Its pid.
-    pub pid: Pid,
-    /// Module and version; `None` for a host mailbox.
-    pub module: Option<(String, String)>,
-    /// Registered name.
-    pub name: Option<String>,
-    /// Messages waiting.
-    pub mailbox_len: u64,
-    /// Linear memory, in bytes.
-    pub memory_bytes: u64,
-    /// Suspended by a system request.
-    pub suspended: bool,
-    /// Why its last move to a new version failed, if it did.
-    pub upgrade_failure: Option<String>,
+impl Frame {
+    /// The variant's name, for logs (not its contents: they may be large,
+    /// and they are the peer's data).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Frame::Message { .. } => "Message",
+            Frame::MessageNamed { .. } => "MessageNamed",
+            Frame::Exit { .. } => "Exit",
+            Frame::Link { .. } => "Link",
+            Frame::Unlink { .. } => "Unlink",
+            Frame::Monitor { .. } => "Monitor",
+            Frame::Demonitor { .. } => "Demonitor",
+            Frame::Down { .. } => "Down",
+            Frame::SpawnRequest { .. } => "SpawnRequest",
+            Frame::SpawnReply { .. } => "SpawnReply",
+            Frame::Ping { .. } => "Ping",
+            Frame::Pong { .. } => "Pong",
+            Frame::Peers { .. } => "Peers",
+            Frame::Request { .. } => "Request",
+            Frame::Reply { .. } => "Reply",
+            Frame::Notice { .. } => "Notice",
+        }
+    }
 }
 
 /// Bytes of the length prefix in front of every frame.
@@ -477,11 +426,8 @@ impl FrameDecoder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::code::{CodeEvent, LoadOptions, ModuleInfo, Purge, UpgradeMode, VersionInfo};
-    use crate::dist::code_control::{ModuleReport, Prepared, Purged, Switched};
-    use crate::runtime::{SysError, SysOp, SysOutcome};
     use proptest::prelude::*;
 
     const MAX: u32 = 1 << 20;
@@ -503,7 +449,7 @@ mod tests {
     }
 
     /// One frame of every variant (and both sides of every `Result`).
-    fn samples() -> Vec<Frame> {
+    pub(crate) fn samples() -> Vec<Frame> {
         vec![
             Frame::Message {
                 from: pid(1),
@@ -575,177 +521,36 @@ mod tests {
             },
             Frame::Ping { id: u64::MAX },
             Frame::Pong { id: 0 },
-            Frame::Code {
-                id: 10,
-                op: CodeOp::Load {
-                    name: "echo".into(),
-                    bytes: b"\0asm\x01\0\0\0".to_vec(),
-                    options: LoadOptions::default(),
-                },
-            },
-            Frame::CodeReply {
-                id: 11,
-                result: Err("not a wasm module".into()),
-            },
-        ]
-        .into_iter()
-        .chain(code_samples())
-        .chain([
             Frame::Peers {
                 nodes: vec![("b@h".into(), "127.0.0.1:4371".into())],
             },
             Frame::Peers { nodes: vec![] },
-            Frame::PgUpdate {
-                scope: "pg".into(),
-                group: "workers".into(),
-                pid: pid(7),
-                joined: true,
+            Frame::Request {
+                service: 2,
+                id: 10,
+                body: vec![7, 0, 1],
             },
-            Frame::PgUpdate {
-                scope: "pg".into(),
-                group: "workers".into(),
-                pid: pid(7),
-                joined: false,
+            Frame::Reply {
+                id: 10,
+                result: Ok(vec![0, 1, 2, 3]),
             },
-            Frame::PgGone { pid: pid(7) },
-            Frame::PgSync {
-                first: true,
-                memberships: vec![
-                    ("pg".into(), "a".into(), pid(1), 2),
-                    ("s".into(), "b".into(), pid(2), 1),
-                ],
+            Frame::Reply {
+                id: 11,
+                result: Err(ServiceFault::UnknownService(9)),
             },
-            Frame::PgSync {
-                first: false,
-                memberships: vec![],
-            },
-            Frame::NodesRequest { id: 12 },
-            Frame::NodesReply {
+            Frame::Reply {
                 id: 12,
-                nodes: vec![("a@h".into(), "127.0.0.1:4370".into())],
+                result: Err(ServiceFault::Busy(256)),
             },
-            Frame::ProcessesRequest { id: 13 },
-            Frame::ProcessesReply {
+            Frame::Reply {
                 id: 13,
-                processes: vec![ProcessRow {
-                    pid: Pid {
-                        node: 1,
-                        incarnation: 2,
-                        serial: 3,
-                    },
-                    module: Some(("counter".into(), "0.1.0".into())),
-                    name: Some("svc".into()),
-                    mailbox_len: 4,
-                    memory_bytes: 131_072,
-                    suspended: true,
-                    upgrade_failure: Some("code_change: bad state".into()),
-                }],
+                result: Err(ServiceFault::Malformed("unexpected end".into())),
             },
-        ])
-        .collect()
-    }
-
-    /// Every code-control request and answer.
-    fn code_samples() -> Vec<Frame> {
-        let version = |v: &str| VersionInfo {
-            version: v.into(),
-            kind: "behaviour".into(),
-            hash: "ab".repeat(32),
-            processes: 3,
-        };
-        let ops = vec![
-            CodeOp::Prepare {
-                name: "counter".into(),
-                bytes: vec![0, 97, 115, 109],
-                purge: Purge::Hard,
+            Frame::Notice {
+                service: 1,
+                body: vec![],
             },
-            CodeOp::Commit {
-                hash: "cd".repeat(32),
-                options: LoadOptions {
-                    purge: Purge::Soft,
-                    mode: UpgradeMode::Lazy,
-                },
-            },
-            CodeOp::Abort {
-                hash: "cd".repeat(32),
-            },
-            CodeOp::Purge {
-                module: "counter".into(),
-                soft: true,
-            },
-            CodeOp::Delete {
-                module: "counter".into(),
-            },
-            CodeOp::Modules,
-            CodeOp::Sys {
-                op: SysOp::ChangeCode,
-                pids: vec![pid(1), pid(2)],
-                timeout_ms: 5_000,
-            },
-        ];
-        let answers = vec![
-            CodeAnswer::Prepared(Prepared {
-                module: "counter".into(),
-                version: "0.2.0".into(),
-                hash: "cd".repeat(32),
-                compiled: true,
-                compile_ms: 12,
-                current: Some("0.1.0".into()),
-            }),
-            CodeAnswer::Switched(Switched {
-                module: "counter".into(),
-                version: "0.2.0".into(),
-                previous: None,
-                unchanged: false,
-                purged: 2,
-            }),
-            CodeAnswer::Aborted { staged: false },
-            CodeAnswer::Purged(Purged {
-                module: "counter".into(),
-                old: Some("0.1.0".into()),
-                killed: 1,
-            }),
-            CodeAnswer::Deleted { version: None },
-            CodeAnswer::Modules(ModuleReport {
-                modules: vec![ModuleInfo {
-                    name: "counter".into(),
-                    current: Some(version("0.2.0")),
-                    old: Some(version("0.1.0")),
-                }],
-                events: vec![CodeEvent {
-                    at_ms: 1_700_000_000_000,
-                    module: "counter".into(),
-                    what: "refused version 0.3.0: not_purged".into(),
-                    failure: true,
-                }],
-            }),
-            CodeAnswer::Sys(vec![
-                Ok(SysOutcome::Done),
-                Ok(SysOutcome::Unchanged {
-                    version: "0.1.0".into(),
-                }),
-                Ok(SysOutcome::Upgraded {
-                    from: "0.1.0".into(),
-                    to: "0.2.0".into(),
-                }),
-                Err(SysError::NoProc),
-                Err(SysError::NotBehaviour),
-                Err(SysError::Failed("code_change: bad state".into())),
-                Err(SysError::Timeout(5_000)),
-            ]),
-        ];
-        let requests = ops
-            .into_iter()
-            .enumerate()
-            .map(|(id, op)| Frame::Code { id: id as u64, op });
-        let replies = answers
-            .into_iter()
-            .enumerate()
-            .map(|(id, a)| Frame::CodeReply {
-                id: id as u64,
-                result: Ok(a),
-            });
-        requests.chain(replies).collect()
+        ]
     }
 
     fn prefixed(len: u32, body: &[u8]) -> Vec<u8> {
@@ -1099,110 +904,23 @@ mod tests {
                 .prop_map(|(id, result)| Frame::SpawnReply { id, result }),
             any::<u64>().prop_map(|id| Frame::Ping { id }),
             any::<u64>().prop_map(|id| Frame::Pong { id }),
-            (any::<u64>(), s(), any_bytes(), any::<bool>()).prop_map(|(id, name, bytes, hard)| {
-                Frame::Code {
-                    id,
-                    op: CodeOp::Prepare {
-                        name,
-                        bytes,
-                        purge: if hard { Purge::Hard } else { Purge::Soft },
-                    },
-                }
-            }),
-            (
-                any::<u64>(),
-                prop::collection::vec(any_pid(), 0..8),
-                any::<u64>()
-            )
-                .prop_map(|(id, pids, timeout_ms)| Frame::Code {
-                    id,
-                    op: CodeOp::Sys {
-                        op: SysOp::Suspend,
-                        pids,
-                        timeout_ms
-                    }
-                }),
+            prop::collection::vec(any::<(String, String)>(), 0..8)
+                .prop_map(|nodes| Frame::Peers { nodes }),
+            (any::<u16>(), any::<u64>(), any_bytes())
+                .prop_map(|(service, id, body)| Frame::Request { service, id, body }),
             (
                 any::<u64>(),
                 proptest::result::maybe_ok(
-                    (s(), s(), proptest::option::of(s())).prop_map(
-                        |(module, version, previous)| {
-                            CodeAnswer::Switched(Switched {
-                                module,
-                                version,
-                                previous,
-                                unchanged: false,
-                                purged: 0,
-                            })
-                        }
-                    ),
-                    s()
+                    any_bytes(),
+                    prop_oneof![
+                        any::<u16>().prop_map(ServiceFault::UnknownService),
+                        any::<u32>().prop_map(ServiceFault::Busy),
+                        s().prop_map(ServiceFault::Malformed),
+                    ]
                 )
             )
-                .prop_map(|(id, result)| Frame::CodeReply { id, result }),
-            prop::collection::vec(any::<(String, String)>(), 0..8)
-                .prop_map(|nodes| Frame::Peers { nodes }),
-            (s(), s(), any_pid(), any::<bool>()).prop_map(|(scope, group, pid, joined)| {
-                Frame::PgUpdate {
-                    scope,
-                    group,
-                    pid,
-                    joined,
-                }
-            }),
-            any_pid().prop_map(|pid| Frame::PgGone { pid }),
-            (
-                any::<bool>(),
-                prop::collection::vec((s(), s(), any_pid(), any::<u32>()), 0..8)
-            )
-                .prop_map(|(first, memberships)| Frame::PgSync { first, memberships }),
-            any::<u64>().prop_map(|id| Frame::NodesRequest { id }),
-            (
-                any::<u64>(),
-                prop::collection::vec(any::<(String, String)>(), 0..8)
-            )
-                .prop_map(|(id, nodes)| Frame::NodesReply { id, nodes }),
-            any::<u64>().prop_map(|id| Frame::ProcessesRequest { id }),
-            (
-                any::<u64>(),
-                prop::collection::vec(
-                    (
-                        any_pid(),
-                        proptest::option::of(any::<(String, String)>()),
-                        proptest::option::of(s()),
-                        any::<u64>(),
-                        any::<u64>(),
-                        any::<bool>(),
-                        proptest::option::of(s())
-                    ),
-                    0..6
-                )
-            )
-                .prop_map(|(id, rows)| Frame::ProcessesReply {
-                    id,
-                    processes: rows
-                        .into_iter()
-                        .map(
-                            |(
-                                pid,
-                                module,
-                                name,
-                                mailbox_len,
-                                memory_bytes,
-                                suspended,
-                                upgrade_failure,
-                            )| ProcessRow {
-                                pid,
-                                module,
-                                name,
-                                mailbox_len,
-                                memory_bytes,
-                                suspended,
-                                upgrade_failure,
-                            }
-                        )
-                        .collect(),
-                }),
+                .prop_map(|(id, result)| Frame::Reply { id, result }),
+            (any::<u16>(), any_bytes()).prop_map(|(service, body)| Frame::Notice { service, body }),
         ]
     }
 

@@ -8,7 +8,7 @@ use molt_abi::{Pid, Ref};
 use super::DistInner;
 use super::frame::{self, Frame};
 use super::lane::Pushed;
-use crate::runtime::{BoxFuture, Message, PgChange, Router, Signal, SpawnError, Undelivered};
+use crate::runtime::{BoxFuture, Message, Router, Signal, SpawnError, Undelivered};
 
 /// The router the runtime holds: a weak handle, so the node does not keep
 /// the distribution layer alive in a cycle.
@@ -104,12 +104,6 @@ impl Router for RouterHandle {
     fn monitor_node(&self, node: &str, watcher: Pid, on: bool) {
         if let Some(dist) = self.0.upgrade() {
             dist.monitor_node(node, watcher, on);
-        }
-    }
-
-    fn pg_changed(&self, change: PgChange<'_>) {
-        if let Some(dist) = self.0.upgrade() {
-            dist.pg_changed(change);
         }
     }
 }

@@ -3,7 +3,9 @@
 //! connection fires them with `noconnection`.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
 
 use molt_abi::{Pid, Ref};
 
@@ -34,6 +36,11 @@ pub(crate) struct Peer {
     /// Signal lanes, chosen by (sender, receiver).
     pub lanes: Vec<Lane>,
     pub stakes: Mutex<Stakes>,
+    /// Room for requests to it waiting for replies
+    /// (`requests_in_flight_max`).
+    pub requests_out: Arc<Semaphore>,
+    /// Room for its requests running here (`requests_in_flight_max`).
+    pub requests_in: Arc<Semaphore>,
 }
 
 impl Peer {

@@ -2,16 +2,17 @@
 //! signals between processes of different nodes.
 //!
 //! Invariant: the runtime knows nothing of this module. It routes signals
-//! for pids of other nodes through [`Router`], which [`Distribution`]
+//! for pids of other nodes through `Router`, which [`Distribution`]
 //! implements; incoming frames are handed back to the runtime as signals.
 //!
 //! Layout: [`frame`] and [`handshake`] are I/O-free (bytes in, events out);
-//! [`tls`] makes the TLS configuration; [`lane`] is one outgoing stream;
-//! this file owns the node table, the connections and frame dispatch;
-//! `code_control` runs code requests (load, purge, system requests) and
-//! `rollout` drives them across nodes.
+//! [`tls`] makes the TLS configuration; `lane` is one outgoing stream;
+//! `connect` sets connections up and reads them; `dispatch` acts on
+//! incoming frames; `router` encodes outgoing signals; [`service`] is the
+//! seam other subsystems talk to their peers through, and `pg` (process
+//! groups across nodes) is one such service. This file owns the node
+//! table, requests and node-down.
 
-mod code_control;
 mod connect;
 pub mod cookie;
 mod dispatch;
@@ -20,15 +21,15 @@ pub mod handshake;
 mod lane;
 mod peer;
 mod pg;
-mod rollout;
 mod router;
+pub mod service;
 pub mod tls;
+pub mod wire;
 
-pub use self::code_control::{
-    CODE_REQUESTS_MAX, CodeAnswer, CodeOp, ModuleReport, Prepared, Purged, STAGED_MAX,
-    SYS_PIDS_MAX, SYS_TIMEOUT_MS_MAX, Switched,
+pub use self::service::{
+    CallError, Never, PeerId, PeerLink, RegisterError, RequestError, Service, ServiceClient,
+    ServiceFault, ServiceId,
 };
-pub use self::rollout::{NodeFailure, RolloutError, RolloutEvent};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,7 +41,7 @@ use molt_abi::{Pid, Ref, reason};
 use tokio::sync::oneshot;
 
 use self::connect::{accept_loop, transport_config};
-use self::frame::{Frame, ProcessRow, SpawnFailure};
+use self::frame::Frame;
 use self::peer::Peer;
 use self::router::RouterHandle;
 use crate::runtime::{HostMailbox, Message, Node, NodeInner, Signal, SpawnError};
@@ -76,6 +77,10 @@ pub struct DistConfig {
     /// purge takes longer than a ping. A system request waits its own
     /// timeout plus `request_timeout`.
     pub code_request_timeout: Duration,
+    /// Most requests to one peer waiting for their replies at once (and
+    /// most from one peer answered here at once); one more fails at once
+    /// with `too many in flight` (`busy` on the answering side).
+    pub requests_in_flight_max: usize,
     /// How TLS authenticates peers: self-made certificates (the default,
     /// identity from the cookie alone) or mutual TLS against a CA, with
     /// the node name checked in the peer's certificate. The cookie
@@ -99,14 +104,18 @@ impl DistConfig {
             allow: None,
             request_timeout: Duration::from_secs(10),
             code_request_timeout: Duration::from_secs(60),
+            requests_in_flight_max: 256,
             tls: tls::TlsMode::SelfSigned,
         }
     }
 }
 
-/// Why the distribution layer could not start, connect or answer.
+/// Why the distribution layer could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum DistError {
+pub enum StartError {
+    /// The node's name has no `@host`.
+    #[error("bad node name `{0}`: expected name@host")]
+    BadName(String),
     /// The listen socket could not be opened.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -118,7 +127,12 @@ pub enum DistError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
-    /// The node name has no `@host` or the address is not `host:port`.
+}
+
+/// Why a node could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The address is not `name@host:port`.
     #[error("bad node address `{0}`: expected name@host:port")]
     BadAddress(String),
     /// The node is not connected and its address is unknown.
@@ -143,27 +157,13 @@ pub enum DistError {
     /// `connections_max` nodes are connected.
     #[error("connections_max ({0}) nodes are connected")]
     TooManyConnections(usize),
-    /// No reply in `request_timeout`, or the connection was lost first.
-    #[error("no reply from {0}")]
-    NoReply(String),
-    /// A request would be a frame larger than `frame_bytes_max` (a module
-    /// file too large to push).
-    #[error("a request of {size} bytes does not fit in a frame (frame_bytes_max is {max} bytes)")]
-    FrameTooLarge {
-        /// Encoded size of the request.
-        size: usize,
-        /// The limit.
-        max: u32,
-    },
-    /// The node refused a code request (load, purge, ...); the text says
-    /// why.
-    #[error("{node}: {reason}")]
-    Code {
-        /// The node.
-        node: String,
-        /// Why, as the node said it.
-        reason: String,
-    },
+    /// This node's distribution layer has stopped.
+    #[error("the distribution layer has stopped")]
+    Stopped,
+    /// The node's name cannot be put in a certificate's server name (CA
+    /// mode).
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Hash of a node name: the node part of its pids.
@@ -172,8 +172,8 @@ pub fn node_id(name: &str) -> u64 {
 }
 
 /// Split `name@host:port` into the node name `name@host` and its address.
-pub fn parse_node_address(text: &str) -> Result<(String, SocketAddr), DistError> {
-    let bad = || DistError::BadAddress(text.to_string());
+pub fn parse_node_address(text: &str) -> Result<(String, SocketAddr), ConnectError> {
+    let bad = || ConnectError::BadAddress(text.to_string());
     let (name, hostport) = text.split_once('@').ok_or_else(bad)?;
     let addr: SocketAddr = hostport.parse().map_err(|_| bad())?;
     Ok((format!("{name}@{}", addr.ip()), addr))
@@ -183,6 +183,18 @@ pub fn parse_node_address(text: &str) -> Result<(String, SocketAddr), DistError>
 #[derive(Clone)]
 pub struct Distribution {
     inner: Arc<DistInner>,
+}
+
+/// A [`Distribution`] that may have stopped: what services hold, so that
+/// the distribution layer, which holds them, is not kept alive in a cycle.
+#[derive(Clone)]
+pub(crate) struct WeakDistribution(Weak<DistInner>);
+
+impl WeakDistribution {
+    /// The distribution layer, if it is still there.
+    pub fn upgrade(&self) -> Option<Distribution> {
+        self.0.upgrade().map(|inner| Distribution { inner })
+    }
 }
 
 struct DistInner {
@@ -201,23 +213,19 @@ struct DistInner {
     node_monitors: Mutex<HashMap<String, Vec<Pid>>>,
     /// Serialises connection setup per node, so one connection per pair.
     connecting: tokio::sync::Mutex<()>,
-    /// Versions prepared by phase one of cluster-wide loads, waiting for
-    /// their commit.
-    staging: code_control::Staging,
-    /// Code requests from other nodes running now, at most
-    /// `CODE_REQUESTS_MAX`.
-    code_requests: Arc<tokio::sync::Semaphore>,
+    /// What other subsystems registered to talk to their peers.
+    services: service::Services,
 }
 
 impl Distribution {
     /// Start listening and make `node` route signals for other nodes
     /// through this layer. The node's name (`NodeConfig::name`) must be
     /// `name@host`.
-    pub async fn start(node: &Node, config: DistConfig) -> Result<Distribution, DistError> {
+    pub async fn start(node: &Node, config: DistConfig) -> Result<Distribution, StartError> {
         let inner_node = node.inner();
         let name = inner_node.config.name.clone();
         if !name.contains('@') {
-            return Err(DistError::BadAddress(name));
+            return Err(StartError::BadName(name));
         }
         let (server_crypto, client_crypto) = tls::quic_configs(&config.tls, &name)?;
         let transport = Arc::new(transport_config(&config));
@@ -225,11 +233,12 @@ impl Distribution {
         server.transport_config(transport.clone());
         let mut client_config = quinn::ClientConfig::new(Arc::new(client_crypto));
         client_config.transport_config(transport);
-        let endpoint =
-            quinn::Endpoint::server(server, config.listen).map_err(|source| DistError::Listen {
+        let endpoint = quinn::Endpoint::server(server, config.listen).map_err(|source| {
+            StartError::Listen {
                 addr: config.listen,
                 source,
-            })?;
+            }
+        })?;
         let inner = Arc::new(DistInner {
             node: Arc::downgrade(&inner_node),
             incarnation: inner_node.incarnation,
@@ -243,10 +252,18 @@ impl Distribution {
             pending: Mutex::new(HashMap::new()),
             node_monitors: Mutex::new(HashMap::new()),
             connecting: tokio::sync::Mutex::new(()),
-            staging: code_control::Staging::default(),
-            code_requests: Arc::new(tokio::sync::Semaphore::new(code_control::CODE_REQUESTS_MAX)),
+            services: service::Services::default(),
         });
         inner_node.set_router(Arc::new(RouterHandle(Arc::downgrade(&inner))));
+        let groups = Arc::new(pg::PgService::new(
+            Arc::downgrade(&inner_node),
+            inner.config.hidden,
+        ));
+        let client = inner
+            .register(groups.clone())
+            .expect("process groups are the first service");
+        groups.started(client);
+        inner_node.set_pg_observer(groups);
         tokio::spawn(accept_loop(inner.clone()));
         tracing::info!(node = %inner.name, listen = %inner.local_addr(), "distribution started");
         Ok(Distribution { inner })
@@ -264,7 +281,7 @@ impl Distribution {
 
     /// Connect to `name@host:port` (and, through it, to the rest of its
     /// cluster).
-    pub async fn join(&self, address: &str) -> Result<(), DistError> {
+    pub async fn join(&self, address: &str) -> Result<(), ConnectError> {
         let (name, addr) = parse_node_address(address)?;
         self.inner
             .addresses
@@ -280,7 +297,7 @@ impl Distribution {
     }
 
     /// Erlang's `net_adm:ping`: connect if needed and exchange a ping.
-    pub async fn ping(&self, node: &str) -> Result<Duration, DistError> {
+    pub async fn ping(&self, node: &str) -> Result<Duration, RequestError> {
         let start = Instant::now();
         self.inner.ask(node, |id| Frame::Ping { id }).await?;
         Ok(start.elapsed())
@@ -322,41 +339,49 @@ impl Distribution {
         Ok((child, reference))
     }
 
-    /// The visible nodes `node` is connected to (`molt nodes`). Their
-    /// addresses are learnt too, so this node (hidden, say) can reach them.
-    pub async fn nodes_of(&self, node: &str) -> Result<Vec<String>, DistError> {
-        match self
-            .inner
-            .ask(node, |id| Frame::NodesRequest { id })
-            .await?
-            .1
-        {
-            Frame::NodesReply { nodes, .. } => {
-                let mut addresses = self.inner.addresses.lock().expect("addresses poisoned");
-                for (name, addr) in &nodes {
-                    if let Ok(addr) = addr.parse::<SocketAddr>()
-                        && name != &self.inner.name
-                    {
-                        addresses.entry(name.clone()).or_insert(addr);
-                    }
-                }
-                Ok(nodes.into_iter().map(|(name, _)| name).collect())
-            }
-            other => Err(DistError::NoReply(format!("{node} (answered {other:?})"))),
+    /// Register a service: from now on this node answers its requests and
+    /// applies its notices, and the returned client reaches its
+    /// counterparts on other nodes. It is told of the peers connected now.
+    pub fn register<S: Service>(&self, service: Arc<S>) -> Result<ServiceClient<S>, RegisterError> {
+        self.inner.register(service)
+    }
+
+    /// The one instance of service `S` on this distribution: registered
+    /// by `make` on the first call, the same one after. Errors if another
+    /// service holds `S`'s id.
+    pub fn service_or_register<S: Service>(
+        &self,
+        make: impl FnOnce() -> S,
+    ) -> Result<(Arc<S>, ServiceClient<S>), RegisterError> {
+        self.inner.service_or_register(|| Arc::new(make()))
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakDistribution {
+        WeakDistribution(Arc::downgrade(&self.inner))
+    }
+
+    /// The connected visible nodes with the addresses they listen on
+    /// (empty if not known), sorted by name.
+    pub fn nodes_with_addresses(&self) -> Vec<(String, String)> {
+        self.inner.visible_nodes_with_addresses()
+    }
+
+    /// Remember where `name` listens, unless an address is known already,
+    /// so a later connect can reach it.
+    pub fn learn_address(&self, name: &str, addr: SocketAddr) {
+        if name != self.inner.name {
+            self.inner
+                .addresses
+                .lock()
+                .expect("addresses poisoned")
+                .entry(name.to_string())
+                .or_insert(addr);
         }
     }
 
-    /// The processes of `node` (`molt ps`).
-    pub async fn processes_of(&self, node: &str) -> Result<Vec<ProcessRow>, DistError> {
-        match self
-            .inner
-            .ask(node, |id| Frame::ProcessesRequest { id })
-            .await?
-            .1
-        {
-            Frame::ProcessesReply { processes, .. } => Ok(processes),
-            other => Err(DistError::NoReply(format!("{node} (answered {other:?})"))),
-        }
+    /// This distribution's settings.
+    pub fn config(&self) -> &DistConfig {
+        &self.inner.config
     }
 
     /// Send `payload` with `tag` to the process registered as `name` on
@@ -368,7 +393,7 @@ impl Distribution {
         name: &str,
         tag: u32,
         payload: Vec<u8>,
-    ) -> Result<(), DistError> {
+    ) -> Result<(), ConnectError> {
         let peer = self.inner.connect(node).await?;
         let frame = Frame::MessageNamed {
             from,
@@ -489,7 +514,7 @@ impl DistInner {
         self: &Arc<Self>,
         node: &str,
         make: impl FnOnce(u64) -> Frame,
-    ) -> Result<(Arc<Peer>, Frame), DistError> {
+    ) -> Result<(Arc<Peer>, Frame), RequestError> {
         self.ask_within(node, self.config.request_timeout, make)
             .await
     }
@@ -500,7 +525,7 @@ impl DistInner {
         node: &str,
         timeout: Duration,
         make: impl FnOnce(u64) -> Frame,
-    ) -> Result<(Arc<Peer>, Frame), DistError> {
+    ) -> Result<(Arc<Peer>, Frame), RequestError> {
         let peer = self.connect(node).await?;
         let id = self.request_id();
         let reply = self.request(&peer, id, make(id), timeout).await?;
@@ -516,11 +541,11 @@ impl DistInner {
         id: u64,
         frame: Frame,
         timeout: Duration,
-    ) -> Result<Frame, DistError> {
+    ) -> Result<Frame, RequestError> {
         let bytes = frame::encode(&frame);
         let size = bytes.len() - frame::PREFIX_BYTES;
         if size > self.config.frame_bytes_max as usize {
-            return Err(DistError::FrameTooLarge {
+            return Err(RequestError::FrameTooLarge {
                 size,
                 max: self.config.frame_bytes_max,
             });
@@ -535,7 +560,10 @@ impl DistInner {
         self.pending.lock().expect("pending poisoned").remove(&id);
         match reply {
             Ok(Ok(frame)) => Ok(frame),
-            _ => Err(DistError::NoReply(peer.name.clone())),
+            _ => Err(RequestError::NoReply {
+                node: peer.name.clone(),
+                timeout,
+            }),
         }
     }
 
@@ -576,16 +604,11 @@ impl DistInner {
             Frame::SpawnReply {
                 result: Err(failure),
                 ..
-            } => Err(match failure {
-                SpawnFailure::NoModule(m) => SpawnError::NoModule(m),
-                SpawnFailure::ProcessLimit(max) => SpawnError::ProcessLimit(max),
-                SpawnFailure::ArgsTooLarge { size, max } => SpawnError::ArgsTooLarge {
-                    size: size as usize,
-                    max: max as usize,
-                },
-            }),
+            } => Err(failure.into()),
             other => Err(SpawnError::NoConnection(format!(
-                "unexpected reply {other:?}"
+                "{} answered a spawn with {}",
+                peer.name,
+                other.kind()
             ))),
         }
     }
@@ -630,7 +653,7 @@ impl DistInner {
         } else {
             tracing::warn!(node = %peer.name, reason = %why, "node down");
         }
-        self.pg_node_down(peer);
+        self.services_peer_down(peer);
         let Some(node) = self.node() else { return };
         let stakes = std::mem::take(&mut *peer.stakes.lock().expect("stakes poisoned"));
         let lost: std::sync::Arc<str> = reason::NOCONNECTION.into();

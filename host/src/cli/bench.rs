@@ -9,63 +9,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use molt_abi::{Pid, codec, reason, tag};
-use serde::Serialize;
 
-use crate::code::{LoadOptions, UpgradeMode};
-use crate::config::NodeConfig;
-use crate::dist::{DistConfig, Distribution};
+pub use crate::bench_wire::{BenchArgs, BenchPing};
 use crate::guest_build;
-use crate::runtime::{HostMailbox, Node};
-
-/// The init arguments of `examples/bench-guest`, mirrored here so the host
-/// need not link a guest crate. A test in `tests/` checks both encode alike.
-#[derive(Serialize, Debug, Clone)]
-pub enum BenchArgs {
-    /// Wait for ever.
-    Idle,
-    /// Answer each `Ping` with a `Pong`.
-    Ponger,
-    /// Play `rounds` round trips with `ponger`, then exit normally.
-    Pinger {
-        /// The ponger.
-        ponger: Pid,
-        /// Round trips.
-        rounds: u64,
-    },
-    /// Take `expect` blobs, acknowledging every `ack_every`, then exit.
-    Sink {
-        /// Blobs to take.
-        expect: u64,
-        /// Acknowledge every this many.
-        ack_every: u64,
-    },
-    /// Send `count` blobs of about `payload_bytes` to `sink`, at most
-    /// `window` unacknowledged.
-    Sender {
-        /// The sink.
-        sink: Pid,
-        /// Blobs to send.
-        count: u64,
-        /// Most unacknowledged blobs.
-        window: u64,
-        /// Approximate encoded size of each blob.
-        payload_bytes: u32,
-    },
-}
-
-/// The `Ping` of `examples/bench-guest`'s `BenchMsg` (variant 0), and the
-/// encoding of its `Pong` (variant 1): the host plays the pinger in the
-/// remote latency figure. Checked against the guest's type in `tests/`.
-#[derive(Serialize, Debug, Clone)]
-pub enum BenchPing {
-    /// `BenchMsg::Ping { from }`.
-    Ping {
-        /// Who to answer.
-        from: Pid,
-    },
-    /// `BenchMsg::Pong`.
-    Pong,
-}
+use molt_host::NodeConfig;
+use molt_host::code::{LoadOptions, UpgradeMode};
+use molt_host::net::{DistConfig, Distribution};
+use molt_host::{HostMailbox, Node};
 
 /// What to measure.
 #[derive(clap::Args, Debug, Clone)]
@@ -228,7 +178,7 @@ impl Versions {
     fn next(&mut self) -> Vec<u8> {
         self.next += 1;
         let version = format!("0.1.0-bench.{}", self.next);
-        crate::code::analyze::restamp(&self.bytes, MODULE, &version)
+        molt_host::code::analyze::restamp(&self.bytes, MODULE, &version)
             .expect("bench-guest is a well-formed module")
     }
 }
@@ -408,15 +358,19 @@ async fn remote_pingpong_run(a: &Node, da: &Distribution, rounds: u64) -> Result
     let ping = codec::encode(&BenchPing::Ping {
         from: mailbox.pid(),
     });
+    let pong = codec::encode(&BenchPing::Pong);
     let mut samples = Vec::with_capacity(rounds as usize);
     for _ in 0..rounds {
         let start = Instant::now();
         mailbox.send(ponger, tag::DATA, molt_abi::Ref::NONE, ping.clone())?;
-        mailbox
+        let reply = mailbox
             .recv(Duration::from_secs(10))
             .await
             .context("no pong within 10 s")?;
         samples.push(start.elapsed().as_secs_f64() * 1e6);
+        if *reply.payload != *pong {
+            bail!("the ponger answered something else than a pong");
+        }
     }
     mailbox.exit(ponger, reason::KILL);
     samples.sort_by(|x, y| x.total_cmp(y));

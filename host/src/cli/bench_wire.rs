@@ -1,0 +1,57 @@
+//! What `molt bench` sends `examples/bench-guest`: mirrors of the guest's
+//! init arguments and of its ping and pong, so the binary need not link a
+//! guest crate. The end-to-end tests include this file and check that both
+//! encode alike.
+
+use molt_abi::Pid;
+use serde::Serialize;
+
+/// The init arguments of `examples/bench-guest`, mirrored here so the host
+/// need not link a guest crate. A test in `tests/` checks both encode alike.
+#[derive(Serialize, Debug, Clone)]
+pub enum BenchArgs {
+    /// Wait for ever.
+    Idle,
+    /// Answer each `Ping` with a `Pong`.
+    Ponger,
+    /// Play `rounds` round trips with `ponger`, then exit normally.
+    Pinger {
+        /// The ponger.
+        ponger: Pid,
+        /// Round trips.
+        rounds: u64,
+    },
+    /// Take `expect` blobs, acknowledging every `ack_every`, then exit.
+    Sink {
+        /// Blobs to take.
+        expect: u64,
+        /// Acknowledge every this many.
+        ack_every: u64,
+    },
+    /// Send `count` blobs of about `payload_bytes` to `sink`, at most
+    /// `window` unacknowledged.
+    Sender {
+        /// The sink.
+        sink: Pid,
+        /// Blobs to send.
+        count: u64,
+        /// Most unacknowledged blobs.
+        window: u64,
+        /// Approximate encoded size of each blob.
+        payload_bytes: u32,
+    },
+}
+
+/// The `Ping` of `examples/bench-guest`'s `BenchMsg` (variant 0), and the
+/// encoding of its `Pong` (variant 1): the host plays the pinger in the
+/// remote latency figure. Checked against the guest's type in `tests/`.
+#[derive(Serialize, Debug, Clone)]
+pub enum BenchPing {
+    /// `BenchMsg::Ping { from }`.
+    Ping {
+        /// Who to answer.
+        from: Pid,
+    },
+    /// `BenchMsg::Pong`.
+    Pong,
+}

@@ -1,0 +1,239 @@
+//! `molt`: run, inspect, build and benchmark molt modules, start nodes and
+//! talk to running ones. Argument parsing and printing only: the node is
+//! the `molt_host` library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use molt_host::NodeConfig;
+use tracing_subscriber::EnvFilter;
+
+mod bench;
+mod bench_wire;
+mod code;
+mod demo_upgrade;
+mod guest_build;
+mod inspect;
+mod node;
+mod remote;
+mod run;
+
+use self::remote::Remote;
+
+/// An Erlang-style process host for WebAssembly.
+#[derive(Parser)]
+#[command(name = "molt", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    limits: Limits,
+}
+
+/// Node limits, each with the default of `NodeConfig`.
+#[derive(clap::Args)]
+struct Limits {
+    /// Most processes alive at once.
+    #[arg(long, global = true)]
+    processes_max: Option<u32>,
+    /// Most linear memory per process, in bytes.
+    #[arg(long, global = true)]
+    memory_bytes_max: Option<u64>,
+    /// Most messages waiting in one mailbox.
+    #[arg(long, global = true)]
+    mailbox_len_max: Option<usize>,
+    /// Largest message, in bytes.
+    #[arg(long, global = true)]
+    message_bytes_max: Option<usize>,
+    /// Largest module file, in bytes.
+    #[arg(long, global = true)]
+    module_bytes_max: Option<usize>,
+    /// Map instance memory copy-on-write from a shared image instead of
+    /// copying data segments (better for guests with large data).
+    #[arg(long, global = true)]
+    memory_images_cow: bool,
+    /// Keep compiled modules in DIR too, so a restarted node does not
+    /// compile again what it compiled before.
+    #[arg(long, global = true, value_name = "DIR")]
+    compile_cache_dir: Option<PathBuf>,
+}
+
+impl Limits {
+    fn apply(&self, mut config: NodeConfig) -> NodeConfig {
+        if let Some(v) = self.processes_max {
+            config.processes_max = v;
+        }
+        if let Some(v) = self.memory_bytes_max {
+            config.memory_bytes_max = v;
+        }
+        if let Some(v) = self.mailbox_len_max {
+            config.mailbox_len_max = v;
+        }
+        if let Some(v) = self.message_bytes_max {
+            config.message_bytes_max = v;
+        }
+        if let Some(v) = self.module_bytes_max {
+            config.module_bytes_max = v;
+        }
+        config.memory_images_cow |= self.memory_images_cow;
+        if let Some(dir) = &self.compile_cache_dir {
+            config.compile_cache_dir = Some(dir.clone());
+        }
+        config
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a node, spawn the module's entry process, and exit when it
+    /// exits (0 on a normal exit, 1 otherwise). Modules it spawns by name
+    /// are loaded from the module's directory and `--path` directories.
+    Run {
+        /// The module file.
+        module: PathBuf,
+        /// Arguments, passed to the entry process as its init arguments: a
+        /// `Vec<String>` (empty if none), like `std::env::args`.
+        args: Vec<String>,
+        /// More directories to load modules from.
+        #[arg(long)]
+        path: Vec<PathBuf>,
+    },
+    /// Start a long-running node that other nodes can join.
+    Node(node::NodeArgs),
+    /// List the nodes a running node is connected to.
+    Nodes {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List the processes of a running node.
+    Ps {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Check that a running node answers (`pong`) or not (`pang`).
+    Ping {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Spawn a process of a loaded module on a running node; its init
+    /// arguments are ARGS as a `Vec<String>`.
+    Spawn {
+        #[command(flatten)]
+        remote: Remote,
+        /// The module.
+        module: String,
+        /// Arguments for the entry process.
+        args: Vec<String>,
+    },
+    /// Load, modules, purge, delete, suspend, resume, upgrade.
+    #[command(flatten)]
+    Code(code::CodeCommand),
+    /// Send a text message (a `String`, tag DATA unless --tag) to a
+    /// registered process of a running node.
+    Send {
+        #[command(flatten)]
+        remote: Remote,
+        /// The registered name.
+        name: String,
+        /// The text.
+        text: String,
+        /// The message tag.
+        #[arg(long, default_value_t = molt_abi::tag::DATA)]
+        tag: u32,
+    },
+    /// Print a module's name, version, kind, exports and imports, and
+    /// whether it satisfies the ABI.
+    Inspect {
+        /// The module file.
+        module: PathBuf,
+    },
+    /// Build a guest crate for wasm32 (`cargo build --release --target
+    /// wasm32-unknown-unknown`) and print the module files.
+    Build {
+        /// The crate's directory.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Build the example guests and run the demo: spawn, messages, a crash
+    /// caught by a link, a monitor, the same across two nodes, and a live
+    /// upgrade of running counters to a new version.
+    Demo,
+    /// Measure spawn, memory per process and message passing.
+    Bench(bench::BenchCli),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Commands that talk to a running node print results, not the life of
+    // their own short-lived node.
+    let quiet = matches!(
+        cli.command,
+        Command::Nodes { .. }
+            | Command::Ps { .. }
+            | Command::Ping { .. }
+            | Command::Spawn { .. }
+            | Command::Send { .. }
+            | Command::Code(_)
+    );
+    let default_level = if quiet { "warn" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
+        .with_target(false)
+        .init();
+    let config = cli.limits.apply(NodeConfig::default());
+    match dispatch(cli.command, config) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("molt: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the scheduler")
+}
+
+fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
+    match command {
+        Command::Run { module, args, path } => {
+            let args = molt_abi::codec::encode(&args);
+            runtime()?.block_on(run::run(config, module, args, path))
+        }
+        Command::Node(args) => runtime()?.block_on(node::node(config, args)),
+        remote @ (Command::Nodes { .. }
+        | Command::Ps { .. }
+        | Command::Ping { .. }
+        | Command::Spawn { .. }
+        | Command::Send { .. }) => runtime()?.block_on(remote::remote_command(remote)),
+        Command::Code(command) => runtime()?.block_on(code::run(command)),
+        Command::Inspect { module } => inspect::inspect(module),
+        Command::Build { dir } => {
+            for file in guest_build::build_crate(&dir)? {
+                println!("{}", file.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo => {
+            eprintln!("building the example guests...");
+            let dir = guest_build::build_workspace_guests(&[
+                "counter",
+                "counter-v2",
+                "crash-demo",
+                "ping-pong",
+            ])?;
+            runtime()?.block_on(run::demo(config, dir))
+        }
+        Command::Bench(args) => {
+            runtime()?.block_on(bench::run(config, args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

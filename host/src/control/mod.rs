@@ -1,0 +1,537 @@
+//! The control layer: one typed API over a node and its cluster, for the
+//! CLI, embedders, and (later) the HTTP API and dashboard.
+//!
+//! [`Control`] answers the operator's questions about any node of the
+//! cluster (its processes, its connected nodes, its modules and code
+//! events) and runs code operations on one node or on all of them (a load,
+//! the two phases of a cluster-wide load, purge, delete, system requests),
+//! and it starts directory watchers. A question about this node is
+//! answered here, directly; a question about another node travels to that
+//! node's control services (`code_service`, `info_service`) over the
+//! network layer's service seam, and its answer (or its typed error)
+//! comes back as the same Rust values as a local one.
+//!
+//! Invariant: the control layer changes code only through the node's own
+//! API (`Node::install`, `Node::purge`, ...), the same way for a local and
+//! a remote request; it keeps no state of its own but the versions staged
+//! between the two phases of a cluster-wide load.
+
+mod code_service;
+mod info_service;
+mod rollout;
+pub mod watch;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use molt_abi::Pid;
+
+use self::code_service::CodeService;
+pub use self::code_service::{CODE_REQUESTS_MAX, STAGED_MAX, SYS_PIDS_MAX, SYS_TIMEOUT_MS_MAX};
+use self::info_service::InfoService;
+pub use self::rollout::{NodeFailure, RolloutError, RolloutEvent};
+use crate::code::{CodeEvent, LoadError, LoadOptions, ModuleInfo, Purge, PurgeError};
+use crate::net::wire::{CodeAnswer, CodeOp, InfoReply, InfoRequest, WireCodeError};
+pub use crate::net::wire::{Prepared, Purged, Switched};
+use crate::net::{
+    CallError, ConnectError, Distribution, RegisterError, RequestError, ServiceClient,
+};
+use crate::runtime::{
+    Node, NodeStats, ProcessInfo, SendError, SpawnError, SysError, SysOp, SysOutcome,
+};
+
+/// A node's modules and its recent code events (`molt modules`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModuleReport {
+    /// Every module, sorted by name.
+    pub modules: Vec<ModuleInfo>,
+    /// Recent loads, purges, refusals and failed upgrades, oldest first.
+    pub events: Vec<CodeEvent>,
+}
+
+/// Why a code operation failed, on the node that ran it or on the way
+/// there. A refusal from another node arrives as the same variant it was
+/// there: a remote `not_purged` is `CodeError::Load(LoadError::NotPurged
+/// { .. })`.
+#[derive(Debug, thiserror::Error)]
+pub enum CodeError {
+    /// The module was refused (or its install failed).
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A purge or delete failed.
+    #[error(transparent)]
+    Purge(#[from] PurgeError),
+    /// No version with this hash waits for its commit there: dropped past
+    /// [`STAGED_MAX`], aborted, or committed already.
+    #[error(
+        "not staged: no version with hash {} waits here (dropped past STAGED_MAX = {STAGED_MAX}, aborted, or committed already)",
+        short(.0)
+    )]
+    NotStaged(String),
+    /// The node runs [`CODE_REQUESTS_MAX`] code requests already.
+    #[error("busy: {0} code requests are running (CODE_REQUESTS_MAX)")]
+    Busy(usize),
+    /// More pids than one system request may name.
+    #[error("{pids} pids in one request; SYS_PIDS_MAX is {max}")]
+    TooManyPids {
+        /// Pids named.
+        pids: usize,
+        /// [`SYS_PIDS_MAX`].
+        max: usize,
+    },
+    /// The request could not run there (its task failed).
+    #[error("{0}")]
+    Failed(String),
+    /// The node did not answer.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// The node answered with something else than the operation's answer.
+    #[error("{node} answered {what} with {answer}")]
+    Unexpected {
+        /// The node.
+        node: String,
+        /// The operation.
+        what: &'static str,
+        /// What it answered.
+        answer: String,
+    },
+}
+
+/// The first 16 hex digits of a hash, as versions without a section show it.
+fn short(hash: &str) -> &str {
+    hash.get(..16).unwrap_or(hash)
+}
+
+impl From<WireCodeError> for CodeError {
+    fn from(e: WireCodeError) -> CodeError {
+        match e {
+            WireCodeError::Load(e) => CodeError::Load(e.into()),
+            WireCodeError::Purge(e) => CodeError::Purge(e.into()),
+            WireCodeError::NotStaged(hash) => CodeError::NotStaged(hash),
+            WireCodeError::Busy(max) => CodeError::Busy(max as usize),
+            WireCodeError::TooManyPids(pids, max) => CodeError::TooManyPids {
+                pids: pids as usize,
+                max: max as usize,
+            },
+            WireCodeError::Failed(why) => CodeError::Failed(why),
+        }
+    }
+}
+
+/// A code error as it travels says what the error it came from says.
+impl std::fmt::Display for WireCodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        CodeError::from(self.clone()).fmt(f)
+    }
+}
+
+impl std::error::Error for WireCodeError {}
+
+impl From<CallError<WireCodeError>> for CodeError {
+    fn from(e: CallError<WireCodeError>) -> CodeError {
+        match e {
+            CallError::Remote(e) => e.into(),
+            CallError::Request(e) => CodeError::Request(e),
+        }
+    }
+}
+
+/// One typed API over a node and, if it has one, its distribution layer.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Control {
+    node: Node,
+    dist: Option<Distribution>,
+    /// This node's code service: runs local requests, answers remote ones.
+    code: Arc<CodeService>,
+    code_client: Option<ServiceClient<CodeService>>,
+    info_client: Option<ServiceClient<InfoService>>,
+}
+
+impl Control {
+    /// Control of a node that is not in a cluster: every operation names
+    /// this node.
+    pub fn local(node: Node) -> Control {
+        Control {
+            code: Arc::new(CodeService::new(&node)),
+            node,
+            dist: None,
+            code_client: None,
+            info_client: None,
+        }
+    }
+
+    /// Control of a node in a cluster. The first call for a distribution
+    /// registers the control services with it, so that other nodes can
+    /// ask this one; later calls share them.
+    pub fn new(node: Node, dist: Distribution) -> Result<Control, RegisterError> {
+        let (code, code_client) = dist.service_or_register(|| CodeService::new(&node))?;
+        let (_, info_client) = dist.service_or_register(|| InfoService::new(&node, &dist))?;
+        Ok(Control {
+            node,
+            dist: Some(dist),
+            code,
+            code_client: Some(code_client),
+            info_client: Some(info_client),
+        })
+    }
+
+    /// The node.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Its distribution layer, if it is in a cluster.
+    pub fn distribution(&self) -> Option<&Distribution> {
+        self.dist.as_ref()
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        &self.node.config().name
+    }
+
+    fn is_here(&self, node: &str) -> bool {
+        node == self.name()
+    }
+
+    /// This node's counters.
+    pub fn stats(&self) -> NodeStats {
+        self.node.stats()
+    }
+
+    /// The live processes of `node`, sorted by pid.
+    pub async fn processes(&self, node: &str) -> Result<Vec<ProcessInfo>, RequestError> {
+        if self.is_here(node) {
+            return Ok(self.node.processes());
+        }
+        match self.info(node, InfoRequest::Processes).await? {
+            InfoReply::Processes(rows) => Ok(rows.into_iter().map(Into::into).collect()),
+            other => Err(unexpected_info(node, other)),
+        }
+    }
+
+    /// The visible nodes `node` is connected to (`molt nodes`). Their
+    /// addresses are learnt too, so this node (hidden, say) can reach them.
+    pub async fn nodes(&self, node: &str) -> Result<Vec<String>, RequestError> {
+        let nodes = if self.is_here(node) {
+            match &self.dist {
+                Some(dist) => dist.nodes_with_addresses(),
+                None => Vec::new(),
+            }
+        } else {
+            match self.info(node, InfoRequest::Nodes).await? {
+                InfoReply::Nodes(nodes) => nodes,
+                other => return Err(unexpected_info(node, other)),
+            }
+        };
+        if let Some(dist) = &self.dist {
+            for (name, addr) in &nodes {
+                if let Ok(addr) = addr.parse() {
+                    dist.learn_address(name, addr);
+                }
+            }
+        }
+        Ok(nodes.into_iter().map(|(name, _)| name).collect())
+    }
+
+    async fn info(&self, node: &str, request: InfoRequest) -> Result<InfoReply, RequestError> {
+        let client = self
+            .info_client
+            .as_ref()
+            .ok_or_else(|| not_in_cluster(node))?;
+        client.call(node, &request).await.map_err(|e| match e {
+            CallError::Remote(never) => match never {},
+            CallError::Request(e) => e,
+        })
+    }
+
+    /// Run a code request on `node`: here if it is this node, else on that
+    /// node over its connection.
+    async fn code(&self, node: &str, op: CodeOp) -> Result<CodeAnswer, CodeError> {
+        if self.is_here(node) {
+            return Ok(self.code.run(op).await?);
+        }
+        let client = self
+            .code_client
+            .as_ref()
+            .ok_or_else(|| not_in_cluster(node))?;
+        let dist = self.dist.as_ref().expect("a client has a distribution");
+        let timeout = match &op {
+            CodeOp::Sys { timeout_ms, .. } => {
+                Duration::from_millis((*timeout_ms).min(SYS_TIMEOUT_MS_MAX))
+                    + dist.config().request_timeout
+            }
+            _ => dist.config().code_request_timeout,
+        };
+        Ok(client.call_within(node, timeout, &op).await?)
+    }
+
+    /// Load module bytes on `node` with the default options (soft purge,
+    /// eager upgrade); loading the current bytes again changes nothing.
+    /// Returns the module's name and version there. `name` names a module
+    /// without a `molt.module` section.
+    pub async fn load_on(
+        &self,
+        node: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(String, String), CodeError> {
+        let switched = self
+            .load_on_with(node, name, bytes, LoadOptions::default())
+            .await?;
+        Ok((switched.module, switched.version))
+    }
+
+    /// Load module bytes on `node` alone, as `options` say.
+    pub async fn load_on_with(
+        &self,
+        node: &str,
+        name: &str,
+        bytes: Vec<u8>,
+        options: LoadOptions,
+    ) -> Result<Switched, CodeError> {
+        let op = CodeOp::Load {
+            name: name.to_string(),
+            bytes,
+            options: options.into(),
+        };
+        match self.code(node, op).await? {
+            CodeAnswer::Switched(s) => Ok(s),
+            other => Err(unexpected(node, "a load", other)),
+        }
+    }
+
+    /// Phase one of a cluster-wide load, on one node: compile, check that
+    /// installing with `purge` would switch now, and stage the version for
+    /// [`commit_on`](Self::commit_on).
+    pub async fn prepare_on(
+        &self,
+        node: &str,
+        name: &str,
+        bytes: Vec<u8>,
+        purge: Purge,
+    ) -> Result<Prepared, CodeError> {
+        let op = CodeOp::Prepare {
+            name: name.to_string(),
+            bytes,
+            purge: purge.into(),
+        };
+        match self.code(node, op).await? {
+            CodeAnswer::Prepared(p) => Ok(p),
+            other => Err(unexpected(node, "a prepare", other)),
+        }
+    }
+
+    /// Phase two, on one node: make the staged version with `hash` current.
+    pub async fn commit_on(
+        &self,
+        node: &str,
+        hash: &str,
+        options: LoadOptions,
+    ) -> Result<Switched, CodeError> {
+        let op = CodeOp::Commit {
+            hash: hash.to_string(),
+            options: options.into(),
+        };
+        match self.code(node, op).await? {
+            CodeAnswer::Switched(s) => Ok(s),
+            other => Err(unexpected(node, "a commit", other)),
+        }
+    }
+
+    /// Drop the version staged on `node` with `hash`; whether there was
+    /// one.
+    pub async fn abort_on(&self, node: &str, hash: &str) -> Result<bool, CodeError> {
+        let op = CodeOp::Abort {
+            hash: hash.to_string(),
+        };
+        match self.code(node, op).await? {
+            CodeAnswer::Aborted(staged) => Ok(staged),
+            other => Err(unexpected(node, "an abort", other)),
+        }
+    }
+
+    /// The modules of `node` and its recent code events (`molt modules`).
+    pub async fn modules_of(&self, node: &str) -> Result<ModuleReport, CodeError> {
+        match self.code(node, CodeOp::Modules).await? {
+            CodeAnswer::Modules(modules, events) => Ok(ModuleReport {
+                modules: modules.into_iter().map(Into::into).collect(),
+                events: events.into_iter().map(Into::into).collect(),
+            }),
+            other => Err(unexpected(node, "a module list", other)),
+        }
+    }
+
+    /// Purge the old version of `module` on `node`: kill its processes, or
+    /// with `soft` refuse if it has any.
+    pub async fn purge_on(
+        &self,
+        node: &str,
+        module: &str,
+        soft: bool,
+    ) -> Result<Purged, CodeError> {
+        let op = CodeOp::Purge {
+            module: module.to_string(),
+            soft,
+        };
+        match self.code(node, op).await? {
+            CodeAnswer::Purged(p) => Ok(p),
+            other => Err(unexpected(node, "a purge", other)),
+        }
+    }
+
+    /// Make the current version of `module` on `node` old (Erlang's
+    /// `delete`); returns that version, `None` if there was no current.
+    pub async fn delete_on(&self, node: &str, module: &str) -> Result<Option<String>, CodeError> {
+        let op = CodeOp::Delete {
+            module: module.to_string(),
+        };
+        match self.code(node, op).await? {
+            CodeAnswer::Deleted(version) => Ok(version),
+            other => Err(unexpected(node, "a delete", other)),
+        }
+    }
+
+    /// Suspend, resume or upgrade processes of `node`; one result per pid,
+    /// each within `timeout` (at most [`SYS_TIMEOUT_MS_MAX`] ms).
+    pub async fn sys_on(
+        &self,
+        node: &str,
+        op: SysOp,
+        pids: Vec<Pid>,
+        timeout: Duration,
+    ) -> Result<Vec<Result<SysOutcome, SysError>>, CodeError> {
+        let request = CodeOp::Sys {
+            op: op.into(),
+            pids,
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        match self.code(node, request).await? {
+            CodeAnswer::Sys(results) => Ok(results.into_iter().map(Into::into).collect()),
+            other => Err(unexpected(node, "a system request", other)),
+        }
+    }
+
+    /// Connect to `name@host:port` (and, through it, to the rest of its
+    /// cluster).
+    pub async fn join(&self, address: &str) -> Result<(), ConnectError> {
+        self.cluster(address)?.join(address).await
+    }
+
+    /// Erlang's `net_adm:ping`: whether `node` answers, and how fast.
+    pub async fn ping(&self, node: &str) -> Result<Duration, RequestError> {
+        if self.is_here(node) {
+            return Ok(Duration::ZERO);
+        }
+        self.cluster(node)?.ping(node).await
+    }
+
+    /// Spawn `module` on `node` with init arguments `args` (neither linked
+    /// nor monitored).
+    pub async fn spawn(&self, node: &str, module: &str, args: Vec<u8>) -> Result<Pid, SpawnError> {
+        let mut mailbox = self.node.mailbox()?;
+        if self.is_here(node) {
+            return mailbox
+                .spawn(module, args, false, false)
+                .map(|(pid, _)| pid);
+        }
+        let dist = self
+            .cluster(node)
+            .map_err(|e| SpawnError::NoConnection(e.to_string()))?;
+        let (pid, _) = dist
+            .spawn_from(&mut mailbox, node, module, args, false, false)
+            .await?;
+        Ok(pid)
+    }
+
+    /// Send `payload` with `tag` to the process registered as `name` on
+    /// `node`, and wait until it has been delivered there (or dropped, if
+    /// no process has the name).
+    pub async fn send_named(
+        &self,
+        node: &str,
+        name: &str,
+        tag: u32,
+        payload: Vec<u8>,
+    ) -> Result<(), SendNamedError> {
+        let mut mailbox = self.node.mailbox()?;
+        if self.is_here(node) {
+            let to = self
+                .node
+                .whereis(name)
+                .ok_or_else(|| SendNamedError::NotRegistered(name.to_string()))?;
+            mailbox.send(to, tag, molt_abi::Ref::NONE, payload)?;
+            return Ok(());
+        }
+        let dist = self.cluster(node)?;
+        dist.send_named(mailbox.pid(), node, name, tag, payload)
+            .await?;
+        // The ping follows the message on the control stream: when it is
+        // answered, the message has been delivered.
+        dist.ping(node).await?;
+        Ok(())
+    }
+
+    /// Close this node's connections and wait (briefly) until the peers
+    /// know: the last step of a short-lived node such as the CLI's.
+    pub async fn disconnect(&self) {
+        if let Some(dist) = &self.dist {
+            dist.stop().await;
+        }
+    }
+
+    fn cluster(&self, node: &str) -> Result<&Distribution, ConnectError> {
+        self.dist
+            .as_ref()
+            .ok_or_else(|| ConnectError::UnknownNode(node.to_string()))
+    }
+
+    /// Watch `dir` for `.wasm` files and load each on this node as it is
+    /// created or rewritten (see [`watch`]).
+    pub fn watch(&self, dir: &Path) -> Result<watch::Watcher, watch::WatchError> {
+        watch::watch(self.node.clone(), dir)
+    }
+}
+
+fn not_in_cluster(node: &str) -> RequestError {
+    RequestError::Connect(ConnectError::UnknownNode(node.to_string()))
+}
+
+/// Why a named send failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendNamedError {
+    /// No process has the name (on this node; another node drops such a
+    /// message without saying).
+    #[error("no process is registered as `{0}`")]
+    NotRegistered(String),
+    /// The message could not be sent.
+    #[error(transparent)]
+    Send(#[from] SendError),
+    /// The node could not be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The node did not confirm delivery.
+    #[error(transparent)]
+    Request(#[from] RequestError),
+    /// This node is stopping or at its process limit.
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+}
+
+fn unexpected(node: &str, what: &'static str, answer: CodeAnswer) -> CodeError {
+    CodeError::Unexpected {
+        node: node.to_string(),
+        what,
+        answer: format!("{answer:?}"),
+    }
+}
+
+fn unexpected_info(node: &str, answer: InfoReply) -> RequestError {
+    RequestError::MalformedReply {
+        node: node.to_string(),
+        service: "info",
+        why: format!("answered {answer:?}"),
+    }
+}
