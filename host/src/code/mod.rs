@@ -15,11 +15,23 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use wasmtime::{Engine, InstancePre, Linker, Module};
+use std::any::Any;
+
+use wasmtime::{Engine, Module};
 
 pub use analyze::{Identity, ModuleKind, Problem, Report};
 
-use crate::runtime::ProcState;
+/// A compiled module linked for fast instantiation, as the runtime made it
+/// (wasmtime's `InstancePre` of the runtime's store type). Opaque here: the
+/// code server keeps it and hands it back, and never names the runtime.
+pub(crate) type Linked = Arc<dyn Any + Send + Sync>;
+
+/// How compiled modules are linked against the host functions: given by
+/// the runtime, which owns the store type and the linker.
+pub(crate) trait PreLink: Send + Sync {
+    /// Link `module`; an error means it cannot be instantiated here.
+    fn pre_link(&self, module: &Module) -> Result<Linked, wasmtime::Error>;
+}
 
 /// One compiled, linked version of a module.
 pub struct ModuleVersion {
@@ -29,7 +41,7 @@ pub struct ModuleVersion {
     pub kind: ModuleKind,
     /// Size of the module file.
     pub size_bytes: usize,
-    pub(crate) pre: InstancePre<ProcState>,
+    pub(crate) pre: Linked,
     /// Processes running this version (spawned on it or migrated to it).
     processes: AtomicUsize,
     /// Woken when `processes` drops to zero (a purge waits for it).
@@ -346,7 +358,7 @@ impl Cache {
 /// Modules loaded on a node, by name.
 pub struct CodeServer {
     engine: Engine,
-    linker: Arc<Linker<ProcState>>,
+    linker: Arc<dyn PreLink>,
     module_bytes_max: usize,
     modules_max: usize,
     modules: RwLock<HashMap<String, Slot>>,
@@ -369,7 +381,7 @@ pub enum Compiled {
 impl CodeServer {
     pub(crate) fn new(
         engine: Engine,
-        linker: Arc<Linker<ProcState>>,
+        linker: Arc<dyn PreLink>,
         module_bytes_max: usize,
         modules_max: usize,
         compiled_cache_max: usize,
@@ -452,7 +464,7 @@ impl CodeServer {
         };
         let pre = self
             .linker
-            .instantiate_pre(&module)
+            .pre_link(&module)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
         let version = Arc::new(ModuleVersion::new(report.identity, kind, bytes.len(), pre));
         self.cache
@@ -770,12 +782,7 @@ impl CodeServer {
 }
 
 impl ModuleVersion {
-    fn new(
-        identity: Identity,
-        kind: ModuleKind,
-        size_bytes: usize,
-        pre: InstancePre<ProcState>,
-    ) -> Self {
+    fn new(identity: Identity, kind: ModuleKind, size_bytes: usize, pre: Linked) -> Self {
         ModuleVersion {
             identity,
             kind,

@@ -14,7 +14,8 @@ use std::sync::{Arc, Weak};
 
 use molt_abi::{exports, reason};
 use wasmtime::{
-    Instance, Memory, ResourceLimiter, Store, StoreContextMut, TypedFunc, UpdateDeadline,
+    Instance, InstancePre, Memory, ResourceLimiter, Store, StoreContextMut, TypedFunc,
+    UpdateDeadline,
 };
 
 use super::cell::{Message, Reason};
@@ -627,7 +628,10 @@ async fn instantiate(
     store: &mut Store<ProcState>,
     version: &ModuleVersion,
 ) -> wasmtime::Result<Instance> {
-    let instance = match version.pre.instantiate_async(&mut *store).await {
+    let Some(pre) = version.pre.downcast_ref::<InstancePre<ProcState>>() else {
+        unreachable!("the runtime's PreLink links every version");
+    };
+    let instance = match pre.instantiate_async(&mut *store).await {
         Ok(instance) => instance,
         // A signal that ended the process during instantiation keeps its reason.
         Err(e) if e.downcast_ref::<ProcessExit>().is_some() => return Err(e),

@@ -44,7 +44,7 @@ use self::pg::ProcessGroups;
 use self::registry::Registry;
 use self::table::ProcessTable;
 use self::timers::Timers;
-use crate::code::CodeServer;
+use crate::code::{CodeServer, Linked, PreLink};
 use crate::config::NodeConfig;
 use crate::engine::{self, EngineError};
 
@@ -243,6 +243,15 @@ pub struct Node {
     inner: Arc<NodeInner>,
 }
 
+/// The host functions, as the code server links new modules against them.
+struct HostLinker(Linker<ProcState>);
+
+impl PreLink for HostLinker {
+    fn pre_link(&self, module: &wasmtime::Module) -> Result<Linked, wasmtime::Error> {
+        Ok(Arc::new(self.0.instantiate_pre(module)?))
+    }
+}
+
 /// A [`Node`] that may have stopped.
 #[derive(Clone)]
 pub(crate) struct WeakNode(std::sync::Weak<NodeInner>);
@@ -273,7 +282,7 @@ impl Node {
         host_fns::register(&mut linker).map_err(StartError::Link)?;
         let code = CodeServer::new(
             engine.clone(),
-            Arc::new(linker),
+            Arc::new(HostLinker(linker)),
             config.module_bytes_max,
             config.modules_max,
             config.compiled_cache_max,
