@@ -7,6 +7,7 @@ mod limits;
 mod messaging;
 mod otp;
 mod pg;
+mod service;
 mod signals;
 mod supervisor;
 mod upgrade;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use super::frame::{FrameDecoder, PREFIX_BYTES};
-use super::handshake::{self, Handshake, LocalInfo, PeerInfo, Role, Status};
+use super::handshake::{self, Handshake, LocalInfo, NotAdmitted, PeerInfo, Role, Status};
 use super::lane::Lane;
 use super::peer::Peer;
 use super::{ConnectError, DistConfig, DistInner, node_id, tls};
@@ -67,9 +67,10 @@ impl DistInner {
             let reason = format!("the node at {addr} is {}, not {name}", peer.name);
             peer.connection.close(1u32.into(), reason.as_bytes());
             self.forget(&peer);
-            return Err(ConnectError::Refused {
+            return Err(ConnectError::WrongNode {
                 node: name.to_string(),
-                reason,
+                addr,
+                found: peer.name.clone(),
             });
         }
         Ok(peer)
@@ -85,7 +86,7 @@ impl DistInner {
         role: Role,
     ) -> Result<Arc<Peer>, ConnectError> {
         let remote = connection.remote_address();
-        let refused = |reason: String| ConnectError::Refused {
+        let broken = |reason: String| ConnectError::Handshake {
             node: remote.to_string(),
             reason,
         };
@@ -96,12 +97,12 @@ impl DistInner {
             let why = connection
                 .close_reason()
                 .map_or_else(|| e.to_string(), |c| c.to_string());
-            refused(format!("the peer closed the handshake: {why}"))
+            broken(format!("the peer closed the handshake: {why}"))
         };
         let mut exporter = [0u8; 32];
         connection
             .export_keying_material(&mut exporter, b"molt-dist-1", b"")
-            .map_err(|_| refused("cannot export TLS keying material".to_string()))?;
+            .map_err(|_| broken("cannot export TLS keying material".to_string()))?;
         let local = LocalInfo {
             name: self.name.clone(),
             incarnation: self.incarnation,
@@ -125,7 +126,8 @@ impl DistInner {
             .then(|| tls::presented_leaf(connection.peer_identity()));
         let mut admit = |info: &PeerInfo| {
             if let Some(leaf) = &presented {
-                tls::check_peer_names(leaf.as_ref(), &info.name)?;
+                tls::check_peer_names(leaf.as_ref(), &info.name)
+                    .map_err(NotAdmitted::Certificate)?;
             }
             self.admit(info)
         };
@@ -143,7 +145,7 @@ impl DistInner {
                 Err(_) => hs.poll_timeout(Instant::now()),
                 Ok(Ok(Some(message))) => hs.receive(&message, &mut admit),
                 Ok(Ok(None)) => {
-                    return Err(refused("the peer closed the handshake".to_string()));
+                    return Err(broken("the peer closed the handshake".to_string()));
                 }
                 Ok(Err(e)) => return Err(lost(&e)),
             };
@@ -164,7 +166,10 @@ impl DistInner {
                         // The acceptor's refusals are logged by accept_loop.
                         tracing::warn!(peer = %remote, "node handshake refused: {why}");
                     }
-                    return Err(refused(why.to_string()));
+                    return Err(ConnectError::Refused {
+                        node: remote.to_string(),
+                        refusal: why,
+                    });
                 }
             }
         };
@@ -177,27 +182,24 @@ impl DistInner {
 
     /// Whether a node that completed the first half of the handshake may
     /// join: allowlist, duplicate names, connection limit.
-    pub(super) fn admit(&self, info: &PeerInfo) -> Result<(), String> {
+    pub(super) fn admit(&self, info: &PeerInfo) -> Result<(), NotAdmitted> {
         if info.name == self.name {
-            return Err(format!("the peer has this node's own name {}", info.name));
+            return Err(NotAdmitted::OwnName(info.name.clone()));
         }
         if let Some(allow) = &self.config.allow
             && !allow.iter().any(|n| n == &info.name)
         {
-            return Err(format!("{} is not in the allowlist", info.name));
+            return Err(NotAdmitted::NotAllowed(info.name.clone()));
         }
         let peers = self.peers.read().expect("peers poisoned");
         if let Some(existing) = peers.get(&node_id(&info.name)) {
-            return Err(format!(
-                "a node named {} is already connected (incarnation {:x})",
-                existing.name, existing.incarnation
-            ));
+            return Err(NotAdmitted::AlreadyConnected {
+                name: existing.name.clone(),
+                incarnation: existing.incarnation,
+            });
         }
         if peers.len() >= self.config.connections_max {
-            return Err(format!(
-                "connections_max ({}) reached",
-                self.config.connections_max
-            ));
+            return Err(NotAdmitted::ConnectionsMax(self.config.connections_max));
         }
         Ok(())
     }

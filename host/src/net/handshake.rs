@@ -145,10 +145,9 @@ pub enum Refusal {
         /// The peer's.
         theirs: u32,
     },
-    /// The caller's `admit` hook refused the peer (the text is its reason,
-    /// e.g. "duplicate node name a@host" or "not in the allowlist").
+    /// The caller's `admit` hook refused the peer.
     #[error("not admitted: {0}")]
-    NotAdmitted(String),
+    NotAdmitted(NotAdmitted),
     /// The peer's proof does not verify: another cookie, or a proof made
     /// for another TLS session or pair of nodes.
     #[error("bad cookie")]
@@ -162,6 +161,32 @@ pub enum Refusal {
     /// The peer sent bytes that are not the handshake.
     #[error("malformed handshake: {0}")]
     Malformed(String),
+}
+
+/// Why a node's `admit` hook turned a peer away after its first message.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum NotAdmitted {
+    /// The peer claims this node's own name.
+    #[error("the peer has this node's own name {0}")]
+    OwnName(String),
+    /// An allowlist is set and does not name the peer.
+    #[error("{0} is not in the allowlist")]
+    NotAllowed(String),
+    /// A node of that name is connected already.
+    #[error("a node named {name} is already connected (incarnation {incarnation:x})")]
+    AlreadyConnected {
+        /// The name.
+        name: String,
+        /// The incarnation connected.
+        incarnation: u64,
+    },
+    /// `connections_max` nodes are connected.
+    #[error("connections_max ({0}) reached")]
+    ConnectionsMax(usize),
+    /// In CA mode, the peer's certificate does not name the node it claims
+    /// to be (the text says what it names).
+    #[error("{0}")]
+    Certificate(String),
 }
 
 /// Where the handshake stands after a call.
@@ -277,7 +302,7 @@ impl Handshake {
     pub fn receive(
         &mut self,
         bytes: &[u8],
-        admit: &mut dyn FnMut(&PeerInfo) -> Result<(), String>,
+        admit: &mut dyn FnMut(&PeerInfo) -> Result<(), NotAdmitted>,
     ) -> Status {
         if let Some(end) = &self.end {
             return end.clone();
@@ -321,7 +346,7 @@ impl Handshake {
     fn step(
         &mut self,
         msg: HandshakeMsg,
-        admit: &mut dyn FnMut(&PeerInfo) -> Result<(), String>,
+        admit: &mut dyn FnMut(&PeerInfo) -> Result<(), NotAdmitted>,
     ) -> Option<Status> {
         match (self.expect, msg) {
             (_, HandshakeMsg::Refuse { reason }) => {
@@ -401,7 +426,7 @@ impl Handshake {
         abi: u32,
         peer: &PeerInfo,
         challenge: &[u8; 32],
-        admit: &mut dyn FnMut(&PeerInfo) -> Result<(), String>,
+        admit: &mut dyn FnMut(&PeerInfo) -> Result<(), NotAdmitted>,
     ) -> Result<(), Refusal> {
         if protocol != PROTOCOL_VERSION {
             return Err(Refusal::ProtocolMismatch {
@@ -428,9 +453,8 @@ impl Handshake {
         // With equal names (or an echoed challenge) a peer could reflect
         // our own proof back at us.
         if peer.name == self.local.name {
-            return Err(Refusal::NotAdmitted(format!(
-                "the peer claims our own name {}",
-                peer.name
+            return Err(Refusal::NotAdmitted(NotAdmitted::OwnName(
+                peer.name.clone(),
             )));
         }
         if *challenge == self.challenge {
@@ -506,7 +530,7 @@ mod tests {
     const COOKIE: &[u8] = b"the cluster cookie";
     const EXPORTER: [u8; 32] = [7; 32];
 
-    type Admit = Box<dyn FnMut(&PeerInfo) -> Result<(), String>>;
+    type Admit = Box<dyn FnMut(&PeerInfo) -> Result<(), NotAdmitted>>;
 
     fn admit_all() -> Admit {
         Box::new(|_| Ok(()))
@@ -684,12 +708,22 @@ mod tests {
             "the acceptor refuses a duplicate name",
             setup("a@h", 1),
             Setup {
-                admit: Box::new(|p| Err(format!("duplicate node name {}", p.name))),
+                admit: Box::new(|p| {
+                    Err(NotAdmitted::AlreadyConnected {
+                        name: p.name.clone(),
+                        incarnation: 0xab,
+                    })
+                }),
                 ..setup("b@h", 2)
             },
             (
-                peer_refused("not admitted: duplicate node name a@h"),
-                refused(Refusal::NotAdmitted("duplicate node name a@h".into())),
+                peer_refused(
+                    "not admitted: a node named a@h is already connected (incarnation ab)",
+                ),
+                refused(Refusal::NotAdmitted(NotAdmitted::AlreadyConnected {
+                    name: "a@h".into(),
+                    incarnation: 0xab,
+                })),
             ),
         );
         check(
@@ -697,14 +731,14 @@ mod tests {
             Setup {
                 admit: Box::new(|p| match p.name.as_str() {
                     "c@h" => Ok(()),
-                    _ => Err("not in the allowlist".into()),
+                    other => Err(NotAdmitted::NotAllowed(other.into())),
                 }),
                 ..setup("a@h", 1)
             },
             setup("b@h", 2),
             (
-                refused(Refusal::NotAdmitted("not in the allowlist".into())),
-                peer_refused("not admitted: not in the allowlist"),
+                refused(Refusal::NotAdmitted(NotAdmitted::NotAllowed("b@h".into()))),
+                peer_refused("not admitted: b@h is not in the allowlist"),
             ),
         );
         check(
@@ -712,10 +746,8 @@ mod tests {
             setup("a@h", 1),
             setup("a@h", 2),
             (
-                peer_refused("not admitted: the peer claims our own name a@h"),
-                refused(Refusal::NotAdmitted(
-                    "the peer claims our own name a@h".into(),
-                )),
+                peer_refused("not admitted: the peer has this node's own name a@h"),
+                refused(Refusal::NotAdmitted(NotAdmitted::OwnName("a@h".into()))),
             ),
         );
         check(

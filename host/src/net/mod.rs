@@ -147,12 +147,30 @@ pub enum ConnectError {
         reason: String,
     },
     /// The handshake refused the peer, or the peer refused us.
-    #[error("handshake with {node} refused: {reason}")]
+    #[error("handshake with {node} refused: {refusal}")]
     Refused {
-        /// The node.
+        /// The node (its address, before it said its name).
         node: String,
         /// Why.
+        refusal: handshake::Refusal,
+    },
+    /// The handshake broke off: the stream or the connection failed.
+    #[error("handshake with {node} failed: {reason}")]
+    Handshake {
+        /// The node's address.
+        node: String,
+        /// What failed.
         reason: String,
+    },
+    /// The node at the address is another node than the one asked for.
+    #[error("the node at {addr} is {found}, not {node}")]
+    WrongNode {
+        /// The node asked for.
+        node: String,
+        /// Its address as known here.
+        addr: SocketAddr,
+        /// The node that answered there.
+        found: String,
     },
     /// `connections_max` nodes are connected.
     #[error("connections_max ({0}) nodes are connected")]
