@@ -228,3 +228,59 @@ async fn notices_arrive_in_order_after_peer_up_and_peer_down_is_told() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_sending_garbage_service_bodies_is_refused_and_others_go_on() {
+    use molt_host::net::frame::{self, Frame};
+    let (_a, da) = dist_node("svc-bad-a").await;
+    let (_b, db) = dist_node("svc-bad-b").await;
+    let (_, on_b) = register(&db);
+    register(&da);
+    db.join(&address_of(&da)).await.unwrap();
+    let mut rogue = molt_tests::RawPeer::connect("svc-rogue", &da).await;
+
+    // A request whose body is no request of the service: a says so, and
+    // keeps the connection.
+    let bad_request = Frame::Request {
+        service: 900,
+        id: 77,
+        body: vec![0xff; 3],
+    };
+    rogue
+        .send
+        .write_all(&frame::encode(&bad_request))
+        .await
+        .unwrap();
+    loop {
+        match rogue.next_frame().await {
+            Frame::Reply { id: 77, result } => {
+                assert!(
+                    matches!(result, Err(ServiceFault::Malformed(_))),
+                    "{result:?}"
+                );
+                break;
+            }
+            Frame::Peers { .. } | Frame::Notice { .. } => continue,
+            other => panic!("expected the Reply, got {other:?}"),
+        }
+    }
+    // A notice whose body does not decode closes the rogue's connection.
+    let bad_notice = Frame::Notice {
+        service: 900,
+        body: vec![0xff; 3],
+    };
+    rogue
+        .send
+        .write_all(&frame::encode(&bad_notice))
+        .await
+        .unwrap();
+    let why = tokio::time::timeout(WAIT, rogue.connection.closed())
+        .await
+        .expect("a closes the connection");
+    assert!(
+        matches!(&why, quinn::ConnectionError::ApplicationClosed(c) if &*c.reason == b"bad frame"),
+        "{why}"
+    );
+    // b's calls to a still work.
+    assert_eq!(on_b.call(da.name(), &Ask::Next(1)).await.unwrap(), 2);
+}
