@@ -5,7 +5,7 @@
 use std::net::UdpSocket;
 
 use faulty::Fault;
-use molt_abi::{Ref, codec, reason, status, tag};
+use molt_abi::{Pid, Ref, codec, reason, status, tag};
 use molt_host::SpawnError;
 use molt_host::net::tls::TlsMode;
 use molt_tests::{
@@ -964,4 +964,90 @@ async fn frames_right_behind_the_handshake_are_not_lost() {
         }
         other => panic!("expected a's peers first, got {other:?}"),
     }
+}
+
+/// Close `rogue` after `frame`: the node must close the connection as a
+/// protocol violation.
+async fn expect_violation(rogue: &mut molt_tests::RawPeer, frame: molt_host::net::frame::Frame) {
+    let bytes = molt_host::net::frame::encode(&frame);
+    rogue.send.write_all(&bytes).await.unwrap();
+    let why = tokio::time::timeout(WAIT, rogue.connection.closed())
+        .await
+        .expect("the node closes the connection");
+    match why {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(&*close.reason, b"protocol violation", "{close:?}");
+        }
+        other => panic!("expected a close by the node, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_forge_system_messages_or_speak_for_other_nodes() {
+    use molt_host::net::frame::Frame;
+    let (a, da) = dist_node("a").await;
+    let (b, db) = dist_node("b").await;
+    db.join(&address_of(&da)).await.unwrap();
+    let mut inbox = a.mailbox().unwrap();
+    let rogue_pid = Pid {
+        node: molt_host::net::node_id("rogue@127.0.0.1"),
+        incarnation: 1,
+        serial: 5,
+    };
+
+    // A DOWN, EXIT or NODEDOWN payload as a plain message: refused.
+    let forged = [
+        molt_abi::tag::DOWN,
+        molt_abi::tag::EXIT,
+        molt_abi::tag::NODEDOWN,
+    ];
+    for tag in forged {
+        let mut rogue = molt_tests::RawPeer::connect("rogue", &da).await;
+        let frame = Frame::Message {
+            from: rogue_pid,
+            to: inbox.pid(),
+            tag,
+            reference: Ref::NONE,
+            payload: b"not a host payload".to_vec(),
+        };
+        expect_violation(&mut rogue, frame).await;
+        wait_for_nodes(&da, &[B]).await;
+    }
+    // A link from a process of b, sent by the rogue: refused, and no link
+    // (b's process does not exist anyway; a must not answer it either).
+    let mut rogue = molt_tests::RawPeer::connect("rogue", &da).await;
+    let of_b = Pid {
+        node: molt_host::net::node_id(B),
+        incarnation: 1,
+        serial: 9,
+    };
+    expect_violation(
+        &mut rogue,
+        Frame::Exit {
+            from: of_b,
+            to: inbox.pid(),
+            reason: "kill".into(),
+            linked: false,
+        },
+    )
+    .await;
+    // A signal for a third node's process: nodes do not relay.
+    let mut rogue = molt_tests::RawPeer::connect("rogue", &da).await;
+    expect_violation(
+        &mut rogue,
+        Frame::Link {
+            from: rogue_pid,
+            to: of_b,
+        },
+    )
+    .await;
+
+    // None of it reached the mailbox, which is alive and hears from b.
+    assert_eq!(inbox.pending(), 0);
+    let mut from_b = b.mailbox().unwrap();
+    from_b
+        .send(inbox.pid(), 83, Ref::NONE, b"real".to_vec())
+        .unwrap();
+    let m = inbox.recv(WAIT).await.expect("a gets b's message");
+    assert_eq!((m.tag, &*m.payload), (83, &b"real"[..]));
 }

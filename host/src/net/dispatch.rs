@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use molt_abi::reason;
+use molt_abi::{Pid, reason, tag};
 
 use super::frame::{self, Frame};
 use super::peer::Peer;
@@ -17,6 +17,11 @@ impl DistInner {
     /// Act on a frame from `peer`.
     pub(super) fn dispatch(self: &Arc<Self>, peer: &Arc<Peer>, frame: Frame) {
         let Some(node) = self.node() else { return };
+        if let Err(violation) = check_origin(peer, node.node_id, &frame) {
+            tracing::error!(node = %peer.name, frame = frame.kind(), "protocol violation, closing the connection: {violation}");
+            peer.connection.close(5u32.into(), b"protocol violation");
+            return;
+        }
         match frame {
             Frame::Message {
                 from,
@@ -244,5 +249,72 @@ impl DistInner {
                 }
             }
         }
+    }
+}
+
+/// What a peer may not send: a message with a reserved tag (system
+/// messages travel only as their own frames, and only this node writes
+/// their payloads), a signal on behalf of a process of another node, or a
+/// signal for a process of another node (nodes do not relay).
+fn check_origin(peer: &Peer, this_node: u64, frame: &Frame) -> Result<(), String> {
+    let of_peer = |pid: &Pid| pid.node == peer.node_id && pid.incarnation == peer.incarnation;
+    let sender = |pid: &Pid| {
+        if of_peer(pid) {
+            Ok(())
+        } else {
+            Err(format!(
+                "a {} from {pid}, not a process of {}",
+                frame.kind(),
+                peer.name
+            ))
+        }
+    };
+    let receiver = |pid: &Pid| {
+        if pid.node == this_node {
+            Ok(())
+        } else {
+            Err(format!(
+                "a {} for {pid}, not a process of this node",
+                frame.kind()
+            ))
+        }
+    };
+    let user_tag = |tag: u32| {
+        if tag::is_user(tag) {
+            Ok(())
+        } else {
+            Err(format!("a message with the reserved tag {tag:#x}"))
+        }
+    };
+    match frame {
+        Frame::Message { from, to, tag, .. } => {
+            user_tag(*tag)?;
+            // Messages sent from outside any process carry no sender.
+            if *from != Pid::default() {
+                sender(from)?;
+            }
+            receiver(to)
+        }
+        Frame::MessageNamed { from, tag, .. } => {
+            user_tag(*tag)?;
+            if *from != Pid::default() {
+                sender(from)?;
+            }
+            Ok(())
+        }
+        Frame::Exit { from, to, .. }
+        | Frame::Link { from, to }
+        | Frame::Unlink { from, to }
+        | Frame::Monitor { from, to, .. }
+        | Frame::Demonitor { from, to, .. } => {
+            sender(from)?;
+            receiver(to)
+        }
+        Frame::Down { watcher, pid, .. } => {
+            sender(pid)?;
+            receiver(watcher)
+        }
+        Frame::SpawnRequest { from, .. } => sender(from),
+        _ => Ok(()),
     }
 }

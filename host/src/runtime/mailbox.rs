@@ -176,10 +176,17 @@ impl HostMailbox {
             tags: vec![tag::DOWN],
             reference: Some(reference),
         };
-        let m = self.recv_matching(&filter, timeout).await?;
-        // The host wrote this payload itself; it always decodes.
-        let down = sysmsg::Down::decode(&m.payload).expect("a DOWN the host encoded");
-        Some(down.reason.to_string())
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let m = self.recv_matching(&filter, left).await?;
+            // Only this node writes DOWN payloads (peers cannot send
+            // reserved tags), but a bad one must not take the caller down.
+            match sysmsg::Down::decode(&m.payload) {
+                Ok(down) => return Some(down.reason.to_string()),
+                Err(e) => tracing::error!(pid = %self.pid(), "malformed DOWN dropped: {e}"),
+            }
+        }
     }
 
     /// Messages waiting (after taking in queued signals).
