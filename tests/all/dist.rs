@@ -1051,3 +1051,40 @@ async fn a_peer_cannot_forge_system_messages_or_speak_for_other_nodes() {
     let m = inbox.recv(WAIT).await.expect("a gets b's message");
     assert_eq!((m.tag, &*m.payload), (83, &b"real"[..]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_answers_does_not_hold_up_other_connections() {
+    // A UDP socket that reads nothing: a QUIC connect to it waits for the
+    // whole handshake_timeout.
+    let ghost = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ghost_address = format!("ghost@{}", ghost.local_addr().unwrap());
+    let (a, da) = molt_tests::dist_node_with("a", molt_tests::COOKIE, |c| {
+        c.handshake_timeout = std::time::Duration::from_secs(4)
+    })
+    .await;
+    let (b, db) = dist_node("b").await;
+    let (c, dc) = dist_node("c").await;
+    let pending = {
+        let da = da.clone();
+        tokio::spawn(async move { da.join(&ghost_address).await })
+    };
+    // Let the ghost connect start first (were it late, the test would pass
+    // without showing anything, never fail for it).
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    da.join(&address_of(&db)).await.expect("a joins b");
+    da.join(&address_of(&dc)).await.expect("a joins c");
+    let mut inbox = a.mailbox().unwrap();
+    for node in [&b, &c] {
+        let mut from = node.mailbox().unwrap();
+        from.send(inbox.pid(), 84, Ref::NONE, b"hi".to_vec())
+            .unwrap();
+        let m = inbox.recv(WAIT).await.expect("a hears from b and c");
+        assert_eq!(m.tag, 84);
+    }
+    assert!(
+        !pending.is_finished(),
+        "b and c had to wait for the ghost's connect"
+    );
+    let ghost_result = pending.await.unwrap();
+    assert!(ghost_result.is_err(), "the ghost never answers");
+}

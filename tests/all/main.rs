@@ -1,6 +1,7 @@
 //! End-to-end tests: real nodes, real guests built from source.
 
 mod abi;
+mod cli;
 mod cluster_code;
 mod dist;
 mod limits;

@@ -53,13 +53,25 @@ async fn counter_v1_to_v2_keeps_its_count_and_gains_stats() {
             .map(|p| p.identity.version.as_str()),
         Some("0.1.0")
     );
-    // Eager: the idle counter moves without a message.
+    // Eager: the idle counter moves without a message. The process
+    // records its new version a moment before it leaves the old one (it
+    // frees the old instance first), so wait for both.
     wait_for_version(&node, a, "0.2.0").await;
-    let module = node
-        .modules()
-        .into_iter()
-        .find(|m| m.name == "counter")
-        .unwrap();
+    let counter = || {
+        node.modules()
+            .into_iter()
+            .find(|m| m.name == "counter")
+            .unwrap()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while counter().old.as_ref().unwrap().processes > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "0.1.0 never drained"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let module = counter();
     assert_eq!(module.current.as_ref().unwrap().version, "0.2.0");
     assert_eq!(module.current.as_ref().unwrap().processes, 1);
     assert_eq!(module.old.as_ref().unwrap().version, "0.1.0");

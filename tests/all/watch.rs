@@ -2,7 +2,7 @@
 //! loaded and running processes move to it; the same bytes again change
 //! nothing; a truncated file is refused and the running version stays.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use counter::CounterMsg;
 use molt_abi::{Pid, codec};
@@ -10,32 +10,6 @@ use molt_host::control::watch::{self, WatchError, WatchEvent, WatchOutcome};
 use molt_host::{HostMailbox, Node};
 use molt_tests::*;
 use tokio::sync::broadcast;
-
-/// A fresh directory under the system's temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("molt-watch-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Write `bytes` to `to` the way cargo and editors do: a hidden temporary
 /// file renamed over the target.

@@ -640,13 +640,13 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
         }
         da.shutdown();
     }
-    println!(
+    out!(
         "molt bench: {} processes for spawn/memory, {n} for upgrade/purge, {runs} runs each, median shown",
         args.processes
     );
     for f in &figures {
         let runs: Vec<String> = f.runs.iter().map(|v| format!("{v:.1}")).collect();
-        println!(
+        out!(
             "{:<42} {:>14.1} {:<14} runs: [{}]",
             f.name,
             f.median(),

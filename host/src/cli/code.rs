@@ -141,12 +141,12 @@ pub(crate) async fn run(command: CodeCommand) -> Result<ExitCode> {
             let report = control.modules_of(&target).await;
             control.disconnect().await;
             let report = report?;
-            print!("{}", modules_table(&report.modules));
+            out_raw!("{}", modules_table(&report.modules));
             if !report.events.is_empty() {
-                println!("\nrecent events on {target}:");
+                out!("\nrecent events on {target}:");
                 for e in &report.events {
                     let mark = if e.failure { "FAILED" } else { "ok" };
-                    println!("{}  {mark:<6}  {}: {}", utc(e.at_ms), e.module, e.what);
+                    out!("{}  {mark:<6}  {}: {}", utc(e.at_ms), e.module, e.what);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -164,15 +164,15 @@ pub(crate) async fn run(command: CodeCommand) -> Result<ExitCode> {
             for node in &nodes {
                 match control.purge_on(node, &module, soft).await {
                     Ok(p) => match p.old {
-                        Some(old) => println!(
+                        Some(old) => out!(
                             "{node:<width$}  purged {module} {old} ({} process(es) killed)",
                             p.killed
                         ),
-                        None => println!("{node:<width$}  no old version of {module}"),
+                        None => out!("{node:<width$}  no old version of {module}"),
                     },
                     Err(e) => {
                         failed = true;
-                        println!("{node:<width$}  FAILED: {e}");
+                        out!("{node:<width$}  FAILED: {e}");
                     }
                 }
             }
@@ -191,12 +191,12 @@ pub(crate) async fn run(command: CodeCommand) -> Result<ExitCode> {
             for node in &nodes {
                 match control.delete_on(node, &module).await {
                     Ok(Some(version)) => {
-                        println!("{node:<width$}  {module} {version} is old now")
+                        out!("{node:<width$}  {module} {version} is old now")
                     }
-                    Ok(None) => println!("{node:<width$}  {module} has no current version"),
+                    Ok(None) => out!("{node:<width$}  {module} has no current version"),
                     Err(e) => {
                         failed = true;
-                        println!("{node:<width$}  FAILED: {e}");
+                        out!("{node:<width$}  FAILED: {e}");
                     }
                 }
             }
@@ -222,7 +222,7 @@ async fn load(remote: Remote, file: PathBuf, all: bool, options: LoadOptions) ->
         let loaded = control.load_on_with(&target, &stem, bytes, options).await;
         control.disconnect().await;
         let s = loaded?;
-        println!("{} {} loaded on {target}{}", s.module, s.version, after(&s));
+        out!("{} {} loaded on {target}{}", s.module, s.version, after(&s));
         return Ok(ExitCode::SUCCESS);
     }
     let nodes: Vec<String> = match control.nodes(&target).await {
@@ -233,14 +233,14 @@ async fn load(remote: Remote, file: PathBuf, all: bool, options: LoadOptions) ->
         }
     };
     let width = width(&nodes);
-    println!(
+    out!(
         "loading {} on {} node(s): {}",
         file.display(),
         nodes.len(),
         nodes.join(", ")
     );
     let progress = |event: RolloutEvent| match event {
-        RolloutEvent::Prepared { node, prepared: p } => println!(
+        RolloutEvent::Prepared { node, prepared: p } => out!(
             "{node:<width$}  prepared {} {} ({}, {} ms){}",
             p.module,
             p.version,
@@ -251,17 +251,17 @@ async fn load(remote: Remote, file: PathBuf, all: bool, options: LoadOptions) ->
                 .unwrap_or_default()
         ),
         RolloutEvent::PrepareFailed { node, error } => {
-            println!("{node:<width$}  FAILED: {error}")
+            out!("{node:<width$}  FAILED: {error}")
         }
-        RolloutEvent::Aborted { node } => println!("{node:<width$}  aborted (not switched)"),
+        RolloutEvent::Aborted { node } => out!("{node:<width$}  aborted (not switched)"),
         RolloutEvent::Switched { node, switched: s } if s.unchanged => {
-            println!("{node:<width$}  {} is current already", s.version)
+            out!("{node:<width$}  {} is current already", s.version)
         }
         RolloutEvent::Switched { node, switched: s } => {
-            println!("{node:<width$}  switched to {}{}", s.version, after(&s))
+            out!("{node:<width$}  switched to {}{}", s.version, after(&s))
         }
         RolloutEvent::CommitFailed { node, error } => {
-            println!("{node:<width$}  FAILED to switch: {error}")
+            out!("{node:<width$}  FAILED to switch: {error}")
         }
     };
     let result = control
@@ -270,7 +270,7 @@ async fn load(remote: Remote, file: PathBuf, all: bool, options: LoadOptions) ->
     control.disconnect().await;
     let switched = result?;
     if let Some((_, s)) = switched.first() {
-        println!(
+        out!(
             "{} {} is current on {} node(s)",
             s.module,
             s.version,
@@ -331,7 +331,7 @@ async fn system(args: SysArgs, op: SysOp) -> Result<ExitCode> {
                 format!("FAILED: {e}")
             }
         };
-        println!("{shown:<width$}  {what}");
+        out!("{shown:<width$}  {what}");
     }
     Ok(exit(failed))
 }

@@ -51,7 +51,7 @@ enum CounterReply {
 /// Run the live-upgrade demo on a node of its own; fails if a counter
 /// lost an `Add` or did not move to 0.2.0.
 pub async fn run(config: NodeConfig, guests: &Path) -> Result<()> {
-    println!("\n== live upgrade: counter 0.1.0 -> 0.2.0 while Add messages stream in");
+    out!("\n== live upgrade: counter 0.1.0 -> 0.2.0 while Add messages stream in");
     let node = Node::start(NodeConfig {
         name: "demo-upgrade@127.0.0.1".into(),
         processes_max: 100,
@@ -66,7 +66,7 @@ pub async fn run(config: NodeConfig, guests: &Path) -> Result<()> {
         counters.push(me.spawn("counter", codec::encode(&0u64), false, false)?.0);
     }
     let before = versions_of(&node, &counters);
-    println!(
+    out!(
         "{COUNTERS} counters on {} {}: {}",
         v1.identity.name,
         v1.identity.version,
@@ -81,11 +81,11 @@ pub async fn run(config: NodeConfig, guests: &Path) -> Result<()> {
         sent.clone(),
         stop.clone(),
     ));
-    println!("streaming Add(1) to each counter, {ADDS_PER_TICK} per ms");
+    out!("streaming Add(1) to each counter, {ADDS_PER_TICK} per ms");
     tokio::time::sleep(STREAM_PHASE).await;
 
     let per = |total: u64| total / COUNTERS as u64;
-    println!(
+    out!(
         "loading counter_v2.wasm after about {} Adds to each counter...",
         per(sent.load(Ordering::Relaxed))
     );
@@ -95,7 +95,7 @@ pub async fn run(config: NodeConfig, guests: &Path) -> Result<()> {
         .await
         .context("loading counter_v2.wasm")?;
     let loaded_at = Instant::now();
-    println!(
+    out!(
         "loaded counter {} in {} ms, compiled while the stream went on; {} is old now",
         loaded.version.identity.version,
         (loaded_at - started).as_millis(),
@@ -106,14 +106,14 @@ pub async fn run(config: NodeConfig, guests: &Path) -> Result<()> {
     );
     let to = loaded.version.identity.version.clone();
     wait_until_all_run(&node, &counters, &to).await?;
-    println!(
+    out!(
         "every counter runs {to} {} ms later, each moved between two of its messages",
         loaded_at.elapsed().as_millis()
     );
     tokio::time::sleep(STREAM_PHASE).await;
     stop.store(true, Ordering::Relaxed);
     let (mut stream_mailbox, per_counter) = stream.await.context("the Add stream failed")??;
-    println!(
+    out!(
         "stream stopped after about {} Adds to each counter",
         per(sent.load(Ordering::Relaxed))
     );
@@ -134,7 +134,7 @@ pub async fn run(config: NodeConfig, guests: &Path) -> Result<()> {
             };
         let ok = count == per_counter[i] && stats_count == count;
         lost |= !ok;
-        println!(
+        out!(
             "  {pid}  {} -> {}  count {count} {} {} sent; Stats: {adds} adds since the upgrade",
             before[i],
             after[i],
@@ -147,11 +147,11 @@ pub async fn run(config: NodeConfig, guests: &Path) -> Result<()> {
         bail!("a counter's count differs from the Adds sent to it");
     }
     match node.soft_purge("counter") {
-        Ok(true) => println!(
+        Ok(true) => out!(
             "nothing lost; old version {} purged (no process left on it)",
             v1.identity.version
         ),
-        Ok(false) => println!("nothing lost"),
+        Ok(false) => out!("nothing lost"),
         Err(e) => bail!("soft purge after the upgrade: {e}"),
     }
     node.shutdown(Duration::from_secs(5)).await;

@@ -16,8 +16,8 @@ pub fn inspect(path: PathBuf) -> Result<ExitCode> {
         .replace('_', "-");
     let report = code::inspect(&bytes, &stem)?;
     let id = &report.identity;
-    println!("module:   {}", id.name);
-    println!(
+    out!("module:   {}", id.name);
+    out!(
         "version:  {}{}",
         id.version,
         if id.declared {
@@ -26,27 +26,27 @@ pub fn inspect(path: PathBuf) -> Result<ExitCode> {
             " (no molt.module section: content hash)"
         }
     );
-    println!("sha256:   {}", id.hash);
-    println!("size:     {} bytes", bytes.len());
-    println!(
+    out!("sha256:   {}", id.hash);
+    out!("size:     {} bytes", bytes.len());
+    out!(
         "kind:     {}",
         report.kind.map_or("none".to_string(), |k| k.to_string())
     );
-    println!("exports:");
+    out!("exports:");
     for e in &report.exports {
-        println!("  {e}");
+        out!("  {e}");
     }
-    println!("imports:");
+    out!("imports:");
     for i in &report.imports {
-        println!("  {i}");
+        out!("  {i}");
     }
     if report.problems.is_empty() {
-        println!("abi:      ok (molt ABI {})", molt_abi::ABI_VERSION);
+        out!("abi:      ok (molt ABI {})", molt_abi::ABI_VERSION);
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("abi:      NOT satisfied");
+        out!("abi:      NOT satisfied");
         for p in &report.problems {
-            println!("  - {p}");
+            out!("  - {p}");
         }
         bail!("{} does not satisfy the molt ABI", path.display())
     }

@@ -10,6 +10,24 @@ use clap::{Parser, Subcommand};
 use molt_host::NodeConfig;
 use tracing_subscriber::EnvFilter;
 
+/// Print a line to stdout. A closed stdout (`molt ps | head -1`) ends the
+/// command quietly with status 0, as Unix tools do, instead of a panic.
+macro_rules! out {
+    () => {
+        $crate::write_out(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// [`out!`] without the newline.
+macro_rules! out_raw {
+    ($($arg:tt)*) => {
+        $crate::write_out(format_args!($($arg)*))
+    };
+}
+
 mod bench;
 mod bench_wire;
 mod code;
@@ -194,6 +212,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// Write to stdout for [`out!`]: a closed pipe ends the process with
+/// status 0; any other write error with status 1 and the reason.
+fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("molt: cannot write the output: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -217,7 +249,7 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
         Command::Inspect { module } => inspect::inspect(module),
         Command::Build { dir } => {
             for file in guest_build::build_crate(&dir)? {
-                println!("{}", file.display());
+                out!("{}", file.display());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -96,17 +96,22 @@ pub async fn remote_command(command: Command) -> Result<ExitCode> {
     match command {
         Command::Nodes { remote } => {
             let (control, target) = remote.connect().await?;
-            println!("{target}");
+            out!("{target}");
             for n in control.nodes(&target).await? {
-                println!("{n}");
+                out!("{n}");
             }
             control.disconnect().await;
         }
         Command::Ps { remote } => {
             let (control, target) = remote.connect().await?;
-            println!(
+            out!(
                 "{:<24} {:<24} {:<14} {:>8} {:>10}  {:<9}  name",
-                "pid", "module", "version", "mailbox", "memory", "state"
+                "pid",
+                "module",
+                "version",
+                "mailbox",
+                "memory",
+                "state"
             );
             for p in control.processes(&target).await? {
                 let (module, version) = p.module.unwrap_or_else(|| ("(host)".into(), "-".into()));
@@ -115,7 +120,7 @@ pub async fn remote_command(command: Command) -> Result<ExitCode> {
                     .upgrade_failure
                     .map(|why| format!("  (upgrade failed: {why})"))
                     .unwrap_or_default();
-                println!(
+                out!(
                     "{:<24} {:<24} {:<14} {:>8} {:>10}  {:<9}  {}{failure}",
                     p.pid.to_string(),
                     module,
@@ -129,18 +134,20 @@ pub async fn remote_command(command: Command) -> Result<ExitCode> {
             control.disconnect().await;
         }
         Command::Ping { remote } => {
-            // Unusable TLS files are an error, not a `pang`.
+            // An unusable cookie or TLS file is an error that says why, not
+            // a `pang`.
+            molt_host::net::cookie::load_or_create(remote.cookie_file.as_deref())?;
             remote.tls.mode()?;
             let Ok((control, target)) = remote.connect().await else {
-                println!("pang");
+                out!("pang");
                 return Ok(ExitCode::FAILURE);
             };
             let answer = control.ping(&target).await;
             control.disconnect().await;
             match answer {
-                Ok(rtt) => println!("pong from {target} in {} µs", rtt.as_micros()),
+                Ok(rtt) => out!("pong from {target} in {} µs", rtt.as_micros()),
                 Err(_) => {
-                    println!("pang");
+                    out!("pang");
                     return Ok(ExitCode::FAILURE);
                 }
             }
@@ -153,7 +160,7 @@ pub async fn remote_command(command: Command) -> Result<ExitCode> {
             let (control, target) = remote.connect().await?;
             let args = molt_abi::codec::encode(&args);
             let pid = control.spawn(&target, &module, args).await?;
-            println!("{pid}");
+            out!("{pid}");
             control.disconnect().await;
         }
         Command::Send {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::net::wire::{InfoReply, InfoRequest};
+use crate::net::wire::{InfoError, InfoReply, InfoRequest};
 use crate::net::{Distribution, Never, PeerId, Service, ServiceId, WeakDistribution};
 use crate::runtime::{Node, WeakNode};
 
@@ -28,11 +28,38 @@ impl Service for InfoService {
     const NAME: &'static str = "info";
     type Request = InfoRequest;
     type Reply = InfoReply;
-    type Error = Never;
+    type Error = InfoError;
     type Notice = Never;
 
-    async fn request(self: Arc<Self>, _: PeerId, request: InfoRequest) -> Result<InfoReply, Never> {
+    async fn request(
+        self: Arc<Self>,
+        peer: PeerId,
+        request: InfoRequest,
+    ) -> Result<InfoReply, InfoError> {
         Ok(match request {
+            InfoRequest::SendNamed {
+                from,
+                name,
+                tag,
+                payload,
+            } => {
+                let Some(node) = self.node.upgrade() else {
+                    return Err(InfoError::NotDelivered("the node is stopping".into()));
+                };
+                let to = node
+                    .whereis(&name)
+                    .ok_or_else(|| InfoError::NotRegistered(name.clone()))?;
+                // As a message frame from the peer would be: only user
+                // tags, and the sender must be one of its processes.
+                if from.node != peer.node_id || !molt_abi::tag::is_user(tag) {
+                    return Err(InfoError::NotDelivered(format!(
+                        "a message from {from} with tag {tag:#x} is not the asker's to send"
+                    )));
+                }
+                node.deliver_from(from, to, tag, payload)
+                    .map_err(|e| InfoError::NotDelivered(e.to_string()))?;
+                InfoReply::Sent
+            }
             InfoRequest::Nodes => InfoReply::Nodes(
                 self.dist
                     .upgrade()

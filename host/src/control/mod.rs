@@ -32,7 +32,7 @@ pub use self::code_service::{CODE_REQUESTS_MAX, STAGED_MAX, SYS_PIDS_MAX, SYS_TI
 use self::info_service::InfoService;
 pub use self::rollout::{NodeFailure, RolloutError, RolloutEvent};
 use crate::code::{CodeEvent, LoadError, LoadOptions, ModuleInfo, Purge, PurgeError};
-use crate::net::wire::{CodeAnswer, CodeOp, InfoReply, InfoRequest, WireCodeError};
+use crate::net::wire::{CodeAnswer, CodeOp, InfoError, InfoReply, InfoRequest, WireCodeError};
 pub use crate::net::wire::{Prepared, Purged, Switched};
 use crate::net::{
     CallError, ConnectError, Distribution, RegisterError, RequestError, ServiceClient,
@@ -242,7 +242,12 @@ impl Control {
             .as_ref()
             .ok_or_else(|| not_in_cluster(node))?;
         client.call(node, &request).await.map_err(|e| match e {
-            CallError::Remote(never) => match never {},
+            // Questions about nodes and processes do not fail there.
+            CallError::Remote(e) => RequestError::MalformedReply {
+                node: node.to_string(),
+                service: "info",
+                why: format!("answered a question with {e}"),
+            },
             CallError::Request(e) => e,
         })
     }
@@ -447,8 +452,8 @@ impl Control {
     }
 
     /// Send `payload` with `tag` to the process registered as `name` on
-    /// `node`, and wait until it has been delivered there (or dropped, if
-    /// no process has the name).
+    /// `node`, and wait until it has been delivered there; a name nobody
+    /// holds is an error.
     pub async fn send_named(
         &self,
         node: &str,
@@ -465,12 +470,27 @@ impl Control {
             mailbox.send(to, tag, molt_abi::Ref::NONE, payload)?;
             return Ok(());
         }
-        let dist = self.cluster(node)?;
-        dist.send_named(mailbox.pid(), node, name, tag, payload)
-            .await?;
-        // The ping follows the message on the control stream: when it is
-        // answered, the message has been delivered.
-        dist.ping(node).await?;
+        let client = self
+            .info_client
+            .as_ref()
+            .ok_or_else(|| not_in_cluster(node))?;
+        let request = InfoRequest::SendNamed {
+            from: mailbox.pid(),
+            name: name.to_string(),
+            tag,
+            payload,
+        };
+        match client.call(node, &request).await {
+            Ok(InfoReply::Sent) => {}
+            Ok(other) => return Err(unexpected_info(node, other).into()),
+            Err(CallError::Remote(InfoError::NotRegistered(name))) => {
+                return Err(SendNamedError::NotRegistered(name));
+            }
+            Err(CallError::Remote(InfoError::NotDelivered(why))) => {
+                return Err(SendNamedError::NotDelivered(why));
+            }
+            Err(CallError::Request(e)) => return Err(e.into()),
+        }
         Ok(())
     }
 
@@ -502,13 +522,15 @@ fn not_in_cluster(node: &str) -> RequestError {
 /// Why a named send failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SendNamedError {
-    /// No process has the name (on this node; another node drops such a
-    /// message without saying).
+    /// No process has the name.
     #[error("no process is registered as `{0}`")]
     NotRegistered(String),
     /// The message could not be sent.
     #[error(transparent)]
     Send(#[from] SendError),
+    /// The other node refused the message; the text says why.
+    #[error("not delivered: {0}")]
+    NotDelivered(String),
     /// The node could not be reached.
     #[error(transparent)]
     Connect(#[from] ConnectError),

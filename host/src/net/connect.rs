@@ -31,10 +31,32 @@ impl DistInner {
         if let Some(peer) = self.peer(id) {
             return Ok(peer);
         }
-        let _one_at_a_time = self.connecting.lock().await;
-        if let Some(peer) = self.peer(id) {
-            return Ok(peer);
+        // One attempt at a time per node (one connection per pair); a node
+        // that never answers holds up only those waiting for it.
+        let gate = self
+            .connecting
+            .lock()
+            .expect("connecting poisoned")
+            .entry(id)
+            .or_default()
+            .clone();
+        let result = {
+            let _one_at_a_time = gate.lock().await;
+            match self.peer(id) {
+                Some(peer) => Ok(peer),
+                None => self.connect_now(name).await,
+            }
+        };
+        drop(gate);
+        let mut gates = self.connecting.lock().expect("connecting poisoned");
+        if gates.get(&id).is_some_and(|g| Arc::strong_count(g) == 1) {
+            gates.remove(&id);
         }
+        result
+    }
+
+    /// Connect to `name`, known not to be connected, with its gate held.
+    async fn connect_now(self: &Arc<Self>, name: &str) -> Result<Arc<Peer>, ConnectError> {
         let addr = self
             .addresses
             .lock()

@@ -229,8 +229,9 @@ struct DistInner {
     pending: Mutex<HashMap<u64, oneshot::Sender<Frame>>>,
     /// Local processes watching node connections: node name → watchers.
     node_monitors: Mutex<HashMap<String, Vec<Pid>>>,
-    /// Serialises connection setup per node, so one connection per pair.
-    connecting: tokio::sync::Mutex<()>,
+    /// Serialises connection setup per node, so one connection per pair;
+    /// an entry lives while someone connects to that node.
+    connecting: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     /// What other subsystems registered to talk to their peers.
     services: service::Services,
 }
@@ -269,7 +270,7 @@ impl Distribution {
             next_request: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             node_monitors: Mutex::new(HashMap::new()),
-            connecting: tokio::sync::Mutex::new(()),
+            connecting: Mutex::new(HashMap::new()),
             services: service::Services::default(),
         });
         inner_node.set_router(Arc::new(RouterHandle(Arc::downgrade(&inner))));

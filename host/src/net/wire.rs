@@ -632,13 +632,26 @@ pub enum WireCodeError {
     Failed(String),
 }
 
-/// What the node-information service answers: the asker's questions.
+/// What another node (a CLI, say) may ask the node-information service.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum InfoRequest {
     /// The visible nodes the node is connected to, with addresses.
     Nodes,
     /// Every live process of the node.
     Processes,
+    /// Deliver a message to the process registered as `name` and say
+    /// whether it was (`molt send`).
+    SendNamed {
+        /// The sender, a process of the asking node.
+        from: Pid,
+        /// The registered name.
+        name: String,
+        /// The tag (a user tag).
+        tag: u32,
+        /// The payload.
+        #[serde(with = "molt_abi::codec::bytes")]
+        payload: Vec<u8>,
+    },
 }
 
 /// The node-information service's answers.
@@ -648,6 +661,20 @@ pub enum InfoReply {
     Nodes(Vec<(String, String)>),
     /// To `Processes`.
     Processes(Vec<ProcessRow>),
+    /// To `SendNamed`: delivered.
+    Sent,
+}
+
+/// Why the node-information service could not do what was asked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum InfoError {
+    /// No process has the name.
+    #[error("no process is registered as `{0}`")]
+    NotRegistered(String),
+    /// The message was refused (a reserved tag, too large, a full
+    /// mailbox); the text says why.
+    #[error("not delivered: {0}")]
+    NotDelivered(String),
 }
 
 /// A process-group change, from the node whose process it is.
@@ -850,6 +877,25 @@ mod tests {
                 Box::new((
                     vec![InfoRequest::Nodes, InfoRequest::Processes],
                     InfoReply::Nodes(vec![("a@h".into(), "127.0.0.1:4370".into())]),
+                )),
+            ),
+            (
+                "InfoRequest.SendNamed",
+                Box::new(InfoRequest::SendNamed {
+                    from: pid(4),
+                    name: "inbox".into(),
+                    tag: 0,
+                    payload: b"hi".to_vec(),
+                }),
+            ),
+            (
+                "InfoReply.Sent",
+                Box::new((
+                    InfoReply::Sent,
+                    vec![
+                        InfoError::NotRegistered("inbox".into()),
+                        InfoError::NotDelivered("mailbox_full".into()),
+                    ],
                 )),
             ),
             (

@@ -219,6 +219,8 @@ pub(crate) struct NodeInner {
     next_serial: AtomicU64,
     next_ref: AtomicU64,
     alive: AtomicU32,
+    /// Woken whenever a process ends (shutdown waits on it).
+    ended: tokio::sync::Notify,
     spawned: AtomicU64,
     pub initialized: AtomicU64,
     exited: AtomicU64,
@@ -301,6 +303,7 @@ impl Node {
             next_serial: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
             alive: AtomicU32::new(0),
+            ended: tokio::sync::Notify::new(),
             spawned: AtomicU64::new(0),
             initialized: AtomicU64::new(0),
             exited: AtomicU64::new(0),
@@ -355,6 +358,23 @@ impl Node {
         HostMailbox::open(self.inner.clone())
     }
 
+    /// Deliver a message that `from` (a process of another node) sent,
+    /// with the checks and limits of any send.
+    pub(crate) fn deliver_from(
+        &self,
+        from: Pid,
+        to: Pid,
+        tag: u32,
+        payload: Vec<u8>,
+    ) -> Result<(), SendError> {
+        let message = Message {
+            tag,
+            reference: Ref::NONE,
+            payload: payload.into_boxed_slice(),
+        };
+        self.inner.send_user(from, to, message)
+    }
+
     /// Send a message from outside any process.
     pub fn send(&self, to: Pid, tag: u32, payload: Vec<u8>) -> Result<(), SendError> {
         self.inner.send_user(
@@ -396,11 +416,14 @@ impl Node {
         }
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
+            let ended = self.inner.ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
             let alive = guests.iter().filter(|p| self.is_alive(**p)).count();
             if alive == 0 || tokio::time::Instant::now() >= deadline {
                 return alive;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            let _ = tokio::time::timeout_at(deadline, ended).await;
         }
     }
 
@@ -737,6 +760,7 @@ impl NodeInner {
             .remove_pid(pid);
         self.alive.fetch_sub(1, Ordering::AcqRel);
         self.exited.fetch_add(1, Ordering::Relaxed);
+        self.ended.notify_waiters();
     }
 
     /// Spawn with an optional link to and monitor by `parent`. Returns the
