@@ -8,14 +8,14 @@ use molt_abi::{Pid, Ref};
 use super::DistInner;
 use super::frame::{self, Frame};
 use super::lane::Pushed;
-use crate::runtime::{BoxFuture, Message, Router, Signal, SpawnError, Undelivered};
+use crate::runtime::{BoxFuture, Message, Router, Signal, SpawnError, Undelivered, Wait};
 
 /// The router the runtime holds: a weak handle, so the node does not keep
 /// the distribution layer alive in a cycle.
 pub(super) struct RouterHandle(pub(super) Weak<DistInner>);
 
 impl Router for RouterHandle {
-    fn route(&self, from: Pid, to: Pid, signal: Signal) -> Result<(), Undelivered> {
+    fn route(&self, from: Pid, to: Pid, signal: Signal) -> Result<Option<Wait>, Undelivered> {
         match self.0.upgrade() {
             Some(dist) => dist.route(from, to, signal),
             None => Err(Undelivered::NoConnection),
@@ -111,7 +111,12 @@ impl Router for RouterHandle {
 impl DistInner {
     /// Encode a signal for a remote pid and queue it on its lane, keeping
     /// the link and monitor bookkeeping.
-    pub(super) fn route(&self, from: Pid, to: Pid, signal: Signal) -> Result<(), Undelivered> {
+    pub(super) fn route(
+        &self,
+        from: Pid,
+        to: Pid,
+        signal: Signal,
+    ) -> Result<Option<Wait>, Undelivered> {
         let Some(peer) = self.peer(to.node) else {
             return Err(Undelivered::NoConnection);
         };
@@ -188,10 +193,10 @@ impl DistInner {
         };
         if peer.lane(from, to).push(frame::encode(&frame)) == Pushed::Congested {
             let peer = peer.clone();
-            crate::runtime::backpressure::suspend_sender(Box::pin(async move {
+            return Ok(Some(Box::pin(async move {
                 peer.lane(from, to).wait_for_room().await;
-            }));
+            })));
         }
-        Ok(())
+        Ok(None)
     }
 }

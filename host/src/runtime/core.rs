@@ -238,7 +238,7 @@ impl ProcessCore {
         }
         let me = self.pid();
         match self.node.route(me, other, Signal::Link { from: me }) {
-            Ok(()) => {
+            Ok(_) => {
                 self.links.insert(other);
                 Ok(())
             }

@@ -60,15 +60,16 @@ pub(super) fn payload(
 
 /// If the send filled a connection, suspend the guest at its next epoch
 /// check (deadline now) until the connection has room.
-fn suspend_if_congested(c: &mut Caller<'_, ProcState>) {
-    if let Some(wait) = super::backpressure::take() {
+fn suspend_if_congested(c: &mut Caller<'_, ProcState>, wait: Option<super::backpressure::Wait>) {
+    if let Some(wait) = wait {
         c.data_mut().backpressure = Some(wait);
         c.as_context_mut().set_epoch_deadline(0);
     }
 }
 
 /// The common tail of `send` and `send_named`: read the reference and the
-/// payload, apply the limits, deliver.
+/// payload, apply the limits, deliver. With the status, the wait a
+/// congested connection asks of the sender.
 fn send_from_guest(
     mem: &[u8],
     st: &ProcState,
@@ -77,22 +78,23 @@ fn send_from_guest(
     ref_ptr: i32,
     ptr: i32,
     len: i32,
-) -> Result<i32> {
+) -> Result<(i32, Option<super::backpressure::Wait>)> {
     let reference = gm::optional_reference(mem, ref_ptr, "send ref").map_err(fault)?;
     let payload = match payload(mem, st, ptr, len)? {
         Ok(p) => p,
-        Err(code) => return Ok(code),
+        Err(code) => return Ok((code, None)),
     };
     let message = Message {
         tag: tag as u32,
         reference,
         payload,
     };
-    Ok(send_status(st.core.node.send_user(
-        st.core.pid(),
-        to,
-        message,
-    )))
+    Ok(
+        match st.core.node.send_user_waiting(st.core.pid(), to, message) {
+            Ok(wait) => (status::OK, wait),
+            Err(e) => (send_status(Err(e)), None),
+        },
+    )
 }
 
 /// The header the ABI describes a message by.
@@ -176,8 +178,8 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
          -> Result<i32> {
             let (mem, st) = split(&mut c)?;
             let to = gm::pid(mem, pid_ptr, "send pid").map_err(fault)?;
-            let status = send_from_guest(mem, st, to, tag, ref_ptr, ptr, len)?;
-            suspend_if_congested(&mut c);
+            let (status, wait) = send_from_guest(mem, st, to, tag, ref_ptr, ptr, len)?;
+            suspend_if_congested(&mut c, wait);
             Ok(status)
         },
     )?;
@@ -208,8 +210,8 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
             let Some(to) = to else {
                 return Ok(status::NOT_REGISTERED);
             };
-            let status = send_from_guest(mem, st, to, tag, ref_ptr, ptr, len)?;
-            suspend_if_congested(&mut c);
+            let (status, wait) = send_from_guest(mem, st, to, tag, ref_ptr, ptr, len)?;
+            suspend_if_congested(&mut c, wait);
             Ok(status)
         },
     )?;

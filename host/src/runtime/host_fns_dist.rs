@@ -288,11 +288,9 @@ async fn send_named_on(c: &mut Caller<'_, ProcState>, req: NamedSend) -> Result<
     let Some(router) = node.router().cloned() else {
         return Ok(status::NOCONNECTION);
     };
+    // The router waits for room on a lane the send filled before it
+    // returns, so the guest runs on only then.
     let sent = router.send_named(me, &target, &name, message).await;
-    // A lane the send filled: wait for room here, before the guest runs on.
-    if let Some(wait) = super::backpressure::take() {
-        wait.await;
-    }
     Ok(match sent {
         Ok(()) => status::OK,
         Err(Undelivered::NoConnection) => status::NOCONNECTION,

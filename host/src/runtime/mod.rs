@@ -38,6 +38,7 @@ pub(crate) use self::pg::{Membership, PgChange};
 pub use self::registry::RegisterError;
 pub use self::upgrade::{SysError, SysOp, SysOutcome};
 
+pub(crate) use self::backpressure::Wait;
 use self::cell::ProcessCell;
 pub(crate) use self::cell::Signal;
 use self::pg::ProcessGroups;
@@ -56,7 +57,9 @@ pub(crate) type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output 
 /// Nothing in it names a transport.
 pub(crate) trait Router: Send + Sync {
     /// Deliver `signal` from `from` to `to`, a pid of another node.
-    fn route(&self, from: Pid, to: Pid, signal: Signal) -> Result<(), Undelivered>;
+    /// `Ok(Some(wait))` when the signal left its connection over its
+    /// bound: a guest sender is suspended on `wait` (the others drop it).
+    fn route(&self, from: Pid, to: Pid, signal: Signal) -> Result<Option<Wait>, Undelivered>;
     /// This node's name as the cluster knows it.
     fn node_name(&self) -> String;
     /// Names of the connected visible nodes, sorted.
@@ -553,8 +556,9 @@ impl NodeInner {
         }
     }
 
-    /// Deliver a signal from `from` to `to`, on this node or another.
-    pub fn route(&self, from: Pid, to: Pid, signal: Signal) -> Result<(), Undelivered> {
+    /// Deliver a signal from `from` to `to`, on this node or another; with
+    /// the wait a congested connection asks of the sender, if any.
+    pub fn route(&self, from: Pid, to: Pid, signal: Signal) -> Result<Option<Wait>, Undelivered> {
         if to.node == self.node_id {
             // This node, possibly an earlier incarnation of it: such pids
             // name no live process.
@@ -568,7 +572,7 @@ impl NodeInner {
             if counted {
                 cell.mailbox_len.fetch_add(1, Ordering::Relaxed);
             }
-            return cell.push(signal).map_err(|_| {
+            return cell.push(signal).map(|()| None).map_err(|_| {
                 if counted {
                     cell.mailbox_len.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -584,6 +588,17 @@ impl NodeInner {
     /// A user message, with the size and mailbox limits. Dropped silently
     /// if the receiver is dead, as in Erlang.
     pub fn send_user(&self, from: Pid, to: Pid, message: Message) -> Result<(), SendError> {
+        self.send_user_waiting(from, to, message).map(|_| ())
+    }
+
+    /// [`send_user`](Self::send_user), with the wait a congested
+    /// connection asks of the sender (a guest is suspended on it).
+    pub fn send_user_waiting(
+        &self,
+        from: Pid,
+        to: Pid,
+        message: Message,
+    ) -> Result<Option<Wait>, SendError> {
         if !molt_abi::tag::is_user(message.tag) {
             return Err(SendError::ReservedTag(message.tag));
         }
@@ -595,11 +610,13 @@ impl NodeInner {
             });
         }
         if to.node != self.node_id {
-            // The receiving node applies its own mailbox limit.
-            let _ = self.route(from, to, Signal::Message { from, message });
-            return Ok(());
+            // The receiving node applies its own mailbox limit; a message
+            // to a node that cannot be reached is dropped, as in Erlang.
+            return Ok(self
+                .route(from, to, Signal::Message { from, message })
+                .unwrap_or(None));
         }
-        self.deliver_message(from, to, message)
+        self.deliver_message(from, to, message).map(|()| None)
     }
 
     /// A message for a process of this node, with the mailbox limit.
