@@ -412,3 +412,76 @@ async fn distribution_imports_check_their_pointers() {
     }
     assert!(node.stats().alive >= 1, "the node runs on");
 }
+
+/// The text of a WAT fixture, as a user would hand the file to molt.
+fn wat_text(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("guests/wat")
+            .join(name),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wat_file_is_named_by_its_custom_annotation() {
+    let node = node();
+    // The text itself, not assembled by the test: the node assembles it
+    // and honours `(@custom "molt.module" ...)`.
+    let version = node.load(&wat_text("behaviour.wat"), "ignored").unwrap();
+    assert_eq!(version.identity.name, "wat-counter");
+    assert_eq!(version.identity.version, "1.0.0");
+    assert!(version.identity.declared);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_that_are_neither_wasm_nor_wat_say_so() {
+    let node = node();
+    for (bytes, says) in [
+        (&b"\x01\x02\xff\xfe"[..], "and not WAT text (not UTF-8)"),
+        (&b""[..], "and not WAT text: the file is empty"),
+        (&b"(module (func $f (unknown)))"[..], ", and as WAT text: "),
+    ] {
+        let error = node.load(bytes, "junk").unwrap_err().to_string();
+        assert!(
+            error.contains("not a wasm module (no \\0asm header)") && error.contains(says),
+            "{error}"
+        );
+        assert!(!error.contains('\n'), "one line: {error}");
+    }
+    // The CLI names the file.
+    let dir = molt_tests::TempDir::new("junk");
+    let file = dir.path().join("junk.wasm");
+    std::fs::write(&file, b"\x01\x02\xff\xfe").unwrap();
+    let (out, text) = molt(&["run".as_ref(), file.as_os_str()]);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains(&file.display().to_string()) && text.contains("not a wasm module"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_named_by_its_file_spawns_by_either_spelling() {
+    // No molt.module section: `foo_bar.wasm` is module `foo-bar`.
+    let dir = molt_tests::TempDir::new("names");
+    std::fs::write(dir.path().join("foo_bar.wasm"), wat_fixture("echo.wat")).unwrap();
+    let node = node();
+    node.code().add_path(dir.path());
+    let mut me = node.mailbox().unwrap();
+    let (first, _) = me
+        .spawn("foo_bar", me.pid().to_bytes().to_vec(), false, false)
+        .expect("spawn by the file's spelling");
+    let (second, _) = me
+        .spawn("foo-bar", me.pid().to_bytes().to_vec(), false, false)
+        .expect("spawn by the module's name");
+    let module_of = |pid| {
+        node.processes()
+            .into_iter()
+            .find(|p| p.pid == pid)
+            .and_then(|p| p.module)
+            .map(|(name, _)| name)
+    };
+    assert_eq!(module_of(first).as_deref(), Some("foo-bar"));
+    assert_eq!(module_of(second).as_deref(), Some("foo-bar"));
+}

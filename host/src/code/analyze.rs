@@ -120,6 +120,32 @@ impl fmt::Display for Problem {
     }
 }
 
+/// The wasm binary of a module file: the bytes themselves if they are one
+/// (they start with `\0asm`), else WAT text assembled, with its
+/// annotations (a `(@custom "molt.module" ...)` becomes that section, as in
+/// a binary built by the SDK). Anything else is refused with what it is
+/// not.
+pub fn to_binary(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+    if bytes.starts_with(b"\0asm") {
+        return Ok(std::borrow::Cow::Borrowed(bytes));
+    }
+    let not_wasm = "not a wasm module (no \\0asm header)";
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) if !text.trim().is_empty() => text,
+        Ok(_) => return Err(format!("{not_wasm} and not WAT text: the file is empty")),
+        Err(_) => return Err(format!("{not_wasm} and not WAT text (not UTF-8)")),
+    };
+    wat::parse_str(text)
+        .map(std::borrow::Cow::Owned)
+        .map_err(|e| {
+            // The parser's message spans lines (a caret under the text):
+            // keep its first line, which says what and where.
+            let first = e.to_string();
+            let first = first.lines().next().unwrap_or("").trim().to_string();
+            format!("{not_wasm}, and as WAT text: {first}")
+        })
+}
+
 /// Everything `inspect` prints and `load` checks.
 #[derive(Clone, Debug)]
 pub struct Report {

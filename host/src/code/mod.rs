@@ -429,6 +429,8 @@ impl CodeServer {
                 max: self.module_bytes_max,
             });
         }
+        let binary = analyze::to_binary(bytes).map_err(LoadError::Invalid)?;
+        let bytes = &*binary;
         let (identity, section_problem) = analyze::identify(bytes, fallback_name);
         let cached = self
             .cache
@@ -677,6 +679,14 @@ impl CodeServer {
         if let Some(v) = self.enter_current(name) {
             return Some(v);
         }
+        // The one rule for names from file names: `_` is spelled `-`, so
+        // `foo_bar` is `foo-bar` unless a module declares `foo_bar`.
+        let canonical = name.replace('_', "-");
+        if canonical != name
+            && let Some(v) = self.enter_current(&canonical)
+        {
+            return Some(v);
+        }
         if !molt_abi::section::valid_module_name(name) {
             return None;
         }
@@ -704,18 +714,28 @@ impl CodeServer {
                 let loaded = Self::read_file(&path)
                     .and_then(|(bytes, stem)| self.prepare(&bytes, &stem))
                     .and_then(|(v, _)| {
-                        if v.identity.name != name {
-                            tracing::warn!(
-                                file = %path.display(),
-                                declared = %v.identity.name,
-                                "module file declares another name; not used for `{name}`"
-                            );
+                        if v.identity.name != name && v.identity.name != canonical {
+                            if v.identity.declared {
+                                tracing::warn!(
+                                    file = %path.display(),
+                                    declared = %v.identity.name,
+                                    "module file declares another name; not used for `{name}`"
+                                );
+                            } else {
+                                tracing::warn!(
+                                    file = %path.display(),
+                                    named = %v.identity.name,
+                                    "module file has no molt.module section and its file name \
+                                     names another module; not used for `{name}`"
+                                );
+                            }
                             return Ok(None);
                         }
-                        self.install(v, UpgradeMode::Eager).map(Some)
+                        let found = v.identity.name.clone();
+                        self.install(v, UpgradeMode::Eager).map(|_| Some(found))
                     });
                 match loaded {
-                    Ok(Some(_)) => return self.enter_current(name),
+                    Ok(Some(found)) => return self.enter_current(&found),
                     Ok(None) => {}
                     Err(e) => tracing::warn!(file = %path.display(), "cannot load module: {e}"),
                 }
@@ -799,6 +819,8 @@ impl ModuleVersion {
 /// imports, exports and ABI problems. Errors only if the bytes are not
 /// valid WebAssembly.
 pub fn inspect(bytes: &[u8], fallback_name: &str) -> Result<Report, LoadError> {
+    let binary = analyze::to_binary(bytes).map_err(LoadError::Invalid)?;
+    let bytes = &*binary;
     let (identity, section_problem) = analyze::identify(bytes, fallback_name);
     let module =
         Module::new(&Engine::default(), bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
