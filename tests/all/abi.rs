@@ -485,3 +485,45 @@ async fn a_module_named_by_its_file_spawns_by_either_spelling() {
     assert_eq!(module_of(first).as_deref(), Some("foo-bar"));
     assert_eq!(module_of(second).as_deref(), Some("foo-bar"));
 }
+
+#[test]
+fn molt_inspect_reports_against_the_limits_in_force() {
+    let dir = molt_tests::TempDir::new("inspect-limits");
+    // echo with a 32 MiB initial memory: past the default 16 MiB
+    // memory_bytes_max, though it satisfies the ABI.
+    let big = String::from_utf8(wat_text("echo.wat")).unwrap().replace(
+        r#"(memory (export "memory") 2)"#,
+        r#"(memory (export "memory") 512)"#,
+    );
+    let file = dir.path().join("big_memory.wat");
+    std::fs::write(&file, big).unwrap();
+    let (out, text) = molt(&["inspect".as_ref(), file.as_os_str()]);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("abi:      ok"), "{text}");
+    assert!(
+        text.contains("its memory starts at 33554432 bytes, more than memory_bytes_max"),
+        "{text}"
+    );
+    // With room for it, it passes.
+    let (out, text) = molt(&[
+        "--memory-bytes-max".as_ref(),
+        "67108864".as_ref(),
+        "inspect".as_ref(),
+        file.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("limits:   ok"), "{text}");
+    // A size limit below the file's size.
+    let counter = guests_dir().join("counter.wasm");
+    let (out, text) = molt(&[
+        "--module-bytes-max".as_ref(),
+        "1000".as_ref(),
+        "inspect".as_ref(),
+        counter.as_os_str(),
+    ]);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("larger than module_bytes_max (1000 bytes)"),
+        "{text}"
+    );
+}

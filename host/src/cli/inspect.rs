@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use molt_host::code;
+use molt_host::{NodeConfig, code};
 
-pub fn inspect(path: PathBuf) -> Result<ExitCode> {
+/// Print what `path` is, and whether a node with `config`'s limits takes it.
+pub fn inspect(path: PathBuf, config: &NodeConfig) -> Result<ExitCode> {
     let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
     let stem = path
         .file_stem()
@@ -40,9 +41,34 @@ pub fn inspect(path: PathBuf) -> Result<ExitCode> {
     for i in &report.imports {
         out!("  {i}");
     }
+    // The limits in force (the defaults, or the flags given): a node
+    // refuses what passes them, whatever the ABI check says.
+    let mut over = Vec::new();
+    if bytes.len() > config.module_bytes_max {
+        over.push(format!(
+            "the file is {} bytes, larger than module_bytes_max ({} bytes)",
+            bytes.len(),
+            config.module_bytes_max
+        ));
+    }
+    if let Some(min) = report.memory_min_bytes
+        && min > config.memory_bytes_max
+    {
+        over.push(format!(
+            "its memory starts at {min} bytes, more than memory_bytes_max ({} bytes)",
+            config.memory_bytes_max
+        ));
+    }
+    if over.is_empty() {
+        out!("limits:   ok (module_bytes_max, memory_bytes_max)");
+    } else {
+        out!("limits:   a node with these limits refuses it");
+        for o in &over {
+            out!("  - {o}");
+        }
+    }
     if report.problems.is_empty() {
         out!("abi:      ok (molt ABI {})", molt_abi::ABI_VERSION);
-        Ok(ExitCode::SUCCESS)
     } else {
         out!("abi:      NOT satisfied");
         for p in &report.problems {
@@ -50,4 +76,8 @@ pub fn inspect(path: PathBuf) -> Result<ExitCode> {
         }
         bail!("{} does not satisfy the molt ABI", path.display())
     }
+    if !over.is_empty() {
+        bail!("{} exceeds this node's limits", path.display())
+    }
+    Ok(ExitCode::SUCCESS)
 }

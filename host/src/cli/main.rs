@@ -246,7 +246,7 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
         | Command::Spawn { .. }
         | Command::Send { .. }) => runtime()?.block_on(remote::remote_command(remote)),
         Command::Code(command) => runtime()?.block_on(code::run(command)),
-        Command::Inspect { module } => inspect::inspect(module),
+        Command::Inspect { module } => inspect::inspect(module, &config),
         Command::Build { dir } => {
             for file in guest_build::build_crate(&dir)? {
                 out!("{}", file.display());

@@ -159,6 +159,9 @@ pub struct Report {
     pub exports: Vec<String>,
     /// Every way it fails the ABI; empty when it satisfies it.
     pub problems: Vec<Problem>,
+    /// The minimum size of its exported memory, in bytes (what every
+    /// instance starts with).
+    pub memory_min_bytes: Option<u64>,
 }
 
 /// Read the `molt.module` section and hash the bytes. `fallback_name` names
@@ -386,17 +389,21 @@ pub fn check(module: &Module, identity: Identity, section_problem: Option<Proble
         problems.push(Problem::NoEntry);
         None
     };
-    if !matches!(
-        module.get_export(exports::MEMORY),
-        Some(ExternType::Memory(_))
-    ) {
-        problems.push(Problem::NoMemory);
-    }
+    let memory_min_bytes = match module.get_export(exports::MEMORY) {
+        Some(ExternType::Memory(memory)) => {
+            Some(memory.minimum().saturating_mul(memory.page_size()))
+        }
+        _ => {
+            problems.push(Problem::NoMemory);
+            None
+        }
+    };
     for export in module.exports() {
         export_lines.push(format!("{}: {}", export.name(), extern_sig(&export.ty())));
     }
     Report {
         identity,
+        memory_min_bytes,
         kind,
         imports: import_lines,
         exports: export_lines,
