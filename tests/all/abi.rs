@@ -527,3 +527,44 @@ fn molt_inspect_reports_against_the_limits_in_force() {
         "{text}"
     );
 }
+
+/// echo.wat with `edit` applied to its text.
+fn echo_with(edit: impl Fn(String) -> String) -> Vec<u8> {
+    edit(String::from_utf8(wat_text("echo.wat")).unwrap()).into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_segment_past_the_initial_memory_is_refused_at_load() {
+    let node = node();
+    let module = echo_with(|t| {
+        t.replace(
+            r#"(data (i32.const 100) "badarg"#,
+            r#"(data (i32.const 131070) "badarg"#,
+        )
+    });
+    let error = node.load(&module, "echo-oob").unwrap_err().to_string();
+    assert!(
+        error.contains("data segment 0 (32 bytes at offset 131070) does not fit the initial memory (131072 bytes)"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_while_instantiating_is_a_one_line_trap() {
+    let node = node();
+    // A start function that traps: every spawn traps before molt_main.
+    let module = echo_with(|t| {
+        t.replace(
+            "(memory (export \"memory\") 2)",
+            "(memory (export \"memory\") 2)\n  (func $boom unreachable)\n  (start $boom)",
+        )
+    });
+    node.load(&module, "echo-start").unwrap();
+    let mut me = node.mailbox().unwrap();
+    let args = me.pid().to_bytes().to_vec();
+    let why = run_to_exit(&mut me, "echo-start", args).await;
+    assert!(why.starts_with("trap: "), "{why}");
+    assert!(why.contains("unreachable"), "{why}");
+    assert!(why.ends_with("(at instantiation)"), "{why}");
+    assert!(!why.contains('\n'), "one line: {why:?}");
+}

@@ -146,6 +146,58 @@ pub fn to_binary(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, String> {
         })
 }
 
+/// A data segment that cannot fit the memory every instance starts with:
+/// instantiation would always trap, so the module is refused at load.
+/// Only segments at constant offsets are checked (those from globals are
+/// known only at instantiation). `None` when they all fit, or the bytes do
+/// not parse (compiling says why).
+pub fn data_out_of_bounds(bytes: &[u8]) -> Option<String> {
+    let mut memory_bytes: Option<u64> = None;
+    let mut page_bytes = 65_536u64;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.ok()? {
+            Payload::MemorySection(memories) => {
+                let memory = memories.into_iter().next()?.ok()?;
+                if let Some(log2) = memory.page_size_log2 {
+                    page_bytes = 1u64 << log2;
+                }
+                memory_bytes = Some(memory.initial.saturating_mul(page_bytes));
+            }
+            Payload::DataSection(data) => {
+                let Some(memory_bytes) = memory_bytes else {
+                    // An imported memory (or none): nothing known here.
+                    return None;
+                };
+                for (index, segment) in data.into_iter().enumerate() {
+                    let segment = segment.ok()?;
+                    let wasmparser::DataKind::Active {
+                        memory_index: 0,
+                        offset_expr,
+                    } = segment.kind
+                    else {
+                        continue;
+                    };
+                    let mut ops = offset_expr.get_operators_reader();
+                    let offset = match ops.read().ok()? {
+                        wasmparser::Operator::I32Const { value } => value as u32 as u64,
+                        wasmparser::Operator::I64Const { value } => value as u64,
+                        _ => continue,
+                    };
+                    let len = segment.data.len() as u64;
+                    if offset.saturating_add(len) > memory_bytes {
+                        return Some(format!(
+                            "data segment {index} ({len} bytes at offset {offset}) does not fit \
+                             the initial memory ({memory_bytes} bytes): every instance would trap"
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Everything `inspect` prints and `load` checks.
 #[derive(Clone, Debug)]
 pub struct Report {

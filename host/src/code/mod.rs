@@ -431,6 +431,9 @@ impl CodeServer {
         }
         let binary = analyze::to_binary(bytes).map_err(LoadError::Invalid)?;
         let bytes = &*binary;
+        if let Some(why) = analyze::data_out_of_bounds(bytes) {
+            return Err(LoadError::Invalid(why));
+        }
         let (identity, section_problem) = analyze::identify(bytes, fallback_name);
         let cached = self
             .cache

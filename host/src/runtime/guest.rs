@@ -635,9 +635,25 @@ async fn instantiate(
         Ok(instance) => instance,
         // A signal that ended the process during instantiation keeps its reason.
         Err(e) if e.downcast_ref::<ProcessExit>().is_some() => return Err(e),
-        Err(e) => {
+        // The module's start function or a data segment trapped: a trap,
+        // on one line like every other (no wasm backtrace in the reason).
+        Err(e) if e.downcast_ref::<wasmtime::Trap>().is_some() => {
+            let trap = e.downcast_ref::<wasmtime::Trap>().expect("checked");
             return Err(wasmtime::Error::new(ProcessExit(
-                format!("{}cannot instantiate: {e:#}", reason::LIMIT_PREFIX).into(),
+                reason::truncate(&format!("{}{trap} (at instantiation)", reason::TRAP_PREFIX))
+                    .into(),
+            )));
+        }
+        Err(e) => {
+            // The pool or a limit said no; its first line says which.
+            let why = format!("{e:#}");
+            let why = why.lines().next().unwrap_or("").trim().to_string();
+            return Err(wasmtime::Error::new(ProcessExit(
+                reason::truncate(&format!(
+                    "{}cannot instantiate: {why}",
+                    reason::LIMIT_PREFIX
+                ))
+                .into(),
             )));
         }
     };
