@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use molt_abi::imports::{self, ValType};
-use molt_abi::{Ref, tag};
+use molt_abi::{Ref, status, tag};
 use molt_host::code::{self, LoadError, ModuleKind, Problem};
 use molt_tests::{QUIET, WAIT, guests_dir, molt, node, run_to_exit, wat_fixture};
 
@@ -567,4 +567,87 @@ async fn a_trap_while_instantiating_is_a_one_line_trap() {
     assert!(why.contains("unreachable"), "{why}");
     assert!(why.ends_with("(at instantiation)"), "{why}");
     assert!(!why.contains('\n'), "one line: {why:?}");
+}
+
+/// A raw WAT guest that gets its parent's pid as init arguments (kept at
+/// 0..24), runs `body`, and sends its parent each status `body` stores at
+/// 64 with `report` (a 4-byte message, tag 0).
+fn status_probe(body: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+  (import "molt" "msg_read" (func $msg_read (param i32 i32) (result i32)))
+  (import "molt" "send" (func $send (param i32 i32 i32 i32 i32) (result i32)))
+  (import "molt" "register" (func $register (param i32 i32) (result i32)))
+  (import "molt" "spawn" (func $spawn (param i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 32) "probe")
+  (func $report (param $status i32)
+    (i32.store (i32.const 64) (local.get $status))
+    (drop (call $send (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 64) (i32.const 4))))
+  (func (export "molt_main") (param i32)
+    (drop (call $msg_read (i32.const 0) (i32.const 24)))
+    {body}))"#
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_codes_are_the_ones_abi_md_gives() {
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    async fn statuses(me: &mut molt_host::HostMailbox, n: usize) -> Vec<i32> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let m = me.recv(WAIT).await.expect("a status");
+            out.push(i32::from_le_bytes(m.payload[..4].try_into().unwrap()));
+        }
+        out
+    }
+    // Registering the caller's own name again: already_registered.
+    node.load(
+        &status_probe(
+            "(call $report (call $register (i32.const 32) (i32.const 5)))
+             (call $report (call $register (i32.const 32) (i32.const 5)))",
+        ),
+        "probe-register",
+    )
+    .unwrap();
+    me.spawn("probe-register", me.pid().to_bytes().to_vec(), false, false)
+        .unwrap();
+    assert_eq!(
+        statuses(&mut me, 2).await,
+        [status::OK, status::ALREADY_REGISTERED]
+    );
+    // Spawning an empty module name: bad_arg (no module can be named so).
+    node.load(
+        &status_probe(
+            "(call $report (call $spawn (i32.const 32) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 128) (i32.const 160)))",
+        ),
+        "probe-spawn",
+    )
+    .unwrap();
+    me.spawn("probe-spawn", me.pid().to_bytes().to_vec(), false, false)
+        .unwrap();
+    assert_eq!(statuses(&mut me, 1).await, [status::BAD_ARG]);
+
+    // Pointers: the whole buffer msg_read is given must be memory, though
+    // the message (24 bytes) would fit in the part that is; and a payload
+    // length of 0xFFFFFFFF is a bad pointer, not a large message.
+    for (name, body, expected) in [
+        (
+            "probe-msg-read",
+            "(drop (call $msg_read (i32.const 0xff00) (i32.const 0x1000)))",
+            "bad_pointer: msg_read buffer",
+        ),
+        (
+            "probe-send-len",
+            "(drop (call $send (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 64) (i32.const -1)))",
+            "bad_pointer: message payload",
+        ),
+    ] {
+        node.load(&status_probe(body), name).unwrap();
+        let args = me.pid().to_bytes().to_vec();
+        let why = run_to_exit(&mut me, name, args).await;
+        assert!(why.starts_with(expected), "{name}: {why}");
+    }
 }

@@ -43,19 +43,20 @@ pub(super) fn send_status(result: std::result::Result<(), SendError>) -> i32 {
     }
 }
 
-/// Read a payload, refusing an oversized one before touching memory.
+/// Read a payload. A pointer and length that do not lie in the guest's
+/// memory are a bad pointer (the process ends), checked first; a payload
+/// in memory but over `message_bytes_max` is `message_too_large`.
 pub(super) fn payload(
     mem: &[u8],
     state: &ProcState,
     ptr: i32,
     len: i32,
 ) -> Result<std::result::Result<Box<[u8]>, i32>> {
-    if len as u32 as usize > state.core.node.config.message_bytes_max {
+    let bytes = gm::bytes(mem, ptr, len, "message payload").map_err(fault)?;
+    if bytes.len() > state.core.node.config.message_bytes_max {
         return Ok(Err(status::MESSAGE_TOO_LARGE));
     }
-    Ok(Ok(gm::bytes(mem, ptr, len, "message payload")
-        .map_err(fault)?
-        .into()))
+    Ok(Ok(bytes.into()))
 }
 
 /// If the send filled a connection, suspend the guest at its next epoch
@@ -137,6 +138,10 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
             else {
                 return Ok(status::BAD_ARG);
             };
+            // No module can have such a name: malformed, not missing.
+            if !molt_abi::section::valid_module_name(module) {
+                return Ok(status::BAD_ARG);
+            }
             let module = module.to_string();
             let args = match payload(mem, st, args_ptr, args_len)? {
                 Ok(a) => a,
@@ -233,10 +238,13 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
                 return Ok(status::NO_MESSAGE);
             };
             let payload = &current.payload;
-            if (len as u32 as usize) < payload.len() {
+            // The whole buffer the guest named must be its memory, however
+            // much of it this message fills.
+            let buffer = gm::bytes_mut(mem, ptr, len, "msg_read buffer").map_err(fault)?;
+            if buffer.len() < payload.len() {
                 return Ok(status::BUFFER_TOO_SMALL);
             }
-            gm::write(mem, ptr, payload, "msg_read buffer").map_err(fault)?;
+            buffer[..payload.len()].copy_from_slice(payload);
             Ok(payload.len() as i32)
         },
     )?;

@@ -27,11 +27,13 @@ impl Registry {
         if name.is_empty() || name.len() > NAME_BYTES_MAX {
             return Err(RegisterError::BadName);
         }
-        if self.by_name.contains_key(name) {
-            return Err(RegisterError::Taken);
-        }
+        // A caller with a name (this one included) is already registered;
+        // only then is another holder of the name the problem.
         if self.by_pid.contains_key(&pid) {
             return Err(RegisterError::AlreadyRegistered);
+        }
+        if self.by_name.contains_key(name) {
+            return Err(RegisterError::Taken);
         }
         self.by_name.insert(name.to_string(), pid);
         self.by_pid.insert(pid, name.to_string());
