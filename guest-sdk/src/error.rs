@@ -45,6 +45,10 @@ pub enum Error {
     PgLimit,
     /// `pg::leave`: the process is not a member of that group.
     NotJoined,
+    /// `link`: the process has `links_max` links already.
+    LinkLimit,
+    /// `monitor`: the process holds `monitors_max` monitors already.
+    MonitorLimit,
     /// A negative code this SDK does not know (a newer host).
     Unknown(i32),
 }
@@ -72,6 +76,8 @@ impl Error {
             status::NOCONNECTION => Error::NoConnection,
             status::PG_LIMIT => Error::PgLimit,
             status::NOT_JOINED => Error::NotJoined,
+            status::LINK_LIMIT => Error::LinkLimit,
+            status::MONITOR_LIMIT => Error::MonitorLimit,
             other => Error::Unknown(other),
         })
     }
@@ -96,6 +102,8 @@ impl Error {
             Error::NoConnection => status::NOCONNECTION,
             Error::PgLimit => status::PG_LIMIT,
             Error::NotJoined => status::NOT_JOINED,
+            Error::LinkLimit => status::LINK_LIMIT,
+            Error::MonitorLimit => status::MONITOR_LIMIT,
             Error::Unknown(code) => code,
         }
     }
@@ -136,7 +144,7 @@ mod tests {
             assert_eq!(err.to_string(), status::name(code));
             code -= 1;
         }
-        assert!(code < status::NOT_JOINED);
+        assert!(code < status::MONITOR_LIMIT);
         assert_eq!(Error::from_code(-99), Some(Error::Unknown(-99)));
         assert_eq!(Error::Unknown(-99).code(), -99);
         assert_eq!(Error::from_code(0), None);

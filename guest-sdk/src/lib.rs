@@ -195,7 +195,7 @@ pub use node::{
 };
 pub use process::{
     Pid, Ref, demonitor, exit, exit_self, is_alive, link, monitor, self_pid, spawn, spawn_bytes,
-    spawn_link, spawn_monitor, trap_exit, unlink,
+    spawn_link, spawn_monitor, trap_exit, try_monitor, unlink,
 };
 pub use receive::{
     Envelope, Filter, System, receive, receive_matching, receive_timeout, recv, recv_timeout,

@@ -70,7 +70,8 @@ pub(crate) fn spawn_with(
 }
 
 /// Link the caller and `pid`, both ways. Fails with [`Error::NoProc`] if
-/// `pid` is not alive.
+/// `pid` is not alive, [`Error::LinkLimit`] if the caller has `links_max`
+/// links already.
 pub fn link(pid: Pid) -> Result<(), Error> {
     check(sys::link(&pid.to_bytes())).map(drop)
 }
@@ -82,12 +83,23 @@ pub fn unlink(pid: Pid) -> Result<(), Error> {
 
 /// Monitor `pid`. When it exits (at once if it is already dead) the caller
 /// gets a DOWN message whose envelope reference is the returned reference.
-/// Monitors stack: each call makes a new one.
+/// Monitors stack: each call makes a new one. A process that holds
+/// `monitors_max` monitors already panics here (as Erlang raises
+/// `system_limit`); [`try_monitor`] returns the error instead.
 pub fn monitor(pid: Pid) -> Ref {
+    match try_monitor(pid) {
+        Ok(reference) => reference,
+        Err(e) => panic!("monitor: {e}"),
+    }
+}
+
+/// [`monitor`], failing with [`Error::MonitorLimit`] when the caller holds
+/// `monitors_max` monitors already. A dead pid is not an error: it yields
+/// DOWN `noproc`.
+pub fn try_monitor(pid: Pid) -> Result<Ref, Error> {
     let mut out = [0u8; REF_BYTES];
-    // The ABI defines no error for monitor; a dead pid yields DOWN `noproc`.
-    let _ = sys::monitor(&pid.to_bytes(), &mut out);
-    Ref::from_bytes(&out)
+    check(sys::monitor(&pid.to_bytes(), &mut out))?;
+    Ok(Ref::from_bytes(&out))
 }
 
 /// Remove a monitor; returns whether it was active. With `flush`, also

@@ -51,6 +51,13 @@ pub struct NodeConfig {
     /// migration is refused (`limit: ran past code_change_timeout`) and the
     /// process stays on its version.
     pub code_change_timeout: Duration,
+    /// Most links one process may have. A `link` past it fails with
+    /// `link_limit` (so does a linked spawn); the link is not made.
+    pub links_max: usize,
+    /// Most monitors one process may hold (monitors stack, so each call
+    /// counts). A `monitor` past it fails with `monitor_limit` (so does a
+    /// monitored spawn).
+    pub monitors_max: usize,
     /// Most pending timers (`send_after`) on the node.
     pub timers_max: usize,
     /// Most process groups (Erlang's `pg`) with members on the node,
@@ -102,6 +109,8 @@ impl Default for NodeConfig {
             purge_timeout: Duration::from_secs(10),
             code_change_timeout: Duration::from_secs(5),
             timers_max: 1_000_000,
+            links_max: 100_000,
+            monitors_max: 100_000,
             pg_groups_max: 100_000,
             pg_memberships_max: 1_024,
             table_elements_max: 10_000,

@@ -432,3 +432,82 @@ async fn timeouts_and_delays_too_long_to_represent_mean_never() {
     );
     assert_node_works(&node).await;
 }
+
+/// A raw guest that gets its parent's pid (kept at 0..24), then calls
+/// `call` (which leaves a status) until it fails, and sends its parent
+/// `(successes, status)` as two little-endian i32s.
+fn until_refused(call: &str) -> Vec<u8> {
+    wat::parse_str(format!(
+        r#"(module
+  (import "molt" "msg_read" (func $msg_read (param i32 i32) (result i32)))
+  (import "molt" "send" (func $send (param i32 i32 i32 i32 i32) (result i32)))
+  (import "molt" "monitor" (func $monitor (param i32 i32) (result i32)))
+  (import "molt" "spawn" (func $spawn (param i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "molt" "receive" (func $receive (param i32 i32 i32 i64 i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 32) "idle")
+  (func (export "molt_main") (param i32)
+    (local $n i32) (local $s i32)
+    (drop (call $msg_read (i32.const 0) (i32.const 24)))
+    (block $done
+      (loop $again
+        (local.set $s {call})
+        (br_if $done (i32.ne (local.get $s) (i32.const 0)))
+        (local.set $n (i32.add (local.get $n) (i32.const 1)))
+        (br $again)))
+    (i32.store (i32.const 64) (local.get $n))
+    (i32.store (i32.const 68) (local.get $s))
+    (drop (call $send (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 64) (i32.const 8)))
+    ;; Stay alive (holding what it made) until told otherwise.
+    (drop (call $receive (i32.const 0) (i32.const 0) (i32.const 0) (i64.const -1) (i32.const 96)))))"#
+    ))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_and_monitors_per_process_are_bounded() {
+    let node = start_node(NodeConfig {
+        links_max: 5,
+        monitors_max: 7,
+        ..test_config()
+    });
+    let idle = wat::parse_str(
+        r#"(module
+  (import "molt" "receive" (func $receive (param i32 i32 i32 i64 i32) (result i32)))
+  (memory (export "memory") 1)
+  (func (export "molt_main") (param i32)
+    (drop (call $receive (i32.const 0) (i32.const 0) (i32.const 0) (i64.const -1) (i32.const 0)))))"#,
+    )
+    .unwrap();
+    node.load(&idle, "idle").unwrap();
+    let cases = [
+        (
+            "monitor-loop",
+            "(call $monitor (i32.const 0) (i32.const 128))",
+            7,
+            status::MONITOR_LIMIT,
+        ),
+        (
+            "link-loop",
+            // spawn_link("idle"): a new link each time.
+            "(call $spawn (i32.const 32) (i32.const 4) (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 128) (i32.const 160))",
+            5,
+            status::LINK_LIMIT,
+        ),
+    ];
+    let mut me = node.mailbox().unwrap();
+    for (name, call, made, refused) in cases {
+        node.load(&until_refused(call), name).unwrap();
+        let alive = node.stats().alive;
+        me.spawn(name, me.pid().to_bytes().to_vec(), false, false)
+            .unwrap();
+        let m = me.recv(WAIT).await.expect("the guest reports");
+        let n = i32::from_le_bytes(m.payload[..4].try_into().unwrap());
+        let s = i32::from_le_bytes(m.payload[4..8].try_into().unwrap());
+        assert_eq!((n, s), (made, refused), "{name}");
+        if name == "link-loop" {
+            // The refused spawn made no process: the guest and its five.
+            assert_eq!(node.stats().alive, alive + 1 + 5);
+        }
+    }
+}

@@ -76,6 +76,10 @@ pub mod status {
     pub const PG_LIMIT: i32 = -16;
     /// `pg_leave`: the caller is not a member of that group.
     pub const NOT_JOINED: i32 = -17;
+    /// `link`: the caller has `links_max` links already.
+    pub const LINK_LIMIT: i32 = -18;
+    /// `monitor`: the caller holds `monitors_max` monitors already.
+    pub const MONITOR_LIMIT: i32 = -19;
 
     /// A short, stable name for a status code, for logs and errors.
     pub fn name(code: i32) -> &'static str {
@@ -98,6 +102,8 @@ pub mod status {
             NOCONNECTION => "noconnection",
             PG_LIMIT => "pg_limit",
             NOT_JOINED => "not_joined",
+            LINK_LIMIT => "link_limit",
+            MONITOR_LIMIT => "monitor_limit",
             c if c >= 0 => "ok",
             _ => "unknown",
         }

@@ -148,6 +148,15 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
                 Err(code) => return Ok(code),
             };
             let me = st.core.pid();
+            let config = &st.core.node.config;
+            if flags & spawn_flags::LINK != 0 && st.core.links.len() >= config.links_max {
+                return Ok(status::LINK_LIMIT);
+            }
+            if flags & spawn_flags::MONITOR != 0
+                && st.core.monitors_out.len() >= config.monitors_max
+            {
+                return Ok(status::MONITOR_LIMIT);
+            }
             let link = (flags & spawn_flags::LINK != 0).then_some(me);
             let monitor = (flags & spawn_flags::MONITOR != 0).then(|| st.core.node.make_ref());
             let node = st.core.node.clone();
@@ -268,6 +277,13 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
         |mut c: Caller<'_, ProcState>, pid_ptr: i32| -> Result<i32> {
             let (mem, st) = split(&mut c)?;
             let other = gm::pid(mem, pid_ptr, "link pid").map_err(fault)?;
+            // A link already there is no new one.
+            if !st.core.links.contains(&other)
+                && other != st.core.pid()
+                && st.core.links.len() >= st.core.node.config.links_max
+            {
+                return Ok(status::LINK_LIMIT);
+            }
             Ok(match st.core.link(other) {
                 Ok(()) => status::OK,
                 Err(reason::NOCONNECTION) => status::NOCONNECTION,
@@ -296,6 +312,9 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
             // Check the output before the monitor exists, so a fault leaves none.
             gm::bytes(mem, ref_out, molt_abi::REF_BYTES as i32, "monitor ref_out")
                 .map_err(fault)?;
+            if st.core.monitors_out.len() >= st.core.node.config.monitors_max {
+                return Ok(status::MONITOR_LIMIT);
+            }
             let r = st.core.monitor(target);
             gm::write(mem, ref_out, &r.to_bytes(), "monitor ref_out").map_err(fault)?;
             Ok(status::OK)
