@@ -1088,3 +1088,40 @@ async fn a_node_that_never_answers_does_not_hold_up_other_connections() {
     let ghost_result = pending.await.unwrap();
     assert!(ghost_result.is_err(), "the ghost never answers");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gossip_is_bounded_by_addresses_max_and_connections_max() {
+    use molt_host::net::frame::{self, Frame};
+    let (_a, da) =
+        molt_tests::dist_node_with("a", molt_tests::COOKIE, |c| c.addresses_max = 50).await;
+    let mut rogue = molt_tests::RawPeer::connect("rogue", &da).await;
+    // 10,000 made-up nodes, each at a port nothing listens on.
+    let nodes: Vec<(String, String)> = (0..10_000)
+        .map(|i| {
+            (
+                format!("fake{i}@127.0.0.1"),
+                format!("127.0.0.1:{}", 1 + i % 1000),
+            )
+        })
+        .collect();
+    let bytes = frame::encode(&Frame::Peers { nodes });
+    rogue.send.write_all(&bytes).await.unwrap();
+    // The frame is applied once a ping behind it is answered.
+    rogue
+        .send
+        .write_all(&frame::encode(&Frame::Ping { id: 41 }))
+        .await
+        .unwrap();
+    loop {
+        match rogue.next_frame().await {
+            Frame::Pong { id: 41 } => break,
+            Frame::Peers { .. } | Frame::Notice { .. } => continue,
+            other => panic!("expected the Pong, got {other:?}"),
+        }
+    }
+    assert!(da.addresses_known() <= 50, "{}", da.addresses_known());
+    // a is fine: another node still joins it and they talk.
+    let (_b, db) = dist_node("b").await;
+    db.join(&address_of(&da)).await.expect("b joins a");
+    db.ping(A).await.expect("a answers b");
+}

@@ -229,6 +229,12 @@ impl DistInner {
                 if self.config.hidden || peer.hidden {
                     return;
                 }
+                // Gossip is bounded: no more new connections than
+                // `connections_max` leaves room for, no more addresses than
+                // `addresses_max`; the rest of a long list is dropped.
+                let connected = self.peers.read().expect("peers poisoned").len();
+                let mut room = self.config.connections_max.saturating_sub(connected);
+                let mut dropped = 0usize;
                 for (name, addr) in nodes {
                     if name == self.name || self.peer(node_id(&name)).is_some() {
                         continue;
@@ -236,16 +242,20 @@ impl DistInner {
                     let Ok(addr) = addr.parse::<SocketAddr>() else {
                         continue;
                     };
-                    self.addresses
-                        .lock()
-                        .expect("addresses poisoned")
-                        .insert(name.clone(), addr);
+                    if room == 0 || !self.learn_address(&name, addr, true) {
+                        dropped += 1;
+                        continue;
+                    }
+                    room -= 1;
                     let dist = self.clone();
                     tokio::spawn(async move {
                         if let Err(e) = dist.connect(&name).await {
                             tracing::debug!(node = %name, "mesh connection failed: {e}");
                         }
                     });
+                }
+                if dropped > 0 {
+                    tracing::warn!(node = %peer.name, dropped, "gossiped nodes past connections_max or addresses_max dropped");
                 }
             }
         }

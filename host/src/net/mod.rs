@@ -77,6 +77,9 @@ pub struct DistConfig {
     /// purge takes longer than a ping. A system request waits its own
     /// timeout plus `request_timeout`.
     pub code_request_timeout: Duration,
+    /// Most node addresses kept (learnt from `join`, from peers and from
+    /// gossip); gossip past it is dropped with a warning.
+    pub addresses_max: usize,
     /// Most requests to one peer waiting for their replies at once (and
     /// most from one peer answered here at once); one more fails at once
     /// with `too many in flight` (`busy` on the answering side).
@@ -105,6 +108,7 @@ impl DistConfig {
             request_timeout: Duration::from_secs(10),
             code_request_timeout: Duration::from_secs(60),
             requests_in_flight_max: 256,
+            addresses_max: 4_096,
             tls: tls::TlsMode::SelfSigned,
         }
     }
@@ -389,13 +393,17 @@ impl Distribution {
     /// so a later connect can reach it.
     pub fn learn_address(&self, name: &str, addr: SocketAddr) {
         if name != self.inner.name {
-            self.inner
-                .addresses
-                .lock()
-                .expect("addresses poisoned")
-                .entry(name.to_string())
-                .or_insert(addr);
+            self.inner.learn_address(name, addr, false);
         }
+    }
+
+    /// How many node addresses this node knows (at most `addresses_max`).
+    pub fn addresses_known(&self) -> usize {
+        self.inner
+            .addresses
+            .lock()
+            .expect("addresses poisoned")
+            .len()
     }
 
     /// This distribution's settings.
@@ -445,6 +453,23 @@ impl Distribution {
 }
 
 impl DistInner {
+    /// Keep `addr` for `name` (replacing a known one if `replace`), unless
+    /// `addresses_max` others are known; whether `name` has an address now.
+    fn learn_address(&self, name: &str, addr: SocketAddr, replace: bool) -> bool {
+        let mut addresses = self.addresses.lock().expect("addresses poisoned");
+        if let Some(known) = addresses.get_mut(name) {
+            if replace {
+                *known = addr;
+            }
+            return true;
+        }
+        if addresses.len() >= self.config.addresses_max {
+            return false;
+        }
+        addresses.insert(name.to_string(), addr);
+        true
+    }
+
     fn local_addr(&self) -> SocketAddr {
         self.endpoint.local_addr().unwrap_or(self.config.listen)
     }
