@@ -926,12 +926,16 @@ async fn a_malformed_frame_closes_only_that_connection() {
     da.ping(B).await.expect("b answers a ping");
     db.ping(A).await.expect("a answers a ping");
     let mut inbox = a.mailbox().unwrap();
-    let mut from_b = b.mailbox().unwrap();
-    from_b
-        .send(inbox.pid(), 82, Ref::NONE, b"after".to_vec())
+    hears_from(&mut inbox, &b, 82).await;
+}
+
+/// `inbox` gets a message a mailbox on `node` sends it with `tag`.
+async fn hears_from(inbox: &mut molt_host::HostMailbox, node: &molt_host::Node, tag: u32) {
+    let mut from = node.mailbox().unwrap();
+    from.send(inbox.pid(), tag, Ref::NONE, b"hello".to_vec())
         .unwrap();
-    let m = inbox.recv(WAIT).await.expect("a gets b's message");
-    assert_eq!((m.tag, &*m.payload), (82, &b"after"[..]));
+    let m = inbox.recv(WAIT).await.expect("the message arrives");
+    assert_eq!((m.tag, &*m.payload), (tag, &b"hello"[..]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1044,12 +1048,7 @@ async fn a_peer_cannot_forge_system_messages_or_speak_for_other_nodes() {
 
     // None of it reached the mailbox, which is alive and hears from b.
     assert_eq!(inbox.pending(), 0);
-    let mut from_b = b.mailbox().unwrap();
-    from_b
-        .send(inbox.pid(), 83, Ref::NONE, b"real".to_vec())
-        .unwrap();
-    let m = inbox.recv(WAIT).await.expect("a gets b's message");
-    assert_eq!((m.tag, &*m.payload), (83, &b"real"[..]));
+    hears_from(&mut inbox, &b, 83).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -211,12 +211,9 @@ pub(crate) async fn run(command: CodeCommand) -> Result<ExitCode> {
 
 /// `molt load`: one node, or all of them in two phases.
 async fn load(remote: Remote, file: PathBuf, all: bool, options: LoadOptions) -> Result<ExitCode> {
-    let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-    let stem = file
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("module")
-        .replace('_', "-");
+    // Named after the file if it declares no name: the one rule for names
+    // from file names (`_` is `-`).
+    let (bytes, stem) = molt_host::CodeServer::read_file(&file)?;
     let (control, target) = remote.connect().await?;
     if !all {
         let loaded = control.load_on_with(&target, &stem, bytes, options).await;

@@ -4,17 +4,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use molt_host::{NodeConfig, code};
 
 /// Print what `path` is, and whether a node with `config`'s limits takes it.
 pub fn inspect(path: PathBuf, config: &NodeConfig) -> Result<ExitCode> {
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("module")
-        .replace('_', "-");
+    let (bytes, stem) = molt_host::CodeServer::read_file(&path)?;
     let report = code::inspect(&bytes, &stem)?;
     let id = &report.identity;
     out!("module:   {}", id.name);

@@ -125,13 +125,7 @@ impl CodeService {
                 let Some(version) = staging.take(&hash) else {
                     return Err(WireCodeError::NotStaged(hash));
                 };
-                let module = version.identity.name.clone();
-                let new = version.identity.version.clone();
-                let loaded = node
-                    .install(version, options.into())
-                    .await
-                    .map_err(|e| refused(node, &module, Some(&new), e))?;
-                Ok(CodeAnswer::Switched(switched(&loaded)))
+                switch(node, version, options.into()).await
             }
             CodeOp::Abort { hash } => Ok(CodeAnswer::Aborted(staging.take(&hash).is_some())),
             CodeOp::Load {
@@ -140,13 +134,7 @@ impl CodeService {
                 options,
             } => {
                 let (version, _, _) = compile(node, name, bytes).await?;
-                let module = version.identity.name.clone();
-                let new = version.identity.version.clone();
-                let loaded = node
-                    .install(version, options.into())
-                    .await
-                    .map_err(|e| refused(node, &module, Some(&new), e))?;
-                Ok(CodeAnswer::Switched(switched(&loaded)))
+                switch(node, version, options.into()).await
             }
             CodeOp::Purge { module, soft } => {
                 let old = node.code().old(&module).map(|v| v.identity.version.clone());
@@ -253,6 +241,22 @@ async fn compile(
             .map_err(|e| WireCodeError::Failed(format!("compile task failed: {e}")))?
             .map_err(|e| refused(node, &name, None, e))?;
     Ok((version, compiled, started.elapsed().as_millis() as u64))
+}
+
+/// Make `version` current (phase two, or a one-node load); a refusal is
+/// kept in the node's code events.
+async fn switch(
+    node: &Node,
+    version: Arc<ModuleVersion>,
+    options: crate::code::LoadOptions,
+) -> Result<CodeAnswer, WireCodeError> {
+    let module = version.identity.name.clone();
+    let new = version.identity.version.clone();
+    let loaded = node
+        .install(version, options)
+        .await
+        .map_err(|e| refused(node, &module, Some(&new), e))?;
+    Ok(CodeAnswer::Switched(switched(&loaded)))
 }
 
 fn switched(loaded: &crate::code::Loaded) -> Switched {
