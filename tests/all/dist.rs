@@ -1124,3 +1124,68 @@ async fn gossip_is_bounded_by_addresses_max_and_connections_max() {
     db.join(&address_of(&da)).await.expect("b joins a");
     db.ping(A).await.expect("a answers b");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_past_stakes_max_is_disconnected_and_dead_targets_hold_none() {
+    use molt_host::net::frame::{self, Frame};
+    let (a, da) = molt_tests::dist_node_with("a", molt_tests::COOKIE, |c| c.stakes_max = 10).await;
+    let inbox = a.mailbox().unwrap();
+    let dead = molt_tests::dead_pid(&a);
+    let mut rogue = molt_tests::RawPeer::connect("rogue", &da).await;
+    let rogue_pid = Pid {
+        node: molt_host::net::node_id("rogue@127.0.0.1"),
+        incarnation: 1,
+        serial: 5,
+    };
+    let monitor = |to: Pid, serial: u64| {
+        frame::encode(&Frame::Monitor {
+            from: rogue_pid,
+            to,
+            reference: Ref {
+                node: rogue_pid.node,
+                incarnation: 1,
+                serial,
+            },
+        })
+    };
+    // Monitors of a process that does not exist leave nothing behind (the
+    // rogue gets DOWN noproc for each)...
+    for serial in 0..50 {
+        rogue.send.write_all(&monitor(dead, serial)).await.unwrap();
+    }
+    // ...so ten of a live one fit stakes_max exactly,
+    for serial in 100..110 {
+        rogue
+            .send
+            .write_all(&monitor(inbox.pid(), serial))
+            .await
+            .unwrap();
+    }
+    rogue
+        .send
+        .write_all(&frame::encode(&Frame::Ping { id: 5 }))
+        .await
+        .unwrap();
+    loop {
+        match rogue.next_frame().await {
+            Frame::Pong { id: 5 } => break,
+            Frame::Peers { .. } | Frame::Notice { .. } | Frame::Down { .. } => continue,
+            other => panic!("expected the Pong, got {other:?}"),
+        }
+    }
+    // and one more closes the connection.
+    rogue
+        .send
+        .write_all(&monitor(inbox.pid(), 200))
+        .await
+        .unwrap();
+    let why = tokio::time::timeout(WAIT, rogue.connection.closed())
+        .await
+        .expect("a closes the connection");
+    match why {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            assert_eq!(&*close.reason, b"stakes_max", "{close:?}")
+        }
+        other => panic!("expected a close by a, got {other}"),
+    }
+}

@@ -91,6 +91,9 @@ impl DistInner {
                 );
             }
             Frame::Link { from, to } => {
+                if !self.room_for_stake(peer) {
+                    return;
+                }
                 peer.stakes
                     .lock()
                     .expect("stakes poisoned")
@@ -127,6 +130,9 @@ impl DistInner {
                 to,
                 reference,
             } => {
+                if !self.room_for_stake(peer) {
+                    return;
+                }
                 peer.stakes
                     .lock()
                     .expect("stakes poisoned")
@@ -136,6 +142,12 @@ impl DistInner {
                     .route(from, to, Signal::Monitor { from, reference })
                     .is_err()
                 {
+                    // No such process: no monitor to remember.
+                    peer.stakes
+                        .lock()
+                        .expect("stakes poisoned")
+                        .monitored_by
+                        .remove(&reference);
                     let _ = self.route(
                         to,
                         from,
@@ -259,6 +271,21 @@ impl DistInner {
                 }
             }
         }
+    }
+}
+
+impl DistInner {
+    /// Whether `peer` may hold one more link or monitor on this node's
+    /// processes (`stakes_max`); past it the connection is closed, logged:
+    /// no legitimate peer floods links and monitors.
+    fn room_for_stake(&self, peer: &Peer) -> bool {
+        let held = peer.stakes.lock().expect("stakes poisoned").len();
+        if held < self.config.stakes_max {
+            return true;
+        }
+        tracing::error!(node = %peer.name, held, "peer holds stakes_max links and monitors here; closing the connection");
+        peer.connection.close(6u32.into(), b"stakes_max");
+        false
     }
 }
 

@@ -77,6 +77,11 @@ pub struct DistConfig {
     /// purge takes longer than a ping. A system request waits its own
     /// timeout plus `request_timeout`.
     pub code_request_timeout: Duration,
+    /// Most links and monitors between this node's processes and one
+    /// peer's, both ways. A peer that links or monitors past it has its
+    /// connection closed (reason `stakes_max`), which fires every stake it
+    /// had with `noconnection`.
+    pub stakes_max: usize,
     /// Most node addresses kept (learnt from `join`, from peers and from
     /// gossip); gossip past it is dropped with a warning.
     pub addresses_max: usize,
@@ -109,6 +114,7 @@ impl DistConfig {
             code_request_timeout: Duration::from_secs(60),
             requests_in_flight_max: 256,
             addresses_max: 4_096,
+            stakes_max: 1_000_000,
             tls: tls::TlsMode::SelfSigned,
         }
     }
@@ -571,6 +577,13 @@ impl DistInner {
         make: impl FnOnce(u64) -> Frame,
     ) -> Result<(Arc<Peer>, Frame), RequestError> {
         let peer = self.connect(node).await?;
+        // Spawns and pings count against the same bound as service calls.
+        let Ok(_permit) = peer.requests_out.clone().try_acquire_owned() else {
+            return Err(RequestError::TooManyInFlight {
+                node: peer.name.clone(),
+                max: self.config.requests_in_flight_max,
+            });
+        };
         let id = self.request_id();
         let reply = self.request(&peer, id, make(id), timeout).await?;
         Ok((peer, reply))

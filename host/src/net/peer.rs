@@ -22,6 +22,13 @@ pub(crate) struct Stakes {
     pub monitored_by: HashMap<Ref, (Pid, Pid)>,
 }
 
+impl Stakes {
+    /// Links and monitors held, both ways.
+    pub fn len(&self) -> usize {
+        self.links.len() + self.monitors.len() + self.monitored_by.len()
+    }
+}
+
 /// One connected node.
 pub(crate) struct Peer {
     pub name: String,
