@@ -1189,3 +1189,38 @@ async fn a_peer_past_stakes_max_is_disconnected_and_dead_targets_hold_none() {
         other => panic!("expected a close by a, got {other}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_sender_is_refused_at_a_full_connection_instead_of_queueing() {
+    let (a, da) =
+        molt_tests::dist_node_with("a", molt_tests::COOKIE, |c| c.lane_bytes_max = 64 << 10).await;
+    // A peer that reads none of a's lanes: what a sends it piles up.
+    let _rogue = molt_tests::RawPeer::connect("rogue", &da).await;
+    let rogue_pid = Pid {
+        node: molt_host::net::node_id("rogue@127.0.0.1"),
+        incarnation: 1,
+        serial: 5,
+    };
+    let mut me = a.mailbox().unwrap();
+    let blob = vec![7u8; 4096];
+    let mut sent = 0usize;
+    let refused = loop {
+        match me.send(rogue_pid, 0, Ref::NONE, blob.clone()) {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        // Far past any QUIC window plus lane_bytes_max: without a bound
+        // this would go on queueing.
+        assert!(sent < 20_000, "never refused after {sent} sends");
+        if sent % 64 == 0 {
+            // Let the lane's writer run.
+            tokio::task::yield_now().await;
+        }
+    };
+    assert!(
+        matches!(refused, molt_host::SendError::Congested),
+        "{refused}"
+    );
+    // The refusal says what happened.
+    assert!(refused.to_string().contains("lane_bytes_max"), "{refused}");
+}

@@ -65,6 +65,11 @@ impl Lane {
         if over { Pushed::Congested } else { Pushed::Ok }
     }
 
+    /// Whether the queue is past its bound now.
+    pub fn over_bound(&self) -> bool {
+        self.queue.lock().expect("lane poisoned").bytes > self.bytes_max
+    }
+
     /// Wait until the queue is within its bound (or the lane is closed).
     pub async fn wait_for_room(&self) {
         loop {

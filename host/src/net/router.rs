@@ -22,6 +22,16 @@ impl Router for RouterHandle {
         }
     }
 
+    fn congested(&self, from: Pid, to: Pid) -> Option<Wait> {
+        let peer = self.0.upgrade()?.peer(to.node)?;
+        if !peer.lane(from, to).over_bound() {
+            return None;
+        }
+        Some(Box::pin(async move {
+            peer.lane(from, to).wait_for_room().await;
+        }))
+    }
+
     fn node_name(&self) -> String {
         self.0.upgrade().map(|d| d.name.clone()).unwrap_or_default()
     }

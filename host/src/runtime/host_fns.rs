@@ -40,6 +40,9 @@ pub(super) fn send_status(result: std::result::Result<(), SendError>) -> i32 {
         Err(SendError::MailboxFull(_)) => status::MAILBOX_FULL,
         Err(SendError::ReservedTag(_)) => status::BAD_ARG,
         Err(SendError::NotRegistered(_)) => status::NOT_REGISTERED,
+        // Guests wait for room instead (`send_user_waiting`); only host
+        // senders are refused.
+        Err(SendError::Congested) => status::MAILBOX_FULL,
     }
 }
 

@@ -55,6 +55,33 @@ impl HostMailbox {
         self.core().node.send_user(from, to, message)
     }
 
+    /// [`send`](Self::send), waiting first until the connection to `to`'s
+    /// node has room (a send to a full one is refused with
+    /// [`SendError::Congested`]).
+    pub async fn send_when_room(
+        &mut self,
+        to: Pid,
+        tag: u32,
+        reference: Ref,
+        payload: Vec<u8>,
+    ) -> Result<(), SendError> {
+        let from = self.pid();
+        while let Some(wait) = self.core().node.congested(from, to) {
+            wait.await;
+        }
+        // Past the wait, queue it even if another sender filled the lane
+        // meanwhile: each waiting sender adds at most one message.
+        let message = Message {
+            tag,
+            reference,
+            payload: payload.into_boxed_slice(),
+        };
+        self.core()
+            .node
+            .send_user_waiting(from, to, message)
+            .map(|_| ())
+    }
+
     /// Send to a registered name.
     pub fn send_named(&mut self, name: &str, tag: u32, payload: Vec<u8>) -> Result<(), SendError> {
         let to = self

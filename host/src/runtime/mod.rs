@@ -60,6 +60,10 @@ pub(crate) trait Router: Send + Sync {
     /// `Ok(Some(wait))` when the signal left its connection over its
     /// bound: a guest sender is suspended on `wait` (the others drop it).
     fn route(&self, from: Pid, to: Pid, signal: Signal) -> Result<Option<Wait>, Undelivered>;
+    /// If the lane of (`from`, `to`), a pid of another node, is past its
+    /// bound now, what to wait on for room; senders that cannot be
+    /// suspended (host code) refuse to queue more there.
+    fn congested(&self, from: Pid, to: Pid) -> Option<Wait>;
     /// This node's name as the cluster knows it.
     fn node_name(&self) -> String;
     /// Names of the connected visible nodes, sorted.
@@ -163,6 +167,12 @@ pub enum SendError {
     /// No process is registered under the name.
     #[error("no process is registered as `{0}`")]
     NotRegistered(String),
+    /// The connection to the receiver's node holds `lane_bytes_max` bytes
+    /// already: a sender outside any process is refused rather than
+    /// queueing without bound (wait with `HostMailbox::send_when_room`).
+    /// Guests never see it: they are suspended until there is room.
+    #[error("the connection to the receiver's node is full (lane_bytes_max); not sent")]
+    Congested,
 }
 
 /// Why a node could not start.
@@ -588,7 +598,21 @@ impl NodeInner {
     /// A user message, with the size and mailbox limits. Dropped silently
     /// if the receiver is dead, as in Erlang.
     pub fn send_user(&self, from: Pid, to: Pid, message: Message) -> Result<(), SendError> {
+        // A sender that cannot be suspended must not queue past a full
+        // connection.
+        if self.congested(from, to).is_some() {
+            return Err(SendError::Congested);
+        }
         self.send_user_waiting(from, to, message).map(|_| ())
+    }
+
+    /// What a send from `from` to `to` must wait on before its connection
+    /// has room; `None` for a pid of this node or a lane with room.
+    pub fn congested(&self, from: Pid, to: Pid) -> Option<Wait> {
+        if to.node == self.node_id {
+            return None;
+        }
+        self.router.get()?.congested(from, to)
     }
 
     /// [`send_user`](Self::send_user), with the wait a congested

@@ -68,6 +68,10 @@ impl Timers {
             if let (true, Some(node)) = (fired, node_for_task.upgrade()) {
                 // A dead receiver drops it, as a send would; a full
                 // mailbox is logged, never dropped silently.
+                // A full connection delays it; it is not refused.
+                while let Some(wait) = node.congested(Pid::default(), to) {
+                    wait.await;
+                }
                 if let Err(e) = node.send_user(Pid::default(), to, message) {
                     tracing::warn!(%to, timer = %reference, "timer message not delivered: {e}");
                 }
