@@ -1224,3 +1224,47 @@ async fn a_host_sender_is_refused_at_a_full_connection_instead_of_queueing() {
     // The refusal says what happened.
     assert!(refused.to_string().contains("lane_bytes_max"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_on_a_congested_lane_does_not_suspend_the_next_local_send() {
+    // One lane: every pair to the rogue shares it.
+    let (a, da) = molt_tests::dist_node_with("a", COOKIE, |c| {
+        c.lanes = 1;
+        c.lane_bytes_max = 64 << 10;
+    })
+    .await;
+    let _rogue = molt_tests::RawPeer::connect("rogue", &da).await;
+    let rogue_pid = Pid {
+        node: molt_host::net::node_id("rogue@127.0.0.1"),
+        incarnation: 1,
+        serial: 5,
+    };
+    // Fill the lane: the rogue reads nothing.
+    let mut filler = a.mailbox().unwrap();
+    let blob = vec![1u8; 4096];
+    let mut sent = 0;
+    while filler.send(rogue_pid, 0, Ref::NONE, blob.clone()).is_ok() {
+        sent += 1;
+        assert!(sent < 20_000, "the lane never filled");
+        if sent % 64 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    // A guest links to the rogue's process (routed onto the full lane),
+    // then sends to a local process: that send must not wait for the
+    // lane, which never drains. Repeated, so the link and the send land
+    // on the same worker thread often.
+    let mut p = Puppet::spawn(&a).await;
+    let mut sink = a.mailbox().unwrap();
+    for round in 0..20u8 {
+        assert_eq!(p.cmd(Cmd::Link(rogue_pid)).await, Outcome::Ok, "{round}");
+        let send = Cmd::Send {
+            to: sink.pid(),
+            tag: 0,
+            payload: vec![round],
+        };
+        assert_eq!(p.cmd(send).await, Outcome::Ok, "{round}");
+        let m = sink.recv(WAIT).await.expect("the local message arrives");
+        assert_eq!(&*m.payload, &[round]);
+    }
+}
