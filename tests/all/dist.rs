@@ -1190,6 +1190,26 @@ async fn a_peer_past_stakes_max_is_disconnected_and_dead_targets_hold_none() {
     }
 }
 
+/// Send 4 KiB messages from `me` to `to` (a process of a peer that reads
+/// nothing) until a send is refused; the refusal.
+async fn fill_lane(me: &mut molt_host::HostMailbox, to: Pid) -> molt_host::SendError {
+    let blob = vec![7u8; 4096];
+    let mut sent = 0usize;
+    loop {
+        if let Err(e) = me.send(to, 0, Ref::NONE, blob.clone()) {
+            return e;
+        }
+        sent += 1;
+        // Far past any QUIC window plus lane_bytes_max: without a bound
+        // this would go on queueing.
+        assert!(sent < 20_000, "never refused after {sent} sends");
+        if sent.is_multiple_of(64) {
+            // Let the lane's writer run.
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_sender_is_refused_at_a_full_connection_instead_of_queueing() {
     let (a, da) =
@@ -1202,21 +1222,7 @@ async fn a_host_sender_is_refused_at_a_full_connection_instead_of_queueing() {
         serial: 5,
     };
     let mut me = a.mailbox().unwrap();
-    let blob = vec![7u8; 4096];
-    let mut sent = 0usize;
-    let refused = loop {
-        match me.send(rogue_pid, 0, Ref::NONE, blob.clone()) {
-            Ok(()) => sent += 1,
-            Err(e) => break e,
-        }
-        // Far past any QUIC window plus lane_bytes_max: without a bound
-        // this would go on queueing.
-        assert!(sent < 20_000, "never refused after {sent} sends");
-        if sent % 64 == 0 {
-            // Let the lane's writer run.
-            tokio::task::yield_now().await;
-        }
-    };
+    let refused = fill_lane(&mut me, rogue_pid).await;
     assert!(
         matches!(refused, molt_host::SendError::Congested),
         "{refused}"
@@ -1241,15 +1247,7 @@ async fn a_link_on_a_congested_lane_does_not_suspend_the_next_local_send() {
     };
     // Fill the lane: the rogue reads nothing.
     let mut filler = a.mailbox().unwrap();
-    let blob = vec![1u8; 4096];
-    let mut sent = 0;
-    while filler.send(rogue_pid, 0, Ref::NONE, blob.clone()).is_ok() {
-        sent += 1;
-        assert!(sent < 20_000, "the lane never filled");
-        if sent % 64 == 0 {
-            tokio::task::yield_now().await;
-        }
-    }
+    fill_lane(&mut filler, rogue_pid).await;
     // A guest links to the rogue's process (routed onto the full lane),
     // then sends to a local process: that send must not wait for the
     // lane, which never drains. Repeated, so the link and the send land
