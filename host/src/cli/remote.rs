@@ -61,6 +61,18 @@ impl Remote {
     /// Start a small hidden node and connect it to the target; returns
     /// control over the cluster through it, and the target's node name.
     pub async fn connect(&self) -> Result<(Control, String)> {
+        let (control, target) = self.start().await?;
+        control
+            .join(&self.node)
+            .await
+            .with_context(|| format!("connecting to {}", self.node))?;
+        Ok((control, target))
+    }
+
+    /// Everything [`connect`](Self::connect) does on this side (the
+    /// address, the cookie and TLS files, the hidden node) without
+    /// connecting: its errors are the user's to fix, not the target's.
+    async fn start(&self) -> Result<(Control, String)> {
         let (target, _) = molt_host::net::parse_node_address(&self.node)?;
         let cookie = molt_host::net::cookie::load_or_create(self.cookie_file.as_deref())?;
         let tls = self.tls.mode()?;
@@ -83,12 +95,7 @@ impl Remote {
         dist_config.hidden = true;
         dist_config.tls = tls;
         let dist = Distribution::start(&node, dist_config).await?;
-        let control = Control::new(node, dist)?;
-        control
-            .join(&self.node)
-            .await
-            .with_context(|| format!("connecting to {}", self.node))?;
-        Ok((control, target))
+        Ok((Control::new(node, dist)?, target))
     }
 }
 
@@ -134,14 +141,18 @@ pub async fn remote_command(command: Command) -> Result<ExitCode> {
             control.disconnect().await;
         }
         Command::Ping { remote } => {
-            // An unusable cookie or TLS file is an error that says why, not
-            // a `pang`.
-            molt_host::net::cookie::load_or_create(remote.cookie_file.as_deref())?;
-            remote.tls.mode()?;
-            let Ok((control, target)) = remote.connect().await else {
+            // An unusable cookie or TLS file is an error that says why; a
+            // node that cannot be reached (or named) is a `pang`.
+            if molt_host::net::parse_node_address(&remote.node).is_err() {
                 out!("pang");
                 return Ok(ExitCode::FAILURE);
-            };
+            }
+            let (control, target) = remote.start().await?;
+            if control.join(&remote.node).await.is_err() {
+                control.disconnect().await;
+                out!("pang");
+                return Ok(ExitCode::FAILURE);
+            }
             let answer = control.ping(&target).await;
             control.disconnect().await;
             match answer {

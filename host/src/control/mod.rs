@@ -142,11 +142,19 @@ impl From<CallError<WireCodeError>> for CodeError {
 #[derive(Clone)]
 pub struct Control {
     node: Node,
-    dist: Option<Distribution>,
     /// This node's code service: runs local requests, answers remote ones.
     code: Arc<CodeService>,
-    code_client: Option<ServiceClient<CodeService>>,
-    info_client: Option<ServiceClient<InfoService>>,
+    /// The distribution layer and the clients of the control services on
+    /// other nodes; `None` for a node alone.
+    cluster: Option<Cluster>,
+}
+
+/// What [`Control`] reaches other nodes with.
+#[derive(Clone)]
+struct Cluster {
+    dist: Distribution,
+    code: ServiceClient<CodeService>,
+    info: ServiceClient<InfoService>,
 }
 
 impl Control {
@@ -156,9 +164,7 @@ impl Control {
         Control {
             code: Arc::new(CodeService::new(&node)),
             node,
-            dist: None,
-            code_client: None,
-            info_client: None,
+            cluster: None,
         }
     }
 
@@ -170,10 +176,12 @@ impl Control {
         let (_, info_client) = dist.service_or_register(|| InfoService::new(&node, &dist))?;
         Ok(Control {
             node,
-            dist: Some(dist),
             code,
-            code_client: Some(code_client),
-            info_client: Some(info_client),
+            cluster: Some(Cluster {
+                dist,
+                code: code_client,
+                info: info_client,
+            }),
         })
     }
 
@@ -184,7 +192,7 @@ impl Control {
 
     /// Its distribution layer, if it is in a cluster.
     pub fn distribution(&self) -> Option<&Distribution> {
-        self.dist.as_ref()
+        self.cluster.as_ref().map(|c| &c.dist)
     }
 
     /// This node's name.
@@ -216,7 +224,7 @@ impl Control {
     /// addresses are learnt too, so this node (hidden, say) can reach them.
     pub async fn nodes(&self, node: &str) -> Result<Vec<String>, RequestError> {
         let nodes = if self.is_here(node) {
-            match &self.dist {
+            match self.distribution() {
                 Some(dist) => dist.nodes_with_addresses(),
                 None => Vec::new(),
             }
@@ -226,7 +234,7 @@ impl Control {
                 other => return Err(unexpected_info(node, other)),
             }
         };
-        if let Some(dist) = &self.dist {
+        if let Some(dist) = self.distribution() {
             for (name, addr) in &nodes {
                 if let Ok(addr) = addr.parse() {
                     dist.learn_address(name, addr);
@@ -237,19 +245,20 @@ impl Control {
     }
 
     async fn info(&self, node: &str, request: InfoRequest) -> Result<InfoReply, RequestError> {
-        let client = self
-            .info_client
-            .as_ref()
-            .ok_or_else(|| not_in_cluster(node))?;
-        client.call(node, &request).await.map_err(|e| match e {
-            // Questions about nodes and processes do not fail there.
-            CallError::Remote(e) => RequestError::MalformedReply {
-                node: node.to_string(),
-                service: "info",
-                why: format!("answered a question with {e}"),
-            },
-            CallError::Request(e) => e,
-        })
+        let cluster = self.cluster(node)?;
+        cluster
+            .info
+            .call(node, &request)
+            .await
+            .map_err(|e| match e {
+                // Questions about nodes and processes do not fail there.
+                CallError::Remote(e) => RequestError::MalformedReply {
+                    node: node.to_string(),
+                    service: "info",
+                    why: format!("answered a question with {e}"),
+                },
+                CallError::Request(e) => e,
+            })
     }
 
     /// Run a code request on `node`: here if it is this node, else on that
@@ -258,19 +267,16 @@ impl Control {
         if self.is_here(node) {
             return Ok(self.code.run(op).await?);
         }
-        let client = self
-            .code_client
-            .as_ref()
-            .ok_or_else(|| not_in_cluster(node))?;
-        let dist = self.dist.as_ref().expect("a client has a distribution");
+        let cluster = self.cluster(node).map_err(RequestError::from)?;
+        let config = cluster.dist.config();
         let timeout = match &op {
             CodeOp::Sys { timeout_ms, .. } => {
                 Duration::from_millis((*timeout_ms).min(SYS_TIMEOUT_MS_MAX))
-                    + dist.config().request_timeout
+                    + config.request_timeout
             }
-            _ => dist.config().code_request_timeout,
+            _ => config.code_request_timeout,
         };
-        Ok(client.call_within(node, timeout, &op).await?)
+        Ok(cluster.code.call_within(node, timeout, &op).await?)
     }
 
     /// Load module bytes on `node` with the default options (soft purge,
@@ -422,7 +428,7 @@ impl Control {
     /// Connect to `name@host:port` (and, through it, to the rest of its
     /// cluster).
     pub async fn join(&self, address: &str) -> Result<(), ConnectError> {
-        self.cluster(address)?.join(address).await
+        self.cluster(address)?.dist.join(address).await
     }
 
     /// Erlang's `net_adm:ping`: whether `node` answers, and how fast.
@@ -430,7 +436,7 @@ impl Control {
         if self.is_here(node) {
             return Ok(Duration::ZERO);
         }
-        self.cluster(node)?.ping(node).await
+        self.cluster(node)?.dist.ping(node).await
     }
 
     /// Spawn `module` on `node` with init arguments `args` (neither linked
@@ -442,10 +448,11 @@ impl Control {
                 .spawn(module, args, false, false)
                 .map(|(pid, _)| pid);
         }
-        let dist = self
+        let cluster = self
             .cluster(node)
             .map_err(|e| SpawnError::NoConnection(e.to_string()))?;
-        let (pid, _) = dist
+        let (pid, _) = cluster
+            .dist
             .spawn_from(&mut mailbox, node, module, args, false, false)
             .await?;
         Ok(pid)
@@ -470,17 +477,14 @@ impl Control {
             mailbox.send(to, tag, molt_abi::Ref::NONE, payload)?;
             return Ok(());
         }
-        let client = self
-            .info_client
-            .as_ref()
-            .ok_or_else(|| not_in_cluster(node))?;
+        let cluster = self.cluster(node)?;
         let request = InfoRequest::SendNamed {
             from: mailbox.pid(),
             name: name.to_string(),
             tag,
             payload,
         };
-        match client.call(node, &request).await {
+        match cluster.info.call(node, &request).await {
             Ok(InfoReply::Sent) => {}
             Ok(other) => return Err(unexpected_info(node, other).into()),
             Err(CallError::Remote(InfoError::NotRegistered(name))) => {
@@ -497,13 +501,14 @@ impl Control {
     /// Close this node's connections and wait (briefly) until the peers
     /// know: the last step of a short-lived node such as the CLI's.
     pub async fn disconnect(&self) {
-        if let Some(dist) = &self.dist {
+        if let Some(dist) = self.distribution() {
             dist.stop().await;
         }
     }
 
-    fn cluster(&self, node: &str) -> Result<&Distribution, ConnectError> {
-        self.dist
+    /// How to reach `node`, another node: not at all for a node alone.
+    fn cluster(&self, node: &str) -> Result<&Cluster, ConnectError> {
+        self.cluster
             .as_ref()
             .ok_or_else(|| ConnectError::UnknownNode(node.to_string()))
     }
@@ -513,10 +518,6 @@ impl Control {
     pub fn watch(&self, dir: &Path) -> Result<watch::Watcher, watch::WatchError> {
         watch::watch(self.node.clone(), dir)
     }
-}
-
-fn not_in_cluster(node: &str) -> RequestError {
-    RequestError::Connect(ConnectError::UnknownNode(node.to_string()))
 }
 
 /// Why a named send failed.

@@ -1,6 +1,5 @@
-//! Code across nodes: a load, purge, delete, module list or system request
-//! on any node (the local one run directly, not over the network), and the
-//! two-phase cluster-wide load.
+//! The two-phase cluster-wide load, on the one-node operations of
+//! [`Control`].
 //!
 //! A cluster-wide load first prepares the version on every node at once
 //! (compile, check, stage); only if every node prepared does any switch.

@@ -82,8 +82,10 @@ pub struct DistConfig {
     /// connection closed (reason `stakes_max`), which fires every stake it
     /// had with `noconnection`.
     pub stakes_max: usize,
-    /// Most node addresses kept (learnt from `join`, from peers and from
-    /// gossip); gossip past it is dropped with a warning.
+    /// Most node addresses learnt from gossip and node lists; past it they
+    /// are dropped with a warning. An address given to `join` and a
+    /// connected peer's own are always kept (those are bounded by the
+    /// caller and by `connections_max`).
     pub addresses_max: usize,
     /// Most requests to one peer waiting for their replies at once (and
     /// most from one peer answered here at once); one more fails at once
@@ -182,9 +184,6 @@ pub enum ConnectError {
         /// The node that answered there.
         found: String,
     },
-    /// `connections_max` nodes are connected.
-    #[error("connections_max ({0}) nodes are connected")]
-    TooManyConnections(usize),
     /// This node's distribution layer has stopped.
     #[error("the distribution layer has stopped")]
     Stopped,
