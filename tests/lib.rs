@@ -24,6 +24,9 @@ mod guest_build;
 #[path = "../host/src/cli/bench_wire.rs"]
 pub mod bench_wire;
 
+/// Checkers of recorded histories (names, locks, elections).
+pub mod checker;
+
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(10);
 /// How long a test waits for something that should not happen.

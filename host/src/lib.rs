@@ -23,6 +23,7 @@
 //! # let _ = pid; Ok(()) }
 //! ```
 
+pub mod cluster;
 pub mod code;
 pub mod config;
 pub mod control;

@@ -3,6 +3,7 @@
 mod abi;
 mod cli;
 mod cluster_code;
+mod coord;
 mod dist;
 mod limits;
 mod messaging;

@@ -136,6 +136,10 @@ pub mod tag {
     /// A node this process monitors lost its connection. Payload: the
     /// node's name, UTF-8.
     pub const NODEDOWN: u32 = 0xFFFF_FF03;
+    /// News from the coordination group about a lock or an election the
+    /// process takes part in. Payload: [`crate::sysmsg::Coord`], encoded
+    /// with the codec.
+    pub const COORD: u32 = 0xFFFF_FF04;
 
     /// Whether a guest may send a message with this tag.
     pub const fn is_user(tag: u32) -> bool {

@@ -86,6 +86,49 @@ impl<'a> Down<'a> {
     }
 }
 
+/// Payload of a [`crate::tag::COORD`] message: news from the cluster's
+/// coordination group about a lock or an election the process takes part
+/// in. Encoded with [`crate::codec`].
+#[cfg(feature = "serde")]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Coord {
+    /// The process leads `group` for `term` (a fencing token: larger than
+    /// every earlier term of the group).
+    Elected {
+        /// The election.
+        group: alloc::string::String,
+        /// The term.
+        term: u64,
+    },
+    /// Another candidate leads `group` now.
+    LeaderChanged {
+        /// The election.
+        group: alloc::string::String,
+        /// The leader.
+        leader: Pid,
+        /// Its term.
+        term: u64,
+    },
+    /// The process no longer leads `group`: its node could not renew its
+    /// session in time, and another candidate may be elected. Sent before
+    /// the cluster can elect one.
+    LeaderLost {
+        /// The election.
+        group: alloc::string::String,
+        /// The term that ended.
+        term: u64,
+    },
+    /// The process no longer holds `lock`: its node could not renew its
+    /// session in time, and the lock may be granted to the next waiter.
+    /// Sent before the cluster can grant it.
+    LockLost {
+        /// The lock.
+        lock: alloc::string::String,
+        /// The token of the grant that was lost.
+        token: u64,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

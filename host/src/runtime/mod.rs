@@ -106,6 +106,15 @@ pub(crate) trait PgObserver: Send + Sync {
     fn changed(&self, change: PgChange<'_>);
 }
 
+/// Who hears that a local process ended (the coordination group, which
+/// frees what the process held cluster-wide). Called after the process is
+/// gone from the process table, so a check of liveness made after
+/// recording a holder cannot miss an end.
+pub(crate) trait ExitObserver: Send + Sync {
+    /// `pid`, a process of this node, ended.
+    fn exited(&self, pid: Pid);
+}
+
 /// Why a signal could not be delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Undelivered {
@@ -249,6 +258,8 @@ pub(crate) struct NodeInner {
     router: std::sync::OnceLock<Arc<dyn Router>>,
     /// Set once, when the node joins a cluster.
     pg_observer: std::sync::OnceLock<Arc<dyn PgObserver>>,
+    /// Set once, when the node joins a coordination group.
+    exit_observer: std::sync::OnceLock<Arc<dyn ExitObserver>>,
 }
 
 /// A running node. Cheap to clone; the node stops when the last clone is
@@ -328,6 +339,7 @@ impl Node {
             ticker_stop,
             router: std::sync::OnceLock::new(),
             pg_observer: std::sync::OnceLock::new(),
+            exit_observer: std::sync::OnceLock::new(),
         };
         Ok(Node {
             inner: Arc::new(inner),
@@ -449,6 +461,12 @@ impl Node {
             .whereis(name)
     }
 
+    /// Whether `pid` names a process of this node (this incarnation),
+    /// alive or not.
+    pub fn is_local(&self, pid: Pid) -> bool {
+        self.inner.is_local(pid)
+    }
+
     /// Whether `pid` is a live process of this node.
     pub fn is_alive(&self, pid: Pid) -> bool {
         self.inner.lookup(pid).is_some()
@@ -559,7 +577,14 @@ impl NodeInner {
         }
     }
 
-    /// Tell `observer` of every change to local memberships from now on.
+    /// Tell `observer` of every local process's end from now on; once per
+    /// node.
+    pub fn set_exit_observer(&self, observer: Arc<dyn ExitObserver>) {
+        if self.exit_observer.set(observer).is_err() {
+            tracing::warn!("an exit observer is already set; the new one is ignored");
+        }
+    }
+
     pub fn set_pg_observer(&self, observer: Arc<dyn PgObserver>) {
         if self.pg_observer.set(observer).is_err() {
             panic!("a node joins the distribution layer once");
@@ -801,6 +826,9 @@ impl NodeInner {
             .remove_pid(pid);
         self.alive.fetch_sub(1, Ordering::AcqRel);
         self.exited.fetch_add(1, Ordering::Relaxed);
+        if let Some(observer) = self.exit_observer.get() {
+            observer.exited(pid);
+        }
         self.ended.notify_waiters();
     }
 

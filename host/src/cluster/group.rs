@@ -1,0 +1,1038 @@
+//! One node's part in the coordination group: proposing commands (to the
+//! local Raft if it leads, else forwarded to the leader), matching applied
+//! entries to the calls waiting for them, the node's session and its
+//! self-fencing, and the leader's duties (expiring sessions, choosing
+//! voters).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use molt_abi::{Pid, sysmsg, tag};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, Raft, ServerState};
+use tokio::sync::oneshot;
+
+use super::command::{Command, Grant, NameOutcome, Outcome, Proposal, ReqId, SessionId};
+use super::config::CoordConfig;
+use super::machine::{ApplyObserver, Replica};
+use super::network::{CoordError, CoordReply, CoordRequest, CoordService};
+use super::state::{ClusterId, Event};
+use super::store::Storage;
+use super::types::{Coord, Member};
+use crate::net::service::{CallError, PeerId, RequestError, ServiceClient};
+use crate::runtime::{ExitObserver, WeakNode};
+
+/// Why a proposal did not get an outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Unavailable {
+    /// No quorum answered within the quorum timeout.
+    NoQuorum(Duration),
+    /// The coordination group has stopped (shut down, or its log failed).
+    Stopped(String),
+}
+
+enum Pending {
+    /// A proposal waiting for its outcome on this replica.
+    Outcome(oneshot::Sender<Outcome>),
+    /// The caller gave up: a late outcome is undone.
+    Abandoned,
+}
+
+/// The node's session, as the node sees it.
+struct SessionView {
+    id: Option<SessionId>,
+    /// When the last renewal the leader acknowledged was sent.
+    acked: Instant,
+}
+
+/// What only the leader keeps: when each session was last renewed.
+#[derive(Default)]
+struct LeaderView {
+    term: u64,
+    renewed: HashMap<SessionId, Instant>,
+    expiring: HashSet<SessionId>,
+    /// When each member was last seen with a live session.
+    seen: HashMap<u64, Instant>,
+}
+
+pub(crate) struct Inner {
+    pub(super) raft: Raft<Coord>,
+    pub(super) me: u64,
+    pub(super) member: Member,
+    pub(super) incarnation: u64,
+    pub(super) node: WeakNode,
+    pub(super) client: ServiceClient<CoordService>,
+    pub(super) replica: Replica,
+    pub(super) storage: Storage,
+    pub(super) config: CoordConfig,
+    seq: AtomicU64,
+    pending: Mutex<HashMap<ReqId, Pending>>,
+    /// Acquire requests waiting in lock queues, by request.
+    waiting: Mutex<HashMap<ReqId, oneshot::Sender<Vec<Grant>>>>,
+    session: Mutex<SessionView>,
+    session_changed: tokio::sync::Notify,
+    leader: Mutex<LeaderView>,
+    /// Local processes that hold or wait for something, so that their end
+    /// is proposed.
+    involved: Mutex<HashSet<Pid>>,
+    membership_change: tokio::sync::Mutex<()>,
+    pub(super) stopped: AtomicBool,
+    pub(super) stop: tokio::sync::Notify,
+}
+
+impl Inner {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        raft: Raft<Coord>,
+        me: u64,
+        member: Member,
+        incarnation: u64,
+        node: WeakNode,
+        client: ServiceClient<CoordService>,
+        replica: Replica,
+        storage: Storage,
+        config: CoordConfig,
+    ) -> Inner {
+        let involved = replica
+            .read()
+            .expect("replica poisoned")
+            .state
+            .pids_of_node(incarnation_node(&node));
+        Inner {
+            raft,
+            me,
+            member,
+            incarnation,
+            node,
+            client,
+            replica,
+            storage,
+            config,
+            seq: AtomicU64::new(0),
+            pending: Mutex::default(),
+            waiting: Mutex::default(),
+            session: Mutex::new(SessionView {
+                id: None,
+                acked: Instant::now(),
+            }),
+            session_changed: tokio::sync::Notify::new(),
+            leader: Mutex::default(),
+            involved: Mutex::new(involved),
+            membership_change: tokio::sync::Mutex::new(()),
+            stopped: AtomicBool::new(false),
+            stop: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub(super) fn next_req(&self) -> ReqId {
+        ReqId {
+            origin: self.incarnation,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+        }
+    }
+
+    fn is_local(&self, pid: Pid) -> bool {
+        self.node.upgrade().is_some_and(|n| n.is_local(pid))
+    }
+
+    /// The leader's id and name, as this node last heard.
+    pub(super) fn leader(&self) -> Option<(u64, Member)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let id = m.current_leader?;
+        let member = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, member))
+    }
+
+    pub(super) fn cluster_id(&self) -> Option<ClusterId> {
+        self.replica
+            .read()
+            .expect("replica poisoned")
+            .state
+            .cluster
+            .clone()
+    }
+
+    fn failure(&self) -> Option<Unavailable> {
+        if let Some(why) = self.storage.failure().borrow().clone() {
+            return Some(Unavailable::Stopped(format!(
+                "the coordination log failed: {why}"
+            )));
+        }
+        if self.stopped.load(Ordering::Acquire) {
+            return Some(Unavailable::Stopped("coordination has stopped".into()));
+        }
+        None
+    }
+
+    /// Commit `command` and wait until this replica has applied it; its
+    /// outcome. On `NoQuorum` the command may still be applied later: then
+    /// what it did is undone (a late registration unregistered, a late
+    /// grant released).
+    pub(super) async fn propose(&self, command: Command) -> Result<Outcome, Unavailable> {
+        self.propose_as(self.next_req(), command).await
+    }
+
+    pub(super) async fn propose_as(
+        &self,
+        req: ReqId,
+        command: Command,
+    ) -> Result<Outcome, Unavailable> {
+        if let Some(why) = self.failure() {
+            return Err(why);
+        }
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.config.quorum_timeout;
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .expect("pending poisoned")
+            .insert(req, Pending::Outcome(tx));
+        let proposal = Proposal { req, command };
+        let submitted = self.submit(&proposal, deadline).await;
+        let outcome = if submitted {
+            tokio::time::timeout_at(deadline, rx)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        match outcome {
+            Some(outcome) => Ok(outcome),
+            None => {
+                let mut pending = self.pending.lock().expect("pending poisoned");
+                if submitted {
+                    pending.insert(req, Pending::Abandoned);
+                } else {
+                    pending.remove(&req);
+                }
+                drop(pending);
+                Err(self
+                    .failure()
+                    .unwrap_or(Unavailable::NoQuorum(started.elapsed())))
+            }
+        }
+    }
+
+    /// Hand `proposal` to the leader, retrying while it is certainly not
+    /// taken (no leader, not the leader, unreachable). True if it was, or
+    /// may have been, taken.
+    async fn submit(&self, proposal: &Proposal, deadline: tokio::time::Instant) -> bool {
+        let mut pause = Duration::from_millis(10);
+        loop {
+            if self.failure().is_some() {
+                return false;
+            }
+            match self.leader() {
+                Some((id, _)) if id == self.me => {
+                    let write = self.raft.client_write(proposal.clone());
+                    match tokio::time::timeout_at(deadline, write).await {
+                        Ok(Ok(_)) => return true,
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {}
+                        Ok(Err(_)) => return false,
+                        Err(_) => return true,
+                    }
+                }
+                Some((_, leader)) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let request = CoordRequest::Propose(proposal.clone());
+                    let call = self.client.call_within(&leader.name, left, &request);
+                    match call.await {
+                        Ok(_) => return true,
+                        Err(CallError::Remote(CoordError::NotLeader { .. })) => {}
+                        Err(CallError::Remote(_)) => return false,
+                        Err(CallError::Request(RequestError::NoReply { .. })) => return true,
+                        Err(CallError::Request(_)) => {}
+                    }
+                }
+                None => {}
+            }
+            if tokio::time::Instant::now() + pause >= deadline {
+                return false;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// This node's session, opening one if there is none (waiting up to
+    /// the quorum timeout).
+    pub(super) async fn session(&self) -> Result<SessionId, Unavailable> {
+        let deadline = tokio::time::Instant::now() + self.config.quorum_timeout;
+        let started = Instant::now();
+        loop {
+            let changed = self.session_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if let Some(id) = self.session.lock().expect("session poisoned").id {
+                return Ok(id);
+            }
+            if let Some(why) = self.failure() {
+                return Err(why);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(Unavailable::NoQuorum(started.elapsed()));
+            }
+        }
+    }
+
+    /// Start waiting for a grant of the `Acquire` that will be proposed as
+    /// `req`.
+    pub(super) fn wait_grant(&self, req: ReqId) -> oneshot::Receiver<Vec<Grant>> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .expect("waiting poisoned")
+            .insert(req, tx);
+        rx
+    }
+
+    pub(super) fn stop_waiting(&self, req: ReqId) {
+        self.waiting.lock().expect("waiting poisoned").remove(&req);
+    }
+
+    pub(super) fn involve(&self, pid: Pid) {
+        self.involved.lock().expect("involved poisoned").insert(pid);
+    }
+
+    /// Propose in the background; failures are logged.
+    fn propose_later(self: &Arc<Self>, command: Command, why: &'static str) {
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            // A few tries: the quorum may be back soon.
+            for _ in 0..5 {
+                match inner.propose(command.clone()).await {
+                    Ok(_) => return,
+                    Err(Unavailable::Stopped(_)) => return,
+                    Err(Unavailable::NoQuorum(_)) => {}
+                }
+            }
+            tracing::warn!(
+                ?command,
+                why,
+                "could not commit a clean-up; the session's end frees it"
+            );
+        });
+    }
+
+    // -- The service: what other nodes ask of this one. ---------------
+
+    pub(super) async fn serve(
+        self: Arc<Self>,
+        peer: PeerId,
+        request: CoordRequest,
+    ) -> Result<CoordReply, CoordError> {
+        match request {
+            CoordRequest::Append(rpc) => {
+                Ok(CoordReply::Append(self.raft.append_entries(rpc).await))
+            }
+            CoordRequest::Vote(rpc) => Ok(CoordReply::Vote(self.raft.vote(rpc).await)),
+            CoordRequest::Snapshot(rpc) => {
+                Ok(CoordReply::Snapshot(self.raft.install_snapshot(rpc).await))
+            }
+            CoordRequest::Propose(proposal) => {
+                if peer.hidden {
+                    return Err(CoordError::Raft("a hidden node cannot propose".into()));
+                }
+                match self.raft.client_write(proposal).await {
+                    Ok(response) => Ok(CoordReply::Proposed(response.data)),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                        Err(CoordError::NotLeader {
+                            leader: f.leader_node.map(|n| n.name),
+                        })
+                    }
+                    Err(e) => Err(CoordError::Raft(e.to_string())),
+                }
+            }
+            CoordRequest::Join {
+                member,
+                node,
+                cluster,
+            } => self.serve_join(member, node, cluster).await,
+            CoordRequest::KeepAlive(session) => self.serve_keep_alive(session),
+            CoordRequest::Whereis(name) => {
+                self.ensure_linearizable().await?;
+                let state = &self.replica.read().expect("replica poisoned").state;
+                Ok(CoordReply::Whereis(state.whereis(&name)))
+            }
+        }
+    }
+
+    fn not_leader(&self) -> CoordError {
+        CoordError::NotLeader {
+            leader: self.leader().map(|(_, m)| m.name),
+        }
+    }
+
+    pub(super) async fn ensure_linearizable(&self) -> Result<(), CoordError> {
+        let check = self.raft.ensure_linearizable();
+        match tokio::time::timeout(self.config.quorum_timeout, check).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(_))) => Err(self.not_leader()),
+            Ok(Err(e)) => Err(CoordError::Raft(e.to_string())),
+            Err(_) => Err(CoordError::Raft(format!(
+                "no quorum confirmed the leader within {:?}",
+                self.config.quorum_timeout
+            ))),
+        }
+    }
+
+    fn serve_keep_alive(&self, session: SessionId) -> Result<CoordReply, CoordError> {
+        if self.raft.metrics().borrow().current_leader != Some(self.me) {
+            return Err(self.not_leader());
+        }
+        if !self
+            .replica
+            .read()
+            .expect("replica poisoned")
+            .state
+            .sessions
+            .contains_key(&session)
+        {
+            return Err(CoordError::UnknownSession(session));
+        }
+        self.leader
+            .lock()
+            .expect("leader poisoned")
+            .renewed
+            .insert(session, Instant::now());
+        Ok(CoordReply::Alive)
+    }
+
+    async fn serve_join(
+        &self,
+        member: u64,
+        node: Member,
+        cluster: Option<ClusterId>,
+    ) -> Result<CoordReply, CoordError> {
+        if self.raft.metrics().borrow().current_leader != Some(self.me) {
+            return Err(self.not_leader());
+        }
+        let Some(ours) = self.cluster_id() else {
+            return Err(CoordError::Raft("this cluster is still starting".into()));
+        };
+        if let Some(theirs) = cluster
+            && theirs != ours
+        {
+            return Err(CoordError::OtherCluster {
+                node: node.name,
+                theirs,
+                ours,
+            });
+        }
+        let _serial = self.membership_change.lock().await;
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let known = membership.membership().get_node(&member).is_some();
+        // The same name under another id is that node's earlier life (a
+        // `ram` log, or a wiped data directory): it is gone.
+        let earlier: BTreeSet<u64> = membership
+            .membership()
+            .nodes()
+            .filter(|(id, m)| **id != member && m.name == node.name)
+            .map(|(id, _)| *id)
+            .collect();
+        drop(membership);
+        if !known {
+            let name = node.name.clone();
+            self.raft
+                .add_learner(member, node, true)
+                .await
+                .map_err(|e| CoordError::Raft(e.to_string()))?;
+            tracing::info!(node = %name, member, "joined the coordination group as a learner");
+        }
+        if !earlier.is_empty() {
+            let voters: BTreeSet<u64> = self
+                .raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .voter_ids()
+                .collect();
+            if !voters.is_disjoint(&earlier) {
+                let mut new: BTreeSet<u64> = voters.difference(&earlier).copied().collect();
+                new.insert(member);
+                self.raft
+                    .change_membership(ChangeMembers::ReplaceAllVoters(new), false)
+                    .await
+                    .map_err(|e| CoordError::Raft(e.to_string()))?;
+            } else {
+                self.raft
+                    .change_membership(ChangeMembers::RemoveNodes(earlier), false)
+                    .await
+                    .map_err(|e| CoordError::Raft(e.to_string()))?;
+            }
+        }
+        Ok(CoordReply::Joined(ours))
+    }
+
+    // -- Background duties. -------------------------------------------
+
+    /// Keep this node's session: open one, renew it, and fence the node's
+    /// holders when it cannot be renewed in time.
+    pub(super) async fn keep_session(self: Arc<Self>) {
+        let ttl = self.config.session_ttl;
+        let renew_every = ttl / 5;
+        // The node stops trusting its session well before the leader can
+        // expire it (which is `ttl` after the last renewal *reached* it).
+        let fence_after = ttl * 3 / 5;
+        while !self.stopped.load(Ordering::Acquire) {
+            let current = self.session.lock().expect("session poisoned").id;
+            match current {
+                None => {
+                    let open = Command::OpenSession {
+                        node: self.member.name.clone(),
+                        incarnation: self.incarnation,
+                        member: self.me,
+                    };
+                    let sent = Instant::now();
+                    if let Ok(Outcome::Session(id)) = self.propose(open).await {
+                        let mut s = self.session.lock().expect("session poisoned");
+                        s.id = Some(id);
+                        s.acked = sent;
+                        drop(s);
+                        self.session_changed.notify_waiters();
+                        tracing::debug!(%id, "coordination session opened");
+                    }
+                }
+                Some(id) => {
+                    let sent = Instant::now();
+                    match self.renew(id).await {
+                        Ok(()) => {
+                            let mut s = self.session.lock().expect("session poisoned");
+                            if s.id == Some(id) {
+                                s.acked = sent;
+                            }
+                        }
+                        Err(CoordError::UnknownSession(_)) => self.session_lost(id, "it expired"),
+                        Err(_) => {}
+                    }
+                    let acked = self.session.lock().expect("session poisoned").acked;
+                    if acked.elapsed() > fence_after
+                        && self.session.lock().expect("session poisoned").id == Some(id)
+                    {
+                        self.session_lost(id, "it could not be renewed in time");
+                        self.propose_later(
+                            Command::CloseSession { session: id },
+                            "close a fenced session",
+                        );
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(renew_every) => {}
+                _ = self.stop.notified() => {}
+            }
+        }
+    }
+
+    async fn renew(&self, id: SessionId) -> Result<(), CoordError> {
+        let Some((leader, member)) = self.leader() else {
+            return Err(CoordError::NotLeader { leader: None });
+        };
+        if leader == self.me {
+            return self.serve_keep_alive(id).map(|_| ());
+        }
+        let timeout = self.config.session_ttl / 5;
+        match self
+            .client
+            .call_within(&member.name, timeout, &CoordRequest::KeepAlive(id))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(CallError::Remote(e)) => Err(e),
+            Err(CallError::Request(e)) => Err(CoordError::Raft(e.to_string())),
+        }
+    }
+
+    /// The node's session `id` is gone (or no longer to be trusted): tell
+    /// the node's holders, then open a new one.
+    fn session_lost(&self, id: SessionId, why: &str) {
+        {
+            let mut s = self.session.lock().expect("session poisoned");
+            if s.id != Some(id) {
+                return;
+            }
+            s.id = None;
+        }
+        tracing::warn!(%id, why, "coordination session lost; telling this node's lock holders and leaders");
+        let Some(node) = self.node.upgrade() else {
+            return;
+        };
+        let notices: Vec<(Pid, sysmsg::Coord)> = {
+            let state = &self.replica.read().expect("replica poisoned").state;
+            let mut out = Vec::new();
+            for (lock, l) in &state.locks {
+                for h in l.holders.iter().filter(|h| h.session == id) {
+                    out.push((
+                        h.pid,
+                        sysmsg::Coord::LockLost {
+                            lock: lock.clone(),
+                            token: h.token,
+                        },
+                    ));
+                }
+            }
+            for (group, e) in &state.elections {
+                if let Some((leader, term)) = e.leader
+                    && e.candidates.iter().any(|(p, s)| *p == leader && *s == id)
+                {
+                    out.push((
+                        leader,
+                        sysmsg::Coord::LeaderLost {
+                            group: group.clone(),
+                            term,
+                        },
+                    ));
+                }
+            }
+            out
+        };
+        for (pid, notice) in notices {
+            tell(&node, pid, &notice);
+        }
+    }
+
+    /// The leader's duties, while this node leads: expire sessions that
+    /// were not renewed in time, and keep the voter set at its size.
+    pub(super) async fn lead(self: Arc<Self>) {
+        let tick = (self.config.session_ttl / 20)
+            .clamp(Duration::from_millis(20), Duration::from_millis(250));
+        let mut last_voter_check = Instant::now();
+        while !self.stopped.load(Ordering::Acquire) {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = self.stop.notified() => return,
+            }
+            let (leading, term) = {
+                let m = self.raft.metrics();
+                let m = m.borrow();
+                (
+                    m.current_leader == Some(self.me) && m.state == ServerState::Leader,
+                    m.current_term,
+                )
+            };
+            if !leading {
+                let mut view = self.leader.lock().expect("leader poisoned");
+                if view.term != 0 {
+                    *view = LeaderView::default();
+                }
+                continue;
+            }
+            let expired = self.sessions_to_expire(term);
+            for session in expired {
+                self.propose_later_expire(session);
+            }
+            if last_voter_check.elapsed() >= Duration::from_millis(500) {
+                last_voter_check = Instant::now();
+                if let Err(e) = self.manage_voters().await {
+                    tracing::warn!(error = %e, "could not change the coordination voters");
+                }
+            }
+        }
+    }
+
+    fn propose_later_expire(self: &Arc<Self>, session: SessionId) {
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            let result = inner.propose(Command::ExpireSession { session }).await;
+            let mut view = inner.leader.lock().expect("leader poisoned");
+            view.expiring.remove(&session);
+            if result.is_ok() {
+                tracing::info!(%session, "coordination session expired; what its node held is free");
+            }
+        });
+    }
+
+    fn sessions_to_expire(&self, term: u64) -> Vec<SessionId> {
+        let now = Instant::now();
+        let state = self.replica.read().expect("replica poisoned");
+        let mut view = self.leader.lock().expect("leader poisoned");
+        if view.term != term {
+            // A new leader cannot know when sessions were last renewed:
+            // each gets a full TTL from now.
+            *view = LeaderView {
+                term,
+                ..LeaderView::default()
+            };
+        }
+        let sessions = &state.state.sessions;
+        view.renewed.retain(|id, _| sessions.contains_key(id));
+        let mut expired = Vec::new();
+        for (id, session) in sessions {
+            let renewed = *view.renewed.entry(*id).or_insert(now);
+            if now.duration_since(renewed) < self.config.session_ttl {
+                view.seen.insert(session.member, now);
+            } else if view.expiring.insert(*id) {
+                expired.push(*id);
+            }
+        }
+        view.seen.insert(self.me, now);
+        expired
+    }
+
+    /// Promote live learners to voters up to the wanted number (odd), and
+    /// replace voters gone longer than `voter_replace_after` by live
+    /// learners.
+    async fn manage_voters(&self) -> Result<(), String> {
+        let _serial = self.membership_change.lock().await;
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let m = membership.membership();
+        if m.get_joint_config().len() > 1 {
+            return Ok(());
+        }
+        let voters: BTreeSet<u64> = m.voter_ids().collect();
+        let learners: Vec<u64> = m.learner_ids().collect();
+        let now = Instant::now();
+        let (live, gone): (HashSet<u64>, HashSet<u64>) = {
+            let view = self.leader.lock().expect("leader poisoned");
+            let live = m
+                .nodes()
+                .map(|(id, _)| *id)
+                .filter(|id| {
+                    view.seen
+                        .get(id)
+                        .is_some_and(|t| now.duration_since(*t) < self.config.session_ttl)
+                })
+                .collect();
+            let gone = m
+                .nodes()
+                .map(|(id, _)| *id)
+                .filter(|id| {
+                    view.seen
+                        .get(id)
+                        .is_none_or(|t| now.duration_since(*t) >= self.config.voter_replace_after)
+                })
+                .collect();
+            (live, gone)
+        };
+        // A new leader has seen nobody for long: wait before judging.
+        if self.leader.lock().expect("leader poisoned").seen.len() <= 1 && voters.len() > 1 {
+            return Ok(());
+        }
+        let mut spare: Vec<u64> = learners
+            .iter()
+            .copied()
+            .filter(|l| live.contains(l))
+            .collect();
+        spare.sort_unstable();
+        let mut new = voters.clone();
+        // Replace gone voters one for one.
+        for dead in voters.iter().filter(|v| gone.contains(v) && **v != self.me) {
+            if let Some(replacement) = spare.pop() {
+                new.remove(dead);
+                new.insert(replacement);
+            }
+        }
+        let wanted = self.config.voters_for(live.len());
+        while new.len() + 2 <= wanted && spare.len() >= 2 {
+            new.insert(spare.pop().expect("two spare"));
+            new.insert(spare.pop().expect("two spare"));
+        }
+        drop(membership);
+        if new == voters {
+            return Ok(());
+        }
+        tracing::info!(?voters, ?new, "changing the coordination voters");
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(new), true)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Deliver a coordination notice to a local process. It cannot be
+/// forged: its tag is reserved, and guests cannot send those.
+fn tell(node: &crate::runtime::Node, pid: Pid, notice: &sysmsg::Coord) {
+    let message = crate::runtime::Message {
+        tag: tag::COORD,
+        reference: molt_abi::Ref::NONE,
+        payload: molt_abi::codec::encode(notice).into_boxed_slice(),
+    };
+    if let Err(e) = node.inner().deliver_message(Pid::default(), pid, message) {
+        tracing::warn!(%pid, ?notice, error = %e, "a coordination notice was not delivered");
+    }
+}
+
+/// The node id part of a node's pids, for a node that may have stopped.
+fn incarnation_node(node: &WeakNode) -> (u64, u64) {
+    node.upgrade().map(|n| n.identity()).unwrap_or((0, 0))
+}
+
+impl Inner {
+    fn applied(
+        self: &Arc<Self>,
+        req: ReqId,
+        command: &Command,
+        outcome: &Outcome,
+        events: &[Event],
+    ) {
+        if req.origin == self.incarnation {
+            let pending = self.pending.lock().expect("pending poisoned").remove(&req);
+            let abandoned = match pending {
+                Some(Pending::Outcome(tx)) => tx.send(outcome.clone()).is_err(),
+                Some(Pending::Abandoned) => true,
+                None => false,
+            };
+            if abandoned {
+                self.undo(req, command, outcome);
+            } else {
+                self.note_holder(command, outcome);
+            }
+        }
+        for event in events {
+            self.deliver(event);
+        }
+    }
+
+    fn replaced(&self) {
+        let identity = incarnation_node(&self.node);
+        let state = &self.replica.read().expect("replica poisoned").state;
+        *self.involved.lock().expect("involved poisoned") = state.pids_of_node(identity);
+        // Waiters granted while this node missed the entries: tell them.
+        let mut waiting = self.waiting.lock().expect("waiting poisoned");
+        waiting.retain(|req, _| state.waiters.contains_key(req));
+    }
+}
+
+impl Inner {
+    /// A local process got something: remember it, and if it has already
+    /// ended, free it at once.
+    fn note_holder(self: &Arc<Self>, command: &Command, outcome: &Outcome) {
+        let pid = match (command, outcome) {
+            (Command::Register { pid, .. }, Outcome::Name(NameOutcome::Registered { .. }))
+            | (Command::Acquire { pid, .. }, Outcome::Granted(_) | Outcome::Queued)
+            | (Command::Stand { pid, .. }, Outcome::Stand(_)) => *pid,
+            _ => return,
+        };
+        self.involve_or_free(pid);
+    }
+
+    fn involve_or_free(self: &Arc<Self>, pid: Pid) {
+        if !self.is_local(pid) {
+            return;
+        }
+        self.involve(pid);
+        if !self.node.upgrade().is_some_and(|n| n.is_alive(pid)) {
+            self.propose_later(Command::Exited { pid }, "free what an ended process got");
+        }
+    }
+
+    /// Undo what a proposal nobody waits for any more did.
+    fn undo(self: &Arc<Self>, req: ReqId, command: &Command, outcome: &Outcome) {
+        let undo = match (command, outcome) {
+            (
+                Command::Register { name, pid, .. },
+                Outcome::Name(NameOutcome::Registered { .. }),
+            ) => Some(Command::Unregister {
+                name: name.clone(),
+                pid: *pid,
+            }),
+            (Command::Acquire { pid, .. }, Outcome::Granted(grants)) => {
+                for g in grants {
+                    self.propose_later(
+                        Command::Release {
+                            lock: g.lock.clone(),
+                            pid: *pid,
+                        },
+                        "release a grant nobody waits for",
+                    );
+                }
+                None
+            }
+            (Command::Acquire { .. }, Outcome::Queued) => Some(Command::Cancel { req }),
+            (Command::Stand { group, pid, .. }, Outcome::Stand(_)) => Some(Command::Resign {
+                group: group.clone(),
+                pid: *pid,
+            }),
+            (Command::OpenSession { .. }, Outcome::Session(session)) => {
+                // A session opened late is simply adopted if there is none.
+                let mut s = self.session.lock().expect("session poisoned");
+                if s.id.is_none() {
+                    s.id = Some(*session);
+                    s.acked = Instant::now();
+                    drop(s);
+                    self.session_changed.notify_waiters();
+                    None
+                } else {
+                    Some(Command::CloseSession { session: *session })
+                }
+            }
+            _ => None,
+        };
+        if let Some(command) = undo {
+            self.propose_later(command, "undo a late outcome");
+        }
+    }
+
+    /// Tell this node's processes what an entry did for them.
+    fn deliver(self: &Arc<Self>, event: &Event) {
+        match event {
+            Event::Granted { req, pid, grants } => {
+                let waiter = self.waiting.lock().expect("waiting poisoned").remove(req);
+                let taken = match waiter {
+                    Some(tx) => tx.send(grants.clone()).is_ok(),
+                    None => req.origin != self.incarnation,
+                };
+                if !taken && self.is_local(*pid) {
+                    for g in grants {
+                        self.propose_later(
+                            Command::Release {
+                                lock: g.lock.clone(),
+                                pid: *pid,
+                            },
+                            "release a grant nobody waits for",
+                        );
+                    }
+                } else {
+                    self.involve_or_free(*pid);
+                }
+            }
+            Event::LeaderChanged {
+                group,
+                leader,
+                candidates,
+            } => {
+                let Some((leader, term)) = *leader else {
+                    return;
+                };
+                let Some(node) = self.node.upgrade() else {
+                    return;
+                };
+                for pid in candidates.iter().filter(|p| node.is_local(**p)) {
+                    let notice = if *pid == leader {
+                        sysmsg::Coord::Elected {
+                            group: group.clone(),
+                            term,
+                        }
+                    } else {
+                        sysmsg::Coord::LeaderChanged {
+                            group: group.clone(),
+                            leader,
+                            term,
+                        }
+                    };
+                    tell(&node, *pid, &notice);
+                }
+            }
+            Event::SessionEnded { session, .. } => {
+                let mine = self.session.lock().expect("session poisoned").id == Some(*session);
+                if mine {
+                    self.session_lost(*session, "it ended");
+                }
+            }
+        }
+    }
+}
+
+/// How the state machine and the runtime reach the node's coordinator
+/// without keeping it alive.
+pub(super) struct Hook(pub(super) std::sync::Weak<Inner>);
+
+impl ApplyObserver for Hook {
+    fn applied(
+        &self,
+        _index: u64,
+        req: ReqId,
+        command: &Command,
+        outcome: &Outcome,
+        events: &[Event],
+    ) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.applied(req, command, outcome, events);
+        }
+    }
+
+    fn replaced(&self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.replaced();
+        }
+    }
+}
+
+impl ExitObserver for Hook {
+    fn exited(&self, pid: Pid) {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        if inner
+            .involved
+            .lock()
+            .expect("involved poisoned")
+            .remove(&pid)
+        {
+            inner.propose_later(Command::Exited { pid }, "free what an ended process held");
+        }
+    }
+}
+
+impl Inner {
+    pub(super) fn current_session(&self) -> Option<SessionId> {
+        self.session.lock().expect("session poisoned").id
+    }
+
+    pub(super) fn status(&self) -> super::ClusterStatus {
+        use super::{ClusterStatus, MemberStatus, SessionStatus};
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let matched = |id: &u64| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(id).copied().flatten())
+                .map(|l| l.index)
+        };
+        let row = |id: u64| {
+            let node = membership.get_node(&id).cloned().unwrap_or_default();
+            MemberStatus {
+                id,
+                name: node.name,
+                addr: node.addr,
+                matched: matched(&id),
+            }
+        };
+        let voters: Vec<MemberStatus> = membership.voter_ids().map(row).collect();
+        let learners: Vec<MemberStatus> = membership.learner_ids().map(row).collect();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Candidate => "candidate",
+            ServerState::Follower if voters.iter().any(|v| v.id == self.me) => "follower",
+            ServerState::Follower | ServerState::Learner => "learner",
+            ServerState::Shutdown => "stopped",
+        };
+        let leader = m
+            .current_leader
+            .and_then(|id| membership.get_node(&id))
+            .map(|n| n.name.clone());
+        let applied = self.replica.read().expect("replica poisoned");
+        ClusterStatus {
+            cluster: applied.state.cluster.clone(),
+            node: self.member.name.clone(),
+            member: self.me,
+            role: role.to_string(),
+            term: m.current_term,
+            leader,
+            voters,
+            learners,
+            last_log_index: m.last_log_index,
+            applied_index: m.last_applied.map(|l| l.index),
+            sessions: applied
+                .state
+                .sessions
+                .iter()
+                .map(|(id, s)| SessionStatus {
+                    id: id.0,
+                    node: s.node.clone(),
+                })
+                .collect(),
+            log_mode: match self.config.log_mode {
+                super::LogMode::Disc => "disc",
+                super::LogMode::Ram => "ram",
+            }
+            .to_string(),
+        }
+    }
+}

@@ -1,0 +1,829 @@
+//! Cluster coordination on consensus: one Raft group per cluster
+//! (openraft, its log in redb) holding node sessions, cluster-wide names,
+//! locks with FIFO queues and fencing tokens, and leader elections.
+//!
+//! What it guarantees, and how (see `COORDINATION.md` for the design):
+//! - A name is registered compare-and-set: two registrars, one wins, the
+//!   other is told who holds it. Nothing is ever killed to resolve a clash.
+//! - A lock is granted in the order it was asked for, with a token larger
+//!   than every token before it. `lock` takes a set at once, so sets never
+//!   deadlock.
+//! - An election has at most one leader per term; the term is a token.
+//! - Every call that needs a quorum answers within `quorum_timeout`: with
+//!   its outcome or with [`GlobalError::NoQuorum`]. A call that timed out
+//!   may still take effect; if it does, this node undoes it (a late
+//!   registration is unregistered, a late grant released), so nothing is
+//!   held by a caller who was told it failed.
+//! - What a process holds is freed when it ends, and everything a node
+//!   held when its session expires (`session_ttl` after its last renewal
+//!   reached the leader). A node that cannot renew tells its own holders
+//!   first (`lock_lost`, `leader_lost`), at 3/5 of the TTL.
+//! - `whereis` answers from this node's replica (it may lag the leader by
+//!   the time an entry takes to reach it); `whereis_linearizable` asks the
+//!   leader, which confirms it still leads before answering.
+//!
+//! Invariant: replicated state changes only in `state.rs`, on committed
+//! entries; nothing here bypasses the log.
+
+mod command;
+mod config;
+mod group;
+mod machine;
+mod network;
+mod state;
+mod store;
+#[cfg(test)]
+mod tests;
+mod types;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use molt_abi::Pid;
+use openraft::{Raft, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+
+pub use self::command::{Grant, Limit, LockMode, LockRequest, SessionId};
+pub use self::config::{CoordConfig, CoordLimits, LogMode};
+pub use self::network::{CoordError, CoordReply, CoordRequest, CoordService};
+pub use self::state::ClusterId;
+pub use self::store::OpenError;
+pub use self::types::Member;
+
+use self::command::{Command, NameOutcome, Outcome};
+use self::group::{Hook, Inner, Unavailable};
+use self::machine::Machine;
+use self::network::Network;
+use self::store::{Identity, Storage};
+use crate::net::service::{CallError, RegisterError};
+use crate::net::{ConnectError, Distribution, parse_node_address};
+use crate::runtime::Node;
+
+/// Why the coordination group could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordStartError {
+    /// The log could not be opened.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The service id is taken.
+    #[error(transparent)]
+    Register(#[from] RegisterError),
+    /// A setting is out of range.
+    #[error("coordination settings: {0}")]
+    Config(String),
+    /// openraft refused to start.
+    #[error("the coordination group did not start: {0}")]
+    Raft(String),
+    /// The node to join could not be reached.
+    #[error("cannot reach {peer} to join its cluster: {source}")]
+    Connect {
+        /// The node.
+        peer: String,
+        /// Why.
+        source: ConnectError,
+    },
+    /// The node to join refused.
+    #[error("{peer} refused to let this node join: {source}")]
+    Refused {
+        /// The node.
+        peer: String,
+        /// Why.
+        source: CoordError,
+    },
+    /// No answer in time.
+    #[error("{peer} did not let this node join within {waited:?}: {last}")]
+    JoinTimeout {
+        /// The node.
+        peer: String,
+        /// How long this node tried.
+        waited: Duration,
+        /// The last error.
+        last: String,
+    },
+}
+
+/// Why a coordination call failed. Each is a clear status for a guest
+/// and a clear message for the CLI; none disturbs anything else.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GlobalError {
+    /// No quorum answered in time (this node is on a minority side, or the
+    /// group is electing a leader). The call may still take effect; if it
+    /// does, it is undone.
+    #[error("no quorum: the coordination group did not commit within {0:?}")]
+    NoQuorum(Duration),
+    /// Coordination has stopped on this node (shut down, or its log
+    /// failed).
+    #[error("{0}")]
+    Stopped(String),
+    /// A name, lock or group that is empty or longer than
+    /// `name_bytes_max`.
+    #[error("bad name {name:?}: a name is 1 to {max} bytes")]
+    BadName {
+        /// The name, cut to 64 characters.
+        name: String,
+        /// The limit.
+        max: usize,
+    },
+    /// Another process holds the name.
+    #[error("already registered by {holder}")]
+    AlreadyRegistered {
+        /// The holder.
+        holder: Pid,
+    },
+    /// Nobody holds the name.
+    #[error("not registered")]
+    NotRegistered,
+    /// Another process holds the name.
+    #[error("the name is held by {holder}, not by the caller")]
+    NotHolder {
+        /// The holder.
+        holder: Pid,
+    },
+    /// A limit of the replicated state was reached; nothing changed.
+    #[error("limit reached: {0}")]
+    Limit(Limit),
+    /// The locks were not granted within the caller's timeout.
+    #[error("not granted within {0:?}")]
+    Timeout(Duration),
+    /// The process does not hold the lock.
+    #[error("lock {0:?} is not held by the caller")]
+    NotHeld(String),
+    /// A lock request names a lock twice.
+    #[error("lock {0:?} is asked for twice")]
+    Duplicate(String),
+    /// The process already holds a lock it asked for.
+    #[error("the caller already holds lock {0:?}")]
+    AlreadyHeld(String),
+    /// Too many locks in one request.
+    #[error("{count} locks in one request (locks_per_request_max is {max})")]
+    TooManyLocks {
+        /// How many were asked for.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// No lock asked for.
+    #[error("a lock request names no lock")]
+    NoLocks,
+    /// The process is not a candidate in the election.
+    #[error("not a candidate")]
+    NotCandidate,
+    /// The node's session ended while the call was made; try again.
+    #[error("this node's coordination session ended; try again")]
+    SessionLost,
+    /// The process is not on this node.
+    #[error("{0} is not a process of this node")]
+    NotLocal(Pid),
+}
+
+impl From<Unavailable> for GlobalError {
+    fn from(u: Unavailable) -> Self {
+        match u {
+            Unavailable::NoQuorum(d) => GlobalError::NoQuorum(d),
+            Unavailable::Stopped(why) => GlobalError::Stopped(why),
+        }
+    }
+}
+
+/// The state of the coordination group as one node sees it (`molt
+/// cluster`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The cluster, once bootstrapped.
+    pub cluster: Option<ClusterId>,
+    /// The node that answered.
+    pub node: String,
+    /// Its Raft id.
+    pub member: u64,
+    /// Its role: leader, follower, candidate or learner.
+    pub role: String,
+    /// The current Raft term.
+    pub term: u64,
+    /// The leader's name, if known.
+    pub leader: Option<String>,
+    /// Voters, by name.
+    pub voters: Vec<MemberStatus>,
+    /// Learners, by name.
+    pub learners: Vec<MemberStatus>,
+    /// The last index in this node's log.
+    pub last_log_index: Option<u64>,
+    /// The last index applied here.
+    pub applied_index: Option<u64>,
+    /// Open sessions.
+    pub sessions: Vec<SessionStatus>,
+    /// `disc` or `ram`.
+    pub log_mode: String,
+}
+
+/// One member of the group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// Its Raft id.
+    pub id: u64,
+    /// Its node name.
+    pub name: String,
+    /// Its address.
+    pub addr: String,
+    /// The last index the leader knows it holds (on the leader only).
+    pub matched: Option<u64>,
+}
+
+/// One node session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStatus {
+    /// Its id.
+    pub id: u64,
+    /// Its node.
+    pub node: String,
+}
+
+/// One registered name (`molt names`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameStatus {
+    /// The name.
+    pub name: String,
+    /// Its holder.
+    pub pid: Pid,
+    /// The registration's token.
+    pub token: u64,
+}
+
+/// One lock (`molt locks`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockStatus {
+    /// The lock.
+    pub lock: String,
+    /// Holders: pid, mode, token.
+    pub holders: Vec<(Pid, LockMode, u64)>,
+    /// Waiters in order: pid and mode.
+    pub queue: Vec<(Pid, LockMode)>,
+}
+
+/// One election (`molt elections`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ElectionStatus {
+    /// The election.
+    pub group: String,
+    /// Its leader and term.
+    pub leader: Option<(Pid, u64)>,
+    /// Candidates in line.
+    pub candidates: Vec<Pid>,
+}
+
+/// One node's part in the cluster's coordination group. Cheap to clone.
+#[derive(Clone)]
+pub struct Coordination {
+    inner: Arc<Inner>,
+}
+
+impl Coordination {
+    /// Start coordination on `node`: with `join` (`name@host:port`), join
+    /// that node's cluster as a learner; without, bootstrap a one-node
+    /// cluster (or, with a log from an earlier run, go on with it).
+    pub async fn start(
+        node: &Node,
+        dist: &Distribution,
+        config: CoordConfig,
+        join: Option<&str>,
+    ) -> Result<Coordination, CoordStartError> {
+        if config.session_ttl < Duration::from_millis(100) {
+            return Err(CoordStartError::Config(
+                "session_ttl is below 100 ms".into(),
+            ));
+        }
+        let (service, client) = dist.service_or_register(|| CoordService {
+            inner: OnceLock::new(),
+        })?;
+        let name = dist.name().to_string();
+        let fresh_id = random_u64();
+        let storage = match config.log_mode {
+            LogMode::Disc => Storage::open(&config.data_dir, &name, fresh_id)?,
+            LogMode::Ram => Storage::in_memory(Identity {
+                member: fresh_id,
+                node: name.clone(),
+            }),
+        };
+        let me = storage.identity.member;
+        let machine = Machine::new(storage.clone(), config.limits.clone()).map_err(|why| {
+            CoordStartError::Open(OpenError::Corrupt {
+                path: config.data_dir.display().to_string(),
+                what: "the snapshot".into(),
+                why,
+            })
+        })?;
+        let raft_config = openraft::Config {
+            cluster_name: "molt".into(),
+            election_timeout_min: config.election_timeout_min.as_millis() as u64,
+            election_timeout_max: config.election_timeout_max.as_millis() as u64,
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            // Chunks well inside a frame.
+            snapshot_max_chunk_size: 256 * 1024,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| CoordStartError::Config(e.to_string()))?;
+        let network = Network {
+            client: client.clone(),
+            dist: dist.downgrade(),
+        };
+        let raft = Raft::new(
+            me,
+            Arc::new(raft_config),
+            network,
+            storage.clone(),
+            machine.clone(),
+        )
+        .await
+        .map_err(|e| CoordStartError::Raft(e.to_string()))?;
+        let member = Member {
+            name: name.clone(),
+            addr: dist.local_addr().to_string(),
+        };
+        let (_, incarnation) = node.identity();
+        let inner = Arc::new(Inner::new(
+            raft,
+            me,
+            member,
+            incarnation,
+            node.downgrade(),
+            client,
+            machine.replica(),
+            storage,
+            config,
+        ));
+        let _ = service.inner.set(Arc::downgrade(&inner));
+        machine.observe(Arc::new(Hook(Arc::downgrade(&inner))));
+        node.inner()
+            .set_exit_observer(Arc::new(Hook(Arc::downgrade(&inner))));
+        let coordination = Coordination { inner };
+        let started = match join {
+            None => coordination.bootstrap().await,
+            Some(peer) => coordination.join(dist, peer).await,
+        };
+        if let Err(e) = started {
+            coordination.shutdown().await;
+            return Err(e);
+        }
+        tokio::spawn(coordination.inner.clone().keep_session());
+        tokio::spawn(coordination.inner.clone().lead());
+        Ok(coordination)
+    }
+
+    async fn bootstrap(&self) -> Result<(), CoordStartError> {
+        let inner = &self.inner;
+        let raft_err = |e: &dyn std::fmt::Display| CoordStartError::Raft(e.to_string());
+        if !inner
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| raft_err(&e))?
+        {
+            let mut members = BTreeMap::new();
+            members.insert(inner.me, inner.member.clone());
+            inner
+                .raft
+                .initialize(members)
+                .await
+                .map_err(|e| raft_err(&e))?;
+            tracing::info!(node = %inner.member.name, "bootstrapped a one-node coordination group");
+        }
+        if inner.cluster_id().is_none() {
+            // Only the founder's first entries can lack it: it leads alone.
+            inner
+                .raft
+                .wait(Some(Duration::from_secs(10)))
+                .state(ServerState::Leader, "bootstrap")
+                .await
+                .map_err(|e| raft_err(&e))?;
+            let cluster = ClusterId {
+                id: random_u64(),
+                founder: inner.member.name.clone(),
+            };
+            inner
+                .propose(Command::Bootstrap { cluster })
+                .await
+                .map_err(|e| raft_err(&GlobalError::from(e)))?;
+        }
+        Ok(())
+    }
+
+    async fn join(&self, dist: &Distribution, peer: &str) -> Result<(), CoordStartError> {
+        let inner = &self.inner;
+        let (mut target, _) =
+            parse_node_address(peer).map_err(|source| CoordStartError::Connect {
+                peer: peer.to_string(),
+                source,
+            })?;
+        dist.join(peer)
+            .await
+            .map_err(|source| CoordStartError::Connect {
+                peer: peer.to_string(),
+                source,
+            })?;
+        let started = std::time::Instant::now();
+        let patience = inner.config.quorum_timeout * 5;
+        let mut last = String::new();
+        while started.elapsed() < patience {
+            let request = CoordRequest::Join {
+                member: inner.me,
+                node: inner.member.clone(),
+                cluster: inner.cluster_id(),
+            };
+            match inner.client.call(&target, &request).await {
+                Ok(_) => {
+                    tracing::info!(via = %target, "joined the coordination group");
+                    return Ok(());
+                }
+                Err(CallError::Remote(CoordError::NotLeader {
+                    leader: Some(leader),
+                })) => {
+                    target = leader;
+                    continue;
+                }
+                Err(CallError::Remote(
+                    e @ (CoordError::OtherCluster { .. } | CoordError::NotRunning),
+                )) => {
+                    return Err(CoordStartError::Refused {
+                        peer: target,
+                        source: e,
+                    });
+                }
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(CoordStartError::JoinTimeout {
+            peer: target,
+            waited: started.elapsed(),
+            last,
+        })
+    }
+
+    /// Stop taking part: end this node's session (if a quorum answers in
+    /// time) and stop Raft.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        if inner.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
+        let session = self.session_id();
+        if let Some(session) = session {
+            let _ = tokio::time::timeout(
+                inner.config.quorum_timeout,
+                inner.propose(Command::CloseSession { session }),
+            )
+            .await;
+        }
+        inner
+            .stopped
+            .store(true, std::sync::atomic::Ordering::Release);
+        inner.stop.notify_waiters();
+        let _ = inner.raft.shutdown().await;
+        inner.storage.close().await;
+    }
+
+    /// This node's Raft id.
+    pub fn member_id(&self) -> u64 {
+        self.inner.me
+    }
+
+    /// This node's session, if it has one now.
+    pub fn session_id(&self) -> Option<SessionId> {
+        self.inner.current_session()
+    }
+
+    /// Wait until this node has a session (it needs one to register,
+    /// lock or stand).
+    pub async fn ready(&self) -> Result<SessionId, GlobalError> {
+        Ok(self.inner.session().await?)
+    }
+
+    /// The cluster this node belongs to (once its log says).
+    pub fn cluster(&self) -> Option<ClusterId> {
+        self.inner.cluster_id()
+    }
+
+    /// Resolves when the coordination log failed: the reason. A node
+    /// should stop then; calls already fail with [`GlobalError::Stopped`].
+    pub async fn failed(&self) -> String {
+        let mut failure = self.inner.storage.failure();
+        loop {
+            if let Some(why) = failure.borrow().clone() {
+                return why;
+            }
+            if failure.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), GlobalError> {
+        let max = self.inner.config.limits.name_bytes_max;
+        if name.is_empty() || name.len() > max {
+            return Err(GlobalError::BadName {
+                name: name.chars().take(64).collect(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_local(&self, pid: Pid) -> Result<(), GlobalError> {
+        match self.inner.node.upgrade() {
+            Some(node) if node.is_local(pid) => Ok(()),
+            _ => Err(GlobalError::NotLocal(pid)),
+        }
+    }
+
+    /// Erlang's `global:register_name`: register `name` for `pid` (a
+    /// process of this node) if no process holds it. Returns the
+    /// registration's token.
+    pub async fn register(&self, name: &str, pid: Pid) -> Result<u64, GlobalError> {
+        self.check_name(name)?;
+        self.check_local(pid)?;
+        let session = self.inner.session().await?;
+        let command = Command::Register {
+            name: name.to_string(),
+            pid,
+            session,
+        };
+        match self.inner.propose(command).await? {
+            Outcome::Name(NameOutcome::Registered { token }) => Ok(token),
+            Outcome::Name(NameOutcome::AlreadyRegistered { holder }) => {
+                Err(GlobalError::AlreadyRegistered { holder })
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Free `name`, which `pid` holds.
+    pub async fn unregister(&self, name: &str, pid: Pid) -> Result<(), GlobalError> {
+        self.check_name(name)?;
+        let command = Command::Unregister {
+            name: name.to_string(),
+            pid,
+        };
+        match self.inner.propose(command).await? {
+            Outcome::Name(NameOutcome::Unregistered) => Ok(()),
+            Outcome::Name(NameOutcome::NotRegistered) => Err(GlobalError::NotRegistered),
+            Outcome::Name(NameOutcome::NotHolder { holder }) => {
+                Err(GlobalError::NotHolder { holder })
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The holder of `name` on this node's replica: fast, and it may lag
+    /// the leader by the time an entry takes to arrive here.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.inner
+            .replica
+            .read()
+            .expect("replica poisoned")
+            .state
+            .whereis(name)
+    }
+
+    /// The holder of `name` as the leader knows it once it has confirmed it
+    /// still leads: never older than any registration completed before.
+    pub async fn whereis_linearizable(&self, name: &str) -> Result<Option<Pid>, GlobalError> {
+        let inner = &self.inner;
+        let started = std::time::Instant::now();
+        let deadline = started + inner.config.quorum_timeout;
+        loop {
+            let answer = match inner.leader() {
+                Some((id, _)) if id == inner.me => inner
+                    .ensure_linearizable()
+                    .await
+                    .map(|()| self.whereis(name)),
+                Some((_, leader)) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    match inner
+                        .client
+                        .call_within(&leader.name, left, &CoordRequest::Whereis(name.to_string()))
+                        .await
+                    {
+                        Ok(CoordReply::Whereis(pid)) => Ok(pid),
+                        Ok(_) => Err(CoordError::Raft("wrong reply".into())),
+                        Err(CallError::Remote(e)) => Err(e),
+                        Err(CallError::Request(e)) => Err(CoordError::Raft(e.to_string())),
+                    }
+                }
+                None => Err(CoordError::NotLeader { leader: None }),
+            };
+            match answer {
+                Ok(pid) => return Ok(pid),
+                Err(_) if std::time::Instant::now() + Duration::from_millis(20) < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(_) => return Err(GlobalError::NoQuorum(started.elapsed())),
+            }
+        }
+    }
+
+    /// Take `locks` for `pid` (a process of this node), all at once, waiting
+    /// in their FIFO queues up to `timeout`. Returns a grant per lock, in
+    /// order, each with its fencing token.
+    pub async fn lock(
+        &self,
+        pid: Pid,
+        locks: &[LockRequest],
+        timeout: Duration,
+    ) -> Result<Vec<Grant>, GlobalError> {
+        let limits = &self.inner.config.limits;
+        if locks.is_empty() {
+            return Err(GlobalError::NoLocks);
+        }
+        if locks.len() > limits.locks_per_request_max {
+            return Err(GlobalError::TooManyLocks {
+                count: locks.len(),
+                max: limits.locks_per_request_max,
+            });
+        }
+        for l in locks {
+            self.check_name(&l.lock)?;
+        }
+        self.check_local(pid)?;
+        let inner = &self.inner;
+        let session = inner.session().await?;
+        let req = inner.next_req();
+        let mut granted = inner.wait_grant(req);
+        let command = Command::Acquire {
+            pid,
+            session,
+            locks: locks.to_vec(),
+        };
+        let outcome = match inner.propose_as(req, command).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                inner.stop_waiting(req);
+                return Err(e.into());
+            }
+        };
+        match outcome {
+            Outcome::Granted(grants) => {
+                inner.stop_waiting(req);
+                Ok(grants)
+            }
+            Outcome::Queued => {
+                if let Ok(Ok(grants)) = tokio::time::timeout(timeout, &mut granted).await {
+                    return Ok(grants);
+                }
+                // Give up the place in the queues; a grant that came first
+                // is kept.
+                let cancelled = inner.propose(Command::Cancel { req }).await;
+                inner.stop_waiting(req);
+                if let Ok(grants) = granted.try_recv() {
+                    return Ok(grants);
+                }
+                match cancelled {
+                    Ok(Outcome::Cancelled) => Err(GlobalError::Timeout(timeout)),
+                    Ok(_) => Err(GlobalError::SessionLost),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            other => {
+                inner.stop_waiting(req);
+                Err(unexpected(other))
+            }
+        }
+    }
+
+    /// Give back `lock`, which `pid` holds.
+    pub async fn unlock(&self, lock: &str, pid: Pid) -> Result<(), GlobalError> {
+        self.check_name(lock)?;
+        let command = Command::Release {
+            lock: lock.to_string(),
+            pid,
+        };
+        match self.inner.propose(command).await? {
+            Outcome::Released => Ok(()),
+            Outcome::NotHeld => Err(GlobalError::NotHeld(lock.to_string())),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stand `pid` (a process of this node) in election `group`: returns
+    /// the leader and its term. The leader gets `elected(term)`, the other
+    /// candidates `leader_changed(leader, term)`, now and at every change.
+    pub async fn elect(&self, group: &str, pid: Pid) -> Result<(Pid, u64), GlobalError> {
+        self.check_name(group)?;
+        self.check_local(pid)?;
+        let session = self.inner.session().await?;
+        let command = Command::Stand {
+            group: group.to_string(),
+            pid,
+            session,
+        };
+        match self.inner.propose(command).await? {
+            Outcome::Stand(s) => Ok((s.leader, s.term)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Withdraw `pid` from election `group` (if it led, the next candidate
+    /// does).
+    pub async fn resign(&self, group: &str, pid: Pid) -> Result<(), GlobalError> {
+        self.check_name(group)?;
+        let command = Command::Resign {
+            group: group.to_string(),
+            pid,
+        };
+        match self.inner.propose(command).await? {
+            Outcome::Done => Ok(()),
+            Outcome::NotCandidate => Err(GlobalError::NotCandidate),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The leader of `group` and its term, on this node's replica.
+    pub fn leader(&self, group: &str) -> Option<(Pid, u64)> {
+        self.inner
+            .replica
+            .read()
+            .expect("replica poisoned")
+            .state
+            .elections
+            .get(group)
+            .and_then(|e| e.leader)
+    }
+
+    /// The group as this node sees it.
+    pub fn status(&self) -> ClusterStatus {
+        self.inner.status()
+    }
+
+    /// Registered names, on this node's replica.
+    pub fn names(&self) -> Vec<NameStatus> {
+        let state = &self.inner.replica.read().expect("replica poisoned").state;
+        state
+            .names
+            .iter()
+            .map(|(name, e)| NameStatus {
+                name: name.clone(),
+                pid: e.pid,
+                token: e.token,
+            })
+            .collect()
+    }
+
+    /// Locks with holders or waiters, on this node's replica.
+    pub fn locks(&self) -> Vec<LockStatus> {
+        let state = &self.inner.replica.read().expect("replica poisoned").state;
+        state
+            .locks
+            .iter()
+            .map(|(lock, l)| LockStatus {
+                lock: lock.clone(),
+                holders: l.holders.iter().map(|h| (h.pid, h.mode, h.token)).collect(),
+                queue: l
+                    .queue
+                    .iter()
+                    .filter_map(|r| state.waiters.get(r))
+                    .map(|w| {
+                        let mode = w
+                            .locks
+                            .iter()
+                            .find(|x| x.lock == *lock)
+                            .map_or(LockMode::Exclusive, |x| x.mode);
+                        (w.pid, mode)
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Elections with candidates, on this node's replica.
+    pub fn elections(&self) -> Vec<ElectionStatus> {
+        let state = &self.inner.replica.read().expect("replica poisoned").state;
+        state
+            .elections
+            .iter()
+            .map(|(group, e)| ElectionStatus {
+                group: group.clone(),
+                leader: e.leader,
+                candidates: e.candidates.iter().map(|(p, _)| *p).collect(),
+            })
+            .collect()
+    }
+}
+
+fn unexpected(outcome: Outcome) -> GlobalError {
+    match outcome {
+        Outcome::SessionExpired => GlobalError::SessionLost,
+        Outcome::Limit(limit) => GlobalError::Limit(limit),
+        Outcome::Duplicate(lock) => GlobalError::Duplicate(lock),
+        Outcome::AlreadyHeld(lock) => GlobalError::AlreadyHeld(lock),
+        Outcome::NotCandidate => GlobalError::NotCandidate,
+        other => GlobalError::Stopped(format!("unexpected outcome {other:?}")),
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the system's random source");
+    u64::from_le_bytes(bytes).max(1)
+}

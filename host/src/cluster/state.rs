@@ -1,0 +1,649 @@
+//! The coordination group's replicated state and its one transition
+//! function, [`State::apply`]: sessions, cluster names, locks and
+//! elections. Pure: no I/O, no clock, no randomness, so every replica that
+//! applies the same log holds the same state, and the rules are tested
+//! here without a cluster.
+//!
+//! Invariant: this is the only code that changes replicated state, and it
+//! runs only on committed log entries (through `machine.rs`).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use molt_abi::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::command::{
+    Command, Grant, Limit, LockMode, LockRequest, NameOutcome, Outcome, ReqId, SessionId,
+    StandOutcome,
+};
+use super::config::CoordLimits;
+
+/// One node's session: what it holds lives as long as the session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// The node's name, `name@host`.
+    pub node: String,
+    /// The node's incarnation: a restarted node opens a new session and
+    /// its earlier one ends.
+    pub incarnation: u64,
+    /// The node's Raft id.
+    pub member: u64,
+}
+
+/// A name's holder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameEntry {
+    /// The registered process.
+    pub pid: Pid,
+    /// The session of the process's node.
+    pub session: SessionId,
+    /// The fencing token of the registration.
+    pub token: u64,
+}
+
+/// A process holding a lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// The holding process.
+    pub pid: Pid,
+    /// Exclusive or shared.
+    pub mode: LockMode,
+    /// Its fencing token.
+    pub token: u64,
+    /// The session of the holder's node.
+    pub session: SessionId,
+}
+
+/// A request waiting for a set of locks; it sits in the queue of each.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiter {
+    /// The request, as its node knows it.
+    pub req: ReqId,
+    /// The waiting process.
+    pub pid: Pid,
+    /// The locks it wants, all at once.
+    pub locks: Vec<LockRequest>,
+    /// The session of its node.
+    pub session: SessionId,
+}
+
+/// One lock: its holders and its FIFO queue (waiters by request).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    /// Who holds it now: one exclusive holder, or shared holders.
+    pub holders: Vec<Holder>,
+    /// Who waits, in arrival order.
+    pub queue: VecDeque<ReqId>,
+}
+
+/// One election: its candidates in the order they stood, and the leader.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Election {
+    /// Candidates in arrival order; the leader is one of them.
+    pub candidates: Vec<(Pid, SessionId)>,
+    /// The leader and its term (a fencing token).
+    pub leader: Option<(Pid, u64)>,
+}
+
+/// Something a replica tells its own node's processes after an entry is
+/// applied: each node delivers the events about its own pids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A waiting request was granted its locks.
+    Granted {
+        /// The request.
+        req: ReqId,
+        /// The process.
+        pid: Pid,
+        /// A token per lock, in the request's order.
+        grants: Vec<Grant>,
+    },
+    /// An election has a new leader (or none).
+    LeaderChanged {
+        /// The election.
+        group: String,
+        /// The new leader and its term.
+        leader: Option<(Pid, u64)>,
+        /// Every candidate (the leader among them).
+        candidates: Vec<Pid>,
+    },
+    /// A session ended; its node should open a new one if it still runs.
+    SessionEnded {
+        /// The session.
+        session: SessionId,
+        /// Its node.
+        node: String,
+    },
+}
+
+/// The replicated state of the coordination group.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// The cluster's identity, set by the first entry.
+    pub cluster: Option<ClusterId>,
+    /// The next fencing token: one sequence for grants, registrations and
+    /// terms, so every token is unique and later tokens are larger.
+    pub next_token: u64,
+    /// Open sessions by id (the log index that opened them).
+    pub sessions: BTreeMap<SessionId, Session>,
+    /// Cluster names.
+    pub names: BTreeMap<String, NameEntry>,
+    /// Locks with a holder or a waiter (an idle lock is dropped).
+    pub locks: BTreeMap<String, Lock>,
+    /// Waiting requests.
+    pub waiters: BTreeMap<ReqId, Waiter>,
+    /// Elections with at least one candidate.
+    pub elections: BTreeMap<String, Election>,
+}
+
+/// Who a cluster is: a random id chosen when it was bootstrapped, and the
+/// node that did it, so that an error can name both clusters.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ClusterId {
+    /// Random, chosen once.
+    pub id: u64,
+    /// The node that bootstrapped it.
+    pub founder: String,
+}
+
+impl std::fmt::Display for ClusterId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x} (founded by {})", self.id, self.founder)
+    }
+}
+
+impl State {
+    /// Apply one committed command at log `index`; returns what the
+    /// proposer is told and what each node tells its processes.
+    pub fn apply(
+        &mut self,
+        index: u64,
+        req: ReqId,
+        command: &Command,
+        limits: &CoordLimits,
+        events: &mut Vec<Event>,
+    ) -> Outcome {
+        match command {
+            Command::Bootstrap { cluster } => {
+                if self.cluster.is_none() {
+                    self.cluster = Some(cluster.clone());
+                }
+                Outcome::Done
+            }
+            Command::OpenSession {
+                node,
+                incarnation,
+                member,
+            } => self.open_session(index, node, *incarnation, *member, limits, events),
+            Command::CloseSession { session } | Command::ExpireSession { session } => {
+                self.end_session(*session, events);
+                Outcome::Done
+            }
+            Command::Register { name, pid, session } => self.register(name, *pid, *session, limits),
+            Command::Unregister { name, pid } => self.unregister(name, *pid),
+            Command::Exited { pid } => {
+                self.forget_pid(*pid, events);
+                Outcome::Done
+            }
+            Command::Acquire {
+                pid,
+                session,
+                locks,
+            } => self.acquire(req, *pid, *session, locks, limits),
+            Command::Release { lock, pid } => self.release(lock, *pid, events),
+            Command::Cancel { req } => self.cancel(*req, events),
+            Command::Stand {
+                group,
+                pid,
+                session,
+            } => self.stand(group, *pid, *session, limits, events),
+            Command::Resign { group, pid } => self.resign(group, *pid, events),
+            Command::Noop => Outcome::Done,
+        }
+    }
+
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
+    }
+
+    fn session_ok(&self, session: SessionId) -> bool {
+        self.sessions.contains_key(&session)
+    }
+
+    fn open_session(
+        &mut self,
+        index: u64,
+        node: &str,
+        incarnation: u64,
+        member: u64,
+        limits: &CoordLimits,
+        events: &mut Vec<Event>,
+    ) -> Outcome {
+        // A node's earlier incarnations are gone: what they held is freed.
+        let stale: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.node == node && s.incarnation != incarnation)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.end_session(id, events);
+        }
+        if self.sessions.len() >= limits.sessions_max {
+            return Outcome::Limit(Limit::Sessions);
+        }
+        let id = SessionId(index);
+        self.sessions.insert(
+            id,
+            Session {
+                node: node.to_string(),
+                incarnation,
+                member,
+            },
+        );
+        Outcome::Session(id)
+    }
+
+    /// End a session and free all it held, at this one index.
+    fn end_session(&mut self, session: SessionId, events: &mut Vec<Event>) {
+        let Some(ended) = self.sessions.remove(&session) else {
+            return;
+        };
+        self.names.retain(|_, e| e.session != session);
+        let waiting: Vec<ReqId> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.session == session)
+            .map(|(r, _)| *r)
+            .collect();
+        let mut touched: Vec<String> = Vec::new();
+        for req in waiting {
+            touched.extend(self.drop_waiter(req));
+        }
+        for (name, lock) in &mut self.locks {
+            let before = lock.holders.len();
+            lock.holders.retain(|h| h.session != session);
+            if lock.holders.len() != before {
+                touched.push(name.clone());
+            }
+        }
+        self.regrant(touched, events);
+        let groups: Vec<String> = self.elections.keys().cloned().collect();
+        for group in groups {
+            self.drop_candidates(&group, |_, s| s == session, events);
+        }
+        events.push(Event::SessionEnded {
+            session,
+            node: ended.node,
+        });
+    }
+
+    /// A process ended: free its names, locks, waits and candidacies.
+    fn forget_pid(&mut self, pid: Pid, events: &mut Vec<Event>) {
+        self.names.retain(|_, e| e.pid != pid);
+        let waiting: Vec<ReqId> = self
+            .waiters
+            .iter()
+            .filter(|(_, w)| w.pid == pid)
+            .map(|(r, _)| *r)
+            .collect();
+        let mut touched: Vec<String> = Vec::new();
+        for req in waiting {
+            touched.extend(self.drop_waiter(req));
+        }
+        for (name, lock) in &mut self.locks {
+            let before = lock.holders.len();
+            lock.holders.retain(|h| h.pid != pid);
+            if lock.holders.len() != before {
+                touched.push(name.clone());
+            }
+        }
+        self.regrant(touched, events);
+        let groups: Vec<String> = self.elections.keys().cloned().collect();
+        for group in groups {
+            self.drop_candidates(&group, |p, _| p == pid, events);
+        }
+    }
+
+    fn register(
+        &mut self,
+        name: &str,
+        pid: Pid,
+        session: SessionId,
+        limits: &CoordLimits,
+    ) -> Outcome {
+        if !self.session_ok(session) {
+            return Outcome::SessionExpired;
+        }
+        if let Some(held) = self.names.get(name) {
+            return Outcome::Name(if held.pid == pid {
+                NameOutcome::Registered { token: held.token }
+            } else {
+                NameOutcome::AlreadyRegistered { holder: held.pid }
+            });
+        }
+        if self.names.len() >= limits.names_max {
+            return Outcome::Limit(Limit::Names);
+        }
+        let token = self.token();
+        self.names.insert(
+            name.to_string(),
+            NameEntry {
+                pid,
+                session,
+                token,
+            },
+        );
+        Outcome::Name(NameOutcome::Registered { token })
+    }
+
+    fn unregister(&mut self, name: &str, pid: Pid) -> Outcome {
+        match self.names.get(name) {
+            None => Outcome::Name(NameOutcome::NotRegistered),
+            Some(held) if held.pid != pid => {
+                Outcome::Name(NameOutcome::NotHolder { holder: held.pid })
+            }
+            Some(_) => {
+                self.names.remove(name);
+                Outcome::Name(NameOutcome::Unregistered)
+            }
+        }
+    }
+
+    fn acquire(
+        &mut self,
+        req: ReqId,
+        pid: Pid,
+        session: SessionId,
+        locks: &[LockRequest],
+        limits: &CoordLimits,
+    ) -> Outcome {
+        if !self.session_ok(session) {
+            return Outcome::SessionExpired;
+        }
+        // A request that names a lock twice, or that this process already
+        // holds, is refused: it would wait for itself.
+        for (i, l) in locks.iter().enumerate() {
+            if locks[..i].iter().any(|o| o.lock == l.lock) {
+                return Outcome::Duplicate(l.lock.clone());
+            }
+            if let Some(lock) = self.locks.get(&l.lock)
+                && lock.holders.iter().any(|h| h.pid == pid)
+            {
+                return Outcome::AlreadyHeld(l.lock.clone());
+            }
+        }
+        let new_locks = locks
+            .iter()
+            .filter(|l| !self.locks.contains_key(&l.lock))
+            .count();
+        if self.locks.len() + new_locks > limits.locks_max {
+            return Outcome::Limit(Limit::Locks);
+        }
+        if self.grantable(locks, None) {
+            let grants = self.grant(pid, session, locks);
+            return Outcome::Granted(grants);
+        }
+        if locks.iter().any(|l| {
+            self.locks
+                .get(&l.lock)
+                .is_some_and(|k| k.queue.len() >= limits.waiters_per_lock_max)
+        }) {
+            return Outcome::Limit(Limit::WaitersPerLock);
+        }
+        if self.waiters.len() >= limits.waiters_max {
+            return Outcome::Limit(Limit::Waiters);
+        }
+        for l in locks {
+            self.locks
+                .entry(l.lock.clone())
+                .or_default()
+                .queue
+                .push_back(req);
+        }
+        self.waiters.insert(
+            req,
+            Waiter {
+                req,
+                pid,
+                locks: locks.to_vec(),
+                session,
+            },
+        );
+        Outcome::Queued
+    }
+
+    /// Whether `locks` can all be granted now: each compatible with its
+    /// holders, and (strict FIFO) nobody ahead in any of the queues other
+    /// than `me`.
+    fn grantable(&self, locks: &[LockRequest], me: Option<ReqId>) -> bool {
+        locks.iter().all(|l| match self.locks.get(&l.lock) {
+            None => true,
+            Some(lock) => {
+                let first = lock.queue.front().copied();
+                let ahead_ok = first.is_none() || first == me;
+                let compatible = match l.mode {
+                    LockMode::Exclusive => lock.holders.is_empty(),
+                    LockMode::Shared => lock.holders.iter().all(|h| h.mode == LockMode::Shared),
+                };
+                ahead_ok && compatible
+            }
+        })
+    }
+
+    fn grant(&mut self, pid: Pid, session: SessionId, locks: &[LockRequest]) -> Vec<Grant> {
+        let mut grants = Vec::with_capacity(locks.len());
+        for l in locks {
+            let token = self.token();
+            self.locks
+                .entry(l.lock.clone())
+                .or_default()
+                .holders
+                .push(Holder {
+                    pid,
+                    mode: l.mode,
+                    token,
+                    session,
+                });
+            grants.push(Grant {
+                lock: l.lock.clone(),
+                token,
+            });
+        }
+        grants
+    }
+
+    /// Remove a waiter from every queue; returns the locks it waited on.
+    fn drop_waiter(&mut self, req: ReqId) -> Vec<String> {
+        let Some(waiter) = self.waiters.remove(&req) else {
+            return Vec::new();
+        };
+        let mut names = Vec::with_capacity(waiter.locks.len());
+        for l in &waiter.locks {
+            if let Some(lock) = self.locks.get_mut(&l.lock) {
+                lock.queue.retain(|r| *r != req);
+            }
+            names.push(l.lock.clone());
+        }
+        names
+    }
+
+    /// After holders or waiters left `touched` locks: grant every waiter
+    /// now at the head of all its queues, until none is, then drop idle
+    /// locks.
+    fn regrant(&mut self, mut touched: Vec<String>, events: &mut Vec<Event>) {
+        while let Some(name) = touched.pop() {
+            while let Some(head) = self.locks.get(&name).and_then(|l| l.queue.front().copied()) {
+                let Some(waiter) = self.waiters.get(&head).cloned() else {
+                    // Cannot happen: queues and waiters change together.
+                    if let Some(lock) = self.locks.get_mut(&name) {
+                        lock.queue.pop_front();
+                    }
+                    continue;
+                };
+                if !self.grantable(&waiter.locks, Some(head)) {
+                    break;
+                }
+                self.drop_waiter(head);
+                let grants = self.grant(waiter.pid, waiter.session, &waiter.locks);
+                // Its other locks' queues moved too.
+                for l in &waiter.locks {
+                    if l.lock != name {
+                        touched.push(l.lock.clone());
+                    }
+                }
+                events.push(Event::Granted {
+                    req: head,
+                    pid: waiter.pid,
+                    grants,
+                });
+            }
+            if self
+                .locks
+                .get(&name)
+                .is_some_and(|l| l.holders.is_empty() && l.queue.is_empty())
+            {
+                self.locks.remove(&name);
+            }
+        }
+    }
+
+    fn release(&mut self, name: &str, pid: Pid, events: &mut Vec<Event>) -> Outcome {
+        let Some(lock) = self.locks.get_mut(name) else {
+            return Outcome::NotHeld;
+        };
+        let before = lock.holders.len();
+        lock.holders.retain(|h| h.pid != pid);
+        if lock.holders.len() == before {
+            return Outcome::NotHeld;
+        }
+        self.regrant(vec![name.to_string()], events);
+        Outcome::Released
+    }
+
+    /// A waiter gave up (its timeout): drop it, unless it was granted
+    /// first, in which case it holds the locks and is told their tokens.
+    fn cancel(&mut self, req: ReqId, events: &mut Vec<Event>) -> Outcome {
+        if self.waiters.contains_key(&req) {
+            let touched = self.drop_waiter(req);
+            self.regrant(touched, events);
+            Outcome::Cancelled
+        } else {
+            Outcome::NotWaiting
+        }
+    }
+
+    fn stand(
+        &mut self,
+        group: &str,
+        pid: Pid,
+        session: SessionId,
+        limits: &CoordLimits,
+        events: &mut Vec<Event>,
+    ) -> Outcome {
+        if !self.session_ok(session) {
+            return Outcome::SessionExpired;
+        }
+        if !self.elections.contains_key(group) && self.elections.len() >= limits.elections_max {
+            return Outcome::Limit(Limit::Elections);
+        }
+        let election = self.elections.entry(group.to_string()).or_default();
+        if !election.candidates.iter().any(|(p, _)| *p == pid) {
+            if election.candidates.len() >= limits.candidates_max {
+                return Outcome::Limit(Limit::Candidates);
+            }
+            election.candidates.push((pid, session));
+        }
+        if election.leader.is_none() {
+            self.next_token += 1;
+            let term = self.next_token;
+            let election = self.elections.get_mut(group).expect("just inserted");
+            election.leader = Some((pid, term));
+            events.push(Event::LeaderChanged {
+                group: group.to_string(),
+                leader: election.leader,
+                candidates: election.candidates.iter().map(|(p, _)| *p).collect(),
+            });
+        }
+        let election = &self.elections[group];
+        let (leader, term) = election.leader.expect("a leader was set");
+        Outcome::Stand(StandOutcome { leader, term })
+    }
+
+    fn resign(&mut self, group: &str, pid: Pid, events: &mut Vec<Event>) -> Outcome {
+        let was = self
+            .elections
+            .get(group)
+            .is_some_and(|e| e.candidates.iter().any(|(p, _)| *p == pid));
+        if !was {
+            return Outcome::NotCandidate;
+        }
+        self.drop_candidates(group, |p, _| p == pid, events);
+        Outcome::Done
+    }
+
+    /// Drop the candidates `gone` picks; if the leader was one, the next
+    /// candidate in line leads with a new term.
+    fn drop_candidates(
+        &mut self,
+        group: &str,
+        gone: impl Fn(Pid, SessionId) -> bool,
+        events: &mut Vec<Event>,
+    ) {
+        let Some(election) = self.elections.get_mut(group) else {
+            return;
+        };
+        let before = election.candidates.len();
+        election.candidates.retain(|(p, s)| !gone(*p, *s));
+        if election.candidates.len() == before {
+            return;
+        }
+        let leader_gone = election
+            .leader
+            .is_some_and(|(l, _)| !election.candidates.iter().any(|(p, _)| *p == l));
+        if election.candidates.is_empty() {
+            self.elections.remove(group);
+            if leader_gone {
+                events.push(Event::LeaderChanged {
+                    group: group.to_string(),
+                    leader: None,
+                    candidates: Vec::new(),
+                });
+            }
+            return;
+        }
+        if leader_gone {
+            self.next_token += 1;
+            let term = self.next_token;
+            let election = self.elections.get_mut(group).expect("still there");
+            election.leader = Some((election.candidates[0].0, term));
+            events.push(Event::LeaderChanged {
+                group: group.to_string(),
+                leader: election.leader,
+                candidates: election.candidates.iter().map(|(p, _)| *p).collect(),
+            });
+        }
+    }
+
+    /// The holder of a name.
+    pub fn whereis(&self, name: &str) -> Option<Pid> {
+        self.names.get(name).map(|e| e.pid)
+    }
+
+    /// The processes of node `(node, incarnation)` that hold or wait for
+    /// anything.
+    pub fn pids_of_node(&self, (node, incarnation): (u64, u64)) -> std::collections::HashSet<Pid> {
+        let mine = |p: &Pid| p.node == node && p.incarnation == incarnation;
+        let mut out = std::collections::HashSet::new();
+        out.extend(self.names.values().map(|e| e.pid).filter(mine));
+        out.extend(self.waiters.values().map(|w| w.pid).filter(mine));
+        for lock in self.locks.values() {
+            out.extend(lock.holders.iter().map(|h| h.pid).filter(mine));
+        }
+        for e in self.elections.values() {
+            out.extend(e.candidates.iter().map(|(p, _)| *p).filter(mine));
+        }
+        out
+    }
+}

@@ -1,0 +1,539 @@
+//! The Raft log, vote and snapshot of one node: kept in memory for reads,
+//! and in `Disc` mode written through to redb by one writer thread with
+//! group commit (every write waiting when a commit starts goes into it:
+//! one transaction, one fsync, then every waiting append is acknowledged).
+//!
+//! Invariant: an append is acknowledged to Raft only after the commit that
+//! holds it is durable; a vote is saved durably before `save_vote`
+//! returns. A failed write is fatal for the coordination group: it is
+//! logged, reported through [`Storage::failure`], and every later write
+//! fails too, so the group stops rather than run on a broken log.
+
+#![allow(clippy::result_large_err)] // openraft's StorageError is what the traits return.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::{Arc, Mutex, mpsc};
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{
+    Entry, LogId, LogState, OptionalSend, RaftLogId, RaftLogReader, StorageError, StorageIOError,
+    Vote,
+};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{oneshot, watch};
+
+use super::types::Coord;
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Most writes in one commit.
+const BATCH_MAX: usize = 4096;
+
+/// Who this data directory belongs to: written when it is created, checked
+/// at every start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The node's Raft id.
+    pub member: u64,
+    /// The node's name.
+    pub node: String,
+}
+
+/// Why the log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The data directory could not be made.
+    #[error("cannot create the data directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// redb refused the file.
+    #[error("cannot open the coordination log {path}: {why}")]
+    Database {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
+    /// A record in the file does not decode.
+    #[error("the coordination log {path} is corrupt: {what} does not decode ({why})")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// Which record.
+        what: String,
+        /// Why.
+        why: String,
+    },
+    /// The directory holds another node's log.
+    #[error(
+        "the data directory {path} belongs to node {owner}, not {node}: choose another --data-dir"
+    )]
+    OtherNode {
+        /// The directory.
+        path: String,
+        /// The node it belongs to.
+        owner: String,
+        /// This node.
+        node: String,
+    },
+}
+
+/// A persisted snapshot: its metadata and its bytes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredSnapshot {
+    /// openraft's metadata.
+    pub meta: openraft::SnapshotMeta<u64, super::types::Member>,
+    /// The encoded state.
+    pub data: Vec<u8>,
+}
+
+enum Write {
+    Append(Vec<(u64, Vec<u8>)>, Option<LogFlushed<Coord>>),
+    Meta(
+        &'static str,
+        Vec<u8>,
+        Option<oneshot::Sender<io::Result<()>>>,
+    ),
+    /// Remove entries from this index on.
+    Truncate(u64),
+    /// Remove entries up to this index, inclusive, and record the purge.
+    Purge(u64, Vec<u8>),
+    /// Close the database (after the writes before) and stop.
+    Close(oneshot::Sender<()>),
+}
+
+#[derive(Default)]
+struct Mem {
+    entries: BTreeMap<u64, Entry<Coord>>,
+    last_purged: Option<LogId<u64>>,
+    vote: Option<Vote<u64>>,
+    committed: Option<LogId<u64>>,
+}
+
+/// The node's Raft storage. Clones share it.
+#[derive(Clone)]
+pub struct Storage {
+    mem: Arc<Mutex<Mem>>,
+    writer: Option<mpsc::Sender<Write>>,
+    failed: watch::Receiver<Option<String>>,
+    /// Kept so that `failed` never reports a closed channel.
+    _failed_tx: Arc<watch::Sender<Option<String>>>,
+    /// What was found at open: the identity, and the snapshot.
+    pub identity: Identity,
+    snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn read_error(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::read_logs(&io_err(e)).into()
+}
+
+fn write_error(e: impl std::fmt::Display) -> StorageError<u64> {
+    StorageIOError::write_logs(&io_err(e)).into()
+}
+
+impl Storage {
+    /// Storage in memory only (`LogMode::Ram`), for node `identity`.
+    pub fn in_memory(identity: Identity) -> Storage {
+        let (failed_tx, failed) = watch::channel(None);
+        Storage {
+            mem: Arc::default(),
+            writer: None,
+            failed,
+            _failed_tx: Arc::new(failed_tx),
+            identity,
+            snapshot: Arc::default(),
+        }
+    }
+
+    /// Open (or create) the log in `dir` for node `node`; a new log gets
+    /// `new_member` as its Raft id.
+    pub fn open(dir: &Path, node: &str, new_member: u64) -> Result<Storage, OpenError> {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let path = dir.join("coord.redb");
+        let shown = path.display().to_string();
+        let db_err = |e: &dyn std::fmt::Display| OpenError::Database {
+            path: shown.clone(),
+            why: e.to_string(),
+        };
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| OpenError::Corrupt {
+            path: shown.clone(),
+            what: what.to_string(),
+            why: e.to_string(),
+        };
+        let db = Database::create(&path).map_err(|e| db_err(&e))?;
+        // Make sure both tables exist, and the identity is recorded.
+        let mut identity = Identity {
+            member: new_member,
+            node: node.to_string(),
+        };
+        {
+            let txn = db.begin_write().map_err(|e| db_err(&e))?;
+            {
+                let _ = txn.open_table(LOG).map_err(|e| db_err(&e))?;
+                let mut meta = txn.open_table(META).map_err(|e| db_err(&e))?;
+                let found = meta
+                    .get("identity")
+                    .map_err(|e| db_err(&e))?
+                    .map(|v| v.value().to_vec());
+                match found {
+                    Some(bytes) => {
+                        identity = molt_abi::codec::decode(&bytes)
+                            .map_err(|e| corrupt("the identity record", &e))?;
+                    }
+                    None => {
+                        meta.insert("identity", molt_abi::codec::encode(&identity).as_slice())
+                            .map_err(|e| db_err(&e))?;
+                    }
+                }
+            }
+            txn.commit().map_err(|e| db_err(&e))?;
+        }
+        if identity.node != node {
+            return Err(OpenError::OtherNode {
+                path: dir.display().to_string(),
+                owner: identity.node,
+                node: node.to_string(),
+            });
+        }
+        let mut mem = Mem::default();
+        let mut snapshot = None;
+        {
+            let txn = db.begin_read().map_err(|e| db_err(&e))?;
+            let log = txn.open_table(LOG).map_err(|e| db_err(&e))?;
+            for row in log.iter().map_err(|e| db_err(&e))? {
+                let (k, v) = row.map_err(|e| db_err(&e))?;
+                let entry: Entry<Coord> = molt_abi::codec::decode(v.value())
+                    .map_err(|e| corrupt(&format!("log entry {}", k.value()), &e))?;
+                mem.entries.insert(k.value(), entry);
+            }
+            let meta = txn.open_table(META).map_err(|e| db_err(&e))?;
+            let get = |key: &str| -> Result<Option<Vec<u8>>, OpenError> {
+                Ok(meta
+                    .get(key)
+                    .map_err(|e| db_err(&e))?
+                    .map(|v| v.value().to_vec()))
+            };
+            if let Some(b) = get("vote")? {
+                mem.vote = Some(molt_abi::codec::decode(&b).map_err(|e| corrupt("the vote", &e))?);
+            }
+            if let Some(b) = get("committed")? {
+                mem.committed =
+                    molt_abi::codec::decode(&b).map_err(|e| corrupt("the commit index", &e))?;
+            }
+            if let Some(b) = get("purged")? {
+                mem.last_purged =
+                    molt_abi::codec::decode(&b).map_err(|e| corrupt("the purge record", &e))?;
+            }
+            if let Some(b) = get("snapshot")? {
+                snapshot = Some(
+                    molt_abi::codec::decode::<StoredSnapshot>(&b)
+                        .map_err(|e| corrupt("the snapshot", &e))?,
+                );
+            }
+        }
+        let (failed_tx, failed) = watch::channel(None);
+        let failed_tx = Arc::new(failed_tx);
+        let (tx, rx) = mpsc::channel();
+        let db = Arc::new(db);
+        let report = failed_tx.clone();
+        std::thread::Builder::new()
+            .name("molt-coord-log".into())
+            .spawn(move || writer(db, rx, report, shown))
+            .map_err(|source| OpenError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        Ok(Storage {
+            mem: Arc::new(Mutex::new(mem)),
+            writer: Some(tx),
+            failed,
+            _failed_tx: failed_tx,
+            identity,
+            snapshot: Arc::new(Mutex::new(snapshot)),
+        })
+    }
+
+    /// Resolves when a write failed, with what failed.
+    pub fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.failed.clone()
+    }
+
+    fn mem(&self) -> std::sync::MutexGuard<'_, Mem> {
+        self.mem.lock().expect("coordination log poisoned")
+    }
+
+    fn send(&self, write: Write) -> Result<(), StorageError<u64>> {
+        if let Some(why) = self.failed.borrow().clone() {
+            return Err(write_error(why));
+        }
+        match &self.writer {
+            None => {
+                match write {
+                    Write::Append(_, Some(cb)) => cb.log_io_completed(Ok(())),
+                    Write::Meta(_, _, Some(done)) => {
+                        let _ = done.send(Ok(()));
+                    }
+                    _ => {}
+                }
+                Ok(())
+            }
+            Some(tx) => tx
+                .send(write)
+                .map_err(|_| write_error("the log writer has stopped")),
+        }
+    }
+
+    async fn durable(&self, key: &'static str, bytes: Vec<u8>) -> Result<(), StorageError<u64>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Write::Meta(key, bytes, Some(tx)))?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(write_error(e)),
+            Err(_) => Err(write_error("the log writer has stopped")),
+        }
+    }
+
+    /// Write what is queued, close the database file and stop writing:
+    /// later writes fail.
+    pub async fn close(&self) {
+        let Some(tx) = &self.writer else {
+            return;
+        };
+        let (done, closed) = oneshot::channel();
+        if tx.send(Write::Close(done)).is_ok() {
+            let _ = closed.await;
+        }
+    }
+
+    /// The current snapshot, if one was taken or installed.
+    pub fn snapshot(&self) -> Option<StoredSnapshot> {
+        self.snapshot.lock().expect("snapshot poisoned").clone()
+    }
+
+    /// Keep `snapshot` as the current one, durably.
+    pub async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<(), StorageError<u64>> {
+        self.durable("snapshot", molt_abi::codec::encode(&snapshot))
+            .await?;
+        *self.snapshot.lock().expect("snapshot poisoned") = Some(snapshot);
+        Ok(())
+    }
+}
+
+/// The writer thread: one commit per batch of waiting writes.
+fn writer(
+    db: Arc<Database>,
+    rx: mpsc::Receiver<Write>,
+    failed: Arc<watch::Sender<Option<String>>>,
+    path: String,
+) {
+    let mut closed = None;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        if let Some(pos) = batch.iter().position(|w| matches!(w, Write::Close(_))) {
+            // Later writes are dropped: their senders see the log closed.
+            if let Write::Close(done) = batch.swap_remove(pos) {
+                closed = Some(done);
+            }
+            batch.truncate(pos);
+        }
+        let result = commit(&db, &batch);
+        if let Err(why) = &result {
+            tracing::error!(log = %path, error = %why, "coordination log write failed; the coordination group stops");
+            failed.send_replace(Some(format!("{path}: {why}")));
+        }
+        for write in batch {
+            let outcome = result.as_ref().map(|_| ()).map_err(io_err);
+            match write {
+                Write::Append(_, Some(cb)) => cb.log_io_completed(outcome),
+                Write::Meta(_, _, Some(done)) => {
+                    let _ = done.send(outcome);
+                }
+                _ => {}
+            }
+        }
+        if closed.is_some() {
+            break;
+        }
+        if result.is_err() {
+            // Every later write fails: the log is not to be trusted.
+            while let Ok(write) = rx.recv() {
+                match write {
+                    Write::Append(_, Some(cb)) => cb.log_io_completed(Err(io_err("log failed"))),
+                    Write::Meta(_, _, Some(done)) => {
+                        let _ = done.send(Err(io_err("log failed")));
+                    }
+                    _ => {}
+                }
+            }
+            return;
+        }
+    }
+    drop(db);
+    if let Some(done) = closed {
+        let _ = done.send(());
+    }
+}
+
+fn commit(db: &Database, batch: &[Write]) -> Result<(), String> {
+    let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+    txn.set_durability(Durability::Immediate)
+        .map_err(|e| e.to_string())?;
+    {
+        let mut log = txn.open_table(LOG).map_err(|e| e.to_string())?;
+        let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        for write in batch {
+            match write {
+                Write::Append(rows, _) => {
+                    for (index, bytes) in rows {
+                        log.insert(*index, bytes.as_slice())
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                Write::Meta(key, bytes, _) => {
+                    meta.insert(*key, bytes.as_slice())
+                        .map_err(|e| e.to_string())?;
+                }
+                Write::Truncate(from) => {
+                    log.retain_in(*from.., |_, _| false)
+                        .map_err(|e| e.to_string())?;
+                }
+                Write::Purge(upto, record) => {
+                    log.retain_in(..=*upto, |_, _| false)
+                        .map_err(|e| e.to_string())?;
+                    meta.insert("purged", record.as_slice())
+                        .map_err(|e| e.to_string())?;
+                }
+                Write::Close(_) => {}
+            }
+        }
+    }
+    txn.commit().map_err(|e| e.to_string())
+}
+
+impl RaftLogReader<Coord> for Storage {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<Coord>>, StorageError<u64>> {
+        let mem = self.mem();
+        Ok(mem.entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<Coord> for Storage {
+    type LogReader = Storage;
+
+    async fn get_log_state(&mut self) -> Result<LogState<Coord>, StorageError<u64>> {
+        let mem = self.mem();
+        let last = mem
+            .entries
+            .values()
+            .next_back()
+            .map(|e| *e.get_log_id())
+            .or(mem.last_purged);
+        Ok(LogState {
+            last_purged_log_id: mem.last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
+        self.durable("vote", molt_abi::codec::encode(vote)).await?;
+        self.mem().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
+        Ok(self.mem().vote)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<u64>>,
+    ) -> Result<(), StorageError<u64>> {
+        self.mem().committed = committed;
+        // Not waited for: a lost commit index is recomputed by Raft.
+        self.send(Write::Meta(
+            "committed",
+            molt_abi::codec::encode(&committed),
+            None,
+        ))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        Ok(self.mem().committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<Coord>,
+    ) -> Result<(), StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<Coord>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut rows = Vec::new();
+        {
+            let mut mem = self.mem();
+            for entry in entries {
+                let index = entry.get_log_id().index;
+                if self.writer.is_some() {
+                    rows.push((index, molt_abi::codec::encode(&entry)));
+                }
+                mem.entries.insert(index, entry);
+            }
+        }
+        self.send(Write::Append(rows, Some(callback)))
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.mem().entries.split_off(&log_id.index);
+        self.send(Write::Truncate(log_id.index))
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        {
+            let mut mem = self.mem();
+            let keep = mem.entries.split_off(&(log_id.index + 1));
+            mem.entries = keep;
+            mem.last_purged = Some(log_id);
+        }
+        self.send(Write::Purge(
+            log_id.index,
+            molt_abi::codec::encode(&Some(log_id)),
+        ))
+    }
+}
+
+/// Report a failed read of the snapshot.
+pub fn snapshot_error(e: impl std::fmt::Display) -> StorageError<u64> {
+    read_error(e)
+}

@@ -1,0 +1,356 @@
+//! Cluster coordination on real nodes over loopback: bootstrap and join,
+//! global names, locks, elections, sessions, restarts with the log.
+
+use std::time::{Duration, Instant};
+
+use molt_abi::{codec, sysmsg, tag};
+use molt_host::cluster::{
+    CoordConfig, CoordStartError, Coordination, GlobalError, LockMode, LockRequest, LogMode,
+};
+use molt_host::net::Distribution;
+use molt_host::{Filter, HostMailbox, Node};
+use molt_tests::{TempDir, WAIT, address_of, dist_node};
+
+/// A node of a coordinated test cluster.
+struct Member {
+    node: Node,
+    dist: Distribution,
+    coord: Coordination,
+}
+
+impl Member {
+    async fn stop(self) {
+        self.coord.shutdown().await;
+        self.dist.shutdown();
+        self.node.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
+/// Settings for tests: short sessions, quick voter changes.
+fn config(dir: &TempDir, name: &str, mode: LogMode) -> CoordConfig {
+    let mut config = CoordConfig::new(dir.path().join(name));
+    config.log_mode = mode;
+    config.session_ttl = Duration::from_millis(1500);
+    config.voter_replace_after = Duration::from_secs(3);
+    config.quorum_timeout = Duration::from_secs(2);
+    config
+}
+
+async fn member(dir: &TempDir, name: &str, join: Option<&Member>, mode: LogMode) -> Member {
+    let (node, dist) = dist_node(name).await;
+    let address = join.map(|m| address_of(&m.dist));
+    let coord = Coordination::start(&node, &dist, config(dir, name, mode), address.as_deref())
+        .await
+        .unwrap_or_else(|e| panic!("{name} starts coordination: {e}"));
+    coord.ready().await.expect("a session");
+    Member { node, dist, coord }
+}
+
+/// Three nodes: `a` bootstraps, `b` and `c` join; waits for 3 voters.
+async fn three(dir: &TempDir, mode: LogMode) -> Vec<Member> {
+    let a = member(dir, "a", None, mode).await;
+    let b = member(dir, "b", Some(&a), mode).await;
+    let c = member(dir, "c", Some(&a), mode).await;
+    let members = vec![a, b, c];
+    wait_for("three voters", || {
+        members[0].coord.status().voters.len() == 3
+    })
+    .await;
+    members
+}
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn exclusive(lock: &str) -> Vec<LockRequest> {
+    vec![LockRequest {
+        lock: lock.into(),
+        mode: LockMode::Exclusive,
+    }]
+}
+
+fn shared(lock: &str) -> Vec<LockRequest> {
+    vec![LockRequest {
+        lock: lock.into(),
+        mode: LockMode::Shared,
+    }]
+}
+
+async fn coord_message(mailbox: &mut HostMailbox) -> sysmsg::Coord {
+    let message = mailbox
+        .recv_matching(
+            &Filter {
+                tags: vec![tag::COORD],
+                reference: None,
+            },
+            WAIT,
+        )
+        .await
+        .expect("a coordination message");
+    codec::decode(&message.payload).expect("a Coord payload")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_node_bootstraps_and_registers_names() {
+    let dir = TempDir::new("coord-lone");
+    let a = member(&dir, "a", None, LogMode::Disc).await;
+    let status = a.coord.status();
+    assert_eq!(status.role, "leader");
+    assert_eq!(status.voters.len(), 1);
+    assert!(status.cluster.is_some());
+
+    let one = a.node.mailbox().unwrap();
+    let two = a.node.mailbox().unwrap();
+    let token = a.coord.register("db", one.pid()).await.unwrap();
+    assert_eq!(a.coord.whereis("db"), Some(one.pid()));
+    assert_eq!(
+        a.coord.register("db", two.pid()).await,
+        Err(GlobalError::AlreadyRegistered { holder: one.pid() })
+    );
+    assert_eq!(
+        a.coord.unregister("db", two.pid()).await,
+        Err(GlobalError::NotHolder { holder: one.pid() })
+    );
+    // The name is freed when its process ends.
+    drop(one);
+    wait_for("the name freed", || a.coord.whereis("db").is_none()).await;
+    let later = a.coord.register("db", two.pid()).await.unwrap();
+    assert!(later > token, "tokens grow: {later} after {token}");
+    assert!(matches!(
+        a.coord.register("", two.pid()).await,
+        Err(GlobalError::BadName { .. })
+    ));
+    assert!(matches!(
+        a.coord.register(&"x".repeat(300), two.pid()).await,
+        Err(GlobalError::BadName { .. })
+    ));
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_agree_on_names_and_one_registrar_wins() {
+    let dir = TempDir::new("coord-names");
+    let nodes = three(&dir, LogMode::Ram).await;
+    let pa = nodes[1].node.mailbox().unwrap();
+    let pb = nodes[2].node.mailbox().unwrap();
+    let (ra, rb) = tokio::join!(
+        nodes[1].coord.register("singleton", pa.pid()),
+        nodes[2].coord.register("singleton", pb.pid())
+    );
+    let winner = match (&ra, &rb) {
+        (Ok(_), Err(GlobalError::AlreadyRegistered { holder })) => {
+            assert_eq!(*holder, pa.pid());
+            pa.pid()
+        }
+        (Err(GlobalError::AlreadyRegistered { holder }), Ok(_)) => {
+            assert_eq!(*holder, pb.pid());
+            pb.pid()
+        }
+        other => panic!("exactly one registrar wins: {other:?}"),
+    };
+    for n in &nodes {
+        assert_eq!(
+            n.coord.whereis_linearizable("singleton").await.unwrap(),
+            Some(winner)
+        );
+        wait_for("the replica", || {
+            n.coord.whereis("singleton") == Some(winner)
+        })
+        .await;
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_are_granted_in_order_with_growing_tokens() {
+    let dir = TempDir::new("coord-locks");
+    let nodes = three(&dir, LogMode::Ram).await;
+    let holder = nodes[0].node.mailbox().unwrap();
+    let first = nodes[1].node.mailbox().unwrap();
+    let second = nodes[2].node.mailbox().unwrap();
+    let g0 = nodes[0]
+        .coord
+        .lock(holder.pid(), &exclusive("l"), WAIT)
+        .await
+        .unwrap();
+    // Two waiters, queued in this order.
+    let c1 = nodes[1].coord.clone();
+    let p1 = first.pid();
+    let w1 = tokio::spawn(async move { c1.lock(p1, &exclusive("l"), WAIT).await });
+    wait_for("the first waiter queued", || {
+        nodes[0]
+            .coord
+            .locks()
+            .first()
+            .is_some_and(|l| l.queue.len() == 1)
+    })
+    .await;
+    let c2 = nodes[2].coord.clone();
+    let p2 = second.pid();
+    let w2 = tokio::spawn(async move { c2.lock(p2, &exclusive("l"), WAIT).await });
+    wait_for("the second waiter queued", || {
+        nodes[0]
+            .coord
+            .locks()
+            .first()
+            .is_some_and(|l| l.queue.len() == 2)
+    })
+    .await;
+    // A non-holder cannot release it.
+    assert_eq!(
+        nodes[1].coord.unlock("l", first.pid()).await,
+        Err(GlobalError::NotHeld("l".into()))
+    );
+    nodes[0].coord.unlock("l", holder.pid()).await.unwrap();
+    let g1 = w1.await.unwrap().unwrap();
+    assert!(g1[0].token > g0[0].token);
+    assert!(!w2.is_finished(), "the second waits for the first");
+    // The holder's end releases the lock to the next in line.
+    drop(first);
+    let g2 = w2.await.unwrap().unwrap();
+    assert!(g2[0].token > g1[0].token);
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_locks_coexist_and_a_waiter_times_out() {
+    let dir = TempDir::new("coord-shared");
+    let a = member(&dir, "a", None, LogMode::Ram).await;
+    let r1 = a.node.mailbox().unwrap();
+    let r2 = a.node.mailbox().unwrap();
+    let w = a.node.mailbox().unwrap();
+    a.coord.lock(r1.pid(), &shared("s"), WAIT).await.unwrap();
+    a.coord.lock(r2.pid(), &shared("s"), WAIT).await.unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        a.coord
+            .lock(w.pid(), &exclusive("s"), Duration::from_millis(300))
+            .await,
+        Err(GlobalError::Timeout(Duration::from_millis(300)))
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // The timed-out waiter left the queue.
+    assert!(a.coord.locks()[0].queue.is_empty());
+    // A set naming one lock twice is refused.
+    let twice = [exclusive("t"), exclusive("t")].concat();
+    assert_eq!(
+        a.coord.lock(w.pid(), &twice, WAIT).await,
+        Err(GlobalError::Duplicate("t".into()))
+    );
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_election_moves_when_its_leader_ends() {
+    let dir = TempDir::new("coord-elect");
+    let nodes = three(&dir, LogMode::Ram).await;
+    let mut first = nodes[1].node.mailbox().unwrap();
+    let mut second = nodes[2].node.mailbox().unwrap();
+    let (leader, term) = nodes[1].coord.elect("workers", first.pid()).await.unwrap();
+    assert_eq!(leader, first.pid());
+    assert_eq!(
+        coord_message(&mut first).await,
+        sysmsg::Coord::Elected {
+            group: "workers".into(),
+            term
+        }
+    );
+    let (leader2, term2) = nodes[2].coord.elect("workers", second.pid()).await.unwrap();
+    assert_eq!((leader2, term2), (first.pid(), term));
+    drop(first);
+    match coord_message(&mut second).await {
+        sysmsg::Coord::Elected { group, term: t } => {
+            assert_eq!(group, "workers");
+            assert!(t > term, "a new term: {t} after {term}");
+        }
+        other => panic!("the second candidate leads: {other:?}"),
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_is_refused_by_name() {
+    let dir = TempDir::new("coord-other");
+    let a = member(&dir, "a", None, LogMode::Disc).await;
+    let b = member(&dir, "b", None, LogMode::Disc).await;
+    b.coord.shutdown().await;
+    // b's log belongs to its own cluster.
+    let refused = Coordination::start(
+        &b.node,
+        &b.dist,
+        config(&dir, "b", LogMode::Disc),
+        Some(&address_of(&a.dist)),
+    )
+    .await;
+    let message = match refused {
+        Err(e @ CoordStartError::Refused { .. }) => e.to_string(),
+        Err(other) => panic!("refused as another cluster's node, not {other}"),
+        Ok(_) => panic!("a node of another cluster was let in"),
+    };
+    assert!(message.contains("founded by b@127.0.0.1"), "{message}");
+    assert!(message.contains("founded by a@127.0.0.1"), "{message}");
+    b.dist.shutdown();
+    b.node.shutdown(Duration::from_secs(2)).await;
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_disc_node_comes_back_with_its_log() {
+    let dir = TempDir::new("coord-restart");
+    let a = member(&dir, "a", None, LogMode::Disc).await;
+    let keeper = a.node.mailbox().unwrap();
+    a.coord.register("kept", keeper.pid()).await.unwrap();
+    let cluster = a.coord.cluster();
+    let id = a.coord.member_id();
+    // A clean stop closes the session, which frees the name: so register
+    // another name whose holder stays, and stop without closing.
+    drop(keeper);
+    wait_for("the name freed", || a.coord.whereis("kept").is_none()).await;
+    let applied = a.coord.status().applied_index;
+    a.stop().await;
+    let a = member(&dir, "a", None, LogMode::Disc).await;
+    assert_eq!(a.coord.cluster(), cluster);
+    assert_eq!(a.coord.member_id(), id);
+    assert!(a.coord.status().applied_index >= applied);
+    assert_eq!(a.coord.status().voters.len(), 1);
+    a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_node_session_frees_its_names_after_the_ttl() {
+    let dir = TempDir::new("coord-session");
+    let nodes = three(&dir, LogMode::Ram).await;
+    let mut nodes = nodes.into_iter();
+    let a = nodes.next().unwrap();
+    let b = nodes.next().unwrap();
+    let c = nodes.next().unwrap();
+    let holder = c.node.mailbox().unwrap();
+    c.coord.register("on-c", holder.pid()).await.unwrap();
+    wait_for("a sees it", || a.coord.whereis("on-c").is_some()).await;
+    // c vanishes without closing its session: its distribution and Raft
+    // stop, its processes keep running.
+    let started = Instant::now();
+    c.dist.shutdown();
+    wait_for("the session expired", || a.coord.whereis("on-c").is_none()).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "freed only after the session could expire ({waited:?})"
+    );
+    drop(holder);
+    c.coord.shutdown().await;
+    c.node.shutdown(Duration::from_secs(2)).await;
+    a.stop().await;
+    b.stop().await;
+}
