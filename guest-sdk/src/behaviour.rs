@@ -83,6 +83,8 @@ pub enum Message<T> {
         /// The node's name.
         node: String,
     },
+    /// News from the coordination group (see [`crate::election`]).
+    Coord(molt_abi::sysmsg::Coord),
     /// Anything else: other tags, or `DATA` that did not decode as `Msg`
     /// (logged at warn level).
     Other(Envelope),
@@ -183,6 +185,7 @@ fn current_message<T: DeserializeOwned>(tag: u32, len: usize) -> Message<T> {
             reason,
         },
         Some(System::NodeDown { node }) => Message::NodeDown { node },
+        Some(System::Coord(notice)) => Message::Coord(notice),
         None => Message::Other(envelope),
     }
 }

@@ -49,6 +49,22 @@ pub enum Error {
     LinkLimit,
     /// `monitor`: the process holds `monitors_max` monitors already.
     MonitorLimit,
+    /// Cluster names, locks, elections: no quorum answered in time (this
+    /// node is on a minority side, or a leader is being elected). The call
+    /// may still take effect; if it does, the node undoes it.
+    NoQuorum,
+    /// A limit of the cluster's coordination state was reached.
+    CoordLimit,
+    /// The caller does not hold that cluster name or lock.
+    NotHolder,
+    /// The caller already holds one of the locks asked for.
+    AlreadyHeld,
+    /// The node runs no coordination group.
+    NoCoordination,
+    /// The node's coordination session ended during the call; try again.
+    SessionLost,
+    /// The caller is not a candidate in that election.
+    NotCandidate,
     /// A negative code this SDK does not know (a newer host).
     Unknown(i32),
 }
@@ -78,6 +94,13 @@ impl Error {
             status::NOT_JOINED => Error::NotJoined,
             status::LINK_LIMIT => Error::LinkLimit,
             status::MONITOR_LIMIT => Error::MonitorLimit,
+            status::NO_QUORUM => Error::NoQuorum,
+            status::COORD_LIMIT => Error::CoordLimit,
+            status::NOT_HOLDER => Error::NotHolder,
+            status::ALREADY_HELD => Error::AlreadyHeld,
+            status::NO_COORDINATION => Error::NoCoordination,
+            status::SESSION_LOST => Error::SessionLost,
+            status::NOT_CANDIDATE => Error::NotCandidate,
             other => Error::Unknown(other),
         })
     }
@@ -104,6 +127,13 @@ impl Error {
             Error::NotJoined => status::NOT_JOINED,
             Error::LinkLimit => status::LINK_LIMIT,
             Error::MonitorLimit => status::MONITOR_LIMIT,
+            Error::NoQuorum => status::NO_QUORUM,
+            Error::CoordLimit => status::COORD_LIMIT,
+            Error::NotHolder => status::NOT_HOLDER,
+            Error::AlreadyHeld => status::ALREADY_HELD,
+            Error::NoCoordination => status::NO_COORDINATION,
+            Error::SessionLost => status::SESSION_LOST,
+            Error::NotCandidate => status::NOT_CANDIDATE,
             Error::Unknown(code) => code,
         }
     }
@@ -144,7 +174,7 @@ mod tests {
             assert_eq!(err.to_string(), status::name(code));
             code -= 1;
         }
-        assert!(code < status::MONITOR_LIMIT);
+        assert!(code < status::NOT_CANDIDATE);
         assert_eq!(Error::from_code(-99), Some(Error::Unknown(-99)));
         assert_eq!(Error::Unknown(-99).code(), -99);
         assert_eq!(Error::from_code(0), None);

@@ -167,8 +167,10 @@
 
 pub mod behaviour;
 pub mod codec;
+pub mod election;
 mod entry;
 mod error;
+pub mod global;
 pub mod log;
 mod node;
 pub mod pg;

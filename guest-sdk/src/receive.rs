@@ -52,6 +52,10 @@ pub enum System {
         /// The node's name.
         node: String,
     },
+    /// News from the cluster's coordination group about a lock or an
+    /// election the process takes part in (see [`crate::election`] and
+    /// [`crate::global`]).
+    Coord(molt_abi::sysmsg::Coord),
 }
 
 impl Envelope {
@@ -82,6 +86,7 @@ impl Envelope {
             tag::NODEDOWN => Some(System::NodeDown {
                 node: std::str::from_utf8(&self.payload).ok()?.to_owned(),
             }),
+            tag::COORD => codec::decode(&self.payload).ok().map(System::Coord),
             _ => None,
         }
     }

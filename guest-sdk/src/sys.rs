@@ -104,6 +104,14 @@ host_functions! {
     "pg_members" => fn pg_members(scope_ptr: i32, scope_len: i32, group_ptr: i32, group_len: i32, buf_ptr: i32, buf_len: i32) -> i32;
     "pg_local_members" => fn pg_local_members(scope_ptr: i32, scope_len: i32, group_ptr: i32, group_len: i32, buf_ptr: i32, buf_len: i32) -> i32;
     "pg_which_groups" => fn pg_which_groups(scope_ptr: i32, scope_len: i32, buf_ptr: i32, buf_len: i32) -> i32;
+    "global_register" => fn global_register(name_ptr: i32, name_len: i32, pid_ptr: i32, holder_out: i32) -> i32;
+    "global_unregister" => fn global_unregister(name_ptr: i32, name_len: i32, pid_ptr: i32) -> i32;
+    "global_whereis" => fn global_whereis(name_ptr: i32, name_len: i32, flags: i32, pid_out: i32) -> i32;
+    "lock" => fn lock(set_ptr: i32, set_len: i32, timeout_ms: i64, tokens_out: i32, tokens_len: i32) -> i32;
+    "unlock" => fn unlock(id_ptr: i32, id_len: i32) -> i32;
+    "elect" => fn elect(group_ptr: i32, group_len: i32, leader_out: i32, term_out: i32) -> i32;
+    "resign" => fn resign(group_ptr: i32, group_len: i32) -> i32;
+    "leader" => fn leader(group_ptr: i32, group_len: i32, leader_out: i32, term_out: i32) -> i32;
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -440,6 +448,89 @@ pub fn ping(node: &[u8]) -> i32 {
 pub fn monitor_node(node: &[u8], flag: i32) -> i32 {
     // SAFETY: `node` is live for its length.
     unsafe { raw::monitor_node(ptr(node.as_ptr()), len(node.len()), flag) }
+}
+
+/// `global_register`: the status; the holder is written on
+/// `ALREADY_REGISTERED`.
+pub fn global_register(name: &[u8], pid: &[u8; PID_BYTES], holder: &mut [u8; PID_BYTES]) -> i32 {
+    // SAFETY: `name` and `pid` are live for their lengths and only read;
+    // `holder` is a live, writable 24-byte buffer.
+    unsafe {
+        raw::global_register(
+            ptr(name.as_ptr()),
+            len(name.len()),
+            ptr(pid.as_ptr()),
+            ptr(holder.as_mut_ptr()),
+        )
+    }
+}
+
+/// `global_unregister`: the status.
+pub fn global_unregister(name: &[u8], pid: &[u8; PID_BYTES]) -> i32 {
+    // SAFETY: both are live for their lengths and only read.
+    unsafe { raw::global_unregister(ptr(name.as_ptr()), len(name.len()), ptr(pid.as_ptr())) }
+}
+
+/// `global_whereis`: the status; the pid is written on `OK`.
+pub fn global_whereis(name: &[u8], flags: i32, out: &mut [u8; PID_BYTES]) -> i32 {
+    // SAFETY: `name` is live and only read; `out` is a live, writable
+    // 24-byte buffer.
+    unsafe {
+        raw::global_whereis(
+            ptr(name.as_ptr()),
+            len(name.len()),
+            flags,
+            ptr(out.as_mut_ptr()),
+        )
+    }
+}
+
+/// `lock`: the status; a token per lock is written to `tokens` on `OK`.
+pub fn lock(set: &[u8], timeout_ms: i64, tokens: &mut [u8]) -> i32 {
+    // SAFETY: `set` is live and only read; `tokens` is live and writable
+    // for its length.
+    unsafe {
+        raw::lock(
+            ptr(set.as_ptr()),
+            len(set.len()),
+            timeout_ms,
+            ptr(tokens.as_mut_ptr()),
+            len(tokens.len()),
+        )
+    }
+}
+
+/// `unlock`: the status.
+pub fn unlock(id: &[u8]) -> i32 {
+    // SAFETY: `id` is live for its length and only read.
+    unsafe { raw::unlock(ptr(id.as_ptr()), len(id.len())) }
+}
+
+/// `elect` (or `leader` if `read_only`): the status; the leader and term
+/// are written on `OK`.
+pub fn elect(
+    group: &[u8],
+    read_only: bool,
+    leader: &mut [u8; PID_BYTES],
+    term: &mut [u8; 8],
+) -> i32 {
+    let call = if read_only { raw::leader } else { raw::elect };
+    // SAFETY: `group` is live and only read; `leader` and `term` are live,
+    // writable buffers of the sizes the host writes.
+    unsafe {
+        call(
+            ptr(group.as_ptr()),
+            len(group.len()),
+            ptr(leader.as_mut_ptr()),
+            ptr(term.as_mut_ptr()),
+        )
+    }
+}
+
+/// `resign`: the status.
+pub fn resign(group: &[u8]) -> i32 {
+    // SAFETY: `group` is live for its length and only read.
+    unsafe { raw::resign(ptr(group.as_ptr()), len(group.len())) }
 }
 
 /// `pg_join`: returns the status.

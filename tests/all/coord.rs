@@ -3,13 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use molt_abi::{codec, sysmsg, tag};
+use molt_abi::{codec, status, sysmsg, tag};
 use molt_host::cluster::{
     CoordConfig, CoordStartError, Coordination, GlobalError, LockMode, LockRequest, LogMode,
 };
 use molt_host::net::Distribution;
 use molt_host::{Filter, HostMailbox, Node};
-use molt_tests::{TempDir, WAIT, address_of, dist_node};
+use molt_tests::{Cmd, Event, Outcome, Puppet, SystemEvent, TempDir, WAIT, address_of, dist_node};
 
 /// A node of a coordinated test cluster.
 struct Member {
@@ -353,4 +353,127 @@ async fn a_lost_node_session_frees_its_names_after_the_ttl() {
     c.node.shutdown(Duration::from_secs(2)).await;
     a.stop().await;
     b.stop().await;
+}
+
+/// The next coordination notice a puppet got.
+async fn puppet_notice(puppet: &mut Puppet) -> sysmsg::Coord {
+    loop {
+        match puppet.event().await {
+            Event::Got {
+                system: Some(SystemEvent::Coord(notice)),
+                ..
+            } => return notice,
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_register_lock_and_elect_through_the_sdk() {
+    let dir = TempDir::new("coord-guests");
+    let a = member(&dir, "a", None, LogMode::Ram).await;
+    let b = member(&dir, "b", Some(&a), LogMode::Ram).await;
+    let mut pa = Puppet::spawn(&a.node).await;
+    let mut pb = Puppet::spawn(&b.node).await;
+
+    assert_eq!(pa.cmd(Cmd::GlobalRegister("svc".into())).await, Outcome::Ok);
+    assert_eq!(
+        pb.cmd(Cmd::GlobalRegister("svc".into())).await,
+        Outcome::Pid(pa.pid),
+        "the loser is told the holder"
+    );
+    assert_eq!(
+        pb.cmd(Cmd::GlobalWhereis("svc".into(), true)).await,
+        Outcome::MaybePid(Some(pa.pid))
+    );
+    assert_eq!(
+        pb.cmd(Cmd::GlobalUnregister("svc".into())).await,
+        Outcome::Status(status::NOT_HOLDER)
+    );
+    assert_eq!(
+        pa.cmd(Cmd::GlobalRegister(String::new())).await,
+        Outcome::Status(status::BAD_ARG)
+    );
+
+    let lock = |timeout_ms| Cmd::Lock {
+        set: vec![("l".into(), false)],
+        timeout_ms,
+    };
+    let Outcome::Tokens(first) = pa.cmd(lock(5_000)).await else {
+        panic!("a grants the lock");
+    };
+    assert_eq!(pb.cmd(lock(200)).await, Outcome::Status(status::TIMEOUT));
+    assert_eq!(
+        pb.cmd(Cmd::Unlock("l".into())).await,
+        Outcome::Status(status::NOT_HOLDER)
+    );
+    assert_eq!(
+        pa.cmd(lock(100)).await,
+        Outcome::Status(status::ALREADY_HELD)
+    );
+    assert_eq!(pa.cmd(Cmd::Unlock("l".into())).await, Outcome::Ok);
+    let Outcome::Tokens(second) = pb.cmd(lock(5_000)).await else {
+        panic!("b gets the lock once a gave it back");
+    };
+    assert!(second[0] > first[0]);
+
+    let Outcome::Leader(leader, term) = pa.cmd(Cmd::Elect("g".into())).await else {
+        panic!("a stands");
+    };
+    assert_eq!(leader, pa.pid);
+    assert_eq!(
+        puppet_notice(&mut pa).await,
+        sysmsg::Coord::Elected {
+            group: "g".into(),
+            term
+        }
+    );
+    assert_eq!(
+        pb.cmd(Cmd::Elect("g".into())).await,
+        Outcome::Leader(pa.pid, term)
+    );
+    assert_eq!(
+        pb.cmd(Cmd::Resign("h".into())).await,
+        Outcome::Status(status::NOT_CANDIDATE)
+    );
+    assert_eq!(pa.cmd(Cmd::Resign("g".into())).await, Outcome::Ok);
+    match puppet_notice(&mut pb).await {
+        sysmsg::Coord::LeaderChanged { .. } => {
+            // The notice of a's term may come first; then b's own.
+            match puppet_notice(&mut pb).await {
+                sysmsg::Coord::Elected { term: t, .. } => assert!(t > term),
+                other => panic!("b leads: {other:?}"),
+            }
+        }
+        sysmsg::Coord::Elected { term: t, .. } => assert!(t > term),
+        other => panic!("b leads: {other:?}"),
+    }
+    let Outcome::Leader(now, _) = pa.cmd(Cmd::Leader("g".into())).await else {
+        panic!("a leader");
+    };
+    assert_eq!(now, pb.pid);
+    drop((pa, pb));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_coordination_says_so() {
+    let (node, dist) = dist_node("plain").await;
+    let mut p = Puppet::spawn(&node).await;
+    assert_eq!(
+        p.cmd(Cmd::GlobalRegister("x".into())).await,
+        Outcome::Status(status::NO_COORDINATION)
+    );
+    assert_eq!(
+        p.cmd(Cmd::Lock {
+            set: vec![("l".into(), false)],
+            timeout_ms: 10
+        })
+        .await,
+        Outcome::Status(status::NO_COORDINATION)
+    );
+    drop(p);
+    dist.shutdown();
+    node.shutdown(Duration::from_secs(2)).await;
 }

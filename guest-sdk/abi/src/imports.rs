@@ -244,6 +244,66 @@ imports! {
     /// the total length; written only if it is at most `buf_len` (as
     /// `node_name`). Errors: `BAD_ARG` (scope not UTF-8 or too long).
     PG_WHICH_GROUPS = "pg_which_groups"(I32, I32, I32, I32) -> (I32);
+
+    /// `global_register(name_ptr, name_len, pid_ptr, holder_out) -> status`:
+    /// Erlang's `global:register_name`, on consensus: register the cluster
+    /// name for `pid` (a process of this node) if no process holds it.
+    /// Waits for the coordination group. Errors: `ALREADY_REGISTERED`
+    /// (another process holds it: its pid is written to `holder_out`),
+    /// `NO_QUORUM`, `COORD_LIMIT`, `SESSION_LOST`, `NO_COORDINATION`,
+    /// `BAD_ARG` (name empty, longer than 255 bytes or not UTF-8; pid not of
+    /// this node).
+    GLOBAL_REGISTER = "global_register"(I32, I32, I32, I32) -> (I32);
+
+    /// `global_unregister(name_ptr, name_len, pid_ptr) -> status`: free the
+    /// cluster name that `pid` holds. Errors: `NOT_REGISTERED`, `NOT_HOLDER`,
+    /// `NO_QUORUM`, `NO_COORDINATION`, `BAD_ARG`.
+    GLOBAL_UNREGISTER = "global_unregister"(I32, I32, I32) -> (I32);
+
+    /// `global_whereis(name_ptr, name_len, flags, pid_out) -> status`: the
+    /// holder of a cluster name, written to `pid_out`. With `flags` 0 it
+    /// is read from this node's replica at once (it may lag the leader);
+    /// with [`crate::whereis_flags::LINEARIZABLE`] the leader answers after
+    /// confirming it still leads. Errors: `NOT_REGISTERED`, `NO_QUORUM`
+    /// (linearizable only), `NO_COORDINATION`, `BAD_ARG`.
+    GLOBAL_WHEREIS = "global_whereis"(I32, I32, I32, I32) -> (I32);
+
+    /// `lock(set_ptr, set_len, timeout_ms, tokens_out, tokens_len) -> status`:
+    /// take a set of cluster locks for the caller, all at once, waiting in
+    /// their FIFO queues up to `timeout_ms` (`-1`: up to a day). The set is
+    /// a sequence of entries, each a mode byte ([`crate::lock_mode`]), a
+    /// little-endian `u32` length and the lock id (UTF-8, 1 to 255 bytes);
+    /// at most 64 entries. On success one fencing token (`u64`,
+    /// little-endian) per lock is written to `tokens_out`
+    /// (`tokens_len` must hold them all). Errors: `TIMEOUT`, `NO_QUORUM`,
+    /// `COORD_LIMIT`, `ALREADY_HELD`, `SESSION_LOST`, `NO_COORDINATION`,
+    /// `BAD_ARG`.
+    LOCK = "lock"(I32, I32, I64, I32, I32) -> (I32);
+
+    /// `unlock(id_ptr, id_len) -> status`: give back a cluster lock the
+    /// caller holds. Errors: `NOT_HOLDER`, `NO_QUORUM`, `NO_COORDINATION`,
+    /// `BAD_ARG`.
+    UNLOCK = "unlock"(I32, I32) -> (I32);
+
+    /// `elect(group_ptr, group_len, leader_out, term_out) -> status`: stand
+    /// in a cluster-wide election. The leader's pid is written to
+    /// `leader_out` and its term (`u64`, a fencing token) to `term_out`.
+    /// From now on the leader gets a [`crate::tag::COORD`] `Elected`
+    /// message and every other candidate `LeaderChanged`, at each change.
+    /// Errors: `NO_QUORUM`, `COORD_LIMIT`, `SESSION_LOST`,
+    /// `NO_COORDINATION`, `BAD_ARG`.
+    ELECT = "elect"(I32, I32, I32, I32) -> (I32);
+
+    /// `resign(group_ptr, group_len) -> status`: leave an election (if the
+    /// caller led it, the next candidate leads). Errors: `NOT_CANDIDATE`,
+    /// `NO_QUORUM`, `NO_COORDINATION`, `BAD_ARG`.
+    RESIGN = "resign"(I32, I32) -> (I32);
+
+    /// `leader(group_ptr, group_len, leader_out, term_out) -> status`: the
+    /// leader of an election and its term, from this node's replica.
+    /// Errors: `NOT_REGISTERED` (no candidate), `NO_COORDINATION`,
+    /// `BAD_ARG`.
+    LEADER = "leader"(I32, I32, I32, I32) -> (I32);
 }
 
 /// Find a host function by name.

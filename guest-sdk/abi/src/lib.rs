@@ -80,6 +80,29 @@ pub mod status {
     pub const LINK_LIMIT: i32 = -18;
     /// `monitor`: the caller holds `monitors_max` monitors already.
     pub const MONITOR_LIMIT: i32 = -19;
+    /// Cluster names, locks, elections: the coordination group did not
+    /// commit within its quorum timeout (this node is on a minority side,
+    /// or a leader is being elected). The call may still take effect; if it
+    /// does, the node undoes it.
+    pub const NO_QUORUM: i32 = -20;
+    /// Cluster names, locks, elections: a limit of the replicated state
+    /// was reached (`names_max`, `locks_max`, `waiters_per_lock_max`,
+    /// `waiters_max`, `elections_max`, `candidates_max`); nothing changed.
+    pub const COORD_LIMIT: i32 = -21;
+    /// `global_unregister` / `unlock`: another process holds the name, or
+    /// the caller does not hold the lock.
+    pub const NOT_HOLDER: i32 = -22;
+    /// `lock`: the caller already holds one of the locks, or names one
+    /// twice.
+    pub const ALREADY_HELD: i32 = -23;
+    /// The node runs no coordination group (cluster names, locks and
+    /// elections are off).
+    pub const NO_COORDINATION: i32 = -24;
+    /// The node's coordination session ended during the call (it could
+    /// not renew it in time); try again.
+    pub const SESSION_LOST: i32 = -25;
+    /// `resign`: the caller is not a candidate in that election.
+    pub const NOT_CANDIDATE: i32 = -26;
 
     /// A short, stable name for a status code, for logs and errors.
     pub fn name(code: i32) -> &'static str {
@@ -104,10 +127,31 @@ pub mod status {
             NOT_JOINED => "not_joined",
             LINK_LIMIT => "link_limit",
             MONITOR_LIMIT => "monitor_limit",
+            NO_QUORUM => "no_quorum",
+            COORD_LIMIT => "coord_limit",
+            NOT_HOLDER => "not_holder",
+            ALREADY_HELD => "already_held",
+            NO_COORDINATION => "no_coordination",
+            SESSION_LOST => "session_lost",
+            NOT_CANDIDATE => "not_candidate",
             c if c >= 0 => "ok",
             _ => "unknown",
         }
     }
+}
+
+/// Flags of `global_whereis`.
+pub mod whereis_flags {
+    /// Ask the coordination leader, which confirms it still leads.
+    pub const LINEARIZABLE: i32 = 1;
+}
+
+/// Modes of a lock in a `lock` set.
+pub mod lock_mode {
+    /// One holder at a time.
+    pub const EXCLUSIVE: u8 = 0;
+    /// Any number of shared holders.
+    pub const SHARED: u8 = 1;
 }
 
 /// Message tags. A tag is a `u32` carried beside every message; guests use

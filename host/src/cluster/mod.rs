@@ -358,6 +358,8 @@ impl Coordination {
         machine.observe(Arc::new(Hook(Arc::downgrade(&inner))));
         node.inner()
             .set_exit_observer(Arc::new(Hook(Arc::downgrade(&inner))));
+        node.inner()
+            .set_coordinator(Arc::new(GuestGate(Arc::downgrade(&inner))));
         let coordination = Coordination { inner };
         let started = match join {
             None => coordination.bootstrap().await,
@@ -826,4 +828,106 @@ fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).expect("the system's random source");
     u64::from_le_bytes(bytes).max(1)
+}
+
+/// The guests' way in (the runtime's [`crate::runtime::Coordinator`]),
+/// holding the group weakly.
+struct GuestGate(std::sync::Weak<Inner>);
+
+impl GuestGate {
+    fn coordination(&self) -> Option<Coordination> {
+        self.0.upgrade().map(|inner| Coordination { inner })
+    }
+}
+
+/// The ABI status of an error, and the holder for `ALREADY_REGISTERED`.
+fn refusal(e: GlobalError) -> crate::runtime::GlobalRefusal {
+    use molt_abi::status;
+    let (status, holder) = match e {
+        GlobalError::NoQuorum(_) => (status::NO_QUORUM, None),
+        GlobalError::Stopped(_) => (status::NO_COORDINATION, None),
+        GlobalError::BadName { .. }
+        | GlobalError::TooManyLocks { .. }
+        | GlobalError::NoLocks
+        | GlobalError::NotLocal(_) => (status::BAD_ARG, None),
+        GlobalError::AlreadyRegistered { holder } => (status::ALREADY_REGISTERED, Some(holder)),
+        GlobalError::NotRegistered => (status::NOT_REGISTERED, None),
+        GlobalError::NotHolder { .. } | GlobalError::NotHeld(_) => (status::NOT_HOLDER, None),
+        GlobalError::Limit(_) => (status::COORD_LIMIT, None),
+        GlobalError::Timeout(_) => (status::TIMEOUT, None),
+        GlobalError::Duplicate(_) | GlobalError::AlreadyHeld(_) => (status::ALREADY_HELD, None),
+        GlobalError::NotCandidate => (status::NOT_CANDIDATE, None),
+        GlobalError::SessionLost => (status::SESSION_LOST, None),
+    };
+    crate::runtime::GlobalRefusal { status, holder }
+}
+
+impl crate::runtime::Coordinator for GuestGate {
+    fn call(
+        &self,
+        call: crate::runtime::GlobalCall,
+    ) -> crate::runtime::BoxFuture<
+        Result<crate::runtime::GlobalAnswer, crate::runtime::GlobalRefusal>,
+    > {
+        use crate::runtime::{GlobalAnswer, GlobalCall};
+        let Some(c) = self.coordination() else {
+            return Box::pin(async {
+                Err(refusal(GlobalError::Stopped(
+                    "coordination has stopped".into(),
+                )))
+            });
+        };
+        Box::pin(async move {
+            let answer = match call {
+                GlobalCall::Register { name, pid } => {
+                    c.register(&name, pid).await.map(|_| GlobalAnswer::Done)
+                }
+                GlobalCall::Unregister { name, pid } => {
+                    c.unregister(&name, pid).await.map(|()| GlobalAnswer::Done)
+                }
+                GlobalCall::Whereis { name } => {
+                    c.whereis_linearizable(&name).await.map(GlobalAnswer::Pid)
+                }
+                GlobalCall::Lock {
+                    pid,
+                    locks,
+                    timeout,
+                } => {
+                    let locks: Vec<LockRequest> = locks
+                        .into_iter()
+                        .map(|(lock, shared)| LockRequest {
+                            lock,
+                            mode: if shared {
+                                LockMode::Shared
+                            } else {
+                                LockMode::Exclusive
+                            },
+                        })
+                        .collect();
+                    c.lock(pid, &locks, timeout).await.map(|grants| {
+                        GlobalAnswer::Tokens(grants.iter().map(|g| g.token).collect())
+                    })
+                }
+                GlobalCall::Unlock { lock, pid } => {
+                    c.unlock(&lock, pid).await.map(|()| GlobalAnswer::Done)
+                }
+                GlobalCall::Elect { group, pid } => c
+                    .elect(&group, pid)
+                    .await
+                    .map(|(leader, term)| GlobalAnswer::Leader(leader, term)),
+                GlobalCall::Resign { group, pid } => {
+                    c.resign(&group, pid).await.map(|()| GlobalAnswer::Done)
+                }
+            };
+            answer.map_err(refusal)
+        })
+    }
+
+    fn whereis(&self, name: &str) -> Option<Pid> {
+        self.coordination()?.whereis(name)
+    }
+
+    fn leader(&self, group: &str) -> Option<(Pid, u64)> {
+        self.coordination()?.leader(group)
+    }
 }

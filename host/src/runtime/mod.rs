@@ -12,6 +12,7 @@ mod guest;
 mod guest_mem;
 mod host_fns;
 mod host_fns_dist;
+mod host_fns_global;
 mod host_fns_pg;
 mod mailbox;
 mod pg;
@@ -113,6 +114,69 @@ pub(crate) trait PgObserver: Send + Sync {
 pub(crate) trait ExitObserver: Send + Sync {
     /// `pid`, a process of this node, ended.
     fn exited(&self, pid: Pid);
+}
+
+/// The cluster's coordination group as the guests' host functions reach
+/// it (cluster names, locks, elections). Like [`Router`], it names no
+/// transport, and errors arrive as ABI status codes.
+pub(crate) trait Coordinator: Send + Sync {
+    /// Run a call that needs the group.
+    fn call(&self, call: GlobalCall) -> BoxFuture<Result<GlobalAnswer, GlobalRefusal>>;
+    /// The holder of a cluster name on this node's replica.
+    fn whereis(&self, name: &str) -> Option<Pid>;
+    /// The leader of an election and its term on this node's replica.
+    fn leader(&self, group: &str) -> Option<(Pid, u64)>;
+}
+
+/// A guest's call to the coordination group.
+#[derive(Debug)]
+pub(crate) enum GlobalCall {
+    Register {
+        name: String,
+        pid: Pid,
+    },
+    Unregister {
+        name: String,
+        pid: Pid,
+    },
+    Whereis {
+        name: String,
+    },
+    /// Locks: (id, shared).
+    Lock {
+        pid: Pid,
+        locks: Vec<(String, bool)>,
+        timeout: std::time::Duration,
+    },
+    Unlock {
+        lock: String,
+        pid: Pid,
+    },
+    Elect {
+        group: String,
+        pid: Pid,
+    },
+    Resign {
+        group: String,
+        pid: Pid,
+    },
+}
+
+/// What a [`GlobalCall`] gave.
+#[derive(Debug)]
+pub(crate) enum GlobalAnswer {
+    Done,
+    Pid(Option<Pid>),
+    Tokens(Vec<u64>),
+    Leader(Pid, u64),
+}
+
+/// Why a [`GlobalCall`] failed: an ABI status, and the holder for
+/// `ALREADY_REGISTERED`.
+#[derive(Debug)]
+pub(crate) struct GlobalRefusal {
+    pub status: i32,
+    pub holder: Option<Pid>,
 }
 
 /// Why a signal could not be delivered.
@@ -260,6 +324,8 @@ pub(crate) struct NodeInner {
     pg_observer: std::sync::OnceLock<Arc<dyn PgObserver>>,
     /// Set once, when the node joins a coordination group.
     exit_observer: std::sync::OnceLock<Arc<dyn ExitObserver>>,
+    /// Set once, when the node joins a coordination group.
+    coordinator: std::sync::OnceLock<Arc<dyn Coordinator>>,
 }
 
 /// A running node. Cheap to clone; the node stops when the last clone is
@@ -340,6 +406,7 @@ impl Node {
             router: std::sync::OnceLock::new(),
             pg_observer: std::sync::OnceLock::new(),
             exit_observer: std::sync::OnceLock::new(),
+            coordinator: std::sync::OnceLock::new(),
         };
         Ok(Node {
             inner: Arc::new(inner),
@@ -575,6 +642,18 @@ impl NodeInner {
         if self.router.set(router).is_err() {
             panic!("a node joins the distribution layer once");
         }
+    }
+
+    /// Let guests reach the coordination group; once per node.
+    pub fn set_coordinator(&self, coordinator: Arc<dyn Coordinator>) {
+        if self.coordinator.set(coordinator).is_err() {
+            tracing::warn!("a coordinator is already set; the new one is ignored");
+        }
+    }
+
+    /// The coordination group, if the node runs one.
+    pub fn coordinator(&self) -> Option<&Arc<dyn Coordinator>> {
+        self.coordinator.get()
     }
 
     /// Tell `observer` of every local process's end from now on; once per

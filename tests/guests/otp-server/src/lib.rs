@@ -145,6 +145,7 @@ impl Server for OtpServer {
             Message::Exit { reason, .. } => format!("exit {reason}"),
             Message::Down { reason, .. } => format!("down {reason}"),
             Message::NodeDown { node } => format!("nodedown {node}"),
+            Message::Coord(notice) => format!("coord {notice:?}"),
             Message::Other(envelope) => format!("other tag {}", envelope.tag),
         };
         self.log.push(entry);

@@ -181,6 +181,28 @@ pub enum Cmd {
     },
     /// `pg::which_groups(scope)`: `Names`.
     PgWhichGroups(String),
+    /// `global::register(name, self)`: `Ok`, `Pid(holder)` if taken, or a
+    /// status.
+    GlobalRegister(String),
+    /// `global::unregister(name, self)`.
+    GlobalUnregister(String),
+    /// `global::whereis` (local replica) or, with `true`, linearizable.
+    GlobalWhereis(String, bool),
+    /// `global::lock`: `Tokens` or a status.
+    Lock {
+        /// Lock ids and whether shared.
+        set: Vec<(String, bool)>,
+        /// Milliseconds to wait.
+        timeout_ms: u64,
+    },
+    /// `global::unlock`.
+    Unlock(String),
+    /// `election::stand`: `Leader` or a status.
+    Elect(String),
+    /// `election::resign`.
+    Resign(String),
+    /// `election::leader`: `Leader`, or `Ok` if none.
+    Leader(String),
 }
 
 /// The result of a command.
@@ -210,6 +232,10 @@ pub enum Outcome {
     Names(Vec<String>),
     /// A list of pids (group members).
     Pids(Vec<Pid>),
+    /// Fencing tokens.
+    Tokens(Vec<u64>),
+    /// An election's leader and term.
+    Leader(Pid, u64),
 }
 
 /// A system message, mirrored with owned fields.
@@ -236,6 +262,8 @@ pub enum SystemEvent {
         /// The node's name.
         node: String,
     },
+    /// News from the coordination group.
+    Coord(molt_sdk::election::Notice),
 }
 
 /// What the puppet tells its controller.
@@ -348,6 +376,51 @@ fn execute(cmd: Cmd) -> Outcome {
             &node, &name, tag, None, &payload,
         )),
         Cmd::PgJoin { scope, group } => unit(molt_sdk::pg::join(&scope, &group)),
+        Cmd::GlobalRegister(name) => {
+            match molt_sdk::global::register(&name, molt_sdk::self_pid()) {
+                Ok(molt_sdk::global::Registered::Yes) => Outcome::Ok,
+                Ok(molt_sdk::global::Registered::Taken(holder)) => Outcome::Pid(holder),
+                Err(e) => Outcome::Status(e.code()),
+            }
+        }
+        Cmd::GlobalUnregister(name) => {
+            unit(molt_sdk::global::unregister(&name, molt_sdk::self_pid()))
+        }
+        Cmd::GlobalWhereis(name, false) => Outcome::MaybePid(molt_sdk::global::whereis(&name)),
+        Cmd::GlobalWhereis(name, true) => match molt_sdk::global::whereis_linearizable(&name) {
+            Ok(pid) => Outcome::MaybePid(pid),
+            Err(e) => Outcome::Status(e.code()),
+        },
+        Cmd::Lock { set, timeout_ms } => {
+            use molt_sdk::global::Mode;
+            let set: Vec<(&str, Mode)> = set
+                .iter()
+                .map(|(id, shared)| {
+                    (
+                        id.as_str(),
+                        if *shared {
+                            Mode::Shared
+                        } else {
+                            Mode::Exclusive
+                        },
+                    )
+                })
+                .collect();
+            match molt_sdk::global::lock(&set, Duration::from_millis(timeout_ms)) {
+                Ok(tokens) => Outcome::Tokens(tokens),
+                Err(e) => Outcome::Status(e.code()),
+            }
+        }
+        Cmd::Unlock(id) => unit(molt_sdk::global::unlock(&id)),
+        Cmd::Elect(group) => match molt_sdk::election::stand(&group) {
+            Ok((leader, term)) => Outcome::Leader(leader, term),
+            Err(e) => Outcome::Status(e.code()),
+        },
+        Cmd::Resign(group) => unit(molt_sdk::election::resign(&group)),
+        Cmd::Leader(group) => match molt_sdk::election::leader(&group) {
+            Some((leader, term)) => Outcome::Leader(leader, term),
+            None => Outcome::Ok,
+        },
         Cmd::PgLeave { scope, group } => unit(molt_sdk::pg::leave(&scope, &group)),
         Cmd::PgMembers {
             scope,
@@ -378,6 +451,7 @@ fn report(envelope: Envelope) -> Event {
             reason,
         },
         System::NodeDown { node } => SystemEvent::NodeDown { node },
+        System::Coord(notice) => SystemEvent::Coord(notice),
     });
     Event::Got {
         tag: envelope.tag,
