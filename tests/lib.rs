@@ -126,7 +126,7 @@ pub fn start_node(config: NodeConfig) -> Node {
 
 /// A child process (a `molt node`), killed and reaped when dropped, so a
 /// test never leaves one behind.
-pub struct ChildNode(pub std::process::Child);
+pub struct ChildNode(pub std::process::Child, Option<PathBuf>);
 
 impl ChildNode {
     /// Start `molt node --listen 127.0.0.1:0` with `args` and `cookie`, and
@@ -134,15 +134,24 @@ impl ChildNode {
     /// Returns the child and that address (`127.0.0.1:PORT`).
     pub async fn start(args: &[&std::ffi::OsStr], cookie: &str) -> (ChildNode, String) {
         use std::io::BufRead;
+        // Each child keeps its coordination log in a directory of its own
+        // (removed when it is dropped) unless the test names one.
+        static CHILDREN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let data = std::env::temp_dir().join(format!(
+            "molt-test-data-{}-{}",
+            std::process::id(),
+            CHILDREN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let child = Command::new(molt_bin())
             .args(["node", "--listen", "127.0.0.1:0"])
             .args(args)
             .env("MOLT_COOKIE", cookie)
+            .env("MOLT_DATA_DIR", &data)
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("starting molt node");
-        let mut child = ChildNode(child);
+        let mut child = ChildNode(child, Some(data));
         let stdout = child.0.stdout.take().expect("piped stdout");
         // "node NAME@127.0.0.1 listening on 127.0.0.1:PORT"
         let line = tokio::task::spawn_blocking(move || {
@@ -170,6 +179,9 @@ impl Drop for ChildNode {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if let Some(dir) = self.1.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 

@@ -9,7 +9,9 @@ use molt_host::cluster::{
 };
 use molt_host::net::Distribution;
 use molt_host::{Filter, HostMailbox, Node};
-use molt_tests::{Cmd, Event, Outcome, Puppet, SystemEvent, TempDir, WAIT, address_of, dist_node};
+use molt_tests::{
+    ChildNode, Cmd, Event, Outcome, Puppet, SystemEvent, TempDir, WAIT, address_of, dist_node,
+};
 
 /// A node of a coordinated test cluster.
 struct Member {
@@ -476,4 +478,67 @@ async fn a_node_without_coordination_says_so() {
     drop(p);
     dist.shutdown();
     node.shutdown(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn molt_cluster_shows_three_cli_nodes_and_removes_one() {
+    const COOKIE: &str = "coord-cli-cookie-0123456789abcdef";
+    fn os(s: &str) -> &std::ffi::OsStr {
+        s.as_ref()
+    }
+    let (_a, addr_a) = ChildNode::start(&[os("--name"), os("ca")], COOKIE).await;
+    let join = format!("ca@{addr_a}");
+    let join_os = join.clone();
+    let (_b, _) = ChildNode::start(
+        &[os("--name"), os("cb"), os("--join"), os(&join_os)],
+        COOKIE,
+    )
+    .await;
+    let (_c, _) = ChildNode::start(
+        &[os("--name"), os("cc"), os("--join"), os(&join_os)],
+        COOKIE,
+    )
+    .await;
+    let cluster = |args: &[&str]| {
+        let out = std::process::Command::new(molt_tests::molt_bin())
+            .arg(args[0])
+            .args(["--node", &join])
+            .args(&args[1..])
+            .env("MOLT_COOKIE", COOKIE)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let deadline = Instant::now() + WAIT;
+    let shown = loop {
+        let (ok, text) = cluster(&["cluster"]);
+        if ok && text.matches("voter ").count() == 3 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "three voters in time:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(shown.contains("leader    ca@127.0.0.1"), "{shown}");
+    assert!(shown.contains("founded by ca@127.0.0.1"), "{shown}");
+    for n in ["ca", "cb", "cc"] {
+        assert!(shown.contains(&format!("{n}@127.0.0.1")), "{shown}");
+    }
+    let (ok, names) = cluster(&["names"]);
+    assert!(ok && names.starts_with("name"), "{names}");
+    let (ok, text) = cluster(&["cluster", "remove", "cc@127.0.0.1"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("removed cc@127.0.0.1"), "{text}");
+    let (ok, text) = cluster(&["cluster", "remove", "nobody@127.0.0.1"]);
+    assert!(!ok && text.contains("not a member"), "{text}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, text) = cluster(&["cluster"]);
+        if !text.contains("cc@127.0.0.1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cc gone in time:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

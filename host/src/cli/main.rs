@@ -30,6 +30,7 @@ macro_rules! out_raw {
 
 mod bench;
 mod bench_wire;
+mod cluster;
 mod code;
 mod demo_upgrade;
 mod guest_build;
@@ -120,6 +121,8 @@ enum Command {
     },
     /// Start a long-running node that other nodes can join.
     Node(node::NodeArgs),
+    #[command(flatten)]
+    Coord(cluster::CoordCommand),
     /// List the nodes a running node is connected to.
     Nodes {
         #[command(flatten)]
@@ -194,11 +197,13 @@ fn main() -> ExitCode {
             | Command::Spawn { .. }
             | Command::Send { .. }
             | Command::Code(_)
+            | Command::Coord(_)
     );
     let default_level = if quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},openraft=error"))),
         )
         .with_target(false)
         .init();
@@ -246,6 +251,7 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
         | Command::Spawn { .. }
         | Command::Send { .. }) => runtime()?.block_on(remote::remote_command(remote)),
         Command::Code(command) => runtime()?.block_on(code::run(command)),
+        Command::Coord(command) => runtime()?.block_on(cluster::run(command)),
         Command::Inspect { module } => inspect::inspect(module, &config),
         Command::Build { dir } => {
             for file in guest_build::build_crate(&dir)? {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use molt_host::cluster::{CoordConfig, Coordination, LogMode};
 use molt_host::net::{DistConfig, Distribution};
 use molt_host::{Control, Node, NodeConfig, control};
 
@@ -47,6 +48,24 @@ pub struct NodeArgs {
     /// and the running version stays. Repeatable.
     #[arg(long, value_name = "DIR")]
     watch: Vec<PathBuf>,
+    /// Where the coordination log lives (default: $MOLT_DATA_DIR/NAME,
+    /// else $XDG_DATA_HOME/molt/NAME, else ~/.local/share/molt/NAME).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The coordination log: `disc` (durable, a restarted node keeps its
+    /// membership) or `ram` (faster, a restarted node joins anew).
+    #[arg(long, default_value = "disc")]
+    log_mode: LogMode,
+    /// How many voters the coordination group wants (made odd).
+    #[arg(long, default_value_t = 3)]
+    voters: usize,
+    /// A node's coordination session lives this long after its last
+    /// renewal; then what it held is freed.
+    #[arg(long, default_value_t = 5_000)]
+    session_ttl_ms: u64,
+    /// Run no coordination group (no cluster names, locks or elections).
+    #[arg(long)]
+    no_coordination: bool,
     #[command(flatten)]
     tls: TlsArgs,
 }
@@ -95,15 +114,65 @@ pub async fn node(mut config: NodeConfig, args: NodeArgs) -> Result<ExitCode> {
     for dir in &args.watch {
         say(format!("watching {} for .wasm files", dir.display()));
     }
-    for peer in &args.join {
+    let mut joins = args.join.iter();
+    let coordination = if args.no_coordination || args.hidden {
+        None
+    } else {
+        let mut coord = CoordConfig::new(
+            args.data_dir
+                .clone()
+                .unwrap_or_else(|| CoordConfig::default_data_dir(dist.name())),
+        );
+        coord.log_mode = args.log_mode;
+        coord.voters = args.voters;
+        coord.session_ttl = Duration::from_millis(args.session_ttl_ms);
+        let data_dir = coord.data_dir.clone();
+        // The first --join names the cluster to join; without one the node
+        // bootstraps its own (or goes on with the one in its log).
+        let first = joins.next();
+        let started = Coordination::start(&node, &dist, coord, first.map(String::as_str))
+            .await
+            .context("starting coordination")?;
+        if let Some(peer) = first {
+            say(format!("joined {peer}"));
+        }
+        let cluster = started
+            .cluster()
+            .map_or("(joining)".to_string(), |c| c.to_string());
+        say(format!(
+            "coordination: cluster {cluster}, log {} in {}",
+            match args.log_mode {
+                LogMode::Disc => "disc",
+                LogMode::Ram => "ram",
+            },
+            data_dir.display()
+        ));
+        Some(started)
+    };
+    for peer in joins {
         match control.join(peer).await {
             Ok(()) => say(format!("joined {peer}")),
             Err(e) => eprintln!("molt: cannot join {peer}: {e}"),
         }
     }
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    let failed = async {
+        match &coordination {
+            Some(c) => c.failed().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        signal = tokio::signal::ctrl_c() => signal.context("waiting for Ctrl-C")?,
+        why = failed => {
+            eprintln!("molt: the coordination log failed, the node stops: {why}");
+            dist.shutdown();
+            node.shutdown(Duration::from_secs(5)).await;
+            return Ok(ExitCode::from(70));
+        }
+    }
+    if let Some(c) = &coordination {
+        c.shutdown().await;
+    }
     drop(watchers);
     dist.shutdown();
     node.shutdown(Duration::from_secs(5)).await;

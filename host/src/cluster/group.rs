@@ -353,12 +353,62 @@ impl Inner {
                 cluster,
             } => self.serve_join(member, node, cluster).await,
             CoordRequest::KeepAlive(session) => self.serve_keep_alive(session),
+            CoordRequest::Status => Ok(CoordReply::Status(Box::new(self.status()))),
+            CoordRequest::Names => Ok(CoordReply::Names(self.coordination().names())),
+            CoordRequest::Locks => Ok(CoordReply::Locks(self.coordination().locks())),
+            CoordRequest::Elections => Ok(CoordReply::Elections(self.coordination().elections())),
+            CoordRequest::Remove(name) => self.serve_remove(&name).await,
             CoordRequest::Whereis(name) => {
                 self.ensure_linearizable().await?;
                 let state = &self.replica.read().expect("replica poisoned").state;
                 Ok(CoordReply::Whereis(state.whereis(&name)))
             }
         }
+    }
+
+    fn coordination(self: &Arc<Self>) -> super::Coordination {
+        super::Coordination {
+            inner: Arc::clone(self),
+        }
+    }
+
+    async fn serve_remove(&self, name: &str) -> Result<CoordReply, CoordError> {
+        if self.raft.metrics().borrow().current_leader != Some(self.me) {
+            return Err(self.not_leader());
+        }
+        let _serial = self.membership_change.lock().await;
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let ids: BTreeSet<u64> = membership
+            .membership()
+            .nodes()
+            .filter(|(_, m)| m.name == name)
+            .map(|(id, _)| *id)
+            .collect();
+        if ids.is_empty() {
+            return Err(CoordError::Raft(format!(
+                "{name} is not a member of the group"
+            )));
+        }
+        if ids.contains(&self.me) {
+            return Err(CoordError::Raft(format!(
+                "{name} leads the group; remove it from another node after it stepped down"
+            )));
+        }
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        drop(membership);
+        if !voters.is_disjoint(&ids) {
+            let rest: BTreeSet<u64> = voters.difference(&ids).copied().collect();
+            self.raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(rest), false)
+                .await
+                .map_err(|e| CoordError::Raft(e.to_string()))?;
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes(ids.clone()), false)
+            .await
+            .map_err(|e| CoordError::Raft(e.to_string()))?;
+        tracing::info!(node = %name, "removed from the coordination group");
+        Ok(CoordReply::Removed(ids.into_iter().collect()))
     }
 
     fn not_leader(&self) -> CoordError {

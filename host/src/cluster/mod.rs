@@ -37,7 +37,7 @@ mod tests;
 mod types;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use molt_abi::Pid;
@@ -292,9 +292,7 @@ impl Coordination {
                 "session_ttl is below 100 ms".into(),
             ));
         }
-        let (service, client) = dist.service_or_register(|| CoordService {
-            inner: OnceLock::new(),
-        })?;
+        let (service, client) = dist.service_or_register(CoordService::new)?;
         let name = dist.name().to_string();
         let fresh_id = random_u64();
         let storage = match config.log_mode {

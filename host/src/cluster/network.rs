@@ -48,6 +48,16 @@ pub enum CoordRequest {
     KeepAlive(SessionId),
     /// To the leader: a linearizable `whereis`.
     Whereis(String),
+    /// The group as the node sees it (`molt cluster`).
+    Status,
+    /// Registered names on the node's replica.
+    Names,
+    /// Locks on the node's replica.
+    Locks,
+    /// Elections on the node's replica.
+    Elections,
+    /// To the leader: take a node out of the group (voter or learner).
+    Remove(String),
 }
 
 /// The answer to a [`CoordRequest`].
@@ -67,6 +77,16 @@ pub enum CoordReply {
     Alive,
     /// To `Whereis`.
     Whereis(Option<Pid>),
+    /// To `Status`.
+    Status(Box<super::ClusterStatus>),
+    /// To `Names`.
+    Names(Vec<super::NameStatus>),
+    /// To `Locks`.
+    Locks(Vec<super::LockStatus>),
+    /// To `Elections`.
+    Elections(Vec<super::ElectionStatus>),
+    /// To `Remove`: the ids removed.
+    Removed(Vec<u64>),
 }
 
 /// Why the coordination service refused a request.
@@ -102,11 +122,27 @@ pub enum CoordError {
 }
 
 /// The coordination service of one node.
+#[derive(Default)]
 pub struct CoordService {
     pub(super) inner: OnceLock<Weak<Inner>>,
 }
 
 impl CoordService {
+    /// The service of a node whose coordination has not started (yet).
+    pub fn new() -> CoordService {
+        CoordService {
+            inner: OnceLock::new(),
+        }
+    }
+
+    /// This node's coordination, if it runs.
+    pub fn local(&self) -> Option<super::Coordination> {
+        self.inner
+            .get()
+            .and_then(Weak::upgrade)
+            .map(|inner| super::Coordination { inner })
+    }
+
     fn inner(&self) -> Result<Arc<Inner>, CoordError> {
         self.inner
             .get()

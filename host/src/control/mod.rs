@@ -17,6 +17,7 @@
 //! between the two phases of a cluster-wide load.
 
 mod code_service;
+mod coord;
 mod info_service;
 mod rollout;
 pub mod watch;
@@ -29,6 +30,7 @@ use molt_abi::Pid;
 
 use self::code_service::CodeService;
 pub use self::code_service::{CODE_REQUESTS_MAX, STAGED_MAX, SYS_PIDS_MAX, SYS_TIMEOUT_MS_MAX};
+pub use self::coord::CoordQueryError;
 use self::info_service::InfoService;
 pub use self::rollout::{NodeFailure, RolloutError, RolloutEvent};
 use crate::code::{CodeEvent, LoadError, LoadOptions, ModuleInfo, Purge, PurgeError};
@@ -144,6 +146,9 @@ pub struct Control {
     node: Node,
     /// This node's code service: runs local requests, answers remote ones.
     code: Arc<CodeService>,
+    /// This node's coordination service, if it is in a cluster: reaches
+    /// its coordination group once that runs.
+    coord: Option<Arc<crate::cluster::CoordService>>,
     /// The distribution layer and the clients of the control services on
     /// other nodes; `None` for a node alone.
     cluster: Option<Cluster>,
@@ -155,6 +160,7 @@ struct Cluster {
     dist: Distribution,
     code: ServiceClient<CodeService>,
     info: ServiceClient<InfoService>,
+    coord: ServiceClient<crate::cluster::CoordService>,
 }
 
 impl Control {
@@ -164,6 +170,7 @@ impl Control {
         Control {
             code: Arc::new(CodeService::new(&node)),
             node,
+            coord: None,
             cluster: None,
         }
     }
@@ -174,13 +181,16 @@ impl Control {
     pub fn new(node: Node, dist: Distribution) -> Result<Control, RegisterError> {
         let (code, code_client) = dist.service_or_register(|| CodeService::new(&node))?;
         let (_, info_client) = dist.service_or_register(|| InfoService::new(&node, &dist))?;
+        let (coord, coord_client) = dist.service_or_register(crate::cluster::CoordService::new)?;
         Ok(Control {
             node,
             code,
+            coord: Some(coord),
             cluster: Some(Cluster {
                 dist,
                 code: code_client,
                 info: info_client,
+                coord: coord_client,
             }),
         })
     }
