@@ -542,3 +542,68 @@ async fn molt_cluster_shows_three_cli_nodes_and_removes_one() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_holder_is_told_before_the_lock_moves_and_a_new_leader_takes_over() {
+    let dir = TempDir::new("coord-fence");
+    let nodes = three(&dir, LogMode::Ram).await;
+    let mut nodes = nodes.into_iter();
+    let a = nodes.next().unwrap();
+    let b = nodes.next().unwrap();
+    let c = nodes.next().unwrap();
+    assert_eq!(a.coord.status().role, "leader");
+    let mut holder = a.node.mailbox().unwrap();
+    let held = a
+        .coord
+        .lock(holder.pid(), &exclusive("fenced"), WAIT)
+        .await
+        .unwrap();
+    let waiter = b.node.mailbox().unwrap();
+    let coord_b = b.coord.clone();
+    let wpid = waiter.pid();
+    let wait = tokio::spawn(async move {
+        let granted = coord_b.lock(wpid, &exclusive("fenced"), WAIT).await;
+        (granted, Instant::now())
+    });
+    wait_for("the waiter queued", || {
+        b.coord.locks().first().is_some_and(|l| l.queue.len() == 1)
+    })
+    .await;
+    // a (the coordination leader and the holder's node) is cut off.
+    a.dist.shutdown();
+    let lost = coord_message(&mut holder).await;
+    let lost_at = Instant::now();
+    assert_eq!(
+        lost,
+        sysmsg::Coord::LockLost {
+            lock: "fenced".into(),
+            token: held[0].token
+        }
+    );
+    let (granted, granted_at) = wait.await.unwrap();
+    let granted = granted.expect("the waiter gets the lock after a's session expired");
+    assert!(granted[0].token > held[0].token);
+    assert!(
+        lost_at <= granted_at,
+        "the old holder was told before the lock moved"
+    );
+    // b or c leads now.
+    let leader = b.coord.status().leader.expect("a leader");
+    assert!(
+        leader.starts_with("b@") || leader.starts_with("c@"),
+        "{leader}"
+    );
+    // The majority side goes on; the cut-off side cannot commit.
+    let p = c.node.mailbox().unwrap();
+    c.coord.register("after", p.pid()).await.unwrap();
+    let q = a.node.mailbox().unwrap();
+    assert!(matches!(
+        a.coord.register("minority", q.pid()).await,
+        Err(GlobalError::NoQuorum(_) | GlobalError::SessionLost)
+    ));
+    drop((holder, waiter, p, q));
+    a.coord.shutdown().await;
+    a.node.shutdown(Duration::from_secs(2)).await;
+    b.stop().await;
+    c.stop().await;
+}

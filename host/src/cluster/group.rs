@@ -583,6 +583,15 @@ impl Inner {
             return Err(CoordError::NotLeader { leader: None });
         };
         if leader == self.me {
+            // A leader cut off from its followers must not keep renewing
+            // its own session: it counts only while a quorum answers.
+            let acked = self.raft.metrics().borrow().millis_since_quorum_ack;
+            let fresh = Duration::from_millis(acked.unwrap_or(u64::MAX));
+            if fresh > self.config.session_ttl / 5 {
+                return Err(CoordError::Raft(
+                    "no quorum acknowledged this leader lately".into(),
+                ));
+            }
             return self.serve_keep_alive(id).map(|_| ());
         }
         let timeout = self.config.session_ttl / 5;
