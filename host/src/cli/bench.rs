@@ -35,9 +35,17 @@ pub struct BenchArgsCli {
     /// Only this figure: spawn (with memory), pingpong, oneway, the
     /// two-node figures remote-pingpong, remote-oneway, remote-4k,
     /// remote-spawn, or the code figures load, upgrade, purge,
-    /// upgrade-stream.
+    /// upgrade-stream; or `coordination` (names and locks on three nodes,
+    /// disc and ram, contention and failover: not in the default run).
     #[arg(long)]
     pub only: Option<String>,
+    /// Seconds of the coordination bench's contention run.
+    #[arg(long, default_value_t = 10)]
+    pub contention_secs: u64,
+    /// Where the coordination bench keeps its logs (default: the temp
+    /// directory); its disk's fsync is what `disc` figures depend on.
+    #[arg(long, value_name = "DIR")]
+    pub coord_dir: Option<PathBuf>,
     /// Live processes for the upgrade and purge figures.
     #[arg(long, default_value_t = 10_000)]
     pub upgrade_processes: u32,
@@ -458,6 +466,15 @@ where
 
 /// Run the benchmarks and print each figure.
 pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> {
+    if args.only.as_deref() == Some("coordination") {
+        let figures =
+            super::bench_coord::run(args.runs.max(1), args.contention_secs, args.coord_dir).await?;
+        print(
+            &figures,
+            "molt bench: coordination on three nodes (loopback), median shown".into(),
+        );
+        return Ok(figures);
+    }
     let guest = match &args.guest {
         Some(path) => path.clone(),
         None => {
@@ -640,19 +657,26 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
         }
         da.shutdown();
     }
-    out!(
-        "molt bench: {} processes for spawn/memory, {n} for upgrade/purge, {runs} runs each, median shown",
-        args.processes
+    print(
+        &figures,
+        format!(
+            "molt bench: {} processes for spawn/memory, {n} for upgrade/purge, {runs} runs each, median shown",
+            args.processes
+        ),
     );
-    for f in &figures {
+    Ok(figures)
+}
+
+fn print(figures: &[Figure], title: String) {
+    out!("{title}");
+    for f in figures {
         let runs: Vec<String> = f.runs.iter().map(|v| format!("{v:.1}")).collect();
         out!(
-            "{:<42} {:>14.1} {:<14} runs: [{}]",
+            "{:<50} {:>14.1} {:<14} runs: [{}]",
             f.name,
             f.median(),
             f.unit,
             runs.join(", ")
         );
     }
-    Ok(figures)
 }

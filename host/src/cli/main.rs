@@ -29,6 +29,7 @@ macro_rules! out_raw {
 }
 
 mod bench;
+mod bench_coord;
 mod bench_wire;
 mod cluster;
 mod code;

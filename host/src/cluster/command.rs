@@ -263,4 +263,7 @@ pub enum Outcome {
     Stand(StandOutcome),
     /// The process was not a candidate.
     NotCandidate,
+    /// The same request was applied before (its proposer handed it over
+    /// again); nothing changed.
+    Repeated,
 }

@@ -33,6 +33,17 @@ pub(super) enum Unavailable {
     Stopped(String),
 }
 
+/// Whether a proposal reached the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Submitted {
+    /// The leader committed it.
+    Yes,
+    /// An attempt may have been taken.
+    Maybe,
+    /// No attempt was taken.
+    No,
+}
+
 enum Pending {
     /// A proposal waiting for its outcome on this replica.
     Outcome(oneshot::Sender<Outcome>),
@@ -192,22 +203,22 @@ impl Inner {
             .insert(req, Pending::Outcome(tx));
         let proposal = Proposal { req, command };
         let submitted = self.submit(&proposal, deadline).await;
-        let outcome = if submitted {
+        let outcome = if submitted == Submitted::No {
+            None
+        } else {
             tokio::time::timeout_at(deadline, rx)
                 .await
                 .ok()
                 .and_then(Result::ok)
-        } else {
-            None
         };
         match outcome {
             Some(outcome) => Ok(outcome),
             None => {
                 let mut pending = self.pending.lock().expect("pending poisoned");
-                if submitted {
-                    pending.insert(req, Pending::Abandoned);
-                } else {
+                if submitted == Submitted::No {
                     pending.remove(&req);
+                } else {
+                    pending.insert(req, Pending::Abandoned);
                 }
                 drop(pending);
                 Err(self
@@ -217,44 +228,55 @@ impl Inner {
         }
     }
 
-    /// Hand `proposal` to the leader, retrying while it is certainly not
-    /// taken (no leader, not the leader, unreachable). True if it was, or
-    /// may have been, taken.
-    async fn submit(&self, proposal: &Proposal, deadline: tokio::time::Instant) -> bool {
-        let mut pause = Duration::from_millis(10);
+    /// Hand `proposal` to the leader until one takes it or the deadline
+    /// passes. A retry after an attempt that may have been taken is safe:
+    /// the state machine applies a request once (`Outcome::Repeated`).
+    async fn submit(&self, proposal: &Proposal, deadline: tokio::time::Instant) -> Submitted {
+        let mut pause = Duration::from_millis(5);
+        let mut maybe = false;
+        let give_up = |maybe: bool| {
+            if maybe {
+                Submitted::Maybe
+            } else {
+                Submitted::No
+            }
+        };
         loop {
             if self.failure().is_some() {
-                return false;
+                return give_up(maybe);
             }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            // One attempt gets a share of the time, so that a dead leader
+            // does not take it all.
+            let attempt = left.min(self.config.election_timeout_max * 2);
             match self.leader() {
                 Some((id, _)) if id == self.me => {
                     let write = self.raft.client_write(proposal.clone());
-                    match tokio::time::timeout_at(deadline, write).await {
-                        Ok(Ok(_)) => return true,
+                    match tokio::time::timeout(attempt, write).await {
+                        Ok(Ok(_)) => return Submitted::Yes,
                         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {}
-                        Ok(Err(_)) => return false,
-                        Err(_) => return true,
+                        Ok(Err(_)) => return give_up(maybe),
+                        Err(_) => maybe = true,
                     }
                 }
                 Some((_, leader)) => {
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                     let request = CoordRequest::Propose(proposal.clone());
-                    let call = self.client.call_within(&leader.name, left, &request);
+                    let call = self.client.call_within(&leader.name, attempt, &request);
                     match call.await {
-                        Ok(_) => return true,
+                        Ok(_) => return Submitted::Yes,
                         Err(CallError::Remote(CoordError::NotLeader { .. })) => {}
-                        Err(CallError::Remote(_)) => return false,
-                        Err(CallError::Request(RequestError::NoReply { .. })) => return true,
+                        Err(CallError::Remote(_)) => return give_up(maybe),
+                        Err(CallError::Request(RequestError::NoReply { .. })) => maybe = true,
                         Err(CallError::Request(_)) => {}
                     }
                 }
                 None => {}
             }
             if tokio::time::Instant::now() + pause >= deadline {
-                return false;
+                return give_up(maybe);
             }
             tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(100));
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 

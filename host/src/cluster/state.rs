@@ -134,7 +134,15 @@ pub struct State {
     pub waiters: BTreeMap<ReqId, Waiter>,
     /// Elections with at least one candidate.
     pub elections: BTreeMap<String, Election>,
+    /// Requests applied lately, by proposing node incarnation: a proposer
+    /// may hand an entry over again when it cannot know whether the first
+    /// attempt was taken, and the entry is applied once.
+    pub recent: BTreeMap<u64, std::collections::BTreeSet<u64>>,
 }
+
+/// Most request ids remembered per proposing node: far more than it can
+/// have in flight (`requests_in_flight_max`) while it retries one.
+pub const RECENT_PER_ORIGIN: usize = 4096;
 
 /// Who a cluster is: a random id chosen when it was bootstrapped, and the
 /// node that did it, so that an error can name both clusters.
@@ -163,6 +171,13 @@ impl State {
         limits: &CoordLimits,
         events: &mut Vec<Event>,
     ) -> Outcome {
+        let recent = self.recent.entry(req.origin).or_default();
+        if !recent.insert(req.seq) {
+            return Outcome::Repeated;
+        }
+        if recent.len() > RECENT_PER_ORIGIN {
+            recent.pop_first();
+        }
         match command {
             Command::Bootstrap { cluster } => {
                 if self.cluster.is_none() {
@@ -250,6 +265,15 @@ impl State {
         let Some(ended) = self.sessions.remove(&session) else {
             return;
         };
+        // That incarnation proposes nothing more under this session; a new
+        // one (same node restarted) has another origin.
+        if !self
+            .sessions
+            .values()
+            .any(|s| s.incarnation == ended.incarnation)
+        {
+            self.recent.remove(&ended.incarnation);
+        }
         self.names.retain(|_, e| e.session != session);
         let waiting: Vec<ReqId> = self
             .waiters
@@ -368,8 +392,14 @@ impl State {
             if locks[..i].iter().any(|o| o.lock == l.lock) {
                 return Outcome::Duplicate(l.lock.clone());
             }
+            // Held, or already asked for by a request still waiting (a
+            // retry after a timeout whose cancel has not landed yet).
             if let Some(lock) = self.locks.get(&l.lock)
-                && lock.holders.iter().any(|h| h.pid == pid)
+                && (lock.holders.iter().any(|h| h.pid == pid)
+                    || lock
+                        .queue
+                        .iter()
+                        .any(|r| self.waiters.get(r).is_some_and(|w| w.pid == pid)))
             {
                 return Outcome::AlreadyHeld(l.lock.clone());
             }
@@ -548,11 +578,16 @@ impl State {
         if !self.elections.contains_key(group) && self.elections.len() >= limits.elections_max {
             return Outcome::Limit(Limit::Elections);
         }
+        let standing = self
+            .elections
+            .get(group)
+            .is_some_and(|e| e.candidates.iter().any(|(p, _)| *p == pid));
+        let candidates = self.elections.get(group).map_or(0, |e| e.candidates.len());
+        if !standing && candidates >= limits.candidates_max {
+            return Outcome::Limit(Limit::Candidates);
+        }
         let election = self.elections.entry(group.to_string()).or_default();
-        if !election.candidates.iter().any(|(p, _)| *p == pid) {
-            if election.candidates.len() >= limits.candidates_max {
-                return Outcome::Limit(Limit::Candidates);
-            }
+        if !standing {
             election.candidates.push((pid, session));
         }
         if election.leader.is_none() {

@@ -399,8 +399,19 @@ fn writer(
 
 fn commit(db: &Database, batch: &[Write]) -> Result<(), String> {
     let mut txn = db.begin_write().map_err(|e| e.to_string())?;
-    txn.set_durability(Durability::Immediate)
-        .map_err(|e| e.to_string())?;
+    // Only appends and waited-for records need an fsync now; the rest (the
+    // commit index, truncations and purges) become durable with the next
+    // durable commit, which is soon enough for Raft: a lost commit index
+    // is recomputed, and a truncation is always followed by an append.
+    let durable = batch
+        .iter()
+        .any(|w| matches!(w, Write::Append(..) | Write::Meta(_, _, Some(_))));
+    txn.set_durability(if durable {
+        Durability::Immediate
+    } else {
+        Durability::None
+    })
+    .map_err(|e| e.to_string())?;
     {
         let mut log = txn.open_table(LOG).map_err(|e| e.to_string())?;
         let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;

@@ -1,0 +1,354 @@
+//! `molt bench --only coordination`: cluster names and locks on three
+//! in-process nodes over loopback, in `disc` and `ram` log modes, with the
+//! raw fsync latency of the data directory's disk measured in the same
+//! run (every durable figure depends on it).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use molt_host::cluster::{CoordConfig, Coordination, LockMode, LockRequest, LogMode};
+use molt_host::net::{DistConfig, Distribution};
+use molt_host::{Node, NodeConfig};
+
+use super::bench::Figure;
+
+/// A node of the bench cluster.
+struct Member {
+    node: Node,
+    dist: Distribution,
+    coord: Coordination,
+}
+
+async fn member(
+    name: &str,
+    cookie: &[u8],
+    dir: &Path,
+    mode: LogMode,
+    join: Option<&str>,
+) -> Result<Member> {
+    let node = Node::start(NodeConfig {
+        name: format!("{name}@127.0.0.1"),
+        processes_max: 1_000,
+        ..NodeConfig::default()
+    })?;
+    let dist = Distribution::start(
+        &node,
+        DistConfig::new("127.0.0.1:0".parse().expect("an address"), cookie.to_vec()),
+    )
+    .await?;
+    let mut config = CoordConfig::new(dir.join(name));
+    config.log_mode = mode;
+    let coord = Coordination::start(&node, &dist, config, join)
+        .await
+        .with_context(|| format!("starting coordination on {name}"))?;
+    coord.ready().await?;
+    Ok(Member { node, dist, coord })
+}
+
+/// Three nodes: `a` founds the cluster and leads, `b` and `c` join; waits
+/// for three voters.
+async fn three(dir: &Path, mode: LogMode) -> Result<Vec<Member>> {
+    let mut cookie = vec![0u8; 32];
+    getrandom::fill(&mut cookie).expect("the OS random generator failed");
+    let a = member("coord-a", &cookie, dir, mode, None).await?;
+    let join = format!("{}:{}", a.dist.name(), a.dist.local_addr().port());
+    let b = member("coord-b", &cookie, dir, mode, Some(&join)).await?;
+    let c = member("coord-c", &cookie, dir, mode, Some(&join)).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while a.coord.status().voters.len() < 3 {
+        if Instant::now() > deadline {
+            bail!("the bench cluster did not get three voters");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(vec![a, b, c])
+}
+
+async fn stop(members: Vec<Member>) {
+    for m in members {
+        m.coord.shutdown().await;
+        m.dist.shutdown();
+        m.node.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
+fn exclusive(lock: &str) -> Vec<LockRequest> {
+    vec![LockRequest {
+        lock: lock.to_string(),
+        mode: LockMode::Exclusive,
+    }]
+}
+
+fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    (at(0.5), at(0.99))
+}
+
+/// Lock + unlock `n` times from `m`: (p50, p99) in µs.
+async fn lock_cycle(m: &Member, lock: &str, n: usize) -> Result<(f64, f64)> {
+    let me = m.node.mailbox()?;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        m.coord
+            .lock(me.pid(), &exclusive(lock), Duration::from_secs(5))
+            .await?;
+        m.coord.unlock(lock, me.pid()).await?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(percentiles(samples))
+}
+
+/// Register + unregister `n` times from `m`: p50 in µs.
+async fn register_cycle(m: &Member, n: usize) -> Result<f64> {
+    let me = m.node.mailbox()?;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        m.coord.register("bench-name", me.pid()).await?;
+        m.coord.unregister("bench-name", me.pid()).await?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(percentiles(samples).0)
+}
+
+/// Raw fsync of a small write in `dir`: p50 in µs.
+fn fsync_p50(dir: &Path) -> Result<f64> {
+    use std::io::Write;
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let mut samples = Vec::with_capacity(200);
+    for i in 0..200u32 {
+        file.write_all(&i.to_le_bytes().repeat(128))?;
+        let t = Instant::now();
+        file.sync_data()?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let _ = std::fs::remove_file(&path);
+    Ok(percentiles(samples).0)
+}
+
+/// 8 contenders, 4 on each of two nodes, for one lock, for `secs`: each
+/// contender's completed lock + unlock cycles.
+async fn contention(members: &[Member], secs: u64) -> Result<Vec<u64>> {
+    let stop_at = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let m = &members[i % 2];
+        let coord = m.coord.clone();
+        let me = m.node.mailbox()?;
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            while Instant::now() < stop_at {
+                let left = stop_at.saturating_duration_since(Instant::now());
+                if coord
+                    .lock(me.pid(), &exclusive("contended"), left)
+                    .await
+                    .is_ok()
+                {
+                    let _ = coord.unlock("contended", me.pid()).await;
+                    done += 1;
+                }
+            }
+            drop(me);
+            done
+        }));
+    }
+    let mut counts = Vec::new();
+    for t in tasks {
+        counts.push(t.await?);
+    }
+    Ok(counts)
+}
+
+/// Kill the leader's node (its connections drop; it answers nothing) and
+/// time until a follower is granted a lock: ms.
+async fn leader_failover(dir: &Path) -> Result<f64> {
+    let mut members = three(dir, LogMode::Ram).await?;
+    let leader = members.remove(0);
+    let me = members[0].node.mailbox()?;
+    let t = Instant::now();
+    leader.dist.shutdown();
+    loop {
+        if members[0]
+            .coord
+            .lock(me.pid(), &exclusive("failover"), Duration::from_millis(200))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            bail!("no lock granted within 30 s of the leader's loss");
+        }
+    }
+    let took = t.elapsed().as_secs_f64() * 1e3;
+    drop(me);
+    leader.coord.shutdown().await;
+    leader.node.shutdown(Duration::from_secs(2)).await;
+    stop(members).await;
+    Ok(took)
+}
+
+/// Kill the node of a lock's holder and time until the next waiter (on
+/// another node) is granted it: ms.
+async fn holder_failover(dir: &Path) -> Result<f64> {
+    let mut members = three(dir, LogMode::Ram).await?;
+    let holder_node = members.remove(2);
+    let holder = holder_node.node.mailbox()?;
+    holder_node
+        .coord
+        .lock(holder.pid(), &exclusive("held"), Duration::from_secs(5))
+        .await?;
+    let coord = members[1].coord.clone();
+    let waiter = members[1].node.mailbox()?;
+    let wpid = waiter.pid();
+    let wait = tokio::spawn(async move {
+        let r = coord
+            .lock(wpid, &exclusive("held"), Duration::from_secs(60))
+            .await;
+        (r, Instant::now())
+    });
+    while members[0]
+        .coord
+        .locks()
+        .first()
+        .is_none_or(|l| l.queue.is_empty())
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t = Instant::now();
+    holder_node.dist.shutdown();
+    let (granted, at) = wait.await?;
+    granted?;
+    let took = at.duration_since(t).as_secs_f64() * 1e3;
+    drop((holder, waiter));
+    holder_node.coord.shutdown().await;
+    holder_node.node.shutdown(Duration::from_secs(2)).await;
+    stop(members).await;
+    Ok(took)
+}
+
+/// A fresh directory for the bench's logs, removed at the end.
+struct BenchDir(PathBuf);
+
+impl Drop for BenchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The coordination figures.
+pub async fn run(
+    runs: usize,
+    contention_secs: u64,
+    data_dir: Option<PathBuf>,
+) -> Result<Vec<Figure>> {
+    let base = data_dir.unwrap_or_else(std::env::temp_dir);
+    let dir = BenchDir(base.join(format!("molt-bench-coord-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0)?;
+    let mut figures = Vec::new();
+    let fsync: Vec<f64> = (0..runs)
+        .map(|_| fsync_p50(&dir.0))
+        .collect::<Result<_>>()?;
+    figures.push(Figure {
+        name: "raw fsync p50 (data directory's disk)",
+        unit: "µs",
+        runs: fsync,
+    });
+    for (mode, tag) in [(LogMode::Ram, "ram"), (LogMode::Disc, "disc")] {
+        let members = three(&dir.0.join(tag), mode).await?;
+        let mut lock_leader = (Vec::new(), Vec::new());
+        let mut lock_follower = (Vec::new(), Vec::new());
+        let mut register = Vec::new();
+        for _ in 0..runs {
+            let (p50, p99) = lock_cycle(&members[0], "bench", 1_000).await?;
+            lock_leader.0.push(p50);
+            lock_leader.1.push(p99);
+            let (p50, p99) = lock_cycle(&members[1], "bench", 1_000).await?;
+            lock_follower.0.push(p50);
+            lock_follower.1.push(p99);
+            register.push(register_cycle(&members[0], 1_000).await?);
+        }
+        let name =
+            |what: &str| -> &'static str { Box::leak(format!("{what} ({tag})").into_boxed_str()) };
+        figures.push(Figure {
+            name: name("lock+unlock p50, leader's node"),
+            unit: "µs",
+            runs: lock_leader.0,
+        });
+        figures.push(Figure {
+            name: name("lock+unlock p99, leader's node"),
+            unit: "µs",
+            runs: lock_leader.1,
+        });
+        figures.push(Figure {
+            name: name("lock+unlock p50, a follower"),
+            unit: "µs",
+            runs: lock_follower.0,
+        });
+        figures.push(Figure {
+            name: name("lock+unlock p99, a follower"),
+            unit: "µs",
+            runs: lock_follower.1,
+        });
+        figures.push(Figure {
+            name: name("register+unregister p50, leader's node"),
+            unit: "µs",
+            runs: register,
+        });
+        if mode == LogMode::Ram {
+            let me = members[1].node.mailbox()?;
+            members[1].coord.register("read-me", me.pid()).await?;
+            while members[1].coord.whereis("read-me").is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let mut reads = Vec::new();
+            for _ in 0..runs {
+                let n = 1_000_000u32;
+                let t = Instant::now();
+                let mut found = 0u32;
+                for _ in 0..n {
+                    found += u32::from(members[1].coord.whereis("read-me").is_some());
+                }
+                assert_eq!(found, n);
+                reads.push(f64::from(n) / t.elapsed().as_secs_f64());
+            }
+            figures.push(Figure {
+                name: "whereis_global, local replica",
+                unit: "reads/s",
+                runs: reads,
+            });
+            let counts = contention(&members, contention_secs).await?;
+            let total: u64 = counts.iter().sum();
+            let fair = total as f64 / counts.len() as f64;
+            out!(
+                "contention: 8 contenders on 2 nodes, one lock, {contention_secs} s: completions {counts:?} (fair share {fair:.0}; worst {:.2}× of it)",
+                counts
+                    .iter()
+                    .map(|&c| c as f64 / fair)
+                    .fold(f64::INFINITY, f64::min)
+            );
+        }
+        stop(members).await;
+    }
+    let mut leader = Vec::new();
+    let mut holder = Vec::new();
+    for _ in 0..runs {
+        leader.push(leader_failover(&dir.0.join("failover")).await?);
+        holder.push(holder_failover(&dir.0.join("holder")).await?);
+    }
+    figures.push(Figure {
+        name: "leader's node killed: lock granted again after",
+        unit: "ms",
+        runs: leader,
+    });
+    figures.push(Figure {
+        name: "holder's node killed: next waiter granted after (TTL 5 s)",
+        unit: "ms",
+        runs: holder,
+    });
+    Ok(figures)
+}
