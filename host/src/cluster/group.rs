@@ -902,6 +902,17 @@ impl Inner {
         }
     }
 
+    /// Give back grants nobody waits for.
+    fn release_all(self: &Arc<Self>, pid: Pid, grants: &[Grant]) {
+        for g in grants {
+            let release = Command::Release {
+                lock: g.lock.clone(),
+                pid,
+            };
+            self.propose_later(release, "release a grant nobody waits for");
+        }
+    }
+
     /// Undo what a proposal nobody waits for any more did.
     fn undo(self: &Arc<Self>, req: ReqId, command: &Command, outcome: &Outcome) {
         let undo = match (command, outcome) {
@@ -913,15 +924,7 @@ impl Inner {
                 pid: *pid,
             }),
             (Command::Acquire { pid, .. }, Outcome::Granted(grants)) => {
-                for g in grants {
-                    self.propose_later(
-                        Command::Release {
-                            lock: g.lock.clone(),
-                            pid: *pid,
-                        },
-                        "release a grant nobody waits for",
-                    );
-                }
+                self.release_all(*pid, grants);
                 None
             }
             (Command::Acquire { .. }, Outcome::Queued) => Some(Command::Cancel { req }),
@@ -959,15 +962,7 @@ impl Inner {
                     None => req.origin != self.incarnation,
                 };
                 if !taken && self.is_local(*pid) {
-                    for g in grants {
-                        self.propose_later(
-                            Command::Release {
-                                lock: g.lock.clone(),
-                                pid: *pid,
-                            },
-                            "release a grant nobody waits for",
-                        );
-                    }
+                    self.release_all(*pid, grants);
                 } else {
                     self.involve_or_free(*pid);
                 }

@@ -274,29 +274,7 @@ impl State {
         {
             self.recent.remove(&ended.incarnation);
         }
-        self.names.retain(|_, e| e.session != session);
-        let waiting: Vec<ReqId> = self
-            .waiters
-            .iter()
-            .filter(|(_, w)| w.session == session)
-            .map(|(r, _)| *r)
-            .collect();
-        let mut touched: Vec<String> = Vec::new();
-        for req in waiting {
-            touched.extend(self.drop_waiter(req));
-        }
-        for (name, lock) in &mut self.locks {
-            let before = lock.holders.len();
-            lock.holders.retain(|h| h.session != session);
-            if lock.holders.len() != before {
-                touched.push(name.clone());
-            }
-        }
-        self.regrant(touched, events);
-        let groups: Vec<String> = self.elections.keys().cloned().collect();
-        for group in groups {
-            self.drop_candidates(&group, |_, s| s == session, events);
-        }
+        self.free(|_, s| s == session, events);
         events.push(Event::SessionEnded {
             session,
             node: ended.node,
@@ -305,11 +283,17 @@ impl State {
 
     /// A process ended: free its names, locks, waits and candidacies.
     fn forget_pid(&mut self, pid: Pid, events: &mut Vec<Event>) {
-        self.names.retain(|_, e| e.pid != pid);
+        self.free(|p, _| p == pid, events);
+    }
+
+    /// Free every name, lock, wait and candidacy whose (pid, session)
+    /// `gone` picks, granting and electing the next in line.
+    fn free(&mut self, gone: impl Fn(Pid, SessionId) -> bool, events: &mut Vec<Event>) {
+        self.names.retain(|_, e| !gone(e.pid, e.session));
         let waiting: Vec<ReqId> = self
             .waiters
             .iter()
-            .filter(|(_, w)| w.pid == pid)
+            .filter(|(_, w)| gone(w.pid, w.session))
             .map(|(r, _)| *r)
             .collect();
         let mut touched: Vec<String> = Vec::new();
@@ -318,7 +302,7 @@ impl State {
         }
         for (name, lock) in &mut self.locks {
             let before = lock.holders.len();
-            lock.holders.retain(|h| h.pid != pid);
+            lock.holders.retain(|h| !gone(h.pid, h.session));
             if lock.holders.len() != before {
                 touched.push(name.clone());
             }
@@ -326,7 +310,7 @@ impl State {
         self.regrant(touched, events);
         let groups: Vec<String> = self.elections.keys().cloned().collect();
         for group in groups {
-            self.drop_candidates(&group, |p, _| p == pid, events);
+            self.drop_candidates(&group, &gone, events);
         }
     }
 
