@@ -53,6 +53,7 @@ pub const GUESTS: &[&str] = &[
     "pool-demo",
     "otp-server",
     "otp-task",
+    "singleton",
 ];
 
 /// Guests that are later versions of a module another guest provides

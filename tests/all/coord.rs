@@ -607,3 +607,88 @@ async fn a_cut_off_holder_is_told_before_the_lock_moves_and_a_new_leader_takes_o
     b.stop().await;
     c.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_singleton_example_moves_when_its_node_dies_and_its_counter_counts_under_the_lock() {
+    let dir = TempDir::new("coord-singleton");
+    let nodes = three(&dir, LogMode::Ram).await;
+    let args = |a: &[&str]| codec::encode(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    let mut keep = Vec::new();
+    for n in &nodes {
+        let mut m = n.node.mailbox().unwrap();
+        m.spawn("singleton", args(&["singleton"]), false, false)
+            .unwrap();
+        keep.push(m);
+    }
+    wait_for("all three stand", || {
+        nodes[0]
+            .coord
+            .elections()
+            .first()
+            .is_some_and(|e| e.candidates.len() == 3)
+    })
+    .await;
+    let (first, term) = nodes[0].coord.leader(singleton::ELECTION).unwrap();
+    let at = nodes.iter().position(|n| n.node.is_local(first)).unwrap();
+
+    // The counter: a store on one node, 20 locked increments from each of
+    // the two others.
+    let store_at = (at + 1) % 3;
+    let mut ctl = nodes[store_at].node.mailbox().unwrap();
+    ctl.spawn("singleton", args(&["store"]), false, false)
+        .unwrap();
+    wait_for("the store registered", || {
+        nodes
+            .iter()
+            .all(|n| n.coord.whereis(singleton::STORE).is_some())
+    })
+    .await;
+    let mut incrs = Vec::new();
+    for i in [at, (at + 2) % 3] {
+        let mut m = nodes[i].node.mailbox().unwrap();
+        let (_, monitor) = m
+            .spawn("singleton", args(&["incr", "20"]), false, true)
+            .unwrap();
+        incrs.push((m, monitor.unwrap()));
+    }
+    for (m, monitor) in &mut incrs {
+        assert_eq!(
+            m.recv_down(*monitor, WAIT * 3).await.as_deref(),
+            Some("normal")
+        );
+    }
+    let store = nodes[store_at].coord.whereis(singleton::STORE).unwrap();
+    ctl.send(
+        store,
+        tag::DATA,
+        molt_abi::Ref::NONE,
+        codec::encode(&singleton::StoreMsg::Get { from: ctl.pid() }),
+    )
+    .unwrap();
+    let reply = ctl.recv(WAIT).await.expect("the store answers");
+    assert_eq!(
+        codec::decode::<singleton::StoreReply>(&reply.payload).unwrap(),
+        singleton::StoreReply::Value(40)
+    );
+
+    // The leader's node is cut off: another singleton leads, with a later
+    // term.
+    let mut nodes = nodes;
+    let gone = nodes.remove(at);
+    gone.dist.shutdown();
+    wait_for("another singleton leads", || {
+        nodes[0]
+            .coord
+            .leader(singleton::ELECTION)
+            .is_some_and(|(pid, t)| pid != first && t > term)
+    })
+    .await;
+    let (now, _) = nodes[0].coord.leader(singleton::ELECTION).unwrap();
+    assert!(nodes.iter().any(|n| n.node.is_local(now)));
+    drop((keep, ctl, incrs));
+    gone.coord.shutdown().await;
+    gone.node.shutdown(Duration::from_secs(2)).await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
