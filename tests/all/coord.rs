@@ -10,7 +10,8 @@ use molt_host::cluster::{
 use molt_host::net::Distribution;
 use molt_host::{Filter, HostMailbox, Node};
 use molt_tests::{
-    ChildNode, Cmd, Event, Outcome, Puppet, SystemEvent, TempDir, WAIT, address_of, dist_node,
+    ChildNode, Cmd, Event, Outcome, Puppet, SystemEvent, TempDir, WAIT, address_of, checker,
+    dist_node,
 };
 
 /// A node of a coordinated test cluster.
@@ -257,8 +258,12 @@ async fn an_election_moves_when_its_leader_ends() {
     let nodes = three(&dir, LogMode::Ram).await;
     let mut first = nodes[1].node.mailbox().unwrap();
     let mut second = nodes[2].node.mailbox().unwrap();
+    let base = Instant::now();
+    let at = || Instant::now().duration_since(base).as_nanos() as u64;
+    let mut seen = Vec::new();
     let (leader, term) = nodes[1].coord.elect("workers", first.pid()).await.unwrap();
     assert_eq!(leader, first.pid());
+    seen.push(checker::Observation::elected(1, term, at()));
     assert_eq!(
         coord_message(&mut first).await,
         sysmsg::Coord::Elected {
@@ -268,14 +273,17 @@ async fn an_election_moves_when_its_leader_ends() {
     );
     let (leader2, term2) = nodes[2].coord.elect("workers", second.pid()).await.unwrap();
     assert_eq!((leader2, term2), (first.pid(), term));
+    seen.push(checker::Observation::leader_changed(2, 1, term2, at()));
     drop(first);
     match coord_message(&mut second).await {
         sysmsg::Coord::Elected { group, term: t } => {
             assert_eq!(group, "workers");
             assert!(t > term, "a new term: {t} after {term}");
+            seen.push(checker::Observation::elected(2, t, at()));
         }
         other => panic!("the second candidate leads: {other:?}"),
     }
+    checker::check_elections(&seen).unwrap_or_else(|v| panic!("{v}"));
     for n in nodes {
         n.stop().await;
     }
@@ -552,12 +560,15 @@ async fn a_cut_off_holder_is_told_before_the_lock_moves_and_a_new_leader_takes_o
     let b = nodes.next().unwrap();
     let c = nodes.next().unwrap();
     assert_eq!(a.coord.status().role, "leader");
+    let base = Instant::now();
+    let nanos = |t: Instant| t.duration_since(base).as_nanos() as u64;
     let mut holder = a.node.mailbox().unwrap();
     let held = a
         .coord
         .lock(holder.pid(), &exclusive("fenced"), WAIT)
         .await
         .unwrap();
+    let held_at = Instant::now();
     let waiter = b.node.mailbox().unwrap();
     let coord_b = b.coord.clone();
     let wpid = waiter.pid();
@@ -587,6 +598,13 @@ async fn a_cut_off_holder_is_told_before_the_lock_moves_and_a_new_leader_takes_o
         lost_at <= granted_at,
         "the old holder was told before the lock moved"
     );
+    // The recorded history, through the lock checker: the first hold ends
+    // when its holder is told it lost the lock.
+    let history = [
+        checker::Hold::exclusive(1, held[0].token, nanos(held_at), Some(nanos(lost_at))),
+        checker::Hold::exclusive(2, granted[0].token, nanos(granted_at), None),
+    ];
+    checker::check_lock(&history).unwrap_or_else(|v| panic!("{v}"));
     // b or c leads now.
     let leader = b.coord.status().leader.expect("a leader");
     assert!(

@@ -33,6 +33,7 @@ mod bench_coord;
 mod bench_wire;
 mod cluster;
 mod code;
+mod demo_coord;
 mod demo_upgrade;
 mod guest_build;
 mod inspect;
@@ -267,6 +268,7 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
                 "counter-v2",
                 "crash-demo",
                 "ping-pong",
+                "singleton",
             ])?;
             runtime()?.block_on(run::demo(config, dir))
         }

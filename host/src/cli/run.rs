@@ -100,6 +100,7 @@ pub async fn demo(config: NodeConfig, guests: PathBuf) -> Result<ExitCode> {
         eprintln!("molt: crash-demo exited: {why}");
         return Ok(ExitCode::FAILURE);
     }
-    demo_upgrade::run(config, &guests).await?;
+    demo_upgrade::run(config.clone(), &guests).await?;
+    super::demo_coord::run(config, &guests).await?;
     Ok(ExitCode::SUCCESS)
 }
