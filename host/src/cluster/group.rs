@@ -359,6 +359,12 @@ impl Inner {
                 if peer.hidden {
                     return Err(CoordError::Raft("a hidden node cannot propose".into()));
                 }
+                // Another node's proposal gets the checks a local caller's
+                // got, so no node can put past-limit names in the log.
+                if let Err(why) = self.admissible(&proposal.command) {
+                    tracing::warn!(node = %peer.name, %why, "refused a proposal");
+                    return Err(CoordError::Raft(format!("refused: {why}")));
+                }
                 match self.raft.client_write(proposal).await {
                     Ok(response) => Ok(CoordReply::Proposed(response.data)),
                     Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -431,6 +437,31 @@ impl Inner {
             .map_err(|e| CoordError::Raft(e.to_string()))?;
         tracing::info!(node = %name, "removed from the coordination group");
         Ok(CoordReply::Removed(ids.into_iter().collect()))
+    }
+
+    /// Whether a command keeps to the group's limits on names and sets.
+    fn admissible(&self, command: &Command) -> Result<(), String> {
+        let limits = &self.config.limits;
+        let name_ok = |n: &str| !n.is_empty() && n.len() <= limits.name_bytes_max;
+        let ok = match command {
+            Command::Register { name, .. } | Command::Unregister { name, .. } => name_ok(name),
+            Command::Release { lock, .. } => name_ok(lock),
+            Command::Stand { group, .. } | Command::Resign { group, .. } => name_ok(group),
+            Command::Acquire { locks, .. } => {
+                !locks.is_empty()
+                    && locks.len() <= limits.locks_per_request_max
+                    && locks.iter().all(|l| name_ok(&l.lock))
+            }
+            _ => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "a name past name_bytes_max ({}) or a lock set past locks_per_request_max ({})",
+                limits.name_bytes_max, limits.locks_per_request_max
+            ))
+        }
     }
 
     fn not_leader(&self) -> CoordError {
