@@ -75,7 +75,7 @@ pub(crate) struct Inner {
     pub(super) incarnation: u64,
     pub(super) node: WeakNode,
     pub(super) client: ServiceClient<CoordService>,
-    pub(super) replica: Replica,
+    replica: Replica,
     pub(super) storage: Storage,
     pub(super) config: CoordConfig,
     seq: AtomicU64,
@@ -106,11 +106,6 @@ impl Inner {
         storage: Storage,
         config: CoordConfig,
     ) -> Inner {
-        let involved = replica
-            .read()
-            .expect("replica poisoned")
-            .state
-            .pids_of_node(incarnation_node(&node));
         Inner {
             raft,
             me,
@@ -130,7 +125,8 @@ impl Inner {
             }),
             session_changed: tokio::sync::Notify::new(),
             leader: Mutex::default(),
-            involved: Mutex::new(involved),
+            // A new incarnation's processes hold nothing yet.
+            involved: Mutex::default(),
             membership_change: tokio::sync::Mutex::new(()),
             stopped: AtomicBool::new(false),
             stop: tokio::sync::Notify::new(),
@@ -142,6 +138,11 @@ impl Inner {
             origin: self.incarnation,
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
         }
+    }
+
+    /// The applied state on this node's replica, for reading.
+    pub(super) fn state(&self) -> std::sync::RwLockReadGuard<'_, super::machine::Applied> {
+        self.replica.read().expect("replica poisoned")
     }
 
     fn is_local(&self, pid: Pid) -> bool {
@@ -158,12 +159,7 @@ impl Inner {
     }
 
     pub(super) fn cluster_id(&self) -> Option<ClusterId> {
-        self.replica
-            .read()
-            .expect("replica poisoned")
-            .state
-            .cluster
-            .clone()
+        self.state().state.cluster.clone()
     }
 
     fn failure(&self) -> Option<Unavailable> {
@@ -388,7 +384,7 @@ impl Inner {
             CoordRequest::Remove(name) => self.serve_remove(&name).await,
             CoordRequest::Whereis(name) => {
                 self.ensure_linearizable().await?;
-                let state = &self.replica.read().expect("replica poisoned").state;
+                let state = &self.state().state;
                 Ok(CoordReply::Whereis(state.whereis(&name)))
             }
         }
@@ -401,17 +397,9 @@ impl Inner {
     }
 
     async fn serve_remove(&self, name: &str) -> Result<CoordReply, CoordError> {
-        if self.raft.metrics().borrow().current_leader != Some(self.me) {
-            return Err(self.not_leader());
-        }
+        self.require_leader()?;
         let _serial = self.membership_change.lock().await;
-        let membership = self.raft.metrics().borrow().membership_config.clone();
-        let ids: BTreeSet<u64> = membership
-            .membership()
-            .nodes()
-            .filter(|(_, m)| m.name == name)
-            .map(|(id, _)| *id)
-            .collect();
+        let ids = self.members_named(name, None);
         if ids.is_empty() {
             return Err(CoordError::Raft(format!(
                 "{name} is not a member of the group"
@@ -422,21 +410,48 @@ impl Inner {
                 "{name} leads the group; remove it from another node after it stepped down"
             )));
         }
-        let voters: BTreeSet<u64> = membership.voter_ids().collect();
-        drop(membership);
+        let voters = self.voters();
         if !voters.is_disjoint(&ids) {
             let rest: BTreeSet<u64> = voters.difference(&ids).copied().collect();
-            self.raft
-                .change_membership(ChangeMembers::ReplaceAllVoters(rest), false)
-                .await
-                .map_err(|e| CoordError::Raft(e.to_string()))?;
+            self.change_members(ChangeMembers::ReplaceAllVoters(rest), false)
+                .await?;
         }
-        self.raft
-            .change_membership(ChangeMembers::RemoveNodes(ids.clone()), false)
-            .await
-            .map_err(|e| CoordError::Raft(e.to_string()))?;
+        self.change_members(ChangeMembers::RemoveNodes(ids.clone()), false)
+            .await?;
         tracing::info!(node = %name, "removed from the coordination group");
         Ok(CoordReply::Removed(ids.into_iter().collect()))
+    }
+
+    /// The Raft ids of the members named `name`, but `except`.
+    fn members_named(&self, name: &str, except: Option<u64>) -> BTreeSet<u64> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        membership
+            .membership()
+            .nodes()
+            .filter(|(id, m)| m.name == name && Some(**id) != except)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    fn voters(&self) -> BTreeSet<u64> {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .voter_ids()
+            .collect()
+    }
+
+    async fn change_members(
+        &self,
+        changes: ChangeMembers<u64, Member>,
+        retain: bool,
+    ) -> Result<(), CoordError> {
+        self.raft
+            .change_membership(changes, retain)
+            .await
+            .map(drop)
+            .map_err(|e| CoordError::Raft(e.to_string()))
     }
 
     /// Whether a command keeps to the group's limits on names and sets.
@@ -464,6 +479,15 @@ impl Inner {
         }
     }
 
+    /// `Ok` if this node leads the group, else who does.
+    fn require_leader(&self) -> Result<(), CoordError> {
+        if self.raft.metrics().borrow().current_leader == Some(self.me) {
+            Ok(())
+        } else {
+            Err(self.not_leader())
+        }
+    }
+
     fn not_leader(&self) -> CoordError {
         CoordError::NotLeader {
             leader: self.leader().map(|(_, m)| m.name),
@@ -484,17 +508,8 @@ impl Inner {
     }
 
     fn serve_keep_alive(&self, session: SessionId) -> Result<CoordReply, CoordError> {
-        if self.raft.metrics().borrow().current_leader != Some(self.me) {
-            return Err(self.not_leader());
-        }
-        if !self
-            .replica
-            .read()
-            .expect("replica poisoned")
-            .state
-            .sessions
-            .contains_key(&session)
-        {
+        self.require_leader()?;
+        if !self.state().state.sessions.contains_key(&session) {
             return Err(CoordError::UnknownSession(session));
         }
         self.leader
@@ -511,9 +526,7 @@ impl Inner {
         node: Member,
         cluster: Option<ClusterId>,
     ) -> Result<CoordReply, CoordError> {
-        if self.raft.metrics().borrow().current_leader != Some(self.me) {
-            return Err(self.not_leader());
-        }
+        self.require_leader()?;
         let Some(ours) = self.cluster_id() else {
             return Err(CoordError::Raft("this cluster is still starting".into()));
         };
@@ -527,17 +540,17 @@ impl Inner {
             });
         }
         let _serial = self.membership_change.lock().await;
-        let membership = self.raft.metrics().borrow().membership_config.clone();
-        let known = membership.membership().get_node(&member).is_some();
+        let known = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&member)
+            .is_some();
         // The same name under another id is that node's earlier life (a
         // `ram` log, or a wiped data directory): it is gone.
-        let earlier: BTreeSet<u64> = membership
-            .membership()
-            .nodes()
-            .filter(|(id, m)| **id != member && m.name == node.name)
-            .map(|(id, _)| *id)
-            .collect();
-        drop(membership);
+        let earlier = self.members_named(&node.name, Some(member));
         if !known {
             let name = node.name.clone();
             self.raft
@@ -547,25 +560,15 @@ impl Inner {
             tracing::info!(node = %name, member, "joined the coordination group as a learner");
         }
         if !earlier.is_empty() {
-            let voters: BTreeSet<u64> = self
-                .raft
-                .metrics()
-                .borrow()
-                .membership_config
-                .voter_ids()
-                .collect();
+            let voters = self.voters();
             if !voters.is_disjoint(&earlier) {
                 let mut new: BTreeSet<u64> = voters.difference(&earlier).copied().collect();
                 new.insert(member);
-                self.raft
-                    .change_membership(ChangeMembers::ReplaceAllVoters(new), false)
-                    .await
-                    .map_err(|e| CoordError::Raft(e.to_string()))?;
+                self.change_members(ChangeMembers::ReplaceAllVoters(new), false)
+                    .await?;
             } else {
-                self.raft
-                    .change_membership(ChangeMembers::RemoveNodes(earlier), false)
-                    .await
-                    .map_err(|e| CoordError::Raft(e.to_string()))?;
+                self.change_members(ChangeMembers::RemoveNodes(earlier), false)
+                    .await?;
             }
         }
         Ok(CoordReply::Joined(ours))
@@ -592,12 +595,15 @@ impl Inner {
                     };
                     let sent = Instant::now();
                     if let Ok(Outcome::Session(id)) = self.propose(open).await {
-                        let mut s = self.session.lock().expect("session poisoned");
-                        s.id = Some(id);
-                        s.acked = sent;
-                        drop(s);
-                        self.session_changed.notify_waiters();
-                        tracing::debug!(%id, "coordination session opened");
+                        if self.adopt_session(id, sent) {
+                            tracing::debug!(%id, "coordination session opened");
+                        } else {
+                            // A late one was adopted meanwhile.
+                            self.propose_later(
+                                Command::CloseSession { session: id },
+                                "close a session opened twice",
+                            );
+                        }
                     }
                 }
                 Some(id) => {
@@ -612,10 +618,11 @@ impl Inner {
                         Err(CoordError::UnknownSession(_)) => self.session_lost(id, "it expired"),
                         Err(_) => {}
                     }
-                    let acked = self.session.lock().expect("session poisoned").acked;
-                    if acked.elapsed() > fence_after
-                        && self.session.lock().expect("session poisoned").id == Some(id)
-                    {
+                    let stale = {
+                        let s = self.session.lock().expect("session poisoned");
+                        s.id == Some(id) && s.acked.elapsed() > fence_after
+                    };
+                    if stale {
                         self.session_lost(id, "it could not be renewed in time");
                         self.propose_later(
                             Command::CloseSession { session: id },
@@ -629,6 +636,20 @@ impl Inner {
                 _ = self.stop.notified() => {}
             }
         }
+    }
+
+    /// Make `id` this node's session, renewed as of `acked`, unless it
+    /// has one; whether it did.
+    fn adopt_session(&self, id: SessionId, acked: Instant) -> bool {
+        let mut s = self.session.lock().expect("session poisoned");
+        if s.id.is_some() {
+            return false;
+        }
+        s.id = Some(id);
+        s.acked = acked;
+        drop(s);
+        self.session_changed.notify_waiters();
+        true
     }
 
     async fn renew(&self, id: SessionId) -> Result<(), CoordError> {
@@ -674,7 +695,7 @@ impl Inner {
             return;
         };
         let notices: Vec<(Pid, sysmsg::Coord)> = {
-            let state = &self.replica.read().expect("replica poisoned").state;
+            let state = &self.state().state;
             let mut out = Vec::new();
             for (lock, l) in &state.locks {
                 for h in l.holders.iter().filter(|h| h.session == id) {
@@ -760,7 +781,7 @@ impl Inner {
 
     fn sessions_to_expire(&self, term: u64) -> Vec<SessionId> {
         let now = Instant::now();
-        let state = self.replica.read().expect("replica poisoned");
+        let state = self.state();
         let mut view = self.leader.lock().expect("leader poisoned");
         if view.term != term {
             // A new leader cannot know when sessions were last renewed:
@@ -902,9 +923,10 @@ impl Inner {
 
     fn replaced(&self) {
         let identity = incarnation_node(&self.node);
-        let state = &self.replica.read().expect("replica poisoned").state;
+        let state = &self.state().state;
         *self.involved.lock().expect("involved poisoned") = state.pids_of_node(identity);
-        // Waiters granted while this node missed the entries: tell them.
+        // Requests no longer queued (granted or dropped in entries this node
+        // missed) stop waiting: their callers' cancel finds them gone.
         let mut waiting = self.waiting.lock().expect("waiting poisoned");
         waiting.retain(|req, _| state.waiters.contains_key(req));
     }
@@ -965,16 +987,8 @@ impl Inner {
             }),
             (Command::OpenSession { .. }, Outcome::Session(session)) => {
                 // A session opened late is simply adopted if there is none.
-                let mut s = self.session.lock().expect("session poisoned");
-                if s.id.is_none() {
-                    s.id = Some(*session);
-                    s.acked = Instant::now();
-                    drop(s);
-                    self.session_changed.notify_waiters();
-                    None
-                } else {
-                    Some(Command::CloseSession { session: *session })
-                }
+                (!self.adopt_session(*session, Instant::now()))
+                    .then_some(Command::CloseSession { session: *session })
             }
             _ => None,
         };
@@ -1114,7 +1128,7 @@ impl Inner {
             .current_leader
             .and_then(|id| membership.get_node(&id))
             .map(|n| n.name.clone());
-        let applied = self.replica.read().expect("replica poisoned");
+        let applied = self.state();
         ClusterStatus {
             cluster: applied.state.cluster.clone(),
             node: self.member.name.clone(),

@@ -579,12 +579,7 @@ impl Coordination {
     /// The holder of `name` on this node's replica: fast, and it may lag
     /// the leader by the time an entry takes to arrive here.
     pub fn whereis(&self, name: &str) -> Option<Pid> {
-        self.inner
-            .replica
-            .read()
-            .expect("replica poisoned")
-            .state
-            .whereis(name)
+        self.inner.state().state.whereis(name)
     }
 
     /// The holder of `name` as the leader knows it once it has confirmed it
@@ -742,9 +737,7 @@ impl Coordination {
     /// The leader of `group` and its term, on this node's replica.
     pub fn leader(&self, group: &str) -> Option<(Pid, u64)> {
         self.inner
-            .replica
-            .read()
-            .expect("replica poisoned")
+            .state()
             .state
             .elections
             .get(group)
@@ -758,7 +751,7 @@ impl Coordination {
 
     /// Registered names, on this node's replica.
     pub fn names(&self) -> Vec<NameStatus> {
-        let state = &self.inner.replica.read().expect("replica poisoned").state;
+        let state = &self.inner.state().state;
         state
             .names
             .iter()
@@ -772,7 +765,7 @@ impl Coordination {
 
     /// Locks with holders or waiters, on this node's replica.
     pub fn locks(&self) -> Vec<LockStatus> {
-        let state = &self.inner.replica.read().expect("replica poisoned").state;
+        let state = &self.inner.state().state;
         state
             .locks
             .iter()
@@ -798,7 +791,7 @@ impl Coordination {
 
     /// Elections with candidates, on this node's replica.
     pub fn elections(&self) -> Vec<ElectionStatus> {
-        let state = &self.inner.replica.read().expect("replica poisoned").state;
+        let state = &self.inner.state().state;
         state
             .elections
             .iter()

@@ -130,9 +130,7 @@ pub struct CoordService {
 impl CoordService {
     /// The service of a node whose coordination has not started (yet).
     pub fn new() -> CoordService {
-        CoordService {
-            inner: OnceLock::new(),
-        }
+        CoordService::default()
     }
 
     /// This node's coordination, if it runs.
@@ -144,10 +142,7 @@ impl CoordService {
     }
 
     fn inner(&self) -> Result<Arc<Inner>, CoordError> {
-        self.inner
-            .get()
-            .and_then(Weak::upgrade)
-            .ok_or(CoordError::NotRunning)
+        self.local().map(|c| c.inner).ok_or(CoordError::NotRunning)
     }
 }
 

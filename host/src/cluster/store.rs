@@ -112,6 +112,19 @@ enum Write {
     Close(oneshot::Sender<()>),
 }
 
+impl Write {
+    /// Tell whoever waits for this write how it went.
+    fn complete(self, result: io::Result<()>) {
+        match self {
+            Write::Append(_, Some(cb)) => cb.log_io_completed(result),
+            Write::Meta(_, _, Some(done)) => {
+                let _ = done.send(result);
+            }
+            _ => {}
+        }
+    }
+}
+
 #[derive(Default)]
 struct Mem {
     entries: BTreeMap<u64, Entry<Coord>>,
@@ -135,10 +148,6 @@ pub struct Storage {
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
-}
-
-fn read_error(e: impl std::fmt::Display) -> StorageError<u64> {
-    StorageIOError::read_logs(&io_err(e)).into()
 }
 
 fn write_error(e: impl std::fmt::Display) -> StorageError<u64> {
@@ -285,13 +294,7 @@ impl Storage {
         }
         match &self.writer {
             None => {
-                match write {
-                    Write::Append(_, Some(cb)) => cb.log_io_completed(Ok(())),
-                    Write::Meta(_, _, Some(done)) => {
-                        let _ = done.send(Ok(()));
-                    }
-                    _ => {}
-                }
+                write.complete(Ok(()));
                 Ok(())
             }
             Some(tx) => tx
@@ -353,11 +356,11 @@ fn writer(
             }
         }
         if let Some(pos) = batch.iter().position(|w| matches!(w, Write::Close(_))) {
-            // Later writes are dropped: their senders see the log closed.
-            if let Write::Close(done) = batch.swap_remove(pos) {
+            // Writes after the close are dropped: their senders see the log
+            // closed.
+            if let Some(Write::Close(done)) = batch.split_off(pos).into_iter().next() {
                 closed = Some(done);
             }
-            batch.truncate(pos);
         }
         let result = commit(&db, &batch);
         if let Err(why) = &result {
@@ -365,14 +368,7 @@ fn writer(
             failed.send_replace(Some(format!("{path}: {why}")));
         }
         for write in batch {
-            let outcome = result.as_ref().map(|_| ()).map_err(io_err);
-            match write {
-                Write::Append(_, Some(cb)) => cb.log_io_completed(outcome),
-                Write::Meta(_, _, Some(done)) => {
-                    let _ = done.send(outcome);
-                }
-                _ => {}
-            }
+            write.complete(result.as_ref().map(|_| ()).map_err(io_err));
         }
         if closed.is_some() {
             break;
@@ -380,13 +376,7 @@ fn writer(
         if result.is_err() {
             // Every later write fails: the log is not to be trusted.
             while let Ok(write) = rx.recv() {
-                match write {
-                    Write::Append(_, Some(cb)) => cb.log_io_completed(Err(io_err("log failed"))),
-                    Write::Meta(_, _, Some(done)) => {
-                        let _ = done.send(Err(io_err("log failed")));
-                    }
-                    _ => {}
-                }
+                write.complete(Err(io_err("log failed")));
             }
             return;
         }
@@ -546,5 +536,5 @@ impl RaftLogStorage<Coord> for Storage {
 
 /// Report a failed read of the snapshot.
 pub fn snapshot_error(e: impl std::fmt::Display) -> StorageError<u64> {
-    read_error(e)
+    StorageIOError::read_logs(&io_err(e)).into()
 }
