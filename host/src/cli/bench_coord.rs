@@ -6,71 +6,16 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use molt_host::cluster::{CoordConfig, Coordination, LockMode, LockRequest, LogMode};
-use molt_host::net::{DistConfig, Distribution};
-use molt_host::{Node, NodeConfig};
+use anyhow::{Result, bail};
+use molt_host::NodeConfig;
+use molt_host::cluster::{LockMode, LockRequest, LogMode};
 
 use super::bench::Figure;
+use super::local_cluster::{Member, stop, stop_member};
 
-/// A node of the bench cluster.
-struct Member {
-    node: Node,
-    dist: Distribution,
-    coord: Coordination,
-}
-
-async fn member(
-    name: &str,
-    cookie: &[u8],
-    dir: &Path,
-    mode: LogMode,
-    join: Option<&str>,
-) -> Result<Member> {
-    let node = Node::start(NodeConfig {
-        name: format!("{name}@127.0.0.1"),
-        processes_max: 1_000,
-        ..NodeConfig::default()
-    })?;
-    let dist = Distribution::start(
-        &node,
-        DistConfig::new("127.0.0.1:0".parse().expect("an address"), cookie.to_vec()),
-    )
-    .await?;
-    let mut config = CoordConfig::new(dir.join(name));
-    config.log_mode = mode;
-    let coord = Coordination::start(&node, &dist, config, join)
-        .await
-        .with_context(|| format!("starting coordination on {name}"))?;
-    coord.ready().await?;
-    Ok(Member { node, dist, coord })
-}
-
-/// Three nodes: `a` founds the cluster and leads, `b` and `c` join; waits
-/// for three voters.
+/// Three nodes of the bench cluster, named `coord-*`.
 async fn three(dir: &Path, mode: LogMode) -> Result<Vec<Member>> {
-    let mut cookie = vec![0u8; 32];
-    getrandom::fill(&mut cookie).expect("the OS random generator failed");
-    let a = member("coord-a", &cookie, dir, mode, None).await?;
-    let join = format!("{}:{}", a.dist.name(), a.dist.local_addr().port());
-    let b = member("coord-b", &cookie, dir, mode, Some(&join)).await?;
-    let c = member("coord-c", &cookie, dir, mode, Some(&join)).await?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while a.coord.status().voters.len() < 3 {
-        if Instant::now() > deadline {
-            bail!("the bench cluster did not get three voters");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(vec![a, b, c])
-}
-
-async fn stop(members: Vec<Member>) {
-    for m in members {
-        m.coord.shutdown().await;
-        m.dist.shutdown();
-        m.node.shutdown(Duration::from_secs(2)).await;
-    }
+    super::local_cluster::three(&NodeConfig::default(), "coord", dir, mode, None).await
 }
 
 fn exclusive(lock: &str) -> Vec<LockRequest> {
@@ -186,8 +131,7 @@ async fn leader_failover(dir: &Path) -> Result<f64> {
     }
     let took = t.elapsed().as_secs_f64() * 1e3;
     drop(me);
-    leader.coord.shutdown().await;
-    leader.node.shutdown(Duration::from_secs(2)).await;
+    stop_member(leader).await;
     stop(members).await;
     Ok(took)
 }
@@ -225,8 +169,7 @@ async fn holder_failover(dir: &Path) -> Result<f64> {
     granted?;
     let took = at.duration_since(t).as_secs_f64() * 1e3;
     drop((holder, waiter));
-    holder_node.coord.shutdown().await;
-    holder_node.node.shutdown(Duration::from_secs(2)).await;
+    stop_member(holder_node).await;
     stop(members).await;
     Ok(took)
 }

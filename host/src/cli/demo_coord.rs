@@ -6,15 +6,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use molt_abi::{Ref, codec, tag};
-use molt_host::cluster::{CoordConfig, Coordination, GlobalError, LogMode};
-use molt_host::net::{DistConfig, Distribution};
-use molt_host::{Node, NodeConfig};
+use molt_host::NodeConfig;
+use molt_host::cluster::{GlobalError, LogMode};
 
-struct Member {
-    node: Node,
-    dist: Distribution,
-    coord: Coordination,
-}
+use crate::local_cluster::{stop, stop_member, three};
 
 fn args(a: &[&str]) -> Vec<u8> {
     codec::encode(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -33,36 +28,15 @@ async fn until(what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
 
 pub async fn run(config: NodeConfig, guests: &Path) -> Result<()> {
     eprintln!("\n== three nodes: a cluster name, a contended lock, a failover");
-    let mut cookie = vec![0u8; 32];
-    getrandom::fill(&mut cookie).map_err(|e| anyhow::anyhow!("random cookie: {e}"))?;
-    let mut members: Vec<Member> = Vec::new();
-    for name in ["demo-a", "demo-b", "demo-c"] {
-        let node = Node::start(NodeConfig {
-            name: format!("{name}@127.0.0.1"),
-            processes_max: 1_000,
-            ..config.clone()
-        })?;
-        node.load_file(guests.join("singleton.wasm"))?;
-        let dist = Distribution::start(
-            &node,
-            DistConfig::new("127.0.0.1:0".parse()?, cookie.clone()),
-        )
-        .await?;
-        let join = members
-            .first()
-            .map(|m| format!("{}:{}", m.dist.name(), m.dist.local_addr().port()));
-        // In memory: the demo leaves nothing on disk.
-        let mut coord = CoordConfig::new(std::env::temp_dir());
-        coord.log_mode = LogMode::Ram;
-        let coord = Coordination::start(&node, &dist, coord, join.as_deref())
-            .await
-            .with_context(|| format!("starting coordination on {name}"))?;
-        coord.ready().await?;
-        members.push(Member { node, dist, coord });
-    }
-    until("three voters", || {
-        members[0].coord.status().voters.len() == 3
-    })
+    // In memory: the demo leaves nothing on disk.
+    let singleton = guests.join("singleton.wasm");
+    let mut members = three(
+        &config,
+        "demo",
+        &std::env::temp_dir(),
+        LogMode::Ram,
+        Some(&singleton),
+    )
     .await?;
     let status = members[0].coord.status();
     eprintln!(
@@ -175,13 +149,8 @@ pub async fn run(config: NodeConfig, guests: &Path) -> Result<()> {
         cut.elapsed().as_millis()
     );
     drop((keep, ctl, other, incrs));
-    gone.coord.shutdown().await;
-    gone.node.shutdown(Duration::from_secs(2)).await;
-    for m in members {
-        m.coord.shutdown().await;
-        m.dist.shutdown();
-        m.node.shutdown(Duration::from_secs(2)).await;
-    }
+    stop_member(gone).await;
+    stop(members).await;
     Ok(())
 }
 

@@ -37,6 +37,7 @@ mod demo_coord;
 mod demo_upgrade;
 mod guest_build;
 mod inspect;
+mod local_cluster;
 mod node;
 mod remote;
 mod run;
