@@ -7,6 +7,7 @@ mod coord;
 mod dist;
 mod limits;
 mod messaging;
+mod netns;
 mod otp;
 mod pg;
 mod service;
