@@ -977,7 +977,11 @@ fn a_paused_leader_past_its_ttl_loses_the_lead_and_is_told_when_resumed() {
         let down = wait_log(&mut net, i, 0, &format!("node down node={holder_name}"));
         net.note(format!("{}: {}", net.nodes[i].short, down.trim()));
     }
-    assert!(stopped.elapsed() > TTL, "paused for {:?}", stopped.elapsed());
+    assert!(
+        stopped.elapsed() > TTL,
+        "paused for {:?}",
+        stopped.elapsed()
+    );
     let resumed_log = net.nodes[holder].log_text().len();
     assert!(
         net.nodes[holder].log_text()[paused_log..].is_empty(),
