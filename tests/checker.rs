@@ -441,7 +441,7 @@ pub enum NameOp {
 /// What a [`NameOp`] returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum NameRet {
-    /// [`NameOp::Register`] took the free name.
+    /// [`NameOp::Register`] took the free name, or its caller held it.
     Registered,
     /// [`NameOp::Register`] found the name held.
     AlreadyRegistered {
@@ -474,8 +474,11 @@ impl Model for NameModel {
     fn step(state: &Option<u64>, op: &NameOp, ret: Option<&NameRet>) -> Option<Option<u64>> {
         let held = *state;
         let (next, expected) = match *op {
+            // The holder registering again is answered `Registered`
+            // (ABI.md: "The holder registering again gets ok").
             NameOp::Register { pid } => match held {
                 None => (Some(pid), NameRet::Registered),
+                Some(holder) if holder == pid => (held, NameRet::Registered),
                 Some(holder) => (held, NameRet::AlreadyRegistered { holder }),
             },
             NameOp::Unregister { pid } if held == Some(pid) => (None, NameRet::Unregistered),
@@ -809,6 +812,16 @@ mod tests {
             whereis(12, 13, None),
         ];
         assert_eq!(lin(&h), Ok(()));
+    }
+
+    #[test]
+    fn the_holder_registering_again_is_registered_and_others_are_refused() {
+        let h = [reg(1, 0, 1, Registered), reg(1, 2, 3, Registered)];
+        assert_eq!(lin(&h), Ok(()));
+        let h = [reg(1, 0, 1, Registered), reg(1, 2, 3, held(1))];
+        assert_eq!(lin(&h), Err(Rule::NotLinearizable));
+        let h = [reg(1, 0, 1, Registered), reg(2, 2, 3, Registered)];
+        assert_eq!(lin(&h), Err(Rule::NotLinearizable));
     }
 
     #[test]

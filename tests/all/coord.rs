@@ -15,14 +15,14 @@ use molt_tests::{
 };
 
 /// A node of a coordinated test cluster.
-struct Member {
-    node: Node,
-    dist: Distribution,
-    coord: Coordination,
+pub(crate) struct Member {
+    pub(crate) node: Node,
+    pub(crate) dist: Distribution,
+    pub(crate) coord: Coordination,
 }
 
 impl Member {
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.coord.shutdown().await;
         self.dist.shutdown();
         self.node.shutdown(Duration::from_secs(2)).await;
@@ -50,7 +50,7 @@ async fn member(dir: &TempDir, name: &str, join: Option<&Member>, mode: LogMode)
 }
 
 /// Three nodes: `a` bootstraps, `b` and `c` join; waits for 3 voters.
-async fn three(dir: &TempDir, mode: LogMode) -> Vec<Member> {
+pub(crate) async fn three(dir: &TempDir, mode: LogMode) -> Vec<Member> {
     let a = member(dir, "a", None, mode).await;
     let b = member(dir, "b", Some(&a), mode).await;
     let c = member(dir, "c", Some(&a), mode).await;
@@ -62,7 +62,7 @@ async fn three(dir: &TempDir, mode: LogMode) -> Vec<Member> {
     members
 }
 
-async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !ok() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -70,7 +70,7 @@ async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn exclusive(lock: &str) -> Vec<LockRequest> {
+pub(crate) fn exclusive(lock: &str) -> Vec<LockRequest> {
     vec![LockRequest {
         lock: lock.into(),
         mode: LockMode::Exclusive,

@@ -4,6 +4,7 @@ mod abi;
 mod cli;
 mod cluster_code;
 mod coord;
+mod coord_faults;
 mod dist;
 mod limits;
 mod messaging;

@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use super::frame::{FrameDecoder, PREFIX_BYTES};
 use super::handshake::{self, Handshake, LocalInfo, NotAdmitted, PeerInfo, Role, Status};
 use super::lane::Lane;
+use super::nemesis::Fate;
 use super::peer::Peer;
 use super::{ConnectError, DistConfig, DistInner, node_id, tls};
 
@@ -390,7 +391,13 @@ async fn read_stream(dist: Arc<DistInner>, peer: Arc<Peer>, mut recv: quinn::Rec
         }
         loop {
             match decoder.next_frame() {
-                Ok(Some(frame)) => dist.dispatch(&peer, frame),
+                Ok(Some(frame)) => {
+                    if dist.nemesis.is_active() && dist.nemesis.fate(&peer.name).await == Fate::Drop
+                    {
+                        continue;
+                    }
+                    dist.dispatch(&peer, frame);
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::error!(node = %peer.name, "bad frame from peer, closing the connection: {e}");

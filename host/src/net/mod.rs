@@ -10,8 +10,9 @@
 //! `connect` sets connections up and reads them; `dispatch` acts on
 //! incoming frames; `router` encodes outgoing signals; [`service`] is the
 //! seam other subsystems talk to their peers through, and `pg` (process
-//! groups across nodes) is one such service. This file owns the node
-//! table, requests and node-down.
+//! groups across nodes) is one such service; [`nemesis`] injects faults
+//! on incoming links for fault tests. This file owns the node table,
+//! requests and node-down.
 
 mod connect;
 pub mod cookie;
@@ -19,6 +20,7 @@ mod dispatch;
 pub mod frame;
 pub mod handshake;
 mod lane;
+pub mod nemesis;
 mod peer;
 mod pg;
 mod router;
@@ -243,6 +245,8 @@ struct DistInner {
     connecting: Mutex<HashMap<u64, Arc<tokio::sync::Mutex<()>>>>,
     /// What other subsystems registered to talk to their peers.
     services: service::Services,
+    /// Faults injected on incoming links (tests).
+    nemesis: Arc<nemesis::Nemesis>,
 }
 
 impl Distribution {
@@ -281,6 +285,7 @@ impl Distribution {
             node_monitors: Mutex::new(HashMap::new()),
             connecting: Mutex::new(HashMap::new()),
             services: service::Services::default(),
+            nemesis: Arc::default(),
         });
         inner_node.set_router(Arc::new(RouterHandle(Arc::downgrade(&inner))));
         let groups = Arc::new(pg::PgService::new(
@@ -442,6 +447,12 @@ impl Distribution {
     /// connection is lost (at once if it is not connected).
     pub fn monitor_node(&self, node: &str, watcher: Pid) {
         self.inner.monitor_node(node, watcher, true);
+    }
+
+    /// The faults injected on this node's incoming links: for fault tests
+    /// (see [`nemesis`]); none unless set.
+    pub fn nemesis(&self) -> Arc<nemesis::Nemesis> {
+        self.inner.nemesis.clone()
     }
 
     /// Close every connection and stop listening.
