@@ -153,6 +153,17 @@ pub enum Command {
     },
     /// Nothing: a new leader's first entry, and a linearizable barrier.
     Noop,
+    /// Give a lock back only if the process still holds it under `token`:
+    /// how a node gives back a grant nobody waits for, so that a later
+    /// grant of the same lock to the same process is left alone.
+    ReleaseGrant {
+        /// The lock.
+        lock: String,
+        /// The holder.
+        pid: Pid,
+        /// The grant's fencing token.
+        token: u64,
+    },
 }
 
 /// One log entry's application data.

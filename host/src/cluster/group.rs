@@ -44,6 +44,19 @@ enum Submitted {
     No,
 }
 
+/// Where an `Acquire` waiting in lock queues hears of its grant, and the
+/// session it was made under.
+type Waiting = (oneshot::Sender<Vec<Grant>>, SessionId);
+
+/// Which leader may commit a proposal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// Whichever leads: this node, or the one it hands the proposal to.
+    AnyLeader,
+    /// This node, and only while it leads.
+    ThisLeader,
+}
+
 enum Pending {
     /// A proposal waiting for its outcome on this replica.
     Outcome(oneshot::Sender<Outcome>),
@@ -80,8 +93,9 @@ pub(crate) struct Inner {
     pub(super) config: CoordConfig,
     seq: AtomicU64,
     pending: Mutex<HashMap<ReqId, Pending>>,
-    /// Acquire requests waiting in lock queues, by request.
-    waiting: Mutex<HashMap<ReqId, oneshot::Sender<Vec<Grant>>>>,
+    /// Acquire requests waiting in lock queues, by request, with the
+    /// session they were made under.
+    waiting: Mutex<HashMap<ReqId, Waiting>>,
     session: Mutex<SessionView>,
     session_changed: tokio::sync::Notify,
     leader: Mutex<LeaderView>,
@@ -187,6 +201,24 @@ impl Inner {
         req: ReqId,
         command: Command,
     ) -> Result<Outcome, Unavailable> {
+        self.propose_via(req, command, Via::AnyLeader).await
+    }
+
+    /// Propose what this node decided as the leader, from its own view (a
+    /// session's expiry): committed only while it leads, never handed on
+    /// to a successor, whose view may differ (the node may have renewed
+    /// its session with the successor meanwhile).
+    async fn propose_leading(&self, command: Command) -> Result<Outcome, Unavailable> {
+        self.propose_via(self.next_req(), command, Via::ThisLeader)
+            .await
+    }
+
+    async fn propose_via(
+        &self,
+        req: ReqId,
+        command: Command,
+        via: Via,
+    ) -> Result<Outcome, Unavailable> {
         if let Some(why) = self.failure() {
             return Err(why);
         }
@@ -198,7 +230,7 @@ impl Inner {
             .expect("pending poisoned")
             .insert(req, Pending::Outcome(tx));
         let proposal = Proposal { req, command };
-        let submitted = self.submit(&proposal, deadline).await;
+        let submitted = self.submit(&proposal, deadline, via).await;
         let outcome = if submitted == Submitted::No {
             None
         } else {
@@ -227,7 +259,12 @@ impl Inner {
     /// Hand `proposal` to the leader until one takes it or the deadline
     /// passes. A retry after an attempt that may have been taken is safe:
     /// the state machine applies a request once (`Outcome::Repeated`).
-    async fn submit(&self, proposal: &Proposal, deadline: tokio::time::Instant) -> Submitted {
+    async fn submit(
+        &self,
+        proposal: &Proposal,
+        deadline: tokio::time::Instant,
+        via: Via,
+    ) -> Submitted {
         let mut pause = Duration::from_millis(5);
         let mut maybe = false;
         let give_up = |maybe: bool| {
@@ -246,6 +283,12 @@ impl Inner {
             // does not take it all.
             let attempt = left.min(self.config.election_timeout_max * 2);
             match self.leader() {
+                ref leader
+                    if via == Via::ThisLeader
+                        && leader.as_ref().is_none_or(|(id, _)| *id != self.me) =>
+                {
+                    return give_up(maybe);
+                }
                 Some((id, _)) if id == self.me => {
                     let write = self.raft.client_write(proposal.clone());
                     match tokio::time::timeout(attempt, write).await {
@@ -298,14 +341,49 @@ impl Inner {
     }
 
     /// Start waiting for a grant of the `Acquire` that will be proposed as
-    /// `req`.
-    pub(super) fn wait_grant(&self, req: ReqId) -> oneshot::Receiver<Vec<Grant>> {
+    /// `req` under `session`.
+    pub(super) fn wait_grant(
+        &self,
+        req: ReqId,
+        session: SessionId,
+    ) -> oneshot::Receiver<Vec<Grant>> {
         let (tx, rx) = oneshot::channel();
         self.waiting
             .lock()
             .expect("waiting poisoned")
-            .insert(req, tx);
+            .insert(req, (tx, session));
         rx
+    }
+
+    /// Whether `grants` to `pid`, made under `session`, may be handed to
+    /// their caller: the session is still this node's (a node that fenced
+    /// itself told its holders they lost their locks, and a grant its
+    /// lagging replica applies later was revoked with the session), and
+    /// the replica, which may have applied later entries already, still
+    /// has every grant.
+    pub(super) fn grants_live(&self, session: SessionId, pid: Pid, grants: &[Grant]) -> bool {
+        if self.current_session() != Some(session) {
+            return false;
+        }
+        let state = &self.state().state;
+        grants.iter().all(|g| {
+            state
+                .locks
+                .get(&g.lock)
+                .is_some_and(|l| l.holders.iter().any(|h| h.pid == pid && h.token == g.token))
+        })
+    }
+
+    /// Whether `leader`, told it leads `group` for `term`, still does on
+    /// this replica under this node's live session (see
+    /// [`Self::grants_live`]).
+    pub(super) fn leads(&self, group: &str, leader: Pid, term: u64) -> bool {
+        let Some(session) = self.current_session() else {
+            return false;
+        };
+        self.state().state.elections.get(group).is_some_and(|e| {
+            e.leader == Some((leader, term)) && e.candidates.contains(&(leader, session))
+        })
     }
 
     pub(super) fn stop_waiting(&self, req: ReqId) {
@@ -376,7 +454,7 @@ impl Inner {
                 node,
                 cluster,
             } => self.serve_join(member, node, cluster).await,
-            CoordRequest::KeepAlive(session) => self.serve_keep_alive(session),
+            CoordRequest::KeepAlive(session) => self.serve_keep_alive(session).await,
             CoordRequest::Status => Ok(CoordReply::Status(Box::new(self.status()))),
             CoordRequest::Names => Ok(CoordReply::Names(self.coordination().names())),
             CoordRequest::Locks => Ok(CoordReply::Locks(self.coordination().locks())),
@@ -460,7 +538,7 @@ impl Inner {
         let name_ok = |n: &str| !n.is_empty() && n.len() <= limits.name_bytes_max;
         let ok = match command {
             Command::Register { name, .. } | Command::Unregister { name, .. } => name_ok(name),
-            Command::Release { lock, .. } => name_ok(lock),
+            Command::Release { lock, .. } | Command::ReleaseGrant { lock, .. } => name_ok(lock),
             Command::Stand { group, .. } | Command::Resign { group, .. } => name_ok(group),
             Command::Acquire { locks, .. } => {
                 !locks.is_empty()
@@ -507,16 +585,23 @@ impl Inner {
         }
     }
 
-    fn serve_keep_alive(&self, session: SessionId) -> Result<CoordReply, CoordError> {
+    /// Renew `session` as of now. Acknowledged only once a quorum has
+    /// confirmed, after the renewal arrived, that this node still leads: a
+    /// deposed leader that has not heard of its successor yet must not
+    /// tell a node its session lives while the successor's clock for it
+    /// runs (the node would trust a lock the successor hands on). A
+    /// successor is elected after that confirmation, so it counts the
+    /// session's time from later than the renewal.
+    async fn serve_keep_alive(&self, session: SessionId) -> Result<CoordReply, CoordError> {
+        let received = Instant::now();
         self.require_leader()?;
         if !self.state().state.sessions.contains_key(&session) {
             return Err(CoordError::UnknownSession(session));
         }
-        self.leader
-            .lock()
-            .expect("leader poisoned")
-            .renewed
-            .insert(session, Instant::now());
+        self.ensure_linearizable().await?;
+        let mut leader = self.leader.lock().expect("leader poisoned");
+        let renewed = leader.renewed.entry(session).or_insert(received);
+        *renewed = (*renewed).max(received);
         Ok(CoordReply::Alive)
     }
 
@@ -656,19 +741,18 @@ impl Inner {
         let Some((leader, member)) = self.leader() else {
             return Err(CoordError::NotLeader { leader: None });
         };
-        if leader == self.me {
-            // A leader cut off from its followers must not keep renewing
-            // its own session: it counts only while a quorum answers.
-            let acked = self.raft.metrics().borrow().millis_since_quorum_ack;
-            let fresh = Duration::from_millis(acked.unwrap_or(u64::MAX));
-            if fresh > self.config.session_ttl / 5 {
-                return Err(CoordError::Raft(
-                    "no quorum acknowledged this leader lately".into(),
-                ));
-            }
-            return self.serve_keep_alive(id).map(|_| ());
-        }
         let timeout = self.config.session_ttl / 5;
+        if leader == self.me {
+            // A leader cut off from its followers cannot renew its own
+            // session either: the quorum's confirmation never comes.
+            let renewal = self.serve_keep_alive(id);
+            return match tokio::time::timeout(timeout, renewal).await {
+                Ok(result) => result.map(|_| ()),
+                Err(_) => Err(CoordError::Raft(
+                    "no quorum confirmed this leader in time".into(),
+                )),
+            };
+        }
         match self
             .client
             .call_within(&member.name, timeout, &CoordRequest::KeepAlive(id))
@@ -770,7 +854,9 @@ impl Inner {
     fn propose_later_expire(self: &Arc<Self>, session: SessionId) {
         let inner = Arc::clone(self);
         tokio::spawn(async move {
-            let result = inner.propose(Command::ExpireSession { session }).await;
+            let result = inner
+                .propose_leading(Command::ExpireSession { session })
+                .await;
             let mut view = inner.leader.lock().expect("leader poisoned");
             view.expiring.remove(&session);
             if result.is_ok() {
@@ -956,11 +1042,12 @@ impl Inner {
     }
 
     /// Give back grants nobody waits for.
-    fn release_all(self: &Arc<Self>, pid: Pid, grants: &[Grant]) {
+    pub(super) fn release_all(self: &Arc<Self>, pid: Pid, grants: &[Grant]) {
         for g in grants {
-            let release = Command::Release {
+            let release = Command::ReleaseGrant {
                 lock: g.lock.clone(),
                 pid,
+                token: g.token,
             };
             self.propose_later(release, "release a grant nobody waits for");
         }
@@ -1003,7 +1090,12 @@ impl Inner {
             Event::Granted { req, pid, grants } => {
                 let waiter = self.waiting.lock().expect("waiting poisoned").remove(req);
                 let taken = match waiter {
-                    Some(tx) => tx.send(grants.clone()).is_ok(),
+                    Some((tx, session)) if self.grants_live(session, *pid, grants) => {
+                        tx.send(grants.clone()).is_ok()
+                    }
+                    // Revoked before its caller could hear of it: the
+                    // caller's wait ends without it.
+                    Some(_) => false,
                     None => req.origin != self.incarnation,
                 };
                 if !taken && self.is_local(*pid) {
@@ -1024,6 +1116,11 @@ impl Inner {
                     return;
                 };
                 for pid in candidates.iter().filter(|p| node.is_local(**p)) {
+                    if *pid == leader && !self.leads(group, leader, term) {
+                        // Ended already (a later entry, or this node's
+                        // session): the change that ended it tells.
+                        continue;
+                    }
                     let notice = if *pid == leader {
                         sysmsg::Coord::Elected {
                             group: group.clone(),

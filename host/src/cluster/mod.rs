@@ -551,6 +551,13 @@ impl Coordination {
             session,
         };
         match self.inner.propose(command).await? {
+            // Registered under a session this node has lost since: the
+            // session's end frees it.
+            Outcome::Name(NameOutcome::Registered { .. })
+                if self.inner.current_session() != Some(session) =>
+            {
+                Err(GlobalError::SessionLost)
+            }
             Outcome::Name(NameOutcome::Registered { token }) => Ok(token),
             Outcome::Name(NameOutcome::AlreadyRegistered { holder }) => {
                 Err(GlobalError::AlreadyRegistered { holder })
@@ -645,7 +652,7 @@ impl Coordination {
         let inner = &self.inner;
         let session = inner.session().await?;
         let req = inner.next_req();
-        let mut granted = inner.wait_grant(req);
+        let mut granted = inner.wait_grant(req, session);
         let command = Command::Acquire {
             pid,
             session,
@@ -661,11 +668,24 @@ impl Coordination {
         match outcome {
             Outcome::Granted(grants) => {
                 inner.stop_waiting(req);
-                Ok(grants)
+                if inner.grants_live(session, pid, &grants) {
+                    Ok(grants)
+                } else {
+                    // Granted under a session this node has lost since.
+                    inner.release_all(pid, &grants);
+                    Err(GlobalError::SessionLost)
+                }
             }
             Outcome::Queued => {
                 if let Ok(Ok(grants)) = tokio::time::timeout(timeout, &mut granted).await {
-                    return Ok(grants);
+                    // Checked when it was handed on, and again now: the
+                    // session may have been lost while this task waited
+                    // to run (its holders were told; so is this caller).
+                    if inner.grants_live(session, pid, &grants) {
+                        return Ok(grants);
+                    }
+                    inner.release_all(pid, &grants);
+                    return Err(GlobalError::SessionLost);
                 }
                 // Give up the place in the queues; a grant that came first
                 // is kept.
@@ -714,6 +734,9 @@ impl Coordination {
             session,
         };
         match self.inner.propose(command).await? {
+            Outcome::Stand(_) if self.inner.current_session() != Some(session) => {
+                Err(GlobalError::SessionLost)
+            }
             Outcome::Stand(s) => Ok((s.leader, s.term)),
             other => Err(unexpected(other)),
         }

@@ -214,6 +214,9 @@ impl State {
             } => self.stand(group, *pid, *session, limits, events),
             Command::Resign { group, pid } => self.resign(group, *pid, events),
             Command::Noop => Outcome::Done,
+            Command::ReleaseGrant { lock, pid, token } => {
+                self.release_where(lock, |h| h.pid == *pid && h.token == *token, events)
+            }
         }
     }
 
@@ -324,12 +327,16 @@ impl State {
         if !self.session_ok(session) {
             return Outcome::SessionExpired;
         }
-        if let Some(held) = self.names.get(name) {
-            return Outcome::Name(if held.pid == pid {
-                NameOutcome::Registered { token: held.token }
-            } else {
-                NameOutcome::AlreadyRegistered { holder: held.pid }
-            });
+        if let Some(held) = self.names.get_mut(name) {
+            if held.pid != pid {
+                let holder = held.pid;
+                return Outcome::Name(NameOutcome::AlreadyRegistered { holder });
+            }
+            // The holder registering again: kept under the newer of the two
+            // sessions of its node, so that a registration confirmed under
+            // the node's new session does not end with its old one.
+            held.session = held.session.max(session);
+            return Outcome::Name(NameOutcome::Registered { token: held.token });
         }
         if self.names.len() >= limits.names_max {
             return Outcome::Limit(Limit::Names);
@@ -524,11 +531,22 @@ impl State {
     }
 
     fn release(&mut self, name: &str, pid: Pid, events: &mut Vec<Event>) -> Outcome {
+        self.release_where(name, |h| h.pid == pid, events)
+    }
+
+    /// Drop the holders of lock `name` that `gone` picks and grant the
+    /// next in line.
+    fn release_where(
+        &mut self,
+        name: &str,
+        gone: impl Fn(&Holder) -> bool,
+        events: &mut Vec<Event>,
+    ) -> Outcome {
         let Some(lock) = self.locks.get_mut(name) else {
             return Outcome::NotHeld;
         };
         let before = lock.holders.len();
-        lock.holders.retain(|h| h.pid != pid);
+        lock.holders.retain(|h| !gone(h));
         if lock.holders.len() == before {
             return Outcome::NotHeld;
         }

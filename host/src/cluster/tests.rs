@@ -75,7 +75,7 @@ fn grants(words: &[&str]) -> Vec<Grant> {
 }
 
 /// `open NODE INC` `close S` `expire S` `reg NAME P S` `unreg NAME P`
-/// `exit P` `acq P S LOCK:x|s...` `rel LOCK P` `cancel INDEX`
+/// `exit P` `acq P S LOCK:x|s...` `rel LOCK P` `relgrant LOCK P TOKEN` `cancel INDEX`
 /// `stand GROUP P S` `resign GROUP P` `noop`
 fn command(text: &str) -> Command {
     let w: Vec<&str> = text.split_whitespace().collect();
@@ -107,6 +107,11 @@ fn command(text: &str) -> Command {
         "rel" => Command::Release {
             lock: w[1].into(),
             pid: p(2),
+        },
+        "relgrant" => Command::ReleaseGrant {
+            lock: w[1].into(),
+            pid: p(2),
+            token: n(3),
         },
         "cancel" => Command::Cancel { req: rq(n(1)) },
         "stand" => Command::Stand {
@@ -548,6 +553,23 @@ fn lock_requests_that_cannot_be_served_are_refused() {
 }
 
 #[test]
+fn giving_back_a_grant_by_token_leaves_a_later_grant_alone() {
+    // A node gives back a grant nobody waited for (token 1) after its
+    // process was granted the lock again (token 2): that grant stays.
+    let r = run(
+        defaults(),
+        "open a@h 1      => session 1
+         acq 1 1 A:x     => granted A=1
+         relgrant A 1 1  => released
+         acq 1 1 A:x     => granted A=2
+         relgrant A 1 1  => notheld
+         acq 2 1 A:x     => queued
+         relgrant A 1 2  => released; granted 6 2 A=3",
+    );
+    assert_eq!(r.holders("A"), [(2, X, 3)]);
+}
+
+#[test]
 fn cancelling_a_waiter_lets_the_ones_it_blocked_through() {
     run(
         defaults(),
@@ -753,8 +775,8 @@ fn random_commands(seed: u64, n: usize) -> Vec<Command> {
             _ => live.get(rng.below(live.len().max(1))).copied().unwrap_or(1),
         };
         let locks = &sim.state.locks;
-        let holders: Vec<(&String, u64)> = (locks.iter())
-            .flat_map(|(l, k)| k.holders.iter().map(move |h| (l, h.pid.serial)))
+        let holders: Vec<(&String, u64, u64)> = (locks.iter())
+            .flat_map(|(l, k)| k.holders.iter().map(move |h| (l, h.pid.serial, h.token)))
             .collect();
         let waiting: Vec<u64> = sim.waiters();
         let text = match rng.below(40) {
@@ -789,9 +811,15 @@ fn random_commands(seed: u64, n: usize) -> Vec<Command> {
                     false => format!("acq {p} {s} {}", asked.join(" ")),
                 }
             }
-            22..=27 if !holders.is_empty() && rng.below(4) != 0 => {
-                let (lock, holder) = rng.pick(&holders);
+            22..=25 if !holders.is_empty() && rng.below(4) != 0 => {
+                let (lock, holder, _) = rng.pick(&holders);
                 format!("rel {lock} {holder}")
+            }
+            26 | 27 if !holders.is_empty() && rng.below(4) != 0 => {
+                // The holder's own token, or (sometimes) a stale one.
+                let (lock, holder, token) = rng.pick(&holders);
+                let token = token - u64::from(rng.below(3) == 0);
+                format!("relgrant {lock} {holder} {token}")
             }
             22..=27 => format!("rel {lock} {p}"),
             28..=30 if !waiting.is_empty() && rng.below(4) != 0 => {
