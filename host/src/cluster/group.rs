@@ -767,6 +767,18 @@ impl Inner {
     /// The node's session `id` is gone (or no longer to be trusted): tell
     /// the node's holders, then open a new one.
     fn session_lost(&self, id: SessionId, why: &str) {
+        self.session_ended(id, why, |state| state.held_under(id));
+    }
+
+    /// The node's session `id` is gone: unless it was already, tell the
+    /// processes what they held and led under it (`lost`, from the
+    /// replica), then let a new one be opened.
+    fn session_ended(
+        &self,
+        id: SessionId,
+        why: &str,
+        lost: impl FnOnce(&super::state::State) -> Vec<(Pid, sysmsg::Coord)>,
+    ) {
         {
             let mut s = self.session.lock().expect("session poisoned");
             if s.id != Some(id) {
@@ -778,35 +790,7 @@ impl Inner {
         let Some(node) = self.node.upgrade() else {
             return;
         };
-        let notices: Vec<(Pid, sysmsg::Coord)> = {
-            let state = &self.state().state;
-            let mut out = Vec::new();
-            for (lock, l) in &state.locks {
-                for h in l.holders.iter().filter(|h| h.session == id) {
-                    out.push((
-                        h.pid,
-                        sysmsg::Coord::LockLost {
-                            lock: lock.clone(),
-                            token: h.token,
-                        },
-                    ));
-                }
-            }
-            for (group, e) in &state.elections {
-                if let Some((leader, term)) = e.leader
-                    && e.candidates.iter().any(|(p, s)| *p == leader && *s == id)
-                {
-                    out.push((
-                        leader,
-                        sysmsg::Coord::LeaderLost {
-                            group: group.clone(),
-                            term,
-                        },
-                    ));
-                }
-            }
-            out
-        };
+        let notices = lost(&self.state().state);
         for (pid, notice) in notices {
             tell(&node, pid, &notice);
         }
@@ -1136,11 +1120,10 @@ impl Inner {
                     tell(&node, *pid, &notice);
                 }
             }
-            Event::SessionEnded { session, .. } => {
-                let mine = self.session.lock().expect("session poisoned").id == Some(*session);
-                if mine {
-                    self.session_lost(*session, "it ended");
-                }
+            Event::SessionEnded { session, lost, .. } => {
+                // What the entry freed, not what the replica (which may
+                // have applied later entries) has now.
+                self.session_ended(*session, "it ended", |_| lost.clone());
             }
         }
     }

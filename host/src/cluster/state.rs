@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use molt_abi::Pid;
+use molt_abi::{Pid, sysmsg};
 use serde::{Deserialize, Serialize};
 
 use super::command::{
@@ -113,6 +113,11 @@ pub enum Event {
         session: SessionId,
         /// Its node.
         node: String,
+        /// What its processes held and led until this entry, as the
+        /// notices its node owes them (`LockLost`, `LeaderLost`): taken
+        /// before the entry freed it, since a replica that applies later
+        /// entries at once no longer has it.
+        lost: Vec<(Pid, sysmsg::Coord)>,
     },
 }
 
@@ -277,11 +282,35 @@ impl State {
         {
             self.recent.remove(&ended.incarnation);
         }
+        let lost = self.held_under(session);
         self.free(|_, s| s == session, events);
         events.push(Event::SessionEnded {
             session,
             node: ended.node,
+            lost,
         });
+    }
+
+    /// The locks held and elections led under `session`, as the notices
+    /// its node gives their processes when the session ends or the node
+    /// fences itself.
+    pub fn held_under(&self, session: SessionId) -> Vec<(Pid, sysmsg::Coord)> {
+        let mut out = Vec::new();
+        for (lock, l) in &self.locks {
+            for h in l.holders.iter().filter(|h| h.session == session) {
+                let (lock, token) = (lock.clone(), h.token);
+                out.push((h.pid, sysmsg::Coord::LockLost { lock, token }));
+            }
+        }
+        for (group, e) in &self.elections {
+            if let Some((leader, term)) = e.leader
+                && e.candidates.contains(&(leader, session))
+            {
+                let group = group.clone();
+                out.push((leader, sysmsg::Coord::LeaderLost { group, term }));
+            }
+        }
+        out
     }
 
     /// A process ended: free its names, locks, waits and candidacies.

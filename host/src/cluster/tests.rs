@@ -174,8 +174,28 @@ fn outcome(text: &str) -> Outcome {
     }
 }
 
+/// `LOCK=TOKEN/P`: P lost a lock; `GROUP@TERM/P`: P lost a lead.
+fn lost(text: &str) -> (Pid, molt_abi::sysmsg::Coord) {
+    use molt_abi::sysmsg::Coord;
+    let (what, p) = text.split_once('/').expect("WHAT/P");
+    let notice = match what.split_once('=') {
+        Some((lock, token)) => Coord::LockLost {
+            lock: lock.into(),
+            token: num(token),
+        },
+        None => {
+            let (group, term) = what.split_once('@').expect("GROUP@TERM");
+            Coord::LeaderLost {
+                group: group.into(),
+                term: num(term),
+            }
+        }
+    };
+    (pid(num(p)), notice)
+}
+
 /// `granted REQ P LOCK=TOKEN...` `leader GROUP P TERM CANDIDATE...`
-/// `leader GROUP none` `ended S NODE`
+/// `leader GROUP none` `ended S NODE LOST...` (see [`lost`])
 fn event(text: &str) -> Event {
     let w: Vec<&str> = text.split_whitespace().collect();
     let n = |i: usize| num(w[i]);
@@ -198,6 +218,7 @@ fn event(text: &str) -> Event {
         ("ended", _) => Event::SessionEnded {
             session: SessionId(n(1)),
             node: w[2].into(),
+            lost: w[3..].iter().map(|l| lost(l)).collect(),
         },
         _ => panic!("unknown event {text:?}"),
     }
@@ -335,7 +356,7 @@ fn a_new_incarnation_ends_the_old_session_and_frees_what_it_held() {
          stand g 1 1     => leader 1 3; leader g 1 3 1
          acq 2 2 L:x     => queued
          stand g 2 2     => leader 1 3
-         open a@h 2      => session 8; granted 6 2 L=4; leader g 2 5 2; ended 1 a@h
+         open a@h 2      => session 8; granted 6 2 L=4; leader g 2 5 2; ended 1 a@h L=2/1 g@3/1
          reg n 1 1       => expired
          acq 1 1 M:x     => expired
          stand h 1 1     => expired
@@ -630,11 +651,11 @@ fn an_expired_session_releases_its_holders_and_drops_its_waiters() {
          acq 2 1 B:x  => queued
          acq 12 2 A:x => queued
          acq 13 2 B:x => queued
-         expire 1     => done; granted 6 12 A=3; ended 1 a@h",
+         expire 1     => done; granted 6 12 A=3; ended 1 a@h A=1/1",
     );
     assert_eq!(r.waiters(), [7]);
     assert_eq!((r.queue("B"), r.holders("B")), (vec![7], vec![(11, X, 2)]));
-    r.script("expire 2 => done; ended 2 b@h");
+    r.script("expire 2 => done; ended 2 b@h A=3/12 B=2/11");
     assert!(r.state.locks.is_empty() && r.state.waiters.is_empty());
 }
 
@@ -672,7 +693,7 @@ fn the_next_candidate_in_line_leads_with_a_larger_term() {
          resign g 9  => notcandidate
          resign h 4  => notcandidate
          stand g 5 1 => leader 4 3
-         expire 2    => done; leader g 5 4 5; ended 2 b@h
+         expire 2    => done; leader g 5 4 5; ended 2 b@h g@3/4
          resign g 5  => done; leader g none",
     );
     assert!(r.state.elections.is_empty());
