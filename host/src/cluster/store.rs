@@ -262,15 +262,17 @@ impl Storage {
         let (tx, rx) = mpsc::channel();
         let db = Arc::new(db);
         let report = failed_tx.clone();
+        let mem = Arc::new(Mutex::new(mem));
+        let read = mem.clone();
         std::thread::Builder::new()
             .name("molt-coord-log".into())
-            .spawn(move || writer(db, rx, report, shown))
+            .spawn(move || writer(db, rx, report, shown, read))
             .map_err(|source| OpenError::Dir {
                 path: dir.display().to_string(),
                 source,
             })?;
         Ok(Storage {
-            mem: Arc::new(Mutex::new(mem)),
+            mem,
             writer: Some(tx),
             failed,
             _failed_tx: failed_tx,
@@ -345,8 +347,16 @@ fn writer(
     rx: mpsc::Receiver<Write>,
     failed: Arc<watch::Sender<Option<String>>>,
     path: String,
+    mem: Arc<Mutex<Mem>>,
 ) {
     let mut closed = None;
+    // The last log index on disc (written by this batch or an earlier one,
+    // or covered by a purge).
+    let mut appended: Option<u64> = {
+        let mem = mem.lock().expect("log poisoned");
+        let last = mem.entries.keys().next_back().copied();
+        last.max(mem.last_purged.map(|l| l.index))
+    };
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH_MAX {
@@ -362,7 +372,19 @@ fn writer(
                 closed = Some(done);
             }
         }
-        let result = commit(&db, &batch);
+        // The commit index goes with the batch if the entry it names is on
+        // disc by then: never one ahead of the log that would carry it.
+        for write in &batch {
+            let last = match write {
+                Write::Append(rows, _) => rows.last().map(|(index, _)| *index),
+                Write::Purge(upto, _) => Some(*upto),
+                _ => None,
+            };
+            appended = appended.max(last);
+        }
+        let committed = mem.lock().expect("log poisoned").committed;
+        let committed = committed.filter(|c| Some(c.index) <= appended);
+        let result = commit(&db, &batch, committed);
         if let Err(why) = &result {
             tracing::error!(log = %path, error = %why, "coordination log write failed; the coordination group stops");
             failed.send_replace(Some(format!("{path}: {why}")));
@@ -387,12 +409,16 @@ fn writer(
     }
 }
 
-fn commit(db: &Database, batch: &[Write]) -> Result<(), String> {
+/// Write `batch` in one transaction, with the commit index as it is now
+/// (kept in memory by `save_committed` and written only along with other
+/// writes: a commit index that lags on disc is recomputed by Raft, and a
+/// transaction of its own per entry doubled the log's commits).
+fn commit(db: &Database, batch: &[Write], committed: Option<LogId<u64>>) -> Result<(), String> {
     let mut txn = db.begin_write().map_err(|e| e.to_string())?;
-    // Only appends and waited-for records need an fsync now; the rest (the
-    // commit index, truncations and purges) become durable with the next
-    // durable commit, which is soon enough for Raft: a lost commit index
-    // is recomputed, and a truncation is always followed by an append.
+    // Only appends and waited-for records need an fsync now; the rest
+    // (truncations and purges) become durable with the next durable
+    // commit, which is soon enough for Raft: a truncation is always
+    // followed by an append.
     let durable = batch
         .iter()
         .any(|w| matches!(w, Write::Append(..) | Write::Meta(_, _, Some(_))));
@@ -405,6 +431,11 @@ fn commit(db: &Database, batch: &[Write]) -> Result<(), String> {
     {
         let mut log = txn.open_table(LOG).map_err(|e| e.to_string())?;
         let mut meta = txn.open_table(META).map_err(|e| e.to_string())?;
+        if committed.is_some() {
+            let record = molt_abi::codec::encode(&committed);
+            meta.insert("committed", record.as_slice())
+                .map_err(|e| e.to_string())?;
+        }
         for write in batch {
             match write {
                 Write::Append(rows, _) => {
@@ -479,13 +510,9 @@ impl RaftLogStorage<Coord> for Storage {
         &mut self,
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
+        // Written with the log's next transaction (see `commit`).
         self.mem().committed = committed;
-        // Not waited for: a lost commit index is recomputed by Raft.
-        self.send(Write::Meta(
-            "committed",
-            molt_abi::codec::encode(&committed),
-            None,
-        ))
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
