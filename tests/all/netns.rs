@@ -884,6 +884,14 @@ fn a_2_1_partition_leaves_the_majority_working_and_heals_without_help() {
     );
     let (_, names) = net.cli(minority, &["names"]);
     assert!(!names.contains(&refused), "{names}");
+    // Its operator sees it is alone: no session of its own, and as the
+    // old leader, how long no quorum has answered it.
+    let (_, alone) = net.cli(minority, &["cluster"]);
+    assert!(alone.contains("session   none"), "{alone}");
+    assert!(
+        !alone.contains("(leader,") || alone.contains("no quorum has answered it"),
+        "{alone}"
+    );
     let seen = net.cluster(minority);
     net.note(format!("minority's own view meanwhile: {seen:?}"));
     if let Ok(view) = seen {

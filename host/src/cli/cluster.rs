@@ -69,7 +69,20 @@ pub async fn run(command: CoordCommand) -> Result<ExitCode> {
                         s.member,
                         s.log_mode
                     );
-                    out!("leader    {}", s.leader.as_deref().unwrap_or("(none)"));
+                    let alone = match s.quorum_ack_ms {
+                        Some(ms) if s.role == "leader" && ms >= 1_000 => {
+                            format!(" (no quorum has answered it for {:.1} s)", ms as f64 / 1e3)
+                        }
+                        _ => String::new(),
+                    };
+                    out!(
+                        "leader    {}{alone}",
+                        s.leader.as_deref().unwrap_or("(none)")
+                    );
+                    match s.session {
+                        Some(id) => out!("session   {id}"),
+                        None => out!("session   none (this node cannot renew one now)"),
+                    }
                     out!("term      {}", s.term);
                     let index = |i: Option<u64>| i.map_or("-".to_string(), |i| i.to_string());
                     out!(

@@ -1234,6 +1234,8 @@ impl Inner {
                 super::LogMode::Ram => "ram",
             }
             .to_string(),
+            session: self.current_session().map(|s| s.0),
+            quorum_ack_ms: m.millis_since_quorum_ack,
         }
     }
 }

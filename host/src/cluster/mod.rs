@@ -214,6 +214,13 @@ pub struct ClusterStatus {
     pub sessions: Vec<SessionStatus>,
     /// `disc` or `ram`.
     pub log_mode: String,
+    /// This node's own session, if it holds one (none while it is fenced
+    /// or has not opened one yet).
+    pub session: Option<u64>,
+    /// On a leader: milliseconds since a quorum last acknowledged it (a
+    /// leader cut off from its followers still says `leader` until it
+    /// hears of a successor; this says how long it has been alone).
+    pub quorum_ack_ms: Option<u64>,
 }
 
 /// One member of the group.
