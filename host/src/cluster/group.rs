@@ -69,6 +69,10 @@ struct SessionView {
     id: Option<SessionId>,
     /// When the last renewal the leader acknowledged was sent.
     acked: Instant,
+    /// The last session this node lost, and what its processes were told
+    /// then: the entry that ends it may name more (a replica that had run
+    /// ahead of the fence), and only the rest is told then.
+    told: Option<(SessionId, Vec<(Pid, sysmsg::Coord)>)>,
 }
 
 /// What only the leader keeps: when each session was last renewed.
@@ -136,6 +140,7 @@ impl Inner {
             session: Mutex::new(SessionView {
                 id: None,
                 acked: Instant::now(),
+                told: None,
             }),
             session_changed: tokio::sync::Notify::new(),
             leader: Mutex::default(),
@@ -779,18 +784,24 @@ impl Inner {
         why: &str,
         lost: impl FnOnce(&super::state::State) -> Vec<(Pid, sysmsg::Coord)>,
     ) {
-        {
-            let mut s = self.session.lock().expect("session poisoned");
-            if s.id != Some(id) {
-                return;
-            }
-            s.id = None;
-        }
-        tracing::warn!(%id, why, "coordination session lost; telling this node's lock holders and leaders");
         let Some(node) = self.node.upgrade() else {
             return;
         };
-        let notices = lost(&self.state().state);
+        // Read before the session lock is taken: `status` takes the two
+        // the other way round.
+        let lost = lost(&self.state().state);
+        let mut s = self.session.lock().expect("session poisoned");
+        if s.id == Some(id) {
+            s.id = None;
+            s.told = Some((id, Vec::new()));
+            tracing::warn!(%id, why, "coordination session lost; telling this node's lock holders and leaders");
+        }
+        let Some((_, told)) = s.told.as_mut().filter(|(lost, _)| *lost == id) else {
+            return;
+        };
+        let notices: Vec<_> = lost.into_iter().filter(|n| !told.contains(n)).collect();
+        told.extend(notices.iter().cloned());
+        drop(s);
         for (pid, notice) in notices {
             tell(&node, pid, &notice);
         }
@@ -1208,6 +1219,7 @@ impl Inner {
             .current_leader
             .and_then(|id| membership.get_node(&id))
             .map(|n| n.name.clone());
+        let session = self.current_session().map(|s| s.0);
         let applied = self.state();
         ClusterStatus {
             cluster: applied.state.cluster.clone(),
@@ -1234,7 +1246,7 @@ impl Inner {
                 super::LogMode::Ram => "ram",
             }
             .to_string(),
-            session: self.current_session().map(|s| s.0),
+            session,
             quorum_ack_ms: m.millis_since_quorum_ack,
         }
     }
