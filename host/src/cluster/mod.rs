@@ -675,24 +675,14 @@ impl Coordination {
         match outcome {
             Outcome::Granted(grants) => {
                 inner.stop_waiting(req);
-                if inner.grants_live(session, pid, &grants) {
-                    Ok(grants)
-                } else {
-                    // Granted under a session this node has lost since.
-                    inner.release_all(pid, &grants);
-                    Err(GlobalError::SessionLost)
-                }
+                hand_over(inner, session, pid, grants)
             }
             Outcome::Queued => {
                 if let Ok(Ok(grants)) = tokio::time::timeout(timeout, &mut granted).await {
                     // Checked when it was handed on, and again now: the
                     // session may have been lost while this task waited
                     // to run (its holders were told; so is this caller).
-                    if inner.grants_live(session, pid, &grants) {
-                        return Ok(grants);
-                    }
-                    inner.release_all(pid, &grants);
-                    return Err(GlobalError::SessionLost);
+                    return hand_over(inner, session, pid, grants);
                 }
                 // Give up the place in the queues; a grant that came first
                 // is kept.
@@ -832,6 +822,22 @@ impl Coordination {
             })
             .collect()
     }
+}
+
+/// `grants` for their caller, unless they were made under a session this
+/// node has lost since or were revoked already: then they are given back
+/// and the caller is told `SessionLost`.
+fn hand_over(
+    inner: &Arc<Inner>,
+    session: SessionId,
+    pid: Pid,
+    grants: Vec<Grant>,
+) -> Result<Vec<Grant>, GlobalError> {
+    if inner.grants_live(session, pid, &grants) {
+        return Ok(grants);
+    }
+    inner.release_all(pid, &grants);
+    Err(GlobalError::SessionLost)
 }
 
 fn unexpected(outcome: Outcome) -> GlobalError {
