@@ -332,6 +332,16 @@ fn the_bench_mirror_of_bench_args_encodes_like_the_guest() {
                 payload_bytes: 64,
             },
         ),
+        (
+            molt_abi::codec::encode(&Host::WhereisGlobal {
+                name: "n".into(),
+                reads: 6,
+            }),
+            Guest::WhereisGlobal {
+                name: "n".into(),
+                reads: 6,
+            },
+        ),
     ];
     for (bytes, expected) in pairs {
         assert_eq!(molt_abi::codec::decode::<Guest>(&bytes), Ok(expected));

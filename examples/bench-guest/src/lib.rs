@@ -51,6 +51,15 @@ pub enum BenchArgs {
         /// Target encoded size of each blob message.
         payload_bytes: u32,
     },
+    /// Look the cluster name `name` up `reads` times in this node's
+    /// replica (`global::whereis`), then stop `normal`; stop with an error
+    /// if any lookup missed.
+    WhereisGlobal {
+        /// The name, registered before the spawn.
+        name: String,
+        /// Lookups to make.
+        reads: u64,
+    },
 }
 
 /// Messages between bench processes.
@@ -238,6 +247,18 @@ impl Behaviour for Bench {
                     return Err(reason);
                 }
                 sender
+            }
+            BenchArgs::WhereisGlobal { name, reads } => {
+                let found = (0..reads)
+                    .filter(|_| molt_sdk::global::whereis(&name).is_some())
+                    .count() as u64;
+                if found != reads {
+                    return Err(format!(
+                        "whereis_global: {name} missed {} times",
+                        reads - found
+                    ));
+                }
+                return Err(molt_sdk::abi::reason::NORMAL.into());
             }
         })
     }

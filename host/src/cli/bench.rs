@@ -466,15 +466,6 @@ where
 
 /// Run the benchmarks and print each figure.
 pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> {
-    if args.only.as_deref() == Some("coordination") {
-        let figures =
-            super::bench_coord::run(args.runs.max(1), args.contention_secs, args.coord_dir).await?;
-        print(
-            &figures,
-            "molt bench: coordination on three nodes (loopback), median shown".into(),
-        );
-        return Ok(figures);
-    }
     let guest = match &args.guest {
         Some(path) => path.clone(),
         None => {
@@ -482,6 +473,20 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             guest_build::build_workspace_guests(&[MODULE])?.join("bench_guest.wasm")
         }
     };
+    if args.only.as_deref() == Some("coordination") {
+        let figures = super::bench_coord::run(
+            args.runs.max(1),
+            args.contention_secs,
+            args.coord_dir,
+            &guest,
+        )
+        .await?;
+        print(
+            &figures,
+            "molt bench: coordination on three nodes (loopback), median shown".into(),
+        );
+        return Ok(figures);
+    }
     config.processes_max = config.processes_max.max(args.processes + 64);
     let node = Node::start(config)?;
     if node.config().processes_max < args.processes + 64 {

@@ -6,16 +6,40 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use molt_host::NodeConfig;
 use molt_host::cluster::{LockMode, LockRequest, LogMode};
 
 use super::bench::Figure;
+use super::bench_wire::BenchArgs;
 use super::local_cluster::{Member, stop, stop_member};
 
-/// Three nodes of the bench cluster, named `coord-*`.
-async fn three(dir: &Path, mode: LogMode) -> Result<Vec<Member>> {
-    super::local_cluster::three(&NodeConfig::default(), "coord", dir, mode, None).await
+/// Three nodes of the bench cluster, named `coord-*`, with `guest` (the
+/// bench guest) loaded if given.
+async fn three(dir: &Path, mode: LogMode, guest: Option<&Path>) -> Result<Vec<Member>> {
+    super::local_cluster::three(&NodeConfig::default(), "coord", dir, mode, guest).await
+}
+
+/// Guest lookups of a cluster name held on `m`'s replica: a bench guest
+/// calls `global::whereis` `reads` times; reads per second, spawn and
+/// exit included.
+async fn guest_whereis(m: &Member, reads: u64) -> Result<f64> {
+    use molt_abi::{codec, reason};
+    let mut mailbox = m.node.mailbox()?;
+    let args = BenchArgs::WhereisGlobal {
+        name: "read-me".into(),
+        reads,
+    };
+    let start = Instant::now();
+    let (_, watch) = mailbox.spawn("bench-guest", codec::encode(&args), false, true)?;
+    let why = mailbox
+        .recv_down(watch.expect("monitored"), Duration::from_secs(120))
+        .await
+        .context("the whereis_global guest did not finish in time")?;
+    if why != reason::NORMAL {
+        bail!("the whereis_global guest stopped: {why}");
+    }
+    Ok(reads as f64 / start.elapsed().as_secs_f64())
 }
 
 fn exclusive(lock: &str) -> Vec<LockRequest> {
@@ -111,7 +135,7 @@ async fn contention(members: &[Member], secs: u64) -> Result<Vec<u64>> {
 /// Kill the leader's node (its connections drop; it answers nothing) and
 /// time until a follower is granted a lock: ms.
 async fn leader_failover(dir: &Path) -> Result<f64> {
-    let mut members = three(dir, LogMode::Ram).await?;
+    let mut members = three(dir, LogMode::Ram, None).await?;
     let leader = members.remove(0);
     let me = members[0].node.mailbox()?;
     let t = Instant::now();
@@ -139,7 +163,7 @@ async fn leader_failover(dir: &Path) -> Result<f64> {
 /// Kill the node of a lock's holder and time until the next waiter (on
 /// another node) is granted it: ms.
 async fn holder_failover(dir: &Path) -> Result<f64> {
-    let mut members = three(dir, LogMode::Ram).await?;
+    let mut members = three(dir, LogMode::Ram, None).await?;
     let holder_node = members.remove(2);
     let holder = holder_node.node.mailbox()?;
     holder_node
@@ -188,6 +212,7 @@ pub async fn run(
     runs: usize,
     contention_secs: u64,
     data_dir: Option<PathBuf>,
+    guest: &Path,
 ) -> Result<Vec<Figure>> {
     let base = data_dir.unwrap_or_else(std::env::temp_dir);
     let dir = BenchDir(base.join(format!("molt-bench-coord-{}", std::process::id())));
@@ -202,7 +227,8 @@ pub async fn run(
         runs: fsync,
     });
     for (mode, tag) in [(LogMode::Ram, "ram"), (LogMode::Disc, "disc")] {
-        let members = three(&dir.0.join(tag), mode).await?;
+        let guest = (mode == LogMode::Ram).then_some(guest);
+        let members = three(&dir.0.join(tag), mode, guest).await?;
         let mut lock_leader = (Vec::new(), Vec::new());
         let mut lock_follower = (Vec::new(), Vec::new());
         let mut register = Vec::new();
@@ -260,7 +286,16 @@ pub async fn run(
                 reads.push(f64::from(n) / t.elapsed().as_secs_f64());
             }
             figures.push(Figure {
-                name: "whereis_global, local replica",
+                name: "whereis_global, local replica (Rust API)",
+                unit: "reads/s",
+                runs: reads,
+            });
+            let mut reads = Vec::new();
+            for _ in 0..runs {
+                reads.push(guest_whereis(&members[1], 1_000_000).await?);
+            }
+            figures.push(Figure {
+                name: "whereis_global, local replica (from a guest)",
                 unit: "reads/s",
                 runs: reads,
             });

@@ -40,6 +40,13 @@ pub enum BenchArgs {
         /// Approximate encoded size of each blob.
         payload_bytes: u32,
     },
+    /// Look the cluster name `name` up `reads` times, then stop.
+    WhereisGlobal {
+        /// The name.
+        name: String,
+        /// Lookups.
+        reads: u64,
+    },
 }
 
 /// The `Ping` of `examples/bench-guest`'s `BenchMsg` (variant 0), and the
