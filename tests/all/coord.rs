@@ -489,7 +489,7 @@ async fn a_node_without_coordination_says_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn molt_cluster_shows_three_cli_nodes_and_removes_one() {
+async fn molt_cluster_shows_cli_nodes_adds_a_voter_and_removes_one() {
     const COOKIE: &str = "coord-cli-cookie-0123456789abcdef";
     fn os(s: &str) -> &std::ffi::OsStr {
         s.as_ref()
@@ -504,6 +504,11 @@ async fn molt_cluster_shows_three_cli_nodes_and_removes_one() {
     .await;
     let (_c, _) = ChildNode::start(
         &[os("--name"), os("cc"), os("--join"), os(&join_os)],
+        COOKIE,
+    )
+    .await;
+    let (_d, _) = ChildNode::start(
+        &[os("--name"), os("cd"), os("--join"), os(&join_os)],
         COOKIE,
     )
     .await;
@@ -522,10 +527,13 @@ async fn molt_cluster_shows_three_cli_nodes_and_removes_one() {
     let deadline = Instant::now() + WAIT;
     let shown = loop {
         let (ok, text) = cluster(&["cluster"]);
-        if ok && text.matches("voter ").count() == 3 {
+        if ok && text.matches("voter ").count() == 3 && text.contains("learner ") {
             break text;
         }
-        assert!(Instant::now() < deadline, "three voters in time:\n{text}");
+        assert!(
+            Instant::now() < deadline,
+            "three voters and a learner in time:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(shown.contains("leader    ca@127.0.0.1"), "{shown}");
@@ -535,6 +543,27 @@ async fn molt_cluster_shows_three_cli_nodes_and_removes_one() {
     }
     let (ok, names) = cluster(&["names"]);
     assert!(ok && names.starts_with("name"), "{names}");
+    // The fourth node is a learner (three voters by default); the operator
+    // makes it a voter.
+    let learner = shown
+        .lines()
+        .find(|l| l.contains("learner "))
+        .expect("a learner line");
+    assert!(learner.contains("cd@127.0.0.1"), "{shown}");
+    let (ok, text) = cluster(&["cluster", "add-voter", "cd@127.0.0.1"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("cd@127.0.0.1 is a voter"), "{text}");
+    assert!(
+        text.contains("4 voters survive no more failures than 3 do"),
+        "{text}"
+    );
+    let (ok, text) = cluster(&["cluster"]);
+    assert!(ok && text.matches("voter ").count() == 4, "{text}");
+    assert!(!text.contains("learner "), "{text}");
+    let (ok, text) = cluster(&["cluster", "add-voter", "cd@127.0.0.1"]);
+    assert!(!ok && text.contains("a voter already"), "{text}");
+    let (ok, text) = cluster(&["cluster", "add-voter", "nobody@127.0.0.1"]);
+    assert!(!ok && text.contains("not a member"), "{text}");
     let (ok, text) = cluster(&["cluster", "remove", "cc@127.0.0.1"]);
     assert!(ok, "{text}");
     assert!(text.contains("removed cc@127.0.0.1"), "{text}");

@@ -16,6 +16,12 @@ pub enum ClusterAction {
         /// The node's name, `name@host`.
         member: String,
     },
+    /// Make a learner that is up a voter now, beyond the `--voters` the
+    /// group keeps by itself (an added voter stays until removed).
+    AddVoter {
+        /// The node's name, `name@host`.
+        member: String,
+    },
 }
 
 /// The coordination commands.
@@ -55,6 +61,18 @@ pub async fn run(command: CoordCommand) -> Result<ExitCode> {
                     let ids = control.remove_member(&target, &member).await?;
                     let ids: Vec<String> = ids.iter().map(|i| format!("{i:016x}")).collect();
                     out!("removed {member} (member {})", ids.join(", "));
+                }
+                Some(ClusterAction::AddVoter { member }) => {
+                    let voters = control.add_voter(&target, &member).await?;
+                    out!("{member} is a voter; voters now: {}", voters.join(", "));
+                    if voters.len().is_multiple_of(2) {
+                        out!(
+                            "note: {} voters survive no more failures than {} do: a majority of {} is needed",
+                            voters.len(),
+                            voters.len() - 1,
+                            voters.len() / 2 + 1
+                        );
+                    }
                 }
                 None => {
                     let s = control.cluster_status(&target).await?;

@@ -465,6 +465,7 @@ impl Inner {
             CoordRequest::Locks => Ok(CoordReply::Locks(self.coordination().locks())),
             CoordRequest::Elections => Ok(CoordReply::Elections(self.coordination().elections())),
             CoordRequest::Remove(name) => self.serve_remove(&name).await,
+            CoordRequest::AddVoter(name) => self.serve_add_voter(&name).await,
             CoordRequest::Whereis(name) => {
                 self.ensure_linearizable().await?;
                 let state = &self.state().state;
@@ -503,6 +504,50 @@ impl Inner {
             .await?;
         tracing::info!(node = %name, "removed from the coordination group");
         Ok(CoordReply::Removed(ids.into_iter().collect()))
+    }
+
+    /// Make the member named `name`, a learner heard from within the
+    /// session TTL, a voter now (the automatic management adds voters only
+    /// up to `voters`; this adds one beyond, and never takes it away).
+    async fn serve_add_voter(&self, name: &str) -> Result<CoordReply, CoordError> {
+        self.require_leader()?;
+        let _serial = self.membership_change.lock().await;
+        let ids = self.members_named(name, None);
+        if ids.is_empty() {
+            return Err(CoordError::Raft(format!(
+                "{name} is not a member of the group (a node joins with --join)"
+            )));
+        }
+        let voters = self.voters();
+        if !voters.is_disjoint(&ids) {
+            return Err(CoordError::Raft(format!("{name} is a voter already")));
+        }
+        let now = Instant::now();
+        let live: BTreeSet<u64> = {
+            let view = self.leader.lock().expect("leader poisoned");
+            ids.iter()
+                .copied()
+                .filter(|id| {
+                    view.seen
+                        .get(id)
+                        .is_some_and(|t| now.duration_since(*t) < self.config.session_ttl)
+                })
+                .collect()
+        };
+        let Some(&id) = live.iter().next_back() else {
+            return Err(CoordError::Raft(format!(
+                "{name} has no live session with the leader: only a learner that is up can become a voter"
+            )));
+        };
+        self.change_members(ChangeMembers::AddVoterIds([id].into()), true)
+            .await?;
+        tracing::info!(node = %name, "made a voter of the coordination group");
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let names = membership
+            .voter_ids()
+            .filter_map(|v| membership.membership().get_node(&v).map(|m| m.name.clone()))
+            .collect();
+        Ok(CoordReply::Voters(names))
     }
 
     /// The Raft ids of the members named `name`, but `except`.

@@ -25,7 +25,7 @@ use super::types::{Coord, Member};
 use crate::net::service::{CallError, PeerId, RequestError, Service, ServiceClient, ServiceId};
 
 /// What a node asks another's coordination service.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum CoordRequest {
     /// Raft: replicate entries.
     Append(AppendEntriesRequest<Coord>),
@@ -58,6 +58,8 @@ pub enum CoordRequest {
     Elections,
     /// To the leader: take a node out of the group (voter or learner).
     Remove(String),
+    /// To the leader: make a live learner a voter.
+    AddVoter(String),
 }
 
 /// The answer to a [`CoordRequest`].
@@ -87,6 +89,8 @@ pub enum CoordReply {
     Elections(Vec<super::ElectionStatus>),
     /// To `Remove`: the ids removed.
     Removed(Vec<u64>),
+    /// To `AddVoter`: the voters' names after the change.
+    Voters(Vec<String>),
 }
 
 /// Why the coordination service refused a request.

@@ -116,14 +116,43 @@ impl Control {
         node: &str,
         member: &str,
     ) -> Result<Vec<u64>, CoordQueryError> {
+        match self
+            .ask_leader(node, CoordRequest::Remove(member.to_string()))
+            .await?
+        {
+            (CoordReply::Removed(ids), _) => Ok(ids),
+            (_, leader) => Err(CoordQueryError::Unexpected(leader)),
+        }
+    }
+
+    /// Make `member`, a learner that is up, a voter of the coordination
+    /// group, asking `node` (or the leader it names). Returns the voters'
+    /// names after the change.
+    pub async fn add_voter(
+        &self,
+        node: &str,
+        member: &str,
+    ) -> Result<Vec<String>, CoordQueryError> {
+        match self
+            .ask_leader(node, CoordRequest::AddVoter(member.to_string()))
+            .await?
+        {
+            (CoordReply::Voters(names), _) => Ok(names),
+            (_, leader) => Err(CoordQueryError::Unexpected(leader)),
+        }
+    }
+
+    /// Ask `node` a leader's question, following it to the leader it names
+    /// (up to three hops): the answer and who gave it.
+    async fn ask_leader(
+        &self,
+        node: &str,
+        request: CoordRequest,
+    ) -> Result<(CoordReply, String), CoordQueryError> {
         let mut target = node.to_string();
         for _ in 0..3 {
-            match self
-                .ask_coord(&target, CoordRequest::Remove(member.to_string()))
-                .await
-            {
-                Ok(CoordReply::Removed(ids)) => return Ok(ids),
-                Ok(_) => return Err(CoordQueryError::Unexpected(target)),
+            match self.ask_coord(&target, request.clone()).await {
+                Ok(reply) => return Ok((reply, target)),
                 Err(CoordQueryError::Refused {
                     error:
                         CoordError::NotLeader {
