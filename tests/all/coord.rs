@@ -527,7 +527,11 @@ async fn molt_cluster_shows_cli_nodes_adds_a_voter_and_removes_one() {
     let deadline = Instant::now() + WAIT;
     let shown = loop {
         let (ok, text) = cluster(&["cluster"]);
-        if ok && text.matches("voter ").count() == 3 && text.contains("learner ") {
+        // The learner is up once its session shows.
+        let learner_up = text
+            .lines()
+            .any(|l| l.starts_with("learner ") && !l.ends_with("no session"));
+        if ok && text.matches("voter ").count() == 3 && learner_up {
             break text;
         }
         assert!(

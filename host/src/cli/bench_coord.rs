@@ -226,6 +226,26 @@ pub async fn run(
         unit: "µs",
         runs: fsync,
     });
+    // Consensus without a network: the floor under every figure below.
+    let alone = super::local_cluster::start(
+        &NodeConfig::default(),
+        "alone",
+        &dir.0.join("alone"),
+        LogMode::Ram,
+        None,
+        1,
+    )
+    .await?;
+    let mut single = Vec::new();
+    for _ in 0..runs {
+        single.push(lock_cycle(&alone[0], "bench", 1_000).await?.0);
+    }
+    stop(alone).await;
+    figures.push(Figure {
+        name: "lock+unlock p50, one-node group (ram)",
+        unit: "µs",
+        runs: single,
+    });
     for (mode, tag) in [(LogMode::Ram, "ram"), (LogMode::Disc, "disc")] {
         let guest = (mode == LogMode::Ram).then_some(guest);
         let members = three(&dir.0.join(tag), mode, guest).await?;

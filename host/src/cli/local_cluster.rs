@@ -26,10 +26,23 @@ pub async fn three(
     mode: LogMode,
     module: Option<&Path>,
 ) -> Result<Vec<Member>> {
+    start(config, prefix, dir, mode, module, 3).await
+}
+
+/// `count` nodes (at most three) as [`three`] starts them, waiting for
+/// `count` voters.
+pub async fn start(
+    config: &NodeConfig,
+    prefix: &str,
+    dir: &Path,
+    mode: LogMode,
+    module: Option<&Path>,
+    count: usize,
+) -> Result<Vec<Member>> {
     let mut cookie = vec![0u8; 32];
     getrandom::fill(&mut cookie).map_err(|e| anyhow::anyhow!("random cookie: {e}"))?;
     let mut members: Vec<Member> = Vec::new();
-    for suffix in ["a", "b", "c"] {
+    for suffix in ["a", "b", "c"].into_iter().take(count) {
         let name = format!("{prefix}-{suffix}");
         let node = Node::start(NodeConfig {
             name: format!("{name}@127.0.0.1"),
@@ -56,9 +69,9 @@ pub async fn three(
         members.push(Member { node, dist, coord });
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while members[0].coord.status().voters.len() < 3 {
+    while members[0].coord.status().voters.len() < count {
         if Instant::now() > deadline {
-            bail!("the local cluster did not get three voters in 20 s");
+            bail!("the local cluster did not get {count} voters in 20 s");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -2,7 +2,8 @@
 //! (a [`Command`] and the id of the request that proposed it), and the
 //! [`Outcome`] applying it gives. These are the log's storage format and
 //! travel between nodes as they are, so a change to them is a change of
-//! both (see the golden test in `cluster/tests.rs`).
+//! both: `cluster/log_golden.txt` records one encoded entry per command
+//! kind, and `the_log_format_only_grows` in `cluster/tests.rs` keeps them.
 
 use molt_abi::Pid;
 use serde::{Deserialize, Serialize};
@@ -164,6 +165,17 @@ pub enum Command {
         /// The grant's fencing token.
         token: u64,
     },
+    /// Free a name only if the process still holds it under `token`: how
+    /// a node undoes a registration whose caller had given up, so that a
+    /// registration the same process made again since is left alone.
+    UnregisterToken {
+        /// The name.
+        name: String,
+        /// The holder.
+        pid: Pid,
+        /// The registration's fencing token.
+        token: u64,
+    },
 }
 
 /// One log entry's application data.
@@ -211,7 +223,7 @@ impl std::fmt::Display for Limit {
 /// What registering or unregistering a name did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NameOutcome {
-    /// The process holds the name (now, or already).
+    /// The name is the process's now: nobody held it.
     Registered {
         /// The registration's fencing token.
         token: u64,
@@ -229,6 +241,12 @@ pub enum NameOutcome {
     NotHolder {
         /// That process.
         holder: Pid,
+    },
+    /// The process held the name already: its registration is confirmed
+    /// under a new fencing token (larger than the one before).
+    Reregistered {
+        /// The registration's new fencing token.
+        token: u64,
     },
 }
 

@@ -506,8 +506,8 @@ impl Inner {
         Ok(CoordReply::Removed(ids.into_iter().collect()))
     }
 
-    /// Make the member named `name`, a learner heard from within the
-    /// session TTL, a voter now (the automatic management adds voters only
+    /// Make the member named `name`, a learner with an open session, a
+    /// voter now (the automatic management adds voters only
     /// up to `voters`; this adds one beyond, and never takes it away).
     async fn serve_add_voter(&self, name: &str) -> Result<CoordReply, CoordError> {
         self.require_leader()?;
@@ -522,21 +522,19 @@ impl Inner {
         if !voters.is_disjoint(&ids) {
             return Err(CoordError::Raft(format!("{name} is a voter already")));
         }
-        let now = Instant::now();
-        let live: BTreeSet<u64> = {
-            let view = self.leader.lock().expect("leader poisoned");
-            ids.iter()
-                .copied()
-                .filter(|id| {
-                    view.seen
-                        .get(id)
-                        .is_some_and(|t| now.duration_since(*t) < self.config.session_ttl)
-                })
-                .collect()
+        // Up: it holds an open session (one not renewed in time is expired
+        // by the leader).
+        let open = {
+            let state = &self.state().state;
+            state
+                .sessions
+                .values()
+                .find(|session| ids.contains(&session.member))
+                .map(|session| session.member)
         };
-        let Some(&id) = live.iter().next_back() else {
+        let Some(id) = open else {
             return Err(CoordError::Raft(format!(
-                "{name} has no live session with the leader: only a learner that is up can become a voter"
+                "{name} has no open session: only a learner that is up can become a voter"
             )));
         };
         self.change_members(ChangeMembers::AddVoterIds([id].into()), true)
@@ -587,7 +585,9 @@ impl Inner {
         let limits = &self.config.limits;
         let name_ok = |n: &str| !n.is_empty() && n.len() <= limits.name_bytes_max;
         let ok = match command {
-            Command::Register { name, .. } | Command::Unregister { name, .. } => name_ok(name),
+            Command::Register { name, .. }
+            | Command::Unregister { name, .. }
+            | Command::UnregisterToken { name, .. } => name_ok(name),
             Command::Release { lock, .. } | Command::ReleaseGrant { lock, .. } => name_ok(lock),
             Command::Stand { group, .. } | Command::Resign { group, .. } => name_ok(group),
             Command::Acquire { locks, .. } => {
@@ -1003,6 +1003,23 @@ impl Inner {
     }
 }
 
+/// What undoes a registration whose caller gave up, if anything. Only a
+/// registration the entry made is undone, and only while it is the one
+/// held: the process may have registered again since (a new token), or
+/// may have held the name before (then the entry changed nothing to undo).
+pub(super) fn undo_registration(command: &Command, outcome: &Outcome) -> Option<Command> {
+    match (command, outcome) {
+        (Command::Register { name, pid, .. }, Outcome::Name(NameOutcome::Registered { token })) => {
+            Some(Command::UnregisterToken {
+                name: name.clone(),
+                pid: *pid,
+                token: *token,
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Deliver a coordination notice to a local process. It cannot be
 /// forged: its tag is reserved, and guests cannot send those.
 fn tell(node: &crate::runtime::Node, pid: Pid, notice: &sysmsg::Coord) {
@@ -1063,7 +1080,10 @@ impl Inner {
     /// ended, free it at once.
     fn note_holder(self: &Arc<Self>, command: &Command, outcome: &Outcome) {
         let pid = match (command, outcome) {
-            (Command::Register { pid, .. }, Outcome::Name(NameOutcome::Registered { .. }))
+            (
+                Command::Register { pid, .. },
+                Outcome::Name(NameOutcome::Registered { .. } | NameOutcome::Reregistered { .. }),
+            )
             | (Command::Acquire { pid, .. }, Outcome::Granted(_) | Outcome::Queued)
             | (Command::Stand { pid, .. }, Outcome::Stand(_)) => *pid,
             _ => return,
@@ -1096,13 +1116,7 @@ impl Inner {
     /// Undo what a proposal nobody waits for any more did.
     fn undo(self: &Arc<Self>, req: ReqId, command: &Command, outcome: &Outcome) {
         let undo = match (command, outcome) {
-            (
-                Command::Register { name, pid, .. },
-                Outcome::Name(NameOutcome::Registered { .. }),
-            ) => Some(Command::Unregister {
-                name: name.clone(),
-                pid: *pid,
-            }),
+            (Command::Register { .. }, _) => undo_registration(command, outcome),
             (Command::Acquire { pid, .. }, Outcome::Granted(grants)) => {
                 self.release_all(*pid, grants);
                 None

@@ -560,12 +560,14 @@ impl Coordination {
         match self.inner.propose(command).await? {
             // Registered under a session this node has lost since: the
             // session's end frees it.
-            Outcome::Name(NameOutcome::Registered { .. })
+            Outcome::Name(NameOutcome::Registered { .. } | NameOutcome::Reregistered { .. })
                 if self.inner.current_session() != Some(session) =>
             {
                 Err(GlobalError::SessionLost)
             }
-            Outcome::Name(NameOutcome::Registered { token }) => Ok(token),
+            Outcome::Name(
+                NameOutcome::Registered { token } | NameOutcome::Reregistered { token },
+            ) => Ok(token),
             Outcome::Name(NameOutcome::AlreadyRegistered { holder }) => {
                 Err(GlobalError::AlreadyRegistered { holder })
             }

@@ -201,6 +201,12 @@ impl State {
             }
             Command::Register { name, pid, session } => self.register(name, *pid, *session, limits),
             Command::Unregister { name, pid } => self.unregister(name, *pid),
+            Command::UnregisterToken { name, pid, token } => match self.names.get(name) {
+                Some(held) if held.pid == *pid && held.token == *token => {
+                    self.unregister(name, *pid)
+                }
+                _ => Outcome::Done,
+            },
             Command::Exited { pid } => {
                 self.forget_pid(*pid, events);
                 Outcome::Done
@@ -363,9 +369,15 @@ impl State {
             }
             // The holder registering again: kept under the newer of the two
             // sessions of its node, so that a registration confirmed under
-            // the node's new session does not end with its old one.
-            held.session = held.session.max(session);
-            return Outcome::Name(NameOutcome::Registered { token: held.token });
+            // the node's new session does not end with its old one; a new
+            // token, so that undoing an earlier registration of the same
+            // process by its token leaves this one alone.
+            let session = held.session.max(session);
+            let token = self.token();
+            let held = self.names.get_mut(name).expect("held");
+            held.session = session;
+            held.token = token;
+            return Outcome::Name(NameOutcome::Reregistered { token });
         }
         if self.names.len() >= limits.names_max {
             return Outcome::Limit(Limit::Names);

@@ -21,7 +21,7 @@ use super::command::{
 };
 use super::config::{CoordConfig, CoordLimits};
 use super::machine::Machine;
-use super::state::{Event, State, Waiter};
+use super::state::{ClusterId, Event, State, Waiter};
 use super::store::{Identity, OpenError, Storage, StoredSnapshot};
 use super::types::Coord;
 
@@ -76,6 +76,7 @@ fn grants(words: &[&str]) -> Vec<Grant> {
 
 /// `open NODE INC` `close S` `expire S` `reg NAME P S` `unreg NAME P`
 /// `exit P` `acq P S LOCK:x|s...` `rel LOCK P` `relgrant LOCK P TOKEN` `cancel INDEX`
+/// `unregtoken NAME P TOKEN`
 /// `stand GROUP P S` `resign GROUP P` `noop`
 fn command(text: &str) -> Command {
     let w: Vec<&str> = text.split_whitespace().collect();
@@ -108,6 +109,11 @@ fn command(text: &str) -> Command {
             lock: w[1].into(),
             pid: p(2),
         },
+        "unregtoken" => Command::UnregisterToken {
+            name: w[1].into(),
+            pid: p(2),
+            token: n(3),
+        },
         "relgrant" => Command::ReleaseGrant {
             lock: w[1].into(),
             pid: p(2),
@@ -139,6 +145,7 @@ const LIMITS: [Limit; 7] = [
 ];
 
 /// `done` `session ID` `expired` `limit KEY_max` `registered TOKEN`
+/// `reregistered TOKEN`
 /// `taken HOLDER` `unregistered` `unknown` `notholder HOLDER`
 /// `granted LOCK=TOKEN...` `queued` `released` `notheld` `duplicate LOCK`
 /// `alreadyheld LOCK` `cancelled` `notwaiting` `leader P TERM`
@@ -153,6 +160,7 @@ fn outcome(text: &str) -> Outcome {
         "expired" => Outcome::SessionExpired,
         "limit" => Outcome::Limit(LIMITS.into_iter().find(|l| l.to_string() == w[1]).unwrap()),
         "registered" => name(NameOutcome::Registered { token: n(1) }),
+        "reregistered" => name(NameOutcome::Reregistered { token: n(1) }),
         "taken" => name(NameOutcome::AlreadyRegistered { holder: pid(n(1)) }),
         "unregistered" => name(NameOutcome::Unregistered),
         "unknown" => name(NameOutcome::NotRegistered),
@@ -394,15 +402,15 @@ fn a_name_is_registered_compare_and_set() {
         "open a@h 1  => session 1
          reg n 1 1   => registered 1
          reg n 2 1   => taken 1
-         reg n 1 1   => registered 1
+         reg n 1 1   => reregistered 2
          unreg n 2   => notholder 1
          unreg m 1   => unknown
          unreg n 1   => unregistered
-         reg n 2 1   => registered 2",
+         reg n 2 1   => registered 3",
     );
     assert_eq!(
         (r.state.whereis("n"), r.state.next_token),
-        (Some(pid(2)), 2)
+        (Some(pid(2)), 3)
     );
 }
 
@@ -437,10 +445,10 @@ fn names_max_refuses_a_new_name_only() {
          reg a 1 1  => registered 1
          reg b 2 1  => registered 2
          reg c 3 1  => limit names_max
-         reg a 1 1  => registered 1
+         reg a 1 1  => reregistered 3
          reg a 3 1  => taken 1
          unreg b 2  => unregistered
-         reg c 3 1  => registered 3",
+         reg c 3 1  => registered 4",
     );
 }
 
@@ -457,12 +465,14 @@ fn tokens_increase_across_registrations_grants_and_terms() {
          resign g 2      => done; leader g none
          stand g 3 1     => leader 3 6; leader g 3 6 3
          reg m 3 1       => registered 7
-         reg n 1 1       => registered 1",
+         reg n 1 1       => reregistered 8",
     );
     let mut tokens = Vec::new();
-    for (outcome, events) in &r.log[..r.log.len() - 1] {
+    for (outcome, events) in &r.log {
         match outcome {
-            Outcome::Name(NameOutcome::Registered { token }) => tokens.push(*token),
+            Outcome::Name(
+                NameOutcome::Registered { token } | NameOutcome::Reregistered { token },
+            ) => tokens.push(*token),
             Outcome::Granted(g) => tokens.extend(g.iter().map(|g| g.token)),
             _ => {}
         }
@@ -477,7 +487,46 @@ fn tokens_increase_across_registrations_grants_and_terms() {
             }
         }
     }
-    assert_eq!(tokens, (1..=7).collect::<Vec<u64>>());
+    assert_eq!(tokens, (1..=8).collect::<Vec<u64>>());
+}
+
+/// A registration whose caller gave up (no quorum in time) is undone when
+/// it lands late, whichever way it interleaves with the same process
+/// registering again: the registration its caller was told of stays, and
+/// one nobody was told of goes.
+#[test]
+fn undoing_a_late_registration_leaves_a_later_one_of_the_same_process() {
+    let open = command("open a@h 1");
+    let reg = command("reg n 1 1");
+    let undo =
+        |(outcome, _): &(Outcome, Vec<Event>)| super::group::undo_registration(&reg, outcome);
+    // The late one lands first, then the retry (told `registered`), then
+    // the undo of the late one.
+    let mut r = Run::new(defaults());
+    r.apply(&open);
+    let late = r.apply(&reg);
+    let retry = r.apply(&reg);
+    assert!(matches!(
+        retry.0,
+        Outcome::Name(NameOutcome::Reregistered { .. })
+    ));
+    r.apply(&undo(&late).expect("a registration the entry made is undone"));
+    assert_eq!(r.state.whereis("n"), Some(pid(1)));
+    // The retry lands first: the late one changed nothing, and nothing is
+    // undone.
+    let mut r = Run::new(defaults());
+    r.apply(&open);
+    r.apply(&reg);
+    let late = r.apply(&reg);
+    assert_eq!(undo(&late), None);
+    assert_eq!(r.state.whereis("n"), Some(pid(1)));
+    // Nobody registered again: the undo frees the name.
+    let mut r = Run::new(defaults());
+    r.apply(&open);
+    let late = r.apply(&reg);
+    let (outcome, _) = r.apply(&undo(&late).expect("undone"));
+    assert_eq!(outcome, Outcome::Name(NameOutcome::Unregistered));
+    assert_eq!(r.state.whereis("n"), None);
 }
 
 // ---- locks ----
@@ -1251,4 +1300,114 @@ fn a_request_handed_over_twice_is_applied_once() {
         state.apply(3, other, &open, &limits, &mut events),
         Outcome::Session(SessionId(3))
     );
+}
+
+// ---- the log's storage format ----
+
+const LOG_GOLDEN_FILE: &str = "src/cluster/log_golden.txt";
+
+/// One entry per command kind, as a `disc` log holds it.
+fn log_samples() -> Vec<(String, Vec<u8>)> {
+    let mut commands: Vec<(&str, Command)> = [
+        ("open", "open a@h 7"),
+        ("close", "close 3"),
+        ("expire", "expire 3"),
+        ("register", "reg n 1 3"),
+        ("unregister", "unreg n 1"),
+        ("exited", "exit 1"),
+        ("acquire", "acq 1 3 A:x B:s"),
+        ("release", "rel A 1"),
+        ("cancel", "cancel 5"),
+        ("stand", "stand g 1 3"),
+        ("resign", "resign g 1"),
+        ("noop", "noop"),
+        ("release_grant", "relgrant A 1 9"),
+        ("unregister_token", "unregtoken n 1 9"),
+    ]
+    .into_iter()
+    .map(|(name, text)| (name, command(text)))
+    .collect();
+    commands.insert(
+        0,
+        (
+            "bootstrap",
+            Command::Bootstrap {
+                cluster: ClusterId {
+                    id: 0x0123_4567_89ab_cdef,
+                    founder: "a@h".into(),
+                },
+            },
+        ),
+    );
+    let mut samples: Vec<(String, Vec<u8>)> = commands
+        .into_iter()
+        .map(|(name, command)| {
+            let entry = Entry::<Coord> {
+                log_id: log_id(2, 1, 11),
+                payload: EntryPayload::Normal(Proposal {
+                    req: rq(4),
+                    command,
+                }),
+            };
+            (format!("entry.{name}"), molt_abi::codec::encode(&entry))
+        })
+        .collect();
+    let blank = Entry::<Coord> {
+        log_id: log_id(2, 1, 12),
+        payload: EntryPayload::Blank,
+    };
+    samples.push(("entry.blank".into(), molt_abi::codec::encode(&blank)));
+    samples
+}
+
+/// A `disc` log written by an earlier build must still read: an encoding
+/// recorded in `log_golden.txt` never changes, and a new command kind is
+/// recorded (`MOLT_BLESS_LOG=1 cargo test -p molt-host --lib log_format`)
+/// beside the old ones.
+#[test]
+fn the_log_format_only_grows() {
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(LOG_GOLDEN_FILE);
+    let golden = std::fs::read_to_string(&path).unwrap_or_default();
+    let recorded: std::collections::BTreeMap<&str, &str> = golden
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' '))
+        .collect();
+    let samples = log_samples();
+    let changed: Vec<&str> = samples
+        .iter()
+        .filter(|(name, bytes)| {
+            recorded
+                .get(name.as_str())
+                .is_some_and(|r| *r != hex(bytes))
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "log entries encode differently from {LOG_GOLDEN_FILE}: {changed:?}. A disc log \
+         written before would no longer read: add a command kind instead of changing one"
+    );
+    let missing: Vec<&str> = samples
+        .iter()
+        .filter(|(name, _)| !recorded.contains_key(name.as_str()))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    assert!(
+        std::env::var_os("MOLT_BLESS_LOG").is_some(),
+        "new log entry kinds {missing:?}: record them with MOLT_BLESS_LOG=1"
+    );
+    let mut text = String::from(
+        "# One encoded log entry per command kind. Recorded encodings never change\n\
+         # (a disc log written before must still read); new kinds are added by\n\
+         # `MOLT_BLESS_LOG=1 cargo test -p molt-host --lib log_format`.\n",
+    );
+    for (name, bytes) in &samples {
+        text.push_str(&format!("{name} {}\n", hex(bytes)));
+    }
+    std::fs::write(&path, text).expect("writing the log encodings");
 }
