@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use molt_abi::{Pid, codec, sysmsg, tag};
 use molt_host::cluster::{Coordination, GlobalError, LogMode};
 use molt_host::net::nemesis::LinkFaults;
-use molt_host::{Filter, HostMailbox};
+use molt_host::{Filter, HostMailbox, Node};
 use molt_tests::checker::{self, Entry, Hold, NameOp, NameRet, Nanos, Observation, Reign};
 use molt_tests::{TempDir, WAIT};
 
@@ -82,17 +82,56 @@ impl History {
     }
 }
 
-/// Registers, unregisters and reads the names from one node until stopped.
-async fn name_client(
+/// A receive filter for coordination notices only.
+fn coord_notices() -> Filter {
+    Filter {
+        tags: vec![tag::COORD],
+        reference: None,
+    }
+}
+
+/// What each client task starts with: its node's coordination, a mailbox
+/// of its own (its pid), its id in the history, a seeded random source.
+struct Client {
     coord: Coordination,
     mailbox: HostMailbox,
-    node: usize,
+    pid: Pid,
+    me: u64,
     history: Arc<History>,
-    seed: u64,
-) {
-    let pid = mailbox.pid();
-    let me = history.client(pid, node);
-    let mut rng = Rng(seed);
+    rng: Rng,
+}
+
+impl Client {
+    fn new(
+        node: &Node,
+        coord: &Coordination,
+        index: usize,
+        history: &Arc<History>,
+        seed: u64,
+    ) -> Client {
+        let mailbox = node.mailbox().unwrap();
+        let pid = mailbox.pid();
+        Client {
+            coord: coord.clone(),
+            me: history.client(pid, index),
+            mailbox,
+            pid,
+            history: history.clone(),
+            rng: Rng(seed),
+        }
+    }
+}
+
+/// Registers, unregisters and reads the names from one node until stopped.
+async fn name_client(client: Client) {
+    let Client {
+        coord,
+        mailbox,
+        pid,
+        me,
+        history,
+        mut rng,
+    } = client;
     while !history.stopped() {
         let name = NAMES[rng.below(NAMES.len() as u64) as usize];
         let invoke = history.now();
@@ -154,20 +193,16 @@ fn lock_lost(message: &molt_host::Message) -> Option<u64> {
 
 /// Takes the lock, holds it a little (listening for `LockLost`), releases
 /// it, until stopped.
-async fn lock_client(
-    coord: Coordination,
-    mut mailbox: HostMailbox,
-    node: usize,
-    history: Arc<History>,
-    seed: u64,
-) {
-    let pid = mailbox.pid();
-    let me = history.client(pid, node);
-    let mut rng = Rng(seed);
-    let coord_only = Filter {
-        tags: vec![tag::COORD],
-        reference: None,
-    };
+async fn lock_client(client: Client) {
+    let Client {
+        coord,
+        mut mailbox,
+        pid,
+        me,
+        history,
+        mut rng,
+    } = client;
+    let coord_only = coord_notices();
     while !history.stopped() {
         let requested = history.now();
         let Ok(grants) = coord
@@ -205,18 +240,16 @@ async fn lock_client(
 
 /// Stands in the election and records what it is told, standing again
 /// when its candidacy is gone (its node's session expired).
-async fn candidate(
-    coord: Coordination,
-    mut mailbox: HostMailbox,
-    node: usize,
-    history: Arc<History>,
-) {
-    let pid = mailbox.pid();
-    let me = history.client(pid, node);
-    let coord_only = Filter {
-        tags: vec![tag::COORD],
-        reference: None,
-    };
+async fn candidate(client: Client) {
+    let Client {
+        coord,
+        mut mailbox,
+        pid,
+        me,
+        history,
+        ..
+    } = client;
+    let coord_only = coord_notices();
     let mut reign: Option<(u64, Nanos)> = None;
     let end_reign = |reign: &mut Option<(u64, Nanos)>, at: Nanos| {
         if let Some((term, from)) = reign.take() {
@@ -378,15 +411,10 @@ async fn run(mode: LogMode, default_seed: u64, rounds: usize) {
     let mut rng = Rng(seed ^ 0x5eed);
     let mut tasks = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
-        let mailbox = n.node.mailbox().unwrap();
-        let (c, h, s) = (n.coord.clone(), history.clone(), rng.next());
-        tasks.push(tokio::spawn(name_client(c, mailbox, i, h, s)));
-        let mailbox = n.node.mailbox().unwrap();
-        let (c, h, s) = (n.coord.clone(), history.clone(), rng.next());
-        tasks.push(tokio::spawn(lock_client(c, mailbox, i, h, s)));
-        let mailbox = n.node.mailbox().unwrap();
-        let (c, h) = (n.coord.clone(), history.clone());
-        tasks.push(tokio::spawn(candidate(c, mailbox, i, h)));
+        let client = |seed| Client::new(&n.node, &n.coord, i, &history, seed);
+        tasks.push(tokio::spawn(name_client(client(rng.next()))));
+        tasks.push(tokio::spawn(lock_client(client(rng.next()))));
+        tasks.push(tokio::spawn(candidate(client(0))));
     }
     let schedule = nemesis(&nodes, &history, seed, rounds).await;
     for line in &schedule {

@@ -781,17 +781,55 @@ fn wait_log(net: &mut Net, i: usize, from: usize, needle: &str) -> String {
     })
 }
 
+/// Spawn the singleton example's store on node `on` and wait until the
+/// cluster name it registers (`counter-store`) shows on each of `seen_by`
+/// (`where_` says which, for the timeline); the store's pid as printed.
+fn spawn_store(net: &mut Net, on: usize, seen_by: &[usize], where_: &str) -> String {
+    let (ok, store) = net.cli(on, &["spawn", "singleton", "store"]);
+    assert!(ok, "{store}");
+    let store = store.trim().to_string();
+    net.wait(&format!("the store's name on {where_}"), |net| {
+        for &i in seen_by {
+            let (ok, names) = net.cli(i, &["names"]);
+            if !ok
+                || !names
+                    .lines()
+                    .any(|l| l.contains("counter-store") && l.contains(&store))
+            {
+                return Err(names);
+            }
+        }
+        Ok(())
+    });
+    store
+}
+
+/// The test's three nodes up, and which leads the coordination group in
+/// which Raft term; `None` (having said why) where it cannot run here. The
+/// guard keeps these tests one at a time; the cluster stops before it.
+fn started(
+    test: &str,
+    tag: &str,
+    seed: u8,
+) -> Option<(std::sync::MutexGuard<'static, ()>, Net, usize, u64)> {
+    if skip(test) {
+        return None;
+    }
+    let one = serial();
+    let mut net = Net::new(tag, seed);
+    net.start_cluster();
+    let (leader, term) = raft_leader(&mut net, 0);
+    Some((one, net, leader, term))
+}
+
 #[test]
 fn a_2_1_partition_leaves_the_majority_working_and_heals_without_help() {
-    if skip("a_2_1_partition_leaves_the_majority_working_and_heals_without_help") {
+    let test = "a_2_1_partition_leaves_the_majority_working_and_heals_without_help";
+    let Some((_one, mut net, minority, raft_term)) = started(test, "part", 1) else {
         return;
-    }
-    let _one = serial();
-    let mut net = Net::new("part", 1);
-    net.start_cluster();
+    };
     // The coordination leader's node, where the singleton leads too, is
     // the one cut off.
-    let (minority, raft_term) = raft_leader(&mut net, 0);
     let term = net.three_singletons(minority);
     let majority = others(minority);
     let minority_name = net.nodes[minority].name();
@@ -840,22 +878,7 @@ fn a_2_1_partition_leaves_the_majority_working_and_heals_without_help() {
     assert!(told < moved, "told at {told:?}, moved at {moved:?}");
 
     // The majority registers a cluster name and takes a lock.
-    let (ok, store) = net.cli(majority[0], &["spawn", "singleton", "store"]);
-    assert!(ok, "{store}");
-    let store = store.trim().to_string();
-    net.wait("the store's name on the majority side", |net| {
-        for &i in &majority {
-            let (ok, names) = net.cli(i, &["names"]);
-            if !ok
-                || !names
-                    .lines()
-                    .any(|l| l.contains("counter-store") && l.contains(&store))
-            {
-                return Err(names);
-            }
-        }
-        Ok(())
-    });
+    let store = spawn_store(&mut net, majority[0], &majority, "the majority side");
     net.note(format!(
         "counter-store registered by {store} on the majority"
     ));
@@ -1025,17 +1048,14 @@ fn pause_past_the_ttl(net: &mut Net, holder: usize, term: u64, long: bool) -> (u
 
 #[test]
 fn a_paused_leader_past_its_ttl_loses_the_lead_and_is_told_when_resumed() {
-    if skip("a_paused_leader_past_its_ttl_loses_the_lead_and_is_told_when_resumed") {
+    let test = "a_paused_leader_past_its_ttl_loses_the_lead_and_is_told_when_resumed";
+    let Some((_one, mut net, raft, _)) = started(test, "stop", 2) else {
         return;
-    }
-    let _one = serial();
-    let mut net = Net::new("stop", 2);
-    net.start_cluster();
+    };
     // First the singleton leads on a node that does not lead the
     // coordination group, so only its session is at stake; it resumes
     // while its connections are still up, and the leader's expiry of its
     // session may reach it as soon as its own renewal.
-    let (raft, _) = raft_leader(&mut net, 0);
     let holder = (raft + 1) % NODES.len();
     let term = net.three_singletons(holder);
     let (holder, term) = pause_past_the_ttl(&mut net, holder, term, false);
@@ -1047,13 +1067,10 @@ fn a_paused_leader_past_its_ttl_loses_the_lead_and_is_told_when_resumed() {
 
 #[test]
 fn killing_the_coordination_leader_elects_another_and_the_cluster_serves_again() {
-    if skip("killing_the_coordination_leader_elects_another_and_the_cluster_serves_again") {
+    let test = "killing_the_coordination_leader_elects_another_and_the_cluster_serves_again";
+    let Some((_one, mut net, victim, raft_term)) = started(test, "kill", 3) else {
         return;
-    }
-    let _one = serial();
-    let mut net = Net::new("kill", 3);
-    net.start_cluster();
-    let (victim, raft_term) = raft_leader(&mut net, 0);
+    };
     // The singleton leads on the same node.
     let term = net.three_singletons(victim);
     let rest = others(victim);
@@ -1090,22 +1107,7 @@ fn killing_the_coordination_leader_elects_another_and_the_cluster_serves_again()
     ));
     // The cluster serves: a cluster name registered on one survivor is
     // seen on both, and a locked increment completes.
-    let (ok, store) = net.cli(rest[1], &["spawn", "singleton", "store"]);
-    assert!(ok, "{store}");
-    let store = store.trim().to_string();
-    net.wait("the store's name on both survivors", |net| {
-        for &i in &rest {
-            let (ok, names) = net.cli(i, &["names"]);
-            if !ok
-                || !names
-                    .lines()
-                    .any(|l| l.contains("counter-store") && l.contains(&store))
-            {
-                return Err(names);
-            }
-        }
-        Ok(())
-    });
+    let store = spawn_store(&mut net, rest[1], &rest, "both survivors");
     let log_from = net.nodes[rest[0]].log_text().len();
     let (ok, text) = net.cli(rest[0], &["spawn", "singleton", "incr", "3"]);
     assert!(ok, "{text}");

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use molt_host::NodeConfig;
 use molt_host::cluster::{LockMode, LockRequest, LogMode};
+use molt_host::control::Control;
 
 use super::bench::Figure;
 use super::bench_wire::BenchArgs;
@@ -289,6 +290,25 @@ pub async fn run(
             runs: register,
         });
         if mode == LogMode::Ram {
+            // One request and its answer on the coordination service, which
+            // carries Raft's replication: each commit costs one of these.
+            let control = Control::new(members[0].node.clone(), members[0].dist.clone())?;
+            let peer = members[1].dist.name().to_string();
+            let mut rtt = Vec::new();
+            for _ in 0..runs {
+                let mut samples = Vec::with_capacity(2_000);
+                for _ in 0..2_000 {
+                    let t = Instant::now();
+                    control.global_names(&peer).await?;
+                    samples.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+                rtt.push(percentiles(samples).0);
+            }
+            figures.push(Figure {
+                name: "coordination service round trip p50 (ram)",
+                unit: "µs",
+                runs: rtt,
+            });
             let me = members[1].node.mailbox()?;
             members[1].coord.register("read-me", me.pid()).await?;
             while members[1].coord.whereis("read-me").is_none() {
