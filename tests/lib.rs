@@ -24,6 +24,11 @@ mod guest_build;
 #[path = "../host/src/cli/bench_wire.rs"]
 pub mod bench_wire;
 
+/// What `molt demo` says to the singleton example's store, from the
+/// binary's own code; a test checks it against the example's types.
+#[path = "../host/src/cli/demo_wire.rs"]
+pub mod demo_wire;
+
 /// Checkers of recorded histories (names, locks, elections).
 pub mod checker;
 

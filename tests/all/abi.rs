@@ -661,3 +661,46 @@ async fn status_codes_are_the_ones_abi_md_gives() {
         assert!(why.starts_with(expected), "{name}: {why}");
     }
 }
+
+/// `molt demo` talks to the singleton example's store with its own
+/// mirror of the store's name and messages; both must encode alike.
+#[test]
+fn the_demo_mirror_of_the_store_messages_encodes_like_the_example() {
+    use molt_tests::demo_wire as host;
+    let pid = molt_abi::Pid {
+        node: 7,
+        incarnation: 8,
+        serial: 9,
+    };
+    assert_eq!(host::STORE, singleton::STORE);
+    let asked = [
+        (
+            host::StoreMsg::Add {
+                from: pid,
+                token: 5,
+            },
+            singleton::StoreMsg::Add {
+                from: pid,
+                token: 5,
+            },
+        ),
+        (
+            host::StoreMsg::Get { from: pid },
+            singleton::StoreMsg::Get { from: pid },
+        ),
+    ];
+    for (mirror, theirs) in asked {
+        let bytes = molt_abi::codec::encode(&mirror);
+        assert_eq!(molt_abi::codec::decode(&bytes), Ok(theirs));
+    }
+    for (theirs, mirror) in [
+        (singleton::StoreReply::Value(3), host::StoreReply::Value(3)),
+        (
+            singleton::StoreReply::Stale { newest: 4 },
+            host::StoreReply::Stale { newest: 4 },
+        ),
+    ] {
+        let bytes = molt_abi::codec::encode(&theirs);
+        assert_eq!(molt_abi::codec::decode(&bytes), Ok(mirror));
+    }
+}

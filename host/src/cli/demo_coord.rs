@@ -9,6 +9,7 @@ use molt_abi::{Ref, codec, tag};
 use molt_host::NodeConfig;
 use molt_host::cluster::{GlobalError, LogMode};
 
+use crate::demo_wire::{STORE, StoreMsg, StoreReply};
 use crate::local_cluster::{stop, stop_member, three};
 
 fn args(a: &[&str]) -> Vec<u8> {
@@ -49,22 +50,13 @@ pub async fn run(config: NodeConfig, guests: &Path) -> Result<()> {
     let mut ctl = members[2].node.mailbox()?;
     ctl.spawn("singleton", args(&["store"]), false, false)?;
     until("the store's name", || {
-        members
-            .iter()
-            .all(|m| m.coord.whereis(singleton_store()).is_some())
+        members.iter().all(|m| m.coord.whereis(STORE).is_some())
     })
     .await?;
-    let store = members[0]
-        .coord
-        .whereis(singleton_store())
-        .expect("registered");
+    let store = members[0].coord.whereis(STORE).expect("registered");
     eprintln!("`counter-store` is {store} on demo-c, as every node sees it");
     let other = members[0].node.mailbox()?;
-    match members[0]
-        .coord
-        .register(singleton_store(), other.pid())
-        .await
-    {
+    match members[0].coord.register(STORE, other.pid()).await {
         Err(GlobalError::AlreadyRegistered { holder }) => {
             eprintln!("registering it again from demo-a: refused, already registered by {holder}")
         }
@@ -89,7 +81,7 @@ pub async fn run(config: NodeConfig, guests: &Path) -> Result<()> {
         store,
         tag::DATA,
         Ref::NONE,
-        codec::encode(&StoreGet::Get { from: ctl.pid() }),
+        codec::encode(&StoreMsg::Get { from: ctl.pid() }),
     )?;
     let reply = ctl
         .recv(Duration::from_secs(5))
@@ -152,31 +144,4 @@ pub async fn run(config: NodeConfig, guests: &Path) -> Result<()> {
     stop_member(gone).await;
     stop(members).await;
     Ok(())
-}
-
-fn singleton_store() -> &'static str {
-    "counter-store"
-}
-
-/// The store's messages, as `examples/singleton` defines them (the same
-/// encoding: variant order matters).
-#[derive(serde::Serialize)]
-enum StoreGet {
-    #[allow(dead_code)]
-    Add {
-        from: molt_abi::Pid,
-        token: u64,
-    },
-    Get {
-        from: molt_abi::Pid,
-    },
-}
-
-#[derive(serde::Deserialize)]
-enum StoreReply {
-    Value(u64),
-    #[allow(dead_code)]
-    Stale {
-        newest: u64,
-    },
 }

@@ -35,6 +35,7 @@ mod cluster;
 mod code;
 mod demo_coord;
 mod demo_upgrade;
+mod demo_wire;
 mod guest_build;
 mod inspect;
 mod local_cluster;
