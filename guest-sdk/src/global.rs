@@ -87,12 +87,32 @@ pub fn whereis_linearizable(name: &str) -> Result<Option<Pid>, Error> {
     }
 }
 
-/// Send `msg` to the process holding the cluster name `name` (Erlang's
-/// `global:send`). Errors: [`Error::NotRegistered`], and those of
+/// Send `msg` to the process holding the cluster name `name`, as this
+/// node's replica knows it (Erlang's `global:send`), in one host call.
+/// Errors: [`Error::NotRegistered`], [`Error::NoCoordination`],
+/// [`Error::BadArg`] (a name empty or longer than 255 bytes), and those of
 /// [`crate::send`].
 pub fn send<T: Serialize + ?Sized>(name: &str, msg: &T) -> Result<(), Error> {
-    let pid = whereis(name).ok_or(Error::NotRegistered)?;
-    crate::send(pid, msg)
+    send_raw(name, molt_abi::tag::DATA, None, &crate::codec::encode(msg))
+}
+
+/// Send payload bytes as they are, with `tag` and an optional envelope
+/// reference, to the process holding the cluster name `name`. Errors as
+/// [`send`].
+pub fn send_raw(
+    name: &str,
+    tag: u32,
+    reference: Option<crate::Ref>,
+    payload: &[u8],
+) -> Result<(), Error> {
+    let reference = reference.map(crate::Ref::to_bytes);
+    check(sys::global_send(
+        name.as_bytes(),
+        tag,
+        reference.as_ref(),
+        payload,
+    ))
+    .map(drop)
 }
 
 /// How a lock is wanted.

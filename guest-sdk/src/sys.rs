@@ -112,6 +112,7 @@ host_functions! {
     "elect" => fn elect(group_ptr: i32, group_len: i32, leader_out: i32, term_out: i32) -> i32;
     "resign" => fn resign(group_ptr: i32, group_len: i32) -> i32;
     "leader" => fn leader(group_ptr: i32, group_len: i32, leader_out: i32, term_out: i32) -> i32;
+    "global_send" => fn global_send(name_ptr: i32, name_len: i32, tag: i32, ref_ptr: i32, payload_ptr: i32, payload_len: i32) -> i32;
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -193,18 +194,43 @@ pub fn send_named(
     reference: Option<&[u8; REF_BYTES]>,
     payload: &[u8],
 ) -> i32 {
-    // SAFETY: the name, the optional reference and the payload are live
-    // buffers of the lengths passed; the host only reads them.
-    unsafe {
-        raw::send_named(
-            ptr(name.as_ptr()),
-            len(name.len()),
-            tag as i32,
-            opt_ptr(reference),
-            ptr(payload.as_ptr()),
-            len(payload.len()),
-        )
-    }
+    by_name(name, tag, reference, payload, |a, b, c, d, e, f| {
+        // SAFETY: `by_name` passes live buffers of the lengths given, for
+        // the duration of the call; the host only reads them.
+        unsafe { raw::send_named(a, b, c, d, e, f) }
+    })
+}
+
+/// `global_send`: returns the status.
+pub fn global_send(
+    name: &[u8],
+    tag: u32,
+    reference: Option<&[u8; REF_BYTES]>,
+    payload: &[u8],
+) -> i32 {
+    by_name(name, tag, reference, payload, |a, b, c, d, e, f| {
+        // SAFETY: as in `send_named`.
+        unsafe { raw::global_send(a, b, c, d, e, f) }
+    })
+}
+
+/// A send to a name: `import(name_ptr, name_len, tag, ref_ptr,
+/// payload_ptr, payload_len)`, with every buffer borrowed for the call.
+fn by_name(
+    name: &[u8],
+    tag: u32,
+    reference: Option<&[u8; REF_BYTES]>,
+    payload: &[u8],
+    import: impl FnOnce(i32, i32, i32, i32, i32, i32) -> i32,
+) -> i32 {
+    import(
+        ptr(name.as_ptr()),
+        len(name.len()),
+        tag as i32,
+        opt_ptr(reference),
+        ptr(payload.as_ptr()),
+        len(payload.len()),
+    )
 }
 
 /// `receive`: returns the status; on success fills `header_out`.

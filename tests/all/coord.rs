@@ -404,6 +404,29 @@ async fn guests_register_lock_and_elect_through_the_sdk() {
         pa.cmd(Cmd::GlobalRegister(String::new())).await,
         Outcome::Status(status::BAD_ARG)
     );
+    // global_send reaches the holder on another node, in one call.
+    assert_eq!(pa.cmd(Cmd::OnlyCommands(true)).await, Outcome::Ok);
+    let send = |name: &str| Cmd::GlobalSend {
+        name: name.into(),
+        tag: 30,
+        payload: b"to the holder".to_vec(),
+    };
+    assert_eq!(pb.cmd(send("svc")).await, Outcome::Ok);
+    assert_eq!(
+        pa.cmd(Cmd::Receive {
+            tags: vec![30],
+            reference: None,
+            timeout_ms: Some(5_000),
+        })
+        .await,
+        Outcome::Received(Some((30, None, b"to the holder".to_vec())))
+    );
+    assert_eq!(
+        pb.cmd(send("nobody")).await,
+        Outcome::Status(status::NOT_REGISTERED)
+    );
+    assert_eq!(pb.cmd(send("")).await, Outcome::Status(status::BAD_ARG));
+    assert_eq!(pa.cmd(Cmd::OnlyCommands(false)).await, Outcome::Ok);
 
     let lock = |timeout_ms| Cmd::Lock {
         set: vec![("l".into(), false)],
@@ -479,6 +502,15 @@ async fn a_node_without_coordination_says_so() {
         p.cmd(Cmd::Lock {
             set: vec![("l".into(), false)],
             timeout_ms: 10
+        })
+        .await,
+        Outcome::Status(status::NO_COORDINATION)
+    );
+    assert_eq!(
+        p.cmd(Cmd::GlobalSend {
+            name: "x".into(),
+            tag: 30,
+            payload: vec![1],
         })
         .await,
         Outcome::Status(status::NO_COORDINATION)

@@ -304,6 +304,13 @@ imports! {
     /// Errors: `NOT_REGISTERED` (no candidate), `NO_COORDINATION`,
     /// `BAD_ARG`.
     LEADER = "leader"(I32, I32, I32, I32) -> (I32);
+
+    /// `global_send(name_ptr, name_len, tag, ref_ptr, payload_ptr,
+    /// payload_len) -> status`: Erlang's `global:send`: send to the process
+    /// holding the cluster name, as this node's replica knows it, in one
+    /// call. Errors as `send`, plus `NOT_REGISTERED`, `NO_COORDINATION`,
+    /// `BAD_ARG` (a name empty or longer than 255 bytes).
+    GLOBAL_SEND = "global_send"(I32, I32, I32, I32, I32, I32) -> (I32);
 }
 
 /// Find a host function by name.

@@ -64,17 +64,20 @@ pub(super) fn payload(
 
 /// If the send filled a connection, suspend the guest at its next epoch
 /// check (deadline now) until the connection has room.
-fn suspend_if_congested(c: &mut Caller<'_, ProcState>, wait: Option<super::backpressure::Wait>) {
+pub(super) fn suspend_if_congested(
+    c: &mut Caller<'_, ProcState>,
+    wait: Option<super::backpressure::Wait>,
+) {
     if let Some(wait) = wait {
         c.data_mut().backpressure = Some(wait);
         c.as_context_mut().set_epoch_deadline(0);
     }
 }
 
-/// The common tail of `send` and `send_named`: read the reference and the
+/// The common tail of `send`, `send_named` and `global_send`: read the reference and the
 /// payload, apply the limits, deliver. With the status, the wait a
 /// congested connection asks of the sender.
-fn send_from_guest(
+pub(super) fn send_from_guest(
     mem: &[u8],
     st: &ProcState,
     to: Pid,

@@ -17,7 +17,7 @@ use wasmtime::{Caller, Linker};
 
 use super::guest::ProcState;
 use super::guest_mem as gm;
-use super::host_fns::{fault, split};
+use super::host_fns::{fault, send_from_guest, split, suspend_if_congested};
 use super::{Coordinator, GlobalAnswer, GlobalCall};
 
 type Result<T> = wasmtime::Result<T>;
@@ -100,6 +100,34 @@ fn write_leader(
 /// Register the coordination host functions.
 pub(super) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
     let m = IMPORT_MODULE;
+
+    linker.func_wrap(
+        m,
+        imports::GLOBAL_SEND.name,
+        |mut c: Caller<'_, ProcState>,
+         name_ptr: i32,
+         name_len: i32,
+         tag: i32,
+         ref_ptr: i32,
+         ptr: i32,
+         len: i32|
+         -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let name = name(mem, name_ptr, name_len, "global name")?;
+            let Some(coord) = coordinator(st) else {
+                return Ok(status::NO_COORDINATION);
+            };
+            let Some(name) = name else {
+                return Ok(status::BAD_ARG);
+            };
+            let Some(to) = coord.whereis(&name) else {
+                return Ok(status::NOT_REGISTERED);
+            };
+            let (status, wait) = send_from_guest(mem, st, to, tag, ref_ptr, ptr, len)?;
+            suspend_if_congested(&mut c, wait);
+            Ok(status)
+        },
+    )?;
 
     linker.func_wrap_async(
         m,

@@ -188,6 +188,15 @@ pub enum Cmd {
     GlobalUnregister(String),
     /// `global::whereis` (local replica) or, with `true`, linearizable.
     GlobalWhereis(String, bool),
+    /// `global::send_raw(name, tag, payload)`: `Ok` or `Status`.
+    GlobalSend {
+        /// The cluster name.
+        name: String,
+        /// Tag.
+        tag: u32,
+        /// Payload bytes.
+        payload: Vec<u8>,
+    },
     /// `global::lock`: `Tokens` or a status.
     Lock {
         /// Lock ids and whether shared.
@@ -387,6 +396,9 @@ fn execute(cmd: Cmd) -> Outcome {
             unit(molt_sdk::global::unregister(&name, molt_sdk::self_pid()))
         }
         Cmd::GlobalWhereis(name, false) => Outcome::MaybePid(molt_sdk::global::whereis(&name)),
+        Cmd::GlobalSend { name, tag, payload } => {
+            unit(molt_sdk::global::send_raw(&name, tag, None, &payload))
+        }
         Cmd::GlobalWhereis(name, true) => match molt_sdk::global::whereis_linearizable(&name) {
             Ok(pid) => Outcome::MaybePid(pid),
             Err(e) => Outcome::Status(e.code()),
