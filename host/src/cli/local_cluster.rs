@@ -69,7 +69,14 @@ pub async fn start(
         members.push(Member { node, dist, coord });
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while members[0].coord.status().voters.len() < count {
+    // Every member knows the new voters, and the change has committed: a
+    // node stopped while the change is joint (the founder alone in the old
+    // set) would leave the others unable to elect.
+    let settled = |m: &Member| {
+        let status = m.coord.status();
+        status.voters.len() == count && !status.changing
+    };
+    while !members.iter().all(settled) {
         if Instant::now() > deadline {
             bail!("the local cluster did not get {count} voters in 20 s");
         }

@@ -1307,6 +1307,7 @@ impl Inner {
             .to_string(),
             session,
             quorum_ack_ms: m.millis_since_quorum_ack,
+            changing: membership.get_joint_config().len() > 1,
         }
     }
 }

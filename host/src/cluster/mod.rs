@@ -221,6 +221,9 @@ pub struct ClusterStatus {
     /// leader cut off from its followers still says `leader` until it
     /// hears of a successor; this says how long it has been alone).
     pub quorum_ack_ms: Option<u64>,
+    /// The voters are being changed (Raft's joint consensus: both the old
+    /// and the new set must agree until the new one is committed).
+    pub changing: bool,
 }
 
 /// One member of the group.
