@@ -109,7 +109,9 @@ pub async fn run(command: CoordCommand) -> Result<ExitCode> {
                         index(s.applied_index)
                     );
                     if s.changing {
-                        out!("voters    changing (old and new voters must both agree until the change commits)");
+                        out!(
+                            "voters    changing (old and new voters must both agree until the change commits)"
+                        );
                     }
                     let last = s.last_log_index.unwrap_or(0);
                     for (kind, members) in [("voter", &s.voters), ("learner", &s.learners)] {
