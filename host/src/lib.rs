@@ -30,6 +30,7 @@ pub mod control;
 pub mod engine;
 pub mod net;
 pub mod runtime;
+pub mod table;
 
 pub use code::{
     CodeServer, LoadError, LoadOptions, ModuleKind, ModuleVersion, Purge, PurgeError, UpgradeMode,

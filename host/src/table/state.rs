@@ -1,0 +1,569 @@
+//! One table's replicated state and its one transition, [`Table::apply`]:
+//! a conditional batch (a transaction, or a single dirty write) applied at
+//! one log index, all of it or none. Pure: no I/O, no clock, no
+//! randomness, so every replica that applies the same log holds the same
+//! table, and the rules are tested here without a cluster.
+//!
+//! Keys, values and index values are bytes: the SDK types them.
+//!
+//! Invariants:
+//! - every record's version is the log index of the batch that wrote it,
+//!   so versions only grow and a condition on a version is a
+//!   compare-and-set;
+//! - a batch whose conditions do not all hold, or which would cross a
+//!   limit, changes nothing;
+//! - each secondary index counts, per (index value, key), the key's
+//!   records with that value: never zero, never missing;
+//! - a key's version is the log index of the last batch that changed it.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use serde::{Deserialize, Serialize};
+
+/// How a table keeps its keys (mnesia's table types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TableKind {
+    /// One record per key.
+    Set,
+    /// One record per key, kept in key order: ranges, first, next.
+    OrderedSet,
+    /// Several records per key, each value at most once.
+    Bag,
+}
+
+/// What a table is: its name, its kind and its secondary indexes (by
+/// name; the writer supplies each record's index values).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schema {
+    /// The table's name.
+    pub name: String,
+    /// Its kind.
+    pub kind: TableKind,
+    /// Its secondary indexes, by name.
+    pub indexes: Vec<String>,
+}
+
+/// A table's limits (each refused with its name).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableLimits {
+    /// Most records in the table (a bag's records all count).
+    pub records_max: u64,
+    /// Longest key, in bytes.
+    pub key_bytes_max: usize,
+    /// Longest value, in bytes.
+    pub value_bytes_max: usize,
+    /// Most conditions plus operations in one batch.
+    pub batch_ops_max: usize,
+    /// Most bytes (keys, values, index values) in one batch.
+    pub batch_bytes_max: usize,
+}
+
+impl Default for TableLimits {
+    fn default() -> TableLimits {
+        TableLimits {
+            records_max: 10_000_000,
+            key_bytes_max: 1024,
+            value_bytes_max: 1 << 20,
+            batch_ops_max: 1_000,
+            batch_bytes_max: 4 << 20,
+        }
+    }
+}
+
+/// One stored record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The value.
+    pub value: Vec<u8>,
+    /// The log index of the batch that wrote it.
+    pub version: u64,
+    /// Its value for each of the table's indexes, in schema order.
+    pub index_values: Vec<Vec<u8>>,
+}
+
+/// What must hold for a batch to apply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Condition {
+    /// The key has no record.
+    Absent {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// The key's newest record has this version (the key was read at it
+    /// and not written since).
+    Version {
+        /// The key.
+        key: Vec<u8>,
+        /// The version read.
+        version: u64,
+    },
+    /// The writer still holds cluster lock `lock` under `token`: no batch
+    /// with a larger token for this lock has applied to this table (a
+    /// stale holder's write is refused). Applying records the token.
+    Fence {
+        /// The lock's id.
+        lock: String,
+        /// The writer's fencing token.
+        token: u64,
+    },
+}
+
+/// A change a batch makes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Write a record: in a set, the key's record; in a bag, one more
+    /// value for the key (a value already there is rewritten).
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+        /// One value per index of the table, in schema order.
+        index_values: Vec<Vec<u8>>,
+    },
+    /// Remove every record of the key.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// Remove one value of a bag's key (in a set: the record, if it has
+    /// this value).
+    DeleteValue {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+}
+
+/// A transaction or a dirty write: conditions and changes, applied at one
+/// log index, all or nothing.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// What must hold.
+    pub conditions: Vec<Condition>,
+    /// What changes, in order.
+    pub ops: Vec<Op>,
+}
+
+/// Why a batch changed nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Abort {
+    /// `Absent` failed.
+    #[error("the key exists")]
+    Exists {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// `Version` failed: the key's version now (`None`: no record).
+    #[error("the key was written since it was read (version now {now:?})")]
+    Changed {
+        /// The key.
+        key: Vec<u8>,
+        /// Its version now.
+        now: Option<u64>,
+    },
+    /// `Fence` failed: a newer holder of the lock has written.
+    #[error("lock {lock}: token {token} is older than {newest}, already used here")]
+    StaleFence {
+        /// The lock.
+        lock: String,
+        /// The writer's token.
+        token: u64,
+        /// The newest token used with this table.
+        newest: u64,
+    },
+    /// A limit would be crossed.
+    #[error("{limit} ({max}) would be crossed")]
+    Limit {
+        /// The limit's name.
+        limit: &'static str,
+        /// Its value.
+        max: u64,
+    },
+    /// A `Put` gave a number of index values other than the table's
+    /// number of indexes.
+    #[error("{given} index values for a table with {wanted} indexes")]
+    IndexValues {
+        /// Given.
+        given: usize,
+        /// The table's number of indexes.
+        wanted: usize,
+    },
+}
+
+/// A committed change, as subscribers see it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    /// A record written.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Every record of a key removed.
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// One value of a key removed.
+    DeleteValue {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+}
+
+/// One secondary index: how many records of each key have each index
+/// value, by (index value, key).
+type Index = BTreeMap<(Vec<u8>, Vec<u8>), u32>;
+
+/// A key's records and version.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Row {
+    /// The log index of the last batch that changed the key (a bag's key
+    /// changes when a value is removed too, so this is not the newest
+    /// record's version).
+    version: u64,
+    /// One record in a set; in a bag, in write order.
+    records: Vec<Record>,
+}
+
+/// One table's replicated state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Table {
+    schema: Schema,
+    /// Rows by key.
+    rows: BTreeMap<Vec<u8>, Row>,
+    /// Per index: how many records of each key have each index value.
+    indexes: Vec<Index>,
+    /// The newest fencing token applied per lock.
+    fences: BTreeMap<String, u64>,
+    /// Records in the table.
+    records: u64,
+    /// The log index of the last batch applied (committed or aborted).
+    applied: u64,
+}
+
+impl Table {
+    /// An empty table.
+    pub fn new(schema: Schema) -> Table {
+        let indexes = vec![BTreeMap::new(); schema.indexes.len()];
+        Table {
+            schema,
+            rows: BTreeMap::new(),
+            indexes,
+            fences: BTreeMap::new(),
+            records: 0,
+            applied: 0,
+        }
+    }
+
+    /// What the table is.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Records in the table.
+    pub fn len(&self) -> u64 {
+        self.records
+    }
+
+    /// Whether the table holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// The log index of the last batch applied.
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// The records of `key` (at most one unless a bag).
+    pub fn read(&self, key: &[u8]) -> &[Record] {
+        self.rows.get(key).map_or(&[], |row| row.records.as_slice())
+    }
+
+    /// The version of `key` (the log index of the last batch that changed
+    /// it), if it has a record: what a transaction that read the key puts
+    /// in its `Version` condition.
+    pub fn version(&self, key: &[u8]) -> Option<u64> {
+        self.rows.get(key).map(|row| row.version)
+    }
+
+    /// The keys and records whose value for index `index` (by name) is
+    /// `value`, in key order; `None` if the table has no such index.
+    pub fn index_read(&self, index: &str, value: &[u8]) -> Option<Vec<(&[u8], &Record)>> {
+        let i = self.schema.indexes.iter().position(|n| n == index)?;
+        let from = (value.to_vec(), Vec::new());
+        let keys = self.indexes[i]
+            .range(from..)
+            .take_while(|((v, _), _)| v == value)
+            .map(|((_, key), _)| key);
+        let mut found = Vec::new();
+        for key in keys {
+            for record in self.read(key) {
+                if record.index_values[i] == value {
+                    found.push((key.as_slice(), record));
+                }
+            }
+        }
+        Some(found)
+    }
+
+    /// Up to `limit` keys with their records, in key order, from `from`
+    /// (inclusive) up to `to` (exclusive; `None`: to the end).
+    pub fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Vec<(&[u8], &[Record])> {
+        let upper = to.map_or(Bound::Unbounded, Bound::Excluded);
+        self.rows
+            .range::<[u8], _>((Bound::Included(from), upper))
+            .take(limit)
+            .map(|(k, row)| (k.as_slice(), row.records.as_slice()))
+            .collect()
+    }
+
+    /// The first key, in key order.
+    pub fn first(&self) -> Option<&[u8]> {
+        self.rows.keys().next().map(Vec::as_slice)
+    }
+
+    /// The key after `key`, in key order.
+    pub fn next(&self, key: &[u8]) -> Option<&[u8]> {
+        self.rows
+            .range::<[u8], _>((Bound::Excluded(key), Bound::Unbounded))
+            .next()
+            .map(|(k, _)| k.as_slice())
+    }
+
+    /// Up to `limit` keys starting with `prefix`, with their records, in
+    /// key order.
+    pub fn match_prefix(&self, prefix: &[u8], limit: usize) -> Vec<(&[u8], &[Record])> {
+        self.rows
+            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(limit)
+            .map(|(k, row)| (k.as_slice(), row.records.as_slice()))
+            .collect()
+    }
+
+    /// Apply `batch` at log `index`: every change it made, or why it made
+    /// none.
+    pub fn apply(
+        &mut self,
+        index: u64,
+        batch: &Batch,
+        limits: &TableLimits,
+    ) -> Result<Vec<Change>, Abort> {
+        self.applied = self.applied.max(index);
+        self.admissible(batch, limits)?;
+        for condition in &batch.conditions {
+            self.holds(condition)?;
+        }
+        // Count what the batch would leave before changing anything.
+        let mut after = self.records as i128;
+        let mut scratch: BTreeMap<&[u8], Vec<&[u8]>> = BTreeMap::new();
+        for op in &batch.ops {
+            let key = op_key(op);
+            let values = scratch
+                .entry(key)
+                .or_insert_with(|| self.read(key).iter().map(|r| r.value.as_slice()).collect());
+            let before = values.len() as i128;
+            match op {
+                Op::Put { value, .. } => match self.schema.kind {
+                    TableKind::Bag => {
+                        if !values.contains(&value.as_slice()) {
+                            values.push(value);
+                        }
+                    }
+                    TableKind::Set | TableKind::OrderedSet => *values = vec![value],
+                },
+                Op::Delete { .. } => values.clear(),
+                Op::DeleteValue { value, .. } => values.retain(|v| *v != value.as_slice()),
+            }
+            after += values.len() as i128 - before;
+        }
+        if after > limits.records_max as i128 {
+            return Err(Abort::Limit {
+                limit: "records_max",
+                max: limits.records_max,
+            });
+        }
+        for condition in &batch.conditions {
+            if let Condition::Fence { lock, token } = condition {
+                self.fences.insert(lock.clone(), *token);
+            }
+        }
+        let mut changes = Vec::with_capacity(batch.ops.len());
+        for op in &batch.ops {
+            changes.push(self.change(index, op));
+        }
+        Ok(changes)
+    }
+
+    /// Limits and shapes, checked before anything else.
+    fn admissible(&self, batch: &Batch, limits: &TableLimits) -> Result<(), Abort> {
+        let count = batch.conditions.len() + batch.ops.len();
+        if count > limits.batch_ops_max {
+            return Err(Abort::Limit {
+                limit: "batch_ops_max",
+                max: limits.batch_ops_max as u64,
+            });
+        }
+        let mut bytes = 0usize;
+        for op in &batch.ops {
+            let key = op_key(op);
+            if key.len() > limits.key_bytes_max {
+                return Err(Abort::Limit {
+                    limit: "key_bytes_max",
+                    max: limits.key_bytes_max as u64,
+                });
+            }
+            bytes += key.len();
+            match op {
+                Op::Put {
+                    value,
+                    index_values,
+                    ..
+                } => {
+                    if value.len() > limits.value_bytes_max {
+                        return Err(Abort::Limit {
+                            limit: "value_bytes_max",
+                            max: limits.value_bytes_max as u64,
+                        });
+                    }
+                    if index_values.len() != self.schema.indexes.len() {
+                        return Err(Abort::IndexValues {
+                            given: index_values.len(),
+                            wanted: self.schema.indexes.len(),
+                        });
+                    }
+                    bytes += value.len() + index_values.iter().map(Vec::len).sum::<usize>();
+                }
+                Op::DeleteValue { value, .. } => bytes += value.len(),
+                Op::Delete { .. } => {}
+            }
+        }
+        if bytes > limits.batch_bytes_max {
+            return Err(Abort::Limit {
+                limit: "batch_bytes_max",
+                max: limits.batch_bytes_max as u64,
+            });
+        }
+        Ok(())
+    }
+
+    fn holds(&self, condition: &Condition) -> Result<(), Abort> {
+        match condition {
+            Condition::Absent { key } => match self.rows.contains_key(key) {
+                true => Err(Abort::Exists { key: key.clone() }),
+                false => Ok(()),
+            },
+            Condition::Version { key, version } => match self.version(key) {
+                Some(now) if now == *version => Ok(()),
+                now => Err(Abort::Changed {
+                    key: key.clone(),
+                    now,
+                }),
+            },
+            Condition::Fence { lock, token } => match self.fences.get(lock) {
+                Some(&newest) if newest > *token => Err(Abort::StaleFence {
+                    lock: lock.clone(),
+                    token: *token,
+                    newest,
+                }),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// Make one change (its batch was checked whole).
+    fn change(&mut self, index: u64, op: &Op) -> Change {
+        match op {
+            Op::Put {
+                key,
+                value,
+                index_values,
+            } => {
+                let record = Record {
+                    value: value.clone(),
+                    version: index,
+                    index_values: index_values.clone(),
+                };
+                let row = self.rows.entry(key.clone()).or_default();
+                row.version = index;
+                let records = &mut row.records;
+                let replaced = match self.schema.kind {
+                    TableKind::Bag => records
+                        .iter()
+                        .position(|r| r.value == *value)
+                        .map(|at| records.remove(at)),
+                    TableKind::Set | TableKind::OrderedSet => records.pop(),
+                };
+                records.push(record.clone());
+                match replaced {
+                    Some(old) => self.unindex(key, &old),
+                    None => self.records += 1,
+                }
+                self.index(key, &record);
+                Change::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                }
+            }
+            Op::Delete { key } => {
+                for old in self.rows.remove(key).unwrap_or_default().records {
+                    self.records -= 1;
+                    self.unindex(key, &old);
+                }
+                Change::Delete { key: key.clone() }
+            }
+            Op::DeleteValue { key, value } => {
+                let removed = self.rows.get_mut(key).and_then(|row| {
+                    let at = row.records.iter().position(|r| r.value == *value)?;
+                    row.version = index;
+                    Some(row.records.remove(at))
+                });
+                if let Some(old) = removed {
+                    self.records -= 1;
+                    self.unindex(key, &old);
+                }
+                if self.rows.get(key).is_some_and(|row| row.records.is_empty()) {
+                    self.rows.remove(key);
+                }
+                Change::DeleteValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                }
+            }
+        }
+    }
+
+    fn index(&mut self, key: &[u8], record: &Record) {
+        for (i, v) in record.index_values.iter().enumerate() {
+            *self.indexes[i]
+                .entry((v.clone(), key.to_vec()))
+                .or_default() += 1;
+        }
+    }
+
+    fn unindex(&mut self, key: &[u8], record: &Record) {
+        for (i, v) in record.index_values.iter().enumerate() {
+            let entry = (v.clone(), key.to_vec());
+            if let Some(count) = self.indexes[i].get_mut(&entry) {
+                *count -= 1;
+                if *count == 0 {
+                    self.indexes[i].remove(&entry);
+                }
+            }
+        }
+    }
+}
+
+fn op_key(op: &Op) -> &[u8] {
+    match op {
+        Op::Put { key, .. } | Op::Delete { key } | Op::DeleteValue { key, .. } => key,
+    }
+}
