@@ -770,7 +770,9 @@ async fn a_certificate_for_another_node_name_is_refused() {
     // The node that certificate does name is welcome.
     let (_c, dc) = ca_node("c", ca.mode_for("c@127.0.0.1")).await;
     dc.join(&address_of(&da)).await.expect("c joins a");
-    da.ping("c@127.0.0.1").await.expect("c answers a ping");
+    // c's side is up once its join returns (a's may finish its handshake
+    // a moment later).
+    dc.ping("a@127.0.0.1").await.expect("a answers c's ping");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -365,9 +365,12 @@ impl ProcessCore {
         }
     }
 
-    /// The process has ended: refuse further signals, free its name, and
-    /// tell every linked process and every watcher.
-    pub fn terminate(mut self, why: Reason) {
+    /// The process has ended: refuse further signals, free its name, run
+    /// `gone` once it has left the process table, then tell every linked
+    /// process and every watcher (so whoever hears of the end finds what
+    /// `gone` undid already undone: the process's version no longer counts
+    /// it, and a soft purge after its `DOWN` succeeds).
+    pub fn terminate(mut self, why: Reason, gone: impl FnOnce()) {
         // Signals that raced with the end: links and monitors made just
         // before are honoured with the real reason.
         for signal in self.cell.close() {
@@ -387,6 +390,7 @@ impl ProcessCore {
         if self.pg_member {
             node.pg_gone(pid);
         }
+        gone();
         for linked in self.links.drain() {
             let _ = node.route(
                 pid,

@@ -133,10 +133,11 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
     let Running { store, version, .. } = process;
     let state = store.into_data();
     log_exit(pid, &version, &why);
-    state.core.terminate(why);
-    // Last, so that a purge waiting for this version to drain finds the
-    // process gone from the table and its links told.
-    version.leave();
+    // The version stops counting the process once it has left the table
+    // and before its links and watchers hear of the end: a purge waiting
+    // for the version to drain finds it gone from the table, and a soft
+    // purge by whoever got its `DOWN` finds the version free.
+    state.core.terminate(why, || version.leave());
 }
 
 /// A store for one instance of a process, with its limits and epoch

@@ -227,7 +227,7 @@ impl HostMailbox {
 impl Drop for HostMailbox {
     fn drop(&mut self) {
         if let Some(core) = self.core.take() {
-            core.terminate(reason::NORMAL.into());
+            core.terminate(reason::NORMAL.into(), || {});
         }
     }
 }
