@@ -1,15 +1,19 @@
-//! Replicated tables (mnesia-like), in progress: so far the state
+//! Replicated tables (mnesia-like), in progress. So far: the state
 //! machine of one table ([`state`]): set, ordered set and bag tables,
 //! secondary indexes whose values the writer supplies, and conditional
 //! batches (key absent, key version, a lock's fencing token) applied at
-//! one log index, all or nothing. The Raft groups that will replicate it,
-//! the guest imports and the CLI come next.
+//! one log index, all or nothing; and the node's local tables
+//! ([`local`]), whose one replica is this node, in memory, with
+//! subscribers. The Raft groups that will replicate tables, the guest
+//! imports and the CLI come next.
 
+pub mod local;
 pub mod state;
 
 #[cfg(test)]
 mod tests;
 
+pub use local::{Committed, LocalLimits, LocalTables, Sink, TableError, TableInfo};
 pub use state::{
     Abort, Batch, Change, Condition, Op, Record, Schema, Table, TableKind, TableLimits,
 };

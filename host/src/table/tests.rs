@@ -346,3 +346,188 @@ fn replicas_applying_the_same_batches_hold_the_same_table() {
         assert_eq!(a, b, "{kind:?}");
     }
 }
+
+// ---- local tables ----
+
+mod local {
+    use std::sync::{Arc, Mutex};
+
+    use super::super::local::*;
+    use super::super::state::*;
+    use super::{ops, put};
+
+    fn schema(name: &str) -> Schema {
+        Schema {
+            name: name.into(),
+            kind: TableKind::Set,
+            indexes: vec![],
+        }
+    }
+
+    #[test]
+    fn tables_are_created_described_and_deleted_by_name() {
+        let tables = LocalTables::new(LocalLimits {
+            tables_max: 2,
+            ..LocalLimits::default()
+        });
+        tables.create(schema("carts")).unwrap();
+        assert_eq!(
+            tables.create(schema("carts")),
+            Err(TableError::Exists("carts".into()))
+        );
+        assert!(matches!(
+            tables.create(schema("")),
+            Err(TableError::BadSchema(_))
+        ));
+        let twice = Schema {
+            indexes: vec!["i".into(), "i".into()],
+            ..schema("x")
+        };
+        assert!(matches!(
+            tables.create(twice),
+            Err(TableError::BadSchema(_))
+        ));
+        tables.create(schema("sessions")).unwrap();
+        assert_eq!(
+            tables.create(schema("third")),
+            Err(TableError::Limit {
+                limit: "tables_max",
+                max: 2
+            })
+        );
+        assert_eq!(tables.names(), ["carts", "sessions"]);
+        tables.transact("carts", &ops(vec![put("k", "v")])).unwrap();
+        let info = tables.info("carts").unwrap();
+        assert_eq!((info.records, info.applied), (1, 1));
+        tables.delete("carts").unwrap();
+        assert_eq!(
+            tables.transact("carts", &ops(vec![])),
+            Err(TableError::NoTable("carts".into()))
+        );
+        assert_eq!(
+            tables.delete("carts"),
+            Err(TableError::NoTable("carts".into()))
+        );
+        assert_eq!(tables.names(), ["sessions"]);
+    }
+
+    #[test]
+    fn subscribers_see_every_commit_in_order_and_a_gone_one_is_dropped() {
+        let tables = LocalTables::new(LocalLimits {
+            subscribers_per_table_max: 2,
+            ..LocalLimits::default()
+        });
+        tables.create(schema("t")).unwrap();
+        type Events = Vec<(u64, Vec<Change>)>;
+        let seen: Arc<Mutex<Events>> = Arc::default();
+        let log = seen.clone();
+        let first = tables
+            .subscribe(
+                "t",
+                Box::new(move |index, changes| {
+                    log.lock().unwrap().push((index, changes.to_vec()));
+                    true
+                }),
+            )
+            .unwrap();
+        let calls = Arc::new(Mutex::new(0));
+        let counted = calls.clone();
+        tables
+            .subscribe(
+                "t",
+                Box::new(move |_, _| {
+                    *counted.lock().unwrap() += 1;
+                    false
+                }),
+            )
+            .unwrap();
+        assert!(matches!(
+            tables.subscribe("t", Box::new(|_, _| true)),
+            Err(TableError::Limit { .. })
+        ));
+        tables.transact("t", &ops(vec![put("a", "1")])).unwrap();
+        // An aborted batch is no event.
+        let refused = Batch {
+            conditions: vec![Condition::Absent { key: "a".into() }],
+            ops: vec![put("a", "2")],
+        };
+        assert!(matches!(
+            tables.transact("t", &refused),
+            Err(TableError::Aborted(Abort::Exists { .. }))
+        ));
+        tables
+            .transact("t", &ops(vec![Op::Delete { key: "a".into() }]))
+            .unwrap();
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [
+                (
+                    1,
+                    vec![Change::Put {
+                        key: "a".into(),
+                        value: "1".into()
+                    }]
+                ),
+                (3, vec![Change::Delete { key: "a".into() }]),
+            ]
+        );
+        assert_eq!(*calls.lock().unwrap(), 1, "dropped after it said gone");
+        assert_eq!(tables.info("t").unwrap().subscribers, 1);
+        assert_eq!(tables.unsubscribe("t", first), Ok(true));
+        assert_eq!(tables.unsubscribe("t", first), Ok(false));
+        tables.transact("t", &ops(vec![put("b", "1")])).unwrap();
+        assert_eq!(seen.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn concurrent_read_modify_write_transactions_lose_no_update() {
+        // Each writer reads the counter's value and version and writes
+        // value + 1 on condition of that version, retrying on conflict.
+        let tables = LocalTables::default();
+        tables.create(schema("counter")).unwrap();
+        let increments = 500;
+        let writers: Vec<_> = (0..8)
+            .map(|_| {
+                let tables = tables.clone();
+                std::thread::spawn(move || {
+                    let mut conflicts = 0;
+                    for _ in 0..increments {
+                        loop {
+                            let (records, version) = tables.get("counter", b"n").unwrap();
+                            let n: u64 = records
+                                .first()
+                                .map_or(0, |r| u64::from_le_bytes(r.value[..].try_into().unwrap()));
+                            let condition = match version {
+                                Some(version) => Condition::Version {
+                                    key: "n".into(),
+                                    version,
+                                },
+                                None => Condition::Absent { key: "n".into() },
+                            };
+                            let batch = Batch {
+                                conditions: vec![condition],
+                                ops: vec![Op::Put {
+                                    key: "n".into(),
+                                    value: (n + 1).to_le_bytes().to_vec(),
+                                    index_values: vec![],
+                                }],
+                            };
+                            match tables.transact("counter", &batch) {
+                                Ok(_) => break,
+                                Err(TableError::Aborted(_)) => conflicts += 1,
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                    conflicts
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let (records, _) = tables.get("counter", b"n").unwrap();
+        let n = u64::from_le_bytes(records[0].value[..].try_into().unwrap());
+        assert_eq!(n, 8 * increments);
+    }
+}

@@ -1,0 +1,244 @@
+//! Tables whose one replica is this node, kept in memory: the fast local
+//! store (mnesia's `ram_copies` on one node). No log and no consensus: a
+//! batch applies under the table's lock at the table's next index, with
+//! the same rules as a replicated table (`Table::apply`), and each
+//! subscriber is told of every committed change in commit order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use super::state::{Abort, Batch, Change, Record, Schema, Table, TableLimits};
+
+/// Limits on the node's local tables (each refused by name).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalLimits {
+    /// Most tables.
+    pub tables_max: usize,
+    /// Most subscribers per table.
+    pub subscribers_per_table_max: usize,
+    /// Longest table name, in bytes.
+    pub name_bytes_max: usize,
+    /// Each table's own limits.
+    pub table: TableLimits,
+}
+
+impl Default for LocalLimits {
+    fn default() -> LocalLimits {
+        LocalLimits {
+            tables_max: 1_000,
+            subscribers_per_table_max: 1_000,
+            name_bytes_max: 255,
+            table: TableLimits::default(),
+        }
+    }
+}
+
+/// Why a table call failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// `create` of a name in use.
+    #[error("table {0} exists")]
+    Exists(String),
+    /// No table by that name.
+    #[error("no table {0}")]
+    NoTable(String),
+    /// A table name empty or too long, or an index named twice.
+    #[error("bad table definition: {0}")]
+    BadSchema(String),
+    /// A limit of the node's tables would be crossed.
+    #[error("{limit} ({max}) would be crossed")]
+    Limit {
+        /// The limit's name.
+        limit: &'static str,
+        /// Its value.
+        max: u64,
+    },
+    /// The batch changed nothing: why.
+    #[error("aborted: {0}")]
+    Aborted(Abort),
+}
+
+/// What a committed batch did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    /// The table's index of the batch.
+    pub index: u64,
+    /// Its changes, in order.
+    pub changes: Vec<Change>,
+}
+
+/// Where a subscriber's events go: called with each committed batch's
+/// index and changes, in commit order; returns `false` once the
+/// subscriber is gone (it is then dropped).
+pub type Sink = Box<dyn Fn(u64, &[Change]) -> bool + Send + Sync>;
+
+struct Local {
+    table: Mutex<Table>,
+    /// By subscription id.
+    subscribers: Mutex<Vec<(u64, Sink)>>,
+}
+
+/// A table as `info` describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableInfo {
+    /// Its definition.
+    pub schema: Schema,
+    /// Records in it.
+    pub records: u64,
+    /// The index of its last batch.
+    pub applied: u64,
+    /// Its subscribers.
+    pub subscribers: usize,
+}
+
+/// The node's local tables. Clones share them.
+#[derive(Clone, Default)]
+pub struct LocalTables {
+    tables: Arc<RwLock<HashMap<String, Arc<Local>>>>,
+    limits: LocalLimits,
+    next_subscription: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl LocalTables {
+    /// No tables yet, with `limits`.
+    pub fn new(limits: LocalLimits) -> LocalTables {
+        LocalTables {
+            limits,
+            ..LocalTables::default()
+        }
+    }
+
+    fn table(&self, name: &str) -> Result<Arc<Local>, TableError> {
+        let tables = self.tables.read().expect("tables poisoned");
+        tables
+            .get(name)
+            .cloned()
+            .ok_or_else(|| TableError::NoTable(name.to_string()))
+    }
+
+    /// Create an empty table.
+    pub fn create(&self, schema: Schema) -> Result<(), TableError> {
+        if schema.name.is_empty() || schema.name.len() > self.limits.name_bytes_max {
+            return Err(TableError::BadSchema(format!(
+                "a table name has 1 to {} bytes",
+                self.limits.name_bytes_max
+            )));
+        }
+        for (i, index) in schema.indexes.iter().enumerate() {
+            if schema.indexes[..i].contains(index) {
+                return Err(TableError::BadSchema(format!("index {index} named twice")));
+            }
+        }
+        let mut tables = self.tables.write().expect("tables poisoned");
+        if tables.contains_key(&schema.name) {
+            return Err(TableError::Exists(schema.name));
+        }
+        if tables.len() >= self.limits.tables_max {
+            return Err(TableError::Limit {
+                limit: "tables_max",
+                max: self.limits.tables_max as u64,
+            });
+        }
+        let local = Local {
+            table: Mutex::new(Table::new(schema.clone())),
+            subscribers: Mutex::default(),
+        };
+        tables.insert(schema.name, Arc::new(local));
+        Ok(())
+    }
+
+    /// Delete a table and everything in it; its subscribers are dropped.
+    pub fn delete(&self, name: &str) -> Result<(), TableError> {
+        let mut tables = self.tables.write().expect("tables poisoned");
+        tables
+            .remove(name)
+            .map(drop)
+            .ok_or_else(|| TableError::NoTable(name.to_string()))
+    }
+
+    /// The tables' names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tables
+            .read()
+            .expect("tables poisoned")
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// What a table is and holds.
+    pub fn info(&self, name: &str) -> Result<TableInfo, TableError> {
+        let local = self.table(name)?;
+        let table = local.table.lock().expect("table poisoned");
+        let subscribers = local
+            .subscribers
+            .lock()
+            .expect("subscribers poisoned")
+            .len();
+        Ok(TableInfo {
+            schema: table.schema().clone(),
+            records: table.len(),
+            applied: table.applied(),
+            subscribers,
+        })
+    }
+
+    /// Apply `batch` to table `name`, all or nothing, and tell its
+    /// subscribers.
+    pub fn transact(&self, name: &str, batch: &Batch) -> Result<Committed, TableError> {
+        let local = self.table(name)?;
+        let mut table = local.table.lock().expect("table poisoned");
+        let index = table.applied() + 1;
+        let changes = table
+            .apply(index, batch, &self.limits.table)
+            .map_err(TableError::Aborted)?;
+        // Told under the table's lock, so every subscriber sees commit
+        // order.
+        let mut subscribers = local.subscribers.lock().expect("subscribers poisoned");
+        subscribers.retain(|(_, sink)| sink(index, &changes));
+        Ok(Committed { index, changes })
+    }
+
+    /// Run `read` on table `name` as it is now.
+    pub fn read<T>(&self, name: &str, read: impl FnOnce(&Table) -> T) -> Result<T, TableError> {
+        let local = self.table(name)?;
+        let table = local.table.lock().expect("table poisoned");
+        Ok(read(&table))
+    }
+
+    /// The records of `key` in table `name`, with the key's version (what
+    /// a transaction that read it conditions its write on).
+    pub fn get(&self, name: &str, key: &[u8]) -> Result<(Vec<Record>, Option<u64>), TableError> {
+        self.read(name, |t| (t.read(key).to_vec(), t.version(key)))
+    }
+
+    /// Tell `sink` of every batch committed to table `name` from now on;
+    /// returns the subscription's id.
+    pub fn subscribe(&self, name: &str, sink: Sink) -> Result<u64, TableError> {
+        let local = self.table(name)?;
+        let mut subscribers = local.subscribers.lock().expect("subscribers poisoned");
+        if subscribers.len() >= self.limits.subscribers_per_table_max {
+            return Err(TableError::Limit {
+                limit: "subscribers_per_table_max",
+                max: self.limits.subscribers_per_table_max as u64,
+            });
+        }
+        let id = self
+            .next_subscription
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        subscribers.push((id, sink));
+        Ok(id)
+    }
+
+    /// End subscription `id` to table `name`; whether it was there.
+    pub fn unsubscribe(&self, name: &str, id: u64) -> Result<bool, TableError> {
+        let local = self.table(name)?;
+        let mut subscribers = local.subscribers.lock().expect("subscribers poisoned");
+        let before = subscribers.len();
+        subscribers.retain(|(s, _)| *s != id);
+        Ok(subscribers.len() < before)
+    }
+}
