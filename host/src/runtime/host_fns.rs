@@ -64,10 +64,7 @@ pub(super) fn payload(
 
 /// If the send filled a connection, suspend the guest at its next epoch
 /// check (deadline now) until the connection has room.
-pub(super) fn suspend_if_congested(
-    c: &mut Caller<'_, ProcState>,
-    wait: Option<super::backpressure::Wait>,
-) {
+fn suspend_if_congested(c: &mut Caller<'_, ProcState>, wait: Option<super::backpressure::Wait>) {
     if let Some(wait) = wait {
         c.data_mut().backpressure = Some(wait);
         c.as_context_mut().set_epoch_deadline(0);
@@ -77,7 +74,7 @@ pub(super) fn suspend_if_congested(
 /// The common tail of `send`, `send_named` and `global_send`: read the reference and the
 /// payload, apply the limits, deliver. With the status, the wait a
 /// congested connection asks of the sender.
-pub(super) fn send_from_guest(
+fn send_from_guest(
     mem: &[u8],
     st: &ProcState,
     to: Pid,
@@ -102,6 +99,41 @@ pub(super) fn send_from_guest(
             Err(e) => (send_status(Err(e)), None),
         },
     )
+}
+
+/// Register a send to a name (`send_named`, `global_send`): the import
+/// reads the name (`BAD_ARG` if it is not UTF-8), asks `holder` for the
+/// name's holder or the status to answer, and sends as `send` does.
+pub(super) fn wrap_send_to_name(
+    linker: &mut Linker<ProcState>,
+    import: &'static str,
+    holder: fn(&ProcState, &str) -> std::result::Result<Pid, i32>,
+) -> Result<()> {
+    linker.func_wrap(
+        IMPORT_MODULE,
+        import,
+        move |mut c: Caller<'_, ProcState>,
+              name_ptr: i32,
+              name_len: i32,
+              tag: i32,
+              ref_ptr: i32,
+              ptr: i32,
+              len: i32|
+              -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let Some(name) = gm::text(mem, name_ptr, name_len, import).map_err(fault)? else {
+                return Ok(status::BAD_ARG);
+            };
+            let to = match holder(st, name) {
+                Ok(to) => to,
+                Err(status) => return Ok(status),
+            };
+            let (status, wait) = send_from_guest(mem, st, to, tag, ref_ptr, ptr, len)?;
+            suspend_if_congested(&mut c, wait);
+            Ok(status)
+        },
+    )?;
+    Ok(())
 }
 
 /// The header the ABI describes a message by.
@@ -204,37 +236,10 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
         },
     )?;
 
-    linker.func_wrap(
-        m,
-        imports::SEND_NAMED.name,
-        |mut c: Caller<'_, ProcState>,
-         name_ptr: i32,
-         name_len: i32,
-         tag: i32,
-         ref_ptr: i32,
-         ptr: i32,
-         len: i32|
-         -> Result<i32> {
-            let (mem, st) = split(&mut c)?;
-            let Some(name) = gm::text(mem, name_ptr, name_len, "send_named name").map_err(fault)?
-            else {
-                return Ok(status::BAD_ARG);
-            };
-            let to = st
-                .core
-                .node
-                .registry
-                .lock()
-                .expect("registry poisoned")
-                .whereis(name);
-            let Some(to) = to else {
-                return Ok(status::NOT_REGISTERED);
-            };
-            let (status, wait) = send_from_guest(mem, st, to, tag, ref_ptr, ptr, len)?;
-            suspend_if_congested(&mut c, wait);
-            Ok(status)
-        },
-    )?;
+    wrap_send_to_name(linker, imports::SEND_NAMED.name, |st, name| {
+        let registry = st.core.node.registry.lock().expect("registry poisoned");
+        registry.whereis(name).ok_or(status::NOT_REGISTERED)
+    })?;
 
     linker.func_wrap_async(
         m,

@@ -17,7 +17,7 @@ use wasmtime::{Caller, Linker};
 
 use super::guest::ProcState;
 use super::guest_mem as gm;
-use super::host_fns::{fault, send_from_guest, split, suspend_if_congested};
+use super::host_fns::{fault, split, wrap_send_to_name};
 use super::{Coordinator, GlobalAnswer, GlobalCall};
 
 type Result<T> = wasmtime::Result<T>;
@@ -101,33 +101,14 @@ fn write_leader(
 pub(super) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
     let m = IMPORT_MODULE;
 
-    linker.func_wrap(
-        m,
-        imports::GLOBAL_SEND.name,
-        |mut c: Caller<'_, ProcState>,
-         name_ptr: i32,
-         name_len: i32,
-         tag: i32,
-         ref_ptr: i32,
-         ptr: i32,
-         len: i32|
-         -> Result<i32> {
-            let (mem, st) = split(&mut c)?;
-            let name = name(mem, name_ptr, name_len, "global name")?;
-            let Some(coord) = coordinator(st) else {
-                return Ok(status::NO_COORDINATION);
-            };
-            let Some(name) = name else {
-                return Ok(status::BAD_ARG);
-            };
-            let Some(to) = coord.whereis(&name) else {
-                return Ok(status::NOT_REGISTERED);
-            };
-            let (status, wait) = send_from_guest(mem, st, to, tag, ref_ptr, ptr, len)?;
-            suspend_if_congested(&mut c, wait);
-            Ok(status)
-        },
-    )?;
+    // `global_send`: the holder as this node's replica knows it.
+    wrap_send_to_name(linker, imports::GLOBAL_SEND.name, |st, name| {
+        let coord = coordinator(st).ok_or(status::NO_COORDINATION)?;
+        if name.is_empty() || name.len() > NAME_BYTES_MAX {
+            return Err(status::BAD_ARG);
+        }
+        coord.whereis(name).ok_or(status::NOT_REGISTERED)
+    })?;
 
     linker.func_wrap_async(
         m,
