@@ -770,8 +770,8 @@ async fn a_certificate_for_another_node_name_is_refused() {
     // The node that certificate does name is welcome.
     let (_c, dc) = ca_node("c", ca.mode_for("c@127.0.0.1")).await;
     dc.join(&address_of(&da)).await.expect("c joins a");
-    // c's side is up once its join returns (a's may finish its handshake
-    // a moment later).
+    // Both sides know each other once the join returns.
+    da.ping("c@127.0.0.1").await.expect("c answers a's ping");
     dc.ping("a@127.0.0.1").await.expect("a answers c's ping");
 }
 
@@ -1266,5 +1266,28 @@ async fn a_link_on_a_congested_lane_does_not_suspend_the_next_local_send() {
         assert_eq!(p.cmd(send).await, Outcome::Ok, "{round}");
         let m = sink.recv(WAIT).await.expect("the local message arrives");
         assert_eq!(&*m.payload, &[round]);
+    }
+}
+
+/// Once `join` returns, the node joined knows the joiner too: the
+/// acceptor puts the peer in its table before its last handshake message
+/// leaves, so a call from either side right away finds the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_join_returns_both_sides_know_each_other() {
+    for round in 0..10 {
+        let (na, a) = dist_node(&format!("ja{round}")).await;
+        let (nb, b) = dist_node(&format!("jb{round}")).await;
+        b.join(&address_of(&a)).await.expect("b joins a");
+        let b_name = b.name().to_string();
+        assert!(
+            a.nodes().contains(&b_name),
+            "round {round}: a does not list {b_name} yet: {:?}",
+            a.nodes()
+        );
+        a.ping(&b_name).await.expect("b answers a's ping");
+        a.shutdown();
+        b.shutdown();
+        na.shutdown(std::time::Duration::from_secs(2)).await;
+        nb.shutdown(std::time::Duration::from_secs(2)).await;
     }
 }

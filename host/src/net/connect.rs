@@ -196,11 +196,11 @@ impl DistInner {
                 }
             }
         };
-        let out = hs.take_output();
-        if !out.is_empty() {
-            send.write_all(&out).await.map_err(|e| lost(&e))?;
-        }
-        Ok(self.enter(info, connection, send, recv))
+        // The last handshake message (the acceptor's `Welcome`) leaves as
+        // the control stream's first bytes, queued only once the peer is in
+        // the table: when the joining side's handshake ends, this side
+        // already knows it.
+        Ok(self.enter(info, connection, send, recv, hs.take_output()))
     }
 
     /// Whether a node that completed the first half of the handshake may
@@ -227,13 +227,16 @@ impl DistInner {
         Ok(())
     }
 
-    /// Put an authenticated peer in the table and start its tasks.
+    /// Put an authenticated peer in the table and start its tasks; `first`
+    /// (the handshake's last bytes, if any) goes out on the control stream
+    /// before anything else.
     pub(super) fn enter(
         self: &Arc<Self>,
         info: PeerInfo,
         connection: quinn::Connection,
         control_send: quinn::SendStream,
         control_recv: quinn::RecvStream,
+        first: Vec<u8>,
     ) -> Arc<Peer> {
         let lanes = (0..self.config.lanes.max(1))
             .map(|_| Lane::new(self.config.lane_bytes_max))
@@ -251,6 +254,10 @@ impl DistInner {
             requests_out: Arc::new(Semaphore::new(self.config.requests_in_flight_max)),
             requests_in: Arc::new(Semaphore::new(self.config.requests_in_flight_max)),
         });
+        if !first.is_empty() {
+            // Queued before the peer is in the table, so before any frame.
+            peer.control.push(first);
+        }
         if let Some(addr) = info.listen.as_deref().and_then(|a| a.parse().ok()) {
             self.addresses
                 .lock()
