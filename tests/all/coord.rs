@@ -55,14 +55,11 @@ pub(crate) async fn three(dir: &TempDir, mode: LogMode) -> Vec<Member> {
     let b = member(dir, "b", Some(&a), mode).await;
     let c = member(dir, "c", Some(&a), mode).await;
     let members = vec![a, b, c];
-    // Every member knows the three voters, and the change has committed
-    // (while it is joint, the founder alone is the old set: stopping it
-    // then would leave the others unable to elect).
+    // Every member knows the three voters, and the change has committed.
     wait_for("three voters, known to all", || {
-        members.iter().all(|m| {
-            let status = m.coord.status();
-            status.voters.len() == 3 && !status.changing
-        })
+        members
+            .iter()
+            .all(|m| m.coord.status().has_settled_voters(3))
     })
     .await;
     members

@@ -96,7 +96,8 @@ fn map_count() -> u64 {
     std::fs::read_to_string("/proc/self/maps").map_or(0, |s| s.lines().count() as u64)
 }
 
-const MODULE: &str = "bench-guest";
+/// The module name of `examples/bench-guest`, the behaviour the benches spawn.
+pub(crate) const MODULE: &str = "bench-guest";
 
 async fn wait_for_exit(
     mailbox: &mut HostMailbox,

@@ -32,7 +32,7 @@ async fn guest_whereis(m: &Member, reads: u64) -> Result<f64> {
         reads,
     };
     let start = Instant::now();
-    let (_, watch) = mailbox.spawn("bench-guest", codec::encode(&args), false, true)?;
+    let (_, watch) = mailbox.spawn(super::bench::MODULE, codec::encode(&args), false, true)?;
     let why = mailbox
         .recv_down(watch.expect("monitored"), Duration::from_secs(120))
         .await

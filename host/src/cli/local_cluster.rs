@@ -69,13 +69,8 @@ pub async fn start(
         members.push(Member { node, dist, coord });
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    // Every member knows the new voters, and the change has committed: a
-    // node stopped while the change is joint (the founder alone in the old
-    // set) would leave the others unable to elect.
-    let settled = |m: &Member| {
-        let status = m.coord.status();
-        status.voters.len() == count && !status.changing
-    };
+    // Every member knows the new voters, and the change has committed.
+    let settled = |m: &Member| m.coord.status().has_settled_voters(count);
     while !members.iter().all(settled) {
         if Instant::now() > deadline {
             bail!("the local cluster did not get {count} voters in 20 s");

@@ -226,6 +226,16 @@ pub struct ClusterStatus {
     pub changing: bool,
 }
 
+impl ClusterStatus {
+    /// Whether the group has `count` voters as this node sees it, with no
+    /// change of voters under way (while one is, the old set must agree
+    /// too: a founder alone in it that stops leaves the others unable to
+    /// elect).
+    pub fn has_settled_voters(&self, count: usize) -> bool {
+        self.voters.len() == count && !self.changing
+    }
+}
+
 /// One member of the group.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberStatus {

@@ -362,7 +362,7 @@ impl State {
         if !self.session_ok(session) {
             return Outcome::SessionExpired;
         }
-        if let Some(held) = self.names.get_mut(name) {
+        if let Some(held) = self.names.get(name).copied() {
             if held.pid != pid {
                 let holder = held.pid;
                 return Outcome::Name(NameOutcome::AlreadyRegistered { holder });
@@ -372,11 +372,10 @@ impl State {
             // the node's new session does not end with its old one; a new
             // token, so that undoing an earlier registration of the same
             // process by its token leaves this one alone.
-            let session = held.session.max(session);
             let token = self.token();
-            let held = self.names.get_mut(name).expect("held");
-            held.session = session;
-            held.token = token;
+            let entry = self.names.get_mut(name).expect("held");
+            entry.session = held.session.max(session);
+            entry.token = token;
             return Outcome::Name(NameOutcome::Reregistered { token });
         }
         if self.names.len() >= limits.names_max {

@@ -367,9 +367,9 @@ impl ProcessCore {
 
     /// The process has ended: refuse further signals, free its name, run
     /// `gone` once it has left the process table, then tell every linked
-    /// process and every watcher (so whoever hears of the end finds what
-    /// `gone` undid already undone: the process's version no longer counts
-    /// it, and a soft purge after its `DOWN` succeeds).
+    /// process and every watcher. Whoever hears of the end sees what
+    /// `gone` did (the guest's version no longer counts the process, so a
+    /// soft purge after its `DOWN` succeeds).
     pub fn terminate(mut self, why: Reason, gone: impl FnOnce()) {
         // Signals that raced with the end: links and monitors made just
         // before are honoured with the real reason.

@@ -71,9 +71,9 @@ fn suspend_if_congested(c: &mut Caller<'_, ProcState>, wait: Option<super::backp
     }
 }
 
-/// The common tail of `send`, `send_named` and `global_send`: read the reference and the
-/// payload, apply the limits, deliver. With the status, the wait a
-/// congested connection asks of the sender.
+/// The common tail of `send`, `send_named` and `global_send`: read the
+/// reference and the payload, apply the limits, deliver. With the status,
+/// the wait a congested connection asks of the sender.
 fn send_from_guest(
     mem: &[u8],
     st: &ProcState,

@@ -27,12 +27,16 @@ const LOCK_SET_MAX: usize = 64;
 /// The longest wait a `lock` may ask for (`-1` means this).
 const LOCK_WAIT_MAX: Duration = Duration::from_secs(24 * 3600);
 
+/// Whether `name` may name a cluster name, lock or election: 1 to 255
+/// bytes.
+fn name_ok(name: &str) -> bool {
+    !name.is_empty() && name.len() <= NAME_BYTES_MAX
+}
+
 /// A name of 1 to 255 bytes of UTF-8, or `None`.
 fn name(mem: &[u8], ptr: i32, len: i32, what: &'static str) -> Result<Option<String>> {
     let text = gm::text(mem, ptr, len, what).map_err(fault)?;
-    Ok(text
-        .filter(|t| !t.is_empty() && t.len() <= NAME_BYTES_MAX)
-        .map(str::to_string))
+    Ok(text.filter(|t| name_ok(t)).map(str::to_string))
 }
 
 /// Parse a `lock` set: mode byte, `u32` length, id; `None` if malformed.
@@ -104,7 +108,7 @@ pub(super) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
     // `global_send`: the holder as this node's replica knows it.
     wrap_send_to_name(linker, imports::GLOBAL_SEND.name, |st, name| {
         let coord = coordinator(st).ok_or(status::NO_COORDINATION)?;
-        if name.is_empty() || name.len() > NAME_BYTES_MAX {
+        if !name_ok(name) {
             return Err(status::BAD_ARG);
         }
         coord.whereis(name).ok_or(status::NOT_REGISTERED)
