@@ -10,10 +10,15 @@
 //!   Hello  ---------------------------------->  checks protocol, ABI, admit
 //!          <----------------------------------  Hello, Proof
 //!   checks protocol, ABI, admit; verifies
-//!   Proof, Welcome  ------------------------->  verifies
+//!   Proof, Welcome  ------------------------->  verifies, takes Welcome
 //!          <----------------------------------  Welcome
 //!   Done                                        Done
 //! ```
+//!
+//! The acceptor's `Welcome` is its last message and is emitted only with
+//! its `Done`, once it holds the initiator's `Welcome` too: the node
+//! puts the peer in its table before that message leaves, so when the
+//! initiator is done (and its `join` returns) the acceptor already knows it.
 //!
 //! The acceptor says nothing until the initiator's `Hello` is admitted, so
 //! a peer refused at that point learns nothing but the `Refuse`. Any side
@@ -400,7 +405,11 @@ impl Handshake {
                 if hmac::verify(&self.key, &data, &mac).is_err() {
                     return Some(self.refuse(Refusal::BadCookie));
                 }
-                encode_value_into(&HandshakeMsg::Welcome, &mut self.output);
+                // The initiator welcomes at once; the acceptor only once it
+                // holds the initiator's Welcome (see the module docs).
+                if self.role == Role::Initiator {
+                    encode_value_into(&HandshakeMsg::Welcome, &mut self.output);
+                }
                 self.expect = Expect::Welcome;
                 None
             }
@@ -409,6 +418,9 @@ impl Handshake {
                     .peer
                     .clone()
                     .expect("a Welcome follows an admitted Hello");
+                if self.role == Role::Acceptor {
+                    encode_value_into(&HandshakeMsg::Welcome, &mut self.output);
+                }
                 let end = Status::Done(peer);
                 self.end = Some(end.clone());
                 Some(end)
@@ -951,6 +963,37 @@ mod tests {
         captured
     }
 
+    /// The acceptor's Welcome leaves only with its Done (after the
+    /// initiator's Welcome), so the node can enter the peer before the
+    /// initiator's handshake can end.
+    #[test]
+    fn the_acceptor_welcomes_last() {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut init = start(Role::Initiator, &setup("a@h", 1), deadline);
+        let mut acc = start(Role::Acceptor, &setup("b@h", 2), deadline);
+        acc.receive(&init.take_output(), &mut |_| Ok(()));
+        init.receive(&acc.take_output(), &mut |_| Ok(()));
+        let msgs = messages(&init.take_output());
+        assert_eq!(
+            acc.receive(&wire(&msgs[..1]), &mut |_| Ok(())),
+            Status::InProgress
+        );
+        assert!(
+            acc.take_output().is_empty(),
+            "no Welcome before the initiator's"
+        );
+        assert_eq!(
+            acc.receive(&wire(&msgs[1..]), &mut |_| Ok(())),
+            Status::Done(peer_info("a@h"))
+        );
+        let welcome = acc.take_output();
+        assert_eq!(messages(&welcome), [HandshakeMsg::Welcome]);
+        assert_eq!(
+            init.receive(&welcome, &mut |_| Ok(())),
+            Status::Done(peer_info("b@h"))
+        );
+    }
+
     #[test]
     fn replayed_proofs_are_refused() {
         let replay = captured_hello_and_proof();
@@ -984,8 +1027,15 @@ mod tests {
             let out = messages(&acc.take_output());
             check_output(case, &Status::InProgress, &status, &out);
             if status == Status::InProgress {
-                // The control: the acceptor took the proof and welcomed.
-                assert!(matches!(out.last(), Some(HandshakeMsg::Welcome)), "{case}");
+                // The control: the acceptor took the proof and now waits
+                // for the initiator's Welcome before it welcomes.
+                assert!(
+                    matches!(
+                        &out[..],
+                        [HandshakeMsg::Hello { .. }, HandshakeMsg::Proof { .. }]
+                    ),
+                    "{case}"
+                );
             }
         }
     }
