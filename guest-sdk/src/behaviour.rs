@@ -85,6 +85,9 @@ pub enum Message<T> {
     },
     /// News from the coordination group (see [`crate::election`]).
     Coord(molt_abi::sysmsg::Coord),
+    /// A table the process subscribed to changed, or the subscription
+    /// ended (see [`crate::table::Table::subscribe`]).
+    Table(molt_abi::table::Event),
     /// Anything else: other tags, or `DATA` that did not decode as `Msg`
     /// (logged at warn level).
     Other(Envelope),
@@ -186,6 +189,7 @@ fn current_message<T: DeserializeOwned>(tag: u32, len: usize) -> Message<T> {
         },
         Some(System::NodeDown { node }) => Message::NodeDown { node },
         Some(System::Coord(notice)) => Message::Coord(notice),
+        Some(System::Table(event)) => Message::Table(event),
         None => Message::Other(envelope),
     }
 }

@@ -184,6 +184,7 @@ pub mod server;
 pub mod supervisor;
 #[doc(hidden)]
 pub mod sys;
+pub mod table;
 pub mod task;
 mod time;
 

@@ -56,6 +56,9 @@ pub enum System {
     /// election the process takes part in (see [`crate::election`] and
     /// [`crate::global`]).
     Coord(molt_abi::sysmsg::Coord),
+    /// A table the process subscribed to changed, or the subscription
+    /// ended (see [`crate::table::Table::subscribe`]).
+    Table(molt_abi::table::Event),
 }
 
 impl Envelope {
@@ -87,6 +90,7 @@ impl Envelope {
                 node: std::str::from_utf8(&self.payload).ok()?.to_owned(),
             }),
             tag::COORD => codec::decode(&self.payload).ok().map(System::Coord),
+            tag::TABLE => codec::decode(&self.payload).ok().map(System::Table),
             _ => None,
         }
     }

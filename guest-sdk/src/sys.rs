@@ -113,6 +113,8 @@ host_functions! {
     "resign" => fn resign(group_ptr: i32, group_len: i32) -> i32;
     "leader" => fn leader(group_ptr: i32, group_len: i32, leader_out: i32, term_out: i32) -> i32;
     "global_send" => fn global_send(name_ptr: i32, name_len: i32, tag: i32, ref_ptr: i32, payload_ptr: i32, payload_len: i32) -> i32;
+    "table_call" => fn table_call(req_ptr: i32, req_len: i32, out_ptr: i32, out_cap: i32) -> i32;
+    "table_reply" => fn table_reply(out_ptr: i32, out_cap: i32) -> i32;
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -212,6 +214,29 @@ pub fn global_send(
         // SAFETY: as in `send_named`.
         unsafe { raw::global_send(a, b, c, d, e, f) }
     })
+}
+
+/// `table_call`: the reply's length (written to `out` if it fits), or a
+/// status.
+pub fn table_call(request: &[u8], out: &mut [u8]) -> i32 {
+    // SAFETY: both buffers are live for the call and of the lengths
+    // given; the host reads `request` and writes at most `out.len()` bytes
+    // to `out`.
+    unsafe {
+        raw::table_call(
+            ptr(request.as_ptr()),
+            len(request.len()),
+            ptr(out.as_mut_ptr()),
+            len(out.len()),
+        )
+    }
+}
+
+/// `table_reply`: the kept reply's length (written to `out`), or a status.
+pub fn table_reply(out: &mut [u8]) -> i32 {
+    // SAFETY: `out` is live for the call; the host writes at most
+    // `out.len()` bytes to it.
+    unsafe { raw::table_reply(ptr(out.as_mut_ptr()), len(out.len())) }
 }
 
 /// A send to a name: `import(name_ptr, name_len, tag, ref_ptr,

@@ -91,6 +91,8 @@ pub struct NodeConfig {
     /// the node may (it runs as root). If false, or if raising fails, the
     /// node starts with fewer processes and says exactly what to run.
     pub raise_map_count: bool,
+    /// Limits on the node's tables (`molt_sdk::table`).
+    pub tables: crate::table::TablesLimits,
 }
 
 impl Default for NodeConfig {
@@ -120,6 +122,7 @@ impl Default for NodeConfig {
             timeslice: Duration::from_millis(2),
             workers: 0,
             raise_map_count: true,
+            tables: crate::table::TablesLimits::default(),
         }
     }
 }

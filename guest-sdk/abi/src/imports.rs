@@ -311,6 +311,23 @@ imports! {
     /// call. Errors as `send`, plus `NOT_REGISTERED`, `NO_COORDINATION`,
     /// `BAD_ARG` (a name empty or longer than 255 bytes).
     GLOBAL_SEND = "global_send"(I32, I32, I32, I32, I32, I32) -> (I32);
+
+    /// `table_call(req_ptr, req_len, out_ptr, out_cap) -> len | status`:
+    /// run a table request ([`crate::table::Request`], encoded with the
+    /// codec) for the caller, waiting for its table's replicas if it needs
+    /// them. Returns the length of the encoded [`crate::table::Reply`]
+    /// (a failed request is an `Error` reply, not a status). If it fits in
+    /// `out_cap` it is written to `out_ptr`; if not, nothing is written
+    /// and it stays with the caller for `table_reply`. Errors: `BAD_ARG`
+    /// (the request does not decode, or is longer than the node's
+    /// `table_request_bytes_max`).
+    TABLE_CALL = "table_call"(I32, I32, I32, I32) -> (I32);
+
+    /// `table_reply(out_ptr, out_cap) -> len | status`: copy the reply the
+    /// last `table_call` kept (it was longer than its `out_cap`) to
+    /// `out_ptr`, and forget it. Errors: `NO_MESSAGE` (no reply kept),
+    /// `BUFFER_TOO_SMALL` (kept for another try).
+    TABLE_REPLY = "table_reply"(I32, I32) -> (I32);
 }
 
 /// Find a host function by name.

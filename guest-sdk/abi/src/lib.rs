@@ -22,6 +22,8 @@ pub mod imports;
 pub mod reason;
 pub mod section;
 pub mod sysmsg;
+#[cfg(feature = "serde")]
+pub mod table;
 
 use core::fmt;
 
@@ -184,6 +186,9 @@ pub mod tag {
     /// process takes part in. Payload: [`crate::sysmsg::Coord`], encoded
     /// with the codec.
     pub const COORD: u32 = 0xFFFF_FF04;
+    /// A table the process subscribed to changed, or the subscription
+    /// ended. Payload: [`crate::table::Event`], encoded with the codec.
+    pub const TABLE: u32 = 0xFFFF_FF05;
 
     /// Whether a guest may send a message with this tag.
     pub const fn is_user(tag: u32) -> bool {

@@ -98,6 +98,9 @@ pub struct ProcState {
     /// `molt_code_change`): past it the call is cut off and the migration
     /// refused.
     migration_deadline: Option<std::time::Instant>,
+    /// A `table_call` reply too long for the guest's buffer, until
+    /// `table_reply` takes it.
+    pub(crate) table_reply: Option<Vec<u8>>,
 }
 
 impl ProcState {
@@ -157,6 +160,7 @@ fn new_store(core: ProcessCore, current: Option<Message>) -> Store<ProcState> {
         limiter,
         backpressure: None,
         migration_deadline: None,
+        table_reply: None,
     };
     let mut store = Store::new(&node.engine, state);
     store.limiter(|s| &mut s.limiter);

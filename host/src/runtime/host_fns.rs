@@ -594,7 +594,8 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
 
     super::host_fns_dist::register(linker)?;
     super::host_fns_pg::register(linker)?;
-    super::host_fns_global::register(linker)
+    super::host_fns_global::register(linker)?;
+    super::host_fns_table::register(linker)
 }
 
 /// The `receive` host function: selective receive with a timeout. Skipped

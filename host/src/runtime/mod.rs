@@ -14,6 +14,7 @@ mod host_fns;
 mod host_fns_dist;
 mod host_fns_global;
 mod host_fns_pg;
+mod host_fns_table;
 mod mailbox;
 mod pg;
 mod registry;
@@ -326,6 +327,8 @@ pub(crate) struct NodeInner {
     exit_observer: std::sync::OnceLock<Arc<dyn ExitObserver>>,
     /// Set once, when the node joins a coordination group.
     coordinator: std::sync::OnceLock<Arc<dyn Coordinator>>,
+    /// The node's tables (`table_call`).
+    pub tables: crate::table::Tables,
 }
 
 /// A running node. Cheap to clone; the node stops when the last clone is
@@ -383,6 +386,7 @@ impl Node {
         getrandom::fill(&mut random).expect("the OS random generator failed");
         let ticker_stop = engine::start_ticker(&engine, config.timeslice);
         let pg = ProcessGroups::new(config.pg_groups_max, config.pg_memberships_max);
+        let tables = crate::table::Tables::new(config.tables.clone());
         let inner = NodeInner {
             node_id: node_id(&config.name),
             incarnation: u64::from_le_bytes(random) | 1,
@@ -407,6 +411,7 @@ impl Node {
             pg_observer: std::sync::OnceLock::new(),
             exit_observer: std::sync::OnceLock::new(),
             coordinator: std::sync::OnceLock::new(),
+            tables,
         };
         Ok(Node {
             inner: Arc::new(inner),
@@ -763,6 +768,22 @@ impl NodeInner {
         Ok(())
     }
 
+    /// A host message for a process of this node past its mailbox limit
+    /// (one last notice, such as a subscription's end); whether the
+    /// process was there.
+    pub fn deliver_over_limit(&self, to: Pid, message: Message) -> bool {
+        let Some(cell) = self.lookup(to) else {
+            return false;
+        };
+        cell.mailbox_len.fetch_add(1, Ordering::Relaxed);
+        let from = Pid::default();
+        if cell.push(Signal::Message { from, message }).is_err() {
+            cell.mailbox_len.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
     fn pg(&self) -> std::sync::MutexGuard<'_, ProcessGroups> {
         self.pg.lock().expect("process groups poisoned")
     }
@@ -908,6 +929,7 @@ impl NodeInner {
         if let Some(observer) = self.exit_observer.get() {
             observer.exited(pid);
         }
+        self.tables.exited(pid);
         self.ended.notify_waiters();
     }
 

@@ -9,26 +9,35 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::state::{Abort, Batch, Change, Record, Schema, Table, TableLimits};
 
-/// Limits on the node's local tables (each refused by name).
+/// Limits on the node's tables (each refused by name).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LocalLimits {
-    /// Most tables.
+pub struct TablesLimits {
+    /// Most tables (`tables_max`).
     pub tables_max: usize,
-    /// Most subscribers per table.
+    /// Most subscribers per table (`subscribers_per_table_max`).
     pub subscribers_per_table_max: usize,
-    /// Longest table name, in bytes.
+    /// Longest table name, in bytes (`name_bytes_max`).
     pub name_bytes_max: usize,
+    /// Longest encoded request a guest may pass to `table_call`
+    /// (`request_bytes_max`): a batch at `batch_bytes_max` fits.
+    pub request_bytes_max: usize,
+    /// Most bytes of rows in one read's reply (`reply_bytes_max`): a read
+    /// past it stops early and says there is more.
+    pub reply_bytes_max: usize,
     /// Each table's own limits.
     pub table: TableLimits,
 }
 
-impl Default for LocalLimits {
-    fn default() -> LocalLimits {
-        LocalLimits {
+impl Default for TablesLimits {
+    fn default() -> TablesLimits {
+        let table = TableLimits::default();
+        TablesLimits {
             tables_max: 1_000,
             subscribers_per_table_max: 1_000,
             name_bytes_max: 255,
-            table: TableLimits::default(),
+            request_bytes_max: table.batch_bytes_max + (1 << 20),
+            reply_bytes_max: 4 << 20,
+            table,
         }
     }
 }
@@ -49,13 +58,16 @@ pub enum TableError {
     #[error("{limit} ({max}) would be crossed")]
     Limit {
         /// The limit's name.
-        limit: &'static str,
+        limit: String,
         /// Its value.
         max: u64,
     },
     /// The batch changed nothing: why.
     #[error("aborted: {0}")]
     Aborted(Abort),
+    /// A request that does not fit the table: why.
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 /// What a committed batch did.
@@ -95,13 +107,13 @@ pub struct TableInfo {
 #[derive(Clone, Default)]
 pub struct LocalTables {
     tables: Arc<RwLock<HashMap<String, Arc<Local>>>>,
-    limits: LocalLimits,
+    limits: TablesLimits,
     next_subscription: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LocalTables {
     /// No tables yet, with `limits`.
-    pub fn new(limits: LocalLimits) -> LocalTables {
+    pub fn new(limits: TablesLimits) -> LocalTables {
         LocalTables {
             limits,
             ..LocalTables::default()
@@ -135,7 +147,7 @@ impl LocalTables {
         }
         if tables.len() >= self.limits.tables_max {
             return Err(TableError::Limit {
-                limit: "tables_max",
+                limit: "tables_max".into(),
                 max: self.limits.tables_max as u64,
             });
         }
@@ -202,6 +214,59 @@ impl LocalTables {
         Ok(Committed { index, changes })
     }
 
+    /// Apply one batch per table, all of them or none: each table's
+    /// batch applies at that table's next index, and its subscribers are
+    /// told. On failure, the table that refused and why.
+    pub fn transact_many(
+        &self,
+        batches: &[(String, Batch)],
+    ) -> Result<Vec<Committed>, (String, TableError)> {
+        if let [(name, batch)] = batches {
+            return Ok(vec![self.transact(name, batch).map_err(|e| (name.clone(), e))?]);
+        }
+        let mut order: Vec<usize> = (0..batches.len()).collect();
+        order.sort_by(|a, b| batches[*a].0.cmp(&batches[*b].0));
+        let mut locals = Vec::with_capacity(batches.len());
+        for (i, &at) in order.iter().enumerate() {
+            let name = &batches[at].0;
+            if i > 0 && batches[order[i - 1]].0 == *name {
+                return Err((
+                    name.clone(),
+                    TableError::BadRequest(format!("table {name} has two batches in one commit")),
+                ));
+            }
+            locals.push(self.table(name).map_err(|e| (name.clone(), e))?);
+        }
+        // Locked in name order, so two commits never wait on each other.
+        let mut guards: Vec<_> = locals
+            .iter()
+            .map(|l| l.table.lock().expect("table poisoned"))
+            .collect();
+        for (guard, &at) in guards.iter().zip(&order) {
+            let (name, batch) = &batches[at];
+            guard
+                .check(batch, &self.limits.table)
+                .map_err(|a| (name.clone(), TableError::Aborted(a)))?;
+        }
+        let mut committed = vec![None; batches.len()];
+        for ((guard, local), &at) in guards.iter_mut().zip(&locals).zip(&order) {
+            let index = guard.applied() + 1;
+            let changes = guard.commit(index, &batches[at].1);
+            let mut subscribers = local.subscribers.lock().expect("subscribers poisoned");
+            subscribers.retain(|(_, sink)| sink(index, &changes));
+            committed[at] = Some(Committed { index, changes });
+        }
+        Ok(committed.into_iter().map(|c| c.expect("every batch committed")).collect())
+    }
+
+    /// Whether subscription `id` to table `name` is still on.
+    pub fn subscribed(&self, name: &str, id: u64) -> bool {
+        self.table(name).is_ok_and(|local| {
+            let subscribers = local.subscribers.lock().expect("subscribers poisoned");
+            subscribers.iter().any(|(s, _)| *s == id)
+        })
+    }
+
     /// Run `read` on table `name` as it is now.
     pub fn read<T>(&self, name: &str, read: impl FnOnce(&Table) -> T) -> Result<T, TableError> {
         let local = self.table(name)?;
@@ -222,7 +287,7 @@ impl LocalTables {
         let mut subscribers = local.subscribers.lock().expect("subscribers poisoned");
         if subscribers.len() >= self.limits.subscribers_per_table_max {
             return Err(TableError::Limit {
-                limit: "subscribers_per_table_max",
+                limit: "subscribers_per_table_max".into(),
                 max: self.limits.subscribers_per_table_max as u64,
             });
         }

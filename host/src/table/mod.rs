@@ -8,12 +8,14 @@
 //! imports and the CLI come next.
 
 pub mod local;
+mod service;
 pub mod state;
 
 #[cfg(test)]
 mod tests;
 
-pub use local::{Committed, LocalLimits, LocalTables, Sink, TableError, TableInfo};
+pub use local::{Committed, LocalTables, Sink, TableError, TableInfo, TablesLimits};
+pub use service::Tables;
 pub use state::{
     Abort, Batch, Change, Condition, Op, Record, Schema, Table, TableKind, TableLimits,
 };

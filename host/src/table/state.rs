@@ -21,16 +21,9 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
-/// How a table keeps its keys (mnesia's table types).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum TableKind {
-    /// One record per key.
-    Set,
-    /// One record per key, kept in key order: ranges, first, next.
-    OrderedSet,
-    /// Several records per key, each value at most once.
-    Bag,
-}
+pub use molt_abi::table::{
+    Abort, Batch, Change, Condition, Kind as TableKind, Op, Record,
+};
 
 /// What a table is: its name, its kind and its secondary indexes (by
 /// name; the writer supplies each record's index values).
@@ -69,152 +62,6 @@ impl Default for TableLimits {
             batch_bytes_max: 4 << 20,
         }
     }
-}
-
-/// One stored record.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    /// The value.
-    pub value: Vec<u8>,
-    /// The log index of the batch that wrote it.
-    pub version: u64,
-    /// Its value for each of the table's indexes, in schema order.
-    pub index_values: Vec<Vec<u8>>,
-}
-
-/// What must hold for a batch to apply.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Condition {
-    /// The key has no record.
-    Absent {
-        /// The key.
-        key: Vec<u8>,
-    },
-    /// The key's newest record has this version (the key was read at it
-    /// and not written since).
-    Version {
-        /// The key.
-        key: Vec<u8>,
-        /// The version read.
-        version: u64,
-    },
-    /// The writer still holds cluster lock `lock` under `token`: no batch
-    /// with a larger token for this lock has applied to this table (a
-    /// stale holder's write is refused). Applying records the token.
-    Fence {
-        /// The lock's id.
-        lock: String,
-        /// The writer's fencing token.
-        token: u64,
-    },
-}
-
-/// A change a batch makes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Op {
-    /// Write a record: in a set, the key's record; in a bag, one more
-    /// value for the key (a value already there is rewritten).
-    Put {
-        /// The key.
-        key: Vec<u8>,
-        /// The value.
-        value: Vec<u8>,
-        /// One value per index of the table, in schema order.
-        index_values: Vec<Vec<u8>>,
-    },
-    /// Remove every record of the key.
-    Delete {
-        /// The key.
-        key: Vec<u8>,
-    },
-    /// Remove one value of a bag's key (in a set: the record, if it has
-    /// this value).
-    DeleteValue {
-        /// The key.
-        key: Vec<u8>,
-        /// The value.
-        value: Vec<u8>,
-    },
-}
-
-/// A transaction or a dirty write: conditions and changes, applied at one
-/// log index, all or nothing.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Batch {
-    /// What must hold.
-    pub conditions: Vec<Condition>,
-    /// What changes, in order.
-    pub ops: Vec<Op>,
-}
-
-/// Why a batch changed nothing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum Abort {
-    /// `Absent` failed.
-    #[error("the key exists")]
-    Exists {
-        /// The key.
-        key: Vec<u8>,
-    },
-    /// `Version` failed: the key's version now (`None`: no record).
-    #[error("the key was written since it was read (version now {now:?})")]
-    Changed {
-        /// The key.
-        key: Vec<u8>,
-        /// Its version now.
-        now: Option<u64>,
-    },
-    /// `Fence` failed: a newer holder of the lock has written.
-    #[error("lock {lock}: token {token} is older than {newest}, already used here")]
-    StaleFence {
-        /// The lock.
-        lock: String,
-        /// The writer's token.
-        token: u64,
-        /// The newest token used with this table.
-        newest: u64,
-    },
-    /// A limit would be crossed.
-    #[error("{limit} ({max}) would be crossed")]
-    Limit {
-        /// The limit's name.
-        limit: &'static str,
-        /// Its value.
-        max: u64,
-    },
-    /// A `Put` gave a number of index values other than the table's
-    /// number of indexes.
-    #[error("{given} index values for a table with {wanted} indexes")]
-    IndexValues {
-        /// Given.
-        given: usize,
-        /// The table's number of indexes.
-        wanted: usize,
-    },
-}
-
-/// A committed change, as subscribers see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Change {
-    /// A record written.
-    Put {
-        /// The key.
-        key: Vec<u8>,
-        /// The value.
-        value: Vec<u8>,
-    },
-    /// Every record of a key removed.
-    Delete {
-        /// The key.
-        key: Vec<u8>,
-    },
-    /// One value of a key removed.
-    DeleteValue {
-        /// The key.
-        key: Vec<u8>,
-        /// The value.
-        value: Vec<u8>,
-    },
 }
 
 /// One secondary index: how many records of each key have each index
@@ -358,6 +205,12 @@ impl Table {
         limits: &TableLimits,
     ) -> Result<Vec<Change>, Abort> {
         self.applied = self.applied.max(index);
+        self.check(batch, limits)?;
+        Ok(self.commit(index, batch))
+    }
+
+    /// Why `batch` would change nothing, if it would not apply now.
+    pub fn check(&self, batch: &Batch, limits: &TableLimits) -> Result<(), Abort> {
         self.admissible(batch, limits)?;
         for condition in &batch.conditions {
             self.holds(condition)?;
@@ -387,10 +240,17 @@ impl Table {
         }
         if after > limits.records_max as i128 {
             return Err(Abort::Limit {
-                limit: "records_max",
+                limit: "records_max".into(),
                 max: limits.records_max,
             });
         }
+        Ok(())
+    }
+
+    /// Make `batch`'s changes at log `index`; it must have passed
+    /// [`check`](Self::check) on the table as it is.
+    pub fn commit(&mut self, index: u64, batch: &Batch) -> Vec<Change> {
+        self.applied = self.applied.max(index);
         for condition in &batch.conditions {
             if let Condition::Fence { lock, token } = condition {
                 self.fences.insert(lock.clone(), *token);
@@ -400,7 +260,7 @@ impl Table {
         for op in &batch.ops {
             changes.push(self.change(index, op));
         }
-        Ok(changes)
+        changes
     }
 
     /// Limits and shapes, checked before anything else.
@@ -408,7 +268,7 @@ impl Table {
         let count = batch.conditions.len() + batch.ops.len();
         if count > limits.batch_ops_max {
             return Err(Abort::Limit {
-                limit: "batch_ops_max",
+                limit: "batch_ops_max".into(),
                 max: limits.batch_ops_max as u64,
             });
         }
@@ -417,7 +277,7 @@ impl Table {
             let key = op_key(op);
             if key.len() > limits.key_bytes_max {
                 return Err(Abort::Limit {
-                    limit: "key_bytes_max",
+                    limit: "key_bytes_max".into(),
                     max: limits.key_bytes_max as u64,
                 });
             }
@@ -430,7 +290,7 @@ impl Table {
                 } => {
                     if value.len() > limits.value_bytes_max {
                         return Err(Abort::Limit {
-                            limit: "value_bytes_max",
+                            limit: "value_bytes_max".into(),
                             max: limits.value_bytes_max as u64,
                         });
                     }
@@ -448,7 +308,7 @@ impl Table {
         }
         if bytes > limits.batch_bytes_max {
             return Err(Abort::Limit {
-                limit: "batch_bytes_max",
+                limit: "batch_bytes_max".into(),
                 max: limits.batch_bytes_max as u64,
             });
         }

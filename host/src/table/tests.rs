@@ -366,9 +366,9 @@ mod local {
 
     #[test]
     fn tables_are_created_described_and_deleted_by_name() {
-        let tables = LocalTables::new(LocalLimits {
+        let tables = LocalTables::new(TablesLimits {
             tables_max: 2,
-            ..LocalLimits::default()
+            ..TablesLimits::default()
         });
         tables.create(schema("carts")).unwrap();
         assert_eq!(
@@ -391,7 +391,7 @@ mod local {
         assert_eq!(
             tables.create(schema("third")),
             Err(TableError::Limit {
-                limit: "tables_max",
+                limit: "tables_max".into(),
                 max: 2
             })
         );
@@ -413,9 +413,9 @@ mod local {
 
     #[test]
     fn subscribers_see_every_commit_in_order_and_a_gone_one_is_dropped() {
-        let tables = LocalTables::new(LocalLimits {
+        let tables = LocalTables::new(TablesLimits {
             subscribers_per_table_max: 2,
-            ..LocalLimits::default()
+            ..TablesLimits::default()
         });
         tables.create(schema("t")).unwrap();
         type Events = Vec<(u64, Vec<Change>)>;

@@ -146,6 +146,7 @@ impl Server for OtpServer {
             Message::Down { reason, .. } => format!("down {reason}"),
             Message::NodeDown { node } => format!("nodedown {node}"),
             Message::Coord(notice) => format!("coord {notice:?}"),
+            Message::Table(event) => format!("table {event:?}"),
             Message::Other(envelope) => format!("other tag {}", envelope.tag),
         };
         self.log.push(entry);

@@ -1,0 +1,720 @@
+//! Tables, as mnesia's: sets, ordered sets and bags of typed records,
+//! with secondary indexes, transactions and change events.
+//!
+//! A [`Table`] names a table and types it: keys are [`Key`]s (encoded so
+//! that bytes sort as keys do), values any serde type. Declare one as a
+//! `static` and use it from any process of the node:
+//!
+//! ```no_run
+//! use molt_sdk::table::{self, Kind, Table};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Cart { owner: String, items: Vec<String> }
+//!
+//! static CARTS: Table<u64, Cart> =
+//!     Table::indexed("carts", &[("owner", |c: &Cart| table::index_key(&c.owner))]);
+//!
+//! CARTS.create(Kind::Set).unwrap();
+//! // A transaction: read, decide, write; re-run if another write got in
+//! // between, so the add is never lost.
+//! table::transaction(|tx| {
+//!     let mut cart = tx.read(&CARTS, &7)?.unwrap_or(Cart { owner: "ann".into(), items: vec![] });
+//!     cart.items.push("tea".into());
+//!     tx.write(&CARTS, &7, &cart)
+//! })
+//! .unwrap();
+//! let anns = CARTS.index_read("owner", &"ann".to_string()).unwrap();
+//! # let _ = anns;
+//! ```
+//!
+//! - **Dirty** operations ([`Table::read`], [`Table::write`], ...) act at
+//!   once on this node's replica. A dirty write is still one committed
+//!   batch; a dirty read may lag the table's leader on a replicated table
+//!   and says so ([`Rows::stale`], through [`Table::read_rows`]).
+//! - **Transactions** ([`transaction`]) record the version of every key
+//!   they read, buffer their writes, and commit them as one batch on the
+//!   condition that no key read has changed. If one has, the closure runs
+//!   again on fresh data (up to [`Options::attempts`] times, with jittered
+//!   back-off). As in mnesia, the closure must have no other side
+//!   effects. A transaction may span several tables.
+//! - **Conditions** a transaction can state itself: a key is absent
+//!   ([`Tx::require_absent`]), or the writer still holds a cluster lock
+//!   ([`Tx::fence`], with the fencing token from [`crate::global::lock`]):
+//!   a failed one aborts with [`Error::Aborted`], without a retry.
+//! - **Events**: a subscribed process gets a [`crate::System::Table`]
+//!   message for each committed batch, in commit order.
+
+mod key;
+
+use std::marker::PhantomData;
+use std::time::Duration;
+
+pub use molt_abi::table::{
+    Abort, Change, Consistency, Copy, Error as TableError, Event, Info, Kind, Replica, Rows,
+};
+use molt_abi::table::{Batch, Condition, Op, Record, Reply, Request, Spec};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use self::key::Key;
+use crate::codec::{self, DecodeError};
+use crate::sys;
+
+/// Why a table operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The node refused it: no such table, a limit, an abort, no quorum...
+    Table(TableError),
+    /// A record, key or reply that does not decode as its type (the table
+    /// was written with another type, or by another program).
+    Decode(String),
+    /// A transaction ran [`Options::attempts`] times and another write got
+    /// in each time.
+    Conflict {
+        /// How many times it ran.
+        attempts: u32,
+    },
+    /// The host refused the call itself (a status code, see
+    /// [`crate::Error`]).
+    Host(crate::Error),
+}
+
+impl Error {
+    /// Whether this is the abort of a failed condition, and which.
+    pub fn abort(&self) -> Option<&Abort> {
+        match self {
+            Error::Table(TableError::Aborted { abort, .. }) => Some(abort),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Table(e) => write!(f, "{e}"),
+            Error::Decode(why) => write!(f, "table data does not decode: {why}"),
+            Error::Conflict { attempts } => write!(
+                f,
+                "the transaction conflicted with other writes {attempts} times"
+            ),
+            Error::Host(e) => write!(f, "table call refused: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<DecodeError> for Error {
+    fn from(e: DecodeError) -> Error {
+        Error::Decode(e.to_string())
+    }
+}
+
+/// Encode an index value (what an index function returns): index values
+/// compare as bytes, and equal values give equal bytes.
+pub fn index_key<I: Key>(value: &I) -> Vec<u8> {
+    value.encode()
+}
+
+/// An index of a table of `V`s: its name and how to get a value's index
+/// bytes (usually through [`index_key`]).
+pub type Index<V> = (&'static str, fn(&V) -> Vec<u8>);
+
+/// A table's name and types: keys `K`, values `V`, and its secondary
+/// indexes. Cheap, `const`: declare it as a `static`.
+pub struct Table<K, V: 'static> {
+    name: &'static str,
+    indexes: &'static [Index<V>],
+    _types: PhantomData<fn(K, V)>,
+}
+
+/// The request buffer size that covers most replies: a longer reply is
+/// fetched with a second call.
+const REPLY_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Send `request` and decode its reply.
+fn call(request: &Request) -> Result<Reply, Error> {
+    let encoded = codec::encode(request);
+    let mut out = vec![0u8; REPLY_BUFFER_BYTES];
+    let code = sys::table_call(&encoded, &mut out);
+    let len = crate::error::check(code).map_err(Error::Host)? as usize;
+    if len > out.len() {
+        out = vec![0u8; len];
+        crate::error::check(sys::table_reply(&mut out)).map_err(Error::Host)?;
+    }
+    match codec::decode(&out[..len])? {
+        Reply::Error(e) => Err(Error::Table(e)),
+        reply => Ok(reply),
+    }
+}
+
+fn unexpected(reply: Reply) -> Error {
+    Error::Decode(format!("unexpected table reply {reply:?}"))
+}
+
+/// The names of this node's tables, sorted.
+pub fn tables() -> Result<Vec<String>, Error> {
+    match call(&Request::List)? {
+        Reply::Tables(names) => Ok(names),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// How to create a table beyond its kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// Where it is kept; empty: one `Ram` replica on this node.
+    pub replicas: Vec<Replica>,
+}
+
+impl<K: Key, V: Serialize + DeserializeOwned + 'static> Table<K, V> {
+    /// A table without secondary indexes.
+    pub const fn new(name: &'static str) -> Table<K, V> {
+        Table {
+            name,
+            indexes: &[],
+            _types: PhantomData,
+        }
+    }
+
+    /// A table with secondary indexes: each write supplies every index's
+    /// value for the record, computed by its function.
+    pub const fn indexed(name: &'static str, indexes: &'static [Index<V>]) -> Table<K, V> {
+        Table {
+            name,
+            indexes,
+            _types: PhantomData,
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Create it, empty, with one `Ram` replica on this node. Errors:
+    /// [`TableError::Exists`], a limit.
+    pub fn create(&self, kind: Kind) -> Result<(), Error> {
+        self.create_with(kind, Placement::default())
+    }
+
+    /// Create it with replicas as `placement` says.
+    pub fn create_with(&self, kind: Kind, placement: Placement) -> Result<(), Error> {
+        let spec = Spec {
+            name: self.name.to_string(),
+            kind,
+            indexes: self.indexes.iter().map(|(n, _)| n.to_string()).collect(),
+            replicas: placement.replicas,
+        };
+        call(&Request::Create(spec)).map(drop)
+    }
+
+    /// Delete it and everything in it; subscribers get an `Ended` event.
+    pub fn delete_table(&self) -> Result<(), Error> {
+        call(&Request::Delete {
+            table: self.name.to_string(),
+        })
+        .map(drop)
+    }
+
+    /// What it is and holds.
+    pub fn info(&self) -> Result<Info, Error> {
+        match call(&Request::Info {
+            table: self.name.to_string(),
+        })? {
+            Reply::Info(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn rows(&self, request: Request) -> Result<Rows, Error> {
+        match call(&request)? {
+            Reply::Rows(rows) => Ok(rows),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The raw rows of `key`, read as `consistency` says: with its
+    /// version, and whether the replica may be stale.
+    pub fn read_rows(&self, key: &K, consistency: Consistency) -> Result<Rows, Error> {
+        self.rows(Request::Get {
+            table: self.name.to_string(),
+            key: key.encode(),
+            consistency,
+        })
+    }
+
+    /// The value of `key` (in a bag, its first value), from this node's
+    /// replica.
+    pub fn read(&self, key: &K) -> Result<Option<V>, Error> {
+        let rows = self.read_rows(key, Consistency::Dirty)?;
+        match rows.rows.first().and_then(|r| r.records.first()) {
+            Some(record) => Ok(Some(codec::decode(&record.value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every value of `key` (a bag's, in write order), from this node's
+    /// replica.
+    pub fn read_all(&self, key: &K) -> Result<Vec<V>, Error> {
+        let rows = self.read_rows(key, Consistency::Dirty)?;
+        values(rows.rows.first().map_or(&[][..], |r| &r.records))
+    }
+
+    /// Write `key`'s record (in a bag, add `value` to the key's): a dirty
+    /// write, one batch without conditions. Returns its log index.
+    pub fn write(&self, key: &K, value: &V) -> Result<u64, Error> {
+        commit_one(self.name, vec![self.put(key, value)], Vec::new())
+    }
+
+    /// Remove every record of `key`. Returns the batch's log index.
+    pub fn delete(&self, key: &K) -> Result<u64, Error> {
+        let op = Op::Delete { key: key.encode() };
+        commit_one(self.name, vec![op], Vec::new())
+    }
+
+    /// Remove one value of a bag's key. Returns the batch's log index.
+    pub fn delete_value(&self, key: &K, value: &V) -> Result<u64, Error> {
+        let op = Op::DeleteValue {
+            key: key.encode(),
+            value: codec::encode(value),
+        };
+        commit_one(self.name, vec![op], Vec::new())
+    }
+
+    /// The records whose index `index` has the value that encodes to
+    /// `value`'s [`index_key`], as (key, value) pairs in key order.
+    pub fn index_read<I: Key>(&self, index: &str, value: &I) -> Result<Vec<(K, V)>, Error> {
+        let rows = self.rows(Request::IndexGet {
+            table: self.name.to_string(),
+            index: index.to_string(),
+            value: value.encode(),
+            limit: 0,
+            consistency: Consistency::Dirty,
+        })?;
+        pairs(rows)
+    }
+
+    /// Up to `limit` records with keys from `from` (included) to `to`
+    /// (excluded; `None`: to the end), in key order; ordered sets only.
+    /// `limit` 0 means as many as one reply holds.
+    pub fn range(&self, from: &K, to: Option<&K>, limit: u32) -> Result<Vec<(K, V)>, Error> {
+        let rows = self.rows(Request::Range {
+            table: self.name.to_string(),
+            from: from.encode(),
+            to: to.map(Key::encode),
+            limit,
+            consistency: Consistency::Dirty,
+        })?;
+        pairs(rows)
+    }
+
+    /// The record with the smallest key; ordered sets only.
+    pub fn first(&self) -> Result<Option<(K, V)>, Error> {
+        let rows = self.rows(Request::Range {
+            table: self.name.to_string(),
+            from: Vec::new(),
+            to: None,
+            limit: 1,
+            consistency: Consistency::Dirty,
+        })?;
+        Ok(pairs(rows)?.into_iter().next())
+    }
+
+    /// The record with the smallest key above `key`; ordered sets only.
+    pub fn next(&self, key: &K) -> Result<Option<(K, V)>, Error> {
+        let rows = self.rows(Request::Next {
+            table: self.name.to_string(),
+            key: key.encode(),
+            consistency: Consistency::Dirty,
+        })?;
+        Ok(pairs(rows)?.into_iter().next())
+    }
+
+    /// Up to `limit` records whose keys begin with `prefix`'s encoding (a
+    /// key's leading components: `"ann"` for keys `("ann", n)`), in key
+    /// order. `limit` 0 means as many as one reply holds.
+    pub fn match_prefix<P: Key>(&self, prefix: &P, limit: u32) -> Result<Vec<(K, V)>, Error> {
+        let rows = self.rows(Request::Prefix {
+            table: self.name.to_string(),
+            prefix: prefix.encode(),
+            limit,
+            consistency: Consistency::Dirty,
+        })?;
+        pairs(rows)
+    }
+
+    /// Send this process a [`crate::System::Table`] event for each batch
+    /// committed to the table from now on, in commit order (subscribing
+    /// twice keeps one subscription). It ends when the process ends or
+    /// calls [`unsubscribe`](Self::unsubscribe), when the table is deleted,
+    /// or if the process falls behind so far that its mailbox is full (an
+    /// `Ended` event says which).
+    pub fn subscribe(&self) -> Result<(), Error> {
+        call(&Request::Subscribe {
+            table: self.name.to_string(),
+        })
+        .map(drop)
+    }
+
+    /// End this process's subscription.
+    pub fn unsubscribe(&self) -> Result<(), Error> {
+        call(&Request::Unsubscribe {
+            table: self.name.to_string(),
+        })
+        .map(drop)
+    }
+
+    fn put(&self, key: &K, value: &V) -> Op {
+        Op::Put {
+            key: key.encode(),
+            value: codec::encode(value),
+            index_values: self.indexes.iter().map(|(_, f)| f(value)).collect(),
+        }
+    }
+}
+
+fn values<V: DeserializeOwned>(records: &[Record]) -> Result<Vec<V>, Error> {
+    records
+        .iter()
+        .map(|r| codec::decode(&r.value).map_err(Error::from))
+        .collect()
+}
+
+fn pairs<K: Key, V: DeserializeOwned>(rows: Rows) -> Result<Vec<(K, V)>, Error> {
+    let mut out = Vec::with_capacity(rows.rows.len());
+    for row in rows.rows {
+        for record in &row.records {
+            out.push((event_key(&row.key)?, codec::decode(&record.value)?));
+        }
+    }
+    Ok(out)
+}
+
+std::thread_local! {
+    /// Tables' kinds, as a transaction learned them (a kind never
+    /// changes while its table lives).
+    static KINDS: std::cell::RefCell<Vec<(String, Kind)>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Table `name`'s kind.
+fn kind_of(name: &str) -> Result<Kind, Error> {
+    if let Some(kind) = KINDS.with_borrow(|k| k.iter().find(|(n, _)| n == name).map(|(_, k)| *k)) {
+        return Ok(kind);
+    }
+    let kind = match call(&Request::Info {
+        table: name.to_string(),
+    })? {
+        Reply::Info(info) => info.spec.kind,
+        other => return Err(unexpected(other)),
+    };
+    KINDS.with_borrow_mut(|k| k.push((name.to_string(), kind)));
+    Ok(kind)
+}
+
+fn commit_one(table: &str, ops: Vec<Op>, conditions: Vec<Condition>) -> Result<u64, Error> {
+    let batch = Batch { conditions, ops };
+    match call(&Request::Commit(vec![(table.to_string(), batch)]))? {
+        Reply::Committed(indexes) => indexes
+            .first()
+            .copied()
+            .ok_or_else(|| unexpected(Reply::Committed(indexes))),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// How a [`transaction_with`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Most runs of the closure before [`Error::Conflict`].
+    pub attempts: u32,
+    /// The first back-off after a conflict; each later one doubles, up to
+    /// `backoff_max`, and each is jittered (a random part of it).
+    pub backoff: Duration,
+    /// The longest back-off.
+    pub backoff_max: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            attempts: 10,
+            backoff: Duration::from_micros(200),
+            backoff_max: Duration::from_millis(50),
+        }
+    }
+}
+
+/// A key a transaction read: the version and values it saw.
+struct Read {
+    key: Vec<u8>,
+    /// `0`: absent.
+    version: u64,
+    values: Vec<Vec<u8>>,
+    /// The table is a bag (a put adds a value rather than replacing).
+    bag: bool,
+}
+
+/// What a transaction read and will write, per table.
+#[derive(Default)]
+struct Part {
+    table: String,
+    /// Keys read, in the order first read.
+    read: Vec<Read>,
+    /// Conditions the closure stated itself.
+    required: Vec<Condition>,
+    ops: Vec<Op>,
+}
+
+/// A running transaction: reads are recorded, writes buffered until the
+/// closure returns.
+pub struct Tx {
+    parts: Vec<Part>,
+}
+
+impl Tx {
+    fn part(&mut self, table: &str) -> &mut Part {
+        let at = match self.parts.iter().position(|p| p.table == table) {
+            Some(at) => at,
+            None => {
+                self.parts.push(Part {
+                    table: table.to_string(),
+                    ..Part::default()
+                });
+                self.parts.len() - 1
+            }
+        };
+        &mut self.parts[at]
+    }
+
+    /// The values of `key` as this transaction sees them: what it first
+    /// read of the key, with its own writes since replayed over it.
+    fn records<K: Key, V: Serialize + DeserializeOwned>(
+        &mut self,
+        table: &Table<K, V>,
+        key: &K,
+    ) -> Result<Vec<Vec<u8>>, Error> {
+        let encoded = key.encode();
+        if !self.part(table.name).read.iter().any(|r| r.key == encoded) {
+            let rows = table.read_rows(key, Consistency::Dirty)?;
+            let row = rows.rows.into_iter().next();
+            let (version, values) = row.map_or((0, Vec::new()), |r| {
+                (r.version, r.records.into_iter().map(|r| r.value).collect())
+            });
+            let bag = kind_of(table.name)? == Kind::Bag;
+            self.part(table.name).read.push(Read {
+                key: encoded.clone(),
+                version,
+                values,
+                bag,
+            });
+        }
+        let part = self.part(table.name);
+        let read = part.read.iter().find(|r| r.key == encoded).expect("read above");
+        let mut values = read.values.clone();
+        for op in &part.ops {
+            match op {
+                Op::Put { key, value, .. } if *key == encoded => {
+                    if !read.bag {
+                        values.clear();
+                    }
+                    if !values.contains(value) {
+                        values.push(value.clone());
+                    }
+                }
+                Op::Delete { key } if *key == encoded => values.clear(),
+                Op::DeleteValue { key, value } if *key == encoded => values.retain(|v| v != value),
+                _ => {}
+            }
+        }
+        Ok(values)
+    }
+
+    /// The value of `key` (a bag's first), as this transaction sees it;
+    /// the key's version is recorded, so the commit fails (and the
+    /// transaction re-runs) if another write changes it first.
+    pub fn read<K: Key, V: Serialize + DeserializeOwned>(
+        &mut self,
+        table: &Table<K, V>,
+        key: &K,
+    ) -> Result<Option<V>, Error> {
+        let values = self.records(table, key)?;
+        match values.last() {
+            Some(v) => Ok(Some(codec::decode(v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every value of `key` (a bag's), as this transaction sees it.
+    pub fn read_all<K: Key, V: Serialize + DeserializeOwned>(
+        &mut self,
+        table: &Table<K, V>,
+        key: &K,
+    ) -> Result<Vec<V>, Error> {
+        let values = self.records(table, key)?;
+        values
+            .iter()
+            .map(|v| codec::decode(v).map_err(Error::from))
+            .collect()
+    }
+
+    /// Write `key`'s record (in a bag, add the value) when the
+    /// transaction commits.
+    pub fn write<K: Key, V: Serialize + DeserializeOwned>(
+        &mut self,
+        table: &Table<K, V>,
+        key: &K,
+        value: &V,
+    ) -> Result<(), Error> {
+        let op = table.put(key, value);
+        self.part(table.name).ops.push(op);
+        Ok(())
+    }
+
+    /// Remove every record of `key` when the transaction commits.
+    pub fn delete<K: Key, V: Serialize + DeserializeOwned>(
+        &mut self,
+        table: &Table<K, V>,
+        key: &K,
+    ) -> Result<(), Error> {
+        let op = Op::Delete { key: key.encode() };
+        self.part(table.name).ops.push(op);
+        Ok(())
+    }
+
+    /// Remove one value of a bag's key when the transaction commits.
+    pub fn delete_value<K: Key, V: Serialize + DeserializeOwned>(
+        &mut self,
+        table: &Table<K, V>,
+        key: &K,
+        value: &V,
+    ) -> Result<(), Error> {
+        let op = Op::DeleteValue {
+            key: key.encode(),
+            value: codec::encode(value),
+        };
+        self.part(table.name).ops.push(op);
+        Ok(())
+    }
+
+    /// Commit only if `key` has no record then; otherwise the transaction
+    /// aborts with [`Abort::Exists`] (no retry).
+    pub fn require_absent<K: Key, V>(&mut self, table: &Table<K, V>, key: &K) {
+        let condition = Condition::Absent { key: key.encode() };
+        self.part(table.name).required.push(condition);
+    }
+
+    /// Commit only if no write fenced by a newer holder of cluster lock
+    /// `lock` has reached `table`: pass the token [`crate::global::lock`]
+    /// gave. A stale holder's transaction aborts with
+    /// [`Abort::StaleFence`] (no retry).
+    pub fn fence<K, V>(&mut self, table: &Table<K, V>, lock: &str, token: u64) {
+        let condition = Condition::Fence {
+            lock: lock.to_string(),
+            token,
+        };
+        self.part(table.name).required.push(condition);
+    }
+
+    /// The batches to commit: the versions read as conditions, then the
+    /// closure's own.
+    fn batches(self) -> Vec<(String, Batch)> {
+        self.parts
+            .into_iter()
+            .filter(|p| !p.ops.is_empty() || !p.required.is_empty())
+            .map(|p| {
+                let mut conditions: Vec<Condition> = p
+                    .read
+                    .into_iter()
+                    .map(|r| match r.version {
+                        0 => Condition::Absent { key: r.key },
+                        version => Condition::Version { key: r.key, version },
+                    })
+                    .collect();
+                conditions.extend(p.required);
+                (
+                    p.table,
+                    Batch {
+                        conditions,
+                        ops: p.ops,
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// Run `f` as a transaction with the default [`Options`]: see the module
+/// docs.
+pub fn transaction<T>(f: impl FnMut(&mut Tx) -> Result<T, Error>) -> Result<T, Error> {
+    transaction_with(Options::default(), f)
+}
+
+/// Run `f` as a transaction: call it, then commit what it wrote on the
+/// condition that nothing it read has changed; if something has, back
+/// off and run it again, up to `options.attempts` times. An error from
+/// `f`, or a failed condition `f` stated itself, ends it at once with
+/// nothing written.
+pub fn transaction_with<T>(
+    options: Options,
+    mut f: impl FnMut(&mut Tx) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let mut backoff = options.backoff;
+    for attempt in 1..=options.attempts.max(1) {
+        let mut tx = Tx { parts: Vec::new() };
+        let value = f(&mut tx)?;
+        // Which (table, key) conditions come from reads: a failure there
+        // is a conflict, anything else an abort.
+        let read: Vec<(String, Vec<u8>)> = tx
+            .parts
+            .iter()
+            .flat_map(|p| p.read.iter().map(|r| (p.table.clone(), r.key.clone())))
+            .collect();
+        let batches = tx.batches();
+        if batches.is_empty() {
+            return Ok(value);
+        }
+        match call(&Request::Commit(batches)) {
+            Ok(_) => return Ok(value),
+            Err(Error::Table(TableError::Aborted { table, abort })) => {
+                let conflict = match &abort {
+                    Abort::Changed { key, .. } | Abort::Exists { key } => {
+                        read.iter().any(|(t, k)| *t == table && k == key)
+                    }
+                    _ => false,
+                };
+                if !conflict {
+                    return Err(Error::Table(TableError::Aborted { table, abort }));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        if attempt < options.attempts {
+            crate::sleep(jitter(backoff));
+            backoff = (backoff * 2).min(options.backoff_max);
+        }
+    }
+    Err(Error::Conflict {
+        attempts: options.attempts.max(1),
+    })
+}
+
+/// A random duration between half of `d` and `d`.
+fn jitter(d: Duration) -> Duration {
+    let mut random = [0u8; 4];
+    crate::random_bytes(&mut random);
+    let fraction = u32::from_le_bytes(random) as f64 / u32::MAX as f64;
+    d.mul_f64(0.5 + fraction / 2.0)
+}
+
+/// Decode a subscription event's key as `K` (events carry key bytes).
+pub fn event_key<K: Key>(key: &[u8]) -> Result<K, Error> {
+    K::decode(key).ok_or_else(|| Error::Decode(format!("key {key:?} is not of the table's key type")))
+}
+
+/// Decode a subscription event's value as `V`.
+pub fn event_value<V: DeserializeOwned>(value: &[u8]) -> Result<V, Error> {
+    Ok(codec::decode(value)?)
+}

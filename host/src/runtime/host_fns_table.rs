@@ -1,0 +1,73 @@
+//! The table host functions: `table_call` runs a request of
+//! `molt_abi::table` on the node's [`crate::table::Tables`], and
+//! `table_reply` hands over a reply too long for the caller's buffer.
+//!
+//! Every table today has its one replica on this node, so a call answers
+//! at once, without suspending the guest.
+
+use molt_abi::table::Request;
+use molt_abi::{IMPORT_MODULE, codec, imports, status};
+use wasmtime::{Caller, Linker};
+
+use super::guest::ProcState;
+use super::guest_mem as gm;
+use super::host_fns::{fault, split};
+
+type Result<T> = wasmtime::Result<T>;
+
+/// Register the table host functions.
+pub(super) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
+    let m = IMPORT_MODULE;
+
+    linker.func_wrap(
+        m,
+        imports::TABLE_CALL.name,
+        |mut c: Caller<'_, ProcState>,
+         req_ptr: i32,
+         req_len: i32,
+         out_ptr: i32,
+         out_cap: i32|
+         -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let node = st.core.node.clone();
+            let request = gm::bytes(mem, req_ptr, req_len, "table request").map_err(fault)?;
+            if request.len() > node.tables.limits().request_bytes_max {
+                return Ok(status::BAD_ARG);
+            }
+            let Ok(request) = codec::decode::<Request>(request) else {
+                return Ok(status::BAD_ARG);
+            };
+            let out = gm::bytes_mut(mem, out_ptr, out_cap, "table reply buffer").map_err(fault)?;
+            let reply = node.tables.call(&node, st.core.pid(), request);
+            // Encoded straight into the guest's buffer when it fits.
+            if let Some(len) = codec::encode_into(&reply, out) {
+                st.table_reply = None;
+                return Ok(len as i32);
+            }
+            let encoded = codec::encode(&reply);
+            let len = encoded.len() as i32;
+            st.table_reply = Some(encoded);
+            Ok(len)
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::TABLE_REPLY.name,
+        |mut c: Caller<'_, ProcState>, out_ptr: i32, out_cap: i32| -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            let Some(reply) = &st.table_reply else {
+                return Ok(status::NO_MESSAGE);
+            };
+            let out = gm::bytes_mut(mem, out_ptr, out_cap, "table reply buffer").map_err(fault)?;
+            if out.len() < reply.len() {
+                return Ok(status::BUFFER_TOO_SMALL);
+            }
+            out[..reply.len()].copy_from_slice(reply);
+            let len = reply.len() as i32;
+            st.table_reply = None;
+            Ok(len)
+        },
+    )?;
+    Ok(())
+}

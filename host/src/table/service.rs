@@ -1,0 +1,434 @@
+//! The node's table service: what a guest's `table_call` and the control
+//! layer reach. It answers [`Request`]s with [`Reply`]s, keeps each
+//! process's subscriptions (dropped when the process ends), and sends
+//! subscribers their [`Event`]s.
+//!
+//! Today every table it serves has one replica, this node, in memory
+//! ([`LocalTables`]); a request for replicas elsewhere, or on disc, is
+//! answered `Unsupported`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use molt_abi::table::{
+    Copy, Error, Event, Info, Kind, Replica, Reply, Request, Row, Rows, Spec,
+};
+use molt_abi::{Pid, Ref, codec, tag};
+
+use super::local::{LocalTables, TableError, TablesLimits};
+use super::state::{Schema, Table};
+use crate::runtime::{Message, NodeInner};
+
+/// A subscription: its table and its id there.
+type Subscription = (String, u64);
+
+/// The node's tables.
+pub struct Tables {
+    local: LocalTables,
+    limits: TablesLimits,
+    /// Each subscribed process's subscriptions.
+    subscriptions: Mutex<HashMap<Pid, Vec<Subscription>>>,
+    /// How many processes have subscriptions (a process's end looks at
+    /// the map only if some do).
+    subscribed: AtomicUsize,
+}
+
+impl Tables {
+    /// No tables yet.
+    pub fn new(limits: TablesLimits) -> Tables {
+        Tables {
+            local: LocalTables::new(limits.clone()),
+            limits,
+            subscriptions: Mutex::default(),
+            subscribed: AtomicUsize::new(0),
+        }
+    }
+
+    /// The limits it runs with.
+    pub fn limits(&self) -> &TablesLimits {
+        &self.limits
+    }
+
+    /// The tables whose one replica is this node.
+    pub fn local(&self) -> &LocalTables {
+        &self.local
+    }
+
+    /// Answer `request` from `caller`, a process of `node`.
+    pub(crate) fn call(&self, node: &Arc<NodeInner>, caller: Pid, request: Request) -> Reply {
+        self.answer(node, caller, request)
+            .unwrap_or_else(Reply::Error)
+    }
+
+    fn answer(&self, node: &Arc<NodeInner>, caller: Pid, request: Request) -> Result<Reply, Error> {
+        match request {
+            Request::Create(spec) => {
+                self.create(&node.config.name, spec)?;
+                Ok(Reply::Done)
+            }
+            Request::Delete { table } => {
+                let last = self.local.info(&table).map_or(0, |i| i.applied);
+                self.local.delete(&table).map_err(|e| error(&table, e))?;
+                self.ended(node, &table, last, "deleted");
+                Ok(Reply::Done)
+            }
+            Request::Info { table } => Ok(Reply::Info(self.info(&node.config.name, &table)?)),
+            Request::List => Ok(Reply::Tables(self.local.names())),
+            Request::Get { table, key, .. } => self.read(&table, |t, _| {
+                let records = t.read(&key).to_vec();
+                let version = t.version(&key).unwrap_or(0);
+                let row = Row {
+                    key,
+                    version,
+                    records,
+                };
+                Ok((vec![row], false))
+            }),
+            Request::IndexGet {
+                table,
+                index,
+                value,
+                limit,
+                ..
+            } => self.read(&table, |t, max_bytes| {
+                let found = t.index_read(&index, &value).ok_or_else(|| {
+                    Error::BadRequest(format!("table {table} has no index {index}"))
+                })?;
+                let mut rows: Vec<Row> = Vec::new();
+                let mut bytes = 0;
+                for (key, record) in found {
+                    if rows.last().is_none_or(|r| r.key != key) {
+                        if rows.len() == row_limit(limit) || bytes > max_bytes {
+                            return Ok((rows, true));
+                        }
+                        rows.push(Row {
+                            key: key.to_vec(),
+                            version: t.version(key).unwrap_or(0),
+                            records: Vec::new(),
+                        });
+                    }
+                    bytes += key.len() + record.value.len();
+                    rows.last_mut()
+                        .expect("a row for the key")
+                        .records
+                        .push(record.clone());
+                }
+                Ok((rows, false))
+            }),
+            Request::Range {
+                table,
+                from,
+                to,
+                limit,
+                ..
+            } => self.read(&table, |t, max_bytes| {
+                ordered(t, &table)?;
+                let limit = row_limit(limit);
+                // One more than asked, to know whether there is more.
+                let found = t.range(&from, to.as_deref(), limit.saturating_add(1));
+                Ok(rows_of(t, found, limit, max_bytes))
+            }),
+            Request::Next { table, key, .. } => self.read(&table, |t, _| {
+                ordered(t, &table)?;
+                let rows = t
+                    .next(&key)
+                    .map(|k| row_of(t, k, t.read(k)))
+                    .into_iter()
+                    .collect();
+                Ok((rows, false))
+            }),
+            Request::Prefix {
+                table,
+                prefix,
+                limit,
+                ..
+            } => self.read(&table, |t, max_bytes| {
+                let limit = row_limit(limit);
+                let found = t.match_prefix(&prefix, limit.saturating_add(1));
+                Ok(rows_of(t, found, limit, max_bytes))
+            }),
+            Request::Commit(batches) => {
+                if batches.is_empty() {
+                    return Ok(Reply::Committed(Vec::new()));
+                }
+                let committed = self
+                    .local
+                    .transact_many(&batches)
+                    .map_err(|(table, e)| error(&table, e))?;
+                Ok(Reply::Committed(committed.iter().map(|c| c.index).collect()))
+            }
+            Request::Subscribe { table } => {
+                self.subscribe(node, caller, &table)?;
+                Ok(Reply::Done)
+            }
+            Request::Unsubscribe { table } => {
+                self.unsubscribe(caller, &table)?;
+                Ok(Reply::Done)
+            }
+        }
+    }
+
+    /// Create a table from its spec: today one `Ram` replica on this node.
+    pub fn create(&self, here: &str, spec: Spec) -> Result<(), Error> {
+        match spec.replicas.as_slice() {
+            [] => {}
+            [Replica { node, copy }] if node.is_empty() || node == here => {
+                if *copy != Copy::Ram {
+                    return Err(Error::Unsupported(format!(
+                        "{copy:?} copies (this node keeps tables in memory only, for now)"
+                    )));
+                }
+            }
+            _ => {
+                return Err(Error::Unsupported(
+                    "replicas on other nodes (a table has one replica, on the node that creates it, for now)"
+                        .to_string(),
+                ));
+            }
+        }
+        let schema = Schema {
+            name: spec.name,
+            kind: spec.kind,
+            indexes: spec.indexes,
+        };
+        let name = schema.name.clone();
+        self.local.create(schema).map_err(|e| error(&name, e))
+    }
+
+    /// What table `name` is and holds.
+    pub fn info(&self, here: &str, name: &str) -> Result<Info, Error> {
+        let info = self.local.info(name).map_err(|e| error(name, e))?;
+        Ok(Info {
+            spec: Spec {
+                name: info.schema.name,
+                kind: info.schema.kind,
+                indexes: info.schema.indexes,
+                replicas: vec![Replica {
+                    node: here.to_string(),
+                    copy: Copy::Ram,
+                }],
+            },
+            records: info.records,
+            index: info.applied,
+            subscribers: info.subscribers as u64,
+        })
+    }
+
+    /// Run a read on table `name`: `read` gets the table and the reply's
+    /// byte budget, and returns rows and whether there are more.
+    fn read(
+        &self,
+        name: &str,
+        read: impl FnOnce(&Table, usize) -> Result<(Vec<Row>, bool), Error>,
+    ) -> Result<Reply, Error> {
+        let max_bytes = self.limits.reply_bytes_max;
+        let (result, index) = self
+            .local
+            .read(name, |t| (read(t, max_bytes), t.applied()))
+            .map_err(|e| error(name, e))?;
+        let (rows, more) = result?;
+        Ok(Reply::Rows(Rows {
+            rows,
+            more,
+            stale: false,
+            index,
+        }))
+    }
+
+    fn subscribe(&self, node: &Arc<NodeInner>, pid: Pid, table: &str) -> Result<(), Error> {
+        let mut subscriptions = self.subscriptions.lock().expect("subscriptions poisoned");
+        let mine = subscriptions.entry(pid).or_default();
+        // One subscription per process and table (an ended one is
+        // replaced).
+        if let Some(at) = mine.iter().position(|(t, _)| t == table) {
+            if self.local.subscribed(table, mine[at].1) {
+                return Ok(());
+            }
+            mine.remove(at);
+        }
+        let sink = event_sink(Arc::downgrade(node), pid, table.to_string());
+        let id = self
+            .local
+            .subscribe(table, sink)
+            .map_err(|e| error(table, e));
+        let id = match id {
+            Ok(id) => id,
+            Err(e) => {
+                if mine.is_empty() {
+                    subscriptions.remove(&pid);
+                }
+                return Err(e);
+            }
+        };
+        if mine.is_empty() {
+            self.subscribed.fetch_add(1, Ordering::Relaxed);
+        }
+        mine.push((table.to_string(), id));
+        Ok(())
+    }
+
+    fn unsubscribe(&self, pid: Pid, table: &str) -> Result<(), Error> {
+        let mut subscriptions = self.subscriptions.lock().expect("subscriptions poisoned");
+        let not_subscribed = || Error::NotSubscribed(table.to_string());
+        let mine = subscriptions.get_mut(&pid).ok_or_else(not_subscribed)?;
+        let at = mine
+            .iter()
+            .position(|(t, _)| t == table)
+            .ok_or_else(not_subscribed)?;
+        let (_, id) = mine.remove(at);
+        if mine.is_empty() {
+            subscriptions.remove(&pid);
+            self.subscribed.fetch_sub(1, Ordering::Relaxed);
+        }
+        drop(subscriptions);
+        match self.local.unsubscribe(table, id) {
+            Ok(true) => Ok(()),
+            // Ended already (its mailbox was full); it was told.
+            Ok(false) | Err(_) => Err(not_subscribed()),
+        }
+    }
+
+    /// A process of this node ended: its subscriptions go.
+    pub(crate) fn exited(&self, pid: Pid) {
+        if self.subscribed.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mine = {
+            let mut subscriptions = self.subscriptions.lock().expect("subscriptions poisoned");
+            let mine = subscriptions.remove(&pid);
+            if mine.is_some() {
+                self.subscribed.fetch_sub(1, Ordering::Relaxed);
+            }
+            mine
+        };
+        for (table, id) in mine.unwrap_or_default() {
+            let _ = self.local.unsubscribe(&table, id);
+        }
+    }
+
+    /// Table `table` is gone: tell its subscribers and forget them.
+    fn ended(&self, node: &Arc<NodeInner>, table: &str, index: u64, reason: &str) {
+        let mut told = Vec::new();
+        {
+            let mut subscriptions = self.subscriptions.lock().expect("subscriptions poisoned");
+            subscriptions.retain(|pid, mine| {
+                if let Some(at) = mine.iter().position(|(t, _)| t == table) {
+                    mine.remove(at);
+                    told.push(*pid);
+                }
+                !mine.is_empty()
+            });
+            let left = subscriptions.len();
+            self.subscribed.store(left, Ordering::Relaxed);
+        }
+        for pid in told {
+            let event = Event::Ended {
+                table: table.to_string(),
+                index,
+                reason: reason.to_string(),
+            };
+            node.deliver_over_limit(pid, event_message(&event));
+        }
+    }
+}
+
+/// The rows of a range or prefix read, cut at `limit` rows or about
+/// `max_bytes`.
+fn rows_of(
+    t: &Table,
+    found: Vec<(&[u8], &[super::state::Record])>,
+    limit: usize,
+    max_bytes: usize,
+) -> (Vec<Row>, bool) {
+    let mut rows = Vec::with_capacity(found.len().min(limit));
+    let mut bytes = 0;
+    for (key, records) in found {
+        if rows.len() == limit || bytes > max_bytes {
+            return (rows, true);
+        }
+        bytes += key.len() + records.iter().map(|r| r.value.len()).sum::<usize>();
+        rows.push(row_of(t, key, records));
+    }
+    (rows, false)
+}
+
+fn row_of(t: &Table, key: &[u8], records: &[super::state::Record]) -> Row {
+    Row {
+        key: key.to_vec(),
+        version: t.version(key).unwrap_or(0),
+        records: records.to_vec(),
+    }
+}
+
+/// A read's row limit: `0` means as many as the reply holds.
+fn row_limit(limit: u32) -> usize {
+    match limit {
+        0 => usize::MAX - 1,
+        n => n as usize,
+    }
+}
+
+fn ordered(t: &Table, name: &str) -> Result<(), Error> {
+    match t.schema().kind {
+        Kind::OrderedSet => Ok(()),
+        kind => Err(Error::BadRequest(format!(
+            "table {name} is a {kind:?}: ranges and next need an ordered set"
+        ))),
+    }
+}
+
+fn error(table: &str, e: TableError) -> Error {
+    match e {
+        TableError::Exists(t) => Error::Exists(t),
+        TableError::NoTable(t) => Error::NoTable(t),
+        TableError::BadSchema(why) => Error::BadSpec(why),
+        TableError::Limit { limit, max } => Error::Limit { limit, max },
+        TableError::Aborted(abort) => Error::Aborted {
+            table: table.to_string(),
+            abort,
+        },
+        TableError::BadRequest(why) => Error::BadRequest(why),
+    }
+}
+
+fn event_message(event: &Event) -> Message {
+    Message {
+        tag: tag::TABLE,
+        reference: Ref::NONE,
+        payload: codec::encode(event).into_boxed_slice(),
+    }
+}
+
+/// Where a subscriber's events go: its mailbox, in commit order. A full
+/// mailbox ends the subscription with one last `Ended` event; a process
+/// that has ended is dropped.
+fn event_sink(node: Weak<NodeInner>, pid: Pid, table: String) -> super::local::Sink {
+    Box::new(move |index, changes| {
+        let Some(node) = node.upgrade() else {
+            return false;
+        };
+        let event = Event::Committed {
+            table: table.clone(),
+            index,
+            changes: changes.to_vec(),
+        };
+        if node.lookup(pid).is_none() {
+            return false;
+        }
+        match node.deliver_message(Pid::default(), pid, event_message(&event)) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(%pid, table = %table, index, error = %e,
+                    "a table subscriber fell behind: its subscription ends");
+                let end = Event::Ended {
+                    table: table.clone(),
+                    index: index - 1,
+                    reason: "mailbox_full".to_string(),
+                };
+                node.deliver_over_limit(pid, event_message(&end));
+                false
+            }
+        }
+    })
+}
