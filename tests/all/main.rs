@@ -14,5 +14,6 @@ mod pg;
 mod service;
 mod signals;
 mod supervisor;
+mod tables;
 mod upgrade;
 mod watch;

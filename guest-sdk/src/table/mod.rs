@@ -512,7 +512,11 @@ impl Tx {
             });
         }
         let part = self.part(table.name);
-        let read = part.read.iter().find(|r| r.key == encoded).expect("read above");
+        let read = part
+            .read
+            .iter()
+            .find(|r| r.key == encoded)
+            .expect("read above");
         let mut values = read.values.clone();
         for op in &part.ops {
             match op {
@@ -630,7 +634,10 @@ impl Tx {
                     .into_iter()
                     .map(|r| match r.version {
                         0 => Condition::Absent { key: r.key },
-                        version => Condition::Version { key: r.key, version },
+                        version => Condition::Version {
+                            key: r.key,
+                            version,
+                        },
                     })
                     .collect();
                 conditions.extend(p.required);
@@ -711,7 +718,8 @@ fn jitter(d: Duration) -> Duration {
 
 /// Decode a subscription event's key as `K` (events carry key bytes).
 pub fn event_key<K: Key>(key: &[u8]) -> Result<K, Error> {
-    K::decode(key).ok_or_else(|| Error::Decode(format!("key {key:?} is not of the table's key type")))
+    K::decode(key)
+        .ok_or_else(|| Error::Decode(format!("key {key:?} is not of the table's key type")))
 }
 
 /// Decode a subscription event's value as `V`.

@@ -222,7 +222,9 @@ impl LocalTables {
         batches: &[(String, Batch)],
     ) -> Result<Vec<Committed>, (String, TableError)> {
         if let [(name, batch)] = batches {
-            return Ok(vec![self.transact(name, batch).map_err(|e| (name.clone(), e))?]);
+            return Ok(vec![
+                self.transact(name, batch).map_err(|e| (name.clone(), e))?,
+            ]);
         }
         let mut order: Vec<usize> = (0..batches.len()).collect();
         order.sort_by(|a, b| batches[*a].0.cmp(&batches[*b].0));
@@ -256,7 +258,10 @@ impl LocalTables {
             subscribers.retain(|(_, sink)| sink(index, &changes));
             committed[at] = Some(Committed { index, changes });
         }
-        Ok(committed.into_iter().map(|c| c.expect("every batch committed")).collect())
+        Ok(committed
+            .into_iter()
+            .map(|c| c.expect("every batch committed"))
+            .collect())
     }
 
     /// Whether subscription `id` to table `name` is still on.

@@ -11,9 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use molt_abi::table::{
-    Copy, Error, Event, Info, Kind, Replica, Reply, Request, Row, Rows, Spec,
-};
+use molt_abi::table::{Copy, Error, Event, Info, Kind, Replica, Reply, Request, Row, Rows, Spec};
 use molt_abi::{Pid, Ref, codec, tag};
 
 use super::local::{LocalTables, TableError, TablesLimits};
@@ -156,7 +154,9 @@ impl Tables {
                     .local
                     .transact_many(&batches)
                     .map_err(|(table, e)| error(&table, e))?;
-                Ok(Reply::Committed(committed.iter().map(|c| c.index).collect()))
+                Ok(Reply::Committed(
+                    committed.iter().map(|c| c.index).collect(),
+                ))
             }
             Request::Subscribe { table } => {
                 self.subscribe(node, caller, &table)?;

@@ -21,9 +21,7 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
-pub use molt_abi::table::{
-    Abort, Batch, Change, Condition, Kind as TableKind, Op, Record,
-};
+pub use molt_abi::table::{Abort, Batch, Change, Condition, Kind as TableKind, Op, Record};
 
 /// What a table is: its name, its kind and its secondary indexes (by
 /// name; the writer supplies each record's index values).

@@ -188,6 +188,17 @@ pub enum Cmd {
     GlobalUnregister(String),
     /// `global::whereis` (local replica) or, with `true`, linearizable.
     GlobalWhereis(String, bool),
+    /// `table_call(request)` with an `out_cap`-byte reply buffer, then
+    /// `table_reply` if the reply did not fit: `Bytes` (the encoded
+    /// reply) or `Status`.
+    Table {
+        /// The request's bytes, passed as they are.
+        request: Vec<u8>,
+        /// The first reply buffer's size.
+        out_cap: u32,
+    },
+    /// `table_reply` with an `out_cap`-byte buffer: `Bytes` or `Status`.
+    TableReply(u32),
     /// `global::send_raw(name, tag, payload)`: `Ok` or `Status`.
     GlobalSend {
         /// The cluster name.
@@ -245,6 +256,8 @@ pub enum Outcome {
     Tokens(Vec<u64>),
     /// An election's leader and term.
     Leader(Pid, u64),
+    /// Bytes (an encoded table reply).
+    Bytes(Vec<u8>),
 }
 
 /// A system message, mirrored with owned fields.
@@ -273,6 +286,8 @@ pub enum SystemEvent {
     },
     /// News from the coordination group.
     Coord(molt_sdk::election::Notice),
+    /// A table event.
+    Table(molt_sdk::table::Event),
 }
 
 /// What the puppet tells its controller.
@@ -396,6 +411,33 @@ fn execute(cmd: Cmd) -> Outcome {
             unit(molt_sdk::global::unregister(&name, molt_sdk::self_pid()))
         }
         Cmd::GlobalWhereis(name, false) => Outcome::MaybePid(molt_sdk::global::whereis(&name)),
+        Cmd::Table { request, out_cap } => {
+            let mut out = vec![0u8; out_cap as usize];
+            match molt_sdk::sys::table_call(&request, &mut out) {
+                code if code < 0 => Outcome::Status(code),
+                len if len as u32 <= out_cap => {
+                    out.truncate(len as usize);
+                    Outcome::Bytes(out)
+                }
+                len => {
+                    let mut out = vec![0u8; len as usize];
+                    match molt_sdk::sys::table_reply(&mut out) {
+                        code if code < 0 => Outcome::Status(code),
+                        _ => Outcome::Bytes(out),
+                    }
+                }
+            }
+        }
+        Cmd::TableReply(out_cap) => {
+            let mut out = vec![0u8; out_cap as usize];
+            match molt_sdk::sys::table_reply(&mut out) {
+                code if code < 0 => Outcome::Status(code),
+                len => {
+                    out.truncate(len as usize);
+                    Outcome::Bytes(out)
+                }
+            }
+        }
         Cmd::GlobalSend { name, tag, payload } => {
             unit(molt_sdk::global::send_raw(&name, tag, None, &payload))
         }
@@ -464,6 +506,7 @@ fn report(envelope: Envelope) -> Event {
         },
         System::NodeDown { node } => SystemEvent::NodeDown { node },
         System::Coord(notice) => SystemEvent::Coord(notice),
+        System::Table(event) => SystemEvent::Table(event),
     });
     Event::Got {
         tag: envelope.tag,

@@ -1,0 +1,520 @@
+//! Tables as guests use them: `table_call` and `table_reply` driven from a
+//! puppet, with requests and replies of `molt_abi::table`.
+
+use molt_abi::table::{
+    Abort, Batch, Change, Condition, Consistency, Copy, Error, Event as TableEvent, Kind, Op,
+    Replica, Reply, Request, Row, Rows, Spec,
+};
+use molt_abi::{codec, status};
+use molt_tests::{Cmd, Event, Outcome, Puppet, SystemEvent, node};
+
+/// Run `request` in `p` with a reply buffer of `out_cap` bytes.
+async fn call_with(p: &mut Puppet, request: &Request, out_cap: u32) -> Reply {
+    let cmd = Cmd::Table {
+        request: codec::encode(request),
+        out_cap,
+    };
+    match p.cmd(cmd).await {
+        Outcome::Bytes(bytes) => codec::decode(&bytes).expect("the reply decodes"),
+        other => panic!("{request:?}: expected a reply, got {other:?}"),
+    }
+}
+
+async fn call(p: &mut Puppet, request: Request) -> Reply {
+    call_with(p, &request, 64 * 1024).await
+}
+
+fn spec(name: &str, kind: Kind, indexes: &[&str]) -> Spec {
+    Spec {
+        name: name.to_string(),
+        kind,
+        indexes: indexes.iter().map(|i| i.to_string()).collect(),
+        replicas: Vec::new(),
+    }
+}
+
+fn put(key: &str, value: &str) -> Op {
+    Op::Put {
+        key: key.into(),
+        value: value.into(),
+        index_values: Vec::new(),
+    }
+}
+
+fn commit(table: &str, conditions: Vec<Condition>, ops: Vec<Op>) -> Request {
+    Request::Commit(vec![(table.to_string(), Batch { conditions, ops })])
+}
+
+fn get(table: &str, key: &str) -> Request {
+    Request::Get {
+        table: table.to_string(),
+        key: key.into(),
+        consistency: Consistency::Dirty,
+    }
+}
+
+fn rows(reply: Reply) -> Rows {
+    match reply {
+        Reply::Rows(rows) => rows,
+        other => panic!("expected rows, got {other:?}"),
+    }
+}
+
+/// The keys and values of a read, as text.
+fn pairs(reply: Reply) -> Vec<(String, String)> {
+    rows(reply)
+        .rows
+        .into_iter()
+        .flat_map(|Row { key, records, .. }| {
+            let key = String::from_utf8(key).unwrap();
+            records
+                .into_iter()
+                .map(move |r| (key.clone(), String::from_utf8(r.value).unwrap()))
+        })
+        .collect()
+}
+
+fn text_pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_table_is_created_written_read_and_deleted() {
+    let node = node();
+    let mut p = Puppet::spawn(&node).await;
+    let create = Request::Create(spec("users", Kind::Set, &[]));
+    assert_eq!(call(&mut p, create.clone()).await, Reply::Done);
+    assert_eq!(
+        call(&mut p, create).await,
+        Reply::Error(Error::Exists("users".into()))
+    );
+    assert_eq!(
+        call(&mut p, Request::List).await,
+        Reply::Tables(vec!["users".into()])
+    );
+    // An absent key reads as one row without records, version 0.
+    let empty = rows(call(&mut p, get("users", "ann")).await);
+    assert_eq!(empty.rows[0].version, 0);
+    assert!(empty.rows[0].records.is_empty());
+
+    let first = call(&mut p, commit("users", vec![], vec![put("ann", "v1")])).await;
+    let Reply::Committed(at) = first else {
+        panic!("{first:?}")
+    };
+    call(&mut p, commit("users", vec![], vec![put("ann", "v2")])).await;
+    let read = rows(call(&mut p, get("users", "ann")).await);
+    assert_eq!(read.rows[0].records.len(), 1, "a set keeps one record");
+    assert_eq!(read.rows[0].records[0].value, b"v2");
+    assert_eq!(
+        read.rows[0].version,
+        at[0] + 1,
+        "the version is the log index"
+    );
+    assert!(!read.stale, "a local table is never stale");
+
+    let info = match call(
+        &mut p,
+        Request::Info {
+            table: "users".into(),
+        },
+    )
+    .await
+    {
+        Reply::Info(info) => info,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((info.records, info.index), (1, at[0] + 1));
+    assert_eq!(
+        info.spec.replicas,
+        vec![Replica {
+            node: node.config().name.clone(),
+            copy: Copy::Ram
+        }]
+    );
+
+    let delete = Request::Delete {
+        table: "users".into(),
+    };
+    assert_eq!(call(&mut p, delete).await, Reply::Done);
+    assert_eq!(
+        call(&mut p, get("users", "ann")).await,
+        Reply::Error(Error::NoTable("users".into()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conditions_make_a_batch_all_or_nothing() {
+    let node = node();
+    let mut p = Puppet::spawn(&node).await;
+    call(&mut p, Request::Create(spec("t", Kind::Set, &[]))).await;
+    let Reply::Committed(at) = call(&mut p, commit("t", vec![], vec![put("a", "1")])).await else {
+        panic!()
+    };
+    // A stale version: nothing of the batch applies, b included.
+    let stale = commit(
+        "t",
+        vec![Condition::Version {
+            key: "a".into(),
+            version: at[0] - 1,
+        }],
+        vec![put("a", "2"), put("b", "2")],
+    );
+    assert_eq!(
+        call(&mut p, stale).await,
+        Reply::Error(Error::Aborted {
+            table: "t".into(),
+            abort: Abort::Changed {
+                key: "a".into(),
+                now: Some(at[0])
+            }
+        })
+    );
+    assert!(
+        rows(call(&mut p, get("t", "b")).await).rows[0]
+            .records
+            .is_empty()
+    );
+    // The version read, and b absent: it applies.
+    let fresh = commit(
+        "t",
+        vec![
+            Condition::Version {
+                key: "a".into(),
+                version: at[0],
+            },
+            Condition::Absent { key: "b".into() },
+        ],
+        vec![put("a", "2"), put("b", "2")],
+    );
+    assert!(matches!(call(&mut p, fresh).await, Reply::Committed(_)));
+    // A fence: once token 5 has written, token 4 cannot.
+    let fenced = |token| {
+        commit(
+            "t",
+            vec![Condition::Fence {
+                lock: "L".into(),
+                token,
+            }],
+            vec![put("c", &token.to_string())],
+        )
+    };
+    assert!(matches!(call(&mut p, fenced(5)).await, Reply::Committed(_)));
+    assert_eq!(
+        call(&mut p, fenced(4)).await,
+        Reply::Error(Error::Aborted {
+            table: "t".into(),
+            abort: Abort::StaleFence {
+                lock: "L".into(),
+                token: 4,
+                newest: 5
+            }
+        })
+    );
+    assert_eq!(
+        pairs(call(&mut p, get("t", "c")).await),
+        text_pairs(&[("c", "5")])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_over_two_tables_applies_to_both_or_neither() {
+    let node = node();
+    let mut p = Puppet::spawn(&node).await;
+    call(&mut p, Request::Create(spec("stock", Kind::Set, &[]))).await;
+    call(&mut p, Request::Create(spec("orders", Kind::Bag, &[]))).await;
+    let order = |condition: Condition| {
+        Request::Commit(vec![
+            (
+                "stock".to_string(),
+                Batch {
+                    conditions: vec![condition],
+                    ops: vec![put("tea", "9")],
+                },
+            ),
+            (
+                "orders".to_string(),
+                Batch {
+                    conditions: vec![],
+                    ops: vec![put("ann", "tea")],
+                },
+            ),
+        ])
+    };
+    let refused = order(Condition::Version {
+        key: "tea".into(),
+        version: 99,
+    });
+    assert!(matches!(
+        call(&mut p, refused).await,
+        Reply::Error(Error::Aborted { table, .. }) if table == "stock"
+    ));
+    assert!(pairs(call(&mut p, get("orders", "ann")).await).is_empty());
+    let taken = order(Condition::Absent { key: "tea".into() });
+    assert!(matches!(call(&mut p, taken).await, Reply::Committed(i) if i.len() == 2));
+    assert_eq!(
+        pairs(call(&mut p, get("orders", "ann")).await),
+        text_pairs(&[("ann", "tea")])
+    );
+    // A table named twice in one commit is a bad request, not a merge.
+    let twice = Request::Commit(vec![
+        ("stock".to_string(), Batch::default()),
+        ("stock".to_string(), Batch::default()),
+    ]);
+    assert!(matches!(
+        call(&mut p, twice).await,
+        Reply::Error(Error::BadRequest(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bags_indexes_ranges_and_prefixes() {
+    let node = node();
+    let mut p = Puppet::spawn(&node).await;
+    call(
+        &mut p,
+        Request::Create(spec("tags", Kind::Bag, &["colour"])),
+    )
+    .await;
+    let tagged = |key: &str, value: &str, colour: &str| Op::Put {
+        key: key.into(),
+        value: value.into(),
+        index_values: vec![colour.into()],
+    };
+    let ops = vec![
+        tagged("k1", "apple", "red"),
+        tagged("k1", "cherry", "red"),
+        tagged("k1", "apple", "red"),
+        tagged("k2", "lime", "green"),
+        tagged("k3", "plum", "red"),
+    ];
+    call(&mut p, commit("tags", vec![], ops)).await;
+    assert_eq!(
+        pairs(call(&mut p, get("tags", "k1")).await),
+        text_pairs(&[("k1", "cherry"), ("k1", "apple")]),
+        "a bag keeps each value once, in write order (a rewrite moves it last)"
+    );
+    let red = Request::IndexGet {
+        table: "tags".into(),
+        index: "colour".into(),
+        value: "red".into(),
+        limit: 0,
+        consistency: Consistency::Dirty,
+    };
+    assert_eq!(
+        pairs(call(&mut p, red).await),
+        text_pairs(&[("k1", "cherry"), ("k1", "apple"), ("k3", "plum")])
+    );
+    let unknown_index = Request::IndexGet {
+        table: "tags".into(),
+        index: "size".into(),
+        value: "big".into(),
+        limit: 0,
+        consistency: Consistency::Dirty,
+    };
+    assert!(matches!(
+        call(&mut p, unknown_index).await,
+        Reply::Error(Error::BadRequest(_))
+    ));
+    // Missing index values are refused by name.
+    assert!(matches!(
+        call(&mut p, commit("tags", vec![], vec![put("k9", "x")])).await,
+        Reply::Error(Error::Aborted {
+            abort: Abort::IndexValues {
+                given: 0,
+                wanted: 1
+            },
+            ..
+        })
+    ));
+    // Ranges need an ordered set.
+    let range = |table: &str, from: &str, to: Option<&str>, limit| Request::Range {
+        table: table.into(),
+        from: from.into(),
+        to: to.map(Into::into),
+        limit,
+        consistency: Consistency::Dirty,
+    };
+    assert!(matches!(
+        call(&mut p, range("tags", "", None, 0)).await,
+        Reply::Error(Error::BadRequest(_))
+    ));
+    call(&mut p, Request::Create(spec("log", Kind::OrderedSet, &[]))).await;
+    let ops = ["b", "a/2", "a/1", "c", "a/3"]
+        .iter()
+        .map(|k| put(k, k))
+        .collect();
+    call(&mut p, commit("log", vec![], ops)).await;
+    let all = rows(call(&mut p, range("log", "", None, 0)).await);
+    let keys: Vec<_> = all.rows.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(keys, [&b"a/1"[..], b"a/2", b"a/3", b"b", b"c"]);
+    assert!(!all.more);
+    let two = rows(call(&mut p, range("log", "a/2", Some("c"), 2)).await);
+    let keys: Vec<_> = two.rows.iter().map(|r| r.key.clone()).collect();
+    assert_eq!(keys, [&b"a/2"[..], b"a/3"]);
+    assert!(two.more, "a range cut at its limit says there is more");
+    let next = Request::Next {
+        table: "log".into(),
+        key: "a/3".into(),
+        consistency: Consistency::Dirty,
+    };
+    assert_eq!(pairs(call(&mut p, next).await), text_pairs(&[("b", "b")]));
+    let prefix = Request::Prefix {
+        table: "log".into(),
+        prefix: "a/".into(),
+        limit: 0,
+        consistency: Consistency::Dirty,
+    };
+    assert_eq!(pairs(call(&mut p, prefix).await).len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_longer_than_the_buffer_is_kept_for_table_reply() {
+    let node = node();
+    let mut p = Puppet::spawn(&node).await;
+    call(&mut p, Request::Create(spec("big", Kind::Set, &[]))).await;
+    let value = "x".repeat(10_000);
+    call(&mut p, commit("big", vec![], vec![put("k", &value)])).await;
+    // A 64-byte buffer: the puppet gets the length, then the reply.
+    let reply = call_with(&mut p, &get("big", "k"), 64).await;
+    assert_eq!(rows(reply).rows[0].records[0].value.len(), 10_000);
+    // Taken once: a second table_reply has nothing.
+    assert_eq!(
+        p.cmd(Cmd::TableReply(1 << 20)).await,
+        Outcome::Status(status::NO_MESSAGE)
+    );
+    // Garbage is BAD_ARG, and the node goes on.
+    let garbage = Cmd::Table {
+        request: vec![0xff; 7],
+        out_cap: 64,
+    };
+    assert_eq!(p.cmd(garbage).await, Outcome::Status(status::BAD_ARG));
+    assert_eq!(
+        pairs(call(&mut p, get("big", "k")).await)[0].1.len(),
+        10_000
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_elsewhere_are_refused_clearly_for_now() {
+    let node = node();
+    let mut p = Puppet::spawn(&node).await;
+    let mut far = spec("far", Kind::Set, &[]);
+    far.replicas = vec![Replica {
+        node: "other@host".into(),
+        copy: Copy::Ram,
+    }];
+    assert!(matches!(
+        call(&mut p, Request::Create(far)).await,
+        Reply::Error(Error::Unsupported(why)) if why.contains("other nodes")
+    ));
+    let mut empty = spec("", Kind::Set, &[]);
+    empty.name.clear();
+    assert!(matches!(
+        call(&mut p, Request::Create(empty)).await,
+        Reply::Error(Error::BadSpec(_))
+    ));
+}
+
+/// The next table event `p` reports.
+async fn table_event(p: &mut Puppet) -> TableEvent {
+    match p.event().await {
+        Event::Got {
+            system: Some(SystemEvent::Table(event)),
+            ..
+        } => event,
+        other => panic!("expected a table event, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_get_every_change_in_commit_order() {
+    let node = node();
+    let mut writer = Puppet::spawn(&node).await;
+    let mut watcher = Puppet::spawn(&node).await;
+    call(&mut writer, Request::Create(spec("feed", Kind::Set, &[]))).await;
+    let subscribe = Request::Subscribe {
+        table: "feed".into(),
+    };
+    assert_eq!(call(&mut watcher, subscribe.clone()).await, Reply::Done);
+    // Twice is still one subscription.
+    assert_eq!(call(&mut watcher, subscribe).await, Reply::Done);
+    let mut indexes = Vec::new();
+    for i in 0..20 {
+        let ops = vec![put(&format!("k{i}"), "v")];
+        let Reply::Committed(at) = call(&mut writer, commit("feed", vec![], ops)).await else {
+            panic!()
+        };
+        indexes.push(at[0]);
+    }
+    let delete = commit("feed", vec![], vec![Op::Delete { key: "k0".into() }]);
+    call(&mut writer, delete).await;
+    for (i, at) in indexes.iter().enumerate() {
+        assert_eq!(
+            table_event(&mut watcher).await,
+            TableEvent::Committed {
+                table: "feed".into(),
+                index: *at,
+                changes: vec![Change::Put {
+                    key: format!("k{i}").into_bytes(),
+                    value: b"v".to_vec()
+                }]
+            }
+        );
+    }
+    assert!(matches!(
+        table_event(&mut watcher).await,
+        TableEvent::Committed { changes, .. } if changes == vec![Change::Delete { key: b"k0".to_vec() }]
+    ));
+    // Unsubscribed: no more events; a second unsubscribe says so.
+    let unsubscribe = Request::Unsubscribe {
+        table: "feed".into(),
+    };
+    assert_eq!(call(&mut watcher, unsubscribe.clone()).await, Reply::Done);
+    assert_eq!(
+        call(&mut watcher, unsubscribe).await,
+        Reply::Error(Error::NotSubscribed("feed".into()))
+    );
+    call(&mut writer, commit("feed", vec![], vec![put("late", "v")])).await;
+    assert_eq!(
+        watcher
+            .try_event(std::time::Duration::from_millis(200))
+            .await,
+        None
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_ends_is_dropped_and_a_deleted_table_says_so() {
+    let node = node();
+    let mut writer = Puppet::spawn(&node).await;
+    let mut gone = Puppet::spawn(&node).await;
+    let mut stays = Puppet::spawn(&node).await;
+    call(&mut writer, Request::Create(spec("t", Kind::Set, &[]))).await;
+    for p in [&mut gone, &mut stays] {
+        let subscribe = Request::Subscribe { table: "t".into() };
+        assert_eq!(call(p, subscribe).await, Reply::Done);
+    }
+    let info = |reply| match reply {
+        Reply::Info(info) => info.subscribers,
+        other => panic!("{other:?}"),
+    };
+    let asked = Request::Info { table: "t".into() };
+    assert_eq!(info(call(&mut writer, asked.clone()).await), 2);
+    let down = gone.ctl.monitor(gone.pid);
+    gone.order(Cmd::ExitSelf("done".into()));
+    molt_tests::down_reason(&mut gone.ctl, down).await;
+    assert_eq!(
+        info(call(&mut writer, asked).await),
+        1,
+        "an ended process's subscription goes with it"
+    );
+    let delete = Request::Delete { table: "t".into() };
+    call(&mut writer, delete).await;
+    assert!(matches!(
+        table_event(&mut stays).await,
+        TableEvent::Ended { reason, .. } if reason == "deleted"
+    ));
+}
