@@ -59,6 +59,7 @@ pub const GUESTS: &[&str] = &[
     "otp-server",
     "otp-task",
     "singleton",
+    "cart",
 ];
 
 /// Guests that are later versions of a module another guest provides

@@ -518,3 +518,106 @@ async fn a_subscriber_that_ends_is_dropped_and_a_deleted_table_says_so() {
         TableEvent::Ended { reason, .. } if reason == "deleted"
     ));
 }
+
+/// A key of the cart example's tables, as the SDK encodes it.
+fn user_key(user: &str) -> Vec<u8> {
+    use molt_sdk::table::Key;
+    user.to_string().encode()
+}
+
+fn cart_of(node: &molt_host::Node, user: &str) -> Option<cart::Cart> {
+    let (records, _) = node.tables().local().get("carts", &user_key(user)).unwrap();
+    records.first().map(|r| codec::decode(&r.value).unwrap())
+}
+
+fn stock_of(node: &molt_host::Node, item: &str) -> u32 {
+    let (records, _) = node.tables().local().get("stock", &user_key(item)).unwrap();
+    codec::decode(&records[0].value).unwrap()
+}
+
+fn args(words: &[&str]) -> Vec<u8> {
+    codec::encode(&words.iter().map(|w| w.to_string()).collect::<Vec<_>>())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_transactions_lose_no_update() {
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    assert_eq!(
+        molt_tests::run_to_exit(&mut me, "cart", args(&["setup"])).await,
+        "normal"
+    );
+    // Four shoppers fill one cart at once, 25 adds each, each add a
+    // read-modify-write transaction on the same key.
+    let mut downs = Vec::new();
+    for _ in 0..4 {
+        let (_, down) = me
+            .spawn("cart", args(&["shop", "ann", "tea", "25"]), false, true)
+            .unwrap();
+        downs.push(down.unwrap());
+    }
+    for down in downs {
+        assert_eq!(molt_tests::down_reason(&mut me, down).await, "normal");
+    }
+    assert_eq!(cart_of(&node, "ann").unwrap().count("tea"), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkout_over_three_tables_is_all_or_nothing() {
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    let mut run =
+        async |words: &[&str]| molt_tests::run_to_exit(&mut me, "cart", args(words)).await;
+    assert_eq!(run(&["setup", "5"]).await, "normal");
+    assert_eq!(run(&["shop", "ann", "tea", "3"]).await, "normal");
+    assert_eq!(run(&["shop", "ann", "cake", "7"]).await, "normal");
+    assert_eq!(run(&["checkout", "ann"]).await, "out_of_stock: cake");
+    // Nothing moved: tea's stock, ann's cart, no order.
+    assert_eq!(stock_of(&node, "tea"), 5);
+    assert_eq!(cart_of(&node, "ann").unwrap().count("cake"), 7);
+    assert!(
+        node.tables()
+            .local()
+            .get("orders", &user_key("ann"))
+            .unwrap()
+            .0
+            .is_empty()
+    );
+
+    // A watcher sees bob's order commit.
+    let mut watcher_mailbox = node.mailbox().unwrap();
+    let (_, watching) = watcher_mailbox
+        .spawn("cart", args(&["watch", "1"]), false, true)
+        .unwrap();
+    // The watcher subscribes before bob checks out: wait until it has.
+    let subscribed = async {
+        loop {
+            if node.tables().local().info("orders").unwrap().subscribers == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(molt_tests::WAIT, subscribed)
+        .await
+        .expect("the watcher subscribes");
+    let mut run =
+        async |words: &[&str]| molt_tests::run_to_exit(&mut me, "cart", args(words)).await;
+    assert_eq!(run(&["shop", "bob", "tea", "2"]).await, "normal");
+    assert_eq!(run(&["checkout", "bob"]).await, "normal");
+    assert_eq!(stock_of(&node, "tea"), 3);
+    assert_eq!(cart_of(&node, "bob"), None, "the cart is emptied");
+    let orders = node
+        .tables()
+        .local()
+        .get("orders", &user_key("bob"))
+        .unwrap()
+        .0;
+    let order: cart::Order = codec::decode(&orders[0].value).unwrap();
+    assert_eq!(order.items, vec![("tea".to_string(), 2)]);
+    assert_eq!(
+        molt_tests::down_reason(&mut watcher_mailbox, watching.unwrap()).await,
+        "normal",
+        "the watcher got the order's event"
+    );
+}

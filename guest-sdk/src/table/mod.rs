@@ -41,7 +41,10 @@
 //! - **Conditions** a transaction can state itself: a key is absent
 //!   ([`Tx::require_absent`]), or the writer still holds a cluster lock
 //!   ([`Tx::fence`], with the fencing token from [`crate::global::lock`]):
-//!   a failed one aborts with [`Error::Aborted`], without a retry.
+//!   a failed one aborts with [`Error::Table`] (`Aborted`), without a
+//!   retry.
+//! - A closure that returns `Ok` commits what it wrote; to give up and
+//!   write nothing, it returns [`cancel`]'s error (mnesia's `abort`).
 //! - **Events**: a subscribed process gets a [`crate::System::Table`]
 //!   message for each committed batch, in commit order.
 
@@ -78,6 +81,16 @@ pub enum Error {
     /// The host refused the call itself (a status code, see
     /// [`crate::Error`]).
     Host(crate::Error),
+    /// The transaction's closure gave up with [`cancel`]: nothing was
+    /// written. Its reason.
+    Cancelled(String),
+}
+
+/// Give up a transaction from inside its closure, as mnesia's `abort`:
+/// return this, and nothing the closure wrote is committed; the
+/// transaction returns [`Error::Cancelled`] with `reason`.
+pub fn cancel<T>(reason: impl Into<String>) -> Result<T, Error> {
+    Err(Error::Cancelled(reason.into()))
 }
 
 impl Error {
@@ -100,6 +113,7 @@ impl std::fmt::Display for Error {
                 "the transaction conflicted with other writes {attempts} times"
             ),
             Error::Host(e) => write!(f, "table call refused: {e}"),
+            Error::Cancelled(reason) => write!(f, "cancelled: {reason}"),
         }
     }
 }

@@ -448,6 +448,12 @@ impl Node {
         self.inner.spawn(module, args, None, None)
     }
 
+    /// The node's tables: what guests reach through `molt_sdk::table`,
+    /// for Rust embedders.
+    pub fn tables(&self) -> &crate::table::Tables {
+        &self.inner.tables
+    }
+
     /// Open a mailbox: a process driven by host code rather than by a
     /// guest. It can send, receive, link and monitor like any process, and
     /// traps exits. It ends when dropped.
