@@ -305,8 +305,10 @@ pub enum Request {
         consistency: Consistency,
     },
     /// Rows with keys from `from` (included) up to `to` (excluded; `None`:
-    /// to the end), in key order; ordered sets only. `First` is a range
-    /// from the empty key with limit 1. Reply: `Rows`.
+    /// to the end), in key (byte) order, for any kind of table: a set or
+    /// bag is read in pages this way (mnesia's `select` with a
+    /// continuation). `first` is a range from the empty key with limit 1.
+    /// Reply: `Rows`.
     Range {
         /// The table.
         table: String,

@@ -312,8 +312,9 @@ impl<K: Key, V: Serialize + DeserializeOwned + 'static> Table<K, V> {
     }
 
     /// Up to `limit` records with keys from `from` (included) to `to`
-    /// (excluded; `None`: to the end), in key order; ordered sets only.
-    /// `limit` 0 means as many as one reply holds.
+    /// (excluded; `None`: to the end), in key order (any kind of table;
+    /// only an ordered set's order is its keys' order as well as their
+    /// bytes'). `limit` 0 means as many as one reply holds.
     pub fn range(&self, from: &K, to: Option<&K>, limit: u32) -> Result<Vec<(K, V)>, Error> {
         let rows = self.rows(Request::Range {
             table: self.name.to_string(),
@@ -325,7 +326,7 @@ impl<K: Key, V: Serialize + DeserializeOwned + 'static> Table<K, V> {
         pairs(rows)
     }
 
-    /// The record with the smallest key; ordered sets only.
+    /// The record with the smallest key.
     pub fn first(&self) -> Result<Option<(K, V)>, Error> {
         let rows = self.rows(Request::Range {
             table: self.name.to_string(),

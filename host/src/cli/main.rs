@@ -42,6 +42,7 @@ mod local_cluster;
 mod node;
 mod remote;
 mod run;
+mod tables;
 
 use self::remote::Remote;
 
@@ -127,6 +128,8 @@ enum Command {
     Node(node::NodeArgs),
     #[command(flatten)]
     Coord(cluster::CoordCommand),
+    #[command(flatten)]
+    Tables(tables::TableCommand),
     /// List the nodes a running node is connected to.
     Nodes {
         #[command(flatten)]
@@ -202,6 +205,7 @@ fn main() -> ExitCode {
             | Command::Send { .. }
             | Command::Code(_)
             | Command::Coord(_)
+            | Command::Tables(_)
     );
     // openraft reports every unreachable peer of an election as an error;
     // the coordination layer logs what matters itself (RUST_LOG=openraft=info
@@ -259,6 +263,7 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
         | Command::Send { .. }) => runtime()?.block_on(remote::remote_command(remote)),
         Command::Code(command) => runtime()?.block_on(code::run(command)),
         Command::Coord(command) => runtime()?.block_on(cluster::run(command)),
+        Command::Tables(command) => runtime()?.block_on(tables::run(command)),
         Command::Inspect { module } => inspect::inspect(module, &config),
         Command::Build { dir } => {
             for file in guest_build::build_crate(&dir)? {

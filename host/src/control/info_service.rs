@@ -60,6 +60,12 @@ impl Service for InfoService {
                     .map_err(|e| InfoError::NotDelivered(e.to_string()))?;
                 InfoReply::Sent
             }
+            InfoRequest::Table(request) => {
+                let Some(node) = self.node.upgrade() else {
+                    return Err(InfoError::NotDelivered("the node is stopping".into()));
+                };
+                InfoReply::Table(node.table(request))
+            }
             InfoRequest::Nodes => InfoReply::Nodes(
                 self.dist
                     .upgrade()

@@ -230,6 +230,22 @@ impl Control {
         }
     }
 
+    /// Run a table request on `node` (`molt tables`, `molt table`): see
+    /// [`Node::table`].
+    pub async fn table(
+        &self,
+        node: &str,
+        request: molt_abi::table::Request,
+    ) -> Result<molt_abi::table::Reply, RequestError> {
+        if self.is_here(node) {
+            return Ok(self.node.table(request));
+        }
+        match self.info(node, InfoRequest::Table(request)).await? {
+            InfoReply::Table(reply) => Ok(reply),
+            other => Err(unexpected_info(node, other)),
+        }
+    }
+
     /// The visible nodes `node` is connected to (`molt nodes`). Their
     /// addresses are learnt too, so this node (hidden, say) can reach them.
     pub async fn nodes(&self, node: &str) -> Result<Vec<String>, RequestError> {

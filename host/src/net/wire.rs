@@ -652,6 +652,9 @@ pub enum InfoRequest {
         #[serde(with = "molt_abi::codec::bytes")]
         payload: Vec<u8>,
     },
+    /// A table request, run as the node's own (`molt tables`, `molt
+    /// table`): subscriptions are for processes and are refused.
+    Table(molt_abi::table::Request),
 }
 
 /// The node-information service's answers.
@@ -663,6 +666,8 @@ pub enum InfoReply {
     Processes(Vec<ProcessRow>),
     /// To `SendNamed`: delivered.
     Sent,
+    /// To `Table`.
+    Table(molt_abi::table::Reply),
 }
 
 /// Why the node-information service could not do what was asked.

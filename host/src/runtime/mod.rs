@@ -454,6 +454,19 @@ impl Node {
         &self.inner.tables
     }
 
+    /// Run a table request as the node itself (the control layer, an
+    /// embedder): as a guest's `table_call`, except that subscriptions
+    /// are for processes and are refused.
+    pub fn table(&self, request: molt_abi::table::Request) -> molt_abi::table::Reply {
+        use molt_abi::table::{Error, Reply, Request};
+        if let Request::Subscribe { .. } | Request::Unsubscribe { .. } = request {
+            return Reply::Error(Error::BadRequest(
+                "subscriptions are for processes".to_string(),
+            ));
+        }
+        self.inner.tables.call(&self.inner, Pid::default(), request)
+    }
+
     /// Open a mailbox: a process driven by host code rather than by a
     /// guest. It can send, receive, link and monitor like any process, and
     /// traps exits. It ends when dropped.

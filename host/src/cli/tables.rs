@@ -1,0 +1,229 @@
+//! `molt tables` and `molt table ...`: a running node's tables, listed,
+//! described, dumped, created and deleted.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+use molt_abi::table::{Consistency, Info, Kind, Reply, Request, Rows, Spec};
+use molt_host::Control;
+
+use crate::remote::Remote;
+
+/// A table kind on the command line.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum KindArg {
+    /// One record per key.
+    Set,
+    /// One record per key, in key order.
+    OrderedSet,
+    /// Several records per key.
+    Bag,
+}
+
+impl From<KindArg> for Kind {
+    fn from(kind: KindArg) -> Kind {
+        match kind {
+            KindArg::Set => Kind::Set,
+            KindArg::OrderedSet => Kind::OrderedSet,
+            KindArg::Bag => Kind::Bag,
+        }
+    }
+}
+
+/// What `molt table` does.
+#[derive(clap::Subcommand)]
+pub enum TableAction {
+    /// Describe a table: kind, indexes, replicas, records, log index,
+    /// subscribers.
+    Info {
+        /// The table.
+        name: String,
+    },
+    /// Print a table's records in key order: key, version, value (text
+    /// when printable, hex otherwise).
+    Dump {
+        /// The table.
+        name: String,
+        /// Most records to print (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: u64,
+    },
+    /// Create an empty table, kept in memory on the node.
+    Create {
+        /// The table.
+        name: String,
+        /// Its kind.
+        #[arg(long, value_enum, default_value = "set")]
+        kind: KindArg,
+        /// A secondary index (repeat for more); writers supply its values.
+        #[arg(long)]
+        index: Vec<String>,
+    },
+    /// Delete a table and everything in it.
+    Delete {
+        /// The table.
+        name: String,
+    },
+}
+
+/// The table commands.
+#[derive(clap::Subcommand)]
+pub enum TableCommand {
+    /// List a running node's tables: kind, records, log index, replicas.
+    Tables {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Describe, dump, create or delete a table of a running node.
+    Table {
+        #[command(flatten)]
+        remote: Remote,
+        #[command(subcommand)]
+        action: TableAction,
+    },
+}
+
+/// Ask `target` and unwrap the reply's error into a message.
+async fn ask(control: &Control, target: &str, request: Request) -> Result<Reply> {
+    match control.table(target, request).await? {
+        Reply::Error(e) => bail!("{e}"),
+        reply => Ok(reply),
+    }
+}
+
+async fn info(control: &Control, target: &str, name: &str) -> Result<Info> {
+    let table = name.to_string();
+    match ask(control, target, Request::Info { table }).await? {
+        Reply::Info(info) => Ok(info),
+        other => bail!("unexpected reply {other:?}"),
+    }
+}
+
+fn kind_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Set => "set",
+        Kind::OrderedSet => "ordered_set",
+        Kind::Bag => "bag",
+    }
+}
+
+fn replicas(info: &Info) -> String {
+    let list: Vec<String> = info
+        .spec
+        .replicas
+        .iter()
+        .map(|r| format!("{} ({:?})", r.node, r.copy).to_lowercase())
+        .collect();
+    list.join(", ")
+}
+
+/// Bytes as text when every byte is printable ASCII, else as hex.
+pub fn show(bytes: &[u8]) -> String {
+    if !bytes.is_empty() && bytes.iter().all(|b| (0x20..0x7f).contains(b)) {
+        format!("{:?}", String::from_utf8_lossy(bytes))
+    } else {
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        format!("0x{hex}")
+    }
+}
+
+pub async fn run(command: TableCommand) -> Result<ExitCode> {
+    match command {
+        TableCommand::Tables { remote } => {
+            let (control, target) = remote.connect().await?;
+            let Reply::Tables(names) = ask(&control, &target, Request::List).await? else {
+                bail!("unexpected reply to a table list");
+            };
+            if names.is_empty() {
+                out!("no tables on {target}");
+            }
+            for name in names {
+                // A table deleted since the list is skipped.
+                let Ok(i) = info(&control, &target, &name).await else {
+                    continue;
+                };
+                out!(
+                    "{name:<24} {:<12} {:>10} records  index {:<10} {}",
+                    kind_name(i.spec.kind),
+                    i.records,
+                    i.index,
+                    replicas(&i)
+                );
+            }
+        }
+        TableCommand::Table { remote, action } => {
+            let (control, target) = remote.connect().await?;
+            match action {
+                TableAction::Info { name } => {
+                    let i = info(&control, &target, &name).await?;
+                    out!("table       {name}");
+                    out!("kind        {}", kind_name(i.spec.kind));
+                    if !i.spec.indexes.is_empty() {
+                        out!("indexes     {}", i.spec.indexes.join(", "));
+                    }
+                    out!("replicas    {}", replicas(&i));
+                    out!("records     {}", i.records);
+                    out!("index       {}", i.index);
+                    out!("subscribers {}", i.subscribers);
+                }
+                TableAction::Dump { name, limit } => dump(&control, &target, &name, limit).await?,
+                TableAction::Create { name, kind, index } => {
+                    let spec = Spec {
+                        name: name.clone(),
+                        kind: kind.into(),
+                        indexes: index,
+                        replicas: Vec::new(),
+                    };
+                    ask(&control, &target, Request::Create(spec)).await?;
+                    out!("created {name} on {target}");
+                }
+                TableAction::Delete { name } => {
+                    let table = name.clone();
+                    ask(&control, &target, Request::Delete { table }).await?;
+                    out!("deleted {name} on {target}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Print every record in pages (ranges from the last key read).
+async fn dump(control: &Control, target: &str, name: &str, limit: u64) -> Result<()> {
+    let mut from = Vec::new();
+    let mut printed = 0u64;
+    loop {
+        let request = Request::Range {
+            table: name.to_string(),
+            from: from.clone(),
+            to: None,
+            limit: 1_000,
+            consistency: Consistency::Dirty,
+        };
+        let Reply::Rows(Rows { rows, more, .. }) = ask(control, target, request).await? else {
+            bail!("unexpected reply to a range");
+        };
+        for row in &rows {
+            for record in &row.records {
+                if limit > 0 && printed == limit {
+                    return Ok(());
+                }
+                out!(
+                    "{}  v{}  {}",
+                    show(&row.key),
+                    record.version,
+                    show(&record.value)
+                );
+                printed += 1;
+            }
+        }
+        match (more, rows.last()) {
+            (true, Some(last)) => {
+                // The smallest key after the last one read.
+                from = last.key.clone();
+                from.push(0);
+            }
+            _ => return Ok(()),
+        }
+    }
+}
