@@ -5,7 +5,9 @@
 //! which the host uses too, so the wire format of typed messages is written
 //! in one place for both sides. Decoding rejects trailing bytes.
 
-pub use molt_abi::codec::{DecodeError, bytes, decode, decode_prefix, encode, encode_into};
+pub use molt_abi::codec::{
+    DecodeError, bytes, decode, decode_prefix, encode, encode_into, encode_to_vec,
+};
 
 #[cfg(test)]
 mod tests {

@@ -65,6 +65,8 @@ pub enum Error {
     SessionLost,
     /// The caller is not a candidate in that election.
     NotCandidate,
+    /// A fast table read failed; the table call says why.
+    TableError,
     /// A negative code this SDK does not know (a newer host).
     Unknown(i32),
 }
@@ -101,6 +103,7 @@ impl Error {
             status::NO_COORDINATION => Error::NoCoordination,
             status::SESSION_LOST => Error::SessionLost,
             status::NOT_CANDIDATE => Error::NotCandidate,
+            status::TABLE_ERROR => Error::TableError,
             other => Error::Unknown(other),
         })
     }
@@ -134,6 +137,7 @@ impl Error {
             Error::NoCoordination => status::NO_COORDINATION,
             Error::SessionLost => status::SESSION_LOST,
             Error::NotCandidate => status::NOT_CANDIDATE,
+            Error::TableError => status::TABLE_ERROR,
             Error::Unknown(code) => code,
         }
     }
@@ -174,7 +178,7 @@ mod tests {
             assert_eq!(err.to_string(), status::name(code));
             code -= 1;
         }
-        assert!(code < status::NOT_CANDIDATE);
+        assert!(code < status::TABLE_ERROR);
         assert_eq!(Error::from_code(-99), Some(Error::Unknown(-99)));
         assert_eq!(Error::Unknown(-99).code(), -99);
         assert_eq!(Error::from_code(0), None);

@@ -115,6 +115,7 @@ host_functions! {
     "global_send" => fn global_send(name_ptr: i32, name_len: i32, tag: i32, ref_ptr: i32, payload_ptr: i32, payload_len: i32) -> i32;
     "table_call" => fn table_call(req_ptr: i32, req_len: i32, out_ptr: i32, out_cap: i32) -> i32;
     "table_reply" => fn table_reply(out_ptr: i32, out_cap: i32) -> i32;
+    "table_get" => fn table_get(table_ptr: i32, table_len: i32, key_ptr: i32, key_len: i32, out_ptr: i32, out_cap: i32) -> i32;
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -226,6 +227,24 @@ pub fn table_call(request: &[u8], out: &mut [u8]) -> i32 {
         raw::table_call(
             ptr(request.as_ptr()),
             len(request.len()),
+            ptr(out.as_mut_ptr()),
+            len(out.len()),
+        )
+    }
+}
+
+/// `table_get`: the read's length (written to `out` if it fits), or a
+/// status.
+pub fn table_get(table: &str, key: &[u8], out: &mut [u8]) -> i32 {
+    // SAFETY: every buffer is live for the call and of the length given;
+    // the host reads `table` and `key` and writes at most `out.len()`
+    // bytes to `out`.
+    unsafe {
+        raw::table_get(
+            ptr(table.as_ptr()),
+            len(table.len()),
+            ptr(key.as_ptr()),
+            len(key.len()),
             ptr(out.as_mut_ptr()),
             len(out.len()),
         )

@@ -343,6 +343,28 @@ fn the_bench_mirror_of_bench_args_encodes_like_the_guest() {
             },
         ),
     ];
+    use bench_guest::TableOp as GuestOp;
+    use molt_tests::bench_wire::TableOp as HostOp;
+    let ops = [
+        (HostOp::Transaction, GuestOp::Transaction),
+        (HostOp::DirtyWrite, GuestOp::DirtyWrite),
+        (HostOp::DirtyRead, GuestOp::DirtyRead),
+    ];
+    let pairs = pairs
+        .into_iter()
+        .chain(ops.into_iter().map(|(host, guest)| {
+            let bytes = molt_abi::codec::encode(&Host::Table {
+                op: host,
+                from: -1,
+                to: 2,
+            });
+            let expected = Guest::Table {
+                op: guest,
+                from: -1,
+                to: 2,
+            };
+            (bytes, expected)
+        }));
     for (bytes, expected) in pairs {
         assert_eq!(molt_abi::codec::decode::<Guest>(&bytes), Ok(expected));
     }

@@ -60,6 +60,58 @@ pub enum BenchArgs {
         /// Lookups to make.
         reads: u64,
     },
+    /// On table [`KV`] (created before the spawn), for each key from
+    /// `from` to `to` (excluded): one `op` with the 16-byte value
+    /// [`KV_VALUE`] (mnesia's bench record); then stop `normal`, or with
+    /// an error if a write failed or a read missed.
+    Table {
+        /// What to do per key.
+        op: TableOp,
+        /// The first key.
+        from: i64,
+        /// The key after the last.
+        to: i64,
+    },
+}
+
+/// The operation of a [`BenchArgs::Table`] run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TableOp {
+    /// A write transaction of the key.
+    Transaction,
+    /// A dirty write of the key.
+    DirtyWrite,
+    /// A dirty read of the key, which must be there.
+    DirtyRead,
+}
+
+/// The table the [`BenchArgs::Table`] runs use: a set of 16-byte values
+/// by integer key, as mnesia's bench's `kv`.
+pub static KV: molt_sdk::table::Table<i64, [u8; 16]> = molt_sdk::table::Table::new("kv");
+
+/// The value every [`BenchArgs::Table`] write puts.
+pub const KV_VALUE: [u8; 16] = *b"0123456789abcdef";
+
+/// Run `op` on `from..to` of [`KV`].
+fn table_run(op: TableOp, from: i64, to: i64) -> Result<(), String> {
+    for key in from..to {
+        match op {
+            TableOp::Transaction => {
+                molt_sdk::table::transaction(|tx| tx.write(&KV, &key, &KV_VALUE))
+                    .map_err(|e| format!("transaction {key}: {e}"))?;
+            }
+            TableOp::DirtyWrite => {
+                KV.write(&key, &KV_VALUE)
+                    .map_err(|e| format!("write {key}: {e}"))?;
+            }
+            TableOp::DirtyRead => match KV.read(&key) {
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(format!("read {key}: missing")),
+                Err(e) => return Err(format!("read {key}: {e}")),
+            },
+        }
+    }
+    Ok(())
 }
 
 /// Messages between bench processes.
@@ -258,6 +310,10 @@ impl Behaviour for Bench {
                         reads - found
                     ));
                 }
+                return Err(molt_sdk::abi::reason::NORMAL.into());
+            }
+            BenchArgs::Table { op, from, to } => {
+                table_run(op, from, to)?;
                 return Err(molt_sdk::abi::reason::NORMAL.into());
             }
         })

@@ -40,6 +40,23 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut [u8]) -> Option<u
     bincode::serde::encode_into_slice(value, buf, CONFIG).ok()
 }
 
+/// Encode a value at the end of `buf` (reused, so a hot path need not
+/// allocate).
+///
+/// # Panics
+/// As [`encode`].
+pub fn encode_to_vec<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) {
+    struct Append<'a>(&'a mut Vec<u8>);
+    impl bincode::enc::write::Writer for Append<'_> {
+        fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+            self.0.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+    bincode::serde::encode_into_writer(value, Append(buf), CONFIG)
+        .expect("encoding to a Vec cannot fail for plain data")
+}
+
 /// Decode a value from the front of `bytes` and say how many bytes it took;
 /// the rest is left alone. For state whose later versions append fields: an
 /// older version can keep the fields it knows (a downgrade).
@@ -78,78 +95,4 @@ mod tests {
     }
 }
 
-/// For `Vec<u8>` fields: `#[serde(with = "molt_abi::codec::bytes")]`.
-///
-/// serde treats a `Vec<u8>` as a sequence and encodes it one byte at a
-/// time; this encodes it as one block. The bytes on the wire are the same
-/// (a varint length, then the bytes), so a field can switch either way
-/// without breaking peers, and large payloads encode many times faster.
-pub mod bytes {
-    use alloc::vec::Vec;
-    use core::fmt;
-
-    use serde::de::{SeqAccess, Visitor};
-    use serde::{Deserializer, Serializer};
-
-    /// Serialize as one block of bytes.
-    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(bytes)
-    }
-
-    /// Deserialize a block of bytes.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-        deserializer.deserialize_byte_buf(BytesVisitor)
-    }
-
-    struct BytesVisitor;
-
-    impl<'de> Visitor<'de> for BytesVisitor {
-        type Value = Vec<u8>;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("bytes")
-        }
-
-        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
-            Ok(v.to_vec())
-        }
-
-        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
-            Ok(v)
-        }
-
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
-            while let Some(b) = seq.next_element()? {
-                out.push(b);
-            }
-            Ok(out)
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use alloc::vec::Vec;
-
-        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
-        struct Fast(#[serde(with = "super")] Vec<u8>);
-
-        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
-        struct Plain(Vec<u8>);
-
-        #[test]
-        fn same_bytes_on_the_wire() {
-            for len in [0usize, 1, 250, 251, 70_000] {
-                let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
-                let fast = crate::codec::encode(&Fast(data.clone()));
-                assert_eq!(
-                    fast,
-                    crate::codec::encode(&Plain(data.clone())),
-                    "len {len}"
-                );
-                assert_eq!(crate::codec::decode::<Fast>(&fast), Ok(Fast(data.clone())));
-                assert_eq!(crate::codec::decode::<Plain>(&fast), Ok(Plain(data)));
-            }
-        }
-    }
-}
+pub use crate::bytes;

@@ -328,6 +328,18 @@ imports! {
     /// `out_ptr`, and forget it. Errors: `NO_MESSAGE` (no reply kept),
     /// `BUFFER_TOO_SMALL` (kept for another try).
     TABLE_REPLY = "table_reply"(I32, I32) -> (I32);
+
+    /// `table_get(table_ptr, table_len, key_ptr, key_len, out_ptr, out_cap)
+    /// -> len | status`: a dirty read of one key from this node's replica,
+    /// without encoding a request or a reply: the fast path of `Get`.
+    /// Writes to `out_ptr`, if it fits in `out_cap` (else nothing is
+    /// written and the length is still returned): the key's version
+    /// (`u64`), the table's log index (`u64`), flags (`u32`, bit 0: the
+    /// replica may be stale), the number of records (`u32`), then each
+    /// record as a length (`u32`) and its value; all little-endian.
+    /// Errors: `TABLE_ERROR` (no such table, or a table name that is not
+    /// UTF-8: `table_call` with `Get` says which), `BAD_ARG`.
+    TABLE_GET = "table_get"(I32, I32, I32, I32, I32, I32) -> (I32);
 }
 
 /// Find a host function by name.

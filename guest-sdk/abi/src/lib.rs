@@ -15,6 +15,8 @@
 
 extern crate alloc;
 
+#[cfg(feature = "serde")]
+pub mod bytes;
 #[cfg(feature = "codec")]
 pub mod codec;
 pub mod exports;
@@ -105,6 +107,9 @@ pub mod status {
     pub const SESSION_LOST: i32 = -25;
     /// `resign`: the caller is not a candidate in that election.
     pub const NOT_CANDIDATE: i32 = -26;
+    /// `table_get`: the read failed (no such table, say); `table_call`
+    /// with the same read gives the reason.
+    pub const TABLE_ERROR: i32 = -27;
 
     /// A short, stable name for a status code, for logs and errors.
     pub fn name(code: i32) -> &'static str {
@@ -136,6 +141,7 @@ pub mod status {
             NO_COORDINATION => "no_coordination",
             SESSION_LOST => "session_lost",
             NOT_CANDIDATE => "not_candidate",
+            TABLE_ERROR => "table_error",
             c if c >= 0 => "ok",
             _ => "unknown",
         }

@@ -82,12 +82,14 @@ pub enum Condition {
     /// The key has no record.
     Absent {
         /// The key.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
     },
     /// The key's version is this one: it was read at this version and not
     /// written since.
     Version {
         /// The key.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
         /// The version read.
         version: u64,
@@ -111,8 +113,10 @@ pub enum Op {
     /// value for the key (a value already there is rewritten).
     Put {
         /// The key.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
         /// The value.
+        #[serde(with = "crate::bytes")]
         value: Vec<u8>,
         /// One value per index of the table, in the table's order.
         index_values: Vec<Vec<u8>>,
@@ -120,14 +124,17 @@ pub enum Op {
     /// Remove every record of the key.
     Delete {
         /// The key.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
     },
     /// Remove one value of a bag's key (in a set: the record, if it has
     /// this value).
     DeleteValue {
         /// The key.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
         /// The value.
+        #[serde(with = "crate::bytes")]
         value: Vec<u8>,
     },
 }
@@ -148,12 +155,14 @@ pub enum Abort {
     /// An `Absent` condition failed.
     Exists {
         /// The key.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
     },
     /// A `Version` condition failed: the key's version now (`None`: no
     /// record).
     Changed {
         /// The key.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
         /// Its version now.
         now: Option<u64>,
@@ -215,6 +224,7 @@ impl fmt::Display for Abort {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
     /// The value.
+    #[serde(with = "crate::bytes")]
     pub value: Vec<u8>,
     /// The log index of the batch that wrote it.
     pub version: u64,
@@ -226,6 +236,7 @@ pub struct Record {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Row {
     /// The key.
+    #[serde(with = "crate::bytes")]
     pub key: Vec<u8>,
     /// The key's version: the log index of the last batch that changed it;
     /// `0` if the key has no record (a transaction that read it conditions
@@ -286,6 +297,7 @@ pub enum Request {
         /// The table.
         table: String,
         /// The key.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
         /// How fresh.
         consistency: Consistency,
@@ -298,6 +310,7 @@ pub enum Request {
         /// The index.
         index: String,
         /// The index value.
+        #[serde(with = "crate::bytes")]
         value: Vec<u8>,
         /// Most rows.
         limit: u32,
@@ -313,6 +326,7 @@ pub enum Request {
         /// The table.
         table: String,
         /// The first key.
+        #[serde(with = "crate::bytes")]
         from: Vec<u8>,
         /// The key after the last.
         to: Option<Vec<u8>>,
@@ -327,6 +341,7 @@ pub enum Request {
         /// The table.
         table: String,
         /// The key before.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
         /// How fresh.
         consistency: Consistency,
@@ -336,6 +351,7 @@ pub enum Request {
         /// The table.
         table: String,
         /// The prefix.
+        #[serde(with = "crate::bytes")]
         prefix: Vec<u8>,
         /// Most rows.
         limit: u32,
@@ -435,20 +451,25 @@ pub enum Change {
     /// A record written.
     Put {
         /// The key.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
         /// The value.
+        #[serde(with = "crate::bytes")]
         value: Vec<u8>,
     },
     /// Every record of a key removed.
     Delete {
         /// The key.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
     },
     /// One value of a key removed.
     DeleteValue {
         /// The key.
+        #[serde(with = "crate::bytes")]
         key: Vec<u8>,
         /// The value.
+        #[serde(with = "crate::bytes")]
         value: Vec<u8>,
     },
 }

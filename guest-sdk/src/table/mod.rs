@@ -49,6 +49,7 @@
 //!   message for each committed batch, in commit order.
 
 mod key;
+mod wire;
 
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -56,7 +57,7 @@ use std::time::Duration;
 pub use molt_abi::table::{
     Abort, Change, Consistency, Copy, Error as TableError, Event, Info, Kind, Replica, Rows,
 };
-use molt_abi::table::{Batch, Condition, Op, Record, Reply, Request, Spec};
+use molt_abi::table::{Batch, Condition, Op, Reply, Request, Spec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -148,20 +149,109 @@ pub struct Table<K, V: 'static> {
 /// fetched with a second call.
 const REPLY_BUFFER_BYTES: usize = 16 * 1024;
 
+std::thread_local! {
+    /// The request and reply buffers, reused by every call.
+    static BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
 /// Send `request` and decode its reply.
 fn call(request: &Request) -> Result<Reply, Error> {
-    let encoded = codec::encode(request);
-    let mut out = vec![0u8; REPLY_BUFFER_BYTES];
-    let code = sys::table_call(&encoded, &mut out);
-    let len = crate::error::check(code).map_err(Error::Host)? as usize;
-    if len > out.len() {
-        out = vec![0u8; len];
-        crate::error::check(sys::table_reply(&mut out)).map_err(Error::Host)?;
+    call_encoded(|buf| codec::encode_to_vec(request, buf))
+}
+
+/// Send the request `encode` writes and decode its reply.
+fn call_encoded(encode: impl FnOnce(&mut Vec<u8>)) -> Result<Reply, Error> {
+    BUFFERS.with_borrow_mut(|(encoded, out)| {
+        encoded.clear();
+        encode(encoded);
+        if out.len() < REPLY_BUFFER_BYTES {
+            out.resize(REPLY_BUFFER_BYTES, 0);
+        }
+        let code = sys::table_call(encoded, out);
+        let len = crate::error::check(code).map_err(Error::Host)? as usize;
+        if len > out.len() {
+            out.resize(len, 0);
+            crate::error::check(sys::table_reply(out)).map_err(Error::Host)?;
+        }
+        match codec::decode(&out[..len])? {
+            Reply::Error(e) => Err(Error::Table(e)),
+            reply => Ok(reply),
+        }
+    })
+}
+
+/// A dirty read as `table_get` returns it, borrowed from the reply
+/// buffer.
+/// (The table's index and the stale flag, at bytes 8 and 16, are not
+/// needed by the reads that use it.)
+struct Got<'a> {
+    version: u64,
+    count: u32,
+    /// The records: each a `u32` length and the value.
+    records: &'a [u8],
+}
+
+impl<'a> Got<'a> {
+    fn parse(bytes: &'a [u8]) -> Option<Got<'a>> {
+        let u64_at = |at: usize| Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
+        let u32_at = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+        Some(Got {
+            version: u64_at(0)?,
+            count: u32_at(20)?,
+            records: bytes.get(24..)?,
+        })
     }
-    match codec::decode(&out[..len])? {
-        Reply::Error(e) => Err(Error::Table(e)),
-        reply => Ok(reply),
+
+    /// Each record's value, in order.
+    fn values(&self) -> impl Iterator<Item = &'a [u8]> {
+        let mut rest = self.records;
+        (0..self.count).map_while(move |_| {
+            let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+            let value = rest.get(4..4 + len)?;
+            rest = &rest[4 + len..];
+            Some(value)
+        })
     }
+}
+
+/// A dirty read of the key whose bytes `encode` writes, through the fast
+/// `table_get`; `f` sees it in the reply buffer.
+fn get_with<T>(
+    table: &str,
+    encode: impl FnOnce(&mut Vec<u8>),
+    f: impl FnOnce(Got<'_>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    BUFFERS.with_borrow_mut(|(key, out)| {
+        key.clear();
+        encode(key);
+        if out.len() < REPLY_BUFFER_BYTES {
+            out.resize(REPLY_BUFFER_BYTES, 0);
+        }
+        let mut len = sys::table_get(table, key, out);
+        if len >= 0 && len as usize > out.len() {
+            out.resize(len as usize, 0);
+            len = sys::table_get(table, key, out);
+        }
+        if len == molt_abi::status::TABLE_ERROR {
+            // The general call says why.
+            let request = Request::Get {
+                table: table.to_string(),
+                key: key.clone(),
+                consistency: Consistency::Dirty,
+            };
+            return match call(&request) {
+                Err(e) => Err(e),
+                Ok(reply) => Err(unexpected(reply)),
+            };
+        }
+        let len = crate::error::check(len).map_err(Error::Host)? as usize;
+        let got = out
+            .get(..len)
+            .and_then(Got::parse)
+            .ok_or_else(|| Error::Decode("a table_get reply that does not parse".into()))?;
+        f(got)
+    })
 }
 
 fn unexpected(reply: Reply) -> Error {
@@ -263,24 +353,53 @@ impl<K: Key, V: Serialize + DeserializeOwned + 'static> Table<K, V> {
     /// The value of `key` (in a bag, its first value), from this node's
     /// replica.
     pub fn read(&self, key: &K) -> Result<Option<V>, Error> {
-        let rows = self.read_rows(key, Consistency::Dirty)?;
-        match rows.rows.first().and_then(|r| r.records.first()) {
-            Some(record) => Ok(Some(codec::decode(&record.value)?)),
-            None => Ok(None),
-        }
+        get_with(
+            self.name,
+            |buf| key.encode_into(buf),
+            |got| match got.values().next() {
+                Some(value) => Ok(Some(codec::decode(value)?)),
+                None => Ok(None),
+            },
+        )
     }
 
     /// Every value of `key` (a bag's, in write order), from this node's
     /// replica.
     pub fn read_all(&self, key: &K) -> Result<Vec<V>, Error> {
-        let rows = self.read_rows(key, Consistency::Dirty)?;
-        values(rows.rows.first().map_or(&[][..], |r| &r.records))
+        get_with(
+            self.name,
+            |buf| key.encode_into(buf),
+            |got| {
+                got.values()
+                    .map(|v| codec::decode(v).map_err(Error::from))
+                    .collect()
+            },
+        )
     }
 
     /// Write `key`'s record (in a bag, add `value` to the key's): a dirty
     /// write, one batch without conditions. Returns its log index.
     pub fn write(&self, key: &K, value: &V) -> Result<u64, Error> {
-        commit_one(self.name, vec![self.put(key, value)], Vec::new())
+        if !self.indexes.is_empty() {
+            return commit_one(self.name, vec![self.put(key, value)], Vec::new());
+        }
+        // No index values: the request is encoded from borrowed bytes.
+        WRITE_BUFFERS.with_borrow_mut(|(k, v)| {
+            k.clear();
+            key.encode_into(k);
+            v.clear();
+            codec::encode_to_vec(value, v);
+            let op = wire::OpRef::Put {
+                key: k,
+                value: v,
+                index_values: &[],
+            };
+            let batch = wire::BatchRef {
+                conditions: &[],
+                ops: std::slice::from_ref(&op),
+            };
+            committed_index(wire::CommitRef(&[(self.name, batch)]))
+        })
     }
 
     /// Remove every record of `key`. Returns the batch's log index.
@@ -391,13 +510,6 @@ impl<K: Key, V: Serialize + DeserializeOwned + 'static> Table<K, V> {
     }
 }
 
-fn values<V: DeserializeOwned>(records: &[Record]) -> Result<Vec<V>, Error> {
-    records
-        .iter()
-        .map(|r| codec::decode(&r.value).map_err(Error::from))
-        .collect()
-}
-
 fn pairs<K: Key, V: DeserializeOwned>(rows: Rows) -> Result<Vec<(K, V)>, Error> {
     let mut out = Vec::with_capacity(rows.rows.len());
     for row in rows.rows {
@@ -427,6 +539,23 @@ fn kind_of(name: &str) -> Result<Kind, Error> {
     };
     KINDS.with_borrow_mut(|k| k.push((name.to_string(), kind)));
     Ok(kind)
+}
+
+std::thread_local! {
+    /// A dirty write's key and value bytes, reused.
+    static WRITE_BUFFERS: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Send a commit encoded from borrowed data; the first batch's index.
+fn committed_index(commit: wire::CommitRef<'_>) -> Result<u64, Error> {
+    match call_encoded(|buf| codec::encode_to_vec(&commit, buf))? {
+        Reply::Committed(indexes) => indexes
+            .first()
+            .copied()
+            .ok_or_else(|| unexpected(Reply::Committed(indexes))),
+        other => Err(unexpected(other)),
+    }
 }
 
 fn commit_one(table: &str, ops: Vec<Op>, conditions: Vec<Condition>) -> Result<u64, Error> {
@@ -513,11 +642,11 @@ impl Tx {
     ) -> Result<Vec<Vec<u8>>, Error> {
         let encoded = key.encode();
         if !self.part(table.name).read.iter().any(|r| r.key == encoded) {
-            let rows = table.read_rows(key, Consistency::Dirty)?;
-            let row = rows.rows.into_iter().next();
-            let (version, values) = row.map_or((0, Vec::new()), |r| {
-                (r.version, r.records.into_iter().map(|r| r.value).collect())
-            });
+            let (version, values) = get_with(
+                table.name,
+                |buf| buf.extend_from_slice(&encoded),
+                |got| Ok((got.version, got.values().map(<[u8]>::to_vec).collect())),
+            )?;
             let bag = kind_of(table.name)? == Kind::Bag;
             self.part(table.name).read.push(Read {
                 key: encoded.clone(),

@@ -36,7 +36,8 @@ pub struct BenchArgsCli {
     /// two-node figures remote-pingpong, remote-oneway, remote-4k,
     /// remote-spawn, or the code figures load, upgrade, purge,
     /// upgrade-stream; or `coordination` (names and locks on three nodes,
-    /// disc and ram, contention and failover: not in the default run).
+    /// disc and ram, contention and failover) or `tables` (mnesia's
+    /// local workloads): these two are not in the default run.
     #[arg(long)]
     pub only: Option<String>,
     /// Seconds of the coordination bench's contention run.
@@ -474,6 +475,15 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             guest_build::build_workspace_guests(&[MODULE])?.join("bench_guest.wasm")
         }
     };
+    if args.only.as_deref() == Some("tables") {
+        let figures = super::bench_tables::run(args.runs.max(1), &guest).await?;
+        print(
+            &figures,
+            "molt bench: tables on one node (the workloads of mnesia's local_ram bench), median shown"
+                .into(),
+        );
+        return Ok(figures);
+    }
     if args.only.as_deref() == Some("coordination") {
         let figures = super::bench_coord::run(
             args.runs.max(1),

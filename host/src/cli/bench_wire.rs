@@ -47,6 +47,26 @@ pub enum BenchArgs {
         /// Lookups.
         reads: u64,
     },
+    /// One `op` per key of `from..to` on table `kv`, then stop.
+    Table {
+        /// What to do per key.
+        op: TableOp,
+        /// The first key.
+        from: i64,
+        /// The key after the last.
+        to: i64,
+    },
+}
+
+/// bench-guest's `TableOp`.
+#[derive(Serialize, Debug, Clone, Copy)]
+pub enum TableOp {
+    /// A write transaction.
+    Transaction,
+    /// A dirty write.
+    DirtyWrite,
+    /// A dirty read.
+    DirtyRead,
 }
 
 /// The `Ping` of `examples/bench-guest`'s `BenchMsg` (variant 0), and the

@@ -101,6 +101,8 @@ pub struct ProcState {
     /// A `table_call` reply too long for the guest's buffer, until
     /// `table_reply` takes it.
     pub(crate) table_reply: Option<Vec<u8>>,
+    /// Where `table_get` copies its table name and key.
+    pub(crate) table_scratch: Vec<u8>,
 }
 
 impl ProcState {
@@ -161,6 +163,7 @@ fn new_store(core: ProcessCore, current: Option<Message>) -> Store<ProcState> {
         backpressure: None,
         migration_deadline: None,
         table_reply: None,
+        table_scratch: Vec::new(),
     };
     let mut store = Store::new(&node.engine, state);
     store.limiter(|s| &mut s.limiter);

@@ -53,6 +53,39 @@ pub(super) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
 
     linker.func_wrap(
         m,
+        imports::TABLE_GET.name,
+        |mut c: Caller<'_, ProcState>,
+         table_ptr: i32,
+         table_len: i32,
+         key_ptr: i32,
+         key_len: i32,
+         out_ptr: i32,
+         out_cap: i32|
+         -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            // The name and key are copied aside (a few bytes, into a
+            // buffer the process keeps) so the reply can go straight into
+            // guest memory.
+            let mut scratch = std::mem::take(&mut st.table_scratch);
+            scratch.clear();
+            scratch.extend_from_slice(
+                gm::bytes(mem, table_ptr, table_len, "table name").map_err(fault)?,
+            );
+            scratch
+                .extend_from_slice(gm::bytes(mem, key_ptr, key_len, "table key").map_err(fault)?);
+            let out = gm::bytes_mut(mem, out_ptr, out_cap, "table_get buffer").map_err(fault)?;
+            let (table, key) = scratch.split_at(table_len as usize);
+            let found = match std::str::from_utf8(table) {
+                Ok(table) => st.core.node.tables.get_into(table, key, out),
+                Err(_) => None,
+            };
+            st.table_scratch = scratch;
+            Ok(found.map_or(status::TABLE_ERROR, |len| len as i32))
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
         imports::TABLE_REPLY.name,
         |mut c: Caller<'_, ProcState>, out_ptr: i32, out_cap: i32| -> Result<i32> {
             let (mem, st) = split(&mut c)?;

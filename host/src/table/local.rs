@@ -90,6 +90,18 @@ struct Local {
     subscribers: Mutex<Vec<(u64, Sink)>>,
 }
 
+/// Commit a checked batch at the table's next index and tell its
+/// subscribers, under the table's lock (so they see commit order).
+fn commit(local: &Local, table: &mut Table, batch: Batch) -> Committed {
+    let index = table.applied() + 1;
+    let mut subscribers = local.subscribers.lock().expect("subscribers poisoned");
+    let changes = table.commit(index, batch, !subscribers.is_empty());
+    if !subscribers.is_empty() {
+        subscribers.retain(|(_, sink)| sink(index, &changes));
+    }
+    Committed { index, changes }
+}
+
 /// A table as `info` describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TableInfo {
@@ -199,19 +211,15 @@ impl LocalTables {
     }
 
     /// Apply `batch` to table `name`, all or nothing, and tell its
-    /// subscribers.
-    pub fn transact(&self, name: &str, batch: &Batch) -> Result<Committed, TableError> {
+    /// subscribers. The changes are in the answer only if it has
+    /// subscribers (they are not copied otherwise).
+    pub fn transact(&self, name: &str, batch: Batch) -> Result<Committed, TableError> {
         let local = self.table(name)?;
         let mut table = local.table.lock().expect("table poisoned");
-        let index = table.applied() + 1;
-        let changes = table
-            .apply(index, batch, &self.limits.table)
+        table
+            .check(&batch, &self.limits.table)
             .map_err(TableError::Aborted)?;
-        // Told under the table's lock, so every subscriber sees commit
-        // order.
-        let mut subscribers = local.subscribers.lock().expect("subscribers poisoned");
-        subscribers.retain(|(_, sink)| sink(index, &changes));
-        Ok(Committed { index, changes })
+        Ok(commit(&local, &mut table, batch))
     }
 
     /// Apply one batch per table, all of them or none: each table's
@@ -219,12 +227,14 @@ impl LocalTables {
     /// told. On failure, the table that refused and why.
     pub fn transact_many(
         &self,
-        batches: &[(String, Batch)],
+        mut batches: Vec<(String, Batch)>,
     ) -> Result<Vec<Committed>, (String, TableError)> {
-        if let [(name, batch)] = batches {
-            return Ok(vec![
-                self.transact(name, batch).map_err(|e| (name.clone(), e))?,
-            ]);
+        if batches.len() == 1 {
+            let (name, batch) = batches.pop().expect("one batch");
+            return match self.transact(&name, batch) {
+                Ok(committed) => Ok(vec![committed]),
+                Err(e) => Err((name, e)),
+            };
         }
         let mut order: Vec<usize> = (0..batches.len()).collect();
         order.sort_by(|a, b| batches[*a].0.cmp(&batches[*b].0));
@@ -250,13 +260,11 @@ impl LocalTables {
                 .check(batch, &self.limits.table)
                 .map_err(|a| (name.clone(), TableError::Aborted(a)))?;
         }
+        let mut batches: Vec<Option<Batch>> = batches.into_iter().map(|(_, b)| Some(b)).collect();
         let mut committed = vec![None; batches.len()];
         for ((guard, local), &at) in guards.iter_mut().zip(&locals).zip(&order) {
-            let index = guard.applied() + 1;
-            let changes = guard.commit(index, &batches[at].1);
-            let mut subscribers = local.subscribers.lock().expect("subscribers poisoned");
-            subscribers.retain(|(_, sink)| sink(index, &changes));
-            committed[at] = Some(Committed { index, changes });
+            let batch = batches[at].take().expect("each batch once");
+            committed[at] = Some(commit(local, guard, batch));
         }
         Ok(committed
             .into_iter()

@@ -151,7 +151,7 @@ impl Tables {
                 }
                 let committed = self
                     .local
-                    .transact_many(&batches)
+                    .transact_many(batches)
                     .map_err(|(table, e)| error(&table, e))?;
                 Ok(Reply::Committed(
                     committed.iter().map(|c| c.index).collect(),
@@ -166,6 +166,33 @@ impl Tables {
                 Ok(Reply::Done)
             }
         }
+    }
+
+    /// A dirty read of `key` in table `table`, encoded into `out` as
+    /// `table_get` gives it (see `molt_abi::imports::TABLE_GET`): the
+    /// encoding's length, written only if it fits; `None` if there is no
+    /// such table.
+    pub(crate) fn get_into(&self, table: &str, key: &[u8], out: &mut [u8]) -> Option<usize> {
+        self.local
+            .read(table, |t| {
+                let records = t.read(key);
+                let len = 24 + records.iter().map(|r| 4 + r.value.len()).sum::<usize>();
+                if len <= out.len() {
+                    let version = t.version(key).unwrap_or(0);
+                    out[..8].copy_from_slice(&version.to_le_bytes());
+                    out[8..16].copy_from_slice(&t.applied().to_le_bytes());
+                    out[16..20].copy_from_slice(&0u32.to_le_bytes());
+                    out[20..24].copy_from_slice(&(records.len() as u32).to_le_bytes());
+                    let mut at = 24;
+                    for r in records {
+                        out[at..at + 4].copy_from_slice(&(r.value.len() as u32).to_le_bytes());
+                        out[at + 4..at + 4 + r.value.len()].copy_from_slice(&r.value);
+                        at += 4 + r.value.len();
+                    }
+                }
+                len
+            })
+            .ok()
     }
 
     /// Create a table from its spec: today one `Ram` replica on this node.

@@ -204,7 +204,7 @@ impl Table {
     ) -> Result<Vec<Change>, Abort> {
         self.applied = self.applied.max(index);
         self.check(batch, limits)?;
-        Ok(self.commit(index, batch))
+        Ok(self.commit(index, batch.clone(), true))
     }
 
     /// Why `batch` would change nothing, if it would not apply now.
@@ -215,12 +215,30 @@ impl Table {
         }
         // Count what the batch would leave before changing anything.
         let mut after = self.records as i128;
-        let mut scratch: BTreeMap<&[u8], Vec<&[u8]>> = BTreeMap::new();
+        // The values each key touched would have; a batch touches few keys
+        // (a search is cheaper than a map for them), a big one many.
+        let mut scratch: Vec<(&[u8], Vec<&[u8]>)> = Vec::new();
+        let mut many: BTreeMap<&[u8], usize> = BTreeMap::new();
         for op in &batch.ops {
             let key = op_key(op);
-            let values = scratch
-                .entry(key)
-                .or_insert_with(|| self.read(key).iter().map(|r| r.value.as_slice()).collect());
+            let found = match scratch.len() {
+                0..16 => scratch.iter().position(|(k, _)| *k == key),
+                _ => {
+                    if many.is_empty() {
+                        many.extend(scratch.iter().enumerate().map(|(i, (k, _))| (*k, i)));
+                    }
+                    many.get(key).copied()
+                }
+            };
+            let at = found.unwrap_or_else(|| {
+                let values = self.read(key).iter().map(|r| r.value.as_slice()).collect();
+                scratch.push((key, values));
+                if !many.is_empty() {
+                    many.insert(key, scratch.len() - 1);
+                }
+                scratch.len() - 1
+            });
+            let values = &mut scratch[at].1;
             let before = values.len() as i128;
             match op {
                 Op::Put { value, .. } => match self.schema.kind {
@@ -246,17 +264,20 @@ impl Table {
     }
 
     /// Make `batch`'s changes at log `index`; it must have passed
-    /// [`check`](Self::check) on the table as it is.
-    pub fn commit(&mut self, index: u64, batch: &Batch) -> Vec<Change> {
+    /// [`check`](Self::check) on the table as it is. The changes are
+    /// returned if `told` (someone is to be told of them), else none.
+    pub fn commit(&mut self, index: u64, batch: Batch, told: bool) -> Vec<Change> {
         self.applied = self.applied.max(index);
-        for condition in &batch.conditions {
+        for condition in batch.conditions {
             if let Condition::Fence { lock, token } = condition {
-                self.fences.insert(lock.clone(), *token);
+                self.fences.insert(lock, token);
             }
         }
-        let mut changes = Vec::with_capacity(batch.ops.len());
-        for op in &batch.ops {
-            changes.push(self.change(index, op));
+        let mut changes = Vec::with_capacity(if told { batch.ops.len() } else { 0 });
+        for op in batch.ops {
+            if let Some(change) = self.change(index, op, told) {
+                changes.push(change);
+            }
         }
         changes
     }
@@ -337,64 +358,81 @@ impl Table {
         }
     }
 
-    /// Make one change (its batch was checked whole).
-    fn change(&mut self, index: u64, op: &Op) -> Change {
+    /// Make one change (its batch was checked whole); the change as
+    /// subscribers see it, if `told`.
+    fn change(&mut self, index: u64, op: Op, told: bool) -> Option<Change> {
         match op {
             Op::Put {
                 key,
                 value,
                 index_values,
             } => {
-                let record = Record {
-                    value: value.clone(),
-                    version: index,
-                    index_values: index_values.clone(),
-                };
-                let row = self.rows.entry(key.clone()).or_default();
-                row.version = index;
-                let records = &mut row.records;
-                let replaced = match self.schema.kind {
-                    TableKind::Bag => records
-                        .iter()
-                        .position(|r| r.value == *value)
-                        .map(|at| records.remove(at)),
-                    TableKind::Set | TableKind::OrderedSet => records.pop(),
-                };
-                records.push(record.clone());
-                match replaced {
-                    Some(old) => self.unindex(key, &old),
-                    None => self.records += 1,
-                }
-                self.index(key, &record);
-                Change::Put {
+                let change = told.then(|| Change::Put {
                     key: key.clone(),
                     value: value.clone(),
+                });
+                let record = Record {
+                    value,
+                    version: index,
+                    index_values,
+                };
+                // Indexed before an old record is unindexed: the counts
+                // are sums, so the order does not matter, and the record
+                // is moved into its row after.
+                self.index(&key, &record);
+                match self.rows.get_mut(&key) {
+                    Some(row) => {
+                        row.version = index;
+                        let records = &mut row.records;
+                        let replaced = match self.schema.kind {
+                            TableKind::Bag => records
+                                .iter()
+                                .position(|r| r.value == record.value)
+                                .map(|at| records.remove(at)),
+                            TableKind::Set | TableKind::OrderedSet => records.pop(),
+                        };
+                        records.push(record);
+                        match replaced {
+                            Some(old) => self.unindex(&key, &old),
+                            None => self.records += 1,
+                        }
+                    }
+                    None => {
+                        let row = Row {
+                            version: index,
+                            records: vec![record],
+                        };
+                        self.rows.insert(key, row);
+                        self.records += 1;
+                    }
                 }
+                change
             }
             Op::Delete { key } => {
-                for old in self.rows.remove(key).unwrap_or_default().records {
+                for old in self.rows.remove(&key).unwrap_or_default().records {
                     self.records -= 1;
-                    self.unindex(key, &old);
+                    self.unindex(&key, &old);
                 }
-                Change::Delete { key: key.clone() }
+                told.then_some(Change::Delete { key })
             }
             Op::DeleteValue { key, value } => {
-                let removed = self.rows.get_mut(key).and_then(|row| {
-                    let at = row.records.iter().position(|r| r.value == *value)?;
+                let removed = self.rows.get_mut(&key).and_then(|row| {
+                    let at = row.records.iter().position(|r| r.value == value)?;
                     row.version = index;
                     Some(row.records.remove(at))
                 });
                 if let Some(old) = removed {
                     self.records -= 1;
-                    self.unindex(key, &old);
+                    self.unindex(&key, &old);
                 }
-                if self.rows.get(key).is_some_and(|row| row.records.is_empty()) {
-                    self.rows.remove(key);
+                if self
+                    .rows
+                    .get(&key)
+                    .is_some_and(|row| row.records.is_empty())
+                {
+                    self.rows.remove(&key);
                 }
-                Change::DeleteValue {
-                    key: key.clone(),
-                    value: value.clone(),
-                }
+                told.then_some(Change::DeleteValue { key, value })
             }
         }
     }

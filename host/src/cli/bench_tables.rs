@@ -1,0 +1,118 @@
+//! `molt bench --only tables`: the workloads of mnesia's bench in
+//! `run_store.sh` (section `local_ram`), run by bench-guest processes on
+//! one node against a table `kv` of 16-byte values by integer key: write
+//! transactions from 1 and from 8 writers, dirty writes, dirty reads.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use molt_abi::table::{Kind, Reply, Request, Spec};
+use molt_abi::{codec, reason};
+use molt_host::{Node, NodeConfig};
+
+use super::bench::{Figure, MODULE};
+use super::bench_wire::{BenchArgs, TableOp};
+
+/// Write transactions per transaction figure (mnesia's `TX_N`).
+const TX_N: i64 = 100_000;
+/// Writers of the multi-writer figure (mnesia's `WRITERS`).
+const WRITERS: i64 = 8;
+/// Dirty writes, then dirty reads (mnesia's `DIRTY_N`).
+const DIRTY_N: i64 = 1_000_000;
+/// Warm-up transactions before each transaction figure, on keys below 0.
+const WARMUP_N: i64 = 1_000;
+
+/// A fresh, empty `kv` (deleted first if there).
+fn fresh_kv(node: &Node) -> Result<()> {
+    let _ = node.table(Request::Delete { table: "kv".into() });
+    let spec = Spec {
+        name: "kv".into(),
+        kind: Kind::Set,
+        indexes: Vec::new(),
+        replicas: Vec::new(),
+    };
+    match node.table(Request::Create(spec)) {
+        Reply::Done => Ok(()),
+        other => bail!("creating kv: {other:?}"),
+    }
+}
+
+/// Run one bench-guest per key range at once, each doing `op` on its
+/// range; seconds from the first spawn to the last exit.
+async fn guests(node: &Node, op: TableOp, ranges: &[(i64, i64)]) -> Result<f64> {
+    let mut mailbox = node.mailbox()?;
+    let start = Instant::now();
+    let mut watches = Vec::with_capacity(ranges.len());
+    for &(from, to) in ranges {
+        let args = BenchArgs::Table { op, from, to };
+        let (_, watch) = mailbox.spawn(MODULE, codec::encode(&args), false, true)?;
+        watches.push(watch.expect("monitored"));
+    }
+    for watch in watches {
+        let why = mailbox
+            .recv_down(watch, Duration::from_secs(300))
+            .await
+            .ok_or_else(|| anyhow::anyhow!("a table bench guest did not finish in time"))?;
+        if why != reason::NORMAL {
+            bail!("a table bench guest stopped: {why}");
+        }
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Split `1..=n` into `parts` ranges.
+fn split(n: i64, parts: i64) -> Vec<(i64, i64)> {
+    let per = n / parts;
+    (0..parts)
+        .map(|i| (i * per + 1, (i + 1) * per + 1))
+        .collect()
+}
+
+/// The four figures, `runs` times each.
+pub async fn run(runs: usize, guest: &Path) -> Result<Vec<Figure>> {
+    let node = Node::start(NodeConfig::default())?;
+    node.load_file(guest)?;
+    let (mut tx1, mut tx8, mut dw, mut dr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        fresh_kv(&node)?;
+        guests(&node, TableOp::Transaction, &[(-WARMUP_N, 0)]).await?;
+        let secs = guests(&node, TableOp::Transaction, &split(TX_N, 1)).await?;
+        tx1.push(TX_N as f64 / secs);
+
+        fresh_kv(&node)?;
+        guests(&node, TableOp::Transaction, &[(-WARMUP_N, 0)]).await?;
+        let secs = guests(&node, TableOp::Transaction, &split(TX_N, WRITERS)).await?;
+        tx8.push(TX_N as f64 / secs);
+
+        fresh_kv(&node)?;
+        let secs = guests(&node, TableOp::DirtyWrite, &split(DIRTY_N, 1)).await?;
+        dw.push(DIRTY_N as f64 / secs);
+        let secs = guests(&node, TableOp::DirtyRead, &split(DIRTY_N, 1)).await?;
+        dr.push(DIRTY_N as f64 / secs);
+    }
+    let _ = node.table(Request::Delete { table: "kv".into() });
+    node.shutdown(Duration::from_secs(5)).await;
+    Ok(vec![
+        Figure {
+            name: "ram table, write transaction, 1 writer",
+            unit: "tx/s",
+            runs: tx1,
+        },
+        Figure {
+            name: "ram table, write transaction, 8 writers",
+            unit: "tx/s",
+            runs: tx8,
+        },
+        Figure {
+            name: "ram table, dirty write",
+            unit: "ops/s",
+            runs: dw,
+        },
+        Figure {
+            name: "ram table, dirty read",
+            unit: "ops/s",
+            runs: dr,
+        },
+    ])
+}
