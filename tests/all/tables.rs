@@ -711,3 +711,70 @@ async fn the_cli_lists_describes_dumps_creates_and_deletes_tables() {
     let (ok, _, err) = molt_cli(&["table", "--node", &target, "info", "notes"], SECRET).await;
     assert!(!ok && err.contains("no table notes"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_the_table_as_it_was_and_a_wrong_file_is_refused() {
+    const SECRET: &str = "tables-backup-cookie";
+    let (a, da) = molt_tests::dist_node_with("tables-backup", SECRET.as_bytes(), |_| {}).await;
+    let target = molt_tests::address_of(&da);
+    let dir = molt_tests::TempDir::new("table-backup");
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let mut me = a.mailbox().unwrap();
+    let mut run =
+        async |words: &[&str]| molt_tests::run_to_exit(&mut me, "cart", args(words)).await;
+    assert_eq!(run(&["setup"]).await, "normal");
+    assert_eq!(run(&["shop", "ann", "tea", "3"]).await, "normal");
+    let backup = |name: &str, to: &str| {
+        let (target, name, to) = (target.clone(), name.to_string(), to.to_string());
+        async move { molt_cli(&["table", "--node", &target, "backup", &name, &to], SECRET).await }
+    };
+    let (ok, out, err) = backup("carts", &file("carts.bak")).await;
+    assert!(ok && out.contains("(1 records)"), "{out}{err}");
+    assert!(backup("stock", &file("stock.bak")).await.0);
+
+    // Changed after the backup; the restore brings the backup's state back.
+    assert_eq!(run(&["shop", "ann", "tea", "4"]).await, "normal");
+    assert_eq!(run(&["shop", "bob", "jam", "1"]).await, "normal");
+    assert_eq!(cart_of(&a, "ann").unwrap().count("tea"), 7);
+    let restore = |name: &str, from: &str, rename: bool| {
+        let (target, name, from) = (target.clone(), name.to_string(), from.to_string());
+        async move {
+            let mut words = vec!["table", "--node", &target, "restore", &name, &from];
+            if rename {
+                words.push("--rename");
+            }
+            molt_cli(&words, SECRET).await
+        }
+    };
+    let (ok, out, err) = restore("carts", &file("carts.bak"), false).await;
+    assert!(ok, "{out}{err}");
+    assert_eq!(cart_of(&a, "ann").unwrap().count("tea"), 3);
+    assert_eq!(cart_of(&a, "bob"), None, "written after the backup: gone");
+
+    // A backup of another table, a damaged file, a missing one: refused,
+    // and the table is untouched.
+    let (ok, _, err) = restore("carts", &file("stock.bak"), false).await;
+    assert!(
+        !ok && err.contains("is a backup of table stock, not carts"),
+        "{err}"
+    );
+    let mut bytes = std::fs::read(file("carts.bak")).unwrap();
+    let last = bytes.len() - 40;
+    bytes[last] ^= 1;
+    std::fs::write(file("damaged.bak"), &bytes).unwrap();
+    let (ok, _, err) = restore("carts", &file("damaged.bak"), false).await;
+    assert!(!ok && err.contains("damaged table backup"), "{err}");
+    let (ok, _, err) = restore("carts", &file("none.bak"), false).await;
+    assert!(!ok && err.contains("none.bak"), "{err}");
+    assert_eq!(cart_of(&a, "ann").unwrap().count("tea"), 3);
+
+    // Under another name, asked for: a new table.
+    let (ok, out, err) = restore("carts_copy", &file("carts.bak"), true).await;
+    assert!(ok, "{out}{err}");
+    let (records, _) = a
+        .tables()
+        .local()
+        .get("carts_copy", &user_key("ann"))
+        .unwrap();
+    assert_eq!(records.len(), 1);
+}

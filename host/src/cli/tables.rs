@@ -1,6 +1,7 @@
 //! `molt tables` and `molt table ...`: a running node's tables, listed,
 //! described, dumped, created and deleted.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
@@ -63,6 +64,25 @@ pub enum TableAction {
     Delete {
         /// The table.
         name: String,
+    },
+    /// Write a table, as it is at one log index, to a backup file on the
+    /// node's machine (a relative path is taken from here).
+    Backup {
+        /// The table.
+        name: String,
+        /// The file.
+        file: PathBuf,
+    },
+    /// Load a backup file on the node's machine into a table: created if
+    /// absent, its contents replaced if present (same kind and indexes).
+    Restore {
+        /// The table.
+        name: String,
+        /// The file.
+        file: PathBuf,
+        /// Accept a backup of another table, restored under NAME.
+        #[arg(long)]
+        rename: bool,
     },
 }
 
@@ -181,6 +201,25 @@ pub async fn run(command: TableCommand) -> Result<ExitCode> {
                     let table = name.clone();
                     ask(&control, &target, Request::Delete { table }).await?;
                     out!("deleted {name} on {target}");
+                }
+                TableAction::Backup { name, file } => {
+                    let file = std::path::absolute(&file)?;
+                    let (index, records) = control
+                        .table_backup(&target, &name, &file)
+                        .await?
+                        .map_err(anyhow::Error::msg)?;
+                    out!(
+                        "backed up {name} at index {index} ({records} records) to {}",
+                        file.display()
+                    );
+                }
+                TableAction::Restore { name, file, rename } => {
+                    let file = std::path::absolute(&file)?;
+                    let (index, records) = control
+                        .table_restore(&target, &name, &file, rename)
+                        .await?
+                        .map_err(anyhow::Error::msg)?;
+                    out!("restored {name} from index {index} ({records} records)");
                 }
             }
         }

@@ -66,6 +66,30 @@ impl Service for InfoService {
                 };
                 InfoReply::Table(node.table(request))
             }
+            InfoRequest::TableBackup { table, path } => {
+                let Some(node) = self.node.upgrade() else {
+                    return Err(InfoError::NotDelivered("the node is stopping".into()));
+                };
+                let done = node.tables().backup(&table, std::path::Path::new(&path));
+                InfoReply::Backup(
+                    done.map(|c| (c.index, c.records))
+                        .map_err(|e| e.to_string()),
+                )
+            }
+            InfoRequest::TableRestore {
+                table,
+                path,
+                rename,
+            } => {
+                let Some(node) = self.node.upgrade() else {
+                    return Err(InfoError::NotDelivered("the node is stopping".into()));
+                };
+                let done = node.table_restore(&table, std::path::Path::new(&path), rename);
+                InfoReply::Backup(
+                    done.map(|c| (c.index, c.records))
+                        .map_err(|e| e.to_string()),
+                )
+            }
             InfoRequest::Nodes => InfoReply::Nodes(
                 self.dist
                     .upgrade()

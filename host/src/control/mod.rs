@@ -246,6 +246,56 @@ impl Control {
         }
     }
 
+    /// Write table `table` of `node` to the backup file `path` on that
+    /// node's file system (`molt table backup`): (log index, records).
+    pub async fn table_backup(
+        &self,
+        node: &str,
+        table: &str,
+        path: &Path,
+    ) -> Result<Result<(u64, u64), String>, RequestError> {
+        if self.is_here(node) {
+            let done = self.node.tables().backup(table, path);
+            return Ok(done
+                .map(|c| (c.index, c.records))
+                .map_err(|e| e.to_string()));
+        }
+        let request = InfoRequest::TableBackup {
+            table: table.to_string(),
+            path: path.display().to_string(),
+        };
+        match self.info(node, request).await? {
+            InfoReply::Backup(done) => Ok(done),
+            other => Err(unexpected_info(node, other)),
+        }
+    }
+
+    /// Load the backup file `path` on `node`'s file system into its table
+    /// `table` (`molt table restore`): (log index, records).
+    pub async fn table_restore(
+        &self,
+        node: &str,
+        table: &str,
+        path: &Path,
+        rename: bool,
+    ) -> Result<Result<(u64, u64), String>, RequestError> {
+        if self.is_here(node) {
+            let done = self.node.table_restore(table, path, rename);
+            return Ok(done
+                .map(|c| (c.index, c.records))
+                .map_err(|e| e.to_string()));
+        }
+        let request = InfoRequest::TableRestore {
+            table: table.to_string(),
+            path: path.display().to_string(),
+            rename,
+        };
+        match self.info(node, request).await? {
+            InfoReply::Backup(done) => Ok(done),
+            other => Err(unexpected_info(node, other)),
+        }
+    }
+
     /// The visible nodes `node` is connected to (`molt nodes`). Their
     /// addresses are learnt too, so this node (hidden, say) can reach them.
     pub async fn nodes(&self, node: &str) -> Result<Vec<String>, RequestError> {

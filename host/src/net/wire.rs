@@ -655,6 +655,22 @@ pub enum InfoRequest {
     /// A table request, run as the node's own (`molt tables`, `molt
     /// table`): subscriptions are for processes and are refused.
     Table(molt_abi::table::Request),
+    /// Write a table to a backup file on the node's file system.
+    TableBackup {
+        /// The table.
+        table: String,
+        /// The file (absolute).
+        path: String,
+    },
+    /// Load a backup file on the node's file system into a table.
+    TableRestore {
+        /// The table.
+        table: String,
+        /// The file (absolute).
+        path: String,
+        /// The file may be a backup of another table.
+        rename: bool,
+    },
 }
 
 /// The node-information service's answers.
@@ -668,6 +684,9 @@ pub enum InfoReply {
     Sent,
     /// To `Table`.
     Table(molt_abi::table::Reply),
+    /// To `TableBackup` and `TableRestore`: the log index and records the
+    /// file holds, or why it failed.
+    Backup(Result<(u64, u64), String>),
 }
 
 /// Why the node-information service could not do what was asked.

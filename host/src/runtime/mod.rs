@@ -467,6 +467,19 @@ impl Node {
         self.inner.tables.call(&self.inner, Pid::default(), request)
     }
 
+    /// Load the backup file `path` into table `name` (see
+    /// [`crate::table::Tables::backup`] for writing one): created if
+    /// absent, its contents replaced if present; the file must be a backup
+    /// of `name` unless `rename`.
+    pub fn table_restore(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        rename: bool,
+    ) -> Result<crate::table::Covered, crate::table::BackupError> {
+        self.inner.tables.restore(&self.inner, name, path, rename)
+    }
+
     /// Open a mailbox: a process driven by host code rather than by a
     /// guest. It can send, receive, link and monitor like any process, and
     /// traps exits. It ends when dropped.

@@ -171,6 +171,42 @@ impl LocalTables {
         Ok(())
     }
 
+    /// Put `table` (a restored backup) in place: a new table, or the
+    /// contents of the table of its name, which must have the same kind
+    /// and indexes. Whether a table was replaced.
+    pub fn restore(&self, table: Table) -> Result<bool, TableError> {
+        let name = table.schema().name.clone();
+        if table.len() > self.limits.table.records_max {
+            return Err(TableError::Limit {
+                limit: "records_max".into(),
+                max: self.limits.table.records_max,
+            });
+        }
+        let mut tables = self.tables.write().expect("tables poisoned");
+        if let Some(local) = tables.get(&name) {
+            let mut current = local.table.lock().expect("table poisoned");
+            if current.schema() != table.schema() {
+                return Err(TableError::BadSchema(format!(
+                    "table {name} exists with another kind or other indexes: delete it first"
+                )));
+            }
+            *current = table;
+            return Ok(true);
+        }
+        if tables.len() >= self.limits.tables_max {
+            return Err(TableError::Limit {
+                limit: "tables_max".into(),
+                max: self.limits.tables_max as u64,
+            });
+        }
+        let local = Local {
+            table: Mutex::new(table),
+            subscribers: Mutex::default(),
+        };
+        tables.insert(name, Arc::new(local));
+        Ok(false)
+    }
+
     /// Delete a table and everything in it; its subscribers are dropped.
     pub fn delete(&self, name: &str) -> Result<(), TableError> {
         let mut tables = self.tables.write().expect("tables poisoned");

@@ -7,6 +7,7 @@
 //! subscribers. The Raft groups that will replicate tables, the guest
 //! imports and the CLI come next.
 
+pub mod backup;
 pub mod local;
 mod service;
 pub mod state;
@@ -14,6 +15,7 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
+pub use backup::{BackupError, Covered};
 pub use local::{Committed, LocalTables, Sink, TableError, TableInfo, TablesLimits};
 pub use service::Tables;
 pub use state::{

@@ -8,12 +8,14 @@
 //! answered `Unsupported`.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use molt_abi::table::{Copy, Error, Event, Info, Kind, Replica, Reply, Request, Row, Rows, Spec};
 use molt_abi::{Pid, Ref, codec, tag};
 
+use super::backup::{self, BackupError, Covered};
 use super::local::{LocalTables, TableError, TablesLimits};
 use super::state::{Schema, Table};
 use crate::runtime::{Message, NodeInner};
@@ -195,6 +197,51 @@ impl Tables {
             .ok()
     }
 
+    /// Write table `name`, as it is at one log index, to the backup file
+    /// `path` (on this node's file system).
+    pub fn backup(&self, name: &str, path: &Path) -> Result<Covered, BackupError> {
+        // Encoded under the table's lock: one index, whatever writes wait.
+        self.local
+            .read(name, |t| backup::write(t, path))
+            .map_err(|e| BackupError::Table(e.to_string()))?
+    }
+
+    /// Load the backup file `path` into table `name`: created if absent,
+    /// its contents replaced if present (same kind and indexes). The file
+    /// must be a backup of `name` unless `rename`. Subscribers of a
+    /// replaced table get `Ended` (`restored`): re-read and subscribe
+    /// again.
+    pub(crate) fn restore(
+        &self,
+        node: &Arc<NodeInner>,
+        name: &str,
+        path: &Path,
+        rename: bool,
+    ) -> Result<Covered, BackupError> {
+        let table = backup::read(path)?;
+        let found = table.schema().name.clone();
+        if found != name && !rename {
+            return Err(BackupError::OtherTable {
+                path: path.to_path_buf(),
+                wanted: name.to_string(),
+                found,
+            });
+        }
+        let table = table.renamed(name.to_string());
+        let covered = Covered {
+            index: table.applied(),
+            records: table.len(),
+        };
+        let replaced = self.local.restore(table).map_err(|e| match e {
+            TableError::BadSchema(_) => BackupError::Incompatible(name.to_string()),
+            e => BackupError::Table(e.to_string()),
+        })?;
+        if replaced {
+            self.ended(node, name, covered.index, "restored");
+        }
+        Ok(covered)
+    }
+
     /// Create a table from its spec: today one `Ram` replica on this node.
     pub fn create(&self, here: &str, spec: Spec) -> Result<(), Error> {
         match spec.replicas.as_slice() {
@@ -340,15 +387,18 @@ impl Tables {
             let mut subscriptions = self.subscriptions.lock().expect("subscriptions poisoned");
             subscriptions.retain(|pid, mine| {
                 if let Some(at) = mine.iter().position(|(t, _)| t == table) {
-                    mine.remove(at);
-                    told.push(*pid);
+                    let (_, id) = mine.remove(at);
+                    told.push((*pid, id));
                 }
                 !mine.is_empty()
             });
             let left = subscriptions.len();
             self.subscribed.store(left, Ordering::Relaxed);
         }
-        for pid in told {
+        for (pid, id) in told {
+            // A deleted table took its subscribers along; a restored one
+            // still has them.
+            let _ = self.local.unsubscribe(table, id);
             let event = Event::Ended {
                 table: table.to_string(),
                 index,

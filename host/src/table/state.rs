@@ -107,6 +107,12 @@ impl Table {
         }
     }
 
+    /// The same table under another name (a restore under a new name).
+    pub fn renamed(mut self, name: String) -> Table {
+        self.schema.name = name;
+        self
+    }
+
     /// What the table is.
     pub fn schema(&self) -> &Schema {
         &self.schema

@@ -532,3 +532,97 @@ mod local {
         assert_eq!(n, 8 * increments);
     }
 }
+
+mod backups {
+    use super::super::backup::{self, BackupError};
+    use super::*;
+
+    fn filled() -> Table {
+        let mut t = table(TableKind::Bag, &["colour"]);
+        let tagged = |key: &str, value: &str| Op::Put {
+            key: key.into(),
+            value: value.into(),
+            index_values: vec![b"red".to_vec()],
+        };
+        t.apply(1, &ops(vec![tagged("a", "1"), tagged("a", "2")]), &LIMITS)
+            .unwrap();
+        let fenced = Batch {
+            conditions: vec![Condition::Fence {
+                lock: "L".into(),
+                token: 4,
+            }],
+            ops: vec![tagged("b", "3")],
+        };
+        t.apply(2, &fenced, &LIMITS).unwrap();
+        t
+    }
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("molt-backup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn a_backup_reads_back_as_the_table_it_was() {
+        let t = filled();
+        let path = temp("round-trip");
+        let covered = backup::write(&t, &path).unwrap();
+        assert_eq!((covered.index, covered.records), (2, 3));
+        let back = backup::read(&path).unwrap();
+        assert_eq!(back, t, "rows, indexes, fences and index alike");
+        // The fence survives: token 3 is still refused.
+        let mut back = back;
+        let stale = Batch {
+            conditions: vec![Condition::Fence {
+                lock: "L".into(),
+                token: 3,
+            }],
+            ops: vec![],
+        };
+        assert!(matches!(
+            back.apply(3, &stale, &LIMITS),
+            Err(Abort::StaleFence { .. })
+        ));
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn damaged_cut_and_foreign_files_are_refused_by_what_is_wrong() {
+        let path = temp("damaged");
+        backup::write(&filled(), &path).unwrap();
+        let good = std::fs::read(&path).unwrap();
+
+        let mut flipped = good.clone();
+        let middle = flipped.len() / 2;
+        flipped[middle] ^= 0x40;
+        std::fs::write(&path, &flipped).unwrap();
+        assert!(
+            matches!(backup::read(&path), Err(BackupError::Damaged { why, .. }) if why.contains("checksum"))
+        );
+
+        std::fs::write(&path, &good[..good.len() - 5]).unwrap();
+        assert!(
+            matches!(backup::read(&path), Err(BackupError::Damaged { why, .. }) if why.contains("length"))
+        );
+
+        std::fs::write(&path, &good[..12]).unwrap();
+        assert!(matches!(
+            backup::read(&path),
+            Err(BackupError::Damaged { .. })
+        ));
+
+        std::fs::write(&path, b"name,value\nann,1\n").unwrap();
+        assert!(matches!(
+            backup::read(&path),
+            Err(BackupError::NotABackup { .. })
+        ));
+
+        let missing = temp("never-written");
+        assert!(matches!(
+            backup::read(&missing),
+            Err(BackupError::Io { .. })
+        ));
+        std::fs::remove_file(&path).unwrap();
+    }
+}
