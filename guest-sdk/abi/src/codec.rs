@@ -77,6 +77,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(value)
 }
 
+pub use crate::bytes;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,5 +96,3 @@ mod tests {
         assert_eq!(decode::<()>(&[]), Ok(()));
     }
 }
-
-pub use crate::bytes;
