@@ -93,6 +93,9 @@ pub struct NodeConfig {
     pub raise_map_count: bool,
     /// Limits on the node's tables (`molt_sdk::table`).
     pub tables: crate::table::TablesLimits,
+    /// Where the node keeps durable data: its disc tables, in
+    /// `tables/` (loaded at start). `None`: no disc tables.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -123,6 +126,7 @@ impl Default for NodeConfig {
             workers: 0,
             raise_map_count: true,
             tables: crate::table::TablesLimits::default(),
+            data_dir: None,
         }
     }
 }

@@ -778,3 +778,178 @@ async fn a_backup_restores_the_table_as_it_was_and_a_wrong_file_is_refused() {
         .unwrap();
     assert_eq!(records.len(), 1);
 }
+
+fn node_with_data(dir: &std::path::Path) -> molt_host::Node {
+    molt_tests::start_node(molt_host::NodeConfig {
+        data_dir: Some(dir.to_path_buf()),
+        ..molt_tests::test_config()
+    })
+}
+
+fn here(name: &str, copy: Copy) -> Spec {
+    Spec {
+        replicas: vec![Replica {
+            node: String::new(),
+            copy,
+        }],
+        ..spec(name, Kind::OrderedSet, &["i"])
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disc_table_is_intact_after_a_restart_and_a_ram_table_is_gone() {
+    let dir = molt_tests::TempDir::new("disc-tables");
+    let node = node_with_data(dir.path());
+    let mut p = Puppet::spawn(&node).await;
+    for (name, copy) in [("kept", Copy::Disc), ("lost", Copy::Ram)] {
+        assert_eq!(
+            call(&mut p, Request::Create(here(name, copy))).await,
+            Reply::Done
+        );
+        let ops = (0..50)
+            .map(|i| Op::Put {
+                key: format!("k{i:02}").into(),
+                value: format!("v{i}").into(),
+                index_values: vec![vec![i % 3]],
+            })
+            .collect();
+        assert!(matches!(
+            call(&mut p, commit(name, vec![], ops)).await,
+            Reply::Committed(_)
+        ));
+    }
+    let fence = Condition::Fence {
+        lock: "L".into(),
+        token: 9,
+    };
+    let deletes = vec![Op::Delete { key: "k07".into() }];
+    assert!(matches!(
+        call(&mut p, commit("kept", vec![fence], deletes)).await,
+        Reply::Committed(_)
+    ));
+    let before = rows(call(&mut p, get("kept", "k08")).await);
+    node.shutdown(std::time::Duration::from_secs(5)).await;
+    drop(p);
+    drop(node);
+
+    let node = node_with_data(dir.path());
+    assert!(
+        node.tables().failed().is_empty(),
+        "{:?}",
+        node.tables().failed()
+    );
+    let mut p = Puppet::spawn(&node).await;
+    assert_eq!(
+        call(&mut p, Request::List).await,
+        Reply::Tables(vec!["kept".into()])
+    );
+    let info = match call(
+        &mut p,
+        Request::Info {
+            table: "kept".into(),
+        },
+    )
+    .await
+    {
+        Reply::Info(info) => info,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((info.records, info.index), (49, before.index));
+    assert_eq!(info.spec.replicas[0].copy, Copy::Disc);
+    assert_eq!(
+        rows(call(&mut p, get("kept", "k08")).await).rows,
+        before.rows,
+        "version kept"
+    );
+    assert!(pairs(call(&mut p, get("kept", "k07")).await).is_empty());
+    // Indexes are rebuilt, and the fence kept: token 8 is refused.
+    let by_index = Request::IndexGet {
+        table: "kept".into(),
+        index: "i".into(),
+        value: vec![1],
+        limit: 0,
+        consistency: Consistency::Dirty,
+    };
+    assert_eq!(pairs(call(&mut p, by_index).await).len(), 16, "k07 deleted");
+    let stale = Condition::Fence {
+        lock: "L".into(),
+        token: 8,
+    };
+    assert!(matches!(
+        call(&mut p, commit("kept", vec![stale], vec![])).await,
+        Reply::Error(Error::Aborted {
+            abort: Abort::StaleFence { .. },
+            ..
+        })
+    ));
+    // Deleted, its file goes: not there after another restart.
+    assert_eq!(
+        call(
+            &mut p,
+            Request::Delete {
+                table: "kept".into()
+            }
+        )
+        .await,
+        Reply::Done
+    );
+    node.shutdown(std::time::Duration::from_secs(5)).await;
+    drop(p);
+    drop(node);
+    let node = node_with_data(dir.path());
+    assert!(node.tables().local().names().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_disc_file_takes_down_its_table_only() {
+    let dir = molt_tests::TempDir::new("disc-damaged");
+    let node = node_with_data(dir.path());
+    let mut p = Puppet::spawn(&node).await;
+    for name in ["good", "bad"] {
+        call(&mut p, Request::Create(here(name, Copy::Disc))).await;
+        let ops = vec![Op::Put {
+            key: "k".into(),
+            value: "v".into(),
+            index_values: vec![vec![0]],
+        }];
+        call(&mut p, commit(name, vec![], ops)).await;
+    }
+    node.shutdown(std::time::Duration::from_secs(5)).await;
+    drop(p);
+    drop(node);
+    // Garbage over the whole of one table's file.
+    let tables = dir.path().join("tables");
+    let files: Vec<_> = std::fs::read_dir(&tables)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2);
+    let bad = files
+        .iter()
+        .find(|f| std::fs::read(f).unwrap().windows(3).any(|w| w == b"bad"))
+        .expect("the file that names table bad")
+        .clone();
+    let len = std::fs::metadata(&bad).unwrap().len() as usize;
+    std::fs::write(&bad, vec![0xA5; len]).unwrap();
+
+    let node = node_with_data(dir.path());
+    let failed = node.tables().failed();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, bad, "the damaged file is named");
+    let mut p = Puppet::spawn(&node).await;
+    assert_eq!(
+        call(&mut p, Request::List).await,
+        Reply::Tables(vec!["good".into()])
+    );
+    assert_eq!(pairs(call(&mut p, get("good", "k")).await).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_data_directory_refuses_disc_tables_clearly() {
+    let node = node();
+    let mut p = Puppet::spawn(&node).await;
+    assert!(matches!(
+        call(&mut p, Request::Create(here("d", Copy::Disc))).await,
+        Reply::Error(Error::Unsupported(why)) if why.contains("data directory")
+    ));
+}

@@ -409,6 +409,14 @@ pub enum Error {
     NotSubscribed(String),
     /// Something this node does not offer (yet): what.
     Unsupported(String),
+    /// The table cannot serve now: its disc file failed, say (why, with
+    /// the file's path). The node's other tables go on.
+    Unavailable {
+        /// The table.
+        table: String,
+        /// Why.
+        why: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -423,6 +431,7 @@ impl fmt::Display for Error {
             Error::NoQuorum => write!(f, "no quorum: the table's replicas did not commit"),
             Error::NotSubscribed(t) => write!(f, "not subscribed to table {t}"),
             Error::Unsupported(what) => write!(f, "not supported: {what}"),
+            Error::Unavailable { table, why } => write!(f, "table {table} is unavailable: {why}"),
         }
     }
 }

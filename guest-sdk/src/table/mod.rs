@@ -273,6 +273,19 @@ pub struct Placement {
     pub replicas: Vec<Replica>,
 }
 
+impl Placement {
+    /// One replica, on this node, kept as `copy` says (`Disc`: intact
+    /// after the node restarts).
+    pub fn here(copy: Copy) -> Placement {
+        Placement {
+            replicas: vec![Replica {
+                node: String::new(),
+                copy,
+            }],
+        }
+    }
+}
+
 impl<K: Key, V: Serialize + DeserializeOwned + 'static> Table<K, V> {
     /// A table without secondary indexes.
     pub const fn new(name: &'static str) -> Table<K, V> {

@@ -43,8 +43,9 @@ pub struct BenchArgsCli {
     /// Seconds of the coordination bench's contention run.
     #[arg(long, default_value_t = 10)]
     pub contention_secs: u64,
-    /// Where the coordination bench keeps its logs (default: the temp
-    /// directory); its disk's fsync is what `disc` figures depend on.
+    /// Where the coordination and tables benches keep their files
+    /// (default: the temp directory); its disk's fsync is what `disc`
+    /// figures depend on.
     #[arg(long, value_name = "DIR")]
     pub coord_dir: Option<PathBuf>,
     /// Live processes for the upgrade and purge figures.
@@ -476,7 +477,11 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
         }
     };
     if args.only.as_deref() == Some("tables") {
-        let figures = super::bench_tables::run(args.runs.max(1), &guest).await?;
+        let base = args.coord_dir.clone().unwrap_or_else(std::env::temp_dir);
+        let dir = base.join(format!("molt-bench-tables-{}", std::process::id()));
+        let figures = super::bench_tables::run(args.runs.max(1), &guest, &dir).await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let figures = figures?;
         print(
             &figures,
             "molt bench: tables on one node (the workloads of mnesia's local_ram bench), median shown"

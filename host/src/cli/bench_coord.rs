@@ -85,7 +85,7 @@ async fn register_cycle(m: &Member, n: usize) -> Result<f64> {
 }
 
 /// Raw fsync of a small write in `dir`: p50 in µs.
-fn fsync_p50(dir: &Path) -> Result<f64> {
+pub(super) fn fsync_p50(dir: &Path) -> Result<f64> {
     use std::io::Write;
     let path = dir.join("fsync-probe");
     let mut file = std::fs::File::create(&path)?;

@@ -1,13 +1,15 @@
 //! `molt bench --only tables`: the workloads of mnesia's bench in
 //! `run_store.sh` (section `local_ram`), run by bench-guest processes on
 //! one node against a table `kv` of 16-byte values by integer key: write
-//! transactions from 1 and from 8 writers, dirty writes, dirty reads.
+//! transactions from 1 and from 8 writers, dirty writes, dirty reads; and
+//! (section `local_disc`) durable write transactions on a disc table,
+//! beside the raw fsync of the same disk.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use molt_abi::table::{Kind, Reply, Request, Spec};
+use molt_abi::table::{Copy, Kind, Replica, Reply, Request, Spec};
 use molt_abi::{codec, reason};
 use molt_host::{Node, NodeConfig};
 
@@ -23,16 +25,19 @@ const DIRTY_N: i64 = 1_000_000;
 /// Warm-up transactions before each transaction figure, on keys below 0.
 const WARMUP_N: i64 = 1_000;
 
-/// A fresh, empty `kv` (deleted first if there).
-fn fresh_kv(node: &Node) -> Result<()> {
-    let _ = node.table(Request::Delete { table: "kv".into() });
+/// A fresh, empty `kv` (deleted first if there), kept as `copy` says.
+async fn fresh_kv(node: &Node, copy: Copy) -> Result<()> {
+    let _ = node.table(Request::Delete { table: "kv".into() }).await;
     let spec = Spec {
         name: "kv".into(),
         kind: Kind::Set,
         indexes: Vec::new(),
-        replicas: Vec::new(),
+        replicas: vec![Replica {
+            node: String::new(),
+            copy,
+        }],
     };
-    match node.table(Request::Create(spec)) {
+    match node.table(Request::Create(spec)).await {
         Reply::Done => Ok(()),
         other => bail!("creating kv: {other:?}"),
     }
@@ -69,29 +74,48 @@ fn split(n: i64, parts: i64) -> Vec<(i64, i64)> {
         .collect()
 }
 
-/// The four figures, `runs` times each.
-pub async fn run(runs: usize, guest: &Path) -> Result<Vec<Figure>> {
-    let node = Node::start(NodeConfig::default())?;
+/// Durable write transactions per disc figure (mnesia's `SYNC_N`).
+const SYNC_N: i64 = 10_000;
+
+/// The figures, `runs` times each; disc tables are kept under `dir`.
+pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
+    std::fs::create_dir_all(dir)?;
+    let config = NodeConfig {
+        data_dir: Some(dir.to_path_buf()),
+        ..NodeConfig::default()
+    };
+    let node = Node::start(config)?;
     node.load_file(guest)?;
     let (mut tx1, mut tx8, mut dw, mut dr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut disc1, mut disc8, mut fsync) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        fresh_kv(&node)?;
+        fresh_kv(&node, Copy::Ram).await?;
         guests(&node, TableOp::Transaction, &[(-WARMUP_N, 0)]).await?;
         let secs = guests(&node, TableOp::Transaction, &split(TX_N, 1)).await?;
         tx1.push(TX_N as f64 / secs);
 
-        fresh_kv(&node)?;
+        fresh_kv(&node, Copy::Ram).await?;
         guests(&node, TableOp::Transaction, &[(-WARMUP_N, 0)]).await?;
         let secs = guests(&node, TableOp::Transaction, &split(TX_N, WRITERS)).await?;
         tx8.push(TX_N as f64 / secs);
 
-        fresh_kv(&node)?;
+        fresh_kv(&node, Copy::Ram).await?;
         let secs = guests(&node, TableOp::DirtyWrite, &split(DIRTY_N, 1)).await?;
         dw.push(DIRTY_N as f64 / secs);
         let secs = guests(&node, TableOp::DirtyRead, &split(DIRTY_N, 1)).await?;
         dr.push(DIRTY_N as f64 / secs);
+
+        // Disc: each transaction answered once durable (mnesia's
+        // `sync_log` after each); several writers share fsyncs.
+        fsync.push(super::bench_coord::fsync_p50(dir)?);
+        fresh_kv(&node, Copy::Disc).await?;
+        let secs = guests(&node, TableOp::Transaction, &split(SYNC_N, 1)).await?;
+        disc1.push(SYNC_N as f64 / secs);
+        fresh_kv(&node, Copy::Disc).await?;
+        let secs = guests(&node, TableOp::Transaction, &split(SYNC_N, WRITERS)).await?;
+        disc8.push(SYNC_N as f64 / secs);
     }
-    let _ = node.table(Request::Delete { table: "kv".into() });
+    let _ = node.table(Request::Delete { table: "kv".into() }).await;
     node.shutdown(Duration::from_secs(5)).await;
     Ok(vec![
         Figure {
@@ -113,6 +137,21 @@ pub async fn run(runs: usize, guest: &Path) -> Result<Vec<Figure>> {
             name: "ram table, dirty read",
             unit: "ops/s",
             runs: dr,
+        },
+        Figure {
+            name: "disc table, durable write transaction, 1 writer",
+            unit: "tx/s",
+            runs: disc1,
+        },
+        Figure {
+            name: "disc table, durable write transaction, 8 writers",
+            unit: "tx/s",
+            runs: disc8,
+        },
+        Figure {
+            name: "raw fsync of the data directory's disk, p50",
+            unit: "µs",
+            runs: fsync,
         },
     ])
 }

@@ -48,8 +48,9 @@ pub struct NodeArgs {
     /// and the running version stays. Repeatable.
     #[arg(long, value_name = "DIR")]
     watch: Vec<PathBuf>,
-    /// Where the coordination log lives (default: $MOLT_DATA_DIR/NAME,
-    /// else $XDG_DATA_HOME/molt/NAME, else ~/.local/share/molt/NAME).
+    /// Where the coordination log and the disc tables (in `tables/`) live
+    /// (default: $MOLT_DATA_DIR/NAME, else $XDG_DATA_HOME/molt/NAME, else
+    /// ~/.local/share/molt/NAME).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// The coordination log: `disc` (durable, a restarted node keeps its
@@ -78,6 +79,12 @@ pub async fn node(mut config: NodeConfig, args: NodeArgs) -> Result<ExitCode> {
     };
     let cookie = molt_host::net::cookie::load_or_create(args.cookie_file.as_deref())?;
     let tls = args.tls.mode()?;
+    // One data directory: the coordination log and the disc tables.
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| CoordConfig::default_data_dir(&config.name));
+    config.data_dir = Some(data_dir.clone());
     let node = Node::start(config)?;
     for file in &args.load {
         node.load_file(file)
@@ -118,11 +125,7 @@ pub async fn node(mut config: NodeConfig, args: NodeArgs) -> Result<ExitCode> {
     let coordination = if args.no_coordination || args.hidden {
         None
     } else {
-        let mut coord = CoordConfig::new(
-            args.data_dir
-                .clone()
-                .unwrap_or_else(|| CoordConfig::default_data_dir(dist.name())),
-        );
+        let mut coord = CoordConfig::new(data_dir.clone());
         coord.log_mode = args.log_mode;
         coord.voters = args.voters;
         coord.session_ttl = Duration::from_millis(args.session_ttl_ms);

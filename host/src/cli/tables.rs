@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
-use molt_abi::table::{Consistency, Info, Kind, Reply, Request, Rows, Spec};
+use molt_abi::table::{Consistency, Copy, Info, Kind, Replica, Reply, Request, Rows, Spec};
 use molt_host::Control;
 
 use crate::remote::Remote;
@@ -29,6 +29,15 @@ impl From<KindArg> for Kind {
             KindArg::Bag => Kind::Bag,
         }
     }
+}
+
+/// A copy type on the command line.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum CopyArg {
+    /// In memory.
+    Ram,
+    /// In memory and on disc.
+    Disc,
 }
 
 /// What `molt table` does.
@@ -59,6 +68,10 @@ pub enum TableAction {
         /// A secondary index (repeat for more); writers supply its values.
         #[arg(long)]
         index: Vec<String>,
+        /// How the node keeps it: in memory (`ram`) or also on disc
+        /// (`disc`: intact after a restart, in the node's data directory).
+        #[arg(long, value_enum, default_value = "ram")]
+        copy: CopyArg,
     },
     /// Delete a table and everything in it.
     Delete {
@@ -187,12 +200,24 @@ pub async fn run(command: TableCommand) -> Result<ExitCode> {
                     out!("subscribers {}", i.subscribers);
                 }
                 TableAction::Dump { name, limit } => dump(&control, &target, &name, limit).await?,
-                TableAction::Create { name, kind, index } => {
+                TableAction::Create {
+                    name,
+                    kind,
+                    index,
+                    copy,
+                } => {
+                    let copy = match copy {
+                        CopyArg::Ram => Copy::Ram,
+                        CopyArg::Disc => Copy::Disc,
+                    };
                     let spec = Spec {
                         name: name.clone(),
                         kind: kind.into(),
                         indexes: index,
-                        replicas: Vec::new(),
+                        replicas: vec![Replica {
+                            node: String::new(),
+                            copy,
+                        }],
                     };
                     ask(&control, &target, Request::Create(spec)).await?;
                     out!("created {name} on {target}");

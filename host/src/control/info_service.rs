@@ -64,7 +64,7 @@ impl Service for InfoService {
                 let Some(node) = self.node.upgrade() else {
                     return Err(InfoError::NotDelivered("the node is stopping".into()));
                 };
-                InfoReply::Table(node.table(request))
+                InfoReply::Table(node.table(request).await)
             }
             InfoRequest::TableBackup { table, path } => {
                 let Some(node) = self.node.upgrade() else {

@@ -238,7 +238,7 @@ impl Control {
         request: molt_abi::table::Request,
     ) -> Result<molt_abi::table::Reply, RequestError> {
         if self.is_here(node) {
-            return Ok(self.node.table(request));
+            return Ok(self.node.table(request).await);
         }
         match self.info(node, InfoRequest::Table(request)).await? {
             InfoReply::Table(reply) => Ok(reply),

@@ -3,7 +3,8 @@
 //! `table_reply` hands over a reply too long for the caller's buffer.
 //!
 //! Every table today has its one replica on this node, so a call answers
-//! at once, without suspending the guest.
+//! at once, except a commit to a disc table, which suspends the guest
+//! until the commit is durable.
 
 use molt_abi::table::Request;
 use molt_abi::{IMPORT_MODULE, codec, imports, status};
@@ -19,35 +20,44 @@ type Result<T> = wasmtime::Result<T>;
 pub(super) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
     let m = IMPORT_MODULE;
 
-    linker.func_wrap(
+    linker.func_wrap_async(
         m,
         imports::TABLE_CALL.name,
         |mut c: Caller<'_, ProcState>,
-         req_ptr: i32,
-         req_len: i32,
-         out_ptr: i32,
-         out_cap: i32|
-         -> Result<i32> {
-            let (mem, st) = split(&mut c)?;
-            let node = st.core.node.clone();
-            let request = gm::bytes(mem, req_ptr, req_len, "table request").map_err(fault)?;
-            if request.len() > node.tables.limits().request_bytes_max {
-                return Ok(status::BAD_ARG);
-            }
-            let Ok(request) = codec::decode::<Request>(request) else {
-                return Ok(status::BAD_ARG);
-            };
-            let out = gm::bytes_mut(mem, out_ptr, out_cap, "table reply buffer").map_err(fault)?;
-            let reply = node.tables.call(&node, st.core.pid(), request);
-            // Encoded straight into the guest's buffer when it fits.
-            if let Some(len) = codec::encode_into(&reply, out) {
-                st.table_reply = None;
-                return Ok(len as i32);
-            }
-            let encoded = codec::encode(&reply);
-            let len = encoded.len() as i32;
-            st.table_reply = Some(encoded);
-            Ok(len)
+         (req_ptr, req_len, out_ptr, out_cap): (i32, i32, i32, i32)| {
+            Box::new(async move {
+                let answer = {
+                    let (mem, st) = split(&mut c)?;
+                    let node = st.core.node.clone();
+                    let request =
+                        gm::bytes(mem, req_ptr, req_len, "table request").map_err(fault)?;
+                    if request.len() > node.tables.limits().request_bytes_max {
+                        return Ok(status::BAD_ARG);
+                    }
+                    let Ok(request) = codec::decode::<Request>(request) else {
+                        return Ok(status::BAD_ARG);
+                    };
+                    // Checked before any wait, so a bad buffer faults at
+                    // once.
+                    gm::bytes_mut(mem, out_ptr, out_cap, "table reply buffer").map_err(fault)?;
+                    node.tables.call(&node, st.core.pid(), request)
+                };
+                // A disc table's commit waits here until it is durable,
+                // with no borrow of the guest held.
+                let reply = answer.reply().await;
+                let (mem, st) = split(&mut c)?;
+                let out =
+                    gm::bytes_mut(mem, out_ptr, out_cap, "table reply buffer").map_err(fault)?;
+                // Encoded straight into the guest's buffer when it fits.
+                if let Some(len) = codec::encode_into(&reply, out) {
+                    st.table_reply = None;
+                    return Ok(len as i32);
+                }
+                let encoded = codec::encode(&reply);
+                let len = encoded.len() as i32;
+                st.table_reply = Some(encoded);
+                Ok(len)
+            })
         },
     )?;
 

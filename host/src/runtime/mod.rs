@@ -386,7 +386,7 @@ impl Node {
         getrandom::fill(&mut random).expect("the OS random generator failed");
         let ticker_stop = engine::start_ticker(&engine, config.timeslice);
         let pg = ProcessGroups::new(config.pg_groups_max, config.pg_memberships_max);
-        let tables = crate::table::Tables::new(config.tables.clone());
+        let tables = crate::table::Tables::new(config.tables.clone(), config.data_dir.as_deref());
         let inner = NodeInner {
             node_id: node_id(&config.name),
             incarnation: u64::from_le_bytes(random) | 1,
@@ -457,14 +457,15 @@ impl Node {
     /// Run a table request as the node itself (the control layer, an
     /// embedder): as a guest's `table_call`, except that subscriptions
     /// are for processes and are refused.
-    pub fn table(&self, request: molt_abi::table::Request) -> molt_abi::table::Reply {
+    pub async fn table(&self, request: molt_abi::table::Request) -> molt_abi::table::Reply {
         use molt_abi::table::{Error, Reply, Request};
         if let Request::Subscribe { .. } | Request::Unsubscribe { .. } = request {
             return Reply::Error(Error::BadRequest(
                 "subscriptions are for processes".to_string(),
             ));
         }
-        self.inner.tables.call(&self.inner, Pid::default(), request)
+        let answer = self.inner.tables.call(&self.inner, Pid::default(), request);
+        answer.reply().await
     }
 
     /// Load the backup file `path` into table `name` (see
@@ -529,8 +530,10 @@ impl Node {
     }
 
     /// Kill every guest process (reason `killed`; `kill` cannot be trapped)
-    /// and wait up to `timeout` for them to end. Returns how many are still
-    /// alive (0 on success). Host mailboxes stay open until dropped.
+    /// and wait up to `timeout` for them to end; then write what is queued
+    /// for the disc tables and close their files (later commits to them
+    /// fail). Returns how many processes are still alive (0 on success).
+    /// Host mailboxes stay open until dropped.
     pub async fn shutdown(&self, timeout: std::time::Duration) -> usize {
         let guests: Vec<Pid> = self
             .inner
@@ -544,16 +547,19 @@ impl Node {
             self.exit(*pid, reason::KILL);
         }
         let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        let alive = loop {
             let ended = self.inner.ended.notified();
             tokio::pin!(ended);
             ended.as_mut().enable();
             let alive = guests.iter().filter(|p| self.is_alive(**p)).count();
             if alive == 0 || tokio::time::Instant::now() >= deadline {
-                return alive;
+                break alive;
             }
             let _ = tokio::time::timeout_at(deadline, ended).await;
-        }
+        };
+        // Disc tables: what is queued is written, and the files closed.
+        self.inner.tables.local().close().await;
+        alive
     }
 
     /// The pid registered under `name`.

@@ -5,9 +5,13 @@
 //! subscriber is told of every committed change in commit order.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
-use super::state::{Abort, Batch, Change, Record, Schema, Table, TableLimits};
+use tokio::sync::oneshot;
+
+use super::disc::{DiscFile, Persist};
+use super::state::{Abort, Batch, Change, Condition, Record, Schema, Table, TableLimits};
 
 /// Limits on the node's tables (each refused by name).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,15 +72,26 @@ pub enum TableError {
     /// A request that does not fit the table: why.
     #[error("{0}")]
     BadRequest(String),
+    /// The table cannot serve: its disc file failed (why, with the path).
+    #[error("table {table} is unavailable: {why}")]
+    Unavailable {
+        /// The table.
+        table: String,
+        /// Why.
+        why: String,
+    },
 }
 
 /// What a committed batch did.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Committed {
     /// The table's index of the batch.
     pub index: u64,
-    /// Its changes, in order.
+    /// Its changes, in order (only if the table has subscribers).
     pub changes: Vec<Change>,
+    /// For a disc table: told once the batch is durable, or why it could
+    /// not be (the table then refuses everything).
+    pub durable: Option<oneshot::Receiver<Result<(), String>>>,
 }
 
 /// Where a subscriber's events go: called with each committed batch's
@@ -88,18 +103,93 @@ struct Local {
     table: Mutex<Table>,
     /// By subscription id.
     subscribers: Mutex<Vec<(u64, Sink)>>,
+    /// Where a disc table is kept; `None` for a ram table.
+    disc: Option<DiscFile>,
 }
 
-/// Commit a checked batch at the table's next index and tell its
-/// subscribers, under the table's lock (so they see commit order).
+impl Local {
+    fn new(table: Table, disc: Option<DiscFile>) -> Local {
+        Local {
+            table: Mutex::new(table),
+            subscribers: Mutex::default(),
+            disc,
+        }
+    }
+
+    /// Refuse a write to a table whose disc file failed.
+    fn writable(&self, name: &str) -> Result<(), TableError> {
+        match self.disc.as_ref().and_then(DiscFile::failed) {
+            Some(why) => Err(TableError::Unavailable {
+                table: name.to_string(),
+                why,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Commit a checked batch at the table's next index, tell its
+/// subscribers (under the table's lock, so they see commit order), and
+/// queue it for the table's disc file.
 fn commit(local: &Local, table: &mut Table, batch: Batch) -> Committed {
     let index = table.applied() + 1;
+    // What the disc file needs, read off the batch before it is consumed.
+    let touched = local.disc.as_ref().map(|_| {
+        let mut keys: Vec<Vec<u8>> = batch.ops.iter().map(|op| op_key(op).to_vec()).collect();
+        keys.sort();
+        keys.dedup();
+        let fences: Vec<String> = batch
+            .conditions
+            .iter()
+            .filter_map(|c| match c {
+                Condition::Fence { lock, .. } => Some(lock.clone()),
+                _ => None,
+            })
+            .collect();
+        (keys, fences)
+    });
     let mut subscribers = local.subscribers.lock().expect("subscribers poisoned");
     let changes = table.commit(index, batch, !subscribers.is_empty());
     if !subscribers.is_empty() {
         subscribers.retain(|(_, sink)| sink(index, &changes));
     }
-    Committed { index, changes }
+    let durable = match (&local.disc, touched) {
+        (Some(disc), Some((keys, locks))) => {
+            let rows = keys
+                .into_iter()
+                .map(|k| {
+                    let row = table.row(&k).map(|(v, r)| (v, r.to_vec()));
+                    (k, row)
+                })
+                .collect();
+            let fences = locks
+                .into_iter()
+                .filter_map(|l| table.fence(&l).map(|t| (l, t)))
+                .collect();
+            let (done, durable) = oneshot::channel();
+            disc.persist(Persist {
+                applied: index,
+                rows,
+                fences,
+                replace: false,
+                done,
+            });
+            Some(durable)
+        }
+        _ => None,
+    };
+    Committed {
+        index,
+        changes,
+        durable,
+    }
+}
+
+fn op_key(op: &super::state::Op) -> &[u8] {
+    use super::state::Op;
+    match op {
+        Op::Put { key, .. } | Op::Delete { key } | Op::DeleteValue { key, .. } => key,
+    }
 }
 
 /// A table as `info` describes it.
@@ -140,8 +230,14 @@ impl LocalTables {
             .ok_or_else(|| TableError::NoTable(name.to_string()))
     }
 
-    /// Create an empty table.
+    /// Create an empty table in memory.
     pub fn create(&self, schema: Schema) -> Result<(), TableError> {
+        self.create_in(schema, None)
+    }
+
+    /// Create an empty table, in memory, or also on disc in `disc_dir`
+    /// (its file made before the table is served).
+    pub fn create_in(&self, schema: Schema, disc_dir: Option<&Path>) -> Result<(), TableError> {
         if schema.name.is_empty() || schema.name.len() > self.limits.name_bytes_max {
             return Err(TableError::BadSchema(format!(
                 "a table name has 1 to {} bytes",
@@ -163,12 +259,64 @@ impl LocalTables {
                 max: self.limits.tables_max as u64,
             });
         }
-        let local = Local {
-            table: Mutex::new(Table::new(schema.clone())),
-            subscribers: Mutex::default(),
+        let disc = match disc_dir {
+            Some(dir) => {
+                Some(
+                    DiscFile::create(dir, &schema).map_err(|why| TableError::Unavailable {
+                        table: schema.name.clone(),
+                        why,
+                    })?,
+                )
+            }
+            None => None,
         };
+        let local = Local::new(Table::new(schema.clone()), disc);
         tables.insert(schema.name, Arc::new(local));
         Ok(())
+    }
+
+    /// Load the disc tables kept in `dir`: each file that opens becomes a
+    /// table; each that does not is returned with why, and the others
+    /// load regardless.
+    pub fn load(&self, dir: &Path) -> Vec<(PathBuf, String)> {
+        let mut failed = Vec::new();
+        for path in super::disc::list(dir) {
+            match DiscFile::open(&path) {
+                Ok((table, disc)) => {
+                    let name = table.schema().name.clone();
+                    let mut tables = self.tables.write().expect("tables poisoned");
+                    if tables.contains_key(&name) {
+                        failed.push((path, format!("a second file for table {name}")));
+                        continue;
+                    }
+                    tables.insert(name, Arc::new(Local::new(table, Some(disc))));
+                }
+                Err(why) => failed.push((path, why)),
+            }
+        }
+        failed
+    }
+
+    /// Write what is queued for every disc table and close their files.
+    pub async fn close(&self) {
+        let discs: Vec<Arc<Local>> = {
+            let tables = self.tables.read().expect("tables poisoned");
+            tables
+                .values()
+                .filter(|l| l.disc.is_some())
+                .cloned()
+                .collect()
+        };
+        for local in discs {
+            if let Some(disc) = &local.disc {
+                disc.close().await;
+            }
+        }
+    }
+
+    /// Whether table `name` is kept on disc.
+    pub fn on_disc(&self, name: &str) -> bool {
+        self.table(name).is_ok_and(|l| l.disc.is_some())
     }
 
     /// Put `table` (a restored backup) in place: a new table, or the
@@ -190,6 +338,27 @@ impl LocalTables {
                     "table {name} exists with another kind or other indexes: delete it first"
                 )));
             }
+            local.writable(&name)?;
+            if let Some(disc) = &local.disc {
+                // The whole file is rewritten; the restore answers once
+                // it is durable (a failure shows as the table's).
+                let rows = table
+                    .range(&[], None, usize::MAX)
+                    .into_iter()
+                    .map(|(k, records)| {
+                        let version = table.version(k).unwrap_or(0);
+                        (k.to_vec(), Some((version, records.to_vec())))
+                    })
+                    .collect();
+                let (done, _durable) = oneshot::channel();
+                disc.persist(Persist {
+                    applied: table.applied(),
+                    rows,
+                    fences: table.fences(),
+                    replace: true,
+                    done,
+                });
+            }
             *current = table;
             return Ok(true);
         }
@@ -199,21 +368,22 @@ impl LocalTables {
                 max: self.limits.tables_max as u64,
             });
         }
-        let local = Local {
-            table: Mutex::new(table),
-            subscribers: Mutex::default(),
-        };
-        tables.insert(name, Arc::new(local));
+        tables.insert(name, Arc::new(Local::new(table, None)));
         Ok(false)
     }
 
     /// Delete a table and everything in it; its subscribers are dropped.
     pub fn delete(&self, name: &str) -> Result<(), TableError> {
         let mut tables = self.tables.write().expect("tables poisoned");
-        tables
+        let local = tables
             .remove(name)
-            .map(drop)
-            .ok_or_else(|| TableError::NoTable(name.to_string()))
+            .ok_or_else(|| TableError::NoTable(name.to_string()))?;
+        drop(tables);
+        // The file goes too, once what is queued for it is written.
+        if let Some(disc) = Arc::into_inner(local).and_then(|l| l.disc) {
+            tokio::spawn(disc.remove());
+        }
+        Ok(())
     }
 
     /// The tables' names, sorted.
@@ -251,6 +421,7 @@ impl LocalTables {
     /// subscribers (they are not copied otherwise).
     pub fn transact(&self, name: &str, batch: Batch) -> Result<Committed, TableError> {
         let local = self.table(name)?;
+        local.writable(name)?;
         let mut table = local.table.lock().expect("table poisoned");
         table
             .check(&batch, &self.limits.table)
@@ -264,11 +435,11 @@ impl LocalTables {
     pub fn transact_many(
         &self,
         mut batches: Vec<(String, Batch)>,
-    ) -> Result<Vec<Committed>, (String, TableError)> {
+    ) -> Result<Vec<(String, Committed)>, (String, TableError)> {
         if batches.len() == 1 {
             let (name, batch) = batches.pop().expect("one batch");
             return match self.transact(&name, batch) {
-                Ok(committed) => Ok(vec![committed]),
+                Ok(committed) => Ok(vec![(name, committed)]),
                 Err(e) => Err((name, e)),
             };
         }
@@ -283,7 +454,9 @@ impl LocalTables {
                     TableError::BadRequest(format!("table {name} has two batches in one commit")),
                 ));
             }
-            locals.push(self.table(name).map_err(|e| (name.clone(), e))?);
+            let local = self.table(name).map_err(|e| (name.clone(), e))?;
+            local.writable(name).map_err(|e| (name.clone(), e))?;
+            locals.push(local);
         }
         // Locked in name order, so two commits never wait on each other.
         let mut guards: Vec<_> = locals
@@ -296,11 +469,12 @@ impl LocalTables {
                 .check(batch, &self.limits.table)
                 .map_err(|a| (name.clone(), TableError::Aborted(a)))?;
         }
-        let mut batches: Vec<Option<Batch>> = batches.into_iter().map(|(_, b)| Some(b)).collect();
-        let mut committed = vec![None; batches.len()];
+        let mut batches: Vec<Option<(String, Batch)>> = batches.into_iter().map(Some).collect();
+        let mut committed: Vec<Option<(String, Committed)>> =
+            batches.iter().map(|_| None).collect();
         for ((guard, local), &at) in guards.iter_mut().zip(&locals).zip(&order) {
-            let batch = batches[at].take().expect("each batch once");
-            committed[at] = Some(commit(local, guard, batch));
+            let (name, batch) = batches[at].take().expect("each batch once");
+            committed[at] = Some((name, commit(local, guard, batch)));
         }
         Ok(committed
             .into_iter()

@@ -8,6 +8,7 @@
 //! imports and the CLI come next.
 
 pub mod backup;
+mod disc;
 pub mod local;
 mod service;
 pub mod state;

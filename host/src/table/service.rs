@@ -8,12 +8,13 @@
 //! answered `Unsupported`.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use molt_abi::table::{Copy, Error, Event, Info, Kind, Replica, Reply, Request, Row, Rows, Spec};
 use molt_abi::{Pid, Ref, codec, tag};
+use tokio::sync::oneshot;
 
 use super::backup::{self, BackupError, Covered};
 use super::local::{LocalTables, TableError, TablesLimits};
@@ -32,17 +33,69 @@ pub struct Tables {
     /// How many processes have subscriptions (a process's end looks at
     /// the map only if some do).
     subscribed: AtomicUsize,
+    /// Where disc tables are kept: `<data dir>/tables`, if the node has a
+    /// data directory.
+    disc_dir: Option<PathBuf>,
+    /// Disc files that did not load at start, and why.
+    failed: Vec<(PathBuf, String)>,
+}
+
+/// A table request's answer: now, or once its commit is durable.
+pub(crate) enum Answer {
+    /// The reply.
+    Now(Reply),
+    /// The reply once every receiver says its table's commit is durable
+    /// (a disc table's); the first failure replaces it.
+    Durable(Reply, Vec<(String, oneshot::Receiver<Result<(), String>>)>),
+}
+
+impl Answer {
+    /// The reply, once it holds.
+    pub(crate) async fn reply(self) -> Reply {
+        match self {
+            Answer::Now(reply) => reply,
+            Answer::Durable(reply, waits) => {
+                for (table, durable) in waits {
+                    let why = match durable.await {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(why)) => why,
+                        Err(_) => "its disc writer stopped".to_string(),
+                    };
+                    return Reply::Error(Error::Unavailable { table, why });
+                }
+                reply
+            }
+        }
+    }
 }
 
 impl Tables {
-    /// No tables yet.
-    pub fn new(limits: TablesLimits) -> Tables {
+    /// The node's tables: the disc tables kept under `data_dir` (if
+    /// given) are loaded; a file that does not load is logged and listed
+    /// by [`failed`](Self::failed), and the others load regardless.
+    pub fn new(limits: TablesLimits, data_dir: Option<&Path>) -> Tables {
+        let local = LocalTables::new(limits.clone());
+        let disc_dir = data_dir.map(|d| d.join("tables"));
+        let failed = match &disc_dir {
+            Some(dir) => local.load(dir),
+            None => Vec::new(),
+        };
+        for (path, why) in &failed {
+            tracing::error!(file = %path.display(), "a disc table did not load: {why}; the node's other tables are served");
+        }
         Tables {
-            local: LocalTables::new(limits.clone()),
+            local,
             limits,
             subscriptions: Mutex::default(),
             subscribed: AtomicUsize::new(0),
+            disc_dir,
+            failed,
         }
+    }
+
+    /// Disc table files that did not load at start, and why.
+    pub fn failed(&self) -> &[(PathBuf, String)] {
+        &self.failed
     }
 
     /// The limits it runs with.
@@ -56,9 +109,37 @@ impl Tables {
     }
 
     /// Answer `request` from `caller`, a process of `node`.
-    pub(crate) fn call(&self, node: &Arc<NodeInner>, caller: Pid, request: Request) -> Reply {
-        self.answer(node, caller, request)
-            .unwrap_or_else(Reply::Error)
+    pub(crate) fn call(&self, node: &Arc<NodeInner>, caller: Pid, request: Request) -> Answer {
+        if let Request::Commit(batches) = request {
+            return self.commit(batches);
+        }
+        Answer::Now(
+            self.answer(node, caller, request)
+                .unwrap_or_else(Reply::Error),
+        )
+    }
+
+    fn commit(&self, batches: Vec<(String, molt_abi::table::Batch)>) -> Answer {
+        if batches.is_empty() {
+            return Answer::Now(Reply::Committed(Vec::new()));
+        }
+        match self.local.transact_many(batches) {
+            Err((table, e)) => Answer::Now(Reply::Error(error(&table, e))),
+            Ok(committed) => {
+                let indexes = committed.iter().map(|(_, c)| c.index).collect();
+                let reply = Reply::Committed(indexes);
+                // Each durable receiver, named by its table.
+                let waits: Vec<_> = committed
+                    .into_iter()
+                    .filter_map(|(table, c)| c.durable.map(|d| (table, d)))
+                    .collect();
+                if waits.is_empty() {
+                    Answer::Now(reply)
+                } else {
+                    Answer::Durable(reply, waits)
+                }
+            }
+        }
     }
 
     fn answer(&self, node: &Arc<NodeInner>, caller: Pid, request: Request) -> Result<Reply, Error> {
@@ -147,18 +228,7 @@ impl Tables {
                 let found = t.match_prefix(&prefix, limit.saturating_add(1));
                 Ok(rows_of(t, found, limit, max_bytes))
             }),
-            Request::Commit(batches) => {
-                if batches.is_empty() {
-                    return Ok(Reply::Committed(Vec::new()));
-                }
-                let committed = self
-                    .local
-                    .transact_many(batches)
-                    .map_err(|(table, e)| error(&table, e))?;
-                Ok(Reply::Committed(
-                    committed.iter().map(|c| c.index).collect(),
-                ))
-            }
+            Request::Commit(_) => unreachable!("commits are answered by Tables::commit"),
             Request::Subscribe { table } => {
                 self.subscribe(node, caller, &table)?;
                 Ok(Reply::Done)
@@ -242,17 +312,30 @@ impl Tables {
         Ok(covered)
     }
 
-    /// Create a table from its spec: today one `Ram` replica on this node.
+    /// Create a table from its spec: today one replica, on this node,
+    /// `Ram` or `Disc`.
     pub fn create(&self, here: &str, spec: Spec) -> Result<(), Error> {
+        let mut disc = None;
         match spec.replicas.as_slice() {
             [] => {}
-            [Replica { node, copy }] if node.is_empty() || node == here => {
-                if *copy != Copy::Ram {
-                    return Err(Error::Unsupported(format!(
-                        "{copy:?} copies (this node keeps tables in memory only, for now)"
-                    )));
+            [Replica { node, copy }] if node.is_empty() || node == here => match copy {
+                Copy::Ram => {}
+                Copy::Disc => match &self.disc_dir {
+                    Some(dir) => disc = Some(dir.as_path()),
+                    None => {
+                        return Err(Error::Unsupported(
+                            "disc copies on a node without a data directory (molt node keeps one; see --data-dir)"
+                                .to_string(),
+                        ));
+                    }
+                },
+                Copy::DiscOnly => {
+                    return Err(Error::Unsupported(
+                        "disc_only copies (use disc: the table in memory, written through to disc)"
+                            .to_string(),
+                    ));
                 }
-            }
+            },
             _ => {
                 return Err(Error::Unsupported(
                     "replicas on other nodes (a table has one replica, on the node that creates it, for now)"
@@ -266,7 +349,9 @@ impl Tables {
             indexes: spec.indexes,
         };
         let name = schema.name.clone();
-        self.local.create(schema).map_err(|e| error(&name, e))
+        self.local
+            .create_in(schema, disc)
+            .map_err(|e| error(&name, e))
     }
 
     /// What table `name` is and holds.
@@ -279,7 +364,11 @@ impl Tables {
                 indexes: info.schema.indexes,
                 replicas: vec![Replica {
                     node: here.to_string(),
-                    copy: Copy::Ram,
+                    copy: if self.local.on_disc(name) {
+                        Copy::Disc
+                    } else {
+                        Copy::Ram
+                    },
                 }],
             },
             records: info.records,
@@ -465,6 +554,7 @@ fn error(table: &str, e: TableError) -> Error {
             abort,
         },
         TableError::BadRequest(why) => Error::BadRequest(why),
+        TableError::Unavailable { table, why } => Error::Unavailable { table, why },
     }
 }
 

@@ -107,6 +107,46 @@ impl Table {
         }
     }
 
+    /// A table as it was stored: its rows (key, version, records), the
+    /// newest token per fenced lock, and its log index. Indexes and the
+    /// record count are rebuilt from the rows.
+    pub fn from_stored(
+        schema: Schema,
+        rows: impl IntoIterator<Item = (Vec<u8>, u64, Vec<Record>)>,
+        fences: BTreeMap<String, u64>,
+        applied: u64,
+    ) -> Table {
+        let mut table = Table::new(schema);
+        for (key, version, records) in rows {
+            for record in &records {
+                table.index(&key, record);
+            }
+            table.records += records.len() as u64;
+            table.rows.insert(key, Row { version, records });
+        }
+        table.fences = fences;
+        table.applied = applied;
+        table
+    }
+
+    /// A key's version and records, if it has any (what a disc copy
+    /// stores for it).
+    pub fn row(&self, key: &[u8]) -> Option<(u64, &[Record])> {
+        self.rows
+            .get(key)
+            .map(|row| (row.version, row.records.as_slice()))
+    }
+
+    /// Every fenced lock's newest token.
+    pub fn fences(&self) -> Vec<(String, u64)> {
+        self.fences.iter().map(|(l, t)| (l.clone(), *t)).collect()
+    }
+
+    /// The newest fencing token applied for `lock`.
+    pub fn fence(&self, lock: &str) -> Option<u64> {
+        self.fences.get(lock).copied()
+    }
+
     /// The same table under another name (a restore under a new name).
     pub fn renamed(mut self, name: String) -> Table {
         self.schema.name = name;
