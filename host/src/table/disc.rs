@@ -54,8 +54,9 @@ enum Job {
     Close(oneshot::Sender<()>),
 }
 
-/// The disc file of one table. Dropping it stops its writer once the
-/// queue is written.
+/// The disc file of one table; clones share it. Dropping the last stops
+/// its writer once the queue is written.
+#[derive(Clone)]
 pub struct DiscFile {
     jobs: mpsc::Sender<Job>,
     /// Why the file can no longer be written, once that happened.
@@ -196,7 +197,7 @@ impl DiscFile {
     }
 
     /// Stop writing and delete the file (after what is queued).
-    pub async fn remove(self) {
+    pub async fn remove(&self) {
         let (done, removed) = oneshot::channel();
         if self.jobs.send(Job::Remove(done)).is_ok() {
             let _ = removed.await;

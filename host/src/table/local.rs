@@ -373,17 +373,16 @@ impl LocalTables {
     }
 
     /// Delete a table and everything in it; its subscribers are dropped.
-    pub fn delete(&self, name: &str) -> Result<(), TableError> {
+    ///
+    /// A disc table's file is returned, for the caller to remove (with
+    /// [`DiscFile::remove`], which waits for what is queued).
+    pub fn delete(&self, name: &str) -> Result<Option<DiscFile>, TableError> {
         let mut tables = self.tables.write().expect("tables poisoned");
         let local = tables
             .remove(name)
             .ok_or_else(|| TableError::NoTable(name.to_string()))?;
         drop(tables);
-        // The file goes too, once what is queued for it is written.
-        if let Some(disc) = Arc::into_inner(local).and_then(|l| l.disc) {
-            tokio::spawn(disc.remove());
-        }
-        Ok(())
+        Ok(local.disc.clone())
     }
 
     /// The tables' names, sorted.

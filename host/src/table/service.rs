@@ -40,13 +40,13 @@ pub struct Tables {
     failed: Vec<(PathBuf, String)>,
 }
 
-/// A table request's answer: now, or once its commit is durable.
+/// A table request's answer: now, or later (once a disc table's commit
+/// is durable, or its file is gone).
 pub(crate) enum Answer {
     /// The reply.
     Now(Reply),
-    /// The reply once every receiver says its table's commit is durable
-    /// (a disc table's); the first failure replaces it.
-    Durable(Reply, Vec<(String, oneshot::Receiver<Result<(), String>>)>),
+    /// The reply, when this resolves.
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>),
 }
 
 impl Answer {
@@ -54,19 +54,23 @@ impl Answer {
     pub(crate) async fn reply(self) -> Reply {
         match self {
             Answer::Now(reply) => reply,
-            Answer::Durable(reply, waits) => {
-                for (table, durable) in waits {
-                    let why = match durable.await {
-                        Ok(Ok(())) => continue,
-                        Ok(Err(why)) => why,
-                        Err(_) => "its disc writer stopped".to_string(),
-                    };
-                    return Reply::Error(Error::Unavailable { table, why });
-                }
-                reply
-            }
+            Answer::Later(reply) => reply.await,
         }
     }
+}
+
+/// `reply` once every receiver says its table's commit is durable; the
+/// first failure replaces it.
+async fn durable(reply: Reply, waits: Vec<(String, oneshot::Receiver<Result<(), String>>)>) -> Reply {
+    for (table, durable) in waits {
+        let why = match durable.await {
+            Ok(Ok(())) => continue,
+            Ok(Err(why)) => why,
+            Err(_) => "its disc writer stopped".to_string(),
+        };
+        return Reply::Error(Error::Unavailable { table, why });
+    }
+    reply
 }
 
 impl Tables {
@@ -110,13 +114,34 @@ impl Tables {
 
     /// Answer `request` from `caller`, a process of `node`.
     pub(crate) fn call(&self, node: &Arc<NodeInner>, caller: Pid, request: Request) -> Answer {
-        if let Request::Commit(batches) = request {
-            return self.commit(batches);
+        match request {
+            Request::Commit(batches) => return self.commit(batches),
+            Request::Delete { table } => return self.delete(node, &table),
+            _ => {}
         }
         Answer::Now(
             self.answer(node, caller, request)
                 .unwrap_or_else(Reply::Error),
         )
+    }
+
+    /// Delete a table: answered once its disc file, if any, is gone (a
+    /// table of the same name may be created at once after).
+    fn delete(&self, node: &Arc<NodeInner>, table: &str) -> Answer {
+        let last = self.local.info(table).map_or(0, |i| i.applied);
+        match self.local.delete(table) {
+            Err(e) => Answer::Now(Reply::Error(error(table, e))),
+            Ok(disc) => {
+                self.ended(node, table, last, "deleted");
+                match disc {
+                    None => Answer::Now(Reply::Done),
+                    Some(disc) => Answer::Later(Box::pin(async move {
+                        disc.remove().await;
+                        Reply::Done
+                    })),
+                }
+            }
+        }
     }
 
     fn commit(&self, batches: Vec<(String, molt_abi::table::Batch)>) -> Answer {
@@ -136,7 +161,7 @@ impl Tables {
                 if waits.is_empty() {
                     Answer::Now(reply)
                 } else {
-                    Answer::Durable(reply, waits)
+                    Answer::Later(Box::pin(durable(reply, waits)))
                 }
             }
         }
@@ -148,12 +173,7 @@ impl Tables {
                 self.create(&node.config.name, spec)?;
                 Ok(Reply::Done)
             }
-            Request::Delete { table } => {
-                let last = self.local.info(&table).map_or(0, |i| i.applied);
-                self.local.delete(&table).map_err(|e| error(&table, e))?;
-                self.ended(node, &table, last, "deleted");
-                Ok(Reply::Done)
-            }
+            Request::Delete { .. } => unreachable!("deletes are answered by Tables::delete"),
             Request::Info { table } => Ok(Reply::Info(self.info(&node.config.name, &table)?)),
             Request::List => Ok(Reply::Tables(self.local.names())),
             Request::Get { table, key, .. } => self.read(&table, |t, _| {
