@@ -50,7 +50,7 @@ pub enum TableAction {
         name: String,
     },
     /// Print a table's records in key order: key, version, value (text
-    /// when printable, hex otherwise).
+    /// when 4 bytes or more, all printable; hex otherwise).
     Dump {
         /// The table.
         name: String,
@@ -150,9 +150,11 @@ fn replicas(info: &Info) -> String {
     list.join(", ")
 }
 
-/// Bytes as text when every byte is printable ASCII, else as hex.
+/// Bytes as text when there are at least 4 and every one is printable
+/// ASCII, else as hex (a short run of printable bytes is more often an
+/// encoded number than text).
 pub fn show(bytes: &[u8]) -> String {
-    if !bytes.is_empty() && bytes.iter().all(|b| (0x20..0x7f).contains(b)) {
+    if bytes.len() >= 4 && bytes.iter().all(|b| (0x20..0x7f).contains(b)) {
         format!("{:?}", String::from_utf8_lossy(bytes))
     } else {
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
