@@ -61,7 +61,10 @@ impl Answer {
 
 /// `reply` once every receiver says its table's commit is durable; the
 /// first failure replaces it.
-async fn durable(reply: Reply, waits: Vec<(String, oneshot::Receiver<Result<(), String>>)>) -> Reply {
+async fn durable(
+    reply: Reply,
+    waits: Vec<(String, oneshot::Receiver<Result<(), String>>)>,
+) -> Reply {
     for (table, durable) in waits {
         let why = match durable.await {
             Ok(Ok(())) => continue,
