@@ -22,8 +22,20 @@ use tokio::sync::oneshot;
 use super::state::{Record, Schema, Table};
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const ROWS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("rows");
-const FENCES: TableDefinition<&str, u64> = TableDefinition::new("fences");
+/// Everything a commit changes, in one tree so a commit updates one:
+/// the applied index at [`APPLIED`], each row at [`ROW`] + key, each
+/// fence at [`FENCE`] + lock.
+const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("data");
+const APPLIED: &[u8] = &[0];
+const ROW: u8 = 1;
+const FENCE: u8 = 2;
+
+fn tagged(tag: u8, bytes: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + bytes.len());
+    key.push(tag);
+    key.extend_from_slice(bytes);
+    key
+}
 
 /// Most commits in one redb transaction.
 const GROUP_MAX: usize = 1024;
@@ -109,10 +121,9 @@ impl DiscFile {
             let schema_bytes = molt_abi::codec::encode(schema);
             meta.insert("schema", schema_bytes.as_slice())
                 .map_err(|x| e(&x))?;
-            meta.insert("applied", 0u64.to_le_bytes().as_slice())
+            let mut data = txn.open_table(DATA).map_err(|x| e(&x))?;
+            data.insert(APPLIED, 0u64.to_le_bytes().as_slice())
                 .map_err(|x| e(&x))?;
-            txn.open_table(ROWS).map_err(|x| e(&x))?;
-            txn.open_table(FENCES).map_err(|x| e(&x))?;
         }
         txn.commit().map_err(|x| e(&x))?;
         Ok(DiscFile::start(db, path.clone()))
@@ -136,35 +147,45 @@ impl DiscFile {
             };
             let schema: Schema =
                 molt_abi::codec::decode(&get("schema")?).map_err(|x| corrupt("the schema", &x))?;
-            let applied = get("applied")?;
-            let applied = u64::from_le_bytes(
-                applied
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| corrupt("the applied index", &"not 8 bytes"))?,
-            );
+            let mut applied = None;
             let mut rows = Vec::new();
-            for row in txn
-                .open_table(ROWS)
-                .map_err(|x| e(&x))?
-                .iter()
-                .map_err(|x| e(&x))?
-            {
-                let (k, v) = row.map_err(|x| e(&x))?;
-                let (version, records): (u64, Vec<Record>) = molt_abi::codec::decode(v.value())
-                    .map_err(|x| corrupt(&format!("the row of key {:?}", k.value()), &x))?;
-                rows.push((k.value().to_vec(), version, records));
-            }
             let mut fences = BTreeMap::new();
-            for fence in txn
-                .open_table(FENCES)
+            for item in txn
+                .open_table(DATA)
                 .map_err(|x| e(&x))?
                 .iter()
                 .map_err(|x| e(&x))?
             {
-                let (lock, token) = fence.map_err(|x| e(&x))?;
-                fences.insert(lock.value().to_string(), token.value());
+                let (k, v) = item.map_err(|x| e(&x))?;
+                let (key, value) = (k.value(), v.value());
+                match key.split_first() {
+                    Some((&ROW, key)) => {
+                        let (version, records): (u64, Vec<Record>) = molt_abi::codec::decode(value)
+                            .map_err(|x| corrupt(&format!("the row of key {key:?}"), &x))?;
+                        rows.push((key.to_vec(), version, records));
+                    }
+                    Some((&FENCE, lock)) => {
+                        let lock = std::str::from_utf8(lock)
+                            .map_err(|x| corrupt("a fence's lock name", &x))?;
+                        let token = value.try_into().map(u64::from_le_bytes).map_err(|_| {
+                            corrupt(&format!("the fence of {lock}"), &"not 8 bytes")
+                        })?;
+                        fences.insert(lock.to_string(), token);
+                    }
+                    Some((0, [])) => {
+                        let index = value
+                            .try_into()
+                            .map(u64::from_le_bytes)
+                            .map_err(|_| corrupt("the applied index", &"not 8 bytes"))?;
+                        applied = Some(index);
+                    }
+                    other => {
+                        let tag = other.map(|(t, _)| *t);
+                        return Err(corrupt("a record", &format!("unknown tag {tag:?}")));
+                    }
+                }
             }
+            let applied = applied.ok_or_else(|| format!("{}: no applied index", path.display()))?;
             Table::from_stored(schema, rows, fences, applied)
         };
         Ok((table, DiscFile::start(db, path.to_path_buf())))
@@ -271,30 +292,29 @@ fn write_group(db: &Database, group: &[Persist]) -> Result<(), redb::Error> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     {
-        let mut rows = txn.open_table(ROWS)?;
-        let mut fences = txn.open_table(FENCES)?;
-        let mut meta = txn.open_table(META)?;
+        let mut data = txn.open_table(DATA)?;
         for p in group {
             if p.replace {
-                rows.retain(|_, _| false)?;
-                fences.retain(|_, _| false)?;
+                data.retain(|key, _| key == APPLIED)?;
             }
             for (key, row) in &p.rows {
+                let key = tagged(ROW, key);
                 match row {
                     Some(row) => {
-                        rows.insert(key.as_slice(), molt_abi::codec::encode(row).as_slice())?;
+                        data.insert(key.as_slice(), molt_abi::codec::encode(row).as_slice())?;
                     }
                     None => {
-                        rows.remove(key.as_slice())?;
+                        data.remove(key.as_slice())?;
                     }
                 }
             }
             for (lock, token) in &p.fences {
-                fences.insert(lock.as_str(), *token)?;
+                let key = tagged(FENCE, lock.as_bytes());
+                data.insert(key.as_slice(), token.to_le_bytes().as_slice())?;
             }
         }
         if let Some(last) = group.last() {
-            meta.insert("applied", last.applied.to_le_bytes().as_slice())?;
+            data.insert(APPLIED, last.applied.to_le_bytes().as_slice())?;
         }
     }
     txn.commit()?;

@@ -259,7 +259,16 @@ impl Table {
         for condition in &batch.conditions {
             self.holds(condition)?;
         }
-        // Count what the batch would leave before changing anything.
+        // Count what the batch would leave before changing anything;
+        // only needed if its puts could reach the limit.
+        let puts = batch
+            .ops
+            .iter()
+            .filter(|op| matches!(op, Op::Put { .. }))
+            .count() as u64;
+        if self.records.saturating_add(puts) <= limits.records_max {
+            return Ok(());
+        }
         let mut after = self.records as i128;
         // The values each key touched would have; a batch touches few keys
         // (a search is cheaper than a map for them), a big one many.
@@ -426,11 +435,16 @@ impl Table {
                 // are sums, so the order does not matter, and the record
                 // is moved into its row after.
                 self.index(&key, &record);
-                match self.rows.get_mut(&key) {
-                    Some(row) => {
+                // One walk of the rows: the entry serves both cases (the
+                // fields are borrowed apart, so the row's key serves the
+                // unindexing).
+                let kind = self.schema.kind;
+                match self.rows.entry(key) {
+                    std::collections::btree_map::Entry::Occupied(mut entry) => {
+                        let row = entry.get_mut();
                         row.version = index;
                         let records = &mut row.records;
-                        let replaced = match self.schema.kind {
+                        let replaced = match kind {
                             TableKind::Bag => records
                                 .iter()
                                 .position(|r| r.value == record.value)
@@ -439,16 +453,15 @@ impl Table {
                         };
                         records.push(record);
                         match replaced {
-                            Some(old) => self.unindex(&key, &old),
+                            Some(old) => unindex(&mut self.indexes, entry.key(), &old),
                             None => self.records += 1,
                         }
                     }
-                    None => {
-                        let row = Row {
+                    std::collections::btree_map::Entry::Vacant(entry) => {
+                        entry.insert(Row {
                             version: index,
                             records: vec![record],
-                        };
-                        self.rows.insert(key, row);
+                        });
                         self.records += 1;
                     }
                 }
@@ -492,13 +505,18 @@ impl Table {
     }
 
     fn unindex(&mut self, key: &[u8], record: &Record) {
-        for (i, v) in record.index_values.iter().enumerate() {
-            let entry = (v.clone(), key.to_vec());
-            if let Some(count) = self.indexes[i].get_mut(&entry) {
-                *count -= 1;
-                if *count == 0 {
-                    self.indexes[i].remove(&entry);
-                }
+        unindex(&mut self.indexes, key, record);
+    }
+}
+
+/// Take one record's index values out of `indexes`.
+fn unindex(indexes: &mut [Index], key: &[u8], record: &Record) {
+    for (i, v) in record.index_values.iter().enumerate() {
+        let entry = (v.clone(), key.to_vec());
+        if let Some(count) = indexes[i].get_mut(&entry) {
+            *count -= 1;
+            if *count == 0 {
+                indexes[i].remove(&entry);
             }
         }
     }
