@@ -953,3 +953,100 @@ async fn a_node_without_a_data_directory_refuses_disc_tables_clearly() {
         Reply::Error(Error::Unsupported(why)) if why.contains("data directory")
     ));
 }
+
+/// A small tmpfs mounted for a test, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// Mount a `bytes`-byte tmpfs at a fresh directory; `None` (and why)
+    /// without root or mount.
+    fn mount(tag: &str, bytes: u64) -> Result<SmallDisk, String> {
+        let dir = std::env::temp_dir().join(format!("molt-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_dir(&dir);
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        Ok(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_its_disc_table_loudly_and_the_others_go_on() {
+    let test = "a_full_disk_stops_its_disc_table_loudly_and_the_others_go_on";
+    let disk = match SmallDisk::mount("full-disk", 2 << 20) {
+        Ok(disk) => disk,
+        Err(why) => {
+            println!("skipped: {test} needs root to mount a small tmpfs: {why}");
+            return;
+        }
+    };
+    let node = node_with_data(&disk.0);
+    let mut p = Puppet::spawn(&node).await;
+    assert_eq!(
+        call(&mut p, Request::Create(here("big", Copy::Disc))).await,
+        Reply::Done
+    );
+    assert_eq!(
+        call(&mut p, Request::Create(here("mem", Copy::Ram))).await,
+        Reply::Done
+    );
+    // 64 KiB values until the disk is full: a commit then fails with the
+    // file and why, and the table refuses what follows.
+    let value = vec![7u8; 64 << 10];
+    let mut failure = None;
+    for i in 0..200 {
+        let ops = vec![Op::Put {
+            key: format!("k{i:03}").into(),
+            value: value.clone(),
+            index_values: vec![vec![0]],
+        }];
+        match call(&mut p, commit("big", vec![], ops)).await {
+            Reply::Committed(_) => continue,
+            Reply::Error(e) => {
+                failure = Some((i, e));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let (at, error) = failure.expect("a 2 MiB disk fills within 200 × 64 KiB");
+    let Error::Unavailable { table, why } = &error else {
+        panic!("expected Unavailable, got {error:?}");
+    };
+    assert_eq!(table, "big");
+    assert!(why.contains(".redb"), "the file is named: {why}");
+    assert!(at > 0, "some commits fit first");
+    let after = vec![Op::Delete { key: "k000".into() }];
+    assert!(matches!(
+        call(&mut p, commit("big", vec![], after)).await,
+        Reply::Error(Error::Unavailable { .. })
+    ));
+    // The node and its other tables go on.
+    let ops = vec![Op::Put {
+        key: "m".into(),
+        value: "v".into(),
+        index_values: vec![vec![0]],
+    }];
+    assert!(matches!(
+        call(&mut p, commit("mem", vec![], ops)).await,
+        Reply::Committed(_)
+    ));
+    assert_eq!(pairs(call(&mut p, get("mem", "m")).await).len(), 1);
+    node.shutdown(std::time::Duration::from_secs(5)).await;
+    drop(p);
+    drop(node);
+    drop(disk);
+}
