@@ -27,7 +27,30 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 use serde::{Deserialize, Serialize};
 use tokio::sync::{oneshot, watch};
 
-use super::types::Coord;
+use super::types::{Coord, Member};
+
+/// The Raft groups whose logs a [`Storage`] keeps: the coordination group
+/// ([`Coord`]), and any group of the same shape (node ids `u64`, members
+/// [`Member`], openraft's entries, encodable with the codec).
+pub trait LogTypes:
+    openraft::RaftTypeConfig<
+        NodeId = u64,
+        Node = Member,
+        Entry = Entry<Self>,
+        D: Clone + Serialize + serde::de::DeserializeOwned,
+    >
+{
+}
+
+impl<C> LogTypes for C where
+    C: openraft::RaftTypeConfig<
+            NodeId = u64,
+            Node = Member,
+            Entry = Entry<C>,
+            D: Clone + Serialize + serde::de::DeserializeOwned,
+        >
+{
+}
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -92,13 +115,13 @@ pub enum OpenError {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StoredSnapshot {
     /// openraft's metadata.
-    pub meta: openraft::SnapshotMeta<u64, super::types::Member>,
+    pub meta: openraft::SnapshotMeta<u64, Member>,
     /// The encoded state.
     pub data: Vec<u8>,
 }
 
-enum Write {
-    Append(Vec<(u64, Vec<u8>)>, Option<LogFlushed<Coord>>),
+enum Write<C: LogTypes> {
+    Append(Vec<(u64, Vec<u8>)>, Option<LogFlushed<C>>),
     Meta(
         &'static str,
         Vec<u8>,
@@ -112,7 +135,7 @@ enum Write {
     Close(oneshot::Sender<()>),
 }
 
-impl Write {
+impl<C: LogTypes> Write<C> {
     /// Tell whoever waits for this write how it went.
     fn complete(self, result: io::Result<()>) {
         match self {
@@ -125,19 +148,28 @@ impl Write {
     }
 }
 
-#[derive(Default)]
-struct Mem {
-    entries: BTreeMap<u64, Entry<Coord>>,
+struct Mem<C: LogTypes> {
+    entries: BTreeMap<u64, Entry<C>>,
     last_purged: Option<LogId<u64>>,
     vote: Option<Vote<u64>>,
     committed: Option<LogId<u64>>,
 }
 
-/// The node's Raft storage. Clones share it.
-#[derive(Clone)]
-pub struct Storage {
-    mem: Arc<Mutex<Mem>>,
-    writer: Option<mpsc::Sender<Write>>,
+impl<C: LogTypes> Default for Mem<C> {
+    fn default() -> Self {
+        Mem {
+            entries: BTreeMap::new(),
+            last_purged: None,
+            vote: None,
+            committed: None,
+        }
+    }
+}
+
+/// The node's Raft storage of one group. Clones share it.
+pub struct Storage<C: LogTypes = Coord> {
+    mem: Arc<Mutex<Mem<C>>>,
+    writer: Option<mpsc::Sender<Write<C>>>,
     failed: watch::Receiver<Option<String>>,
     /// Kept so that `failed` never reports a closed channel.
     _failed_tx: Arc<watch::Sender<Option<String>>>,
@@ -154,9 +186,22 @@ fn write_error(e: impl std::fmt::Display) -> StorageError<u64> {
     StorageIOError::write_logs(&io_err(e)).into()
 }
 
-impl Storage {
+impl<C: LogTypes> Clone for Storage<C> {
+    fn clone(&self) -> Self {
+        Storage {
+            mem: self.mem.clone(),
+            writer: self.writer.clone(),
+            failed: self.failed.clone(),
+            _failed_tx: self._failed_tx.clone(),
+            identity: self.identity.clone(),
+            snapshot: self.snapshot.clone(),
+        }
+    }
+}
+
+impl<C: LogTypes> Storage<C> {
     /// Storage in memory only (`LogMode::Ram`), for node `identity`.
-    pub fn in_memory(identity: Identity) -> Storage {
+    pub fn in_memory(identity: Identity) -> Storage<C> {
         let (failed_tx, failed) = watch::channel(None);
         Storage {
             mem: Arc::default(),
@@ -170,7 +215,7 @@ impl Storage {
 
     /// Open (or create) the log in `dir` for node `node`; a new log gets
     /// `new_member` as its Raft id.
-    pub fn open(dir: &Path, node: &str, new_member: u64) -> Result<Storage, OpenError> {
+    pub fn open(dir: &Path, node: &str, new_member: u64) -> Result<Storage<C>, OpenError> {
         std::fs::create_dir_all(dir).map_err(|source| OpenError::Dir {
             path: dir.display().to_string(),
             source,
@@ -228,7 +273,7 @@ impl Storage {
             let log = txn.open_table(LOG).map_err(|e| db_err(&e))?;
             for row in log.iter().map_err(|e| db_err(&e))? {
                 let (k, v) = row.map_err(|e| db_err(&e))?;
-                let entry: Entry<Coord> = molt_abi::codec::decode(v.value())
+                let entry: Entry<C> = molt_abi::codec::decode(v.value())
                     .map_err(|e| corrupt(&format!("log entry {}", k.value()), &e))?;
                 mem.entries.insert(k.value(), entry);
             }
@@ -286,11 +331,11 @@ impl Storage {
         self.failed.clone()
     }
 
-    fn mem(&self) -> std::sync::MutexGuard<'_, Mem> {
+    fn mem(&self) -> std::sync::MutexGuard<'_, Mem<C>> {
         self.mem.lock().expect("coordination log poisoned")
     }
 
-    fn send(&self, write: Write) -> Result<(), StorageError<u64>> {
+    fn send(&self, write: Write<C>) -> Result<(), StorageError<u64>> {
         if let Some(why) = self.failed.borrow().clone() {
             return Err(write_error(why));
         }
@@ -342,12 +387,12 @@ impl Storage {
 }
 
 /// The writer thread: one commit per batch of waiting writes.
-fn writer(
+fn writer<C: LogTypes>(
     db: Arc<Database>,
-    rx: mpsc::Receiver<Write>,
+    rx: mpsc::Receiver<Write<C>>,
     failed: Arc<watch::Sender<Option<String>>>,
     path: String,
-    mem: Arc<Mutex<Mem>>,
+    mem: Arc<Mutex<Mem<C>>>,
 ) {
     let mut closed = None;
     // The last log index on disc (written by this batch or an earlier one,
@@ -413,7 +458,11 @@ fn writer(
 /// (kept in memory by `save_committed` and written only along with other
 /// writes: a commit index that lags on disc is recomputed by Raft, and a
 /// transaction of its own per entry doubled the log's commits).
-fn commit(db: &Database, batch: &[Write], committed: Option<LogId<u64>>) -> Result<(), String> {
+fn commit<C: LogTypes>(
+    db: &Database,
+    batch: &[Write<C>],
+    committed: Option<LogId<u64>>,
+) -> Result<(), String> {
     let mut txn = db.begin_write().map_err(|e| e.to_string())?;
     // Only appends and waited-for records need an fsync now; the rest
     // (truncations and purges) become durable with the next durable
@@ -465,20 +514,20 @@ fn commit(db: &Database, batch: &[Write], committed: Option<LogId<u64>>) -> Resu
     txn.commit().map_err(|e| e.to_string())
 }
 
-impl RaftLogReader<Coord> for Storage {
+impl<C: LogTypes> RaftLogReader<C> for Storage<C> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry<Coord>>, StorageError<u64>> {
+    ) -> Result<Vec<Entry<C>>, StorageError<u64>> {
         let mem = self.mem();
         Ok(mem.entries.range(range).map(|(_, e)| e.clone()).collect())
     }
 }
 
-impl RaftLogStorage<Coord> for Storage {
-    type LogReader = Storage;
+impl<C: LogTypes> RaftLogStorage<C> for Storage<C> {
+    type LogReader = Storage<C>;
 
-    async fn get_log_state(&mut self) -> Result<LogState<Coord>, StorageError<u64>> {
+    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<u64>> {
         let mem = self.mem();
         let last = mem
             .entries
@@ -522,10 +571,10 @@ impl RaftLogStorage<Coord> for Storage {
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<Coord>,
+        callback: LogFlushed<C>,
     ) -> Result<(), StorageError<u64>>
     where
-        I: IntoIterator<Item = Entry<Coord>> + OptionalSend,
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let mut rows = Vec::new();

@@ -1125,7 +1125,7 @@ impl TempDir {
 
 /// The error opening `dir` for `node` gives.
 fn open_error(dir: &TempDir, node: &str) -> OpenError {
-    let refused = Storage::open(&dir.0, node, 99).err();
+    let refused = Storage::<Coord>::open(&dir.0, node, 99).err();
     refused.unwrap_or_else(|| panic!("{} opened for {node}", dir.0.display()))
 }
 
@@ -1143,7 +1143,7 @@ impl Drop for TempDir {
 #[tokio::test]
 async fn storage_keeps_its_identity_vote_purge_and_snapshot() {
     let dir = TempDir::new("reopen");
-    let mut st = Storage::open(&dir.0, "a@h", 7).expect("a new log opens");
+    let mut st = Storage::<Coord>::open(&dir.0, "a@h", 7).expect("a new log opens");
     assert_eq!(st.identity, identity(7));
     assert!(dir.0.join("coord.redb").is_file());
     let (vote, purged, committed) = (Vote::new(3, 7), log_id(2, 7, 5), log_id(2, 7, 4));
@@ -1164,7 +1164,7 @@ async fn storage_keeps_its_identity_vote_purge_and_snapshot() {
     assert!(late.is_err(), "a closed log takes no writes");
 
     // The same node, another fresh id: the log keeps its member id.
-    let mut st = Storage::open(&dir.0, "a@h", 9).expect("the log reopens");
+    let mut st = Storage::<Coord>::open(&dir.0, "a@h", 9).expect("the log reopens");
     assert_eq!(st.identity, identity(7));
     assert_eq!(st.read_vote().await.unwrap(), Some(vote));
     assert_eq!(st.read_committed().await.unwrap(), Some(committed));
@@ -1180,7 +1180,10 @@ async fn storage_keeps_its_identity_vote_purge_and_snapshot() {
 #[tokio::test]
 async fn storage_belongs_to_one_node_and_one_writer() {
     let dir = TempDir::new("owner");
-    Storage::open(&dir.0, "a@h", 1).unwrap().close().await;
+    Storage::<Coord>::open(&dir.0, "a@h", 1)
+        .unwrap()
+        .close()
+        .await;
     let err = open_error(&dir, "b@h");
     let shown = err.to_string();
     let OpenError::OtherNode { owner, node, .. } = err else {
@@ -1190,7 +1193,7 @@ async fn storage_belongs_to_one_node_and_one_writer() {
     assert!(shown.contains("a@h") && shown.contains("b@h"), "{shown}");
     assert!(shown.contains(&dir.0.display().to_string()), "{shown}");
     // The refused open changed nothing; and the open log has one writer.
-    let st = Storage::open(&dir.0, "a@h", 3).expect("its own node still opens it");
+    let st = Storage::<Coord>::open(&dir.0, "a@h", 3).expect("its own node still opens it");
     assert_eq!(st.identity.member, 1);
     let again = open_error(&dir, "a@h");
     assert!(matches!(again, OpenError::Database { .. }), "{again:?}");
@@ -1214,7 +1217,10 @@ async fn storage_refuses_a_file_that_is_not_a_database() {
 #[tokio::test]
 async fn storage_loads_its_entries_and_names_a_corrupt_record() {
     let dir = TempDir::new("corrupt");
-    Storage::open(&dir.0, "a@h", 1).unwrap().close().await;
+    Storage::<Coord>::open(&dir.0, "a@h", 1)
+        .unwrap()
+        .close()
+        .await;
     let table = redb::TableDefinition::<u64, &[u8]>::new("log");
     let put = |index: u64, bytes: &[u8]| {
         let db = redb::Database::create(dir.0.join("coord.redb")).unwrap();
@@ -1231,7 +1237,7 @@ async fn storage_loads_its_entries_and_names_a_corrupt_record() {
         payload: EntryPayload::Normal(proposal),
     };
     put(3, &molt_abi::codec::encode(&entry));
-    let mut st = Storage::open(&dir.0, "a@h", 1).expect("a written entry loads");
+    let mut st = Storage::<Coord>::open(&dir.0, "a@h", 1).expect("a written entry loads");
     assert_eq!(st.try_get_log_entries(..).await.unwrap(), [entry]);
     st.close().await;
     put(4, b"garbage");
@@ -1251,10 +1257,10 @@ impl StoreBuilder<Coord, Storage, Machine, Option<TempDir>> for Builder {
     async fn build(&self) -> Result<(Option<TempDir>, Storage, Machine), StorageError<u64>> {
         let (dir, storage) = if self.disc {
             let dir = TempDir::new("suite");
-            let storage = Storage::open(&dir.0, "a@h", 0).expect("open");
+            let storage = Storage::<Coord>::open(&dir.0, "a@h", 0).expect("open");
             (Some(dir), storage)
         } else {
-            (None, Storage::in_memory(identity(0)))
+            (None, Storage::<Coord>::in_memory(identity(0)))
         };
         let machine = Machine::new(storage.clone(), defaults()).expect("machine");
         Ok((dir, storage, machine))
