@@ -71,10 +71,7 @@ impl Service for InfoService {
                     return Err(InfoError::NotDelivered("the node is stopping".into()));
                 };
                 let done = node.tables().backup(&table, std::path::Path::new(&path));
-                InfoReply::Backup(
-                    done.map(|c| (c.index, c.records))
-                        .map_err(|e| e.to_string()),
-                )
+                InfoReply::Backup(crate::table::Covered::summary(done))
             }
             InfoRequest::TableRestore {
                 table,
@@ -85,10 +82,7 @@ impl Service for InfoService {
                     return Err(InfoError::NotDelivered("the node is stopping".into()));
                 };
                 let done = node.table_restore(&table, std::path::Path::new(&path), rename);
-                InfoReply::Backup(
-                    done.map(|c| (c.index, c.records))
-                        .map_err(|e| e.to_string()),
-                )
+                InfoReply::Backup(crate::table::Covered::summary(done))
             }
             InfoRequest::Nodes => InfoReply::Nodes(
                 self.dist

@@ -256,9 +256,7 @@ impl Control {
     ) -> Result<Result<(u64, u64), String>, RequestError> {
         if self.is_here(node) {
             let done = self.node.tables().backup(table, path);
-            return Ok(done
-                .map(|c| (c.index, c.records))
-                .map_err(|e| e.to_string()));
+            return Ok(crate::table::Covered::summary(done));
         }
         let request = InfoRequest::TableBackup {
             table: table.to_string(),
@@ -281,9 +279,7 @@ impl Control {
     ) -> Result<Result<(u64, u64), String>, RequestError> {
         if self.is_here(node) {
             let done = self.node.table_restore(table, path, rename);
-            return Ok(done
-                .map(|c| (c.index, c.records))
-                .map_err(|e| e.to_string()));
+            return Ok(crate::table::Covered::summary(done));
         }
         let request = InfoRequest::TableRestore {
             table: table.to_string(),

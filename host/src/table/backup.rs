@@ -71,6 +71,15 @@ pub struct Covered {
     pub records: u64,
 }
 
+impl Covered {
+    /// A backup's or restore's outcome as the control layer carries it:
+    /// (log index, records), or the error's message.
+    pub fn summary(done: Result<Covered, BackupError>) -> Result<(u64, u64), String> {
+        done.map(|c| (c.index, c.records))
+            .map_err(|e| e.to_string())
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
     move |source| BackupError::Io {
         path: path.to_path_buf(),
