@@ -905,7 +905,7 @@ async fn a_damaged_disc_file_takes_down_its_table_only() {
     let dir = molt_tests::TempDir::new("disc-damaged");
     let node = node_with_data(dir.path());
     let mut p = Puppet::spawn(&node).await;
-    for name in ["good", "bad"] {
+    for name in ["good", "bad", "cut"] {
         call(&mut p, Request::Create(here(name, Copy::Disc))).await;
         let ops = vec![Op::Put {
             key: "k".into(),
@@ -917,25 +917,46 @@ async fn a_damaged_disc_file_takes_down_its_table_only() {
     node.shutdown(std::time::Duration::from_secs(5)).await;
     drop(p);
     drop(node);
-    // Garbage over the whole of one table's file.
+    // Garbage over the whole of one table's file; another's cut in half.
     let tables = dir.path().join("tables");
     let files: Vec<_> = std::fs::read_dir(&tables)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(files.len(), 2);
-    let bad = files
-        .iter()
-        .find(|f| std::fs::read(f).unwrap().windows(3).any(|w| w == b"bad"))
-        .expect("the file that names table bad")
-        .clone();
+    assert_eq!(files.len(), 3);
+    let file_of = |name: &[u8]| {
+        files
+            .iter()
+            .find(|f| std::fs::read(f).unwrap().windows(3).any(|w| w == name))
+            .expect("the file that names the table")
+            .clone()
+    };
+    let (bad, cut) = (file_of(b"bad"), file_of(b"cut"));
     let len = std::fs::metadata(&bad).unwrap().len() as usize;
     std::fs::write(&bad, vec![0xA5; len]).unwrap();
+    let bytes = std::fs::read(&cut).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
 
     let node = node_with_data(dir.path());
-    let failed = node.tables().failed();
-    assert_eq!(failed.len(), 1, "{failed:?}");
-    assert_eq!(failed[0].0, bad, "the damaged file is named");
+    let mut failed: Vec<_> = node
+        .tables()
+        .failed()
+        .iter()
+        .map(|(f, _)| f.clone())
+        .collect();
+    failed.sort();
+    let mut expected = vec![bad.clone(), cut.clone()];
+    expected.sort();
+    assert_eq!(failed, expected, "each damaged file is named");
+    // The control layer (and `molt tables`) shows them, with why.
+    let control = molt_host::Control::local(node.clone());
+    let shown = control.table_failures(&node.config().name).await.unwrap();
+    assert_eq!(shown.len(), 2);
+    assert!(
+        shown
+            .iter()
+            .all(|(file, why)| file.ends_with(".redb") && !why.is_empty())
+    );
     let mut p = Puppet::spawn(&node).await;
     assert_eq!(
         call(&mut p, Request::List).await,

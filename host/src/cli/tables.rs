@@ -169,7 +169,8 @@ pub async fn run(command: TableCommand) -> Result<ExitCode> {
             let Reply::Tables(names) = ask(&control, &target, Request::List).await? else {
                 bail!("unexpected reply to a table list");
             };
-            if names.is_empty() {
+            let failed = control.table_failures(&target).await?;
+            if names.is_empty() && failed.is_empty() {
                 out!("no tables on {target}");
             }
             for name in names {
@@ -184,6 +185,9 @@ pub async fn run(command: TableCommand) -> Result<ExitCode> {
                     i.index,
                     replicas(&i)
                 );
+            }
+            for (file, why) in failed {
+                out!("NOT LOADED {file}: {why}");
             }
         }
         TableCommand::Table { remote, action } => {

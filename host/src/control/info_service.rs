@@ -73,6 +73,12 @@ impl Service for InfoService {
                 let done = node.tables().backup(&table, std::path::Path::new(&path));
                 InfoReply::Backup(crate::table::Covered::summary(done))
             }
+            InfoRequest::TableFailures => {
+                let Some(node) = self.node.upgrade() else {
+                    return Err(InfoError::NotDelivered("the node is stopping".into()));
+                };
+                InfoReply::TableFailures(crate::control::table_failures(&node))
+            }
             InfoRequest::TableRestore {
                 table,
                 path,

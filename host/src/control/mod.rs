@@ -268,6 +268,18 @@ impl Control {
         }
     }
 
+    /// The disc table files of `node` that did not load at its start, with
+    /// why (`molt tables` shows them).
+    pub async fn table_failures(&self, node: &str) -> Result<Vec<(String, String)>, RequestError> {
+        if self.is_here(node) {
+            return Ok(table_failures(&self.node));
+        }
+        match self.info(node, InfoRequest::TableFailures).await? {
+            InfoReply::TableFailures(failed) => Ok(failed),
+            other => Err(unexpected_info(node, other)),
+        }
+    }
+
     /// Load the backup file `path` on `node`'s file system into its table
     /// `table` (`molt table restore`): (log index, records).
     pub async fn table_restore(
@@ -629,4 +641,13 @@ fn unexpected_info(node: &str, answer: InfoReply) -> RequestError {
         service: "info",
         why: format!("answered {answer:?}"),
     }
+}
+
+/// `node`'s disc table files that did not load, as (file, why).
+pub(crate) fn table_failures(node: &Node) -> Vec<(String, String)> {
+    node.tables()
+        .failed()
+        .iter()
+        .map(|(path, why)| (path.display().to_string(), why.clone()))
+        .collect()
 }

@@ -662,6 +662,9 @@ pub enum InfoRequest {
         /// The file (absolute).
         path: String,
     },
+    /// The disc table files that did not load at the node's start, with
+    /// why (`molt tables`).
+    TableFailures,
     /// Load a backup file on the node's file system into a table.
     TableRestore {
         /// The table.
@@ -687,6 +690,8 @@ pub enum InfoReply {
     /// To `TableBackup` and `TableRestore`: the log index and records the
     /// file holds, or why it failed.
     Backup(Result<(u64, u64), String>),
+    /// To `TableFailures`: (file, why).
+    TableFailures(Vec<(String, String)>),
 }
 
 /// Why the node-information service could not do what was asked.
