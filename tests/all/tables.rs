@@ -828,6 +828,17 @@ async fn a_disc_table_is_intact_after_a_restart_and_a_ram_table_is_gone() {
         Reply::Committed(_)
     ));
     let before = rows(call(&mut p, get("kept", "k08")).await);
+    // A backup, a write after it, and the backup restored over the disc
+    // table: its file holds the restored table (checked after the restart).
+    let backup = dir.path().join("kept.bak");
+    node.tables().backup("kept", &backup).unwrap();
+    let gone = vec![Op::Delete { key: "k08".into() }];
+    assert!(matches!(
+        call(&mut p, commit("kept", vec![], gone)).await,
+        Reply::Committed(_)
+    ));
+    let covered = node.table_restore("kept", &backup, false).await.unwrap();
+    assert_eq!(covered.index, before.index);
     node.shutdown(std::time::Duration::from_secs(5)).await;
     drop(p);
     drop(node);

@@ -394,7 +394,7 @@ impl<K: Key, V: Serialize + DeserializeOwned + 'static> Table<K, V> {
     /// write, one batch without conditions. Returns its log index.
     pub fn write(&self, key: &K, value: &V) -> Result<u64, Error> {
         if !self.indexes.is_empty() {
-            return commit_one(self.name, vec![self.put(key, value)], Vec::new());
+            return commit_one(self.name, vec![self.put(key, value)]);
         }
         // No index values: the request is encoded from borrowed bytes.
         WRITE_BUFFERS.with_borrow_mut(|(k, v)| {
@@ -418,7 +418,7 @@ impl<K: Key, V: Serialize + DeserializeOwned + 'static> Table<K, V> {
     /// Remove every record of `key`. Returns the batch's log index.
     pub fn delete(&self, key: &K) -> Result<u64, Error> {
         let op = Op::Delete { key: key.encode() };
-        commit_one(self.name, vec![op], Vec::new())
+        commit_one(self.name, vec![op])
     }
 
     /// Remove one value of a bag's key. Returns the batch's log index.
@@ -427,7 +427,7 @@ impl<K: Key, V: Serialize + DeserializeOwned + 'static> Table<K, V> {
             key: key.encode(),
             value: codec::encode(value),
         };
-        commit_one(self.name, vec![op], Vec::new())
+        commit_one(self.name, vec![op])
     }
 
     /// The records whose index `index` has the value that encodes to
@@ -562,18 +562,21 @@ std::thread_local! {
 
 /// Send a commit encoded from borrowed data; the first batch's index.
 fn committed_index(commit: wire::CommitRef<'_>) -> Result<u64, Error> {
-    match call_encoded(|buf| codec::encode_to_vec(&commit, buf))? {
-        Reply::Committed(indexes) => indexes
-            .first()
-            .copied()
-            .ok_or_else(|| unexpected(Reply::Committed(indexes))),
-        other => Err(unexpected(other)),
-    }
+    first_index(call_encoded(|buf| codec::encode_to_vec(&commit, buf))?)
 }
 
-fn commit_one(table: &str, ops: Vec<Op>, conditions: Vec<Condition>) -> Result<u64, Error> {
-    let batch = Batch { conditions, ops };
-    match call(&Request::Commit(vec![(table.to_string(), batch)]))? {
+/// A dirty write: `ops` as one batch without conditions; its log index.
+fn commit_one(table: &str, ops: Vec<Op>) -> Result<u64, Error> {
+    let batch = Batch {
+        conditions: Vec::new(),
+        ops,
+    };
+    first_index(call(&Request::Commit(vec![(table.to_string(), batch)]))?)
+}
+
+/// The log index of a one-batch commit's reply.
+fn first_index(reply: Reply) -> Result<u64, Error> {
+    match reply {
         Reply::Committed(indexes) => indexes
             .first()
             .copied()

@@ -87,7 +87,9 @@ impl Service for InfoService {
                 let Some(node) = self.node.upgrade() else {
                     return Err(InfoError::NotDelivered("the node is stopping".into()));
                 };
-                let done = node.table_restore(&table, std::path::Path::new(&path), rename);
+                let done = node
+                    .table_restore(&table, std::path::Path::new(&path), rename)
+                    .await;
                 InfoReply::Backup(crate::table::Covered::summary(done))
             }
             InfoRequest::Nodes => InfoReply::Nodes(

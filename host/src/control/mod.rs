@@ -290,7 +290,7 @@ impl Control {
         rename: bool,
     ) -> Result<Result<(u64, u64), String>, RequestError> {
         if self.is_here(node) {
-            let done = self.node.table_restore(table, path, rename);
+            let done = self.node.table_restore(table, path, rename).await;
             return Ok(crate::table::Covered::summary(done));
         }
         let request = InfoRequest::TableRestore {

@@ -472,13 +472,16 @@ impl Node {
     /// [`crate::table::Tables::backup`] for writing one): created if
     /// absent, its contents replaced if present; the file must be a backup
     /// of `name` unless `rename`.
-    pub fn table_restore(
+    pub async fn table_restore(
         &self,
         name: &str,
         path: &std::path::Path,
         rename: bool,
     ) -> Result<crate::table::Covered, crate::table::BackupError> {
-        self.inner.tables.restore(&self.inner, name, path, rename)
+        self.inner
+            .tables
+            .restore(&self.inner, name, path, rename)
+            .await
     }
 
     /// Open a mailbox: a process driven by host code rather than by a

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::oneshot;
 
 use super::disc::{DiscFile, Persist};
-use super::state::{Abort, Batch, Change, Condition, Record, Schema, Table, TableLimits};
+use super::state::{Abort, Batch, Change, Condition, Record, Schema, Table, TableLimits, op_key};
 
 /// Limits on the node's tables (each refused by name).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -185,11 +185,14 @@ fn commit(local: &Local, table: &mut Table, batch: Batch) -> Committed {
     }
 }
 
-fn op_key(op: &super::state::Op) -> &[u8] {
-    use super::state::Op;
-    match op {
-        Op::Put { key, .. } | Op::Delete { key } | Op::DeleteValue { key, .. } => key,
-    }
+/// What a restore did.
+#[derive(Debug)]
+pub struct Restored {
+    /// A table of that name was there, and its contents were replaced.
+    pub replaced: bool,
+    /// For a disc table: told once its file holds the restored table, or
+    /// why it could not (the table then refuses everything).
+    pub durable: Option<oneshot::Receiver<Result<(), String>>>,
 }
 
 /// A table as `info` describes it.
@@ -203,6 +206,8 @@ pub struct TableInfo {
     pub applied: u64,
     /// Its subscribers.
     pub subscribers: usize,
+    /// It is kept on disc too.
+    pub disc: bool,
 }
 
 /// The node's local tables. Clones share them.
@@ -314,15 +319,11 @@ impl LocalTables {
         }
     }
 
-    /// Whether table `name` is kept on disc.
-    pub fn on_disc(&self, name: &str) -> bool {
-        self.table(name).is_ok_and(|l| l.disc.is_some())
-    }
-
-    /// Put `table` (a restored backup) in place: a new table, or the
-    /// contents of the table of its name, which must have the same kind
-    /// and indexes. Whether a table was replaced.
-    pub fn restore(&self, table: Table) -> Result<bool, TableError> {
+    /// Put `table` (a restored backup) in place: a new table (kept in
+    /// memory), or the contents of the table of its name, which must have
+    /// the same kind and indexes. Whether a table was replaced, and for a
+    /// disc table a receiver told once its file holds the restored table.
+    pub fn restore(&self, table: Table) -> Result<Restored, TableError> {
         let name = table.schema().name.clone();
         if table.len() > self.limits.table.records_max {
             return Err(TableError::Limit {
@@ -339,9 +340,8 @@ impl LocalTables {
                 )));
             }
             local.writable(&name)?;
-            if let Some(disc) = &local.disc {
-                // The whole file is rewritten; the restore answers once
-                // it is durable (a failure shows as the table's).
+            // A disc table's whole file is rewritten.
+            let durable = local.disc.as_ref().map(|disc| {
                 let rows = table
                     .range(&[], None, usize::MAX)
                     .into_iter()
@@ -350,7 +350,7 @@ impl LocalTables {
                         (k.to_vec(), Some((version, records.to_vec())))
                     })
                     .collect();
-                let (done, _durable) = oneshot::channel();
+                let (done, durable) = oneshot::channel();
                 disc.persist(Persist {
                     applied: table.applied(),
                     rows,
@@ -358,9 +358,13 @@ impl LocalTables {
                     replace: true,
                     done,
                 });
-            }
+                durable
+            });
             *current = table;
-            return Ok(true);
+            return Ok(Restored {
+                replaced: true,
+                durable,
+            });
         }
         if tables.len() >= self.limits.tables_max {
             return Err(TableError::Limit {
@@ -369,7 +373,10 @@ impl LocalTables {
             });
         }
         tables.insert(name, Arc::new(Local::new(table, None)));
-        Ok(false)
+        Ok(Restored {
+            replaced: false,
+            durable: None,
+        })
     }
 
     /// Delete a table and everything in it; its subscribers are dropped.
@@ -412,6 +419,7 @@ impl LocalTables {
             records: table.len(),
             applied: table.applied(),
             subscribers,
+            disc: local.disc.is_some(),
         })
     }
 

@@ -17,7 +17,7 @@ pub mod state;
 mod tests;
 
 pub use backup::{BackupError, Covered};
-pub use local::{Committed, LocalTables, Sink, TableError, TableInfo, TablesLimits};
+pub use local::{Committed, LocalTables, Restored, Sink, TableError, TableInfo, TablesLimits};
 pub use service::Tables;
 pub use state::{
     Abort, Batch, Change, Condition, Op, Record, Schema, Table, TableKind, TableLimits,

@@ -3,9 +3,9 @@
 //! process's subscriptions (dropped when the process ends), and sends
 //! subscribers their [`Event`]s.
 //!
-//! Today every table it serves has one replica, this node, in memory
-//! ([`LocalTables`]); a request for replicas elsewhere, or on disc, is
-//! answered `Unsupported`.
+//! Today every table it serves has one replica, this node, in memory or
+//! also on disc ([`LocalTables`]); a request for replicas elsewhere, or a
+//! `disc_only` copy, is answered `Unsupported`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -304,7 +304,10 @@ impl Tables {
     /// must be a backup of `name` unless `rename`. Subscribers of a
     /// replaced table get `Ended` (`restored`): re-read and subscribe
     /// again.
-    pub(crate) fn restore(
+    ///
+    /// A disc table's restore answers once its file holds the restored
+    /// table.
+    pub(crate) async fn restore(
         &self,
         node: &Arc<NodeInner>,
         name: &str,
@@ -325,12 +328,19 @@ impl Tables {
             index: table.applied(),
             records: table.len(),
         };
-        let replaced = self.local.restore(table).map_err(|e| match e {
+        let restored = self.local.restore(table).map_err(|e| match e {
             TableError::BadSchema(_) => BackupError::Incompatible(name.to_string()),
             e => BackupError::Table(e.to_string()),
         })?;
-        if replaced {
+        if restored.replaced {
             self.ended(node, name, covered.index, "restored");
+        }
+        if let Some(durable) = restored.durable {
+            match durable.await {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => return Err(BackupError::Table(why)),
+                Err(_) => return Err(BackupError::Table("its disc writer stopped".into())),
+            }
         }
         Ok(covered)
     }
@@ -387,11 +397,7 @@ impl Tables {
                 indexes: info.schema.indexes,
                 replicas: vec![Replica {
                     node: here.to_string(),
-                    copy: if self.local.on_disc(name) {
-                        Copy::Disc
-                    } else {
-                        Copy::Ram
-                    },
+                    copy: if info.disc { Copy::Disc } else { Copy::Ram },
                 }],
             },
             records: info.records,
@@ -507,15 +513,15 @@ impl Tables {
             let left = subscriptions.len();
             self.subscribed.store(left, Ordering::Relaxed);
         }
+        let event = Event::Ended {
+            table: table.to_string(),
+            index,
+            reason: reason.to_string(),
+        };
         for (pid, id) in told {
             // A deleted table took its subscribers along; a restored one
             // still has them.
             let _ = self.local.unsubscribe(table, id);
-            let event = Event::Ended {
-                table: table.to_string(),
-                index,
-                reason: reason.to_string(),
-            };
             node.deliver_over_limit(pid, event_message(&event));
         }
     }
@@ -597,14 +603,14 @@ fn event_sink(node: Weak<NodeInner>, pid: Pid, table: String) -> super::local::S
         let Some(node) = node.upgrade() else {
             return false;
         };
+        if node.lookup(pid).is_none() {
+            return false;
+        }
         let event = Event::Committed {
             table: table.clone(),
             index,
             changes: changes.to_vec(),
         };
-        if node.lookup(pid).is_none() {
-            return false;
-        }
         match node.deliver_message(Pid::default(), pid, event_message(&event)) {
             Ok(()) => true,
             Err(e) => {

@@ -522,7 +522,8 @@ fn unindex(indexes: &mut [Index], key: &[u8], record: &Record) {
     }
 }
 
-fn op_key(op: &Op) -> &[u8] {
+/// The key an operation changes.
+pub(crate) fn op_key(op: &Op) -> &[u8] {
     match op {
         Op::Put { key, .. } | Op::Delete { key } | Op::DeleteValue { key, .. } => key,
     }
