@@ -262,12 +262,15 @@ fn writer(
             let known = failed.lock().expect("disc failure poisoned").clone();
             let result = match known {
                 Some(why) => Err(why),
-                None => write_group(&db, &group).map_err(|x| e(&x)),
+                None => write_group(&db, &group).map_err(|x| {
+                    // Said once, when it happens; later commits are
+                    // refused with the same reason.
+                    let why = e(&x);
+                    tracing::error!(file = %path.display(), "a table's disc file cannot be written: {why}; the table stops taking writes");
+                    *failed.lock().expect("disc failure poisoned") = Some(why.clone());
+                    why
+                }),
             };
-            if let Err(why) = &result {
-                tracing::error!(file = %path.display(), "a table's disc file cannot be written: {why}; the table stops taking writes");
-                *failed.lock().expect("disc failure poisoned") = Some(why.clone());
-            }
             for p in group {
                 let _ = p.done.send(result.clone());
             }
@@ -278,8 +281,13 @@ fn writer(
                 tracing::warn!(file = %path.display(), "a deleted table's file could not be removed: {x}");
             }
             // Later commits fail rather than wait for ever.
+            let why = if remove {
+                "the table was deleted"
+            } else {
+                "the node is stopping"
+            };
             *failed.lock().expect("disc failure poisoned") = Some(format!(
-                "{}: the table's file is closed (the node is stopping)",
+                "{}: the table's file is closed ({why})",
                 path.display()
             ));
             let _ = done.send(());
