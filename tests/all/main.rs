@@ -11,6 +11,7 @@ mod messaging;
 mod netns;
 mod otp;
 mod pg;
+mod replicated;
 mod service;
 mod signals;
 mod supervisor;

@@ -407,7 +407,7 @@ async fn a_reply_longer_than_the_buffer_is_kept_for_table_reply() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replicas_elsewhere_are_refused_clearly_for_now() {
+async fn replicas_elsewhere_need_coordination_and_say_so() {
     let node = node();
     let mut p = Puppet::spawn(&node).await;
     let mut far = spec("far", Kind::Set, &[]);

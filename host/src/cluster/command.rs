@@ -8,6 +8,8 @@
 use molt_abi::Pid;
 use serde::{Deserialize, Serialize};
 
+use molt_abi::table::{Replica, Spec};
+
 use super::state::ClusterId;
 
 /// A session: the log index of the entry that opened it.
@@ -176,6 +178,37 @@ pub enum Command {
         /// The registration's fencing token.
         token: u64,
     },
+    /// Create a replicated table: its definition and replicas (by node
+    /// name). Its id is the entry's log index.
+    CreateTable {
+        /// The table.
+        spec: Spec,
+    },
+    /// Delete a replicated table.
+    DeleteTable {
+        /// The table.
+        name: String,
+    },
+    /// The first replica of table `name` (as created at index `id`) that
+    /// starts its group: the others join it. Recorded once.
+    FoundTable {
+        /// The table.
+        name: String,
+        /// Its id.
+        id: u64,
+        /// The founding node.
+        node: String,
+        /// Its Raft id in the table's group.
+        member: u64,
+    },
+    /// Change a replicated table's replicas: add or remove one, or change
+    /// a copy type.
+    SetReplicas {
+        /// The table.
+        name: String,
+        /// Its replicas from now on.
+        replicas: Vec<Replica>,
+    },
 }
 
 /// One log entry's application data.
@@ -204,6 +237,8 @@ pub enum Limit {
     Candidates,
     /// `sessions_max`.
     Sessions,
+    /// `tables_max`.
+    Tables,
 }
 
 impl std::fmt::Display for Limit {
@@ -216,6 +251,7 @@ impl std::fmt::Display for Limit {
             Limit::Elections => "elections_max",
             Limit::Candidates => "candidates_max",
             Limit::Sessions => "sessions_max",
+            Limit::Tables => "tables_max",
         })
     }
 }
@@ -295,4 +331,29 @@ pub enum Outcome {
     /// The same request was applied before (its proposer handed it over
     /// again); nothing changed.
     Repeated,
+    /// What a table command did.
+    Table(TableOutcome),
+}
+
+/// What a table command did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TableOutcome {
+    /// The table was created with this id.
+    Created(u64),
+    /// A table of that name exists.
+    Exists,
+    /// No table of that name (or not with that id).
+    NoTable,
+    /// The table was deleted.
+    Deleted,
+    /// The table's group was founded by this node and Raft id (now, or
+    /// before).
+    Founded {
+        /// The founding node.
+        node: String,
+        /// Its Raft id.
+        member: u64,
+    },
+    /// The replicas were changed.
+    Changed,
 }

@@ -52,6 +52,8 @@ pub struct CoordLimits {
     pub name_bytes_max: usize,
     /// Locks in one request (`trans`).
     pub locks_per_request_max: usize,
+    /// Replicated tables in the cluster.
+    pub tables_max: usize,
 }
 
 impl Default for CoordLimits {
@@ -66,6 +68,7 @@ impl Default for CoordLimits {
             sessions_max: 1_000,
             name_bytes_max: molt_abi::NAME_BYTES_MAX,
             locks_per_request_max: 64,
+            tables_max: 1_000,
         }
     }
 }

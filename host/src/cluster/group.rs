@@ -107,6 +107,11 @@ pub(crate) struct Inner {
     /// is proposed.
     involved: Mutex<HashSet<Pid>>,
     membership_change: tokio::sync::Mutex<()>,
+    /// Bumped when the replicated tables' definitions change (their
+    /// entries applied, or the state replaced by a snapshot).
+    pub(super) tables_changed: tokio::sync::watch::Sender<u64>,
+    /// The node's replicated tables, once started.
+    pub(super) replication: std::sync::OnceLock<Arc<crate::table::replication::Replication>>,
     pub(super) stopped: AtomicBool,
     pub(super) stop: tokio::sync::Notify,
 }
@@ -147,6 +152,8 @@ impl Inner {
             // A new incarnation's processes hold nothing yet.
             involved: Mutex::default(),
             membership_change: tokio::sync::Mutex::new(()),
+            tables_changed: tokio::sync::watch::Sender::new(0),
+            replication: std::sync::OnceLock::new(),
             stopped: AtomicBool::new(false),
             stop: tokio::sync::Notify::new(),
         }
@@ -590,6 +597,7 @@ impl Inner {
             | Command::UnregisterToken { name, .. } => name_ok(name),
             Command::Release { lock, .. } | Command::ReleaseGrant { lock, .. } => name_ok(lock),
             Command::Stand { group, .. } | Command::Resign { group, .. } => name_ok(group),
+            Command::CreateTable { spec } => name_ok(&spec.name),
             Command::Acquire { locks, .. } => {
                 !locks.is_empty()
                     && locks.len() <= limits.locks_per_request_max
@@ -1062,9 +1070,17 @@ impl Inner {
         for event in events {
             self.deliver(event);
         }
+        if let Command::CreateTable { .. }
+        | Command::DeleteTable { .. }
+        | Command::FoundTable { .. }
+        | Command::SetReplicas { .. } = command
+        {
+            self.tables_changed.send_modify(|v| *v += 1);
+        }
     }
 
     fn replaced(&self) {
+        self.tables_changed.send_modify(|v| *v += 1);
         let identity = incarnation_node(&self.node);
         let state = &self.state().state;
         *self.involved.lock().expect("involved poisoned") = state.pids_of_node(identity);

@@ -31,7 +31,7 @@ mod group;
 mod machine;
 mod network;
 mod state;
-mod store;
+pub(crate) mod store;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -51,7 +51,10 @@ pub use self::state::ClusterId;
 pub use self::store::OpenError;
 pub use self::types::Member;
 
-use self::command::{Command, NameOutcome, Outcome};
+pub(crate) use self::command::{Command, TableOutcome};
+pub(crate) use self::state::TableEntry;
+
+use self::command::{NameOutcome, Outcome};
 use self::group::{Hook, Inner, Unavailable};
 use self::machine::Machine;
 use self::network::Network;
@@ -291,6 +294,17 @@ pub struct ElectionStatus {
     pub candidates: Vec<Pid>,
 }
 
+/// A handle on a node's coordination that does not keep it alive.
+#[derive(Clone)]
+pub(crate) struct WeakCoordination(std::sync::Weak<Inner>);
+
+impl WeakCoordination {
+    /// Coordination, if it still runs.
+    pub(crate) fn upgrade(&self) -> Option<Coordination> {
+        self.0.upgrade().map(|inner| Coordination { inner })
+    }
+}
+
 /// One node's part in the cluster's coordination group. Cheap to clone.
 #[derive(Clone)]
 pub struct Coordination {
@@ -389,6 +403,8 @@ impl Coordination {
         }
         tokio::spawn(coordination.inner.clone().keep_session());
         tokio::spawn(coordination.inner.clone().lead());
+        let replication = crate::table::replication::Replication::start(node, dist, &coordination)?;
+        let _ = coordination.inner.replication.set(replication);
         Ok(coordination)
     }
 
@@ -489,6 +505,9 @@ impl Coordination {
         if inner.stopped.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
+        if let Some(replication) = inner.replication.get() {
+            replication.shutdown().await;
+        }
         let session = self.session_id();
         if let Some(session) = session {
             let _ = tokio::time::timeout(
@@ -503,6 +522,51 @@ impl Coordination {
         inner.stop.notify_waiters();
         let _ = inner.raft.shutdown().await;
         inner.storage.close().await;
+    }
+
+    /// The replicated tables' definitions, on this node's replica.
+    pub(crate) fn table_entries(&self) -> BTreeMap<String, TableEntry> {
+        self.inner.state().state.tables.clone()
+    }
+
+    /// Changes whenever the replicated tables' definitions may have.
+    pub(crate) fn tables_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.tables_changed.subscribe()
+    }
+
+    /// Commit a table command through the group.
+    pub(crate) async fn propose_table(
+        &self,
+        command: Command,
+    ) -> Result<TableOutcome, GlobalError> {
+        match self.inner.propose(command).await? {
+            Outcome::Table(outcome) => Ok(outcome),
+            Outcome::Limit(limit) => Err(GlobalError::Limit(limit)),
+            other => Err(GlobalError::Stopped(format!(
+                "a table command was answered {other:?}"
+            ))),
+        }
+    }
+
+    /// The group's members (voters and learners), as this node knows
+    /// them.
+    pub(crate) fn members(&self) -> Vec<Member> {
+        let metrics = self.inner.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .nodes()
+            .map(|(_, m)| m.clone())
+            .collect()
+    }
+
+    /// The settings it runs with.
+    pub(crate) fn config(&self) -> &CoordConfig {
+        &self.inner.config
+    }
+
+    /// A handle that does not keep coordination alive.
+    pub(crate) fn downgrade(&self) -> WeakCoordination {
+        WeakCoordination(Arc::downgrade(&self.inner))
     }
 
     /// This node's Raft id.

@@ -12,9 +12,11 @@ use std::collections::{BTreeMap, VecDeque};
 use molt_abi::{Pid, sysmsg};
 use serde::{Deserialize, Serialize};
 
+use molt_abi::table::Spec;
+
 use super::command::{
     Command, Grant, Limit, LockMode, LockRequest, NameOutcome, Outcome, ReqId, SessionId,
-    StandOutcome,
+    StandOutcome, TableOutcome,
 };
 use super::config::CoordLimits;
 
@@ -143,6 +145,20 @@ pub struct State {
     /// may hand an entry over again when it cannot know whether the first
     /// attempt was taken, and the entry is applied once.
     pub recent: BTreeMap<u64, std::collections::BTreeSet<u64>>,
+    /// Replicated tables by name.
+    pub tables: BTreeMap<String, TableEntry>,
+}
+
+/// A replicated table as the coordination group keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableEntry {
+    /// Its definition; each replica names its node.
+    pub spec: Spec,
+    /// Its id: the log index that created it (a table deleted and created
+    /// again is another table).
+    pub id: u64,
+    /// The node and Raft id that founded its group, once one has.
+    pub founder: Option<(String, u64)>,
 }
 
 /// Most request ids remembered per proposing node: far more than it can
@@ -228,6 +244,47 @@ impl State {
             Command::ReleaseGrant { lock, pid, token } => {
                 self.release_where(lock, |h| h.pid == *pid && h.token == *token, events)
             }
+            Command::CreateTable { spec } => {
+                if self.tables.contains_key(&spec.name) {
+                    Outcome::Table(TableOutcome::Exists)
+                } else if self.tables.len() >= limits.tables_max {
+                    Outcome::Limit(Limit::Tables)
+                } else {
+                    let entry = TableEntry {
+                        spec: spec.clone(),
+                        id: index,
+                        founder: None,
+                    };
+                    self.tables.insert(spec.name.clone(), entry);
+                    Outcome::Table(TableOutcome::Created(index))
+                }
+            }
+            Command::DeleteTable { name } => match self.tables.remove(name) {
+                Some(_) => Outcome::Table(TableOutcome::Deleted),
+                None => Outcome::Table(TableOutcome::NoTable),
+            },
+            Command::FoundTable {
+                name,
+                id,
+                node,
+                member,
+            } => match self.tables.get_mut(name) {
+                Some(entry) if entry.id == *id => {
+                    let (node, member) = entry
+                        .founder
+                        .get_or_insert_with(|| (node.clone(), *member))
+                        .clone();
+                    Outcome::Table(TableOutcome::Founded { node, member })
+                }
+                _ => Outcome::Table(TableOutcome::NoTable),
+            },
+            Command::SetReplicas { name, replicas } => match self.tables.get_mut(name) {
+                Some(entry) => {
+                    entry.spec.replicas = replicas.clone();
+                    Outcome::Table(TableOutcome::Changed)
+                }
+                None => Outcome::Table(TableOutcome::NoTable),
+            },
         }
     }
 

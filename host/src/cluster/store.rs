@@ -216,11 +216,22 @@ impl<C: LogTypes> Storage<C> {
     /// Open (or create) the log in `dir` for node `node`; a new log gets
     /// `new_member` as its Raft id.
     pub fn open(dir: &Path, node: &str, new_member: u64) -> Result<Storage<C>, OpenError> {
+        Storage::open_file(dir, "coord.redb", node, new_member)
+    }
+
+    /// Open (or create) the log in file `file` of `dir` for node `node`; a
+    /// new log gets `new_member` as its Raft id.
+    pub fn open_file(
+        dir: &Path,
+        file: &str,
+        node: &str,
+        new_member: u64,
+    ) -> Result<Storage<C>, OpenError> {
         std::fs::create_dir_all(dir).map_err(|source| OpenError::Dir {
             path: dir.display().to_string(),
             source,
         })?;
-        let path = dir.join("coord.redb");
+        let path = dir.join(file);
         let shown = path.display().to_string();
         let db_err = |e: &dyn std::fmt::Display| OpenError::Database {
             path: shown.clone(),

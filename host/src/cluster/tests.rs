@@ -1345,6 +1345,40 @@ fn log_samples() -> Vec<(String, Vec<u8>)> {
             },
         ),
     );
+    let table = molt_abi::table::Spec {
+        name: "t".into(),
+        kind: molt_abi::table::Kind::OrderedSet,
+        indexes: vec!["i".into()],
+        replicas: vec![molt_abi::table::Replica {
+            node: "a@h".into(),
+            copy: molt_abi::table::Copy::Disc,
+        }],
+    };
+    commands.extend([
+        (
+            "create_table",
+            Command::CreateTable {
+                spec: table.clone(),
+            },
+        ),
+        ("delete_table", Command::DeleteTable { name: "t".into() }),
+        (
+            "found_table",
+            Command::FoundTable {
+                name: "t".into(),
+                id: 5,
+                node: "a@h".into(),
+                member: 9,
+            },
+        ),
+        (
+            "set_replicas",
+            Command::SetReplicas {
+                name: "t".into(),
+                replicas: table.replicas.clone(),
+            },
+        ),
+    ]);
     let mut samples: Vec<(String, Vec<u8>)> = commands
         .into_iter()
         .map(|(name, command)| {

@@ -105,6 +105,9 @@ struct Local {
     subscribers: Mutex<Vec<(u64, Sink)>>,
     /// Where a disc table is kept; `None` for a ram table.
     disc: Option<DiscFile>,
+    /// This is a replica of a replicated table: it changes only as its
+    /// group applies committed entries ([`ReplicaHandle`]).
+    replicated: bool,
 }
 
 impl Local {
@@ -113,11 +116,18 @@ impl Local {
             table: Mutex::new(table),
             subscribers: Mutex::default(),
             disc,
+            replicated: false,
         }
     }
 
-    /// Refuse a write to a table whose disc file failed.
+    /// Refuse a write to a table whose disc file failed, or to a replica
+    /// (written through its group only).
     fn writable(&self, name: &str) -> Result<(), TableError> {
+        if self.replicated {
+            return Err(TableError::BadRequest(format!(
+                "table {name} is replicated: it is written through its group"
+            )));
+        }
         match self.disc.as_ref().and_then(DiscFile::failed) {
             Some(why) => Err(TableError::Unavailable {
                 table: name.to_string(),
@@ -131,8 +141,7 @@ impl Local {
 /// Commit a checked batch at the table's next index, tell its
 /// subscribers (under the table's lock, so they see commit order), and
 /// queue it for the table's disc file.
-fn commit(local: &Local, table: &mut Table, batch: Batch) -> Committed {
-    let index = table.applied() + 1;
+fn commit(local: &Local, table: &mut Table, batch: Batch, index: u64) -> Committed {
     // What the disc file needs, read off the batch before it is consumed.
     let touched = local.disc.as_ref().map(|_| {
         let mut keys: Vec<Vec<u8>> = batch.ops.iter().map(|op| op_key(op).to_vec()).collect();
@@ -208,6 +217,8 @@ pub struct TableInfo {
     pub subscribers: usize,
     /// It is kept on disc too.
     pub disc: bool,
+    /// It is this node's replica of a replicated table.
+    pub replicated: bool,
 }
 
 /// The node's local tables. Clones share them.
@@ -420,6 +431,7 @@ impl LocalTables {
             applied: table.applied(),
             subscribers,
             disc: local.disc.is_some(),
+            replicated: local.replicated,
         })
     }
 
@@ -433,7 +445,8 @@ impl LocalTables {
         table
             .check(&batch, &self.limits.table)
             .map_err(TableError::Aborted)?;
-        Ok(commit(&local, &mut table, batch))
+        let index = table.applied() + 1;
+        Ok(commit(&local, &mut table, batch, index))
     }
 
     /// Apply one batch per table, all of them or none: each table's
@@ -481,12 +494,53 @@ impl LocalTables {
             batches.iter().map(|_| None).collect();
         for ((guard, local), &at) in guards.iter_mut().zip(&locals).zip(&order) {
             let (name, batch) = batches[at].take().expect("each batch once");
-            committed[at] = Some((name, commit(local, guard, batch)));
+            let index = guard.applied() + 1;
+            committed[at] = Some((name, commit(local, guard, batch, index)));
         }
         Ok(committed
             .into_iter()
             .map(|c| c.expect("every batch committed"))
             .collect())
+    }
+
+    /// Add this node's replica of a replicated table, empty: it changes
+    /// only through the returned handle, as its group applies entries.
+    pub(crate) fn insert_replica(&self, schema: Schema) -> Result<ReplicaHandle, TableError> {
+        let mut tables = self.tables.write().expect("tables poisoned");
+        if tables.contains_key(&schema.name) {
+            return Err(TableError::Exists(schema.name));
+        }
+        if tables.len() >= self.limits.tables_max {
+            return Err(TableError::Limit {
+                limit: "tables_max".into(),
+                max: self.limits.tables_max as u64,
+            });
+        }
+        let mut local = Local::new(Table::new(schema.clone()), None);
+        local.replicated = true;
+        let local = Arc::new(local);
+        tables.insert(schema.name, local.clone());
+        Ok(ReplicaHandle {
+            local,
+            limits: self.limits.table.clone(),
+        })
+    }
+
+    /// Drop this node's replica of a replicated table (not a local
+    /// table of the same name); whether it was there.
+    pub(crate) fn remove_replica(&self, name: &str) -> bool {
+        let mut tables = self.tables.write().expect("tables poisoned");
+        if tables.get(name).is_some_and(|l| l.replicated) {
+            tables.remove(name);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether table `name` is here as a replica of a replicated table.
+    pub fn is_replica(&self, name: &str) -> bool {
+        self.table(name).is_ok_and(|l| l.replicated)
     }
 
     /// Whether subscription `id` to table `name` is still on.
@@ -535,5 +589,47 @@ impl LocalTables {
         let before = subscribers.len();
         subscribers.retain(|(s, _)| *s != id);
         Ok(subscribers.len() < before)
+    }
+}
+
+/// This node's replica of a replicated table, as its group's state
+/// machine changes it: the only way such a table changes.
+#[derive(Clone)]
+pub(crate) struct ReplicaHandle {
+    local: Arc<Local>,
+    limits: TableLimits,
+}
+
+impl ReplicaHandle {
+    /// Apply a committed batch at log `index`: its changes (subscribers
+    /// are told, in commit order), or why it changed nothing.
+    pub(crate) fn apply(&self, index: u64, batch: Batch) -> Result<(), Abort> {
+        let mut table = self.local.table.lock().expect("table poisoned");
+        if let Err(abort) = table.check(&batch, &self.limits) {
+            table.note_applied(index);
+            return Err(abort);
+        }
+        commit(&self.local, &mut table, batch, index);
+        Ok(())
+    }
+
+    /// The table encoded, as a snapshot holds it.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        molt_abi::codec::encode(&*self.local.table.lock().expect("table poisoned"))
+    }
+
+    /// Replace the table with `table` (a snapshot from the leader).
+    pub(crate) fn replace(&self, table: Table) {
+        *self.local.table.lock().expect("table poisoned") = table;
+    }
+
+    /// The table's definition.
+    pub(crate) fn schema(&self) -> Schema {
+        self.local
+            .table
+            .lock()
+            .expect("table poisoned")
+            .schema()
+            .clone()
     }
 }

@@ -1,15 +1,18 @@
-//! Replicated tables (mnesia-like), in progress. So far: the state
-//! machine of one table ([`state`]): set, ordered set and bag tables,
-//! secondary indexes whose values the writer supplies, and conditional
-//! batches (key absent, key version, a lock's fencing token) applied at
-//! one log index, all or nothing; and the node's local tables
-//! ([`local`]), whose one replica is this node, in memory, with
-//! subscribers. The Raft groups that will replicate tables, the guest
-//! imports and the CLI come next.
+//! Tables (mnesia-like). The state machine of one table ([`state`]): set,
+//! ordered set and bag tables, secondary indexes whose values the writer
+//! supplies, and conditional batches (key absent, key version, a lock's
+//! fencing token) applied at one log index, all or nothing. The node's
+//! local tables ([`local`]): one replica, this node, in memory or also on
+//! disc, with subscribers. Replicated tables: one Raft group per table
+//! ([`group`]) on the nodes that keep a replica, placed through the
+//! coordination group ([`replication`]). The node's table service
+//! ([`Tables`]) routes each request.
 
 pub mod backup;
 mod disc;
+mod group;
 pub mod local;
+pub(crate) mod replication;
 mod service;
 pub mod state;
 
@@ -18,6 +21,7 @@ mod tests;
 
 pub use backup::{BackupError, Covered};
 pub use local::{Committed, LocalTables, Restored, Sink, TableError, TableInfo, TablesLimits};
+pub use replication::ReplicaStatus;
 pub use service::Tables;
 pub use state::{
     Abort, Batch, Change, Condition, Op, Record, Schema, Table, TableKind, TableLimits,

@@ -3,9 +3,13 @@
 //! process's subscriptions (dropped when the process ends), and sends
 //! subscribers their [`Event`]s.
 //!
-//! Today every table it serves has one replica, this node, in memory or
-//! also on disc ([`LocalTables`]); a request for replicas elsewhere, or a
-//! `disc_only` copy, is answered `Unsupported`.
+//! A table with one replica on this node is served here alone
+//! ([`LocalTables`], in memory or also on disc). A replicated table's
+//! replica here is read here too (dirty reads, marked stale when it may
+//! lag); its writes, linearizable reads, and any use of a replicated table
+//! this node keeps no replica of go through replication
+//! ([`super::replication`]), once coordination runs. A `disc_only` copy is
+//! answered `Unsupported`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,7 @@ use tokio::sync::oneshot;
 
 use super::backup::{self, BackupError, Covered};
 use super::local::{LocalTables, TableError, TablesLimits};
+use super::replication::{ReplicaStatus, Replicated};
 use super::state::{Schema, Table};
 use crate::runtime::{Message, NodeInner};
 
@@ -38,6 +43,8 @@ pub struct Tables {
     disc_dir: Option<PathBuf>,
     /// Disc files that did not load at start, and why.
     failed: Vec<(PathBuf, String)>,
+    /// Replicated tables, once coordination runs.
+    replication: std::sync::OnceLock<Arc<dyn Replicated>>,
 }
 
 /// A table request's answer: now, or later (once a disc table's commit
@@ -97,7 +104,26 @@ impl Tables {
             subscribed: AtomicUsize::new(0),
             disc_dir,
             failed,
+            replication: std::sync::OnceLock::new(),
         }
+    }
+
+    /// This node's replica of replicated table `table` and its group, if
+    /// it keeps one.
+    pub fn replica_status(&self, table: &str) -> Option<ReplicaStatus> {
+        self.replication.get().and_then(|r| r.status(table))
+    }
+
+    /// Serve replicated tables through `replication` from now on.
+    pub(crate) fn set_replication(&self, replication: Arc<dyn Replicated>) {
+        let _ = self.replication.set(replication);
+    }
+
+    /// Answer `request` from this node's own tables and replicas only (a
+    /// replica's rows as they are here).
+    pub(crate) fn answer_here(&self, node: &Arc<NodeInner>, request: Request) -> Reply {
+        self.answer(node, Pid::default(), request)
+            .unwrap_or_else(Reply::Error)
     }
 
     /// Disc table files that did not load at start, and why.
@@ -117,6 +143,11 @@ impl Tables {
 
     /// Answer `request` from `caller`, a process of `node`.
     pub(crate) fn call(&self, node: &Arc<NodeInner>, caller: Pid, request: Request) -> Answer {
+        if let Some(replication) = self.replication.get()
+            && replication.takes(&request)
+        {
+            return Answer::Later(replication.clone().answer(request));
+        }
         match request {
             Request::Commit(batches) => return self.commit(batches),
             Request::Delete { table } => return self.delete(node, &table),
@@ -178,7 +209,15 @@ impl Tables {
             }
             Request::Delete { .. } => unreachable!("deletes are answered by Tables::delete"),
             Request::Info { table } => Ok(Reply::Info(self.info(&node.config.name, &table)?)),
-            Request::List => Ok(Reply::Tables(self.local.names())),
+            Request::List => {
+                let mut names = self.local.names();
+                if let Some(replication) = self.replication.get() {
+                    names.extend(replication.names());
+                    names.sort();
+                    names.dedup();
+                }
+                Ok(Reply::Tables(names))
+            }
             Request::Get { table, key, .. } => self.read(&table, |t, _| {
                 let records = t.read(&key).to_vec();
                 let version = t.version(&key).unwrap_or(0);
@@ -276,7 +315,8 @@ impl Tables {
                     let version = t.version(key).unwrap_or(0);
                     out[..8].copy_from_slice(&version.to_le_bytes());
                     out[8..16].copy_from_slice(&t.applied().to_le_bytes());
-                    out[16..20].copy_from_slice(&0u32.to_le_bytes());
+                    let flags = u32::from(self.stale(table));
+                    out[16..20].copy_from_slice(&flags.to_le_bytes());
                     out[20..24].copy_from_slice(&(records.len() as u32).to_le_bytes());
                     let mut at = 24;
                     for r in records {
@@ -371,7 +411,7 @@ impl Tables {
             },
             _ => {
                 return Err(Error::Unsupported(
-                    "replicas on other nodes (a table has one replica, on the node that creates it, for now)"
+                    "replicas on other nodes without coordination (a node started by molt node runs it; an embedder starts cluster::Coordination)"
                         .to_string(),
                 ));
             }
@@ -389,9 +429,23 @@ impl Tables {
 
     /// What table `name` is and holds.
     pub fn info(&self, here: &str, name: &str) -> Result<Info, Error> {
-        let info = self.local.info(name).map_err(|e| error(name, e))?;
-        Ok(Info {
-            spec: Spec {
+        let spec = self.replication.get().and_then(|r| r.spec(name));
+        let info = match self.local.info(name) {
+            Ok(info) => info,
+            // A replicated table kept elsewhere: its definition only.
+            Err(TableError::NoTable(_)) if spec.is_some() => {
+                return Ok(Info {
+                    spec: spec.expect("a definition"),
+                    records: 0,
+                    index: 0,
+                    subscribers: 0,
+                });
+            }
+            Err(e) => return Err(error(name, e)),
+        };
+        let spec = match spec {
+            Some(spec) if info.replicated => spec,
+            _ => Spec {
                 name: info.schema.name,
                 kind: info.schema.kind,
                 indexes: info.schema.indexes,
@@ -400,6 +454,9 @@ impl Tables {
                     copy: if info.disc { Copy::Disc } else { Copy::Ram },
                 }],
             },
+        };
+        Ok(Info {
+            spec,
             records: info.records,
             index: info.applied,
             subscribers: info.subscribers as u64,
@@ -422,12 +479,27 @@ impl Tables {
         Ok(Reply::Rows(Rows {
             rows,
             more,
-            stale: false,
+            stale: self.stale(name),
             index,
         }))
     }
 
+    /// Whether this node's replica of `table` may lag its group.
+    fn stale(&self, table: &str) -> bool {
+        self.replication.get().is_some_and(|r| r.stale(table))
+    }
+
     fn subscribe(&self, node: &Arc<NodeInner>, pid: Pid, table: &str) -> Result<(), Error> {
+        if self.local.info(table).is_err()
+            && self
+                .replication
+                .get()
+                .is_some_and(|r| r.spec(table).is_some())
+        {
+            return Err(Error::Unsupported(format!(
+                "subscribing to table {table} on a node that keeps no replica of it (subscribe on one that does)"
+            )));
+        }
         let mut subscriptions = self.subscriptions.lock().expect("subscriptions poisoned");
         let mine = subscriptions.entry(pid).or_default();
         // One subscription per process and table (an ended one is
@@ -499,7 +571,7 @@ impl Tables {
     }
 
     /// Table `table` is gone: tell its subscribers and forget them.
-    fn ended(&self, node: &Arc<NodeInner>, table: &str, index: u64, reason: &str) {
+    pub(crate) fn ended(&self, node: &Arc<NodeInner>, table: &str, index: u64, reason: &str) {
         let mut told = Vec::new();
         {
             let mut subscriptions = self.subscriptions.lock().expect("subscriptions poisoned");

@@ -253,6 +253,12 @@ impl Table {
         Ok(self.commit(index, batch.clone(), true))
     }
 
+    /// Note that the batch at log `index` was applied and changed
+    /// nothing (it was aborted).
+    pub fn note_applied(&mut self, index: u64) {
+        self.applied = self.applied.max(index);
+    }
+
     /// Why `batch` would change nothing, if it would not apply now.
     pub fn check(&self, batch: &Batch, limits: &TableLimits) -> Result<(), Abort> {
         self.admissible(batch, limits)?;

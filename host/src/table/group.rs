@@ -1,0 +1,570 @@
+//! One replicated table's Raft group on this node (openraft, the log kept
+//! by the coordination group's [`Storage`]: in memory for `ram` copies, in
+//! redb for `disc` copies): its entries are conditional batches, applied to
+//! this node's replica of the table ([`ReplicaHandle`]) in log order, each
+//! at its log index. Commits go to the group's leader (handed on from a
+//! follower); a linearizable read asks the leader, which confirms it still
+//! leads. Raft's messages travel on the table service ([`TableService`]).
+//!
+//! Invariant: a replica changes only here, on committed entries.
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{
+    ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    Entry, EntryPayload, LogId, OptionalSend, Raft, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageError, StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::local::ReplicaHandle;
+use super::state::{Abort, Batch, Table};
+use crate::cluster::Member;
+use crate::cluster::store::{Storage, StoredSnapshot, snapshot_error};
+use crate::net::service::{CallError, RequestError, ServiceClient};
+
+use super::replication::{TableReply, TableRequest, TableService, TableServiceError};
+
+openraft::declare_raft_types!(
+    /// A replicated table's group types for openraft.
+    pub TableRaft:
+        D = GroupCommand,
+        R = GroupOutcome,
+        NodeId = u64,
+        Node = Member,
+        Entry = openraft::Entry<TableRaft>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        Responder = openraft::impls::OneshotResponder<TableRaft>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A table group's log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupCommand {
+    /// Apply a batch, all of it or none.
+    Commit(Batch),
+}
+
+/// What applying an entry did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GroupOutcome {
+    /// The batch applied at this log index.
+    Committed(u64),
+    /// The batch changed nothing: why.
+    Aborted(Abort),
+    /// Nothing to report.
+    Done,
+}
+
+/// A snapshot's contents: the table, and where in the log it stands.
+#[derive(Serialize, Deserialize)]
+struct Image {
+    table: Table,
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, Member>,
+}
+
+/// The applied position and membership, beside the replica.
+#[derive(Clone, Default)]
+struct Position {
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, Member>,
+}
+
+/// The state machine of one table group on this node.
+#[derive(Clone)]
+pub(crate) struct GroupMachine {
+    replica: ReplicaHandle,
+    storage: Storage<TableRaft>,
+    position: Arc<Mutex<Position>>,
+    /// The last log index applied.
+    applied: Arc<watch::Sender<u64>>,
+    /// Called when a snapshot replaced the replica (its subscribers missed
+    /// changes).
+    on_replaced: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+impl GroupMachine {
+    /// A machine over `replica`, starting from `storage`'s snapshot.
+    pub(crate) fn new(
+        replica: ReplicaHandle,
+        storage: Storage<TableRaft>,
+        on_replaced: Arc<dyn Fn(u64) + Send + Sync>,
+    ) -> Result<GroupMachine, String> {
+        let mut position = Position::default();
+        if let Some(snapshot) = storage.snapshot() {
+            let image: Image = molt_abi::codec::decode(&snapshot.data)
+                .map_err(|e| format!("the stored snapshot does not decode: {e}"))?;
+            replica.replace(image.table);
+            position.last_applied = image.last_applied;
+            position.membership = image.membership;
+        }
+        let index = position.last_applied.map_or(0, |l| l.index);
+        Ok(GroupMachine {
+            replica,
+            storage,
+            position: Arc::new(Mutex::new(position)),
+            applied: Arc::new(watch::Sender::new(index)),
+            on_replaced,
+        })
+    }
+
+    /// The last log index applied, as it changes.
+    pub(crate) fn applied(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    fn image(&self) -> (Vec<u8>, Position) {
+        let position = self.position.lock().expect("position poisoned").clone();
+        let table: Table = molt_abi::codec::decode(&self.replica.encode())
+            .expect("a table decodes as it was encoded");
+        let image = Image {
+            table,
+            last_applied: position.last_applied,
+            membership: position.membership.clone(),
+        };
+        (molt_abi::codec::encode(&image), position)
+    }
+}
+
+impl RaftSnapshotBuilder<TableRaft> for GroupMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TableRaft>, StorageError<u64>> {
+        let (data, position) = self.image();
+        let id = match position.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
+            None => format!("empty-{}", data.len()),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: position.last_applied,
+            last_membership: position.membership,
+            snapshot_id: id,
+        };
+        self.storage
+            .save_snapshot(StoredSnapshot {
+                meta: meta.clone(),
+                data: data.clone(),
+            })
+            .await?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TableRaft> for GroupMachine {
+    type SnapshotBuilder = GroupMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<u64>>, StoredMembership<u64, Member>), StorageError<u64>> {
+        let position = self.position.lock().expect("position poisoned");
+        Ok((position.last_applied, position.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<GroupOutcome>, StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<TableRaft>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut done = Vec::new();
+        let mut last = None;
+        for entry in entries {
+            let index = entry.log_id.index;
+            let outcome = match entry.payload {
+                EntryPayload::Blank => GroupOutcome::Done,
+                EntryPayload::Normal(GroupCommand::Commit(batch)) => {
+                    match self.replica.apply(index, batch) {
+                        Ok(()) => GroupOutcome::Committed(index),
+                        Err(abort) => GroupOutcome::Aborted(abort),
+                    }
+                }
+                EntryPayload::Membership(m) => {
+                    let mut position = self.position.lock().expect("position poisoned");
+                    position.membership = StoredMembership::new(Some(entry.log_id), m);
+                    GroupOutcome::Done
+                }
+            };
+            self.position
+                .lock()
+                .expect("position poisoned")
+                .last_applied = Some(entry.log_id);
+            last = Some(index);
+            done.push(outcome);
+        }
+        if let Some(index) = last {
+            self.applied.send_replace(index);
+        }
+        Ok(done)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<u64>> {
+        let data = snapshot.into_inner();
+        let image: Image = molt_abi::codec::decode(&data).map_err(snapshot_error)?;
+        if image.table.schema() != &self.replica.schema() {
+            return Err(snapshot_error(
+                "the snapshot is of a table with another definition",
+            ));
+        }
+        self.storage
+            .save_snapshot(StoredSnapshot {
+                meta: meta.clone(),
+                data,
+            })
+            .await?;
+        self.replica.replace(image.table);
+        {
+            let mut position = self.position.lock().expect("position poisoned");
+            position.last_applied = meta.last_log_id;
+            position.membership = meta.last_membership.clone();
+        }
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        self.applied.send_replace(index);
+        (self.on_replaced)(index);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TableRaft>>, StorageError<u64>> {
+        Ok(self.storage.snapshot().map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
+    }
+}
+
+/// openraft's way to reach a table group's other members: through the
+/// table service, naming the group.
+pub(crate) struct GroupNetwork {
+    pub(crate) client: ServiceClient<TableService>,
+    pub(crate) dist: crate::net::WeakDistribution,
+    pub(crate) table: String,
+    pub(crate) id: u64,
+}
+
+impl RaftNetworkFactory<TableRaft> for GroupNetwork {
+    type Network = GroupLink;
+
+    async fn new_client(&mut self, target: u64, node: &Member) -> GroupLink {
+        if let (Some(dist), Ok(addr)) = (self.dist.upgrade(), node.addr.parse()) {
+            dist.learn_address(&node.name, addr);
+        }
+        GroupLink {
+            client: self.client.clone(),
+            target,
+            name: node.name.clone(),
+            table: self.table.clone(),
+            id: self.id,
+        }
+    }
+}
+
+/// A connection to one member of a table group.
+pub(crate) struct GroupLink {
+    client: ServiceClient<TableService>,
+    target: u64,
+    name: String,
+    table: String,
+    id: u64,
+}
+
+impl GroupLink {
+    async fn call<E: std::error::Error>(
+        &self,
+        request: TableRequest,
+        ttl: Duration,
+    ) -> Result<TableReply, RPCError<u64, Member, E>> {
+        match self.client.call_within(&self.name, ttl, &request).await {
+            Ok(reply) => Ok(reply),
+            Err(CallError::Request(RequestError::Connect(e))) => {
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
+            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
+    }
+
+    fn unexpected<E: std::error::Error>(&self) -> RPCError<u64, Member, E> {
+        RPCError::Network(NetworkError::new(&TableServiceError::Raft(format!(
+            "{} answered a Raft request of table {} with the wrong reply",
+            self.name, self.table
+        ))))
+    }
+}
+
+impl RaftNetwork<TableRaft> for GroupLink {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TableRaft>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
+        let request = TableRequest::Append {
+            table: self.table.clone(),
+            id: self.id,
+            rpc,
+        };
+        match self.call(request, option.hard_ttl()).await? {
+            TableReply::Append(Ok(r)) => Ok(r),
+            TableReply::Append(Err(e)) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TableRaft>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, Member, RaftError<u64, InstallSnapshotError>>,
+    > {
+        let request = TableRequest::Snapshot {
+            table: self.table.clone(),
+            id: self.id,
+            rpc,
+        };
+        match self.call(request, option.hard_ttl()).await? {
+            TableReply::Snapshot(Ok(r)) => Ok(r),
+            TableReply::Snapshot(Err(e)) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
+        let request = TableRequest::Vote {
+            table: self.table.clone(),
+            id: self.id,
+            rpc,
+        };
+        match self.call(request, option.hard_ttl()).await? {
+            TableReply::Vote(Ok(r)) => Ok(r),
+            TableReply::Vote(Err(e)) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+}
+
+/// Why a group could not commit or confirm a read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum GroupError {
+    /// No quorum within the deadline; a commit may still apply.
+    NoQuorum,
+    /// The group stopped, or refused: why.
+    Failed(String),
+}
+
+/// One table group on this node.
+pub(crate) struct Group {
+    /// The table.
+    pub(crate) table: String,
+    /// Its id (the coordination index that created it).
+    pub(crate) id: u64,
+    /// This node's Raft id in the group.
+    pub(crate) me: u64,
+    /// Whether this node keeps the group's log on disc.
+    pub(crate) disc: bool,
+    pub(crate) raft: Raft<TableRaft>,
+    pub(crate) storage: Storage<TableRaft>,
+    pub(crate) client: ServiceClient<TableService>,
+    applied: watch::Receiver<u64>,
+    /// When this node last heard from the group's leader (ms since
+    /// `born`), as a follower.
+    heard: AtomicU64,
+    born: Instant,
+    /// Longest a follower goes without hearing from its leader before its
+    /// reads are marked stale.
+    pub(crate) stale_after: Duration,
+    /// Membership changes, one at a time.
+    pub(crate) membership: tokio::sync::Mutex<()>,
+}
+
+impl Group {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        table: String,
+        id: u64,
+        me: u64,
+        disc: bool,
+        raft: Raft<TableRaft>,
+        storage: Storage<TableRaft>,
+        client: ServiceClient<TableService>,
+        applied: watch::Receiver<u64>,
+        stale_after: Duration,
+    ) -> Group {
+        Group {
+            table,
+            id,
+            me,
+            disc,
+            raft,
+            storage,
+            client,
+            applied,
+            heard: AtomicU64::new(0),
+            born: Instant::now(),
+            stale_after,
+            membership: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// A message from the leader arrived.
+    pub(crate) fn heard(&self) {
+        self.heard
+            .store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The leader's id and node, if known.
+    pub(crate) fn leader(&self) -> Option<(u64, Member)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let id = metrics.current_leader?;
+        let member = metrics
+            .membership_config
+            .membership()
+            .get_node(&id)?
+            .clone();
+        Some((id, member))
+    }
+
+    /// Whether this node's replica may lag the group's committed state by
+    /// more than the time an entry takes to arrive: it leads without a
+    /// recent quorum, or follows without hearing from a leader lately.
+    pub(crate) fn stale(&self) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        let limit = self.stale_after.as_millis() as u64;
+        if metrics.current_leader == Some(self.me) {
+            return metrics.millis_since_quorum_ack.is_none_or(|ms| ms > limit);
+        }
+        if metrics.current_leader.is_none() {
+            return true;
+        }
+        let now = self.born.elapsed().as_millis() as u64;
+        now.saturating_sub(self.heard.load(Ordering::Relaxed)) > limit
+    }
+
+    /// Whether this node is a member (voter or learner) of the group.
+    pub(crate) fn is_member(&self) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&self.me)
+            .is_some()
+    }
+
+    /// Wait until this replica has applied `index` (or `within` passed).
+    pub(crate) async fn caught_up(&self, index: u64, within: Duration) {
+        let mut applied = self.applied.clone();
+        let _ = tokio::time::timeout(within, applied.wait_for(|a| *a >= index)).await;
+    }
+
+    /// Commit `batch` through the group's leader, by `deadline`.
+    pub(crate) async fn commit(
+        &self,
+        batch: Batch,
+        deadline: tokio::time::Instant,
+    ) -> Result<GroupOutcome, GroupError> {
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self.leader() {
+                Some((id, _)) if id == self.me => {
+                    let write = self.raft.client_write(GroupCommand::Commit(batch.clone()));
+                    match tokio::time::timeout_at(deadline, write).await {
+                        Ok(Ok(response)) => return Ok(response.data),
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {}
+                        Ok(Err(e)) => return Err(GroupError::Failed(e.to_string())),
+                        Err(_) => return Err(GroupError::NoQuorum),
+                    }
+                }
+                Some((_, leader)) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let request = TableRequest::Commit {
+                        table: self.table.clone(),
+                        id: self.id,
+                        batch: batch.clone(),
+                    };
+                    match self.client.call_within(&leader.name, left, &request).await {
+                        Ok(TableReply::Committed(outcome)) => return Ok(outcome),
+                        Ok(_) => {
+                            return Err(GroupError::Failed(format!(
+                                "{} answered a commit with the wrong reply",
+                                leader.name
+                            )));
+                        }
+                        // Not taken: try the leader it names, or again.
+                        Err(CallError::Remote(TableServiceError::NotLeader))
+                        | Err(CallError::Request(RequestError::Connect(_))) => {}
+                        Err(CallError::Remote(TableServiceError::NoQuorum)) => {
+                            return Err(GroupError::NoQuorum);
+                        }
+                        Err(CallError::Remote(e)) => return Err(GroupError::Failed(e.to_string())),
+                        // Perhaps taken: the caller cannot know.
+                        Err(_) => return Err(GroupError::NoQuorum),
+                    }
+                }
+                None => {}
+            }
+            if tokio::time::Instant::now() + pause >= deadline {
+                return Err(GroupError::NoQuorum);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Confirm that this node leads the group (a quorum still follows it),
+    /// so that its replica holds every committed write.
+    pub(crate) async fn confirm_lead(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), GroupError> {
+        match tokio::time::timeout_at(deadline, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(_))) => Err(GroupError::Failed("not the leader".into())),
+            Ok(Err(e)) => Err(GroupError::Failed(e.to_string())),
+            Err(_) => Err(GroupError::NoQuorum),
+        }
+    }
+
+    /// Stop the group on this node.
+    pub(crate) async fn stop(&self) {
+        let _ = self.raft.shutdown().await;
+        self.storage.close().await;
+    }
+}

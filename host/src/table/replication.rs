@@ -1,0 +1,1116 @@
+//! Replicated tables on this node: their definitions live in the
+//! coordination group; each table runs its own Raft group ([`Group`]) on
+//! the nodes that keep a replica of it. This module keeps this node's
+//! groups in line with the definitions (start a group for each table this
+//! node replicates, stop the others), founds or joins each group, keeps
+//! its membership to the table's replicas while this node leads it, and
+//! answers the table service (service id 5): Raft's messages, joins,
+//! commits handed to the leader, and reads asked of a replica or the
+//! leader.
+//!
+//! How a group starts: the first replica to start proposes itself as the
+//! table's founder through the coordination group (recorded once); the
+//! founder initialises a group of one, and every other replica asks the
+//! group's leader to let it in (as a learner, caught up by log or
+//! snapshot, then a voter). A replica that comes back with a new Raft id
+//! (a `ram` copy after a restart) replaces its node's old id the same way.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use molt_abi::table::{Consistency, Copy, Error, Reply, Request, Spec};
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{Raft, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+
+use super::group::{Group, GroupError, GroupMachine, GroupNetwork, GroupOutcome, TableRaft};
+use super::state::{Batch, Schema};
+use crate::cluster::store::{Identity, Storage};
+use crate::cluster::{Command, Coordination, GlobalError, Member, TableEntry, TableOutcome};
+use crate::net::service::{PeerId, Service, ServiceClient, ServiceId};
+use crate::net::{Distribution, WeakDistribution};
+use crate::runtime::{Node, WeakNode};
+
+/// What a node asks another's table service.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum TableRequest {
+    /// Raft: replicate entries of a table's group.
+    Append {
+        /// The table.
+        table: String,
+        /// Its id.
+        id: u64,
+        /// openraft's request.
+        rpc: AppendEntriesRequest<TableRaft>,
+    },
+    /// Raft: ask for a vote.
+    Vote {
+        /// The table.
+        table: String,
+        /// Its id.
+        id: u64,
+        /// openraft's request.
+        rpc: VoteRequest<u64>,
+    },
+    /// Raft: a snapshot chunk.
+    Snapshot {
+        /// The table.
+        table: String,
+        /// Its id.
+        id: u64,
+        /// openraft's request.
+        rpc: InstallSnapshotRequest<TableRaft>,
+    },
+    /// To the group's leader: let this replica in.
+    Join {
+        /// The table.
+        table: String,
+        /// Its id.
+        id: u64,
+        /// The replica's Raft id.
+        member: u64,
+        /// Its node.
+        node: Member,
+    },
+    /// To the group's leader: commit this batch.
+    Commit {
+        /// The table.
+        table: String,
+        /// Its id.
+        id: u64,
+        /// The batch.
+        batch: Batch,
+    },
+    /// To a replica (or the leader, for a linearizable read): answer this
+    /// read.
+    Read(Request),
+}
+
+/// The answer to a [`TableRequest`].
+#[derive(Debug, Serialize, Deserialize)]
+pub enum TableReply {
+    /// To `Append`.
+    Append(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    /// To `Vote`.
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    /// To `Snapshot`.
+    Snapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    /// To `Join`: the replica is a member.
+    Joined,
+    /// To `Commit`.
+    Committed(GroupOutcome),
+    /// To `Read`.
+    Read(Reply),
+}
+
+/// Why the table service refused a request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum TableServiceError {
+    /// This node runs no group for that table.
+    #[error("no group for table {0} here")]
+    NoGroup(String),
+    /// This node does not lead the table's group.
+    #[error("not the table group's leader")]
+    NotLeader,
+    /// No quorum answered in time.
+    #[error("no quorum")]
+    NoQuorum,
+    /// Replicated tables do not run on this node.
+    #[error("replicated tables are not running on this node")]
+    NotRunning,
+    /// The group refused: why.
+    #[error("{0}")]
+    Raft(String),
+}
+
+/// The table service of one node.
+#[derive(Default)]
+pub struct TableService {
+    inner: OnceLock<Weak<Replication>>,
+}
+
+impl Service for TableService {
+    const ID: ServiceId = 5;
+    const NAME: &'static str = "tables";
+    type Request = TableRequest;
+    type Reply = TableReply;
+    type Error = TableServiceError;
+    type Notice = crate::net::service::Never;
+
+    async fn request(
+        self: Arc<Self>,
+        _peer: PeerId,
+        request: TableRequest,
+    ) -> Result<TableReply, TableServiceError> {
+        let replication = self
+            .inner
+            .get()
+            .and_then(Weak::upgrade)
+            .ok_or(TableServiceError::NotRunning)?;
+        replication.serve(request).await
+    }
+}
+
+/// A future the table service hands back.
+pub(crate) type Pending<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// What the node's [`super::Tables`] asks of replication.
+pub(crate) trait Replicated: Send + Sync {
+    /// Whether `request` is for replication to answer: it creates a table
+    /// with replicas elsewhere, or reaches a replicated table in a way the
+    /// local replica cannot answer alone.
+    fn takes(&self, request: &Request) -> bool;
+    /// Answer such a request.
+    fn answer(self: Arc<Self>, request: Request) -> Pending<Reply>;
+    /// Whether this node's replica of `table` may be stale.
+    fn stale(&self, table: &str) -> bool;
+    /// The replicated tables' names.
+    fn names(&self) -> Vec<String>;
+    /// A replicated table's definition.
+    fn spec(&self, table: &str) -> Option<Spec>;
+    /// This node's replica of `table` and its group, if it keeps one.
+    fn status(&self, table: &str) -> Option<ReplicaStatus>;
+}
+
+/// Replication on one node.
+pub(crate) struct Replication {
+    here: String,
+    addr: String,
+    node: WeakNode,
+    dist: WeakDistribution,
+    coord: crate::cluster::WeakCoordination,
+    client: ServiceClient<TableService>,
+    groups: Mutex<HashMap<String, Arc<Group>>>,
+    /// Where `disc` copies keep their group's log.
+    raft_dir: PathBuf,
+    raft_config: Arc<openraft::Config>,
+    quorum_timeout: Duration,
+    stale_after: Duration,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// The table a read names, and how fresh it must be.
+fn read_of(request: &Request) -> Option<(&str, Consistency)> {
+    match request {
+        Request::Get {
+            table, consistency, ..
+        }
+        | Request::IndexGet {
+            table, consistency, ..
+        }
+        | Request::Range {
+            table, consistency, ..
+        }
+        | Request::Next {
+            table, consistency, ..
+        }
+        | Request::Prefix {
+            table, consistency, ..
+        } => Some((table, *consistency)),
+        _ => None,
+    }
+}
+
+/// The same read, answered from a replica as it is.
+fn dirty(mut request: Request) -> Request {
+    match &mut request {
+        Request::Get { consistency, .. }
+        | Request::IndexGet { consistency, .. }
+        | Request::Range { consistency, .. }
+        | Request::Next { consistency, .. }
+        | Request::Prefix { consistency, .. } => *consistency = Consistency::Dirty,
+        _ => {}
+    }
+    request
+}
+
+fn random_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).expect("the system's random source");
+    u64::from_le_bytes(bytes).max(1)
+}
+
+/// The file of a `disc` copy's group log: by the table's name and id.
+fn raft_file(table: &str, id: u64) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(table.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hex}-{id}.redb")
+}
+
+impl Replication {
+    /// Start replication on `node`, beside its coordination.
+    pub(crate) fn start(
+        node: &Node,
+        dist: &Distribution,
+        coord: &Coordination,
+    ) -> Result<Arc<Replication>, crate::net::service::RegisterError> {
+        let (service, client) = dist.service_or_register(TableService::default)?;
+        let config = coord.config();
+        let raft_config = openraft::Config {
+            cluster_name: "molt-table".into(),
+            election_timeout_min: config.election_timeout_min.as_millis() as u64,
+            election_timeout_max: config.election_timeout_max.as_millis() as u64,
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            snapshot_max_chunk_size: 256 * 1024,
+            ..Default::default()
+        }
+        .validate()
+        .expect("the coordination group's timings suit a table group");
+        let replication = Arc::new(Replication {
+            here: dist.name().to_string(),
+            addr: dist.local_addr().to_string(),
+            node: node.downgrade(),
+            dist: dist.downgrade(),
+            coord: coord.downgrade(),
+            client,
+            groups: Mutex::default(),
+            raft_dir: config.data_dir.join("tables").join("raft"),
+            raft_config: Arc::new(raft_config),
+            quorum_timeout: config.quorum_timeout,
+            stale_after: config.election_timeout_max * 2,
+            stop: tokio::sync::watch::Sender::new(false),
+        });
+        let _ = service.inner.set(Arc::downgrade(&replication));
+        node.inner()
+            .tables
+            .set_replication(replication.clone() as Arc<dyn Replicated>);
+        tokio::spawn(replication.clone().keep(coord.tables_changed()));
+        Ok(replication)
+    }
+
+    /// Stop every group of this node.
+    pub(crate) async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let groups: Vec<Arc<Group>> = {
+            let mut groups = self.groups.lock().expect("groups poisoned");
+            groups.drain().map(|(_, g)| g).collect()
+        };
+        for group in groups {
+            group.stop().await;
+        }
+    }
+
+    fn coordination(&self) -> Option<Coordination> {
+        self.coord.upgrade()
+    }
+
+    fn group(&self, table: &str) -> Option<Arc<Group>> {
+        self.groups
+            .lock()
+            .expect("groups poisoned")
+            .get(table)
+            .cloned()
+    }
+
+    fn group_with(&self, table: &str, id: u64) -> Result<Arc<Group>, TableServiceError> {
+        self.group(table)
+            .filter(|g| g.id == id)
+            .ok_or_else(|| TableServiceError::NoGroup(table.to_string()))
+    }
+
+    fn entry(&self, table: &str) -> Option<TableEntry> {
+        self.coordination()?.table_entries().remove(table)
+    }
+
+    /// Keep this node's groups in line with the definitions: at each
+    /// change, and every second (joins and membership).
+    async fn keep(self: Arc<Self>, mut changed: tokio::sync::watch::Receiver<u64>) {
+        let mut stop = self.stop.subscribe();
+        loop {
+            if *stop.borrow() || self.coordination().is_none() {
+                return;
+            }
+            self.reconcile().await;
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    async fn reconcile(self: &Arc<Self>) {
+        let Some(coord) = self.coordination() else {
+            return;
+        };
+        let entries = coord.table_entries();
+        // Groups no longer wanted here.
+        let gone: Vec<Arc<Group>> = {
+            let mut groups = self.groups.lock().expect("groups poisoned");
+            let gone: Vec<String> = groups
+                .iter()
+                .filter(|(name, g)| {
+                    entries
+                        .get(*name)
+                        .is_none_or(|e| e.id != g.id || !self.replicates(e))
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            gone.iter().filter_map(|n| groups.remove(n)).collect()
+        };
+        for group in gone {
+            self.end(&group, entries.get(&group.table)).await;
+        }
+        for entry in entries.values().filter(|e| self.replicates(e)) {
+            let group = match self.group(&entry.spec.name) {
+                Some(group) => group,
+                None => match self.begin(entry).await {
+                    Ok(group) => group,
+                    Err(why) => {
+                        tracing::error!(table = %entry.spec.name, "cannot start this node's replica: {why}");
+                        continue;
+                    }
+                },
+            };
+            if !group.is_member() {
+                self.clone().found_or_join(&coord, entry, &group).await;
+            } else if group.leader().is_some_and(|(id, _)| id == group.me) {
+                self.trim(entry, &group).await;
+            }
+        }
+    }
+
+    fn replicates(&self, entry: &TableEntry) -> bool {
+        entry.spec.replicas.iter().any(|r| r.node == self.here)
+    }
+
+    /// Start this node's group of `entry`'s table, with an empty replica.
+    async fn begin(self: &Arc<Self>, entry: &TableEntry) -> Result<Arc<Group>, String> {
+        let node = self.node.upgrade().ok_or("the node stopped")?;
+        let spec = &entry.spec;
+        let copy = spec
+            .replicas
+            .iter()
+            .find(|r| r.node == self.here)
+            .map_or(Copy::Ram, |r| r.copy);
+        let schema = Schema {
+            name: spec.name.clone(),
+            kind: spec.kind,
+            indexes: spec.indexes.clone(),
+        };
+        let replica = node
+            .inner()
+            .tables
+            .local()
+            .insert_replica(schema)
+            .map_err(|e| e.to_string())?;
+        let disc = copy != Copy::Ram;
+        let storage = if disc {
+            Storage::<TableRaft>::open_file(
+                &self.raft_dir,
+                &raft_file(&spec.name, entry.id),
+                &self.here,
+                random_id(),
+            )
+            .map_err(|e| e.to_string())
+        } else {
+            Ok(Storage::in_memory(Identity {
+                member: random_id(),
+                node: self.here.clone(),
+            }))
+        };
+        let storage = match storage {
+            Ok(storage) => storage,
+            Err(why) => {
+                node.inner().tables.local().remove_replica(&spec.name);
+                return Err(why);
+            }
+        };
+        let me = storage.identity.member;
+        let weak = Arc::downgrade(self);
+        let table = spec.name.clone();
+        let on_replaced = Arc::new(move |index: u64| {
+            if let Some(replication) = weak.upgrade()
+                && let Some(node) = replication.node.upgrade()
+            {
+                node.inner()
+                    .tables
+                    .ended(&node.inner(), &table, index, "restored");
+            }
+        });
+        let machine = GroupMachine::new(replica, storage.clone(), on_replaced)?;
+        let applied = machine.applied();
+        let network = GroupNetwork {
+            client: self.client.clone(),
+            dist: self.dist.clone(),
+            table: spec.name.clone(),
+            id: entry.id,
+        };
+        let raft = Raft::new(
+            me,
+            self.raft_config.clone(),
+            network,
+            storage.clone(),
+            machine,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let group = Arc::new(Group::new(
+            spec.name.clone(),
+            entry.id,
+            me,
+            disc,
+            raft,
+            storage,
+            self.client.clone(),
+            applied,
+            self.stale_after,
+        ));
+        self.groups
+            .lock()
+            .expect("groups poisoned")
+            .insert(spec.name.clone(), group.clone());
+        tracing::info!(table = %spec.name, member = me, ?copy, "this node's replica started");
+        Ok(group)
+    }
+
+    /// Stop this node's group of a table it no longer replicates (or that
+    /// was deleted): its subscribers are told, and a disc copy's log goes.
+    async fn end(&self, group: &Group, entry: Option<&TableEntry>) {
+        group.stop().await;
+        if let Some(node) = self.node.upgrade() {
+            let inner = node.inner();
+            let reason = if entry.is_some_and(|e| e.id == group.id) {
+                "moved"
+            } else {
+                "deleted"
+            };
+            let last = inner
+                .tables
+                .local()
+                .info(&group.table)
+                .map_or(0, |i| i.applied);
+            inner.tables.ended(&inner, &group.table, last, reason);
+            inner.tables.local().remove_replica(&group.table);
+        }
+        if group.disc {
+            let path = self.raft_dir.join(raft_file(&group.table, group.id));
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %path.display(), "cannot remove a dropped replica's log: {e}");
+            }
+        }
+        tracing::info!(table = %group.table, "this node's replica stopped");
+    }
+
+    /// Found the table's group (if nobody has) or ask its leader to let
+    /// this replica in.
+    async fn found_or_join(
+        self: Arc<Self>,
+        coord: &Coordination,
+        entry: &TableEntry,
+        group: &Group,
+    ) {
+        let founder = match &entry.founder {
+            Some(founder) => Some(founder.clone()),
+            None => {
+                let command = Command::FoundTable {
+                    name: entry.spec.name.clone(),
+                    id: entry.id,
+                    node: self.here.clone(),
+                    member: group.me,
+                };
+                match coord.propose_table(command).await {
+                    Ok(TableOutcome::Founded { node, member }) => Some((node, member)),
+                    Ok(_) => None,
+                    Err(e) => {
+                        tracing::debug!(table = %entry.spec.name, "cannot found the group yet: {e}");
+                        None
+                    }
+                }
+            }
+        };
+        let Some((_, founder)) = founder else {
+            return;
+        };
+        if founder != group.me {
+            self.join(entry, group).await;
+        } else if !group.raft.is_initialized().await.unwrap_or(true) {
+            let me = Member {
+                name: self.here.clone(),
+                addr: self.addr.clone(),
+            };
+            let members = BTreeMap::from([(group.me, me)]);
+            if let Err(e) = group.raft.initialize(members).await {
+                tracing::warn!(table = %group.table, "cannot found the group: {e}");
+            }
+        }
+    }
+
+    /// Ask the other replicas' nodes, in turn, to let this replica in.
+    async fn join(&self, entry: &TableEntry, group: &Group) {
+        let request = TableRequest::Join {
+            table: entry.spec.name.clone(),
+            id: entry.id,
+            member: group.me,
+            node: Member {
+                name: self.here.clone(),
+                addr: self.addr.clone(),
+            },
+        };
+        for replica in entry.spec.replicas.iter().filter(|r| r.node != self.here) {
+            let call = self
+                .client
+                .call_within(&replica.node, self.quorum_timeout * 5, &request);
+            match call.await {
+                Ok(_) => {
+                    tracing::info!(table = %entry.spec.name, "this node's replica joined the group");
+                    return;
+                }
+                Err(e) => {
+                    tracing::debug!(table = %entry.spec.name, via = %replica.node, "join: {e}")
+                }
+            }
+        }
+    }
+
+    /// As the leader: let `member` of `node` in, replacing any other id
+    /// of the same node.
+    async fn admit(
+        &self,
+        group: &Group,
+        member: u64,
+        node: Member,
+    ) -> Result<(), TableServiceError> {
+        let _one = group.membership.lock().await;
+        if group.leader().is_none_or(|(id, _)| id != group.me) {
+            return Err(TableServiceError::NotLeader);
+        }
+        let entry = self
+            .entry(&group.table)
+            .filter(|e| e.id == group.id)
+            .ok_or_else(|| TableServiceError::NoGroup(group.table.clone()))?;
+        if !entry.spec.replicas.iter().any(|r| r.node == node.name) {
+            return Err(TableServiceError::Raft(format!(
+                "{} keeps no replica of table {}",
+                node.name, group.table
+            )));
+        }
+        let raft_err = |e: &dyn std::fmt::Display| TableServiceError::Raft(e.to_string());
+        let metrics = group.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        if voters.contains(&member) {
+            return Ok(());
+        }
+        let old: BTreeSet<u64> = membership
+            .nodes()
+            .filter(|(id, m)| m.name == node.name && **id != member)
+            .map(|(id, _)| *id)
+            .collect();
+        let keep: BTreeSet<u64> = voters.difference(&old).copied().collect();
+        if !old.is_empty() && !keep.is_empty() {
+            group
+                .raft
+                .change_membership(keep.clone(), false)
+                .await
+                .map_err(|e| raft_err(&e))?;
+        }
+        group
+            .raft
+            .add_learner(member, node, true)
+            .await
+            .map_err(|e| raft_err(&e))?;
+        let mut voters = keep;
+        voters.insert(member);
+        group
+            .raft
+            .change_membership(voters, false)
+            .await
+            .map_err(|e| raft_err(&e))?;
+        Ok(())
+    }
+
+    /// As the leader: drop members whose node keeps no replica any more.
+    async fn trim(&self, entry: &TableEntry, group: &Group) {
+        let Ok(_one) = group.membership.try_lock() else {
+            return;
+        };
+        let metrics = group.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let wanted: BTreeSet<&str> = entry
+            .spec
+            .replicas
+            .iter()
+            .map(|r| r.node.as_str())
+            .collect();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let keep: BTreeSet<u64> = membership
+            .nodes()
+            .filter(|(id, m)| voters.contains(id) && wanted.contains(m.name.as_str()))
+            .map(|(id, _)| *id)
+            .collect();
+        let all: BTreeSet<u64> = membership.nodes().map(|(id, _)| *id).collect();
+        let learners_out = all.len() > voters.len()
+            && membership
+                .nodes()
+                .any(|(id, m)| !voters.contains(id) && !wanted.contains(m.name.as_str()));
+        if keep.is_empty() || (keep == voters && !learners_out) {
+            return;
+        }
+        if let Err(e) = group.raft.change_membership(keep, false).await {
+            tracing::debug!(table = %group.table, "cannot drop a removed replica yet: {e}");
+        }
+    }
+
+    async fn serve(
+        self: Arc<Self>,
+        request: TableRequest,
+    ) -> Result<TableReply, TableServiceError> {
+        match request {
+            TableRequest::Append { table, id, rpc } => {
+                let group = self.group_with(&table, id)?;
+                group.heard();
+                Ok(TableReply::Append(group.raft.append_entries(rpc).await))
+            }
+            TableRequest::Vote { table, id, rpc } => {
+                let group = self.group_with(&table, id)?;
+                Ok(TableReply::Vote(group.raft.vote(rpc).await))
+            }
+            TableRequest::Snapshot { table, id, rpc } => {
+                let group = self.group_with(&table, id)?;
+                group.heard();
+                Ok(TableReply::Snapshot(group.raft.install_snapshot(rpc).await))
+            }
+            TableRequest::Join {
+                table,
+                id,
+                member,
+                node,
+            } => {
+                let group = self.group_with(&table, id)?;
+                match group.leader() {
+                    Some((leader, _)) if leader == group.me => {
+                        self.admit(&group, member, node).await?;
+                        Ok(TableReply::Joined)
+                    }
+                    Some((_, leader)) => {
+                        // Handed to the leader.
+                        let request = TableRequest::Join {
+                            table,
+                            id,
+                            member,
+                            node,
+                        };
+                        self.client
+                            .call_within(&leader.name, self.quorum_timeout * 4, &request)
+                            .await
+                            .map_err(|e| TableServiceError::Raft(e.to_string()))
+                    }
+                    None => Err(TableServiceError::NotLeader),
+                }
+            }
+            TableRequest::Commit { table, id, batch } => {
+                let group = self.group_with(&table, id)?;
+                if group.leader().is_none_or(|(l, _)| l != group.me) {
+                    return Err(TableServiceError::NotLeader);
+                }
+                let deadline = tokio::time::Instant::now() + self.quorum_timeout;
+                match group.commit(batch, deadline).await {
+                    Ok(outcome) => Ok(TableReply::Committed(outcome)),
+                    Err(GroupError::NoQuorum) => Err(TableServiceError::NoQuorum),
+                    Err(GroupError::Failed(why)) => Err(TableServiceError::Raft(why)),
+                }
+            }
+            TableRequest::Read(request) => Ok(TableReply::Read(self.read(request, false).await)),
+        }
+    }
+
+    /// Answer a read of a replicated table: from this node's replica (a
+    /// linearizable one once this node confirmed it leads), else from the
+    /// leader or a replica elsewhere. `handed` reads came from another
+    /// node, and are handed on once at most.
+    async fn read(&self, request: Request, handed: bool) -> Reply {
+        let Some((table, consistency)) = read_of(&request) else {
+            return Reply::Error(Error::BadRequest("not a read".into()));
+        };
+        let table = table.to_string();
+        let Some(node) = self.node.upgrade() else {
+            return Reply::Error(Error::Unavailable {
+                table,
+                why: "the node stopped".into(),
+            });
+        };
+        let deadline = tokio::time::Instant::now() + self.quorum_timeout;
+        let local = |request: Request| node.inner().tables.answer_here(&node.inner(), request);
+        match (self.group(&table), consistency) {
+            (Some(_), Consistency::Dirty) => local(request),
+            (Some(group), Consistency::Linearizable) => match group.leader() {
+                Some((id, _)) if id == group.me => match group.confirm_lead(deadline).await {
+                    Ok(()) => {
+                        let mut reply = local(dirty(request));
+                        if let Reply::Rows(rows) = &mut reply {
+                            rows.stale = false;
+                        }
+                        reply
+                    }
+                    Err(GroupError::NoQuorum) => Reply::Error(Error::NoQuorum),
+                    Err(GroupError::Failed(why)) => Reply::Error(Error::Unavailable { table, why }),
+                },
+                Some((_, leader)) if !handed => self.ask(&leader.name, request, &table).await,
+                _ => Reply::Error(Error::NoQuorum),
+            },
+            (None, _) if !handed => {
+                let Some(entry) = self.entry(&table) else {
+                    return Reply::Error(Error::NoTable(table));
+                };
+                let mut last = Reply::Error(Error::NoQuorum);
+                for replica in &entry.spec.replicas {
+                    last = self.ask(&replica.node, request.clone(), &table).await;
+                    if !matches!(last, Reply::Error(Error::Unavailable { .. })) {
+                        return last;
+                    }
+                }
+                last
+            }
+            (None, _) => Reply::Error(Error::Unavailable {
+                table,
+                why: "this node keeps no replica of it".into(),
+            }),
+        }
+    }
+
+    async fn ask(&self, node: &str, request: Request, table: &str) -> Reply {
+        let request = TableRequest::Read(request);
+        let call = self.client.call_within(node, self.quorum_timeout, &request);
+        match call.await {
+            Ok(TableReply::Read(reply)) => reply,
+            Ok(_) => Reply::Error(Error::Unavailable {
+                table: table.to_string(),
+                why: format!("{node} answered a read with the wrong reply"),
+            }),
+            Err(e) => Reply::Error(Error::Unavailable {
+                table: table.to_string(),
+                why: format!("{node}: {e}"),
+            }),
+        }
+    }
+
+    async fn commit(&self, table: String, batch: Batch) -> Reply {
+        let deadline = tokio::time::Instant::now() + self.quorum_timeout;
+        let group = self.group(&table);
+        let outcome = match &group {
+            Some(group) => group.commit(batch, deadline).await,
+            None => {
+                let Some(entry) = self.entry(&table) else {
+                    return Reply::Error(Error::NoTable(table));
+                };
+                self.commit_elsewhere(&entry, batch, deadline).await
+            }
+        };
+        match outcome {
+            Ok(GroupOutcome::Committed(index)) => {
+                // Read your writes: this replica has the batch too.
+                if let Some(group) = group {
+                    group.caught_up(index, self.quorum_timeout).await;
+                }
+                Reply::Committed(vec![index])
+            }
+            Ok(GroupOutcome::Aborted(abort)) => Reply::Error(Error::Aborted { table, abort }),
+            Ok(GroupOutcome::Done) => Reply::Error(Error::Unavailable {
+                table,
+                why: "the group answered a commit with nothing".into(),
+            }),
+            Err(GroupError::NoQuorum) => Reply::Error(Error::NoQuorum),
+            Err(GroupError::Failed(why)) => Reply::Error(Error::Unavailable { table, why }),
+        }
+    }
+
+    /// Commit through a replica's node (this node keeps none): it hands
+    /// the batch to the leader.
+    async fn commit_elsewhere(
+        &self,
+        entry: &TableEntry,
+        batch: Batch,
+        deadline: tokio::time::Instant,
+    ) -> Result<GroupOutcome, GroupError> {
+        use crate::net::service::{CallError, RequestError};
+        let request = TableRequest::Commit {
+            table: entry.spec.name.clone(),
+            id: entry.id,
+            batch,
+        };
+        let mut pause = Duration::from_millis(5);
+        loop {
+            for replica in &entry.spec.replicas {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match self.client.call_within(&replica.node, left, &request).await {
+                    Ok(TableReply::Committed(outcome)) => return Ok(outcome),
+                    Ok(_) => return Err(GroupError::Failed("a wrong reply to a commit".into())),
+                    Err(CallError::Remote(TableServiceError::NoQuorum)) => {
+                        return Err(GroupError::NoQuorum);
+                    }
+                    Err(CallError::Remote(TableServiceError::Raft(why))) => {
+                        return Err(GroupError::Failed(why));
+                    }
+                    // Not taken there: try another.
+                    Err(CallError::Remote(_))
+                    | Err(CallError::Request(RequestError::Connect(_))) => {}
+                    Err(_) => return Err(GroupError::NoQuorum),
+                }
+            }
+            if tokio::time::Instant::now() + pause >= deadline {
+                return Err(GroupError::NoQuorum);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    async fn create(&self, mut spec: Spec) -> Result<(), Error> {
+        let coord = self.coordination().ok_or_else(|| {
+            Error::Unsupported("replicated tables need coordination (molt node runs it)".into())
+        })?;
+        let members: BTreeSet<String> = coord.members().into_iter().map(|m| m.name).collect();
+        for replica in &mut spec.replicas {
+            if replica.node.is_empty() {
+                replica.node = self.here.clone();
+            }
+            if replica.copy == Copy::DiscOnly {
+                return Err(Error::Unsupported(
+                    "disc_only copies (use disc: the table in memory, its log on disc)".into(),
+                ));
+            }
+        }
+        if spec.replicas.iter().any(|r| r.node == "all") {
+            let copy = spec.replicas[0].copy;
+            spec.replicas = members
+                .iter()
+                .map(|node| molt_abi::table::Replica {
+                    node: node.clone(),
+                    copy,
+                })
+                .collect();
+        }
+        for (i, replica) in spec.replicas.iter().enumerate() {
+            if !members.contains(&replica.node) {
+                return Err(Error::BadSpec(format!(
+                    "{} is not a node of this cluster (molt cluster lists them)",
+                    replica.node
+                )));
+            }
+            if spec.replicas[..i].iter().any(|r| r.node == replica.node) {
+                return Err(Error::BadSpec(format!(
+                    "{} is named twice as a replica",
+                    replica.node
+                )));
+            }
+        }
+        if let Some(node) = self.node.upgrade()
+            && node.inner().tables.local().info(&spec.name).is_ok()
+            && !node.inner().tables.local().is_replica(&spec.name)
+        {
+            return Err(Error::Exists(spec.name));
+        }
+        let name = spec.name.clone();
+        match coord.propose_table(Command::CreateTable { spec }).await {
+            Ok(TableOutcome::Created(id)) => {
+                self.wait_started(&name, id).await;
+                Ok(())
+            }
+            Ok(TableOutcome::Exists) => Err(Error::Exists(name)),
+            Ok(other) => Err(Error::Unavailable {
+                table: name,
+                why: format!("the coordination group answered {other:?}"),
+            }),
+            Err(e) => Err(global_error(&name, e)),
+        }
+    }
+
+    /// After a create: wait (up to the quorum timeout) until the table's
+    /// group has a leader, as seen from here.
+    async fn wait_started(&self, table: &str, id: u64) {
+        let deadline = tokio::time::Instant::now() + self.quorum_timeout * 2;
+        while tokio::time::Instant::now() < deadline {
+            let ready = match self.group(table) {
+                Some(group) => group.id == id && group.leader().is_some() && group.is_member(),
+                None => !self
+                    .entry(table)
+                    .is_some_and(|e| self.replicates(&e) && e.id == id),
+            };
+            if ready {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn delete(&self, table: String) -> Result<(), Error> {
+        let coord = self
+            .coordination()
+            .ok_or_else(|| Error::NoTable(table.clone()))?;
+        match coord
+            .propose_table(Command::DeleteTable {
+                name: table.clone(),
+            })
+            .await
+        {
+            Ok(TableOutcome::Deleted) => {
+                // This node's replica goes at once.
+                self.reconcile_soon().await;
+                Ok(())
+            }
+            Ok(TableOutcome::NoTable) => Err(Error::NoTable(table)),
+            Ok(other) => Err(Error::Unavailable {
+                table,
+                why: format!("the coordination group answered {other:?}"),
+            }),
+            Err(e) => Err(global_error(&table, e)),
+        }
+    }
+
+    async fn reconcile_soon(&self) {
+        let deadline = tokio::time::Instant::now() + self.quorum_timeout;
+        loop {
+            let gone = {
+                let groups = self.groups.lock().expect("groups poisoned");
+                let entries = self.coordination().map(|c| c.table_entries());
+                groups.iter().all(|(name, g)| {
+                    entries
+                        .as_ref()
+                        .and_then(|e| e.get(name))
+                        .is_some_and(|e| e.id == g.id)
+                })
+            };
+            if gone || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn global_error(table: &str, e: GlobalError) -> Error {
+    match e {
+        GlobalError::NoQuorum(_) => Error::NoQuorum,
+        GlobalError::Limit(limit) => Error::Limit {
+            limit: limit.to_string(),
+            max: 0,
+        },
+        other => Error::Unavailable {
+            table: table.to_string(),
+            why: other.to_string(),
+        },
+    }
+}
+
+impl Replicated for Replication {
+    fn takes(&self, request: &Request) -> bool {
+        let replicated = |table: &str| self.group(table).is_some() || self.entry(table).is_some();
+        match request {
+            Request::Create(spec) => {
+                spec.replicas.len() > 1
+                    || spec
+                        .replicas
+                        .iter()
+                        .any(|r| !r.node.is_empty() && r.node != self.here)
+            }
+            Request::Delete { table } => replicated(table),
+            Request::Commit(batches) => batches.iter().any(|(t, _)| replicated(t)),
+            _ => match read_of(request) {
+                Some((table, Consistency::Dirty)) => {
+                    self.group(table).is_none() && self.entry(table).is_some()
+                }
+                Some((table, Consistency::Linearizable)) => replicated(table),
+                None => false,
+            },
+        }
+    }
+
+    fn answer(self: Arc<Self>, request: Request) -> Pending<Reply> {
+        Box::pin(async move {
+            match request {
+                Request::Create(spec) => match self.create(spec).await {
+                    Ok(()) => Reply::Done,
+                    Err(e) => Reply::Error(e),
+                },
+                Request::Delete { table } => match self.delete(table).await {
+                    Ok(()) => Reply::Done,
+                    Err(e) => Reply::Error(e),
+                },
+                Request::Commit(mut batches) => {
+                    if batches.len() != 1 {
+                        return Reply::Error(Error::Unsupported(
+                            "a transaction over several tables when one of them is replicated (each replicated table is its own group; commit to one at a time)".into(),
+                        ));
+                    }
+                    let (table, batch) = batches.pop().expect("one batch");
+                    self.commit(table, batch).await
+                }
+                request => self.read(request, false).await,
+            }
+        })
+    }
+
+    fn stale(&self, table: &str) -> bool {
+        self.group(table).is_some_and(|g| g.stale())
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.coordination()
+            .map(|c| c.table_entries().into_keys().collect())
+            .unwrap_or_default()
+    }
+
+    fn spec(&self, table: &str) -> Option<Spec> {
+        self.entry(table).map(|e| e.spec)
+    }
+
+    fn status(&self, table: &str) -> Option<ReplicaStatus> {
+        let group = self.group(table)?;
+        let metrics = group.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership().clone();
+        let name_of = |id: &u64| membership.get_node(id).map(|m| m.name.clone());
+        Some(ReplicaStatus {
+            member: group.me,
+            role: format!("{:?}", metrics.state).to_lowercase(),
+            term: metrics.current_term,
+            leader: metrics.current_leader.as_ref().and_then(name_of),
+            voters: membership
+                .voter_ids()
+                .filter_map(|id| name_of(&id))
+                .collect(),
+            learners: membership
+                .learner_ids()
+                .filter_map(|id| name_of(&id))
+                .collect(),
+            applied: metrics.last_applied.map_or(0, |l| l.index),
+            stale: group.stale(),
+            disc: group.disc,
+        })
+    }
+}
+
+/// This node's replica of a replicated table, and its group as this node
+/// sees it (`molt table info`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaStatus {
+    /// This replica's Raft id in the group.
+    pub member: u64,
+    /// Its role: leader, follower, candidate or learner.
+    pub role: String,
+    /// The group's term.
+    pub term: u64,
+    /// The leader's node, if known.
+    pub leader: Option<String>,
+    /// The voters' nodes.
+    pub voters: Vec<String>,
+    /// The learners' nodes (replicas catching up).
+    pub learners: Vec<String>,
+    /// The last log index applied here.
+    pub applied: u64,
+    /// Whether this replica may lag.
+    pub stale: bool,
+    /// Whether its log is on disc.
+    pub disc: bool,
+}

@@ -1,0 +1,269 @@
+//! Replicated tables on three coordinated nodes over loopback: a table
+//! kept on every node, written from each, read everywhere; its group
+//! survives the loss of a node, and a minority refuses writes.
+
+use std::time::Duration;
+
+use molt_abi::table::{
+    Abort, Batch, Condition, Consistency, Copy, Error, Kind, Op, Replica, Reply, Request, Spec,
+};
+use molt_host::cluster::LogMode;
+use molt_host::table::Tables;
+use molt_tests::TempDir;
+
+use crate::coord::{Member, three, wait_for};
+
+fn spec(name: &str, nodes: &[&Member], copy: Copy) -> Spec {
+    Spec {
+        name: name.to_string(),
+        kind: Kind::Set,
+        indexes: Vec::new(),
+        replicas: nodes
+            .iter()
+            .map(|m| Replica {
+                node: m.dist.name().to_string(),
+                copy,
+            })
+            .collect(),
+    }
+}
+
+fn put(table: &str, key: &str, value: &str) -> Request {
+    Request::Commit(vec![(
+        table.to_string(),
+        Batch {
+            conditions: Vec::new(),
+            ops: vec![Op::Put {
+                key: key.into(),
+                value: value.into(),
+                index_values: Vec::new(),
+            }],
+        },
+    )])
+}
+
+fn get(table: &str, key: &str, consistency: Consistency) -> Request {
+    Request::Get {
+        table: table.to_string(),
+        key: key.into(),
+        consistency,
+    }
+}
+
+/// The value of `key` read on `m`, and whether the replica said stale.
+async fn read(
+    m: &Member,
+    table: &str,
+    key: &str,
+    consistency: Consistency,
+) -> (Option<String>, bool) {
+    match m.node.table(get(table, key, consistency)).await {
+        Reply::Rows(rows) => {
+            let value = rows
+                .rows
+                .first()
+                .and_then(|r| r.records.first())
+                .map(|r| String::from_utf8(r.value.clone()).expect("text"));
+            (value, rows.stale)
+        }
+        other => panic!("{}: a read of {key} answered {other:?}", m.dist.name()),
+    }
+}
+
+fn committed(reply: Reply, what: &str) -> u64 {
+    match reply {
+        Reply::Committed(indexes) => indexes[0],
+        other => panic!("{what}: {other:?}"),
+    }
+}
+
+fn tables(m: &Member) -> &Tables {
+    m.node.tables()
+}
+
+fn leader_of(members: &[Member], table: &str) -> Option<String> {
+    members
+        .iter()
+        .find_map(|m| tables(m).replica_status(table).and_then(|s| s.leader))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_on_three_nodes_takes_writes_from_each_and_outlives_a_node() {
+    let dir = TempDir::new("replicated-three");
+    let mut members = three(&dir, LogMode::Ram).await;
+    let all: Vec<&Member> = members.iter().collect();
+    let created = members[0]
+        .node
+        .table(Request::Create(spec("carts", &all, Copy::Ram)))
+        .await;
+    assert_eq!(created, Reply::Done);
+    // Every node lists it and keeps a replica in a group of three voters.
+    wait_for("three voters in the table's group", || {
+        members.iter().all(|m| {
+            tables(m)
+                .replica_status("carts")
+                .is_some_and(|s| s.voters.len() == 3 && s.leader.is_some())
+        })
+    })
+    .await;
+    for m in &members {
+        assert_eq!(
+            m.node.table(Request::List).await,
+            Reply::Tables(vec!["carts".into()])
+        );
+    }
+    // A write from each node; each is read back at once on the node that
+    // wrote it, and linearizably from every node.
+    for (i, m) in members.iter().enumerate() {
+        let key = format!("k{i}");
+        let index = committed(
+            m.node.table(put("carts", &key, &format!("v{i}"))).await,
+            "a write",
+        );
+        assert!(index > 0);
+        let (value, _) = read(m, "carts", &key, Consistency::Dirty).await;
+        assert_eq!(value.as_deref(), Some(format!("v{i}").as_str()));
+    }
+    for m in &members {
+        for i in 0..3 {
+            let (value, stale) =
+                read(m, "carts", &format!("k{i}"), Consistency::Linearizable).await;
+            assert_eq!(value, Some(format!("v{i}")), "on {}", m.dist.name());
+            assert!(!stale);
+        }
+    }
+    // A conditional write: absent fails once the key is there.
+    let again = Request::Commit(vec![(
+        "carts".to_string(),
+        Batch {
+            conditions: vec![Condition::Absent { key: "k0".into() }],
+            ops: vec![Op::Put {
+                key: "k0".into(),
+                value: "other".into(),
+                index_values: Vec::new(),
+            }],
+        },
+    )]);
+    match members[1].node.table(again).await {
+        Reply::Error(Error::Aborted { table, abort }) => {
+            assert_eq!(table, "carts");
+            assert!(matches!(abort, Abort::Exists { .. }), "{abort:?}");
+        }
+        other => panic!("expected an abort, got {other:?}"),
+    }
+
+    // The table group's leader's node stops; the other two go on.
+    let leader = leader_of(&members, "carts").expect("a leader");
+    let at = members
+        .iter()
+        .position(|m| m.dist.name() == leader)
+        .expect("the leader is a member");
+    let gone = members.remove(at);
+    gone.stop().await;
+    let reply = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match members[0].node.table(put("carts", "after", "loss")).await {
+                Reply::Error(Error::NoQuorum) => continue,
+                reply => return reply,
+            }
+        }
+    })
+    .await
+    .expect("a write within 20 s of losing a node");
+    committed(reply, "a write after the loss");
+    for m in &members {
+        for (key, value) in [("k0", "v0"), ("k1", "v1"), ("k2", "v2"), ("after", "loss")] {
+            let (read, _) = read(m, "carts", key, Consistency::Linearizable).await;
+            assert_eq!(read.as_deref(), Some(value), "{key} on {}", m.dist.name());
+        }
+    }
+
+    // Deleting it takes it off every node.
+    assert_eq!(
+        members[1]
+            .node
+            .table(Request::Delete {
+                table: "carts".into()
+            })
+            .await,
+        Reply::Done
+    );
+    wait_for("the table gone from every node", || {
+        members
+            .iter()
+            .all(|m| tables(m).replica_status("carts").is_none())
+    })
+    .await;
+    for m in &members {
+        assert_eq!(m.node.table(Request::List).await, Reply::Tables(vec![]));
+    }
+    for m in members {
+        m.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_replica_reads_and_writes_through_one_and_bad_specs_are_refused() {
+    let dir = TempDir::new("replicated-remote");
+    let members = three(&dir, LogMode::Ram).await;
+    let two: Vec<&Member> = members[..2].iter().collect();
+    assert_eq!(
+        members[2]
+            .node
+            .table(Request::Create(spec("sessions", &two, Copy::Ram)))
+            .await,
+        Reply::Done
+    );
+    wait_for("two voters", || {
+        members[..2].iter().all(|m| {
+            tables(m)
+                .replica_status("sessions")
+                .is_some_and(|s| s.voters.len() == 2)
+        })
+    })
+    .await;
+    assert!(tables(&members[2]).replica_status("sessions").is_none());
+    let c = &members[2];
+    committed(
+        c.node.table(put("sessions", "s1", "alice")).await,
+        "a write from c",
+    );
+    let (value, _) = read(c, "sessions", "s1", Consistency::Linearizable).await;
+    assert_eq!(value.as_deref(), Some("alice"));
+    let (value, _) = read(&members[0], "sessions", "s1", Consistency::Linearizable).await;
+    assert_eq!(value.as_deref(), Some("alice"));
+    match c
+        .node
+        .table(Request::Info {
+            table: "sessions".into(),
+        })
+        .await
+    {
+        Reply::Info(info) => assert_eq!(info.spec.replicas.len(), 2),
+        other => panic!("info: {other:?}"),
+    }
+    // A replica on a node that is not in the cluster, or named twice.
+    let mut bad = spec("bad", &two, Copy::Ram);
+    bad.replicas[1].node = "nobody@nowhere".into();
+    match c.node.table(Request::Create(bad)).await {
+        Reply::Error(Error::BadSpec(why)) => assert!(why.contains("nobody@nowhere"), "{why}"),
+        other => panic!("expected BadSpec, got {other:?}"),
+    }
+    let mut twice = spec("twice", &two, Copy::Ram);
+    twice.replicas[1].node = twice.replicas[0].node.clone();
+    assert!(matches!(
+        c.node.table(Request::Create(twice)).await,
+        Reply::Error(Error::BadSpec(_))
+    ));
+    // A second table of the same name.
+    assert_eq!(
+        members[0]
+            .node
+            .table(Request::Create(spec("sessions", &two, Copy::Ram)))
+            .await,
+        Reply::Error(Error::Exists("sessions".into()))
+    );
+    for m in members {
+        m.stop().await;
+    }
+}
