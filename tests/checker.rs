@@ -497,6 +497,70 @@ pub fn check_name_table<K: Ord + fmt::Debug>(
     check_linearizable_per_key::<NameModel, K>(history)
 }
 
+/// An operation on one key of a table, as a register: every write puts a
+/// value no other write puts, so a compare-and-set on the value read is a
+/// write conditioned on the version read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RegisterOp {
+    /// Put `value`, unconditionally.
+    Write(u64),
+    /// Read the key (linearizably).
+    Read,
+    /// Put `to` if the key holds `from` (`None`: absent).
+    Cas {
+        /// The value read before.
+        from: Option<u64>,
+        /// The value to put.
+        to: u64,
+    },
+}
+
+/// What a [`RegisterOp`] returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RegisterRet {
+    /// A write, or a compare-and-set that applied.
+    Done,
+    /// A compare-and-set whose condition failed (nothing changed).
+    Refused,
+    /// A read: the value, if any.
+    Value(Option<u64>),
+}
+
+/// One key of a table, as a register.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RegisterModel;
+
+impl Model for RegisterModel {
+    type State = Option<u64>;
+    type Op = RegisterOp;
+    type Ret = RegisterRet;
+
+    fn init() -> Option<u64> {
+        None
+    }
+
+    fn step(
+        state: &Option<u64>,
+        op: &RegisterOp,
+        ret: Option<&RegisterRet>,
+    ) -> Option<Option<u64>> {
+        let (next, expected) = match *op {
+            RegisterOp::Write(v) => (Some(v), RegisterRet::Done),
+            RegisterOp::Read => (*state, RegisterRet::Value(*state)),
+            RegisterOp::Cas { from, to } if *state == from => (Some(to), RegisterRet::Done),
+            RegisterOp::Cas { .. } => (*state, RegisterRet::Refused),
+        };
+        ret.is_none_or(|r| *r == expected).then_some(next)
+    }
+}
+
+/// Checks a table's history, each key apart, against [`RegisterModel`].
+pub fn check_registers<K: Ord + fmt::Debug>(
+    history: &[(K, Entry<RegisterOp, RegisterRet>)],
+) -> Result<(), Violation> {
+    check_linearizable_per_key::<RegisterModel, K>(history)
+}
+
 // ---------------------------------------------------------------------------
 // Locks and elections
 // ---------------------------------------------------------------------------
@@ -798,6 +862,64 @@ mod tests {
             println!("{v}");
             v.rule
         })
+    }
+
+    #[test]
+    fn registers_catch_a_lost_write_and_a_double_compare_and_set() {
+        use RegisterOp::{Cas, Read, Write};
+        type R = Entry<RegisterOp, RegisterRet>;
+        let ok = |op, t0, t1, ret| -> R { Entry::ok(1, op, t0, t1, ret) };
+        let value = |v| RegisterRet::Value(v);
+        let fine = [
+            ok(Write(1), 0, 1, RegisterRet::Done),
+            ok(
+                Cas {
+                    from: Some(1),
+                    to: 2,
+                },
+                2,
+                5,
+                RegisterRet::Done,
+            ),
+            ok(
+                Cas {
+                    from: Some(1),
+                    to: 3,
+                },
+                3,
+                6,
+                RegisterRet::Refused,
+            ),
+            ok(Read, 7, 8, value(Some(2))),
+        ];
+        let check =
+            |h: &[R]| check_registers(&h.iter().map(|e| ("k", e.clone())).collect::<Vec<_>>());
+        assert!(check(&fine).is_ok());
+        // Both compare-and-sets from the same value applied.
+        let mut twice = fine.clone();
+        twice[2] = ok(
+            Cas {
+                from: Some(1),
+                to: 3,
+            },
+            3,
+            6,
+            RegisterRet::Done,
+        );
+        assert_eq!(check(&twice).unwrap_err().rule, Rule::NotLinearizable);
+        // A write acknowledged and then not read.
+        let lost = [
+            ok(Write(1), 0, 1, RegisterRet::Done),
+            ok(Write(2), 2, 3, RegisterRet::Done),
+            ok(Read, 4, 5, value(Some(1))),
+        ];
+        assert_eq!(check(&lost).unwrap_err().rule, Rule::NotLinearizable);
+        // An unknown write may show up later, or never.
+        let maybe: [R; 2] = [
+            Entry::unknown(1, Write(5), 0),
+            ok(Read, 4, 5, value(Some(5))),
+        ];
+        assert!(check(&maybe).is_ok());
     }
 
     #[test]

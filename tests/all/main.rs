@@ -12,6 +12,7 @@ mod netns;
 mod otp;
 mod pg;
 mod replicated;
+mod replicated_faults;
 mod service;
 mod signals;
 mod supervisor;
