@@ -39,7 +39,12 @@ fn config(dir: &TempDir, name: &str, mode: LogMode) -> CoordConfig {
     config
 }
 
-async fn member(dir: &TempDir, name: &str, join: Option<&Member>, mode: LogMode) -> Member {
+pub(crate) async fn member(
+    dir: &TempDir,
+    name: &str,
+    join: Option<&Member>,
+    mode: LogMode,
+) -> Member {
     let (node, dist) = dist_node(name).await;
     let address = join.map(|m| address_of(&m.dist));
     let coord = Coordination::start(&node, &dist, config(dir, name, mode), address.as_deref())

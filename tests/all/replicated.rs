@@ -267,3 +267,230 @@ async fn a_node_without_a_replica_reads_and_writes_through_one_and_bad_specs_are
         m.stop().await;
     }
 }
+
+fn status(m: &Member, table: &str) -> Option<molt_host::table::ReplicaStatus> {
+    tables(m).replica_status(table)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_are_added_changed_and_removed_while_the_table_is_in_use() {
+    use molt_abi::table::Event as TableEvent;
+    use molt_tests::Puppet;
+
+    use crate::tables::{call, table_event};
+
+    let dir = TempDir::new("replicated-schema");
+    let members = three(&dir, LogMode::Ram).await;
+    let (a, b, c) = (&members[0], &members[1], &members[2]);
+    assert_eq!(
+        a.node
+            .table(Request::Create(spec("stock", &[a, b], Copy::Ram)))
+            .await,
+        Reply::Done
+    );
+    for i in 0..50 {
+        committed(
+            a.node
+                .table(put("stock", &format!("item{i:02}"), "5"))
+                .await,
+            "a write",
+        );
+    }
+    // c gets a replica: it catches up, and its subscriber hears of writes.
+    let add = |node: &Member, copy| Request::AddReplica {
+        table: "stock".into(),
+        replica: Replica {
+            node: node.dist.name().to_string(),
+            copy,
+        },
+    };
+    assert_eq!(b.node.table(add(c, Copy::Ram)).await, Reply::Done);
+    wait_for("c a voter of the table's group", || {
+        status(c, "stock")
+            .is_some_and(|s| s.voters.len() == 3 && s.voters.contains(&c.dist.name().to_string()))
+    })
+    .await;
+    wait_for("c caught up", || {
+        tables(c)
+            .local()
+            .get("stock", b"item49")
+            .is_ok_and(|(records, _)| records.len() == 1)
+    })
+    .await;
+    let mut watcher = Puppet::spawn(&c.node).await;
+    let subscribe = Request::Subscribe {
+        table: "stock".into(),
+    };
+    assert_eq!(call(&mut watcher, subscribe.clone()).await, Reply::Done);
+    let index = committed(a.node.table(put("stock", "item50", "7")).await, "a write");
+    match table_event(&mut watcher).await {
+        TableEvent::Committed {
+            table,
+            index: at,
+            changes,
+        } => {
+            assert_eq!((table.as_str(), at), ("stock", index));
+            assert_eq!(changes.len(), 1);
+        }
+        other => panic!("expected a change, got {other:?}"),
+    }
+    // a stops keeping one; it still reads and writes through the others.
+    assert_eq!(
+        c.node
+            .table(Request::RemoveReplica {
+                table: "stock".into(),
+                node: a.dist.name().to_string(),
+            })
+            .await,
+        Reply::Done
+    );
+    wait_for("a out of the group", || {
+        status(a, "stock").is_none()
+            && [b, c]
+                .iter()
+                .all(|m| status(m, "stock").is_some_and(|s| s.voters.len() == 2))
+    })
+    .await;
+    committed(
+        a.node.table(put("stock", "item51", "1")).await,
+        "a write from a",
+    );
+    let (value, _) = read(a, "stock", "item51", Consistency::Linearizable).await;
+    assert_eq!(value.as_deref(), Some("1"));
+    // c's replica goes to disc: the same member, its log moved to disc;
+    // its subscriber goes on hearing of writes.
+    let member = status(c, "stock").expect("a replica").member;
+    assert_eq!(a.node.table(add(c, Copy::Disc)).await, Reply::Done);
+    wait_for("c a disc voter", || {
+        status(c, "stock").is_some_and(|s| s.disc && s.voters.len() == 2 && s.leader.is_some())
+    })
+    .await;
+    assert_eq!(status(c, "stock").unwrap().member, member);
+    let after = committed(a.node.table(put("stock", "item52", "2")).await, "a write");
+    loop {
+        match table_event(&mut watcher).await {
+            TableEvent::Committed { index: at, .. } if at < after => {}
+            TableEvent::Committed {
+                index: at, changes, ..
+            } => {
+                assert_eq!(at, after);
+                assert_eq!(changes.len(), 1);
+                break;
+            }
+            other => panic!("expected item52's change, got {other:?}"),
+        }
+    }
+    let (value, _) = read(c, "stock", "item51", Consistency::Linearizable).await;
+    assert_eq!(value.as_deref(), Some("1"));
+    match a
+        .node
+        .table(Request::Info {
+            table: "stock".into(),
+        })
+        .await
+    {
+        Reply::Info(info) => {
+            let copies: Vec<(String, Copy)> = info
+                .spec
+                .replicas
+                .iter()
+                .map(|r| (r.node.clone(), r.copy))
+                .collect();
+            assert_eq!(
+                copies,
+                vec![
+                    (b.dist.name().to_string(), Copy::Ram),
+                    (c.dist.name().to_string(), Copy::Disc)
+                ]
+            );
+        }
+        other => panic!("info: {other:?}"),
+    }
+    // Bad changes are refused clearly.
+    let remove = |node: &Member| Request::RemoveReplica {
+        table: "stock".into(),
+        node: node.dist.name().to_string(),
+    };
+    assert!(matches!(
+        a.node.table(remove(a)).await,
+        Reply::Error(Error::BadSpec(why)) if why.contains("keeps no replica")
+    ));
+    assert_eq!(a.node.table(remove(b)).await, Reply::Done);
+    assert!(matches!(
+        a.node.table(remove(c)).await,
+        Reply::Error(Error::BadSpec(why)) if why.contains("last replica")
+    ));
+    drop(watcher);
+    for m in members {
+        m.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_keeps_its_disc_replicas_and_rejoins_with_new_ram_ones() {
+    use crate::coord::member;
+
+    let dir = TempDir::new("replicated-restart");
+    let mut members = three(&dir, LogMode::Disc).await;
+    let all: Vec<&Member> = members.iter().collect();
+    for (table, copy) in [("kept", Copy::Disc), ("cache", Copy::Ram)] {
+        assert_eq!(
+            members[0]
+                .node
+                .table(Request::Create(spec(table, &all, copy)))
+                .await,
+            Reply::Done
+        );
+    }
+    wait_for("both groups of three", || {
+        members.iter().all(|m| {
+            ["kept", "cache"]
+                .iter()
+                .all(|t| status(m, t).is_some_and(|s| s.voters.len() == 3))
+        })
+    })
+    .await;
+    for table in ["kept", "cache"] {
+        committed(
+            members[0].node.table(put(table, "before", "1")).await,
+            "a write",
+        );
+    }
+    let b = members.remove(1);
+    let kept_id = status(&b, "kept").expect("a replica").member;
+    let cache_id = status(&b, "cache").expect("a replica").member;
+    b.stop().await;
+    // Written while b is away.
+    for table in ["kept", "cache"] {
+        committed(
+            members[0].node.table(put(table, "during", "2")).await,
+            "a write",
+        );
+    }
+    let b = member(&dir, "b", Some(&members[0]), LogMode::Disc).await;
+    wait_for("b's replicas back in both groups", || {
+        ["kept", "cache"].iter().all(|t| {
+            status(&b, t).is_some_and(|s| s.voters.len() == 3 && s.learners.is_empty() && !s.stale)
+        })
+    })
+    .await;
+    // The disc replica came back as itself, with its log; the ram one
+    // joined afresh and replaced the old one.
+    assert_eq!(status(&b, "kept").unwrap().member, kept_id);
+    assert_ne!(status(&b, "cache").unwrap().member, cache_id);
+    for table in ["kept", "cache"] {
+        wait_for("b has the write made while it was away", || {
+            tables(&b)
+                .local()
+                .get(table, b"during")
+                .is_ok_and(|(records, _)| records.len() == 1)
+        })
+        .await;
+        let (value, _) = read(&b, table, "before", Consistency::Dirty).await;
+        assert_eq!(value.as_deref(), Some("1"), "{table}");
+    }
+    members.push(b);
+    for m in members {
+        m.stop().await;
+    }
+}

@@ -20,7 +20,7 @@ async fn call_with(p: &mut Puppet, request: &Request, out_cap: u32) -> Reply {
     }
 }
 
-async fn call(p: &mut Puppet, request: Request) -> Reply {
+pub(crate) async fn call(p: &mut Puppet, request: Request) -> Reply {
     call_with(p, &request, 64 * 1024).await
 }
 
@@ -428,7 +428,7 @@ async fn replicas_elsewhere_need_coordination_and_say_so() {
 }
 
 /// The next table event `p` reports.
-async fn table_event(p: &mut Puppet) -> TableEvent {
+pub(crate) async fn table_event(p: &mut Puppet) -> TableEvent {
     match p.event().await {
         Event::Got {
             system: Some(SystemEvent::Table(event)),

@@ -373,6 +373,23 @@ pub enum Request {
         /// The table.
         table: String,
     },
+    /// Keep a replicated table on one more node too, or change the copy
+    /// type of the replica a node keeps. The new replica catches up while
+    /// the table stays in use. Reply: `Done`.
+    AddReplica {
+        /// The table.
+        table: String,
+        /// The node and how it keeps the table.
+        replica: Replica,
+    },
+    /// Stop keeping a replicated table on a node (a table keeps at least
+    /// one replica: delete it instead). Reply: `Done`.
+    RemoveReplica {
+        /// The table.
+        table: String,
+        /// The node.
+        node: String,
+    },
 }
 
 /// Why a table request failed.

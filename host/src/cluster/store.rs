@@ -337,6 +337,78 @@ impl<C: LogTypes> Storage<C> {
         })
     }
 
+    /// The same log, vote, commit index and snapshot under the same
+    /// identity, moved to a new file `file` of `dir` (written durably
+    /// before this returns; a file there before is replaced), or with
+    /// `None` to memory. How a replica changes its copy type without
+    /// becoming another member: nothing it promised is forgotten. Stop
+    /// its Raft first; close this storage after.
+    pub async fn moved_to(&self, dir: Option<(&Path, &str)>) -> Result<Storage<C>, OpenError> {
+        let (mem, snapshot) = {
+            let mem = self.mem();
+            let copy = Mem {
+                entries: mem.entries.clone(),
+                last_purged: mem.last_purged,
+                vote: mem.vote,
+                committed: mem.committed,
+            };
+            (copy, self.snapshot())
+        };
+        let Some((dir, file)) = dir else {
+            let moved = Storage::in_memory(self.identity.clone());
+            *moved.mem() = mem;
+            *moved.snapshot.lock().expect("snapshot poisoned") = snapshot;
+            return Ok(moved);
+        };
+        let path = dir.join(file);
+        if let Err(source) = std::fs::remove_file(&path)
+            && source.kind() != io::ErrorKind::NotFound
+        {
+            return Err(OpenError::Dir {
+                path: path.display().to_string(),
+                source,
+            });
+        }
+        let moved = Storage::open_file(dir, file, &self.identity.node, self.identity.member)?;
+        let failed = |why: String| OpenError::Database {
+            path: path.display().to_string(),
+            why,
+        };
+        let rows = mem
+            .entries
+            .iter()
+            .map(|(index, entry)| (*index, molt_abi::codec::encode(entry)))
+            .collect();
+        let _ = moved.send(Write::Append(rows, None));
+        if let Some(purged) = mem.last_purged {
+            let _ = moved.send(Write::Purge(
+                purged.index,
+                molt_abi::codec::encode(&Some(purged)),
+            ));
+        }
+        if let Some(snapshot) = &snapshot {
+            let _ = moved.send(Write::Meta(
+                "snapshot",
+                molt_abi::codec::encode(snapshot),
+                None,
+            ));
+        }
+        *moved.mem() = mem;
+        *moved.snapshot.lock().expect("snapshot poisoned") = snapshot;
+        // The vote last, waited for: everything before is in its commit or
+        // an earlier one.
+        let vote = moved.mem().vote;
+        let record = match vote {
+            Some(vote) => ("vote", molt_abi::codec::encode(&vote)),
+            None => ("moved", Vec::new()),
+        };
+        moved
+            .durable(record.0, record.1)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(moved)
+    }
+
     /// Resolves when a write failed, with what failed.
     pub fn failure(&self) -> watch::Receiver<Option<String>> {
         self.failed.clone()

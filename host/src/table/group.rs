@@ -122,6 +122,14 @@ impl GroupMachine {
         })
     }
 
+    /// The same machine, keeping its snapshots in `storage` from now on.
+    pub(crate) fn with_storage(&self, storage: Storage<TableRaft>) -> GroupMachine {
+        GroupMachine {
+            storage,
+            ..self.clone()
+        }
+    }
+
     /// The last log index applied, as it changes.
     pub(crate) fn applied(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
@@ -328,6 +336,7 @@ impl RaftNetwork<TableRaft> for GroupLink {
         let request = TableRequest::Append {
             table: self.table.clone(),
             id: self.id,
+            to: self.target,
             rpc,
         };
         match self.call(request, option.hard_ttl()).await? {
@@ -350,6 +359,7 @@ impl RaftNetwork<TableRaft> for GroupLink {
         let request = TableRequest::Snapshot {
             table: self.table.clone(),
             id: self.id,
+            to: self.target,
             rpc,
         };
         match self.call(request, option.hard_ttl()).await? {
@@ -369,6 +379,7 @@ impl RaftNetwork<TableRaft> for GroupLink {
         let request = TableRequest::Vote {
             table: self.table.clone(),
             id: self.id,
+            to: self.target,
             rpc,
         };
         match self.call(request, option.hard_ttl()).await? {
@@ -402,6 +413,9 @@ pub(crate) struct Group {
     pub(crate) disc: bool,
     pub(crate) raft: Raft<TableRaft>,
     pub(crate) storage: Storage<TableRaft>,
+    /// Its state machine (kept to run the group again over another
+    /// storage).
+    pub(crate) machine: GroupMachine,
     pub(crate) client: ServiceClient<TableService>,
     applied: watch::Receiver<u64>,
     /// When this node last heard from the group's leader (ms since
@@ -420,23 +434,23 @@ impl Group {
     pub(crate) fn new(
         table: String,
         id: u64,
-        me: u64,
         disc: bool,
         raft: Raft<TableRaft>,
         storage: Storage<TableRaft>,
+        machine: GroupMachine,
         client: ServiceClient<TableService>,
-        applied: watch::Receiver<u64>,
         stale_after: Duration,
     ) -> Group {
         Group {
             table,
             id,
-            me,
+            me: storage.identity.member,
             disc,
             raft,
             storage,
+            applied: machine.applied(),
+            machine,
             client,
-            applied,
             heard: AtomicU64::new(0),
             born: Instant::now(),
             stale_after,

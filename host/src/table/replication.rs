@@ -46,6 +46,9 @@ pub enum TableRequest {
         table: String,
         /// Its id.
         id: u64,
+        /// The member it is for (a node's replica that restarted as a
+        /// new member must not take its predecessor's messages).
+        to: u64,
         /// openraft's request.
         rpc: AppendEntriesRequest<TableRaft>,
     },
@@ -55,6 +58,8 @@ pub enum TableRequest {
         table: String,
         /// Its id.
         id: u64,
+        /// The member it is for.
+        to: u64,
         /// openraft's request.
         rpc: VoteRequest<u64>,
     },
@@ -64,6 +69,8 @@ pub enum TableRequest {
         table: String,
         /// Its id.
         id: u64,
+        /// The member it is for.
+        to: u64,
         /// openraft's request.
         rpc: InstallSnapshotRequest<TableRaft>,
     },
@@ -317,6 +324,16 @@ impl Replication {
             .ok_or_else(|| TableServiceError::NoGroup(table.to_string()))
     }
 
+    /// The group of `table` (as created at `id`) whose member here is
+    /// `to`: Raft's messages for an earlier member of this node (before a
+    /// restart) are refused, as if that member were unreachable.
+    fn member(&self, table: &str, id: u64, to: u64) -> Result<Arc<Group>, TableServiceError> {
+        self.group_with(table, id)?;
+        self.group(table)
+            .filter(|g| g.id == id && g.me == to)
+            .ok_or_else(|| TableServiceError::NoGroup(table.to_string()))
+    }
+
     fn entry(&self, table: &str) -> Option<TableEntry> {
         self.coordination()?.table_entries().remove(table)
     }
@@ -361,7 +378,24 @@ impl Replication {
             self.end(&group, entries.get(&group.table)).await;
         }
         for entry in entries.values().filter(|e| self.replicates(e)) {
+            let copy = self.copy_of(entry).unwrap_or(Copy::Ram);
             let group = match self.group(&entry.spec.name) {
+                Some(group) if (copy != Copy::Ram) != group.disc => {
+                    match self.recopy(group, copy).await {
+                        Ok(group) => group,
+                        Err(why) => {
+                            tracing::error!(table = %entry.spec.name, "cannot change this node's copy type: {why}");
+                            if let Some(group) = self.group(&entry.spec.name) {
+                                self.groups
+                                    .lock()
+                                    .expect("groups poisoned")
+                                    .remove(&entry.spec.name);
+                                self.end(&group, Some(entry)).await;
+                            }
+                            continue;
+                        }
+                    }
+                }
                 Some(group) => group,
                 None => match self.begin(entry).await {
                     Ok(group) => group,
@@ -380,7 +414,17 @@ impl Replication {
     }
 
     fn replicates(&self, entry: &TableEntry) -> bool {
-        entry.spec.replicas.iter().any(|r| r.node == self.here)
+        self.copy_of(entry).is_some()
+    }
+
+    /// How this node keeps `entry`'s table, if it keeps a replica.
+    fn copy_of(&self, entry: &TableEntry) -> Option<Copy> {
+        entry
+            .spec
+            .replicas
+            .iter()
+            .find(|r| r.node == self.here)
+            .map(|r| r.copy)
     }
 
     /// Start this node's group of `entry`'s table, with an empty replica.
@@ -437,40 +481,90 @@ impl Replication {
                     .ended(&node.inner(), &table, index, "restored");
             }
         });
-        let machine = GroupMachine::new(replica, storage.clone(), on_replaced)?;
-        let applied = machine.applied();
+        let started = match GroupMachine::new(replica, storage.clone(), on_replaced) {
+            Ok(machine) => self.run(&spec.name, entry.id, disc, storage, machine).await,
+            Err(why) => Err(why),
+        };
+        match started {
+            Ok(group) => {
+                tracing::info!(table = %spec.name, member = me, ?copy, "this node's replica started");
+                Ok(group)
+            }
+            Err(why) => {
+                node.inner().tables.local().remove_replica(&spec.name);
+                Err(why)
+            }
+        }
+    }
+
+    /// Run a group of `table` over `storage` and `machine`, as this node's.
+    async fn run(
+        &self,
+        table: &str,
+        id: u64,
+        disc: bool,
+        storage: Storage<TableRaft>,
+        machine: GroupMachine,
+    ) -> Result<Arc<Group>, String> {
         let network = GroupNetwork {
             client: self.client.clone(),
             dist: self.dist.clone(),
-            table: spec.name.clone(),
-            id: entry.id,
+            table: table.to_string(),
+            id,
         };
         let raft = Raft::new(
-            me,
+            storage.identity.member,
             self.raft_config.clone(),
             network,
             storage.clone(),
-            machine,
+            machine.clone(),
         )
         .await
         .map_err(|e| e.to_string())?;
         let group = Arc::new(Group::new(
-            spec.name.clone(),
-            entry.id,
-            me,
+            table.to_string(),
+            id,
             disc,
             raft,
             storage,
+            machine,
             self.client.clone(),
-            applied,
             self.stale_after,
         ));
         self.groups
             .lock()
             .expect("groups poisoned")
-            .insert(spec.name.clone(), group.clone());
-        tracing::info!(table = %spec.name, member = me, ?copy, "this node's replica started");
+            .insert(table.to_string(), group.clone());
         Ok(group)
+    }
+
+    /// Change how this node keeps its replica (`ram` or `disc`): the same
+    /// member, its log, vote and state moved to the new storage, so the
+    /// group goes on with it as before (its subscribers too).
+    async fn recopy(&self, group: Arc<Group>, copy: Copy) -> Result<Arc<Group>, String> {
+        let disc = copy != Copy::Ram;
+        let _ = group.raft.shutdown().await;
+        let file = raft_file(&group.table, group.id);
+        let target = disc.then_some((self.raft_dir.as_path(), file.as_str()));
+        let moved = group.storage.moved_to(target).await;
+        group.storage.close().await;
+        let storage = match moved {
+            Ok(storage) => storage,
+            Err(e) => return Err(e.to_string()),
+        };
+        if group.disc {
+            let path = self.raft_dir.join(&file);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %path.display(), "cannot remove a replica's old log: {e}");
+            }
+        }
+        let machine = group.machine.with_storage(storage.clone());
+        let table = group.table.clone();
+        let again = self.run(&table, group.id, disc, storage, machine).await?;
+        tracing::info!(table = %table, ?copy, "this node's replica changed its copy type");
+        Ok(again)
     }
 
     /// Stop this node's group of a table it no longer replicates (or that
@@ -668,17 +762,17 @@ impl Replication {
         request: TableRequest,
     ) -> Result<TableReply, TableServiceError> {
         match request {
-            TableRequest::Append { table, id, rpc } => {
-                let group = self.group_with(&table, id)?;
+            TableRequest::Append { table, id, to, rpc } => {
+                let group = self.member(&table, id, to)?;
                 group.heard();
                 Ok(TableReply::Append(group.raft.append_entries(rpc).await))
             }
-            TableRequest::Vote { table, id, rpc } => {
-                let group = self.group_with(&table, id)?;
+            TableRequest::Vote { table, id, to, rpc } => {
+                let group = self.member(&table, id, to)?;
                 Ok(TableReply::Vote(group.raft.vote(rpc).await))
             }
-            TableRequest::Snapshot { table, id, rpc } => {
-                let group = self.group_with(&table, id)?;
+            TableRequest::Snapshot { table, id, to, rpc } => {
+                let group = self.member(&table, id, to)?;
                 group.heard();
                 Ok(TableReply::Snapshot(group.raft.install_snapshot(rpc).await))
             }
@@ -969,6 +1063,76 @@ impl Replication {
         }
     }
 
+    /// Add a replica (or change a node's copy type), or remove one.
+    async fn change_replicas(&self, table: &str, change: Change) -> Result<(), Error> {
+        let coord = self.coordination().ok_or_else(|| {
+            Error::Unsupported("replicated tables need coordination (molt node runs it)".into())
+        })?;
+        let Some(entry) = self.entry(table) else {
+            let local = self
+                .node
+                .upgrade()
+                .is_some_and(|n| n.inner().tables.local().info(table).is_ok());
+            return Err(if local {
+                Error::Unsupported(format!(
+                    "table {table} is kept on this node alone; replicas are given when a table is created"
+                ))
+            } else {
+                Error::NoTable(table.to_string())
+            });
+        };
+        let mut replicas = entry.spec.replicas.clone();
+        match change {
+            Change::Add(mut replica) => {
+                if replica.node.is_empty() {
+                    replica.node = self.here.clone();
+                }
+                if replica.copy == Copy::DiscOnly {
+                    return Err(Error::Unsupported(
+                        "disc_only copies (use disc: the table in memory, its log on disc)".into(),
+                    ));
+                }
+                if !coord.members().iter().any(|m| m.name == replica.node) {
+                    return Err(Error::BadSpec(format!(
+                        "{} is not a node of this cluster (molt cluster lists them)",
+                        replica.node
+                    )));
+                }
+                match replicas.iter_mut().find(|r| r.node == replica.node) {
+                    Some(r) if r.copy == replica.copy => return Ok(()),
+                    Some(r) => r.copy = replica.copy,
+                    None => replicas.push(replica),
+                }
+            }
+            Change::Remove(node) => {
+                if !replicas.iter().any(|r| r.node == node) {
+                    return Err(Error::BadSpec(format!(
+                        "{node} keeps no replica of table {table}"
+                    )));
+                }
+                if replicas.len() == 1 {
+                    return Err(Error::BadSpec(format!(
+                        "{node} keeps the last replica of table {table}: delete the table instead"
+                    )));
+                }
+                replicas.retain(|r| r.node != node);
+            }
+        }
+        let command = Command::SetReplicas {
+            name: table.to_string(),
+            replicas,
+        };
+        match coord.propose_table(command).await {
+            Ok(TableOutcome::Changed) => Ok(()),
+            Ok(TableOutcome::NoTable) => Err(Error::NoTable(table.to_string())),
+            Ok(other) => Err(Error::Unavailable {
+                table: table.to_string(),
+                why: format!("the coordination group answered {other:?}"),
+            }),
+            Err(e) => Err(global_error(table, e)),
+        }
+    }
+
     async fn reconcile_soon(&self) {
         let deadline = tokio::time::Instant::now() + self.quorum_timeout;
         loop {
@@ -988,6 +1152,12 @@ impl Replication {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// A change of a table's replicas.
+enum Change {
+    Add(molt_abi::table::Replica),
+    Remove(String),
 }
 
 fn global_error(table: &str, e: GlobalError) -> Error {
@@ -1016,6 +1186,7 @@ impl Replicated for Replication {
                         .any(|r| !r.node.is_empty() && r.node != self.here)
             }
             Request::Delete { table } => replicated(table),
+            Request::AddReplica { .. } | Request::RemoveReplica { .. } => true,
             Request::Commit(batches) => batches.iter().any(|(t, _)| replicated(t)),
             _ => match read_of(request) {
                 Some((table, Consistency::Dirty)) => {
@@ -1038,6 +1209,18 @@ impl Replicated for Replication {
                     Ok(()) => Reply::Done,
                     Err(e) => Reply::Error(e),
                 },
+                Request::AddReplica { table, replica } => {
+                    match self.change_replicas(&table, Change::Add(replica)).await {
+                        Ok(()) => Reply::Done,
+                        Err(e) => Reply::Error(e),
+                    }
+                }
+                Request::RemoveReplica { table, node } => {
+                    match self.change_replicas(&table, Change::Remove(node)).await {
+                        Ok(()) => Reply::Done,
+                        Err(e) => Reply::Error(e),
+                    }
+                }
                 Request::Commit(mut batches) => {
                     if batches.len() != 1 {
                         return Reply::Error(Error::Unsupported(

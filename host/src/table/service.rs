@@ -299,6 +299,12 @@ impl Tables {
                 self.unsubscribe(caller, &table)?;
                 Ok(Reply::Done)
             }
+            Request::AddReplica { table, .. } | Request::RemoveReplica { table, .. } => {
+                self.local.info(&table).map_err(|e| error(&table, e))?;
+                Err(Error::Unsupported(format!(
+                    "table {table} is kept on this node alone; replicas are given when a table is created, on a node that runs coordination"
+                )))
+            }
         }
     }
 
