@@ -441,14 +441,20 @@ async fn run(mode: LogMode, default_seed: u64, rounds: usize) {
             .expect("clients end")
             .unwrap();
     }
-    // Every node can use the group again, without a manual step.
+    // Every node can use the group again, without a manual step (a call
+    // that meets an election still under way may answer no_quorum: the
+    // client asks again, up to WAIT).
     for n in &nodes {
         let p = n.node.mailbox().unwrap();
         let name = format!("after-{}", n.dist.name());
-        n.coord
-            .register(&name, p.pid())
-            .await
-            .unwrap_or_else(|e| panic!("{name} after the heal: {e}"));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match n.coord.register(&name, p.pid()).await {
+                Ok(_) => break,
+                Err(GlobalError::NoQuorum(_)) if Instant::now() < deadline => {}
+                Err(e) => panic!("{name} after the heal: {e}"),
+            }
+        }
     }
 
     // A node's session may have expired in a window it was exposed in:

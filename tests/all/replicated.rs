@@ -494,3 +494,72 @@ async fn a_restarted_node_keeps_its_disc_replicas_and_rejoins_with_new_ram_ones(
         m.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_describes_and_replicates_a_table() {
+    use crate::tables::molt_cli;
+
+    let cookie = std::str::from_utf8(molt_tests::COOKIE).unwrap();
+    let dir = TempDir::new("replicated-cli");
+    let members = three(&dir, LogMode::Ram).await;
+    let target = molt_tests::address_of(&members[0].dist);
+    let [a, b, c] = [0, 1, 2].map(|i| members[i].dist.name().to_string());
+    let table = |words: &[&str]| {
+        let mut args = vec!["table", "--node", target.as_str()];
+        args.extend_from_slice(words);
+        args.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = async |args: Vec<String>| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        molt_cli(&args, cookie).await
+    };
+    let b_disc = format!("{b}:disc");
+    let (ok, out, err) = run(table(&[
+        "create",
+        "shop",
+        "--replica",
+        &a,
+        "--replica",
+        &b_disc,
+    ]))
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&format!("replicated on {a} (ram), {b} (disc)")),
+        "{out}"
+    );
+    let (ok, out, err) = run(table(&["info", "shop"])).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("group       term"), "{out}");
+    assert!(
+        out.contains("this replica leader") || out.contains("this replica follower"),
+        "{out}"
+    );
+
+    let (ok, out, err) = run(table(&["add-replica", "shop", &c])).await;
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("shop is kept on {c} too")), "{out}");
+    wait_for("c in the group", || {
+        status(&members[2], "shop").is_some_and(|s| s.voters.len() == 3)
+    })
+    .await;
+    let (ok, _, err) = run(table(&["remove-replica", "shop", &a])).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(table(&["remove-replica", "shop", &a])).await;
+    assert!(!ok && err.contains("keeps no replica"), "{err}");
+    let (ok, out, err) = run(vec!["tables".into(), "--node".into(), target.clone()]).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.starts_with("shop") && out.contains(&format!("{b} (disc), {c} (ram)")),
+        "{out}"
+    );
+    // A replica on a node that is not in the cluster.
+    let (ok, _, err) = run(table(&["create", "bad", "--replica", "x@nowhere"])).await;
+    assert!(
+        !ok && err.contains("x@nowhere is not a node of this cluster"),
+        "{err}"
+    );
+    for m in members {
+        m.stop().await;
+    }
+}

@@ -633,7 +633,7 @@ async fn a_checkout_over_three_tables_is_all_or_nothing() {
 
 /// `molt` with the cookie of [`dist_node_with`]'s node; (success, stdout,
 /// stderr).
-async fn molt_cli(args: &[&str], secret: &str) -> (bool, String, String) {
+pub(crate) async fn molt_cli(args: &[&str], secret: &str) -> (bool, String, String) {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let secret = secret.to_string();
     let out = tokio::task::spawn_blocking(move || {

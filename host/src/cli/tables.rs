@@ -69,9 +69,34 @@ pub enum TableAction {
         #[arg(long)]
         index: Vec<String>,
         /// How the node keeps it: in memory (`ram`) or also on disc
-        /// (`disc`: intact after a restart, in the node's data directory).
+        /// (`disc`: intact after a restart, in the node's data directory);
+        /// with `--replica`, how each replica keeps it unless it says.
         #[arg(long, value_enum, default_value = "ram")]
         copy: CopyArg,
+        /// Keep it on this node of the cluster too (repeat for more;
+        /// `NODE:ram` or `NODE:disc` to choose its copy type, `all` for
+        /// every node): a replicated table, one Raft group of its
+        /// replicas. Without it, the table is kept on the node alone.
+        #[arg(long = "replica", value_name = "NODE[:COPY]")]
+        replicas: Vec<String>,
+    },
+    /// Keep a replicated table on one more node too (it catches up while
+    /// the table is in use), or change the copy type of a node's replica.
+    AddReplica {
+        /// The table.
+        name: String,
+        /// The node.
+        node: String,
+        /// How that node keeps it.
+        #[arg(long, value_enum, default_value = "ram")]
+        copy: CopyArg,
+    },
+    /// Stop keeping a replicated table on a node.
+    RemoveReplica {
+        /// The table.
+        name: String,
+        /// The node.
+        node: String,
     },
     /// Delete a table and everything in it.
     Delete {
@@ -107,7 +132,8 @@ pub enum TableCommand {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Describe, dump, create or delete a table of a running node.
+    /// Describe, dump, create, replicate or delete a table of a running
+    /// node.
     Table {
         #[command(flatten)]
         remote: Remote,
@@ -138,6 +164,30 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::OrderedSet => "ordered_set",
         Kind::Bag => "bag",
     }
+}
+
+fn copy_of(copy: CopyArg) -> Copy {
+    match copy {
+        CopyArg::Ram => Copy::Ram,
+        CopyArg::Disc => Copy::Disc,
+    }
+}
+
+/// `NODE` or `NODE:ram` / `NODE:disc` (a node name has one `@`, and may
+/// not end in `:ram` or `:disc` itself).
+fn replica_arg(arg: &str, copy: Copy) -> Result<Replica> {
+    let (node, copy) = match arg.rsplit_once(':') {
+        Some((node, "ram")) => (node, Copy::Ram),
+        Some((node, "disc")) => (node, Copy::Disc),
+        _ => (arg, copy),
+    };
+    if node.is_empty() {
+        bail!("--replica {arg:?}: name a node (name@host, or all)");
+    }
+    Ok(Replica {
+        node: node.to_string(),
+        copy,
+    })
 }
 
 fn replicas(info: &Info) -> String {
@@ -201,6 +251,18 @@ pub async fn run(command: TableCommand) -> Result<ExitCode> {
                         out!("indexes     {}", i.spec.indexes.join(", "));
                     }
                     out!("replicas    {}", replicas(&i));
+                    if let Some(s) = control.table_replica(&target, &name).await? {
+                        out!(
+                            "group       term {}, leader {}, this replica {}{}",
+                            s.term,
+                            s.leader.as_deref().unwrap_or("none"),
+                            s.role,
+                            if s.stale { " (stale)" } else { "" }
+                        );
+                        if !s.learners.is_empty() {
+                            out!("catching up {}", s.learners.join(", "));
+                        }
+                    }
                     out!("records     {}", i.records);
                     out!("index       {}", i.index);
                     out!("subscribers {}", i.subscribers);
@@ -211,22 +273,52 @@ pub async fn run(command: TableCommand) -> Result<ExitCode> {
                     kind,
                     index,
                     copy,
+                    replicas,
                 } => {
-                    let copy = match copy {
-                        CopyArg::Ram => Copy::Ram,
-                        CopyArg::Disc => Copy::Disc,
+                    let copy = copy_of(copy);
+                    let replicas = if replicas.is_empty() {
+                        vec![Replica {
+                            node: String::new(),
+                            copy,
+                        }]
+                    } else {
+                        replicas
+                            .iter()
+                            .map(|r| replica_arg(r, copy))
+                            .collect::<Result<Vec<_>>>()?
                     };
+                    let spread = replicas.len() > 1 || !replicas[0].node.is_empty();
                     let spec = Spec {
                         name: name.clone(),
                         kind: kind.into(),
                         indexes: index,
-                        replicas: vec![Replica {
-                            node: String::new(),
-                            copy,
-                        }],
+                        replicas,
                     };
                     ask(&control, &target, Request::Create(spec)).await?;
-                    out!("created {name} on {target}");
+                    if spread {
+                        let i = info(&control, &target, &name).await?;
+                        out!("created {name}, replicated on {}", self::replicas(&i));
+                    } else {
+                        out!("created {name} on {target}");
+                    }
+                }
+                TableAction::AddReplica { name, node, copy } => {
+                    let replica = Replica {
+                        node: node.clone(),
+                        copy: copy_of(copy),
+                    };
+                    let table = name.clone();
+                    ask(&control, &target, Request::AddReplica { table, replica }).await?;
+                    out!("{name} is kept on {node} too");
+                }
+                TableAction::RemoveReplica { name, node } => {
+                    let table = name.clone();
+                    let request = Request::RemoveReplica {
+                        table,
+                        node: node.clone(),
+                    };
+                    ask(&control, &target, request).await?;
+                    out!("{name} is no longer kept on {node}");
                 }
                 TableAction::Delete { name } => {
                     let table = name.clone();

@@ -73,6 +73,12 @@ impl Service for InfoService {
                 let done = node.tables().backup(&table, std::path::Path::new(&path));
                 InfoReply::Backup(crate::table::Covered::summary(done))
             }
+            InfoRequest::TableReplica(table) => {
+                let Some(node) = self.node.upgrade() else {
+                    return Err(InfoError::NotDelivered("the node is stopping".into()));
+                };
+                InfoReply::TableReplica(node.tables().replica_status(&table))
+            }
             InfoRequest::TableFailures => {
                 let Some(node) = self.node.upgrade() else {
                     return Err(InfoError::NotDelivered("the node is stopping".into()));

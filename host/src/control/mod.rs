@@ -268,6 +268,25 @@ impl Control {
         }
     }
 
+    /// `node`'s replica of replicated table `table` and its group, as
+    /// `node` sees them; none if it keeps no replica of it.
+    pub async fn table_replica(
+        &self,
+        node: &str,
+        table: &str,
+    ) -> Result<Option<crate::table::ReplicaStatus>, RequestError> {
+        if self.is_here(node) {
+            return Ok(self.node.tables().replica_status(table));
+        }
+        match self
+            .info(node, InfoRequest::TableReplica(table.to_string()))
+            .await?
+        {
+            InfoReply::TableReplica(status) => Ok(status),
+            other => Err(unexpected_info(node, other)),
+        }
+    }
+
     /// The disc table files of `node` that did not load at its start, with
     /// why (`molt tables` shows them).
     pub async fn table_failures(&self, node: &str) -> Result<Vec<(String, String)>, RequestError> {

@@ -674,6 +674,9 @@ pub enum InfoRequest {
         /// The file may be a backup of another table.
         rename: bool,
     },
+    /// The node's replica of a replicated table and its group, as the
+    /// node sees them (`molt table info`).
+    TableReplica(String),
 }
 
 /// The node-information service's answers.
@@ -692,6 +695,8 @@ pub enum InfoReply {
     Backup(Result<(u64, u64), String>),
     /// To `TableFailures`: (file, why).
     TableFailures(Vec<(String, String)>),
+    /// To `TableReplica`: none if the node keeps no replica of it.
+    TableReplica(Option<crate::table::ReplicaStatus>),
 }
 
 /// Why the node-information service could not do what was asked.
