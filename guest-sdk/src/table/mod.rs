@@ -277,12 +277,29 @@ impl Placement {
     /// One replica, on this node, kept as `copy` says (`Disc`: intact
     /// after the node restarts).
     pub fn here(copy: Copy) -> Placement {
+        Placement::on(&[""], copy)
+    }
+
+    /// A replicated table: one replica on each of `nodes` (`name@host`;
+    /// `""` is this node), each kept as `copy` says. Its writes commit
+    /// through the replicas' Raft group, so the table goes on while a
+    /// majority of them is up.
+    pub fn on(nodes: &[&str], copy: Copy) -> Placement {
         Placement {
-            replicas: vec![Replica {
-                node: String::new(),
-                copy,
-            }],
+            replicas: nodes
+                .iter()
+                .map(|node| Replica {
+                    node: String::from(*node),
+                    copy,
+                })
+                .collect(),
         }
+    }
+
+    /// A replicated table with a replica on every node of the cluster
+    /// (as it is when the table is created).
+    pub fn everywhere(copy: Copy) -> Placement {
+        Placement::on(&["all"], copy)
     }
 }
 
@@ -361,6 +378,46 @@ impl<K: Key, V: Serialize + DeserializeOwned + 'static> Table<K, V> {
             key: key.encode(),
             consistency,
         })
+    }
+
+    /// Keep this replicated table on `node` too (or change how `node`
+    /// keeps it); the new replica catches up while the table is in use.
+    pub fn add_replica(&self, node: &str, copy: Copy) -> Result<(), Error> {
+        let request = Request::AddReplica {
+            table: self.name.to_string(),
+            replica: Replica {
+                node: node.to_string(),
+                copy,
+            },
+        };
+        match call(&request)? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stop keeping this replicated table on `node`.
+    pub fn remove_replica(&self, node: &str) -> Result<(), Error> {
+        let request = Request::RemoveReplica {
+            table: self.name.to_string(),
+            node: node.to_string(),
+        };
+        match call(&request)? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The value of `key` (in a bag, its first value) as of a moment
+    /// during the call: every write committed before it is seen (the
+    /// table's leader confirms it still leads). Fails with `NoQuorum` on
+    /// a side without a majority of the table's replicas.
+    pub fn read_linearizable(&self, key: &K) -> Result<Option<V>, Error> {
+        let rows = self.read_rows(key, Consistency::Linearizable)?;
+        match rows.rows.first().and_then(|r| r.records.first()) {
+            Some(record) => Ok(Some(codec::decode(&record.value)?)),
+            None => Ok(None),
+        }
     }
 
     /// The value of `key` (in a bag, its first value), from this node's

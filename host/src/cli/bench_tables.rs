@@ -3,7 +3,10 @@
 //! one node against a table `kv` of 16-byte values by integer key: write
 //! transactions from 1 and from 8 writers, dirty writes, dirty reads; and
 //! (section `local_disc`) durable write transactions on a disc table,
-//! beside the raw fsync of the same disk.
+//! beside the raw fsync of the same disk; and (section `cluster`) write
+//! transactions from 1 and 8 writers on a table replicated on two nodes
+//! of a local three-node cluster, issued on the node that leads the
+//! table's group.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -77,6 +80,69 @@ fn split(n: i64, parts: i64) -> Vec<(i64, i64)> {
 /// Durable write transactions per disc figure (mnesia's `SYNC_N`).
 const SYNC_N: i64 = 10_000;
 
+/// Write transactions per replicated-table figure.
+const RTX_N: i64 = 20_000;
+
+/// Replicated write transactions (1 writer, 8 writers) per second, on
+/// `kv` kept as ram copies on two of three local nodes.
+async fn replicated(guest: &Path, dir: &Path) -> Result<(f64, f64)> {
+    use molt_host::cluster::LogMode;
+    let members = super::local_cluster::three(
+        &NodeConfig::default(),
+        "tables",
+        dir,
+        LogMode::Ram,
+        Some(guest),
+    )
+    .await?;
+    let result = async {
+        let replicas = members[..2]
+            .iter()
+            .map(|m| Replica {
+                node: m.dist.name().to_string(),
+                copy: Copy::Ram,
+            })
+            .collect();
+        let spec = Spec {
+            name: "kv".into(),
+            kind: Kind::Set,
+            indexes: Vec::new(),
+            replicas,
+        };
+        match members[0].node.table(Request::Create(spec)).await {
+            Reply::Done => {}
+            other => bail!("creating the replicated kv: {other:?}"),
+        }
+        // The writers run where the group's leader is, once both
+        // replicas are voters.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let leader = loop {
+            let status = members[0].node.tables().replica_status("kv");
+            if let Some(s) = status.filter(|s| s.voters.len() == 2)
+                && let Some(leader) = s.leader
+            {
+                break leader;
+            }
+            if Instant::now() > deadline {
+                bail!("the replicated kv got no leader in 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let at = members
+            .iter()
+            .find(|m| m.dist.name() == leader)
+            .ok_or_else(|| anyhow::anyhow!("the leader {leader} is not a local node"))?;
+        guests(&at.node, TableOp::Transaction, &[(-WARMUP_N, 0)]).await?;
+        let one = RTX_N as f64 / guests(&at.node, TableOp::Transaction, &split(RTX_N, 1)).await?;
+        let eight =
+            RTX_N as f64 / guests(&at.node, TableOp::Transaction, &split(RTX_N, WRITERS)).await?;
+        Ok((one, eight))
+    }
+    .await;
+    super::local_cluster::stop(members).await;
+    result
+}
+
 /// The figures, `runs` times each; disc tables are kept under `dir`.
 pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
     std::fs::create_dir_all(dir)?;
@@ -117,6 +183,12 @@ pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
     }
     let _ = node.table(Request::Delete { table: "kv".into() }).await;
     node.shutdown(Duration::from_secs(5)).await;
+    let (mut rep1, mut rep8) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let (one, eight) = replicated(guest, &dir.join("cluster")).await?;
+        rep1.push(one);
+        rep8.push(eight);
+    }
     Ok(vec![
         Figure {
             name: "ram table, write transaction, 1 writer",
@@ -152,6 +224,16 @@ pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
             name: "raw fsync of the data directory's disk, p50",
             unit: "µs",
             runs: fsync,
+        },
+        Figure {
+            name: "replicated ram table (2 of 3 nodes), write transaction, 1 writer",
+            unit: "tx/s",
+            runs: rep1,
+        },
+        Figure {
+            name: "replicated ram table (2 of 3 nodes), write transaction, 8 writers",
+            unit: "tx/s",
+            runs: rep8,
         },
     ])
 }
