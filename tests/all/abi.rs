@@ -726,3 +726,20 @@ fn the_demo_mirror_of_the_store_messages_encodes_like_the_example() {
         assert_eq!(molt_abi::codec::decode(&bytes), Ok(mirror));
     }
 }
+
+/// `molt demo` reads the cart example's `carts` table with its own mirror
+/// of a cart and of its key; both must encode alike.
+#[test]
+fn the_demo_mirror_of_a_cart_encodes_like_the_example() {
+    use molt_sdk::table::Key;
+    use molt_tests::demo_wire as host;
+    let theirs = cart::Cart {
+        items: vec![("tea".into(), 3)],
+        done: 3,
+    };
+    let bytes = molt_abi::codec::encode(&theirs);
+    let mirror: host::Cart = molt_abi::codec::decode(&bytes).unwrap();
+    assert_eq!(mirror.items, theirs.items);
+    assert_eq!(mirror.done, theirs.done);
+    assert_eq!(host::cart_key("ann"), "ann".to_string().encode());
+}

@@ -177,6 +177,17 @@ fn molt_demo_upgrades_counters_under_a_stream_and_loses_nothing() {
         .count();
     assert_eq!(upgraded, 3, "{text}");
     assert!(text.contains("nothing lost"), "{text}");
+    // The replicated table's part: the two shoppers off the lost node
+    // finish, every add of theirs there exactly once.
+    let exact = text
+        .lines()
+        .filter(|l| l.contains("tea from 200 transactions, each add exactly once"))
+        .count();
+    assert_eq!(exact, 2, "{text}");
+    assert!(
+        text.contains("(its shopper was on the lost node)"),
+        "{text}"
+    );
 }
 
 /// The current version of `module` on `node`, as `molt modules` reports it.

@@ -13,9 +13,16 @@
 //!   `out_of_stock: ITEM`.
 //! - `watch N`: subscribe to `orders` and log the next N orders as they
 //!   commit, then end.
+//! - `replicate`: create `carts` alone, replicated on every node of the
+//!   cluster: it goes on while a majority of them is up.
+//! - `shop-exactly USER ITEM N`: as `shop`, but each add happens exactly
+//!   once even when a commit's outcome is unknown (`no_quorum` while the
+//!   table's group elects a new leader): the cart records how many adds
+//!   it took, and an add asked again after an unknown outcome sees
+//!   whether it took.
 
 use molt_sdk::System;
-use molt_sdk::table::{self, Event, Kind, Table, Tx};
+use molt_sdk::table::{self, Copy, Event, Kind, Placement, Table, TableError, Tx};
 use serde::{Deserialize, Serialize};
 
 /// What a cart holds: items and how many of each, in the order first
@@ -24,6 +31,8 @@ use serde::{Deserialize, Serialize};
 pub struct Cart {
     /// (item, count).
     pub items: Vec<(String, u32)>,
+    /// How many adds of `shop-exactly` the cart took.
+    pub done: u32,
 }
 
 impl Cart {
@@ -68,13 +77,22 @@ fn run(args: Vec<String>) -> Result<(), String> {
             shop(user, item, n.parse().map_err(|_| "N is a count")?)
         }
         Some("checkout") => checkout(arg(1).ok_or("checkout takes USER")?),
+        Some("replicate") => CARTS
+            .create_with(Kind::Set, Placement::everywhere(Copy::Ram))
+            .map_err(|e| format!("carts: {e}")),
+        Some("shop-exactly") => {
+            let (Some(user), Some(item), Some(n)) = (arg(1), arg(2), arg(3)) else {
+                return Err("shop-exactly takes USER ITEM N".to_string());
+            };
+            shop_exactly(user, item, n.parse().map_err(|_| "N is a count")?)
+        }
         Some("watch") => watch(
             arg(1)
                 .map_or(Ok(1), str::parse)
                 .map_err(|_| "watch takes a count")?,
         ),
         other => Err(format!(
-            "unknown role {other:?}: setup, shop USER ITEM N, checkout USER or watch N"
+            "unknown role {other:?}: setup, shop USER ITEM N, checkout USER, watch N, replicate or shop-exactly USER ITEM N"
         )),
     }
 }
@@ -107,6 +125,41 @@ fn shop(user: &str, item: &str, n: u32) -> Result<(), String> {
         })
         .map_err(|e| format!("add {item}: {e}"))?;
     }
+    Ok(())
+}
+
+fn shop_exactly(user: &str, item: &str, n: u32) -> Result<(), String> {
+    let user = user.to_string();
+    for add in 1..=n {
+        // An unknown outcome is asked again (for up to about 30 s): the
+        // transaction sees whether the add took.
+        let mut tries = 0;
+        loop {
+            let outcome = table::transaction(|tx| {
+                let mut cart = tx.read(&CARTS, &user)?.unwrap_or_default();
+                if cart.done >= add {
+                    return Ok(());
+                }
+                match cart.items.iter_mut().find(|(i, _)| i == item) {
+                    Some((_, count)) => *count += 1,
+                    None => cart.items.push((item.to_string(), 1)),
+                }
+                cart.done = add;
+                tx.write(&CARTS, &user, &cart)
+            });
+            match outcome {
+                Ok(()) => break,
+                Err(table::Error::Table(TableError::NoQuorum | TableError::Unavailable { .. }))
+                    if tries < 300 =>
+                {
+                    tries += 1;
+                    molt_sdk::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(e) => return Err(format!("add {item} #{add}: {e}")),
+            }
+        }
+    }
+    molt_sdk::info!("cart: {user}'s {n} adds of {item} done, each once");
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! The cluster coordination part of `molt demo`: three local nodes, a
-//! cluster name, a lock contended from two nodes, and a leader's failover.
+//! cluster name, a lock contended from two nodes, transactions on a
+//! replicated table that go on through the loss of its leader's node, and
+//! a leader's failover.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -9,7 +11,7 @@ use molt_abi::{Ref, codec, tag};
 use molt_host::NodeConfig;
 use molt_host::cluster::{GlobalError, LogMode};
 
-use crate::demo_wire::{STORE, StoreMsg, StoreReply};
+use crate::demo_wire::{Cart, STORE, StoreMsg, StoreReply, cart_key};
 use crate::local_cluster::{stop, stop_member, three};
 
 fn args(a: &[&str]) -> Vec<u8> {
@@ -24,6 +26,154 @@ async fn until(what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    Ok(())
+}
+
+/// Shoppers on each node fill their carts in a replicated table, one
+/// transaction per add; the node that leads the table's group is cut off
+/// halfway; the others' shoppers go on, and every add is there exactly
+/// once.
+async fn tables(config: &NodeConfig, guests: &Path) -> Result<()> {
+    use molt_abi::table::{Consistency, Reply, Request};
+    const ADDS: u32 = 200;
+    eprintln!("\n== three nodes: a replicated table, transactions through the loss of a node");
+    let cart = guests.join("cart.wasm");
+    let mut members = three(
+        config,
+        "shop",
+        &std::env::temp_dir(),
+        LogMode::Ram,
+        Some(&cart),
+    )
+    .await?;
+    let mut ctl = members[0].node.mailbox()?;
+    let (_, made) = ctl.spawn("cart", args(&["replicate"]), false, true)?;
+    let why = ctl
+        .recv_down(made.expect("monitored"), Duration::from_secs(20))
+        .await;
+    if why.as_deref() != Some("normal") {
+        bail!("creating the replicated carts ended with {why:?}");
+    }
+    until("the carts' group on three nodes", || {
+        members.iter().all(|m| {
+            m.node
+                .tables()
+                .replica_status("carts")
+                .is_some_and(|s| s.voters.len() == 3 && s.leader.is_some())
+        })
+    })
+    .await?;
+    let leader = members[0]
+        .node
+        .tables()
+        .replica_status("carts")
+        .and_then(|s| s.leader)
+        .expect("a leader");
+    eprintln!("table `carts`, replicated on all three nodes; its group's leader is {leader}");
+    let users = ["ann", "bob", "cat"];
+    let mut shoppers = Vec::new();
+    for (m, user) in members.iter().zip(users) {
+        let mut mailbox = m.node.mailbox()?;
+        let n = ADDS.to_string();
+        let role = args(&["shop-exactly", user, "tea", &n]);
+        let (_, watch) = mailbox.spawn("cart", role, false, true)?;
+        shoppers.push((
+            m.dist.name().to_string(),
+            user,
+            mailbox,
+            watch.expect("monitored"),
+        ));
+    }
+    // Halfway through (by the leader's shopper's cart), cut the leader's
+    // node off.
+    let at = members
+        .iter()
+        .position(|m| m.dist.name() == leader)
+        .expect("the leader is a member");
+    let read = async |m: &crate::local_cluster::Member, user: &str| -> Option<Cart> {
+        let request = Request::Get {
+            table: "carts".into(),
+            key: cart_key(user),
+            consistency: Consistency::Dirty,
+        };
+        match m.node.table(request).await {
+            Reply::Rows(rows) => rows
+                .rows
+                .first()
+                .and_then(|r| r.records.first())
+                .and_then(|r| codec::decode(&r.value).ok()),
+            _ => None,
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read(&members[at], users[at])
+        .await
+        .is_none_or(|c| c.done < ADDS / 2)
+    {
+        if Instant::now() > deadline {
+            bail!("the shoppers made no progress in 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let gone = members.remove(at);
+    let cut = Instant::now();
+    gone.dist.shutdown();
+    eprintln!("cut off {leader}, the carts' leader, with its shopper halfway");
+    let mut lost_shopper = None;
+    for (node, user, mut mailbox, watch) in shoppers {
+        if node == leader {
+            lost_shopper = Some(user);
+            continue;
+        }
+        let why = mailbox.recv_down(watch, Duration::from_secs(60)).await;
+        if why.as_deref() != Some("normal") {
+            bail!("{user}'s shopper on {node} ended with {why:?}");
+        }
+    }
+    let new_leader = members[0]
+        .node
+        .tables()
+        .replica_status("carts")
+        .and_then(|s| s.leader)
+        .unwrap_or_default();
+    eprintln!(
+        "the other shoppers finished {} ms after the cut; the carts' new leader is {new_leader}",
+        cut.elapsed().as_millis()
+    );
+    for user in users {
+        let request = Request::Get {
+            table: "carts".into(),
+            key: cart_key(user),
+            consistency: Consistency::Linearizable,
+        };
+        let cart: Cart = match members[0].node.table(request).await {
+            Reply::Rows(rows) => rows
+                .rows
+                .first()
+                .and_then(|r| r.records.first())
+                .and_then(|r| codec::decode(&r.value).ok())
+                .unwrap_or_default(),
+            other => bail!("reading {user}'s cart: {other:?}"),
+        };
+        let tea = cart
+            .items
+            .iter()
+            .find(|(i, _)| i == "tea")
+            .map_or(0, |(_, n)| *n);
+        if tea != cart.done {
+            bail!("{user}'s cart holds {tea} tea after {} adds", cart.done);
+        }
+        if Some(user) == lost_shopper {
+            eprintln!("{user}'s cart (its shopper was on the lost node): {tea} tea, each add once");
+        } else if tea != ADDS {
+            bail!("{user}'s cart holds {tea} tea, not {ADDS}");
+        } else {
+            eprintln!("{user}'s cart: {tea} tea from {ADDS} transactions, each add exactly once");
+        }
+    }
+    drop(ctl);
+    stop_member(gone).await;
+    stop(members).await;
     Ok(())
 }
 
@@ -143,5 +293,5 @@ pub async fn run(config: NodeConfig, guests: &Path) -> Result<()> {
     drop((keep, ctl, other, incrs));
     stop_member(gone).await;
     stop(members).await;
-    Ok(())
+    tables(&config, guests).await
 }

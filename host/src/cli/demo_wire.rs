@@ -1,6 +1,6 @@
-//! What `molt demo` says to `examples/singleton`'s counter store: mirrors
-//! of the example's name and messages, so the binary need not link a guest
-//! crate. The end-to-end tests include this file and check that both
+//! What `molt demo` says to `examples/singleton`'s counter store, and
+//! reads of `examples/cart`'s carts: mirrors of the examples' names,
+//! messages and records, so the binary need not link a guest crate. The end-to-end tests include this file and check that both
 //! encode alike.
 
 use molt_abi::Pid;
@@ -38,4 +38,20 @@ pub enum StoreReply {
         /// The newest token seen.
         newest: u64,
     },
+}
+
+/// A cart of `examples/cart`, as its `carts` table holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cart {
+    /// (item, count).
+    pub items: Vec<(String, u32)>,
+    /// How many adds of `shop-exactly` the cart took.
+    pub done: u32,
+}
+
+/// A `carts` key: the SDK's encoding of a `String` (its bytes, then 0).
+pub fn cart_key(user: &str) -> Vec<u8> {
+    let mut key = user.as_bytes().to_vec();
+    key.push(0);
+    key
 }

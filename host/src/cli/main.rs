@@ -277,6 +277,7 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
             let dir = guest_build::build_workspace_guests(&[
                 "counter",
                 "counter-v2",
+                "cart",
                 "crash-demo",
                 "ping-pong",
                 "singleton",
