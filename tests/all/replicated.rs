@@ -242,6 +242,30 @@ async fn a_node_without_a_replica_reads_and_writes_through_one_and_bad_specs_are
         Reply::Info(info) => assert_eq!(info.spec.replicas.len(), 2),
         other => panic!("info: {other:?}"),
     }
+    // A guest on c, which keeps no replica, runs the cart example's
+    // transactions on a `carts` kept by a and b (its reads go through a
+    // replica).
+    assert_eq!(
+        c.node
+            .table(Request::Create(spec("carts", &two, Copy::Ram)))
+            .await,
+        Reply::Done
+    );
+    let mut me = c.node.mailbox().unwrap();
+    let words = ["shop", "ann", "tea", "3"].map(String::from).to_vec();
+    let reason = molt_tests::run_to_exit(&mut me, "cart", molt_abi::codec::encode(&words)).await;
+    assert_eq!(reason, "normal");
+    let request = Request::Get {
+        table: "carts".into(),
+        key: molt_tests::demo_wire::cart_key("ann"),
+        consistency: Consistency::Linearizable,
+    };
+    let Reply::Rows(rows) = members[0].node.table(request).await else {
+        panic!("ann's cart");
+    };
+    let cart: molt_tests::demo_wire::Cart =
+        molt_abi::codec::decode(&rows.rows[0].records[0].value).unwrap();
+    assert_eq!(cart.items, vec![("tea".to_string(), 3)]);
     // A replica on a node that is not in the cluster, or named twice.
     let mut bad = spec("bad", &two, Copy::Ram);
     bad.replicas[1].node = "nobody@nowhere".into();

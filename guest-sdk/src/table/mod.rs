@@ -222,7 +222,8 @@ fn get_with<T>(
     encode: impl FnOnce(&mut Vec<u8>),
     f: impl FnOnce(Got<'_>) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    BUFFERS.with_borrow_mut(|(key, out)| {
+    let mut f = Some(f);
+    let fast = BUFFERS.with_borrow_mut(|(key, out)| {
         key.clear();
         encode(key);
         if out.len() < REPLY_BUFFER_BYTES {
@@ -234,24 +235,48 @@ fn get_with<T>(
             len = sys::table_get(table, key, out);
         }
         if len == molt_abi::status::TABLE_ERROR {
-            // The general call says why.
-            let request = Request::Get {
-                table: table.to_string(),
-                key: key.clone(),
-                consistency: Consistency::Dirty,
-            };
-            return match call(&request) {
-                Err(e) => Err(e),
-                Ok(reply) => Err(unexpected(reply)),
-            };
+            return Err(key.clone());
         }
-        let len = crate::error::check(len).map_err(Error::Host)? as usize;
-        let got = out
-            .get(..len)
-            .and_then(Got::parse)
-            .ok_or_else(|| Error::Decode("a table_get reply that does not parse".into()))?;
-        f(got)
-    })
+        let f = f.take().expect("called once");
+        Ok(crate::error::check(len)
+            .map_err(Error::Host)
+            .and_then(|len| {
+                out.get(..len as usize)
+                    .and_then(Got::parse)
+                    .ok_or_else(|| Error::Decode("a table_get reply that does not parse".into()))
+            })
+            .and_then(f))
+    });
+    let key = match fast {
+        Ok(result) => return result,
+        Err(key) => key,
+    };
+    // The general call says why; or, for a replicated table this node
+    // keeps no replica of, a replica answers: its row laid out as
+    // `table_get` lays it. (The buffers are free again: `call` uses them.)
+    let request = Request::Get {
+        table: table.to_string(),
+        key,
+        consistency: Consistency::Dirty,
+    };
+    let rows = match call(&request)? {
+        Reply::Rows(rows) => rows,
+        reply => return Err(unexpected(reply)),
+    };
+    let row = rows.rows.first();
+    let records = row.map_or(&[][..], |r| &r.records[..]);
+    let mut out = Vec::with_capacity(24 + records.iter().map(|r| 4 + r.value.len()).sum::<usize>());
+    out.extend_from_slice(&row.map_or(0, |r| r.version).to_le_bytes());
+    out.extend_from_slice(&rows.index.to_le_bytes());
+    out.extend_from_slice(&u32::from(rows.stale).to_le_bytes());
+    out.extend_from_slice(&(records.len() as u32).to_le_bytes());
+    for record in records {
+        out.extend_from_slice(&(record.value.len() as u32).to_le_bytes());
+        out.extend_from_slice(&record.value);
+    }
+    let got =
+        Got::parse(&out).ok_or_else(|| Error::Decode("a row that does not lay out".into()))?;
+    (f.take().expect("called once"))(got)
 }
 
 fn unexpected(reply: Reply) -> Error {
