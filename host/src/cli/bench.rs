@@ -484,7 +484,7 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
         let figures = figures?;
         print(
             &figures,
-            "molt bench: tables on one node (the workloads of mnesia's local_ram bench), median shown"
+            "molt bench: tables on one node and replicated on two (the workloads of mnesia's local_ram, local_disc and cluster benches), median shown"
                 .into(),
         );
         return Ok(figures);

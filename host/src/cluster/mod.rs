@@ -33,7 +33,7 @@ mod network;
 mod state;
 pub(crate) mod store;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod types;
 
 use std::collections::BTreeMap;

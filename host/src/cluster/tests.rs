@@ -1406,15 +1406,21 @@ fn log_samples() -> Vec<(String, Vec<u8>)> {
 /// beside the old ones.
 #[test]
 fn the_log_format_only_grows() {
+    check_log_golden(LOG_GOLDEN_FILE, log_samples());
+}
+
+/// Check `samples` (an encoded log entry per kind, by name) against the
+/// golden file `file` (relative to the crate): a recorded encoding must
+/// not change; a new kind is recorded with `MOLT_BLESS_LOG=1`.
+pub(crate) fn check_log_golden(file: &str, samples: Vec<(String, Vec<u8>)>) {
     let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(LOG_GOLDEN_FILE);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
     let golden = std::fs::read_to_string(&path).unwrap_or_default();
     let recorded: std::collections::BTreeMap<&str, &str> = golden
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.split_once(' '))
         .collect();
-    let samples = log_samples();
     let changed: Vec<&str> = samples
         .iter()
         .filter(|(name, bytes)| {
@@ -1426,7 +1432,7 @@ fn the_log_format_only_grows() {
         .collect();
     assert!(
         changed.is_empty(),
-        "log entries encode differently from {LOG_GOLDEN_FILE}: {changed:?}. A disc log \
+        "log entries encode differently from {file}: {changed:?}. A disc log \
          written before would no longer read: add a command kind instead of changing one"
     );
     let missing: Vec<&str> = samples
@@ -1439,7 +1445,7 @@ fn the_log_format_only_grows() {
     }
     assert!(
         std::env::var_os("MOLT_BLESS_LOG").is_some(),
-        "new log entry kinds {missing:?}: record them with MOLT_BLESS_LOG=1"
+        "new log entry kinds {missing:?} for {file}: record them with MOLT_BLESS_LOG=1"
     );
     let mut text = String::from(
         "# One encoded log entry per command kind. Recorded encodings never change\n\

@@ -199,6 +199,8 @@ pub(crate) struct Replication {
     raft_config: Arc<openraft::Config>,
     quorum_timeout: Duration,
     stale_after: Duration,
+    /// The cluster's limit on replicated tables.
+    tables_max: usize,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -283,6 +285,7 @@ impl Replication {
             raft_dir: config.data_dir.join("tables").join("raft"),
             raft_config: Arc::new(raft_config),
             quorum_timeout: config.quorum_timeout,
+            tables_max: config.limits.tables_max,
             stale_after: config.election_timeout_max * 2,
             stop: tokio::sync::watch::Sender::new(false),
         });
@@ -1017,7 +1020,7 @@ impl Replication {
                 table: name,
                 why: format!("the coordination group answered {other:?}"),
             }),
-            Err(e) => Err(global_error(&name, e)),
+            Err(e) => Err(global_error(&name, e, self.tables_max)),
         }
     }
 
@@ -1059,7 +1062,7 @@ impl Replication {
                 table,
                 why: format!("the coordination group answered {other:?}"),
             }),
-            Err(e) => Err(global_error(&table, e)),
+            Err(e) => Err(global_error(&table, e, self.tables_max)),
         }
     }
 
@@ -1129,7 +1132,7 @@ impl Replication {
                 table: table.to_string(),
                 why: format!("the coordination group answered {other:?}"),
             }),
-            Err(e) => Err(global_error(table, e)),
+            Err(e) => Err(global_error(table, e, self.tables_max)),
         }
     }
 
@@ -1160,12 +1163,12 @@ enum Change {
     Remove(String),
 }
 
-fn global_error(table: &str, e: GlobalError) -> Error {
+fn global_error(table: &str, e: GlobalError, tables_max: usize) -> Error {
     match e {
         GlobalError::NoQuorum(_) => Error::NoQuorum,
         GlobalError::Limit(limit) => Error::Limit {
             limit: limit.to_string(),
-            max: 0,
+            max: tables_max as u64,
         },
         other => Error::Unavailable {
             table: table.to_string(),

@@ -626,3 +626,53 @@ mod backups {
         std::fs::remove_file(&path).unwrap();
     }
 }
+
+/// A `disc` replica's group log written by an earlier build must still
+/// read: see `cluster::tests::check_log_golden`.
+#[test]
+fn the_table_group_log_format_only_grows() {
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    use super::group::{GroupCommand, TableRaft};
+    use crate::table::state::{Batch, Condition, Op};
+
+    let batch = Batch {
+        conditions: vec![
+            Condition::Absent { key: b"a".to_vec() },
+            Condition::Version {
+                key: b"b".to_vec(),
+                version: 7,
+            },
+            Condition::Fence {
+                lock: "l".into(),
+                token: 9,
+            },
+        ],
+        ops: vec![
+            Op::Put {
+                key: b"a".to_vec(),
+                value: b"v".to_vec(),
+                index_values: vec![b"i".to_vec()],
+            },
+            Op::Delete { key: b"b".to_vec() },
+            Op::DeleteValue {
+                key: b"c".to_vec(),
+                value: b"w".to_vec(),
+            },
+        ],
+    };
+    let log_id = LogId::new(CommittedLeaderId::new(2, 1), 11);
+    let commit = Entry::<TableRaft> {
+        log_id,
+        payload: EntryPayload::Normal(GroupCommand::Commit(batch)),
+    };
+    let blank = Entry::<TableRaft> {
+        log_id,
+        payload: EntryPayload::Blank,
+    };
+    let samples = vec![
+        ("entry.commit".to_string(), molt_abi::codec::encode(&commit)),
+        ("entry.blank".to_string(), molt_abi::codec::encode(&blank)),
+    ];
+    crate::cluster::tests::check_log_golden("src/table/log_golden.txt", samples);
+}
