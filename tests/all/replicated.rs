@@ -587,3 +587,68 @@ async fn the_cli_creates_describes_and_replicates_a_table() {
         m.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_by_more_than_a_frame_catches_up() {
+    use molt_host::net::nemesis::LinkFaults;
+
+    let dir = TempDir::new("replicated-big");
+    let members = three(&dir, LogMode::Ram).await;
+    let all: Vec<&Member> = members.iter().collect();
+    assert_eq!(
+        members[0]
+            .node
+            .table(Request::Create(spec("blobs", &all, Copy::Ram)))
+            .await,
+        Reply::Done
+    );
+    wait_for("three voters", || {
+        members
+            .iter()
+            .all(|m| status(m, "blobs").is_some_and(|s| s.voters.len() == 3))
+    })
+    .await;
+    // c is cut off while 24 MiB are written: more than one frame
+    // (frame_bytes_max, 16 MiB) behind.
+    let c = members[2].dist.name().to_string();
+    for m in &members[..2] {
+        m.dist.nemesis().set(&c, LinkFaults::CUT);
+        members[2]
+            .dist
+            .nemesis()
+            .set(m.dist.name(), LinkFaults::CUT);
+    }
+    let value = "x".repeat(1 << 20);
+    for i in 0..24 {
+        let reply = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match members[0]
+                    .node
+                    .table(put("blobs", &format!("b{i:02}"), &value))
+                    .await
+                {
+                    Reply::Error(Error::NoQuorum) => continue,
+                    reply => return reply,
+                }
+            }
+        })
+        .await
+        .expect("a write on the majority side");
+        committed(reply, "a 1 MiB write");
+    }
+    for m in &members {
+        m.dist.nemesis().heal_all();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !tables(&members[2])
+        .local()
+        .get("blobs", b"b23")
+        .is_ok_and(|(records, _)| records.len() == 1)
+    {
+        assert!(std::time::Instant::now() < deadline, "c did not catch up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for m in members {
+        m.stop().await;
+    }
+}

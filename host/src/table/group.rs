@@ -285,12 +285,17 @@ impl RaftNetworkFactory<TableRaft> for GroupNetwork {
         if let (Some(dist), Ok(addr)) = (self.dist.upgrade(), node.addr.parse()) {
             dist.learn_address(&node.name, addr);
         }
+        let frame = self
+            .dist
+            .upgrade()
+            .map_or(16 << 20, |d| d.config().frame_bytes_max as usize);
         GroupLink {
             client: self.client.clone(),
             target,
             name: node.name.clone(),
             table: self.table.clone(),
             id: self.id,
+            budget: frame / 2,
         }
     }
 }
@@ -302,6 +307,45 @@ pub(crate) struct GroupLink {
     name: String,
     table: String,
     id: u64,
+    /// About the most bytes of entries one message carries (half the
+    /// connection's `frame_bytes_max`): openraft sends up to
+    /// `max_payload_entries` at once, each batch up to `batch_bytes_max`.
+    budget: usize,
+}
+
+/// About the bytes an entry takes on the wire.
+fn entry_bytes(entry: &Entry<TableRaft>) -> usize {
+    use super::state::{Condition, Op};
+    let EntryPayload::Normal(GroupCommand::Commit(batch)) = &entry.payload else {
+        return 64;
+    };
+    let conditions: usize = batch
+        .conditions
+        .iter()
+        .map(|c| match c {
+            Condition::Absent { key } | Condition::Version { key, .. } => key.len() + 16,
+            Condition::Fence { lock, .. } => lock.len() + 16,
+        })
+        .sum();
+    let ops: usize = batch
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::Put {
+                key,
+                value,
+                index_values,
+            } => {
+                key.len()
+                    + value.len()
+                    + index_values.iter().map(|v| v.len() + 8).sum::<usize>()
+                    + 16
+            }
+            Op::Delete { key } => key.len() + 8,
+            Op::DeleteValue { key, value } => key.len() + value.len() + 16,
+        })
+        .sum();
+    64 + conditions + ops
 }
 
 impl GroupLink {
@@ -330,9 +374,21 @@ impl GroupLink {
 impl RaftNetwork<TableRaft> for GroupLink {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TableRaft>,
+        mut rpc: AppendEntriesRequest<TableRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
+        // Entries past the budget wait for the next message: what this one
+        // carries is reported as a partial success.
+        let mut partial = None;
+        let mut total = 0;
+        for (i, entry) in rpc.entries.iter().enumerate() {
+            total += entry_bytes(entry);
+            if i > 0 && total > self.budget {
+                rpc.entries.truncate(i);
+                partial = rpc.entries.last().map(|e| e.log_id);
+                break;
+            }
+        }
         let request = TableRequest::Append {
             table: self.table.clone(),
             id: self.id,
@@ -340,6 +396,9 @@ impl RaftNetwork<TableRaft> for GroupLink {
             rpc,
         };
         match self.call(request, option.hard_ttl()).await? {
+            TableReply::Append(Ok(AppendEntriesResponse::Success)) if partial.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(partial))
+            }
             TableReply::Append(Ok(r)) => Ok(r),
             TableReply::Append(Err(e)) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
