@@ -652,3 +652,104 @@ async fn a_replica_behind_by_more_than_a_frame_catches_up() {
         m.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_of_a_replicated_table_restores_on_every_replica_at_one_index() {
+    use molt_abi::table::Event as TableEvent;
+    use molt_tests::Puppet;
+
+    use crate::tables::{call, table_event};
+
+    let dir = TempDir::new("replicated-backup");
+    let members = three(&dir, LogMode::Ram).await;
+    let two: Vec<&Member> = members[..2].iter().collect();
+    assert_eq!(
+        members[0]
+            .node
+            .table(Request::Create(spec("prices", &two, Copy::Ram)))
+            .await,
+        Reply::Done
+    );
+    for (key, value) in [("tea", "3"), ("jam", "5")] {
+        committed(
+            members[0].node.table(put("prices", key, value)).await,
+            "a write",
+        );
+    }
+    let file = dir.path().join("prices.bak");
+    let covered = tables(&members[0])
+        .backup("prices", &file)
+        .expect("a backup");
+    assert_eq!(covered.records, 2);
+    // Changed after the backup; a subscriber on b watches.
+    committed(
+        members[1].node.table(put("prices", "tea", "4")).await,
+        "a write",
+    );
+    committed(
+        members[1].node.table(put("prices", "cake", "9")).await,
+        "a write",
+    );
+    let mut watcher = Puppet::spawn(&members[1].node).await;
+    let subscribe = Request::Subscribe {
+        table: "prices".into(),
+    };
+    assert_eq!(call(&mut watcher, subscribe).await, Reply::Done);
+    // Restored from c, which keeps no replica: through the group.
+    let restored = members[2]
+        .node
+        .table_restore("prices", &file, false)
+        .await
+        .expect("a restore");
+    assert_eq!(restored.records, 2);
+    match table_event(&mut watcher).await {
+        TableEvent::Ended {
+            table,
+            reason,
+            index,
+        } => {
+            assert_eq!((table.as_str(), reason.as_str()), ("prices", "restored"));
+            assert_eq!(index, restored.index);
+        }
+        other => panic!("expected the end of the subscription, got {other:?}"),
+    }
+    for m in &members[..2] {
+        wait_for("the restore on every replica", || {
+            tables(m)
+                .local()
+                .get("prices", b"cake")
+                .is_ok_and(|(records, _)| records.is_empty())
+        })
+        .await;
+        let (tea, _) = read(m, "prices", "tea", Consistency::Dirty).await;
+        assert_eq!(tea.as_deref(), Some("3"));
+        // Every row restored at the restore's index.
+        let (_, version) = tables(m).local().get("prices", b"jam").unwrap();
+        assert_eq!(version, Some(restored.index));
+    }
+    // A backup of another kind of table is refused.
+    let other_dir = dir.path().join("other.bak");
+    assert_eq!(
+        members[0]
+            .node
+            .table(Request::Create(Spec {
+                kind: Kind::Bag,
+                ..spec("bags", &two, Copy::Ram)
+            }))
+            .await,
+        Reply::Done
+    );
+    tables(&members[0])
+        .backup("bags", &other_dir)
+        .expect("a backup");
+    let refused = members[0]
+        .node
+        .table_restore("prices", &other_dir, true)
+        .await
+        .expect_err("another kind is refused");
+    assert!(refused.to_string().contains("another kind"), "{refused}");
+    drop(watcher);
+    for m in members {
+        m.stop().await;
+    }
+}

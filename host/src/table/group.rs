@@ -56,6 +56,9 @@ openraft::declare_raft_types!(
 pub enum GroupCommand {
     /// Apply a batch, all of it or none.
     Commit(Batch),
+    /// Replace the table's contents with a restored backup (the table
+    /// encoded; every row gets this entry's index as its version).
+    Restore(#[serde(with = "molt_abi::codec::bytes")] Vec<u8>),
 }
 
 /// What applying an entry did.
@@ -67,6 +70,8 @@ pub enum GroupOutcome {
     Aborted(Abort),
     /// Nothing to report.
     Done,
+    /// A restore was refused: why (nothing changed).
+    Refused(String),
 }
 
 /// A snapshot's contents: the table, and where in the log it stands.
@@ -190,6 +195,7 @@ impl RaftStateMachine<TableRaft> for GroupMachine {
     {
         let mut done = Vec::new();
         let mut last = None;
+        let mut restored = None;
         for entry in entries {
             let index = entry.log_id.index;
             let outcome = match entry.payload {
@@ -198,6 +204,19 @@ impl RaftStateMachine<TableRaft> for GroupMachine {
                     match self.replica.apply(index, batch) {
                         Ok(()) => GroupOutcome::Committed(index),
                         Err(abort) => GroupOutcome::Aborted(abort),
+                    }
+                }
+                EntryPayload::Normal(GroupCommand::Restore(bytes)) => {
+                    match molt_abi::codec::decode::<Table>(&bytes) {
+                        Ok(table) if table.schema() == &self.replica.schema() => {
+                            self.replica.replace(table.restamped(index));
+                            restored = Some(index);
+                            GroupOutcome::Committed(index)
+                        }
+                        Ok(_) => GroupOutcome::Refused(
+                            "the backup's table has another kind or other indexes".into(),
+                        ),
+                        Err(e) => GroupOutcome::Refused(format!("the backup does not decode: {e}")),
                     }
                 }
                 EntryPayload::Membership(m) => {
@@ -215,6 +234,10 @@ impl RaftStateMachine<TableRaft> for GroupMachine {
         }
         if let Some(index) = last {
             self.applied.send_replace(index);
+        }
+        if let Some(index) = restored {
+            // Its subscribers missed what the restore replaced.
+            (self.on_replaced)(index);
         }
         Ok(done)
     }
@@ -316,8 +339,10 @@ pub(crate) struct GroupLink {
 /// About the bytes an entry takes on the wire.
 fn entry_bytes(entry: &Entry<TableRaft>) -> usize {
     use super::state::{Condition, Op};
-    let EntryPayload::Normal(GroupCommand::Commit(batch)) = &entry.payload else {
-        return 64;
+    let batch = match &entry.payload {
+        EntryPayload::Normal(GroupCommand::Commit(batch)) => batch,
+        EntryPayload::Normal(GroupCommand::Restore(bytes)) => return 64 + bytes.len(),
+        _ => return 64,
     };
     let conditions: usize = batch
         .conditions
@@ -567,17 +592,17 @@ impl Group {
         let _ = tokio::time::timeout(within, applied.wait_for(|a| *a >= index)).await;
     }
 
-    /// Commit `batch` through the group's leader, by `deadline`.
+    /// Commit `command` through the group's leader, by `deadline`.
     pub(crate) async fn commit(
         &self,
-        batch: Batch,
+        command: GroupCommand,
         deadline: tokio::time::Instant,
     ) -> Result<GroupOutcome, GroupError> {
         let mut pause = Duration::from_millis(5);
         loop {
             match self.leader() {
                 Some((id, _)) if id == self.me => {
-                    let write = self.raft.client_write(GroupCommand::Commit(batch.clone()));
+                    let write = self.raft.client_write(command.clone());
                     match tokio::time::timeout_at(deadline, write).await {
                         Ok(Ok(response)) => return Ok(response.data),
                         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {}
@@ -590,7 +615,7 @@ impl Group {
                     let request = TableRequest::Commit {
                         table: self.table.clone(),
                         id: self.id,
-                        batch: batch.clone(),
+                        command: command.clone(),
                     };
                     match self.client.call_within(&leader.name, left, &request).await {
                         Ok(TableReply::Committed(outcome)) => return Ok(outcome),

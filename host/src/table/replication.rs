@@ -29,8 +29,10 @@ use openraft::raft::{
 use openraft::{Raft, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
-use super::group::{Group, GroupError, GroupMachine, GroupNetwork, GroupOutcome, TableRaft};
-use super::state::{Batch, Schema};
+use super::group::{
+    Group, GroupCommand, GroupError, GroupMachine, GroupNetwork, GroupOutcome, TableRaft,
+};
+use super::state::Schema;
 use crate::cluster::store::{Identity, Storage};
 use crate::cluster::{Command, Coordination, GlobalError, Member, TableEntry, TableOutcome};
 use crate::net::service::{PeerId, Service, ServiceClient, ServiceId};
@@ -85,14 +87,14 @@ pub enum TableRequest {
         /// Its node.
         node: Member,
     },
-    /// To the group's leader: commit this batch.
+    /// To the group's leader: commit this entry (a batch, a restore).
     Commit {
         /// The table.
         table: String,
         /// Its id.
         id: u64,
-        /// The batch.
-        batch: Batch,
+        /// The entry.
+        command: GroupCommand,
     },
     /// To a replica (or the leader, for a linearizable read): answer this
     /// read.
@@ -183,6 +185,10 @@ pub(crate) trait Replicated: Send + Sync {
     fn spec(&self, table: &str) -> Option<Spec>;
     /// This node's replica of `table` and its group, if it keeps one.
     fn status(&self, table: &str) -> Option<ReplicaStatus>;
+    /// Put `table` (a restored backup, renamed as asked) in place of the
+    /// replicated table of its name, through its group: the table's log
+    /// index of the restore, or why not.
+    fn restore(self: Arc<Self>, table: super::state::Table) -> Pending<Result<u64, Error>>;
 }
 
 /// Replication on one node.
@@ -807,13 +813,13 @@ impl Replication {
                     None => Err(TableServiceError::NotLeader),
                 }
             }
-            TableRequest::Commit { table, id, batch } => {
+            TableRequest::Commit { table, id, command } => {
                 let group = self.group_with(&table, id)?;
                 if group.leader().is_none_or(|(l, _)| l != group.me) {
                     return Err(TableServiceError::NotLeader);
                 }
                 let deadline = tokio::time::Instant::now() + self.quorum_timeout;
-                match group.commit(batch, deadline).await {
+                match group.commit(command, deadline).await {
                     Ok(outcome) => Ok(TableReply::Committed(outcome)),
                     Err(GroupError::NoQuorum) => Err(TableServiceError::NoQuorum),
                     Err(GroupError::Failed(why)) => Err(TableServiceError::Raft(why)),
@@ -893,16 +899,16 @@ impl Replication {
         }
     }
 
-    async fn commit(&self, table: String, batch: Batch) -> Reply {
+    async fn commit(&self, table: String, command: GroupCommand) -> Reply {
         let deadline = tokio::time::Instant::now() + self.quorum_timeout;
         let group = self.group(&table);
         let outcome = match &group {
-            Some(group) => group.commit(batch, deadline).await,
+            Some(group) => group.commit(command, deadline).await,
             None => {
                 let Some(entry) = self.entry(&table) else {
                     return Reply::Error(Error::NoTable(table));
                 };
-                self.commit_elsewhere(&entry, batch, deadline).await
+                self.commit_elsewhere(&entry, command, deadline).await
             }
         };
         match outcome {
@@ -918,6 +924,7 @@ impl Replication {
                 table,
                 why: "the group answered a commit with nothing".into(),
             }),
+            Ok(GroupOutcome::Refused(why)) => Reply::Error(Error::BadRequest(why)),
             Err(GroupError::NoQuorum) => Reply::Error(Error::NoQuorum),
             Err(GroupError::Failed(why)) => Reply::Error(Error::Unavailable { table, why }),
         }
@@ -928,14 +935,14 @@ impl Replication {
     async fn commit_elsewhere(
         &self,
         entry: &TableEntry,
-        batch: Batch,
+        command: GroupCommand,
         deadline: tokio::time::Instant,
     ) -> Result<GroupOutcome, GroupError> {
         use crate::net::service::{CallError, RequestError};
         let request = TableRequest::Commit {
             table: entry.spec.name.clone(),
             id: entry.id,
-            batch,
+            command,
         };
         let mut pause = Duration::from_millis(5);
         loop {
@@ -1231,7 +1238,7 @@ impl Replicated for Replication {
                         ));
                     }
                     let (table, batch) = batches.pop().expect("one batch");
-                    self.commit(table, batch).await
+                    self.commit(table, GroupCommand::Commit(batch)).await
                 }
                 request => self.read(request, false).await,
             }
@@ -1250,6 +1257,44 @@ impl Replicated for Replication {
 
     fn spec(&self, table: &str) -> Option<Spec> {
         self.entry(table).map(|e| e.spec)
+    }
+
+    fn restore(self: Arc<Self>, table: super::state::Table) -> Pending<Result<u64, Error>> {
+        Box::pin(async move {
+            let name = table.schema().name.clone();
+            let Some(entry) = self.entry(&name) else {
+                return Err(Error::NoTable(name));
+            };
+            let spec = &entry.spec;
+            if table.schema().kind != spec.kind || table.schema().indexes != spec.indexes {
+                return Err(Error::BadSpec(format!(
+                    "table {name} exists with another kind or other indexes: delete it first"
+                )));
+            }
+            let bytes = molt_abi::codec::encode(&table);
+            let max = self
+                .dist
+                .upgrade()
+                .map_or(16 << 20, |d| d.config().frame_bytes_max as usize)
+                / 2;
+            if bytes.len() > max {
+                return Err(Error::Limit {
+                    limit: "frame_bytes_max / 2 (a replicated restore is one log entry)".into(),
+                    max: max as u64,
+                });
+            }
+            match self
+                .commit(name.clone(), GroupCommand::Restore(bytes))
+                .await
+            {
+                Reply::Committed(indexes) => Ok(indexes[0]),
+                Reply::Error(e) => Err(e),
+                other => Err(Error::Unavailable {
+                    table: name,
+                    why: format!("a restore was answered {other:?}"),
+                }),
+            }
+        })
     }
 
     fn status(&self, table: &str) -> Option<ReplicaStatus> {

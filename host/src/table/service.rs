@@ -374,6 +374,24 @@ impl Tables {
             index: table.applied(),
             records: table.len(),
         };
+        // A replicated table is restored through its group, at one index
+        // on every replica.
+        if let Some(replication) = self.replication.get()
+            && replication.spec(name).is_some()
+        {
+            let index = replication
+                .clone()
+                .restore(table)
+                .await
+                .map_err(|e| match e {
+                    Error::BadSpec(_) => BackupError::Incompatible(name.to_string()),
+                    e => BackupError::Table(e.to_string()),
+                })?;
+            return Ok(Covered {
+                index,
+                records: covered.records,
+            });
+        }
         let restored = self.local.restore(table).map_err(|e| match e {
             TableError::BadSchema(_) => BackupError::Incompatible(name.to_string()),
             e => BackupError::Table(e.to_string()),

@@ -253,6 +253,18 @@ impl Table {
         Ok(self.commit(index, batch.clone(), true))
     }
 
+    /// The table as restored at log `index` of a replicated table's
+    /// group: every row's version becomes `index` (its versions from the
+    /// backup belong to another log, and a later write must never find
+    /// the version it had read), and so does its log index.
+    pub fn restamped(mut self, index: u64) -> Table {
+        for row in self.rows.values_mut() {
+            row.version = index;
+        }
+        self.applied = index;
+        self
+    }
+
     /// Note that the batch at log `index` was applied and changed
     /// nothing (it was aborted).
     pub fn note_applied(&mut self, index: u64) {

@@ -670,8 +670,16 @@ fn the_table_group_log_format_only_grows() {
         log_id,
         payload: EntryPayload::Blank,
     };
+    let restore = Entry::<TableRaft> {
+        log_id,
+        payload: EntryPayload::Normal(GroupCommand::Restore(vec![1, 2, 3])),
+    };
     let samples = vec![
         ("entry.commit".to_string(), molt_abi::codec::encode(&commit)),
+        (
+            "entry.restore".to_string(),
+            molt_abi::codec::encode(&restore),
+        ),
         ("entry.blank".to_string(), molt_abi::codec::encode(&blank)),
     ];
     crate::cluster::tests::check_log_golden("src/table/log_golden.txt", samples);
