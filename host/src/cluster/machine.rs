@@ -45,6 +45,70 @@ pub struct Applied {
     pub membership: StoredMembership<u64, Member>,
 }
 
+impl Applied {
+    /// Decode a snapshot's state: as this build writes it, or as builds
+    /// before replicated tables wrote it (no table definitions).
+    pub fn decode(data: &[u8]) -> Result<Applied, molt_abi::codec::DecodeError> {
+        molt_abi::codec::decode::<Applied>(data).or_else(|e| {
+            molt_abi::codec::decode::<legacy::Applied>(data)
+                .map(Applied::from)
+                .map_err(|_| e)
+        })
+    }
+}
+
+/// The snapshot layout of builds before replicated tables.
+mod legacy {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::{LogId, StoredMembership};
+    use serde::Deserialize;
+
+    use super::super::command::{ReqId, SessionId};
+    use super::super::state::{ClusterId, Election, Lock, NameEntry, Session, Waiter};
+    use super::super::types::Member;
+
+    #[derive(Deserialize)]
+    pub(super) struct State {
+        cluster: Option<ClusterId>,
+        next_token: u64,
+        sessions: BTreeMap<SessionId, Session>,
+        names: BTreeMap<String, NameEntry>,
+        locks: BTreeMap<String, Lock>,
+        waiters: BTreeMap<ReqId, Waiter>,
+        elections: BTreeMap<String, Election>,
+        recent: BTreeMap<u64, BTreeSet<u64>>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Applied {
+        state: State,
+        last_applied: Option<LogId<u64>>,
+        membership: StoredMembership<u64, Member>,
+    }
+
+    impl From<Applied> for super::Applied {
+        fn from(old: Applied) -> super::Applied {
+            let s = old.state;
+            super::Applied {
+                state: super::State {
+                    cluster: s.cluster,
+                    next_token: s.next_token,
+                    sessions: s.sessions,
+                    names: s.names,
+                    locks: s.locks,
+                    waiters: s.waiters,
+                    elections: s.elections,
+                    recent: s.recent,
+                    tables: BTreeMap::new(),
+                },
+                last_applied: old.last_applied,
+                membership: old.membership,
+            }
+        }
+    }
+}
+
 /// The applied state, shared with the node for local reads.
 pub type Replica = Arc<RwLock<Applied>>;
 
@@ -62,7 +126,7 @@ impl Machine {
     pub fn new(storage: Storage, limits: CoordLimits) -> Result<Machine, String> {
         let applied = match storage.snapshot() {
             None => Applied::default(),
-            Some(snapshot) => molt_abi::codec::decode::<Applied>(&snapshot.data)
+            Some(snapshot) => Applied::decode(&snapshot.data)
                 .map_err(|e| format!("the stored snapshot does not decode: {e}"))?,
         };
         Ok(Machine {
@@ -185,7 +249,7 @@ impl RaftStateMachine<Coord> for Machine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
         let data = snapshot.into_inner();
-        let mut new: Applied = molt_abi::codec::decode(&data).map_err(snapshot_error)?;
+        let mut new = Applied::decode(&data).map_err(snapshot_error)?;
         new.last_applied = meta.last_log_id;
         new.membership = meta.last_membership.clone();
         self.storage
