@@ -50,7 +50,7 @@ fn exclusive(lock: &str) -> Vec<LockRequest> {
     }]
 }
 
-fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
+pub(super) fn percentiles(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(|a, b| a.total_cmp(b));
     let at = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
     (at(0.5), at(0.99))

@@ -83,9 +83,22 @@ const SYNC_N: i64 = 10_000;
 /// Write transactions per replicated-table figure.
 const RTX_N: i64 = 20_000;
 
-/// Replicated write transactions (1 writer, 8 writers) per second, on
-/// `kv` kept as ram copies on two of three local nodes.
-async fn replicated(guest: &Path, dir: &Path) -> Result<(f64, f64)> {
+/// Single-key write transactions, one at a time from the node itself, to
+/// time each: (p50, p99) in µs.
+const LATENCY_N: usize = 2_000;
+
+/// What the replicated section measures.
+struct ReplicatedRun {
+    one: f64,
+    eight: f64,
+    p50: f64,
+    p99: f64,
+}
+
+/// Replicated write transactions (1 writer, 8 writers) per second, and
+/// one transaction's latency, on `kv` kept as ram copies on two of three
+/// local nodes.
+async fn replicated(guest: &Path, dir: &Path) -> Result<ReplicatedRun> {
     use molt_host::cluster::LogMode;
     let members = super::local_cluster::three(
         &NodeConfig::default(),
@@ -136,7 +149,37 @@ async fn replicated(guest: &Path, dir: &Path) -> Result<(f64, f64)> {
         let one = RTX_N as f64 / guests(&at.node, TableOp::Transaction, &split(RTX_N, 1)).await?;
         let eight =
             RTX_N as f64 / guests(&at.node, TableOp::Transaction, &split(RTX_N, WRITERS)).await?;
-        Ok((one, eight))
+        // Latency: one conditional batch at a time, as a transaction
+        // commits, timed from the node itself.
+        let mut times = Vec::with_capacity(LATENCY_N);
+        for i in 0..LATENCY_N {
+            let key = (i as u64 + 1_000_000).to_be_bytes().to_vec();
+            let batch = molt_abi::table::Batch {
+                conditions: vec![molt_abi::table::Condition::Absent { key: key.clone() }],
+                ops: vec![molt_abi::table::Op::Put {
+                    key,
+                    value: vec![0; 16],
+                    index_values: Vec::new(),
+                }],
+            };
+            let started = Instant::now();
+            match at
+                .node
+                .table(Request::Commit(vec![("kv".into(), batch)]))
+                .await
+            {
+                Reply::Committed(_) => {}
+                other => bail!("a timed commit: {other:?}"),
+            }
+            times.push(started.elapsed().as_secs_f64() * 1e6);
+        }
+        let (p50, p99) = super::bench_coord::percentiles(times);
+        Ok(ReplicatedRun {
+            one,
+            eight,
+            p50,
+            p99,
+        })
     }
     .await;
     super::local_cluster::stop(members).await;
@@ -183,11 +226,13 @@ pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
     }
     let _ = node.table(Request::Delete { table: "kv".into() }).await;
     node.shutdown(Duration::from_secs(5)).await;
-    let (mut rep1, mut rep8) = (Vec::new(), Vec::new());
+    let (mut rep1, mut rep8, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        let (one, eight) = replicated(guest, &dir.join("cluster")).await?;
-        rep1.push(one);
-        rep8.push(eight);
+        let run = replicated(guest, &dir.join("cluster")).await?;
+        rep1.push(run.one);
+        rep8.push(run.eight);
+        p50.push(run.p50);
+        p99.push(run.p99);
     }
     Ok(vec![
         Figure {
@@ -234,6 +279,16 @@ pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
             name: "replicated ram table (2 of 3 nodes), write transaction, 8 writers",
             unit: "tx/s",
             runs: rep8,
+        },
+        Figure {
+            name: "replicated ram table, one commit's latency, p50",
+            unit: "µs",
+            runs: p50,
+        },
+        Figure {
+            name: "replicated ram table, one commit's latency, p99",
+            unit: "µs",
+            runs: p99,
         },
     ])
 }
