@@ -753,3 +753,93 @@ async fn a_backup_of_a_replicated_table_restores_on_every_replica_at_one_index()
         m.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_change_under_load_and_no_acknowledged_write_is_lost() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = TempDir::new("replicated-load");
+    let members = Arc::new(three(&dir, LogMode::Ram).await);
+    let (a, b, c) = (&members[0], &members[1], &members[2]);
+    assert_eq!(
+        a.node
+            .table(Request::Create(spec("load", &[a, b], Copy::Ram)))
+            .await,
+        Reply::Done
+    );
+    wait_for("two voters", || {
+        status(a, "load").is_some_and(|s| s.voters.len() == 2)
+    })
+    .await;
+    // A writer on each node, each writing its own keys in order, keeping
+    // the ones acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..3 {
+        let (members, stop) = (members.clone(), stop.clone());
+        writers.push(tokio::spawn(async move {
+            let node = &members[w].node;
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("w{w}-{i:05}");
+                if let Reply::Committed(_) = node.table(put("load", &key, "1")).await {
+                    acked.push(key);
+                }
+                i += 1;
+            }
+            acked
+        }));
+    }
+    let replica = |m: &Member, copy| Request::AddReplica {
+        table: "load".into(),
+        replica: Replica {
+            node: m.dist.name().to_string(),
+            copy,
+        },
+    };
+    let remove = |m: &Member| Request::RemoveReplica {
+        table: "load".into(),
+        node: m.dist.name().to_string(),
+    };
+    // Under the writers: c joins, a leaves, c goes to disc, a comes back.
+    for (request, settled) in [
+        (replica(c, Copy::Ram), 3),
+        (remove(a), 2),
+        (replica(c, Copy::Disc), 2),
+        (replica(a, Copy::Ram), 3),
+    ] {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(b.node.table(request).await, Reply::Done);
+        wait_for("the change to settle", || {
+            status(b, "load").is_some_and(|s| {
+                s.voters.len() == settled && s.learners.is_empty() && s.leader.is_some()
+            })
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(acked.len() >= 50, "only {} writes acknowledged", acked.len());
+    // Every acknowledged write is on every replica.
+    wait_for("every replica with every acknowledged write", || {
+        members.iter().all(|m| {
+            acked.iter().all(|key| {
+                tables(m)
+                    .local()
+                    .get("load", key.as_bytes())
+                    .is_ok_and(|(records, _)| records.len() == 1)
+            })
+        })
+    })
+    .await;
+    let members = Arc::try_unwrap(members).unwrap_or_else(|_| panic!("writers ended"));
+    for m in members {
+        m.stop().await;
+    }
+}
