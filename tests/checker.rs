@@ -7,13 +7,17 @@
 //! * [`check_lock`]: fencing tokens and mutual exclusion of a lock's [`Hold`]s.
 //! * [`check_elections`] and [`check_reigns`]: one leader per term, terms
 //!   never going back, and reigns that do not overlap.
+//! * [`check_list_append`]: transactions that read lists and append to
+//!   them (Elle's list-append): no lost or doubled append, all-or-nothing,
+//!   reads that are prefixes of the final lists, and an acyclic graph of
+//!   write-write, write-read and read-write dependencies (serializable).
 //!
 //! Each returns `Err(`[`Violation`]`)` naming the records that conflict; its
 //! `Display` is meant to be read in a test failure. Times are plain
 //! [`Nanos`] on one monotonic clock, so histories can be built by hand.
 //! Intervals are half-open: one ending at `t` does not overlap one from `t`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::hash::Hash;
 
@@ -97,6 +101,15 @@ pub enum Rule {
     TermWentBack,
     /// Two reigns of different terms overlap in time.
     ReignOverlap,
+    /// An acknowledged write is missing, or a write appears twice.
+    LostWrite,
+    /// A transaction's writes were applied in part.
+    NotAtomic,
+    /// A read saw a list that is not a prefix of the key's final list.
+    BadRead,
+    /// The transactions' dependencies form a cycle: no serial order
+    /// explains what they read and wrote.
+    NotSerializable,
 }
 
 /// A broken rule, with the records that break it.
@@ -923,6 +936,44 @@ mod tests {
     }
 
     #[test]
+    fn list_append_catches_a_lost_append_a_partial_one_and_a_cycle() {
+        let txn = |reads: Vec<(u64, Vec<u64>)>, appends: Vec<(u64, u64)>| ListTxn {
+            process: 1,
+            reads,
+            appends,
+            acknowledged: true,
+        };
+        let finals = |lists: &[(u64, &[u64])]| -> BTreeMap<u64, Vec<u64>> {
+            lists.iter().map(|(k, l)| (*k, l.to_vec())).collect()
+        };
+        let fine = [
+            txn(vec![(1, vec![])], vec![(1, 10)]),
+            txn(vec![(1, vec![10]), (2, vec![])], vec![(1, 11), (2, 11)]),
+        ];
+        assert_eq!(
+            check_list_append(&fine, &finals(&[(1, &[10, 11]), (2, &[11])])),
+            Ok(())
+        );
+        let rule = |t: &[ListTxn], f| check_list_append(t, &f).unwrap_err().rule;
+        assert_eq!(rule(&fine, finals(&[(1, &[10, 11])])), Rule::NotAtomic);
+        assert_eq!(rule(&fine, finals(&[(1, &[10])])), Rule::LostWrite);
+        assert_eq!(
+            rule(&fine, finals(&[(1, &[11, 10]), (2, &[11])])),
+            Rule::BadRead
+        );
+        // Write skew: each read the other's key empty and appended to its
+        // own; both applied: no serial order.
+        let skew = [
+            txn(vec![(1, vec![]), (2, vec![])], vec![(1, 20)]),
+            txn(vec![(1, vec![]), (2, vec![])], vec![(2, 21)]),
+        ];
+        assert_eq!(
+            rule(&skew, finals(&[(1, &[20]), (2, &[21])])),
+            Rule::NotSerializable
+        );
+    }
+
+    #[test]
     fn sequential_register_whereis() {
         let h = [
             whereis(0, 1, None),
@@ -1271,4 +1322,174 @@ mod tests {
             (Rule::ReignOverlap, "two leaders reigned from 100 to 120")
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// List-append transactions (serializability)
+// ---------------------------------------------------------------------------
+
+/// A transaction of a list-append history: the lists it read (each key it
+/// conditions on, as it was) and the one value it appended to each of some
+/// keys. Appended values are unique in the history.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListTxn {
+    /// The client, for reports.
+    pub process: u64,
+    /// (key, the list read).
+    pub reads: Vec<(u64, Vec<u64>)>,
+    /// (key, the value appended).
+    pub appends: Vec<(u64, u64)>,
+    /// Acknowledged (`true`) or of unknown outcome (`false`: applied if
+    /// its values are in the final lists). Refused transactions are left
+    /// out of the history.
+    pub acknowledged: bool,
+}
+
+impl fmt::Display for ListTxn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "process {} read {:?} appended {:?} ({})",
+            self.process,
+            self.reads,
+            self.appends,
+            if self.acknowledged { "ok" } else { "unknown" }
+        )
+    }
+}
+
+/// Checks list-append transactions against the final lists of every key
+/// (read once everything settled): every acknowledged append is there
+/// once, a transaction's appends are all there or none, each read is a
+/// prefix of its key's final list, and the dependencies between applied
+/// transactions (ww: list order; wr: the writer of the last value read;
+/// rw: a reader before the writer of the first value it did not see)
+/// have no cycle.
+pub fn check_list_append(
+    txns: &[ListTxn],
+    finals: &BTreeMap<u64, Vec<u64>>,
+) -> Result<(), Violation> {
+    // Which transaction appended each value, and where it sits.
+    let mut writer = HashMap::<u64, usize>::new();
+    for (i, t) in txns.iter().enumerate() {
+        for &(_, v) in &t.appends {
+            if writer.insert(v, i).is_some_and(|other| other != i) {
+                let why = format!("value {v} appended by two transactions");
+                return broken(Rule::InvalidHistory, why, [t.to_string()]);
+            }
+        }
+    }
+    let mut position = HashMap::<(u64, u64), usize>::new();
+    for (&key, list) in finals {
+        for (at, &v) in list.iter().enumerate() {
+            if position.insert((key, v), at).is_some() {
+                return broken(
+                    Rule::LostWrite,
+                    format!("value {v} twice in key {key}"),
+                    [format!("{list:?}")],
+                );
+            }
+            if !writer.contains_key(&v) {
+                return broken(
+                    Rule::LostWrite,
+                    format!("key {key} holds {v}, which nobody appended"),
+                    [format!("{list:?}")],
+                );
+            }
+        }
+    }
+    let mut applied = vec![false; txns.len()];
+    for (i, t) in txns.iter().enumerate() {
+        let present: Vec<bool> = t
+            .appends
+            .iter()
+            .map(|&(k, v)| position.contains_key(&(k, v)))
+            .collect();
+        if present.iter().any(|p| *p) && !present.iter().all(|p| *p) {
+            return broken(
+                Rule::NotAtomic,
+                "a transaction applied in part",
+                [t.to_string()],
+            );
+        }
+        if t.acknowledged && !present.iter().all(|p| *p) {
+            return broken(
+                Rule::LostWrite,
+                "an acknowledged append is missing",
+                [t.to_string()],
+            );
+        }
+        applied[i] = present.first().copied().unwrap_or(t.acknowledged);
+    }
+    let empty = Vec::new();
+    let mut edges: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); txns.len()];
+    for list in finals.values() {
+        for pair in list.windows(2) {
+            let (from, to) = (writer[&pair[0]], writer[&pair[1]]);
+            if from != to {
+                edges[from].insert(to);
+            }
+        }
+    }
+    for (i, t) in txns.iter().enumerate().filter(|(i, _)| applied[*i]) {
+        for (key, read) in &t.reads {
+            let list = finals.get(key).unwrap_or(&empty);
+            if !list.starts_with(read) {
+                let why = format!("a read of key {key} is not a prefix of its final list");
+                return broken(
+                    Rule::BadRead,
+                    why,
+                    [t.to_string(), format!("final: {list:?}")],
+                );
+            }
+            if let Some(last) = read.last() {
+                let w = writer[last];
+                if w != i {
+                    edges[w].insert(i);
+                }
+            }
+            if let Some(next) = list.get(read.len()) {
+                let w = writer[next];
+                if w != i {
+                    edges[i].insert(w);
+                }
+            }
+        }
+    }
+    // A cycle among applied transactions: depth-first, colouring.
+    let mut state = vec![0u8; txns.len()];
+    let mut path = Vec::new();
+    fn visit(
+        at: usize,
+        edges: &[BTreeSet<usize>],
+        state: &mut [u8],
+        path: &mut Vec<usize>,
+    ) -> Option<Vec<usize>> {
+        state[at] = 1;
+        path.push(at);
+        for &next in &edges[at] {
+            if state[next] == 1 {
+                let from = path.iter().position(|&p| p == next).expect("on the path");
+                return Some(path[from..].to_vec());
+            }
+            if state[next] == 0
+                && let Some(cycle) = visit(next, edges, state, path)
+            {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        state[at] = 2;
+        None
+    }
+    for start in 0..txns.len() {
+        if applied[start]
+            && state[start] == 0
+            && let Some(cycle) = visit(start, &edges, &mut state, &mut path)
+        {
+            let details: Vec<String> = cycle.iter().map(|&i| txns[i].to_string()).collect();
+            return broken(Rule::NotSerializable, "a cycle of dependencies", details);
+        }
+    }
+    Ok(())
 }

@@ -825,7 +825,11 @@ async fn replicas_change_under_load_and_no_acknowledged_write_is_lost() {
     for w in writers {
         acked.extend(w.await.unwrap());
     }
-    assert!(acked.len() >= 50, "only {} writes acknowledged", acked.len());
+    assert!(
+        acked.len() >= 50,
+        "only {} writes acknowledged",
+        acked.len()
+    );
     // Every acknowledged write is on every replica.
     wait_for("every replica with every acknowledged write", || {
         members.iter().all(|m| {

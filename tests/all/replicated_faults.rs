@@ -1,8 +1,11 @@
 //! A replicated table under a seeded nemesis (partitions, paused links,
 //! loss, delay) on three nodes, with a recorded history: each key's
 //! writes, compare-and-sets and linearizable reads are checked for
-//! linearizability, and bank transfers (two accounts changed in one
-//! conditional batch) must keep the total in every read and at the end.
+//! linearizability; bank transfers (two accounts changed in one
+//! conditional batch) must keep the total in every read and at the end;
+//! and list-append transactions (read two lists, append to one or both)
+//! are checked for serializability (no lost or partial append, reads
+//! that are prefixes, no dependency cycle).
 //! A node cut off from the others refuses writes with `no_quorum` and
 //! marks its dirty reads stale; after the heal nothing needs a manual step.
 //!
@@ -18,13 +21,15 @@ use molt_abi::table::{
 use molt_host::Node;
 use molt_host::cluster::LogMode;
 use molt_host::net::nemesis::LinkFaults;
-use molt_tests::checker::{self, Entry, Nanos, RegisterOp, RegisterRet};
+use molt_tests::checker::{self, Entry, ListTxn, Nanos, RegisterOp, RegisterRet};
 use molt_tests::{TempDir, WAIT};
 
 use super::coord::{Member, three, wait_for};
 
 const REGISTERS: &str = "registers";
 const BANK: &str = "bank";
+const LISTS: &str = "lists";
+const LIST_KEYS: u64 = 4;
 const KEYS: [&str; 3] = ["r0", "r1", "r2"];
 const ACCOUNTS: [&str; 4] = ["a0", "a1", "a2", "a3"];
 const BALANCE: u64 = 100;
@@ -52,6 +57,8 @@ struct History {
     totals: Mutex<Vec<u64>>,
     transfers: AtomicU64,
     next_value: AtomicU64,
+    /// List-append transactions committed or of unknown outcome.
+    lists: Mutex<Vec<ListTxn>>,
     stop: AtomicBool,
 }
 
@@ -229,6 +236,104 @@ async fn bank_client(node: Node, history: Arc<History>, mut rng: Rng) {
     }
 }
 
+/// A list key's name.
+fn list_key(k: u64) -> String {
+    format!("l{k}")
+}
+
+/// A key's list and version, as this node's replica has it (dirty: the
+/// transaction's conditions make it exact at commit).
+async fn read_list(
+    node: &Node,
+    k: u64,
+    consistency: Consistency,
+) -> Option<(Vec<u64>, Option<u64>)> {
+    let request = Request::Get {
+        table: LISTS.to_string(),
+        key: list_key(k).into_bytes(),
+        consistency,
+    };
+    let Reply::Rows(rows) = node.table(request).await else {
+        return None;
+    };
+    let row = rows.rows.into_iter().next()?;
+    let Some(record) = row.records.first() else {
+        return Some((Vec::new(), None));
+    };
+    let text = String::from_utf8_lossy(&record.value).into_owned();
+    let list = text
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.parse().expect("a number"))
+        .collect();
+    Some((list, Some(row.version)))
+}
+
+/// Transactions that read two lists and append one value to one or both,
+/// conditioned on the versions read (Elle's list-append).
+async fn list_client(node: Node, me: u64, history: Arc<History>, mut rng: Rng) {
+    while !history.stop.load(Ordering::Relaxed) {
+        let k1 = rng.below(LIST_KEYS);
+        let k2 = (k1 + 1 + rng.below(LIST_KEYS - 1)) % LIST_KEYS;
+        let (Some((l1, v1)), Some((l2, v2))) = (
+            read_list(&node, k1, Consistency::Dirty).await,
+            read_list(&node, k2, Consistency::Dirty).await,
+        ) else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let value = history.next_value.fetch_add(1, Ordering::Relaxed) + 1;
+        let both = rng.below(2) == 0;
+        let condition = |k: u64, v: Option<u64>| match v {
+            Some(version) => Condition::Version {
+                key: list_key(k).into_bytes(),
+                version,
+            },
+            None => Condition::Absent {
+                key: list_key(k).into_bytes(),
+            },
+        };
+        let put = |k: u64, list: &[u64]| Op::Put {
+            key: list_key(k).into_bytes(),
+            value: list
+                .iter()
+                .chain([&value])
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+                .into_bytes(),
+            index_values: Vec::new(),
+        };
+        let mut ops = vec![put(k1, &l1)];
+        let mut appends = vec![(k1, value)];
+        if both {
+            ops.push(put(k2, &l2));
+            appends.push((k2, value));
+        }
+        let request = Request::Commit(vec![(
+            LISTS.to_string(),
+            Batch {
+                conditions: vec![condition(k1, v1), condition(k2, v2)],
+                ops,
+            },
+        )]);
+        let acknowledged = match node.table(request).await {
+            Reply::Committed(_) => Some(true),
+            Reply::Error(Error::Aborted { .. }) => None,
+            _ => Some(false),
+        };
+        if let Some(acknowledged) = acknowledged {
+            history.lists.lock().unwrap().push(ListTxn {
+                process: me,
+                reads: vec![(k1, l1), (k2, l2)],
+                appends,
+                acknowledged,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(2 + rng.below(15))).await;
+    }
+}
+
 fn set_link(nodes: &[Member], i: usize, j: usize, faults: LinkFaults) {
     nodes[i].dist.nemesis().set(nodes[j].dist.name(), faults);
     nodes[j].dist.nemesis().set(nodes[i].dist.name(), faults);
@@ -330,7 +435,7 @@ async fn nemesis(nodes: &[Member], seed: u64, rounds: usize) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replicated_table_stays_linearizable_and_keeps_its_totals_under_a_seeded_nemesis() {
+async fn replicated_tables_stay_linearizable_and_serializable_under_a_seeded_nemesis() {
     let seed = std::env::var("MOLT_NEMESIS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -338,7 +443,7 @@ async fn a_replicated_table_stays_linearizable_and_keeps_its_totals_under_a_seed
     println!("nemesis seed {seed}");
     let dir = TempDir::new("replicated-faults");
     let nodes = three(&dir, LogMode::Ram).await;
-    for table in [REGISTERS, BANK] {
+    for table in [REGISTERS, BANK, LISTS] {
         assert_eq!(
             nodes[0]
                 .node
@@ -349,7 +454,7 @@ async fn a_replicated_table_stays_linearizable_and_keeps_its_totals_under_a_seed
     }
     wait_for("both groups with three voters on every node", || {
         nodes.iter().all(|m| {
-            [REGISTERS, BANK].iter().all(|t| {
+            [REGISTERS, BANK, LISTS].iter().all(|t| {
                 m.node
                     .tables()
                     .replica_status(t)
@@ -369,6 +474,7 @@ async fn a_replicated_table_stays_linearizable_and_keeps_its_totals_under_a_seed
         totals: Mutex::default(),
         transfers: AtomicU64::new(0),
         next_value: AtomicU64::new(0),
+        lists: Mutex::default(),
         stop: AtomicBool::new(false),
     });
     let mut rng = Rng(seed ^ 0x7ab1e);
@@ -382,7 +488,13 @@ async fn a_replicated_table_stays_linearizable_and_keeps_its_totals_under_a_seed
             Rng(rng.next() | 1),
         )));
         tasks.push(tokio::spawn(bank_client(
+            node.clone(),
+            history.clone(),
+            Rng(rng.next() | 1),
+        )));
+        tasks.push(tokio::spawn(list_client(
             node,
+            i as u64,
             history.clone(),
             Rng(rng.next() | 1),
         )));
@@ -444,6 +556,25 @@ async fn a_replicated_table_stays_linearizable_and_keeps_its_totals_under_a_seed
         totals.len()
     );
     checker::check_registers(&registers).unwrap_or_else(|v| panic!("registers (seed {seed}): {v}"));
+    let mut finals = std::collections::BTreeMap::new();
+    for k in 0..LIST_KEYS {
+        let (list, _) = read_list(&nodes[2].node, k, Consistency::Linearizable)
+            .await
+            .expect("a final read");
+        finals.insert(k, list);
+    }
+    let lists = history.lists.lock().unwrap().clone();
+    let acked = lists.iter().filter(|t| t.acknowledged).count();
+    println!(
+        "list-append: {} transactions ({acked} acknowledged)",
+        lists.len()
+    );
+    checker::check_list_append(&lists, &finals)
+        .unwrap_or_else(|v| panic!("list-append (seed {seed}): {v}"));
+    assert!(
+        acked >= 50,
+        "only {acked} list-append transactions acknowledged"
+    );
     let expected = BALANCE * ACCOUNTS.len() as u64;
     assert!(
         totals.iter().all(|t| *t == expected),
