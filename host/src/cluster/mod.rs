@@ -529,6 +529,17 @@ impl Coordination {
         self.inner.state().state.tables.clone()
     }
 
+    /// One replicated table's definition, on this node's replica.
+    pub(crate) fn table_entry(&self, name: &str) -> Option<TableEntry> {
+        self.inner.state().state.tables.get(name).cloned()
+    }
+
+    /// Whether a replicated table of that name is defined (on this node's
+    /// replica).
+    pub(crate) fn has_table(&self, name: &str) -> bool {
+        self.inner.state().state.tables.contains_key(name)
+    }
+
     /// Changes whenever the replicated tables' definitions may have.
     pub(crate) fn tables_changed(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.tables_changed.subscribe()

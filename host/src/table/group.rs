@@ -550,7 +550,8 @@ impl Group {
 
     /// The leader's id and node, if known.
     pub(crate) fn leader(&self) -> Option<(u64, Member)> {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
         let id = metrics.current_leader?;
         let member = metrics
             .membership_config
@@ -564,7 +565,8 @@ impl Group {
     /// more than the time an entry takes to arrive: it leads without a
     /// recent quorum, or follows without hearing from a leader lately.
     pub(crate) fn stale(&self) -> bool {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
         let limit = self.stale_after.as_millis() as u64;
         if metrics.current_leader == Some(self.me) {
             return metrics.millis_since_quorum_ack.is_none_or(|ms| ms > limit);
@@ -578,7 +580,8 @@ impl Group {
 
     /// Whether this node is a member (voter or learner) of the group.
     pub(crate) fn is_member(&self) -> bool {
-        let metrics = self.raft.metrics().borrow().clone();
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
         metrics
             .membership_config
             .membership()

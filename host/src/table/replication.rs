@@ -344,7 +344,13 @@ impl Replication {
     }
 
     fn entry(&self, table: &str) -> Option<TableEntry> {
-        self.coordination()?.table_entries().remove(table)
+        self.coordination()?.table_entry(table)
+    }
+
+    /// Whether `table` is a replicated table (cheap: asked of every
+    /// request the node's tables get).
+    fn defined(&self, table: &str) -> bool {
+        self.group(table).is_some() || self.coordination().is_some_and(|c| c.has_table(table))
     }
 
     /// Keep this node's groups in line with the definitions: at each
@@ -1186,7 +1192,7 @@ fn global_error(table: &str, e: GlobalError, tables_max: usize) -> Error {
 
 impl Replicated for Replication {
     fn takes(&self, request: &Request) -> bool {
-        let replicated = |table: &str| self.group(table).is_some() || self.entry(table).is_some();
+        let replicated = |table: &str| self.defined(table);
         match request {
             Request::Create(spec) => {
                 spec.replicas.len() > 1
@@ -1200,7 +1206,8 @@ impl Replicated for Replication {
             Request::Commit(batches) => batches.iter().any(|(t, _)| replicated(t)),
             _ => match read_of(request) {
                 Some((table, Consistency::Dirty)) => {
-                    self.group(table).is_none() && self.entry(table).is_some()
+                    self.group(table).is_none()
+                        && self.coordination().is_some_and(|c| c.has_table(table))
                 }
                 Some((table, Consistency::Linearizable)) => replicated(table),
                 None => false,
