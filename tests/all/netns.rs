@@ -828,6 +828,13 @@ fn a_2_1_partition_leaves_the_majority_working_and_heals_without_help() {
     let Some((_one, mut net, minority, raft_term)) = started(test, "part", 1) else {
         return;
     };
+    // A table replicated on all three nodes, written once.
+    let (ok, text) = net.cli(0, &["table", "create", "ledger", "--replica", "all"]);
+    assert!(ok, "{text}");
+    net.wait("a first write to the replicated table", |net| {
+        let (ok, text) = net.cli(0, &["table", "put", "ledger", "before", "first"]);
+        if ok { Ok(()) } else { Err(text) }
+    });
     // The coordination leader's node, where the singleton leads too, is
     // the one cut off.
     let term = net.three_singletons(minority);
@@ -888,6 +895,29 @@ fn a_2_1_partition_leaves_the_majority_working_and_heals_without_help() {
     let done = wait_log(&mut net, majority[1], log_from, "incr: 5 done");
     net.note(format!("majority: {}", done.trim()));
     assert!(done.contains("the counter was 5"), "{done}");
+
+    // The replicated table: the majority writes; the minority's write is
+    // refused with no quorum, and its replica says it may be stale.
+    net.wait("a write to the table on the majority side", |net| {
+        let (ok, text) = net.cli(majority[0], &["table", "put", "ledger", "during", "second"]);
+        if ok { Ok(()) } else { Err(text) }
+    });
+    let asked = Instant::now();
+    let (ok, refused) = net.cli(minority, &["table", "put", "ledger", "minor", "third"]);
+    assert!(
+        !ok && refused.to_lowercase().contains("no quorum"),
+        "{refused}"
+    );
+    net.note(format!(
+        "minority: a table write refused after {} ms: {}",
+        asked.elapsed().as_millis(),
+        refused.trim()
+    ));
+    let (ok, stale) = net.cli(minority, &["table", "get", "ledger", "before"]);
+    assert!(
+        ok && stale.contains("\"first\"") && stale.contains("may be stale"),
+        "{stale}"
+    );
 
     // The minority cannot: a registration there fails with no quorum,
     // in bounded time.
@@ -966,6 +996,16 @@ fn a_2_1_partition_leaves_the_majority_working_and_heals_without_help() {
         Ok(())
     });
     net.note("every node shows counter-store held by the majority's store");
+    // The minority's replica caught up by itself.
+    net.wait("the majority's table write on the old minority", |net| {
+        let (ok, text) = net.cli(minority, &["table", "get", "ledger", "during"]);
+        if ok && text.contains("\"second\"") && !text.contains("stale") {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    });
+    net.note("the old minority's replica holds the majority's table write");
     // The cut-off singleton never led again.
     let log = net.nodes[minority].log_text();
     let after = log.split_once(lost.as_str()).map_or("", |(_, rest)| rest);

@@ -91,6 +91,30 @@ pub enum TableAction {
         #[arg(long, value_enum, default_value = "ram")]
         copy: CopyArg,
     },
+    /// Write one record, KEY and VALUE taken as bytes of text (a table
+    /// written by the SDK encodes its keys and values: see `dump`): one
+    /// batch without conditions, through the table's log.
+    Put {
+        /// The table.
+        name: String,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Read one key (KEY as bytes of text): its version and values, from
+    /// the node's replica (said when it may be stale), or with
+    /// `--linearizable` as of now.
+    Get {
+        /// The table.
+        name: String,
+        /// The key.
+        key: String,
+        /// Every write committed before the call is seen (needs a quorum
+        /// of a replicated table's replicas).
+        #[arg(long)]
+        linearizable: bool,
+    },
     /// Stop keeping a replicated table on a node.
     RemoveReplica {
         /// The table.
@@ -310,6 +334,58 @@ pub async fn run(command: TableCommand) -> Result<ExitCode> {
                     let table = name.clone();
                     ask(&control, &target, Request::AddReplica { table, replica }).await?;
                     out!("{name} is kept on {node} too");
+                }
+                TableAction::Put { name, key, value } => {
+                    let batch = molt_abi::table::Batch {
+                        conditions: Vec::new(),
+                        ops: vec![molt_abi::table::Op::Put {
+                            key: key.into_bytes(),
+                            value: value.into_bytes(),
+                            index_values: Vec::new(),
+                        }],
+                    };
+                    let request = Request::Commit(vec![(name.clone(), batch)]);
+                    match ask(&control, &target, request).await? {
+                        Reply::Committed(indexes) => {
+                            out!("written to {name} at index {}", indexes[0]);
+                        }
+                        other => bail!("unexpected reply {other:?}"),
+                    }
+                }
+                TableAction::Get {
+                    name,
+                    key,
+                    linearizable,
+                } => {
+                    let request = Request::Get {
+                        table: name,
+                        key: key.clone().into_bytes(),
+                        consistency: if linearizable {
+                            Consistency::Linearizable
+                        } else {
+                            Consistency::Dirty
+                        },
+                    };
+                    let Reply::Rows(rows) = ask(&control, &target, request).await? else {
+                        bail!("unexpected reply to a read");
+                    };
+                    let stale = if rows.stale {
+                        " (this replica may be stale)"
+                    } else {
+                        ""
+                    };
+                    match rows.rows.first().filter(|r| !r.records.is_empty()) {
+                        None => out!("{key:?}: no record{stale}"),
+                        Some(row) => {
+                            for record in &row.records {
+                                out!(
+                                    "{key:?}  version {}  {}{stale}",
+                                    row.version,
+                                    show(&record.value)
+                                );
+                            }
+                        }
+                    }
                 }
                 TableAction::RemoveReplica { name, node } => {
                     let table = name.clone();
