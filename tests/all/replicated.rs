@@ -239,7 +239,11 @@ async fn a_node_without_a_replica_reads_and_writes_through_one_and_bad_specs_are
         })
         .await
     {
-        Reply::Info(info) => assert_eq!(info.spec.replicas.len(), 2),
+        Reply::Info(info) => {
+            // Described by a replica: its records too.
+            assert_eq!(info.spec.replicas.len(), 2);
+            assert_eq!(info.records, 1);
+        }
         other => panic!("info: {other:?}"),
     }
     // A guest on c, which keeps no replica, runs the cart example's

@@ -210,9 +210,11 @@ pub(crate) struct Replication {
     stop: tokio::sync::watch::Sender<bool>,
 }
 
-/// The table a read names, and how fresh it must be.
+/// The table a read names, and how fresh it must be (a description is a
+/// dirty read of the table's size and index).
 fn read_of(request: &Request) -> Option<(&str, Consistency)> {
     match request {
+        Request::Info { table } => Some((table, Consistency::Dirty)),
         Request::Get {
             table, consistency, ..
         }
