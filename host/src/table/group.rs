@@ -511,6 +511,8 @@ pub(crate) struct Group {
     pub(crate) stale_after: Duration,
     /// Membership changes, one at a time.
     pub(crate) membership: tokio::sync::Mutex<()>,
+    /// This replica is founding the group or asking to join it.
+    pub(crate) joining: std::sync::atomic::AtomicBool,
 }
 
 impl Group {
@@ -539,6 +541,7 @@ impl Group {
             born: Instant::now(),
             stale_after,
             membership: tokio::sync::Mutex::new(()),
+            joining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -423,7 +423,21 @@ impl Replication {
                 },
             };
             if !group.is_member() {
-                self.clone().found_or_join(&coord, entry, &group).await;
+                // On a task of its own, one at a time per group: a join
+                // waits for the leader to catch the replica up, and the
+                // other tables are kept meanwhile.
+                if !group
+                    .joining
+                    .swap(true, std::sync::atomic::Ordering::AcqRel)
+                {
+                    let (me, coord, entry) = (self.clone(), coord.clone(), entry.clone());
+                    tokio::spawn(async move {
+                        me.found_or_join(&coord, &entry, &group).await;
+                        group
+                            .joining
+                            .store(false, std::sync::atomic::Ordering::Release);
+                    });
+                }
             } else if group.leader().is_some_and(|(id, _)| id == group.me) {
                 self.trim(entry, &group).await;
             }
@@ -727,10 +741,12 @@ impl Replication {
                 .await
                 .map_err(|e| raft_err(&e))?;
         }
-        group
-            .raft
-            .add_learner(member, node, true)
+        // Caught up within a bound: a joiner that went away meanwhile does
+        // not hold the group's membership changes for ever.
+        let catch_up = self.quorum_timeout * 10;
+        tokio::time::timeout(catch_up, group.raft.add_learner(member, node, true))
             .await
+            .map_err(|_| TableServiceError::Raft(format!("not caught up within {catch_up:?}")))?
             .map_err(|e| raft_err(&e))?;
         let mut voters = keep;
         voters.insert(member);
