@@ -162,25 +162,7 @@ impl RaftSnapshotBuilder<Coord> for Machine {
                 applied.membership.clone(),
             )
         };
-        let id = match last {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
-            None => format!("empty-{}", data.len()),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: last,
-            last_membership: membership,
-            snapshot_id: id,
-        };
-        self.storage
-            .save_snapshot(StoredSnapshot {
-                meta: meta.clone(),
-                data: data.clone(),
-            })
-            .await?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        self.storage.keep_snapshot(data, last, membership).await
     }
 }
 
@@ -266,9 +248,6 @@ impl RaftStateMachine<Coord> for Machine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Coord>>, StorageError<u64>> {
-        Ok(self.storage.snapshot().map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        Ok(self.storage.current_snapshot())
     }
 }

@@ -29,7 +29,7 @@ mod command;
 mod config;
 mod group;
 mod machine;
-mod network;
+pub(crate) mod network;
 mod state;
 pub(crate) mod store;
 #[cfg(test)]

@@ -168,6 +168,20 @@ impl Service for CoordService {
     }
 }
 
+/// A failed call to another member, as openraft takes it: a member that
+/// cannot be reached is `Unreachable` (openraft backs off), anything
+/// else a network error.
+pub(crate) fn rpc_error<X, E>(e: CallError<X>) -> RPCError<u64, Member, E>
+where
+    X: std::error::Error + 'static,
+    E: std::error::Error,
+{
+    match e {
+        CallError::Request(RequestError::Connect(e)) => RPCError::Unreachable(Unreachable::new(&e)),
+        e => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
 /// openraft's way to reach other members: through the service.
 pub struct Network {
     pub(super) client: ServiceClient<CoordService>,
@@ -202,13 +216,10 @@ impl Link {
         request: CoordRequest,
         ttl: Duration,
     ) -> Result<CoordReply, RPCError<u64, Member, E>> {
-        match self.client.call_within(&self.name, ttl, &request).await {
-            Ok(reply) => Ok(reply),
-            Err(CallError::Request(RequestError::Connect(e))) => {
-                Err(RPCError::Unreachable(Unreachable::new(&e)))
-            }
-            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
-        }
+        self.client
+            .call_within(&self.name, ttl, &request)
+            .await
+            .map_err(rpc_error)
     }
 
     fn unexpected<E: std::error::Error>(&self) -> RPCError<u64, Member, E> {

@@ -37,6 +37,7 @@ pub trait LogTypes:
         NodeId = u64,
         Node = Member,
         Entry = Entry<Self>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
         D: Clone + Serialize + serde::de::DeserializeOwned,
     >
 {
@@ -47,6 +48,7 @@ impl<C> LogTypes for C where
             NodeId = u64,
             Node = Member,
             Entry = Entry<C>,
+            SnapshotData = std::io::Cursor<Vec<u8>>,
             D: Clone + Serialize + serde::de::DeserializeOwned,
         >
 {
@@ -458,6 +460,42 @@ impl<C: LogTypes> Storage<C> {
     /// The current snapshot, if one was taken or installed.
     pub fn snapshot(&self) -> Option<StoredSnapshot> {
         self.snapshot.lock().expect("snapshot poisoned").clone()
+    }
+
+    /// Keep `data`, the state as applied up to `last` with `membership`,
+    /// as the current snapshot (durably), and hand it to openraft.
+    pub async fn keep_snapshot(
+        &self,
+        data: Vec<u8>,
+        last: Option<LogId<u64>>,
+        membership: openraft::StoredMembership<u64, Member>,
+    ) -> Result<openraft::Snapshot<C>, StorageError<u64>> {
+        let id = match last {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
+            None => format!("empty-{}", data.len()),
+        };
+        let meta = openraft::SnapshotMeta {
+            last_log_id: last,
+            last_membership: membership,
+            snapshot_id: id,
+        };
+        self.save_snapshot(StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        })
+        .await?;
+        Ok(openraft::Snapshot {
+            meta,
+            snapshot: Box::new(std::io::Cursor::new(data)),
+        })
+    }
+
+    /// The current snapshot, as openraft takes it.
+    pub fn current_snapshot(&self) -> Option<openraft::Snapshot<C>> {
+        self.snapshot().map(|s| openraft::Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(std::io::Cursor::new(s.data)),
+        })
     }
 
     /// Keep `snapshot` as the current one, durably.

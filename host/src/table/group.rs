@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use openraft::error::{
     ClientWriteError, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError,
-    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -156,25 +155,9 @@ impl GroupMachine {
 impl RaftSnapshotBuilder<TableRaft> for GroupMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TableRaft>, StorageError<u64>> {
         let (data, position) = self.image();
-        let id = match position.last_applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, data.len()),
-            None => format!("empty-{}", data.len()),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: position.last_applied,
-            last_membership: position.membership,
-            snapshot_id: id,
-        };
         self.storage
-            .save_snapshot(StoredSnapshot {
-                meta: meta.clone(),
-                data: data.clone(),
-            })
-            .await?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+            .keep_snapshot(data, position.last_applied, position.membership)
+            .await
     }
 }
 
@@ -285,10 +268,7 @@ impl RaftStateMachine<TableRaft> for GroupMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TableRaft>>, StorageError<u64>> {
-        Ok(self.storage.snapshot().map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
+        Ok(self.storage.current_snapshot())
     }
 }
 
@@ -379,13 +359,10 @@ impl GroupLink {
         request: TableRequest,
         ttl: Duration,
     ) -> Result<TableReply, RPCError<u64, Member, E>> {
-        match self.client.call_within(&self.name, ttl, &request).await {
-            Ok(reply) => Ok(reply),
-            Err(CallError::Request(RequestError::Connect(e))) => {
-                Err(RPCError::Unreachable(Unreachable::new(&e)))
-            }
-            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
-        }
+        self.client
+            .call_within(&self.name, ttl, &request)
+            .await
+            .map_err(crate::cluster::network::rpc_error)
     }
 
     fn unexpected<E: std::error::Error>(&self) -> RPCError<u64, Member, E> {
