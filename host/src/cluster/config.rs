@@ -145,3 +145,22 @@ impl CoordConfig {
         if n.is_multiple_of(2) { n - 1 } else { n }
     }
 }
+
+impl CoordConfig {
+    /// openraft's settings for a group named `name` run with these timings
+    /// (the coordination group, and each replicated table's group).
+    pub(crate) fn raft(&self, name: &str) -> Result<openraft::Config, openraft::ConfigError> {
+        openraft::Config {
+            cluster_name: name.into(),
+            election_timeout_min: self.election_timeout_min.as_millis() as u64,
+            election_timeout_max: self.election_timeout_max.as_millis() as u64,
+            heartbeat_interval: self.heartbeat.as_millis() as u64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            // Chunks well inside a frame.
+            snapshot_max_chunk_size: 256 * 1024,
+            ..Default::default()
+        }
+        .validate()
+    }
+}

@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use molt_abi::Pid;
-use openraft::{Raft, ServerState, SnapshotPolicy};
+use openraft::{Raft, ServerState};
 use serde::{Deserialize, Serialize};
 
 pub use self::command::{Grant, Limit, LockMode, LockRequest, SessionId};
@@ -344,19 +344,9 @@ impl Coordination {
                 why,
             })
         })?;
-        let raft_config = openraft::Config {
-            cluster_name: "molt".into(),
-            election_timeout_min: config.election_timeout_min.as_millis() as u64,
-            election_timeout_max: config.election_timeout_max.as_millis() as u64,
-            heartbeat_interval: config.heartbeat.as_millis() as u64,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
-            // Chunks well inside a frame.
-            snapshot_max_chunk_size: 256 * 1024,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| CoordStartError::Config(e.to_string()))?;
+        let raft_config = config
+            .raft("molt")
+            .map_err(|e| CoordStartError::Config(e.to_string()))?;
         let network = Network {
             client: client.clone(),
             dist: dist.downgrade(),

@@ -21,12 +21,12 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use molt_abi::table::{Consistency, Copy, Error, Reply, Request, Spec};
+use openraft::Raft;
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{Raft, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
 use super::group::{
@@ -270,18 +270,10 @@ impl Replication {
     ) -> Result<Arc<Replication>, crate::net::service::RegisterError> {
         let (service, client) = dist.service_or_register(TableService::default)?;
         let config = coord.config();
-        let raft_config = openraft::Config {
-            cluster_name: "molt-table".into(),
-            election_timeout_min: config.election_timeout_min.as_millis() as u64,
-            election_timeout_max: config.election_timeout_max.as_millis() as u64,
-            heartbeat_interval: config.heartbeat.as_millis() as u64,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
-            snapshot_max_chunk_size: 256 * 1024,
-            ..Default::default()
-        }
-        .validate()
-        .expect("the coordination group's timings suit a table group");
+        // Coordination started with the same settings: they are valid.
+        let raft_config = config
+            .raft("molt-table")
+            .expect("the coordination group's timings suit a table group");
         let replication = Arc::new(Replication {
             here: dist.name().to_string(),
             addr: dist.local_addr().to_string(),
