@@ -149,7 +149,7 @@ impl CoordConfig {
 impl CoordConfig {
     /// openraft's settings for a group named `name` run with these timings
     /// (the coordination group, and each replicated table's group).
-    pub(crate) fn raft(&self, name: &str) -> Result<openraft::Config, openraft::ConfigError> {
+    pub(crate) fn raft(&self, name: &str) -> Result<openraft::Config, String> {
         openraft::Config {
             cluster_name: name.into(),
             election_timeout_min: self.election_timeout_min.as_millis() as u64,
@@ -162,5 +162,6 @@ impl CoordConfig {
             ..Default::default()
         }
         .validate()
+        .map_err(|e| e.to_string())
     }
 }

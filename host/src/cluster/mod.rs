@@ -344,9 +344,7 @@ impl Coordination {
                 why,
             })
         })?;
-        let raft_config = config
-            .raft("molt")
-            .map_err(|e| CoordStartError::Config(e.to_string()))?;
+        let raft_config = config.raft("molt").map_err(CoordStartError::Config)?;
         let network = Network {
             client: client.clone(),
             dist: dist.downgrade(),
