@@ -30,7 +30,7 @@ impl Member {
 }
 
 /// Settings for tests: short sessions, quick voter changes.
-fn config(dir: &TempDir, name: &str, mode: LogMode) -> CoordConfig {
+pub(crate) fn config(dir: &TempDir, name: &str, mode: LogMode) -> CoordConfig {
     let mut config = CoordConfig::new(dir.path().join(name));
     config.log_mode = mode;
     config.session_ttl = Duration::from_millis(1500);

@@ -867,3 +867,62 @@ async fn replicas_change_under_load_and_no_acknowledged_write_is_lost() {
         m.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ram_table_is_empty_and_usable_after_every_replica_restarts() {
+    let dir = TempDir::new("replicated-full-restart");
+    let members = three(&dir, LogMode::Disc).await;
+    let all: Vec<&Member> = members.iter().collect();
+    assert_eq!(
+        members[0]
+            .node
+            .table(Request::Create(spec("cache", &all, Copy::Ram)))
+            .await,
+        Reply::Done
+    );
+    committed(
+        write_through(&members[1], "cache", "k", "before").await,
+        "a write",
+    );
+    for m in members {
+        m.stop().await;
+    }
+    // The whole cluster restarts: the table is still defined (the
+    // coordination log is on disc), its ram replicas are all new.
+    // All three start before any waits for a quorum.
+    let mut members = Vec::new();
+    for name in ["a", "b", "c"] {
+        let (node, dist) = molt_tests::dist_node(name).await;
+        let join = members
+            .first()
+            .map(|m: &Member| molt_tests::address_of(&m.dist));
+        let config = crate::coord::config(&dir, name, LogMode::Disc);
+        let coord = molt_host::cluster::Coordination::start(&node, &dist, config, join.as_deref())
+            .await
+            .unwrap_or_else(|e| panic!("{name} starts again: {e}"));
+        members.push(Member { node, dist, coord });
+    }
+    for m in &members {
+        tokio::time::timeout(Duration::from_secs(20), m.coord.ready())
+            .await
+            .expect("a session within 20 s")
+            .expect("a session");
+    }
+    wait_for("the table's group founded again, on three nodes", || {
+        members
+            .iter()
+            .all(|m| status(m, "cache").is_some_and(|s| s.voters.len() == 3 && s.leader.is_some()))
+    })
+    .await;
+    let (value, _) = read(&members[2], "cache", "k", Consistency::Linearizable).await;
+    assert_eq!(value, None, "a ram table is empty after a full restart");
+    committed(
+        write_through(&members[0], "cache", "k", "after").await,
+        "a write",
+    );
+    let (value, _) = read(&members[1], "cache", "k", Consistency::Linearizable).await;
+    assert_eq!(value.as_deref(), Some("after"));
+    for m in members {
+        m.stop().await;
+    }
+}

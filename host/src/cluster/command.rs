@@ -209,6 +209,21 @@ pub enum Command {
         /// Its replicas from now on.
         replicas: Vec<Replica>,
     },
+    /// Found table `name`'s group again: its recorded founder is still
+    /// Raft id `was`, and no replica holds the group any more (every
+    /// replica was a `ram` copy and restarted).
+    RefoundTable {
+        /// The table.
+        name: String,
+        /// Its id.
+        id: u64,
+        /// The founder's Raft id on record.
+        was: u64,
+        /// The founding node.
+        node: String,
+        /// Its Raft id in the table's group.
+        member: u64,
+    },
 }
 
 /// One log entry's application data.

@@ -1073,7 +1073,8 @@ impl Inner {
         if let Command::CreateTable { .. }
         | Command::DeleteTable { .. }
         | Command::FoundTable { .. }
-        | Command::SetReplicas { .. } = command
+        | Command::SetReplicas { .. }
+        | Command::RefoundTable { .. } = command
         {
             self.tables_changed.send_modify(|v| *v += 1);
         }

@@ -278,6 +278,22 @@ impl State {
                 }
                 _ => Outcome::Table(TableOutcome::NoTable),
             },
+            Command::RefoundTable {
+                name,
+                id,
+                was,
+                node,
+                member,
+            } => match self.tables.get_mut(name) {
+                Some(entry) if entry.id == *id => {
+                    if entry.founder.as_ref().is_none_or(|(_, m)| m == was) {
+                        entry.founder = Some((node.clone(), *member));
+                    }
+                    let (node, member) = entry.founder.clone().unwrap_or_default();
+                    Outcome::Table(TableOutcome::Founded { node, member })
+                }
+                _ => Outcome::Table(TableOutcome::NoTable),
+            },
             Command::SetReplicas { name, replicas } => match self.tables.get_mut(name) {
                 Some(entry) => {
                     entry.spec.replicas = replicas.clone();

@@ -1372,6 +1372,16 @@ fn log_samples() -> Vec<(String, Vec<u8>)> {
             },
         ),
         (
+            "refound_table",
+            Command::RefoundTable {
+                name: "t".into(),
+                id: 5,
+                was: 9,
+                node: "b@h".into(),
+                member: 10,
+            },
+        ),
+        (
             "set_replicas",
             Command::SetReplicas {
                 name: "t".into(),

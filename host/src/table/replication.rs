@@ -99,6 +99,13 @@ pub enum TableRequest {
     /// To a replica (or the leader, for a linearizable read): answer this
     /// read.
     Read(Request),
+    /// To a replica's node: whether it is a member of the table's group.
+    Probe {
+        /// The table.
+        table: String,
+        /// Its id.
+        id: u64,
+    },
 }
 
 /// The answer to a [`TableRequest`].
@@ -116,6 +123,13 @@ pub enum TableReply {
     Committed(GroupOutcome),
     /// To `Read`.
     Read(Reply),
+    /// To `Probe`.
+    Probed {
+        /// This node's replica is a member of the group.
+        member: bool,
+        /// Its Raft id, if this node runs the table's group.
+        id: Option<u64>,
+    },
 }
 
 /// Why the table service refused a request.
@@ -629,6 +643,26 @@ impl Replication {
         group: &Group,
     ) {
         let founder = match &entry.founder {
+            // Every replica came back as a new member (all `ram` copies
+            // restarted): the group is gone; found it again.
+            Some((_, was)) if *was != group.me && self.group_lost(entry).await => {
+                let command = Command::RefoundTable {
+                    name: entry.spec.name.clone(),
+                    id: entry.id,
+                    was: *was,
+                    node: self.here.clone(),
+                    member: group.me,
+                };
+                match coord.propose_table(command).await {
+                    Ok(TableOutcome::Founded { node, member }) => {
+                        if member == group.me {
+                            tracing::warn!(table = %entry.spec.name, "no replica held the table's group any more (all restarted): founded again, empty");
+                        }
+                        Some((node, member))
+                    }
+                    _ => None,
+                }
+            }
             Some(founder) => Some(founder.clone()),
             None => {
                 let command = Command::FoundTable {
@@ -662,6 +696,34 @@ impl Replication {
                 tracing::warn!(table = %group.table, "cannot found the group: {e}");
             }
         }
+    }
+
+    /// Whether no replica holds the table's group any more: the member
+    /// that founded it is gone (its node runs the group as another member,
+    /// or keeps no replica), and every other replica's node answers that it
+    /// is not a member. A node that does not answer may hold the group;
+    /// a founder still running as itself may be about to initialise it:
+    /// then it is not lost.
+    async fn group_lost(&self, entry: &TableEntry) -> bool {
+        let Some((founder, was)) = &entry.founder else {
+            return false;
+        };
+        let request = TableRequest::Probe {
+            table: entry.spec.name.clone(),
+            id: entry.id,
+        };
+        for replica in entry.spec.replicas.iter().filter(|r| r.node != self.here) {
+            match self
+                .client
+                .call_within(&replica.node, self.quorum_timeout, &request)
+                .await
+            {
+                Ok(TableReply::Probed { member: false, id })
+                    if !(replica.node == *founder && id == Some(*was)) => {}
+                _ => return false,
+            }
+        }
+        true
     }
 
     /// Ask the other replicas' nodes, in turn, to let this replica in.
@@ -842,6 +904,13 @@ impl Replication {
                 }
             }
             TableRequest::Read(request) => Ok(TableReply::Read(self.read(request, false).await)),
+            TableRequest::Probe { table, id } => {
+                let group = self.group_with(&table, id).ok();
+                Ok(TableReply::Probed {
+                    member: group.as_ref().is_some_and(|g| g.is_member()),
+                    id: group.map(|g| g.me),
+                })
+            }
         }
     }
 
