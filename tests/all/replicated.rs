@@ -13,7 +13,8 @@ use molt_tests::TempDir;
 
 use crate::coord::{Member, three, wait_for};
 
-fn spec(name: &str, nodes: &[&Member], copy: Copy) -> Spec {
+/// A set table kept as `copy` on each of `nodes`.
+pub(crate) fn spec(name: &str, nodes: &[&Member], copy: Copy) -> Spec {
     Spec {
         name: name.to_string(),
         kind: Kind::Set,
@@ -292,6 +293,13 @@ async fn a_node_without_a_replica_reads_and_writes_through_one_and_bad_specs_are
         Reply::Error(Error::BadSpec(why)) => assert!(why.contains("nobody@nowhere"), "{why}"),
         other => panic!("expected BadSpec, got {other:?}"),
     }
+    // The same definition rules as a local table: an index named twice.
+    let mut indexes = spec("indexes", &two, Copy::Ram);
+    indexes.indexes = vec!["by_user".into(), "by_user".into()];
+    assert!(matches!(
+        c.node.table(Request::Create(indexes)).await,
+        Reply::Error(Error::BadSpec(why)) if why.contains("named twice")
+    ));
     let mut twice = spec("twice", &two, Copy::Ram);
     twice.replicas[1].node = twice.replicas[0].node.clone();
     assert!(matches!(

@@ -15,9 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use molt_abi::table::{
-    Batch, Condition, Consistency, Copy, Error, Kind, Op, Replica, Reply, Request, Spec,
-};
+use molt_abi::table::{Batch, Condition, Consistency, Copy, Error, Op, Reply, Request};
 use molt_host::Node;
 use molt_host::cluster::LogMode;
 use molt_host::net::nemesis::LinkFaults;
@@ -25,6 +23,7 @@ use molt_tests::checker::{self, Entry, ListTxn, Nanos, RegisterOp, RegisterRet};
 use molt_tests::{TempDir, WAIT};
 
 use super::coord::{Member, three, wait_for};
+use super::replicated::spec;
 
 const REGISTERS: &str = "registers";
 const BANK: &str = "bank";
@@ -72,21 +71,6 @@ impl History {
             .lock()
             .unwrap()
             .push((key.to_string(), entry));
-    }
-}
-
-fn spec(name: &str, nodes: &[Member]) -> Spec {
-    Spec {
-        name: name.to_string(),
-        kind: Kind::Set,
-        indexes: Vec::new(),
-        replicas: nodes
-            .iter()
-            .map(|m| Replica {
-                node: m.dist.name().to_string(),
-                copy: Copy::Ram,
-            })
-            .collect(),
     }
 }
 
@@ -443,11 +427,12 @@ async fn replicated_tables_stay_linearizable_and_serializable_under_a_seeded_nem
     println!("nemesis seed {seed}");
     let dir = TempDir::new("replicated-faults");
     let nodes = three(&dir, LogMode::Ram).await;
+    let all: Vec<&Member> = nodes.iter().collect();
     for table in [REGISTERS, BANK, LISTS] {
         assert_eq!(
             nodes[0]
                 .node
-                .table(Request::Create(spec(table, &nodes)))
+                .table(Request::Create(spec(table, &all, Copy::Ram)))
                 .await,
             Reply::Done
         );

@@ -251,9 +251,9 @@ impl LocalTables {
         self.create_in(schema, None)
     }
 
-    /// Create an empty table, in memory, or also on disc in `disc_dir`
-    /// (its file made before the table is served).
-    pub fn create_in(&self, schema: Schema, disc_dir: Option<&Path>) -> Result<(), TableError> {
+    /// Whether `schema` is a table definition these limits take: a name of
+    /// 1 to `name_bytes_max` bytes, no index named twice.
+    pub fn check_schema(&self, schema: &Schema) -> Result<(), TableError> {
         if schema.name.is_empty() || schema.name.len() > self.limits.name_bytes_max {
             return Err(TableError::BadSchema(format!(
                 "a table name has 1 to {} bytes",
@@ -265,16 +265,34 @@ impl LocalTables {
                 return Err(TableError::BadSchema(format!("index {index} named twice")));
             }
         }
-        let mut tables = self.tables.write().expect("tables poisoned");
-        if tables.contains_key(&schema.name) {
-            return Err(TableError::Exists(schema.name));
+        Ok(())
+    }
+
+    /// Room in `tables` for one more table: none of that name, and fewer
+    /// than `tables_max`.
+    fn room(&self, tables: &HashMap<String, Arc<Local>>, name: &str) -> Result<(), TableError> {
+        if tables.contains_key(name) {
+            return Err(TableError::Exists(name.to_string()));
         }
+        self.below_tables_max(tables)
+    }
+
+    fn below_tables_max(&self, tables: &HashMap<String, Arc<Local>>) -> Result<(), TableError> {
         if tables.len() >= self.limits.tables_max {
             return Err(TableError::Limit {
                 limit: "tables_max".into(),
                 max: self.limits.tables_max as u64,
             });
         }
+        Ok(())
+    }
+
+    /// Create an empty table, in memory, or also on disc in `disc_dir`
+    /// (its file made before the table is served).
+    pub fn create_in(&self, schema: Schema, disc_dir: Option<&Path>) -> Result<(), TableError> {
+        self.check_schema(&schema)?;
+        let mut tables = self.tables.write().expect("tables poisoned");
+        self.room(&tables, &schema.name)?;
         let disc = match disc_dir {
             Some(dir) => {
                 Some(
@@ -377,12 +395,7 @@ impl LocalTables {
                 durable,
             });
         }
-        if tables.len() >= self.limits.tables_max {
-            return Err(TableError::Limit {
-                limit: "tables_max".into(),
-                max: self.limits.tables_max as u64,
-            });
-        }
+        self.below_tables_max(&tables)?;
         tables.insert(name, Arc::new(Local::new(table, None)));
         Ok(Restored {
             replaced: false,
@@ -507,15 +520,7 @@ impl LocalTables {
     /// only through the returned handle, as its group applies entries.
     pub(crate) fn insert_replica(&self, schema: Schema) -> Result<ReplicaHandle, TableError> {
         let mut tables = self.tables.write().expect("tables poisoned");
-        if tables.contains_key(&schema.name) {
-            return Err(TableError::Exists(schema.name));
-        }
-        if tables.len() >= self.limits.tables_max {
-            return Err(TableError::Limit {
-                limit: "tables_max".into(),
-                max: self.limits.tables_max as u64,
-            });
-        }
+        self.room(&tables, &schema.name)?;
         let mut local = Local::new(Table::new(schema.clone()), None);
         local.replicated = true;
         let local = Arc::new(local);
@@ -538,11 +543,6 @@ impl LocalTables {
         }
     }
 
-    /// Whether table `name` is here as a replica of a replicated table.
-    pub fn is_replica(&self, name: &str) -> bool {
-        self.table(name).is_ok_and(|l| l.replicated)
-    }
-
     /// Whether subscription `id` to table `name` is still on.
     pub fn subscribed(&self, name: &str, id: u64) -> bool {
         self.table(name).is_ok_and(|local| {
@@ -553,9 +553,19 @@ impl LocalTables {
 
     /// Run `read` on table `name` as it is now.
     pub fn read<T>(&self, name: &str, read: impl FnOnce(&Table) -> T) -> Result<T, TableError> {
+        self.read_marked(name, |table, _| read(table))
+    }
+
+    /// Run `read` on table `name` as it is now, telling it whether the
+    /// table is a replica of a replicated table.
+    pub(crate) fn read_marked<T>(
+        &self,
+        name: &str,
+        read: impl FnOnce(&Table, bool) -> T,
+    ) -> Result<T, TableError> {
         let local = self.table(name)?;
         let table = local.table.lock().expect("table poisoned");
-        Ok(read(&table))
+        Ok(read(&table, local.replicated))
     }
 
     /// The records of `key` in table `name`, with the key's version (what

@@ -468,11 +468,7 @@ impl Replication {
     async fn begin(self: &Arc<Self>, entry: &TableEntry) -> Result<Arc<Group>, String> {
         let node = self.node.upgrade().ok_or("the node stopped")?;
         let spec = &entry.spec;
-        let copy = spec
-            .replicas
-            .iter()
-            .find(|r| r.node == self.here)
-            .map_or(Copy::Ram, |r| r.copy);
+        let copy = self.copy_of(entry).unwrap_or(Copy::Ram);
         let schema = Schema {
             name: spec.name.clone(),
             kind: spec.kind,
@@ -1095,11 +1091,21 @@ impl Replication {
                 )));
             }
         }
-        if let Some(node) = self.node.upgrade()
-            && node.inner().tables.local().info(&spec.name).is_ok()
-            && !node.inner().tables.local().is_replica(&spec.name)
-        {
-            return Err(Error::Exists(spec.name));
+        if let Some(node) = self.node.upgrade() {
+            let inner = node.inner();
+            let local = inner.tables.local();
+            let schema = Schema {
+                name: spec.name.clone(),
+                kind: spec.kind,
+                indexes: spec.indexes.clone(),
+            };
+            local
+                .check_schema(&schema)
+                .map_err(|e| super::service::error(&spec.name, e))?;
+            // A table kept on this node alone has the name.
+            if local.info(&spec.name).is_ok_and(|i| !i.replicated) {
+                return Err(Error::Exists(spec.name));
+            }
         }
         let name = spec.name.clone();
         match coord.propose_table(Command::CreateTable { spec }).await {

@@ -314,14 +314,15 @@ impl Tables {
     /// such table.
     pub(crate) fn get_into(&self, table: &str, key: &[u8], out: &mut [u8]) -> Option<usize> {
         self.local
-            .read(table, |t| {
+            .read_marked(table, |t, replicated| {
                 let records = t.read(key);
                 let len = 24 + records.iter().map(|r| 4 + r.value.len()).sum::<usize>();
                 if len <= out.len() {
                     let version = t.version(key).unwrap_or(0);
                     out[..8].copy_from_slice(&version.to_le_bytes());
                     out[8..16].copy_from_slice(&t.applied().to_le_bytes());
-                    let flags = u32::from(self.stale(table));
+                    // Only a replica of a replicated table can lag.
+                    let flags = u32::from(replicated && self.stale(table));
                     out[16..20].copy_from_slice(&flags.to_le_bytes());
                     out[20..24].copy_from_slice(&(records.len() as u32).to_le_bytes());
                     let mut at = 24;
@@ -495,15 +496,18 @@ impl Tables {
         read: impl FnOnce(&Table, usize) -> Result<(Vec<Row>, bool), Error>,
     ) -> Result<Reply, Error> {
         let max_bytes = self.limits.reply_bytes_max;
-        let (result, index) = self
+        let (result, index, replicated) = self
             .local
-            .read(name, |t| (read(t, max_bytes), t.applied()))
+            .read_marked(name, |t, replicated| {
+                (read(t, max_bytes), t.applied(), replicated)
+            })
             .map_err(|e| error(name, e))?;
         let (rows, more) = result?;
         Ok(Reply::Rows(Rows {
             rows,
             more,
-            stale: self.stale(name),
+            // Only a replica of a replicated table can lag.
+            stale: replicated && self.stale(name),
             index,
         }))
     }
@@ -668,7 +672,8 @@ fn ordered(t: &Table, name: &str) -> Result<(), Error> {
     }
 }
 
-fn error(table: &str, e: TableError) -> Error {
+/// A table error as a guest's reply says it.
+pub(crate) fn error(table: &str, e: TableError) -> Error {
     match e {
         TableError::Exists(t) => Error::Exists(t),
         TableError::NoTable(t) => Error::NoTable(t),
