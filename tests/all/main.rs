@@ -3,6 +3,7 @@
 mod abi;
 mod cli;
 mod cluster_code;
+mod conflict_free;
 mod coord;
 mod coord_faults;
 mod dist;

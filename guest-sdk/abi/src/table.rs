@@ -28,6 +28,42 @@ pub enum Kind {
     OrderedSet,
     /// Several records per key, each value at most once.
     Bag,
+    /// Conflict-free (AP): one record per key, kept in key order, as in an
+    /// ordered set; every replica takes writes, on either side of a
+    /// partition, and the replicas converge once they hear from each
+    /// other. Of two concurrent writes of a key the one with the later
+    /// hybrid-clock timestamp stays (last writer wins); subscribers of a
+    /// replica that discards one are told ([`Change::Conflict`]). No
+    /// conditions, no linearizable reads.
+    Lww,
+    /// Conflict-free (AP): a counter per key that any replica changes
+    /// ([`Op::Add`]; a PN-counter: concurrent adds all count). A read gives
+    /// one record whose value is the total, an `i64` as the codec encodes
+    /// it. No indexes; a key is never deleted.
+    Counter,
+    /// Conflict-free (AP): a set of values per key (an observed-remove
+    /// set): `Put` adds a value, `DeleteValue` removes it, `Delete` removes
+    /// every value this replica has seen; when an add and a remove of a
+    /// value are concurrent, the add wins. Read as a bag.
+    OrSet,
+}
+
+impl Kind {
+    /// Whether tables of this kind are conflict-free (AP): replicas take
+    /// writes apart and merge.
+    pub fn conflict_free(self) -> bool {
+        matches!(self, Kind::Lww | Kind::Counter | Kind::OrSet)
+    }
+
+    /// Whether a key holds one record (else several, as in a bag).
+    pub fn one_per_key(self) -> bool {
+        !matches!(self, Kind::Bag | Kind::OrSet)
+    }
+
+    /// Whether keys are kept in key order (ranges, `first`, `next`).
+    pub fn ordered(self) -> bool {
+        matches!(self, Kind::OrderedSet | Kind::Lww)
+    }
 }
 
 /// How a replica keeps the table (mnesia's copy types).
@@ -137,6 +173,14 @@ pub enum Op {
         #[serde(with = "crate::bytes")]
         value: Vec<u8>,
     },
+    /// Add `delta` to a counter's key ([`Kind::Counter`] only).
+    Add {
+        /// The key.
+        #[serde(with = "crate::bytes")]
+        key: Vec<u8>,
+        /// What to add (negative: subtract).
+        delta: i64,
+    },
 }
 
 /// Conditions and changes for one table, applied at one log index, all or
@@ -191,6 +235,15 @@ pub enum Abort {
         /// The table's number of indexes.
         wanted: usize,
     },
+    /// An operation the table's kind does not take (an `Add` to a table
+    /// that is not a counter, a `Delete` of a counter's key).
+    BadOp {
+        /// The key.
+        #[serde(with = "crate::bytes")]
+        key: Vec<u8>,
+        /// Why.
+        why: String,
+    },
 }
 
 impl fmt::Display for Abort {
@@ -216,6 +269,7 @@ impl fmt::Display for Abort {
             Abort::IndexValues { given, wanted } => {
                 write!(f, "{given} index values for a table with {wanted} indexes")
             }
+            Abort::BadOp { why, .. } => f.write_str(why),
         }
     }
 }
@@ -497,6 +551,18 @@ pub enum Change {
         /// The value.
         #[serde(with = "crate::bytes")]
         value: Vec<u8>,
+    },
+    /// A conflict-free ([`Kind::Lww`]) table's replica merged two
+    /// concurrent writes of a key and kept one: the other is gone. Told
+    /// by the replica that merged them (each replica that does).
+    Conflict {
+        /// The key.
+        #[serde(with = "crate::bytes")]
+        key: Vec<u8>,
+        /// The value kept (`None`: the key's delete won).
+        kept: Option<Vec<u8>>,
+        /// The value discarded (`None`: a delete was discarded).
+        lost: Option<Vec<u8>>,
     },
 }
 

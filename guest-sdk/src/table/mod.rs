@@ -47,6 +47,16 @@
 //!   write nothing, it returns [`cancel`]'s error (mnesia's `abort`).
 //! - **Events**: a subscribed process gets a [`crate::System::Table`]
 //!   message for each committed batch, in commit order.
+//! - **Conflict-free tables** ([`Kind::Lww`], [`Kind::Counter`],
+//!   [`Kind::OrSet`]) take dirty writes on every replica, on both sides of
+//!   a partition, and converge once the replicas hear from each other:
+//!   for presence, caches and counters. An `Lww` key keeps the write with
+//!   the later hybrid-clock time, and a replica that discards a
+//!   concurrent write tells its subscribers ([`Change::Conflict`]); a
+//!   counter counts every [`Table::add`]; an OR-set is read as a bag
+//!   ([`Table::read_all`]; [`Table::write`] adds a value,
+//!   [`Table::delete_value`] removes it), and an add wins over a remove it
+//!   did not see. They take no transactions and no linearizable reads.
 
 mod key;
 mod wire;
@@ -500,6 +510,17 @@ impl<K: Key, V: Serialize + DeserializeOwned + 'static> Table<K, V> {
     /// Remove every record of `key`. Returns the batch's log index.
     pub fn delete(&self, key: &K) -> Result<u64, Error> {
         let op = Op::Delete { key: key.encode() };
+        commit_one(self.name, vec![op])
+    }
+
+    /// Add `delta` to `key`'s count in a counter table ([`Kind::Counter`],
+    /// a `Table<K, i64>`: [`read`](Self::read) gives the total). Returns
+    /// this replica's index after it.
+    pub fn add(&self, key: &K, delta: i64) -> Result<u64, Error> {
+        let op = Op::Add {
+            key: key.encode(),
+            delta,
+        };
         commit_one(self.name, vec![op])
     }
 

@@ -19,6 +19,12 @@ pub enum KindArg {
     OrderedSet,
     /// Several records per key.
     Bag,
+    /// Conflict-free: one record per key, last writer wins.
+    Lww,
+    /// Conflict-free: a counter per key.
+    Counter,
+    /// Conflict-free: an observed-remove set per key.
+    OrSet,
 }
 
 impl From<KindArg> for Kind {
@@ -27,6 +33,9 @@ impl From<KindArg> for Kind {
             KindArg::Set => Kind::Set,
             KindArg::OrderedSet => Kind::OrderedSet,
             KindArg::Bag => Kind::Bag,
+            KindArg::Lww => Kind::Lww,
+            KindArg::Counter => Kind::Counter,
+            KindArg::OrSet => Kind::OrSet,
         }
     }
 }
@@ -187,6 +196,9 @@ fn kind_name(kind: Kind) -> &'static str {
         Kind::Set => "set",
         Kind::OrderedSet => "ordered_set",
         Kind::Bag => "bag",
+        Kind::Lww => "lww",
+        Kind::Counter => "counter",
+        Kind::OrSet => "or_set",
     }
 }
 

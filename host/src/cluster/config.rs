@@ -102,6 +102,11 @@ pub struct CoordConfig {
     /// Take a snapshot (and drop the log before it) every this many
     /// entries.
     pub snapshot_every: u64,
+    /// How often each replica of a conflict-free table compares digests
+    /// with each other replica (anti-entropy): after a partition heals,
+    /// the replicas agree within about this long. A replica that has not
+    /// heard from every other for three times this marks its reads stale.
+    pub ap_sync_interval: Duration,
     /// Limits on the replicated state.
     pub limits: CoordLimits,
 }
@@ -120,6 +125,7 @@ impl CoordConfig {
             election_timeout_max: Duration::from_millis(300),
             heartbeat: Duration::from_millis(50),
             snapshot_every: 10_000,
+            ap_sync_interval: Duration::from_millis(500),
             limits: CoordLimits::default(),
         }
     }

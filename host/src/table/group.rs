@@ -348,6 +348,7 @@ fn entry_bytes(entry: &Entry<TableRaft>) -> usize {
             }
             Op::Delete { key } => key.len() + 8,
             Op::DeleteValue { key, value } => key.len() + value.len() + 16,
+            Op::Add { key, .. } => key.len() + 16,
         })
         .sum();
     64 + conditions + ops

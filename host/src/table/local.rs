@@ -142,6 +142,17 @@ impl Local {
 /// subscribers (under the table's lock, so they see commit order), and
 /// queue it for the table's disc file.
 fn commit(local: &Local, table: &mut Table, batch: Batch, index: u64) -> Committed {
+    commit_telling(local, table, batch, index, Vec::new())
+}
+
+/// [`commit`], telling subscribers `extra` changes after the batch's own.
+fn commit_telling(
+    local: &Local,
+    table: &mut Table,
+    batch: Batch,
+    index: u64,
+    extra: Vec<Change>,
+) -> Committed {
     // What the disc file needs, read off the batch before it is consumed.
     let touched = local.disc.as_ref().map(|_| {
         let mut keys: Vec<Vec<u8>> = batch.ops.iter().map(|op| op_key(op).to_vec()).collect();
@@ -158,8 +169,9 @@ fn commit(local: &Local, table: &mut Table, batch: Batch, index: u64) -> Committ
         (keys, fences)
     });
     let mut subscribers = local.subscribers.lock().expect("subscribers poisoned");
-    let changes = table.commit(index, batch, !subscribers.is_empty());
+    let mut changes = table.commit(index, batch, !subscribers.is_empty());
     if !subscribers.is_empty() {
+        changes.extend(extra);
         subscribers.retain(|(_, sink)| sink(index, &changes));
     }
     let durable = match (&local.disc, touched) {
@@ -621,6 +633,40 @@ impl ReplicaHandle {
         }
         commit(&self.local, &mut table, batch, index);
         Ok(())
+    }
+
+    /// Why `batch` would change nothing if applied now (limits, shapes,
+    /// conditions), if it would not.
+    pub(crate) fn check(&self, batch: &Batch) -> Result<(), Abort> {
+        let table = self.local.table.lock().expect("table poisoned");
+        table.check(batch, &self.limits)
+    }
+
+    /// Apply `ops` (a conflict-free table's merge made them; no limit
+    /// refuses them, as every replica must take them) at the table's next
+    /// index, telling subscribers the changes and then `extra`; the index,
+    /// or `None` if there was nothing to apply or tell.
+    pub(crate) fn apply_merged(
+        &self,
+        ops: Vec<super::state::Op>,
+        extra: Vec<Change>,
+    ) -> Option<u64> {
+        if ops.is_empty() && extra.is_empty() {
+            return None;
+        }
+        let mut table = self.local.table.lock().expect("table poisoned");
+        let index = table.applied() + 1;
+        let batch = Batch {
+            conditions: Vec::new(),
+            ops,
+        };
+        commit_telling(&self.local, &mut table, batch, index, extra);
+        Some(index)
+    }
+
+    /// The table's index: the last batch applied.
+    pub(crate) fn applied(&self) -> u64 {
+        self.local.table.lock().expect("table poisoned").applied()
     }
 
     /// The table encoded, as a snapshot holds it.

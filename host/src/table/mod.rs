@@ -8,7 +8,9 @@
 //! coordination group ([`replication`]). The node's table service
 //! ([`Tables`]) routes each request.
 
+mod ap;
 pub mod backup;
+mod crdt;
 mod disc;
 mod group;
 pub mod local;

@@ -29,9 +29,12 @@ use openraft::raft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::ap::{ApReplica, Keyed};
 use super::group::{
     Group, GroupCommand, GroupError, GroupMachine, GroupNetwork, GroupOutcome, TableRaft,
 };
+
+mod conflict_free;
 use super::state::Schema;
 use crate::cluster::store::{Identity, Storage};
 use crate::cluster::{Command, Coordination, GlobalError, Member, TableEntry, TableOutcome};
@@ -106,6 +109,45 @@ pub enum TableRequest {
         /// Its id.
         id: u64,
     },
+    /// A conflict-free table: entries just written on another replica.
+    ApPush {
+        /// The table.
+        table: String,
+        /// Its id.
+        id: u64,
+        /// The keys and their states.
+        entries: Vec<Keyed>,
+    },
+    /// A conflict-free table: anti-entropy's first step, the sender's
+    /// digest total.
+    ApSync {
+        /// The table.
+        table: String,
+        /// Its id.
+        id: u64,
+        /// The sender's digest total.
+        total: u64,
+    },
+    /// A conflict-free table: the sender's entries of the buckets that
+    /// differ; the answer is this replica's.
+    ApExchange {
+        /// The table.
+        table: String,
+        /// Its id.
+        id: u64,
+        /// The buckets that differ.
+        buckets: Vec<u32>,
+        /// The sender's entries in them.
+        entries: Vec<Keyed>,
+    },
+    /// A conflict-free table, from a node without a replica: write this
+    /// batch here.
+    ApWrite {
+        /// The table.
+        table: String,
+        /// The batch.
+        batch: molt_abi::table::Batch,
+    },
 }
 
 /// The answer to a [`TableRequest`].
@@ -130,6 +172,21 @@ pub enum TableReply {
         /// Its Raft id, if this node runs the table's group.
         id: Option<u64>,
     },
+    /// To `ApPush`: merged.
+    ApMerged,
+    /// To `ApSync`: the digests are equal.
+    ApSynced,
+    /// To `ApSync`: they differ; this replica's buckets.
+    ApBuckets(Vec<u64>),
+    /// To `ApExchange`: this replica's entries of those buckets.
+    ApEntries {
+        /// The entries.
+        entries: Vec<Keyed>,
+        /// Whether all of them are there (else the rest next round).
+        complete: bool,
+    },
+    /// To `ApWrite`.
+    Written(Reply),
 }
 
 /// Why the table service refused a request.
@@ -214,6 +271,11 @@ pub(crate) struct Replication {
     coord: crate::cluster::WeakCoordination,
     client: ServiceClient<TableService>,
     groups: Mutex<HashMap<String, Arc<Group>>>,
+    /// This node's replicas of conflict-free tables.
+    aps: Mutex<HashMap<String, Arc<ApReplica>>>,
+    /// How often a conflict-free replica compares digests with each other
+    /// replica.
+    sync_every: Duration,
     /// Where `disc` copies keep their group's log.
     raft_dir: PathBuf,
     raft_config: Arc<openraft::Config>,
@@ -296,6 +358,8 @@ impl Replication {
             coord: coord.downgrade(),
             client,
             groups: Mutex::default(),
+            aps: Mutex::default(),
+            sync_every: config.ap_sync_interval,
             raft_dir: config.data_dir.join("tables").join("raft"),
             raft_config: Arc::new(raft_config),
             quorum_timeout: config.quorum_timeout,
@@ -308,6 +372,7 @@ impl Replication {
             .tables
             .set_replication(replication.clone() as Arc<dyn Replicated>);
         tokio::spawn(replication.clone().keep(coord.tables_changed()));
+        tokio::spawn(replication.clone().anti_entropy());
         Ok(replication)
     }
 
@@ -321,6 +386,7 @@ impl Replication {
         for group in groups {
             group.stop().await;
         }
+        self.aps.lock().expect("replicas poisoned").clear();
     }
 
     fn coordination(&self) -> Option<Coordination> {
@@ -358,7 +424,9 @@ impl Replication {
     /// Whether `table` is a replicated table (cheap: asked of every
     /// request the node's tables get).
     fn defined(&self, table: &str) -> bool {
-        self.group(table).is_some() || self.coordination().is_some_and(|c| c.has_table(table))
+        self.group(table).is_some()
+            || self.ap(table).is_some()
+            || self.coordination().is_some_and(|c| c.has_table(table))
     }
 
     /// Keep this node's groups in line with the definitions: at each
@@ -383,15 +451,16 @@ impl Replication {
             return;
         };
         let entries = coord.table_entries();
+        self.reconcile_ap(&entries);
         // Groups no longer wanted here.
         let gone: Vec<Arc<Group>> = {
             let mut groups = self.groups.lock().expect("groups poisoned");
             let gone: Vec<String> = groups
                 .iter()
                 .filter(|(name, g)| {
-                    entries
-                        .get(*name)
-                        .is_none_or(|e| e.id != g.id || !self.replicates(e))
+                    entries.get(*name).is_none_or(|e| {
+                        e.id != g.id || !self.replicates(e) || e.spec.kind.conflict_free()
+                    })
                 })
                 .map(|(name, _)| name.clone())
                 .collect();
@@ -400,7 +469,10 @@ impl Replication {
         for group in gone {
             self.end(&group, entries.get(&group.table)).await;
         }
-        for entry in entries.values().filter(|e| self.replicates(e)) {
+        for entry in entries
+            .values()
+            .filter(|e| self.replicates(e) && !e.spec.kind.conflict_free())
+        {
             let copy = self.copy_of(entry).unwrap_or(Copy::Ram);
             let group = match self.group(&entry.spec.name) {
                 Some(group) if (copy != Copy::Ram) != group.disc => {
@@ -900,6 +972,10 @@ impl Replication {
                 }
             }
             TableRequest::Read(request) => Ok(TableReply::Read(self.read(request, false).await)),
+            request @ (TableRequest::ApPush { .. }
+            | TableRequest::ApSync { .. }
+            | TableRequest::ApExchange { .. }
+            | TableRequest::ApWrite { .. }) => self.serve_ap(request),
             TableRequest::Probe { table, id } => {
                 let group = self.group_with(&table, id).ok();
                 Ok(TableReply::Probed {
@@ -927,6 +1003,20 @@ impl Replication {
         };
         let deadline = tokio::time::Instant::now() + self.quorum_timeout;
         let local = |request: Request| node.inner().tables.answer_here(&node.inner(), request);
+        let conflict_free = self.ap(&table).is_some()
+            || self
+                .entry(&table)
+                .is_some_and(|e| e.spec.kind.conflict_free());
+        if conflict_free {
+            if consistency == Consistency::Linearizable {
+                return Reply::Error(Error::Unsupported(format!(
+                    "linearizable reads of table {table}: it is conflict-free, its replicas take writes apart (read a replica; a stale mark says it may lag)"
+                )));
+            }
+            if self.ap(&table).is_some() {
+                return local(request);
+            }
+        }
         match (self.group(&table), consistency) {
             (Some(_), Consistency::Dirty) => local(request),
             (Some(group), Consistency::Linearizable) => match group.leader() {
@@ -1066,6 +1156,18 @@ impl Replication {
                     "disc_only copies (use disc: the table in memory, its log on disc)".into(),
                 ));
             }
+            if spec.kind.conflict_free() {
+                Self::ap_copy(replica.copy)?;
+            }
+        }
+        if spec.replicas.is_empty() {
+            spec.replicas.push(molt_abi::table::Replica {
+                node: self.here.clone(),
+                copy: Copy::Ram,
+            });
+        }
+        if spec.kind == molt_abi::table::Kind::Counter && !spec.indexes.is_empty() {
+            return Err(Error::BadSpec("a counter table has no indexes".into()));
         }
         if spec.replicas.iter().any(|r| r.node == "all") {
             let copy = spec.replicas[0].copy;
@@ -1193,6 +1295,9 @@ impl Replication {
                         "disc_only copies (use disc: the table in memory, its log on disc)".into(),
                     ));
                 }
+                if entry.spec.kind.conflict_free() {
+                    Self::ap_copy(replica.copy)?;
+                }
                 if !coord.members().iter().any(|m| m.name == replica.node) {
                     return Err(Error::BadSpec(format!(
                         "{} is not a node of this cluster (molt cluster lists them)",
@@ -1280,7 +1385,8 @@ impl Replicated for Replication {
         let replicated = |table: &str| self.defined(table);
         match request {
             Request::Create(spec) => {
-                spec.replicas.len() > 1
+                spec.kind.conflict_free()
+                    || spec.replicas.len() > 1
                     || spec
                         .replicas
                         .iter()
@@ -1292,6 +1398,7 @@ impl Replicated for Replication {
             _ => match read_of(request) {
                 Some((table, Consistency::Dirty)) => {
                     self.group(table).is_none()
+                        && self.ap(table).is_none()
                         && self.coordination().is_some_and(|c| c.has_table(table))
                 }
                 Some((table, Consistency::Linearizable)) => replicated(table),
@@ -1330,7 +1437,14 @@ impl Replicated for Replication {
                         ));
                     }
                     let (table, batch) = batches.pop().expect("one batch");
-                    self.commit(table, GroupCommand::Commit(batch)).await
+                    let conflict_free = self.ap(&table).is_some()
+                        || self
+                            .entry(&table)
+                            .is_some_and(|e| e.spec.kind.conflict_free());
+                    match conflict_free {
+                        true => self.ap_write(table, batch).await,
+                        false => self.commit(table, GroupCommand::Commit(batch)).await,
+                    }
                 }
                 request => self.read(request, false).await,
             }
@@ -1338,7 +1452,10 @@ impl Replicated for Replication {
     }
 
     fn stale(&self, table: &str) -> bool {
-        self.group(table).is_some_and(|g| g.stale())
+        match self.ap(table) {
+            Some(ap) => self.ap_stale(&ap),
+            None => self.group(table).is_some_and(|g| g.stale()),
+        }
     }
 
     fn names(&self) -> Vec<String> {
@@ -1358,6 +1475,11 @@ impl Replicated for Replication {
                 return Err(Error::NoTable(name));
             };
             let spec = &entry.spec;
+            if spec.kind.conflict_free() {
+                return Err(Error::Unsupported(format!(
+                    "restoring conflict-free table {name} (write its rows back instead)"
+                )));
+            }
             if table.schema().kind != spec.kind || table.schema().indexes != spec.indexes {
                 return Err(Error::BadSpec(format!(
                     "table {name} exists with another kind or other indexes: delete it first"
@@ -1390,6 +1512,9 @@ impl Replicated for Replication {
     }
 
     fn status(&self, table: &str) -> Option<ReplicaStatus> {
+        if let Some(ap) = self.ap(table) {
+            return Some(self.ap_status(&ap));
+        }
         let group = self.group(table)?;
         let metrics = group.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership().clone();

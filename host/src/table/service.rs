@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use molt_abi::table::{Copy, Error, Event, Info, Kind, Replica, Reply, Request, Row, Rows, Spec};
+use molt_abi::table::{Copy, Error, Event, Info, Replica, Reply, Request, Row, Rows, Spec};
 use molt_abi::{Pid, Ref, codec, tag};
 use tokio::sync::oneshot;
 
@@ -413,6 +413,12 @@ impl Tables {
     /// Create a table from its spec: today one replica, on this node,
     /// `Ram` or `Disc`.
     pub fn create(&self, here: &str, spec: Spec) -> Result<(), Error> {
+        if spec.kind.conflict_free() {
+            return Err(Error::Unsupported(format!(
+                "a {:?} table (conflict-free) without coordination (a node started by molt node runs it; an embedder starts cluster::Coordination)",
+                spec.kind
+            )));
+        }
         let mut disc = None;
         match spec.replicas.as_slice() {
             [] => {}
@@ -665,7 +671,7 @@ fn row_limit(limit: u32) -> usize {
 
 fn ordered(t: &Table, name: &str) -> Result<(), Error> {
     match t.schema().kind {
-        Kind::OrderedSet => Ok(()),
+        kind if kind.ordered() => Ok(()),
         kind => Err(Error::BadRequest(format!(
             "table {name} is a {kind:?}: next needs an ordered set"
         ))),

@@ -314,16 +314,18 @@ impl Table {
             let values = &mut scratch[at].1;
             let before = values.len() as i128;
             match op {
-                Op::Put { value, .. } => match self.schema.kind {
-                    TableKind::Bag => {
+                Op::Put { value, .. } => match self.schema.kind.one_per_key() {
+                    false => {
                         if !values.contains(&value.as_slice()) {
                             values.push(value);
                         }
                     }
-                    TableKind::Set | TableKind::OrderedSet => *values = vec![value],
+                    true => *values = vec![value],
                 },
                 Op::Delete { .. } => values.clear(),
                 Op::DeleteValue { value, .. } => values.retain(|v| *v != value.as_slice()),
+                // Refused by `admissible`.
+                Op::Add { .. } => {}
             }
             after += values.len() as i128 - before;
         }
@@ -396,6 +398,17 @@ impl Table {
                 }
                 Op::DeleteValue { value, .. } => bytes += value.len(),
                 Op::Delete { .. } => {}
+                // A counter's adds reach its replica's merge, never a
+                // table's batch.
+                Op::Add { key, .. } => {
+                    return Err(Abort::BadOp {
+                        key: key.clone(),
+                        why: format!(
+                            "add is for counter tables; table {} is not one",
+                            self.schema.name
+                        ),
+                    });
+                }
             }
         }
         if bytes > limits.batch_bytes_max {
@@ -462,12 +475,12 @@ impl Table {
                         let row = entry.get_mut();
                         row.version = index;
                         let records = &mut row.records;
-                        let replaced = match kind {
-                            TableKind::Bag => records
+                        let replaced = match kind.one_per_key() {
+                            false => records
                                 .iter()
                                 .position(|r| r.value == record.value)
                                 .map(|at| records.remove(at)),
-                            TableKind::Set | TableKind::OrderedSet => records.pop(),
+                            true => records.pop(),
                         };
                         records.push(record);
                         match replaced {
@@ -511,6 +524,8 @@ impl Table {
                 }
                 told.then_some(Change::DeleteValue { key, value })
             }
+            // Refused by `admissible`.
+            Op::Add { .. } => None,
         }
     }
 
@@ -543,6 +558,9 @@ fn unindex(indexes: &mut [Index], key: &[u8], record: &Record) {
 /// The key an operation changes.
 pub(crate) fn op_key(op: &Op) -> &[u8] {
     match op {
-        Op::Put { key, .. } | Op::Delete { key } | Op::DeleteValue { key, .. } => key,
+        Op::Put { key, .. }
+        | Op::Delete { key }
+        | Op::DeleteValue { key, .. }
+        | Op::Add { key, .. } => key,
     }
 }

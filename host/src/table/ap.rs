@@ -1,0 +1,405 @@
+//! This node's replica of a conflict-free (AP) table: each key's state
+//! ([`Entry`]), the table as reads see it (a replica in [`LocalTables`],
+//! changed only here), a digest for anti-entropy, and the entries written
+//! here that the other replicas have yet to be sent.
+//!
+//! A write is made here at once, with no quorum: each key's new state is
+//! stamped by this node's hybrid clock (uhlc) and this replica's origin (a
+//! random id per start). The other replicas get it by a push right after,
+//! and, whatever a push lost (a partition, a restart), by anti-entropy:
+//! replicas compare digests (a hash per bucket of keys) and swap the
+//! entries of the buckets that differ. Merging is the entries' join
+//! ([`super::crdt`]), so replicas that have swapped everything hold the
+//! same table.
+//!
+//! [`LocalTables`]: super::local::LocalTables
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use molt_abi::table::{Abort, Batch, Change, Error, Kind, Op};
+
+use super::crdt::{Entry, Origin, Value, fnv};
+use super::local::ReplicaHandle;
+use super::state::op_key;
+
+/// Digest buckets: a key's bucket is its hash modulo this.
+pub(crate) const BUCKETS: usize = 1024;
+
+/// Entries written here and not yet pushed, at most (beyond, the oldest
+/// are left to anti-entropy).
+pub(crate) const OUTBOX_MAX: usize = 10_000;
+
+/// A key and its state, as replicas swap them.
+pub(crate) type Keyed = (Vec<u8>, Entry);
+
+struct State {
+    entries: BTreeMap<Vec<u8>, Entry>,
+    /// Per bucket, the wrapping sum of its entries' hashes.
+    buckets: Vec<u64>,
+    /// The wrapping sum of every entry's hash.
+    total: u64,
+}
+
+/// This node's replica of a conflict-free table.
+pub(crate) struct ApReplica {
+    /// The table.
+    pub table: String,
+    /// Its id (its creating entry's index in the coordination log).
+    pub id: u64,
+    /// This replica's origin.
+    pub origin: Origin,
+    kind: Kind,
+    clock: uhlc::HLC,
+    handle: ReplicaHandle,
+    records_max: u64,
+    state: Mutex<State>,
+    /// Entries to push, by key (the newest state of each).
+    outbox: Mutex<BTreeMap<Vec<u8>, Entry>>,
+    /// Told when the outbox fills.
+    pub pushed: tokio::sync::Notify,
+    /// When each other replica's node last answered a push or a sync.
+    heard: Mutex<BTreeMap<String, Instant>>,
+}
+
+fn bucket(key: &[u8]) -> usize {
+    (fnv(&[key]) % BUCKETS as u64) as usize
+}
+
+fn hash(key: &[u8], entry: &Entry) -> u64 {
+    fnv(&[key, &molt_abi::codec::encode(entry)])
+}
+
+/// The ops that take a key's records from `old` to `new` (each a value
+/// and its index values, in value order).
+fn diff(
+    key: &[u8],
+    kind: Kind,
+    old: &[(Vec<u8>, Vec<Vec<u8>>)],
+    new: &[(Vec<u8>, Vec<Vec<u8>>)],
+) -> Vec<Op> {
+    let put = |(value, index_values): &(Vec<u8>, Vec<Vec<u8>>)| Op::Put {
+        key: key.to_vec(),
+        value: value.clone(),
+        index_values: index_values.clone(),
+    };
+    if kind.one_per_key() {
+        return match (old.first(), new.first()) {
+            (_, Some(n)) if old.first() != Some(n) => vec![put(n)],
+            (Some(_), None) => vec![Op::Delete { key: key.to_vec() }],
+            _ => Vec::new(),
+        };
+    }
+    let mut ops: Vec<Op> = old
+        .iter()
+        .filter(|(v, _)| !new.iter().any(|(n, _)| n == v))
+        .map(|(v, _)| Op::DeleteValue {
+            key: key.to_vec(),
+            value: v.clone(),
+        })
+        .collect();
+    ops.extend(new.iter().filter(|n| !old.contains(n)).map(put));
+    ops
+}
+
+impl State {
+    /// Put `entry` as `key`'s state: the ops that change its records.
+    fn set(&mut self, kind: Kind, key: Vec<u8>, entry: Entry) -> Vec<Op> {
+        let at = bucket(&key);
+        let new_hash = hash(&key, &entry);
+        let new_records = entry.records();
+        let (old_hash, old_records) = match self.entries.get(&key) {
+            Some(old) => (hash(&key, old), old.records()),
+            None => (0, Vec::new()),
+        };
+        self.buckets[at] = self.buckets[at]
+            .wrapping_sub(old_hash)
+            .wrapping_add(new_hash);
+        self.total = self.total.wrapping_sub(old_hash).wrapping_add(new_hash);
+        let ops = diff(&key, kind, &old_records, &new_records);
+        self.entries.insert(key, entry);
+        ops
+    }
+}
+
+impl ApReplica {
+    /// This node's replica of `table` (id `id`), empty, as a new origin;
+    /// reads see it through `handle`.
+    pub(crate) fn new(
+        table: String,
+        id: u64,
+        origin: Origin,
+        handle: ReplicaHandle,
+        records_max: u64,
+    ) -> ApReplica {
+        let kind = handle.schema().kind;
+        let clock = uhlc::HLCBuilder::new()
+            .with_id(uhlc::ID::try_from(origin.max(1).to_le_bytes()).expect("a non-zero id"))
+            .build();
+        ApReplica {
+            table,
+            id,
+            origin,
+            kind,
+            clock,
+            handle,
+            records_max,
+            state: Mutex::new(State {
+                entries: BTreeMap::new(),
+                buckets: vec![0; BUCKETS],
+                total: 0,
+            }),
+            outbox: Mutex::default(),
+            pushed: tokio::sync::Notify::new(),
+            heard: Mutex::default(),
+        }
+    }
+
+    /// A time later than anything `old` holds and than this node's clock.
+    fn time_after(&self, old: Option<&Entry>) -> u64 {
+        let now = self.clock.new_timestamp().get_time().as_u64();
+        now.max(old.map_or(0, |e| e.newest_time().saturating_add(1)))
+    }
+
+    fn aborted(&self, abort: Abort) -> Error {
+        Error::Aborted {
+            table: self.table.clone(),
+            abort,
+        }
+    }
+
+    /// Make `batch`'s writes here: the table's index after them. A
+    /// conflict-free table takes no conditions; a counter takes only
+    /// `Add`, other kinds all but `Add`.
+    pub(crate) fn write(&self, batch: Batch) -> Result<u64, Error> {
+        if !batch.conditions.is_empty() {
+            return Err(Error::BadRequest(format!(
+                "table {} is conflict-free: its replicas take writes apart, so a write has no conditions (use a set table for transactions)",
+                self.table
+            )));
+        }
+        let counter = self.kind == Kind::Counter;
+        for op in &batch.ops {
+            let refused = match op {
+                Op::Add { .. } => !counter,
+                _ => counter,
+            };
+            if refused {
+                let why = match counter {
+                    true => format!("table {} is a counter: it takes add only", self.table),
+                    false => format!("add is for counter tables; table {} is not one", self.table),
+                };
+                return Err(self.aborted(Abort::BadOp {
+                    key: op_key(op).to_vec(),
+                    why,
+                }));
+            }
+        }
+        // The limits, checked on the batch as the table would see it.
+        let shape = Batch {
+            conditions: Vec::new(),
+            ops: batch
+                .ops
+                .iter()
+                .map(|op| match op {
+                    Op::Add { key, .. } => Op::Put {
+                        key: key.clone(),
+                        value: vec![0; 8],
+                        index_values: Vec::new(),
+                    },
+                    other => other.clone(),
+                })
+                .collect(),
+        };
+        self.handle.check(&shape).map_err(|a| self.aborted(a))?;
+        let mut state = self.state.lock().expect("replica state poisoned");
+        // Keys, deleted ones included (their state stays), at most
+        // records_max.
+        let mut new_keys: Vec<&[u8]> = batch
+            .ops
+            .iter()
+            .map(op_key)
+            .filter(|k| !state.entries.contains_key(*k))
+            .collect();
+        new_keys.sort();
+        new_keys.dedup();
+        if state.entries.len() as u64 + new_keys.len() as u64 > self.records_max {
+            return Err(self.aborted(Abort::Limit {
+                limit: "records_max (keys of a conflict-free table, deleted ones included)".into(),
+                max: self.records_max,
+            }));
+        }
+        let mut ops = Vec::new();
+        let mut written = Vec::new();
+        for op in batch.ops {
+            let key = op_key(&op).to_vec();
+            let old = state.entries.get(&key);
+            let new = match op {
+                Op::Put {
+                    value,
+                    index_values,
+                    ..
+                } => {
+                    let value = Value {
+                        bytes: value,
+                        index_values,
+                    };
+                    let time = self.time_after(old);
+                    Some(match self.kind {
+                        Kind::OrSet => Entry::set_add(old, self.origin, time, value),
+                        _ => Entry::lww_write(old, self.origin, time, Some(value)),
+                    })
+                }
+                Op::Delete { .. } => match self.kind {
+                    Kind::OrSet => Entry::set_remove(old, None),
+                    _ => Some(Entry::lww_write(
+                        old,
+                        self.origin,
+                        self.time_after(old),
+                        None,
+                    )),
+                },
+                Op::DeleteValue { value, .. } => match self.kind {
+                    Kind::OrSet => Entry::set_remove(old, Some(&value)),
+                    _ => old
+                        .is_some_and(|e| e.records().first().is_some_and(|(v, _)| *v == value))
+                        .then(|| Entry::lww_write(old, self.origin, self.time_after(old), None)),
+                },
+                Op::Add { delta, .. } => Some(Entry::counter_add(old, self.origin, delta)),
+            };
+            if let Some(new) = new {
+                ops.extend(state.set(self.kind, key.clone(), new.clone()));
+                written.push((key, new));
+            }
+        }
+        let index = self
+            .handle
+            .apply_merged(ops, Vec::new())
+            .unwrap_or_else(|| self.handle.applied());
+        drop(state);
+        if !written.is_empty() {
+            let mut outbox = self.outbox.lock().expect("outbox poisoned");
+            for (key, entry) in written {
+                if outbox.len() >= OUTBOX_MAX && !outbox.contains_key(&key) {
+                    // Anti-entropy brings it over.
+                    continue;
+                }
+                outbox.insert(key, entry);
+            }
+            drop(outbox);
+            self.pushed.notify_one();
+        }
+        Ok(index)
+    }
+
+    /// Merge entries from another replica: how many keys changed here.
+    /// Subscribers are told the changes, and each conflict settled.
+    pub(crate) fn merge(&self, entries: Vec<Keyed>, key_bytes_max: usize) -> usize {
+        let mut state = self.state.lock().expect("replica state poisoned");
+        let mut ops = Vec::new();
+        let mut conflicts = Vec::new();
+        let mut changed = 0;
+        for (key, theirs) in entries {
+            let same_kind = matches!(
+                (&theirs, self.kind),
+                (Entry::Lww { .. }, Kind::Lww)
+                    | (Entry::Counter { .. }, Kind::Counter)
+                    | (Entry::OrSet { .. }, Kind::OrSet)
+            );
+            if !same_kind || key.len() > key_bytes_max {
+                tracing::warn!(table = %self.table, "a replica sent an entry this table cannot hold: skipped");
+                continue;
+            }
+            let time = theirs.newest_time();
+            if time > 0 {
+                let stamp = uhlc::Timestamp::new(uhlc::NTP64(time), *self.clock.get_id());
+                // A clock far ahead is not followed; writes here are still
+                // stamped after each key's newest.
+                let _ = self.clock.update_with_timestamp(&stamp);
+            }
+            let merged = match state.entries.get(&key) {
+                None => Some(theirs),
+                Some(mine) => {
+                    let (merged, conflict) = mine.merge(&theirs);
+                    if let Some(c) = conflict {
+                        conflicts.push(Change::Conflict {
+                            key: key.clone(),
+                            kept: c.kept,
+                            lost: c.lost,
+                        });
+                    }
+                    merged
+                }
+            };
+            if let Some(merged) = merged {
+                changed += 1;
+                ops.extend(state.set(self.kind, key, merged));
+            }
+        }
+        self.handle.apply_merged(ops, conflicts);
+        changed
+    }
+
+    /// The digest's total (equal totals: equal tables, but for a hash
+    /// collision).
+    pub(crate) fn total(&self) -> u64 {
+        self.state.lock().expect("replica state poisoned").total
+    }
+
+    /// The digest's buckets.
+    pub(crate) fn buckets(&self) -> Vec<u64> {
+        self.state
+            .lock()
+            .expect("replica state poisoned")
+            .buckets
+            .clone()
+    }
+
+    /// The entries of `buckets`, up to about `bytes_max` encoded bytes:
+    /// them, and whether every one of them is there.
+    pub(crate) fn entries_in(&self, buckets: &[u32], bytes_max: usize) -> (Vec<Keyed>, bool) {
+        let wanted: std::collections::BTreeSet<usize> =
+            buckets.iter().map(|b| *b as usize).collect();
+        let state = self.state.lock().expect("replica state poisoned");
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        for (key, entry) in &state.entries {
+            if !wanted.contains(&bucket(key)) {
+                continue;
+            }
+            let size = key.len() + molt_abi::codec::encode(entry).len() + 16;
+            if bytes + size > bytes_max && !out.is_empty() {
+                return (out, false);
+            }
+            bytes += size;
+            out.push((key.clone(), entry.clone()));
+        }
+        (out, true)
+    }
+
+    /// The entries written here since the last call, to push.
+    pub(crate) fn take_outbox(&self) -> Vec<Keyed> {
+        std::mem::take(&mut *self.outbox.lock().expect("outbox poisoned"))
+            .into_iter()
+            .collect()
+    }
+
+    /// `node`'s replica answered just now.
+    pub(crate) fn heard(&self, node: &str) {
+        self.heard
+            .lock()
+            .expect("heard poisoned")
+            .insert(node.to_string(), Instant::now());
+    }
+
+    /// Whether this replica may lag: one of `peers` (the other replicas'
+    /// nodes) has not answered within `within`, or not yet.
+    pub(crate) fn stale(&self, peers: &[String], within: Duration) -> bool {
+        let heard = self.heard.lock().expect("heard poisoned");
+        peers.iter().any(|p| match heard.get(p) {
+            Some(at) => at.elapsed() > within,
+            None => true,
+        })
+    }
+}

@@ -1,0 +1,452 @@
+//! Conflict-free (AP) tables on three coordinated nodes over loopback: a
+//! last-writer-wins table, a counter and an OR-set, written on both sides
+//! of a partition; after the heal every replica holds the same table, a
+//! concurrent write that lost is told to subscribers, every add counts,
+//! and an add wins over a remove it did not see.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use molt_abi::table::{
+    Abort, Batch, Change, Condition, Consistency, Copy, Error, Kind, Op, Replica, Reply, Request,
+    Rows, Spec,
+};
+use molt_host::cluster::LogMode;
+use molt_host::net::nemesis::LinkFaults;
+use molt_tests::TempDir;
+
+use crate::coord::{Member, three, wait_for};
+
+pub(crate) fn ap_spec(name: &str, kind: Kind, nodes: &[&Member]) -> Spec {
+    Spec {
+        name: name.to_string(),
+        kind,
+        indexes: Vec::new(),
+        replicas: nodes
+            .iter()
+            .map(|m| Replica {
+                node: m.dist.name().to_string(),
+                copy: Copy::Ram,
+            })
+            .collect(),
+    }
+}
+
+pub(crate) fn write(table: &str, op: Op) -> Request {
+    Request::Commit(vec![(
+        table.to_string(),
+        Batch {
+            conditions: Vec::new(),
+            ops: vec![op],
+        },
+    )])
+}
+
+pub(crate) fn put(key: &str, value: &str) -> Op {
+    Op::Put {
+        key: key.into(),
+        value: value.into(),
+        index_values: Vec::new(),
+    }
+}
+
+pub(crate) fn add(key: &str, delta: i64) -> Op {
+    Op::Add {
+        key: key.into(),
+        delta,
+    }
+}
+
+/// Every row of `table` on `m`'s replica: (key, values), and the stale
+/// mark.
+pub(crate) async fn dump(m: &Member, table: &str) -> (Vec<(Vec<u8>, Vec<Vec<u8>>)>, bool) {
+    let request = Request::Prefix {
+        table: table.to_string(),
+        prefix: Vec::new(),
+        limit: 0,
+        consistency: Consistency::Dirty,
+    };
+    match m.node.table(request).await {
+        Reply::Rows(Rows { rows, stale, .. }) => (
+            rows.into_iter()
+                .map(|r| {
+                    let mut values: Vec<Vec<u8>> = r.records.into_iter().map(|r| r.value).collect();
+                    values.sort();
+                    (r.key, values)
+                })
+                .collect(),
+            stale,
+        ),
+        other => panic!("{}: a dump of {table}: {other:?}", m.dist.name()),
+    }
+}
+
+pub(crate) fn committed(reply: Reply, what: &str) -> u64 {
+    match reply {
+        Reply::Committed(indexes) => indexes[0],
+        other => panic!("{what}: {other:?}"),
+    }
+}
+
+pub(crate) fn cut(nodes: &[Member], i: usize, j: usize, faults: LinkFaults) {
+    nodes[i].dist.nemesis().set(nodes[j].dist.name(), faults);
+    nodes[j].dist.nemesis().set(nodes[i].dist.name(), faults);
+}
+
+/// Every change each node's replica of `table` told, with its index.
+pub(crate) type Told = Arc<Mutex<Vec<(u64, Change)>>>;
+
+pub(crate) fn listen(m: &Member, table: &str) -> Told {
+    let told: Told = Arc::default();
+    let sink = told.clone();
+    m.node
+        .tables()
+        .local()
+        .subscribe(
+            table,
+            Box::new(move |index, changes| {
+                let mut told = sink.lock().unwrap();
+                told.extend(changes.iter().map(|c| (index, c.clone())));
+                true
+            }),
+        )
+        .expect("a subscription");
+    told
+}
+
+/// Wait until every node's replica of `table` holds the same rows, and
+/// none says stale; those rows.
+pub(crate) async fn converged(nodes: &[&Member], table: &str) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
+    let deadline = std::time::Instant::now() + molt_tests::WAIT;
+    loop {
+        let mut dumps = Vec::new();
+        let mut stale = false;
+        for n in nodes {
+            let (rows, s) = dump(n, table).await;
+            dumps.push(rows);
+            stale |= s;
+        }
+        if !stale && dumps.windows(2).all(|w| w[0] == w[1]) {
+            return dumps.swap_remove(0);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{table}: replicas still differ (or stale: {stale}): {dumps:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn rows(pairs: &[(&str, &[&[u8]])]) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
+    pairs
+        .iter()
+        .map(|(k, vs)| {
+            let mut values: Vec<Vec<u8>> = vs.iter().map(|v| v.to_vec()).collect();
+            values.sort();
+            (k.as_bytes().to_vec(), values)
+        })
+        .collect()
+}
+
+fn count(n: i64) -> Vec<u8> {
+    molt_abi::codec::encode(&n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_free_tables_take_writes_on_both_sides_of_a_partition_and_converge() {
+    let dir = TempDir::new("conflict-free");
+    let nodes = three(&dir, LogMode::Ram).await;
+    let all: Vec<&Member> = nodes.iter().collect();
+    for (table, kind) in [
+        ("presence", Kind::Lww),
+        ("hits", Kind::Counter),
+        ("tags", Kind::OrSet),
+    ] {
+        assert_eq!(
+            nodes[0]
+                .node
+                .table(Request::Create(ap_spec(table, kind, &all)))
+                .await,
+            Reply::Done,
+            "create {table}"
+        );
+    }
+    wait_for(
+        "a conflict-free replica of each table on every node",
+        || {
+            nodes.iter().all(|m| {
+                ["presence", "hits", "tags"].iter().all(|t| {
+                    m.node
+                        .tables()
+                        .replica_status(t)
+                        .is_some_and(|s| s.role == "conflict_free")
+                })
+            })
+        },
+    )
+    .await;
+    let told: Vec<Told> = nodes.iter().map(|m| listen(m, "presence")).collect();
+    // Connected: a write on one node reaches the others.
+    committed(
+        nodes[0]
+            .node
+            .table(write("presence", put("ann", "a")))
+            .await,
+        "a write",
+    );
+    committed(
+        nodes[1].node.table(write("tags", put("s", "p"))).await,
+        "an add",
+    );
+    committed(
+        nodes[1].node.table(write("tags", put("s", "z"))).await,
+        "an add",
+    );
+    committed(
+        nodes[2].node.table(write("hits", add("h", 3))).await,
+        "an add",
+    );
+    assert_eq!(converged(&all, "presence").await, rows(&[("ann", &[b"a"])]));
+    assert_eq!(converged(&all, "tags").await, rows(&[("s", &[b"p", b"z"])]));
+    assert_eq!(converged(&all, "hits").await, rows(&[("h", &[&count(3)])]));
+
+    // Node c cut off: both sides take writes at once.
+    for other in [0, 1] {
+        cut(&nodes, 2, other, LinkFaults::CUT);
+    }
+    let c = &nodes[2];
+    committed(
+        nodes[0]
+            .node
+            .table(write("presence", put("bob", "a")))
+            .await,
+        "a write on the majority",
+    );
+    committed(
+        c.node.table(write("presence", put("bob", "c"))).await,
+        "a write on the cut-off node",
+    );
+    committed(
+        c.node.table(write("presence", put("cid", "c"))).await,
+        "a write on the cut-off node",
+    );
+    committed(nodes[0].node.table(write("hits", add("h", 5))).await, "add");
+    committed(
+        nodes[1].node.table(write("hits", add("h", -2))).await,
+        "add",
+    );
+    committed(c.node.table(write("hits", add("h", 7))).await, "add");
+    // c removes p and z; a adds p again (it saw the first add): that add
+    // wins; z stays removed.
+    let remove = |v: &str| Op::DeleteValue {
+        key: "s".into(),
+        value: v.into(),
+    };
+    committed(c.node.table(write("tags", remove("p"))).await, "remove");
+    committed(c.node.table(write("tags", remove("z"))).await, "remove");
+    committed(
+        nodes[0].node.table(write("tags", put("s", "p"))).await,
+        "add",
+    );
+    committed(c.node.table(write("tags", put("s", "y"))).await, "add");
+    // The cut-off node reads its own writes, marked stale once it has not
+    // heard from the others for a while.
+    wait_for("c's reads say stale", || {
+        c.node
+            .tables()
+            .replica_status("presence")
+            .is_some_and(|s| s.stale)
+    })
+    .await;
+    let (on_c, stale) = dump(c, "presence").await;
+    assert!(stale, "a dirty read on the cut-off node is marked stale");
+    assert_eq!(
+        on_c,
+        rows(&[("ann", &[b"a"]), ("bob", &[b"c"]), ("cid", &[b"c"])])
+    );
+
+    for n in &nodes {
+        n.dist.nemesis().heal_all();
+    }
+    let presence = converged(&all, "presence").await;
+    let bob = presence
+        .iter()
+        .find(|(k, _)| k == b"bob")
+        .map(|(_, v)| v.clone())
+        .expect("bob is there");
+    assert!(bob == vec![b"a".to_vec()] || bob == vec![b"c".to_vec()]);
+    assert_eq!(presence.len(), 3, "{presence:?}");
+    let (kept, lost) = match bob[0].as_slice() {
+        b"a" => (b"a".to_vec(), b"c".to_vec()),
+        _ => (b"c".to_vec(), b"a".to_vec()),
+    };
+    // The write that lost is told, as a conflict, by a replica that
+    // merged the two.
+    wait_for("a conflict told for bob", || {
+        told.iter().any(|t| {
+            t.lock().unwrap().iter().any(|(_, c)| {
+                *c == Change::Conflict {
+                    key: b"bob".to_vec(),
+                    kept: Some(kept.clone()),
+                    lost: Some(lost.clone()),
+                }
+            })
+        })
+    })
+    .await;
+    // No conflict for keys written on one side only.
+    for t in &told {
+        assert!(
+            t.lock()
+                .unwrap()
+                .iter()
+                .all(|(_, c)| !matches!(c, Change::Conflict { key, .. } if key != b"bob")),
+            "a conflict for a key written on one side"
+        );
+    }
+    assert_eq!(
+        converged(&all, "hits").await,
+        rows(&[("h", &[&count(3 + 5 - 2 + 7)])])
+    );
+    assert_eq!(converged(&all, "tags").await, rows(&[("s", &[b"p", b"y"])]));
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_free_tables_refuse_what_they_cannot_do_and_serve_nodes_without_a_replica() {
+    let dir = TempDir::new("conflict-free-refusals");
+    let nodes = three(&dir, LogMode::Ram).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    // Kept on a and b; c keeps none.
+    assert_eq!(
+        c.node
+            .table(Request::Create(ap_spec("seen", Kind::Lww, &[a, b])))
+            .await,
+        Reply::Done
+    );
+    assert_eq!(
+        a.node
+            .table(Request::Create(ap_spec("n", Kind::Counter, &[a, b])))
+            .await,
+        Reply::Done
+    );
+    // c writes and reads through a replica.
+    committed(c.node.table(write("seen", put("k", "v"))).await, "a write");
+    committed(c.node.table(write("n", add("k", 2))).await, "an add");
+    wait_for("the write on both replicas", || {
+        [a, b].iter().all(|m| {
+            m.node
+                .tables()
+                .local()
+                .get("seen", b"k")
+                .is_ok_and(|(records, _)| records.len() == 1)
+        })
+    })
+    .await;
+    let get = |table: &str, consistency| Request::Get {
+        table: table.into(),
+        key: "k".into(),
+        consistency,
+    };
+    match c.node.table(get("n", Consistency::Dirty)).await {
+        Reply::Rows(rows) => assert_eq!(rows.rows[0].records[0].value, count(2)),
+        other => panic!("a read on c: {other:?}"),
+    }
+    // What they refuse, each with a clear error.
+    assert!(matches!(
+        a.node.table(get("seen", Consistency::Linearizable)).await,
+        Reply::Error(Error::Unsupported(why)) if why.contains("conflict-free")
+    ));
+    let conditional = Request::Commit(vec![(
+        "seen".into(),
+        Batch {
+            conditions: vec![Condition::Absent { key: "k".into() }],
+            ops: vec![put("k", "w")],
+        },
+    )]);
+    assert!(matches!(
+        a.node.table(conditional).await,
+        Reply::Error(Error::BadRequest(why)) if why.contains("no conditions")
+    ));
+    assert!(matches!(
+        a.node.table(write("seen", add("k", 1))).await,
+        Reply::Error(Error::Aborted {
+            abort: Abort::BadOp { .. },
+            ..
+        })
+    ));
+    assert!(matches!(
+        a.node.table(write("n", put("k", "1"))).await,
+        Reply::Error(Error::Aborted {
+            abort: Abort::BadOp { .. },
+            ..
+        })
+    ));
+    let mut disc = ap_spec("d", Kind::OrSet, &[a]);
+    disc.replicas[0].copy = Copy::Disc;
+    assert!(matches!(
+        a.node.table(Request::Create(disc)).await,
+        Reply::Error(Error::Unsupported(_))
+    ));
+    let mut indexed = ap_spec("i", Kind::Counter, &[a]);
+    indexed.indexes = vec!["x".into()];
+    assert!(matches!(
+        a.node.table(Request::Create(indexed)).await,
+        Reply::Error(Error::BadSpec(_))
+    ));
+    // A replica added later is filled by the others; one removed goes.
+    assert_eq!(
+        a.node
+            .table(Request::AddReplica {
+                table: "seen".into(),
+                replica: Replica {
+                    node: c.dist.name().to_string(),
+                    copy: Copy::Ram,
+                },
+            })
+            .await,
+        Reply::Done
+    );
+    assert_eq!(converged(&[a, b, c], "seen").await, rows(&[("k", &[b"v"])]));
+    assert_eq!(
+        a.node
+            .table(Request::RemoveReplica {
+                table: "seen".into(),
+                node: b.dist.name().to_string(),
+            })
+            .await,
+        Reply::Done
+    );
+    wait_for("b's replica gone", || {
+        b.node.tables().replica_status("seen").is_none()
+    })
+    .await;
+    committed(
+        b.node.table(write("seen", put("k2", "v2"))).await,
+        "a write",
+    );
+    assert_eq!(
+        converged(&[a, c], "seen").await,
+        rows(&[("k", &[b"v"]), ("k2", &[b"v2"])])
+    );
+    // Delete: gone everywhere.
+    assert_eq!(
+        b.node
+            .table(Request::Delete {
+                table: "seen".into()
+            })
+            .await,
+        Reply::Done
+    );
+    wait_for("the table gone on every node", || {
+        nodes
+            .iter()
+            .all(|m| m.node.tables().replica_status("seen").is_none())
+    })
+    .await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
