@@ -17,7 +17,7 @@
 //! [`Nanos`] on one monotonic clock, so histories can be built by hand.
 //! Intervals are half-open: one ending at `t` does not overlap one from `t`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::hash::Hash;
 
@@ -110,6 +110,8 @@ pub enum Rule {
     /// The transactions' dependencies form a cycle: no serial order
     /// explains what they read and wrote.
     NotSerializable,
+    /// A value no acknowledged write wrote.
+    Phantom,
 }
 
 /// A broken rule, with the records that break it.
@@ -1492,4 +1494,196 @@ pub fn check_list_append(
         }
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Conflict-free (last-writer-wins) tables
+// ---------------------------------------------------------------------------
+
+/// One acknowledged write of a last-writer-wins key: its (unique) value,
+/// the replica that took it, and that replica's table index after it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LwwWrite {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value, written once in the whole history.
+    pub value: Vec<u8>,
+    /// The replica that took it.
+    pub replica: usize,
+    /// That replica's index after it.
+    pub index: u64,
+}
+
+/// What a replica told its subscriber about a key, at one of its indexes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LwwTold {
+    /// The key took this value.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// A merge kept another concurrent write and discarded this value
+    /// (`None`: a delete).
+    Conflict {
+        /// The key.
+        key: Vec<u8>,
+        /// The discarded value.
+        lost: Option<Vec<u8>>,
+    },
+}
+
+/// Check a last-writer-wins table's history: every final value was
+/// written by an acknowledged write, and every acknowledged write is
+/// accounted for: it is the key's final value; or a replica told it lost
+/// a conflict; or a later write overwrote it causally (a write taken by a
+/// replica after that replica had told the earlier value). A write that
+/// vanished without any of these was lost silently.
+///
+/// `told[r]` is replica `r`'s (index, what) in index order; `finals` the
+/// table every replica converged to.
+pub fn check_lww(
+    writes: &[LwwWrite],
+    told: &[Vec<(u64, LwwTold)>],
+    finals: &BTreeMap<Vec<u8>, Vec<u8>>,
+) -> Result<(), Violation> {
+    let mut by_value = HashMap::<(&[u8], &[u8]), &LwwWrite>::new();
+    for w in writes {
+        if by_value.insert((&w.key, &w.value), w).is_some() {
+            let why = format!(
+                "value {:?} written twice",
+                String::from_utf8_lossy(&w.value)
+            );
+            return broken(Rule::InvalidHistory, why, [format!("{w:?}")]);
+        }
+    }
+    for (key, value) in finals {
+        if !by_value.contains_key(&(key.as_slice(), value.as_slice())) {
+            let why = format!(
+                "key {:?} holds {:?}, which no acknowledged write wrote",
+                String::from_utf8_lossy(key),
+                String::from_utf8_lossy(value)
+            );
+            return broken(Rule::Phantom, why, Vec::<String>::new());
+        }
+    }
+    // Per replica and key: the first index at which each value was told.
+    let mut first_told = HashMap::<(usize, &[u8], &[u8]), u64>::new();
+    let mut lost = HashSet::<(&[u8], &[u8])>::new();
+    for (r, events) in told.iter().enumerate() {
+        for (index, what) in events {
+            match what {
+                LwwTold::Put { key, value } => {
+                    first_told.entry((r, key, value)).or_insert(*index);
+                }
+                LwwTold::Conflict {
+                    key,
+                    lost: Some(value),
+                } => {
+                    lost.insert((key, value));
+                }
+                LwwTold::Conflict { lost: None, .. } => {}
+            }
+        }
+    }
+    for w in writes {
+        if finals.get(&w.key) == Some(&w.value)
+            || lost.contains(&(w.key.as_slice(), w.value.as_slice()))
+        {
+            continue;
+        }
+        let overwritten = writes.iter().any(|later| {
+            later.key == w.key
+                && later.value != w.value
+                && first_told
+                    .get(&(later.replica, w.key.as_slice(), w.value.as_slice()))
+                    .is_some_and(|at| *at < later.index)
+        });
+        if !overwritten {
+            let why = format!(
+                "the write of {:?} to key {:?} is gone, with no conflict told and no later write that saw it",
+                String::from_utf8_lossy(&w.value),
+                String::from_utf8_lossy(&w.key)
+            );
+            return broken(
+                Rule::LostWrite,
+                why,
+                [
+                    format!("{w:?}"),
+                    format!(
+                        "final: {:?}",
+                        finals
+                            .get(&w.key)
+                            .map(|v| String::from_utf8_lossy(v).into_owned())
+                    ),
+                ],
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod lww_tests {
+    use super::*;
+
+    fn w(key: &str, value: &str, replica: usize, index: u64) -> LwwWrite {
+        LwwWrite {
+            key: key.into(),
+            value: value.into(),
+            replica,
+            index,
+        }
+    }
+
+    fn put(key: &str, value: &str) -> LwwTold {
+        LwwTold::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn a_causal_overwrite_and_a_told_conflict_account_for_a_write() {
+        let writes = [w("k", "a", 0, 1), w("k", "b", 1, 3), w("k", "c", 2, 1)];
+        let told = vec![
+            vec![(1, put("k", "a"))],
+            // Replica 1 had a (index 2) before it took b (index 3).
+            vec![(2, put("k", "a")), (3, put("k", "b"))],
+            vec![
+                (1, put("k", "c")),
+                (
+                    2,
+                    LwwTold::Conflict {
+                        key: "k".into(),
+                        lost: Some("c".into()),
+                    },
+                ),
+            ],
+        ];
+        let finals = BTreeMap::from([(b"k".to_vec(), b"b".to_vec())]);
+        assert_eq!(check_lww(&writes, &told, &finals), Ok(()));
+    }
+
+    #[test]
+    fn a_write_gone_silently_is_lost_and_a_value_from_nowhere_is_a_phantom() {
+        let writes = [w("k", "a", 0, 1), w("k", "b", 1, 1)];
+        // b was taken before replica 1 heard of a: a concurrent write, and
+        // nobody told a conflict.
+        let told = vec![
+            vec![(1, put("k", "a"))],
+            vec![(1, put("k", "b")), (2, put("k", "a"))],
+        ];
+        let finals = BTreeMap::from([(b"k".to_vec(), b"b".to_vec())]);
+        assert_eq!(
+            check_lww(&writes, &told, &finals).unwrap_err().rule,
+            Rule::LostWrite
+        );
+        let finals = BTreeMap::from([(b"k".to_vec(), b"z".to_vec())]);
+        assert_eq!(
+            check_lww(&writes, &told, &finals).unwrap_err().rule,
+            Rule::Phantom
+        );
+    }
 }

@@ -4,6 +4,8 @@
 //! concurrent write that lost is told to subscribers, every add counts,
 //! and an add wins over a remove it did not see.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -11,9 +13,10 @@ use molt_abi::table::{
     Abort, Batch, Change, Condition, Consistency, Copy, Error, Kind, Op, Replica, Reply, Request,
     Rows, Spec,
 };
+use molt_host::Node;
 use molt_host::cluster::LogMode;
 use molt_host::net::nemesis::LinkFaults;
-use molt_tests::TempDir;
+use molt_tests::{TempDir, checker};
 
 use crate::coord::{Member, three, wait_for};
 
@@ -446,6 +449,324 @@ async fn conflict_free_tables_refuse_what_they_cannot_do_and_serve_nodes_without
             .all(|m| m.node.tables().replica_status("seen").is_none())
     })
     .await;
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+/// A seeded random source (xorshift).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const LWW: &str = "lww";
+const COUNTER: &str = "counter";
+const OR_SET: &str = "or_set";
+
+/// What the clients had acknowledged.
+#[derive(Default)]
+struct Acked {
+    lww: Vec<checker::LwwWrite>,
+    /// Per counter key, the sum of acknowledged adds.
+    counts: BTreeMap<String, i64>,
+    /// Values added to the set, and those removed after (by the replica
+    /// that added them, which had seen the add).
+    added: BTreeSet<String>,
+    removed: BTreeSet<String>,
+    /// Writes refused (none should be: every replica takes writes).
+    refused: Vec<String>,
+}
+
+async fn ap_client(
+    m: Node,
+    me: usize,
+    acked: Arc<Mutex<Acked>>,
+    stop: Arc<AtomicBool>,
+    mut rng: Rng,
+) {
+    let mut seq = 0u64;
+    let mut mine: Vec<String> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        seq += 1;
+        let value = format!("n{me}-{seq}");
+        match rng.below(3) {
+            0 => {
+                let key = format!("k{}", rng.below(4));
+                match m.table(write(LWW, put(&key, &value))).await {
+                    Reply::Committed(i) => acked.lock().unwrap().lww.push(checker::LwwWrite {
+                        key: key.into_bytes(),
+                        value: value.into_bytes(),
+                        replica: me,
+                        index: i[0],
+                    }),
+                    other => acked.lock().unwrap().refused.push(format!("{other:?}")),
+                }
+            }
+            1 => {
+                let key = format!("c{}", rng.below(2));
+                let delta = rng.below(16) as i64 - 5;
+                match m.table(write(COUNTER, add(&key, delta))).await {
+                    Reply::Committed(_) => {
+                        *acked.lock().unwrap().counts.entry(key).or_default() += delta
+                    }
+                    other => acked.lock().unwrap().refused.push(format!("{other:?}")),
+                }
+            }
+            _ => {
+                let remove = !mine.is_empty() && rng.below(3) == 0;
+                let (op, gone) = match remove {
+                    true => {
+                        let v = mine.swap_remove(rng.below(mine.len() as u64) as usize);
+                        let op = Op::DeleteValue {
+                            key: "s".into(),
+                            value: v.clone().into_bytes(),
+                        };
+                        (op, Some(v))
+                    }
+                    false => (put("s", &value), None),
+                };
+                match m.table(write(OR_SET, op)).await {
+                    Reply::Committed(_) => {
+                        let mut acked = acked.lock().unwrap();
+                        match gone {
+                            Some(v) => {
+                                acked.removed.insert(v);
+                            }
+                            None => {
+                                acked.added.insert(value.clone());
+                                mine.push(value);
+                            }
+                        }
+                    }
+                    other => acked.lock().unwrap().refused.push(format!("{other:?}")),
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2 + rng.below(12))).await;
+    }
+}
+
+/// Partitions (every other one checked: both sides take writes, the
+/// lone node marks its reads stale), paused links, loss and delay.
+async fn ap_nemesis(nodes: &[Member], seed: u64, rounds: usize) -> Vec<String> {
+    let mut rng = Rng(seed);
+    let mut log = Vec::new();
+    for node in nodes {
+        node.dist.nemesis().seed(rng.next());
+    }
+    for round in 0..rounds {
+        let lone = rng.below(3) as usize;
+        let others = [(lone + 1) % 3, (lone + 2) % 3];
+        let hold = Duration::from_millis(800 + rng.below(1500));
+        let what = match if round == 0 { 0 } else { rng.below(4) } {
+            0 => {
+                for o in others {
+                    cut(nodes, lone, o, LinkFaults::CUT);
+                }
+                let lone_node = &nodes[lone];
+                wait_for("the cut-off node marks its reads stale", || {
+                    lone_node
+                        .node
+                        .tables()
+                        .replica_status(LWW)
+                        .is_some_and(|s| s.stale)
+                })
+                .await;
+                let reply = lone_node.node.table(write(LWW, put("lone", "yes"))).await;
+                assert!(
+                    matches!(reply, Reply::Committed(_)),
+                    "a write on the cut-off node: {reply:?}"
+                );
+                format!("partition {} | others, checked", lone_node.dist.name())
+            }
+            1 => {
+                let paused = LinkFaults {
+                    paused: true,
+                    ..LinkFaults::default()
+                };
+                for o in others {
+                    cut(nodes, lone, o, paused);
+                }
+                format!("pause {}'s links", nodes[lone].dist.name())
+            }
+            2 => {
+                let lossy = LinkFaults {
+                    drop_per_mille: 100 + rng.below(400) as u16,
+                    ..LinkFaults::default()
+                };
+                for (i, j) in [(0, 1), (1, 2), (0, 2)] {
+                    cut(nodes, i, j, lossy);
+                }
+                format!("drop {}‰ everywhere", lossy.drop_per_mille)
+            }
+            _ => {
+                let slow = LinkFaults {
+                    delay: Duration::from_millis(10 + rng.below(60)),
+                    ..LinkFaults::default()
+                };
+                for (i, j) in [(0, 1), (1, 2), (0, 2)] {
+                    cut(nodes, i, j, slow);
+                }
+                format!("delay {:?} everywhere", slow.delay)
+            }
+        };
+        log.push(format!("{what} for {hold:?}"));
+        tokio::time::sleep(hold).await;
+        for n in nodes {
+            n.dist.nemesis().heal_all();
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_free_tables_converge_under_a_seeded_nemesis_and_lose_no_acknowledged_write() {
+    let seed = std::env::var("MOLT_NEMESIS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(23);
+    println!("nemesis seed {seed}");
+    let dir = TempDir::new("conflict-free-faults");
+    let nodes = three(&dir, LogMode::Ram).await;
+    let all: Vec<&Member> = nodes.iter().collect();
+    for (table, kind) in [
+        (LWW, Kind::Lww),
+        (COUNTER, Kind::Counter),
+        (OR_SET, Kind::OrSet),
+    ] {
+        assert_eq!(
+            nodes[0]
+                .node
+                .table(Request::Create(ap_spec(table, kind, &all)))
+                .await,
+            Reply::Done
+        );
+    }
+    wait_for("every replica started", || {
+        nodes.iter().all(|m| {
+            [LWW, COUNTER, OR_SET]
+                .iter()
+                .all(|t| m.node.tables().replica_status(t).is_some())
+        })
+    })
+    .await;
+    let told: Vec<Told> = nodes.iter().map(|m| listen(m, LWW)).collect();
+    let acked = Arc::new(Mutex::new(Acked::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut rng = Rng(seed ^ 0xa9);
+    let tasks: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            tokio::spawn(ap_client(
+                m.node.clone(),
+                i,
+                acked.clone(),
+                stop.clone(),
+                Rng(rng.next() | 1),
+            ))
+        })
+        .collect();
+    let schedule = ap_nemesis(&nodes, seed, 5).await;
+    for line in &schedule {
+        println!("nemesis: {line}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        tokio::time::timeout(molt_tests::WAIT, t)
+            .await
+            .expect("clients end")
+            .unwrap();
+    }
+    for n in &nodes {
+        n.dist.nemesis().heal_all();
+    }
+    let lww = converged(&all, LWW).await;
+    let counter = converged(&all, COUNTER).await;
+    let or_set = converged(&all, OR_SET).await;
+    let acked = acked.lock().unwrap();
+    assert!(
+        acked.refused.is_empty(),
+        "writes refused: {:?}",
+        acked.refused
+    );
+    assert!(acked.lww.len() >= 30, "too few writes: {}", acked.lww.len());
+    // Every add counted once.
+    let counts: BTreeMap<String, i64> = counter
+        .iter()
+        .map(|(k, v)| {
+            let total: i64 = molt_abi::codec::decode(&v[0]).expect("a count");
+            (String::from_utf8(k.clone()).unwrap(), total)
+        })
+        .collect();
+    let expected: BTreeMap<String, i64> = acked.counts.clone();
+    assert_eq!(counts, expected, "counter totals");
+    // The set holds every value added and not removed after.
+    let set: BTreeSet<String> = or_set
+        .iter()
+        .flat_map(|(_, vs)| vs.iter().map(|v| String::from_utf8(v.clone()).unwrap()))
+        .collect();
+    let wanted: BTreeSet<String> = acked.added.difference(&acked.removed).cloned().collect();
+    assert_eq!(set, wanted, "the OR-set");
+    // Last writer wins: nothing lost without a conflict told.
+    let finals: BTreeMap<Vec<u8>, Vec<u8>> = lww
+        .into_iter()
+        .filter(|(k, _)| k != b"lone")
+        .map(|(k, mut v)| (k, v.remove(0)))
+        .collect();
+    let told: Vec<Vec<(u64, checker::LwwTold)>> = told
+        .iter()
+        .map(|t| {
+            t.lock()
+                .unwrap()
+                .iter()
+                .filter_map(|(i, c)| match c {
+                    Change::Put { key, value } if key != b"lone" => Some((
+                        *i,
+                        checker::LwwTold::Put {
+                            key: key.clone(),
+                            value: value.clone(),
+                        },
+                    )),
+                    Change::Conflict { key, lost, .. } if key != b"lone" => Some((
+                        *i,
+                        checker::LwwTold::Conflict {
+                            key: key.clone(),
+                            lost: lost.clone(),
+                        },
+                    )),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    let conflicts = told
+        .iter()
+        .flatten()
+        .filter(|(_, t)| matches!(t, checker::LwwTold::Conflict { .. }))
+        .count();
+    println!(
+        "{} writes, {} conflicts told, {} counter keys",
+        acked.lww.len(),
+        conflicts,
+        acked.counts.len()
+    );
+    if let Err(v) = checker::check_lww(&acked.lww, &told, &finals) {
+        panic!("{v:?}\nschedule: {schedule:#?}");
+    }
+    drop(acked);
     for n in nodes {
         n.stop().await;
     }
