@@ -771,3 +771,44 @@ async fn conflict_free_tables_converge_under_a_seeded_nemesis_and_lose_no_acknow
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_a_counter_and_adds_to_it_on_two_nodes() {
+    use crate::tables::molt_cli;
+
+    let cookie = std::str::from_utf8(molt_tests::COOKIE).unwrap();
+    let dir = TempDir::new("conflict-free-cli");
+    let nodes = three(&dir, LogMode::Ram).await;
+    let [a, b] = [0, 1].map(|i| molt_tests::address_of(&nodes[i].dist));
+    let run = async |target: &str, words: &[&str]| {
+        let mut args = vec!["table", "--node", target];
+        args.extend_from_slice(words);
+        molt_cli(&args, cookie).await
+    };
+    let (ok, _, err) = run(
+        &a,
+        &["create", "hits", "--kind", "counter", "--replica", "all"],
+    )
+    .await;
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&a, &["info", "hits"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("kind        counter"), "{out}");
+    assert!(out.contains("conflict-free"), "{out}");
+    let (ok, out, err) = run(&a, &["add", "hits", "home", "5"]).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("\"home\": 5"), "{out}");
+    // The other node's replica takes its own add; both counts meet.
+    let (ok, _, err) = run(&b, &["add", "hits", "home", "-2"]).await;
+    assert!(ok, "{err}");
+    let all: Vec<&Member> = nodes.iter().collect();
+    assert_eq!(
+        converged(&all, "hits").await,
+        rows(&[("home", &[&count(3)])])
+    );
+    let (ok, _, err) = run(&a, &["put", "hits", "home", "x"]).await;
+    assert!(!ok && err.contains("takes add only"), "{err}");
+    for n in nodes {
+        n.stop().await;
+    }
+}

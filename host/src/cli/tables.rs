@@ -111,6 +111,18 @@ pub enum TableAction {
         /// The value.
         value: String,
     },
+    /// Add DELTA (negative: subtract) to KEY's count in a counter table
+    /// (KEY as bytes of text), and print the count this node's replica
+    /// holds then.
+    Add {
+        /// The table.
+        name: String,
+        /// The key.
+        key: String,
+        /// What to add.
+        #[arg(allow_negative_numbers = true)]
+        delta: i64,
+    },
     /// Read one key (KEY as bytes of text): its version and values, from
     /// the node's replica (said when it may be stale), or with
     /// `--linearizable` as of now.
@@ -287,7 +299,18 @@ pub async fn run(command: TableCommand) -> Result<ExitCode> {
                         out!("indexes     {}", i.spec.indexes.join(", "));
                     }
                     out!("replicas    {}", replicas(&i));
-                    if let Some(s) = control.table_replica(&target, &name).await? {
+                    if let Some(s) = control.table_replica(&target, &name).await?
+                        && s.role == "conflict_free"
+                    {
+                        out!(
+                            "merging     conflict-free: writes taken on every replica, anti-entropy{}",
+                            if s.stale {
+                                " (stale: a replica has not answered lately)"
+                            } else {
+                                ""
+                            }
+                        );
+                    } else if let Some(s) = control.table_replica(&target, &name).await? {
                         out!(
                             "group       term {}, leader {}, this replica {}{}",
                             s.term,
@@ -363,6 +386,32 @@ pub async fn run(command: TableCommand) -> Result<ExitCode> {
                         }
                         other => bail!("unexpected reply {other:?}"),
                     }
+                }
+                TableAction::Add { name, key, delta } => {
+                    let batch = molt_abi::table::Batch {
+                        conditions: Vec::new(),
+                        ops: vec![molt_abi::table::Op::Add {
+                            key: key.clone().into_bytes(),
+                            delta,
+                        }],
+                    };
+                    let request = Request::Commit(vec![(name.clone(), batch)]);
+                    ask(&control, &target, request).await?;
+                    let request = Request::Get {
+                        table: name.clone(),
+                        key: key.clone().into_bytes(),
+                        consistency: Consistency::Dirty,
+                    };
+                    let Reply::Rows(rows) = ask(&control, &target, request).await? else {
+                        bail!("unexpected reply to a read");
+                    };
+                    let count = rows
+                        .rows
+                        .first()
+                        .and_then(|r| r.records.first())
+                        .and_then(|r| molt_abi::codec::decode::<i64>(&r.value).ok())
+                        .unwrap_or(0);
+                    out!("{name} {key:?}: {count}");
                 }
                 TableAction::Get {
                     name,

@@ -1230,6 +1230,7 @@ impl Replication {
         let deadline = tokio::time::Instant::now() + self.quorum_timeout * 2;
         while tokio::time::Instant::now() < deadline {
             let ready = match self.group(table) {
+                _ if self.ap(table).is_some_and(|a| a.id == id) => true,
                 Some(group) => group.id == id && group.leader().is_some() && group.is_member(),
                 None => !self
                     .entry(table)
