@@ -766,7 +766,6 @@ async fn conflict_free_tables_converge_under_a_seeded_nemesis_and_lose_no_acknow
     if let Err(v) = checker::check_lww(&acked.lww, &told, &finals) {
         panic!("{v:?}\nschedule: {schedule:#?}");
     }
-    drop(acked);
     for n in nodes {
         n.stop().await;
     }
