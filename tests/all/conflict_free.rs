@@ -696,7 +696,7 @@ async fn conflict_free_tables_converge_under_a_seeded_nemesis_and_lose_no_acknow
     let lww = converged(&all, LWW).await;
     let counter = converged(&all, COUNTER).await;
     let or_set = converged(&all, OR_SET).await;
-    let acked = acked.lock().unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
     assert!(
         acked.refused.is_empty(),
         "writes refused: {:?}",
