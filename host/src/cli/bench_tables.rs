@@ -6,7 +6,10 @@
 //! beside the raw fsync of the same disk; and (section `cluster`) write
 //! transactions from 1 and 8 writers on a table replicated on two nodes
 //! of a local three-node cluster, issued on the node that leads the
-//! table's group.
+//! table's group; and a conflict-free (`lww`) table kept on all three:
+//! dirty writes per second by bench guests on one node, and how long the
+//! replicas take to agree after a 2|1 partition, during which each side
+//! wrote its own keys, heals.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -186,6 +189,119 @@ async fn replicated(guest: &Path, dir: &Path) -> Result<ReplicatedRun> {
     result
 }
 
+/// Dirty writes per conflict-free figure.
+const AP_N: i64 = 200_000;
+/// Writes on each side of the partition before the heal.
+const AP_SIDE_N: usize = 10_000;
+
+/// What the conflict-free section measures.
+struct ApRun {
+    writes: f64,
+    converge_ms: f64,
+}
+
+/// Dirty writes to a conflict-free table kept on three local nodes, by
+/// guests on one; then a 2|1 partition, writes on both sides, the heal,
+/// and the time until every replica holds every write.
+async fn conflict_free(guest: &Path, dir: &Path) -> Result<ApRun> {
+    use molt_host::cluster::LogMode;
+    use molt_host::net::nemesis::LinkFaults;
+    let members = super::local_cluster::three(
+        &NodeConfig::default(),
+        "tables-ap",
+        dir,
+        LogMode::Ram,
+        Some(guest),
+    )
+    .await?;
+    let result = async {
+        let replicas = members
+            .iter()
+            .map(|m| Replica {
+                node: m.dist.name().to_string(),
+                copy: Copy::Ram,
+            })
+            .collect();
+        let spec = Spec {
+            name: "kv".into(),
+            kind: Kind::Lww,
+            indexes: Vec::new(),
+            replicas,
+        };
+        match members[0].node.table(Request::Create(spec)).await {
+            Reply::Done => {}
+            other => bail!("creating the conflict-free kv: {other:?}"),
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !members
+            .iter()
+            .all(|m| m.node.tables().replica_status("kv").is_some())
+        {
+            if Instant::now() > deadline {
+                bail!("the conflict-free kv did not start on every node in 20 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let at = &members[0].node;
+        guests(at, TableOp::DirtyWrite, &[(-WARMUP_N, 0)]).await?;
+        let writes = AP_N as f64 / guests(at, TableOp::DirtyWrite, &split(AP_N, 1)).await?;
+        // Everyone agrees before the partition.
+        let records = |m: &super::local_cluster::Member| {
+            m.node.tables().local().info("kv").map_or(0, |i| i.records)
+        };
+        let before = records(&members[0]);
+        let agreed = async |want: u64, limit: Duration| -> Result<Duration> {
+            let started = Instant::now();
+            while !members.iter().all(|m| records(m) == want) {
+                if started.elapsed() > limit {
+                    bail!("the replicas did not agree on {want} records in {limit:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Ok(started.elapsed())
+        };
+        agreed(before, Duration::from_secs(60)).await?;
+        let (lone, others) = (&members[2], &members[..2]);
+        for o in others {
+            lone.dist.nemesis().set(o.dist.name(), LinkFaults::CUT);
+            o.dist.nemesis().set(lone.dist.name(), LinkFaults::CUT);
+        }
+        for (side, m) in [(0u8, &members[0]), (1u8, lone)] {
+            for i in 0..AP_SIDE_N {
+                let mut key = vec![b'p', side];
+                key.extend_from_slice(&(i as u64).to_be_bytes());
+                let batch = molt_abi::table::Batch {
+                    conditions: Vec::new(),
+                    ops: vec![molt_abi::table::Op::Put {
+                        key,
+                        value: vec![0; 16],
+                        index_values: Vec::new(),
+                    }],
+                };
+                match m
+                    .node
+                    .table(Request::Commit(vec![("kv".into(), batch)]))
+                    .await
+                {
+                    Reply::Committed(_) => {}
+                    other => bail!("a write during the partition: {other:?}"),
+                }
+            }
+        }
+        for m in &members {
+            m.dist.nemesis().heal_all();
+        }
+        let took = agreed(before + 2 * AP_SIDE_N as u64, Duration::from_secs(60)).await?;
+        Ok(ApRun {
+            writes,
+            converge_ms: took.as_secs_f64() * 1e3,
+        })
+    }
+    .await;
+    super::local_cluster::stop(members).await;
+    result
+}
+
 /// The figures, `runs` times each; disc tables are kept under `dir`.
 pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
     std::fs::create_dir_all(dir)?;
@@ -233,6 +349,12 @@ pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
         rep8.push(run.eight);
         p50.push(run.p50);
         p99.push(run.p99);
+    }
+    let (mut ap_writes, mut ap_converge) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let run = conflict_free(guest, &dir.join("cluster-ap")).await?;
+        ap_writes.push(run.writes);
+        ap_converge.push(run.converge_ms);
     }
     Ok(vec![
         Figure {
@@ -289,6 +411,16 @@ pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
             name: "replicated ram table, one commit's latency, p99",
             unit: "µs",
             runs: p99,
+        },
+        Figure {
+            name: "conflict-free table (lww, on 3 nodes), dirty write on one node",
+            unit: "ops/s",
+            runs: ap_writes,
+        },
+        Figure {
+            name: "conflict-free table, replicas agree after a 2|1 partition heals (10k writes a side)",
+            unit: "ms",
+            runs: ap_converge,
         },
     ])
 }

@@ -29,13 +29,21 @@ pub(crate) const BUCKETS: usize = 1024;
 
 /// Entries written here and not yet pushed, at most (beyond, the oldest
 /// are left to anti-entropy).
-pub(crate) const OUTBOX_MAX: usize = 10_000;
+pub(crate) const OUTBOX_MAX: usize = 100_000;
+
+/// Entries kept for a replica that a push did not reach, at most (it is
+/// sent them once it answers again; beyond, anti-entropy finds them).
+pub(crate) const BACKLOG_MAX: usize = 100_000;
 
 /// A key and its state, as replicas swap them.
 pub(crate) type Keyed = (Vec<u8>, Entry);
 
 struct State {
-    entries: BTreeMap<Vec<u8>, Entry>,
+    /// Each key's state and its hash, by bucket (a round of anti-entropy
+    /// reads whole buckets).
+    entries: Vec<std::collections::HashMap<Vec<u8>, (Entry, u64)>>,
+    /// Keys held.
+    len: usize,
     /// Per bucket, the wrapping sum of its entries' hashes.
     buckets: Vec<u64>,
     /// The wrapping sum of every entry's hash.
@@ -61,6 +69,10 @@ pub(crate) struct ApReplica {
     pub pushed: tokio::sync::Notify,
     /// When each other replica's node last answered a push or a sync.
     heard: Mutex<BTreeMap<String, Instant>>,
+    /// Per other replica's node, entries a push did not deliver.
+    backlog: Mutex<BTreeMap<String, BTreeMap<Vec<u8>, Entry>>>,
+    /// Peers a round of anti-entropy runs with now.
+    syncing: Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn bucket(key: &[u8]) -> usize {
@@ -109,8 +121,8 @@ impl State {
         let at = bucket(&key);
         let new_hash = hash(&key, &entry);
         let new_records = entry.records();
-        let (old_hash, old_records) = match self.entries.get(&key) {
-            Some(old) => (hash(&key, old), old.records()),
+        let (old_hash, old_records) = match self.entries[at].get(&key) {
+            Some((old, hash)) => (*hash, old.records()),
             None => (0, Vec::new()),
         };
         self.buckets[at] = self.buckets[at]
@@ -118,8 +130,14 @@ impl State {
             .wrapping_add(new_hash);
         self.total = self.total.wrapping_sub(old_hash).wrapping_add(new_hash);
         let ops = diff(&key, kind, &old_records, &new_records);
-        self.entries.insert(key, entry);
+        if self.entries[at].insert(key, (entry, new_hash)).is_none() {
+            self.len += 1;
+        }
         ops
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Entry> {
+        self.entries[bucket(key)].get(key).map(|(e, _)| e)
     }
 }
 
@@ -146,13 +164,16 @@ impl ApReplica {
             handle,
             records_max,
             state: Mutex::new(State {
-                entries: BTreeMap::new(),
+                entries: vec![std::collections::HashMap::new(); BUCKETS],
+                len: 0,
                 buckets: vec![0; BUCKETS],
                 total: 0,
             }),
             outbox: Mutex::default(),
             pushed: tokio::sync::Notify::new(),
             heard: Mutex::default(),
+            syncing: Mutex::default(),
+            backlog: Mutex::default(),
         }
     }
 
@@ -220,11 +241,11 @@ impl ApReplica {
             .ops
             .iter()
             .map(op_key)
-            .filter(|k| !state.entries.contains_key(*k))
+            .filter(|k| state.get(k).is_none())
             .collect();
         new_keys.sort();
         new_keys.dedup();
-        if state.entries.len() as u64 + new_keys.len() as u64 > self.records_max {
+        if state.len as u64 + new_keys.len() as u64 > self.records_max {
             return Err(self.aborted(Abort::Limit {
                 limit: "records_max (keys of a conflict-free table, deleted ones included)".into(),
                 max: self.records_max,
@@ -234,7 +255,7 @@ impl ApReplica {
         let mut written = Vec::new();
         for op in batch.ops {
             let key = op_key(&op).to_vec();
-            let old = state.entries.get(&key);
+            let old = state.get(&key);
             let new = match op {
                 Op::Put {
                     value,
@@ -318,7 +339,7 @@ impl ApReplica {
                 // stamped after each key's newest.
                 let _ = self.clock.update_with_timestamp(&stamp);
             }
-            let merged = match state.entries.get(&key) {
+            let merged = match state.get(&key) {
                 None => Some(theirs),
                 Some(mine) => {
                     let (merged, conflict) = mine.merge(&theirs);
@@ -356,26 +377,114 @@ impl ApReplica {
             .clone()
     }
 
-    /// The entries of `buckets`, up to about `bytes_max` encoded bytes:
-    /// them, and whether every one of them is there.
-    pub(crate) fn entries_in(&self, buckets: &[u32], bytes_max: usize) -> (Vec<Keyed>, bool) {
-        let wanted: std::collections::BTreeSet<usize> =
-            buckets.iter().map(|b| *b as usize).collect();
+    /// The keys and entry hashes of whole buckets among `buckets` (in
+    /// that order), about `bytes_max` bytes of them at most (at least one
+    /// bucket's): them, and the buckets they cover.
+    pub(crate) fn hashes_in(
+        &self,
+        buckets: &[u32],
+        bytes_max: usize,
+    ) -> (Vec<(Vec<u8>, u64)>, Vec<u32>) {
         let state = self.state.lock().expect("replica state poisoned");
         let mut out = Vec::new();
+        let mut covered = Vec::new();
         let mut bytes = 0usize;
-        for (key, entry) in &state.entries {
-            if !wanted.contains(&bucket(key)) {
+        for b in buckets {
+            let Some(map) = state.entries.get(*b as usize) else {
                 continue;
-            }
-            let size = key.len() + molt_abi::codec::encode(entry).len() + 16;
-            if bytes + size > bytes_max && !out.is_empty() {
-                return (out, false);
+            };
+            let size: usize = map.keys().map(|k| k.len() + 12).sum();
+            if bytes + size > bytes_max && !covered.is_empty() {
+                break;
             }
             bytes += size;
-            out.push((key.clone(), entry.clone()));
+            out.extend(map.iter().map(|(k, (_, h))| (k.clone(), *h)));
+            covered.push(*b);
         }
-        (out, true)
+        (out, covered)
+    }
+
+    /// Against another replica's keys and hashes of whole buckets
+    /// `covered`: this replica's entries it lacks or holds otherwise, and
+    /// the keys this replica lacks or holds otherwise.
+    pub(crate) fn differences(
+        &self,
+        covered: &[u32],
+        theirs: Vec<(Vec<u8>, u64)>,
+    ) -> (Vec<Keyed>, Vec<Vec<u8>>) {
+        let mut theirs: std::collections::HashMap<Vec<u8>, u64> = theirs.into_iter().collect();
+        let state = self.state.lock().expect("replica state poisoned");
+        let mut mine = Vec::new();
+        for b in covered {
+            let Some(map) = state.entries.get(*b as usize) else {
+                continue;
+            };
+            for (key, (entry, hash)) in map {
+                match theirs.remove(key) {
+                    Some(h) if h == *hash => {}
+                    _ => mine.push((key.clone(), entry.clone())),
+                }
+            }
+        }
+        // Theirs left: keys this replica lacks; and those it holds
+        // otherwise, whose merge may need theirs.
+        let mut wanted: Vec<Vec<u8>> = theirs.into_keys().collect();
+        wanted.extend(mine.iter().map(|(k, _)| k.clone()));
+        (mine, wanted)
+    }
+
+    /// The entries of `keys` this replica holds.
+    pub(crate) fn entries_of(&self, keys: &[Vec<u8>]) -> Vec<Keyed> {
+        let state = self.state.lock().expect("replica state poisoned");
+        keys.iter()
+            .filter_map(|k| state.get(k).map(|e| (k.clone(), e.clone())))
+            .collect()
+    }
+
+    /// Keep `entries` for `peer`, which a push did not reach (up to
+    /// [`BACKLOG_MAX`]; the rest anti-entropy finds).
+    pub(crate) fn missed(&self, peer: &str, entries: Vec<Keyed>) {
+        let mut backlog = self.backlog.lock().expect("backlog poisoned");
+        let kept = backlog.entry(peer.to_string()).or_default();
+        for (key, entry) in entries {
+            if kept.len() < BACKLOG_MAX || kept.contains_key(&key) {
+                kept.insert(key, entry);
+            }
+        }
+    }
+
+    /// Whether `peer` has missed pushes not yet sent again (then later
+    /// pushes join them rather than wait on a peer that does not answer).
+    pub(crate) fn has_missed(&self, peer: &str) -> bool {
+        self.backlog
+            .lock()
+            .expect("backlog poisoned")
+            .get(peer)
+            .is_some_and(|m| !m.is_empty())
+    }
+
+    /// What `peer` missed, taken to send it now.
+    pub(crate) fn take_missed(&self, peer: &str) -> Vec<Keyed> {
+        self.backlog
+            .lock()
+            .expect("backlog poisoned")
+            .remove(peer)
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether a round of anti-entropy with `peer` may start (none is
+    /// running); [`synced`](Self::synced) ends it.
+    pub(crate) fn syncing(&self, peer: &str) -> bool {
+        self.syncing
+            .lock()
+            .expect("syncing poisoned")
+            .insert(peer.to_string())
+    }
+
+    /// The round with `peer` ended.
+    pub(crate) fn synced(&self, peer: &str) {
+        self.syncing.lock().expect("syncing poisoned").remove(peer);
     }
 
     /// The entries written here since the last call, to push.

@@ -314,6 +314,27 @@ impl Entry {
         }
     }
 
+    /// About how many bytes it encodes to (for sizing messages without
+    /// encoding).
+    pub(crate) fn approx_bytes(&self) -> usize {
+        let values = |v: &[Vec<u8>]| v.iter().map(|b| b.len() + 4).sum::<usize>();
+        match self {
+            Entry::Lww { seen, value, .. } => {
+                24 + seen.len() * 20
+                    + value
+                        .as_ref()
+                        .map_or(0, |v| v.bytes.len() + 4 + values(&v.index_values))
+            }
+            Entry::Counter { counts } => 4 + counts.len() * 30,
+            Entry::OrSet { clock, values: vs } => {
+                4 + clock.len() * 20
+                    + vs.iter()
+                        .map(|(v, e)| v.len() + 8 + e.dots.len() * 20 + values(&e.index_values))
+                        .sum::<usize>()
+            }
+        }
+    }
+
     /// The records the key holds: value and index values, in value order.
     pub(crate) fn records(&self) -> Vec<(Vec<u8>, Vec<Vec<u8>>)> {
         match self {

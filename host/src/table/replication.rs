@@ -128,17 +128,17 @@ pub enum TableRequest {
         /// The sender's digest total.
         total: u64,
     },
-    /// A conflict-free table: the sender's entries of the buckets that
-    /// differ; the answer is this replica's.
-    ApExchange {
+    /// A conflict-free table: the sender's keys and entry hashes of the
+    /// buckets that differ; the answer is what differs.
+    ApKeys {
         /// The table.
         table: String,
         /// Its id.
         id: u64,
-        /// The buckets that differ.
+        /// Whole buckets.
         buckets: Vec<u32>,
-        /// The sender's entries in them.
-        entries: Vec<Keyed>,
+        /// The sender's keys in them, with their entries' hashes.
+        hashes: Vec<(Vec<u8>, u64)>,
     },
     /// A conflict-free table, from a node without a replica: write this
     /// batch here.
@@ -178,12 +178,13 @@ pub enum TableReply {
     ApSynced,
     /// To `ApSync`: they differ; this replica's buckets.
     ApBuckets(Vec<u64>),
-    /// To `ApExchange`: this replica's entries of those buckets.
-    ApEntries {
-        /// The entries.
+    /// To `ApKeys`: this replica's entries the sender lacks or holds
+    /// otherwise, and the keys it wants the sender's entries of.
+    ApDiff {
+        /// This replica's entries.
         entries: Vec<Keyed>,
-        /// Whether all of them are there (else the rest next round).
-        complete: bool,
+        /// The keys whose entries it wants.
+        wanted: Vec<Vec<u8>>,
     },
     /// To `ApWrite`.
     Written(Reply),
@@ -974,7 +975,7 @@ impl Replication {
             TableRequest::Read(request) => Ok(TableReply::Read(self.read(request, false).await)),
             request @ (TableRequest::ApPush { .. }
             | TableRequest::ApSync { .. }
-            | TableRequest::ApExchange { .. }
+            | TableRequest::ApKeys { .. }
             | TableRequest::ApWrite { .. }) => self.serve_ap(request),
             TableRequest::Probe { table, id } => {
                 let group = self.group_with(&table, id).ok();

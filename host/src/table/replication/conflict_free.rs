@@ -154,29 +154,54 @@ impl Replication {
                     id: ap.id,
                     entries: chunk,
                 };
-                for peer in self.peers_of(&entry) {
-                    let (client, ap, request) = (self.client.clone(), ap.clone(), request.clone());
-                    let timeout = self.quorum_timeout;
-                    // Each on its own: a peer cut off does not hold up the
-                    // others (what it misses, anti-entropy brings).
-                    tokio::spawn(async move {
-                        if let Ok(TableReply::ApMerged) =
-                            client.call_within(&peer, timeout, &request).await
-                        {
-                            ap.heard(&peer);
+                // To every peer at once, and the next push after these
+                // (writes meanwhile gather in the outbox). A peer that
+                // does not answer soon is left to anti-entropy.
+                let sends: Vec<_> = self
+                    .peers_of(&entry)
+                    .into_iter()
+                    .filter(|peer| {
+                        if !ap.has_missed(peer) {
+                            return true;
                         }
-                    });
+                        if let TableRequest::ApPush { entries, .. } = &request {
+                            ap.missed(peer, entries.clone());
+                        }
+                        false
+                    })
+                    .map(|peer| {
+                        let (client, ap, request) =
+                            (self.client.clone(), ap.clone(), request.clone());
+                        let timeout = self.sync_every;
+                        tokio::spawn(async move {
+                            match client.call_within(&peer, timeout, &request).await {
+                                Ok(TableReply::ApMerged) => ap.heard(&peer),
+                                // Sent when it answers again.
+                                _ => {
+                                    if let TableRequest::ApPush { entries, .. } = request {
+                                        ap.missed(&peer, entries);
+                                    }
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                for send in sends {
+                    let _ = send.await;
                 }
             }
         }
     }
 
-    /// How many encoded bytes of entries one message carries, at most.
+    /// How many encoded bytes of entries one message carries, at most:
+    /// a quarter of a frame, and 1 MiB (a round of anti-entropy stays
+    /// short on a busy node).
     fn entries_bytes_max(&self) -> usize {
-        self.dist
+        let frame = self
+            .dist
             .upgrade()
-            .map_or(16 << 20, |d| d.config().frame_bytes_max as usize)
-            / 4
+            .map_or(16 << 20, |d| d.config().frame_bytes_max as usize);
+        (frame / 4).min(1 << 20)
     }
 
     /// `entries` in messages of at most `entries_bytes_max`.
@@ -185,7 +210,7 @@ impl Replication {
         let mut chunks = vec![Vec::new()];
         let mut bytes = 0;
         for (key, entry) in entries {
-            let size = key.len() + molt_abi::codec::encode(&entry).len() + 16;
+            let size = key.len() + entry.approx_bytes() + 8;
             if bytes + size > max && !chunks.last().is_some_and(Vec::is_empty) {
                 chunks.push(Vec::new());
                 bytes = 0;
@@ -217,30 +242,83 @@ impl Replication {
                     continue;
                 };
                 for peer in self.peers_of(&entry) {
+                    if ap.has_missed(&peer) && ap.syncing(&format!("missed {peer}")) {
+                        let (me, ap, peer) = (self.clone(), ap.clone(), peer.clone());
+                        tokio::spawn(async move {
+                            if let Err(e) = me.send_missed(&ap, &peer).await {
+                                tracing::debug!(table = %ap.table, %peer, "a push again: {e}");
+                            }
+                            ap.synced(&format!("missed {peer}"));
+                        });
+                    }
+                    if !ap.syncing(&peer) {
+                        continue;
+                    }
                     let (me, ap) = (self.clone(), ap.clone());
                     tokio::spawn(async move {
-                        // A round that could not send everything goes on
-                        // at once (a few times), not a period later.
-                        for _ in 0..8 {
+                        // A round that could not swap everything goes on
+                        // at once, not a period later.
+                        loop {
                             match me.sync_with(&ap, &peer).await {
-                                Ok(true) => return,
-                                Ok(false) => continue,
+                                Ok(true) => break,
+                                Ok(false) if me.current(&ap) => continue,
+                                Ok(false) => break,
                                 Err(e) => {
                                     tracing::debug!(table = %ap.table, %peer, "anti-entropy: {e}");
-                                    return;
+                                    break;
                                 }
                             }
                         }
+                        ap.synced(&peer);
                     });
                 }
             }
         }
     }
 
+    /// Send `peer` what pushes did not deliver (kept again if it does
+    /// not answer).
+    async fn send_missed(&self, ap: &ApReplica, peer: &str) -> Result<(), String> {
+        let missed = ap.take_missed(peer);
+        if missed.is_empty() {
+            return Ok(());
+        }
+        let mut chunks = self.chunks(missed).into_iter();
+        while let Some(chunk) = chunks.next() {
+            let request = TableRequest::ApPush {
+                table: ap.table.clone(),
+                id: ap.id,
+                entries: chunk,
+            };
+            // Short: a peer still cut off must not hold up the push after
+            // the heal (a failed one is kept and tried again).
+            let timeout = self.sync_every.max(Duration::from_millis(100)) * 2;
+            match self.client.call_within(peer, timeout, &request).await {
+                Ok(TableReply::ApMerged) => ap.heard(peer),
+                other => {
+                    if let TableRequest::ApPush { entries, .. } = request {
+                        ap.missed(peer, entries);
+                    }
+                    for rest in chunks {
+                        ap.missed(peer, rest);
+                    }
+                    return Err(match other {
+                        Err(e) => e.to_string(),
+                        Ok(reply) => format!("a wrong reply to a push: {reply:?}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// One round of anti-entropy with `peer`: whether it swapped
     /// everything that differed.
     async fn sync_with(&self, ap: &ApReplica, peer: &str) -> Result<bool, String> {
-        let timeout = self.quorum_timeout;
+        // A peer that answers at all answers a digest at once: a round
+        // waiting on one that is cut off must not hold up the round after
+        // the heal.
+        let timeout = self.sync_every.max(Duration::from_millis(100));
         let request = TableRequest::ApSync {
             table: ap.table.clone(),
             id: ap.id,
@@ -267,21 +345,47 @@ impl Replication {
         if differ.is_empty() {
             return Ok(true);
         }
-        let (entries, mine_complete) = ap.entries_in(&differ, self.entries_bytes_max());
-        let request = TableRequest::ApExchange {
+        // Whole buckets' keys and hashes, as many as fit: they agree
+        // after this round, so the next takes the next ones.
+        let (hashes, covered) = ap.hashes_in(&differ, self.entries_bytes_max());
+        let complete = covered.len() == differ.len();
+        let request = TableRequest::ApKeys {
             table: ap.table.clone(),
             id: ap.id,
-            buckets: differ,
-            entries,
+            buckets: covered,
+            hashes,
         };
-        match self.client.call_within(peer, timeout, &request).await {
-            Ok(TableReply::ApEntries { entries, complete }) => {
-                ap.merge(entries, self.key_bytes_max());
-                Ok(mine_complete && complete)
+        let (theirs, wanted) = match self
+            .client
+            .call_within(peer, self.quorum_timeout, &request)
+            .await
+        {
+            Ok(TableReply::ApDiff { entries, wanted }) => (entries, wanted),
+            Ok(other) => return Err(format!("a wrong reply to a key exchange: {other:?}")),
+            Err(e) => return Err(e.to_string()),
+        };
+        ap.merge(theirs, self.key_bytes_max());
+        let mine = ap.entries_of(&wanted);
+        for chunk in self.chunks(mine) {
+            if chunk.is_empty() {
+                continue;
             }
-            Ok(other) => Err(format!("a wrong reply to an exchange: {other:?}")),
-            Err(e) => Err(e.to_string()),
+            let request = TableRequest::ApPush {
+                table: ap.table.clone(),
+                id: ap.id,
+                entries: chunk,
+            };
+            match self
+                .client
+                .call_within(peer, self.quorum_timeout, &request)
+                .await
+            {
+                Ok(TableReply::ApMerged) => {}
+                Ok(other) => return Err(format!("a wrong reply to a push: {other:?}")),
+                Err(e) => return Err(e.to_string()),
+            }
         }
+        Ok(complete)
     }
 
     fn key_bytes_max(&self) -> usize {
@@ -305,21 +409,15 @@ impl Replication {
                     false => TableReply::ApBuckets(ap.buckets()),
                 })
             }
-            TableRequest::ApExchange {
+            TableRequest::ApKeys {
                 table,
                 id,
                 buckets,
-                entries,
+                hashes,
             } => {
                 let ap = self.ap_with(&table, id)?;
-                // Ours first, as they were: theirs merged after would
-                // only send back what they just sent.
-                let (mine, complete) = ap.entries_in(&buckets, self.entries_bytes_max());
-                ap.merge(entries, self.key_bytes_max());
-                Ok(TableReply::ApEntries {
-                    entries: mine,
-                    complete,
-                })
+                let (entries, wanted) = ap.differences(&buckets, hashes);
+                Ok(TableReply::ApDiff { entries, wanted })
             }
             TableRequest::ApWrite { table, batch } => {
                 Ok(TableReply::Written(match self.ap(&table) {
