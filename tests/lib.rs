@@ -60,6 +60,7 @@ pub const GUESTS: &[&str] = &[
     "otp-task",
     "singleton",
     "cart",
+    "presence",
 ];
 
 /// Guests that are later versions of a module another guest provides

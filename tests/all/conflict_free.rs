@@ -811,3 +811,59 @@ async fn the_cli_creates_a_counter_and_adds_to_it_on_two_nodes() {
         n.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_presence_example_marks_users_online_on_both_sides_of_a_partition() {
+    use molt_tests::demo_wire::cart_key as string_key;
+
+    let dir = TempDir::new("conflict-free-presence");
+    let nodes = three(&dir, LogMode::Ram).await;
+    let all: Vec<&Member> = nodes.iter().collect();
+    let run = async |m: &Member, words: &[&str]| {
+        let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        let mut me = m.node.mailbox().unwrap();
+        molt_tests::run_to_exit(&mut me, "presence", molt_abi::codec::encode(&words)).await
+    };
+    assert_eq!(run(&nodes[0], &["setup"]).await, "normal");
+    // Any node may run it again.
+    assert_eq!(run(&nodes[1], &["setup"]).await, "normal");
+    wait_for("presence on every node", || {
+        nodes
+            .iter()
+            .all(|m| m.node.tables().replica_status("presence").is_some())
+    })
+    .await;
+    let told: Vec<Told> = nodes.iter().map(|m| listen(m, "presence")).collect();
+    for other in [0, 1] {
+        cut(&nodes, 2, other, LinkFaults::CUT);
+    }
+    // Both sides take their marks at once.
+    assert_eq!(run(&nodes[0], &["online", "ann"]).await, "normal");
+    assert_eq!(run(&nodes[2], &["online", "ann"]).await, "normal");
+    assert_eq!(run(&nodes[2], &["online", "bob"]).await, "normal");
+    assert_eq!(run(&nodes[2], &["who"]).await, "normal");
+    for n in &nodes {
+        n.dist.nemesis().heal_all();
+    }
+    let presence = converged(&all, "presence").await;
+    let users: Vec<Vec<u8>> = presence.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(users, vec![string_key("ann"), string_key("bob")]);
+    let visits = converged(&all, "visits").await;
+    assert_eq!(visits[0].1, vec![count(3)], "every visit counted once");
+    // ann was marked on both sides at once: a replica that merged the
+    // two marks tells its subscribers which one it kept.
+    wait_for("ann's conflict told", || {
+        told.iter().any(|t| {
+            t.lock().unwrap().iter().any(
+                |(_, c)| matches!(c, Change::Conflict { key, .. } if *key == string_key("ann")),
+            )
+        })
+    })
+    .await;
+    assert_eq!(run(&nodes[1], &["offline", "bob"]).await, "normal");
+    let presence = converged(&all, "presence").await;
+    assert_eq!(presence.len(), 1);
+    for n in nodes {
+        n.stop().await;
+    }
+}
