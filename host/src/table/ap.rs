@@ -27,14 +27,6 @@ use super::state::op_key;
 /// Digest buckets: a key's bucket is its hash modulo this.
 pub(crate) const BUCKETS: usize = 1024;
 
-/// Entries written here and not yet pushed, at most (beyond, the oldest
-/// are left to anti-entropy).
-pub(crate) const OUTBOX_MAX: usize = 100_000;
-
-/// Entries kept for a replica that a push did not reach, at most (it is
-/// sent them once it answers again; beyond, anti-entropy finds them).
-pub(crate) const BACKLOG_MAX: usize = 100_000;
-
 /// A key and its state, as replicas swap them.
 pub(crate) type Keyed = (Vec<u8>, Entry);
 
@@ -62,6 +54,9 @@ pub(crate) struct ApReplica {
     clock: uhlc::HLC,
     handle: ReplicaHandle,
     records_max: u64,
+    /// Entries to push, and per peer entries a push missed, at most
+    /// (`conflict_free_pending_max`; beyond, anti-entropy brings them).
+    pending_max: usize,
     state: Mutex<State>,
     /// Entries to push, by key (the newest state of each).
     outbox: Mutex<BTreeMap<Vec<u8>, Entry>>,
@@ -150,6 +145,7 @@ impl ApReplica {
         origin: Origin,
         handle: ReplicaHandle,
         records_max: u64,
+        pending_max: usize,
     ) -> ApReplica {
         let kind = handle.schema().kind;
         let clock = uhlc::HLCBuilder::new()
@@ -163,6 +159,7 @@ impl ApReplica {
             clock,
             handle,
             records_max,
+            pending_max,
             state: Mutex::new(State {
                 entries: vec![std::collections::HashMap::new(); BUCKETS],
                 len: 0,
@@ -302,7 +299,7 @@ impl ApReplica {
         if !written.is_empty() {
             let mut outbox = self.outbox.lock().expect("outbox poisoned");
             for (key, entry) in written {
-                if outbox.len() >= OUTBOX_MAX && !outbox.contains_key(&key) {
+                if outbox.len() >= self.pending_max && !outbox.contains_key(&key) {
                     // Anti-entropy brings it over.
                     continue;
                 }
@@ -442,12 +439,12 @@ impl ApReplica {
     }
 
     /// Keep `entries` for `peer`, which a push did not reach (up to
-    /// [`BACKLOG_MAX`]; the rest anti-entropy finds).
+    /// `pending_max`; the rest anti-entropy finds).
     pub(crate) fn missed(&self, peer: &str, entries: Vec<Keyed>) {
         let mut backlog = self.backlog.lock().expect("backlog poisoned");
         let kept = backlog.entry(peer.to_string()).or_default();
         for (key, entry) in entries {
-            if kept.len() < BACKLOG_MAX || kept.contains_key(&key) {
+            if kept.len() < self.pending_max || kept.contains_key(&key) {
                 kept.insert(key, entry);
             }
         }

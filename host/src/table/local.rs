@@ -28,6 +28,10 @@ pub struct TablesLimits {
     /// Most bytes of rows in one read's reply (`reply_bytes_max`): a read
     /// past it stops early and says there is more.
     pub reply_bytes_max: usize,
+    /// Most entries a conflict-free table's replica holds to push, and,
+    /// per other replica, holds that a push missed
+    /// (`conflict_free_pending_max`); past it, anti-entropy brings them.
+    pub conflict_free_pending_max: usize,
     /// Each table's own limits.
     pub table: TableLimits,
 }
@@ -41,6 +45,7 @@ impl Default for TablesLimits {
             name_bytes_max: 255,
             request_bytes_max: table.batch_bytes_max + (1 << 20),
             reply_bytes_max: 4 << 20,
+            conflict_free_pending_max: 100_000,
             table,
         }
     }

@@ -88,13 +88,14 @@ impl Replication {
                 indexes: spec.indexes.clone(),
             })
             .map_err(|e| e.to_string())?;
-        let records_max = inner.tables.limits().table.records_max;
+        let limits = inner.tables.limits();
         let ap = Arc::new(ApReplica::new(
             spec.name.clone(),
             entry.id,
             random_id(),
             handle,
-            records_max,
+            limits.table.records_max,
+            limits.conflict_free_pending_max,
         ));
         self.aps
             .lock()
