@@ -835,6 +835,20 @@ fn a_2_1_partition_leaves_the_majority_working_and_heals_without_help() {
         let (ok, text) = net.cli(0, &["table", "put", "ledger", "before", "first"]);
         if ok { Ok(()) } else { Err(text) }
     });
+    // And a conflict-free counter on all three.
+    let (ok, text) = net.cli(
+        0,
+        &[
+            "table",
+            "create",
+            "hits",
+            "--kind",
+            "counter",
+            "--replica",
+            "all",
+        ],
+    );
+    assert!(ok, "{text}");
     // The coordination leader's node, where the singleton leads too, is
     // the one cut off.
     let term = net.three_singletons(minority);
@@ -918,6 +932,12 @@ fn a_2_1_partition_leaves_the_majority_working_and_heals_without_help() {
         ok && stale.contains("\"first\"") && stale.contains("may be stale"),
         "{stale}"
     );
+    // The conflict-free counter takes adds on both sides at once.
+    let (ok, text) = net.cli(minority, &["table", "add", "hits", "home", "7"]);
+    assert!(ok && text.contains("\"home\": 7"), "minority add: {text}");
+    let (ok, text) = net.cli(majority[0], &["table", "add", "hits", "home", "5"]);
+    assert!(ok, "majority add: {text}");
+    net.note("the counter took an add on each side of the partition");
 
     // The minority cannot: a registration there fails with no quorum,
     // in bounded time.
@@ -1006,6 +1026,18 @@ fn a_2_1_partition_leaves_the_majority_working_and_heals_without_help() {
         }
     });
     net.note("the old minority's replica holds the majority's table write");
+    // The counter's replicas converged: both adds, on every node.
+    for node in 0..3 {
+        net.wait("both sides' adds counted on every node", |net| {
+            let (ok, text) = net.cli(node, &["table", "add", "hits", "home", "0"]);
+            if ok && text.contains("\"home\": 12") {
+                Ok(())
+            } else {
+                Err(text)
+            }
+        });
+    }
+    net.note("every node counts 12: both sides' adds, once each");
     // The cut-off singleton never led again.
     let log = net.nodes[minority].log_text();
     let after = log.split_once(lost.as_str()).map_or("", |(_, rest)| rest);
