@@ -388,7 +388,7 @@ async fn conflict_free_tables_refuse_what_they_cannot_do_and_serve_nodes_without
         })
     ));
     let mut disc = ap_spec("d", Kind::OrSet, &[a]);
-    disc.replicas[0].copy = Copy::Disc;
+    disc.replicas[0].copy = Copy::DiscOnly;
     assert!(matches!(
         a.node.table(Request::Create(disc)).await,
         Reply::Error(Error::Unsupported(_))
@@ -865,5 +865,91 @@ async fn the_presence_example_marks_users_online_on_both_sides_of_a_partition() 
     assert_eq!(presence.len(), 1);
     for n in nodes {
         n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disc_replicas_of_a_conflict_free_table_are_intact_after_a_full_restart() {
+    let dir = TempDir::new("conflict-free-restart");
+    let nodes = three(&dir, LogMode::Disc).await;
+    let all: Vec<&Member> = nodes.iter().collect();
+    let mut kept = ap_spec("kept", Kind::Counter, &all);
+    for r in &mut kept.replicas {
+        r.copy = Copy::Disc;
+    }
+    for spec in [kept, ap_spec("cache", Kind::Counter, &all)] {
+        assert_eq!(
+            nodes[0].node.table(Request::Create(spec)).await,
+            Reply::Done
+        );
+    }
+    wait_for("both tables on every node", || {
+        nodes.iter().all(|m| {
+            ["kept", "cache"]
+                .iter()
+                .all(|t| m.node.tables().replica_status(t).is_some())
+        })
+    })
+    .await;
+    assert!(
+        nodes[1]
+            .node
+            .tables()
+            .replica_status("kept")
+            .is_some_and(|s| s.disc)
+    );
+    for table in ["kept", "cache"] {
+        committed(nodes[0].node.table(write(table, add("n", 5))).await, "add");
+        committed(nodes[1].node.table(write(table, add("n", 7))).await, "add");
+        assert_eq!(converged(&all, table).await, rows(&[("n", &[&count(12)])]));
+    }
+    drop(all);
+    for m in nodes {
+        m.stop().await;
+    }
+    // The whole cluster restarts (its coordination log is on disc, so the
+    // tables are still defined).
+    let mut nodes = Vec::new();
+    for name in ["a", "b", "c"] {
+        let (node, dist) = molt_tests::dist_node(name).await;
+        let join = nodes
+            .first()
+            .map(|m: &Member| molt_tests::address_of(&m.dist));
+        let config = crate::coord::config(&dir, name, LogMode::Disc);
+        let coord = molt_host::cluster::Coordination::start(&node, &dist, config, join.as_deref())
+            .await
+            .unwrap_or_else(|e| panic!("{name} starts again: {e}"));
+        nodes.push(Member { node, dist, coord });
+    }
+    wait_for("both tables on every node again", || {
+        nodes.iter().all(|m| {
+            ["kept", "cache"]
+                .iter()
+                .all(|t| m.node.tables().replica_status(t).is_some())
+        })
+    })
+    .await;
+    let all: Vec<&Member> = nodes.iter().collect();
+    // disc: every replica loaded its count; ram: empty, and usable.
+    for m in &all {
+        let (rows_here, _) = dump(m, "kept").await;
+        assert_eq!(
+            rows_here,
+            rows(&[("n", &[&count(12)])]),
+            "{}",
+            m.dist.name()
+        );
+    }
+    assert_eq!(converged(&all, "cache").await, Vec::new());
+    committed(nodes[2].node.table(write("kept", add("n", 1))).await, "add");
+    committed(
+        nodes[2].node.table(write("cache", add("n", 1))).await,
+        "add",
+    );
+    assert_eq!(converged(&all, "kept").await, rows(&[("n", &[&count(13)])]));
+    assert_eq!(converged(&all, "cache").await, rows(&[("n", &[&count(1)])]));
+    drop(all);
+    for m in nodes {
+        m.stop().await;
     }
 }

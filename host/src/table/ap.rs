@@ -21,8 +21,13 @@ use std::time::{Duration, Instant};
 use molt_abi::table::{Abort, Batch, Change, Error, Kind, Op};
 
 use super::crdt::{Entry, Origin, Value, fnv};
+use super::disc::{DiscFile, Persist};
 use super::local::ReplicaHandle;
-use super::state::op_key;
+use super::state::{Record, op_key};
+
+/// Told once a write on a `disc` replica is durable, or why it could not
+/// be.
+pub(crate) type Durable = tokio::sync::oneshot::Receiver<Result<(), String>>;
 
 /// Digest buckets: a key's bucket is its hash modulo this.
 pub(crate) const BUCKETS: usize = 1024;
@@ -66,6 +71,8 @@ pub(crate) struct ApReplica {
     heard: Mutex<BTreeMap<String, Instant>>,
     /// Per other replica's node, entries a push did not deliver.
     backlog: Mutex<BTreeMap<String, BTreeMap<Vec<u8>, Entry>>>,
+    /// A `disc` replica's file: each key's entry as a row.
+    disc: Mutex<Option<DiscFile>>,
     /// Peers a round of anti-entropy runs with now.
     syncing: Mutex<std::collections::BTreeSet<String>>,
 }
@@ -170,6 +177,7 @@ impl ApReplica {
             pushed: tokio::sync::Notify::new(),
             heard: Mutex::default(),
             syncing: Mutex::default(),
+            disc: Mutex::default(),
             backlog: Mutex::default(),
         }
     }
@@ -190,7 +198,13 @@ impl ApReplica {
     /// Make `batch`'s writes here: the table's index after them. A
     /// conflict-free table takes no conditions; a counter takes only
     /// `Add`, other kinds all but `Add`.
-    pub(crate) fn write(&self, batch: Batch) -> Result<u64, Error> {
+    pub(crate) fn write(&self, batch: Batch) -> Result<(u64, Option<Durable>), Error> {
+        if let Some(why) = self.disc_failed() {
+            return Err(Error::Unavailable {
+                table: self.table.clone(),
+                why,
+            });
+        }
         if !batch.conditions.is_empty() {
             return Err(Error::BadRequest(format!(
                 "table {} is conflict-free: its replicas take writes apart, so a write has no conditions (use a set table for transactions)",
@@ -295,6 +309,7 @@ impl ApReplica {
             .handle
             .apply_merged(ops, Vec::new())
             .unwrap_or_else(|| self.handle.applied());
+        let durable = self.persist(index, &written);
         drop(state);
         if !written.is_empty() {
             let mut outbox = self.outbox.lock().expect("outbox poisoned");
@@ -308,7 +323,70 @@ impl ApReplica {
             drop(outbox);
             self.pushed.notify_one();
         }
-        Ok(index)
+        Ok((index, durable))
+    }
+
+    /// Queue `changed` for the file of a `disc` replica, at `index`
+    /// (under the state's lock, so the file sees changes in order).
+    fn persist(&self, index: u64, changed: &[Keyed]) -> Option<Durable> {
+        let disc = self.disc.lock().expect("disc poisoned");
+        let disc = disc.as_ref()?;
+        if changed.is_empty() {
+            return None;
+        }
+        let rows = changed
+            .iter()
+            .map(|(key, entry)| {
+                let record = Record {
+                    value: molt_abi::codec::encode(entry),
+                    version: index,
+                    index_values: Vec::new(),
+                };
+                (key.clone(), Some((index, vec![record])))
+            })
+            .collect();
+        let (done, durable) = tokio::sync::oneshot::channel();
+        disc.persist(Persist {
+            applied: index,
+            rows,
+            fences: Vec::new(),
+            replace: false,
+            done,
+        });
+        Some(durable)
+    }
+
+    /// Why a `disc` replica's file can no longer be written, if so.
+    pub(crate) fn disc_failed(&self) -> Option<String> {
+        self.disc
+            .lock()
+            .expect("disc poisoned")
+            .as_ref()
+            .and_then(DiscFile::failed)
+    }
+
+    /// Whether this replica keeps a file.
+    pub(crate) fn is_disc(&self) -> bool {
+        self.disc.lock().expect("disc poisoned").is_some()
+    }
+
+    /// Keep this replica in `file` from now on: every entry is written to
+    /// it first.
+    pub(crate) fn attach(&self, file: DiscFile) {
+        let state = self.state.lock().expect("replica state poisoned");
+        let all: Vec<Keyed> = state
+            .entries
+            .iter()
+            .flat_map(|m| m.iter().map(|(k, (e, _))| (k.clone(), e.clone())))
+            .collect();
+        *self.disc.lock().expect("disc poisoned") = Some(file);
+        let _ = self.persist(self.handle.applied(), &all);
+    }
+
+    /// Stop keeping this replica in a file: the file, to remove or close.
+    pub(crate) fn detach(&self) -> Option<DiscFile> {
+        let _state = self.state.lock().expect("replica state poisoned");
+        self.disc.lock().expect("disc poisoned").take()
     }
 
     /// Merge entries from another replica: how many keys changed here.
@@ -317,7 +395,7 @@ impl ApReplica {
         let mut state = self.state.lock().expect("replica state poisoned");
         let mut ops = Vec::new();
         let mut conflicts = Vec::new();
-        let mut changed = 0;
+        let mut changed = Vec::new();
         for (key, theirs) in entries {
             let same_kind = matches!(
                 (&theirs, self.kind),
@@ -351,12 +429,18 @@ impl ApReplica {
                 }
             };
             if let Some(merged) = merged {
-                changed += 1;
-                ops.extend(state.set(self.kind, key, merged));
+                ops.extend(state.set(self.kind, key.clone(), merged.clone()));
+                changed.push((key, merged));
             }
         }
-        self.handle.apply_merged(ops, conflicts);
-        changed
+        let index = self
+            .handle
+            .apply_merged(ops, conflicts)
+            .unwrap_or_else(|| self.handle.applied());
+        // Not waited for: a merge arrives again by anti-entropy if the
+        // file loses it.
+        let _ = self.persist(index, &changed);
+        changed.len()
     }
 
     /// The digest's total (equal totals: equal tables, but for a hash

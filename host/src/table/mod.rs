@@ -11,7 +11,7 @@
 mod ap;
 pub mod backup;
 mod crdt;
-mod disc;
+pub(crate) mod disc;
 mod group;
 pub mod local;
 pub(crate) mod replication;

@@ -387,7 +387,7 @@ impl Replication {
         for group in groups {
             group.stop().await;
         }
-        self.aps.lock().expect("replicas poisoned").clear();
+        self.close_ap().await;
     }
 
     fn coordination(&self) -> Option<Coordination> {
@@ -976,7 +976,7 @@ impl Replication {
             request @ (TableRequest::ApPush { .. }
             | TableRequest::ApSync { .. }
             | TableRequest::ApKeys { .. }
-            | TableRequest::ApWrite { .. }) => self.serve_ap(request),
+            | TableRequest::ApWrite { .. }) => self.serve_ap(request).await,
             TableRequest::Probe { table, id } => {
                 let group = self.group_with(&table, id).ok();
                 Ok(TableReply::Probed {

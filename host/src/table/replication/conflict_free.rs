@@ -11,7 +11,8 @@ use molt_abi::table::{Batch, Copy, Error, Reply};
 
 use super::{Replication, TableReply, TableRequest, TableServiceError, random_id};
 use crate::cluster::TableEntry;
-use crate::table::ap::{ApReplica, BUCKETS, Keyed};
+use crate::table::ap::{ApReplica, BUCKETS, Durable, Keyed};
+use crate::table::disc::DiscFile;
 use crate::table::state::Schema;
 
 impl Replication {
@@ -64,14 +65,63 @@ impl Replication {
             self.end_ap(&ap, entries.get(&ap.table));
         }
         for entry in entries.values() {
-            if entry.spec.kind.conflict_free()
-                && self.replicates(entry)
-                && self.ap(&entry.spec.name).is_none()
-                && let Err(why) = self.begin_ap(entry)
-            {
-                tracing::error!(table = %entry.spec.name, "cannot start this node's replica: {why}");
+            if !entry.spec.kind.conflict_free() || !self.replicates(entry) {
+                continue;
+            }
+            match self.ap(&entry.spec.name) {
+                None => {
+                    if let Err(why) = self.begin_ap(entry) {
+                        tracing::error!(table = %entry.spec.name, "cannot start this node's replica: {why}");
+                    }
+                }
+                Some(ap) => {
+                    let disc = self.copy_of(entry) == Some(Copy::Disc);
+                    if disc != ap.is_disc()
+                        && let Err(why) = self.recopy_ap(&ap, entry, disc)
+                    {
+                        tracing::error!(table = %entry.spec.name, "cannot change this node's copy type: {why}");
+                    }
+                }
             }
         }
+    }
+
+    /// Where a `disc` replica of conflict-free `entry`'s table keeps its
+    /// file: `<coordination data dir>/tables/ap/<table id>/`.
+    fn ap_dir(&self, id: u64) -> std::path::PathBuf {
+        self.raft_dir
+            .parent()
+            .unwrap_or(&self.raft_dir)
+            .join("ap")
+            .join(id.to_string())
+    }
+
+    /// The file of a `disc` replica of `table` (id `id`): made empty.
+    fn new_ap_file(&self, table: &str, id: u64) -> Result<DiscFile, String> {
+        let schema = Schema {
+            name: table.to_string(),
+            kind: molt_abi::table::Kind::Set,
+            indexes: Vec::new(),
+        };
+        let dir = self.ap_dir(id);
+        let path = crate::table::disc::path_for(&dir, table);
+        if path.exists() {
+            std::fs::remove_file(&path)
+                .map_err(|e| format!("cannot replace {}: {e}", path.display()))?;
+        }
+        DiscFile::create(&dir, &schema)
+    }
+
+    /// Change how this node keeps its replica: to `disc` (every entry
+    /// written to a new file), or to `ram` (its file removed).
+    fn recopy_ap(&self, ap: &Arc<ApReplica>, entry: &TableEntry, disc: bool) -> Result<(), String> {
+        if disc {
+            ap.attach(self.new_ap_file(&ap.table, entry.id)?);
+        } else if let Some(file) = ap.detach() {
+            tokio::spawn(async move { file.remove().await });
+        }
+        tracing::info!(table = %ap.table, disc, "this node's conflict-free replica changed its copy type");
+        Ok(())
     }
 
     /// Start this node's replica of conflict-free `entry`, empty: the
@@ -97,6 +147,48 @@ impl Replication {
             limits.table.records_max,
             limits.conflict_free_pending_max,
         ));
+        if self.copy_of(entry) == Some(Copy::Disc) {
+            let path = crate::table::disc::path_for(&self.ap_dir(entry.id), &spec.name);
+            let file = if path.exists() {
+                // What this replica held before its node restarted.
+                let (stored, file) = DiscFile::open(&path)?;
+                let entries: Result<Vec<Keyed>, String> = stored
+                    .range(&[], None, usize::MAX)
+                    .into_iter()
+                    .filter_map(|(key, records)| records.first().map(|r| (key, r)))
+                    .map(|(key, record)| {
+                        molt_abi::codec::decode(&record.value)
+                            .map(|entry| (key.to_vec(), entry))
+                            .map_err(|e| {
+                                format!(
+                                    "{}: the entry of key {key:?} does not decode ({e})",
+                                    path.display()
+                                )
+                            })
+                    })
+                    .collect();
+                match entries {
+                    Ok(entries) => {
+                        tracing::info!(table = %spec.name, keys = entries.len(), "this node's conflict-free replica loaded its file");
+                        ap.merge(entries, usize::MAX);
+                    }
+                    Err(why) => {
+                        local.remove_replica(&spec.name);
+                        return Err(why);
+                    }
+                }
+                file
+            } else {
+                match self.new_ap_file(&spec.name, entry.id) {
+                    Ok(file) => file,
+                    Err(why) => {
+                        local.remove_replica(&spec.name);
+                        return Err(why);
+                    }
+                }
+            };
+            ap.attach(file);
+        }
         self.aps
             .lock()
             .expect("replicas poisoned")
@@ -120,6 +212,9 @@ impl Replication {
                 .map_or(0, |i| i.applied);
             inner.tables.ended(&inner, &ap.table, last, reason);
             inner.tables.local().remove_replica(&ap.table);
+        }
+        if let Some(file) = ap.detach() {
+            tokio::spawn(async move { file.remove().await });
         }
         // Its pusher ends with it.
         ap.pushed.notify_one();
@@ -396,7 +491,10 @@ impl Replication {
     }
 
     /// Answer the table service's requests for conflict-free tables.
-    pub(super) fn serve_ap(&self, request: TableRequest) -> Result<TableReply, TableServiceError> {
+    pub(super) async fn serve_ap(
+        &self,
+        request: TableRequest,
+    ) -> Result<TableReply, TableServiceError> {
         match request {
             TableRequest::ApPush { table, id, entries } => {
                 self.ap_with(&table, id)?
@@ -422,10 +520,10 @@ impl Replication {
             }
             TableRequest::ApWrite { table, batch } => {
                 Ok(TableReply::Written(match self.ap(&table) {
-                    Some(ap) => match ap.write(batch) {
-                        Ok(index) => Reply::Committed(vec![index]),
-                        Err(e) => Reply::Error(e),
-                    },
+                    Some(ap) => {
+                        let written = ap.write(batch);
+                        answered(&table, written).await
+                    }
                     None => Reply::Error(Error::Unavailable {
                         table,
                         why: "this node keeps no replica of it".into(),
@@ -442,10 +540,8 @@ impl Replication {
     /// on the first other replica that takes it.
     pub(super) async fn ap_write(&self, table: String, batch: Batch) -> Reply {
         if let Some(ap) = self.ap(&table) {
-            return match ap.write(batch) {
-                Ok(index) => Reply::Committed(vec![index]),
-                Err(e) => Reply::Error(e),
-            };
+            let written = ap.write(batch);
+            return answered(&table, written).await;
         }
         let Some(entry) = self.entry(&table) else {
             return Reply::Error(Error::NoTable(table));
@@ -514,17 +610,55 @@ impl Replication {
                 .and_then(|n| n.inner().tables.local().info(&ap.table).ok())
                 .map_or(0, |i| i.applied),
             stale: self.ap_stale(ap),
-            disc: false,
+            disc: ap.is_disc(),
         }
     }
 
     /// Whether `copy` is one a conflict-free table's replica can be.
     pub(super) fn ap_copy(copy: Copy) -> Result<(), Error> {
         match copy {
-            Copy::Ram => Ok(()),
-            _ => Err(Error::Unsupported(
-                "disc copies of a conflict-free table (its replicas are ram; one that restarts is filled again by the others)".into(),
+            Copy::Ram | Copy::Disc => Ok(()),
+            Copy::DiscOnly => Err(Error::Unsupported(
+                "disc_only copies (use disc: the table in memory, each entry written to disc)"
+                    .into(),
             )),
         }
+    }
+
+    /// Close the files of this node's `disc` replicas (at shutdown).
+    pub(super) async fn close_ap(&self) {
+        let aps: Vec<Arc<ApReplica>> = self
+            .aps
+            .lock()
+            .expect("replicas poisoned")
+            .drain()
+            .map(|(_, a)| a)
+            .collect();
+        for ap in aps {
+            if let Some(file) = ap.detach() {
+                file.close().await;
+            }
+            ap.pushed.notify_one();
+        }
+    }
+}
+
+/// The reply to a write on this node's replica: once durable, for a
+/// `disc` one.
+async fn answered(table: &str, written: Result<(u64, Option<Durable>), Error>) -> Reply {
+    match written {
+        Ok((index, None)) => Reply::Committed(vec![index]),
+        Ok((index, Some(durable))) => match durable.await {
+            Ok(Ok(())) => Reply::Committed(vec![index]),
+            Ok(Err(why)) => Reply::Error(Error::Unavailable {
+                table: table.to_string(),
+                why,
+            }),
+            Err(_) => Reply::Error(Error::Unavailable {
+                table: table.to_string(),
+                why: "its disc writer stopped".into(),
+            }),
+        },
+        Err(e) => Reply::Error(e),
     }
 }
