@@ -357,6 +357,28 @@ async fn conflict_free_tables_refuse_what_they_cannot_do_and_serve_nodes_without
         Reply::Rows(rows) => assert_eq!(rows.rows[0].records[0].value, count(2)),
         other => panic!("a read on c: {other:?}"),
     }
+    // A backup of a replica, restored later: the writes that take the
+    // table back to it, made on every replica.
+    let backup = dir.path().join("n.bak");
+    a.node.tables().backup("n", &backup).expect("a backup");
+    committed(b.node.table(write("n", add("k", 10))).await, "an add");
+    committed(b.node.table(write("n", add("other", 4))).await, "an add");
+    wait_for("the adds on a", || {
+        a.node
+            .tables()
+            .local()
+            .get("n", b"other")
+            .is_ok_and(|(records, _)| records.len() == 1)
+    })
+    .await;
+    a.node
+        .table_restore("n", &backup, false)
+        .await
+        .expect("a restore");
+    assert_eq!(
+        converged(&[a, b], "n").await,
+        rows(&[("k", &[&count(2)]), ("other", &[&count(0)])])
+    );
     // What they refuse, each with a clear error.
     assert!(matches!(
         a.node.table(get("seen", Consistency::Linearizable)).await,

@@ -1477,15 +1477,13 @@ impl Replicated for Replication {
                 return Err(Error::NoTable(name));
             };
             let spec = &entry.spec;
-            if spec.kind.conflict_free() {
-                return Err(Error::Unsupported(format!(
-                    "restoring conflict-free table {name} (write its rows back instead)"
-                )));
-            }
             if table.schema().kind != spec.kind || table.schema().indexes != spec.indexes {
                 return Err(Error::BadSpec(format!(
                     "table {name} exists with another kind or other indexes: delete it first"
                 )));
+            }
+            if spec.kind.conflict_free() {
+                return self.ap_restore(table).await;
             }
             let bytes = molt_abi::codec::encode(&table);
             let max = self

@@ -625,6 +625,120 @@ impl Replication {
         }
     }
 
+    /// Restore conflict-free `table` (a backup, renamed as asked) on this
+    /// node's replica: the writes that take the replica from what it holds
+    /// to what the backup holds (a value put, a key deleted, a counter
+    /// moved by the difference, a set's values added and removed), made
+    /// as ordinary writes, so every replica converges to them. The
+    /// replica's index after them.
+    pub(super) async fn ap_restore(&self, table: crate::table::state::Table) -> Result<u64, Error> {
+        use molt_abi::table::{Kind, Op};
+        let name = table.schema().name.clone();
+        let Some(ap) = self.ap(&name) else {
+            return Err(Error::Unsupported(format!(
+                "restoring conflict-free table {name} on a node that keeps no replica of it (restore on one that does)"
+            )));
+        };
+        let node = self.node.upgrade().ok_or_else(|| Error::Unavailable {
+            table: name.clone(),
+            why: "the node stopped".into(),
+        })?;
+        let inner = node.inner();
+        let kind = table.schema().kind;
+        let now: Vec<(Vec<u8>, Vec<crate::table::state::Record>)> = inner
+            .tables
+            .local()
+            .read(&name, |t| {
+                t.range(&[], None, usize::MAX)
+                    .into_iter()
+                    .map(|(k, r)| (k.to_vec(), r.to_vec()))
+                    .collect()
+            })
+            .map_err(|e| crate::table::service::error(&name, e))?;
+        let wanted: std::collections::BTreeMap<&[u8], &[crate::table::state::Record]> =
+            table.range(&[], None, usize::MAX).into_iter().collect();
+        let count = |records: &[crate::table::state::Record]| -> i64 {
+            records
+                .first()
+                .and_then(|r| molt_abi::codec::decode::<i64>(&r.value).ok())
+                .unwrap_or(0)
+        };
+        let mut ops = Vec::new();
+        for (key, records) in &now {
+            if !wanted.contains_key(key.as_slice()) {
+                ops.push(match kind {
+                    Kind::Counter => Op::Add {
+                        key: key.clone(),
+                        delta: count(records).wrapping_neg(),
+                    },
+                    _ => Op::Delete { key: key.clone() },
+                });
+            }
+        }
+        let mine: std::collections::BTreeMap<&[u8], &Vec<crate::table::state::Record>> =
+            now.iter().map(|(k, r)| (k.as_slice(), r)).collect();
+        for (key, records) in &wanted {
+            let here = mine.get(key).map_or(&[][..], |r| r.as_slice());
+            let put = |r: &crate::table::state::Record| Op::Put {
+                key: key.to_vec(),
+                value: r.value.clone(),
+                index_values: r.index_values.clone(),
+            };
+            match kind {
+                Kind::Counter => {
+                    let delta = count(records).wrapping_sub(count(here));
+                    if delta != 0 {
+                        ops.push(Op::Add {
+                            key: key.to_vec(),
+                            delta,
+                        });
+                    }
+                }
+                Kind::OrSet => {
+                    for r in here {
+                        if !records.iter().any(|w| w.value == r.value) {
+                            ops.push(Op::DeleteValue {
+                                key: key.to_vec(),
+                                value: r.value.clone(),
+                            });
+                        }
+                    }
+                    ops.extend(
+                        records
+                            .iter()
+                            .filter(|w| !here.iter().any(|r| r.value == w.value))
+                            .map(put),
+                    );
+                }
+                _ => {
+                    if here.first().map(|r| &r.value) != records.first().map(|r| &r.value) {
+                        ops.extend(records.first().map(put));
+                    }
+                }
+            }
+        }
+        let per_batch = inner.tables.limits().table.batch_ops_max.max(1);
+        let mut index = inner.tables.local().info(&name).map_or(0, |i| i.applied);
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            let batch = Batch {
+                conditions: Vec::new(),
+                ops: ops.by_ref().take(per_batch).collect(),
+            };
+            match answered(&name, ap.write(batch)).await {
+                Reply::Committed(indexes) => index = indexes[0],
+                Reply::Error(e) => return Err(e),
+                other => {
+                    return Err(Error::Unavailable {
+                        table: name,
+                        why: format!("a restore's write was answered {other:?}"),
+                    });
+                }
+            }
+        }
+        Ok(index)
+    }
+
     /// Close the files of this node's `disc` replicas (at shutdown).
     pub(super) async fn close_ap(&self) {
         let aps: Vec<Arc<ApReplica>> = self
