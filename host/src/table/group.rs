@@ -609,8 +609,12 @@ impl Group {
                                 leader.name
                             )));
                         }
-                        // Not taken: try the leader it names, or again.
+                        // Not taken: try the leader it names, or again (a
+                        // node that no longer runs the group, or not yet,
+                        // was named by a leader view that is out of date).
                         Err(CallError::Remote(TableServiceError::NotLeader))
+                        | Err(CallError::Remote(TableServiceError::NoGroup(_)))
+                        | Err(CallError::Remote(TableServiceError::NotRunning))
                         | Err(CallError::Request(RequestError::Connect(_))) => {}
                         Err(CallError::Remote(TableServiceError::NoQuorum)) => {
                             return Err(GroupError::NoQuorum);
