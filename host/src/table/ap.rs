@@ -73,6 +73,8 @@ pub(crate) struct ApReplica {
     backlog: Mutex<BTreeMap<String, BTreeMap<Vec<u8>, Entry>>>,
     /// A `disc` replica's file: each key's entry as a row.
     disc: Mutex<Option<DiscFile>>,
+    /// When the last digest round with each peer started.
+    rounds: Mutex<BTreeMap<String, Instant>>,
     /// Peers a round of anti-entropy runs with now.
     syncing: Mutex<std::collections::BTreeSet<String>>,
 }
@@ -177,6 +179,7 @@ impl ApReplica {
             pushed: tokio::sync::Notify::new(),
             heard: Mutex::default(),
             syncing: Mutex::default(),
+            rounds: Mutex::default(),
             disc: Mutex::default(),
             backlog: Mutex::default(),
         }
@@ -552,6 +555,19 @@ impl ApReplica {
             .remove(peer)
             .map(|m| m.into_iter().collect())
             .unwrap_or_default()
+    }
+
+    /// Whether a digest round with `peer` is due (none for `every`); if
+    /// so, it counts as started now.
+    pub(crate) fn due(&self, peer: &str, every: Duration) -> bool {
+        let mut rounds = self.rounds.lock().expect("rounds poisoned");
+        match rounds.get(peer) {
+            Some(at) if at.elapsed() < every => false,
+            _ => {
+                rounds.insert(peer.to_string(), Instant::now());
+                true
+            }
+        }
     }
 
     /// Whether a round of anti-entropy with `peer` may start (none is

@@ -321,9 +321,13 @@ impl Replication {
     /// compares digests with each other replica and swaps what differs.
     pub(super) async fn anti_entropy(self: Arc<Self>) {
         let mut stop = self.stop.subscribe();
+        // What pushes missed is offered often (a probe is one small
+        // request), so a healed peer gets it soon; digests are compared
+        // every `sync_every`.
+        let tick = self.sync_every.min(Duration::from_millis(100));
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(self.sync_every) => {}
+                _ = tokio::time::sleep(tick) => {}
                 _ = stop.changed() => return,
             }
             let aps: Vec<Arc<ApReplica>> = self
@@ -341,13 +345,15 @@ impl Replication {
                     if ap.has_missed(&peer) && ap.syncing(&format!("missed {peer}")) {
                         let (me, ap, peer) = (self.clone(), ap.clone(), peer.clone());
                         tokio::spawn(async move {
-                            if let Err(e) = me.send_missed(&ap, &peer).await {
+                            if me.answers(&ap, &peer).await
+                                && let Err(e) = me.send_missed(&ap, &peer).await
+                            {
                                 tracing::debug!(table = %ap.table, %peer, "a push again: {e}");
                             }
                             ap.synced(&format!("missed {peer}"));
                         });
                     }
-                    if !ap.syncing(&peer) {
+                    if !ap.due(&peer, self.sync_every) || !ap.syncing(&peer) {
                         continue;
                     }
                     let (me, ap) = (self.clone(), ap.clone());
@@ -370,6 +376,20 @@ impl Replication {
                 }
             }
         }
+    }
+
+    /// Whether `peer`'s replica of `ap`'s table answers a digest soon.
+    async fn answers(&self, ap: &ApReplica, peer: &str) -> bool {
+        let request = TableRequest::ApSync {
+            table: ap.table.clone(),
+            id: ap.id,
+            total: ap.total(),
+        };
+        let timeout = self.sync_every.min(Duration::from_millis(200));
+        self.client
+            .call_within(peer, timeout, &request)
+            .await
+            .is_ok()
     }
 
     /// Send `peer` what pushes did not deliver (kept again if it does
