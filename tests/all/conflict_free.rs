@@ -19,6 +19,7 @@ use molt_host::net::nemesis::LinkFaults;
 use molt_tests::{TempDir, checker};
 
 use crate::coord::{Member, three, wait_for};
+use crate::replicated_faults::Rng;
 
 pub(crate) fn ap_spec(name: &str, kind: Kind, nodes: &[&Member]) -> Spec {
     Spec {
@@ -476,22 +477,6 @@ async fn conflict_free_tables_refuse_what_they_cannot_do_and_serve_nodes_without
     }
 }
 
-/// A seeded random source (xorshift).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 const LWW: &str = "lww";
 const COUNTER: &str = "counter";
 const OR_SET: &str = "or_set";
@@ -931,18 +916,7 @@ async fn disc_replicas_of_a_conflict_free_table_are_intact_after_a_full_restart(
     }
     // The whole cluster restarts (its coordination log is on disc, so the
     // tables are still defined).
-    let mut nodes = Vec::new();
-    for name in ["a", "b", "c"] {
-        let (node, dist) = molt_tests::dist_node(name).await;
-        let join = nodes
-            .first()
-            .map(|m: &Member| molt_tests::address_of(&m.dist));
-        let config = crate::coord::config(&dir, name, LogMode::Disc);
-        let coord = molt_host::cluster::Coordination::start(&node, &dist, config, join.as_deref())
-            .await
-            .unwrap_or_else(|e| panic!("{name} starts again: {e}"));
-        nodes.push(Member { node, dist, coord });
-    }
+    let nodes = crate::coord::restart_three(&dir, LogMode::Disc).await;
     wait_for("both tables on every node again", || {
         nodes.iter().all(|m| {
             ["kept", "cache"]

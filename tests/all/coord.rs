@@ -54,6 +54,25 @@ pub(crate) async fn member(
     Member { node, dist, coord }
 }
 
+/// Nodes `a`, `b` and `c` started again over their data in `dir` (a
+/// whole cluster's restart): all three start before any waits for a
+/// quorum, `b` and `c` given `a`'s address.
+pub(crate) async fn restart_three(dir: &TempDir, mode: LogMode) -> Vec<Member> {
+    let mut members = Vec::new();
+    for name in ["a", "b", "c"] {
+        let (node, dist) = molt_tests::dist_node(name).await;
+        let join = members
+            .first()
+            .map(|m: &Member| molt_tests::address_of(&m.dist));
+        let config = config(dir, name, mode);
+        let coord = Coordination::start(&node, &dist, config, join.as_deref())
+            .await
+            .unwrap_or_else(|e| panic!("{name} starts again: {e}"));
+        members.push(Member { node, dist, coord });
+    }
+    members
+}
+
 /// Three nodes: `a` bootstraps, `b` and `c` join; waits for 3 voters.
 pub(crate) async fn three(dir: &TempDir, mode: LogMode) -> Vec<Member> {
     let a = member(dir, "a", None, mode).await;

@@ -898,18 +898,7 @@ async fn a_ram_table_is_empty_and_usable_after_every_replica_restarts() {
     // The whole cluster restarts: the table is still defined (the
     // coordination log is on disc), its ram replicas are all new.
     // All three start before any waits for a quorum.
-    let mut members = Vec::new();
-    for name in ["a", "b", "c"] {
-        let (node, dist) = molt_tests::dist_node(name).await;
-        let join = members
-            .first()
-            .map(|m: &Member| molt_tests::address_of(&m.dist));
-        let config = crate::coord::config(&dir, name, LogMode::Disc);
-        let coord = molt_host::cluster::Coordination::start(&node, &dist, config, join.as_deref())
-            .await
-            .unwrap_or_else(|e| panic!("{name} starts again: {e}"));
-        members.push(Member { node, dist, coord });
-    }
+    let members = crate::coord::restart_three(&dir, LogMode::Disc).await;
     for m in &members {
         tokio::time::timeout(Duration::from_secs(20), m.coord.ready())
             .await

@@ -83,6 +83,28 @@ fn split(n: i64, parts: i64) -> Vec<(i64, i64)> {
 /// Durable write transactions per disc figure (mnesia's `SYNC_N`).
 const SYNC_N: i64 = 10_000;
 
+/// Create `kv` of `kind`, kept as ram copies on `on`, from the first of
+/// them.
+async fn create_kv_on(on: &[super::local_cluster::Member], kind: Kind) -> Result<()> {
+    let replicas = on
+        .iter()
+        .map(|m| Replica {
+            node: m.dist.name().to_string(),
+            copy: Copy::Ram,
+        })
+        .collect();
+    let spec = Spec {
+        name: "kv".into(),
+        kind,
+        indexes: Vec::new(),
+        replicas,
+    };
+    match on[0].node.table(Request::Create(spec)).await {
+        Reply::Done => Ok(()),
+        other => bail!("creating kv ({kind:?}) on {} nodes: {other:?}", on.len()),
+    }
+}
+
 /// Write transactions per replicated-table figure.
 const RTX_N: i64 = 20_000;
 
@@ -112,23 +134,7 @@ async fn replicated(guest: &Path, dir: &Path) -> Result<ReplicatedRun> {
     )
     .await?;
     let result = async {
-        let replicas = members[..2]
-            .iter()
-            .map(|m| Replica {
-                node: m.dist.name().to_string(),
-                copy: Copy::Ram,
-            })
-            .collect();
-        let spec = Spec {
-            name: "kv".into(),
-            kind: Kind::Set,
-            indexes: Vec::new(),
-            replicas,
-        };
-        match members[0].node.table(Request::Create(spec)).await {
-            Reply::Done => {}
-            other => bail!("creating the replicated kv: {other:?}"),
-        }
+        create_kv_on(&members[..2], Kind::Set).await?;
         // The writers run where the group's leader is, once both
         // replicas are voters.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -215,23 +221,7 @@ async fn conflict_free(guest: &Path, dir: &Path) -> Result<ApRun> {
     )
     .await?;
     let result = async {
-        let replicas = members
-            .iter()
-            .map(|m| Replica {
-                node: m.dist.name().to_string(),
-                copy: Copy::Ram,
-            })
-            .collect();
-        let spec = Spec {
-            name: "kv".into(),
-            kind: Kind::Lww,
-            indexes: Vec::new(),
-            replicas,
-        };
-        match members[0].node.table(Request::Create(spec)).await {
-            Reply::Done => {}
-            other => bail!("creating the conflict-free kv: {other:?}"),
-        }
+        create_kv_on(&members, Kind::Lww).await?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while !members
             .iter()
