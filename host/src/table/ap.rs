@@ -32,6 +32,15 @@ pub(crate) type Durable = tokio::sync::oneshot::Receiver<Result<(), String>>;
 /// Digest buckets: a key's bucket is its hash modulo this.
 pub(crate) const BUCKETS: usize = 1024;
 
+/// A round of work with one peer, at most one of each kind at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Round {
+    /// Digests compared, differences swapped.
+    Digest,
+    /// What pushes missed, sent.
+    Missed,
+}
+
 /// A key and its state, as replicas swap them.
 pub(crate) type Keyed = (Vec<u8>, Entry);
 
@@ -75,8 +84,8 @@ pub(crate) struct ApReplica {
     disc: Mutex<Option<DiscFile>>,
     /// When the last digest round with each peer started.
     rounds: Mutex<BTreeMap<String, Instant>>,
-    /// Peers a round of anti-entropy runs with now.
-    syncing: Mutex<std::collections::BTreeSet<String>>,
+    /// Rounds with peers running now.
+    syncing: Mutex<std::collections::BTreeSet<(Round, String)>>,
 }
 
 fn bucket(key: &[u8]) -> usize {
@@ -570,18 +579,21 @@ impl ApReplica {
         }
     }
 
-    /// Whether a round of anti-entropy with `peer` may start (none is
+    /// Whether a `round` with `peer` may start (none of that kind is
     /// running); [`synced`](Self::synced) ends it.
-    pub(crate) fn syncing(&self, peer: &str) -> bool {
+    pub(crate) fn syncing(&self, round: Round, peer: &str) -> bool {
         self.syncing
             .lock()
             .expect("syncing poisoned")
-            .insert(peer.to_string())
+            .insert((round, peer.to_string()))
     }
 
-    /// The round with `peer` ended.
-    pub(crate) fn synced(&self, peer: &str) {
-        self.syncing.lock().expect("syncing poisoned").remove(peer);
+    /// The `round` with `peer` ended.
+    pub(crate) fn synced(&self, round: Round, peer: &str) {
+        self.syncing
+            .lock()
+            .expect("syncing poisoned")
+            .remove(&(round, peer.to_string()));
     }
 
     /// The entries written here since the last call, to push.

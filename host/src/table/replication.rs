@@ -422,6 +422,15 @@ impl Replication {
         self.coordination()?.table_entry(table)
     }
 
+    /// Whether `table` is conflict-free (this node keeps a replica of
+    /// it, or its definition says so).
+    fn conflict_free(&self, table: &str) -> bool {
+        self.ap(table).is_some()
+            || self
+                .entry(table)
+                .is_some_and(|e| e.spec.kind.conflict_free())
+    }
+
     /// Whether `table` is a replicated table (cheap: asked of every
     /// request the node's tables get).
     fn defined(&self, table: &str) -> bool {
@@ -1004,11 +1013,7 @@ impl Replication {
         };
         let deadline = tokio::time::Instant::now() + self.quorum_timeout;
         let local = |request: Request| node.inner().tables.answer_here(&node.inner(), request);
-        let conflict_free = self.ap(&table).is_some()
-            || self
-                .entry(&table)
-                .is_some_and(|e| e.spec.kind.conflict_free());
-        if conflict_free {
+        if self.conflict_free(&table) {
             if consistency == Consistency::Linearizable {
                 return Reply::Error(Error::Unsupported(format!(
                     "linearizable reads of table {table}: it is conflict-free, its replicas take writes apart (read a replica; a stale mark says it may lag)"
@@ -1439,11 +1444,7 @@ impl Replicated for Replication {
                         ));
                     }
                     let (table, batch) = batches.pop().expect("one batch");
-                    let conflict_free = self.ap(&table).is_some()
-                        || self
-                            .entry(&table)
-                            .is_some_and(|e| e.spec.kind.conflict_free());
-                    match conflict_free {
+                    match self.conflict_free(&table) {
                         true => self.ap_write(table, batch).await,
                         false => self.commit(table, GroupCommand::Commit(batch)).await,
                     }

@@ -11,7 +11,7 @@ use molt_abi::table::{Batch, Copy, Error, Reply};
 
 use super::{Replication, TableReply, TableRequest, TableServiceError, random_id};
 use crate::cluster::TableEntry;
-use crate::table::ap::{ApReplica, BUCKETS, Durable, Keyed};
+use crate::table::ap::{ApReplica, BUCKETS, Durable, Keyed, Round};
 use crate::table::disc::DiscFile;
 use crate::table::state::Schema;
 
@@ -124,6 +124,35 @@ impl Replication {
         Ok(())
     }
 
+    /// The file of this node's `disc` replica `ap` of `entry`'s table:
+    /// the one kept before the node restarted, its entries merged into
+    /// `ap`, or a new one.
+    fn open_ap_file(&self, entry: &TableEntry, ap: &ApReplica) -> Result<DiscFile, String> {
+        let path = crate::table::disc::path_for(&self.ap_dir(entry.id), &entry.spec.name);
+        if !path.exists() {
+            return self.new_ap_file(&entry.spec.name, entry.id);
+        }
+        let (stored, file) = DiscFile::open(&path)?;
+        let entries = stored
+            .range(&[], None, usize::MAX)
+            .into_iter()
+            .filter_map(|(key, records)| records.first().map(|r| (key, r)))
+            .map(|(key, record)| {
+                molt_abi::codec::decode(&record.value)
+                    .map(|entry| (key.to_vec(), entry))
+                    .map_err(|e| {
+                        format!(
+                            "{}: the entry of key {key:?} does not decode ({e})",
+                            path.display()
+                        )
+                    })
+            })
+            .collect::<Result<Vec<Keyed>, String>>()?;
+        tracing::info!(table = %entry.spec.name, keys = entries.len(), "this node's conflict-free replica loaded its file");
+        ap.merge(entries, usize::MAX);
+        Ok(file)
+    }
+
     /// Start this node's replica of conflict-free `entry`, empty: the
     /// others fill it.
     fn begin_ap(self: &Arc<Self>, entry: &TableEntry) -> Result<(), String> {
@@ -148,46 +177,13 @@ impl Replication {
             limits.conflict_free_pending_max,
         ));
         if self.copy_of(entry) == Some(Copy::Disc) {
-            let path = crate::table::disc::path_for(&self.ap_dir(entry.id), &spec.name);
-            let file = if path.exists() {
-                // What this replica held before its node restarted.
-                let (stored, file) = DiscFile::open(&path)?;
-                let entries: Result<Vec<Keyed>, String> = stored
-                    .range(&[], None, usize::MAX)
-                    .into_iter()
-                    .filter_map(|(key, records)| records.first().map(|r| (key, r)))
-                    .map(|(key, record)| {
-                        molt_abi::codec::decode(&record.value)
-                            .map(|entry| (key.to_vec(), entry))
-                            .map_err(|e| {
-                                format!(
-                                    "{}: the entry of key {key:?} does not decode ({e})",
-                                    path.display()
-                                )
-                            })
-                    })
-                    .collect();
-                match entries {
-                    Ok(entries) => {
-                        tracing::info!(table = %spec.name, keys = entries.len(), "this node's conflict-free replica loaded its file");
-                        ap.merge(entries, usize::MAX);
-                    }
-                    Err(why) => {
-                        local.remove_replica(&spec.name);
-                        return Err(why);
-                    }
+            match self.open_ap_file(entry, &ap) {
+                Ok(file) => ap.attach(file),
+                Err(why) => {
+                    local.remove_replica(&spec.name);
+                    return Err(why);
                 }
-                file
-            } else {
-                match self.new_ap_file(&spec.name, entry.id) {
-                    Ok(file) => file,
-                    Err(why) => {
-                        local.remove_replica(&spec.name);
-                        return Err(why);
-                    }
-                }
-            };
-            ap.attach(file);
+            }
         }
         self.aps
             .lock()
@@ -244,49 +240,65 @@ impl Replication {
             let Some(entry) = self.entry(&ap.table) else {
                 continue;
             };
-            for chunk in self.chunks(entries) {
-                let request = TableRequest::ApPush {
-                    table: ap.table.clone(),
-                    id: ap.id,
-                    entries: chunk,
-                };
-                // To every peer at once, and the next push after these
-                // (writes meanwhile gather in the outbox). A peer that
-                // does not answer soon is left to anti-entropy.
-                let sends: Vec<_> = self
-                    .peers_of(&entry)
-                    .into_iter()
-                    .filter(|peer| {
-                        if !ap.has_missed(peer) {
-                            return true;
+            // To every peer at once, and the next push after these
+            // (writes meanwhile gather in the outbox). What a peer does not
+            // take is kept for it, and later pushes join that until it
+            // answers again.
+            let sends: Vec<_> = self
+                .peers_of(&entry)
+                .into_iter()
+                .filter_map(|peer| {
+                    if ap.has_missed(&peer) {
+                        ap.missed(&peer, entries.clone());
+                        return None;
+                    }
+                    let (me, ap, entries) = (self.clone(), ap.clone(), entries.clone());
+                    Some(tokio::spawn(async move {
+                        match me.push_to(&ap, &peer, entries, me.sync_every).await {
+                            Ok(()) => ap.heard(&peer),
+                            Err((unsent, _)) => ap.missed(&peer, unsent),
                         }
-                        if let TableRequest::ApPush { entries, .. } = &request {
-                            ap.missed(peer, entries.clone());
-                        }
-                        false
-                    })
-                    .map(|peer| {
-                        let (client, ap, request) =
-                            (self.client.clone(), ap.clone(), request.clone());
-                        let timeout = self.sync_every;
-                        tokio::spawn(async move {
-                            match client.call_within(&peer, timeout, &request).await {
-                                Ok(TableReply::ApMerged) => ap.heard(&peer),
-                                // Sent when it answers again.
-                                _ => {
-                                    if let TableRequest::ApPush { entries, .. } = request {
-                                        ap.missed(&peer, entries);
-                                    }
-                                }
-                            }
-                        })
-                    })
-                    .collect();
-                for send in sends {
-                    let _ = send.await;
-                }
+                    }))
+                })
+                .collect();
+            for send in sends {
+                let _ = send.await;
             }
         }
+    }
+
+    /// Send `entries` to `peer`'s replica of `ap`'s table, in messages of
+    /// at most `entries_bytes_max`, each within `timeout`; if one is not
+    /// taken, the entries not sent (that one's included) and why.
+    async fn push_to(
+        &self,
+        ap: &ApReplica,
+        peer: &str,
+        entries: Vec<Keyed>,
+        timeout: Duration,
+    ) -> Result<(), (Vec<Keyed>, String)> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut chunks = self.chunks(entries).into_iter();
+        while let Some(chunk) = chunks.next() {
+            let request = TableRequest::ApPush {
+                table: ap.table.clone(),
+                id: ap.id,
+                entries: chunk,
+            };
+            let why = match self.client.call_within(peer, timeout, &request).await {
+                Ok(TableReply::ApMerged) => continue,
+                Ok(reply) => format!("a wrong reply to a push: {reply:?}"),
+                Err(e) => e.to_string(),
+            };
+            let TableRequest::ApPush { mut entries, .. } = request else {
+                unreachable!("a push")
+            };
+            entries.extend(chunks.flatten());
+            return Err((entries, why));
+        }
+        Ok(())
     }
 
     /// How many encoded bytes of entries one message carries, at most:
@@ -342,7 +354,7 @@ impl Replication {
                     continue;
                 };
                 for peer in self.peers_of(&entry) {
-                    if ap.has_missed(&peer) && ap.syncing(&format!("missed {peer}")) {
+                    if ap.has_missed(&peer) && ap.syncing(Round::Missed, &peer) {
                         let (me, ap, peer) = (self.clone(), ap.clone(), peer.clone());
                         tokio::spawn(async move {
                             if me.answers(&ap, &peer).await
@@ -350,10 +362,10 @@ impl Replication {
                             {
                                 tracing::debug!(table = %ap.table, %peer, "a push again: {e}");
                             }
-                            ap.synced(&format!("missed {peer}"));
+                            ap.synced(Round::Missed, &peer);
                         });
                     }
-                    if !ap.due(&peer, self.sync_every) || !ap.syncing(&peer) {
+                    if !ap.due(&peer, self.sync_every) || !ap.syncing(Round::Digest, &peer) {
                         continue;
                     }
                     let (me, ap) = (self.clone(), ap.clone());
@@ -371,7 +383,7 @@ impl Replication {
                                 }
                             }
                         }
-                        ap.synced(&peer);
+                        ap.synced(Round::Digest, &peer);
                     });
                 }
             }
@@ -380,14 +392,9 @@ impl Replication {
 
     /// Whether `peer`'s replica of `ap`'s table answers a digest soon.
     async fn answers(&self, ap: &ApReplica, peer: &str) -> bool {
-        let request = TableRequest::ApSync {
-            table: ap.table.clone(),
-            id: ap.id,
-            total: ap.total(),
-        };
         let timeout = self.sync_every.min(Duration::from_millis(200));
         self.client
-            .call_within(peer, timeout, &request)
+            .call_within(peer, timeout, &digest(ap))
             .await
             .is_ok()
     }
@@ -399,33 +406,19 @@ impl Replication {
         if missed.is_empty() {
             return Ok(());
         }
-        let mut chunks = self.chunks(missed).into_iter();
-        while let Some(chunk) = chunks.next() {
-            let request = TableRequest::ApPush {
-                table: ap.table.clone(),
-                id: ap.id,
-                entries: chunk,
-            };
-            // Short: a peer still cut off must not hold up the push after
-            // the heal (a failed one is kept and tried again).
-            let timeout = self.sync_every.max(Duration::from_millis(100)) * 2;
-            match self.client.call_within(peer, timeout, &request).await {
-                Ok(TableReply::ApMerged) => ap.heard(peer),
-                other => {
-                    if let TableRequest::ApPush { entries, .. } = request {
-                        ap.missed(peer, entries);
-                    }
-                    for rest in chunks {
-                        ap.missed(peer, rest);
-                    }
-                    return Err(match other {
-                        Err(e) => e.to_string(),
-                        Ok(reply) => format!("a wrong reply to a push: {reply:?}"),
-                    });
-                }
+        // Short: a peer still cut off must not hold up the push after the
+        // heal (a failed one is kept and tried again).
+        let timeout = self.sync_every.max(Duration::from_millis(100)) * 2;
+        match self.push_to(ap, peer, missed, timeout).await {
+            Ok(()) => {
+                ap.heard(peer);
+                Ok(())
+            }
+            Err((unsent, why)) => {
+                ap.missed(peer, unsent);
+                Err(why)
             }
         }
-        Ok(())
     }
 
     /// One round of anti-entropy with `peer`: whether it swapped
@@ -435,12 +428,7 @@ impl Replication {
         // waiting on one that is cut off must not hold up the round after
         // the heal.
         let timeout = self.sync_every.max(Duration::from_millis(100));
-        let request = TableRequest::ApSync {
-            table: ap.table.clone(),
-            id: ap.id,
-            total: ap.total(),
-        };
-        let theirs = match self.client.call_within(peer, timeout, &request).await {
+        let theirs = match self.client.call_within(peer, timeout, &digest(ap)).await {
             Ok(TableReply::ApSynced) => {
                 ap.heard(peer);
                 return Ok(true);
@@ -482,25 +470,9 @@ impl Replication {
         };
         ap.merge(theirs, self.key_bytes_max());
         let mine = ap.entries_of(&wanted);
-        for chunk in self.chunks(mine) {
-            if chunk.is_empty() {
-                continue;
-            }
-            let request = TableRequest::ApPush {
-                table: ap.table.clone(),
-                id: ap.id,
-                entries: chunk,
-            };
-            match self
-                .client
-                .call_within(peer, self.quorum_timeout, &request)
-                .await
-            {
-                Ok(TableReply::ApMerged) => {}
-                Ok(other) => return Err(format!("a wrong reply to a push: {other:?}")),
-                Err(e) => return Err(e.to_string()),
-            }
-        }
+        self.push_to(ap, peer, mine, self.quorum_timeout)
+            .await
+            .map_err(|(_, why)| why)?;
         Ok(complete)
     }
 
@@ -774,6 +746,16 @@ impl Replication {
             }
             ap.pushed.notify_one();
         }
+    }
+}
+
+/// Anti-entropy's first step: `ap`'s digest total, for its peer to
+/// compare.
+fn digest(ap: &ApReplica) -> TableRequest {
+    TableRequest::ApSync {
+        table: ap.table.clone(),
+        id: ap.id,
+        total: ap.total(),
     }
 }
 
