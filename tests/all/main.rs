@@ -15,6 +15,7 @@ mod pg;
 mod replicated;
 mod replicated_faults;
 mod service;
+mod several_tables;
 mod signals;
 mod supervisor;
 mod tables;

@@ -244,6 +244,25 @@ pub enum Abort {
         /// Why.
         why: String,
     },
+    /// A transaction over several replicated tables that is committing
+    /// holds the key: try again (a transaction runs again by itself).
+    Locked {
+        /// The key.
+        #[serde(with = "crate::bytes")]
+        key: Vec<u8>,
+    },
+    /// A transaction over several replicated tables took longer than its
+    /// tables wait for one, and was rolled back: try again (a
+    /// transaction runs again by itself).
+    Expired,
+}
+
+impl Abort {
+    /// Whether the batch may commit if tried again as it is: it met
+    /// another transaction in flight, not a condition that failed.
+    pub fn transient(&self) -> bool {
+        matches!(self, Abort::Locked { .. } | Abort::Expired)
+    }
 }
 
 impl fmt::Display for Abort {
@@ -270,6 +289,14 @@ impl fmt::Display for Abort {
                 write!(f, "{given} index values for a table with {wanted} indexes")
             }
             Abort::BadOp { why, .. } => f.write_str(why),
+            Abort::Locked { .. } => write!(
+                f,
+                "the key is held by a transaction over several tables that is committing"
+            ),
+            Abort::Expired => write!(
+                f,
+                "the transaction over several tables took too long and was rolled back"
+            ),
         }
     }
 }

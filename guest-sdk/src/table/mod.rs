@@ -953,7 +953,7 @@ pub fn transaction_with<T>(
                     Abort::Changed { key, .. } | Abort::Exists { key } => {
                         read.iter().any(|(t, k)| *t == table && k == key)
                     }
-                    _ => false,
+                    abort => abort.transient(),
                 };
                 if !conflict {
                     return Err(Error::Table(TableError::Aborted { table, abort }));

@@ -321,6 +321,13 @@ pub async fn run(command: TableCommand) -> Result<ExitCode> {
                         if !s.learners.is_empty() {
                             out!("catching up {}", s.learners.join(", "));
                         }
+                        if s.prepared + s.decisions > 0 {
+                            out!(
+                                "in flight   {} prepared, {} decided (transactions over several tables)",
+                                s.prepared,
+                                s.decisions
+                            );
+                        }
                     }
                     out!("records     {}", i.records);
                     out!("index       {}", i.index);

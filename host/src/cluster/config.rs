@@ -107,6 +107,12 @@ pub struct CoordConfig {
     /// the replicas agree within about this long. A replica that has not
     /// heard from every other for three times this marks its reads stale.
     pub ap_sync_interval: Duration,
+    /// How long a transaction over several replicated tables may hold
+    /// keys (prepared, not yet resolved) before the leader of a table it
+    /// holds finishes it as its home table decides, rolling it back if
+    /// nothing was decided: a coordinator that died or was cut off does
+    /// not hold keys for longer.
+    pub tx_resolve_after: Duration,
     /// Limits on the replicated state.
     pub limits: CoordLimits,
 }
@@ -126,6 +132,7 @@ impl CoordConfig {
             heartbeat: Duration::from_millis(50),
             snapshot_every: 10_000,
             ap_sync_interval: Duration::from_millis(500),
+            tx_resolve_after: Duration::from_secs(3),
             limits: CoordLimits::default(),
         }
     }

@@ -31,6 +31,7 @@ use tokio::sync::watch;
 
 use super::local::ReplicaHandle;
 use super::state::{Abort, Batch, Table};
+use super::tx::{Intent, Pending, Prepared, TxId};
 use crate::cluster::Member;
 use crate::cluster::store::{Storage, StoredSnapshot, snapshot_error};
 use crate::net::service::{CallError, RequestError, ServiceClient};
@@ -58,6 +59,38 @@ pub enum GroupCommand {
     /// Replace the table's contents with a restored backup (the table
     /// encoded; every row gets this entry's index as its version).
     Restore(#[serde(with = "molt_abi::codec::bytes")] Vec<u8>),
+    /// A transaction over several tables: check this table's batch and
+    /// hold its keys until the transaction is resolved.
+    Prepare {
+        /// The transaction.
+        tx: TxId,
+        /// Its part here, and where its decision is kept.
+        intent: Intent,
+    },
+    /// In the transaction's home table: decide it (the first decision
+    /// stands; a later one learns it).
+    Decide {
+        /// The transaction.
+        tx: TxId,
+        /// Commit, or roll back.
+        commit: bool,
+        /// Every table of the transaction.
+        tables: Vec<String>,
+    },
+    /// In another table of the transaction: apply its intent, or drop it.
+    Resolve {
+        /// The transaction.
+        tx: TxId,
+        /// As decided.
+        commit: bool,
+    },
+    /// In the transaction's home table: these tables have resolved.
+    Forget {
+        /// The transaction.
+        tx: TxId,
+        /// The tables.
+        tables: Vec<String>,
+    },
 }
 
 /// What applying an entry did.
@@ -71,14 +104,48 @@ pub enum GroupOutcome {
     Done,
     /// A restore was refused: why (nothing changed).
     Refused(String),
+    /// The transaction's part here is prepared: its keys are held.
+    Prepared,
+    /// The transaction's decision, made at this log index.
+    Decided {
+        /// Commit, or roll back.
+        commit: bool,
+        /// The entry that decided.
+        index: u64,
+    },
 }
 
-/// A snapshot's contents: the table, and where in the log it stands.
+/// A snapshot's contents: the table, the transactions in flight, and
+/// where in the log it stands.
 #[derive(Serialize, Deserialize)]
 struct Image {
     table: Table,
     last_applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, Member>,
+    pending: Pending,
+}
+
+/// A snapshot as kept before transactions over several tables.
+#[derive(Deserialize)]
+struct ImageBefore {
+    table: Table,
+    last_applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, Member>,
+}
+
+impl Image {
+    fn decode(data: &[u8]) -> Result<Image, molt_abi::codec::DecodeError> {
+        molt_abi::codec::decode::<Image>(data).or_else(|e| {
+            molt_abi::codec::decode::<ImageBefore>(data)
+                .map(|i| Image {
+                    table: i.table,
+                    last_applied: i.last_applied,
+                    membership: i.membership,
+                    pending: Pending::default(),
+                })
+                .map_err(|_| e)
+        })
+    }
 }
 
 /// The applied position and membership, beside the replica.
@@ -94,6 +161,8 @@ pub(crate) struct GroupMachine {
     replica: ReplicaHandle,
     storage: Storage<TableRaft>,
     position: Arc<Mutex<Position>>,
+    /// Transactions over several tables in flight here.
+    pending: Arc<Mutex<Pending>>,
     /// The last log index applied.
     applied: Arc<watch::Sender<u64>>,
     /// Called when a snapshot replaced the replica (its subscribers missed
@@ -109,18 +178,21 @@ impl GroupMachine {
         on_replaced: Arc<dyn Fn(u64) + Send + Sync>,
     ) -> Result<GroupMachine, String> {
         let mut position = Position::default();
+        let mut pending = Pending::default();
         if let Some(snapshot) = storage.snapshot() {
-            let image: Image = molt_abi::codec::decode(&snapshot.data)
+            let image = Image::decode(&snapshot.data)
                 .map_err(|e| format!("the stored snapshot does not decode: {e}"))?;
             replica.replace(image.table);
             position.last_applied = image.last_applied;
             position.membership = image.membership;
+            pending = image.pending;
         }
         let index = position.last_applied.map_or(0, |l| l.index);
         Ok(GroupMachine {
             replica,
             storage,
             position: Arc::new(Mutex::new(position)),
+            pending: Arc::new(Mutex::new(pending)),
             applied: Arc::new(watch::Sender::new(index)),
             on_replaced,
         })
@@ -139,6 +211,69 @@ impl GroupMachine {
         self.applied.subscribe()
     }
 
+    /// The intents of transactions over several tables kept here.
+    pub(crate) fn intents(&self) -> Vec<(TxId, Intent)> {
+        let pending = self.pending.lock().expect("pending poisoned");
+        pending
+            .intents()
+            .map(|(tx, intent)| (tx.clone(), intent.clone()))
+            .collect()
+    }
+
+    /// The decisions kept here (the home table): each transaction,
+    /// whether it commits, and the tables that have not resolved.
+    pub(crate) fn decisions(&self) -> Vec<(TxId, bool, Vec<String>)> {
+        let pending = self.pending.lock().expect("pending poisoned");
+        pending
+            .decisions()
+            .map(|(tx, commit, tables)| (tx.clone(), commit, tables))
+            .collect()
+    }
+
+    /// How many intents and decisions are kept here.
+    pub(crate) fn pending_len(&self) -> (usize, usize) {
+        self.pending.lock().expect("pending poisoned").len()
+    }
+
+    /// Apply one transaction entry at `index`.
+    fn apply_tx(&self, index: u64, command: GroupCommand) -> GroupOutcome {
+        let here = self.replica.schema().name;
+        let mut pending = self.pending.lock().expect("pending poisoned");
+        match command {
+            GroupCommand::Prepare { tx, intent } => {
+                let max = self.replica.limits().prepared_max;
+                match pending.prepare(&here, tx, intent, max, |b| self.replica.check(b)) {
+                    Prepared::Kept => GroupOutcome::Prepared,
+                    Prepared::Refused(abort) => GroupOutcome::Aborted(abort),
+                }
+            }
+            GroupCommand::Decide { tx, commit, tables } => {
+                let decided = pending.decide(&here, tx, commit, &tables, index);
+                if let Some(batch) = decided.apply {
+                    self.replica.apply_prepared(index, batch);
+                }
+                GroupOutcome::Decided {
+                    commit: decided.commit,
+                    index: decided.index,
+                }
+            }
+            GroupCommand::Resolve { tx, commit } => match pending.resolve(&tx, commit) {
+                Some(batch) => {
+                    self.replica.apply_prepared(index, batch);
+                    GroupOutcome::Committed(index)
+                }
+                None => GroupOutcome::Done,
+            },
+            GroupCommand::Forget { tx, tables } => {
+                pending.forget(&tx, &tables);
+                GroupOutcome::Done
+            }
+            GroupCommand::Commit(_) | GroupCommand::Restore(_) => {
+                unreachable!("not a transaction entry")
+            }
+        }
+    }
+
     fn image(&self) -> (Vec<u8>, Position) {
         let position = self.position.lock().expect("position poisoned").clone();
         let table: Table = molt_abi::codec::decode(&self.replica.encode())
@@ -147,6 +282,7 @@ impl GroupMachine {
             table,
             last_applied: position.last_applied,
             membership: position.membership.clone(),
+            pending: self.pending.lock().expect("pending poisoned").clone(),
         };
         (molt_abi::codec::encode(&image), position)
     }
@@ -184,9 +320,17 @@ impl RaftStateMachine<TableRaft> for GroupMachine {
             let outcome = match entry.payload {
                 EntryPayload::Blank => GroupOutcome::Done,
                 EntryPayload::Normal(GroupCommand::Commit(batch)) => {
-                    match self.replica.apply(index, batch) {
-                        Ok(()) => GroupOutcome::Committed(index),
-                        Err(abort) => GroupOutcome::Aborted(abort),
+                    let held = self
+                        .pending
+                        .lock()
+                        .expect("pending poisoned")
+                        .held(&batch, None);
+                    match held {
+                        Some(abort) => GroupOutcome::Aborted(abort),
+                        None => match self.replica.apply(index, batch) {
+                            Ok(()) => GroupOutcome::Committed(index),
+                            Err(abort) => GroupOutcome::Aborted(abort),
+                        },
                     }
                 }
                 EntryPayload::Normal(GroupCommand::Restore(bytes)) => {
@@ -202,6 +346,7 @@ impl RaftStateMachine<TableRaft> for GroupMachine {
                         Err(e) => GroupOutcome::Refused(format!("the backup does not decode: {e}")),
                     }
                 }
+                EntryPayload::Normal(command) => self.apply_tx(index, command),
                 EntryPayload::Membership(m) => {
                     let mut position = self.position.lock().expect("position poisoned");
                     position.membership = StoredMembership::new(Some(entry.log_id), m);
@@ -241,7 +386,7 @@ impl RaftStateMachine<TableRaft> for GroupMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
         let data = snapshot.into_inner();
-        let image: Image = molt_abi::codec::decode(&data).map_err(snapshot_error)?;
+        let image = Image::decode(&data).map_err(snapshot_error)?;
         if image.table.schema() != &self.replica.schema() {
             return Err(snapshot_error(
                 "the snapshot is of a table with another definition",
@@ -254,6 +399,7 @@ impl RaftStateMachine<TableRaft> for GroupMachine {
             })
             .await?;
         self.replica.replace(image.table);
+        *self.pending.lock().expect("pending poisoned") = image.pending;
         {
             let mut position = self.position.lock().expect("position poisoned");
             position.last_applied = meta.last_log_id;
@@ -321,6 +467,7 @@ fn entry_bytes(entry: &Entry<TableRaft>) -> usize {
     use super::state::{Condition, Op};
     let batch = match &entry.payload {
         EntryPayload::Normal(GroupCommand::Commit(batch)) => batch,
+        EntryPayload::Normal(GroupCommand::Prepare { intent, .. }) => &intent.batch,
         EntryPayload::Normal(GroupCommand::Restore(bytes)) => return 64 + bytes.len(),
         _ => return 64,
     };

@@ -640,6 +640,13 @@ impl ReplicaHandle {
         Ok(())
     }
 
+    /// Apply a prepared batch at log `index`, unchecked: it was checked
+    /// when prepared, and its keys were held since.
+    pub(crate) fn apply_prepared(&self, index: u64, batch: Batch) {
+        let mut table = self.local.table.lock().expect("table poisoned");
+        commit(&self.local, &mut table, batch, index);
+    }
+
     /// Why `batch` would change nothing if applied now (limits, shapes,
     /// conditions), if it would not.
     pub(crate) fn check(&self, batch: &Batch) -> Result<(), Abort> {
@@ -667,6 +674,11 @@ impl ReplicaHandle {
         };
         commit_telling(&self.local, &mut table, batch, index, extra);
         Some(index)
+    }
+
+    /// The table's limits.
+    pub(crate) fn limits(&self) -> &TableLimits {
+        &self.limits
     }
 
     /// The table's index: the last batch applied.

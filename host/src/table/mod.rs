@@ -5,7 +5,8 @@
 //! local tables ([`local`]): one replica, this node, in memory or also on
 //! disc, with subscribers. Replicated tables: one Raft group per table
 //! ([`group`]) on the nodes that keep a replica, placed through the
-//! coordination group ([`replication`]). The node's table service
+//! coordination group ([`replication`]); a transaction over several of
+//! them commits in two phases across their groups ([`tx`]). The node's table service
 //! ([`Tables`]) routes each request.
 
 mod ap;
@@ -17,6 +18,7 @@ pub mod local;
 pub(crate) mod replication;
 mod service;
 pub mod state;
+mod tx;
 
 #[cfg(test)]
 mod tests;

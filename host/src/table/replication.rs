@@ -35,6 +35,7 @@ use super::group::{
 };
 
 mod conflict_free;
+mod several;
 use super::state::Schema;
 use crate::cluster::store::{Identity, Storage};
 use crate::cluster::{Command, Coordination, GlobalError, Member, TableEntry, TableOutcome};
@@ -282,6 +283,9 @@ pub(crate) struct Replication {
     raft_config: Arc<openraft::Config>,
     quorum_timeout: Duration,
     stale_after: Duration,
+    /// How long a transaction over several tables may keep keys before
+    /// the leader of a table it holds rolls it back (or finishes it).
+    tx_resolve_after: Duration,
     /// The cluster's limit on replicated tables.
     tables_max: usize,
     stop: tokio::sync::watch::Sender<bool>,
@@ -364,6 +368,7 @@ impl Replication {
             raft_dir: config.data_dir.join("tables").join("raft"),
             raft_config: Arc::new(raft_config),
             quorum_timeout: config.quorum_timeout,
+            tx_resolve_after: config.tx_resolve_after,
             tables_max: config.limits.tables_max,
             stale_after: config.election_timeout_max * 2,
             stop: tokio::sync::watch::Sender::new(false),
@@ -374,6 +379,7 @@ impl Replication {
             .set_replication(replication.clone() as Arc<dyn Replicated>);
         tokio::spawn(replication.clone().keep(coord.tables_changed()));
         tokio::spawn(replication.clone().anti_entropy());
+        tokio::spawn(replication.clone().resolve_left());
         Ok(replication)
     }
 
@@ -1079,13 +1085,19 @@ impl Replication {
     async fn commit(&self, table: String, command: GroupCommand) -> Reply {
         let deadline = tokio::time::Instant::now() + self.quorum_timeout;
         let group = self.group(&table);
-        let outcome = match &group {
-            Some(group) => group.commit(command, deadline).await,
-            None => {
-                let Some(entry) = self.entry(&table) else {
-                    return Reply::Error(Error::NoTable(table));
-                };
-                self.commit_elsewhere(&entry, command, deadline).await
+        // A key held by a transaction over several tables is free again
+        // within a few rounds: try again until the deadline.
+        let mut pause = Duration::from_millis(1);
+        let outcome = loop {
+            let outcome = self.outcome(&table, command.clone(), deadline).await;
+            match &outcome {
+                Ok(GroupOutcome::Aborted(abort))
+                    if abort.transient() && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                _ => break outcome,
             }
         };
         match outcome {
@@ -1097,12 +1109,15 @@ impl Replication {
                 Reply::Committed(vec![index])
             }
             Ok(GroupOutcome::Aborted(abort)) => Reply::Error(Error::Aborted { table, abort }),
-            Ok(GroupOutcome::Done) => Reply::Error(Error::Unavailable {
-                table,
-                why: "the group answered a commit with nothing".into(),
-            }),
             Ok(GroupOutcome::Refused(why)) => Reply::Error(Error::BadRequest(why)),
+            Ok(other) => Reply::Error(Error::Unavailable {
+                table,
+                why: format!("the group answered a commit with {other:?}"),
+            }),
             Err(GroupError::NoQuorum) => Reply::Error(Error::NoQuorum),
+            Err(GroupError::Failed(why)) if why.ends_with("does not exist") => {
+                Reply::Error(Error::NoTable(table))
+            }
             Err(GroupError::Failed(why)) => Reply::Error(Error::Unavailable { table, why }),
         }
     }
@@ -1439,9 +1454,7 @@ impl Replicated for Replication {
                 }
                 Request::Commit(mut batches) => {
                     if batches.len() != 1 {
-                        return Reply::Error(Error::Unsupported(
-                            "a transaction over several tables when one of them is replicated (each replicated table is its own group; commit to one at a time)".into(),
-                        ));
+                        return self.commit_across(batches).await;
                     }
                     let (table, batch) = batches.pop().expect("one batch");
                     match self.conflict_free(&table) {
@@ -1536,6 +1549,8 @@ impl Replicated for Replication {
             applied: metrics.last_applied.map_or(0, |l| l.index),
             stale: group.stale(),
             disc: group.disc,
+            prepared: group.machine.pending_len().0,
+            decisions: group.machine.pending_len().1,
         })
     }
 }
@@ -1562,4 +1577,10 @@ pub struct ReplicaStatus {
     pub stale: bool,
     /// Whether its log is on disc.
     pub disc: bool,
+    /// Transactions over several tables prepared here and not yet
+    /// resolved (their keys are held).
+    pub prepared: usize,
+    /// Decisions of transactions over several tables kept here (the
+    /// home table) until every other table has taken them.
+    pub decisions: usize,
 }

@@ -48,6 +48,10 @@ pub struct TableLimits {
     pub batch_ops_max: usize,
     /// Most bytes (keys, values, index values) in one batch.
     pub batch_bytes_max: usize,
+    /// A replicated table: most transactions over several tables kept at
+    /// once (prepared and holding keys, or decided and waiting for the
+    /// other tables); a prepare past it is refused.
+    pub prepared_max: usize,
 }
 
 impl Default for TableLimits {
@@ -58,6 +62,7 @@ impl Default for TableLimits {
             value_bytes_max: 1 << 20,
             batch_ops_max: 1_000,
             batch_bytes_max: 4 << 20,
+            prepared_max: 10_000,
         }
     }
 }

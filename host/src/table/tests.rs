@@ -53,6 +53,7 @@ const LIMITS: TableLimits = TableLimits {
     value_bytes_max: 16,
     batch_ops_max: 4,
     batch_bytes_max: 64,
+    prepared_max: 4,
 };
 
 #[test]
@@ -662,6 +663,33 @@ fn the_table_group_log_format_only_grows() {
         ],
     };
     let log_id = LogId::new(CommittedLeaderId::new(2, 1), 11);
+    let tx = super::tx::TxId {
+        node: "a@h".into(),
+        n: 5,
+    };
+    let tables = vec!["a".to_string(), "b".to_string()];
+    let entry = |command: GroupCommand| Entry::<TableRaft> {
+        log_id,
+        payload: EntryPayload::Normal(command),
+    };
+    let prepare = entry(GroupCommand::Prepare {
+        tx: tx.clone(),
+        intent: super::tx::Intent {
+            home: "a".into(),
+            tables: tables.clone(),
+            batch: batch.clone(),
+        },
+    });
+    let decide = entry(GroupCommand::Decide {
+        tx: tx.clone(),
+        commit: true,
+        tables: tables.clone(),
+    });
+    let resolve = entry(GroupCommand::Resolve {
+        tx: tx.clone(),
+        commit: false,
+    });
+    let forget = entry(GroupCommand::Forget { tx, tables });
     let commit = Entry::<TableRaft> {
         log_id,
         payload: EntryPayload::Normal(GroupCommand::Commit(batch)),
@@ -681,6 +709,16 @@ fn the_table_group_log_format_only_grows() {
             molt_abi::codec::encode(&restore),
         ),
         ("entry.blank".to_string(), molt_abi::codec::encode(&blank)),
+        (
+            "entry.prepare".to_string(),
+            molt_abi::codec::encode(&prepare),
+        ),
+        ("entry.decide".to_string(), molt_abi::codec::encode(&decide)),
+        (
+            "entry.resolve".to_string(),
+            molt_abi::codec::encode(&resolve),
+        ),
+        ("entry.forget".to_string(), molt_abi::codec::encode(&forget)),
     ];
     crate::cluster::tests::check_log_golden("src/table/log_golden.txt", samples);
 }

@@ -603,6 +603,8 @@ impl Replication {
                 .map_or(0, |i| i.applied),
             stale: self.ap_stale(ap),
             disc: ap.is_disc(),
+            prepared: 0,
+            decisions: 0,
         }
     }
 
