@@ -5,7 +5,9 @@
 //! conditional batch) must keep the total in every read and at the end;
 //! and list-append transactions (read two lists, append to one or both)
 //! are checked for serializability (no lost or partial append, reads
-//! that are prefixes, no dependency cycle).
+//! that are prefixes, no dependency cycle). The lists are kept in two
+//! tables, so about half of those transactions span two groups and
+//! commit in two phases.
 //! A node cut off from the others refuses writes with `no_quorum` and
 //! marks its dirty reads stale; after the heal nothing needs a manual step.
 //!
@@ -28,6 +30,8 @@ use super::replicated::spec;
 const REGISTERS: &str = "registers";
 const BANK: &str = "bank";
 const LISTS: &str = "lists";
+/// Odd list keys' table.
+const LISTS_B: &str = "lists-b";
 const LIST_KEYS: u64 = 4;
 const KEYS: [&str; 3] = ["r0", "r1", "r2"];
 const ACCOUNTS: [&str; 4] = ["a0", "a1", "a2", "a3"];
@@ -225,6 +229,14 @@ fn list_key(k: u64) -> String {
     format!("l{k}")
 }
 
+/// A list key's table: even keys in one, odd keys in the other.
+fn list_table(k: u64) -> &'static str {
+    match k % 2 {
+        0 => LISTS,
+        _ => LISTS_B,
+    }
+}
+
 /// A key's list and version, as this node's replica has it (dirty: the
 /// transaction's conditions make it exact at commit).
 async fn read_list(
@@ -233,7 +245,7 @@ async fn read_list(
     consistency: Consistency,
 ) -> Option<(Vec<u64>, Option<u64>)> {
     let request = Request::Get {
-        table: LISTS.to_string(),
+        table: list_table(k).to_string(),
         key: list_key(k).into_bytes(),
         consistency,
     };
@@ -288,19 +300,33 @@ async fn list_client(node: Node, me: u64, history: Arc<History>, mut rng: Rng) {
                 .into_bytes(),
             index_values: Vec::new(),
         };
-        let mut ops = vec![put(k1, &l1)];
         let mut appends = vec![(k1, value)];
+        // One batch per table: both keys read are conditions, and one or
+        // both get the value appended.
+        let mut batches: Vec<(String, Batch)> = Vec::new();
+        fn batch_of(batches: &mut Vec<(String, Batch)>, k: u64) -> &mut Batch {
+            let table = list_table(k);
+            let at = match batches.iter().position(|(t, _)| t == table) {
+                Some(at) => at,
+                None => {
+                    batches.push((table.to_string(), Batch::default()));
+                    batches.len() - 1
+                }
+            };
+            &mut batches[at].1
+        }
+        batch_of(&mut batches, k1)
+            .conditions
+            .push(condition(k1, v1));
+        batch_of(&mut batches, k1).ops.push(put(k1, &l1));
+        batch_of(&mut batches, k2)
+            .conditions
+            .push(condition(k2, v2));
         if both {
-            ops.push(put(k2, &l2));
+            batch_of(&mut batches, k2).ops.push(put(k2, &l2));
             appends.push((k2, value));
         }
-        let request = Request::Commit(vec![(
-            LISTS.to_string(),
-            Batch {
-                conditions: vec![condition(k1, v1), condition(k2, v2)],
-                ops,
-            },
-        )]);
+        let request = Request::Commit(batches);
         let acknowledged = match node.table(request).await {
             Reply::Committed(_) => Some(true),
             Reply::Error(Error::Aborted { .. }) => None,
@@ -428,7 +454,7 @@ async fn replicated_tables_stay_linearizable_and_serializable_under_a_seeded_nem
     let dir = TempDir::new("replicated-faults");
     let nodes = three(&dir, LogMode::Ram).await;
     let all: Vec<&Member> = nodes.iter().collect();
-    for table in [REGISTERS, BANK, LISTS] {
+    for table in [REGISTERS, BANK, LISTS, LISTS_B] {
         assert_eq!(
             nodes[0]
                 .node
@@ -439,7 +465,7 @@ async fn replicated_tables_stay_linearizable_and_serializable_under_a_seeded_nem
     }
     wait_for("both groups with three voters on every node", || {
         nodes.iter().all(|m| {
-            [REGISTERS, BANK, LISTS].iter().all(|t| {
+            [REGISTERS, BANK, LISTS, LISTS_B].iter().all(|t| {
                 m.node
                     .tables()
                     .replica_status(t)
@@ -541,6 +567,19 @@ async fn replicated_tables_stay_linearizable_and_serializable_under_a_seeded_nem
         totals.len()
     );
     checker::check_registers(&registers).unwrap_or_else(|v| panic!("registers (seed {seed}): {v}"));
+    // A transaction over both list tables whose coordinator lost touch
+    // is finished by the tables' leaders: wait for that before reading.
+    wait_for("no list transaction in flight", || {
+        nodes.iter().all(|n| {
+            [LISTS, LISTS_B].iter().all(|t| {
+                n.node
+                    .tables()
+                    .replica_status(t)
+                    .is_some_and(|s| s.prepared + s.decisions == 0)
+            })
+        })
+    })
+    .await;
     let mut finals = std::collections::BTreeMap::new();
     for k in 0..LIST_KEYS {
         let (list, _) = read_list(&nodes[2].node, k, Consistency::Linearizable)

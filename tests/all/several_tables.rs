@@ -248,6 +248,17 @@ async fn a_transaction_over_two_replicated_tables_commits_in_both_or_neither() {
     let mut counter = spec("hits", &[&members[0], &members[1]], Copy::Ram);
     counter.kind = Kind::Counter;
     assert_eq!(a.table(Request::Create(counter)).await, Reply::Done);
+    // c learns of the new table from the coordination log.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let info = || Request::Info {
+            table: "hits".into(),
+        };
+        while let Reply::Error(Error::NoTable(_)) = c.table(info()).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("c knows of hits within 20 s");
     let with_counter = Request::Commit(vec![
         part("left", vec![], &[("l", 1)]),
         (
@@ -383,6 +394,74 @@ async fn a_coordinator_cut_off_mid_transaction_leaves_no_keys_held_and_no_transf
         r > acked && r <= acked + unknown + 1,
         "r {r}: {acked} acknowledged, {unknown} unknown, one from a"
     );
+
+    for m in members {
+        m.stop().await;
+    }
+}
+
+/// An order, as the cart example records it.
+#[derive(serde::Deserialize)]
+struct Order {
+    items: Vec<(String, u32)>,
+}
+
+/// The first record of `key` in `table`, read linearizably on `node`,
+/// decoded.
+async fn record<T: serde::de::DeserializeOwned>(node: &Node, table: &str, key: &str) -> Option<T> {
+    let request = Request::Get {
+        table: table.to_string(),
+        key: molt_tests::demo_wire::cart_key(key),
+        consistency: Consistency::Linearizable,
+    };
+    match node.table(request).await {
+        Reply::Rows(rows) => rows
+            .rows
+            .first()
+            .and_then(|r| r.records.first())
+            .map(|r| molt_abi::codec::decode(&r.value).expect("the cart's types")),
+        other => panic!("a read of {table}/{key}: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cart_example_checks_out_over_three_replicated_tables_all_or_nothing() {
+    let dir = TempDir::new("several-cart");
+    let members = three(&dir, LogMode::Ram).await;
+    let (a, c) = (&members[0].node, &members[2].node);
+    let mut me = c.mailbox().unwrap();
+    let mut run = async |words: &[&str]| {
+        let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+        molt_tests::run_to_exit(&mut me, "cart", molt_abi::codec::encode(&words)).await
+    };
+    assert_eq!(run(&["replicate", "10"]).await, "normal");
+    for table in ["carts", "stock", "orders"] {
+        let status = a.tables().replica_status(table).expect("a replica on a");
+        assert_eq!(status.voters.len(), 3, "{table} on every node");
+    }
+    assert_eq!(run(&["shop", "ann", "tea", "3"]).await, "normal");
+    assert_eq!(run(&["checkout", "ann"]).await, "normal");
+    assert_eq!(record::<u32>(a, "stock", "tea").await, Some(7));
+    let order: Order = record(a, "orders", "ann").await.expect("ann's order");
+    assert_eq!(order.items, vec![("tea".to_string(), 3)]);
+    assert!(
+        record::<molt_tests::demo_wire::Cart>(a, "carts", "ann")
+            .await
+            .is_none()
+    );
+
+    // Short of stock: nothing moves in any of the three tables.
+    assert_eq!(run(&["shop", "bob", "cake", "2"]).await, "normal");
+    assert_eq!(run(&["shop", "bob", "tea", "20"]).await, "normal");
+    assert_eq!(run(&["checkout", "bob"]).await, "out_of_stock: tea");
+    assert_eq!(record::<u32>(a, "stock", "tea").await, Some(7));
+    assert_eq!(record::<u32>(a, "stock", "cake").await, Some(10));
+    let cart: molt_tests::demo_wire::Cart = record(a, "carts", "bob").await.expect("bob's cart");
+    assert_eq!(
+        cart.items,
+        vec![("cake".to_string(), 2), ("tea".to_string(), 20)]
+    );
+    assert!(record::<Order>(a, "orders", "bob").await.is_none());
 
     for m in members {
         m.stop().await;

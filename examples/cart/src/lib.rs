@@ -13,8 +13,9 @@
 //!   `out_of_stock: ITEM`.
 //! - `watch N`: subscribe to `orders` and log the next N orders as they
 //!   commit, then end.
-//! - `replicate`: create `carts` alone, replicated on every node of the
-//!   cluster: it goes on while a majority of them is up.
+//! - `replicate [STOCK]`: as `setup`, but each table replicated on every
+//!   node of the cluster: the store goes on while a majority of them is
+//!   up, and `checkout` is one transaction over three replicated tables.
 //! - `shop-exactly USER ITEM N`: as `shop`, but each add happens exactly
 //!   once even when a commit's outcome is unknown (`no_quorum` while the
 //!   table's group elects a new leader): the cart records how many adds
@@ -77,9 +78,11 @@ fn run(args: Vec<String>) -> Result<(), String> {
             shop(user, item, n.parse().map_err(|_| "N is a count")?)
         }
         Some("checkout") => checkout(arg(1).ok_or("checkout takes USER")?),
-        Some("replicate") => CARTS
-            .create_with(Kind::Set, Placement::everywhere(Copy::Ram))
-            .map_err(|e| format!("carts: {e}")),
+        Some("replicate") => replicate(
+            arg(1)
+                .map_or(Ok(100), str::parse)
+                .map_err(|_| "replicate takes a count")?,
+        ),
         Some("shop-exactly") => {
             let (Some(user), Some(item), Some(n)) = (arg(1), arg(2), arg(3)) else {
                 return Err("shop-exactly takes USER ITEM N".to_string());
@@ -92,7 +95,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
                 .map_err(|_| "watch takes a count")?,
         ),
         other => Err(format!(
-            "unknown role {other:?}: setup, shop USER ITEM N, checkout USER, watch N, replicate or shop-exactly USER ITEM N"
+            "unknown role {other:?}: setup, shop USER ITEM N, checkout USER, watch N, replicate [STOCK] or shop-exactly USER ITEM N"
         )),
     }
 }
@@ -109,6 +112,29 @@ fn setup(stock: u32) -> Result<(), String> {
             .map_err(|e| format!("stock {item}: {e}"))?;
     }
     molt_sdk::info!("cart: tables ready, {stock} of each item in stock");
+    Ok(())
+}
+
+fn replicate(stock: u32) -> Result<(), String> {
+    let everywhere = || Placement::everywhere(Copy::Ram);
+    CARTS
+        .create_with(Kind::Set, everywhere())
+        .map_err(|e| format!("carts: {e}"))?;
+    STOCK
+        .create_with(Kind::Set, everywhere())
+        .map_err(|e| format!("stock: {e}"))?;
+    ORDERS
+        .create_with(Kind::Bag, everywhere())
+        .map_err(|e| format!("orders: {e}"))?;
+    // One transaction over the stock: every item or none.
+    table::transaction(|tx| {
+        for item in ITEMS {
+            tx.write(&STOCK, &item.to_string(), &stock)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| format!("stock: {e}"))?;
+    molt_sdk::info!("cart: tables replicated on every node, {stock} of each item in stock");
     Ok(())
 }
 

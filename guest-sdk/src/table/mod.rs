@@ -718,6 +718,8 @@ struct Read {
     values: Vec<Vec<u8>>,
     /// The table is a bag (a put adds a value rather than replacing).
     bag: bool,
+    /// The table is conflict-free: no version of it is checked.
+    free: bool,
 }
 
 /// What a transaction read and will write, per table.
@@ -766,12 +768,13 @@ impl Tx {
                 |buf| buf.extend_from_slice(&encoded),
                 |got| Ok((got.version, got.values().map(<[u8]>::to_vec).collect())),
             )?;
-            let bag = kind_of(table.name)? == Kind::Bag;
+            let kind = kind_of(table.name)?;
             self.part(table.name).read.push(Read {
                 key: encoded.clone(),
                 version,
                 values,
-                bag,
+                bag: kind == Kind::Bag,
+                free: kind.conflict_free(),
             });
         }
         let part = self.part(table.name);
@@ -887,14 +890,28 @@ impl Tx {
 
     /// The batches to commit: the versions read as conditions, then the
     /// closure's own.
+    ///
+    /// A transaction that writes nothing and read one key has nothing to
+    /// commit. Otherwise every version read is checked at commit, the
+    /// reads of tables it does not write included: what it read is what
+    /// was there when its writes took effect, and a transaction that
+    /// only reads sees no write half done.
     fn batches(self) -> Vec<(String, Batch)> {
+        let writes = self
+            .parts
+            .iter()
+            .any(|p| !p.ops.is_empty() || !p.required.is_empty());
+        let checks = |p: &Part| p.read.iter().filter(|r| !r.free).count();
+        let reads: usize = self.parts.iter().map(checks).sum();
+        let checked = writes || reads > 1;
         self.parts
             .into_iter()
-            .filter(|p| !p.ops.is_empty() || !p.required.is_empty())
+            .filter(|p| !p.ops.is_empty() || !p.required.is_empty() || (checked && checks(p) > 0))
             .map(|p| {
                 let mut conditions: Vec<Condition> = p
                     .read
                     .into_iter()
+                    .filter(|r| !r.free)
                     .map(|r| match r.version {
                         0 => Condition::Absent { key: r.key },
                         version => Condition::Version {

@@ -47,7 +47,13 @@ async fn tables(config: &NodeConfig, guests: &Path) -> Result<()> {
     )
     .await?;
     let mut ctl = members[0].node.mailbox()?;
-    let (_, made) = ctl.spawn("cart", args(&["replicate"]), false, true)?;
+    let stock = 1_000;
+    let (_, made) = ctl.spawn(
+        "cart",
+        args(&["replicate", &stock.to_string()]),
+        false,
+        true,
+    )?;
     let why = ctl
         .recv_down(made.expect("monitored"), Duration::from_secs(20))
         .await;
@@ -171,6 +177,54 @@ async fn tables(config: &NodeConfig, guests: &Path) -> Result<()> {
             eprintln!("{user}'s cart: {tea} tea from {ADDS} transactions, each add exactly once");
         }
     }
+    // A checkout on a node that is left: one transaction over the three
+    // replicated tables (three groups), after the loss.
+    let buyer = users
+        .into_iter()
+        .find(|u| Some(*u) != lost_shopper)
+        .expect("a shopper on a node that is left");
+    let mut mailbox = members[0].node.mailbox()?;
+    let (_, watch) = mailbox.spawn("cart", args(&["checkout", buyer]), false, true)?;
+    let why = mailbox
+        .recv_down(watch.expect("monitored"), Duration::from_secs(30))
+        .await;
+    if why.as_deref() != Some("normal") {
+        bail!("{buyer}'s checkout ended with {why:?}");
+    }
+    let linearizable = |table: &str, key: Vec<u8>| Request::Get {
+        table: table.into(),
+        key,
+        consistency: Consistency::Linearizable,
+    };
+    let left: u32 = match members[1]
+        .node
+        // Items are keyed as carts are (a `String` key).
+        .table(linearizable("stock", cart_key("tea")))
+        .await
+    {
+        Reply::Rows(rows) => rows
+            .rows
+            .first()
+            .and_then(|r| r.records.first())
+            .and_then(|r| codec::decode(&r.value).ok())
+            .unwrap_or_default(),
+        other => bail!("reading the stock: {other:?}"),
+    };
+    let emptied = match members[1]
+        .node
+        .table(linearizable("carts", cart_key(buyer)))
+        .await
+    {
+        Reply::Rows(rows) => rows.rows.iter().all(|r| r.records.is_empty()),
+        other => bail!("reading {buyer}'s cart: {other:?}"),
+    };
+    if left != stock - ADDS || !emptied {
+        bail!("after {buyer}'s checkout: {left} tea in stock, cart emptied: {emptied}");
+    }
+    eprintln!(
+        "{buyer} checked out on {}: one transaction over carts, stock and orders (three groups); {left} tea left in stock",
+        members[0].dist.name()
+    );
     drop(ctl);
     stop_member(gone).await;
     stop(members).await;

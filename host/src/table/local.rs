@@ -175,8 +175,10 @@ fn commit_telling(
     });
     let mut subscribers = local.subscribers.lock().expect("subscribers poisoned");
     let mut changes = table.commit(index, batch, !subscribers.is_empty());
-    if !subscribers.is_empty() {
-        changes.extend(extra);
+    changes.extend(extra);
+    // A batch that changed nothing (a transaction's reads, checked) is
+    // not an event.
+    if !subscribers.is_empty() && !changes.is_empty() {
         subscribers.retain(|(_, sink)| sink(index, &changes));
     }
     let durable = match (&local.disc, touched) {
