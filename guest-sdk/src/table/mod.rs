@@ -1006,3 +1006,89 @@ pub fn event_key<K: Key>(key: &[u8]) -> Result<K, Error> {
 pub fn event_value<V: DeserializeOwned>(value: &[u8]) -> Result<V, Error> {
     Ok(codec::decode(value)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(key: &str, version: u64, free: bool) -> Read {
+        Read {
+            key: key.as_bytes().to_vec(),
+            version,
+            values: Vec::new(),
+            bag: false,
+            free,
+        }
+    }
+
+    fn part(table: &str, read: Vec<Read>, ops: Vec<Op>) -> Part {
+        Part {
+            table: table.into(),
+            read,
+            required: Vec::new(),
+            ops,
+        }
+    }
+
+    fn put(key: &str) -> Op {
+        Op::Put {
+            key: key.as_bytes().to_vec(),
+            value: b"v".to_vec(),
+            index_values: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_writing_transaction_checks_what_it_read_in_tables_it_does_not_write() {
+        let tx = Tx {
+            parts: vec![
+                part("stock", vec![read("tea", 4, false)], Vec::new()),
+                part("orders", Vec::new(), vec![put("ann")]),
+            ],
+        };
+        let batches = tx.batches();
+        assert_eq!(batches.len(), 2, "{batches:?}");
+        assert_eq!(batches[0].0, "stock");
+        assert_eq!(
+            batches[0].1.conditions,
+            vec![Condition::Version {
+                key: b"tea".to_vec(),
+                version: 4
+            }]
+        );
+        assert!(batches[0].1.ops.is_empty());
+    }
+
+    #[test]
+    fn a_reading_transaction_commits_only_when_it_read_several_keys() {
+        let one = Tx {
+            parts: vec![part("a", vec![read("x", 1, false)], Vec::new())],
+        };
+        assert!(one.batches().is_empty(), "one key read: nothing to check");
+        let two = Tx {
+            parts: vec![
+                part("a", vec![read("x", 1, false)], Vec::new()),
+                part("b", vec![read("y", 0, false)], Vec::new()),
+            ],
+        };
+        let batches = two.batches();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(
+            batches[1].1.conditions,
+            vec![Condition::Absent { key: b"y".to_vec() }]
+        );
+    }
+
+    #[test]
+    fn reads_of_conflict_free_tables_are_not_checked() {
+        let tx = Tx {
+            parts: vec![
+                part("presence", vec![read("ann", 9, true)], Vec::new()),
+                part("orders", Vec::new(), vec![put("ann")]),
+            ],
+        };
+        let batches = tx.batches();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].0, "orders");
+    }
+}

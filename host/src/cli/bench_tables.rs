@@ -86,6 +86,11 @@ const SYNC_N: i64 = 10_000;
 /// Create `kv` of `kind`, kept as ram copies on `on`, from the first of
 /// them.
 async fn create_kv_on(on: &[super::local_cluster::Member], kind: Kind) -> Result<()> {
+    create_on(on, "kv", kind).await
+}
+
+/// Create `name` of `kind`, a ram copy on each of `on`.
+async fn create_on(on: &[super::local_cluster::Member], name: &str, kind: Kind) -> Result<()> {
     let replicas = on
         .iter()
         .map(|m| Replica {
@@ -94,14 +99,17 @@ async fn create_kv_on(on: &[super::local_cluster::Member], kind: Kind) -> Result
         })
         .collect();
     let spec = Spec {
-        name: "kv".into(),
+        name: name.into(),
         kind,
         indexes: Vec::new(),
         replicas,
     };
     match on[0].node.table(Request::Create(spec)).await {
         Reply::Done => Ok(()),
-        other => bail!("creating kv ({kind:?}) on {} nodes: {other:?}", on.len()),
+        other => bail!(
+            "creating {name} ({kind:?}) on {} nodes: {other:?}",
+            on.len()
+        ),
     }
 }
 
@@ -118,6 +126,40 @@ struct ReplicatedRun {
     eight: f64,
     p50: f64,
     p99: f64,
+    /// A transaction over two tables (two groups): (p50, p99) in µs.
+    two_p50: f64,
+    two_p99: f64,
+}
+
+/// A batch that puts `key` if it is absent.
+fn put_absent(key: Vec<u8>) -> molt_abi::table::Batch {
+    molt_abi::table::Batch {
+        conditions: vec![molt_abi::table::Condition::Absent { key: key.clone() }],
+        ops: vec![molt_abi::table::Op::Put {
+            key,
+            value: vec![0; 16],
+            index_values: Vec::new(),
+        }],
+    }
+}
+
+/// Time `n` commits of `batches(i)` one at a time on `node`: (p50, p99)
+/// in µs.
+async fn timed_commits(
+    node: &Node,
+    n: usize,
+    batches: impl Fn(usize) -> Vec<(String, molt_abi::table::Batch)>,
+) -> Result<(f64, f64)> {
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let started = Instant::now();
+        match node.table(Request::Commit(batches(i))).await {
+            Reply::Committed(_) => {}
+            other => bail!("a timed commit: {other:?}"),
+        }
+        times.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(super::bench_coord::percentiles(times))
 }
 
 /// Replicated write transactions (1 writer, 8 writers) per second, and
@@ -160,34 +202,40 @@ async fn replicated(guest: &Path, dir: &Path) -> Result<ReplicatedRun> {
             RTX_N as f64 / guests(&at.node, TableOp::Transaction, &split(RTX_N, WRITERS)).await?;
         // Latency: one conditional batch at a time, as a transaction
         // commits, timed from the node itself.
-        let mut times = Vec::with_capacity(LATENCY_N);
-        for i in 0..LATENCY_N {
-            let key = (i as u64 + 1_000_000).to_be_bytes().to_vec();
-            let batch = molt_abi::table::Batch {
-                conditions: vec![molt_abi::table::Condition::Absent { key: key.clone() }],
-                ops: vec![molt_abi::table::Op::Put {
-                    key,
-                    value: vec![0; 16],
-                    index_values: Vec::new(),
-                }],
-            };
-            let started = Instant::now();
-            match at
-                .node
-                .table(Request::Commit(vec![("kv".into(), batch)]))
-                .await
-            {
-                Reply::Committed(_) => {}
-                other => bail!("a timed commit: {other:?}"),
+        let key = |i: usize| (i as u64 + 1_000_000).to_be_bytes().to_vec();
+        let (p50, p99) = timed_commits(&at.node, LATENCY_N, |i| {
+            vec![("kv".into(), put_absent(key(i)))]
+        })
+        .await?;
+        // Over two tables, each its own group (two phases).
+        create_on(&members[..2], "kv2", Kind::Set).await?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !members[..2].iter().all(|m| {
+            m.node
+                .tables()
+                .replica_status("kv2")
+                .is_some_and(|s| s.voters.len() == 2 && s.leader.is_some())
+        }) {
+            if Instant::now() > deadline {
+                bail!("the replicated kv2 got no leader in 20 s");
             }
-            times.push(started.elapsed().as_secs_f64() * 1e6);
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let (p50, p99) = super::bench_coord::percentiles(times);
+        let (two_p50, two_p99) = timed_commits(&at.node, LATENCY_N, |i| {
+            let key = key(i + LATENCY_N);
+            vec![
+                ("kv".into(), put_absent(key.clone())),
+                ("kv2".into(), put_absent(key)),
+            ]
+        })
+        .await?;
         Ok(ReplicatedRun {
             one,
             eight,
             p50,
             p99,
+            two_p50,
+            two_p99,
         })
     }
     .await;
@@ -333,12 +381,15 @@ pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
     let _ = node.table(Request::Delete { table: "kv".into() }).await;
     node.shutdown(Duration::from_secs(5)).await;
     let (mut rep1, mut rep8, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut two_p50, mut two_p99) = (Vec::new(), Vec::new());
     for _ in 0..runs {
         let run = replicated(guest, &dir.join("cluster")).await?;
         rep1.push(run.one);
         rep8.push(run.eight);
         p50.push(run.p50);
         p99.push(run.p99);
+        two_p50.push(run.two_p50);
+        two_p99.push(run.two_p99);
     }
     let (mut ap_writes, mut ap_converge) = (Vec::new(), Vec::new());
     for _ in 0..runs {
@@ -401,6 +452,16 @@ pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
             name: "replicated ram table, one commit's latency, p99",
             unit: "µs",
             runs: p99,
+        },
+        Figure {
+            name: "replicated ram tables, a transaction over two tables (two groups), p50",
+            unit: "µs",
+            runs: two_p50,
+        },
+        Figure {
+            name: "replicated ram tables, a transaction over two tables (two groups), p99",
+            unit: "µs",
+            runs: two_p99,
         },
         Figure {
             name: "conflict-free table (lww, on 3 nodes), dirty write on one node",

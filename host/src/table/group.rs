@@ -801,3 +801,66 @@ impl Group {
         self.storage.close().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::state::{Op, Schema, TableKind};
+
+    fn table() -> Table {
+        let mut table = Table::new(Schema {
+            name: "t".into(),
+            kind: TableKind::Set,
+            indexes: Vec::new(),
+        });
+        let batch = Batch {
+            conditions: Vec::new(),
+            ops: vec![Op::Put {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                index_values: Vec::new(),
+            }],
+        };
+        table.commit(3, batch, false);
+        table
+    }
+
+    #[test]
+    fn a_snapshot_from_before_transactions_over_several_tables_still_loads() {
+        #[derive(Serialize)]
+        struct Before {
+            table: Table,
+            last_applied: Option<LogId<u64>>,
+            membership: StoredMembership<u64, Member>,
+        }
+        let before = Before {
+            table: table(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+        };
+        let image = Image::decode(&molt_abi::codec::encode(&before)).expect("decodes");
+        assert_eq!(image.table, table());
+        assert_eq!(image.pending, Pending::default());
+        // And one written now keeps what is in flight.
+        let mut pending = Pending::default();
+        pending.decide(
+            "t",
+            TxId {
+                node: "a".into(),
+                n: 1,
+            },
+            false,
+            &["t".into(), "u".into()],
+            4,
+        );
+        let now = Image {
+            table: table(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+            pending: pending.clone(),
+        };
+        let image = Image::decode(&molt_abi::codec::encode(&now)).expect("decodes");
+        assert_eq!(image.pending, pending);
+        assert!(Image::decode(b"garbage").is_err());
+    }
+}
