@@ -316,6 +316,13 @@ impl Replication {
         };
         let commit = match self.outcome(&intent.home, decide, deadline).await {
             Ok(GroupOutcome::Decided { commit, .. }) => commit,
+            // The home table was deleted, and its decisions with it: the
+            // part here is rolled back rather than held for good.
+            Err(_) if self.coordination().is_some() && self.entry(&intent.home).is_none() => {
+                tracing::warn!(table, %tx, home = intent.home,
+                    "a transaction's deciding table was deleted: its part here is rolled back");
+                false
+            }
             outcome => {
                 tracing::debug!(table, %tx, home = intent.home, ?outcome, "no decision yet for a transaction left in flight");
                 return;
