@@ -949,3 +949,98 @@ async fn disc_replicas_of_a_conflict_free_table_are_intact_after_a_full_restart(
         m.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_conflict_free_replica_file_stops_only_that_replica_until_it_is_moved_aside() {
+    let dir = TempDir::new("conflict-free-damaged");
+    let nodes = three(&dir, LogMode::Disc).await;
+    let all: Vec<&Member> = nodes.iter().collect();
+    let mut kept = ap_spec("kept", Kind::Counter, &all);
+    for r in &mut kept.replicas {
+        r.copy = Copy::Disc;
+    }
+    for spec in [kept, ap_spec("cache", Kind::Counter, &all)] {
+        assert_eq!(
+            nodes[0].node.table(Request::Create(spec)).await,
+            Reply::Done
+        );
+    }
+    wait_for("both tables on every node", || {
+        nodes.iter().all(|m| {
+            ["kept", "cache"]
+                .iter()
+                .all(|t| m.node.tables().replica_status(t).is_some())
+        })
+    })
+    .await;
+    committed(nodes[0].node.table(write("kept", add("n", 5))).await, "add");
+    assert_eq!(converged(&all, "kept").await, rows(&[("n", &[&count(5)])]));
+    drop(all);
+    for m in nodes {
+        m.stop().await;
+    }
+    // c's file of `kept` is overwritten with garbage while the cluster is
+    // down.
+    let ap_dir = dir.path().join("c").join("tables").join("ap");
+    let mut damaged = Vec::new();
+    for table_dir in std::fs::read_dir(&ap_dir).expect("c's conflict-free files") {
+        for file in std::fs::read_dir(table_dir.unwrap().path()).unwrap() {
+            let path = file.unwrap().path();
+            std::fs::write(&path, b"not a redb file at all").unwrap();
+            damaged.push(path);
+        }
+    }
+    assert_eq!(damaged.len(), 1, "one disc replica file on c: {damaged:?}");
+    let nodes = crate::coord::restart_three(&dir, LogMode::Disc).await;
+    let all: Vec<&Member> = nodes.iter().collect();
+    wait_for("kept on a and b, cache everywhere", || {
+        all[..2]
+            .iter()
+            .all(|m| m.node.tables().replica_status("kept").is_some())
+            && all
+                .iter()
+                .all(|m| m.node.tables().replica_status("cache").is_some())
+    })
+    .await;
+    // c keeps running: its other table takes writes, and it reads and
+    // writes `kept` through a replica that started.
+    committed(
+        nodes[2].node.table(write("cache", add("n", 1))).await,
+        "add",
+    );
+    assert_eq!(converged(&all, "cache").await, rows(&[("n", &[&count(1)])]));
+    assert!(nodes[2].node.tables().replica_status("kept").is_none());
+    committed(
+        nodes[2].node.table(write("kept", add("n", 2))).await,
+        "add through a replica",
+    );
+    let (through, _) = dump(&nodes[2], "kept").await;
+    assert_eq!(through, rows(&[("n", &[&count(7)])]));
+    // Still not started, saying why, and the file is left as it was for
+    // inspection.
+    assert!(nodes[2].node.tables().replica_status("kept").is_none());
+    let why = nodes[2]
+        .node
+        .tables()
+        .replica_failure("kept")
+        .expect("c says why its replica of kept cannot start");
+    assert!(why.contains(&damaged[0].display().to_string()), "{why}");
+    assert_eq!(nodes[2].node.tables().replica_failure("cache"), None);
+    assert_eq!(
+        std::fs::read(&damaged[0]).unwrap(),
+        b"not a redb file at all"
+    );
+    // Moved aside: the replica starts again by itself, empty, and is
+    // filled by the others.
+    std::fs::rename(&damaged[0], damaged[0].with_extension("damaged")).unwrap();
+    wait_for("c's replica of kept starts again", || {
+        nodes[2].node.tables().replica_status("kept").is_some()
+    })
+    .await;
+    assert_eq!(nodes[2].node.tables().replica_failure("kept"), None);
+    assert_eq!(converged(&all, "kept").await, rows(&[("n", &[&count(7)])]));
+    drop(all);
+    for m in nodes {
+        m.stop().await;
+    }
+}

@@ -329,6 +329,9 @@ pub async fn run(command: TableCommand) -> Result<ExitCode> {
                             );
                         }
                     }
+                    if let Some(why) = control.replica_failure(&target, &name).await? {
+                        out!("this replica cannot start (tried again by itself): {why}");
+                    }
                     out!("records     {}", i.records);
                     out!("index       {}", i.index);
                     out!("subscribers {}", i.subscribers);

@@ -79,6 +79,12 @@ impl Service for InfoService {
                 };
                 InfoReply::TableReplica(node.tables().replica_status(&table))
             }
+            InfoRequest::ReplicaFailure(table) => {
+                let Some(node) = self.node.upgrade() else {
+                    return Err(InfoError::NotDelivered("the node is stopping".into()));
+                };
+                InfoReply::ReplicaFailure(node.tables().replica_failure(&table))
+            }
             InfoRequest::TableFailures => {
                 let Some(node) = self.node.upgrade() else {
                     return Err(InfoError::NotDelivered("the node is stopping".into()));

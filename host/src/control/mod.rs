@@ -287,6 +287,25 @@ impl Control {
         }
     }
 
+    /// Why `node`'s replica of replicated table `table` cannot start, if
+    /// it cannot (it is tried again by itself).
+    pub async fn replica_failure(
+        &self,
+        node: &str,
+        table: &str,
+    ) -> Result<Option<String>, RequestError> {
+        if self.is_here(node) {
+            return Ok(self.node.tables().replica_failure(table));
+        }
+        match self
+            .info(node, InfoRequest::ReplicaFailure(table.to_string()))
+            .await?
+        {
+            InfoReply::ReplicaFailure(why) => Ok(why),
+            other => Err(unexpected_info(node, other)),
+        }
+    }
+
     /// The disc table files of `node` that did not load at its start, with
     /// why (`molt tables` shows them).
     pub async fn table_failures(&self, node: &str) -> Result<Vec<(String, String)>, RequestError> {

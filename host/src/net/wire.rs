@@ -677,6 +677,9 @@ pub enum InfoRequest {
     /// The node's replica of a replicated table and its group, as the
     /// node sees them (`molt table info`).
     TableReplica(String),
+    /// Why the node's replica of a replicated table cannot start, if it
+    /// cannot (`molt table info`).
+    ReplicaFailure(String),
 }
 
 /// The node-information service's answers.
@@ -697,6 +700,8 @@ pub enum InfoReply {
     TableFailures(Vec<(String, String)>),
     /// To `TableReplica`: none if the node keeps no replica of it.
     TableReplica(Option<crate::table::ReplicaStatus>),
+    /// To `ReplicaFailure`: why, or none if the replica is not failing.
+    ReplicaFailure(Option<String>),
 }
 
 /// Why the node-information service could not do what was asked.

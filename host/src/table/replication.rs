@@ -258,6 +258,8 @@ pub(crate) trait Replicated: Send + Sync {
     fn spec(&self, table: &str) -> Option<Spec>;
     /// This node's replica of `table` and its group, if it keeps one.
     fn status(&self, table: &str) -> Option<ReplicaStatus>;
+    /// Why this node's replica of `table` cannot start, while it cannot.
+    fn failure(&self, table: &str) -> Option<String>;
     /// Put `table` (a restored backup, renamed as asked) in place of the
     /// replicated table of its name, through its group: the table's log
     /// index of the restore, or why not.
@@ -288,6 +290,9 @@ pub(crate) struct Replication {
     tx_resolve_after: Duration,
     /// The cluster's limit on replicated tables.
     tables_max: usize,
+    /// Replicas of this node that cannot start, and why (each logged once
+    /// per reason; tried again at every reconciliation).
+    failures: Mutex<HashMap<String, String>>,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -370,6 +375,7 @@ impl Replication {
             quorum_timeout: config.quorum_timeout,
             tx_resolve_after: config.tx_resolve_after,
             tables_max: config.limits.tables_max,
+            failures: Mutex::default(),
             stale_after: config.election_timeout_max * 2,
             stop: tokio::sync::watch::Sender::new(false),
         });
@@ -394,6 +400,32 @@ impl Replication {
             group.stop().await;
         }
         self.close_ap().await;
+    }
+
+    /// Record how starting this node's replica of `table` went: a
+    /// failure is logged when its reason is new, and a start after one
+    /// says so.
+    fn started(&self, table: &str, outcome: Result<(), String>) {
+        let mut failures = self.failures.lock().expect("failures poisoned");
+        match outcome {
+            Ok(()) => {
+                if failures.remove(table).is_some() {
+                    tracing::info!(
+                        table,
+                        "this node's replica started after an earlier failure"
+                    );
+                }
+            }
+            Err(why) => {
+                if failures.get(table) != Some(&why) {
+                    tracing::error!(
+                        table,
+                        "cannot start this node's replica (tried again every reconciliation): {why}"
+                    );
+                    failures.insert(table.to_string(), why);
+                }
+            }
+        }
     }
 
     fn coordination(&self) -> Option<Coordination> {
@@ -509,9 +541,12 @@ impl Replication {
                 }
                 Some(group) => group,
                 None => match self.begin(entry).await {
-                    Ok(group) => group,
+                    Ok(group) => {
+                        self.started(&entry.spec.name, Ok(()));
+                        group
+                    }
                     Err(why) => {
-                        tracing::error!(table = %entry.spec.name, "cannot start this node's replica: {why}");
+                        self.started(&entry.spec.name, Err(why));
                         continue;
                     }
                 },
@@ -1523,6 +1558,19 @@ impl Replicated for Replication {
                 }),
             }
         })
+    }
+
+    fn failure(&self, table: &str) -> Option<String> {
+        let why = self
+            .failures
+            .lock()
+            .expect("failures poisoned")
+            .get(table)
+            .cloned()?;
+        // Only while the table is defined and replicated here.
+        self.entry(table)
+            .is_some_and(|e| self.replicates(&e))
+            .then_some(why)
     }
 
     fn status(&self, table: &str) -> Option<ReplicaStatus> {

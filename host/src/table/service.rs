@@ -114,6 +114,14 @@ impl Tables {
         self.replication.get().and_then(|r| r.status(table))
     }
 
+    /// Why this node's replica of replicated `table` cannot start (a
+    /// damaged file, say), while it cannot: it is tried again at every
+    /// reconciliation, and the node reads and writes the table through
+    /// another replica meanwhile.
+    pub fn replica_failure(&self, table: &str) -> Option<String> {
+        self.replication.get().and_then(|r| r.failure(table))
+    }
+
     /// Serve replicated tables through `replication` from now on.
     pub(crate) fn set_replication(&self, replication: Arc<dyn Replicated>) {
         let _ = self.replication.set(replication);

@@ -70,9 +70,8 @@ impl Replication {
             }
             match self.ap(&entry.spec.name) {
                 None => {
-                    if let Err(why) = self.begin_ap(entry) {
-                        tracing::error!(table = %entry.spec.name, "cannot start this node's replica: {why}");
-                    }
+                    let outcome = self.begin_ap(entry);
+                    self.started(&entry.spec.name, outcome);
                 }
                 Some(ap) => {
                     let disc = self.copy_of(entry) == Some(Copy::Disc);
