@@ -507,10 +507,40 @@ async fn a_restarted_node_keeps_its_disc_replicas_and_rejoins_with_new_ram_ones(
             "a write",
         );
     }
+    // Two disc tables deleted while b is down: b removes their files when
+    // it learns of it.
+    let mut doomed_ap = spec("doomed-ap", &all, Copy::Disc);
+    doomed_ap.kind = Kind::Lww;
+    for create in [spec("doomed", &all, Copy::Disc), doomed_ap] {
+        assert_eq!(
+            members[0].node.table(Request::Create(create)).await,
+            Reply::Done
+        );
+    }
+    wait_for("the doomed tables on b", || {
+        ["doomed", "doomed-ap"]
+            .iter()
+            .all(|t| status(&members[1], t).is_some())
+    })
+    .await;
+    drop(all);
+    let files =
+        |dir: std::path::PathBuf| -> usize { std::fs::read_dir(dir).map_or(0, |d| d.count()) };
+    let raft_dir = dir.path().join("b").join("tables").join("raft");
+    let ap_dir = dir.path().join("b").join("tables").join("ap");
+    assert_eq!(files(raft_dir.clone()), 2, "kept's and doomed's logs");
+    assert_eq!(files(ap_dir.clone()), 1, "doomed-ap's file");
     let b = members.remove(1);
     let kept_id = status(&b, "kept").expect("a replica").member;
     let cache_id = status(&b, "cache").expect("a replica").member;
     b.stop().await;
+    for table in ["doomed", "doomed-ap"] {
+        let delete = Request::Delete {
+            table: table.into(),
+        };
+        assert_eq!(members[0].node.table(delete).await, Reply::Done, "{table}");
+    }
+    assert_eq!(files(raft_dir.clone()), 2, "b is down: its files are there");
     // Written while b is away (b may have led a group: a write meets its
     // successor's election, and is asked again).
     for table in ["kept", "cache"] {
@@ -525,6 +555,11 @@ async fn a_restarted_node_keeps_its_disc_replicas_and_rejoins_with_new_ram_ones(
             status(&b, t).is_some_and(|s| s.voters.len() == 3 && s.learners.is_empty() && !s.stale)
         })
     })
+    .await;
+    wait_for(
+        "b removed the files of the tables deleted while it was down",
+        || files(raft_dir.clone()) == 1 && files(ap_dir.clone()) == 0,
+    )
     .await;
     // The disc replica came back as itself, with its log; the ram one
     // joined afresh and replaced the old one.

@@ -435,10 +435,14 @@ async fn the_cart_example_checks_out_over_three_replicated_tables_all_or_nothing
         molt_tests::run_to_exit(&mut me, "cart", molt_abi::codec::encode(&words)).await
     };
     assert_eq!(run(&["replicate", "10"]).await, "normal");
-    for table in ["carts", "stock", "orders"] {
-        let status = a.tables().replica_status(table).expect("a replica on a");
-        assert_eq!(status.voters.len(), 3, "{table} on every node");
-    }
+    wait_for("the three tables' groups on every node", || {
+        ["carts", "stock", "orders"].iter().all(|t| {
+            a.tables()
+                .replica_status(t)
+                .is_some_and(|s| s.voters.len() == 3)
+        })
+    })
+    .await;
     assert_eq!(run(&["shop", "ann", "tea", "3"]).await, "normal");
     assert_eq!(run(&["checkout", "ann"]).await, "normal");
     assert_eq!(record::<u32>(a, "stock", "tea").await, Some(7));

@@ -498,7 +498,11 @@ impl Replication {
         let Some(coord) = self.coordination() else {
             return;
         };
+        // Read before the definitions: every table created up to it is
+        // among them unless deleted.
+        let applied = coord.status().applied_index.unwrap_or(0);
         let entries = coord.table_entries();
+        self.sweep(&entries, applied);
         self.reconcile_ap(&entries);
         // Groups no longer wanted here.
         let gone: Vec<Arc<Group>> = {
@@ -569,6 +573,78 @@ impl Replication {
                 }
             } else if group.leader().is_some_and(|(id, _)| id == group.me) {
                 self.trim(entry, &group).await;
+            }
+        }
+    }
+
+    /// Remove the files of replicas this node no longer keeps: their
+    /// table was deleted, or this replica removed or made `ram`, while
+    /// the node was down (a running node removes them as it stops the
+    /// replica). Only files of tables created at or before `applied`
+    /// (the coordination index `entries` are at least as recent as) are
+    /// judged, so a node still catching up removes nothing it may keep.
+    fn sweep(&self, entries: &BTreeMap<String, TableEntry>, applied: u64) {
+        let kept: BTreeSet<u64> = entries
+            .values()
+            .filter(|e| self.copy_of(e).is_some_and(|c| c != Copy::Ram))
+            .map(|e| e.id)
+            .chain(
+                self.groups
+                    .lock()
+                    .expect("groups poisoned")
+                    .values()
+                    .filter(|g| g.disc)
+                    .map(|g| g.id),
+            )
+            .chain(
+                self.aps
+                    .lock()
+                    .expect("replicas poisoned")
+                    .values()
+                    .filter(|a| a.is_disc())
+                    .map(|a| a.id),
+            )
+            .collect();
+        let orphan = |id: u64| id <= applied && !kept.contains(&id);
+        // Group logs: `<hash>-<id>.redb`.
+        if let Ok(files) = std::fs::read_dir(&self.raft_dir) {
+            for path in files.flatten().map(|f| f.path()) {
+                let id = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".redb"))
+                    .and_then(|n| n.rsplit_once('-'))
+                    .and_then(|(_, id)| id.parse().ok());
+                if let Some(id) = id.filter(|id| orphan(*id)) {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => {
+                            tracing::info!(file = %path.display(), id, "removed the log of a replica this node no longer keeps")
+                        }
+                        Err(e) => {
+                            tracing::warn!(file = %path.display(), "cannot remove the log of a replica this node no longer keeps: {e}")
+                        }
+                    }
+                }
+            }
+        }
+        // Conflict-free replicas' files: `ap/<id>/`.
+        let ap = self.raft_dir.parent().unwrap_or(&self.raft_dir).join("ap");
+        if let Ok(dirs) = std::fs::read_dir(&ap) {
+            for path in dirs.flatten().map(|d| d.path()) {
+                let id = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.parse().ok());
+                if let Some(id) = id.filter(|id| orphan(*id)) {
+                    match std::fs::remove_dir_all(&path) {
+                        Ok(()) => {
+                            tracing::info!(dir = %path.display(), id, "removed the file of a replica this node no longer keeps")
+                        }
+                        Err(e) => {
+                            tracing::warn!(dir = %path.display(), "cannot remove the file of a replica this node no longer keeps: {e}")
+                        }
+                    }
+                }
             }
         }
     }
