@@ -293,6 +293,10 @@ impl Replication {
             };
             match self.outcome(&table, resolve, deadline).await {
                 Ok(_) => done.push(table),
+                // Deleted since: nothing there to resolve.
+                Err(_) if self.coordination().is_some() && self.entry(&table).is_none() => {
+                    done.push(table)
+                }
                 Err(e) => tracing::debug!(home, %tx, table, ?e, "a decision is not taken yet"),
             }
         }
