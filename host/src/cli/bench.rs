@@ -63,6 +63,11 @@ pub struct BenchArgsCli {
     /// A prebuilt bench-guest module (default: build it from source).
     #[arg(long)]
     pub guest: Option<PathBuf>,
+    /// With `--only tables`: mnesia's bench script (`run_store.sh`), run
+    /// right after molt's figures with as many runs (needs `erl`); each
+    /// molt figure is then printed beside mnesia's, with the ratio.
+    #[arg(long, value_name = "RUN_STORE_SH")]
+    pub mnesia: Option<PathBuf>,
 }
 
 pub use BenchArgsCli as BenchCli;
@@ -487,6 +492,10 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             "molt bench: tables on one node and replicated on two (the workloads of mnesia's local_ram, local_disc and cluster benches), median shown"
                 .into(),
         );
+        if let Some(script) = &args.mnesia {
+            let mnesia = super::bench_tables::mnesia(script, args.runs.max(1))?;
+            super::bench_tables::print_beside(&figures, &mnesia);
+        }
         return Ok(figures);
     }
     if args.only.as_deref() == Some("coordination") {

@@ -475,3 +475,132 @@ pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
         },
     ])
 }
+
+/// Each molt figure of this bench and the mnesia figure it is measured
+/// against (`run_store.sh`'s names), and whether more is better.
+const BESIDE: &[(&str, &str, bool)] = &[
+    (
+        "ram table, write transaction, 1 writer",
+        "mnesia_ram_tx_1w_rate",
+        true,
+    ),
+    (
+        "ram table, write transaction, 8 writers",
+        "mnesia_ram_tx_8w_rate",
+        true,
+    ),
+    (
+        "ram table, dirty write",
+        "mnesia_ram_dirty_write_rate",
+        true,
+    ),
+    ("ram table, dirty read", "mnesia_ram_dirty_read_rate", true),
+    (
+        "disc table, durable write transaction, 1 writer",
+        "mnesia_disc_tx_synclog_rate",
+        true,
+    ),
+    (
+        "replicated ram table (2 of 3 nodes), write transaction, 1 writer",
+        "mnesia_2n_tx_1w_rate",
+        true,
+    ),
+    (
+        "replicated ram table (2 of 3 nodes), write transaction, 8 writers",
+        "mnesia_2n_tx_8w_rate",
+        true,
+    ),
+    (
+        "replicated ram table, one commit's latency, p50",
+        "mnesia_2n_tx_1w_p50",
+        false,
+    ),
+    (
+        "replicated ram table, one commit's latency, p99",
+        "mnesia_2n_tx_1w_p99",
+        false,
+    ),
+];
+
+/// Run mnesia's bench `script` (sections `local_ram local_disc cluster`,
+/// `runs` times) and read its medians: figure name to value.
+pub fn mnesia(script: &Path, runs: usize) -> Result<std::collections::BTreeMap<String, f64>> {
+    eprintln!("running mnesia's bench ({}) beside...", script.display());
+    let results = std::env::temp_dir().join(format!("molt-mnesia-{}.txt", std::process::id()));
+    let output = std::process::Command::new("bash")
+        .arg(script)
+        .current_dir(script.parent().unwrap_or(Path::new(".")))
+        .env("SECTIONS", "local_ram local_disc cluster")
+        .env("RUNS", runs.to_string())
+        .env("RESULTS", &results)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", script.display()))?;
+    let _ = std::fs::remove_file(&results);
+    if !output.status.success() {
+        bail!("{} ended with {}", script.display(), output.status);
+    }
+    Ok(medians(&String::from_utf8_lossy(&output.stdout)))
+}
+
+/// The figures of the `=== summary: median ...` part of a `run_store.sh`
+/// output: `name: value unit` lines.
+fn medians(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("=== summary: median"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("==="))
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let value = rest.split_whitespace().next()?.parse().ok()?;
+            Some((name.trim().to_string(), value))
+        })
+        .collect()
+}
+
+/// Print each molt figure that has a mnesia counterpart beside it, with
+/// the ratio (above 1: molt is better).
+pub fn print_beside(figures: &[Figure], mnesia: &std::collections::BTreeMap<String, f64>) {
+    out!("molt beside mnesia, the same session (median of each; ratio above 1: molt is better)");
+    for (name, theirs, more_is_better) in BESIDE {
+        let Some(ours) = figures.iter().find(|f| f.name == *name) else {
+            continue;
+        };
+        let Some(&theirs_value) = mnesia.get(*theirs) else {
+            out!(
+                "{name:<66} {:>12.1} {:<6} mnesia: no {theirs}",
+                ours.median(),
+                ours.unit
+            );
+            continue;
+        };
+        let ratio = match more_is_better {
+            true => ours.median() / theirs_value,
+            false => theirs_value / ours.median(),
+        };
+        out!(
+            "{name:<66} {:>12.1} {:<6} mnesia {:>12.1}  ratio {ratio:.2}",
+            ours.median(),
+            ours.unit,
+            theirs_value
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mnesia_medians_are_read_from_the_summary_only() {
+        let text = "mnesia_2n_tx_1w_rate: 1956 tx/s\n\
+                    === summary: median of 3 runs ===\n\
+                    mnesia_2n_tx_1w_rate: 1695 tx/s\n\
+                    mnesia_2n_tx_1w_p50: 339.37 us\n\
+                    \n\
+                    === summary table (median, min, max across runs) ===\n\
+                    mnesia_2n_tx_1w_rate                     1695         1671         1956  tx/s\n";
+        let medians = super::medians(text);
+        assert_eq!(medians.len(), 2, "{medians:?}");
+        assert_eq!(medians["mnesia_2n_tx_1w_rate"], 1695.0);
+        assert_eq!(medians["mnesia_2n_tx_1w_p50"], 339.37);
+    }
+}
