@@ -167,6 +167,15 @@ impl Inner {
     }
 
     /// The applied state on this node's replica, for reading.
+    /// The last log index applied here, as openraft last reported it.
+    pub(super) fn applied_index(&self) -> u64 {
+        self.raft
+            .metrics()
+            .borrow()
+            .last_applied
+            .map_or(0, |l| l.index)
+    }
+
     pub(super) fn state(&self) -> std::sync::RwLockReadGuard<'_, super::machine::Applied> {
         self.replica.read().expect("replica poisoned")
     }

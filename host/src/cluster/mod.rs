@@ -517,6 +517,12 @@ impl Coordination {
         self.inner.state().state.tables.clone()
     }
 
+    /// The last coordination log index applied on this node (the table
+    /// definitions read after it are at least as recent).
+    pub(crate) fn applied_index(&self) -> u64 {
+        self.inner.applied_index()
+    }
+
     /// One replicated table's definition, on this node's replica.
     pub(crate) fn table_entry(&self, name: &str) -> Option<TableEntry> {
         self.inner.state().state.tables.get(name).cloned()

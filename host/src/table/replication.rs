@@ -500,7 +500,7 @@ impl Replication {
         };
         // Read before the definitions: every table created up to it is
         // among them unless deleted.
-        let applied = coord.status().applied_index.unwrap_or(0);
+        let applied = coord.applied_index();
         let entries = coord.table_entries();
         self.sweep(&entries, applied);
         self.reconcile_ap(&entries);
