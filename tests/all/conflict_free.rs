@@ -875,10 +875,8 @@ async fn the_presence_example_marks_users_online_on_both_sides_of_a_partition() 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn disc_replicas_of_a_conflict_free_table_are_intact_after_a_full_restart() {
-    let dir = TempDir::new("conflict-free-restart");
-    let nodes = three(&dir, LogMode::Disc).await;
+/// Counters `kept` (disc copies) and `cache` (ram) on every node.
+async fn kept_and_cache(nodes: &[Member]) {
     let all: Vec<&Member> = nodes.iter().collect();
     let mut kept = ap_spec("kept", Kind::Counter, &all);
     for r in &mut kept.replicas {
@@ -898,6 +896,14 @@ async fn disc_replicas_of_a_conflict_free_table_are_intact_after_a_full_restart(
         })
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disc_replicas_of_a_conflict_free_table_are_intact_after_a_full_restart() {
+    let dir = TempDir::new("conflict-free-restart");
+    let nodes = three(&dir, LogMode::Disc).await;
+    kept_and_cache(&nodes).await;
+    let all: Vec<&Member> = nodes.iter().collect();
     assert!(
         nodes[1]
             .node
@@ -954,25 +960,8 @@ async fn disc_replicas_of_a_conflict_free_table_are_intact_after_a_full_restart(
 async fn a_damaged_conflict_free_replica_file_stops_only_that_replica_until_it_is_moved_aside() {
     let dir = TempDir::new("conflict-free-damaged");
     let nodes = three(&dir, LogMode::Disc).await;
+    kept_and_cache(&nodes).await;
     let all: Vec<&Member> = nodes.iter().collect();
-    let mut kept = ap_spec("kept", Kind::Counter, &all);
-    for r in &mut kept.replicas {
-        r.copy = Copy::Disc;
-    }
-    for spec in [kept, ap_spec("cache", Kind::Counter, &all)] {
-        assert_eq!(
-            nodes[0].node.table(Request::Create(spec)).await,
-            Reply::Done
-        );
-    }
-    wait_for("both tables on every node", || {
-        nodes.iter().all(|m| {
-            ["kept", "cache"]
-                .iter()
-                .all(|t| m.node.tables().replica_status(t).is_some())
-        })
-    })
-    .await;
     committed(nodes[0].node.table(write("kept", add("n", 5))).await, "add");
     assert_eq!(converged(&all, "kept").await, rows(&[("n", &[&count(5)])]));
     drop(all);

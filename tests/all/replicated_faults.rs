@@ -92,7 +92,7 @@ fn batch(table: &str, conditions: Vec<Condition>, puts: Vec<(&str, u64)>) -> Req
 
 /// A linearizable read of `key`: its value and version, or `None` if the
 /// read failed.
-async fn read(node: &Node, table: &str, key: &str) -> Option<(Option<u64>, u64)> {
+pub(crate) async fn read(node: &Node, table: &str, key: &str) -> Option<(Option<u64>, u64)> {
     let request = Request::Get {
         table: table.to_string(),
         key: key.into(),

@@ -18,6 +18,7 @@ use molt_tests::TempDir;
 
 use crate::coord::{Member, three, wait_for};
 use crate::replicated::spec;
+use crate::replicated_faults::read;
 
 /// A batch for `table`: `conditions`, then put each (key, number).
 fn part(table: &str, conditions: Vec<Condition>, puts: &[(&str, u64)]) -> (String, Batch) {
@@ -30,26 +31,6 @@ fn part(table: &str, conditions: Vec<Condition>, puts: &[(&str, u64)]) -> (Strin
         })
         .collect();
     (table.to_string(), Batch { conditions, ops })
-}
-
-/// A linearizable read of a number: its value (if any) and version.
-async fn read(node: &Node, table: &str, key: &str) -> Option<(Option<u64>, u64)> {
-    let request = Request::Get {
-        table: table.to_string(),
-        key: key.into(),
-        consistency: Consistency::Linearizable,
-    };
-    match node.table(request).await {
-        Reply::Rows(rows) => {
-            let row = rows.rows.into_iter().next()?;
-            let value = row
-                .records
-                .first()
-                .map(|r| String::from_utf8_lossy(&r.value).parse().expect("a number"));
-            Some((value, row.version))
-        }
-        _ => None,
-    }
 }
 
 /// A read that must answer: the number, if any.

@@ -29,6 +29,29 @@ async fn until(what: &str, mut ok: impl FnMut() -> bool) -> Result<()> {
     Ok(())
 }
 
+/// The first record of a `String` key of `table`, read linearizably on
+/// `node`, decoded (none if the key has none).
+async fn linearizable<T: serde::de::DeserializeOwned>(
+    node: &molt_host::Node,
+    table: &str,
+    key: &str,
+) -> Result<Option<T>> {
+    use molt_abi::table::{Consistency, Reply, Request};
+    let request = Request::Get {
+        table: table.into(),
+        key: cart_key(key),
+        consistency: Consistency::Linearizable,
+    };
+    match node.table(request).await {
+        Reply::Rows(rows) => Ok(rows
+            .rows
+            .first()
+            .and_then(|r| r.records.first())
+            .and_then(|r| codec::decode(&r.value).ok())),
+        other => bail!("reading {key} of {table}: {other:?}"),
+    }
+}
+
 /// Shoppers on each node fill their carts in a replicated table, one
 /// transaction per add; the node that leads the table's group is cut off
 /// halfway; the others' shoppers go on, and every add is there exactly
@@ -147,20 +170,9 @@ async fn tables(config: &NodeConfig, guests: &Path) -> Result<()> {
         cut.elapsed().as_millis()
     );
     for user in users {
-        let request = Request::Get {
-            table: "carts".into(),
-            key: cart_key(user),
-            consistency: Consistency::Linearizable,
-        };
-        let cart: Cart = match members[0].node.table(request).await {
-            Reply::Rows(rows) => rows
-                .rows
-                .first()
-                .and_then(|r| r.records.first())
-                .and_then(|r| codec::decode(&r.value).ok())
-                .unwrap_or_default(),
-            other => bail!("reading {user}'s cart: {other:?}"),
-        };
+        let cart: Cart = linearizable(&members[0].node, "carts", user)
+            .await?
+            .unwrap_or_default();
         let tea = cart
             .items
             .iter()
@@ -191,33 +203,13 @@ async fn tables(config: &NodeConfig, guests: &Path) -> Result<()> {
     if why.as_deref() != Some("normal") {
         bail!("{buyer}'s checkout ended with {why:?}");
     }
-    let linearizable = |table: &str, key: Vec<u8>| Request::Get {
-        table: table.into(),
-        key,
-        consistency: Consistency::Linearizable,
-    };
-    let left: u32 = match members[1]
-        .node
-        // Items are keyed as carts are (a `String` key).
-        .table(linearizable("stock", cart_key("tea")))
-        .await
-    {
-        Reply::Rows(rows) => rows
-            .rows
-            .first()
-            .and_then(|r| r.records.first())
-            .and_then(|r| codec::decode(&r.value).ok())
-            .unwrap_or_default(),
-        other => bail!("reading the stock: {other:?}"),
-    };
-    let emptied = match members[1]
-        .node
-        .table(linearizable("carts", cart_key(buyer)))
-        .await
-    {
-        Reply::Rows(rows) => rows.rows.iter().all(|r| r.records.is_empty()),
-        other => bail!("reading {buyer}'s cart: {other:?}"),
-    };
+    // Items are keyed as carts are (a `String` key).
+    let left: u32 = linearizable(&members[1].node, "stock", "tea")
+        .await?
+        .unwrap_or_default();
+    let emptied = linearizable::<Cart>(&members[1].node, "carts", buyer)
+        .await?
+        .is_none();
     if left != stock - ADDS || !emptied {
         bail!("after {buyer}'s checkout: {left} tea in stock, cart emptied: {emptied}");
     }
