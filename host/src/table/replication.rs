@@ -149,6 +149,15 @@ pub enum TableRequest {
         /// The batch.
         batch: molt_abi::table::Batch,
     },
+    /// To a replica, from a node without one: answer this read once the
+    /// replica has applied `index` (the asker's last commit to the
+    /// table: it reads its own writes).
+    ReadAfter {
+        /// The read.
+        request: Request,
+        /// The log index to wait for (at most the quorum timeout).
+        index: u64,
+    },
 }
 
 /// The answer to a [`TableRequest`].
@@ -275,6 +284,10 @@ pub(crate) struct Replication {
     coord: crate::cluster::WeakCoordination,
     client: ServiceClient<TableService>,
     groups: Mutex<HashMap<String, Arc<Group>>>,
+    /// Per table this node keeps no replica of: the log index of its last
+    /// commit there, so that its reads through a replica see it.
+    /// (By table name: the table's id and the index.)
+    written: Mutex<HashMap<String, (u64, u64)>>,
     /// This node's replicas of conflict-free tables.
     aps: Mutex<HashMap<String, Arc<ApReplica>>>,
     /// How often a conflict-free replica compares digests with each other
@@ -368,6 +381,7 @@ impl Replication {
             coord: coord.downgrade(),
             client,
             groups: Mutex::default(),
+            written: Mutex::default(),
             aps: Mutex::default(),
             sync_every: config.ap_sync_interval,
             raft_dir: config.data_dir.join("tables").join("raft"),
@@ -1099,6 +1113,12 @@ impl Replication {
                 }
             }
             TableRequest::Read(request) => Ok(TableReply::Read(self.read(request, false).await)),
+            TableRequest::ReadAfter { request, index } => {
+                if let Some(group) = read_of(&request).and_then(|(t, _)| self.group(t)) {
+                    group.caught_up(index, self.quorum_timeout).await;
+                }
+                Ok(TableReply::Read(self.read(request, false).await))
+            }
             request @ (TableRequest::ApPush { .. }
             | TableRequest::ApSync { .. }
             | TableRequest::ApKeys { .. }
@@ -1154,7 +1174,7 @@ impl Replication {
                     Err(GroupError::NoQuorum) => Reply::Error(Error::NoQuorum),
                     Err(GroupError::Failed(why)) => Reply::Error(Error::Unavailable { table, why }),
                 },
-                Some((_, leader)) if !handed => self.ask(&leader.name, request, &table).await,
+                Some((_, leader)) if !handed => self.ask(&leader.name, request, &table, 0).await,
                 _ => Reply::Error(Error::NoQuorum),
             },
             (None, _) if !handed => {
@@ -1162,8 +1182,11 @@ impl Replication {
                     return Reply::Error(Error::NoTable(table));
                 };
                 let mut last = Reply::Error(Error::NoQuorum);
+                let after = self.written(&table, entry.id);
                 for replica in &entry.spec.replicas {
-                    last = self.ask(&replica.node, request.clone(), &table).await;
+                    last = self
+                        .ask(&replica.node, request.clone(), &table, after)
+                        .await;
                     if !matches!(last, Reply::Error(Error::Unavailable { .. })) {
                         return last;
                     }
@@ -1177,8 +1200,40 @@ impl Replication {
         }
     }
 
-    async fn ask(&self, node: &str, request: Request, table: &str) -> Reply {
-        let request = TableRequest::Read(request);
+    /// This node's last commit to `table` (kept only while it keeps no
+    /// replica of it), or 0.
+    fn written(&self, table: &str, id: u64) -> u64 {
+        let written = self.written.lock().expect("written poisoned");
+        match written.get(table) {
+            Some(&(of, index)) if of == id => index,
+            _ => 0,
+        }
+    }
+
+    /// Note a commit to `table` at `index` made through another node's
+    /// replica.
+    pub(super) fn wrote(&self, table: &str, index: u64) {
+        let Some(id) = self.entry(table).map(|e| e.id) else {
+            return;
+        };
+        if self.group(table).is_some() || index == 0 {
+            return;
+        }
+        let mut written = self.written.lock().expect("written poisoned");
+        if written.len() >= self.tables_max && !written.contains_key(table) {
+            // Bounded: a table forgotten here only loses this wait.
+            written.clear();
+        }
+        let at = written.entry(table.to_string()).or_insert((id, 0));
+        // A table created again under the name starts over.
+        *at = (id, if at.0 == id { at.1.max(index) } else { index });
+    }
+
+    async fn ask(&self, node: &str, request: Request, table: &str, after: u64) -> Reply {
+        let request = match after {
+            0 => TableRequest::Read(request),
+            index => TableRequest::ReadAfter { request, index },
+        };
         let call = self.client.call_within(node, self.quorum_timeout, &request);
         match call.await {
             Ok(TableReply::Read(reply)) => reply,
@@ -1213,9 +1268,11 @@ impl Replication {
         };
         match outcome {
             Ok(GroupOutcome::Committed(index)) => {
-                // Read your writes: this replica has the batch too.
-                if let Some(group) = group {
-                    group.caught_up(index, self.quorum_timeout).await;
+                // Read your writes: this replica has the batch too (or
+                // this node's reads through another wait for it).
+                match group {
+                    Some(group) => group.caught_up(index, self.quorum_timeout).await,
+                    None => self.wrote(&table, index),
                 }
                 Reply::Committed(vec![index])
             }

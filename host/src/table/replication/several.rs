@@ -215,10 +215,12 @@ impl Replication {
                 abort: Abort::Expired,
             }));
         }
-        // Read your writes: this node's replicas have the batches too.
+        // Read your writes: this node's replicas have the batches too (or
+        // its reads through others wait for them).
         for (table, index) in &indexes {
-            if let Some(group) = self.group(table) {
-                group.caught_up(*index, self.quorum_timeout).await;
+            match self.group(table) {
+                Some(group) => group.caught_up(*index, self.quorum_timeout).await,
+                None => self.wrote(table, *index),
             }
         }
         Reply::Committed(
