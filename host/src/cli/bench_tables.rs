@@ -113,6 +113,30 @@ async fn create_on(on: &[super::local_cluster::Member], name: &str, kind: Kind) 
     }
 }
 
+/// Wait (20 s at most) until `table`'s group has both `on` as voters and
+/// every one of them knows a leader: the leader's node.
+async fn led_on_two(on: &[super::local_cluster::Member], table: &str) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let statuses: Vec<_> = on
+            .iter()
+            .map(|m| m.node.tables().replica_status(table))
+            .collect();
+        if statuses.iter().all(|s| {
+            s.as_ref()
+                .is_some_and(|s| s.voters.len() == 2 && s.leader.is_some())
+        }) && let Some(Some(s)) = statuses.first()
+            && let Some(leader) = &s.leader
+        {
+            return Ok(leader.clone());
+        }
+        if Instant::now() > deadline {
+            bail!("the replicated {table} got no leader in 20 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Write transactions per replicated-table figure.
 const RTX_N: i64 = 20_000;
 
@@ -179,19 +203,7 @@ async fn replicated(guest: &Path, dir: &Path) -> Result<ReplicatedRun> {
         create_kv_on(&members[..2], Kind::Set).await?;
         // The writers run where the group's leader is, once both
         // replicas are voters.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let leader = loop {
-            let status = members[0].node.tables().replica_status("kv");
-            if let Some(s) = status.filter(|s| s.voters.len() == 2)
-                && let Some(leader) = s.leader
-            {
-                break leader;
-            }
-            if Instant::now() > deadline {
-                bail!("the replicated kv got no leader in 20 s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let leader = led_on_two(&members[..2], "kv").await?;
         let at = members
             .iter()
             .find(|m| m.dist.name() == leader)
@@ -209,18 +221,7 @@ async fn replicated(guest: &Path, dir: &Path) -> Result<ReplicatedRun> {
         .await?;
         // Over two tables, each its own group (two phases).
         create_on(&members[..2], "kv2", Kind::Set).await?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !members[..2].iter().all(|m| {
-            m.node
-                .tables()
-                .replica_status("kv2")
-                .is_some_and(|s| s.voters.len() == 2 && s.leader.is_some())
-        }) {
-            if Instant::now() > deadline {
-                bail!("the replicated kv2 got no leader in 20 s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        led_on_two(&members[..2], "kv2").await?;
         let (two_p50, two_p99) = timed_commits(&at.node, LATENCY_N, |i| {
             let key = key(i + LATENCY_N);
             vec![

@@ -620,45 +620,45 @@ impl Replication {
             )
             .collect();
         let orphan = |id: u64| id <= applied && !kept.contains(&id);
+        let remove = |path: &std::path::Path, removed: std::io::Result<()>| match removed {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed the files of a replica this node no longer keeps")
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot remove the files of a replica this node no longer keeps: {e}")
+            }
+        };
         // Group logs: `<hash>-<id>.redb`.
-        if let Ok(files) = std::fs::read_dir(&self.raft_dir) {
-            for path in files.flatten().map(|f| f.path()) {
-                let id = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_suffix(".redb"))
-                    .and_then(|n| n.rsplit_once('-'))
-                    .and_then(|(_, id)| id.parse().ok());
-                if let Some(id) = id.filter(|id| orphan(*id)) {
-                    match std::fs::remove_file(&path) {
-                        Ok(()) => {
-                            tracing::info!(file = %path.display(), id, "removed the log of a replica this node no longer keeps")
-                        }
-                        Err(e) => {
-                            tracing::warn!(file = %path.display(), "cannot remove the log of a replica this node no longer keeps: {e}")
-                        }
-                    }
-                }
+        for path in std::fs::read_dir(&self.raft_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|f| f.path())
+        {
+            let id = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".redb"))
+                .and_then(|n| n.rsplit_once('-'))
+                .and_then(|(_, id)| id.parse().ok());
+            if id.is_some_and(orphan) {
+                remove(&path, std::fs::remove_file(&path));
             }
         }
         // Conflict-free replicas' files: `ap/<id>/`.
         let ap = self.raft_dir.parent().unwrap_or(&self.raft_dir).join("ap");
-        if let Ok(dirs) = std::fs::read_dir(&ap) {
-            for path in dirs.flatten().map(|d| d.path()) {
-                let id = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.parse().ok());
-                if let Some(id) = id.filter(|id| orphan(*id)) {
-                    match std::fs::remove_dir_all(&path) {
-                        Ok(()) => {
-                            tracing::info!(dir = %path.display(), id, "removed the file of a replica this node no longer keeps")
-                        }
-                        Err(e) => {
-                            tracing::warn!(dir = %path.display(), "cannot remove the file of a replica this node no longer keeps: {e}")
-                        }
-                    }
-                }
+        for path in std::fs::read_dir(&ap)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|d| d.path())
+        {
+            let id = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse().ok());
+            if id.is_some_and(orphan) {
+                remove(&path, std::fs::remove_dir_all(&path));
             }
         }
     }
@@ -1251,6 +1251,9 @@ impl Replication {
     async fn commit(&self, table: String, command: GroupCommand) -> Reply {
         let deadline = tokio::time::Instant::now() + self.quorum_timeout;
         let group = self.group(&table);
+        if group.is_none() && self.entry(&table).is_none() {
+            return Reply::Error(Error::NoTable(table));
+        }
         // A key held by a transaction over several tables is free again
         // within a few rounds: try again until the deadline.
         let mut pause = Duration::from_millis(1);
@@ -1283,9 +1286,6 @@ impl Replication {
                 why: format!("the group answered a commit with {other:?}"),
             }),
             Err(GroupError::NoQuorum) => Reply::Error(Error::NoQuorum),
-            Err(GroupError::Failed(why)) if why.ends_with("does not exist") => {
-                Reply::Error(Error::NoTable(table))
-            }
             Err(GroupError::Failed(why)) => Reply::Error(Error::Unavailable { table, why }),
         }
     }
@@ -1714,6 +1714,7 @@ impl Replicated for Replication {
         let metrics = group.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership().clone();
         let name_of = |id: &u64| membership.get_node(id).map(|m| m.name.clone());
+        let (prepared, decisions) = group.machine.pending_len();
         Some(ReplicaStatus {
             member: group.me,
             role: format!("{:?}", metrics.state).to_lowercase(),
@@ -1730,8 +1731,8 @@ impl Replicated for Replication {
             applied: metrics.last_applied.map_or(0, |l| l.index),
             stale: group.stale(),
             disc: group.disc,
-            prepared: group.machine.pending_len().0,
-            decisions: group.machine.pending_len().1,
+            prepared,
+            decisions,
         })
     }
 }
