@@ -710,6 +710,21 @@ async fn the_cli_lists_describes_dumps_creates_and_deletes_tables() {
     assert!(ok, "{err}");
     let (ok, _, err) = molt_cli(&["table", "--node", &target, "info", "notes"], SECRET).await;
     assert!(!ok && err.contains("no table notes"), "{err}");
+    // A disc_only copy needs the node's data directory; this one has none.
+    let on_disc = [
+        "table",
+        "--node",
+        &target,
+        "create",
+        "big",
+        "--copy",
+        "disc_only",
+    ];
+    let (ok, _, err) = molt_cli(&on_disc, SECRET).await;
+    assert!(
+        !ok && err.contains("disc_only copies on a node without a data directory"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -798,10 +813,22 @@ fn here(name: &str, copy: Copy) -> Spec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disc_table_is_intact_after_a_restart_and_a_ram_table_is_gone() {
-    let dir = molt_tests::TempDir::new("disc-tables");
+    intact_after_a_restart(Copy::Disc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disc_only_table_is_intact_after_a_restart_and_a_ram_table_is_gone() {
+    intact_after_a_restart(Copy::DiscOnly).await;
+}
+
+/// A table kept as `kept` (a `disc` or `disc_only` copy) comes back
+/// whole after its node restarts, indexes, fences and a restore
+/// included; a `ram` one does not.
+async fn intact_after_a_restart(kept: Copy) {
+    let dir = molt_tests::TempDir::new(&format!("disc-tables-{kept:?}"));
     let node = node_with_data(dir.path());
     let mut p = Puppet::spawn(&node).await;
-    for (name, copy) in [("kept", Copy::Disc), ("lost", Copy::Ram)] {
+    for (name, copy) in [("kept", kept), ("lost", Copy::Ram)] {
         assert_eq!(
             call(&mut p, Request::Create(here(name, copy))).await,
             Reply::Done
@@ -866,7 +893,7 @@ async fn a_disc_table_is_intact_after_a_restart_and_a_ram_table_is_gone() {
         other => panic!("{other:?}"),
     };
     assert_eq!((info.records, info.index), (49, before.index));
-    assert_eq!(info.spec.replicas[0].copy, Copy::Disc);
+    assert_eq!(info.spec.replicas[0].copy, kept);
     assert_eq!(
         rows(call(&mut p, get("kept", "k08")).await).rows,
         before.rows,
@@ -913,11 +940,20 @@ async fn a_disc_table_is_intact_after_a_restart_and_a_ram_table_is_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_disc_file_takes_down_its_table_only() {
-    let dir = molt_tests::TempDir::new("disc-damaged");
+    damaged_file_takes_down_its_table_only(Copy::Disc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_disc_only_file_takes_down_its_table_only() {
+    damaged_file_takes_down_its_table_only(Copy::DiscOnly).await;
+}
+
+async fn damaged_file_takes_down_its_table_only(copy: Copy) {
+    let dir = molt_tests::TempDir::new(&format!("disc-damaged-{copy:?}"));
     let node = node_with_data(dir.path());
     let mut p = Puppet::spawn(&node).await;
     for name in ["good", "bad", "cut"] {
-        call(&mut p, Request::Create(here(name, Copy::Disc))).await;
+        call(&mut p, Request::Create(here(name, copy))).await;
         let ops = vec![Op::Put {
             key: "k".into(),
             value: "v".into(),
@@ -1017,8 +1053,17 @@ impl Drop for SmallDisk {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_stops_its_disc_table_loudly_and_the_others_go_on() {
-    let test = "a_full_disk_stops_its_disc_table_loudly_and_the_others_go_on";
-    let disk = match SmallDisk::mount("full-disk", 2 << 20) {
+    full_disk_stops_its_table(Copy::Disc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_its_disc_only_table_loudly_and_the_others_go_on() {
+    full_disk_stops_its_table(Copy::DiscOnly).await;
+}
+
+async fn full_disk_stops_its_table(copy: Copy) {
+    let test = format!("a full disk under a {copy:?} table");
+    let disk = match SmallDisk::mount(&format!("full-disk-{copy:?}"), 2 << 20) {
         Ok(disk) => disk,
         Err(why) => {
             println!("skipped: {test} needs root to mount a small tmpfs: {why}");
@@ -1028,7 +1073,7 @@ async fn a_full_disk_stops_its_disc_table_loudly_and_the_others_go_on() {
     let node = node_with_data(&disk.0);
     let mut p = Puppet::spawn(&node).await;
     assert_eq!(
-        call(&mut p, Request::Create(here("big", Copy::Disc))).await,
+        call(&mut p, Request::Create(here("big", copy))).await,
         Reply::Done
     );
     assert_eq!(

@@ -47,6 +47,9 @@ pub enum CopyArg {
     Ram,
     /// In memory and on disc.
     Disc,
+    /// On disc only, read from there (a table on one node).
+    #[value(name = "disc_only")]
+    DiscOnly,
 }
 
 /// What `molt table` does.
@@ -77,9 +80,11 @@ pub enum TableAction {
         /// A secondary index (repeat for more); writers supply its values.
         #[arg(long)]
         index: Vec<String>,
-        /// How the node keeps it: in memory (`ram`) or also on disc
-        /// (`disc`: intact after a restart, in the node's data directory);
-        /// with `--replica`, how each replica keeps it unless it says.
+        /// How the node keeps it: in memory (`ram`), also on disc (`disc`:
+        /// intact after a restart, in the node's data directory), or on
+        /// disc only (`disc_only`: read from its file, so it may be larger
+        /// than memory; a table on one node); with `--replica`, how each
+        /// replica keeps it unless it says.
         #[arg(long, value_enum, default_value = "ram")]
         copy: CopyArg,
         /// Keep it on this node of the cluster too (repeat for more;
@@ -218,6 +223,16 @@ fn copy_of(copy: CopyArg) -> Copy {
     match copy {
         CopyArg::Ram => Copy::Ram,
         CopyArg::Disc => Copy::Disc,
+        CopyArg::DiscOnly => Copy::DiscOnly,
+    }
+}
+
+/// A copy type as the CLI names it.
+fn copy_name(copy: Copy) -> &'static str {
+    match copy {
+        Copy::Ram => "ram",
+        Copy::Disc => "disc",
+        Copy::DiscOnly => "disc_only",
     }
 }
 
@@ -227,6 +242,7 @@ fn replica_arg(arg: &str, copy: Copy) -> Result<Replica> {
     let (node, copy) = match arg.rsplit_once(':') {
         Some((node, "ram")) => (node, Copy::Ram),
         Some((node, "disc")) => (node, Copy::Disc),
+        Some((node, "disc_only")) => (node, Copy::DiscOnly),
         _ => (arg, copy),
     };
     if node.is_empty() {
@@ -243,7 +259,7 @@ fn replicas(info: &Info) -> String {
         .spec
         .replicas
         .iter()
-        .map(|r| format!("{} ({:?})", r.node, r.copy).to_lowercase())
+        .map(|r| format!("{} ({})", r.node, copy_name(r.copy)))
         .collect();
     list.join(", ")
 }

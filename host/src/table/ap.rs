@@ -363,6 +363,8 @@ impl ApReplica {
             rows,
             fences: Vec::new(),
             replace: false,
+            records: 0,
+            generation: 0,
             done,
         });
         Some(durable)

@@ -186,7 +186,7 @@ fn commit_telling(
             let rows = keys
                 .into_iter()
                 .map(|k| {
-                    let row = table.row(&k).map(|(v, r)| (v, r.to_vec()));
+                    let row = table.row(&k).map(|(v, r)| (v, r.into_owned()));
                     (k, row)
                 })
                 .collect();
@@ -200,6 +200,8 @@ fn commit_telling(
                 rows,
                 fences,
                 replace: false,
+                records: table.len(),
+                generation: disc.rows().map_or(0, |r| r.generation()),
                 done,
             });
             Some(durable)
@@ -210,6 +212,18 @@ fn commit_telling(
         index,
         changes,
         durable,
+    }
+}
+
+/// Refuse a table whose `disc_only` file failed: what was read from it
+/// (a batch's check) is not to be trusted.
+fn unreadable(name: &str, table: &Table) -> Result<(), TableError> {
+    match table.unreadable() {
+        Some(why) => Err(TableError::Unavailable {
+            table: name.to_string(),
+            why,
+        }),
+        None => Ok(()),
     }
 }
 
@@ -234,8 +248,9 @@ pub struct TableInfo {
     pub applied: u64,
     /// Its subscribers.
     pub subscribers: usize,
-    /// It is kept on disc too.
-    pub disc: bool,
+    /// How this node keeps it: `Ram`, `Disc` (in memory and on disc) or
+    /// `DiscOnly` (read from disc).
+    pub copy: molt_abi::table::Copy,
     /// It is this node's replica of a replicated table.
     pub replicated: bool,
 }
@@ -309,21 +324,36 @@ impl LocalTables {
     /// Create an empty table, in memory, or also on disc in `disc_dir`
     /// (its file made before the table is served).
     pub fn create_in(&self, schema: Schema, disc_dir: Option<&Path>) -> Result<(), TableError> {
+        self.create_copy(schema, disc_dir, false)
+    }
+
+    /// Create an empty table: in memory (no `disc_dir`), in memory and on
+    /// disc, or, if `disc_only`, read from its file in `disc_dir` (made
+    /// before the table is served).
+    pub fn create_copy(
+        &self,
+        schema: Schema,
+        disc_dir: Option<&Path>,
+        disc_only: bool,
+    ) -> Result<(), TableError> {
         self.check_schema(&schema)?;
         let mut tables = self.tables.write().expect("tables poisoned");
         self.room(&tables, &schema.name)?;
-        let disc = match disc_dir {
-            Some(dir) => {
-                Some(
-                    DiscFile::create(dir, &schema).map_err(|why| TableError::Unavailable {
+        let disc =
+            match disc_dir {
+                Some(dir) => Some(DiscFile::create_copy(dir, &schema, disc_only).map_err(
+                    |why| TableError::Unavailable {
                         table: schema.name.clone(),
                         why,
-                    })?,
-                )
-            }
-            None => None,
+                    },
+                )?),
+                None => None,
+            };
+        let table = match disc.as_ref().and_then(DiscFile::rows) {
+            Some(rows) => Table::on_disc(schema.clone(), rows, Default::default(), 0, 0),
+            None => Table::new(schema.clone()),
         };
-        let local = Local::new(Table::new(schema.clone()), disc);
+        let local = Local::new(table, disc);
         tables.insert(schema.name, Arc::new(local));
         Ok(())
     }
@@ -348,6 +378,14 @@ impl LocalTables {
             }
         }
         failed
+    }
+
+    /// Hold the writer of table `name`'s disc file until the returned
+    /// sender is dropped. For tests.
+    #[cfg(test)]
+    pub(crate) fn hold_writer(&self, name: &str) -> oneshot::Sender<()> {
+        let local = self.table(name).expect("the table");
+        local.disc.as_ref().expect("a disc table").hold()
     }
 
     /// Write what is queued for every disc table and close their files.
@@ -390,25 +428,47 @@ impl LocalTables {
             local.writable(&name)?;
             // A disc table's whole file is rewritten.
             let durable = local.disc.as_ref().map(|disc| {
-                let rows = table
+                let rows: Vec<(Vec<u8>, super::disc::StoredRow)> = table
                     .range(&[], None, usize::MAX)
                     .into_iter()
-                    .map(|(k, records)| {
-                        let version = table.version(k).unwrap_or(0);
-                        (k.to_vec(), Some((version, records.to_vec())))
+                    .map(|f| {
+                        (
+                            f.key.into_owned(),
+                            Some((f.version, f.records.into_owned())),
+                        )
                     })
                     .collect();
+                // A disc_only table reads the restored rows from its
+                // overlay until they are written.
+                let generation = disc.rows().map_or(0, |on_disc| {
+                    on_disc.stage_all(table.applied(), rows.clone());
+                    on_disc.generation()
+                });
                 let (done, durable) = oneshot::channel();
                 disc.persist(Persist {
                     applied: table.applied(),
                     rows,
                     fences: table.fences(),
                     replace: true,
+                    records: table.len(),
+                    generation,
                     done,
                 });
                 durable
             });
-            *current = table;
+            *current = match local.disc.as_ref().and_then(DiscFile::rows) {
+                Some(on_disc) => {
+                    let fences = table.fences().into_iter().collect();
+                    Table::on_disc(
+                        table.schema().clone(),
+                        on_disc,
+                        fences,
+                        table.len(),
+                        table.applied(),
+                    )
+                }
+                None => table,
+            };
             return Ok(Restored {
                 replaced: true,
                 durable,
@@ -462,7 +522,11 @@ impl LocalTables {
             records: table.len(),
             applied: table.applied(),
             subscribers,
-            disc: local.disc.is_some(),
+            copy: match &local.disc {
+                None => molt_abi::table::Copy::Ram,
+                Some(disc) if disc.disc_only() => molt_abi::table::Copy::DiscOnly,
+                Some(_) => molt_abi::table::Copy::Disc,
+            },
             replicated: local.replicated,
         })
     }
@@ -474,9 +538,9 @@ impl LocalTables {
         let local = self.table(name)?;
         local.writable(name)?;
         let mut table = local.table.lock().expect("table poisoned");
-        table
-            .check(&batch, &self.limits.table)
-            .map_err(TableError::Aborted)?;
+        let checked = table.check(&batch, &self.limits.table);
+        unreadable(name, &table)?;
+        checked.map_err(TableError::Aborted)?;
         let index = table.applied() + 1;
         Ok(commit(&local, &mut table, batch, index))
     }
@@ -517,9 +581,9 @@ impl LocalTables {
             .collect();
         for (guard, &at) in guards.iter().zip(&order) {
             let (name, batch) = &batches[at];
-            guard
-                .check(batch, &self.limits.table)
-                .map_err(|a| (name.clone(), TableError::Aborted(a)))?;
+            let checked = guard.check(batch, &self.limits.table);
+            unreadable(name, guard).map_err(|e| (name.clone(), e))?;
+            checked.map_err(|a| (name.clone(), TableError::Aborted(a)))?;
         }
         let mut batches: Vec<Option<(String, Batch)>> = batches.into_iter().map(Some).collect();
         let mut committed: Vec<Option<(String, Committed)>> =
@@ -584,7 +648,10 @@ impl LocalTables {
     ) -> Result<T, TableError> {
         let local = self.table(name)?;
         let table = local.table.lock().expect("table poisoned");
-        Ok(read(&table, local.replicated))
+        let answer = read(&table, local.replicated);
+        // A disc_only table whose file failed answers nothing it read.
+        unreadable(name, &table)?;
+        Ok(answer)
     }
 
     /// The records of `key` in table `name`, with the key's version (what

@@ -1342,7 +1342,7 @@ impl Replication {
             }
             if replica.copy == Copy::DiscOnly {
                 return Err(Error::Unsupported(
-                    "disc_only copies (use disc: the table in memory, its log on disc)".into(),
+                    "disc_only replicas of a replicated table (a table kept on one node can be disc_only; a replica can be disc: the table in memory, its log on disc)".into(),
                 ));
             }
             if spec.kind.conflict_free() {
@@ -1482,7 +1482,7 @@ impl Replication {
                 }
                 if replica.copy == Copy::DiscOnly {
                     return Err(Error::Unsupported(
-                        "disc_only copies (use disc: the table in memory, its log on disc)".into(),
+                        "disc_only replicas of a replicated table (a table kept on one node can be disc_only; a replica can be disc: the table in memory, its log on disc)".into(),
                     ));
                 }
                 if entry.spec.kind.conflict_free() {

@@ -23,7 +23,7 @@ use tokio::sync::oneshot;
 use super::backup::{self, BackupError, Covered};
 use super::local::{LocalTables, TableError, TablesLimits};
 use super::replication::{ReplicaStatus, Replicated};
-use super::state::{Schema, Table};
+use super::state::{Found, Schema, Table};
 use crate::runtime::{Message, NodeInner};
 
 /// A subscription: its table and its id there.
@@ -249,13 +249,13 @@ impl Tables {
                 let mut rows: Vec<Row> = Vec::new();
                 let mut bytes = 0;
                 for (key, record) in found {
-                    if rows.last().is_none_or(|r| r.key != key) {
+                    if rows.last().is_none_or(|r| *r.key != *key) {
                         if rows.len() == row_limit(limit) || bytes > max_bytes {
                             return Ok((rows, true));
                         }
                         rows.push(Row {
                             key: key.to_vec(),
-                            version: t.version(key).unwrap_or(0),
+                            version: t.version(&key).unwrap_or(0),
                             records: Vec::new(),
                         });
                     }
@@ -263,7 +263,7 @@ impl Tables {
                     rows.last_mut()
                         .expect("a row for the key")
                         .records
-                        .push(record.clone());
+                        .push(record.into_owned());
                 }
                 Ok((rows, false))
             }),
@@ -277,16 +277,12 @@ impl Tables {
                 let limit = row_limit(limit);
                 // One more than asked, to know whether there is more.
                 let found = t.range(&from, to.as_deref(), limit.saturating_add(1));
-                Ok(rows_of(t, found, limit, max_bytes))
+                Ok(rows_of(found, limit, max_bytes))
             }),
             Request::Next { table, key, .. } => self.read(&table, |t, _| {
                 ordered(t, &table)?;
-                let rows = t
-                    .next(&key)
-                    .map(|k| row_of(t, k, t.read(k)))
-                    .into_iter()
-                    .collect();
-                Ok((rows, false))
+                let found = t.range_after(&key, 1);
+                Ok(rows_of(found, 1, usize::MAX))
             }),
             Request::Prefix {
                 table,
@@ -296,7 +292,7 @@ impl Tables {
             } => self.read(&table, |t, max_bytes| {
                 let limit = row_limit(limit);
                 let found = t.match_prefix(&prefix, limit.saturating_add(1));
-                Ok(rows_of(t, found, limit, max_bytes))
+                Ok(rows_of(found, limit, max_bytes))
             }),
             Request::Commit(_) => unreachable!("commits are answered by Tables::commit"),
             Request::Subscribe { table } => {
@@ -334,7 +330,7 @@ impl Tables {
                     out[16..20].copy_from_slice(&flags.to_le_bytes());
                     out[20..24].copy_from_slice(&(records.len() as u32).to_le_bytes());
                     let mut at = 24;
-                    for r in records {
+                    for r in records.iter() {
                         out[at..at + 4].copy_from_slice(&(r.value.len() as u32).to_le_bytes());
                         out[at + 4..at + 4 + r.value.len()].copy_from_slice(&r.value);
                         at += 4 + r.value.len();
@@ -348,9 +344,13 @@ impl Tables {
     /// Write table `name`, as it is at one log index, to the backup file
     /// `path` (on this node's file system).
     pub fn backup(&self, name: &str, path: &Path) -> Result<Covered, BackupError> {
-        // Encoded under the table's lock: one index, whatever writes wait.
+        // Encoded under the table's lock: one index, whatever writes wait
+        // (a disc_only table is read whole for it).
         self.local
-            .read(name, |t| backup::write(t, path))
+            .read(name, |t| match t.disc_rows() {
+                Some(_) => backup::write(&t.in_memory(), path),
+                None => backup::write(t, path),
+            })
             .map_err(|e| BackupError::Table(e.to_string()))?
     }
 
@@ -432,21 +432,19 @@ impl Tables {
             [] => {}
             [Replica { node, copy }] if node.is_empty() || node == here => match copy {
                 Copy::Ram => {}
-                Copy::Disc => match &self.disc_dir {
+                Copy::Disc | Copy::DiscOnly => match &self.disc_dir {
                     Some(dir) => disc = Some(dir.as_path()),
                     None => {
-                        return Err(Error::Unsupported(
-                            "disc copies on a node without a data directory (molt node keeps one; see --data-dir)"
-                                .to_string(),
-                        ));
+                        return Err(Error::Unsupported(format!(
+                            "{} copies on a node without a data directory (molt node keeps one; see --data-dir)",
+                            if *copy == Copy::Disc {
+                                "disc"
+                            } else {
+                                "disc_only"
+                            }
+                        )));
                     }
                 },
-                Copy::DiscOnly => {
-                    return Err(Error::Unsupported(
-                        "disc_only copies (use disc: the table in memory, written through to disc)"
-                            .to_string(),
-                    ));
-                }
             },
             _ => {
                 return Err(Error::Unsupported(
@@ -461,8 +459,12 @@ impl Tables {
             indexes: spec.indexes,
         };
         let name = schema.name.clone();
+        let disc_only = spec
+            .replicas
+            .first()
+            .is_some_and(|r| r.copy == Copy::DiscOnly);
         self.local
-            .create_in(schema, disc)
+            .create_copy(schema, disc, disc_only)
             .map_err(|e| error(&name, e))
     }
 
@@ -490,7 +492,7 @@ impl Tables {
                 indexes: info.schema.indexes,
                 replicas: vec![Replica {
                     node: here.to_string(),
-                    copy: if info.disc { Copy::Disc } else { Copy::Ram },
+                    copy: info.copy,
                 }],
             },
         };
@@ -643,30 +645,21 @@ impl Tables {
 
 /// The rows of a range or prefix read, cut at `limit` rows or about
 /// `max_bytes`.
-fn rows_of(
-    t: &Table,
-    found: Vec<(&[u8], &[super::state::Record])>,
-    limit: usize,
-    max_bytes: usize,
-) -> (Vec<Row>, bool) {
+fn rows_of(found: Vec<Found<'_>>, limit: usize, max_bytes: usize) -> (Vec<Row>, bool) {
     let mut rows = Vec::with_capacity(found.len().min(limit));
     let mut bytes = 0;
-    for (key, records) in found {
+    for found in found {
         if rows.len() == limit || bytes > max_bytes {
             return (rows, true);
         }
-        bytes += key.len() + records.iter().map(|r| r.value.len()).sum::<usize>();
-        rows.push(row_of(t, key, records));
+        bytes += found.key.len() + found.records.iter().map(|r| r.value.len()).sum::<usize>();
+        rows.push(Row {
+            key: found.key.into_owned(),
+            version: found.version,
+            records: found.records.into_owned(),
+        });
     }
     (rows, false)
-}
-
-fn row_of(t: &Table, key: &[u8], records: &[super::state::Record]) -> Row {
-    Row {
-        key: key.to_vec(),
-        version: t.version(key).unwrap_or(0),
-        records: records.to_vec(),
-    }
 }
 
 /// A read's row limit: `0` means as many as the reply holds.

@@ -1,8 +1,10 @@
 //! One table's replicated state and its one transition, [`Table::apply`]:
 //! a conditional batch (a transaction, or a single dirty write) applied at
-//! one log index, all of it or none. Pure: no I/O, no clock, no
-//! randomness, so every replica that applies the same log holds the same
-//! table, and the rules are tested here without a cluster.
+//! one log index, all of it or none. Pure: no clock, no randomness, so
+//! every replica that applies the same log holds the same table, and the
+//! rules are tested here without a cluster. The rows are in memory, or,
+//! for a `disc_only` copy, in its file ([`DiscRows`]: reads go there,
+//! commits are staged for it); the rules are the same.
 //!
 //! Keys, values and index values are bytes: the SDK types them.
 //!
@@ -16,8 +18,11 @@
 //!   records with that value: never zero, never missing;
 //! - a key's version is the log index of the last batch that changed it.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Bound;
+
+use super::disc::DiscRows;
 
 use serde::{Deserialize, Serialize};
 
@@ -82,13 +87,84 @@ struct Row {
     records: Vec<Record>,
 }
 
+/// Where a table's rows are. Encoded as the map of rows, wherever they
+/// are (a `disc_only` table's are read whole for it).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(from = "BTreeMap<Vec<u8>, Row>")]
+enum Rows {
+    /// In memory, by key.
+    Memory(BTreeMap<Vec<u8>, Row>),
+    /// In a `disc_only` file (an encoding reads them all).
+    Disc(DiscRows),
+}
+
+impl From<BTreeMap<Vec<u8>, Row>> for Rows {
+    fn from(rows: BTreeMap<Vec<u8>, Row>) -> Rows {
+        Rows::Memory(rows)
+    }
+}
+
+impl Serialize for Rows {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Rows::Memory(rows) => rows.serialize(serializer),
+            Rows::Disc(disc) => disc
+                .range(Bound::Unbounded, None, usize::MAX)
+                .into_iter()
+                .map(|(key, version, records)| (key, Row { version, records }))
+                .collect::<BTreeMap<_, _>>()
+                .serialize(serializer),
+        }
+    }
+}
+
+impl PartialEq for Rows {
+    fn eq(&self, other: &Rows) -> bool {
+        match (self, other) {
+            (Rows::Memory(a), Rows::Memory(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Rows {}
+
+/// A row a range read found: its key, version and records (borrowed
+/// from memory, or read from a `disc_only` file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found<'a> {
+    /// The key.
+    pub key: Cow<'a, [u8]>,
+    /// Its version.
+    pub version: u64,
+    /// Its records.
+    pub records: Cow<'a, [Record]>,
+}
+
+impl<'a> Found<'a> {
+    fn borrowed(key: &'a [u8], row: &'a Row) -> Found<'a> {
+        Found {
+            key: Cow::Borrowed(key),
+            version: row.version,
+            records: Cow::Borrowed(&row.records[..]),
+        }
+    }
+}
+
+/// A record an index read found, with its key.
+pub type IndexHit<'a> = (Cow<'a, [u8]>, Cow<'a, Record>);
+
+/// A key a batch touches, and the values it would hold after the batch.
+type Touched<'a> = (&'a [u8], Vec<Cow<'a, [u8]>>);
+
 /// One table's replicated state.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Table {
     schema: Schema,
     /// Rows by key.
-    rows: BTreeMap<Vec<u8>, Row>,
-    /// Per index: how many records of each key have each index value.
+    rows: Rows,
+    /// Per index: how many records of each key have each index value
+    /// (in memory only: a `disc_only` file keeps its own).
     indexes: Vec<Index>,
     /// The newest fencing token applied per lock.
     fences: BTreeMap<String, u64>,
@@ -104,7 +180,7 @@ impl Table {
         let indexes = vec![BTreeMap::new(); schema.indexes.len()];
         Table {
             schema,
-            rows: BTreeMap::new(),
+            rows: Rows::Memory(BTreeMap::new()),
             indexes,
             fences: BTreeMap::new(),
             records: 0,
@@ -127,19 +203,110 @@ impl Table {
                 table.index(&key, record);
             }
             table.records += records.len() as u64;
-            table.rows.insert(key, Row { version, records });
+            table.memory().insert(key, Row { version, records });
         }
         table.fences = fences;
         table.applied = applied;
         table
     }
 
+    /// A `disc_only` table, read from `rows`: its record count, fences
+    /// and log index as its file keeps them.
+    pub fn on_disc(
+        schema: Schema,
+        rows: DiscRows,
+        fences: BTreeMap<String, u64>,
+        records: u64,
+        applied: u64,
+    ) -> Table {
+        Table {
+            schema,
+            rows: Rows::Disc(rows),
+            indexes: Vec::new(),
+            fences,
+            records,
+            applied,
+        }
+    }
+
+    /// The same table in memory (a `disc_only` table read whole, its
+    /// indexes rebuilt; a memory table as it is).
+    pub fn in_memory(&self) -> Table {
+        match &self.rows {
+            Rows::Memory(_) => self.clone(),
+            Rows::Disc(disc) => Table::from_stored(
+                self.schema.clone(),
+                disc.range(Bound::Unbounded, None, usize::MAX),
+                self.fences.clone(),
+                self.applied,
+            ),
+        }
+    }
+
+    /// Why the table cannot be read, if its `disc_only` file failed
+    /// (whatever a read answered since then is not to be trusted).
+    pub fn unreadable(&self) -> Option<String> {
+        match &self.rows {
+            Rows::Memory(_) => None,
+            Rows::Disc(disc) => disc.failed(),
+        }
+    }
+
+    /// The rows of a `disc_only` table.
+    pub fn disc_rows(&self) -> Option<&DiscRows> {
+        match &self.rows {
+            Rows::Memory(_) => None,
+            Rows::Disc(disc) => Some(disc),
+        }
+    }
+
+    /// The in-memory rows (a memory table's; a new table is in memory).
+    fn memory(&mut self) -> &mut BTreeMap<Vec<u8>, Row> {
+        match &mut self.rows {
+            Rows::Memory(rows) => rows,
+            Rows::Disc(_) => unreachable!("a disc_only table's rows are in its file"),
+        }
+    }
+
+    /// A key's row, wherever the rows are.
+    fn get_row(&self, key: &[u8]) -> Option<Cow<'_, Row>> {
+        match &self.rows {
+            Rows::Memory(rows) => rows.get(key).map(Cow::Borrowed),
+            Rows::Disc(disc) => disc
+                .get(key)
+                .map(|(version, records)| Cow::Owned(Row { version, records })),
+        }
+    }
+
+    /// Up to `limit` rows from `from`, below `to`, in key order.
+    fn rows_from(&self, from: Bound<&[u8]>, to: Option<&[u8]>, limit: usize) -> Vec<Found<'_>> {
+        match &self.rows {
+            Rows::Memory(rows) => {
+                let upper = to.map_or(Bound::Unbounded, Bound::Excluded);
+                rows.range::<[u8], _>((from, upper))
+                    .take(limit)
+                    .map(|(k, row)| Found::borrowed(k, row))
+                    .collect()
+            }
+            Rows::Disc(disc) => disc
+                .range(from, to, limit)
+                .into_iter()
+                .map(|(key, version, records)| Found {
+                    key: Cow::Owned(key),
+                    version,
+                    records: Cow::Owned(records),
+                })
+                .collect(),
+        }
+    }
+
     /// A key's version and records, if it has any (what a disc copy
     /// stores for it).
-    pub fn row(&self, key: &[u8]) -> Option<(u64, &[Record])> {
-        self.rows
-            .get(key)
-            .map(|row| (row.version, row.records.as_slice()))
+    pub fn row(&self, key: &[u8]) -> Option<(u64, Cow<'_, [Record]>)> {
+        self.get_row(key).map(|row| match row {
+            Cow::Borrowed(row) => (row.version, Cow::Borrowed(&row.records[..])),
+            Cow::Owned(row) => (row.version, Cow::Owned(row.records)),
+        })
     }
 
     /// Every fenced lock's newest token.
@@ -179,31 +346,54 @@ impl Table {
     }
 
     /// The records of `key` (at most one unless a bag).
-    pub fn read(&self, key: &[u8]) -> &[Record] {
-        self.rows.get(key).map_or(&[], |row| row.records.as_slice())
+    pub fn read(&self, key: &[u8]) -> Cow<'_, [Record]> {
+        match self.get_row(key) {
+            None => Cow::Borrowed(&[]),
+            Some(Cow::Borrowed(row)) => Cow::Borrowed(&row.records[..]),
+            Some(Cow::Owned(row)) => Cow::Owned(row.records),
+        }
     }
 
     /// The version of `key` (the log index of the last batch that changed
     /// it), if it has a record: what a transaction that read the key puts
     /// in its `Version` condition.
     pub fn version(&self, key: &[u8]) -> Option<u64> {
-        self.rows.get(key).map(|row| row.version)
+        self.get_row(key).map(|row| row.version)
     }
 
     /// The keys and records whose value for index `index` (by name) is
     /// `value`, in key order; `None` if the table has no such index.
-    pub fn index_read(&self, index: &str, value: &[u8]) -> Option<Vec<(&[u8], &Record)>> {
+    pub fn index_read(&self, index: &str, value: &[u8]) -> Option<Vec<IndexHit<'_>>> {
         let i = self.schema.indexes.iter().position(|n| n == index)?;
-        let from = (value.to_vec(), Vec::new());
-        let keys = self.indexes[i]
-            .range(from..)
-            .take_while(|((v, _), _)| v == value)
-            .map(|((_, key), _)| key);
-        let mut found = Vec::new();
-        for key in keys {
-            for record in self.read(key) {
-                if record.index_values[i] == value {
-                    found.push((key.as_slice(), record));
+        let mut found: Vec<IndexHit<'_>> = Vec::new();
+        match &self.rows {
+            Rows::Memory(rows) => {
+                let from = (value.to_vec(), Vec::new());
+                let keys = self.indexes[i]
+                    .range(from..)
+                    .take_while(|((v, _), _)| v == value)
+                    .map(|((_, key), _)| key);
+                for key in keys {
+                    let Some(row) = rows.get(key) else { continue };
+                    found.extend(
+                        row.records
+                            .iter()
+                            .filter(|r| r.index_values[i] == value)
+                            .map(|r| (Cow::Borrowed(key.as_slice()), Cow::Borrowed(r))),
+                    );
+                }
+            }
+            Rows::Disc(disc) => {
+                for key in disc.index_keys(i, value) {
+                    let Some((_, records)) = disc.get(&key) else {
+                        continue;
+                    };
+                    found.extend(
+                        records
+                            .into_iter()
+                            .filter(|r| r.index_values[i] == value)
+                            .map(|r| (Cow::Owned(key.clone()), Cow::Owned(r))),
+                    );
                 }
             }
         }
@@ -212,37 +402,52 @@ impl Table {
 
     /// Up to `limit` keys with their records, in key order, from `from`
     /// (inclusive) up to `to` (exclusive; `None`: to the end).
-    pub fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Vec<(&[u8], &[Record])> {
-        let upper = to.map_or(Bound::Unbounded, Bound::Excluded);
-        self.rows
-            .range::<[u8], _>((Bound::Included(from), upper))
-            .take(limit)
-            .map(|(k, row)| (k.as_slice(), row.records.as_slice()))
-            .collect()
+    pub fn range(&self, from: &[u8], to: Option<&[u8]>, limit: usize) -> Vec<Found<'_>> {
+        self.rows_from(Bound::Included(from), to, limit)
     }
 
     /// The first key, in key order.
-    pub fn first(&self) -> Option<&[u8]> {
-        self.rows.keys().next().map(Vec::as_slice)
+    pub fn first(&self) -> Option<Cow<'_, [u8]>> {
+        self.rows_from(Bound::Unbounded, None, 1)
+            .pop()
+            .map(|f| f.key)
+    }
+
+    /// Up to `limit` rows after `key` (exclusive), in key order.
+    pub fn range_after(&self, key: &[u8], limit: usize) -> Vec<Found<'_>> {
+        self.rows_from(Bound::Excluded(key), None, limit)
     }
 
     /// The key after `key`, in key order.
-    pub fn next(&self, key: &[u8]) -> Option<&[u8]> {
-        self.rows
-            .range::<[u8], _>((Bound::Excluded(key), Bound::Unbounded))
-            .next()
-            .map(|(k, _)| k.as_slice())
+    pub fn next(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
+        self.rows_from(Bound::Excluded(key), None, 1)
+            .pop()
+            .map(|f| f.key)
     }
 
     /// Up to `limit` keys starting with `prefix`, with their records, in
     /// key order.
-    pub fn match_prefix(&self, prefix: &[u8], limit: usize) -> Vec<(&[u8], &[Record])> {
-        self.rows
-            .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .take(limit)
-            .map(|(k, row)| (k.as_slice(), row.records.as_slice()))
-            .collect()
+    pub fn match_prefix(&self, prefix: &[u8], limit: usize) -> Vec<Found<'_>> {
+        match &self.rows {
+            Rows::Memory(rows) => rows
+                .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .take(limit)
+                .map(|(k, row)| Found::borrowed(k, row))
+                .collect(),
+            Rows::Disc(_) => {
+                // The first key past every key with this prefix, if any.
+                let mut end = prefix.to_vec();
+                while end.last() == Some(&0xff) {
+                    end.pop();
+                }
+                if let Some(last) = end.last_mut() {
+                    *last += 1;
+                }
+                let to = (!end.is_empty()).then_some(end.as_slice());
+                self.rows_from(Bound::Included(prefix), to, limit)
+            }
+        }
     }
 
     /// Apply `batch` at log `index`: every change it made, or why it made
@@ -263,7 +468,7 @@ impl Table {
     /// backup belong to another log, and a later write must never find
     /// the version it had read), and so does its log index.
     pub fn restamped(mut self, index: u64) -> Table {
-        for row in self.rows.values_mut() {
+        for row in self.memory().values_mut() {
             row.version = index;
         }
         self.applied = index;
@@ -295,7 +500,7 @@ impl Table {
         let mut after = self.records as i128;
         // The values each key touched would have; a batch touches few keys
         // (a search is cheaper than a map for them), a big one many.
-        let mut scratch: Vec<(&[u8], Vec<&[u8]>)> = Vec::new();
+        let mut scratch: Vec<Touched<'_>> = Vec::new();
         let mut many: BTreeMap<&[u8], usize> = BTreeMap::new();
         for op in &batch.ops {
             let key = op_key(op);
@@ -309,7 +514,15 @@ impl Table {
                 }
             };
             let at = found.unwrap_or_else(|| {
-                let values = self.read(key).iter().map(|r| r.value.as_slice()).collect();
+                let values = match self.read(key) {
+                    Cow::Borrowed(records) => records
+                        .iter()
+                        .map(|r| Cow::Borrowed(r.value.as_slice()))
+                        .collect(),
+                    Cow::Owned(records) => {
+                        records.into_iter().map(|r| Cow::Owned(r.value)).collect()
+                    }
+                };
                 scratch.push((key, values));
                 if !many.is_empty() {
                     many.insert(key, scratch.len() - 1);
@@ -321,14 +534,14 @@ impl Table {
             match op {
                 Op::Put { value, .. } => match self.schema.kind.one_per_key() {
                     false => {
-                        if !values.contains(&value.as_slice()) {
-                            values.push(value);
+                        if !values.iter().any(|v| **v == **value) {
+                            values.push(Cow::Borrowed(value));
                         }
                     }
-                    true => *values = vec![value],
+                    true => *values = vec![Cow::Borrowed(value)],
                 },
                 Op::Delete { .. } => values.clear(),
-                Op::DeleteValue { value, .. } => values.retain(|v| *v != value.as_slice()),
+                Op::DeleteValue { value, .. } => values.retain(|v| **v != **value),
                 // Refused by `admissible`.
                 Op::Add { .. } => {}
             }
@@ -427,7 +640,7 @@ impl Table {
 
     fn holds(&self, condition: &Condition) -> Result<(), Abort> {
         match condition {
-            Condition::Absent { key } => match self.rows.contains_key(key) {
+            Condition::Absent { key } => match self.get_row(key).is_some() {
                 true => Err(Abort::Exists { key: key.clone() }),
                 false => Ok(()),
             },
@@ -452,6 +665,10 @@ impl Table {
     /// Make one change (its batch was checked whole); the change as
     /// subscribers see it, if `told`.
     fn change(&mut self, index: u64, op: Op, told: bool) -> Option<Change> {
+        if let Rows::Disc(disc) = &self.rows {
+            let disc = disc.clone();
+            return self.change_on_disc(&disc, index, op, told);
+        }
         match op {
             Op::Put {
                 key,
@@ -475,7 +692,10 @@ impl Table {
                 // fields are borrowed apart, so the row's key serves the
                 // unindexing).
                 let kind = self.schema.kind;
-                match self.rows.entry(key) {
+                let Rows::Memory(rows) = &mut self.rows else {
+                    unreachable!("a disc_only table changes on disc")
+                };
+                match rows.entry(key) {
                     std::collections::btree_map::Entry::Occupied(mut entry) => {
                         let row = entry.get_mut();
                         row.version = index;
@@ -504,14 +724,14 @@ impl Table {
                 change
             }
             Op::Delete { key } => {
-                for old in self.rows.remove(&key).unwrap_or_default().records {
+                for old in self.memory().remove(&key).unwrap_or_default().records {
                     self.records -= 1;
                     self.unindex(&key, &old);
                 }
                 told.then_some(Change::Delete { key })
             }
             Op::DeleteValue { key, value } => {
-                let removed = self.rows.get_mut(&key).and_then(|row| {
+                let removed = self.memory().get_mut(&key).and_then(|row| {
                     let at = row.records.iter().position(|r| r.value == value)?;
                     row.version = index;
                     Some(row.records.remove(at))
@@ -520,18 +740,88 @@ impl Table {
                     self.records -= 1;
                     self.unindex(&key, &old);
                 }
-                if self
-                    .rows
-                    .get(&key)
-                    .is_some_and(|row| row.records.is_empty())
-                {
-                    self.rows.remove(&key);
+                let rows = self.memory();
+                if rows.get(&key).is_some_and(|row| row.records.is_empty()) {
+                    rows.remove(&key);
                 }
                 told.then_some(Change::DeleteValue { key, value })
             }
             // Refused by `admissible`.
             Op::Add { .. } => None,
         }
+    }
+
+    /// [`change`](Self::change) for a `disc_only` table: the key's row is
+    /// read, changed, and staged for the file (which keeps the indexes).
+    fn change_on_disc(
+        &mut self,
+        disc: &DiscRows,
+        index: u64,
+        op: Op,
+        told: bool,
+    ) -> Option<Change> {
+        let mut row = disc
+            .get(op_key(&op))
+            .map(|(version, records)| Row { version, records });
+        let (key, change) = match op {
+            Op::Put {
+                key,
+                value,
+                index_values,
+            } => {
+                let change = told.then(|| Change::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                });
+                let row = row.get_or_insert_with(Row::default);
+                row.version = index;
+                let replaced = match self.schema.kind.one_per_key() {
+                    true => row.records.pop(),
+                    false => row
+                        .records
+                        .iter()
+                        .position(|r| r.value == value)
+                        .map(|at| row.records.remove(at)),
+                };
+                if replaced.is_none() {
+                    self.records += 1;
+                }
+                row.records.push(Record {
+                    value,
+                    version: index,
+                    index_values,
+                });
+                (key, change)
+            }
+            Op::Delete { key } => {
+                if let Some(old) = row.take() {
+                    self.records -= old.records.len() as u64;
+                }
+                let change = told.then(|| Change::Delete { key: key.clone() });
+                (key, change)
+            }
+            Op::DeleteValue { key, value } => {
+                if let Some(old) = &mut row
+                    && let Some(at) = old.records.iter().position(|r| r.value == value)
+                {
+                    old.records.remove(at);
+                    old.version = index;
+                    self.records -= 1;
+                }
+                if row.as_ref().is_some_and(|r| r.records.is_empty()) {
+                    row = None;
+                }
+                let change = told.then(|| Change::DeleteValue {
+                    key: key.clone(),
+                    value,
+                });
+                (key, change)
+            }
+            // Refused by `admissible`.
+            Op::Add { .. } => return None,
+        };
+        disc.stage(index, key, row.map(|r| (r.version, r.records)));
+        change
     }
 
     fn index(&mut self, key: &[u8], record: &Record) {

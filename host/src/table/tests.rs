@@ -40,10 +40,10 @@ fn values(t: &Table, key: &str) -> Vec<String> {
         .collect()
 }
 
-fn keys(found: Vec<(&[u8], &[Record])>) -> Vec<String> {
+fn keys(found: Vec<Found<'_>>) -> Vec<String> {
     found
         .into_iter()
-        .map(|(k, _)| String::from_utf8(k.to_vec()).unwrap())
+        .map(|f| String::from_utf8(f.key.to_vec()).unwrap())
         .collect()
 }
 
@@ -108,10 +108,10 @@ fn an_ordered_set_answers_ranges_first_next_and_prefixes_in_key_order() {
     assert_eq!(keys(t.range(b"b1", Some(b"c"), 10)), ["b1", "b2", "b3"]);
     assert_eq!(keys(t.range(b"b", None, 2)), ["b1", "b2"]);
     assert_eq!(keys(t.match_prefix(b"b", 10)), ["b1", "b2", "b3"]);
-    assert_eq!(t.first(), Some(&b"a1"[..]));
-    assert_eq!(t.next(b"b3"), Some(&b"c"[..]));
+    assert_eq!(t.first().as_deref(), Some(&b"a1"[..]));
+    assert_eq!(t.next(b"b3").as_deref(), Some(&b"c"[..]));
     assert_eq!(t.next(b"c"), None);
-    assert_eq!(t.next(b"a"), Some(&b"a1"[..]));
+    assert_eq!(t.next(b"a").as_deref(), Some(&b"a1"[..]));
 }
 
 #[test]
@@ -330,7 +330,7 @@ fn replicas_applying_the_same_batches_hold_the_same_table() {
             let counted: usize = a
                 .range(b"", None, usize::MAX)
                 .iter()
-                .map(|(_, r)| r.len())
+                .map(|f| f.records.len())
                 .sum();
             assert_eq!(counted as u64, a.len());
             for v in [0u8, 1] {
@@ -338,7 +338,7 @@ fn replicas_applying_the_same_batches_hold_the_same_table() {
                 let by_scan = a
                     .range(b"", None, usize::MAX)
                     .iter()
-                    .flat_map(|(_, r)| r.iter())
+                    .flat_map(|f| f.records.iter())
                     .filter(|r| r.index_values[0] == [v])
                     .count();
                 assert_eq!(by_index, by_scan, "{kind:?} index value {v} at {index}");
@@ -721,4 +721,243 @@ fn the_table_group_log_format_only_grows() {
         ("entry.forget".to_string(), molt_abi::codec::encode(&forget)),
     ];
     crate::cluster::tests::check_log_golden("src/table/log_golden.txt", samples);
+}
+
+/// A `disc_only` table read from its file answers exactly as the same
+/// table in memory, for the same batches: before its commits are
+/// written, after, and after its file is opened again.
+mod disc_only {
+    use super::super::disc::DiscFile;
+    use super::super::local::*;
+    use super::*;
+
+    /// A small deterministic generator (xorshift).
+    struct Dice(u64);
+
+    impl Dice {
+        fn roll(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("molt-disc-only-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// Everything a reader can see of table `name`.
+    fn seen(tables: &LocalTables, name: &str) -> String {
+        tables
+            .read(name, |t| {
+                let mut out = format!("len {} applied {}\n", t.len(), t.applied());
+                for f in t.range(&[], None, usize::MAX) {
+                    out += &format!("{:?} v{} {:?}\n", f.key, f.version, f.records);
+                }
+                for value in [b"x".as_slice(), b"y", b"z"] {
+                    out += &format!("index {value:?}: {:?}\n", t.index_read("i", value));
+                }
+                for prefix in [b"k1".as_slice(), b"k", b"q"] {
+                    let keys: Vec<_> = t
+                        .match_prefix(prefix, 5)
+                        .into_iter()
+                        .map(|f| f.key)
+                        .collect();
+                    out += &format!("prefix {prefix:?}: {keys:?}\n");
+                }
+                out += &format!("first {:?} next(k3) {:?}\n", t.first(), t.next(b"k3"));
+                out += &format!("range k2..k5 {:?}\n", t.range(b"k2", Some(b"k5"), 2));
+                out += &format!("fence {:?}\n", t.fence("L"));
+                out
+            })
+            .unwrap()
+    }
+
+    fn random_batch(dice: &mut Dice, t: &LocalTables, name: &str) -> Batch {
+        let key = |dice: &mut Dice| format!("k{}", dice.roll(12)).into_bytes();
+        let mut batch = Batch::default();
+        for _ in 0..=dice.roll(3) {
+            let k = key(dice);
+            let op = match dice.roll(5) {
+                0 => Op::Delete { key: k },
+                1 => Op::DeleteValue {
+                    key: k,
+                    value: format!("v{}", dice.roll(3)).into_bytes(),
+                },
+                _ => Op::Put {
+                    key: k,
+                    value: format!("v{}", dice.roll(3)).into_bytes(),
+                    index_values: vec![[b"x", b"y", b"z"][dice.roll(3) as usize].to_vec()],
+                },
+            };
+            batch.ops.push(op);
+        }
+        match dice.roll(6) {
+            0 => batch.conditions.push(Condition::Absent { key: key(dice) }),
+            1 => {
+                let k = key(dice);
+                let version = t.get(name, &k).unwrap().1.unwrap_or(0);
+                batch.conditions.push(Condition::Version {
+                    key: k,
+                    version: version + dice.roll(2),
+                });
+            }
+            2 => batch.conditions.push(Condition::Fence {
+                lock: "L".into(),
+                token: dice.roll(8),
+            }),
+            _ => {}
+        }
+        batch
+    }
+
+    async fn same_as_memory(kind: TableKind, seed: u64) {
+        let dir = temp(&format!("{kind:?}"));
+        let schema = Schema {
+            name: "t".into(),
+            kind,
+            indexes: vec!["i".into()],
+        };
+        let limits = TablesLimits {
+            table: TableLimits {
+                records_max: 20,
+                ..TableLimits::default()
+            },
+            ..TablesLimits::default()
+        };
+        let memory = LocalTables::new(limits.clone());
+        memory.create(schema.clone()).unwrap();
+        let disc = LocalTables::new(limits.clone());
+        disc.create_copy(schema, Some(&dir), true).unwrap();
+        assert_eq!(
+            disc.info("t").unwrap().copy,
+            molt_abi::table::Copy::DiscOnly
+        );
+        let mut dice = Dice(seed);
+        let mut held = None;
+        let mut staged_seen = 0;
+        for step in 0..300 {
+            // The writer is held for stretches: what is committed then is
+            // read from the overlay, over the file.
+            match (held.is_some(), dice.roll(10)) {
+                (false, 0) => held = Some(disc.hold_writer("t")),
+                (true, 0) => held = None,
+                _ => {}
+            }
+            let batch = random_batch(&mut dice, &memory, "t");
+            let a = memory.transact("t", batch.clone()).map(|c| c.index);
+            let b = disc.transact("t", batch.clone());
+            // Some commits are awaited (their rows then read from the
+            // file), some not (read from the overlay).
+            let b = match b {
+                Ok(committed) => {
+                    let durable = committed.durable.expect("a disc_only commit is written");
+                    if held.is_none() && dice.roll(3) == 0 {
+                        durable.await.unwrap().unwrap();
+                    }
+                    Ok(committed.index)
+                }
+                Err(e) => Err(e),
+            };
+            assert_eq!(a, b, "step {step}: {batch:?}");
+            assert_eq!(seen(&memory, "t"), seen(&disc, "t"), "step {step}");
+            staged_seen =
+                staged_seen.max(disc.read("t", |t| t.disc_rows().unwrap().staged()).unwrap());
+        }
+        drop(held);
+        assert!(
+            staged_seen > 3,
+            "reads went through a held overlay ({staged_seen} rows)"
+        );
+        // Written and opened again: the same table, nothing in memory.
+        disc.close().await;
+        let again = LocalTables::new(limits);
+        assert!(again.load(&dir).is_empty());
+        assert_eq!(seen(&memory, "t"), seen(&again, "t"), "reopened");
+        again
+            .read("t", |t| {
+                assert_eq!(t.disc_rows().expect("read from disc").staged(), 0);
+            })
+            .unwrap();
+        again.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_set_on_disc_only_reads_as_in_memory() {
+        same_as_memory(TableKind::Set, 7).await;
+    }
+
+    #[tokio::test]
+    async fn an_ordered_set_on_disc_only_reads_as_in_memory() {
+        same_as_memory(TableKind::OrderedSet, 11).await;
+    }
+
+    #[tokio::test]
+    async fn a_bag_on_disc_only_reads_as_in_memory() {
+        same_as_memory(TableKind::Bag, 13).await;
+    }
+
+    #[tokio::test]
+    async fn a_row_that_does_not_decode_stops_its_table_with_the_file_named() {
+        let dir = temp("garbage");
+        let schema = Schema {
+            name: "g".into(),
+            kind: TableKind::Set,
+            indexes: vec![],
+        };
+        let tables = LocalTables::default();
+        tables.create_copy(schema, Some(&dir), true).unwrap();
+        let put = |k: &str| Batch {
+            conditions: vec![],
+            ops: vec![Op::Put {
+                key: k.into(),
+                value: b"v".to_vec(),
+                index_values: vec![],
+            }],
+        };
+        let c = tables.transact("g", put("a")).unwrap();
+        c.durable.unwrap().await.unwrap().unwrap();
+        tables.close().await;
+        // Garbage in place of row "a", written with redb itself.
+        let path = super::super::disc::path_for(&dir, "g");
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("data");
+                let mut data = txn.open_table(def).unwrap();
+                data.insert(b"\x01a".as_slice(), b"\xff\xff\xff".as_slice())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let tables = LocalTables::default();
+        assert!(tables.load(&dir).is_empty(), "opens: rows are read later");
+        let read = tables.get("g", b"a");
+        let Err(TableError::Unavailable { table, why }) = read else {
+            panic!("expected Unavailable, got {read:?}");
+        };
+        assert_eq!(table, "g");
+        assert!(
+            why.contains(".redb") && why.contains("does not decode"),
+            "{why}"
+        );
+        // It stays refused: a write would rest on what it could not read.
+        assert!(matches!(
+            tables.transact("g", put("b")),
+            Err(TableError::Unavailable { .. })
+        ));
+        assert!(matches!(
+            tables.get("g", b"zz"),
+            Err(TableError::Unavailable { .. })
+        ));
+        tables.close().await;
+        let _ = DiscFile::open(&path).map(|(_, f)| f);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -135,7 +135,7 @@ impl Replication {
         let entries = stored
             .range(&[], None, usize::MAX)
             .into_iter()
-            .filter_map(|(key, records)| records.first().map(|r| (key, r)))
+            .filter_map(|f| f.records.first().map(|r| (f.key.clone(), r.clone())))
             .map(|(key, record)| {
                 molt_abi::codec::decode(&record.value)
                     .map(|entry| (key.to_vec(), entry))
@@ -612,7 +612,7 @@ impl Replication {
         match copy {
             Copy::Ram | Copy::Disc => Ok(()),
             Copy::DiscOnly => Err(Error::Unsupported(
-                "disc_only copies (use disc: the table in memory, each entry written to disc)"
+                "disc_only replicas of a conflict-free table (use disc: the table in memory, each entry written to disc)"
                     .into(),
             )),
         }
@@ -644,12 +644,13 @@ impl Replication {
             .read(&name, |t| {
                 t.range(&[], None, usize::MAX)
                     .into_iter()
-                    .map(|(k, r)| (k.to_vec(), r.to_vec()))
+                    .map(|f| (f.key.into_owned(), f.records.into_owned()))
                     .collect()
             })
             .map_err(|e| crate::table::service::error(&name, e))?;
+        let found = table.range(&[], None, usize::MAX);
         let wanted: std::collections::BTreeMap<&[u8], &[crate::table::state::Record]> =
-            table.range(&[], None, usize::MAX).into_iter().collect();
+            found.iter().map(|f| (&*f.key, &*f.records)).collect();
         let count = |records: &[crate::table::state::Record]| -> i64 {
             records
                 .first()
