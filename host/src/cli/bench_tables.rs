@@ -352,6 +352,7 @@ pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
     node.load_file(guest)?;
     let (mut tx1, mut tx8, mut dw, mut dr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut disc1, mut disc8, mut fsync) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut only1, mut only8, mut only_read) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         fresh_kv(&node, Copy::Ram).await?;
         guests(&node, TableOp::Transaction, &[(-WARMUP_N, 0)]).await?;
@@ -378,6 +379,17 @@ pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
         fresh_kv(&node, Copy::Disc).await?;
         let secs = guests(&node, TableOp::Transaction, &split(SYNC_N, WRITERS)).await?;
         disc8.push(SYNC_N as f64 / secs);
+
+        // Disc only: the same, each read from the file (or its overlay),
+        // then a dirty read of every key written, from the file.
+        fresh_kv(&node, Copy::DiscOnly).await?;
+        let secs = guests(&node, TableOp::Transaction, &split(SYNC_N, 1)).await?;
+        only1.push(SYNC_N as f64 / secs);
+        fresh_kv(&node, Copy::DiscOnly).await?;
+        let secs = guests(&node, TableOp::Transaction, &split(SYNC_N, WRITERS)).await?;
+        only8.push(SYNC_N as f64 / secs);
+        let secs = guests(&node, TableOp::DirtyRead, &split(SYNC_N, 1)).await?;
+        only_read.push(SYNC_N as f64 / secs);
     }
     let _ = node.table(Request::Delete { table: "kv".into() }).await;
     node.shutdown(Duration::from_secs(5)).await;
@@ -428,6 +440,21 @@ pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
             name: "disc table, durable write transaction, 8 writers",
             unit: "tx/s",
             runs: disc8,
+        },
+        Figure {
+            name: "disc_only table, durable write transaction, 1 writer",
+            unit: "tx/s",
+            runs: only1,
+        },
+        Figure {
+            name: "disc_only table, durable write transaction, 8 writers",
+            unit: "tx/s",
+            runs: only8,
+        },
+        Figure {
+            name: "disc_only table, dirty read (from its file)",
+            unit: "ops/s",
+            runs: only_read,
         },
         Figure {
             name: "raw fsync of the data directory's disk, p50",
@@ -498,6 +525,11 @@ const BESIDE: &[(&str, &str, bool)] = &[
     ("ram table, dirty read", "mnesia_ram_dirty_read_rate", true),
     (
         "disc table, durable write transaction, 1 writer",
+        "mnesia_disc_tx_synclog_rate",
+        true,
+    ),
+    (
+        "disc_only table, durable write transaction, 1 writer",
         "mnesia_disc_tx_synclog_rate",
         true,
     ),
