@@ -794,6 +794,118 @@ async fn a_backup_restores_the_table_as_it_was_and_a_wrong_file_is_refused() {
     assert_eq!(records.len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_backs_up_every_table_and_restores_them_all() {
+    const SECRET: &str = "tables-backup-all-cookie";
+    let (a, da) = molt_tests::dist_node_with("tables-backup-all", SECRET.as_bytes(), |_| {}).await;
+    let target = molt_tests::address_of(&da);
+    let dir = molt_tests::TempDir::new("table-backup-all");
+    let to = dir.path().join("all").display().to_string();
+    let mut me = a.mailbox().unwrap();
+    let mut run =
+        async |words: &[&str]| molt_tests::run_to_exit(&mut me, "cart", args(words)).await;
+    assert_eq!(run(&["setup"]).await, "normal");
+    assert_eq!(run(&["shop", "ann", "tea", "3"]).await, "normal");
+    let (ok, out, err) = molt_cli(&["table", "--node", &target, "backup-all", &to], SECRET).await;
+    assert!(ok, "{out}{err}");
+    for table in ["carts", "orders", "stock"] {
+        assert!(
+            out.contains(&format!("backed up {table} at index")),
+            "{out}"
+        );
+        let file = dir.path().join("all").join(format!("{table}.moltbak"));
+        assert!(file.exists(), "{} written", file.display());
+    }
+    assert!(out.contains("3 tables"), "{out}");
+
+    // Changed after; every table comes back as it was.
+    assert_eq!(run(&["shop", "ann", "tea", "4"]).await, "normal");
+    assert_eq!(run(&["shop", "bob", "jam", "1"]).await, "normal");
+    let stock_before = stock_of(&a, "jam");
+    let (ok, out, err) = molt_cli(&["table", "--node", &target, "restore-all", &to], SECRET).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("restored carts at index"), "{out}");
+    assert_eq!(cart_of(&a, "ann").unwrap().count("tea"), 3);
+    assert_eq!(cart_of(&a, "bob"), None, "written after the backup: gone");
+    assert!(stock_of(&a, "jam") >= stock_before, "the stock as it was");
+
+    // A file that is no backup is named, the others restored, and the
+    // command fails.
+    std::fs::write(dir.path().join("all").join("junk.moltbak"), b"not a backup").unwrap();
+    let (ok, out, err) = molt_cli(&["table", "--node", &target, "restore-all", &to], SECRET).await;
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("junk.moltbak") && err.contains("1 of 4 tables failed"),
+        "{err}"
+    );
+    assert!(out.contains("restored stock at index"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_of_every_table_brings_back_disc_only_and_oddly_named_tables() {
+    let dir = molt_tests::TempDir::new("backup-all-disc-only");
+    let node = node_with_data(dir.path());
+    let control = molt_host::Control::local(node.clone());
+    let here = node.config().name.clone();
+    let mut p = Puppet::spawn(&node).await;
+    let odd = "a/b c.é";
+    for (name, copy) in [("big", Copy::DiscOnly), (odd, Copy::Ram)] {
+        assert_eq!(
+            call(&mut p, Request::Create(super::tables::here(name, copy))).await,
+            Reply::Done
+        );
+        let ops = (0..20)
+            .map(|i| Op::Put {
+                key: format!("k{i:02}").into(),
+                value: format!("v{i}").into(),
+                index_values: vec![vec![i % 2]],
+            })
+            .collect();
+        assert!(matches!(
+            call(&mut p, commit(name, vec![], ops)).await,
+            Reply::Committed(_)
+        ));
+    }
+    let to = dir.path().join("backups");
+    let done = control.table_backup_all(&here, &to).await.unwrap();
+    let names: Vec<&str> = done.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["a/b c.é", "big"]);
+    assert!(done.iter().all(|(_, r)| r == &Ok((1, 20))), "{done:?}");
+    assert!(to.join("a%2Fb%20c%2E%C3%A9.moltbak").exists());
+
+    // Both changed, one deleted: the restore brings both back.
+    let gone = vec![Op::Delete { key: "k03".into() }];
+    call(&mut p, commit("big", vec![], gone)).await;
+    call(&mut p, Request::Delete { table: odd.into() }).await;
+    let done = control.table_restore_all(&here, &to).await.unwrap();
+    assert!(done.iter().all(|(_, r)| r.is_ok()), "{done:?}");
+    assert_eq!(pairs(call(&mut p, get("big", "k03")).await).len(), 1);
+    assert_eq!(pairs(call(&mut p, get(odd, "k03")).await).len(), 1);
+    let by_index = Request::IndexGet {
+        table: "big".into(),
+        index: "i".into(),
+        value: vec![1],
+        limit: 0,
+        consistency: Consistency::Dirty,
+    };
+    assert_eq!(pairs(call(&mut p, by_index).await).len(), 10);
+    // The disc_only table is still kept on disc only, and intact after a
+    // restart.
+    let info = node.tables().local().info("big").unwrap();
+    assert_eq!(info.copy, Copy::DiscOnly);
+    node.shutdown(std::time::Duration::from_secs(5)).await;
+    drop(p);
+    drop(node);
+    let node = node_with_data(dir.path());
+    let mut p = Puppet::spawn(&node).await;
+    assert_eq!(pairs(call(&mut p, get("big", "k03")).await).len(), 1);
+    assert_eq!(
+        rows(call(&mut p, get("big", "k03")).await).rows[0].version,
+        1,
+        "versions as backed up"
+    );
+}
+
 fn node_with_data(dir: &std::path::Path) -> molt_host::Node {
     molt_tests::start_node(molt_host::NodeConfig {
         data_dir: Some(dir.to_path_buf()),

@@ -1,7 +1,7 @@
 //! `molt tables` and `molt table ...`: a running node's tables, listed,
 //! described, dumped, created and deleted.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
@@ -171,6 +171,19 @@ pub enum TableAction {
         /// Accept a backup of another table, restored under NAME.
         #[arg(long)]
         rename: bool,
+    },
+    /// Write every table the node keeps (its local tables and its
+    /// replicas), each as it is at one log index, to a backup file each
+    /// (NAME.moltbak) in a directory on the node's machine.
+    BackupAll {
+        /// The directory (made if absent).
+        dir: PathBuf,
+    },
+    /// Load every backup file (*.moltbak) in a directory on the node's
+    /// machine into the table it is a backup of.
+    RestoreAll {
+        /// The directory.
+        dir: PathBuf,
     },
 }
 
@@ -507,10 +520,45 @@ pub async fn run(command: TableCommand) -> Result<ExitCode> {
                         .map_err(anyhow::Error::msg)?;
                     out!("restored {name} from index {index} ({records} records)");
                 }
+                TableAction::BackupAll { dir } => {
+                    let dir = std::path::absolute(&dir)?;
+                    let done = control.table_backup_all(&target, &dir).await?;
+                    return Ok(each_table(done, "backed up", &dir));
+                }
+                TableAction::RestoreAll { dir } => {
+                    let dir = std::path::absolute(&dir)?;
+                    let done = control.table_restore_all(&target, &dir).await?;
+                    return Ok(each_table(done, "restored", &dir));
+                }
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Print what a backup or restore of every table did, table by table;
+/// a failure if any table failed.
+fn each_table(done: Vec<(String, Result<(u64, u64), String>)>, did: &str, dir: &Path) -> ExitCode {
+    let mut failed = 0;
+    for (name, result) in &done {
+        match result {
+            Ok((index, records)) => out!("{did} {name} at index {index} ({records} records)"),
+            Err(why) => {
+                failed += 1;
+                eprintln!("{name}: {why}");
+            }
+        }
+    }
+    match failed {
+        0 => {
+            out!("{} tables, {}", done.len(), dir.display());
+            ExitCode::SUCCESS
+        }
+        n => {
+            eprintln!("{n} of {} tables failed", done.len());
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Print every record in pages (ranges from the last key read).

@@ -104,6 +104,20 @@ impl Service for InfoService {
                     .await;
                 InfoReply::Backup(crate::table::Covered::summary(done))
             }
+            InfoRequest::TableBackupAll { path } => {
+                let Some(node) = self.node.upgrade() else {
+                    return Err(InfoError::NotDelivered("the node is stopping".into()));
+                };
+                let done = node.tables().backup_all(std::path::Path::new(&path));
+                InfoReply::BackupAll(crate::table::Covered::summaries(done))
+            }
+            InfoRequest::TableRestoreAll { path } => {
+                let Some(node) = self.node.upgrade() else {
+                    return Err(InfoError::NotDelivered("the node is stopping".into()));
+                };
+                let done = node.table_restore_all(std::path::Path::new(&path)).await;
+                InfoReply::BackupAll(crate::table::Covered::summaries(done))
+            }
             InfoRequest::Nodes => InfoReply::Nodes(
                 self.dist
                     .upgrade()

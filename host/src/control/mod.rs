@@ -268,6 +268,50 @@ impl Control {
         }
     }
 
+    /// Write every table `node` keeps (local tables, and its replicas of
+    /// replicated ones) to backup files in directory `path` on `node`'s
+    /// file system, each consistent at its own log index; per table, the
+    /// index and records, or why not (a replicated table `node` keeps no
+    /// replica of included).
+    pub async fn table_backup_all(
+        &self,
+        node: &str,
+        path: &Path,
+    ) -> Result<Vec<(String, Result<(u64, u64), String>)>, RequestError> {
+        if self.is_here(node) {
+            let done = self.node.tables().backup_all(path);
+            return Ok(crate::table::Covered::summaries(done));
+        }
+        let request = InfoRequest::TableBackupAll {
+            path: path.display().to_string(),
+        };
+        match self.info(node, request).await? {
+            InfoReply::BackupAll(done) => Ok(done),
+            other => Err(unexpected_info(node, other)),
+        }
+    }
+
+    /// Load every backup file in directory `path` on `node`'s file system
+    /// into the table it is a backup of (created if absent); per table,
+    /// the index and records, or why not.
+    pub async fn table_restore_all(
+        &self,
+        node: &str,
+        path: &Path,
+    ) -> Result<Vec<(String, Result<(u64, u64), String>)>, RequestError> {
+        if self.is_here(node) {
+            let done = self.node.table_restore_all(path).await;
+            return Ok(crate::table::Covered::summaries(done));
+        }
+        let request = InfoRequest::TableRestoreAll {
+            path: path.display().to_string(),
+        };
+        match self.info(node, request).await? {
+            InfoReply::BackupAll(done) => Ok(done),
+            other => Err(unexpected_info(node, other)),
+        }
+    }
+
     /// `node`'s replica of replicated table `table` and its group, as
     /// `node` sees them; none if it keeps no replica of it.
     pub async fn table_replica(

@@ -680,6 +680,18 @@ pub enum InfoRequest {
     /// Why the node's replica of a replicated table cannot start, if it
     /// cannot (`molt table info`).
     ReplicaFailure(String),
+    /// Write every table the node keeps to backup files in a directory on
+    /// its file system (`molt table backup-all`).
+    TableBackupAll {
+        /// The directory (absolute).
+        path: String,
+    },
+    /// Load every backup file in a directory on the node's file system
+    /// (`molt table restore-all`).
+    TableRestoreAll {
+        /// The directory (absolute).
+        path: String,
+    },
 }
 
 /// The node-information service's answers.
@@ -702,6 +714,9 @@ pub enum InfoReply {
     TableReplica(Option<crate::table::ReplicaStatus>),
     /// To `ReplicaFailure`: why, or none if the replica is not failing.
     ReplicaFailure(Option<String>),
+    /// To `TableBackupAll` and `TableRestoreAll`: per table (by name), the
+    /// log index and records its file holds, or why it failed.
+    BackupAll(Vec<(String, Result<(u64, u64), String>)>),
 }
 
 /// Why the node-information service could not do what was asked.

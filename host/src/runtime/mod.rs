@@ -484,6 +484,20 @@ impl Node {
             .await
     }
 
+    /// Load every backup file (`*.moltbak`) in directory `dir` into the
+    /// table it is a backup of, as [`table_restore`](Self::table_restore)
+    /// does for one; per table, what it covered or why it failed (a file
+    /// that is no backup: under its file name).
+    pub async fn table_restore_all(
+        &self,
+        dir: &std::path::Path,
+    ) -> Vec<(
+        String,
+        Result<crate::table::Covered, crate::table::BackupError>,
+    )> {
+        self.inner.tables.restore_all(&self.inner, dir).await
+    }
+
     /// Open a mailbox: a process driven by host code rather than by a
     /// guest. It can send, receive, link and monitor like any process, and
     /// traps exits. It ends when dropped.

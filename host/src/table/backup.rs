@@ -80,6 +80,38 @@ impl Covered {
     }
 }
 
+impl Covered {
+    /// [`summary`](Self::summary) of each table's outcome.
+    pub fn summaries(
+        done: Vec<(String, Result<Covered, BackupError>)>,
+    ) -> Vec<(String, Result<(u64, u64), String>)> {
+        done.into_iter()
+            .map(|(table, done)| (table, Covered::summary(done)))
+            .collect()
+    }
+}
+
+/// The extension of the files a backup of every table writes.
+pub const EXTENSION: &str = "moltbak";
+
+/// The file table `name`'s backup gets in a backup of every table: the
+/// name itself where it is plain (letters, digits, `-`, `_`), each other
+/// byte as `%XX`; a name too long for a file name by its hash.
+pub fn file_name(name: &str) -> String {
+    let mut plain = String::with_capacity(name.len());
+    for b in name.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' => plain.push(b as char),
+            _ => plain.push_str(&format!("%{b:02X}")),
+        }
+    }
+    if plain.len() > 200 {
+        let digest = Sha256::digest(name.as_bytes());
+        plain = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    }
+    format!("{plain}.{EXTENSION}")
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
     move |source| BackupError::Io {
         path: path.to_path_buf(),

@@ -370,6 +370,95 @@ impl Tables {
         rename: bool,
     ) -> Result<Covered, BackupError> {
         let table = backup::read(path)?;
+        self.restore_read(node, name, path, table, rename).await
+    }
+
+    /// Write every table this node keeps (its local tables and its
+    /// replicas) to a backup file each in `dir` (made if absent; see
+    /// [`backup::file_name`]), each consistent at its own log index. A
+    /// replicated table kept only on other nodes is reported, not
+    /// written: back it up on a node that keeps a replica.
+    pub fn backup_all(&self, dir: &Path) -> Vec<(String, Result<Covered, BackupError>)> {
+        if let Err(source) = std::fs::create_dir_all(dir) {
+            return vec![(
+                String::new(),
+                Err(BackupError::Io {
+                    path: dir.to_path_buf(),
+                    source,
+                }),
+            )];
+        }
+        let here = self.local.names();
+        let mut done: Vec<(String, Result<Covered, BackupError>)> = here
+            .iter()
+            .map(|name| {
+                let path = dir.join(backup::file_name(name));
+                (name.clone(), self.backup(name, &path))
+            })
+            .collect();
+        if let Some(replication) = self.replication.get() {
+            for name in replication.names() {
+                if !here.contains(&name) {
+                    let why = format!(
+                        "table {name} is kept on other nodes only: back it up on one that keeps a replica"
+                    );
+                    done.push((name, Err(BackupError::Table(why))));
+                }
+            }
+        }
+        done.sort_by(|a, b| a.0.cmp(&b.0));
+        done
+    }
+
+    /// Load every backup file (`*.moltbak`) in `dir` into the table it is
+    /// a backup of, as [`restore`](Self::restore) does for one; per table,
+    /// what it covered or why it failed (a file that does not read as a
+    /// backup: under its file name). The others go on regardless.
+    pub(crate) async fn restore_all(
+        &self,
+        node: &Arc<NodeInner>,
+        dir: &Path,
+    ) -> Vec<(String, Result<Covered, BackupError>)> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(source) => {
+                let path = dir.to_path_buf();
+                return vec![(String::new(), Err(BackupError::Io { path, source }))];
+            }
+        };
+        let mut files: Vec<std::path::PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == backup::EXTENSION))
+            .collect();
+        files.sort();
+        let mut done = Vec::with_capacity(files.len());
+        for path in files {
+            match backup::read(&path) {
+                Ok(table) => {
+                    let name = table.schema().name.clone();
+                    let restored = self.restore_read(node, &name, &path, table, false).await;
+                    done.push((name, restored));
+                }
+                Err(e) => {
+                    let file = path
+                        .file_name()
+                        .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+                    done.push((file, Err(e)));
+                }
+            }
+        }
+        done
+    }
+
+    /// [`restore`](Self::restore) of a backup already read.
+    async fn restore_read(
+        &self,
+        node: &Arc<NodeInner>,
+        name: &str,
+        path: &Path,
+        table: Table,
+        rename: bool,
+    ) -> Result<Covered, BackupError> {
         let found = table.schema().name.clone();
         if found != name && !rename {
             return Err(BackupError::OtherTable {
