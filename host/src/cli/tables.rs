@@ -538,7 +538,11 @@ pub async fn run(command: TableCommand) -> Result<ExitCode> {
 
 /// Print what a backup or restore of every table did, table by table;
 /// a failure if any table failed.
-fn each_table(done: Vec<(String, Result<(u64, u64), String>)>, did: &str, dir: &Path) -> ExitCode {
+fn each_table(
+    done: Vec<molt_host::table::backup::TableSummary>,
+    did: &str,
+    dir: &Path,
+) -> ExitCode {
     let mut failed = 0;
     for (name, result) in &done {
         match result {

@@ -277,7 +277,7 @@ impl Control {
         &self,
         node: &str,
         path: &Path,
-    ) -> Result<Vec<(String, Result<(u64, u64), String>)>, RequestError> {
+    ) -> Result<Vec<crate::table::backup::TableSummary>, RequestError> {
         if self.is_here(node) {
             let done = self.node.tables().backup_all(path);
             return Ok(crate::table::Covered::summaries(done));
@@ -298,7 +298,7 @@ impl Control {
         &self,
         node: &str,
         path: &Path,
-    ) -> Result<Vec<(String, Result<(u64, u64), String>)>, RequestError> {
+    ) -> Result<Vec<crate::table::backup::TableSummary>, RequestError> {
         if self.is_here(node) {
             let done = self.node.table_restore_all(path).await;
             return Ok(crate::table::Covered::summaries(done));

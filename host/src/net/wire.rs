@@ -716,7 +716,7 @@ pub enum InfoReply {
     ReplicaFailure(Option<String>),
     /// To `TableBackupAll` and `TableRestoreAll`: per table (by name), the
     /// log index and records its file holds, or why it failed.
-    BackupAll(Vec<(String, Result<(u64, u64), String>)>),
+    BackupAll(Vec<crate::table::backup::TableSummary>),
 }
 
 /// Why the node-information service could not do what was asked.

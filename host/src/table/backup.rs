@@ -80,11 +80,14 @@ impl Covered {
     }
 }
 
+/// One table's part in a backup or restore of every table, as the
+/// control layer carries it: its name, and (log index, records) or why it
+/// failed.
+pub type TableSummary = (String, Result<(u64, u64), String>);
+
 impl Covered {
     /// [`summary`](Self::summary) of each table's outcome.
-    pub fn summaries(
-        done: Vec<(String, Result<Covered, BackupError>)>,
-    ) -> Vec<(String, Result<(u64, u64), String>)> {
+    pub fn summaries(done: Vec<(String, Result<Covered, BackupError>)>) -> Vec<TableSummary> {
         done.into_iter()
             .map(|(table, done)| (table, Covered::summary(done)))
             .collect()
