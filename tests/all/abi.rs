@@ -342,6 +342,26 @@ fn the_bench_mirror_of_bench_args_encodes_like_the_guest() {
                 reads: 6,
             },
         ),
+        (
+            molt_abi::codec::encode(&Host::RingLink { next: None }),
+            Guest::RingLink { next: None },
+        ),
+        (
+            molt_abi::codec::encode(&Host::RingLink {
+                next: Some(molt_abi::Pid {
+                    node: 1,
+                    incarnation: 2,
+                    serial: 3,
+                }),
+            }),
+            Guest::RingLink {
+                next: Some(molt_abi::Pid {
+                    node: 1,
+                    incarnation: 2,
+                    serial: 3,
+                }),
+            },
+        ),
     ];
     use bench_guest::TableOp as GuestOp;
     use molt_tests::bench_wire::TableOp as HostOp;
@@ -391,6 +411,45 @@ fn the_bench_mirror_of_ping_and_pong_encodes_like_the_guest() {
         molt_abi::codec::decode::<BenchMsg>(&pong),
         Ok(BenchMsg::Pong)
     );
+}
+
+/// The ring bench sends bench-guest `Next` and `Token` and reads `Done`
+/// through its own mirror of `BenchMsg`.
+#[test]
+fn the_bench_mirror_of_the_ring_messages_encodes_like_the_guest() {
+    use bench_guest::BenchMsg;
+    use molt_tests::bench_wire::BenchRing;
+    let pid = molt_abi::Pid {
+        node: 1,
+        incarnation: 2,
+        serial: 3,
+    };
+    let pairs = [
+        (BenchRing::Next(pid), BenchMsg::Next(pid)),
+        (
+            BenchRing::Token {
+                hops: 7,
+                report: pid,
+            },
+            BenchMsg::Token {
+                hops: 7,
+                report: pid,
+            },
+        ),
+        (BenchRing::Done, BenchMsg::Done),
+        (BenchRing::Ack(4), BenchMsg::Ack(4)),
+    ];
+    for (host, guest) in pairs {
+        let bytes = molt_abi::codec::encode(&host);
+        assert_eq!(
+            molt_abi::codec::decode::<BenchMsg>(&bytes),
+            Ok(guest.clone())
+        );
+        assert_eq!(
+            molt_abi::codec::decode::<BenchRing>(&molt_abi::codec::encode(&guest)),
+            Ok(host)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -326,3 +326,79 @@ async fn without_distribution_other_nodes_are_unreachable() {
     }
     assert_eq!(p.cmd(Cmd::IsAlive(p.pid)).await, Outcome::Bool(true));
 }
+
+/// The ring `molt bench` measures: bench-guest links, each passing the
+/// token to the next, as the bench builds it from its own mirror types.
+/// The token makes exactly its hops and comes back once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_goes_round_a_ring_of_links_and_comes_back_once() {
+    use molt_tests::bench_wire::{BenchArgs, BenchRing};
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    let spawn = |next| {
+        node.spawn("bench-guest", codec::encode(&BenchArgs::RingLink { next }))
+            .unwrap()
+    };
+    let first = spawn(None);
+    let mut last = first;
+    let mut links = Vec::new();
+    for _ in 1..300 {
+        last = spawn(Some(last));
+        links.push(last);
+    }
+    let send = |me: &mut molt_host::HostMailbox, msg: &BenchRing| {
+        me.send(first, tag::DATA, Ref::NONE, codec::encode(msg))
+            .unwrap()
+    };
+    send(&mut me, &BenchRing::Next(last));
+    let report = me.pid();
+    // Ten laps and a half: the last link to hold it is halfway round.
+    send(
+        &mut me,
+        &BenchRing::Token {
+            hops: 3_150,
+            report,
+        },
+    );
+    let done = me
+        .recv(std::time::Duration::from_secs(30))
+        .await
+        .expect("the token comes back");
+    assert_eq!(
+        codec::decode::<BenchRing>(&done.payload),
+        Ok(BenchRing::Done)
+    );
+    // Once: nothing else comes (a bounded wait for an absence).
+    assert!(
+        me.recv(std::time::Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    // A link killed halfway round stops a token that would pass it: one
+    // that ends just before it still comes back.
+    let order: Vec<_> = std::iter::once(first)
+        .chain(links.iter().rev().copied())
+        .collect();
+    let watch = me.monitor(order[150]);
+    me.exit(order[150], molt_abi::reason::KILL);
+    let why = me
+        .recv_down(watch, std::time::Duration::from_secs(10))
+        .await;
+    assert_eq!(why.as_deref(), Some(molt_abi::reason::KILLED));
+    send(&mut me, &BenchRing::Token { hops: 149, report });
+    let done = me
+        .recv(std::time::Duration::from_secs(30))
+        .await
+        .expect("a token short of the dead link comes back");
+    assert_eq!(
+        codec::decode::<BenchRing>(&done.payload),
+        Ok(BenchRing::Done)
+    );
+    send(&mut me, &BenchRing::Token { hops: 150, report });
+    assert!(
+        me.recv(std::time::Duration::from_millis(300))
+            .await
+            .is_none(),
+        "the dead link ends the token's way"
+    );
+}

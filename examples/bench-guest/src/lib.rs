@@ -72,6 +72,13 @@ pub enum BenchArgs {
         /// The key after the last.
         to: i64,
     },
+    /// A link of a ring (Armstrong's ring): pass each
+    /// [`BenchMsg::Token`] on to `next` (the first link learns its `next`
+    /// from a [`BenchMsg::Next`], once the last is spawned).
+    RingLink {
+        /// The next link, if known yet.
+        next: Option<Pid>,
+    },
 }
 
 /// The operation of a [`BenchArgs::Table`] run.
@@ -134,6 +141,18 @@ pub enum BenchMsg {
     },
     /// The sink has received this many blobs.
     Ack(u64),
+    /// A ring link's next link.
+    Next(Pid),
+    /// The ring's token: passed on while `hops` are left, then
+    /// [`BenchMsg::Done`] goes to `report`.
+    Token {
+        /// Hops left.
+        hops: u64,
+        /// Who is told when none are left.
+        report: Pid,
+    },
+    /// The token made its last hop.
+    Done,
 }
 
 /// The state of one bench process, per role.
@@ -182,6 +201,11 @@ pub enum Bench {
         retry_pending: bool,
         /// The blob message, encoded once.
         blob: Vec<u8>,
+    },
+    /// See [`BenchArgs::RingLink`].
+    RingLink {
+        /// The next link.
+        next: Option<Pid>,
     },
 }
 
@@ -316,6 +340,7 @@ impl Behaviour for Bench {
                 table_run(op, from, to)?;
                 return Err(molt_sdk::abi::reason::NORMAL.into());
             }
+            BenchArgs::RingLink { next } => Bench::RingLink { next },
         })
     }
 
@@ -369,6 +394,29 @@ impl Behaviour for Bench {
                     *acked = (*acked).max(n);
                 }
                 sender.pump()
+            }
+            (Bench::RingLink { next }, Message::Data(BenchMsg::Next(pid))) => {
+                *next = Some(pid);
+                Next::Continue
+            }
+            (
+                Bench::RingLink { next: Some(next) },
+                Message::Data(BenchMsg::Token { hops, report }),
+            ) => {
+                let sent = match hops {
+                    0 => molt_sdk::send(report, &BenchMsg::Done),
+                    _ => molt_sdk::send(
+                        *next,
+                        &BenchMsg::Token {
+                            hops: hops - 1,
+                            report,
+                        },
+                    ),
+                };
+                match sent {
+                    Ok(()) => Next::Continue,
+                    Err(e) => Next::Stop(format!("ring link: {e}")),
+                }
             }
             (sender @ Bench::Sender { .. }, Message::Other(envelope))
                 if envelope.tag == RETRY_TAG =>

@@ -32,7 +32,8 @@ pub struct BenchArgsCli {
     /// Messages per one-way run.
     #[arg(long, default_value_t = 1_000_000)]
     pub messages: u64,
-    /// Only this figure: spawn (with memory), pingpong, oneway, the
+    /// Only this figure: spawn (with memory), pingpong, oneway, ring
+    /// (Armstrong's ring of 1,000 and of 100,000 behaviours), the
     /// two-node figures remote-pingpong, remote-oneway, remote-4k,
     /// remote-spawn, or the code figures load, upgrade, purge,
     /// upgrade-stream; or `coordination` (names and locks on three nodes,
@@ -63,6 +64,13 @@ pub struct BenchArgsCli {
     /// A prebuilt bench-guest module (default: build it from source).
     #[arg(long)]
     pub guest: Option<PathBuf>,
+    /// Hops of the token around each ring (`ring`).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub ring_hops: u64,
+    /// With the ring figures: run the same ring in Erlang right after
+    /// (needs `erlc` and `erl`), and print each figure beside Erlang's.
+    #[arg(long)]
+    pub erlang: bool,
     /// With `--only tables`: mnesia's bench script (`run_store.sh`), run
     /// right after molt's figures with as many runs (needs `erl`); each
     /// molt figure is then printed beside mnesia's, with the ratio.
@@ -512,9 +520,14 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
         );
         return Ok(figures);
     }
-    config.processes_max = config.processes_max.max(args.processes + 64);
+    let ring = args.only.as_deref().is_none_or(|o| o == "ring");
+    let most = match ring {
+        true => args.processes.max(super::bench_ring::SIZES[1]),
+        false => args.processes,
+    };
+    config.processes_max = config.processes_max.max(most + 64);
     let node = Node::start(config)?;
-    if node.config().processes_max < args.processes + 64 {
+    if node.config().processes_max < most + 64 {
         bail!(
             "the node can run only {} processes (see the warning about vm.max_map_count); \
              lower --processes or raise the limit",
@@ -565,6 +578,9 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             unit: "msgs/s",
             runs: v,
         });
+    }
+    if want("ring") {
+        figures.extend(super::bench_ring::figures(&node, runs, args.ring_hops).await?);
     }
     let guest_bytes =
         std::fs::read(&guest).with_context(|| format!("reading {}", guest.display()))?;
@@ -694,6 +710,12 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             args.processes
         ),
     );
+    if args.erlang && want("ring") {
+        let dir = std::env::temp_dir().join(format!("molt-bench-ring-{}", std::process::id()));
+        let erlang = super::bench_ring::erlang(runs, args.ring_hops, &dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        super::bench_ring::print_beside(&figures, &erlang?);
+    }
     Ok(figures)
 }
 

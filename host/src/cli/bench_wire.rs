@@ -4,7 +4,7 @@
 //! encode alike.
 
 use molt_abi::Pid;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The init arguments of `examples/bench-guest`, mirrored here so the host
 /// need not link a guest crate. A test in `tests/` checks both encode alike.
@@ -56,6 +56,11 @@ pub enum BenchArgs {
         /// The key after the last.
         to: i64,
     },
+    /// A ring link passing the token on to `next`.
+    RingLink {
+        /// The next link, if known yet.
+        next: Option<Pid>,
+    },
 }
 
 /// bench-guest's `TableOp`.
@@ -81,4 +86,39 @@ pub enum BenchPing {
     },
     /// `BenchMsg::Pong`.
     Pong,
+}
+
+/// `examples/bench-guest`'s `BenchMsg` as far as the ring needs it: the
+/// earlier variants only hold the places of the guest's. Checked against
+/// the guest's type in `tests/`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum BenchRing {
+    /// `BenchMsg::Ping` (not used by the ring).
+    Ping {
+        /// Who to answer.
+        from: Pid,
+    },
+    /// `BenchMsg::Pong` (not used by the ring).
+    Pong,
+    /// `BenchMsg::Blob` (not used by the ring).
+    Blob {
+        /// The sender.
+        from: Pid,
+        /// Filler.
+        #[serde(with = "molt_abi::codec::bytes")]
+        bytes: Vec<u8>,
+    },
+    /// `BenchMsg::Ack` (not used by the ring).
+    Ack(u64),
+    /// `BenchMsg::Next`: a ring link's next link.
+    Next(Pid),
+    /// `BenchMsg::Token`.
+    Token {
+        /// Hops left.
+        hops: u64,
+        /// Who is told when none are left.
+        report: Pid,
+    },
+    /// `BenchMsg::Done`.
+    Done,
 }

@@ -30,6 +30,7 @@ macro_rules! out_raw {
 
 mod bench;
 mod bench_coord;
+mod bench_ring;
 mod bench_tables;
 mod bench_wire;
 mod cluster;
