@@ -7,6 +7,7 @@ mod conflict_free;
 mod coord;
 mod coord_faults;
 mod dist;
+mod fragments;
 mod limits;
 mod messaging;
 mod netns;

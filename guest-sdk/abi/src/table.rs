@@ -471,6 +471,28 @@ pub enum Request {
         /// The node.
         node: String,
     },
+    /// Create a fragmented (hash-partitioned) replicated table: `spec`'s
+    /// replicas are the pool of nodes (and copy types) its fragments are
+    /// placed on. Each key lives in one fragment, and each fragment is a
+    /// replicated table of its own (`NAME#I/N`) on `copies` nodes of the
+    /// pool. Reads and commits name the table as usual; a commit over
+    /// keys of several fragments commits in all of them or none. Reply:
+    /// `Done`.
+    CreateFragmented {
+        /// The table, and the pool its fragments are placed on.
+        spec: Spec,
+        /// How it is split.
+        fragments: Fragments,
+    },
+}
+
+/// How a fragmented table is split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fragments {
+    /// Fragments (1 to 1024).
+    pub count: u32,
+    /// Replicas of each fragment (1 to the pool's size).
+    pub copies: u32,
 }
 
 /// Why a table request failed.

@@ -304,8 +304,12 @@ pub fn tables() -> Result<Vec<String>, Error> {
 /// How to create a table beyond its kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Placement {
-    /// Where it is kept; empty: one `Ram` replica on this node.
+    /// Where it is kept; empty: one `Ram` replica on this node. With
+    /// `fragments`: the pool of nodes its fragments are placed on.
     pub replicas: Vec<Replica>,
+    /// Split it by key over this many replicated fragments (see
+    /// [`Placement::fragments`]).
+    pub fragments: Option<molt_abi::table::Fragments>,
 }
 
 impl Placement {
@@ -328,6 +332,21 @@ impl Placement {
                     copy,
                 })
                 .collect(),
+            fragments: None,
+        }
+    }
+
+    /// Split the table by key into `count` fragments, each a replicated
+    /// table of its own kept on `copies` nodes of this placement's (its
+    /// pool: `Placement::everywhere(Copy::Ram).fragments(8, 2)`), placed
+    /// so that every node keeps about as many. A key's fragment is fixed
+    /// by a hash of its bytes. Reads and transactions name the table as
+    /// usual; a transaction over keys of several fragments commits in all
+    /// of them or none. Not for conflict-free kinds.
+    pub fn fragments(self, count: u32, copies: u32) -> Placement {
+        Placement {
+            fragments: Some(molt_abi::table::Fragments { count, copies }),
+            ..self
         }
     }
 
@@ -377,7 +396,11 @@ impl<K: Key, V: Serialize + DeserializeOwned + 'static> Table<K, V> {
             indexes: self.indexes.iter().map(|(n, _)| n.to_string()).collect(),
             replicas: placement.replicas,
         };
-        call(&Request::Create(spec)).map(drop)
+        let request = match placement.fragments {
+            Some(fragments) => Request::CreateFragmented { spec, fragments },
+            None => Request::Create(spec),
+        };
+        call(&request).map(drop)
     }
 
     /// Delete it and everything in it; subscribers get an `Ended` event.

@@ -93,6 +93,15 @@ pub enum TableAction {
         /// replicas. Without it, the table is kept on the node alone.
         #[arg(long = "replica", value_name = "NODE[:COPY]")]
         replicas: Vec<String>,
+        /// Split it by key into this many fragments, each a replicated
+        /// table of its own (`NAME#I/N`) placed over the `--replica`
+        /// nodes (the pool; `all` for every node).
+        #[arg(long, value_name = "N")]
+        fragments: Option<u32>,
+        /// With `--fragments`: the nodes of the pool each fragment is
+        /// kept on.
+        #[arg(long, value_name = "K", default_value_t = 1, requires = "fragments")]
+        copies: u32,
     },
     /// Keep a replicated table on one more node too (it catches up while
     /// the table is in use), or change the copy type of a node's replica.
@@ -372,6 +381,8 @@ pub async fn run(command: TableCommand) -> Result<ExitCode> {
                     index,
                     copy,
                     replicas,
+                    fragments,
+                    copies,
                 } => {
                     let copy = copy_of(copy);
                     let replicas = if replicas.is_empty() {
@@ -392,6 +403,20 @@ pub async fn run(command: TableCommand) -> Result<ExitCode> {
                         indexes: index,
                         replicas,
                     };
+                    if let Some(count) = fragments {
+                        let split = molt_abi::table::Fragments { count, copies };
+                        let request = Request::CreateFragmented {
+                            spec,
+                            fragments: split,
+                        };
+                        ask(&control, &target, request).await?;
+                        let i = info(&control, &target, &name).await?;
+                        out!(
+                            "created {name} in {count} fragments of {copies} copies each, over {}",
+                            self::replicas(&i)
+                        );
+                        return Ok(ExitCode::SUCCESS);
+                    }
                     ask(&control, &target, Request::Create(spec)).await?;
                     if spread {
                         let i = info(&control, &target, &name).await?;

@@ -528,6 +528,22 @@ impl Coordination {
         self.inner.state().state.tables.get(name).cloned()
     }
 
+    /// The names of the replicated tables that start with `prefix`, in
+    /// name order (a fragmented table's fragments).
+    pub(crate) fn tables_starting(&self, prefix: &str) -> Vec<String> {
+        self.inner
+            .state()
+            .state
+            .tables
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// Whether a replicated table of that name is defined (on this node's
     /// replica).
     pub(crate) fn has_table(&self, name: &str) -> bool {

@@ -13,6 +13,7 @@ mod ap;
 pub mod backup;
 mod crdt;
 pub(crate) mod disc;
+pub mod fragments;
 mod group;
 pub mod local;
 pub(crate) mod replication;

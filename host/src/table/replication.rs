@@ -35,6 +35,7 @@ use super::group::{
 };
 
 mod conflict_free;
+mod fragmented;
 mod several;
 use super::state::Schema;
 use crate::cluster::store::{Identity, Storage};
@@ -1331,10 +1332,27 @@ impl Replication {
         }
     }
 
-    async fn create(&self, mut spec: Spec) -> Result<(), Error> {
+    async fn create(&self, spec: Spec) -> Result<(), Error> {
+        let spec = self.checked(spec)?;
+        self.propose_create(spec).await
+    }
+
+    /// `spec` as it is to be created: its replicas named (this node's, and
+    /// "all" as every member), checked against the cluster's members, the
+    /// node's limits and the tables that exist.
+    fn checked(&self, mut spec: Spec) -> Result<Spec, Error> {
         let coord = self.coordination().ok_or_else(|| {
             Error::Unsupported("replicated tables need coordination (molt node runs it)".into())
         })?;
+        if spec.name.contains(super::fragments::MARK) {
+            return Err(Error::BadSpec(format!(
+                "a table name may not hold {:?}: it marks a fragmented table's fragments",
+                super::fragments::MARK
+            )));
+        }
+        if self.fragmented(&spec.name).is_some() {
+            return Err(Error::Exists(spec.name));
+        }
         let members: BTreeSet<String> = coord.members().into_iter().map(|m| m.name).collect();
         for replica in &mut spec.replicas {
             if replica.node.is_empty() {
@@ -1398,6 +1416,15 @@ impl Replication {
                 return Err(Error::Exists(spec.name));
             }
         }
+        Ok(spec)
+    }
+
+    /// Define the table `spec` (checked) in the coordination group, and
+    /// wait until its group has a leader.
+    async fn propose_create(&self, spec: Spec) -> Result<(), Error> {
+        let coord = self.coordination().ok_or_else(|| {
+            Error::Unsupported("replicated tables need coordination (molt node runs it)".into())
+        })?;
         let name = spec.name.clone();
         match coord.propose_table(Command::CreateTable { spec }).await {
             Ok(TableOutcome::Created(id)) => {
@@ -1570,8 +1597,10 @@ fn global_error(table: &str, e: GlobalError, tables_max: usize) -> Error {
     }
 }
 
-impl Replicated for Replication {
-    fn takes(&self, request: &Request) -> bool {
+/// The requests on tables that are not fragmented.
+impl Replication {
+    /// Whether `request` is this layer's (see [`Replicated::takes`]).
+    fn takes_plain(&self, request: &Request) -> bool {
         let replicated = |table: &str| self.defined(table);
         match request {
             Request::Create(spec) => {
@@ -1597,7 +1626,8 @@ impl Replicated for Replication {
         }
     }
 
-    fn answer(self: Arc<Self>, request: Request) -> Pending<Reply> {
+    /// Answer a request on a table that is not fragmented.
+    fn answer_plain(self: Arc<Self>, request: Request) -> Pending<Reply> {
         Box::pin(async move {
             match request {
                 Request::Create(spec) => match self.create(spec).await {
@@ -1631,6 +1661,21 @@ impl Replicated for Replication {
                     }
                 }
                 request => self.read(request, false).await,
+            }
+        })
+    }
+}
+
+impl Replicated for Replication {
+    fn takes(&self, request: &Request) -> bool {
+        self.takes_plain(request) || self.names_fragmented(request)
+    }
+
+    fn answer(self: Arc<Self>, request: Request) -> Pending<Reply> {
+        Box::pin(async move {
+            match self.clone().answer_fragmented(request).await {
+                Ok(reply) => reply,
+                Err(request) => self.answer_plain(request).await,
             }
         })
     }

@@ -220,7 +220,14 @@ impl Tables {
             Request::List => {
                 let mut names = self.local.names();
                 if let Some(replication) = self.replication.get() {
-                    names.extend(replication.names());
+                    let replicated = replication.names();
+                    // A fragmented table by its name, beside its fragments.
+                    let fragmented: Vec<String> = replicated
+                        .iter()
+                        .filter_map(|n| super::fragments::parse(n).map(|(t, _, _)| t.to_string()))
+                        .collect();
+                    names.extend(replicated);
+                    names.extend(fragmented);
                     names.sort();
                     names.dedup();
                 }
@@ -303,6 +310,10 @@ impl Tables {
                 self.unsubscribe(caller, &table)?;
                 Ok(Reply::Done)
             }
+            Request::CreateFragmented { .. } => Err(Error::Unsupported(
+                "fragmented tables without coordination (a node started by molt node runs it; an embedder starts cluster::Coordination)"
+                    .to_string(),
+            )),
             Request::AddReplica { table, .. } | Request::RemoveReplica { table, .. } => {
                 self.local.info(&table).map_err(|e| error(&table, e))?;
                 Err(Error::Unsupported(format!(
