@@ -32,6 +32,19 @@ const BANK: &str = "bank";
 const LISTS: &str = "lists";
 /// Odd list keys' table.
 const LISTS_B: &str = "lists-b";
+/// `LISTS_B`'s fragments.
+const LISTS_B_FRAGMENTS: u32 = 2;
+
+/// Every table's group: the registers, the bank, the lists, and each
+/// fragment of the second list table.
+fn groups() -> Vec<String> {
+    let mut groups: Vec<String> = [REGISTERS, BANK, LISTS].map(String::from).to_vec();
+    groups.extend(
+        (0..LISTS_B_FRAGMENTS)
+            .map(|i| molt_host::table::fragments::name(LISTS_B, i, LISTS_B_FRAGMENTS)),
+    );
+    groups
+}
 const LIST_KEYS: u64 = 4;
 const KEYS: [&str; 3] = ["r0", "r1", "r2"];
 const ACCOUNTS: [&str; 4] = ["a0", "a1", "a2", "a3"];
@@ -454,7 +467,7 @@ async fn replicated_tables_stay_linearizable_and_serializable_under_a_seeded_nem
     let dir = TempDir::new("replicated-faults");
     let nodes = three(&dir, LogMode::Ram).await;
     let all: Vec<&Member> = nodes.iter().collect();
-    for table in [REGISTERS, BANK, LISTS, LISTS_B] {
+    for table in [REGISTERS, BANK, LISTS] {
         assert_eq!(
             nodes[0]
                 .node
@@ -463,9 +476,20 @@ async fn replicated_tables_stay_linearizable_and_serializable_under_a_seeded_nem
             Reply::Done
         );
     }
-    wait_for("both groups with three voters on every node", || {
+    // The second list table is fragmented: its keys' transactions span
+    // its fragments' groups too.
+    let fragmented = Request::CreateFragmented {
+        spec: spec(LISTS_B, &all, Copy::Ram),
+        fragments: molt_abi::table::Fragments {
+            count: LISTS_B_FRAGMENTS,
+            copies: 3,
+        },
+    };
+    assert_eq!(nodes[0].node.table(fragmented).await, Reply::Done);
+    let groups = groups();
+    wait_for("every group with three voters on every node", || {
         nodes.iter().all(|m| {
-            [REGISTERS, BANK, LISTS, LISTS_B].iter().all(|t| {
+            groups.iter().all(|t| {
                 m.node
                     .tables()
                     .replica_status(t)
@@ -571,7 +595,7 @@ async fn replicated_tables_stay_linearizable_and_serializable_under_a_seeded_nem
     // is finished by the tables' leaders: wait for that before reading.
     wait_for("no list transaction in flight", || {
         nodes.iter().all(|n| {
-            [LISTS, LISTS_B].iter().all(|t| {
+            groups[2..].iter().all(|t| {
                 n.node
                     .tables()
                     .replica_status(t)

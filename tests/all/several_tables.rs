@@ -407,6 +407,17 @@ async fn record<T: serde::de::DeserializeOwned>(node: &Node, table: &str, key: &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cart_example_checks_out_over_three_replicated_tables_all_or_nothing() {
+    cart_checks_out_all_or_nothing(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cart_example_checks_out_over_a_fragmented_stock_all_or_nothing() {
+    cart_checks_out_all_or_nothing(Some(3)).await;
+}
+
+/// The cart's checkout over `carts`, `stock` and `orders`, replicated on
+/// three nodes; `stock` split into `fragments` if given.
+async fn cart_checks_out_all_or_nothing(fragments: Option<u32>) {
     let dir = TempDir::new("several-cart");
     let members = three(&dir, LogMode::Ram).await;
     let (a, c) = (&members[0].node, &members[2].node);
@@ -415,15 +426,36 @@ async fn the_cart_example_checks_out_over_three_replicated_tables_all_or_nothing
         let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
         molt_tests::run_to_exit(&mut me, "cart", molt_abi::codec::encode(&words)).await
     };
-    assert_eq!(run(&["replicate", "10"]).await, "normal");
+    let split = fragments.map(|n| n.to_string());
+    let mut replicate = vec!["replicate", "10"];
+    replicate.extend(split.as_deref());
+    assert_eq!(run(&replicate).await, "normal");
     wait_for("the three tables' groups on every node", || {
-        ["carts", "stock", "orders"].iter().all(|t| {
+        ["carts", "orders"].iter().all(|t| {
             a.tables()
                 .replica_status(t)
                 .is_some_and(|s| s.voters.len() == 3)
         })
     })
     .await;
+    let voters_of = |table: &str| {
+        members
+            .iter()
+            .filter_map(|m| m.node.tables().replica_status(table))
+            .map(|s| s.voters.len())
+            .max()
+    };
+    match fragments {
+        None => wait_for("stock's group", || voters_of("stock") == Some(3)).await,
+        Some(n) => {
+            wait_for("each stock fragment's group, on two nodes", || {
+                (0..n).all(|i| {
+                    voters_of(&molt_host::table::fragments::name("stock", i, n)) == Some(2)
+                })
+            })
+            .await
+        }
+    }
     assert_eq!(run(&["shop", "ann", "tea", "3"]).await, "normal");
     assert_eq!(run(&["checkout", "ann"]).await, "normal");
     assert_eq!(record::<u32>(a, "stock", "tea").await, Some(7));
@@ -447,6 +479,17 @@ async fn the_cart_example_checks_out_over_three_replicated_tables_all_or_nothing
         vec![("cake".to_string(), 2), ("tea".to_string(), 20)]
     );
     assert!(record::<Order>(a, "orders", "bob").await.is_none());
+    if let Some(n) = fragments {
+        // The items are in more than one fragment: the checkout spanned
+        // them.
+        let spread: std::collections::BTreeSet<u32> = ["tea", "cake"]
+            .iter()
+            .map(|item| {
+                molt_host::table::fragments::of_key(&molt_tests::demo_wire::cart_key(item), n)
+            })
+            .collect();
+        assert!(spread.len() > 1 || n == 1, "{spread:?}");
+    }
 
     for m in members {
         m.stop().await;

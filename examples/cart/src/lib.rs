@@ -13,9 +13,12 @@
 //!   `out_of_stock: ITEM`.
 //! - `watch N`: subscribe to `orders` and log the next N orders as they
 //!   commit, then end.
-//! - `replicate [STOCK]`: as `setup`, but each table replicated on every
-//!   node of the cluster: the store goes on while a majority of them is
-//!   up, and `checkout` is one transaction over three replicated tables.
+//! - `replicate [STOCK] [FRAGMENTS]`: as `setup`, but each table
+//!   replicated on every node of the cluster: the store goes on while a
+//!   majority of them is up, and `checkout` is one transaction over three
+//!   replicated tables. With FRAGMENTS, `stock` is split by item into that
+//!   many fragments, each kept on two nodes: a checkout then commits over
+//!   every fragment its items are in, still as one transaction.
 //! - `shop-exactly USER ITEM N`: as `shop`, but each add happens exactly
 //!   once even when a commit's outcome is unknown (`no_quorum` while the
 //!   table's group elects a new leader): the cart records how many adds
@@ -82,6 +85,10 @@ fn run(args: Vec<String>) -> Result<(), String> {
             arg(1)
                 .map_or(Ok(100), str::parse)
                 .map_err(|_| "replicate takes a count")?,
+            arg(2)
+                .map(str::parse)
+                .transpose()
+                .map_err(|_| "replicate takes a count of fragments")?,
         ),
         Some("shop-exactly") => {
             let (Some(user), Some(item), Some(n)) = (arg(1), arg(2), arg(3)) else {
@@ -95,7 +102,7 @@ fn run(args: Vec<String>) -> Result<(), String> {
                 .map_err(|_| "watch takes a count")?,
         ),
         other => Err(format!(
-            "unknown role {other:?}: setup, shop USER ITEM N, checkout USER, watch N, replicate [STOCK] or shop-exactly USER ITEM N"
+            "unknown role {other:?}: setup, shop USER ITEM N, checkout USER, watch N, replicate [STOCK] [FRAGMENTS] or shop-exactly USER ITEM N"
         )),
     }
 }
@@ -115,13 +122,17 @@ fn setup(stock: u32) -> Result<(), String> {
     Ok(())
 }
 
-fn replicate(stock: u32) -> Result<(), String> {
+fn replicate(stock: u32, fragments: Option<u32>) -> Result<(), String> {
     let everywhere = || Placement::everywhere(Copy::Ram);
     CARTS
         .create_with(Kind::Set, everywhere())
         .map_err(|e| format!("carts: {e}"))?;
+    let stock_placement = match fragments {
+        Some(n) => everywhere().fragments(n, 2),
+        None => everywhere(),
+    };
     STOCK
-        .create_with(Kind::Set, everywhere())
+        .create_with(Kind::Set, stock_placement)
         .map_err(|e| format!("stock: {e}"))?;
     ORDERS
         .create_with(Kind::Bag, everywhere())
