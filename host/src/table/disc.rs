@@ -133,6 +133,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// Why the file can no longer be read or written, once that happened.
+    fn failed(&self) -> Option<String> {
+        self.failed.lock().expect("disc failure poisoned").clone()
+    }
+
     /// Record why the file failed (the first reason stays), and log it.
     fn fail(&self, why: String) -> String {
         let mut failed = self.failed.lock().expect("disc failure poisoned");
@@ -184,11 +189,7 @@ impl DiscRows {
 
     /// Why the file cannot be read or written, if it cannot.
     pub fn failed(&self) -> Option<String> {
-        self.shared
-            .failed
-            .lock()
-            .expect("disc failure poisoned")
-            .clone()
+        self.shared.failed()
     }
 
     /// Run `read` on the file's data tree; `None` (the file marked
@@ -593,11 +594,7 @@ impl DiscFile {
 
     /// Why the file can no longer be written, if it cannot.
     pub fn failed(&self) -> Option<String> {
-        self.shared
-            .failed
-            .lock()
-            .expect("disc failure poisoned")
-            .clone()
+        self.shared.failed()
     }
 
     /// Whether this is a `disc_only` file (the table is read from it).
@@ -669,7 +666,7 @@ fn writer(shared: Arc<Shared>, queue: mpsc::Receiver<Job>) {
             }
         }
         if !group.is_empty() {
-            let known = shared.failed.lock().expect("disc failure poisoned").clone();
+            let known = shared.failed();
             let result = match known {
                 Some(why) => Err(why),
                 None => {

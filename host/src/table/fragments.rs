@@ -21,7 +21,7 @@ use super::state::op_key;
 /// The character that marks a fragment's name (refused in table names).
 pub const MARK: char = '#';
 
-/// Most fragments a table has (`fragments_max`).
+/// Most fragments a table has by default (`TablesLimits::fragments_max`).
 pub const FRAGMENTS_MAX: u32 = 1024;
 
 /// The name of fragment `i` of `n` of table `table`.

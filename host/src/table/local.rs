@@ -32,6 +32,8 @@ pub struct TablesLimits {
     /// per other replica, holds that a push missed
     /// (`conflict_free_pending_max`); past it, anti-entropy brings them.
     pub conflict_free_pending_max: usize,
+    /// Most fragments of a fragmented table (`fragments_max`).
+    pub fragments_max: u32,
     /// Each table's own limits.
     pub table: TableLimits,
 }
@@ -46,6 +48,7 @@ impl Default for TablesLimits {
             request_bytes_max: table.batch_bytes_max + (1 << 20),
             reply_bytes_max: 4 << 20,
             conflict_free_pending_max: 100_000,
+            fragments_max: super::fragments::FRAGMENTS_MAX,
             table,
         }
     }

@@ -151,9 +151,13 @@ impl Replication {
                 spec.kind
             )));
         }
-        if split.count == 0 || split.count > FRAGMENTS_MAX {
+        let most = self
+            .node
+            .upgrade()
+            .map_or(FRAGMENTS_MAX, |n| n.inner().tables.limits().fragments_max);
+        if split.count == 0 || split.count > most {
             return Err(Error::BadSpec(format!(
-                "a table has 1 to {FRAGMENTS_MAX} fragments (fragments_max), not {}",
+                "a table has 1 to {most} fragments (fragments_max), not {}",
                 split.count
             )));
         }
