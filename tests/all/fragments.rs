@@ -301,14 +301,11 @@ async fn a_fragmented_table_spreads_its_keys_and_reads_and_commits_as_one_table(
         ),
         (Request::Create(pool("x#1/2", Kind::Set, &all)), "fragment"),
         (
-            Request::AddReplica {
+            Request::RemoveReplica {
                 table: "kv".into(),
-                replica: Replica {
-                    node: a.dist.name().to_string(),
-                    copy: Copy::Disc,
-                },
+                node: "nowhere@127.0.0.1".into(),
             },
-            "not moved yet",
+            "keeps no fragment",
         ),
     ];
     for (request, says) in refused {
@@ -391,6 +388,113 @@ async fn the_cli_creates_a_fragmented_table() {
         ["logs", "logs#0/3", "logs#1/3", "logs#2/3"],
         "{out}"
     );
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joining_or_leaving_the_pool_moves_fragments_and_no_key_is_lost() {
+    let dir = TempDir::new("fragments-move");
+    let nodes = three(&dir, LogMode::Ram).await;
+    let (a, b, c) = (&nodes[0], &nodes[1], &nodes[2]);
+    let create = Request::CreateFragmented {
+        spec: pool("kv", Kind::OrderedSet, &[a, b]),
+        fragments: Fragments {
+            count: 3,
+            copies: 2,
+        },
+    };
+    assert_eq!(a.node.table(create).await, Reply::Done);
+    wait_for("a and b keep every fragment, c none", || {
+        kept(a, "kv").len() == 3 && kept(b, "kv").len() == 3 && kept(c, "kv").is_empty()
+    })
+    .await;
+    let names: Vec<String> = (0..40).map(|k| format!("k{k:02}")).collect();
+    for key in &names {
+        let reply = ask(c, commit("kv", vec![], vec![put(key, &format!("v-{key}"))])).await;
+        assert!(matches!(reply, Reply::Committed(_)), "{key}: {reply:?}");
+    }
+    let every_key = async |m: &Member| {
+        assert_eq!(keys(&ask(m, range(b"", 0)).await), names);
+        for key in names.iter().step_by(5) {
+            let got = value_and_version(&ask(m, get(key)).await).map(|(v, _)| v);
+            assert_eq!(got, Some(format!("v-{key}")), "{key}");
+        }
+    };
+
+    // c joins the pool: over [a, b, c], fragment i on nodes i and i+1,
+    // so two fragments on each node.
+    let join = Request::AddReplica {
+        table: "kv".into(),
+        replica: Replica {
+            node: c.dist.name().to_string(),
+            copy: Copy::Ram,
+        },
+    };
+    assert_eq!(ask(a, join).await, Reply::Done);
+    wait_for("each node keeps two fragments", || {
+        nodes.iter().all(|m| kept(m, "kv").len() == 2)
+    })
+    .await;
+    every_key(b).await;
+
+    // a leaves it: b and c keep all three.
+    let leave = Request::RemoveReplica {
+        table: "kv".into(),
+        node: a.dist.name().to_string(),
+    };
+    assert_eq!(ask(b, leave).await, Reply::Done);
+    wait_for("a keeps no fragment, b and c all three", || {
+        kept(a, "kv").is_empty() && kept(b, "kv").len() == 3 && kept(c, "kv").len() == 3
+    })
+    .await;
+    every_key(a).await;
+
+    // One copy per fragment: not moved (a group of two would have to
+    // lose the member it needs).
+    let single = Request::CreateFragmented {
+        spec: pool("single", Kind::Set, &[b]),
+        fragments: Fragments {
+            count: 2,
+            copies: 1,
+        },
+    };
+    assert_eq!(b.node.table(single).await, Reply::Done);
+    let reply = b
+        .node
+        .table(Request::AddReplica {
+            table: "single".into(),
+            replica: Replica {
+                node: c.dist.name().to_string(),
+                copy: Copy::Ram,
+            },
+        })
+        .await;
+    assert!(
+        matches!(&reply, Reply::Error(Error::Unsupported(why)) if why.contains("two copies or more")),
+        "{reply:?}"
+    );
+    // Fewer nodes than copies: refused, nothing moves.
+    let twice = Request::CreateFragmented {
+        spec: pool("pairs", Kind::Set, &[b, c]),
+        fragments: Fragments {
+            count: 2,
+            copies: 2,
+        },
+    };
+    assert_eq!(b.node.table(twice).await, Reply::Done);
+    let reply = b
+        .node
+        .table(Request::RemoveReplica {
+            table: "pairs".into(),
+            node: c.dist.name().to_string(),
+        })
+        .await;
+    let Reply::Error(Error::BadSpec(why)) = &reply else {
+        panic!("{reply:?}");
+    };
+    assert!(why.contains("1 nodes would be left for 2 copies"), "{why}");
     for n in nodes {
         n.stop().await;
     }

@@ -301,10 +301,13 @@ impl Replication {
                         .join(", ")
                 )))
             }
-            Request::AddReplica { .. } | Request::RemoveReplica { .. } => {
-                Err(Error::Unsupported(format!(
-                    "adding or removing a replica of fragmented table {name} (its fragments are not moved yet; change a fragment's replicas by its name)"
-                )))
+            Request::AddReplica { replica, .. } => {
+                self.rebalance(table, Move::Add(replica)).await?;
+                Ok(Reply::Done)
+            }
+            Request::RemoveReplica { node, .. } => {
+                self.rebalance(table, Move::Remove(node)).await?;
+                Ok(Reply::Done)
             }
             Request::List | Request::Commit(_) | Request::CreateFragmented { .. } => {
                 Err(Error::BadRequest("not a request on one table".into()))
@@ -403,6 +406,173 @@ impl Replication {
                     .collect(),
             ),
             other => other,
+        }
+    }
+}
+
+/// A change of a fragmented table's pool.
+enum Move {
+    /// A node joins the pool (or changes its copy type).
+    Add(Replica),
+    /// A node leaves it.
+    Remove(String),
+}
+
+impl Replication {
+    /// Change fragmented `table`'s pool, and move its fragments to the
+    /// placement over the new pool: for each fragment, its new replicas
+    /// are added first, and its old ones removed only once every new one
+    /// is a voter of the fragment's group (so a fragment never rests on
+    /// replicas that have not caught up). The pool is every node that
+    /// keeps a fragment, in name order.
+    async fn rebalance(&self, table: &Fragmented, change: Move) -> Result<(), Error> {
+        let names = table.all()?;
+        let specs: Vec<Spec> = names
+            .iter()
+            .map(|n| {
+                self.entry(n)
+                    .map(|e| e.spec)
+                    .ok_or_else(|| Error::NoTable(n.clone()))
+            })
+            .collect::<Result<_, _>>()?;
+        let copies = specs.iter().map(|s| s.replicas.len()).max().unwrap_or(1) as u32;
+        if copies < 2 {
+            return Err(Error::Unsupported(format!(
+                "moving the fragments of table {} (one copy each: a fragment moved from its only node would have to leave a group of two, which needs both; create it with two copies or more)",
+                table.table
+            )));
+        }
+        let mut pool: Vec<Replica> = Vec::new();
+        for spec in &specs {
+            for r in &spec.replicas {
+                if !pool.iter().any(|p| p.node == r.node) {
+                    pool.push(r.clone());
+                }
+            }
+        }
+        let name = &table.table;
+        match change {
+            Move::Add(mut replica) => {
+                if replica.node.is_empty() {
+                    replica.node = self.here.clone();
+                }
+                let members = self.coordination().map(|c| c.members()).unwrap_or_default();
+                if !members.iter().any(|m| m.name == replica.node) {
+                    return Err(Error::BadSpec(format!(
+                        "{} is not a node of this cluster (molt cluster lists them)",
+                        replica.node
+                    )));
+                }
+                match pool.iter_mut().find(|p| p.node == replica.node) {
+                    Some(p) => p.copy = replica.copy,
+                    None => pool.push(replica),
+                }
+            }
+            Move::Remove(node) => {
+                let node = if node.is_empty() {
+                    self.here.clone()
+                } else {
+                    node
+                };
+                if !pool.iter().any(|p| p.node == node) {
+                    return Err(Error::BadSpec(format!(
+                        "{node} keeps no fragment of table {name}"
+                    )));
+                }
+                pool.retain(|p| p.node != node);
+                if (pool.len() as u32) < copies {
+                    return Err(Error::BadSpec(format!(
+                        "without {node}, {} nodes would be left for {copies} copies of each fragment of table {name}",
+                        pool.len()
+                    )));
+                }
+            }
+        }
+        pool.sort_by(|a, b| a.node.cmp(&b.node));
+        let placed = fragments::placement(&pool, table.count(), copies);
+        let mut moved = 0;
+        for ((fragment, spec), wanted) in names.iter().zip(&specs).zip(placed) {
+            // Copy types changed in place first.
+            for r in &wanted {
+                if spec
+                    .replicas
+                    .iter()
+                    .any(|x| x.node == r.node && x.copy != r.copy)
+                {
+                    self.change_replicas(fragment, super::Change::Add(r.clone()))
+                        .await?;
+                }
+            }
+            // Then one replica in for one out, each in once it is a voter
+            // and each out once the group no longer counts it: the group
+            // never needs a replica that is leaving to reach a quorum.
+            let ins: Vec<&Replica> = wanted
+                .iter()
+                .filter(|r| !spec.replicas.iter().any(|x| x.node == r.node))
+                .collect();
+            let outs: Vec<&Replica> = spec
+                .replicas
+                .iter()
+                .filter(|r| !wanted.iter().any(|w| w.node == r.node))
+                .collect();
+            for (add, remove) in ins.iter().zip(&outs) {
+                self.change_replicas(fragment, super::Change::Add((*add).clone()))
+                    .await?;
+                self.voter_on(fragment, &add.node, true).await?;
+                self.change_replicas(fragment, super::Change::Remove(remove.node.clone()))
+                    .await?;
+                self.voter_on(fragment, &add.node, false)
+                    .await
+                    .map_err(|e| match e {
+                        Error::Unavailable { table, .. } => Error::Unavailable {
+                            table,
+                            why: format!("{} did not leave the group in time", remove.node),
+                        },
+                        e => e,
+                    })?;
+                moved += 1;
+            }
+        }
+        tracing::info!(table = %name, moved, pool = pool.len(), "moved a fragmented table's fragments");
+        Ok(())
+    }
+
+    /// Wait until `node`'s replica of `fragment` is a voter of its group,
+    /// as `node` sees it, and, unless `with_leaving`, the group's voters
+    /// are just those of its definition (at most ten quorum timeouts).
+    async fn voter_on(&self, fragment: &str, node: &str, with_leaving: bool) -> Result<(), Error> {
+        let (Some(here), Some(dist)) = (self.node.upgrade(), self.dist.upgrade()) else {
+            return Err(Error::Unavailable {
+                table: fragment.to_string(),
+                why: "the node is stopping".into(),
+            });
+        };
+        let control = crate::control::Control::new(here, dist).map_err(|e| Error::Unavailable {
+            table: fragment.to_string(),
+            why: e.to_string(),
+        })?;
+        let deadline = tokio::time::Instant::now() + self.quorum_timeout * 10;
+        loop {
+            let defined: Vec<String> = self
+                .entry(fragment)
+                .map(|e| e.spec.replicas.into_iter().map(|r| r.node).collect())
+                .unwrap_or_default();
+            if let Ok(Some(status)) = control.table_replica(node, fragment).await
+                && status.voters.iter().any(|v| v == node)
+                && (status.role == "leader" || status.role == "follower")
+                && (with_leaving || status.voters.iter().all(|v| defined.contains(v)))
+            {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Unavailable {
+                    table: fragment.to_string(),
+                    why: format!(
+                        "{node}'s new replica did not become a voter in time; its old replicas are kept"
+                    ),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
 }
