@@ -958,3 +958,36 @@ async fn a_ram_table_is_empty_and_usable_after_every_replica_restarts() {
         m.stop().await;
     }
 }
+
+/// A table of two replicas loses the one that leads: the group needs
+/// that replica to agree to its own removal, so its node keeps it until
+/// the group no longer counts it, and the other goes on alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_leading_replica_of_two_leaves_the_other_taking_writes() {
+    let dir = TempDir::new("two-to-one");
+    let members = three(&dir, LogMode::Ram).await;
+    let (a, b, c) = (&members[0], &members[1], &members[2]);
+    let create = Request::Create(spec("pair", &[b, c], Copy::Ram));
+    assert_eq!(a.node.table(create).await, Reply::Done);
+    committed(write_through(a, "pair", "k", "1").await, "a first write");
+    let leader = leader_of(&members, "pair").expect("a leader");
+    let remove = Request::RemoveReplica {
+        table: "pair".into(),
+        node: leader.clone(),
+    };
+    assert_eq!(a.node.table(remove).await, Reply::Done);
+    committed(write_through(a, "pair", "k", "2").await, "a write after");
+    let (value, _) = read(a, "pair", "k", Consistency::Linearizable).await;
+    assert_eq!(value.as_deref(), Some("2"));
+    let gone = members
+        .iter()
+        .find(|m| m.dist.name() == leader)
+        .expect("the leader is a member");
+    wait_for("the removed replica stopped", || {
+        status(gone, "pair").is_none()
+    })
+    .await;
+    for m in members {
+        m.stop().await;
+    }
+}

@@ -638,6 +638,10 @@ pub(crate) struct Group {
     pub(crate) membership: tokio::sync::Mutex<()>,
     /// This replica is founding the group or asking to join it.
     pub(crate) joining: std::sync::atomic::AtomicBool,
+    /// When the table's definition stopped naming this node (the replica
+    /// runs on until the group no longer counts it, so that the group
+    /// never needs a replica that is gone to change its membership).
+    pub(crate) leaving: std::sync::Mutex<Option<Instant>>,
 }
 
 impl Group {
@@ -667,7 +671,19 @@ impl Group {
             stale_after,
             membership: tokio::sync::Mutex::new(()),
             joining: std::sync::atomic::AtomicBool::new(false),
+            leaving: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Whether a replica the definition no longer names must run on: the
+    /// group still counts it and still speaks to it (it leads, or its
+    /// leader was heard lately: a removed follower is no longer sent
+    /// anything, so it never learns of its own removal), for at most
+    /// `within` since it was first asked.
+    pub(crate) fn still_needed(&self, within: Duration) -> bool {
+        let mut leaving = self.leaving.lock().expect("leaving poisoned");
+        let since = *leaving.get_or_insert_with(Instant::now);
+        self.is_member() && !self.stale() && since.elapsed() < within
     }
 
     /// A message from the leader arrived.

@@ -519,22 +519,44 @@ impl Replication {
         let entries = coord.table_entries();
         self.sweep(&entries, applied);
         self.reconcile_ap(&entries);
-        // Groups no longer wanted here.
-        let gone: Vec<Arc<Group>> = {
+        // Groups no longer wanted here. A replica removed from a table
+        // that goes on runs until its group no longer counts it (its
+        // leader, this one perhaps, takes it out of the membership):
+        // the group may need it for that change (two voters need both).
+        let within = self.quorum_timeout * 10;
+        let (gone, leaving): (Vec<Arc<Group>>, Vec<Arc<Group>>) = {
             let mut groups = self.groups.lock().expect("groups poisoned");
+            let mut leaving = Vec::new();
             let gone: Vec<String> = groups
                 .iter()
-                .filter(|(name, g)| {
-                    entries.get(*name).is_none_or(|e| {
-                        e.id != g.id || !self.replicates(e) || e.spec.kind.conflict_free()
-                    })
+                .filter(|(name, g)| match entries.get(*name) {
+                    None => true,
+                    Some(e) if e.id != g.id || e.spec.kind.conflict_free() => true,
+                    Some(e) if !self.replicates(e) => {
+                        let needed = g.still_needed(within);
+                        if needed {
+                            leaving.push((*g).clone());
+                        }
+                        !needed
+                    }
+                    Some(_) => false,
                 })
                 .map(|(name, _)| name.clone())
                 .collect();
-            gone.iter().filter_map(|n| groups.remove(n)).collect()
+            (
+                gone.iter().filter_map(|n| groups.remove(n)).collect(),
+                leaving,
+            )
         };
         for group in gone {
             self.end(&group, entries.get(&group.table)).await;
+        }
+        for group in leaving {
+            if group.leader().is_some_and(|(id, _)| id == group.me)
+                && let Some(entry) = entries.get(&group.table)
+            {
+                self.trim(entry, &group).await;
+            }
         }
         for entry in entries
             .values()

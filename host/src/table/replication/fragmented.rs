@@ -438,7 +438,7 @@ impl Replication {
         let copies = specs.iter().map(|s| s.replicas.len()).max().unwrap_or(1) as u32;
         if copies < 2 {
             return Err(Error::Unsupported(format!(
-                "moving the fragments of table {} (one copy each: a fragment moved from its only node would have to leave a group of two, which needs both; create it with two copies or more)",
+                "moving the fragments of table {} (one copy each: a fragment would rest on a replica that is leaving while it moves; create it with two copies or more)",
                 table.table
             )));
         }
