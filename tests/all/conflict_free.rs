@@ -780,17 +780,13 @@ async fn conflict_free_tables_converge_under_a_seeded_nemesis_and_lose_no_acknow
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_creates_a_counter_and_adds_to_it_on_two_nodes() {
-    use crate::tables::molt_cli;
+    use crate::tables::table_cli;
 
     let cookie = std::str::from_utf8(molt_tests::COOKIE).unwrap();
     let dir = TempDir::new("conflict-free-cli");
     let nodes = three(&dir, LogMode::Ram).await;
     let [a, b] = [0, 1].map(|i| molt_tests::address_of(&nodes[i].dist));
-    let run = async |target: &str, words: &[&str]| {
-        let mut args = vec!["table", "--node", target];
-        args.extend_from_slice(words);
-        molt_cli(&args, cookie).await
-    };
+    let run = async |target: &str, words: &[&str]| table_cli(target, words, cookie).await;
     let (ok, _, err) = run(
         &a,
         &["create", "hits", "--kind", "counter", "--replica", "all"],

@@ -342,16 +342,12 @@ async fn a_fragmented_table_spreads_its_keys_and_reads_and_commits_as_one_table(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_creates_a_fragmented_table() {
-    use crate::tables::molt_cli;
+    use crate::tables::{molt_cli, table_cli};
     let cookie = std::str::from_utf8(molt_tests::COOKIE).unwrap();
     let dir = TempDir::new("fragments-cli");
     let nodes = three(&dir, LogMode::Ram).await;
     let a = molt_tests::address_of(&nodes[0].dist);
-    let run = async |words: &[&str]| {
-        let mut args = vec!["table", "--node", a.as_str()];
-        args.extend_from_slice(words);
-        molt_cli(&args, cookie).await
-    };
+    let run = async |words: &[&str]| table_cli(&a, words, cookie).await;
     let (ok, out, err) = run(&[
         "create",
         "logs",

@@ -631,6 +631,18 @@ async fn a_checkout_over_three_tables_is_all_or_nothing() {
     );
 }
 
+/// `molt table --node TARGET WORDS...` with cookie `secret`; (success,
+/// stdout, stderr).
+pub(crate) async fn table_cli(
+    target: &str,
+    words: &[&str],
+    secret: &str,
+) -> (bool, String, String) {
+    let mut args = vec!["table", "--node", target];
+    args.extend_from_slice(words);
+    molt_cli(&args, secret).await
+}
+
 /// `molt` with the cookie of [`dist_node_with`]'s node; (success, stdout,
 /// stderr).
 pub(crate) async fn molt_cli(args: &[&str], secret: &str) -> (bool, String, String) {

@@ -231,21 +231,29 @@ async fn load_run(node: &Node, versions: &mut Versions) -> Result<(f64, f64)> {
 async fn idle_processes(node: &Node, n: u32) -> Result<Vec<Pid>> {
     let args = codec::encode(&BenchArgs::Idle);
     let target = node.stats().initialized + n as u64;
-    let start = Instant::now();
     let mut pids = Vec::with_capacity(n as usize);
     for _ in 0..n {
         pids.push(node.spawn(MODULE, args.clone())?);
     }
+    initialized(node, target).await?;
+    Ok(pids)
+}
+
+/// Wait until the node has initialised `target` processes in all (at
+/// most 120 s).
+pub(crate) async fn initialized(node: &Node, target: u64) -> Result<()> {
+    let start = Instant::now();
     while node.stats().initialized < target {
         if start.elapsed() > Duration::from_secs(120) {
             bail!("spawned processes did not all initialise within 120 s");
         }
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
-    Ok(pids)
+    Ok(())
 }
 
-async fn kill_all(node: &Node, pids: &[Pid]) {
+/// Kill `pids` and wait until they have all ended.
+pub(crate) async fn kill_all(node: &Node, pids: &[Pid]) {
     let before = node.stats().alive as usize - pids.len();
     for pid in pids {
         node.exit(*pid, reason::KILL);

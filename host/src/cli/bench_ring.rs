@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use molt_abi::{Pid, codec, reason, tag};
+use molt_abi::{Pid, codec, tag};
 use molt_host::Node;
 
 use super::bench::{Figure, MODULE};
@@ -49,13 +49,7 @@ pub async fn ring_run(node: &Node, n: u32, hops: u64) -> Result<(f64, f64)> {
         last = node.spawn(MODULE, codec::encode(&args))?;
         pids.push(last);
     }
-    let waited = Instant::now();
-    while node.stats().initialized < target {
-        if waited.elapsed() > Duration::from_secs(120) {
-            bail!("the ring's links did not all initialise within 120 s");
-        }
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
+    super::bench::initialized(node, target).await?;
     let send = |mailbox: &mut molt_host::HostMailbox, to: Pid, msg: &BenchRing| {
         mailbox.send(to, tag::DATA, molt_abi::Ref::NONE, codec::encode(msg))
     };
@@ -75,13 +69,7 @@ pub async fn ring_run(node: &Node, n: u32, hops: u64) -> Result<(f64, f64)> {
     if codec::decode::<BenchRing>(&done.payload) != Ok(BenchRing::Done) {
         bail!("the ring answered something else than done");
     }
-    let before = node.stats().alive as usize - pids.len();
-    for pid in &pids {
-        node.exit(*pid, reason::KILL);
-    }
-    while node.stats().alive as usize > before {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    super::bench::kill_all(node, &pids).await;
     Ok((
         elapsed.as_secs_f64() * 1e9 / hops as f64,
         faults as f64 / hops as f64,

@@ -420,34 +420,14 @@ impl Table {
 
     /// The key after `key`, in key order.
     pub fn next(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
-        self.rows_from(Bound::Excluded(key), None, 1)
-            .pop()
-            .map(|f| f.key)
+        self.range_after(key, 1).pop().map(|f| f.key)
     }
 
     /// Up to `limit` keys starting with `prefix`, with their records, in
     /// key order.
     pub fn match_prefix(&self, prefix: &[u8], limit: usize) -> Vec<Found<'_>> {
-        match &self.rows {
-            Rows::Memory(rows) => rows
-                .range::<[u8], _>((Bound::Included(prefix), Bound::Unbounded))
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .take(limit)
-                .map(|(k, row)| Found::borrowed(k, row))
-                .collect(),
-            Rows::Disc(_) => {
-                // The first key past every key with this prefix, if any.
-                let mut end = prefix.to_vec();
-                while end.last() == Some(&0xff) {
-                    end.pop();
-                }
-                if let Some(last) = end.last_mut() {
-                    *last += 1;
-                }
-                let to = (!end.is_empty()).then_some(end.as_slice());
-                self.rows_from(Bound::Included(prefix), to, limit)
-            }
-        }
+        let end = prefix_end(prefix);
+        self.rows_from(Bound::Included(prefix), end.as_deref(), limit)
     }
 
     /// Apply `batch` at log `index`: every change it made, or why it made
@@ -848,6 +828,18 @@ fn unindex(indexes: &mut [Index], key: &[u8], record: &Record) {
             }
         }
     }
+}
+
+/// The first key past every key that starts with `prefix` (`None`: no
+/// such key, the prefix being empty or all `0xff`).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while end.last() == Some(&0xff) {
+        end.pop();
+    }
+    let last = end.last_mut()?;
+    *last += 1;
+    Some(end)
 }
 
 /// The key an operation changes.

@@ -199,10 +199,7 @@ impl Replication {
     async fn ask_here(&self, request: Request) -> Reply {
         match self.node.upgrade() {
             Some(node) => node.table(request).await,
-            None => Reply::Error(Error::Unavailable {
-                table: String::new(),
-                why: "the node is stopping".into(),
-            }),
+            None => stopping(),
         }
     }
 
@@ -210,11 +207,7 @@ impl Replication {
     /// fragment order.
     async fn ask_all(&self, requests: Vec<Request>) -> Vec<Reply> {
         let Some(node) = self.node.upgrade() else {
-            let stopping = Reply::Error(Error::Unavailable {
-                table: String::new(),
-                why: "the node is stopping".into(),
-            });
-            return vec![stopping; requests.len()];
+            return vec![stopping(); requests.len()];
         };
         let asked: Vec<_> = requests
             .into_iter()
@@ -268,9 +261,9 @@ impl Replication {
                         consistency,
                     })
                     .collect();
-                let mut parts = rows_of(self.ask_all(requests).await)?;
-                // The smallest of each fragment's next key.
-                let mut merged = fragments::merge(std::mem::take(&mut parts), 1);
+                // The smallest of each fragment's next key (the others
+                // are not "more": each fragment gave its one next key).
+                let mut merged = fragments::merge(rows_of(self.ask_all(requests).await)?, 1);
                 merged.more = false;
                 Ok(Reply::Rows(merged))
             }
@@ -575,6 +568,14 @@ impl Replication {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The answer of a node that is stopping.
+fn stopping() -> Reply {
+    Reply::Error(Error::Unavailable {
+        table: String::new(),
+        why: "the node is stopping".into(),
+    })
 }
 
 /// Fragments' answers as rows, or the first error.
