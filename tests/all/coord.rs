@@ -39,6 +39,20 @@ pub(crate) fn config(dir: &TempDir, name: &str, mode: LogMode) -> CoordConfig {
     config
 }
 
+/// Wait up to `within` for `coord`'s node to have a session. `ready`
+/// answers `no_quorum` after the quorum timeout (an election may still be
+/// under way, or a session being opened again): then it is asked again.
+pub(crate) async fn session_within(coord: &Coordination, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        match coord.ready().await {
+            Ok(_) => return,
+            Err(GlobalError::NoQuorum(_)) if Instant::now() < deadline => {}
+            Err(e) => panic!("no session within {within:?}: {e}"),
+        }
+    }
+}
+
 pub(crate) async fn member(
     dir: &TempDir,
     name: &str,
@@ -50,7 +64,7 @@ pub(crate) async fn member(
     let coord = Coordination::start(&node, &dist, config(dir, name, mode), address.as_deref())
         .await
         .unwrap_or_else(|e| panic!("{name} starts coordination: {e}"));
-    coord.ready().await.expect("a session");
+    session_within(&coord, WAIT).await;
     Member { node, dist, coord }
 }
 

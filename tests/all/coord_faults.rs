@@ -429,10 +429,7 @@ async fn run(mode: LogMode, default_seed: u64, rounds: usize) {
     })
     .await;
     for n in &nodes {
-        tokio::time::timeout(WAIT, n.coord.ready())
-            .await
-            .expect("a session after the heal")
-            .expect("a session after the heal");
+        crate::coord::session_within(&n.coord, WAIT).await;
     }
     history.stop.store(true, Ordering::Relaxed);
     for t in tasks {

@@ -935,10 +935,7 @@ async fn a_ram_table_is_empty_and_usable_after_every_replica_restarts() {
     // All three start before any waits for a quorum.
     let members = crate::coord::restart_three(&dir, LogMode::Disc).await;
     for m in &members {
-        tokio::time::timeout(Duration::from_secs(20), m.coord.ready())
-            .await
-            .expect("a session within 20 s")
-            .expect("a session");
+        crate::coord::session_within(&m.coord, Duration::from_secs(20)).await;
     }
     wait_for("the table's group founded again, on three nodes", || {
         members
