@@ -59,9 +59,22 @@ pub(crate) async fn member(
     join: Option<&Member>,
     mode: LogMode,
 ) -> Member {
+    member_with(dir, name, join, mode, |_| {}).await
+}
+
+/// [`member`], its settings changed by `tweak` first.
+pub(crate) async fn member_with(
+    dir: &TempDir,
+    name: &str,
+    join: Option<&Member>,
+    mode: LogMode,
+    tweak: fn(&mut CoordConfig),
+) -> Member {
     let (node, dist) = dist_node(name).await;
     let address = join.map(|m| address_of(&m.dist));
-    let coord = Coordination::start(&node, &dist, config(dir, name, mode), address.as_deref())
+    let mut config = config(dir, name, mode);
+    tweak(&mut config);
+    let coord = Coordination::start(&node, &dist, config, address.as_deref())
         .await
         .unwrap_or_else(|e| panic!("{name} starts coordination: {e}"));
     session_within(&coord, WAIT).await;
@@ -89,9 +102,18 @@ pub(crate) async fn restart_three(dir: &TempDir, mode: LogMode) -> Vec<Member> {
 
 /// Three nodes: `a` bootstraps, `b` and `c` join; waits for 3 voters.
 pub(crate) async fn three(dir: &TempDir, mode: LogMode) -> Vec<Member> {
-    let a = member(dir, "a", None, mode).await;
-    let b = member(dir, "b", Some(&a), mode).await;
-    let c = member(dir, "c", Some(&a), mode).await;
+    three_with(dir, mode, |_| {}).await
+}
+
+/// [`three`], each node's settings changed by `tweak` first.
+pub(crate) async fn three_with(
+    dir: &TempDir,
+    mode: LogMode,
+    tweak: fn(&mut CoordConfig),
+) -> Vec<Member> {
+    let a = member_with(dir, "a", None, mode, tweak).await;
+    let b = member_with(dir, "b", Some(&a), mode, tweak).await;
+    let c = member_with(dir, "c", Some(&a), mode, tweak).await;
     let members = vec![a, b, c];
     // Every member knows the three voters, and the change has committed.
     wait_for("three voters, known to all", || {

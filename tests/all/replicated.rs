@@ -994,3 +994,169 @@ async fn removing_the_leading_replica_of_two_leaves_the_other_taking_writes() {
         m.stop().await;
     }
 }
+
+/// The `disc_only` rows files under a node's tables directory.
+fn rows_files(dir: &TempDir, node: &str) -> Vec<std::path::PathBuf> {
+    let rows = dir.path().join(node).join("tables").join("rows");
+    std::fs::read_dir(rows)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|group| std::fs::read_dir(group.path()).into_iter().flatten())
+        .flatten()
+        .map(|f| f.path())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disc_only_replica_reads_from_its_file_across_a_restart_and_copy_changes() {
+    use crate::coord::{member_with, three_with};
+
+    fn frequent_snapshots(config: &mut molt_host::cluster::CoordConfig) {
+        config.snapshot_every = 50;
+    }
+
+    let dir = TempDir::new("replicated-disc-only");
+    // Snapshots every 50 entries: the group takes several, b's from its
+    // file, and b restarts and c changes its copy from one.
+    let mut members = three_with(&dir, LogMode::Disc, frequent_snapshots).await;
+    let (a, b, c) = (&members[0], &members[1], &members[2]);
+    let mut create = spec("big", &[a, b, c], Copy::Disc);
+    create.replicas[1].copy = Copy::DiscOnly;
+    create.replicas[2].copy = Copy::Ram;
+    assert_eq!(a.node.table(Request::Create(create)).await, Reply::Done);
+    wait_for("the group of three", || {
+        [a, b, c]
+            .iter()
+            .all(|m| status(m, "big").is_some_and(|s| s.voters.len() == 3))
+    })
+    .await;
+    for i in 0..200 {
+        committed(
+            write_through(a, "big", &format!("k{i:03}"), &format!("v{i}")).await,
+            "a write",
+        );
+    }
+    let has = |m: &Member, key: &str| {
+        tables(m)
+            .local()
+            .get("big", key.as_bytes())
+            .is_ok_and(|(records, _)| records.len() == 1)
+    };
+    wait_for("b caught up", || has(b, "k199")).await;
+    let info = tables(b).local().info("big").expect("b's replica");
+    assert_eq!(info.copy, Copy::DiscOnly);
+    assert_eq!(info.records, 200);
+    assert_eq!(rows_files(&dir, "b").len(), 1, "b keeps its rows in a file");
+    assert!(
+        rows_files(&dir, "a").is_empty(),
+        "a's disc replica is in memory"
+    );
+    for consistency in [Consistency::Dirty, Consistency::Linearizable] {
+        let (value, _) = read(b, "big", "k123", consistency).await;
+        assert_eq!(value.as_deref(), Some("v123"), "{consistency:?}");
+    }
+    // A range on b comes from its file, in key order.
+    let range = Request::Range {
+        table: "big".into(),
+        from: b"k010".to_vec(),
+        to: Some(b"k015".to_vec()),
+        limit: 100,
+        consistency: Consistency::Dirty,
+    };
+    match b.node.table(range).await {
+        Reply::Rows(rows) => {
+            let keys: Vec<&[u8]> = rows.rows.iter().map(|r| r.key.as_slice()).collect();
+            assert_eq!(keys, [b"k010", b"k011", b"k012", b"k013", b"k014"]);
+        }
+        other => panic!("a range on b: {other:?}"),
+    }
+
+    // b restarts: its replica comes back as itself, its rows rebuilt in
+    // its file from the group's snapshot and log, with what was written
+    // while it was away.
+    let b = members.remove(1);
+    let member_id = status(&b, "big").expect("a replica").member;
+    b.stop().await;
+    committed(
+        write_through(&members[0], "big", "during", "away").await,
+        "a write while b is away",
+    );
+    let b = member_with(
+        &dir,
+        "b",
+        Some(&members[0]),
+        LogMode::Disc,
+        frequent_snapshots,
+    )
+    .await;
+    wait_for("b back with the write made while it was away", || {
+        has(&b, "during") && has(&b, "k000")
+    })
+    .await;
+    assert_eq!(status(&b, "big").unwrap().member, member_id);
+    let info = tables(&b).local().info("big").expect("b's replica");
+    assert_eq!((info.copy, info.records), (Copy::DiscOnly, 201));
+    assert_eq!(rows_files(&dir, "b").len(), 1);
+    members.insert(1, b);
+    let (a, b, c) = (&members[0], &members[1], &members[2]);
+
+    // b's replica to memory and back to its file; c's to a file. Every
+    // key reads back on each.
+    let add = |node: &Member, copy| Request::AddReplica {
+        table: "big".into(),
+        replica: Replica {
+            node: node.dist.name().to_string(),
+            copy,
+        },
+    };
+    assert_eq!(a.node.table(add(b, Copy::Ram)).await, Reply::Done);
+    wait_for("b's replica in memory", || {
+        tables(b)
+            .local()
+            .info("big")
+            .is_ok_and(|i| i.copy == Copy::Ram)
+            && rows_files(&dir, "b").is_empty()
+    })
+    .await;
+    committed(write_through(a, "big", "in-memory", "1").await, "a write");
+    assert_eq!(a.node.table(add(b, Copy::DiscOnly)).await, Reply::Done);
+    assert_eq!(a.node.table(add(c, Copy::DiscOnly)).await, Reply::Done);
+    wait_for("b and c disc_only", || {
+        [b, c].iter().all(|m| {
+            tables(m)
+                .local()
+                .info("big")
+                .is_ok_and(|i| i.copy == Copy::DiscOnly)
+        })
+    })
+    .await;
+    assert_eq!(rows_files(&dir, "b").len(), 1);
+    assert_eq!(rows_files(&dir, "c").len(), 1);
+    committed(write_through(a, "big", "last", "1").await, "a write");
+    for m in [b, c] {
+        wait_for("the last write everywhere", || has(m, "last")).await;
+        let info = tables(m).local().info("big").expect("a replica");
+        assert_eq!(info.records, 203, "{}", m.dist.name());
+        for i in (0..200).step_by(7) {
+            let (value, _) = read(m, "big", &format!("k{i:03}"), Consistency::Dirty).await;
+            assert_eq!(value, Some(format!("v{i}")), "{} k{i:03}", m.dist.name());
+        }
+    }
+    // Deleting the table removes the files.
+    assert_eq!(
+        a.node
+            .table(Request::Delete {
+                table: "big".into()
+            })
+            .await,
+        Reply::Done
+    );
+    wait_for("the rows files gone", || {
+        rows_files(&dir, "b").is_empty() && rows_files(&dir, "c").is_empty()
+    })
+    .await;
+    for m in members {
+        m.stop().await;
+    }
+}

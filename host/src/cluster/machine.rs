@@ -248,6 +248,6 @@ impl RaftStateMachine<Coord> for Machine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Coord>>, StorageError<u64>> {
-        Ok(self.storage.current_snapshot())
+        self.storage.current_snapshot().await
     }
 }

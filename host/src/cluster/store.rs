@@ -133,6 +133,11 @@ enum Write<C: LogTypes> {
     Truncate(u64),
     /// Remove entries up to this index, inclusive, and record the purge.
     Purge(u64, Vec<u8>),
+    /// Read a meta record (after the writes before).
+    Read(
+        &'static str,
+        oneshot::Sender<Result<Option<Vec<u8>>, String>>,
+    ),
     /// Close the database (after the writes before) and stop.
     Close(oneshot::Sender<()>),
 }
@@ -144,6 +149,12 @@ impl<C: LogTypes> Write<C> {
             Write::Append(_, Some(cb)) => cb.log_io_completed(result),
             Write::Meta(_, _, Some(done)) => {
                 let _ = done.send(result);
+            }
+            Write::Read(key, done) => {
+                let _ = done.send(Err(match result {
+                    Ok(()) => format!("{key} is not kept in a file"),
+                    Err(e) => e.to_string(),
+                }));
             }
             _ => {}
         }
@@ -178,6 +189,8 @@ pub struct Storage<C: LogTypes = Coord> {
     /// What was found at open: the identity, and the snapshot.
     pub identity: Identity,
     snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
+    /// The snapshot's bytes are in the file only (see [`Storage::lean`]).
+    lean: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
@@ -197,6 +210,7 @@ impl<C: LogTypes> Clone for Storage<C> {
             _failed_tx: self._failed_tx.clone(),
             identity: self.identity.clone(),
             snapshot: self.snapshot.clone(),
+            lean: self.lean.clone(),
         }
     }
 }
@@ -212,6 +226,7 @@ impl<C: LogTypes> Storage<C> {
             _failed_tx: Arc::new(failed_tx),
             identity,
             snapshot: Arc::default(),
+            lean: Arc::default(),
         }
     }
 
@@ -336,6 +351,7 @@ impl<C: LogTypes> Storage<C> {
             _failed_tx: failed_tx,
             identity,
             snapshot: Arc::new(Mutex::new(snapshot)),
+            lean: Arc::default(),
         })
     }
 
@@ -346,16 +362,22 @@ impl<C: LogTypes> Storage<C> {
     /// becoming another member: nothing it promised is forgotten. Stop
     /// its Raft first; close this storage after.
     pub async fn moved_to(&self, dir: Option<(&Path, &str)>) -> Result<Storage<C>, OpenError> {
-        let (mem, snapshot) = {
+        let mem = {
             let mem = self.mem();
-            let copy = Mem {
+            Mem {
                 entries: mem.entries.clone(),
                 last_purged: mem.last_purged,
                 vote: mem.vote,
                 committed: mem.committed,
-            };
-            (copy, self.snapshot())
+            }
         };
+        let snapshot = self
+            .snapshot_whole()
+            .await
+            .map_err(|e| OpenError::Database {
+                path: "the snapshot to move".into(),
+                why: e.to_string(),
+            })?;
         let Some((dir, file)) = dir else {
             let moved = Storage::in_memory(self.identity.clone());
             *moved.mem() = mem;
@@ -457,9 +479,47 @@ impl<C: LogTypes> Storage<C> {
         }
     }
 
-    /// The current snapshot, if one was taken or installed.
+    /// The current snapshot, if one was taken or installed (its bytes
+    /// left out once the storage is [lean](Storage::lean): read them with
+    /// [`Storage::snapshot_whole`]).
     pub fn snapshot(&self) -> Option<StoredSnapshot> {
         self.snapshot.lock().expect("snapshot poisoned").clone()
+    }
+
+    /// Keep the snapshot's bytes in the file only, reading them from there
+    /// when they are asked for (a replica whose state is larger than
+    /// memory should not hold a copy of it there too). For a storage in
+    /// memory this does nothing.
+    pub fn lean(&self) {
+        if self.writer.is_none() {
+            return;
+        }
+        self.lean.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(s) = self.snapshot.lock().expect("snapshot poisoned").as_mut() {
+            s.data = Vec::new();
+        }
+    }
+
+    fn is_lean(&self) -> bool {
+        self.lean.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The current snapshot with its bytes (read from the file if the
+    /// storage is lean).
+    pub async fn snapshot_whole(&self) -> Result<Option<StoredSnapshot>, StorageError<u64>> {
+        if !self.is_lean() {
+            return Ok(self.snapshot());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send(Write::Read("snapshot", tx))
+            .map_err(|e| snapshot_error(e.to_string()))?;
+        let bytes = rx
+            .await
+            .map_err(|_| snapshot_error("the log writer has stopped"))?
+            .map_err(snapshot_error)?;
+        bytes
+            .map(|b| molt_abi::codec::decode::<StoredSnapshot>(&b).map_err(snapshot_error))
+            .transpose()
     }
 
     /// Keep `data`, the state as applied up to `last` with `membership`,
@@ -491,17 +551,25 @@ impl<C: LogTypes> Storage<C> {
     }
 
     /// The current snapshot, as openraft takes it.
-    pub fn current_snapshot(&self) -> Option<openraft::Snapshot<C>> {
-        self.snapshot().map(|s| openraft::Snapshot {
+    pub async fn current_snapshot(
+        &self,
+    ) -> Result<Option<openraft::Snapshot<C>>, StorageError<u64>> {
+        Ok(self.snapshot_whole().await?.map(|s| openraft::Snapshot {
             meta: s.meta,
             snapshot: Box::new(std::io::Cursor::new(s.data)),
-        })
+        }))
     }
 
     /// Keep `snapshot` as the current one, durably.
-    pub async fn save_snapshot(&self, snapshot: StoredSnapshot) -> Result<(), StorageError<u64>> {
+    pub async fn save_snapshot(
+        &self,
+        mut snapshot: StoredSnapshot,
+    ) -> Result<(), StorageError<u64>> {
         self.durable("snapshot", molt_abi::codec::encode(&snapshot))
             .await?;
+        if self.is_lean() {
+            snapshot.data = Vec::new();
+        }
         *self.snapshot.lock().expect("snapshot poisoned") = Some(snapshot);
         Ok(())
     }
@@ -556,7 +624,12 @@ fn writer<C: LogTypes>(
             failed.send_replace(Some(format!("{path}: {why}")));
         }
         for write in batch {
-            write.complete(result.as_ref().map(|_| ()).map_err(io_err));
+            match write {
+                Write::Read(key, done) if result.is_ok() => {
+                    let _ = done.send(read_meta(&db, key));
+                }
+                write => write.complete(result.as_ref().map(|_| ()).map_err(io_err)),
+            }
         }
         if closed.is_some() {
             break;
@@ -628,11 +701,21 @@ fn commit<C: LogTypes>(
                     meta.insert("purged", record.as_slice())
                         .map_err(|e| e.to_string())?;
                 }
-                Write::Close(_) => {}
+                Write::Read(..) | Write::Close(_) => {}
             }
         }
     }
     txn.commit().map_err(|e| e.to_string())
+}
+
+/// Meta record `key`, as the file holds it.
+fn read_meta(db: &Database, key: &str) -> Result<Option<Vec<u8>>, String> {
+    let txn = db.begin_read().map_err(|e| e.to_string())?;
+    let meta = txn.open_table(META).map_err(|e| e.to_string())?;
+    Ok(meta
+        .get(key)
+        .map_err(|e| e.to_string())?
+        .map(|v| v.value().to_vec()))
 }
 
 impl<C: LogTypes> RaftLogReader<C> for Storage<C> {

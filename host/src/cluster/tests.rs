@@ -1178,6 +1178,55 @@ async fn storage_keeps_its_identity_vote_purge_and_snapshot() {
 }
 
 #[tokio::test]
+async fn a_lean_storage_keeps_its_snapshot_in_the_file_only() {
+    let dir = TempDir::new("lean");
+    let st = Storage::<Coord>::open(&dir.0, "a@h", 7).expect("the log opens");
+    st.lean();
+    let meta = |id: &str| SnapshotMeta {
+        last_log_id: None,
+        last_membership: StoredMembership::default(),
+        snapshot_id: id.into(),
+    };
+    let data = vec![7u8; 4096];
+    st.save_snapshot(StoredSnapshot {
+        meta: meta("s1"),
+        data: data.clone(),
+    })
+    .await
+    .unwrap();
+    // Memory holds the metadata only; the bytes are read from the file.
+    let kept = st.snapshot().expect("the snapshot's metadata is kept");
+    assert_eq!((kept.meta.snapshot_id.as_str(), kept.data.len()), ("s1", 0));
+    let whole = st.snapshot_whole().await.unwrap().expect("a snapshot");
+    assert_eq!(whole.data, data);
+    let current = st.current_snapshot().await.unwrap().expect("a snapshot");
+    assert_eq!(current.snapshot.into_inner(), data);
+    // A newer one replaces it, in the file too.
+    st.save_snapshot(StoredSnapshot {
+        meta: meta("s2"),
+        data: vec![2, 2],
+    })
+    .await
+    .unwrap();
+    let whole = st.snapshot_whole().await.unwrap().expect("a snapshot");
+    assert_eq!(
+        (whole.meta.snapshot_id.as_str(), whole.data),
+        ("s2", vec![2, 2])
+    );
+    st.close().await;
+    // A storage in memory cannot be lean: it keeps its snapshot whole.
+    let mem = Storage::<Coord>::in_memory(identity(1));
+    mem.lean();
+    mem.save_snapshot(StoredSnapshot {
+        meta: meta("m"),
+        data: vec![1],
+    })
+    .await
+    .unwrap();
+    assert_eq!(mem.snapshot().unwrap().data, vec![1]);
+}
+
+#[tokio::test]
 async fn storage_belongs_to_one_node_and_one_writer() {
     let dir = TempDir::new("owner");
     Storage::<Coord>::open(&dir.0, "a@h", 1)

@@ -206,6 +206,25 @@ impl GroupMachine {
         }
     }
 
+    /// The same machine, applying to `replica` from now on (its rows kept
+    /// elsewhere: see `LocalTables::rekeep_replica`).
+    pub(crate) fn with_replica(&self, replica: ReplicaHandle) -> GroupMachine {
+        GroupMachine {
+            replica,
+            ..self.clone()
+        }
+    }
+
+    /// Whether the replica's rows are kept in a file (`disc_only`).
+    pub(crate) fn rows_on_disc(&self) -> bool {
+        self.replica.on_disc()
+    }
+
+    /// The replica this machine applies to.
+    pub(crate) fn replica(&self) -> &ReplicaHandle {
+        &self.replica
+    }
+
     /// The last log index applied, as it changes.
     pub(crate) fn applied(&self) -> watch::Receiver<u64> {
         self.applied.subscribe()
@@ -360,6 +379,9 @@ impl RaftStateMachine<TableRaft> for GroupMachine {
             last = Some(index);
             done.push(outcome);
         }
+        // A disc_only replica's rows of this batch are in its file before
+        // the next batch: the rows waiting in memory stay bounded.
+        self.replica.flushed().await;
         if let Some(index) = last {
             self.applied.send_replace(index);
         }
@@ -399,6 +421,7 @@ impl RaftStateMachine<TableRaft> for GroupMachine {
             })
             .await?;
         self.replica.replace(image.table);
+        self.replica.flushed().await;
         *self.pending.lock().expect("pending poisoned") = image.pending;
         {
             let mut position = self.position.lock().expect("position poisoned");
@@ -414,7 +437,7 @@ impl RaftStateMachine<TableRaft> for GroupMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TableRaft>>, StorageError<u64>> {
-        Ok(self.storage.current_snapshot())
+        self.storage.current_snapshot().await
     }
 }
 

@@ -218,6 +218,86 @@ fn commit_telling(
     }
 }
 
+/// Told once a disc table's file holds a change, or why it could not.
+type Durable = oneshot::Receiver<Result<(), String>>;
+
+/// A replica's empty table: in memory, or (`rows_in`) `disc_only` in a
+/// new file there (one left from before is deleted first).
+fn replica_local(schema: Schema, rows_in: Option<&Path>) -> Result<Local, TableError> {
+    let Some(dir) = rows_in else {
+        return Ok(Local::new(Table::new(schema), None));
+    };
+    let path = super::disc::path_for(dir, &schema.name);
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(TableError::Unavailable {
+                table: schema.name.clone(),
+                why: format!("cannot remove {} to make it anew: {e}", path.display()),
+            });
+        }
+    }
+    let file =
+        DiscFile::create_copy(dir, &schema, true).map_err(|why| TableError::Unavailable {
+            table: schema.name.clone(),
+            why,
+        })?;
+    let rows = file.rows().expect("a disc_only file");
+    let table = Table::on_disc(schema, rows, Default::default(), 0, 0);
+    Ok(Local::new(table, Some(file)))
+}
+
+/// Put `table` in place of `current` (a restore, or a replica's
+/// snapshot): a disc table's whole file is rewritten, and a receiver
+/// told once it holds the table is returned.
+fn put_whole(local: &Local, current: &mut Table, table: Table) -> Option<Durable> {
+    let Some(disc) = local.disc.as_ref() else {
+        *current = table;
+        return None;
+    };
+    let rows: Vec<(Vec<u8>, super::disc::StoredRow)> = table
+        .range(&[], None, usize::MAX)
+        .into_iter()
+        .map(|f| {
+            (
+                f.key.into_owned(),
+                Some((f.version, f.records.into_owned())),
+            )
+        })
+        .collect();
+    // A disc_only table reads the new rows from its overlay until they
+    // are written.
+    let generation = disc.rows().map_or(0, |on_disc| {
+        on_disc.stage_all(table.applied(), rows.clone());
+        on_disc.generation()
+    });
+    let (done, durable) = oneshot::channel();
+    disc.persist(Persist {
+        applied: table.applied(),
+        rows,
+        fences: table.fences(),
+        replace: true,
+        records: table.len(),
+        generation,
+        done,
+    });
+    *current = match disc.rows() {
+        Some(on_disc) => {
+            let fences = table.fences().into_iter().collect();
+            Table::on_disc(
+                table.schema().clone(),
+                on_disc,
+                fences,
+                table.len(),
+                table.applied(),
+            )
+        }
+        None => table,
+    };
+    Some(durable)
+}
+
 /// Refuse a table whose `disc_only` file failed: what was read from it
 /// (a batch's check) is not to be trusted.
 fn unreadable(name: &str, table: &Table) -> Result<(), TableError> {
@@ -429,49 +509,7 @@ impl LocalTables {
                 )));
             }
             local.writable(&name)?;
-            // A disc table's whole file is rewritten.
-            let durable = local.disc.as_ref().map(|disc| {
-                let rows: Vec<(Vec<u8>, super::disc::StoredRow)> = table
-                    .range(&[], None, usize::MAX)
-                    .into_iter()
-                    .map(|f| {
-                        (
-                            f.key.into_owned(),
-                            Some((f.version, f.records.into_owned())),
-                        )
-                    })
-                    .collect();
-                // A disc_only table reads the restored rows from its
-                // overlay until they are written.
-                let generation = disc.rows().map_or(0, |on_disc| {
-                    on_disc.stage_all(table.applied(), rows.clone());
-                    on_disc.generation()
-                });
-                let (done, durable) = oneshot::channel();
-                disc.persist(Persist {
-                    applied: table.applied(),
-                    rows,
-                    fences: table.fences(),
-                    replace: true,
-                    records: table.len(),
-                    generation,
-                    done,
-                });
-                durable
-            });
-            *current = match local.disc.as_ref().and_then(DiscFile::rows) {
-                Some(on_disc) => {
-                    let fences = table.fences().into_iter().collect();
-                    Table::on_disc(
-                        table.schema().clone(),
-                        on_disc,
-                        fences,
-                        table.len(),
-                        table.applied(),
-                    )
-                }
-                None => table,
-            };
+            let durable = put_whole(local, &mut current, table);
             return Ok(Restored {
                 replaced: true,
                 durable,
@@ -604,28 +642,74 @@ impl LocalTables {
 
     /// Add this node's replica of a replicated table, empty: it changes
     /// only through the returned handle, as its group applies entries.
-    pub(crate) fn insert_replica(&self, schema: Schema) -> Result<ReplicaHandle, TableError> {
+    /// With `rows_in`, a `disc_only` replica: its rows are kept in a file
+    /// there, made anew (the group's snapshot and log rebuild it).
+    pub(crate) fn insert_replica(
+        &self,
+        schema: Schema,
+        rows_in: Option<&Path>,
+    ) -> Result<ReplicaHandle, TableError> {
         let mut tables = self.tables.write().expect("tables poisoned");
         self.room(&tables, &schema.name)?;
-        let mut local = Local::new(Table::new(schema.clone()), None);
+        let mut local = replica_local(schema.clone(), rows_in)?;
         local.replicated = true;
         let local = Arc::new(local);
         tables.insert(schema.name, local.clone());
         Ok(ReplicaHandle {
             local,
             limits: self.limits.table.clone(),
+            written: Arc::default(),
         })
     }
 
+    /// Keep replica `replica` in a file in `rows_in` (`disc_only`) or in
+    /// memory (`None`) from now on, with the same rows and subscribers:
+    /// the handle to apply entries through from now on, and the file it
+    /// was kept in before, for the caller to remove.
+    pub(crate) fn rekeep_replica(
+        &self,
+        replica: &ReplicaHandle,
+        rows_in: Option<&Path>,
+    ) -> Result<(ReplicaHandle, Option<DiscFile>), TableError> {
+        let mut tables = self.tables.write().expect("tables poisoned");
+        let old = &replica.local;
+        let current = old.table.lock().expect("table poisoned");
+        if let Some(why) = current.unreadable() {
+            return Err(TableError::Unavailable {
+                table: current.schema().name.clone(),
+                why,
+            });
+        }
+        let mut local = replica_local(current.schema().clone(), rows_in)?;
+        local.replicated = true;
+        let durable = {
+            let mut table = local.table.lock().expect("table poisoned");
+            put_whole(&local, &mut table, current.in_memory())
+        };
+        // The subscribers move with the rows (under the old table's lock,
+        // so no commit falls between).
+        *local.subscribers.lock().expect("subscribers poisoned") =
+            std::mem::take(&mut *old.subscribers.lock().expect("subscribers poisoned"));
+        let local = Arc::new(local);
+        tables.insert(current.schema().name.clone(), local.clone());
+        let handle = ReplicaHandle {
+            local,
+            limits: self.limits.table.clone(),
+            written: Arc::new(Mutex::new(durable)),
+        };
+        Ok((handle, old.disc.clone()))
+    }
+
     /// Drop this node's replica of a replicated table (not a local
-    /// table of the same name); whether it was there.
-    pub(crate) fn remove_replica(&self, name: &str) -> bool {
+    /// table of the same name). A `disc_only` replica's file is returned,
+    /// for the caller to remove ([`DiscFile::remove`]).
+    #[must_use = "a disc_only replica's file is to be removed"]
+    pub(crate) fn remove_replica(&self, name: &str) -> Option<DiscFile> {
         let mut tables = self.tables.write().expect("tables poisoned");
         if tables.get(name).is_some_and(|l| l.replicated) {
-            tables.remove(name);
-            true
+            tables.remove(name).and_then(|l| l.disc.clone())
         } else {
-            false
+            None
         }
     }
 
@@ -697,6 +781,9 @@ impl LocalTables {
 pub(crate) struct ReplicaHandle {
     local: Arc<Local>,
     limits: TableLimits,
+    /// A `disc_only` replica: told once its file holds the last change
+    /// applied (its writer writes in order).
+    written: Arc<Mutex<Option<Durable>>>,
 }
 
 impl ReplicaHandle {
@@ -708,7 +795,8 @@ impl ReplicaHandle {
             table.note_applied(index);
             return Err(abort);
         }
-        commit(&self.local, &mut table, batch, index);
+        let committed = commit(&self.local, &mut table, batch, index);
+        self.note_written(committed.durable);
         Ok(())
     }
 
@@ -716,7 +804,28 @@ impl ReplicaHandle {
     /// when prepared, and its keys were held since.
     pub(crate) fn apply_prepared(&self, index: u64, batch: Batch) {
         let mut table = self.local.table.lock().expect("table poisoned");
-        commit(&self.local, &mut table, batch, index);
+        let committed = commit(&self.local, &mut table, batch, index);
+        self.note_written(committed.durable);
+    }
+
+    fn note_written(&self, durable: Option<Durable>) {
+        if durable.is_some() {
+            *self.written.lock().expect("written poisoned") = durable;
+        }
+    }
+
+    /// Wait until a `disc_only` replica's file holds every change applied
+    /// so far (at once for a replica in memory). Its group waits for this
+    /// after each batch of entries, so the rows waiting in memory stay
+    /// bounded by one batch. A file that failed was marked so: the
+    /// replica then refuses reads, and this returns.
+    pub(crate) async fn flushed(&self) {
+        let pending = self.written.lock().expect("written poisoned").take();
+        if let Some(done) = pending
+            && let Ok(Err(why)) = done.await
+        {
+            tracing::error!(table = %self.schema().name, "this replica's file failed: {why}");
+        }
     }
 
     /// Why `batch` would change nothing if applied now (limits, shapes,
@@ -763,9 +872,17 @@ impl ReplicaHandle {
         molt_abi::codec::encode(&*self.local.table.lock().expect("table poisoned"))
     }
 
-    /// Replace the table with `table` (a snapshot from the leader).
+    /// Replace the table with `table` (a snapshot from the leader, or a
+    /// restore): a `disc_only` replica's file is rewritten.
     pub(crate) fn replace(&self, table: Table) {
-        *self.local.table.lock().expect("table poisoned") = table;
+        let mut current = self.local.table.lock().expect("table poisoned");
+        let durable = put_whole(&self.local, &mut current, table);
+        self.note_written(durable);
+    }
+
+    /// Whether the replica's rows are kept in a file (`disc_only`).
+    pub(crate) fn on_disc(&self) -> bool {
+        self.local.disc.is_some()
     }
 
     /// The table's definition.

@@ -564,7 +564,10 @@ impl Replication {
         {
             let copy = self.copy_of(entry).unwrap_or(Copy::Ram);
             let group = match self.group(&entry.spec.name) {
-                Some(group) if (copy != Copy::Ram) != group.disc => {
+                Some(group)
+                    if (copy != Copy::Ram) != group.disc
+                        || (copy == Copy::DiscOnly) != group.machine.rows_on_disc() =>
+                {
                     match self.recopy(group, copy).await {
                         Ok(group) => group,
                         Err(why) => {
@@ -668,11 +671,12 @@ impl Replication {
                 remove(&path, std::fs::remove_file(&path));
             }
         }
-        // Conflict-free replicas' files: `ap/<id>/`.
-        let ap = self.raft_dir.parent().unwrap_or(&self.raft_dir).join("ap");
-        for path in std::fs::read_dir(&ap)
+        // Conflict-free replicas' files: `ap/<id>/`; disc_only replicas'
+        // rows: `rows/<id>/`.
+        let base = self.raft_dir.parent().unwrap_or(&self.raft_dir);
+        for path in ["ap", "rows"]
             .into_iter()
-            .flatten()
+            .flat_map(|sub| std::fs::read_dir(base.join(sub)).into_iter().flatten())
             .flatten()
             .map(|d| d.path())
         {
@@ -710,11 +714,12 @@ impl Replication {
             kind: spec.kind,
             indexes: spec.indexes.clone(),
         };
+        let rows_in = (copy == Copy::DiscOnly).then(|| self.rows_dir(entry.id));
         let replica = node
             .inner()
             .tables
             .local()
-            .insert_replica(schema)
+            .insert_replica(schema, rows_in.as_deref())
             .map_err(|e| e.to_string())?;
         let disc = copy != Copy::Ram;
         let storage = if disc {
@@ -734,7 +739,7 @@ impl Replication {
         let storage = match storage {
             Ok(storage) => storage,
             Err(why) => {
-                node.inner().tables.local().remove_replica(&spec.name);
+                self.drop_replica(&spec.name, entry.id).await;
                 return Err(why);
             }
         };
@@ -751,7 +756,13 @@ impl Replication {
             }
         });
         let started = match GroupMachine::new(replica, storage.clone(), on_replaced) {
-            Ok(machine) => self.run(&spec.name, entry.id, disc, storage, machine).await,
+            Ok(machine) => {
+                if copy == Copy::DiscOnly {
+                    // The snapshot's bytes stay in the log's file only.
+                    storage.lean();
+                }
+                self.run(&spec.name, entry.id, disc, storage, machine).await
+            }
             Err(why) => Err(why),
         };
         match started {
@@ -760,8 +771,35 @@ impl Replication {
                 Ok(group)
             }
             Err(why) => {
-                node.inner().tables.local().remove_replica(&spec.name);
+                self.drop_replica(&spec.name, entry.id).await;
                 Err(why)
+            }
+        }
+    }
+
+    /// Where a `disc_only` replica of the group `id` keeps its rows.
+    fn rows_dir(&self, id: u64) -> std::path::PathBuf {
+        self.raft_dir
+            .parent()
+            .unwrap_or(&self.raft_dir)
+            .join("rows")
+            .join(id.to_string())
+    }
+
+    /// Drop this node's replica of `table` (group `id`), removing a
+    /// `disc_only` replica's file.
+    async fn drop_replica(&self, table: &str, id: u64) {
+        let Some(node) = self.node.upgrade() else {
+            return;
+        };
+        let file = node.inner().tables.local().remove_replica(table);
+        if let Some(file) = file {
+            file.remove().await;
+            let dir = self.rows_dir(id);
+            if let Err(e) = std::fs::remove_dir(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %dir.display(), "cannot remove a dropped replica's directory: {e}");
             }
         }
     }
@@ -807,29 +845,51 @@ impl Replication {
         Ok(group)
     }
 
-    /// Change how this node keeps its replica (`ram` or `disc`): the same
-    /// member, its log, vote and state moved to the new storage, so the
-    /// group goes on with it as before (its subscribers too).
+    /// Change how this node keeps its replica (`ram`, `disc` or
+    /// `disc_only`): the same member, its log, vote and state moved to the
+    /// new storage (and its rows to a file, or from one, to memory), so
+    /// the group goes on with it as before (its subscribers too).
     async fn recopy(&self, group: Arc<Group>, copy: Copy) -> Result<Arc<Group>, String> {
         let disc = copy != Copy::Ram;
+        let rows_on_disc = copy == Copy::DiscOnly;
         let _ = group.raft.shutdown().await;
         let file = raft_file(&group.table, group.id);
-        let target = disc.then_some((self.raft_dir.as_path(), file.as_str()));
-        let moved = group.storage.moved_to(target).await;
-        group.storage.close().await;
-        let storage = match moved {
-            Ok(storage) => storage,
-            Err(e) => return Err(e.to_string()),
-        };
-        if group.disc {
-            let path = self.raft_dir.join(&file);
-            if let Err(e) = std::fs::remove_file(&path)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(file = %path.display(), "cannot remove a replica's old log: {e}");
+        let storage = if disc == group.disc {
+            group.storage.clone()
+        } else {
+            let target = disc.then_some((self.raft_dir.as_path(), file.as_str()));
+            let moved = group.storage.moved_to(target).await;
+            group.storage.close().await;
+            let storage = moved.map_err(|e| e.to_string())?;
+            if group.disc {
+                let path = self.raft_dir.join(&file);
+                if let Err(e) = std::fs::remove_file(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(file = %path.display(), "cannot remove a replica's old log: {e}");
+                }
             }
+            storage
+        };
+        let mut machine = group.machine.with_storage(storage.clone());
+        if rows_on_disc != group.machine.rows_on_disc() {
+            let node = self.node.upgrade().ok_or("the node stopped")?;
+            let rows_in = rows_on_disc.then(|| self.rows_dir(group.id));
+            let (replica, old) = node
+                .inner()
+                .tables
+                .local()
+                .rekeep_replica(group.machine.replica(), rows_in.as_deref())
+                .map_err(|e| e.to_string())?;
+            if let Some(old) = old {
+                old.remove().await;
+            }
+            replica.flushed().await;
+            machine = machine.with_replica(replica);
         }
-        let machine = group.machine.with_storage(storage.clone());
+        if rows_on_disc {
+            storage.lean();
+        }
         let table = group.table.clone();
         let again = self.run(&table, group.id, disc, storage, machine).await?;
         tracing::info!(table = %table, ?copy, "this node's replica changed its copy type");
@@ -853,8 +913,8 @@ impl Replication {
                 .info(&group.table)
                 .map_or(0, |i| i.applied);
             inner.tables.ended(&inner, &group.table, last, reason);
-            inner.tables.local().remove_replica(&group.table);
         }
+        self.drop_replica(&group.table, group.id).await;
         if group.disc {
             let path = self.raft_dir.join(raft_file(&group.table, group.id));
             if let Err(e) = std::fs::remove_file(&path)
@@ -1380,11 +1440,6 @@ impl Replication {
             if replica.node.is_empty() {
                 replica.node = self.here.clone();
             }
-            if replica.copy == Copy::DiscOnly {
-                return Err(Error::Unsupported(
-                    "disc_only replicas of a replicated table (a table kept on one node can be disc_only; a replica can be disc: the table in memory, its log on disc)".into(),
-                ));
-            }
             if spec.kind.conflict_free() {
                 Self::ap_copy(replica.copy)?;
             }
@@ -1528,11 +1583,6 @@ impl Replication {
             Change::Add(mut replica) => {
                 if replica.node.is_empty() {
                     replica.node = self.here.clone();
-                }
-                if replica.copy == Copy::DiscOnly {
-                    return Err(Error::Unsupported(
-                        "disc_only replicas of a replicated table (a table kept on one node can be disc_only; a replica can be disc: the table in memory, its log on disc)".into(),
-                    ));
                 }
                 if entry.spec.kind.conflict_free() {
                     Self::ap_copy(replica.copy)?;

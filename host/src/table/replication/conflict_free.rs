@@ -160,11 +160,14 @@ impl Replication {
         let inner = node.inner();
         let local = inner.tables.local();
         let handle = local
-            .insert_replica(Schema {
-                name: spec.name.clone(),
-                kind: spec.kind,
-                indexes: spec.indexes.clone(),
-            })
+            .insert_replica(
+                Schema {
+                    name: spec.name.clone(),
+                    kind: spec.kind,
+                    indexes: spec.indexes.clone(),
+                },
+                None,
+            )
             .map_err(|e| e.to_string())?;
         let limits = inner.tables.limits();
         let ap = Arc::new(ApReplica::new(
@@ -179,7 +182,8 @@ impl Replication {
             match self.open_ap_file(entry, &ap) {
                 Ok(file) => ap.attach(file),
                 Err(why) => {
-                    local.remove_replica(&spec.name);
+                    // A conflict-free replica keeps its rows in memory.
+                    let _in_memory = local.remove_replica(&spec.name);
                     return Err(why);
                 }
             }
@@ -206,7 +210,8 @@ impl Replication {
                 .info(&ap.table)
                 .map_or(0, |i| i.applied);
             inner.tables.ended(&inner, &ap.table, last, reason);
-            inner.tables.local().remove_replica(&ap.table);
+            // A conflict-free replica keeps its rows in memory.
+            let _in_memory = inner.tables.local().remove_replica(&ap.table);
         }
         if let Some(file) = ap.detach() {
             tokio::spawn(async move { file.remove().await });
