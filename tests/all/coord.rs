@@ -125,10 +125,18 @@ pub(crate) async fn three_with(
     members
 }
 
-pub(crate) async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
+pub(crate) async fn wait_for(what: &str, ok: impl FnMut() -> bool) {
+    wait_within(what, WAIT, ok).await;
+}
+
+/// [`wait_for`], up to `within`.
+pub(crate) async fn wait_within(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
     while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting {within:?} for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

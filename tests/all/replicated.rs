@@ -875,7 +875,9 @@ async fn replicas_change_under_load_and_no_acknowledged_write_is_lost() {
     ] {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(b.node.table(request).await, Reply::Done);
-        wait_for("the change to settle", || {
+        // A removal may take up to ten quorum timeouts (20 s) under load.
+        let within = Duration::from_secs(25);
+        crate::coord::wait_within("the change to settle", within, || {
             status(b, "load").is_some_and(|s| {
                 s.voters.len() == settled && s.learners.is_empty() && s.leader.is_some()
             })
@@ -1156,6 +1158,51 @@ async fn a_disc_only_replica_reads_from_its_file_across_a_restart_and_copy_chang
         rows_files(&dir, "b").is_empty() && rows_files(&dir, "c").is_empty()
     })
     .await;
+    for m in members {
+        m.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_created_through_one_node_is_known_at_once_on_the_others() {
+    let dir = TempDir::new("replicated-known");
+    let members = three(&dir, LogMode::Ram).await;
+    let (a, b, c) = (&members[0], &members[1], &members[2]);
+    // c hears from a and b 80 ms late (less than an election timeout):
+    // its coordination replica lags.
+    // Created through a, then at once written through c and read on b: c
+    // has not applied the definition yet, and learns of it before
+    // answering (never NoTable).
+    for from in [a, b] {
+        c.dist.nemesis().set(
+            from.dist.name(),
+            molt_host::net::nemesis::LinkFaults {
+                delay: Duration::from_millis(80),
+                ..Default::default()
+            },
+        );
+    }
+    for i in 0..3 {
+        let name = format!("fresh{i}");
+        assert_eq!(
+            a.node
+                .table(Request::Create(spec(&name, &[a, b], Copy::Ram)))
+                .await,
+            Reply::Done
+        );
+        let written = committed(write_through(c, &name, "k", "v").await, "a write through c");
+        assert!(written > 0);
+        let (value, _) = read(b, &name, "k", Consistency::Linearizable).await;
+        assert_eq!(value.as_deref(), Some("v"), "{name}");
+    }
+    for from in [a, b] {
+        c.dist.nemesis().heal(from.dist.name());
+    }
+    // A table nobody created is still NoTable, after the wait.
+    assert_eq!(
+        c.node.table(get("never", "k", Consistency::Dirty)).await,
+        Reply::Error(Error::NoTable("never".into()))
+    );
     for m in members {
         m.stop().await;
     }

@@ -176,6 +176,16 @@ impl Inner {
             .map_or(0, |l| l.index)
     }
 
+    /// Wait up to `within` until this replica applied `index`; whether it
+    /// did.
+    pub(super) async fn applied_at_least(&self, index: u64, within: Duration) -> bool {
+        self.raft
+            .wait(Some(within))
+            .applied_index_at_least(Some(index), "a read index")
+            .await
+            .is_ok()
+    }
+
     pub(super) fn state(&self) -> std::sync::RwLockReadGuard<'_, super::machine::Applied> {
         self.replica.read().expect("replica poisoned")
     }
@@ -487,6 +497,14 @@ impl Inner {
                 let state = &self.state().state;
                 Ok(CoordReply::Whereis(state.whereis(&name)))
             }
+            // What this node, leading, has applied: every change answered
+            // before it was asked (a node that no longer leads and does
+            // not know it yet may answer less; those asking use it only
+            // to catch up).
+            CoordRequest::ReadIndex => match self.leader() {
+                Some((id, _)) if id == self.me => Ok(CoordReply::ReadIndex(self.applied_index())),
+                _ => Err(self.not_leader()),
+            },
         }
     }
 

@@ -550,6 +550,43 @@ impl Coordination {
         self.inner.state().state.tables.contains_key(name)
     }
 
+    /// Wait (up to the quorum timeout) until this node's replica has
+    /// applied what the leader had when asked. Then what the replica says
+    /// of names and tables is as new as any change answered before this
+    /// call (unless the leader was deposed and did not know it yet: this
+    /// is for catching up, not a linearizable read). Whether it did.
+    pub(crate) async fn caught_up(&self) -> bool {
+        let inner = &self.inner;
+        let deadline = std::time::Instant::now() + inner.config.quorum_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let index = match inner.leader() {
+                Some((id, _)) if id == inner.me => return true,
+                Some((_, leader)) => match inner
+                    .client
+                    .call_within(&leader.name, left, &CoordRequest::ReadIndex)
+                    .await
+                {
+                    Ok(CoordReply::ReadIndex(index)) => Ok(index),
+                    Ok(_) => Err(CoordError::Raft("wrong reply".into())),
+                    Err(CallError::Remote(e)) => Err(e),
+                    Err(CallError::Request(e)) => Err(CoordError::Raft(e.to_string())),
+                },
+                None => Err(CoordError::NotLeader { leader: None }),
+            };
+            match index {
+                Ok(index) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    return inner.applied_at_least(index, left).await;
+                }
+                Err(_) if std::time::Instant::now() + Duration::from_millis(20) < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
     /// Changes whenever the replicated tables' definitions may have.
     pub(crate) fn tables_changed(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.tables_changed.subscribe()

@@ -60,6 +60,10 @@ pub enum CoordRequest {
     Remove(String),
     /// To the leader: make a live learner a voter.
     AddVoter(String),
+    /// To the leader: the log index it has applied, so that the asking
+    /// node, once it applied that too, knows every change answered before
+    /// it asked.
+    ReadIndex,
 }
 
 /// The answer to a [`CoordRequest`].
@@ -91,6 +95,8 @@ pub enum CoordReply {
     Removed(Vec<u64>),
     /// To `AddVoter`: the voters' names after the change.
     Voters(Vec<String>),
+    /// To `ReadIndex`.
+    ReadIndex(u64),
 }
 
 /// Why the coordination service refused a request.

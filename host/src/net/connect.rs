@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use super::frame::{FrameDecoder, PREFIX_BYTES};
+use super::frame::{Frame, FrameDecoder, PREFIX_BYTES};
 use super::handshake::{self, Handshake, LocalInfo, NotAdmitted, PeerInfo, Role, Status};
 use super::lane::Lane;
 use super::nemesis::Fate;
@@ -386,21 +386,36 @@ async fn accept_lanes(dist: Arc<DistInner>, peer: Arc<Peer>) {
     }
 }
 
+/// How many frames of one stream the nemesis may hold at once before the
+/// stream's reader waits (and the sender's flow control holds the rest).
+const HELD_FRAMES_MAX: usize = 1024;
+
 /// Read frames from one stream and dispatch them; a malformed or oversize
 /// frame closes the connection with the reason, logged.
+///
+/// While the nemesis is active (or still holds frames of this stream),
+/// frames go through a task of their own that waits out each one's fate
+/// from its arrival: the reader goes on reading, so a delay is added to
+/// each frame once rather than to the frames behind it too.
 async fn read_stream(dist: Arc<DistInner>, peer: Arc<Peer>, mut recv: quinn::RecvStream) {
     let mut decoder = FrameDecoder::new(dist.config.frame_bytes_max);
     let mut buf = vec![0u8; 64 << 10];
+    let mut held: Option<Held> = None;
     loop {
         match recv.read(&mut buf).await {
             Ok(Some(n)) => decoder.push(&buf[..n]),
             Ok(None) | Err(_) => return,
         }
+        let arrived = tokio::time::Instant::now();
         loop {
             match decoder.next_frame() {
                 Ok(Some(frame)) => {
-                    if dist.nemesis.is_active() && dist.nemesis.fate(&peer.name).await == Fate::Drop
-                    {
+                    let behind = held.as_ref().is_some_and(Held::holds);
+                    if dist.nemesis.is_active() || behind {
+                        let held = held.get_or_insert_with(|| Held::start(&dist, &peer));
+                        if !held.hold(arrived, frame).await {
+                            return;
+                        }
                         continue;
                     }
                     dist.dispatch(&peer, frame);
@@ -413,6 +428,44 @@ async fn read_stream(dist: Arc<DistInner>, peer: Arc<Peer>, mut recv: quinn::Rec
                 }
             }
         }
+    }
+}
+
+/// The frames of one stream the nemesis holds, in arrival order, and the
+/// task that hands them on as their fates say.
+struct Held {
+    frames: tokio::sync::mpsc::Sender<(tokio::time::Instant, Frame)>,
+    /// Frames sent to the task and not yet handed on or dropped.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Held {
+    fn start(dist: &Arc<DistInner>, peer: &Arc<Peer>) -> Held {
+        let (frames, mut queue) =
+            tokio::sync::mpsc::channel::<(tokio::time::Instant, Frame)>(HELD_FRAMES_MAX);
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (dist, peer, left) = (dist.clone(), peer.clone(), pending.clone());
+        tokio::spawn(async move {
+            while let Some((arrived, frame)) = queue.recv().await {
+                if dist.nemesis.fate_of(&peer.name, arrived).await == Fate::Deliver {
+                    dist.dispatch(&peer, frame);
+                }
+                left.fetch_sub(1, std::sync::atomic::Ordering::Release);
+            }
+        });
+        Held { frames, pending }
+    }
+
+    /// Whether frames are still held: later ones must queue behind them.
+    fn holds(&self) -> bool {
+        self.pending.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    /// Queue `frame`, which arrived at `arrived`; false if the task ended.
+    async fn hold(&self, arrived: tokio::time::Instant, frame: Frame) -> bool {
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        self.frames.send((arrived, frame)).await.is_ok()
     }
 }
 

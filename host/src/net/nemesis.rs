@@ -141,8 +141,15 @@ impl Nemesis {
 
     /// Decide a frame from `peer` that arrived now: wait out a delay or a
     /// pause, then deliver it or drop it.
+    #[cfg(test)]
     pub(super) async fn fate(&self, peer: &str) -> Fate {
-        let arrived = Instant::now();
+        self.fate_of(peer, Instant::now()).await
+    }
+
+    /// Decide a frame from `peer` that arrived at `arrived`: wait out a
+    /// delay (due at `arrived` + delay) or a pause, then deliver it or
+    /// drop it.
+    pub(super) async fn fate_of(&self, peer: &str, arrived: Instant) -> Fate {
         let mut changes = self.changed.subscribe();
         loop {
             let (faults, roll) = {

@@ -728,6 +728,21 @@ impl Group {
         Some((id, member))
     }
 
+    /// The leader, waiting for one to be known up to `deadline` (a group
+    /// just started, or electing).
+    pub(crate) async fn leader_by(&self, deadline: tokio::time::Instant) -> Option<(u64, Member)> {
+        if let Some(leader) = self.leader() {
+            return Some(leader);
+        }
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = self
+            .raft
+            .wait(Some(left))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await;
+        self.leader()
+    }
+
     /// Whether this node's replica may lag the group's committed state by
     /// more than the time an entry takes to arrive: it leads without a
     /// recent quorum, or follows without hearing from a leader lately.

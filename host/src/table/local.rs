@@ -536,6 +536,14 @@ impl LocalTables {
         Ok(local.disc.clone())
     }
 
+    /// Whether this node keeps table `name` (its own, or a replica).
+    pub fn has(&self, name: &str) -> bool {
+        self.tables
+            .read()
+            .expect("tables poisoned")
+            .contains_key(name)
+    }
+
     /// The tables' names, sorted.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self

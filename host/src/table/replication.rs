@@ -260,6 +260,11 @@ pub(crate) trait Replicated: Send + Sync {
     fn takes(&self, request: &Request) -> bool;
     /// Answer such a request.
     fn answer(self: Arc<Self>, request: Request) -> Pending<Reply>;
+    /// Resolves once this node knows every table defined before it was
+    /// called (its coordination replica caught up with a read index), or
+    /// that could not be learnt within the quorum timeout: a table just
+    /// created through another node is not answered `NoTable` here.
+    fn caught_up(&self) -> Pending<()>;
     /// Whether this node's replica of `table` may be stale.
     fn stale(&self, table: &str) -> bool;
     /// The replicated tables' names.
@@ -568,17 +573,13 @@ impl Replication {
                     if (copy != Copy::Ram) != group.disc
                         || (copy == Copy::DiscOnly) != group.machine.rows_on_disc() =>
                 {
-                    match self.recopy(group, copy).await {
+                    match self.recopy(group.clone(), copy).await {
                         Ok(group) => group,
                         Err(why) => {
+                            // Out of the map already: stopped here, and
+                            // started again at the next reconciliation.
                             tracing::error!(table = %entry.spec.name, "cannot change this node's copy type: {why}");
-                            if let Some(group) = self.group(&entry.spec.name) {
-                                self.groups
-                                    .lock()
-                                    .expect("groups poisoned")
-                                    .remove(&entry.spec.name);
-                                self.end(&group, Some(entry)).await;
-                            }
+                            self.end(&group, Some(entry)).await;
                             continue;
                         }
                     }
@@ -852,6 +853,12 @@ impl Replication {
     async fn recopy(&self, group: Arc<Group>, copy: Copy) -> Result<Arc<Group>, String> {
         let disc = copy != Copy::Ram;
         let rows_on_disc = copy == Copy::DiscOnly;
+        // Out of the map first: requests meanwhile find no group here and
+        // go elsewhere, or ask again.
+        self.groups
+            .lock()
+            .expect("groups poisoned")
+            .remove(&group.table);
         let _ = group.raft.shutdown().await;
         let file = raft_file(&group.table, group.id);
         let storage = if disc == group.disc {
@@ -1192,6 +1199,13 @@ impl Replication {
                 match group.commit(command, deadline).await {
                     Ok(outcome) => Ok(TableReply::Committed(outcome)),
                     Err(GroupError::NoQuorum) => Err(TableServiceError::NoQuorum),
+                    // The replica stopped meanwhile (its copy type changes,
+                    // or it was removed): not taken here, ask again.
+                    Err(GroupError::Failed(_))
+                        if !self.group(&table).is_some_and(|g| Arc::ptr_eq(&g, &group)) =>
+                    {
+                        Err(TableServiceError::NotRunning)
+                    }
                     Err(GroupError::Failed(why)) => Err(TableServiceError::Raft(why)),
                 }
             }
@@ -1245,7 +1259,7 @@ impl Replication {
         }
         match (self.group(&table), consistency) {
             (Some(_), Consistency::Dirty) => local(request),
-            (Some(group), Consistency::Linearizable) => match group.leader() {
+            (Some(group), Consistency::Linearizable) => match group.leader_by(deadline).await {
                 Some((id, _)) if id == group.me => match group.confirm_lead(deadline).await {
                     Ok(()) => {
                         let mut reply = local(dirty(request));
@@ -1739,6 +1753,15 @@ impl Replication {
 }
 
 impl Replicated for Replication {
+    fn caught_up(&self) -> Pending<()> {
+        let coord = self.coordination();
+        Box::pin(async move {
+            if let Some(coord) = coord {
+                coord.caught_up().await;
+            }
+        })
+    }
+
     fn takes(&self, request: &Request) -> bool {
         self.takes_plain(request) || self.names_fragmented(request)
     }

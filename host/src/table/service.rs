@@ -151,6 +151,48 @@ impl Tables {
 
     /// Answer `request` from `caller`, a process of `node`.
     pub(crate) fn call(&self, node: &Arc<NodeInner>, caller: Pid, request: Request) -> Answer {
+        if let Some(replication) = self.replication.get() {
+            if replication.takes(&request) {
+                return Answer::Later(replication.clone().answer(request));
+            }
+            if self.names_unknown(&request) {
+                // Perhaps a table just created through another node, whose
+                // definition this node has not applied yet: once caught
+                // up, asked again (and answered `NoTable` if it still is).
+                let caught_up = replication.caught_up();
+                let node = node.clone();
+                return Answer::Later(Box::pin(async move {
+                    caught_up.await;
+                    match node.tables.call_known(&node, caller, request) {
+                        Answer::Now(reply) => reply,
+                        Answer::Later(reply) => reply.await,
+                    }
+                }));
+            }
+        }
+        self.call_known(node, caller, request)
+    }
+
+    /// Whether `request` names a table neither this node nor replication
+    /// knows of.
+    fn names_unknown(&self, request: &Request) -> bool {
+        let unknown = |table: &str| !self.local.has(table);
+        match request {
+            Request::Get { table, .. }
+            | Request::IndexGet { table, .. }
+            | Request::Range { table, .. }
+            | Request::Next { table, .. }
+            | Request::Prefix { table, .. }
+            | Request::Info { table }
+            | Request::Subscribe { table }
+            | Request::Delete { table } => unknown(table),
+            Request::Commit(batches) => batches.iter().any(|(table, _)| unknown(table)),
+            _ => false,
+        }
+    }
+
+    /// [`Tables::call`], without waiting to learn of tables.
+    fn call_known(&self, node: &Arc<NodeInner>, caller: Pid, request: Request) -> Answer {
         if let Some(replication) = self.replication.get()
             && replication.takes(&request)
         {
