@@ -107,6 +107,12 @@ pub struct CoordConfig {
     /// the replicas agree within about this long. A replica that has not
     /// heard from every other for three times this marks its reads stale.
     pub ap_sync_interval: Duration,
+    /// How long a conflict-free last-writer-wins table keeps a deleted
+    /// key's tombstone (so that an older write arriving late cannot bring
+    /// the key back) before forgetting it, freeing its place under
+    /// `records_max`. A replica cut off for longer than this may bring a
+    /// key deleted meanwhile back when it returns.
+    pub ap_tombstone_keep: Duration,
     /// How long a transaction over several replicated tables may hold
     /// keys (prepared, not yet resolved) before the leader of a table it
     /// holds finishes it as its home table decides, rolling it back if
@@ -132,6 +138,7 @@ impl CoordConfig {
             heartbeat: Duration::from_millis(50),
             snapshot_every: 10_000,
             ap_sync_interval: Duration::from_millis(500),
+            ap_tombstone_keep: Duration::from_secs(3600),
             tx_resolve_after: Duration::from_secs(3),
             limits: CoordLimits::default(),
         }

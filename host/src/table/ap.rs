@@ -71,6 +71,10 @@ pub(crate) struct ApReplica {
     /// Entries to push, and per peer entries a push missed, at most
     /// (`conflict_free_pending_max`; beyond, anti-entropy brings them).
     pending_max: usize,
+    /// How long a deleted key's tombstone is kept.
+    tombstone_keep: Duration,
+    /// When tombstones were last looked for.
+    forgot: Mutex<Instant>,
     state: Mutex<State>,
     /// Entries to push, by key (the newest state of each).
     outbox: Mutex<BTreeMap<Vec<u8>, Entry>>,
@@ -152,6 +156,25 @@ impl State {
     fn get(&self, key: &[u8]) -> Option<&Entry> {
         self.entries[bucket(key)].get(key).map(|(e, _)| e)
     }
+
+    /// Forget the tombstones of keys deleted before `horizon` (hybrid
+    /// clock time): their keys.
+    fn forget_deleted(&mut self, horizon: u64) -> Vec<Vec<u8>> {
+        let mut forgotten = Vec::new();
+        for (at, bucket) in self.entries.iter_mut().enumerate() {
+            bucket.retain(|key, (entry, hash)| {
+                if !entry.deleted_before(horizon) {
+                    return true;
+                }
+                self.buckets[at] = self.buckets[at].wrapping_sub(*hash);
+                self.total = self.total.wrapping_sub(*hash);
+                forgotten.push(key.clone());
+                false
+            });
+        }
+        self.len -= forgotten.len();
+        forgotten
+    }
 }
 
 impl ApReplica {
@@ -164,6 +187,7 @@ impl ApReplica {
         handle: ReplicaHandle,
         records_max: u64,
         pending_max: usize,
+        tombstone_keep: Duration,
     ) -> ApReplica {
         let kind = handle.schema().kind;
         let clock = uhlc::HLCBuilder::new()
@@ -178,6 +202,8 @@ impl ApReplica {
             handle,
             records_max,
             pending_max,
+            tombstone_keep,
+            forgot: Mutex::new(Instant::now()),
             state: Mutex::new(State {
                 entries: vec![std::collections::HashMap::new(); BUCKETS],
                 len: 0,
@@ -192,6 +218,59 @@ impl ApReplica {
             disc: Mutex::default(),
             backlog: Mutex::default(),
         }
+    }
+
+    /// The hybrid-clock time before which a deleted key's tombstone is
+    /// forgotten.
+    fn horizon(&self) -> u64 {
+        let now = self.clock.new_timestamp().get_time().as_u64();
+        now.saturating_sub(uhlc::NTP64::from(self.tombstone_keep).as_u64())
+    }
+
+    /// Forget the tombstones of keys deleted longer than `tombstone_keep`
+    /// ago, if a tenth of that (at least a second) passed since the last
+    /// look: how many. Each frees its place under `records_max`.
+    pub(crate) fn forget_deleted(&self) -> usize {
+        {
+            let mut forgot = self.forgot.lock().expect("forgot poisoned");
+            let every = (self.tombstone_keep / 10).max(Duration::from_secs(1));
+            if forgot.elapsed() < every {
+                return 0;
+            }
+            *forgot = Instant::now();
+        }
+        self.forget_deleted_before(self.horizon())
+    }
+
+    /// Forget the tombstones of keys deleted before `horizon`: how many.
+    fn forget_deleted_before(&self, horizon: u64) -> usize {
+        let mut state = self.state.lock().expect("replica state poisoned");
+        let forgotten = state.forget_deleted(horizon);
+        if forgotten.is_empty() {
+            return 0;
+        }
+        // A disc replica's rows of them go too.
+        if let Some(disc) = self.disc.lock().expect("disc poisoned").as_ref() {
+            let index = self.handle.applied();
+            let (done, _) = tokio::sync::oneshot::channel();
+            disc.persist(Persist {
+                applied: index,
+                rows: forgotten.iter().map(|k| (k.clone(), None)).collect(),
+                fences: Vec::new(),
+                replace: false,
+                records: 0,
+                generation: 0,
+                done,
+            });
+        }
+        tracing::debug!(table = %self.table, forgotten = forgotten.len(), "forgot deleted keys' tombstones");
+        forgotten.len()
+    }
+
+    /// Keys held, deleted ones included (what `records_max` bounds).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.state.lock().expect("replica state poisoned").len
     }
 
     /// A time later than anything `old` holds and than this node's clock.
@@ -406,6 +485,7 @@ impl ApReplica {
     /// Merge entries from another replica: how many keys changed here.
     /// Subscribers are told the changes, and each conflict settled.
     pub(crate) fn merge(&self, entries: Vec<Keyed>, key_bytes_max: usize) -> usize {
+        let horizon = self.horizon();
         let mut state = self.state.lock().expect("replica state poisoned");
         let mut ops = Vec::new();
         let mut conflicts = Vec::new();
@@ -429,6 +509,8 @@ impl ApReplica {
                 let _ = self.clock.update_with_timestamp(&stamp);
             }
             let merged = match state.get(&key) {
+                // A tombstone this replica forgot already (or would).
+                None if theirs.deleted_before(horizon) => None,
                 None => Some(theirs),
                 Some(mine) => {
                     let (merged, conflict) = mine.merge(&theirs);
@@ -621,5 +703,98 @@ impl ApReplica {
             Some(at) => at.elapsed() > within,
             None => true,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::local::LocalTables;
+    use crate::table::state::Schema;
+
+    fn replica(records_max: u64) -> (LocalTables, ApReplica) {
+        let tables = LocalTables::default();
+        let schema = Schema {
+            name: "presence".into(),
+            kind: Kind::Lww,
+            indexes: Vec::new(),
+        };
+        let handle = tables.insert_replica(schema, None).expect("a replica");
+        let ap = ApReplica::new(
+            "presence".into(),
+            1,
+            7,
+            handle,
+            records_max,
+            100,
+            Duration::from_secs(3600),
+        );
+        (tables, ap)
+    }
+
+    fn batch(ops: Vec<Op>) -> Batch {
+        Batch {
+            conditions: Vec::new(),
+            ops,
+        }
+    }
+
+    fn put(key: &str) -> Op {
+        Op::Put {
+            key: key.into(),
+            value: b"here".to_vec(),
+            index_values: Vec::new(),
+        }
+    }
+
+    fn delete(key: &str) -> Op {
+        Op::Delete { key: key.into() }
+    }
+
+    #[test]
+    fn forgotten_tombstones_free_their_places_and_old_ones_are_not_taken_back() {
+        let (tables, ap) = replica(3);
+        ap.write(batch(vec![put("a"), put("b"), put("c")]))
+            .expect("three keys");
+        let full = ap.write(batch(vec![put("d")]));
+        let limit = |r: &Result<_, Error>| matches!(r, Err(Error::Aborted { abort: Abort::Limit { limit, .. }, .. }) if limit.starts_with("records_max"));
+        assert!(limit(&full), "{full:?}");
+        // Deleted keys keep their tombstones, and their places.
+        ap.write(batch(vec![delete("a"), delete("b")]))
+            .expect("two deletes");
+        assert_eq!(ap.held(), 3);
+        assert!(limit(&ap.write(batch(vec![put("d")]))));
+        let (a_tombstone, old) = {
+            let state = ap.state.lock().unwrap();
+            let time = |key: &[u8]| match state.get(key) {
+                Some(Entry::Lww { stamp, .. }) => stamp.time,
+                other => panic!("{other:?}"),
+            };
+            let old = time(b"a").min(time(b"b"));
+            (state.get(b"a").unwrap().clone(), old)
+        };
+        // A horizon before the deletes forgets nothing (nor does the
+        // replica's own, an hour back) ...
+        assert_eq!(ap.forget_deleted_before(old), 0);
+        assert_eq!(ap.forget_deleted(), 0);
+        assert_eq!(ap.forget_deleted_before(ap.horizon()), 0);
+        // ... one after them forgets both, and frees their places.
+        assert_eq!(ap.forget_deleted_before(u64::MAX), 2);
+        assert_eq!(ap.held(), 1);
+        ap.write(batch(vec![put("d"), put("e")]))
+            .expect("two new keys in the freed places");
+        let read = |key: &[u8]| tables.get("presence", key).expect("the table").0;
+        assert!(read(b"a").is_empty() && read(b"b").is_empty());
+        assert_eq!(read(b"c").len(), 1);
+        // A peer's tombstone older than the horizon is not taken back; a
+        // recent one is.
+        let mut stale = a_tombstone.clone();
+        if let Entry::Lww { stamp, .. } = &mut stale {
+            stamp.time = 1;
+        }
+        assert_eq!(ap.merge(vec![(b"x".to_vec(), stale)], 1024), 0);
+        assert_eq!(ap.held(), 3);
+        assert_eq!(ap.merge(vec![(b"a".to_vec(), a_tombstone)], 1024), 1);
+        assert_eq!(ap.held(), 4);
     }
 }

@@ -58,6 +58,14 @@ pub(crate) struct Element {
     pub index_values: Vec<Vec<u8>>,
 }
 
+impl Entry {
+    /// Whether this is a last-writer-wins key deleted before `horizon`
+    /// (hybrid-clock time).
+    pub(crate) fn deleted_before(&self, horizon: u64) -> bool {
+        matches!(self, Entry::Lww { stamp, value: None, .. } if stamp.time < horizon)
+    }
+}
+
 impl Element {
     fn newest(&self) -> Option<(u64, Origin)> {
         self.dots.iter().map(|(o, t)| (*t, *o)).max()

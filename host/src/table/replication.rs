@@ -299,6 +299,8 @@ pub(crate) struct Replication {
     /// How often a conflict-free replica compares digests with each other
     /// replica.
     sync_every: Duration,
+    /// How long a deleted key's tombstone is kept (`ap_tombstone_keep`).
+    tombstone_keep: Duration,
     /// Where `disc` copies keep their group's log.
     raft_dir: PathBuf,
     raft_config: Arc<openraft::Config>,
@@ -390,6 +392,7 @@ impl Replication {
             written: Mutex::default(),
             aps: Mutex::default(),
             sync_every: config.ap_sync_interval,
+            tombstone_keep: config.ap_tombstone_keep,
             raft_dir: config.data_dir.join("tables").join("raft"),
             raft_config: Arc::new(raft_config),
             quorum_timeout: config.quorum_timeout,

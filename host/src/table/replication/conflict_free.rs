@@ -177,6 +177,7 @@ impl Replication {
             handle,
             limits.table.records_max,
             limits.conflict_free_pending_max,
+            self.tombstone_keep,
         ));
         if self.copy_of(entry) == Some(Copy::Disc) {
             match self.open_ap_file(entry, &ap) {
@@ -357,6 +358,9 @@ impl Replication {
                 let Some(entry) = self.entry(&ap.table).filter(|e| e.id == ap.id) else {
                     continue;
                 };
+                // Tombstones past `ap_tombstone_keep` go (every replica
+                // forgets them by the same clock, and none takes them back).
+                ap.forget_deleted();
                 for peer in self.peers_of(&entry) {
                     if ap.has_missed(&peer) && ap.syncing(Round::Missed, &peer) {
                         let (me, ap, peer) = (self.clone(), ap.clone(), peer.clone());
