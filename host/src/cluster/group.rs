@@ -838,14 +838,48 @@ impl Inner {
                 )),
             };
         }
-        match self
-            .client
-            .call_within(&member.name, timeout, &CoordRequest::KeepAlive(id))
+        self.call(&member.name, timeout, &CoordRequest::KeepAlive(id))
             .await
-        {
-            Ok(_) => Ok(()),
+            .map(|_| ())
+    }
+
+    /// Ask `node`'s coordination service `request`, within `within`: its
+    /// reply, or its refusal (a failed call as `Raft`).
+    pub(super) async fn call(
+        &self,
+        node: &str,
+        within: Duration,
+        request: &CoordRequest,
+    ) -> Result<CoordReply, CoordError> {
+        match self.client.call_within(node, within, request).await {
+            Ok(reply) => Ok(reply),
             Err(CallError::Remote(e)) => Err(e),
             Err(CallError::Request(e)) => Err(CoordError::Raft(e.to_string())),
+        }
+    }
+
+    /// Run `attempt` until it answers, again every 20 ms while it fails
+    /// (no leader known, or the leader did not answer) and the quorum
+    /// timeout has not passed since the call: the answer, or how long it
+    /// was tried for.
+    pub(super) async fn until_answered<T, F>(
+        &self,
+        mut attempt: impl FnMut(Duration) -> F,
+    ) -> Result<T, Duration>
+    where
+        F: std::future::Future<Output = Result<T, CoordError>>,
+    {
+        let started = Instant::now();
+        let deadline = started + self.config.quorum_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match attempt(left).await {
+                Ok(answer) => return Ok(answer),
+                Err(_) if Instant::now() + Duration::from_millis(20) < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(_) => return Err(started.elapsed()),
+            }
         }
     }
 

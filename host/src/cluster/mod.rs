@@ -557,33 +557,33 @@ impl Coordination {
     /// is for catching up, not a linearizable read). Whether it did.
     pub(crate) async fn caught_up(&self) -> bool {
         let inner = &self.inner;
-        let deadline = std::time::Instant::now() + inner.config.quorum_timeout;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let index = match inner.leader() {
-                Some((id, _)) if id == inner.me => return true,
-                Some((_, leader)) => match inner
-                    .client
-                    .call_within(&leader.name, left, &CoordRequest::ReadIndex)
-                    .await
-                {
-                    Ok(CoordReply::ReadIndex(index)) => Ok(index),
-                    Ok(_) => Err(CoordError::Raft("wrong reply".into())),
-                    Err(CallError::Remote(e)) => Err(e),
-                    Err(CallError::Request(e)) => Err(CoordError::Raft(e.to_string())),
-                },
-                None => Err(CoordError::NotLeader { leader: None }),
-            };
-            match index {
-                Ok(index) => {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    return inner.applied_at_least(index, left).await;
+        let started = std::time::Instant::now();
+        // `None`: this node leads, and has applied what it answered.
+        let index = inner
+            .until_answered(|left| async move {
+                match inner.leader() {
+                    Some((id, _)) if id == inner.me => Ok(None),
+                    Some((_, leader)) => match inner
+                        .call(&leader.name, left, &CoordRequest::ReadIndex)
+                        .await?
+                    {
+                        CoordReply::ReadIndex(index) => Ok(Some(index)),
+                        _ => Err(CoordError::Raft("wrong reply".into())),
+                    },
+                    None => Err(CoordError::NotLeader { leader: None }),
                 }
-                Err(_) if std::time::Instant::now() + Duration::from_millis(20) < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(_) => return false,
+            })
+            .await;
+        match index {
+            Ok(None) => true,
+            Ok(Some(index)) => {
+                let left = inner
+                    .config
+                    .quorum_timeout
+                    .saturating_sub(started.elapsed());
+                inner.applied_at_least(index, left).await
             }
+            Err(_) => false,
         }
     }
 
@@ -737,37 +737,23 @@ impl Coordination {
     /// still leads: never older than any registration completed before.
     pub async fn whereis_linearizable(&self, name: &str) -> Result<Option<Pid>, GlobalError> {
         let inner = &self.inner;
-        let started = std::time::Instant::now();
-        let deadline = started + inner.config.quorum_timeout;
-        loop {
-            let answer = match inner.leader() {
-                Some((id, _)) if id == inner.me => inner
-                    .ensure_linearizable()
-                    .await
-                    .map(|()| self.whereis(name)),
-                Some((_, leader)) => {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    match inner
-                        .client
-                        .call_within(&leader.name, left, &CoordRequest::Whereis(name.to_string()))
+        let request = &CoordRequest::Whereis(name.to_string());
+        inner
+            .until_answered(|left| async move {
+                match inner.leader() {
+                    Some((id, _)) if id == inner.me => inner
+                        .ensure_linearizable()
                         .await
-                    {
-                        Ok(CoordReply::Whereis(pid)) => Ok(pid),
-                        Ok(_) => Err(CoordError::Raft("wrong reply".into())),
-                        Err(CallError::Remote(e)) => Err(e),
-                        Err(CallError::Request(e)) => Err(CoordError::Raft(e.to_string())),
-                    }
+                        .map(|()| self.whereis(name)),
+                    Some((_, leader)) => match inner.call(&leader.name, left, request).await? {
+                        CoordReply::Whereis(pid) => Ok(pid),
+                        _ => Err(CoordError::Raft("wrong reply".into())),
+                    },
+                    None => Err(CoordError::NotLeader { leader: None }),
                 }
-                None => Err(CoordError::NotLeader { leader: None }),
-            };
-            match answer {
-                Ok(pid) => return Ok(pid),
-                Err(_) if std::time::Instant::now() + Duration::from_millis(20) < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(_) => return Err(GlobalError::NoQuorum(started.elapsed())),
-            }
-        }
+            })
+            .await
+            .map_err(GlobalError::NoQuorum)
     }
 
     /// Take `locks` for `pid` (a process of this node), all at once, waiting

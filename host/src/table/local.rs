@@ -268,7 +268,8 @@ fn put_whole(local: &Local, current: &mut Table, table: Table) -> Option<Durable
         .collect();
     // A disc_only table reads the new rows from its overlay until they
     // are written.
-    let generation = disc.rows().map_or(0, |on_disc| {
+    let on_disc = disc.rows();
+    let generation = on_disc.as_ref().map_or(0, |on_disc| {
         on_disc.stage_all(table.applied(), rows.clone());
         on_disc.generation()
     });
@@ -282,7 +283,7 @@ fn put_whole(local: &Local, current: &mut Table, table: Table) -> Option<Durable
         generation,
         done,
     });
-    *current = match disc.rows() {
+    *current = match on_disc {
         Some(on_disc) => {
             let fences = table.fences().into_iter().collect();
             Table::on_disc(

@@ -361,6 +361,14 @@ fn random_id() -> u64 {
 }
 
 /// The file of a `disc` copy's group log: by the table's name and id.
+/// Under the tables' directory: a conflict-free `disc` replica's file,
+/// in `ap/<table id>/`.
+const AP_DIR: &str = "ap";
+
+/// Under the tables' directory: a `disc_only` replica's rows, in
+/// `rows/<table id>/`.
+const ROWS_DIR: &str = "rows";
+
 fn raft_file(table: &str, id: u64) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(table.as_bytes());
@@ -677,10 +685,13 @@ impl Replication {
         }
         // Conflict-free replicas' files: `ap/<id>/`; disc_only replicas'
         // rows: `rows/<id>/`.
-        let base = self.raft_dir.parent().unwrap_or(&self.raft_dir);
-        for path in ["ap", "rows"]
+        for path in [AP_DIR, ROWS_DIR]
             .into_iter()
-            .flat_map(|sub| std::fs::read_dir(base.join(sub)).into_iter().flatten())
+            .flat_map(|sub| {
+                std::fs::read_dir(self.tables_dir().join(sub))
+                    .into_iter()
+                    .flatten()
+            })
             .flatten()
             .map(|d| d.path())
         {
@@ -783,11 +794,18 @@ impl Replication {
 
     /// Where a `disc_only` replica of the group `id` keeps its rows.
     fn rows_dir(&self, id: u64) -> std::path::PathBuf {
-        self.raft_dir
-            .parent()
-            .unwrap_or(&self.raft_dir)
-            .join("rows")
-            .join(id.to_string())
+        self.replica_dir(ROWS_DIR, id)
+    }
+
+    /// The tables' directory (`<coordination data dir>/tables/`).
+    fn tables_dir(&self) -> &std::path::Path {
+        self.raft_dir.parent().unwrap_or(&self.raft_dir)
+    }
+
+    /// The directory of a replica of table `id` kept under `sub`
+    /// ([`AP_DIR`], [`ROWS_DIR`]) of the tables' directory.
+    fn replica_dir(&self, sub: &str, id: u64) -> std::path::PathBuf {
+        self.tables_dir().join(sub).join(id.to_string())
     }
 
     /// Drop this node's replica of `table` (group `id`), removing a

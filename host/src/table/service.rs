@@ -160,17 +160,20 @@ impl Tables {
                 // definition this node has not applied yet: once caught
                 // up, asked again (and answered `NoTable` if it still is).
                 let caught_up = replication.caught_up();
-                let node = node.clone();
+                let (node, replication) = (node.clone(), replication.clone());
                 return Answer::Later(Box::pin(async move {
                     caught_up.await;
-                    match node.tables.call_known(&node, caller, request) {
+                    if replication.takes(&request) {
+                        return replication.answer(request).await;
+                    }
+                    match node.tables.call_here(&node, caller, request) {
                         Answer::Now(reply) => reply,
                         Answer::Later(reply) => reply.await,
                     }
                 }));
             }
         }
-        self.call_known(node, caller, request)
+        self.call_here(node, caller, request)
     }
 
     /// Whether `request` names a table neither this node nor replication
@@ -191,13 +194,9 @@ impl Tables {
         }
     }
 
-    /// [`Tables::call`], without waiting to learn of tables.
-    fn call_known(&self, node: &Arc<NodeInner>, caller: Pid, request: Request) -> Answer {
-        if let Some(replication) = self.replication.get()
-            && replication.takes(&request)
-        {
-            return Answer::Later(replication.clone().answer(request));
-        }
+    /// Answer `request` from this node's tables (replication does not
+    /// take it).
+    fn call_here(&self, node: &Arc<NodeInner>, caller: Pid, request: Request) -> Answer {
         match request {
             Request::Commit(batches) => return self.commit(batches),
             Request::Delete { table } => return self.delete(node, &table),

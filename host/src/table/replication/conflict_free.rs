@@ -88,11 +88,7 @@ impl Replication {
     /// Where a `disc` replica of conflict-free `entry`'s table keeps its
     /// file: `<coordination data dir>/tables/ap/<table id>/`.
     fn ap_dir(&self, id: u64) -> std::path::PathBuf {
-        self.raft_dir
-            .parent()
-            .unwrap_or(&self.raft_dir)
-            .join("ap")
-            .join(id.to_string())
+        self.replica_dir(super::AP_DIR, id)
     }
 
     /// The file of a `disc` replica of `table` (id `id`): made empty.
