@@ -10,7 +10,9 @@
 //! - `checkout USER`: in one transaction over three tables, take every
 //!   item of the cart out of stock, record the order and empty the cart;
 //!   if any item is short, nothing changes and the role fails with
-//!   `out_of_stock: ITEM`.
+//!   `out_of_stock: ITEM`. An unknown outcome (`no_quorum` while a group
+//!   elects) is asked again, and a try that finds the cart emptied and
+//!   the order recorded knows the earlier one took.
 //! - `watch N`: subscribe to `orders` and log the next N orders as they
 //!   commit, then end.
 //! - `replicate [STOCK] [FRAGMENTS]`: as `setup`, but each table
@@ -202,34 +204,51 @@ fn shop_exactly(user: &str, item: &str, n: u32) -> Result<(), String> {
 
 fn checkout(user: &str) -> Result<(), String> {
     let user = user.to_string();
-    let outcome = table::transaction(|tx: &mut Tx| {
-        let cart = tx.read(&CARTS, &user)?.unwrap_or_default();
-        if cart.items.is_empty() {
-            return table::cancel("the cart is empty");
-        }
-        for (item, n) in &cart.items {
-            let left = tx.read(&STOCK, item)?.unwrap_or(0);
-            if left < *n {
-                // Nothing of this transaction is written, the stock
-                // taken above included.
-                return table::cancel(format!("out_of_stock: {item}"));
+    // An unknown outcome (`no_quorum` or `unavailable` while a group
+    // elects a new leader after a node's loss) is asked again for up to
+    // about 30 s. A try after one whose outcome was unknown that finds the
+    // cart empty and an order recorded knows the earlier try took.
+    let mut tries = 0;
+    loop {
+        let retried = tries > 0;
+        let outcome = table::transaction(|tx: &mut Tx| {
+            let cart = tx.read(&CARTS, &user)?.unwrap_or_default();
+            if cart.items.is_empty() {
+                if retried && let Some(order) = tx.read(&ORDERS, &user)? {
+                    return Ok(order);
+                }
+                return table::cancel("the cart is empty");
             }
-            tx.write(&STOCK, item, &(left - n))?;
+            for (item, n) in &cart.items {
+                let left = tx.read(&STOCK, item)?.unwrap_or(0);
+                if left < *n {
+                    // Nothing of this transaction is written, the stock
+                    // taken above included.
+                    return table::cancel(format!("out_of_stock: {item}"));
+                }
+                tx.write(&STOCK, item, &(left - n))?;
+            }
+            let order = Order {
+                items: cart.items.clone(),
+            };
+            tx.write(&ORDERS, &user, &order)?;
+            tx.delete(&CARTS, &user)?;
+            Ok(order)
+        });
+        match outcome {
+            Ok(order) => {
+                molt_sdk::info!("cart: {user} bought {:?}", order.items);
+                return Ok(());
+            }
+            Err(table::Error::Table(TableError::NoQuorum | TableError::Unavailable { .. }))
+                if tries < 300 =>
+            {
+                tries += 1;
+                molt_sdk::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(table::Error::Cancelled(why)) => return Err(why),
+            Err(e) => return Err(format!("checkout: {e}")),
         }
-        let order = Order {
-            items: cart.items.clone(),
-        };
-        tx.write(&ORDERS, &user, &order)?;
-        tx.delete(&CARTS, &user)?;
-        Ok(order)
-    });
-    match outcome {
-        Ok(order) => {
-            molt_sdk::info!("cart: {user} bought {:?}", order.items);
-            Ok(())
-        }
-        Err(table::Error::Cancelled(why)) => Err(why),
-        Err(e) => Err(format!("checkout: {e}")),
     }
 }
 

@@ -198,7 +198,7 @@ async fn tables(config: &NodeConfig, guests: &Path) -> Result<()> {
     let mut mailbox = members[0].node.mailbox()?;
     let (_, watch) = mailbox.spawn("cart", args(&["checkout", buyer]), false, true)?;
     let why = mailbox
-        .recv_down(watch.expect("monitored"), Duration::from_secs(30))
+        .recv_down(watch.expect("monitored"), Duration::from_secs(60))
         .await;
     if why.as_deref() != Some("normal") {
         bail!("{buyer}'s checkout ended with {why:?}");
