@@ -37,8 +37,9 @@ pub struct BenchArgsCli {
     /// two-node figures remote-pingpong, remote-oneway, remote-4k,
     /// remote-spawn, or the code figures load, upgrade, purge,
     /// upgrade-stream; or `coordination` (names and locks on three nodes,
-    /// disc and ram, contention and failover) or `tables` (mnesia's
-    /// local workloads): these two are not in the default run.
+    /// disc and ram, contention and failover), `tables` (mnesia's
+    /// workloads) or `tables-replicated` (only its two-node part): these
+    /// are not in the default run.
     #[arg(long)]
     pub only: Option<String>,
     /// Seconds of the coordination bench's contention run.
@@ -497,10 +498,15 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             guest_build::build_workspace_guests(&[MODULE])?.join("bench_guest.wasm")
         }
     };
-    if args.only.as_deref() == Some("tables") {
+    let tables = match args.only.as_deref() {
+        Some("tables") => Some(super::bench_tables::Sections::All),
+        Some("tables-replicated") => Some(super::bench_tables::Sections::Replicated),
+        _ => None,
+    };
+    if let Some(sections) = tables {
         let base = args.coord_dir.clone().unwrap_or_else(std::env::temp_dir);
         let dir = base.join(format!("molt-bench-tables-{}", std::process::id()));
-        let figures = super::bench_tables::run(args.runs.max(1), &guest, &dir).await;
+        let figures = super::bench_tables::run(args.runs.max(1), &guest, &dir, sections).await;
         let _ = std::fs::remove_dir_all(&dir);
         let figures = figures?;
         print(
@@ -509,7 +515,7 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
                 .into(),
         );
         if let Some(script) = &args.mnesia {
-            let mnesia = super::bench_tables::mnesia(script, args.runs.max(1))?;
+            let mnesia = super::bench_tables::mnesia(script, args.runs.max(1), sections)?;
             super::bench_tables::print_beside(&figures, &mnesia);
         }
         return Ok(figures);

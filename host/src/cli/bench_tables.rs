@@ -341,8 +341,28 @@ async fn conflict_free(guest: &Path, dir: &Path) -> Result<ApRun> {
     result
 }
 
-/// The figures, `runs` times each; disc tables are kept under `dir`.
-pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
+/// Which figures of this bench to measure.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Sections {
+    /// Every figure: local, replicated and conflict-free.
+    All,
+    /// Only the replicated table on two nodes (mnesia's `cluster`).
+    Replicated,
+}
+
+impl Sections {
+    /// The sections of `run_store.sh` measured against these figures.
+    fn mnesia(self) -> &'static str {
+        match self {
+            Sections::All => "local_ram local_disc cluster",
+            Sections::Replicated => "cluster",
+        }
+    }
+}
+
+/// The figures of `sections`, `runs` times each; disc tables are kept
+/// under `dir`.
+pub async fn run(runs: usize, guest: &Path, dir: &Path, sections: Sections) -> Result<Vec<Figure>> {
     std::fs::create_dir_all(dir)?;
     let config = NodeConfig {
         data_dir: Some(dir.to_path_buf()),
@@ -353,7 +373,8 @@ pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
     let (mut tx1, mut tx8, mut dw, mut dr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut disc1, mut disc8, mut fsync) = (Vec::new(), Vec::new(), Vec::new());
     let (mut only1, mut only8, mut only_read) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs {
+    let local_runs = if sections == Sections::All { runs } else { 0 };
+    for _ in 0..local_runs {
         fresh_kv(&node, Copy::Ram).await?;
         guests(&node, TableOp::Transaction, &[(-WARMUP_N, 0)]).await?;
         let secs = guests(&node, TableOp::Transaction, &split(TX_N, 1)).await?;
@@ -405,7 +426,7 @@ pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
         two_p99.push(run.two_p99);
     }
     let (mut ap_writes, mut ap_converge) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
+    for _ in 0..local_runs {
         let run = conflict_free(guest, &dir.join("cluster-ap")).await?;
         ap_writes.push(run.writes);
         ap_converge.push(run.converge_ms);
@@ -501,7 +522,10 @@ pub async fn run(runs: usize, guest: &Path, dir: &Path) -> Result<Vec<Figure>> {
             unit: "ms",
             runs: ap_converge,
         },
-    ])
+    ]
+    .into_iter()
+    .filter(|f| !f.runs.is_empty())
+    .collect())
 }
 
 /// Each molt figure of this bench and the mnesia figure it is measured
@@ -557,13 +581,17 @@ const BESIDE: &[(&str, &str, bool)] = &[
 
 /// Run mnesia's bench `script` (sections `local_ram local_disc cluster`,
 /// `runs` times) and read its medians: figure name to value.
-pub fn mnesia(script: &Path, runs: usize) -> Result<std::collections::BTreeMap<String, f64>> {
+pub fn mnesia(
+    script: &Path,
+    runs: usize,
+    sections: Sections,
+) -> Result<std::collections::BTreeMap<String, f64>> {
     eprintln!("running mnesia's bench ({}) beside...", script.display());
     let results = std::env::temp_dir().join(format!("molt-mnesia-{}.txt", std::process::id()));
     let output = std::process::Command::new("bash")
         .arg(script)
         .current_dir(script.parent().unwrap_or(Path::new(".")))
-        .env("SECTIONS", "local_ram local_disc cluster")
+        .env("SECTIONS", sections.mnesia())
         .env("RUNS", runs.to_string())
         .env("RESULTS", &results)
         .stderr(std::process::Stdio::inherit())

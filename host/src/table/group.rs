@@ -27,7 +27,7 @@ use openraft::{
     StorageError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::local::ReplicaHandle;
 use super::state::{Abort, Batch, Table};
@@ -91,6 +91,10 @@ pub enum GroupCommand {
         /// The tables.
         tables: Vec<String>,
     },
+    /// (Last: entries are known by their place.) Apply each batch in order, each all of it or none, as if each were
+    /// an entry of its own at this index (commits that waited for the
+    /// same entry, from several writers).
+    Commits(Vec<Batch>),
 }
 
 /// What applying an entry did.
@@ -113,6 +117,8 @@ pub enum GroupOutcome {
         /// The entry that decided.
         index: u64,
     },
+    /// What each batch of a [`GroupCommand::Commits`] did, in order.
+    Each(Vec<GroupOutcome>),
 }
 
 /// A snapshot's contents: the table, the transactions in flight, and
@@ -287,7 +293,7 @@ impl GroupMachine {
                 pending.forget(&tx, &tables);
                 GroupOutcome::Done
             }
-            GroupCommand::Commit(_) | GroupCommand::Restore(_) => {
+            GroupCommand::Commit(_) | GroupCommand::Commits(_) | GroupCommand::Restore(_) => {
                 unreachable!("not a transaction entry")
             }
         }
@@ -351,6 +357,36 @@ impl RaftStateMachine<TableRaft> for GroupMachine {
                             Err(abort) => GroupOutcome::Aborted(abort),
                         },
                     }
+                }
+                EntryPayload::Normal(GroupCommand::Commits(batches)) => {
+                    let held: Vec<Option<Abort>> = {
+                        let pending = self.pending.lock().expect("pending poisoned");
+                        batches.iter().map(|b| pending.held(b, None)).collect()
+                    };
+                    let mut applied = self
+                        .replica
+                        .apply_each(
+                            index,
+                            batches
+                                .into_iter()
+                                .zip(&held)
+                                .filter(|(_, h)| h.is_none())
+                                .map(|(b, _)| b)
+                                .collect(),
+                        )
+                        .into_iter();
+                    GroupOutcome::Each(
+                        held.into_iter()
+                            .map(|h| match h {
+                                Some(abort) => GroupOutcome::Aborted(abort),
+                                None => match applied.next() {
+                                    Some(Ok(())) => GroupOutcome::Committed(index),
+                                    Some(Err(abort)) => GroupOutcome::Aborted(abort),
+                                    None => unreachable!("one outcome per batch applied"),
+                                },
+                            })
+                            .collect(),
+                    )
                 }
                 EntryPayload::Normal(GroupCommand::Restore(bytes)) => {
                     match molt_abi::codec::decode::<Table>(&bytes) {
@@ -487,13 +523,21 @@ pub(crate) struct GroupLink {
 
 /// About the bytes an entry takes on the wire.
 fn entry_bytes(entry: &Entry<TableRaft>) -> usize {
-    use super::state::{Condition, Op};
     let batch = match &entry.payload {
         EntryPayload::Normal(GroupCommand::Commit(batch)) => batch,
+        EntryPayload::Normal(GroupCommand::Commits(batches)) => {
+            return batches.iter().map(batch_bytes).sum::<usize>() + 64;
+        }
         EntryPayload::Normal(GroupCommand::Prepare { intent, .. }) => &intent.batch,
         EntryPayload::Normal(GroupCommand::Restore(bytes)) => return 64 + bytes.len(),
         _ => return 64,
     };
+    64 + batch_bytes(batch)
+}
+
+/// About the bytes a batch takes on the wire.
+fn batch_bytes(batch: &Batch) -> usize {
+    use super::state::{Condition, Op};
     let conditions: usize = batch
         .conditions
         .iter()
@@ -521,7 +565,7 @@ fn entry_bytes(entry: &Entry<TableRaft>) -> usize {
             Op::Add { key, .. } => key.len() + 16,
         })
         .sum();
-    64 + conditions + ops
+    conditions + ops
 }
 
 impl GroupLink {
@@ -665,6 +709,128 @@ pub(crate) struct Group {
     /// runs on until the group no longer counts it, so that the group
     /// never needs a replica that is gone to change its membership).
     pub(crate) leaving: std::sync::Mutex<Option<Instant>>,
+    /// Commits waiting for this node, as the group's leader, to put them
+    /// into its log (its combiner starts with the first).
+    combiner: std::sync::OnceLock<mpsc::UnboundedSender<Waiting>>,
+}
+
+/// Most commits one entry of a group's log carries (from writers that
+/// waited for the same entry).
+pub(crate) const COMBINED_MAX: usize = 64;
+
+/// Most entries of combined commits a leader has in its log unanswered
+/// at once: commits arriving meanwhile wait, and go in together.
+const COMBINED_IN_FLIGHT: usize = 2;
+
+/// A commit waiting for the leader's combiner.
+struct Waiting {
+    batch: Batch,
+    /// When its caller stops waiting.
+    deadline: tokio::time::Instant,
+    answer: tokio::sync::oneshot::Sender<Written>,
+}
+
+/// What became of a commit given to the combiner.
+enum Written {
+    /// Applied: what it did.
+    Done(GroupOutcome),
+    /// This node no longer leads: not taken.
+    NotLeader,
+    /// The group refused or stopped: why.
+    Failed(String),
+    /// Not answered by the last caller's deadline (the entry may still
+    /// apply).
+    Unanswered,
+}
+
+/// Put the commits `waiting` into `raft`'s log as one entry (a single
+/// commit as an entry of its own) and answer each.
+async fn write_combined(raft: Raft<TableRaft>, waiting: Vec<Waiting>) {
+    // Its slot is free again once no caller waits for it.
+    let deadline = waiting
+        .iter()
+        .map(|w| w.deadline)
+        .max()
+        .expect("one at least");
+    let (command, answers): (GroupCommand, Vec<_>) = if waiting.len() == 1 {
+        let Waiting { batch, answer, .. } = waiting.into_iter().next().expect("one");
+        (GroupCommand::Commit(batch), vec![answer])
+    } else {
+        let (batches, answers) = waiting.into_iter().map(|w| (w.batch, w.answer)).unzip();
+        (GroupCommand::Commits(batches), answers)
+    };
+    let n = answers.len();
+    let written = tokio::time::timeout_at(deadline, raft.client_write(command)).await;
+    let mut outcomes: Vec<Written> = match written {
+        Err(_) => (0..n).map(|_| Written::Unanswered).collect(),
+        Ok(Ok(response)) => match response.data {
+            GroupOutcome::Each(each) if each.len() == n => {
+                each.into_iter().map(Written::Done).collect()
+            }
+            outcome if n == 1 => vec![Written::Done(outcome)],
+            other => (0..n)
+                .map(|_| Written::Failed(format!("a combined entry applied as {other:?}")))
+                .collect(),
+        },
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+            (0..n).map(|_| Written::NotLeader).collect()
+        }
+        Ok(Err(e)) => (0..n).map(|_| Written::Failed(e.to_string())).collect(),
+    };
+    for answer in answers.into_iter().rev() {
+        let _ = answer.send(outcomes.pop().expect("one outcome per commit"));
+    }
+}
+
+/// The leader's combiner: takes the commits waiting, up to
+/// [`COMBINED_MAX`] and `bytes_max` bytes, into one entry, with at most
+/// [`COMBINED_IN_FLIGHT`] entries unanswered; ends with its group.
+async fn combine(
+    raft: Raft<TableRaft>,
+    mut waiting: mpsc::UnboundedReceiver<Waiting>,
+    bytes_max: usize,
+) {
+    let mut in_flight = tokio::task::JoinSet::new();
+    let mut carried: Option<Waiting> = None;
+    loop {
+        let first = if in_flight.len() >= COMBINED_IN_FLIGHT {
+            let _ = in_flight.join_next().await;
+            continue;
+        } else if let Some(w) = carried.take() {
+            w
+        } else {
+            tokio::select! {
+                w = waiting.recv() => match w {
+                    Some(w) => w,
+                    None => break,
+                },
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => continue,
+            }
+        };
+        let mut bytes = batch_bytes(&first.batch);
+        let mut taken = vec![first];
+        while taken.len() < COMBINED_MAX {
+            let Ok(next) = waiting.try_recv() else {
+                break;
+            };
+            // A caller that gave up is not written for.
+            if next.answer.is_closed() {
+                continue;
+            }
+            let more = batch_bytes(&next.batch);
+            if bytes + more > bytes_max {
+                carried = Some(next);
+                break;
+            }
+            bytes += more;
+            taken.push(next);
+        }
+        taken.retain(|w| !w.answer.is_closed());
+        if !taken.is_empty() {
+            in_flight.spawn(write_combined(raft.clone(), taken));
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
 }
 
 impl Group {
@@ -695,7 +861,31 @@ impl Group {
             membership: tokio::sync::Mutex::new(()),
             joining: std::sync::atomic::AtomicBool::new(false),
             leaving: std::sync::Mutex::new(None),
+            combiner: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Give `batch` to this node's combiner (it leads the group) to be
+    /// written with the commits waiting beside it.
+    fn write(
+        &self,
+        batch: Batch,
+        deadline: tokio::time::Instant,
+    ) -> tokio::sync::oneshot::Receiver<Written> {
+        let combiner = self.combiner.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let bytes_max = self.machine.replica().limits().batch_bytes_max;
+            tokio::spawn(combine(self.raft.clone(), rx, bytes_max));
+            tx
+        });
+        let (answer, written) = tokio::sync::oneshot::channel();
+        // The combiner ends only with its group.
+        let _ = combiner.send(Waiting {
+            batch,
+            deadline,
+            answer,
+        });
+        written
     }
 
     /// Whether a replica the definition no longer names must run on: the
@@ -786,6 +976,21 @@ impl Group {
         let mut pause = Duration::from_millis(5);
         loop {
             match self.leader() {
+                Some((id, _))
+                    if id == self.me
+                        && let GroupCommand::Commit(batch) = &command =>
+                {
+                    match tokio::time::timeout_at(deadline, self.write(batch.clone(), deadline))
+                        .await
+                    {
+                        Ok(Ok(Written::Done(outcome))) => return Ok(outcome),
+                        Ok(Ok(Written::NotLeader)) => {}
+                        Ok(Ok(Written::Failed(why))) => return Err(GroupError::Failed(why)),
+                        Ok(Ok(Written::Unanswered)) => return Err(GroupError::NoQuorum),
+                        Ok(Err(_)) => return Err(GroupError::Failed("the group stopped".into())),
+                        Err(_) => return Err(GroupError::NoQuorum),
+                    }
+                }
                 Some((id, _)) if id == self.me => {
                     let write = self.raft.client_write(command.clone());
                     match tokio::time::timeout_at(deadline, write).await {

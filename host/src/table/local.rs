@@ -161,31 +161,58 @@ fn commit_telling(
     index: u64,
     extra: Vec<Change>,
 ) -> Committed {
-    // What the disc file needs, read off the batch before it is consumed.
-    let touched = local.disc.as_ref().map(|_| {
-        let mut keys: Vec<Vec<u8>> = batch.ops.iter().map(|op| op_key(op).to_vec()).collect();
-        keys.sort();
-        keys.dedup();
-        let fences: Vec<String> = batch
-            .conditions
-            .iter()
-            .filter_map(|c| match c {
+    commit_each(local, table, index, vec![batch], |_, _| Ok(()), extra).1
+}
+
+/// Commit `batches` in order at log `index`, each checked by `check`
+/// against the table as the ones before it left it (a batch that fails
+/// changes nothing). Subscribers are told every change as one event,
+/// after them `extra`; a disc table's file gets every key they touched
+/// as one write. The table's lock is held throughout, so no reader sees
+/// a state between two of them (they share one version, `index`).
+fn commit_each(
+    local: &Local,
+    table: &mut Table,
+    index: u64,
+    batches: Vec<Batch>,
+    mut check: impl FnMut(&Table, &Batch) -> Result<(), Abort>,
+    extra: Vec<Change>,
+) -> (Vec<Result<(), Abort>>, Committed) {
+    let mut subscribers = local.subscribers.lock().expect("subscribers poisoned");
+    let told = !subscribers.is_empty();
+    let mut changes = Vec::new();
+    let mut outcomes = Vec::with_capacity(batches.len());
+    // What the disc file needs, read off each batch before it is consumed.
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    let mut fences: Vec<String> = Vec::new();
+    for batch in batches {
+        if let Err(abort) = check(table, &batch) {
+            table.note_applied(index);
+            outcomes.push(Err(abort));
+            continue;
+        }
+        if local.disc.is_some() {
+            keys.extend(batch.ops.iter().map(|op| op_key(op).to_vec()));
+            fences.extend(batch.conditions.iter().filter_map(|c| match c {
                 Condition::Fence { lock, .. } => Some(lock.clone()),
                 _ => None,
-            })
-            .collect();
-        (keys, fences)
-    });
-    let mut subscribers = local.subscribers.lock().expect("subscribers poisoned");
-    let mut changes = table.commit(index, batch, !subscribers.is_empty());
+            }));
+        }
+        changes.extend(table.commit(index, batch, told));
+        outcomes.push(Ok(()));
+    }
     changes.extend(extra);
     // A batch that changed nothing (a transaction's reads, checked) is
     // not an event.
-    if !subscribers.is_empty() && !changes.is_empty() {
+    if told && !changes.is_empty() {
         subscribers.retain(|(_, sink)| sink(index, &changes));
     }
-    let durable = match (&local.disc, touched) {
-        (Some(disc), Some((keys, locks))) => {
+    let durable = match &local.disc {
+        Some(disc) if outcomes.iter().any(Result::is_ok) => {
+            keys.sort();
+            keys.dedup();
+            fences.sort();
+            fences.dedup();
             let rows = keys
                 .into_iter()
                 .map(|k| {
@@ -193,7 +220,7 @@ fn commit_telling(
                     (k, row)
                 })
                 .collect();
-            let fences = locks
+            let fences = fences
                 .into_iter()
                 .filter_map(|l| table.fence(&l).map(|t| (l, t)))
                 .collect();
@@ -211,11 +238,14 @@ fn commit_telling(
         }
         _ => None,
     };
-    Committed {
-        index,
-        changes,
-        durable,
-    }
+    (
+        outcomes,
+        Committed {
+            index,
+            changes,
+            durable,
+        },
+    )
 }
 
 /// Told once a disc table's file holds a change, or why it could not.
@@ -807,6 +837,24 @@ impl ReplicaHandle {
         let committed = commit(&self.local, &mut table, batch, index);
         self.note_written(committed.durable);
         Ok(())
+    }
+
+    /// Apply `batches` in order at log `index` (the commits one entry of
+    /// the group's log carries), each checked against the table as the
+    /// ones before it left it: what each did.
+    pub(crate) fn apply_each(&self, index: u64, batches: Vec<Batch>) -> Vec<Result<(), Abort>> {
+        let mut table = self.local.table.lock().expect("table poisoned");
+        let limits = &self.limits;
+        let (outcomes, committed) = commit_each(
+            &self.local,
+            &mut table,
+            index,
+            batches,
+            |table, batch| table.check(batch, limits),
+            Vec::new(),
+        );
+        self.note_written(committed.durable);
+        outcomes
     }
 
     /// Apply a prepared batch at log `index`, unchecked: it was checked

@@ -413,6 +413,55 @@ mod local {
     }
 
     #[test]
+    fn commits_sharing_one_log_entry_apply_in_order_and_are_one_event() {
+        let tables = LocalTables::new(TablesLimits::default());
+        let replica = tables.insert_replica(schema("carts"), None).unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        tables
+            .subscribe(
+                "carts",
+                Box::new(move |index, changes| {
+                    seen.lock().unwrap().push((index, changes.len()));
+                    true
+                }),
+            )
+            .unwrap();
+        replica.apply(3, ops(vec![put("a", "1")])).unwrap();
+        // Two writers read `a` at version 3 and a third writes `b`; the
+        // leader put their commits into entry 4 together.
+        let read_at_3 = |value: &str| Batch {
+            conditions: vec![Condition::Version {
+                key: b"a".to_vec(),
+                version: 3,
+            }],
+            ops: vec![put("a", value)],
+        };
+        let outcomes = replica.apply_each(
+            4,
+            vec![read_at_3("2"), read_at_3("3"), ops(vec![put("b", "x")])],
+        );
+        // The second saw what the first wrote, as if it came after it.
+        assert_eq!(
+            outcomes,
+            vec![
+                Ok(()),
+                Err(Abort::Changed {
+                    key: b"a".to_vec(),
+                    now: Some(4)
+                }),
+                Ok(())
+            ]
+        );
+        let (records, version) = tables.get("carts", b"a").unwrap();
+        assert_eq!((records[0].value.as_slice(), version), (&b"2"[..], Some(4)));
+        assert_eq!(tables.get("carts", b"b").unwrap().1, Some(4));
+        assert_eq!(tables.info("carts").unwrap().applied, 4);
+        // One event for the entry, with both changes in commit order.
+        assert_eq!(*events.lock().unwrap(), vec![(3, 1), (4, 2)]);
+    }
+
+    #[test]
     fn subscribers_see_every_commit_in_order_and_a_gone_one_is_dropped() {
         let tables = LocalTables::new(TablesLimits {
             subscribers_per_table_max: 2,
@@ -690,6 +739,13 @@ fn the_table_group_log_format_only_grows() {
         commit: false,
     });
     let forget = entry(GroupCommand::Forget { tx, tables });
+    let commits = entry(GroupCommand::Commits(vec![
+        batch.clone(),
+        Batch {
+            conditions: Vec::new(),
+            ops: vec![Op::Delete { key: b"d".to_vec() }],
+        },
+    ]));
     let commit = Entry::<TableRaft> {
         log_id,
         payload: EntryPayload::Normal(GroupCommand::Commit(batch)),
@@ -719,6 +775,10 @@ fn the_table_group_log_format_only_grows() {
             molt_abi::codec::encode(&resolve),
         ),
         ("entry.forget".to_string(), molt_abi::codec::encode(&forget)),
+        (
+            "entry.commits".to_string(),
+            molt_abi::codec::encode(&commits),
+        ),
     ];
     crate::cluster::tests::check_log_golden("src/table/log_golden.txt", samples);
 }
