@@ -28,6 +28,7 @@ pub mod code;
 pub mod config;
 pub mod control;
 pub mod engine;
+pub mod http;
 pub mod net;
 pub mod runtime;
 pub mod table;

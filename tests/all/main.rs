@@ -11,6 +11,7 @@ mod fragments;
 mod limits;
 mod messaging;
 mod netns;
+mod observe;
 mod otp;
 mod pg;
 mod replicated;

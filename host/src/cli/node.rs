@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use molt_host::cluster::{CoordConfig, Coordination, LogMode};
+use molt_host::http::{HttpConfig, HttpServer};
 use molt_host::net::{DistConfig, Distribution};
 use molt_host::{Control, Node, NodeConfig, control};
 
@@ -67,8 +68,58 @@ pub struct NodeArgs {
     /// Run no coordination group (no cluster names, locks or elections).
     #[arg(long)]
     no_coordination: bool,
+    /// Serve HTTP (`/metrics`, the JSON API under `/api/`, `/alive`,
+    /// `/ready`) on this address, or `off`. Default: 127.0.0.1:4380, and
+    /// if that port is taken the node runs without it (said in the log).
+    #[arg(long, value_name = "ADDR|off")]
+    http: Option<String>,
+    /// A file holding the token HTTP actions (killing a process) need as
+    /// `Authorization: Bearer TOKEN`; without it every action is refused.
+    #[arg(long, value_name = "FILE")]
+    http_admin_token_file: Option<PathBuf>,
     #[command(flatten)]
     tls: TlsArgs,
+}
+
+/// Start the node's HTTP endpoint as `args` ask (`None`: off, or the
+/// default port was taken).
+async fn start_http(
+    http: Option<&str>,
+    token_file: Option<&std::path::Path>,
+    control: &Control,
+    coordination: Option<Coordination>,
+) -> Result<Option<HttpServer>> {
+    let default = std::net::SocketAddr::from(([127, 0, 0, 1], molt_host::http::DEFAULT_PORT));
+    let (addr, asked) = match http {
+        Some("off") => return Ok(None),
+        Some(text) => (
+            text.parse()
+                .with_context(|| format!("--http {text}: not an address (HOST:PORT) or off"))?,
+            true,
+        ),
+        None => (default, false),
+    };
+    let mut config = HttpConfig::new(addr);
+    if let Some(file) = token_file {
+        let token = std::fs::read_to_string(file)
+            .with_context(|| format!("reading --http-admin-token-file {}", file.display()))?;
+        let token = token.trim();
+        if token.len() < 16 {
+            anyhow::bail!(
+                "the admin token in {} is shorter than 16 characters",
+                file.display()
+            );
+        }
+        config.admin_token = Some(token.to_string());
+    }
+    match HttpServer::start(control.clone(), coordination, config).await {
+        Ok(server) => Ok(Some(server)),
+        Err(e) if !asked && e.kind() == std::io::ErrorKind::AddrInUse => {
+            tracing::warn!(%addr, "HTTP is off: the default port is taken (give --http ADDR)");
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("serving HTTP on {addr}")),
+    }
 }
 
 pub async fn node(mut config: NodeConfig, args: NodeArgs) -> Result<ExitCode> {
@@ -158,6 +209,16 @@ pub async fn node(mut config: NodeConfig, args: NodeArgs) -> Result<ExitCode> {
             Err(e) => eprintln!("molt: cannot join {peer}: {e}"),
         }
     }
+    let http = start_http(
+        args.http.as_deref(),
+        args.http_admin_token_file.as_deref(),
+        &control,
+        coordination.clone(),
+    )
+    .await?;
+    if let Some(http) = &http {
+        say(format!("http on http://{}/", http.local_addr()));
+    }
     let failed = async {
         match &coordination {
             Some(c) => c.failed().await,
@@ -172,6 +233,9 @@ pub async fn node(mut config: NodeConfig, args: NodeArgs) -> Result<ExitCode> {
             node.shutdown(Duration::from_secs(5)).await;
             return Ok(ExitCode::from(70));
         }
+    }
+    if let Some(http) = http {
+        http.stop().await;
     }
     if let Some(c) = &coordination {
         c.shutdown().await;

@@ -65,6 +65,11 @@ impl Lane {
         if over { Pushed::Congested } else { Pushed::Ok }
     }
 
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queue.lock().expect("lane poisoned").bytes
+    }
+
     /// Whether the queue is past its bound now.
     pub fn over_bound(&self) -> bool {
         self.queue.lock().expect("lane poisoned").bytes > self.bytes_max

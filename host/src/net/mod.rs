@@ -44,6 +44,7 @@ use tokio::sync::oneshot;
 
 use self::connect::{accept_loop, transport_config};
 use self::frame::Frame;
+use self::lane::Lane;
 use self::peer::Peer;
 use self::router::RouterHandle;
 use crate::runtime::{HostMailbox, Message, Node, NodeInner, Signal, SpawnError};
@@ -195,6 +196,35 @@ pub enum ConnectError {
     Tls(#[from] tls::TlsError),
 }
 
+/// One connected peer's link, as [`Distribution::peer_stats`] reads it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PeerStats {
+    /// The peer's node name.
+    pub name: String,
+    /// It is hidden (not in node lists, not meshed).
+    pub hidden: bool,
+    /// The connection's smoothed round-trip time.
+    pub rtt: Duration,
+    /// Bytes sent to it (UDP payloads, QUIC's own included).
+    pub bytes_out: u64,
+    /// Bytes received from it.
+    pub bytes_in: u64,
+    /// UDP datagrams sent to it.
+    pub datagrams_out: u64,
+    /// UDP datagrams received from it.
+    pub datagrams_in: u64,
+    /// QUIC stream frames sent (molt's frames ride in these).
+    pub stream_frames_out: u64,
+    /// QUIC stream frames received.
+    pub stream_frames_in: u64,
+    /// Times its congestion controller backed off.
+    pub congestion_events: u64,
+    /// Packets lost on the way to it.
+    pub lost_packets: u64,
+    /// Bytes queued in its lanes, not yet written.
+    pub queued_bytes: usize,
+}
+
 /// Hash of a node name: the node part of its pids.
 pub fn node_id(name: &str) -> u64 {
     crate::runtime::node_id(name)
@@ -327,6 +357,42 @@ impl Distribution {
     /// Names of the connected visible nodes, sorted.
     pub fn nodes(&self) -> Vec<String> {
         self.inner.visible_nodes()
+    }
+
+    /// Each connected peer's link figures, read now from its connection
+    /// (nothing is counted on the way for them), sorted by name.
+    pub fn peer_stats(&self) -> Vec<PeerStats> {
+        let peers: Vec<Arc<Peer>> = self
+            .inner
+            .peers
+            .read()
+            .expect("peers poisoned")
+            .values()
+            .cloned()
+            .collect();
+        let mut stats: Vec<PeerStats> = peers
+            .iter()
+            .map(|p| {
+                let s = p.connection.stats();
+                PeerStats {
+                    name: p.name.clone(),
+                    hidden: p.hidden,
+                    rtt: p.connection.rtt(),
+                    bytes_out: s.udp_tx.bytes,
+                    bytes_in: s.udp_rx.bytes,
+                    datagrams_out: s.udp_tx.datagrams,
+                    datagrams_in: s.udp_rx.datagrams,
+                    stream_frames_out: s.frame_tx.stream,
+                    stream_frames_in: s.frame_rx.stream,
+                    congestion_events: s.path.congestion_events,
+                    lost_packets: s.path.lost_packets,
+                    queued_bytes: p.control.queued_bytes()
+                        + p.lanes.iter().map(Lane::queued_bytes).sum::<usize>(),
+                }
+            })
+            .collect();
+        stats.sort_by(|a, b| a.name.cmp(&b.name));
+        stats
     }
 
     /// Erlang's `net_adm:ping`: connect if needed and exchange a ping.

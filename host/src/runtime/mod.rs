@@ -24,7 +24,7 @@ mod upgrade;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use molt_abi::{Pid, Ref, reason};
 use sha2::{Digest, Sha256};
@@ -602,6 +602,11 @@ impl Node {
     /// Counters.
     pub fn stats(&self) -> NodeStats {
         self.inner.stats()
+    }
+
+    /// How long since the node started.
+    pub fn uptime(&self) -> Duration {
+        self.inner.started.elapsed()
     }
 
     /// Every live process.

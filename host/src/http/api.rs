@@ -1,0 +1,451 @@
+//! `/alive`, `/ready` and the JSON API: the views (stable fields, the
+//! ones `--format json` prints) and their handlers.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::{PROCESSES_LIST_MAX, REQUEST_TIMEOUT, Served};
+use crate::runtime::ProcessInfo;
+
+/// A node's figures, as `/api/node` gives them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Its name.
+    pub name: String,
+    /// Milliseconds since it started.
+    pub uptime_ms: u64,
+    /// Processes alive now.
+    pub processes: u32,
+    /// Processes spawned since start.
+    pub spawned: u64,
+    /// Behaviours whose init returned.
+    pub initialized: u64,
+    /// Processes that ended.
+    pub exited: u64,
+    /// Its connected peers.
+    pub peers: Vec<PeerView>,
+}
+
+/// A connected peer's link.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// The peer's node name.
+    pub name: String,
+    /// It is hidden.
+    pub hidden: bool,
+    /// Smoothed round-trip time, in µs.
+    pub rtt_us: u64,
+    /// Bytes sent to it.
+    pub bytes_out: u64,
+    /// Bytes received from it.
+    pub bytes_in: u64,
+    /// QUIC stream frames sent.
+    pub frames_out: u64,
+    /// QUIC stream frames received.
+    pub frames_in: u64,
+    /// Congestion events.
+    pub congestion_events: u64,
+    /// Packets lost.
+    pub lost_packets: u64,
+    /// Bytes queued to it, not yet written.
+    pub queued_bytes: u64,
+}
+
+impl From<crate::net::PeerStats> for PeerView {
+    fn from(p: crate::net::PeerStats) -> PeerView {
+        PeerView {
+            name: p.name,
+            hidden: p.hidden,
+            rtt_us: p.rtt.as_micros() as u64,
+            bytes_out: p.bytes_out,
+            bytes_in: p.bytes_in,
+            frames_out: p.stream_frames_out,
+            frames_in: p.stream_frames_in,
+            congestion_events: p.congestion_events,
+            lost_packets: p.lost_packets,
+            queued_bytes: p.queued_bytes as u64,
+        }
+    }
+}
+
+/// A process, as `molt ps` and `/api/processes` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessView {
+    /// Its pid, as printed (`<node.incarnation.serial>`).
+    pub pid: String,
+    /// Its module (`None` for a host mailbox).
+    pub module: Option<String>,
+    /// The version it runs.
+    pub version: Option<String>,
+    /// Its registered name.
+    pub name: Option<String>,
+    /// Messages waiting.
+    pub mailbox: u64,
+    /// Linear memory, in bytes.
+    pub memory_bytes: u64,
+    /// `running` or `suspended`.
+    pub status: String,
+    /// Why its last move to a new version failed, if it did.
+    pub upgrade_failure: Option<String>,
+}
+
+impl From<&ProcessInfo> for ProcessView {
+    fn from(p: &ProcessInfo) -> ProcessView {
+        ProcessView {
+            pid: p.pid.to_string(),
+            module: p.module.as_ref().map(|(m, _)| m.clone()),
+            version: p.module.as_ref().map(|(_, v)| v.clone()),
+            name: p.name.clone(),
+            mailbox: p.mailbox_len as u64,
+            memory_bytes: p.memory_bytes as u64,
+            status: if p.suspended { "suspended" } else { "running" }.to_string(),
+            upgrade_failure: p.upgrade_failure.clone(),
+        }
+    }
+}
+
+/// How `/api/processes` orders its list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sort {
+    /// By pid (spawn order on a node).
+    #[default]
+    Pid,
+    /// Most memory first.
+    Memory,
+    /// Longest mailbox first.
+    Mailbox,
+}
+
+/// A page of a node's processes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessList {
+    /// The node.
+    pub node: String,
+    /// Its processes alive.
+    pub total: u64,
+    /// Of those, the ones the search matched.
+    pub matched: u64,
+    /// The first `limit` of them in the order asked.
+    pub processes: Vec<ProcessView>,
+}
+
+/// A module's version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionView {
+    /// The version string.
+    pub version: String,
+    /// `behaviour` or `raw`.
+    pub kind: String,
+    /// SHA-256 of the module's bytes, hex.
+    pub hash: String,
+    /// Processes running it.
+    pub processes: u64,
+}
+
+/// A module: its current and old versions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleView {
+    /// The module's name.
+    pub name: String,
+    /// The current version.
+    pub current: Option<VersionView>,
+    /// The old version, not purged yet.
+    pub old: Option<VersionView>,
+}
+
+/// Something the code server did or refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeEventView {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The module (or file).
+    pub module: String,
+    /// What happened.
+    pub what: String,
+    /// It failed.
+    pub failure: bool,
+}
+
+/// A node's modules and recent code events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModulesView {
+    /// The node.
+    pub node: String,
+    /// Its modules, by name.
+    pub modules: Vec<ModuleView>,
+    /// Recent code events, oldest first.
+    pub events: Vec<CodeEventView>,
+}
+
+impl ModulesView {
+    /// The view of `report`, from `node`.
+    pub fn of(node: &str, report: crate::control::ModuleReport) -> ModulesView {
+        let version = |v: crate::code::VersionInfo| VersionView {
+            version: v.version,
+            kind: v.kind,
+            hash: v.hash,
+            processes: v.processes,
+        };
+        ModulesView {
+            node: node.to_string(),
+            modules: report
+                .modules
+                .into_iter()
+                .map(|m| ModuleView {
+                    name: m.name,
+                    current: m.current.map(version),
+                    old: m.old.map(version),
+                })
+                .collect(),
+            events: report
+                .events
+                .into_iter()
+                .map(|e| CodeEventView {
+                    at_ms: e.at_ms,
+                    module: e.module,
+                    what: e.what,
+                    failure: e.failure,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An error, as the API answers it: `{"error": "..."}` with a status.
+pub(crate) struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+        }
+        (self.0, Json(Body { error: self.1 })).into_response()
+    }
+}
+
+type Answer<T> = Result<Json<T>, ApiError>;
+
+/// Which node a request views (`?node=`; this one by default).
+#[derive(Deserialize)]
+pub(crate) struct OnNode {
+    node: Option<String>,
+}
+
+impl Served {
+    fn node_of(&self, asked: Option<String>) -> String {
+        asked.unwrap_or_else(|| self.control.name().to_string())
+    }
+
+    /// Run `ask` (which may reach another node) within the request
+    /// timeout.
+    async fn within<T, E: std::fmt::Display>(
+        &self,
+        node: &str,
+        ask: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, ApiError> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, ask).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(ApiError(StatusCode::BAD_GATEWAY, format!("{node}: {e}"))),
+            Err(_) => Err(ApiError(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("{node} did not answer within {REQUEST_TIMEOUT:?}"),
+            )),
+        }
+    }
+}
+
+pub(crate) async fn alive() -> &'static str {
+    "alive\n"
+}
+
+pub(crate) async fn ready(State(s): State<Served>) -> (StatusCode, String) {
+    match &s.coordination {
+        Some(c) if c.cluster().is_none() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: coordination has not joined a cluster yet\n".into(),
+        ),
+        _ => (StatusCode::OK, "ready\n".into()),
+    }
+}
+
+pub(crate) async fn node(State(s): State<Served>) -> Answer<NodeView> {
+    let stats = s.control.stats();
+    let peers = s
+        .control
+        .distribution()
+        .map(|d| d.peer_stats().into_iter().map(PeerView::from).collect())
+        .unwrap_or_default();
+    Ok(Json(NodeView {
+        name: s.control.name().to_string(),
+        uptime_ms: s.control.node().uptime().as_millis() as u64,
+        processes: stats.alive,
+        spawned: stats.spawned,
+        initialized: stats.initialized,
+        exited: stats.exited,
+        peers,
+    }))
+}
+
+/// The cluster's nodes as `node` sees them, itself first.
+pub(crate) async fn nodes(
+    State(s): State<Served>,
+    Query(on): Query<OnNode>,
+) -> Answer<Vec<String>> {
+    let node = s.node_of(on.node);
+    let mut nodes = s.within(&node, s.control.nodes(&node)).await?;
+    nodes.retain(|n| *n != node);
+    nodes.insert(0, node);
+    Ok(Json(nodes))
+}
+
+/// `/api/processes`' query.
+#[derive(Deserialize)]
+pub(crate) struct ListQuery {
+    node: Option<String>,
+    #[serde(default)]
+    sort: Sort,
+    limit: Option<usize>,
+    /// Keep processes whose pid, module or registered name contains it.
+    q: Option<String>,
+}
+
+/// Processes listed by default.
+const LIST_DEFAULT: usize = 100;
+
+pub(crate) async fn processes(
+    State(s): State<Served>,
+    Query(query): Query<ListQuery>,
+) -> Answer<ProcessList> {
+    let node = s.node_of(query.node);
+    let all = s.within(&node, s.control.processes(&node)).await?;
+    let total = all.len() as u64;
+    let mut matched: Vec<&ProcessInfo> = match query.q.as_deref().filter(|q| !q.is_empty()) {
+        None => all.iter().collect(),
+        Some(q) => all.iter().filter(|p| matches(p, q)).collect(),
+    };
+    let limit = query.limit.unwrap_or(LIST_DEFAULT).min(PROCESSES_LIST_MAX);
+    // Only the first `limit` are put in order.
+    let key = |p: &&ProcessInfo| match query.sort {
+        Sort::Pid => (0, p.pid),
+        Sort::Memory => (usize::MAX - p.memory_bytes, p.pid),
+        Sort::Mailbox => (usize::MAX - p.mailbox_len, p.pid),
+    };
+    if limit < matched.len() {
+        matched.select_nth_unstable_by_key(limit, key);
+        matched.truncate(limit);
+    }
+    matched.sort_by_key(key);
+    Ok(Json(ProcessList {
+        node,
+        total,
+        matched: matched.len() as u64,
+        processes: matched.into_iter().map(ProcessView::from).collect(),
+    }))
+}
+
+fn matches(p: &ProcessInfo, q: &str) -> bool {
+    p.pid.to_string().contains(q)
+        || p.module.as_ref().is_some_and(|(m, _)| m.contains(q))
+        || p.name.as_deref().is_some_and(|n| n.contains(q))
+}
+
+/// A pid as the API takes it: `<a.b.c>` or `a.b.c`.
+fn pid_text(pid: &str) -> String {
+    let bare = pid.trim_start_matches('<').trim_end_matches('>');
+    format!("<{bare}>")
+}
+
+pub(crate) async fn process(
+    State(s): State<Served>,
+    Path(pid): Path<String>,
+    Query(on): Query<OnNode>,
+) -> Answer<ProcessView> {
+    let node = s.node_of(on.node);
+    let want = pid_text(&pid);
+    let all = s.within(&node, s.control.processes(&node)).await?;
+    all.iter()
+        .find(|p| p.pid.to_string() == want)
+        .map(|p| Json(ProcessView::from(p)))
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no process {want} on {node}"),
+            )
+        })
+}
+
+/// What an action answers.
+#[derive(Serialize)]
+pub(crate) struct Done {
+    done: String,
+}
+
+/// An action: kill a process of this node (an exit signal `killed`, which
+/// cannot be trapped). Needs the admin token.
+pub(crate) async fn kill(
+    State(s): State<Served>,
+    headers: HeaderMap,
+    Path(pid): Path<String>,
+) -> Result<Json<Done>, ApiError> {
+    admitted(&s, &headers)?;
+    let want = pid_text(&pid);
+    let node = s.control.name().to_string();
+    let found = s
+        .control
+        .node()
+        .processes()
+        .into_iter()
+        .find(|p| p.pid.to_string() == want)
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no process {want} on {node}"),
+            )
+        })?;
+    s.control.node().exit(found.pid, "kill");
+    tracing::info!(pid = %found.pid, "killed through the HTTP API");
+    Ok(Json(Done {
+        done: format!("sent kill to {want}"),
+    }))
+}
+
+/// Refuse an action unless it carries the admin token.
+fn admitted(s: &Served, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(token) = &s.admin_token else {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "actions are off: the node was started without --http-admin-token-file".into(),
+        ));
+    };
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(ApiError(StatusCode::FORBIDDEN, "wrong admin token".into())),
+        None => Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "an action needs the admin token (Authorization: Bearer TOKEN)".into(),
+        )),
+    }
+}
+
+/// Compare without stopping at the first difference.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+pub(crate) async fn modules(
+    State(s): State<Served>,
+    Query(on): Query<OnNode>,
+) -> Answer<ModulesView> {
+    let node = s.node_of(on.node);
+    let report = s.within(&node, s.control.modules_of(&node)).await?;
+    Ok(Json(ModulesView::of(&node, report)))
+}

@@ -1,0 +1,316 @@
+//! The HTTP endpoint a node serves: `/alive`, `/ready`, `/metrics`
+//! (OpenMetrics, parsed), the JSON API, and actions that need the admin
+//! token.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use molt_abi::{Ref, codec};
+use molt_host::Control;
+use molt_host::http::{HttpConfig, HttpServer, ProcessList, ProcessView};
+use molt_tests::{Cmd, Outcome, Puppet, node};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One HTTP/1.1 request (the connection closed after it): the status and
+/// the body.
+async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect to the HTTP endpoint");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("an answer within 10 s")
+        .unwrap();
+    let answer = String::from_utf8(answer).expect("a UTF-8 answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    // The body may come chunked.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = body;
+        loop {
+            let (size, after) = rest.split_once("\r\n").expect("a chunk size");
+            let size = usize::from_str_radix(size.trim(), 16).expect("a hex chunk size");
+            if size == 0 {
+                break;
+            }
+            out.push_str(&after[..size]);
+            rest = &after[size + 2..];
+        }
+        out
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+async fn json<T: serde::de::DeserializeOwned>(addr: SocketAddr, path: &str) -> T {
+    let (status, body) = http(addr, "GET", path, None).await;
+    assert_eq!(status, 200, "GET {path}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+}
+
+/// An OpenMetrics text exposition, checked line by line: every sample
+/// belongs to a family declared before it with `# TYPE` (a counter's
+/// samples end in `_total`), every value parses, and it ends with `# EOF`.
+/// The samples, by name and labels.
+fn parse_openmetrics(text: &str) -> BTreeMap<String, f64> {
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.last(), Some(&"# EOF"), "ends with # EOF");
+    let mut families: BTreeMap<String, String> = BTreeMap::new();
+    let mut samples = BTreeMap::new();
+    for line in &lines[..lines.len() - 1] {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut words = rest.splitn(3, ' ');
+            let (kind, name) = (words.next().unwrap(), words.next().expect("a family name"));
+            assert!(name.starts_with("molt_"), "{name} has the molt_ prefix");
+            match kind {
+                "TYPE" => {
+                    let t = words.next().expect("a type");
+                    assert!(
+                        ["counter", "gauge", "info", "histogram", "unknown"].contains(&t),
+                        "type {t}"
+                    );
+                    families.insert(name.to_string(), t.to_string());
+                }
+                "HELP" | "UNIT" => {}
+                other => panic!("unknown descriptor {other} in {line}"),
+            }
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').expect("a sample: name and value");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("a value in {line}"));
+        let name = series.split('{').next().unwrap();
+        let family = families
+            .iter()
+            .filter(|(f, _)| name.starts_with(f.as_str()))
+            .max_by_key(|(f, _)| f.len())
+            .unwrap_or_else(|| panic!("{name} declared before its samples"));
+        if family.1 == "counter" {
+            assert_eq!(name, format!("{}_total", family.0), "a counter's sample");
+        } else {
+            assert_eq!(name, family.0, "a {}'s sample", family.1);
+        }
+        if let Some(labels) = series.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            assert!(!labels.contains("pid"), "no pid label: {line}");
+        }
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+async fn metrics(addr: SocketAddr) -> BTreeMap<String, f64> {
+    let (status, body) = http(addr, "GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    parse_openmetrics(&body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_endpoint_shows_the_node_its_processes_and_metrics_and_guards_actions() {
+    let node = node();
+    let token = "an-admin-token-of-some-length";
+    let mut config = HttpConfig::new("127.0.0.1:0".parse().unwrap());
+    config.admin_token = Some(token.to_string());
+    let server = HttpServer::start(Control::local(node.clone()), None, config)
+        .await
+        .expect("serve HTTP");
+    let addr = server.local_addr();
+
+    assert_eq!(
+        http(addr, "GET", "/alive", None).await,
+        (200, "alive\n".into())
+    );
+    assert_eq!(
+        http(addr, "GET", "/ready", None).await,
+        (200, "ready\n".into())
+    );
+
+    // Three puppets; one keeps 40 messages waiting.
+    let quiet = Puppet::spawn(&node).await;
+    let mut busy = Puppet::spawn(&node).await;
+    let other = Puppet::spawn(&node).await;
+    assert_eq!(busy.cmd(Cmd::OnlyCommands(true)).await, Outcome::Ok);
+    for n in 0..40u32 {
+        busy.ctl
+            .send(busy.pid, 77, Ref::NONE, codec::encode(&n))
+            .unwrap();
+    }
+
+    let list: ProcessList = json(addr, "/api/processes?sort=mailbox&limit=2").await;
+    assert_eq!(list.total, node.processes().len() as u64);
+    assert_eq!(list.processes.len(), 2);
+    assert_eq!(list.processes[0].pid, busy.pid.to_string());
+    assert_eq!(list.processes[0].mailbox, 40);
+    assert_eq!(list.processes[0].module.as_deref(), Some("puppet"));
+    assert!(list.processes[1].mailbox <= 40);
+
+    // Search, and a process's detail (with or without the brackets).
+    let found: ProcessList = json(addr, "/api/processes?q=puppet&limit=100").await;
+    assert_eq!(found.matched, 3);
+    let bare = quiet.pid.to_string();
+    let bare = bare.trim_start_matches('<').trim_end_matches('>');
+    let detail: ProcessView = json(addr, &format!("/api/processes/{bare}")).await;
+    assert_eq!(
+        (detail.pid.as_str(), detail.status.as_str()),
+        (quiet.pid.to_string().as_str(), "running")
+    );
+    let (status, body) = http(addr, "GET", "/api/processes/0.0.999999", None).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("no process"), "{body}");
+
+    // The metrics parse, and count what the API lists.
+    let before = metrics(addr).await;
+    assert_eq!(before["molt_processes"], node.processes().len() as f64);
+    let puppets = before
+        .iter()
+        .find(|(k, _)| k.starts_with("molt_module_processes{") && k.contains("module=\"puppet\""))
+        .map(|(_, v)| *v);
+    assert_eq!(puppets, Some(3.0));
+    assert!(before["molt_mailbox_messages"] >= 40.0);
+    assert!(before.contains_key("molt_uptime_seconds"));
+    let _more = [Puppet::spawn(&node).await, Puppet::spawn(&node).await];
+    let after = metrics(addr).await;
+    // Each puppet and its controller's mailbox.
+    assert_eq!(
+        after["molt_spawns_total"] - before["molt_spawns_total"],
+        4.0,
+        "two puppets and two mailboxes counted"
+    );
+    assert_eq!(after["molt_spawns_total"], node.stats().spawned as f64);
+
+    // Actions need the token.
+    let kill = format!("/api/processes/{bare}/kill");
+    let (status, body) = http(addr, "POST", &kill, None).await;
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = http(addr, "POST", &kill, Some("not-the-token-at-all")).await;
+    assert_eq!(status, 403);
+    assert!(node.processes().iter().any(|p| p.pid == quiet.pid));
+    let (status, body) = http(addr, "POST", &kill, Some(token)).await;
+    assert_eq!(status, 200, "{body}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while node.processes().iter().any(|p| p.pid == quiet.pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the killed process is gone"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _) = http(addr, "GET", &format!("/api/processes/{bare}"), None).await;
+    assert_eq!(status, 404);
+    drop(other);
+    server.stop().await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "stopped serving"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_an_admin_token_refuses_every_action() {
+    let node = node();
+    let server = HttpServer::start(
+        Control::local(node.clone()),
+        None,
+        HttpConfig::new("127.0.0.1:0".parse().unwrap()),
+    )
+    .await
+    .expect("serve HTTP");
+    let p = Puppet::spawn(&node).await;
+    let pid = p.pid.to_string();
+    let (status, body) = http(
+        server.local_addr(),
+        "POST",
+        &format!(
+            "/api/processes/{}/kill",
+            pid.trim_start_matches('<').trim_end_matches('>')
+        ),
+        Some("any-token-whatsoever"),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("--http-admin-token-file"), "{body}");
+    assert!(node.processes().iter().any(|q| q.pid == p.pid));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_node_s_endpoint_shows_its_peers_and_another_node_s_processes() {
+    use molt_host::http::NodeView;
+    use molt_tests::{address_of, control, dist_node};
+
+    let (a, a_dist) = dist_node("obs-a").await;
+    let (b, b_dist) = dist_node("obs-b").await;
+    a_dist.join(&address_of(&b_dist)).await.expect("a joins b");
+    let on_b = Puppet::spawn(&b).await;
+    let server = HttpServer::start(
+        control(&a, &a_dist),
+        None,
+        HttpConfig::new("127.0.0.1:0".parse().unwrap()),
+    )
+    .await
+    .expect("serve HTTP");
+    let addr = server.local_addr();
+
+    // a's peers: b, with traffic both ways.
+    let view: NodeView = json(addr, "/api/node").await;
+    assert_eq!(view.name, a_dist.name());
+    let peer = view
+        .peers
+        .iter()
+        .find(|p| p.name == b_dist.name())
+        .expect("b is a's peer");
+    assert!(peer.bytes_out > 0 && peer.bytes_in > 0, "{peer:?}");
+    let samples = metrics(addr).await;
+    let sent = format!("molt_peer_sent_bytes_total{{peer=\"{}\"}}", b_dist.name());
+    assert!(
+        samples.get(&sent).is_some_and(|v| *v > 0.0),
+        "{sent} in {samples:?}"
+    );
+    assert_eq!(samples["molt_peers"], 1.0);
+
+    // b's processes, viewed through a, as b lists them.
+    let list: ProcessList = json(
+        addr,
+        &format!("/api/processes?node={}&limit=1000", b_dist.name()),
+    )
+    .await;
+    assert_eq!(list.node, b_dist.name());
+    let mut listed: Vec<String> = list.processes.iter().map(|p| p.pid.clone()).collect();
+    let mut on_b_now: Vec<String> = b.processes().iter().map(|p| p.pid.to_string()).collect();
+    listed.sort();
+    on_b_now.sort();
+    assert_eq!(listed, on_b_now);
+    assert!(listed.contains(&on_b.pid.to_string()));
+    let nodes: Vec<String> = json(addr, "/api/nodes").await;
+    assert_eq!(
+        nodes,
+        [a_dist.name().to_string(), b_dist.name().to_string()]
+    );
+    // A node that is not there: a clear error, not a hang.
+    let (status, body) = http(addr, "GET", "/api/processes?node=nobody@127.0.0.1", None).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("nobody@127.0.0.1"), "{body}");
+    server.stop().await;
+    drop(on_b);
+    a_dist.stop().await;
+    b_dist.stop().await;
+}
