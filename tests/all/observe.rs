@@ -314,3 +314,77 @@ async fn one_node_s_endpoint_shows_its_peers_and_another_node_s_processes() {
     a_dist.stop().await;
     b_dist.stop().await;
 }
+
+/// Run the `molt` CLI with the test cookie: its stdout, which must say it
+/// succeeded.
+async fn molt_cli(args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(molt_tests::molt_bin())
+            .args(&args)
+            .env(
+                "MOLT_COOKIE",
+                String::from_utf8_lossy(molt_tests::COOKIE).as_ref(),
+            )
+            .output()
+            .expect("running molt");
+        assert!(
+            out.status.success(),
+            "molt {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_s_json_is_what_the_http_api_answers_for_the_same_node() {
+    use molt_host::http::ModulesView;
+    use molt_tests::{address_of, control, dist_node};
+
+    let (a, a_dist) = dist_node("json-a").await;
+    let (_b, b_dist) = dist_node("json-b").await;
+    a_dist.join(&address_of(&b_dist)).await.expect("a joins b");
+    let _puppets = [Puppet::spawn(&a).await, Puppet::spawn(&a).await];
+    let server = HttpServer::start(
+        control(&a, &a_dist),
+        None,
+        HttpConfig::new("127.0.0.1:0".parse().unwrap()),
+    )
+    .await
+    .expect("serve HTTP");
+    let addr = server.local_addr();
+    let target = address_of(&a_dist);
+
+    let cli: ProcessList =
+        serde_json::from_str(&molt_cli(&["ps", "--node", &target, "--format", "json"]).await)
+            .expect("ps --format json is a process list");
+    let api: ProcessList = json(addr, "/api/processes?limit=10000").await;
+    assert_eq!(cli, api);
+    assert!(
+        cli.processes
+            .iter()
+            .filter(|p| p.module.as_deref() == Some("puppet"))
+            .count()
+            == 2
+    );
+
+    let cli: ModulesView =
+        serde_json::from_str(&molt_cli(&["modules", "--node", &target, "--format", "json"]).await)
+            .expect("modules --format json");
+    let api: ModulesView = json(addr, "/api/modules").await;
+    assert_eq!(cli, api);
+    assert!(cli.modules.iter().any(|m| m.name == "puppet"));
+
+    let cli: Vec<String> =
+        serde_json::from_str(&molt_cli(&["nodes", "--node", &target, "--format", "json"]).await)
+            .expect("nodes --format json");
+    let api: Vec<String> = json(addr, "/api/nodes").await;
+    assert_eq!(cli, api);
+    assert_eq!(cli, [a_dist.name().to_string(), b_dist.name().to_string()]);
+    server.stop().await;
+    a_dist.stop().await;
+    b_dist.stop().await;
+}

@@ -47,6 +47,9 @@ pub(crate) enum CodeCommand {
     Modules {
         #[command(flatten)]
         remote: Remote,
+        /// `text` or `json`.
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::remote::Format,
     },
     /// Drop the old version of a module, killing the processes still on it
     /// (with --soft: only if none is).
@@ -136,11 +139,15 @@ pub(crate) async fn run(command: CodeCommand) -> Result<ExitCode> {
             };
             load(remote, file, all, options).await
         }
-        CodeCommand::Modules { remote } => {
+        CodeCommand::Modules { remote, format } => {
             let (control, target) = remote.connect().await?;
             let report = control.modules_of(&target).await;
             control.disconnect().await;
             let report = report?;
+            if format == crate::remote::Format::Json {
+                crate::remote::print_json(&molt_host::http::ModulesView::of(&target, report))?;
+                return Ok(ExitCode::SUCCESS);
+            }
             out_raw!("{}", modules_table(&report.modules));
             if !report.events.is_empty() {
                 out!("\nrecent events on {target}:");

@@ -132,15 +132,21 @@ enum Command {
     Coord(cluster::CoordCommand),
     #[command(flatten)]
     Tables(tables::TableCommand),
-    /// List the nodes a running node is connected to.
+    /// List a running node and the nodes it is connected to.
     Nodes {
         #[command(flatten)]
         remote: Remote,
+        /// `text` or `json`.
+        #[arg(long, value_enum, default_value_t)]
+        format: remote::Format,
     },
     /// List the processes of a running node.
     Ps {
         #[command(flatten)]
         remote: Remote,
+        /// `text` or `json`.
+        #[arg(long, value_enum, default_value_t)]
+        format: remote::Format,
     },
     /// Check that a running node answers (`pong`) or not (`pang`).
     Ping {

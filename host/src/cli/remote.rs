@@ -29,6 +29,23 @@ pub struct Remote {
     tls: TlsArgs,
 }
 
+/// How a listing command prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// Columns for people.
+    #[default]
+    Text,
+    /// One JSON document with the fields of the HTTP API's answer for the
+    /// same listing (`molt_host::http`'s views).
+    Json,
+}
+
+/// Print `value` as one line of JSON.
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    out!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
 /// Mutual TLS against a CA (all three flags or none). Without them nodes
 /// use self-made certificates and the cookie alone says who they are.
 #[derive(clap::Args)]
@@ -101,15 +118,41 @@ impl Remote {
 
 pub async fn remote_command(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Nodes { remote } => {
+        Command::Nodes { remote, format } => {
             let (control, target) = remote.connect().await?;
-            out!("{target}");
-            for n in control.nodes(&target).await? {
-                out!("{n}");
-            }
+            let nodes = control.nodes(&target).await;
             control.disconnect().await;
+            let mut nodes = nodes?;
+            nodes.retain(|n| *n != target);
+            nodes.insert(0, target);
+            match format {
+                Format::Text => {
+                    for n in nodes {
+                        out!("{n}");
+                    }
+                }
+                Format::Json => print_json(&nodes)?,
+            }
         }
-        Command::Ps { remote } => {
+        Command::Ps {
+            remote,
+            format: Format::Json,
+        } => {
+            let (control, target) = remote.connect().await?;
+            let processes = control.processes(&target).await;
+            control.disconnect().await;
+            let processes = processes?;
+            print_json(&molt_host::http::ProcessList {
+                node: target,
+                total: processes.len() as u64,
+                matched: processes.len() as u64,
+                processes: processes.iter().map(Into::into).collect(),
+            })?;
+        }
+        Command::Ps {
+            remote,
+            format: Format::Text,
+        } => {
             let (control, target) = remote.connect().await?;
             out!(
                 "{:<24} {:<24} {:<14} {:>8} {:>10}  {:<9}  name",
