@@ -708,7 +708,15 @@ async fn a_replica_behind_by_more_than_a_frame_catches_up() {
         .get("blobs", b"b23")
         .is_ok_and(|(records, _)| records.len() == 1)
     {
-        assert!(std::time::Instant::now() < deadline, "c did not catch up");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "c did not catch up: {:?} connected {:?}",
+            members
+                .iter()
+                .map(|m| status(m, "blobs"))
+                .collect::<Vec<_>>(),
+            members.iter().map(|m| m.dist.nodes()).collect::<Vec<_>>()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for m in members {

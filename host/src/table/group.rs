@@ -504,6 +504,8 @@ impl RaftNetworkFactory<TableRaft> for GroupNetwork {
             table: self.table.clone(),
             id: self.id,
             budget: frame / 2,
+            budget_max: frame / 2,
+            unanswered: false,
         }
     }
 }
@@ -515,11 +517,23 @@ pub(crate) struct GroupLink {
     name: String,
     table: String,
     id: u64,
-    /// About the most bytes of entries one message carries (half the
-    /// connection's `frame_bytes_max`): openraft sends up to
-    /// `max_payload_entries` at once, each batch up to `batch_bytes_max`.
+    /// About the most bytes of entries the next message carries (at least
+    /// one entry, whatever its size): halved after a message that was not
+    /// answered in time (openraft gives each message one heartbeat
+    /// interval; a replica far behind, on a loaded machine, would
+    /// otherwise be sent the same too-big message for ever), doubled
+    /// after one that was, up to `budget_max`.
     budget: usize,
+    /// Half the connection's `frame_bytes_max`: openraft sends up to
+    /// `max_payload_entries` at once, each batch up to `batch_bytes_max`.
+    budget_max: usize,
+    /// A message carrying entries was sent and its answer not seen: its
+    /// call was dropped when openraft's timeout ran out.
+    unanswered: bool,
 }
+
+/// The least a [`GroupLink`]'s budget is halved to.
+const BUDGET_MIN: usize = 64 << 10;
 
 /// About the bytes an entry takes on the wire.
 fn entry_bytes(entry: &Entry<TableRaft>) -> usize {
@@ -594,6 +608,10 @@ impl RaftNetwork<TableRaft> for GroupLink {
         mut rpc: AppendEntriesRequest<TableRaft>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
+        let carries = !rpc.entries.is_empty();
+        if carries && self.unanswered {
+            self.budget = (self.budget / 2).max(BUDGET_MIN);
+        }
         // Entries past the budget wait for the next message: what this one
         // carries is reported as a partial success.
         let mut partial = None;
@@ -612,7 +630,13 @@ impl RaftNetwork<TableRaft> for GroupLink {
             to: self.target,
             rpc,
         };
-        match self.call(request, option.hard_ttl()).await? {
+        self.unanswered = carries;
+        let reply = self.call(request, option.hard_ttl()).await;
+        self.unanswered = false;
+        if carries && reply.is_ok() {
+            self.budget = (self.budget * 2).min(self.budget_max);
+        }
+        match reply? {
             TableReply::Append(Ok(AppendEntriesResponse::Success)) if partial.is_some() => {
                 Ok(AppendEntriesResponse::PartialSuccess(partial))
             }
