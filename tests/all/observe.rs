@@ -118,6 +118,17 @@ fn parse_openmetrics(text: &str) -> BTreeMap<String, f64> {
     samples
 }
 
+/// Serve `control`'s node read-only on a free loopback port.
+async fn serve(control: Control) -> HttpServer {
+    HttpServer::start(
+        control,
+        None,
+        HttpConfig::new("127.0.0.1:0".parse().unwrap()),
+    )
+    .await
+    .expect("serve HTTP")
+}
+
 async fn metrics(addr: SocketAddr) -> BTreeMap<String, f64> {
     let (status, body) = http(addr, "GET", "/metrics", None).await;
     assert_eq!(status, 200);
@@ -227,13 +238,7 @@ async fn the_http_endpoint_shows_the_node_its_processes_and_metrics_and_guards_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_an_admin_token_refuses_every_action() {
     let node = node();
-    let server = HttpServer::start(
-        Control::local(node.clone()),
-        None,
-        HttpConfig::new("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .expect("serve HTTP");
+    let server = serve(Control::local(node.clone())).await;
     let p = Puppet::spawn(&node).await;
     let pid = p.pid.to_string();
     let (status, body) = http(
@@ -261,13 +266,7 @@ async fn one_node_s_endpoint_shows_its_peers_and_another_node_s_processes() {
     let (b, b_dist) = dist_node("obs-b").await;
     a_dist.join(&address_of(&b_dist)).await.expect("a joins b");
     let on_b = Puppet::spawn(&b).await;
-    let server = HttpServer::start(
-        control(&a, &a_dist),
-        None,
-        HttpConfig::new("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .expect("serve HTTP");
+    let server = serve(control(&a, &a_dist)).await;
     let addr = server.local_addr();
 
     // a's peers: b, with traffic both ways.
@@ -348,13 +347,7 @@ async fn the_cli_s_json_is_what_the_http_api_answers_for_the_same_node() {
     let (_b, b_dist) = dist_node("json-b").await;
     a_dist.join(&address_of(&b_dist)).await.expect("a joins b");
     let _puppets = [Puppet::spawn(&a).await, Puppet::spawn(&a).await];
-    let server = HttpServer::start(
-        control(&a, &a_dist),
-        None,
-        HttpConfig::new("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .expect("serve HTTP");
+    let server = serve(control(&a, &a_dist)).await;
     let addr = server.local_addr();
     let target = address_of(&a_dist);
 

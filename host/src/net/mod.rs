@@ -362,15 +362,9 @@ impl Distribution {
     /// Each connected peer's link figures, read now from its connection
     /// (nothing is counted on the way for them), sorted by name.
     pub fn peer_stats(&self) -> Vec<PeerStats> {
-        let peers: Vec<Arc<Peer>> = self
+        let mut stats: Vec<PeerStats> = self
             .inner
-            .peers
-            .read()
-            .expect("peers poisoned")
-            .values()
-            .cloned()
-            .collect();
-        let mut stats: Vec<PeerStats> = peers
+            .peers_now()
             .iter()
             .map(|p| {
                 let s = p.connection.stats();
@@ -573,6 +567,16 @@ impl DistInner {
             .collect();
         nodes.sort();
         nodes
+    }
+
+    /// Every connected peer now (hidden ones included).
+    fn peers_now(&self) -> Vec<Arc<Peer>> {
+        self.peers
+            .read()
+            .expect("peers poisoned")
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn visible_nodes(&self) -> Vec<String> {

@@ -449,14 +449,7 @@ impl DistInner {
             );
             (service, erased)
         };
-        let peers: Vec<Arc<Peer>> = self
-            .peers
-            .read()
-            .expect("peers poisoned")
-            .values()
-            .cloned()
-            .collect();
-        for peer in peers {
+        for peer in self.peers_now() {
             erased.peer_up(&peer);
         }
         Ok((service, client))
