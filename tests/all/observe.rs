@@ -381,3 +381,83 @@ async fn the_cli_s_json_is_what_the_http_api_answers_for_the_same_node() {
     a_dist.stop().await;
     b_dist.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn molt_node_serves_http_where_it_says_and_logs_json_when_asked() {
+    use std::io::BufRead;
+
+    let data = std::env::temp_dir().join(format!("molt-test-logjson-{}", std::process::id()));
+    let mut child = std::process::Command::new(molt_tests::molt_bin())
+        .args([
+            "node",
+            "--name",
+            "logj",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-coordination",
+            "--http",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .env("MOLT_COOKIE", "logj-cookie")
+        .env("MOLT_DATA_DIR", &data)
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting molt node");
+    let stdout = child.stdout.take().expect("piped stdout");
+    // Lines until the node says where it serves HTTP.
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.expect("a line");
+            let done = line.starts_with("http on ");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    });
+    let lines = tokio::time::timeout(Duration::from_secs(30), lines)
+        .await
+        .expect("the node starts")
+        .unwrap();
+    // It serves where it says.
+    let served: Option<SocketAddr> = lines
+        .last()
+        .and_then(|l| l.strip_prefix("http on http://"))
+        .and_then(|a| a.trim_end_matches('/').parse().ok());
+    let alive = match served {
+        Some(addr) => Some(http(addr, "GET", "/alive", None).await),
+        None => None,
+    };
+    let _ = child.kill().map(|()| child.wait());
+    let _ = std::fs::remove_dir_all(&data);
+    assert_eq!(alive, Some((200, "alive\n".to_string())), "{lines:?}");
+
+    // Every log line is a JSON object with a level and a message; the
+    // distribution's start names the node.
+    let logs: Vec<serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!logs.is_empty(), "{lines:?}");
+    for log in &logs {
+        assert!(
+            log["level"].is_string() && log["fields"]["message"].is_string(),
+            "{log}"
+        );
+    }
+    assert!(
+        logs.iter().any(|l| l["fields"]["node"] == "logj@127.0.0.1"),
+        "{logs:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("node logj@127.0.0.1 listening on "))
+    );
+}

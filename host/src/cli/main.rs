@@ -56,6 +56,22 @@ struct Cli {
     command: Command,
     #[command(flatten)]
     limits: Limits,
+    /// How the log is written: `text` for people, or `json`,
+    /// one object per line with `timestamp`, `level`, `fields` (the
+    /// message and its context: node, pid, module, version, peer, ...)
+    /// and the spans it happened in.
+    #[arg(long, global = true, value_enum, default_value_t)]
+    log_format: LogFormat,
+}
+
+/// How the log is written.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Node limits, each with the default of `NodeConfig`.
@@ -219,13 +235,17 @@ fn main() -> ExitCode {
     // the coordination layer logs what matters itself (RUST_LOG=openraft=info
     // shows it).
     let default_level = if quiet { "warn" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},openraft=off"))),
-        )
-        .with_target(false)
-        .init();
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},openraft=off")));
+    let log = tracing_subscriber::fmt().with_env_filter(filter);
+    match cli.log_format {
+        LogFormat::Text => log.with_target(false).init(),
+        LogFormat::Json => log
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
     let config = cli.limits.apply(NodeConfig::default());
     match dispatch(cli.command, config) {
         Ok(code) => code,
