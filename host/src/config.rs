@@ -93,6 +93,12 @@ pub struct NodeConfig {
     pub raise_map_count: bool,
     /// Limits on the node's tables (`molt_sdk::table`).
     pub tables: crate::table::TablesLimits,
+    /// Count what each process does (messages in and out, time its guest
+    /// runs) for `ps`, the HTTP API and the metrics. Counting costs a
+    /// load and a store per message and a clock read per guest call; off,
+    /// those figures stay 0 (node-wide counts of exits, upgrades and
+    /// purges are kept either way).
+    pub process_counters: bool,
     /// Where the node keeps durable data: its disc tables, in
     /// `tables/` (loaded at start). `None`: no disc tables.
     pub data_dir: Option<std::path::PathBuf>,
@@ -121,6 +127,7 @@ impl Default for NodeConfig {
             table_elements_max: 10_000,
             log_line_bytes_max: 16 << 10,
             guest_stack_bytes: 256 << 10,
+            process_counters: true,
             memory_images_cow: false,
             timeslice: Duration::from_millis(2),
             workers: 0,

@@ -38,7 +38,8 @@ pub use code::{
 };
 pub use config::NodeConfig;
 pub use control::Control;
+pub use runtime::counters::{Counted, ExitKind};
 pub use runtime::{
-    Filter, HostMailbox, Message, Node, NodeStats, PgError, ProcessInfo, SendError, SpawnError,
-    StartError, SysError, SysOp, SysOutcome,
+    Filter, HostMailbox, Inspected, Message, MessagePreview, Node, NodeStats, PgError,
+    ProcessDetail, ProcessInfo, SendError, SpawnError, StartError, SysError, SysOp, SysOutcome,
 };

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use molt_abi::{Ref, codec};
 use molt_host::Control;
-use molt_host::http::{HttpConfig, HttpServer, ProcessList, ProcessView};
+use molt_host::http::{
+    HttpConfig, HttpServer, NodeReport, ProcessDetailView, ProcessList, TreeNode,
+};
 use molt_tests::{Cmd, Outcome, Puppet, node};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -179,7 +181,8 @@ async fn the_http_endpoint_shows_the_node_its_processes_and_metrics_and_guards_a
     assert_eq!(found.matched, 3);
     let bare = quiet.pid.to_string();
     let bare = bare.trim_start_matches('<').trim_end_matches('>');
-    let detail: ProcessView = json(addr, &format!("/api/processes/{bare}")).await;
+    let detail: ProcessDetailView = json(addr, &format!("/api/processes/{bare}")).await;
+    let detail = detail.process;
     assert_eq!(
         (detail.pid.as_str(), detail.status.as_str()),
         (quiet.pid.to_string().as_str(), "running")
@@ -259,7 +262,6 @@ async fn a_node_without_an_admin_token_refuses_every_action() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_node_s_endpoint_shows_its_peers_and_another_node_s_processes() {
-    use molt_host::http::NodeView;
     use molt_tests::{address_of, control, dist_node};
 
     let (a, a_dist) = dist_node("obs-a").await;
@@ -270,7 +272,7 @@ async fn one_node_s_endpoint_shows_its_peers_and_another_node_s_processes() {
     let addr = server.local_addr();
 
     // a's peers: b, with traffic both ways.
-    let view: NodeView = json(addr, "/api/node").await;
+    let view: NodeReport = json(addr, "/api/node").await;
     assert_eq!(view.name, a_dist.name());
     let peer = view
         .peers
@@ -304,6 +306,19 @@ async fn one_node_s_endpoint_shows_its_peers_and_another_node_s_processes() {
         nodes,
         [a_dist.name().to_string(), b_dist.name().to_string()]
     );
+    // b's figures and a process's detail, through a.
+    let b_view: NodeReport = json(addr, &format!("/api/node?node={}", b_dist.name())).await;
+    assert_eq!(b_view.name, b_dist.name());
+    assert_eq!(b_view.processes, b.stats().alive);
+    let bare = on_b.pid.to_string();
+    let bare = bare.trim_start_matches('<').trim_end_matches('>');
+    let detail: ProcessDetailView = json(
+        addr,
+        &format!("/api/processes/{bare}?node={}", b_dist.name()),
+    )
+    .await;
+    assert_eq!(detail.process.pid, on_b.pid.to_string());
+    assert!(detail.answered, "the process on b answered: {detail:?}");
     // A node that is not there: a clear error, not a hang.
     let (status, body) = http(addr, "GET", "/api/processes?node=nobody@127.0.0.1", None).await;
     assert_eq!(status, 502, "{body}");
@@ -460,4 +475,182 @@ async fn molt_node_serves_http_where_it_says_and_logs_json_when_asked() {
             .iter()
             .any(|l| l.starts_with("node logj@127.0.0.1 listening on "))
     );
+}
+
+/// Read a server-sent events stream until `want` accepts an event's data
+/// (an event named `name`), within 10 s.
+async fn wait_for_event<T: serde::de::DeserializeOwned>(
+    stream: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    name: &str,
+    mut want: impl FnMut(&T) -> bool,
+) -> T {
+    use tokio::io::AsyncBufReadExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut event = String::new();
+    loop {
+        let mut line = String::new();
+        let read = tokio::time::timeout_at(deadline, stream.read_line(&mut line))
+            .await
+            .unwrap_or_else(|_| panic!("no `{name}` event as wanted within 10 s"))
+            .expect("read the event stream");
+        assert!(read > 0, "the event stream ended");
+        // Chunk sizes of the chunked body come as lines of their own.
+        let line = line.trim_end();
+        if let Some(e) = line.strip_prefix("event: ") {
+            event = e.to_string();
+        } else if let Some(data) = line.strip_prefix("data: ")
+            && event == name
+        {
+            let value: T = serde_json::from_str(data).expect("event data parses");
+            if want(&value) {
+                return value;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_s_detail_counters_tree_and_live_events_show_what_it_did() {
+    let node = node();
+    let server = serve(Control::local(node.clone())).await;
+    let addr = server.local_addr();
+
+    // Live events: the stream's figures follow the node.
+    let mut events = tokio::net::TcpStream::connect(addr).await.unwrap();
+    events
+        .write_all(format!("GET /api/events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut events = tokio::io::BufReader::new(events);
+    let first: NodeReport = wait_for_event(&mut events, "node", |_| true).await;
+
+    // A parent that traps exits spawns a child linked and monitored; the
+    // child is told to report to a mailbox of the test's.
+    let mut parent = Puppet::spawn(&node).await;
+    assert_eq!(parent.cmd(Cmd::TrapExit(true)).await, Outcome::Bool(false));
+    let side = node.mailbox().unwrap();
+    let spawned = parent
+        .cmd(Cmd::Spawn {
+            module: "puppet".into(),
+            args: codec::encode(&molt_tests::PuppetArgs {
+                controller: side.pid(),
+            }),
+            link: true,
+            monitor: true,
+        })
+        .await;
+    let Outcome::PidRef(child, _) = spawned else {
+        panic!("spawned: {spawned:?}");
+    };
+    // The parent sends it 5 messages.
+    assert_eq!(
+        parent
+            .cmd(Cmd::SendSeq {
+                to: child,
+                tag: 77,
+                count: 5
+            })
+            .await,
+        Outcome::Ok
+    );
+    let live: NodeReport = wait_for_event(&mut events, "node", |r: &NodeReport| {
+        r.processes > first.processes
+    })
+    .await;
+    assert!(live.spawned >= first.spawned + 3, "{live:?}");
+
+    let bare = |pid: molt_abi::Pid| {
+        pid.to_string()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string()
+    };
+    let p: ProcessDetailView = json(addr, &format!("/api/processes/{}", bare(parent.pid))).await;
+    assert!(p.answered && p.trap_exit, "{p:?}");
+    assert_eq!(p.links, [child.to_string()]);
+    assert_eq!(
+        p.monitors.iter().map(|m| m.pid.clone()).collect::<Vec<_>>(),
+        [child.to_string()]
+    );
+    // Five to the child, and its answers to its controller.
+    assert!(p.process.messages_out >= 5, "{p:?}");
+    assert!(p.process.messages_in >= 3, "the commands it took: {p:?}");
+
+    // The child took the 5 messages; it names its parent.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let c = loop {
+        let c: ProcessDetailView =
+            json(addr, &format!("/api/processes/{}?messages=3", bare(child))).await;
+        if c.process.messages_in >= 5 || std::time::Instant::now() > deadline {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(c.process.messages_in, 5, "{c:?}");
+    assert_eq!(c.parent, Some(parent.pid.to_string()));
+    assert_eq!(c.links, [parent.pid.to_string()]);
+    assert_eq!(c.monitored_by, [parent.pid.to_string()]);
+
+    // The tree: the parent with the child under it.
+    let trees: Vec<TreeNode> = json(addr, "/api/tree").await;
+    let root = trees
+        .iter()
+        .find(|t| t.pid == parent.pid.to_string())
+        .unwrap_or_else(|| panic!("the parent is a root: {trees:?}"));
+    assert_eq!(root.children.len(), 1);
+    assert_eq!(root.children[0].pid, child.to_string());
+    assert_eq!(root.children[0].module.as_deref(), Some("puppet"));
+
+    // A busy mailbox, described on request.
+    let mut busy = Puppet::spawn(&node).await;
+    assert_eq!(busy.cmd(Cmd::OnlyCommands(true)).await, Outcome::Ok);
+    for text in ["first", "second", "third"] {
+        busy.ctl
+            .send(busy.pid, 77, Ref::NONE, text.as_bytes().to_vec())
+            .unwrap();
+    }
+    let b: ProcessDetailView = json(
+        addr,
+        &format!("/api/processes/{}?messages=2", bare(busy.pid)),
+    )
+    .await;
+    assert_eq!(b.process.mailbox, 3);
+    let previews: Vec<(u32, &str)> = b
+        .messages
+        .iter()
+        .map(|m| (m.tag, m.preview.as_str()))
+        .collect();
+    assert_eq!(previews, [(77, "first"), (77, "second")]);
+
+    // Killing the child: one exit of kind `killed`, in the node's figures,
+    // the metrics and the stream.
+    let before: NodeReport = json(addr, "/api/node").await;
+    assert_eq!(
+        parent
+            .cmd(Cmd::Exit {
+                pid: child,
+                reason: "kill".into()
+            })
+            .await,
+        Outcome::Ok
+    );
+    let after: NodeReport = wait_for_event(&mut events, "node", |r: &NodeReport| {
+        r.exits["killed"] > before.exits["killed"]
+    })
+    .await;
+    assert_eq!(after.exits["killed"], before.exits["killed"] + 1);
+    assert!(after.messages_local >= before.messages_local, "{after:?}");
+    let samples = metrics(addr).await;
+    assert_eq!(
+        samples["molt_exits_by_reason_total{reason=\"killed\"}"],
+        after.exits["killed"] as f64
+    );
+    assert!(samples["molt_messages_sent_local_total"] >= after.messages_local as f64);
+    let trees: Vec<TreeNode> = json(addr, "/api/tree").await;
+    assert!(
+        !trees.iter().any(|t| t.pid == parent.pid.to_string()),
+        "no children left: {trees:?}"
+    );
+    drop(events);
+    server.stop().await;
 }

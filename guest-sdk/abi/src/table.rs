@@ -77,6 +77,31 @@ pub enum Copy {
     DiscOnly,
 }
 
+impl Kind {
+    /// Its name, as the CLI and the HTTP API show it (`ordered_set`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Set => "set",
+            Kind::OrderedSet => "ordered_set",
+            Kind::Bag => "bag",
+            Kind::Lww => "lww",
+            Kind::Counter => "counter",
+            Kind::OrSet => "or_set",
+        }
+    }
+}
+
+impl Copy {
+    /// Its name, as the CLI and the HTTP API show it (`disc_only`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Copy::Ram => "ram",
+            Copy::Disc => "disc",
+            Copy::DiscOnly => "disc_only",
+        }
+    }
+}
+
 /// One replica of a table: where, and how it keeps the table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replica {

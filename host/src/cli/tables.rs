@@ -231,14 +231,7 @@ async fn info(control: &Control, target: &str, name: &str) -> Result<Info> {
 }
 
 fn kind_name(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Set => "set",
-        Kind::OrderedSet => "ordered_set",
-        Kind::Bag => "bag",
-        Kind::Lww => "lww",
-        Kind::Counter => "counter",
-        Kind::OrSet => "or_set",
-    }
+    kind.name()
 }
 
 fn copy_of(copy: CopyArg) -> Copy {
@@ -251,11 +244,7 @@ fn copy_of(copy: CopyArg) -> Copy {
 
 /// A copy type as the CLI names it.
 fn copy_name(copy: Copy) -> &'static str {
-    match copy {
-        Copy::Ram => "ram",
-        Copy::Disc => "disc",
-        Copy::DiscOnly => "disc_only",
-    }
+    copy.name()
 }
 
 /// `NODE` or `NODE:ram` / `NODE:disc` (a node name has one `@`, and may

@@ -124,6 +124,20 @@ impl Service for InfoService {
                     .map(|d| d.nodes_with_addresses())
                     .unwrap_or_default(),
             ),
+            InfoRequest::Node => {
+                let Some(node) = self.node.upgrade() else {
+                    return Err(InfoError::NotDelivered("the node is stopping".into()));
+                };
+                let dist = self.dist.upgrade();
+                InfoReply::Node(crate::control::NodeReport::of(&node, dist.as_ref()))
+            }
+            InfoRequest::Process { pid, messages } => {
+                let Some(node) = self.node.upgrade() else {
+                    return Err(InfoError::NotDelivered("the node is stopping".into()));
+                };
+                let detail = node.inspect(pid, messages as usize).await;
+                InfoReply::Process(detail.map(|d| (d.info.into(), d.inspected)))
+            }
             InfoRequest::Processes => InfoReply::Processes(
                 self.node
                     .upgrade()

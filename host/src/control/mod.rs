@@ -19,6 +19,7 @@
 mod code_service;
 mod coord;
 mod info_service;
+mod report;
 mod rollout;
 pub mod watch;
 
@@ -32,6 +33,7 @@ use self::code_service::CodeService;
 pub use self::code_service::{CODE_REQUESTS_MAX, STAGED_MAX, SYS_PIDS_MAX, SYS_TIMEOUT_MS_MAX};
 pub use self::coord::CoordQueryError;
 use self::info_service::InfoService;
+pub use self::report::{NodeReport, PeerReport};
 pub use self::rollout::{NodeFailure, RolloutError, RolloutEvent};
 use crate::code::{CodeEvent, LoadError, LoadOptions, ModuleInfo, Purge, PurgeError};
 use crate::net::wire::{CodeAnswer, CodeOp, InfoError, InfoReply, InfoRequest, WireCodeError};
@@ -40,7 +42,7 @@ use crate::net::{
     CallError, ConnectError, Distribution, RegisterError, RequestError, ServiceClient,
 };
 use crate::runtime::{
-    Node, NodeStats, ProcessInfo, SendError, SpawnError, SysError, SysOp, SysOutcome,
+    Node, NodeStats, ProcessDetail, ProcessInfo, SendError, SpawnError, SysError, SysOp, SysOutcome,
 };
 
 /// A node's modules and its recent code events (`molt modules`).
@@ -226,6 +228,42 @@ impl Control {
         }
         match self.info(node, InfoRequest::Processes).await? {
             InfoReply::Processes(rows) => Ok(rows.into_iter().map(Into::into).collect()),
+            other => Err(unexpected_info(node, other)),
+        }
+    }
+
+    /// `node`'s figures: counts, counters, peers.
+    pub async fn node_report(&self, node: &str) -> Result<NodeReport, RequestError> {
+        if self.is_here(node) {
+            return Ok(NodeReport::of(&self.node, self.distribution()));
+        }
+        match self.info(node, InfoRequest::Node).await? {
+            InfoReply::Node(report) => Ok(report),
+            other => Err(unexpected_info(node, other)),
+        }
+    }
+
+    /// A process of `node` in detail, with the first `messages` messages
+    /// of its mailbox (see [`Node::inspect`]); `None` if there is no such
+    /// process.
+    pub async fn inspect(
+        &self,
+        node: &str,
+        pid: Pid,
+        messages: usize,
+    ) -> Result<Option<ProcessDetail>, RequestError> {
+        if self.is_here(node) {
+            return Ok(self.node.inspect(pid, messages).await);
+        }
+        let request = InfoRequest::Process {
+            pid,
+            messages: messages.min(crate::runtime::MAILBOX_PREVIEW_MAX) as u32,
+        };
+        match self.info(node, request).await? {
+            InfoReply::Process(found) => Ok(found.map(|(row, inspected)| ProcessDetail {
+                info: row.into(),
+                inspected,
+            })),
             other => Err(unexpected_info(node, other)),
         }
     }

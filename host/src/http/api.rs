@@ -8,68 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{PROCESSES_LIST_MAX, REQUEST_TIMEOUT, Served};
+use crate::control::NodeReport;
 use crate::runtime::ProcessInfo;
-
-/// A node's figures, as `/api/node` gives them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct NodeView {
-    /// Its name.
-    pub name: String,
-    /// Milliseconds since it started.
-    pub uptime_ms: u64,
-    /// Processes alive now.
-    pub processes: u32,
-    /// Processes spawned since start.
-    pub spawned: u64,
-    /// Behaviours whose init returned.
-    pub initialized: u64,
-    /// Processes that ended.
-    pub exited: u64,
-    /// Its connected peers.
-    pub peers: Vec<PeerView>,
-}
-
-/// A connected peer's link.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PeerView {
-    /// The peer's node name.
-    pub name: String,
-    /// It is hidden.
-    pub hidden: bool,
-    /// Smoothed round-trip time, in µs.
-    pub rtt_us: u64,
-    /// Bytes sent to it.
-    pub bytes_out: u64,
-    /// Bytes received from it.
-    pub bytes_in: u64,
-    /// QUIC stream frames sent.
-    pub frames_out: u64,
-    /// QUIC stream frames received.
-    pub frames_in: u64,
-    /// Congestion events.
-    pub congestion_events: u64,
-    /// Packets lost.
-    pub lost_packets: u64,
-    /// Bytes queued to it, not yet written.
-    pub queued_bytes: u64,
-}
-
-impl From<crate::net::PeerStats> for PeerView {
-    fn from(p: crate::net::PeerStats) -> PeerView {
-        PeerView {
-            name: p.name,
-            hidden: p.hidden,
-            rtt_us: p.rtt.as_micros() as u64,
-            bytes_out: p.bytes_out,
-            bytes_in: p.bytes_in,
-            frames_out: p.stream_frames_out,
-            frames_in: p.stream_frames_in,
-            congestion_events: p.congestion_events,
-            lost_packets: p.lost_packets,
-            queued_bytes: p.queued_bytes as u64,
-        }
-    }
-}
 
 /// A process, as `molt ps` and `/api/processes` show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +30,12 @@ pub struct ProcessView {
     pub status: String,
     /// Why its last move to a new version failed, if it did.
     pub upgrade_failure: Option<String>,
+    /// Messages it took from its mailbox.
+    pub messages_in: u64,
+    /// Messages it sent.
+    pub messages_out: u64,
+    /// Time its guest ran, in µs.
+    pub cpu_us: u64,
 }
 
 impl From<&ProcessInfo> for ProcessView {
@@ -103,6 +49,64 @@ impl From<&ProcessInfo> for ProcessView {
             memory_bytes: p.memory_bytes as u64,
             status: if p.suspended { "suspended" } else { "running" }.to_string(),
             upgrade_failure: p.upgrade_failure.clone(),
+            messages_in: p.messages_in,
+            messages_out: p.messages_out,
+            cpu_us: p.cpu_ns / 1_000,
+        }
+    }
+}
+
+/// A process in detail (`/api/processes/PID`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessDetailView {
+    /// What the list shows of it.
+    pub process: ProcessView,
+    /// The process that spawned it linked, if one did.
+    pub parent: Option<String>,
+    /// It answered the inspection in time (else links, monitors and
+    /// messages are empty: unknown).
+    pub answered: bool,
+    /// It traps exits.
+    pub trap_exit: bool,
+    /// Its links.
+    pub links: Vec<String>,
+    /// Monitors it holds.
+    pub monitors: Vec<MonitorView>,
+    /// Processes monitoring it.
+    pub monitored_by: Vec<String>,
+    /// The head of its mailbox, if asked (`?messages=N`).
+    pub messages: Vec<crate::MessagePreview>,
+}
+
+/// A monitor a process holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorView {
+    /// Its reference.
+    pub reference: String,
+    /// The process watched.
+    pub pid: String,
+}
+
+impl From<crate::ProcessDetail> for ProcessDetailView {
+    fn from(d: crate::ProcessDetail) -> ProcessDetailView {
+        let pids = |v: &[molt_abi::Pid]| v.iter().map(|p| p.to_string()).collect();
+        let inspected = d.inspected.clone().unwrap_or_default();
+        ProcessDetailView {
+            process: ProcessView::from(&d.info),
+            parent: d.info.parent.map(|p| p.to_string()),
+            answered: d.inspected.is_some(),
+            trap_exit: inspected.trap_exit,
+            links: pids(&inspected.links),
+            monitors: inspected
+                .monitors
+                .iter()
+                .map(|(r, p)| MonitorView {
+                    reference: r.to_string(),
+                    pid: p.to_string(),
+                })
+                .collect(),
+            monitored_by: pids(&inspected.monitored_by),
+            messages: inspected.messages,
         }
     }
 }
@@ -118,6 +122,10 @@ pub enum Sort {
     Memory,
     /// Longest mailbox first.
     Mailbox,
+    /// Most messages (in and out) first.
+    Messages,
+    /// Most guest time first.
+    Cpu,
 }
 
 /// A page of a node's processes.
@@ -216,7 +224,7 @@ impl ModulesView {
 }
 
 /// An error, as the API answers it: `{"error": "..."}` with a status.
-pub(crate) struct ApiError(StatusCode, String);
+pub(crate) struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -228,22 +236,22 @@ impl IntoResponse for ApiError {
     }
 }
 
-type Answer<T> = Result<Json<T>, ApiError>;
+pub(crate) type Answer<T> = Result<Json<T>, ApiError>;
 
 /// Which node a request views (`?node=`; this one by default).
 #[derive(Deserialize)]
 pub(crate) struct OnNode {
-    node: Option<String>,
+    pub node: Option<String>,
 }
 
 impl Served {
-    fn node_of(&self, asked: Option<String>) -> String {
+    pub(crate) fn node_of(&self, asked: Option<String>) -> String {
         asked.unwrap_or_else(|| self.control.name().to_string())
     }
 
     /// Run `ask` (which may reach another node) within the request
     /// timeout.
-    async fn within<T, E: std::fmt::Display>(
+    pub(crate) async fn within<T, E: std::fmt::Display>(
         &self,
         node: &str,
         ask: impl std::future::Future<Output = Result<T, E>>,
@@ -273,22 +281,9 @@ pub(crate) async fn ready(State(s): State<Served>) -> (StatusCode, String) {
     }
 }
 
-pub(crate) async fn node(State(s): State<Served>) -> Answer<NodeView> {
-    let stats = s.control.stats();
-    let peers = s
-        .control
-        .distribution()
-        .map(|d| d.peer_stats().into_iter().map(PeerView::from).collect())
-        .unwrap_or_default();
-    Ok(Json(NodeView {
-        name: s.control.name().to_string(),
-        uptime_ms: s.control.node().uptime().as_millis() as u64,
-        processes: stats.alive,
-        spawned: stats.spawned,
-        initialized: stats.initialized,
-        exited: stats.exited,
-        peers,
-    }))
+pub(crate) async fn node(State(s): State<Served>, Query(on): Query<OnNode>) -> Answer<NodeReport> {
+    let node = s.node_of(on.node);
+    Ok(Json(s.within(&node, s.control.node_report(&node)).await?))
 }
 
 /// The cluster's nodes as `node` sees them, itself first.
@@ -332,8 +327,10 @@ pub(crate) async fn processes(
     // Only the first `limit` are put in order.
     let key = |p: &&ProcessInfo| match query.sort {
         Sort::Pid => (0, p.pid),
-        Sort::Memory => (usize::MAX - p.memory_bytes, p.pid),
-        Sort::Mailbox => (usize::MAX - p.mailbox_len, p.pid),
+        Sort::Memory => (u64::MAX - p.memory_bytes as u64, p.pid),
+        Sort::Mailbox => (u64::MAX - p.mailbox_len as u64, p.pid),
+        Sort::Messages => (u64::MAX - (p.messages_in + p.messages_out), p.pid),
+        Sort::Cpu => (u64::MAX - p.cpu_ns, p.pid),
     };
     if limit < matched.len() {
         matched.select_nth_unstable_by_key(limit, key);
@@ -360,23 +357,41 @@ fn pid_text(pid: &str) -> String {
     format!("<{bare}>")
 }
 
+/// `/api/processes/{pid}`'s query.
+#[derive(Deserialize)]
+pub(crate) struct DetailQuery {
+    node: Option<String>,
+    /// Mailbox messages to describe.
+    #[serde(default)]
+    messages: usize,
+}
+
 pub(crate) async fn process(
     State(s): State<Served>,
     Path(pid): Path<String>,
-    Query(on): Query<OnNode>,
-) -> Answer<ProcessView> {
-    let node = s.node_of(on.node);
+    Query(query): Query<DetailQuery>,
+) -> Answer<ProcessDetailView> {
+    let node = s.node_of(query.node);
     let want = pid_text(&pid);
+    let missing = || {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no process {want} on {node}"),
+        )
+    };
+    // The pid as printed shortens node and incarnation: find it among the
+    // node's processes.
     let all = s.within(&node, s.control.processes(&node)).await?;
-    all.iter()
+    let found = all
+        .iter()
         .find(|p| p.pid.to_string() == want)
-        .map(|p| Json(ProcessView::from(p)))
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::NOT_FOUND,
-                format!("no process {want} on {node}"),
-            )
-        })
+        .ok_or_else(missing)?;
+    let messages = query.messages.min(crate::runtime::MAILBOX_PREVIEW_MAX);
+    let detail = s
+        .within(&node, s.control.inspect(&node, found.pid, messages))
+        .await?
+        .ok_or_else(missing)?;
+    Ok(Json(ProcessDetailView::from(detail)))
 }
 
 /// What an action answers.

@@ -122,6 +122,66 @@ impl Collector for NodeCollector {
             Some(Unit::Seconds),
             &ConstGauge::new(self.control.node().uptime().as_secs_f64()),
         )?;
+        let counted = self.control.node().counted();
+        let counters = [
+            (
+                "messages_sent_local",
+                "Messages sent to processes of this node.",
+                counted.messages_local,
+            ),
+            (
+                "messages_sent_remote",
+                "Messages sent to processes of other nodes.",
+                counted.messages_remote_out,
+            ),
+            (
+                "messages_received_remote",
+                "Messages that came from processes of other nodes.",
+                counted.messages_remote_in,
+            ),
+            (
+                "messages_received",
+                "Messages processes took from their mailboxes.",
+                counted.messages_received,
+            ),
+            (
+                "upgrades",
+                "Processes that moved to a new version of their module.",
+                counted.upgrades,
+            ),
+            (
+                "failed_migrations",
+                "Migrations to a new version refused or failed (the process stayed).",
+                counted.failed_migrations,
+            ),
+            ("purges", "Old module versions purged.", counted.purges),
+        ];
+        for (name, help, value) in counters {
+            one(e, name, help, None, &ConstCounter::new(value))?;
+        }
+        one(
+            e,
+            "guest_cpu",
+            "Time guests ran (inside init, handlers and migrations).",
+            Some(Unit::Seconds),
+            &ConstCounter::new(counted.cpu_ns as f64 / 1e9),
+        )?;
+        family(
+            e,
+            "exits_by_reason",
+            "Processes that ended, by the kind of their exit reason.",
+            None,
+            MetricType::Counter,
+            crate::ExitKind::ALL
+                .iter()
+                .zip(counted.exits)
+                .map(|(kind, n)| {
+                    (
+                        vec![("reason", kind.name().to_string())],
+                        ConstCounter::new(n),
+                    )
+                }),
+        )?;
         // Per module and version: processes, memory, waiting messages.
         let mut by_module: BTreeMap<(String, String), (i64, u64, u64)> = BTreeMap::new();
         let (mut memory, mut waiting) = (0u64, 0u64);

@@ -1,6 +1,7 @@
 //! The HTTP endpoint every `molt node` serves (on a loopback address by
-//! default): `/alive`, `/ready`, `/metrics` (OpenMetrics text) and a JSON
-//! API under `/api/` with the same data the CLI shows, read through
+//! default): the dashboard at `/`, `/alive`, `/ready`, `/metrics`
+//! (OpenMetrics text), a JSON API under `/api/` with the same data the
+//! CLI shows and a server-sent events stream `/api/events`, read through
 //! [`Control`], so that any node of the cluster can be viewed through the
 //! one serving (`?node=NAME`).
 //!
@@ -9,6 +10,9 @@
 //! every action is refused.
 
 mod api;
+mod cluster;
+mod dashboard;
+mod events;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -23,8 +27,17 @@ use crate::Control;
 use crate::cluster::Coordination;
 
 pub use api::{
-    ModuleView, ModulesView, NodeView, PeerView, ProcessList, ProcessView, Sort, VersionView,
+    CodeEventView, ModuleView, ModulesView, MonitorView, ProcessDetailView, ProcessList,
+    ProcessView, Sort, VersionView,
 };
+pub use cluster::{
+    ElectionView, LockView, NameView, TABLES_LIST_MAX, TREE_PROCESSES_MAX, TableView, TreeNode,
+    trees,
+};
+pub use events::{STREAMS_MAX, TICK};
+pub use metrics::render as render_metrics;
+
+pub use crate::control::{NodeReport, PeerReport};
 
 /// The port `molt node` serves HTTP on unless told otherwise (on
 /// 127.0.0.1).
@@ -63,6 +76,8 @@ pub(crate) struct Served {
     control: Control,
     coordination: Option<Coordination>,
     admin_token: Option<Arc<str>>,
+    /// Event streams open now.
+    streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// A running HTTP endpoint; it stops when [`HttpServer::stop`] is called
@@ -91,6 +106,7 @@ impl HttpServer {
             control,
             coordination,
             admin_token: config.admin_token.map(Arc::from),
+            streams: Arc::default(),
         };
         let app = router(served);
         let (stop, stopped) = oneshot::channel::<()>();
@@ -135,6 +151,9 @@ impl Drop for HttpServer {
 
 fn router(served: Served) -> Router {
     Router::new()
+        .route("/", get(dashboard::index))
+        .route("/app.js", get(dashboard::app))
+        .route("/style.css", get(dashboard::style))
         .route("/alive", get(api::alive))
         .route("/ready", get(api::ready))
         .route("/metrics", get(metrics::metrics))
@@ -144,5 +163,12 @@ fn router(served: Served) -> Router {
         .route("/api/processes/{pid}", get(api::process))
         .route("/api/processes/{pid}/kill", post(api::kill))
         .route("/api/modules", get(api::modules))
+        .route("/api/tree", get(cluster::tree))
+        .route("/api/cluster", get(cluster::cluster))
+        .route("/api/names", get(cluster::names))
+        .route("/api/locks", get(cluster::locks))
+        .route("/api/elections", get(cluster::elections))
+        .route("/api/tables", get(cluster::tables))
+        .route("/api/events", get(events::events))
         .with_state(served)
 }

@@ -35,6 +35,9 @@ impl DistInner {
                     reference,
                     payload: payload.into_boxed_slice(),
                 };
+                node.counters
+                    .remote_in
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Err(e) = node.deliver_message(from, to, message) {
                     tracing::warn!(%from, %to, node = %peer.name, "remote message not delivered: {e}");
                 }
@@ -56,6 +59,9 @@ impl DistInner {
                     reference,
                     payload: payload.into_boxed_slice(),
                 };
+                node.counters
+                    .remote_in
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match to {
                     Some(to) => {
                         if let Err(e) = node.deliver_message(from, to, message) {

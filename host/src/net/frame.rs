@@ -19,8 +19,10 @@ use super::wire::SpawnFailure;
 /// addresses, process rows say suspended and failed upgrades. 3: process
 /// groups (`PgUpdate`, `PgGone`, `PgSync`). 4: the service seam
 /// (`Request`, `Reply`, `Notice`) carries code control, node information
-/// and process groups, each in its own wire types (`net::wire`).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// and process groups, each in its own wire types (`net::wire`). 5:
+/// process rows carry counters and the parent; node figures and process
+/// inspection in the node-information service.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// One frame. Signals between processes travel on the lane of their
 /// (sender, receiver) pair, so per-pair order holds; requests and node

@@ -198,7 +198,9 @@ impl DistInner {
                 }
                 // Purge kills and system requests go to processes of this
                 // node only; they never name a remote pid.
-                Signal::Kill { .. } | Signal::System(_) => return Err(Undelivered::NoProc),
+                Signal::Kill { .. } | Signal::System(_) | Signal::Inspect { .. } => {
+                    return Err(Undelivered::NoProc);
+                }
             }
         };
         if peer.lane(from, to).push(frame::encode(&frame)) == Pushed::Congested {

@@ -79,6 +79,14 @@ pub struct ProcessRow {
     pub suspended: bool,
     /// Why its last move to a new version failed, if it did.
     pub upgrade_failure: Option<String>,
+    /// Messages it took from its mailbox.
+    pub messages_in: u64,
+    /// Messages it sent.
+    pub messages_out: u64,
+    /// Time its guest ran, in ns.
+    pub cpu_ns: u64,
+    /// The process that spawned it linked, if one did.
+    pub parent: Option<Pid>,
 }
 
 impl From<ProcessInfo> for ProcessRow {
@@ -91,6 +99,10 @@ impl From<ProcessInfo> for ProcessRow {
             memory_bytes: p.memory_bytes as u64,
             suspended: p.suspended,
             upgrade_failure: p.upgrade_failure,
+            messages_in: p.messages_in,
+            messages_out: p.messages_out,
+            cpu_ns: p.cpu_ns,
+            parent: p.parent,
         }
     }
 }
@@ -105,6 +117,10 @@ impl From<ProcessRow> for ProcessInfo {
             memory_bytes: p.memory_bytes as usize,
             suspended: p.suspended,
             upgrade_failure: p.upgrade_failure,
+            messages_in: p.messages_in,
+            messages_out: p.messages_out,
+            cpu_ns: p.cpu_ns,
+            parent: p.parent,
         }
     }
 }
@@ -692,6 +708,16 @@ pub enum InfoRequest {
         /// The directory (absolute).
         path: String,
     },
+    /// The node's figures (`molt top`, `/api/node?node=`).
+    Node,
+    /// One process in detail, with the first `messages` messages of its
+    /// mailbox (`/api/processes/PID?node=`).
+    Process {
+        /// The process, of the asked node.
+        pid: Pid,
+        /// Mailbox messages to describe (capped by the node).
+        messages: u32,
+    },
 }
 
 /// The node-information service's answers.
@@ -717,6 +743,11 @@ pub enum InfoReply {
     /// To `TableBackupAll` and `TableRestoreAll`: per table (by name), the
     /// log index and records its file holds, or why it failed.
     BackupAll(Vec<crate::table::backup::TableSummary>),
+    /// To `Node`.
+    Node(crate::control::NodeReport),
+    /// To `Process`: none if there is no such process; the process's
+    /// answer, none if it did not answer in time.
+    Process(Option<(ProcessRow, Option<crate::runtime::Inspected>)>),
 }
 
 /// Why the node-information service could not do what was asked.
@@ -934,6 +965,86 @@ mod tests {
                 )),
             ),
             (
+                "InfoRequest.Node.Process",
+                Box::new(vec![
+                    InfoRequest::Node,
+                    InfoRequest::Process {
+                        pid: pid(3),
+                        messages: 20,
+                    },
+                ]),
+            ),
+            (
+                "InfoReply.Process",
+                Box::new(InfoReply::Process(Some((
+                    ProcessRow {
+                        pid: pid(3),
+                        module: None,
+                        name: None,
+                        mailbox_len: 1,
+                        memory_bytes: 0,
+                        suspended: false,
+                        upgrade_failure: None,
+                        messages_in: 1,
+                        messages_out: 2,
+                        cpu_ns: 3,
+                        parent: None,
+                    },
+                    Some(crate::runtime::Inspected {
+                        links: vec![pid(4)],
+                        monitors: vec![(
+                            molt_abi::Ref {
+                                node: 1,
+                                incarnation: 2,
+                                serial: 3,
+                            },
+                            pid(5),
+                        )],
+                        monitored_by: vec![pid(6)],
+                        trap_exit: true,
+                        messages: vec![crate::runtime::MessagePreview {
+                            tag: 77,
+                            bytes: 5,
+                            preview: "hello".into(),
+                        }],
+                    }),
+                )))),
+            ),
+            (
+                "InfoReply.Node",
+                Box::new(InfoReply::Node(crate::control::NodeReport {
+                    name: "a@h".into(),
+                    uptime_ms: 1,
+                    processes: 2,
+                    spawned: 3,
+                    initialized: 4,
+                    exited: 5,
+                    memory_bytes: 6,
+                    mailbox_messages: 7,
+                    messages_local: 8,
+                    messages_remote_out: 9,
+                    messages_remote_in: 10,
+                    messages_received: 11,
+                    cpu_us: 12,
+                    exits: [("normal".to_string(), 13)].into(),
+                    upgrades: 14,
+                    failed_migrations: 15,
+                    purges: 16,
+                    peers: vec![crate::control::PeerReport {
+                        name: "b@h".into(),
+                        hidden: false,
+                        rtt_us: 17,
+                        bytes_out: 18,
+                        bytes_in: 19,
+                        frames_out: 20,
+                        frames_in: 21,
+                        congestion_events: 22,
+                        lost_packets: 23,
+                        queued_bytes: 24,
+                    }],
+                })),
+            ),
+            (
                 "InfoRequest.SendNamed",
                 Box::new(InfoRequest::SendNamed {
                     from: pid(4),
@@ -962,6 +1073,10 @@ mod tests {
                     memory_bytes: 131_072,
                     suspended: true,
                     upgrade_failure: Some("code_change: bad state".into()),
+                    messages_in: 12,
+                    messages_out: 7,
+                    cpu_ns: 45_000,
+                    parent: Some(pid(2)),
                 }])),
             ),
             (

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use molt_abi::{Pid, Ref};
 use tokio::sync::Notify;
@@ -72,6 +72,15 @@ pub(crate) enum Signal {
     /// A request to the process itself rather than to its code: suspend,
     /// resume, change code (Erlang's system messages).
     System(super::upgrade::SysRequest),
+    /// Say what the process holds (links, monitors, the head of its
+    /// mailbox), as Erlang's `process_info`: applied where the process
+    /// applies its other signals.
+    Inspect {
+        /// Messages of its mailbox to describe, from the head.
+        messages: usize,
+        /// Where the answer goes.
+        reply: tokio::sync::oneshot::Sender<super::Inspected>,
+    },
 }
 
 struct Queue {
@@ -100,10 +109,52 @@ pub(crate) struct ProcessCell {
     pub mailbox_len: AtomicUsize,
     /// Size of its linear memory, in bytes (for `ps`).
     pub memory_bytes: AtomicUsize,
+    /// What it did, for `ps`, the HTTP API and the metrics.
+    pub counters: ProcessCounters,
+    /// The process that spawned it linked (a supervisor, typically), if
+    /// one did: the edge of the supervision tree the dashboard draws.
+    pub parent: Option<Pid>,
+}
+
+/// What a process did, counted by the process itself and read by anyone.
+/// Each counter has one writer (the process), so counting is a plain load
+/// and store, with no locked instruction and no cache line shared with
+/// other writers on the message path.
+#[derive(Debug, Default)]
+pub(crate) struct ProcessCounters {
+    /// Messages it took from its mailbox.
+    pub messages_in: AtomicU64,
+    /// Messages it sent to processes of this node.
+    pub sent_local: AtomicU64,
+    /// Messages it sent to processes of other nodes.
+    pub sent_remote: AtomicU64,
+    /// Time its guest ran (inside init, handlers, migrations), in ns:
+    /// the time inside the polls of its guest calls, so waits inside a
+    /// call are not counted.
+    pub cpu_ns: AtomicU64,
+}
+
+impl ProcessCounters {
+    /// Add `by` to `counter`. Only the process that owns the counters may
+    /// call it (one writer: a load and a store suffice).
+    pub fn bump(counter: &AtomicU64, by: u64) {
+        counter.store(
+            counter.load(Ordering::Relaxed).wrapping_add(by),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Count a message sent to `to` from this node (`node_id`).
+    pub fn sent(&self, to: Pid, node_id: u64) {
+        match to.node == node_id {
+            true => Self::bump(&self.sent_local, 1),
+            false => Self::bump(&self.sent_remote, 1),
+        }
+    }
 }
 
 impl ProcessCell {
-    pub fn new(pid: Pid, module: Option<Arc<ModuleVersion>>) -> Self {
+    pub fn new(pid: Pid, module: Option<Arc<ModuleVersion>>, parent: Option<Pid>) -> Self {
         ProcessCell {
             pid,
             module: Mutex::new(module),
@@ -117,6 +168,8 @@ impl ProcessCell {
             urgent: AtomicBool::new(false),
             mailbox_len: AtomicUsize::new(0),
             memory_bytes: AtomicUsize::new(0),
+            counters: ProcessCounters::default(),
+            parent,
         }
     }
 
@@ -127,7 +180,10 @@ impl ProcessCell {
             if queue.closed {
                 return Err(signal);
             }
-            if matches!(signal, Signal::Exit { .. } | Signal::Kill { .. }) {
+            if matches!(
+                signal,
+                Signal::Exit { .. } | Signal::Kill { .. } | Signal::Inspect { .. }
+            ) {
                 self.urgent.store(true, Ordering::Release);
             }
             queue.signals.push_back(signal);

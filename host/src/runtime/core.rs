@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use molt_abi::{Pid, Ref, reason, sysmsg, tag};
 
 use super::NodeInner;
-use super::cell::{Message, ProcessCell, Reason, Signal};
+use super::cell::{Message, ProcessCell, ProcessCounters, Reason, Signal};
 
 /// Which messages a receive takes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -172,6 +172,9 @@ impl ProcessCore {
                     self.die(reason);
                 }
             }
+            Signal::Inspect { messages, reply } => {
+                let _ = reply.send(self.inspect(messages));
+            }
             Signal::System(request) => {
                 if self.behaviour {
                     self.system.push_back(request);
@@ -179,6 +182,31 @@ impl ProcessCore {
                     request.refuse(super::upgrade::SysError::NotBehaviour);
                 }
             }
+        }
+    }
+
+    /// What it holds, for an inspection: links, monitors both ways, and
+    /// the first `messages` messages of its mailbox.
+    fn inspect(&self, messages: usize) -> super::Inspected {
+        let mut links: Vec<Pid> = self.links.iter().copied().collect();
+        links.sort();
+        let mut monitors: Vec<(Ref, Pid)> =
+            self.monitors_out.iter().map(|(r, p)| (*r, *p)).collect();
+        monitors.sort();
+        let mut monitored_by: Vec<Pid> = self.monitors_in.values().copied().collect();
+        monitored_by.sort();
+        let messages = self
+            .mailbox
+            .iter()
+            .take(messages.min(super::MAILBOX_PREVIEW_MAX))
+            .map(super::MessagePreview::of)
+            .collect();
+        super::Inspected {
+            links,
+            monitors,
+            monitored_by,
+            trap_exit: self.trap_exit,
+            messages,
         }
     }
 
@@ -218,14 +246,29 @@ impl ProcessCore {
             .skip(start)
             .position(|m| filter.matches(m))?;
         let m = self.mailbox.remove(start + at)?;
-        self.cell.mailbox_len.fetch_sub(1, Ordering::Relaxed);
+        self.took_one();
         Some(m)
     }
 
     pub fn take_next(&mut self) -> Option<Message> {
         let m = self.mailbox.pop_front()?;
-        self.cell.mailbox_len.fetch_sub(1, Ordering::Relaxed);
+        self.took_one();
         Some(m)
+    }
+
+    /// A message left the mailbox for the process.
+    fn took_one(&self) {
+        self.cell.mailbox_len.fetch_sub(1, Ordering::Relaxed);
+        if self.node.config.process_counters {
+            ProcessCounters::bump(&self.cell.counters.messages_in, 1);
+        }
+    }
+
+    /// Count a message this process sent to `to`.
+    pub fn sent(&self, to: Pid) {
+        if self.node.config.process_counters {
+            self.cell.counters.sent(to, self.node.node_id);
+        }
     }
 
     /// `link(pid)`. If `pid` is not alive (or its node cannot be reached),
@@ -386,6 +429,7 @@ impl ProcessCore {
         }
         let pid = self.pid();
         let node = self.node.clone();
+        node.counters.retire(&self.cell.counters, &why);
         node.forget(pid);
         if self.pg_member {
             node.pg_gone(pid);

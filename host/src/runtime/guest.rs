@@ -9,7 +9,7 @@
 //! in the old instance as if nothing happened.
 
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use molt_abi::{exports, reason};
@@ -18,7 +18,7 @@ use wasmtime::{
     UpdateDeadline,
 };
 
-use super::cell::{Message, Reason};
+use super::cell::{Message, ProcessCell, ProcessCounters, Reason};
 use super::core::ProcessCore;
 use super::guest_mem::GuestFault;
 use super::upgrade::{SysError, SysOp, SysOutcome, SysRequest};
@@ -119,16 +119,20 @@ impl ProcState {
 /// counted the process on `version` ([`ModuleVersion::enter`]).
 pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Box<[u8]>) {
     let pid = core.pid();
+    let cell = core.cell.clone();
     let args = Message {
         tag: molt_abi::tag::DATA,
         reference: molt_abi::Ref::NONE,
         payload: args,
     };
+    let counting = core.node.config.process_counters;
     let mut process = Running {
         store: new_store(core, Some(args)),
         version,
         handlers: None,
         declined: None,
+        cell,
+        counting,
     };
     let outcome = process.drive().await;
     let why: Reason = match outcome {
@@ -273,6 +277,26 @@ struct Running {
     handlers: Option<Handlers>,
     /// A version whose migration failed: not tried again.
     declined: Option<Weak<ModuleVersion>>,
+    /// Its cell, for its counters (the store's is borrowed during calls).
+    cell: Arc<ProcessCell>,
+    /// The node counts what processes do (`process_counters`).
+    counting: bool,
+}
+
+/// Run `call`, a guest call, adding the time spent inside its polls (the
+/// guest running, not waiting on an import or for its turn) to `cpu_ns`.
+async fn on_cpu<T>(cpu_ns: Option<&AtomicU64>, call: impl Future<Output = T>) -> T {
+    let Some(cpu_ns) = cpu_ns else {
+        return call.await;
+    };
+    let mut call = std::pin::pin!(call);
+    std::future::poll_fn(|cx| {
+        let start = std::time::Instant::now();
+        let polled = call.as_mut().poll(cx);
+        ProcessCounters::bump(cpu_ns, start.elapsed().as_nanos() as u64);
+        polled
+    })
+    .await
 }
 
 /// Why a migration did not happen; the process stays where it was.
@@ -292,7 +316,8 @@ impl Running {
                 let main: TypedFunc<i32, ()> =
                     instance.get_typed_func(&mut self.store, exports::MAIN.name)?;
                 self.store.set_epoch_deadline(1);
-                main.call_async(&mut self.store, args_len).await
+                let cpu = self.counting.then_some(&self.cell.counters.cpu_ns);
+                on_cpu(cpu, main.call_async(&mut self.store, args_len)).await
             }
             ModuleKind::Behaviour => {
                 self.store.data_mut().core.behaviour = true;
@@ -300,7 +325,8 @@ impl Running {
                     instance.get_typed_func(&mut self.store, exports::INIT.name)?;
                 self.handlers = Some(Handlers::of(&instance, &mut self.store)?);
                 self.store.set_epoch_deadline(1);
-                init.call_async(&mut self.store, args_len).await?;
+                let cpu = self.counting.then_some(&self.cell.counters.cpu_ns);
+                on_cpu(cpu, init.call_async(&mut self.store, args_len)).await?;
                 self.store
                     .data()
                     .core
@@ -334,10 +360,8 @@ impl Running {
         // Borrowed, not cloned: cloning a TypedFunc bumps shared reference
         // counts in the engine, which both workers then fight over.
         let handlers = self.handlers.as_ref().expect("a behaviour");
-        handlers
-            .handle
-            .call_async(&mut self.store, (tag, len))
-            .await
+        let cpu = self.counting.then_some(&self.cell.counters.cpu_ns);
+        on_cpu(cpu, handlers.handle.call_async(&mut self.store, (tag, len))).await
     }
 
     /// The next thing to do, waiting if there is none; an error if a signal
@@ -440,6 +464,10 @@ impl Running {
 
     fn report_refusal(&self, target: &ModuleVersion, why: &str) {
         let core = &self.store.data().core;
+        core.node
+            .counters
+            .failed_migrations
+            .fetch_add(1, Ordering::Relaxed);
         let (pid, name) = (core.pid(), &self.version.identity.name);
         let (from, to) = (&self.version.identity.version, &target.identity.version);
         tracing::warn!(%pid, module = %name, %from, %to, "upgrade failed, process stays on {from}: {why}");
@@ -507,6 +535,12 @@ impl Running {
             .lock()
             .expect("upgrade failure poisoned") = None;
         target.enter();
+        next.data()
+            .core
+            .node
+            .counters
+            .upgrades
+            .fetch_add(1, Ordering::Relaxed);
         let old = std::mem::replace(&mut self.version, target);
         let old_store = std::mem::replace(&mut self.store, next);
         self.handlers = Some(handlers);

@@ -95,7 +95,10 @@ fn send_from_guest(
     };
     Ok(
         match st.core.node.send_user_waiting(st.core.pid(), to, message) {
-            Ok(wait) => (status::OK, wait),
+            Ok(wait) => {
+                st.core.sent(to);
+                (status::OK, wait)
+            }
             Err(e) => (send_status(Err(e)), None),
         },
     )

@@ -283,7 +283,11 @@ async fn send_named_on(c: &mut Caller<'_, ProcState>, req: NamedSend) -> Result<
         let Some(to) = to else {
             return Ok(status::NOT_REGISTERED);
         };
-        return Ok(send_status(node.send_user(me, to, message)));
+        let sent = node.send_user(me, to, message);
+        if sent.is_ok() {
+            c.data().core.sent(to);
+        }
+        return Ok(send_status(sent));
     }
     let Some(router) = node.router().cloned() else {
         return Ok(status::NOCONNECTION);
@@ -292,7 +296,14 @@ async fn send_named_on(c: &mut Caller<'_, ProcState>, req: NamedSend) -> Result<
     // returns, so the guest runs on only then.
     let sent = router.send_named(me, &target, &name, message).await;
     Ok(match sent {
-        Ok(()) => status::OK,
+        Ok(()) => {
+            // Any pid of another node counts the send as remote.
+            c.data().core.sent(Pid {
+                node: !node.node_id,
+                ..me
+            });
+            status::OK
+        }
         Err(Undelivered::NoConnection) => status::NOCONNECTION,
         // The name is looked up on the other node; a miss there drops the
         // message, as Erlang's `{Name, Node} ! Msg` does.

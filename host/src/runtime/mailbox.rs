@@ -21,7 +21,7 @@ pub struct HostMailbox {
 impl HostMailbox {
     pub(crate) fn open(node: Arc<NodeInner>) -> Result<Self, SpawnError> {
         let pid = node.reserve()?;
-        let cell = Arc::new(ProcessCell::new(pid, None));
+        let cell = Arc::new(ProcessCell::new(pid, None, None));
         node.enter(cell.clone());
         let mut core = ProcessCore::new(node, cell);
         core.trap_exit = true;
@@ -52,7 +52,10 @@ impl HostMailbox {
             payload: payload.into_boxed_slice(),
         };
         let from = self.pid();
-        self.core().node.send_user(from, to, message)
+        let core = self.core();
+        core.node.send_user(from, to, message)?;
+        core.sent(to);
+        Ok(())
     }
 
     /// [`send`](Self::send), waiting first until the connection to `to`'s
@@ -76,10 +79,10 @@ impl HostMailbox {
             reference,
             payload: payload.into_boxed_slice(),
         };
-        self.core()
-            .node
-            .send_user_waiting(from, to, message)
-            .map(|_| ())
+        let core = self.core();
+        core.node.send_user_waiting(from, to, message)?;
+        core.sent(to);
+        Ok(())
     }
 
     /// Send to a registered name.

@@ -8,6 +8,7 @@
 pub(crate) mod backpressure;
 mod cell;
 mod core;
+pub mod counters;
 mod guest;
 mod guest_mem;
 mod host_fns;
@@ -294,6 +295,106 @@ pub struct ProcessInfo {
     /// Why its last move to a new version failed (it stays on the one
     /// shown), if it did.
     pub upgrade_failure: Option<String>,
+    /// Messages it took from its mailbox.
+    pub messages_in: u64,
+    /// Messages it sent.
+    pub messages_out: u64,
+    /// Time its guest ran, in ns.
+    pub cpu_ns: u64,
+    /// The process that spawned it linked, if one did.
+    pub parent: Option<Pid>,
+}
+
+impl ProcessInfo {
+    fn of(cell: &ProcessCell, registry: &Registry) -> ProcessInfo {
+        let c = &cell.counters;
+        ProcessInfo {
+            pid: cell.pid,
+            module: cell
+                .version()
+                .map(|m| (m.identity.name.clone(), m.identity.version.clone())),
+            mailbox_len: cell.mailbox_len.load(Ordering::Relaxed),
+            name: registry.name_of(cell.pid).map(str::to_string),
+            memory_bytes: cell.memory_bytes.load(Ordering::Relaxed),
+            suspended: cell.suspended.load(Ordering::Relaxed),
+            upgrade_failure: cell
+                .upgrade_failure
+                .lock()
+                .expect("upgrade failure poisoned")
+                .clone(),
+            messages_in: c.messages_in.load(Ordering::Relaxed),
+            messages_out: c.sent_local.load(Ordering::Relaxed)
+                + c.sent_remote.load(Ordering::Relaxed),
+            cpu_ns: c.cpu_ns.load(Ordering::Relaxed),
+            parent: cell.parent,
+        }
+    }
+}
+
+/// Most mailbox messages an inspection describes.
+pub const MAILBOX_PREVIEW_MAX: usize = 100;
+
+/// Bytes of a message's payload an inspection shows.
+pub const MESSAGE_PREVIEW_BYTES: usize = 64;
+
+/// How long an inspection waits for the process to answer (it answers
+/// where it applies signals: at its next receive, or at its next
+/// timeslice if it is running).
+pub const INSPECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One live process in detail (`/api/processes/PID`).
+#[derive(Clone, Debug)]
+pub struct ProcessDetail {
+    /// What `ps` shows of it.
+    pub info: ProcessInfo,
+    /// What it holds, as it answered; `None` if it did not answer within
+    /// [`INSPECT_TIMEOUT`] (a host mailbox nobody reads, say).
+    pub inspected: Option<Inspected>,
+}
+
+/// What a process holds, as it answers an inspection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Inspected {
+    /// Its links.
+    pub links: Vec<Pid>,
+    /// Monitors it holds: reference and the process watched.
+    pub monitors: Vec<(Ref, Pid)>,
+    /// Processes monitoring it.
+    pub monitored_by: Vec<Pid>,
+    /// It traps exits.
+    pub trap_exit: bool,
+    /// The head of its mailbox, as asked.
+    pub messages: Vec<MessagePreview>,
+}
+
+/// A mailbox message, described.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MessagePreview {
+    /// Its tag.
+    pub tag: u32,
+    /// Its payload's size.
+    pub bytes: u64,
+    /// The first [`MESSAGE_PREVIEW_BYTES`] of the payload: as text if they
+    /// are printable UTF-8, else in hex; `…` marks a cut.
+    pub preview: String,
+}
+
+impl MessagePreview {
+    fn of(m: &Message) -> MessagePreview {
+        let head = &m.payload[..m.payload.len().min(MESSAGE_PREVIEW_BYTES)];
+        let mut preview = match std::str::from_utf8(head) {
+            Ok(text) if text.chars().all(|c| !c.is_control() || c == '\n') => text.to_string(),
+            _ => head.iter().map(|b| format!("{b:02x}")).collect(),
+        };
+        if head.len() < m.payload.len() {
+            preview.push('…');
+        }
+        MessagePreview {
+            tag: m.tag,
+            bytes: m.payload.len() as u64,
+            preview,
+        }
+    }
 }
 
 pub(crate) struct NodeInner {
@@ -329,6 +430,8 @@ pub(crate) struct NodeInner {
     coordinator: std::sync::OnceLock<Arc<dyn Coordinator>>,
     /// The node's tables (`table_call`).
     pub tables: crate::table::Tables,
+    /// What its processes did (see [`counters`]).
+    pub counters: counters::NodeCounters,
 }
 
 /// A running node. Cheap to clone; the node stops when the last clone is
@@ -412,6 +515,7 @@ impl Node {
             exit_observer: std::sync::OnceLock::new(),
             coordinator: std::sync::OnceLock::new(),
             tables,
+            counters: counters::NodeCounters::default(),
         };
         Ok(Node {
             inner: Arc::new(inner),
@@ -617,24 +721,46 @@ impl Node {
             .table
             .all()
             .into_iter()
-            .map(|cell| ProcessInfo {
-                pid: cell.pid,
-                module: cell
-                    .version()
-                    .map(|m| (m.identity.name.clone(), m.identity.version.clone())),
-                mailbox_len: cell.mailbox_len.load(Ordering::Relaxed),
-                name: registry.name_of(cell.pid).map(str::to_string),
-                memory_bytes: cell.memory_bytes.load(Ordering::Relaxed),
-                suspended: cell.suspended.load(Ordering::Relaxed),
-                upgrade_failure: cell
-                    .upgrade_failure
-                    .lock()
-                    .expect("upgrade failure poisoned")
-                    .clone(),
-            })
+            .map(|cell| ProcessInfo::of(&cell, &registry))
             .collect();
         all.sort_by_key(|p| p.pid.serial);
         all
+    }
+
+    /// The node's counters: what its processes did since it started
+    /// (see [`NodeConfig::process_counters`](crate::NodeConfig)).
+    pub fn counted(&self) -> counters::Counted {
+        let mut counted = self.inner.counters.snapshot();
+        self.inner.table.for_each(|cell| {
+            counted.add_live(&cell.counters);
+            counted.memory_bytes += cell.memory_bytes.load(Ordering::Relaxed) as u64;
+            counted.mailbox_messages += cell.mailbox_len.load(Ordering::Relaxed) as u64;
+        });
+        counted
+    }
+
+    /// A live process of this node in detail, with what it holds (asked
+    /// of the process itself, as Erlang's `process_info`) and the first
+    /// `messages` messages of its mailbox (at most
+    /// [`MAILBOX_PREVIEW_MAX`]). `None` if there is no such process.
+    pub async fn inspect(&self, pid: Pid, messages: usize) -> Option<ProcessDetail> {
+        let cell = self.inner.lookup(pid)?;
+        let info = {
+            let registry = self.inner.registry.lock().expect("registry poisoned");
+            ProcessInfo::of(&cell, &registry)
+        };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if cell.push(Signal::Inspect { messages, reply }).is_err() {
+            return None;
+        }
+        drop(cell);
+        let inspected = match tokio::time::timeout(INSPECT_TIMEOUT, answer).await {
+            Ok(Ok(inspected)) => Some(inspected),
+            // It ended meanwhile.
+            Ok(Err(_)) => return None,
+            Err(_) => None,
+        };
+        Some(ProcessDetail { info, inspected })
     }
 
     /// This node's identity: name hash and incarnation, as in its pids.
@@ -1020,7 +1146,7 @@ impl NodeInner {
                 return Err(e);
             }
         };
-        let cell = Arc::new(ProcessCell::new(pid, Some(version.clone())));
+        let cell = Arc::new(ProcessCell::new(pid, Some(version.clone()), link));
         self.enter(cell.clone());
         let mut core = core::ProcessCore::new(self.clone(), cell);
         core.links.extend(link);

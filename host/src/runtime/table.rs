@@ -49,6 +49,16 @@ impl ProcessTable {
             .remove(&serial);
     }
 
+    /// Call `f` on every live process, in no particular order, holding
+    /// each shard's lock in turn (no clone of each cell).
+    pub fn for_each(&self, mut f: impl FnMut(&ProcessCell)) {
+        for shard in self.shards.iter() {
+            for cell in shard.lock().expect("process table poisoned").values() {
+                f(cell);
+            }
+        }
+    }
+
     /// Every live process, in no particular order.
     pub fn all(&self) -> Vec<Arc<ProcessCell>> {
         self.shards

@@ -6,6 +6,7 @@
 //! (see `guest::migrate`): nothing here touches an instance.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use molt_abi::{Pid, reason};
@@ -184,6 +185,7 @@ impl Node {
             });
         }
         if self.inner.code.drop_old(name, &old) {
+            self.inner.counters.purges.fetch_add(1, Ordering::Relaxed);
             let what = format!(
                 "purged old version {}: {killed} process(es) killed",
                 old.identity.version
@@ -210,6 +212,7 @@ impl Node {
         }
         let dropped = self.inner.code.drop_old(name, &old);
         if dropped {
+            self.inner.counters.purges.fetch_add(1, Ordering::Relaxed);
             let what = format!("purged old version {}", old.identity.version);
             tracing::info!(module = %name, "{what}");
             self.inner.code.record(name, what, false);
