@@ -32,6 +32,7 @@ pub mod http;
 pub mod net;
 pub mod runtime;
 pub mod table;
+pub mod top;
 
 pub use code::{
     CodeServer, LoadError, LoadOptions, ModuleKind, ModuleVersion, Purge, PurgeError, UpgradeMode,

@@ -650,6 +650,25 @@ async fn molt_cluster_shows_cli_nodes_adds_a_voter_and_removes_one() {
     }
     let (ok, names) = cluster(&["names"]);
     assert!(ok && names.starts_with("name"), "{names}");
+    // The same listings as JSON: the HTTP API's views.
+    let json = |args: &[&str]| {
+        let (ok, text) = cluster(args);
+        assert!(ok, "{args:?}: {text}");
+        let first = text.lines().next().unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(first)
+            .unwrap_or_else(|e| panic!("{args:?} prints JSON: {e}: {text}"))
+    };
+    let status = json(&["cluster", "--format", "json"]);
+    assert_eq!(status["leader"], "ca@127.0.0.1", "{status}");
+    assert_eq!(
+        status["voters"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    for listing in ["names", "locks", "elections"] {
+        let listed = json(&[listing, "--format", "json"]);
+        assert_eq!(listed, serde_json::json!([]), "{listing}");
+    }
     // One of the joiners stays a learner (three voters by default; which
     // one depends on the members' Raft ids); the operator makes it a voter.
     let learner = shown

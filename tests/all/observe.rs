@@ -355,7 +355,7 @@ async fn molt_cli(args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_s_json_is_what_the_http_api_answers_for_the_same_node() {
-    use molt_host::http::ModulesView;
+    use molt_host::http::{ModulesView, TableView};
     use molt_tests::{address_of, control, dist_node};
 
     let (a, a_dist) = dist_node("json-a").await;
@@ -385,6 +385,29 @@ async fn the_cli_s_json_is_what_the_http_api_answers_for_the_same_node() {
     let api: ModulesView = json(addr, "/api/modules").await;
     assert_eq!(cli, api);
     assert!(cli.modules.iter().any(|m| m.name == "puppet"));
+
+    // A table, listed by both.
+    use molt_abi::table::{Kind, Reply, Request, Spec};
+    let created = a
+        .table(Request::Create(Spec {
+            name: "carts".into(),
+            kind: Kind::OrderedSet,
+            indexes: vec!["owner".into()],
+            replicas: Vec::new(),
+        }))
+        .await;
+    assert_eq!(created, Reply::Done);
+    let cli: Vec<TableView> =
+        serde_json::from_str(&molt_cli(&["tables", "--node", &target, "--format", "json"]).await)
+            .expect("tables --format json");
+    let api: Vec<TableView> = json(addr, "/api/tables").await;
+    assert_eq!(cli, api);
+    assert_eq!(cli.len(), 1);
+    assert_eq!(
+        (cli[0].name.as_str(), cli[0].kind.as_str(), cli[0].records),
+        ("carts", "ordered_set", 0)
+    );
+    assert_eq!(cli[0].indexes, ["owner"]);
 
     let cli: Vec<String> =
         serde_json::from_str(&molt_cli(&["nodes", "--node", &target, "--format", "json"]).await)

@@ -38,8 +38,10 @@ pub struct BenchArgsCli {
     /// remote-spawn, or the code figures load, upgrade, purge,
     /// upgrade-stream; or `coordination` (names and locks on three nodes,
     /// disc and ram, contention and failover), `tables` (mnesia's
-    /// workloads) or `tables-replicated` (only its two-node part): these
-    /// are not in the default run.
+    /// workloads), `tables-replicated` (only its two-node part),
+    /// `metrics` (one-way with the process counters on and off) or
+    /// `dashboard` (a node of --processes idle processes serving the
+    /// dashboard): these are not in the default run.
     #[arg(long)]
     pub only: Option<String>,
     /// Seconds of the coordination bench's contention run.
@@ -169,7 +171,7 @@ async fn pingpong_run(node: &Node, rounds: u64) -> Result<f64> {
     Ok(rounds as f64 / elapsed.as_secs_f64())
 }
 
-async fn oneway_run(node: &Node, messages: u64) -> Result<f64> {
+pub(crate) async fn oneway_run(node: &Node, messages: u64) -> Result<f64> {
     let mut mailbox = node.mailbox()?;
     let sink_args = BenchArgs::Sink {
         expect: messages,
@@ -229,7 +231,7 @@ async fn load_run(node: &Node, versions: &mut Versions) -> Result<(f64, f64)> {
 
 /// Spawn `n` idle behaviours and wait until all have run `init`
 /// (bounded by 120 s).
-async fn idle_processes(node: &Node, n: u32) -> Result<Vec<Pid>> {
+pub(crate) async fn idle_processes(node: &Node, n: u32) -> Result<Vec<Pid>> {
     let args = codec::encode(&BenchArgs::Idle);
     let target = node.stats().initialized + n as u64;
     let mut pids = Vec::with_capacity(n as usize);
@@ -518,6 +520,27 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             let mnesia = super::bench_tables::mnesia(script, args.runs.max(1), sections)?;
             super::bench_tables::print_beside(&figures, &mnesia);
         }
+        return Ok(figures);
+    }
+    if args.only.as_deref() == Some("metrics") {
+        let runs = args.runs.max(1);
+        let figures = super::bench_observe::metrics(config, &guest, runs, args.messages).await?;
+        print(
+            &figures,
+            "molt bench: what counting costs (local one-way, counters on and scraped vs off, alternating), median shown".into(),
+        );
+        return Ok(figures);
+    }
+    if args.only.as_deref() == Some("dashboard") {
+        let runs = args.runs.max(1);
+        let figures = super::bench_observe::dashboard(config, &guest, runs, args.processes).await?;
+        print(
+            &figures,
+            format!(
+                "molt bench: a node of {} idle processes serving the dashboard (10 s windows), median shown",
+                args.processes
+            ),
+        );
         return Ok(figures);
     }
     if args.only.as_deref() == Some("coordination") {

@@ -4,8 +4,9 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
+use molt_host::http::{ElectionView, LockView, NameView};
 
-use crate::remote::Remote;
+use crate::remote::{Format, Remote, print_json};
 
 /// What `molt cluster` does.
 #[derive(clap::Subcommand)]
@@ -32,6 +33,9 @@ pub enum CoordCommand {
     Cluster {
         #[command(flatten)]
         remote: Remote,
+        /// `text` or `json`.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
         #[command(subcommand)]
         action: Option<ClusterAction>,
     },
@@ -39,22 +43,35 @@ pub enum CoordCommand {
     Names {
         #[command(flatten)]
         remote: Remote,
+        /// `text` or `json`.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
     },
     /// List the cluster locks: holders with their tokens, then waiters.
     Locks {
         #[command(flatten)]
         remote: Remote,
+        /// `text` or `json`.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
     },
     /// List the elections: leader, term, candidates.
     Elections {
         #[command(flatten)]
         remote: Remote,
+        /// `text` or `json`.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
     },
 }
 
 pub async fn run(command: CoordCommand) -> Result<ExitCode> {
     match command {
-        CoordCommand::Cluster { remote, action } => {
+        CoordCommand::Cluster {
+            remote,
+            action,
+            format,
+        } => {
             let (control, target) = remote.connect().await?;
             match action {
                 Some(ClusterAction::Remove { member }) => {
@@ -73,6 +90,9 @@ pub async fn run(command: CoordCommand) -> Result<ExitCode> {
                             voters.len() / 2 + 1
                         );
                     }
+                }
+                None if format == Format::Json => {
+                    print_json(&control.cluster_status(&target).await?)?;
                 }
                 None => {
                     let s = control.cluster_status(&target).await?;
@@ -137,16 +157,30 @@ pub async fn run(command: CoordCommand) -> Result<ExitCode> {
             }
             control.disconnect().await;
         }
-        CoordCommand::Names { remote } => {
+        CoordCommand::Names { remote, format } => {
             let (control, target) = remote.connect().await?;
+            if format == Format::Json {
+                let names = control.global_names(&target).await?;
+                let views: Vec<NameView> = names.into_iter().map(NameView::from).collect();
+                print_json(&views)?;
+                control.disconnect().await;
+                return Ok(ExitCode::SUCCESS);
+            }
             out!("{:<32} {:<28} token", "name", "pid");
             for n in control.global_names(&target).await? {
                 out!("{:<32} {:<28} {}", n.name, n.pid.to_string(), n.token);
             }
             control.disconnect().await;
         }
-        CoordCommand::Locks { remote } => {
+        CoordCommand::Locks { remote, format } => {
             let (control, target) = remote.connect().await?;
+            if format == Format::Json {
+                let locks = control.global_locks(&target).await?;
+                let views: Vec<LockView> = locks.into_iter().map(LockView::from).collect();
+                print_json(&views)?;
+                control.disconnect().await;
+                return Ok(ExitCode::SUCCESS);
+            }
             for l in control.global_locks(&target).await? {
                 out!("{}", l.lock);
                 for (pid, mode, token) in &l.holders {
@@ -158,8 +192,16 @@ pub async fn run(command: CoordCommand) -> Result<ExitCode> {
             }
             control.disconnect().await;
         }
-        CoordCommand::Elections { remote } => {
+        CoordCommand::Elections { remote, format } => {
             let (control, target) = remote.connect().await?;
+            if format == Format::Json {
+                let elections = control.elections(&target).await?;
+                let views: Vec<ElectionView> =
+                    elections.into_iter().map(ElectionView::from).collect();
+                print_json(&views)?;
+                control.disconnect().await;
+                return Ok(ExitCode::SUCCESS);
+            }
             for e in control.elections(&target).await? {
                 match e.leader {
                     Some((pid, term)) => out!("{}  leader {pid} term {term}", e.group),

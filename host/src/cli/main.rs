@@ -30,6 +30,7 @@ macro_rules! out_raw {
 
 mod bench;
 mod bench_coord;
+mod bench_observe;
 mod bench_ring;
 mod bench_tables;
 mod bench_wire;
@@ -45,6 +46,7 @@ mod node;
 mod remote;
 mod run;
 mod tables;
+mod top;
 
 use self::remote::Remote;
 
@@ -164,6 +166,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: remote::Format,
     },
+    /// Watch a running node on the terminal, like etop: its figures and
+    /// its processes, refreshed every second. Keys: m memory, b mailbox,
+    /// r messages in per second, c cpu, p pid (the order of the table);
+    /// q, Esc or Ctrl-C quit.
+    Top {
+        #[command(flatten)]
+        remote: Remote,
+        /// Exit after this many refreshes (default: run until a quit key).
+        #[arg(long, value_name = "N")]
+        iterations: Option<u64>,
+    },
     /// Check that a running node answers (`pong`) or not (`pang`).
     Ping {
         #[command(flatten)]
@@ -224,6 +237,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Nodes { .. }
             | Command::Ps { .. }
+            | Command::Top { .. }
             | Command::Ping { .. }
             | Command::Spawn { .. }
             | Command::Send { .. }
@@ -234,7 +248,15 @@ fn main() -> ExitCode {
     // openraft reports every unreachable peer of an election as an error;
     // the coordination layer logs what matters itself (RUST_LOG=openraft=info
     // shows it).
-    let default_level = if quiet { "warn" } else { "info" };
+    let default_level = if matches!(cli.command, Command::Top { .. }) {
+        // `molt top` owns the screen: a log line would break it up, and
+        // its footer shows what goes wrong.
+        "off"
+    } else if quiet {
+        "warn"
+    } else {
+        "info"
+    };
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},openraft=off")));
     let log = tracing_subscriber::fmt().with_env_filter(filter);
@@ -289,6 +311,7 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
         | Command::Ping { .. }
         | Command::Spawn { .. }
         | Command::Send { .. }) => runtime()?.block_on(remote::remote_command(remote)),
+        Command::Top { remote, iterations } => top::top(&runtime()?, remote, iterations),
         Command::Code(command) => runtime()?.block_on(code::run(command)),
         Command::Coord(command) => runtime()?.block_on(cluster::run(command)),
         Command::Tables(command) => runtime()?.block_on(tables::run(command)),

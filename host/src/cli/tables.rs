@@ -203,6 +203,9 @@ pub enum TableCommand {
     Tables {
         #[command(flatten)]
         remote: Remote,
+        /// `text` or `json`.
+        #[arg(long, value_enum, default_value_t)]
+        format: crate::remote::Format,
     },
     /// Describe, dump, create, replicate or delete a table of a running
     /// node.
@@ -289,8 +292,16 @@ pub fn show(bytes: &[u8]) -> String {
 
 pub async fn run(command: TableCommand) -> Result<ExitCode> {
     match command {
-        TableCommand::Tables { remote } => {
+        TableCommand::Tables { remote, format } => {
             let (control, target) = remote.connect().await?;
+            if format == crate::remote::Format::Json {
+                let views = molt_host::http::table_views(&control, &target)
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+                crate::remote::print_json(&views)?;
+                control.disconnect().await;
+                return Ok(ExitCode::SUCCESS);
+            }
             let Reply::Tables(names) = ask(&control, &target, Request::List).await? else {
                 bail!("unexpected reply to a table list");
             };

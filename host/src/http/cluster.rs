@@ -241,24 +241,36 @@ pub(crate) async fn tables(
     Query(on): Query<OnNode>,
 ) -> Answer<Vec<TableView>> {
     let node = s.node_of(on.node);
-    let listed = s
-        .within(&node, s.control.table(&node, Request::List))
-        .await?;
-    let names = match listed {
+    let views = tokio::time::timeout(super::REQUEST_TIMEOUT, table_views(&s.control, &node))
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("{node} did not answer within {:?}", super::REQUEST_TIMEOUT),
+            )
+        })?
+        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e))?;
+    Ok(Json(views))
+}
+
+/// `node`'s tables (the first [`TABLES_LIST_MAX`]), described as `molt
+/// tables` lists them; an error says what went wrong, on which node.
+pub async fn table_views(control: &crate::Control, node: &str) -> Result<Vec<TableView>, String> {
+    let failed = |e: &dyn std::fmt::Display| format!("{node}: {e}");
+    let names = match control
+        .table(node, Request::List)
+        .await
+        .map_err(|e| failed(&e))?
+    {
         Reply::Tables(names) => names,
-        Reply::Error(e) => return Err(ApiError(StatusCode::BAD_GATEWAY, format!("{node}: {e}"))),
-        other => {
-            return Err(ApiError(
-                StatusCode::BAD_GATEWAY,
-                format!("{node} answered a table list with {other:?}"),
-            ));
-        }
+        Reply::Error(e) => return Err(failed(&e)),
+        other => return Err(format!("{node} answered a table list with {other:?}")),
     };
     let mut views = Vec::new();
     for table in names.into_iter().take(TABLES_LIST_MAX) {
-        let asked = s.control.table(&node, Request::Info { table });
+        let asked = control.table(node, Request::Info { table });
         // A table deleted since the list is left out.
-        if let Reply::Info(i) = s.within(&node, asked).await? {
+        if let Reply::Info(i) = asked.await.map_err(|e| failed(&e))? {
             views.push(TableView {
                 name: i.spec.name.clone(),
                 kind: i.spec.kind.name().to_string(),
@@ -275,5 +287,5 @@ pub(crate) async fn tables(
             });
         }
     }
-    Ok(Json(views))
+    Ok(views)
 }

@@ -32,7 +32,7 @@ pub use api::{
 };
 pub use cluster::{
     ElectionView, LockView, NameView, TABLES_LIST_MAX, TREE_PROCESSES_MAX, TableView, TreeNode,
-    trees,
+    table_views, trees,
 };
 pub use events::{STREAMS_MAX, TICK};
 pub use metrics::render as render_metrics;

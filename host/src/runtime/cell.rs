@@ -128,9 +128,9 @@ pub(crate) struct ProcessCounters {
     pub sent_local: AtomicU64,
     /// Messages it sent to processes of other nodes.
     pub sent_remote: AtomicU64,
-    /// Time its guest ran (inside init, handlers, migrations), in ns:
-    /// the time inside the polls of its guest calls, so waits inside a
-    /// call are not counted.
+    /// Time it ran, in ns: the time inside the polls of its task (its
+    /// guest, the host functions it calls, taking its messages), so
+    /// waits are not counted.
     pub cpu_ns: AtomicU64,
 }
 

@@ -18,7 +18,7 @@ use wasmtime::{
     UpdateDeadline,
 };
 
-use super::cell::{Message, ProcessCell, ProcessCounters, Reason};
+use super::cell::{Message, ProcessCounters, Reason};
 use super::core::ProcessCore;
 use super::guest_mem::GuestFault;
 use super::upgrade::{SysError, SysOp, SysOutcome, SysRequest};
@@ -131,10 +131,22 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
         version,
         handlers: None,
         declined: None,
-        cell,
-        counting,
     };
-    let outcome = process.drive().await;
+    // The process's time: every poll of its task (its guest, the host
+    // functions it calls, taking its messages), two clock reads per poll
+    // however many messages one poll handles.
+    let cpu = counting.then_some(&cell.counters.cpu_ns);
+    // At debug level, what the host logs while running this process says
+    // which process it was (a span costs a little on every poll, so not
+    // at the default level).
+    let span = tracing::debug_span!(
+        "process",
+        node = %process.store.data().core.node.config.name,
+        %pid,
+        module = %process.version.identity.name,
+        version = %process.version.identity.version,
+    );
+    let outcome = on_cpu(cpu, tracing::Instrument::instrument(process.drive(), span)).await;
     let why: Reason = match outcome {
         Ok(()) => reason::NORMAL.into(),
         Err(e) => exit_reason(&e, process.store.data()),
@@ -177,20 +189,21 @@ fn new_store(core: ProcessCore, current: Option<Message>) -> Store<ProcState> {
 
 fn log_exit(pid: molt_abi::Pid, version: &ModuleVersion, why: &str) {
     let module = &version.identity.name;
+    let version = &version.identity.version;
     match why {
         // Exits that are part of normal operation (a supervisor's shutdown,
         // a kill the operator asked for) are not crashes.
         reason::NORMAL | reason::SHUTDOWN | reason::KILLED => {
-            tracing::debug!(%pid, %module, reason = %why, "process exited")
+            tracing::debug!(%pid, %module, %version, reason = %why, "process exited")
         }
         // A purge logs once for all it kills.
         _ if why.starts_with(reason::PURGED_PREFIX) => {
-            tracing::debug!(%pid, %module, reason = %why, "process exited")
+            tracing::debug!(%pid, %module, %version, reason = %why, "process exited")
         }
         reason::NOPROC | reason::NOCONNECTION => {
-            tracing::info!(%pid, %module, reason = %why, "process exited")
+            tracing::info!(%pid, %module, %version, reason = %why, "process exited")
         }
-        _ => tracing::warn!(%pid, %module, reason = %why, "process crashed"),
+        _ => tracing::warn!(%pid, %module, %version, reason = %why, "process crashed"),
     }
 }
 
@@ -277,14 +290,10 @@ struct Running {
     handlers: Option<Handlers>,
     /// A version whose migration failed: not tried again.
     declined: Option<Weak<ModuleVersion>>,
-    /// Its cell, for its counters (the store's is borrowed during calls).
-    cell: Arc<ProcessCell>,
-    /// The node counts what processes do (`process_counters`).
-    counting: bool,
 }
 
-/// Run `call`, a guest call, adding the time spent inside its polls (the
-/// guest running, not waiting on an import or for its turn) to `cpu_ns`.
+/// Run `call`, adding the time spent inside its polls (running, not
+/// waiting on an import or for its turn) to `cpu_ns`.
 async fn on_cpu<T>(cpu_ns: Option<&AtomicU64>, call: impl Future<Output = T>) -> T {
     let Some(cpu_ns) = cpu_ns else {
         return call.await;
@@ -316,8 +325,7 @@ impl Running {
                 let main: TypedFunc<i32, ()> =
                     instance.get_typed_func(&mut self.store, exports::MAIN.name)?;
                 self.store.set_epoch_deadline(1);
-                let cpu = self.counting.then_some(&self.cell.counters.cpu_ns);
-                on_cpu(cpu, main.call_async(&mut self.store, args_len)).await
+                main.call_async(&mut self.store, args_len).await
             }
             ModuleKind::Behaviour => {
                 self.store.data_mut().core.behaviour = true;
@@ -325,8 +333,7 @@ impl Running {
                     instance.get_typed_func(&mut self.store, exports::INIT.name)?;
                 self.handlers = Some(Handlers::of(&instance, &mut self.store)?);
                 self.store.set_epoch_deadline(1);
-                let cpu = self.counting.then_some(&self.cell.counters.cpu_ns);
-                on_cpu(cpu, init.call_async(&mut self.store, args_len)).await?;
+                init.call_async(&mut self.store, args_len).await?;
                 self.store
                     .data()
                     .core
@@ -360,8 +367,10 @@ impl Running {
         // Borrowed, not cloned: cloning a TypedFunc bumps shared reference
         // counts in the engine, which both workers then fight over.
         let handlers = self.handlers.as_ref().expect("a behaviour");
-        let cpu = self.counting.then_some(&self.cell.counters.cpu_ns);
-        on_cpu(cpu, handlers.handle.call_async(&mut self.store, (tag, len))).await
+        handlers
+            .handle
+            .call_async(&mut self.store, (tag, len))
+            .await
     }
 
     /// The next thing to do, waiting if there is none; an error if a signal

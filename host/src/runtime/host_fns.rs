@@ -573,12 +573,22 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
             let pid = st.core.pid();
             let version = st.core.cell.version();
             let module = version.as_ref().map_or("", |m| m.identity.name.as_str());
+            let version = version.as_ref().map_or("", |m| m.identity.version.as_str());
+            let node = st.core.node.config.name.as_str();
             match level {
-                log_level::ERROR => tracing::error!(target: "molt::guest", %pid, module, "{text}"),
-                log_level::WARN => tracing::warn!(target: "molt::guest", %pid, module, "{text}"),
-                log_level::INFO => tracing::info!(target: "molt::guest", %pid, module, "{text}"),
-                log_level::DEBUG => tracing::debug!(target: "molt::guest", %pid, module, "{text}"),
-                _ => tracing::trace!(target: "molt::guest", %pid, module, "{text}"),
+                log_level::ERROR => {
+                    tracing::error!(target: "molt::guest", node, %pid, module, version, "{text}")
+                }
+                log_level::WARN => {
+                    tracing::warn!(target: "molt::guest", node, %pid, module, version, "{text}")
+                }
+                log_level::INFO => {
+                    tracing::info!(target: "molt::guest", node, %pid, module, version, "{text}")
+                }
+                log_level::DEBUG => {
+                    tracing::debug!(target: "molt::guest", node, %pid, module, version, "{text}")
+                }
+                _ => tracing::trace!(target: "molt::guest", node, %pid, module, version, "{text}"),
             }
             Ok(())
         },

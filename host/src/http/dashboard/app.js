@@ -205,7 +205,7 @@
       } catch (e) {
         if (!c.alive) return;
         last = null;
-        st && st.show(e, e.status === 503);
+        st && st.show(e, e.status === 503 || e.status === 404);
       }
       loaded(name);
     });
@@ -431,17 +431,45 @@
 
   // ---------- Processes ----------
   const SORTS = ['pid', 'memory', 'mailbox', 'messages', 'cpu'];
-  function procRow(p) {
-    const tr = document.createElement('tr');
-    tr.dataset.pid = p.pid;
+  // A process row's cells: [text, class, title]. Rows are updated in place so a
+  // refresh of 10,000 rows only touches the cells that changed.
+  function procCells(p) {
     const mod = p.module == null ? null : p.version == null ? p.module : p.module + '@' + p.version;
-    const status = td(p.status, 'left status-' + p.status);
-    if (p.upgrade_failure) { status.append(el('span', { class: 'flag', title: 'upgrade failed: ' + p.upgrade_failure }, ' ⚠')); }
-    tr.append(el('td', { class: 'left' }, el('a', { class: 'pid', href: procHref(p.pid) }, p.pid)),
-      td(p.name == null ? '' : p.name, 'left name', p.name), mod == null ? td('–', 'left muted', 'host mailbox (no module)') : td(mod, 'left', mod), status,
-      td(String(p.mailbox), p.mailbox > 0 ? 'mailbox busy' : 'mailbox'), td(fmtBytes(p.memory_bytes), 'mem', p.memory_bytes + ' bytes'),
-      td(String(p.messages_in)), td(String(p.messages_out)), td(String(p.cpu_us)));
-    return tr;
+    return [[p.pid, 'left'], [p.name == null ? '' : p.name, 'left name', p.name],
+      mod == null ? ['–', 'left muted', 'host mailbox (no module)'] : [mod, 'left', mod],
+      [p.status, 'left status-' + p.status + (p.upgrade_failure ? ' upgrade-failed' : ''), p.upgrade_failure ? 'upgrade failed: ' + p.upgrade_failure : null],
+      [String(p.mailbox), p.mailbox > 0 ? 'mailbox busy' : 'mailbox'], [fmtBytes(p.memory_bytes), 'mem', p.memory_bytes + ' bytes'],
+      [String(p.messages_in), ''], [String(p.messages_out), ''], [String(p.cpu_us), '']];
+  }
+  function setRow(tr, p) {
+    if (tr.dataset.pid !== p.pid) tr.dataset.pid = p.pid;
+    const vals = procCells(p);
+    if (!tr.cells.length) {
+      for (let i = 0; i < vals.length; i++) tr.append(document.createElement('td'));
+      tr.cells[0].append(el('a', { class: 'pid' }));
+    }
+    vals.forEach(([text, cls, title], i) => {
+      const c = tr.cells[i], t = i === 0 ? c.firstChild : c;
+      if (t.textContent !== text) t.textContent = text;
+      if (c.className !== cls) c.className = cls;
+      if (title != null) { if (c.title !== String(title)) c.title = title; } else if (c.hasAttribute('title')) c.removeAttribute('title');
+    });
+    const a = tr.cells[0].firstChild, h = procHref(p.pid);
+    if (a.getAttribute('href') !== h) a.setAttribute('href', h);
+  }
+  function renderProcs(tb, list, emptyText) {
+    const old = tb.querySelector('tr.empty');
+    if (old) old.remove();
+    const rows = tb.rows, keep = Math.min(rows.length, list.length);
+    for (let i = 0; i < keep; i++) setRow(rows[i], list[i]);
+    if (rows.length > list.length) {
+      const r = document.createRange();
+      r.setStartBefore(rows[list.length]); r.setEndAfter(tb.lastChild); r.deleteContents();
+    }
+    const frag = document.createDocumentFragment();
+    for (let i = keep; i < list.length; i++) { const tr = document.createElement('tr'); setRow(tr, list[i]); frag.append(tr); }
+    if (!list.length) frag.append(el('tr', { class: 'empty' }, el('td', { colspan: 9 }, emptyText)));
+    tb.append(frag);
   }
   function pageProcesses(c) {
     const st = status(c);
@@ -466,10 +494,7 @@
         st.clear();
         if (text !== last) {
           last = text;
-          const frag = document.createDocumentFragment();
-          for (const p of json.processes) frag.append(procRow(p));
-          if (!json.processes.length) frag.append(el('tr', { class: 'empty' }, el('td', { colspan: 9 }, S.q ? 'no process matches' : 'no processes')));
-          tbl.tBodies[0].replaceChildren(frag);
+          renderProcs(tbl.tBodies[0], json.processes, S.q ? 'no process matches' : 'no processes');
           count.textContent = `showing ${json.processes.length} of ${json.total} (matched ${json.matched})`;
         }
         loaded('processes');
@@ -508,7 +533,7 @@
     if (/^\d+\.\d+\.\d+$/.test(pid)) pid = '<' + pid + '>';
     const st = status(c);
     const result = el('span', { id: 'action-result', role: 'status' });
-    const killBtn = el('button', { id: 'kill', type: 'button', class: 'danger', title: 'send the exit signal killed (needs the admin token)' }, 'Kill');
+    const killBtn = el('button', { id: 'kill', type: 'button', class: 'danger', title: 'send the exit signal killed (needs the admin token; acts on this node\'s processes)' }, 'Kill');
     const msgBtn = el('button', { id: 'show-messages', type: 'button' }, 'show messages');
     const body = el('div', { class: 'detail-body' });
     const msgs = el('div', { id: 'detail-messages' });
@@ -537,7 +562,8 @@
         row('cpu', el('span', { class: 'mono' }, `${p.cpu_us} µs`), 'detail-cpu'),
         row('parent', pidLink(d.parent), 'detail-parent'),
         row('trap_exit', String(d.trap_exit), 'detail-trap-exit'),
-        row('links', linksList), row('monitors', mons), row('monitored by', by)));
+        row('links', linksList), row('monitors', mons), row('monitored by', by)),
+        d.answered === false ? el('p', { class: 'status calm' }, 'the process did not answer the inspection in time: links, monitors and messages are unknown') : null);
       if (d.messages && d.messages.length) showMessages(d.messages);
     }
     function showMessages(list) {
