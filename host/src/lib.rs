@@ -42,5 +42,6 @@ pub use control::Control;
 pub use runtime::counters::{Counted, ExitKind};
 pub use runtime::{
     Filter, HostMailbox, Inspected, Message, MessagePreview, Node, NodeStats, PgError,
-    ProcessDetail, ProcessInfo, SendError, SpawnError, StartError, SysError, SysOp, SysOutcome,
+    ProcessDetail, ProcessInfo, ProcessOrder, SendError, SpawnError, StartError, SysError, SysOp,
+    SysOutcome, TopProcesses,
 };

@@ -227,7 +227,8 @@ async fn the_dashboard_lists_sorts_opens_follows_and_refuses_in_a_real_browser()
     let refused = until(
         &c,
         "the refusal",
-        "const e = document.querySelector('#action-result'); return e && e.textContent",
+        "const e = document.querySelector('#action-result'); \
+         return e && e.textContent.startsWith('refused') && e.textContent",
     )
     .await;
     assert!(

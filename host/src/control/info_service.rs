@@ -138,6 +138,21 @@ impl Service for InfoService {
                 let detail = node.inspect(pid, messages as usize).await;
                 InfoReply::Process(detail.map(|d| (d.info.into(), d.inspected)))
             }
+            InfoRequest::TopProcesses {
+                order,
+                limit,
+                search,
+            } => {
+                let Some(node) = self.node.upgrade() else {
+                    return Err(InfoError::NotDelivered("the node is stopping".into()));
+                };
+                let top = node.top_processes(order, limit as usize, search.as_deref());
+                InfoReply::TopProcesses {
+                    total: top.total,
+                    matched: top.matched,
+                    rows: top.processes.into_iter().map(Into::into).collect(),
+                }
+            }
             InfoRequest::Processes => InfoReply::Processes(
                 self.node
                     .upgrade()

@@ -42,7 +42,8 @@ use crate::net::{
     CallError, ConnectError, Distribution, RegisterError, RequestError, ServiceClient,
 };
 use crate::runtime::{
-    Node, NodeStats, ProcessDetail, ProcessInfo, SendError, SpawnError, SysError, SysOp, SysOutcome,
+    Node, NodeStats, ProcessDetail, ProcessInfo, ProcessOrder, SendError, SpawnError, SysError,
+    SysOp, SysOutcome, TopProcesses,
 };
 
 /// A node's modules and its recent code events (`molt modules`).
@@ -228,6 +229,37 @@ impl Control {
         }
         match self.info(node, InfoRequest::Processes).await? {
             InfoReply::Processes(rows) => Ok(rows.into_iter().map(Into::into).collect()),
+            other => Err(unexpected_info(node, other)),
+        }
+    }
+
+    /// The first `limit` processes of `node` in `order`, of those whose
+    /// pid, module or name contains `search` (see [`Node::top_processes`]).
+    pub async fn top_processes(
+        &self,
+        node: &str,
+        order: ProcessOrder,
+        limit: usize,
+        search: Option<&str>,
+    ) -> Result<TopProcesses, RequestError> {
+        if self.is_here(node) {
+            return Ok(self.node.top_processes(order, limit, search));
+        }
+        let request = InfoRequest::TopProcesses {
+            order,
+            limit: limit.min(u32::MAX as usize) as u32,
+            search: search.map(str::to_string),
+        };
+        match self.info(node, request).await? {
+            InfoReply::TopProcesses {
+                total,
+                matched,
+                rows,
+            } => Ok(TopProcesses {
+                total,
+                matched,
+                processes: rows.into_iter().map(Into::into).collect(),
+            }),
             other => Err(unexpected_info(node, other)),
         }
     }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{PROCESSES_LIST_MAX, REQUEST_TIMEOUT, Served};
 use crate::control::NodeReport;
-use crate::runtime::ProcessInfo;
+use crate::runtime::{ProcessInfo, ProcessOrder};
 
 /// A process, as `molt ps` and `/api/processes` show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,38 +317,24 @@ pub(crate) async fn processes(
     Query(query): Query<ListQuery>,
 ) -> Answer<ProcessList> {
     let node = s.node_of(query.node);
-    let all = s.within(&node, s.control.processes(&node)).await?;
-    let total = all.len() as u64;
-    let mut matched: Vec<&ProcessInfo> = match query.q.as_deref().filter(|q| !q.is_empty()) {
-        None => all.iter().collect(),
-        Some(q) => all.iter().filter(|p| matches(p, q)).collect(),
-    };
     let limit = query.limit.unwrap_or(LIST_DEFAULT).min(PROCESSES_LIST_MAX);
-    // Only the first `limit` are put in order.
-    let key = |p: &&ProcessInfo| match query.sort {
-        Sort::Pid => (0, p.pid),
-        Sort::Memory => (u64::MAX - p.memory_bytes as u64, p.pid),
-        Sort::Mailbox => (u64::MAX - p.mailbox_len as u64, p.pid),
-        Sort::Messages => (u64::MAX - (p.messages_in + p.messages_out), p.pid),
-        Sort::Cpu => (u64::MAX - p.cpu_ns, p.pid),
+    let order = match query.sort {
+        Sort::Pid => ProcessOrder::Pid,
+        Sort::Memory => ProcessOrder::Memory,
+        Sort::Mailbox => ProcessOrder::Mailbox,
+        Sort::Messages => ProcessOrder::Messages,
+        Sort::Cpu => ProcessOrder::Cpu,
     };
-    if limit < matched.len() {
-        matched.select_nth_unstable_by_key(limit, key);
-        matched.truncate(limit);
-    }
-    matched.sort_by_key(key);
+    let search = query.q.as_deref().filter(|q| !q.is_empty());
+    let top = s
+        .within(&node, s.control.top_processes(&node, order, limit, search))
+        .await?;
     Ok(Json(ProcessList {
         node,
-        total,
-        matched: matched.len() as u64,
-        processes: matched.into_iter().map(ProcessView::from).collect(),
+        total: top.total,
+        matched: top.matched,
+        processes: top.processes.iter().map(ProcessView::from).collect(),
     }))
-}
-
-fn matches(p: &ProcessInfo, q: &str) -> bool {
-    p.pid.to_string().contains(q)
-        || p.module.as_ref().is_some_and(|(m, _)| m.contains(q))
-        || p.name.as_deref().is_some_and(|n| n.contains(q))
 }
 
 /// A pid as the API takes it: `<a.b.c>` or `a.b.c`.
@@ -380,9 +366,16 @@ pub(crate) async fn process(
         )
     };
     // The pid as printed shortens node and incarnation: find it among the
-    // node's processes.
-    let all = s.within(&node, s.control.processes(&node)).await?;
-    let found = all
+    // node's processes (the brackets make the search match it alone).
+    let top = s
+        .within(
+            &node,
+            s.control
+                .top_processes(&node, ProcessOrder::Pid, 1, Some(&want)),
+        )
+        .await?;
+    let found = top
+        .processes
         .iter()
         .find(|p| p.pid.to_string() == want)
         .ok_or_else(missing)?;

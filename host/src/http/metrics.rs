@@ -3,8 +3,6 @@
 //! way). Every name has the `molt_` prefix; labels are bounded (module,
 //! version, peer), never a pid.
 
-use std::collections::BTreeMap;
-
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -183,43 +181,33 @@ impl Collector for NodeCollector {
                 }),
         )?;
         // Per module and version: processes, memory, waiting messages.
-        let mut by_module: BTreeMap<(String, String), (i64, u64, u64)> = BTreeMap::new();
-        let (mut memory, mut waiting) = (0u64, 0u64);
-        for p in self.control.node().processes() {
-            memory += p.memory_bytes as u64;
-            waiting += p.mailbox_len as u64;
-            if let Some((module, version)) = p.module {
-                let row = by_module.entry((module, version)).or_default();
-                row.0 += 1;
-                row.1 += p.memory_bytes as u64;
-                row.2 += p.mailbox_len as u64;
-            }
-        }
+        let by_version = self.control.node().by_version();
         one(
             e,
             "process_memory",
             "Linear memory of every process on this node.",
             Some(Unit::Bytes),
-            &ConstGauge::new(memory),
+            &ConstGauge::new(counted.memory_bytes),
         )?;
         one(
             e,
             "mailbox_messages",
             "Messages waiting in every mailbox on this node.",
             None,
-            &ConstGauge::new(waiting),
+            &ConstGauge::new(counted.mailbox_messages),
         )?;
-        let labels =
-            |(m, v): &(String, String)| vec![("module", m.clone()), ("version", v.clone())];
+        let labels = |v: &crate::runtime::VersionTotals| {
+            vec![("module", v.module.clone()), ("version", v.version.clone())]
+        };
         family(
             e,
             "module_processes",
             "Processes running each module version.",
             None,
             MetricType::Gauge,
-            by_module
+            by_version
                 .iter()
-                .map(|(k, r)| (labels(k), ConstGauge::new(r.0))),
+                .map(|v| (labels(v), ConstGauge::new(v.processes as i64))),
         )?;
         family(
             e,
@@ -227,9 +215,9 @@ impl Collector for NodeCollector {
             "Linear memory of the processes of each module version.",
             Some(Unit::Bytes),
             MetricType::Gauge,
-            by_module
+            by_version
                 .iter()
-                .map(|(k, r)| (labels(k), ConstGauge::new(r.1))),
+                .map(|v| (labels(v), ConstGauge::new(v.memory_bytes))),
         )?;
         family(
             e,
@@ -237,9 +225,9 @@ impl Collector for NodeCollector {
             "Messages waiting for the processes of each module version.",
             None,
             MetricType::Gauge,
-            by_module
+            by_version
                 .iter()
-                .map(|(k, r)| (labels(k), ConstGauge::new(r.2))),
+                .map(|v| (labels(v), ConstGauge::new(v.mailbox_messages))),
         )?;
         let peers = self
             .control

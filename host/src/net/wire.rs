@@ -718,6 +718,15 @@ pub enum InfoRequest {
         /// Mailbox messages to describe (capped by the node).
         messages: u32,
     },
+    /// The first processes in an order (`/api/processes?node=`).
+    TopProcesses {
+        /// The order.
+        order: crate::runtime::ProcessOrder,
+        /// How many (capped by the asker).
+        limit: u32,
+        /// Keep those whose pid, module or name contains it.
+        search: Option<String>,
+    },
 }
 
 /// The node-information service's answers.
@@ -748,6 +757,15 @@ pub enum InfoReply {
     /// To `Process`: none if there is no such process; the process's
     /// answer, none if it did not answer in time.
     Process(Option<(ProcessRow, Option<crate::runtime::Inspected>)>),
+    /// To `TopProcesses`: processes alive, matched, and the first ones.
+    TopProcesses {
+        /// Processes alive.
+        total: u64,
+        /// Matched by the search.
+        matched: u64,
+        /// The first ones, in order.
+        rows: Vec<ProcessRow>,
+    },
 }
 
 /// Why the node-information service could not do what was asked.
@@ -973,6 +991,22 @@ mod tests {
                         messages: 20,
                     },
                 ]),
+            ),
+            (
+                "InfoRequest.TopProcesses",
+                Box::new(InfoRequest::TopProcesses {
+                    order: crate::runtime::ProcessOrder::Mailbox,
+                    limit: 100,
+                    search: Some("counter".into()),
+                }),
+            ),
+            (
+                "InfoReply.TopProcesses",
+                Box::new(InfoReply::TopProcesses {
+                    total: 3,
+                    matched: 2,
+                    rows: Vec::new(),
+                }),
             ),
             (
                 "InfoReply.Process",

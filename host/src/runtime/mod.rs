@@ -331,6 +331,48 @@ impl ProcessInfo {
     }
 }
 
+/// The order of a process listing ([`Node::top_processes`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ProcessOrder {
+    /// By pid (spawn order on a node).
+    #[default]
+    Pid,
+    /// Most memory first.
+    Memory,
+    /// Longest mailbox first.
+    Mailbox,
+    /// Most messages (in and out) first.
+    Messages,
+    /// Most time run first.
+    Cpu,
+}
+
+/// The processes of one module version ([`Node::by_version`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionTotals {
+    /// The module.
+    pub module: String,
+    /// The version.
+    pub version: String,
+    /// Processes running it.
+    pub processes: u64,
+    /// Their linear memory, in bytes.
+    pub memory_bytes: u64,
+    /// Messages waiting in their mailboxes.
+    pub mailbox_messages: u64,
+}
+
+/// The first processes of a node in some order ([`Node::top_processes`]).
+#[derive(Clone, Debug, Default)]
+pub struct TopProcesses {
+    /// Processes alive.
+    pub total: u64,
+    /// Of those, the ones the search matched.
+    pub matched: u64,
+    /// The first of them, in the order asked.
+    pub processes: Vec<ProcessInfo>,
+}
+
 /// Most mailbox messages an inspection describes.
 pub const MAILBOX_PREVIEW_MAX: usize = 100;
 
@@ -725,6 +767,100 @@ impl Node {
             .collect();
         all.sort_by_key(|p| p.pid.serial);
         all
+    }
+
+    /// The first `limit` processes in `order`, of those whose pid, module
+    /// or registered name contains `search` (all without one). Only the
+    /// ones returned are described: a listing of a node of many
+    /// processes reads a few numbers of each and sorts those.
+    pub fn top_processes(
+        &self,
+        order: ProcessOrder,
+        limit: usize,
+        search: Option<&str>,
+    ) -> TopProcesses {
+        let registry = self.inner.registry.lock().expect("registry poisoned");
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        // (key, serial): ascending key is the order asked.
+        let mut keys: Vec<(u64, u64)> = Vec::new();
+        let mut total = 0u64;
+        self.inner.table.for_each(|cell| {
+            total += 1;
+            if let Some(q) = search
+                && !Self::matches(cell, &registry, q)
+            {
+                return;
+            }
+            let c = &cell.counters;
+            let key = match order {
+                ProcessOrder::Pid => 0,
+                ProcessOrder::Memory => u64::MAX - cell.memory_bytes.load(Ordering::Relaxed) as u64,
+                ProcessOrder::Mailbox => u64::MAX - cell.mailbox_len.load(Ordering::Relaxed) as u64,
+                ProcessOrder::Messages => {
+                    u64::MAX - (load(&c.messages_in) + load(&c.sent_local) + load(&c.sent_remote))
+                }
+                ProcessOrder::Cpu => u64::MAX - load(&c.cpu_ns),
+            };
+            keys.push((key, cell.pid.serial));
+        });
+        let matched = keys.len() as u64;
+        if limit < keys.len() {
+            keys.select_nth_unstable(limit);
+            keys.truncate(limit);
+        }
+        keys.sort_unstable();
+        let processes = keys
+            .into_iter()
+            .filter_map(|(_, serial)| self.inner.table.get(serial))
+            .map(|cell| ProcessInfo::of(&cell, &registry))
+            .collect();
+        TopProcesses {
+            total,
+            matched,
+            processes,
+        }
+    }
+
+    /// Per module version with processes: module, version, processes,
+    /// their linear memory and their waiting messages; sorted. One pass
+    /// over the process table, nothing per process allocated.
+    pub fn by_version(&self) -> Vec<VersionTotals> {
+        let mut groups: std::collections::HashMap<
+            usize,
+            (Arc<crate::code::ModuleVersion>, [u64; 3]),
+        > = std::collections::HashMap::new();
+        self.inner.table.for_each(|cell| {
+            let module = cell.module.lock().expect("cell module poisoned");
+            if let Some(v) = module.as_ref() {
+                let row = groups
+                    .entry(Arc::as_ptr(v) as usize)
+                    .or_insert_with(|| (v.clone(), [0; 3]));
+                row.1[0] += 1;
+                row.1[1] += cell.memory_bytes.load(Ordering::Relaxed) as u64;
+                row.1[2] += cell.mailbox_len.load(Ordering::Relaxed) as u64;
+            }
+        });
+        let mut totals: Vec<VersionTotals> = groups
+            .into_values()
+            .map(
+                |(v, [processes, memory_bytes, mailbox_messages])| VersionTotals {
+                    module: v.identity.name.clone(),
+                    version: v.identity.version.clone(),
+                    processes,
+                    memory_bytes,
+                    mailbox_messages,
+                },
+            )
+            .collect();
+        totals.sort_by(|a, b| (&a.module, &a.version).cmp(&(&b.module, &b.version)));
+        totals
+    }
+
+    fn matches(cell: &ProcessCell, registry: &Registry, q: &str) -> bool {
+        let module = cell.module.lock().expect("cell module poisoned");
+        module.as_ref().is_some_and(|m| m.identity.name.contains(q))
+            || registry.name_of(cell.pid).is_some_and(|n| n.contains(q))
+            || cell.pid.to_string().contains(q)
     }
 
     /// The node's counters: what its processes did since it started
