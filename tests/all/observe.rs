@@ -280,6 +280,9 @@ async fn one_node_s_endpoint_shows_its_peers_and_another_node_s_processes() {
         .find(|p| p.name == b_dist.name())
         .expect("b is a's peer");
     assert!(peer.bytes_out > 0 && peer.bytes_in > 0, "{peer:?}");
+    assert_eq!(peer.reconnects, 0, "{peer:?}");
+    assert!(peer.last_heard_ms.is_some(), "b was heard: {peer:?}");
+    assert!(peer.last_heard_ms <= Some(peer.connected_ms), "{peer:?}");
     let samples = metrics(addr).await;
     let sent = format!("molt_peer_sent_bytes_total{{peer=\"{}\"}}", b_dist.name());
     assert!(
@@ -323,8 +326,31 @@ async fn one_node_s_endpoint_shows_its_peers_and_another_node_s_processes() {
     let (status, body) = http(addr, "GET", "/api/processes?node=nobody@127.0.0.1", None).await;
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("nobody@127.0.0.1"), "{body}");
-    server.stop().await;
+    // b goes and comes back: a counts the reconnect.
     drop(on_b);
+    b_dist.stop().await;
+    drop(b);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !a_dist.nodes().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "a sees b gone");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (_b, b_dist) = dist_node("obs-b").await;
+    a_dist
+        .join(&address_of(&b_dist))
+        .await
+        .expect("a joins b again");
+    let view: NodeReport = json(addr, "/api/node").await;
+    let peer = view
+        .peers
+        .iter()
+        .find(|p| p.name == b_dist.name())
+        .expect("b is a's peer again");
+    assert_eq!(peer.reconnects, 1, "{peer:?}");
+    let samples = metrics(addr).await;
+    let reconnects = format!("molt_peer_reconnects_total{{peer=\"{}\"}}", b_dist.name());
+    assert_eq!(samples.get(&reconnects), Some(&1.0), "{samples:?}");
+    server.stop().await;
     a_dist.stop().await;
     b_dist.stop().await;
 }

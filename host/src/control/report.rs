@@ -110,6 +110,12 @@ pub struct PeerReport {
     pub lost_packets: u64,
     /// Bytes queued to it, not yet written.
     pub queued_bytes: u64,
+    /// Milliseconds this connection has been up.
+    pub connected_ms: u64,
+    /// Milliseconds since a frame last came from it; none yet: `None`.
+    pub last_heard_ms: Option<u64>,
+    /// Connections to it made before this one since this node started.
+    pub reconnects: u64,
 }
 
 impl From<PeerStats> for PeerReport {
@@ -125,6 +131,9 @@ impl From<PeerStats> for PeerReport {
             congestion_events: p.congestion_events,
             lost_packets: p.lost_packets,
             queued_bytes: p.queued_bytes as u64,
+            connected_ms: p.connected_for.as_millis() as u64,
+            last_heard_ms: p.last_heard.map(|d| d.as_millis() as u64),
+            reconnects: p.reconnects,
         }
     }
 }

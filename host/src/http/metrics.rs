@@ -304,6 +304,27 @@ impl Collector for NodeCollector {
         }
         family(
             e,
+            "peer_reconnects",
+            "Connections to each peer made before the current one.",
+            None,
+            MetricType::Counter,
+            peers
+                .iter()
+                .map(|p| (peer(&p.name), ConstCounter::new(p.reconnects))),
+        )?;
+        family(
+            e,
+            "peer_last_heard",
+            "Time since a frame last came from each peer.",
+            Some(Unit::Seconds),
+            MetricType::Gauge,
+            peers.iter().filter_map(|p| {
+                let ago = p.last_heard?;
+                Some((peer(&p.name), ConstGauge::new(ago.as_secs_f64())))
+            }),
+        )?;
+        family(
+            e,
             "peer_queued",
             "Bytes queued to each peer, not yet written.",
             Some(Unit::Bytes),

@@ -253,7 +253,10 @@ impl DistInner {
             stakes: Mutex::new(Default::default()),
             requests_out: Arc::new(Semaphore::new(self.config.requests_in_flight_max)),
             requests_in: Arc::new(Semaphore::new(self.config.requests_in_flight_max)),
+            connected_at: std::time::Instant::now(),
+            heard_at_ms: Default::default(),
         });
+        self.connection_made(&peer.name);
         if !first.is_empty() {
             // Queued before the peer is in the table, so before any frame.
             peer.control.push(first);
@@ -407,6 +410,7 @@ async fn read_stream(dist: Arc<DistInner>, peer: Arc<Peer>, mut recv: quinn::Rec
             Ok(None) | Err(_) => return,
         }
         let arrived = tokio::time::Instant::now();
+        peer.heard(arrived.into_std());
         loop {
             match decoder.next_frame() {
                 Ok(Some(frame)) => {

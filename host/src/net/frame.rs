@@ -21,8 +21,9 @@ use super::wire::SpawnFailure;
 /// (`Request`, `Reply`, `Notice`) carries code control, node information
 /// and process groups, each in its own wire types (`net::wire`). 5:
 /// process rows carry counters and the parent; node figures and process
-/// inspection in the node-information service.
-pub const PROTOCOL_VERSION: u32 = 5;
+/// inspection in the node-information service. 6: a peer's figures say
+/// how long it has been up, when it was last heard and its reconnects.
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// One frame. Signals between processes travel on the lane of their
 /// (sender, receiver) pair, so per-pair order holds; requests and node

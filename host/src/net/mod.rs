@@ -223,6 +223,12 @@ pub struct PeerStats {
     pub lost_packets: u64,
     /// Bytes queued in its lanes, not yet written.
     pub queued_bytes: usize,
+    /// How long this connection has been up.
+    pub connected_for: Duration,
+    /// How long since a frame last came from it (none yet: `None`).
+    pub last_heard: Option<Duration>,
+    /// Connections to it made before this one since this node started.
+    pub reconnects: u64,
 }
 
 /// Hash of a node name: the node part of its pids.
@@ -266,6 +272,9 @@ struct DistInner {
     peers: RwLock<HashMap<u64, Arc<Peer>>>,
     /// Listen addresses of nodes we know of, by name.
     addresses: Mutex<HashMap<String, SocketAddr>>,
+    /// Connections made with each node since start, by name (at most
+    /// `addresses_max` names): a peer's reconnects.
+    connections_made: Mutex<HashMap<String, u64>>,
     next_request: AtomicU64,
     pending: Mutex<HashMap<u64, oneshot::Sender<Frame>>>,
     /// Local processes watching node connections: node name → watchers.
@@ -310,6 +319,7 @@ impl Distribution {
             client_config,
             peers: RwLock::new(HashMap::new()),
             addresses: Mutex::new(HashMap::new()),
+            connections_made: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             node_monitors: Mutex::new(HashMap::new()),
@@ -382,6 +392,9 @@ impl Distribution {
                     lost_packets: s.path.lost_packets,
                     queued_bytes: p.control.queued_bytes()
                         + p.lanes.iter().map(Lane::queued_bytes).sum::<usize>(),
+                    connected_for: p.connected_at.elapsed(),
+                    last_heard: p.last_heard(),
+                    reconnects: self.inner.reconnects(&p.name),
                 }
             })
             .collect();
@@ -525,6 +538,24 @@ impl Distribution {
         self.shutdown();
         let idle = self.inner.endpoint.wait_idle();
         let _ = tokio::time::timeout(Duration::from_secs(1), idle).await;
+    }
+}
+
+impl DistInner {
+    /// Count a connection made with `name`.
+    fn connection_made(&self, name: &str) {
+        let mut made = self.connections_made.lock().expect("connections poisoned");
+        if let Some(n) = made.get_mut(name) {
+            *n += 1;
+        } else if made.len() < self.config.addresses_max {
+            made.insert(name.to_string(), 1);
+        }
+    }
+
+    /// Connections with `name` made before the current one.
+    fn reconnects(&self, name: &str) -> u64 {
+        let made = self.connections_made.lock().expect("connections poisoned");
+        made.get(name).map_or(0, |n| n.saturating_sub(1))
     }
 }
 

@@ -48,9 +48,32 @@ pub(crate) struct Peer {
     pub requests_out: Arc<Semaphore>,
     /// Room for its requests running here (`requests_in_flight_max`).
     pub requests_in: Arc<Semaphore>,
+    /// When the connection came up.
+    pub connected_at: std::time::Instant,
+    /// When a frame last came from it, in ms after `connected_at` plus
+    /// one (0: none yet); each stream's reader stores it as it reads.
+    pub heard_at_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Peer {
+    /// How long since a frame last came from it.
+    pub fn last_heard(&self) -> Option<std::time::Duration> {
+        match self.heard_at_ms.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            at => {
+                let heard = std::time::Duration::from_millis(at - 1);
+                Some(self.connected_at.elapsed().saturating_sub(heard))
+            }
+        }
+    }
+
+    /// A frame came from it now.
+    pub fn heard(&self, now: std::time::Instant) {
+        let at = now.saturating_duration_since(self.connected_at).as_millis() as u64 + 1;
+        self.heard_at_ms
+            .store(at, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The lane of a (sender, receiver) pair.
     pub fn lane(&self, from: Pid, to: Pid) -> &Lane {
         // A cheap, stable mix of both pids: the same pair always lands on

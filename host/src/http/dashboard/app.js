@@ -70,6 +70,8 @@
     if (m) return `${m}m ${p(s)}s`;
     return `${s}s`;
   }
+  const fmtAgo = (ms) => (ms < 1000 ? ms + ' ms' : ms < 60e3 ? (ms / 1000).toFixed(1) + ' s'
+    : ms < 3600e3 ? Math.floor(ms / 60e3) + ' min' : (ms / 3600e3).toFixed(1) + ' h');
   const fmtUs = (us) => (us == null ? '–' : us < 1000 ? us + ' µs' : us < 1e6 ? (us / 1000).toFixed(us < 1e4 ? 2 : 1) + ' ms' : (us / 1e6).toFixed(2) + ' s');
   function fmtTime(ms) {
     const d = new Date(ms), p = (x) => String(x).padStart(2, '0');
@@ -411,7 +413,7 @@
   function pageNodes(c) {
     const st = status(c);
     const cluster = el('ul', { id: 'cluster-list', class: 'chips' });
-    const peers = table('peer-table', ['peer', 'hidden', 'RTT', 'bytes out', 'bytes in', 'frames out', 'frames in', 'queued', 'congestion', 'lost packets'], 'numeric');
+    const peers = table('peer-table', ['peer', 'hidden', 'RTT', 'bytes out', 'bytes in', 'frames out', 'frames in', 'queued', 'congestion', 'lost packets', 'up', 'last heard', 'reconnects'], 'numeric');
     main.append(el('h1', null, 'Nodes'), st,
       el('section', { class: 'card' }, el('h2', null, 'Cluster ', el('small', null, 'as the viewed node sees it')), cluster),
       el('section', { class: 'card' }, el('h2', null, 'Peers of ', el('span', { class: 'mono', id: 'peers-of' }, S.node || S.local)), peers));
@@ -425,7 +427,9 @@
       fillBody(peers, (v.peers || []).map((p) => el('tr', { class: p.lost_packets || p.congestion_events ? 'warnrow' : null },
         td(p.name, 'mono left'), td(p.hidden ? 'yes' : 'no', 'left'), td(fmtUs(p.rtt_us)),
         td(fmtBytes(p.bytes_out)), td(fmtBytes(p.bytes_in)), td(num(p.frames_out)), td(num(p.frames_in)),
-        td(fmtBytes(p.queued_bytes)), td(num(p.congestion_events)), td(num(p.lost_packets)))), 'no peers connected');
+        td(fmtBytes(p.queued_bytes)), td(num(p.congestion_events)), td(num(p.lost_packets)),
+        td(fmtAgo(p.connected_ms)), td(p.last_heard_ms == null ? '–' : fmtAgo(p.last_heard_ms) + ' ago'),
+        td(num(p.reconnects)))), 'no peers connected');
     }, st);
   }
 
