@@ -272,6 +272,19 @@ impl Puppet {
         p
     }
 
+    /// A puppet that takes only commands, with `waiting` messages (tag
+    /// 77, payload `n: u32`) left in its mailbox.
+    pub async fn busy(node: &Node, waiting: u32) -> Puppet {
+        let mut p = Puppet::spawn(node).await;
+        assert_eq!(p.cmd(Cmd::OnlyCommands(true)).await, Outcome::Ok);
+        for n in 0..waiting {
+            p.ctl
+                .send(p.pid, 77, Ref::NONE, codec::encode(&n))
+                .expect("send to puppet");
+        }
+        p
+    }
+
     /// Send a command without waiting for its outcome: for commands that
     /// end the puppet (`ExitSelf`, `Panic`) or may end it before it
     /// answers. Should it answer after all, the next [`Puppet::cmd`] would

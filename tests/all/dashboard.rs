@@ -9,10 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use molt_abi::{Ref, codec};
 use molt_host::Control;
 use molt_host::http::{HttpConfig, HttpServer};
-use molt_tests::{Cmd, Outcome, Puppet, node};
+use molt_tests::{Puppet, node};
 use serde_json::{Value, json};
 
 /// chromedriver, stopped when dropped.
@@ -111,6 +110,18 @@ async fn until(c: &Client, what: &str, script: &str) -> Value {
     }
 }
 
+/// Go to the dashboard's page `route` and wait until it has loaded
+/// (`page`, as the page marks itself).
+async fn open(c: &Client, base: &str, route: &str, page: &str) {
+    c.goto(&format!("{base}#/{route}")).await.unwrap();
+    until(
+        c,
+        &format!("the {page} page loaded"),
+        &format!("return document.body.dataset.loaded === '{page}'"),
+    )
+    .await;
+}
+
 async fn text_of(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css))
         .await
@@ -132,27 +143,15 @@ async fn the_dashboard_lists_sorts_opens_follows_and_refuses_in_a_real_browser()
 
     // Three puppets; one keeps 40 messages waiting.
     let quiet = Puppet::spawn(&node).await;
-    let mut busy = Puppet::spawn(&node).await;
+    let busy = Puppet::busy(&node, 40).await;
     let _other = Puppet::spawn(&node).await;
-    assert_eq!(busy.cmd(Cmd::OnlyCommands(true)).await, Outcome::Ok);
-    for n in 0..40u32 {
-        busy.ctl
-            .send(busy.pid, 77, Ref::NONE, codec::encode(&n))
-            .unwrap();
-    }
 
     let driver = driver().await;
     let c = browser(&driver).await;
     let base = format!("http://{addr}/");
 
     // Home: the node's figures.
-    c.goto(&format!("{base}#/")).await.unwrap();
-    until(
-        &c,
-        "home loaded",
-        "return document.body.dataset.loaded === 'home'",
-    )
-    .await;
+    open(&c, &base, "", "home").await;
     let alive = node.stats().alive;
     until(
         &c,
@@ -164,13 +163,7 @@ async fn the_dashboard_lists_sorts_opens_follows_and_refuses_in_a_real_browser()
     .await;
 
     // Processes: every puppet listed; sorted by mailbox, the busy one first.
-    c.goto(&format!("{base}#/processes")).await.unwrap();
-    until(
-        &c,
-        "processes loaded",
-        "return document.body.dataset.loaded === 'processes'",
-    )
-    .await;
+    open(&c, &base, "processes", "processes").await;
     for p in [quiet.pid, busy.pid] {
         until(
             &c,
@@ -238,13 +231,7 @@ async fn the_dashboard_lists_sorts_opens_follows_and_refuses_in_a_real_browser()
     assert!(node.processes().iter().any(|p| p.pid == busy.pid));
 
     // Live: more processes appear on the home page by themselves.
-    c.goto(&format!("{base}#/")).await.unwrap();
-    until(
-        &c,
-        "home loaded",
-        "return document.body.dataset.loaded === 'home'",
-    )
-    .await;
+    open(&c, &base, "", "home").await;
     let more = [
         Puppet::spawn(&node).await,
         Puppet::spawn(&node).await,
@@ -262,13 +249,7 @@ async fn the_dashboard_lists_sorts_opens_follows_and_refuses_in_a_real_browser()
 
     // A picture of the process list for the README.
     if let Some(path) = std::env::var_os("MOLT_DASHBOARD_SCREENSHOT") {
-        c.goto(&format!("{base}#/processes")).await.unwrap();
-        until(
-            &c,
-            "processes loaded",
-            "return document.body.dataset.loaded === 'processes'",
-        )
-        .await;
+        open(&c, &base, "processes", "processes").await;
         let png = c.screenshot().await.unwrap();
         std::fs::write(&path, png).unwrap();
     }

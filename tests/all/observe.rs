@@ -159,14 +159,8 @@ async fn the_http_endpoint_shows_the_node_its_processes_and_metrics_and_guards_a
 
     // Three puppets; one keeps 40 messages waiting.
     let quiet = Puppet::spawn(&node).await;
-    let mut busy = Puppet::spawn(&node).await;
+    let busy = Puppet::busy(&node, 40).await;
     let other = Puppet::spawn(&node).await;
-    assert_eq!(busy.cmd(Cmd::OnlyCommands(true)).await, Outcome::Ok);
-    for n in 0..40u32 {
-        busy.ctl
-            .send(busy.pid, 77, Ref::NONE, codec::encode(&n))
-            .unwrap();
-    }
 
     let list: ProcessList = json(addr, "/api/processes?sort=mailbox&limit=2").await;
     assert_eq!(list.total, node.processes().len() as u64);

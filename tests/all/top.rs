@@ -11,7 +11,7 @@ use molt_host::top::ratatui::Terminal;
 use molt_host::top::ratatui::backend::TestBackend;
 use molt_host::top::ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use molt_host::top::{Sort, Top};
-use molt_tests::{ChildNode, Cmd, Event, Outcome, Puppet, TempDir, node};
+use molt_tests::{ChildNode, Event, Puppet, TempDir, node};
 
 const WIDTH: u16 = 120;
 const HEIGHT: u16 = 30;
@@ -83,15 +83,9 @@ async fn top_draws_the_node_and_its_processes_sorted_by_the_key_pressed() {
     let control = Control::local(node.clone());
     let name = node.config().name.clone();
     let mut quiet = Puppet::spawn(&node).await;
-    let mut busy = Puppet::spawn(&node).await;
-    let _other = Puppet::spawn(&node).await;
     // 40 messages wait in busy's mailbox.
-    assert_eq!(busy.cmd(Cmd::OnlyCommands(true)).await, Outcome::Ok);
-    for n in 0..40u32 {
-        busy.ctl
-            .send(busy.pid, 77, Ref::NONE, codec::encode(&n))
-            .unwrap();
-    }
+    let busy = Puppet::busy(&node, 40).await;
+    let _other = Puppet::spawn(&node).await;
 
     let mut top = Top::new(&name);
     let before = Instant::now();
@@ -307,6 +301,12 @@ fn top_command(node: &str, iterations: u32, dir: &Path) -> String {
 }
 
 /// What `molt top` said when it ended: its status and its stderr.
+/// `molt top` (run by `top_command` into `dir`) exited with status 0.
+fn assert_exited_ok(dir: &Path) {
+    let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+    assert_eq!(status.trim(), "0", "{}", ending(dir));
+}
+
 fn ending(dir: &Path) -> String {
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
     format!(
@@ -356,14 +356,7 @@ async fn molt_top_runs_in_a_terminal_and_quits_on_q() {
         "molt top still runs 10 s after q:\n{}",
         tmux.screen()
     );
-    assert_eq!(
-        std::fs::read_to_string(out.path().join("status"))
-            .unwrap_or_default()
-            .trim(),
-        "0",
-        "{}",
-        ending(out.path())
-    );
+    assert_exited_ok(out.path());
     drop(tmux);
 
     // Without keys, --iterations ends it.
@@ -374,12 +367,5 @@ async fn molt_top_runs_in_a_terminal_and_quits_on_q() {
         "molt top --iterations 2 still runs after 20 s:\n{}",
         tmux.screen()
     );
-    assert_eq!(
-        std::fs::read_to_string(out.path().join("status"))
-            .unwrap_or_default()
-            .trim(),
-        "0",
-        "{}",
-        ending(out.path())
-    );
+    assert_exited_ok(out.path());
 }

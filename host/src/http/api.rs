@@ -111,22 +111,9 @@ impl From<crate::ProcessDetail> for ProcessDetailView {
     }
 }
 
-/// How `/api/processes` orders its list.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Sort {
-    /// By pid (spawn order on a node).
-    #[default]
-    Pid,
-    /// Most memory first.
-    Memory,
-    /// Longest mailbox first.
-    Mailbox,
-    /// Most messages (in and out) first.
-    Messages,
-    /// Most guest time first.
-    Cpu,
-}
+/// How `/api/processes` orders its list (`?sort=pid`, `memory`,
+/// `mailbox`, `messages` or `cpu`).
+pub type Sort = ProcessOrder;
 
 /// A page of a node's processes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -318,13 +305,7 @@ pub(crate) async fn processes(
 ) -> Answer<ProcessList> {
     let node = s.node_of(query.node);
     let limit = query.limit.unwrap_or(LIST_DEFAULT).min(PROCESSES_LIST_MAX);
-    let order = match query.sort {
-        Sort::Pid => ProcessOrder::Pid,
-        Sort::Memory => ProcessOrder::Memory,
-        Sort::Mailbox => ProcessOrder::Mailbox,
-        Sort::Messages => ProcessOrder::Messages,
-        Sort::Cpu => ProcessOrder::Cpu,
-    };
+    let order = query.sort;
     let search = query.q.as_deref().filter(|q| !q.is_empty());
     let top = s
         .within(&node, s.control.top_processes(&node, order, limit, search))

@@ -333,6 +333,7 @@ impl ProcessInfo {
 
 /// The order of a process listing ([`Node::top_processes`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ProcessOrder {
     /// By pid (spawn order on a node).
     #[default]
