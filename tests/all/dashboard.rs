@@ -230,6 +230,45 @@ async fn the_dashboard_lists_sorts_opens_follows_and_refuses_in_a_real_browser()
     );
     assert!(node.processes().iter().any(|p| p.pid == busy.pid));
 
+    // A module with an old version offers a purge; refused without the
+    // token, and the old version stays.
+    let puppet = std::fs::read(molt_tests::guest_file("puppet")).unwrap();
+    node.load(
+        &molt_tests::with_version(&puppet, "puppet", "9.9.9"),
+        "puppet",
+    )
+    .expect("a new puppet version");
+    open(&c, &base, "modules", "modules").await;
+    until(
+        &c,
+        "a purge button",
+        "return document.querySelector('button.purge[data-module=\"puppet\"]') !== null",
+    )
+    .await;
+    c.find(Locator::Css("button.purge[data-module=\"puppet\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let refused = until(
+        &c,
+        "the purge refused",
+        "const e = document.querySelector('#module-action-result'); \
+         return e && e.textContent.startsWith('refused') && e.textContent",
+    )
+    .await;
+    assert!(
+        refused.as_str().is_some_and(|t| t.contains("401")),
+        "{refused}"
+    );
+    assert!(
+        node.modules()
+            .iter()
+            .any(|m| m.name == "puppet" && m.old.is_some()),
+        "the old version stays"
+    );
+
     // Live: more processes appear on the home page by themselves.
     open(&c, &base, "", "home").await;
     let more = [

@@ -17,14 +17,27 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// One HTTP/1.1 request (the connection closed after it): the status and
 /// the body.
 async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    http_with(addr, method, path, token, &[]).await
+}
+
+/// [`http`] with a request body.
+async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to the HTTP endpoint");
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
         .await
@@ -224,6 +237,48 @@ async fn the_http_endpoint_shows_the_node_its_processes_and_metrics_and_guards_a
     }
     let (status, _) = http(addr, "GET", &format!("/api/processes/{bare}"), None).await;
     assert_eq!(status, 404);
+
+    // Code actions: a new version loaded, then the old one purged.
+    let puppet = std::fs::read(molt_tests::guest_file("puppet")).unwrap();
+    let next = molt_tests::with_version(&puppet, "puppet", "9.9.9");
+    let load = "/api/modules/puppet/load";
+    let (status, _) = http_with(addr, "POST", load, None, &next).await;
+    assert_eq!(status, 401);
+    let (status, body) = http_with(addr, "POST", load, Some(token), &next).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("loaded puppet 9.9.9"), "{body}");
+    let (status, body) = http_with(addr, "POST", load, Some(token), b"not wasm").await;
+    assert_eq!(status, 422, "{body}");
+    let on_old = node
+        .processes()
+        .iter()
+        .filter(|p| {
+            p.module
+                .as_ref()
+                .is_some_and(|(m, v)| m == "puppet" && v != "9.9.9")
+        })
+        .count();
+    assert!(on_old >= 2, "puppets still on the old version");
+    let purge = "/api/modules/puppet/purge";
+    let (status, _) = http(addr, "POST", purge, Some("not-the-token-at-all")).await;
+    assert_eq!(status, 403);
+    let (status, body) = http(addr, "POST", &format!("{purge}?soft=true"), Some(token)).await;
+    assert_eq!(
+        status, 422,
+        "a soft purge refuses while puppets run it: {body}"
+    );
+    let (status, body) = http(addr, "POST", purge, Some(token)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(&format!("{on_old} process(es) killed")),
+        "{body}"
+    );
+    let samples = metrics(addr).await;
+    assert_eq!(samples["molt_purges_total"], 1.0);
+    assert_eq!(
+        samples["molt_exits_by_reason_total{reason=\"purged\"}"],
+        on_old as f64
+    );
     drop(other);
     server.stop().await;
     assert!(

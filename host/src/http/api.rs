@@ -438,3 +438,78 @@ pub(crate) async fn modules(
     let report = s.within(&node, s.control.modules_of(&node)).await?;
     Ok(Json(ModulesView::of(&node, report)))
 }
+
+/// `/api/modules/{name}/purge`'s query.
+#[derive(Deserialize)]
+pub(crate) struct PurgeQuery {
+    node: Option<String>,
+    /// Only if no process runs the old version (Erlang's `soft_purge`).
+    #[serde(default)]
+    soft: bool,
+}
+
+/// An action: purge the old version of a module (hard: its processes are
+/// killed; `?soft=true`: only if none runs it). Needs the admin token.
+pub(crate) async fn purge(
+    State(s): State<Served>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(query): Query<PurgeQuery>,
+) -> Result<Json<Done>, ApiError> {
+    admitted(&s, &headers)?;
+    let node = s.node_of(query.node);
+    let purged = s
+        .within_action(&node, s.control.purge_on(&node, &name, query.soft))
+        .await?;
+    let done = match purged.old {
+        Some(old) => format!(
+            "purged {name} {old} on {node}: {} process(es) killed",
+            purged.killed
+        ),
+        None => format!("{name} has no old version on {node}"),
+    };
+    tracing::info!(module = %name, %node, "purge through the HTTP API: {done}");
+    Ok(Json(Done { done }))
+}
+
+/// An action: load the module in the request's body as `name` (a new
+/// version, current at once; the old one stays until purged). Needs the
+/// admin token; the body is at most `module_bytes_max`.
+pub(crate) async fn load(
+    State(s): State<Served>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(on): Query<OnNode>,
+    body: axum::body::Bytes,
+) -> Result<Json<Done>, ApiError> {
+    admitted(&s, &headers)?;
+    let node = s.node_of(on.node);
+    let (module, version) = s
+        .within_action(&node, s.control.load_on(&node, &name, body.to_vec()))
+        .await?;
+    let done = format!("loaded {module} {version} on {node}");
+    tracing::info!(%module, %version, %node, "load through the HTTP API");
+    Ok(Json(Done { done }))
+}
+
+impl Served {
+    /// Run a code action within the request timeout: a refusal answers
+    /// `422` with why.
+    async fn within_action<T>(
+        &self,
+        node: &str,
+        act: impl std::future::Future<Output = Result<T, crate::control::CodeError>>,
+    ) -> Result<T, ApiError> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, act).await {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) => Err(ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{node}: {e}"),
+            )),
+            Err(_) => Err(ApiError(
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("{node} did not answer within {REQUEST_TIMEOUT:?}"),
+            )),
+        }
+    }
+}

@@ -150,6 +150,7 @@ impl Drop for HttpServer {
 }
 
 fn router(served: Served) -> Router {
+    let module_bytes_max = served.control.node().config().module_bytes_max;
     Router::new()
         .route("/", get(dashboard::index))
         .route("/app.js", get(dashboard::app))
@@ -162,6 +163,11 @@ fn router(served: Served) -> Router {
         .route("/api/processes", get(api::processes))
         .route("/api/processes/{pid}", get(api::process))
         .route("/api/processes/{pid}/kill", post(api::kill))
+        .route(
+            "/api/modules/{name}/load",
+            post(api::load).layer(axum::extract::DefaultBodyLimit::max(module_bytes_max)),
+        )
+        .route("/api/modules/{name}/purge", post(api::purge))
         .route("/api/modules", get(api::modules))
         .route("/api/tree", get(cluster::tree))
         .route("/api/cluster", get(cluster::cluster))

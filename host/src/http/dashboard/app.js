@@ -584,28 +584,32 @@
         if (c.alive) showMessages(json.messages || []);
       } catch (e) { if (c.alive) msgs.replaceChildren(el('div', { class: 'status err' }, e.message)); }
     });
-    killBtn.addEventListener('click', async () => {
-      result.className = 'muted'; result.textContent = 'sending…';
-      const headers = { Accept: 'application/json' };
-      const token = tokenInput.value; // no header at all when the field is empty
-      if (token) headers.Authorization = 'Bearer ' + token;
-      try {
-        const r = await fetch('api/' + path + '/kill', { method: 'POST', headers, cache: 'no-store' });
-        const text = await r.text();
-        let j = null;
-        try { j = JSON.parse(text); } catch (e) { /* not JSON */ }
-        if (r.ok) { result.className = 'ok'; result.textContent = (j && j.done) || 'done'; }
-        else { result.className = 'err'; result.textContent = `refused (${r.status}): ` + ((j && j.error) || text || r.statusText); }
-      } catch (e) { result.className = 'err'; result.textContent = 'cannot reach this node'; }
-    });
+    killBtn.addEventListener('click', () => act('api/' + path + '/kill', result));
+  }
+
+  // An action (POST with the admin token); its answer or refusal in `result`.
+  async function act(url, result) {
+    result.className = 'muted'; result.textContent = 'sending…';
+    const headers = { Accept: 'application/json' };
+    const token = tokenInput.value; // no header at all when the field is empty
+    if (token) headers.Authorization = 'Bearer ' + token;
+    try {
+      const r = await fetch(url, { method: 'POST', headers, cache: 'no-store' });
+      const text = await r.text();
+      let j = null;
+      try { j = JSON.parse(text); } catch (e) { /* not JSON */ }
+      if (r.ok) { result.className = 'ok'; result.textContent = (j && j.done) || 'done'; }
+      else { result.className = 'err'; result.textContent = `refused (${r.status}): ` + ((j && j.error) || text || r.statusText); }
+    } catch (e) { result.className = 'err'; result.textContent = 'cannot reach this node'; }
   }
 
   // ---------- Modules ----------
   function pageModules(c) {
     const st = status(c);
-    const mods = table('module-table', ['module', 'version', 'kind', 'hash', '#processes', 'old version', '#old processes']);
+    const mods = table('module-table', ['module', 'version', 'kind', 'hash', '#processes', 'old version', '#old processes', '']);
+    const purged = el('div', { id: 'module-action-result', class: 'muted' });
     const events = table('code-events', ['time', 'module', 'event']);
-    main.append(el('h1', null, 'Modules'), st, el('section', { class: 'card' }, mods),
+    main.append(el('h1', null, 'Modules'), st, el('section', { class: 'card' }, mods, purged),
       el('section', { class: 'card' }, el('h2', null, 'Recent code events ', el('small', null, 'newest first')), events));
     const refresh = poll(c, 'modules', 3000, 'modules', null, (v) => {
       const list = [...(v.modules || [])].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -613,7 +617,12 @@
         const cur = m.current || {}, old = m.old;
         return el('tr', { class: old ? 'has-old' : null }, td(m.name, 'mono'), td(cur.version, 'mono'), td(cur.kind),
           td(cur.hash ? String(cur.hash).slice(0, 12) : '–', 'mono muted', cur.hash), td(num(cur.processes), 'mono num'),
-          td(old ? old.version : '–', 'mono'), td(old ? num(old.processes) : '–', 'mono num'));
+          td(old ? old.version : '–', 'mono'), td(old ? num(old.processes) : '–', 'mono num'),
+          el('td', null, old ? el('button', {
+            class: 'purge', 'data-module': m.name,
+            onclick: () => act('api/modules/' + encodeURIComponent(m.name) + '/purge'
+              + (S.node ? '?node=' + encodeURIComponent(S.node) : ''), purged),
+          }, 'purge old') : null));
       }), 'no modules loaded');
       const evs = [...(v.events || [])].sort((a, b) => b.at_ms - a.at_ms);
       fillBody(events, evs.map((e) => el('tr', { class: e.failure ? 'failure' : null },
