@@ -269,6 +269,21 @@ async fn the_dashboard_lists_sorts_opens_follows_and_refuses_in_a_real_browser()
         "the old version stays"
     );
 
+    // Across the cluster (one node here): the new version is current.
+    let across = until(
+        &c,
+        "the module across the cluster",
+        "const r = document.querySelector('#cluster-modules-table tr[data-module=\"puppet\"]'); \
+         return r && r.textContent",
+    )
+    .await;
+    assert!(
+        across
+            .as_str()
+            .is_some_and(|t| t.contains("9.9.9") && t.contains("same everywhere")),
+        "{across}"
+    );
+
     // Live: more processes appear on the home page by themselves.
     open(&c, &base, "", "home").await;
     let more = [

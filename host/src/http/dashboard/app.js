@@ -629,6 +629,34 @@
         td(fmtTime(e.at_ms), 'mono nowrap', new Date(e.at_ms).toISOString()), td(e.module, 'mono'), td(e.what))), 'no code events yet');
     }, st);
     c.onCode = () => refresh(true);
+
+    // Across the cluster: each module's current version on every node, so
+    // a rollout's progress (or a node left behind) shows at a glance.
+    const across = el('div');
+    main.append(el('section', { class: 'card' }, el('h2', null, 'Across the cluster ',
+      el('small', null, 'current version on each node')), across));
+    every(c, 3000, async () => {
+      let nodes;
+      try { nodes = (await getJSON('nodes')).json; } catch (e) { return; }
+      const reports = await Promise.all(nodes.map((n) => getJSON('modules', { node: n }, true)
+        .then((r) => r.json).catch((e) => ({ error: e.message }))));
+      if (!c.alive) return;
+      const names = new Set();
+      for (const r of reports) for (const m of r.modules || []) names.add(m.name);
+      const rows = [...names].sort().map((name) => {
+        const versions = reports.map((r) => (r.modules || []).find((m) => m.name === name));
+        const current = new Set(versions.filter((m) => m && m.current).map((m) => m.current.version));
+        return el('tr', { 'data-module': name, class: current.size > 1 ? 'warnrow' : null },
+          td(name, 'mono left'),
+          ...versions.map((m, i) => td(reports[i].error ? 'no answer'
+            : !m ? '–' : (m.current ? m.current.version : '–') + (m.old ? ' (old ' + m.old.version + ')' : ''), 'mono')),
+          td(current.size > 1 ? 'versions differ' : 'same everywhere', 'left'));
+      });
+      const t = el('table', { id: 'cluster-modules-table', class: 'grid numeric' },
+        el('thead', null, el('tr', null, el('th', null, 'module'), ...nodes.map((n) => el('th', { class: 'mono' }, n)), el('th', null, ''))),
+        el('tbody', null, ...rows));
+      across.replaceChildren(rows.length ? t : el('p', { class: 'muted' }, 'no modules loaded'));
+    });
   }
 
   // ---------- Tree ----------
