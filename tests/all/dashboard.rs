@@ -122,6 +122,30 @@ async fn open(c: &Client, base: &str, route: &str, page: &str) {
     .await;
 }
 
+/// Click the action button `button` (no admin token is given) and wait
+/// for `result` to say it was refused with 401.
+async fn refused_without_token(c: &Client, button: &str, result: &str) {
+    c.find(Locator::Css(button))
+        .await
+        .unwrap_or_else(|e| panic!("{button}: {e}"))
+        .click()
+        .await
+        .unwrap();
+    let refused = until(
+        c,
+        &format!("{button} refused"),
+        &format!(
+            "const e = document.querySelector('{result}'); \
+             return e && e.textContent.startsWith('refused') && e.textContent"
+        ),
+    )
+    .await;
+    assert!(
+        refused.as_str().is_some_and(|t| t.contains("401")),
+        "{refused}"
+    );
+}
+
 async fn text_of(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css))
         .await
@@ -211,23 +235,7 @@ async fn the_dashboard_lists_sorts_opens_follows_and_refuses_in_a_real_browser()
     assert_eq!(text_of(&c, "#detail-mailbox").await.trim(), "40");
 
     // An action without the token is refused, and the process lives.
-    c.find(Locator::Css("#kill"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let refused = until(
-        &c,
-        "the refusal",
-        "const e = document.querySelector('#action-result'); \
-         return e && e.textContent.startsWith('refused') && e.textContent",
-    )
-    .await;
-    assert!(
-        refused.as_str().is_some_and(|t| t.contains("401")),
-        "{refused}"
-    );
+    refused_without_token(&c, "#kill", "#action-result").await;
     assert!(node.processes().iter().any(|p| p.pid == busy.pid));
 
     // A module with an old version offers a purge; refused without the
@@ -245,23 +253,12 @@ async fn the_dashboard_lists_sorts_opens_follows_and_refuses_in_a_real_browser()
         "return document.querySelector('button.purge[data-module=\"puppet\"]') !== null",
     )
     .await;
-    c.find(Locator::Css("button.purge[data-module=\"puppet\"]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    let refused = until(
+    refused_without_token(
         &c,
-        "the purge refused",
-        "const e = document.querySelector('#module-action-result'); \
-         return e && e.textContent.startsWith('refused') && e.textContent",
+        "button.purge[data-module=\"puppet\"]",
+        "#module-action-result",
     )
     .await;
-    assert!(
-        refused.as_str().is_some_and(|t| t.contains("401")),
-        "{refused}"
-    );
     assert!(
         node.modules()
             .iter()
