@@ -478,6 +478,39 @@ async fn remote_spawn_run(a: &Node, da: &Distribution, spawns: u64) -> Result<f6
     Ok(per_spawn)
 }
 
+/// Page faults this process has taken (minor and major), from
+/// /proc/self/stat.
+fn page_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<u64> = after_name
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0))
+        .collect();
+    // minflt and majflt: the 10th and 12th fields of the whole line.
+    fields.get(7).copied().unwrap_or(0) + fields.get(9).copied().unwrap_or(0)
+}
+
+/// [`measure`], also counting the page faults of each run per operation
+/// (`ops` operations a run).
+async fn measure_with_faults<F, Fut>(
+    runs: usize,
+    ops: u64,
+    mut one: F,
+) -> Result<(Vec<f64>, Vec<f64>)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<f64>>,
+{
+    let (mut values, mut faults) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
+    for _ in 0..runs {
+        let before = page_faults();
+        values.push(one().await?);
+        faults.push((page_faults() - before) as f64 / ops.max(1) as f64);
+    }
+    Ok((values, faults))
+}
+
 /// Run `one` `runs` times and collect its figures.
 async fn measure<F, Fut>(runs: usize, mut one: F) -> Result<Vec<f64>>
 where
@@ -578,8 +611,11 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
 
     if want("spawn") {
         let (mut spawn, mut memory, mut maps) = (Vec::new(), Vec::new(), Vec::new());
+        let mut faults = Vec::new();
         for _ in 0..runs {
+            let before = page_faults();
             let (us, bytes, m) = spawn_run(&node, args.processes).await?;
+            faults.push((page_faults() - before) as f64 / args.processes.max(1) as f64);
             spawn.push(us);
             memory.push(bytes / 1024.0);
             maps.push(m);
@@ -588,6 +624,11 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             name: "spawn (behaviour, incl. init)",
             unit: "µs/process",
             runs: spawn,
+        });
+        figures.push(Figure {
+            name: "  page faults per spawn (and its kill)",
+            unit: "faults",
+            runs: faults,
         });
         figures.push(Figure {
             name: "idle memory per process (RSS delta / N)",
@@ -601,19 +642,31 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
         });
     }
     if want("pingpong") {
-        let v = measure(runs, || pingpong_run(&node, args.rounds)).await?;
+        let (v, faults) =
+            measure_with_faults(runs, args.rounds, || pingpong_run(&node, args.rounds)).await?;
         figures.push(Figure {
             name: "local ping-pong",
             unit: "round trips/s",
             runs: v,
         });
+        figures.push(Figure {
+            name: "  page faults per round trip",
+            unit: "faults",
+            runs: faults,
+        });
     }
     if want("oneway") {
-        let v = measure(runs, || oneway_run(&node, args.messages)).await?;
+        let (v, faults) =
+            measure_with_faults(runs, args.messages, || oneway_run(&node, args.messages)).await?;
         figures.push(Figure {
             name: "local one-way, 64-byte messages",
             unit: "msgs/s",
             runs: v,
+        });
+        figures.push(Figure {
+            name: "  page faults per message",
+            unit: "faults",
+            runs: faults,
         });
     }
     if want("ring") {
@@ -759,9 +812,11 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
 fn print(figures: &[Figure], title: String) {
     out!("{title}");
     for f in figures {
-        let runs: Vec<String> = f.runs.iter().map(|v| format!("{v:.1}")).collect();
+        // Small figures (page faults per operation) need more digits.
+        let digits = if f.median().abs() < 1.0 { 4 } else { 1 };
+        let runs: Vec<String> = f.runs.iter().map(|v| format!("{v:.digits$}")).collect();
         out!(
-            "{:<50} {:>14.1} {:<14} runs: [{}]",
+            "{:<50} {:>14.digits$} {:<14} runs: [{}]",
             f.name,
             f.median(),
             f.unit,
