@@ -478,17 +478,22 @@ async fn remote_spawn_run(a: &Node, da: &Distribution, spawns: u64) -> Result<f6
     Ok(per_spawn)
 }
 
-/// Page faults this process has taken (minor and major), from
-/// /proc/self/stat.
-fn page_faults() -> u64 {
+/// The numeric fields of /proc/self/stat after the process's name
+/// (`state` reads as 0): index `n` is field `n + 3` of the whole line.
+pub(crate) fn proc_stat() -> Vec<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<u64> = after_name
+    after_name
         .split_whitespace()
         .map(|f| f.parse().unwrap_or(0))
-        .collect();
-    // minflt and majflt: the 10th and 12th fields of the whole line.
-    fields.get(7).copied().unwrap_or(0) + fields.get(9).copied().unwrap_or(0)
+        .collect()
+}
+
+/// Page faults this process has taken (minor and major).
+fn page_faults() -> u64 {
+    // minflt and majflt: fields 10 and 12.
+    let stat = proc_stat();
+    stat.get(7).copied().unwrap_or(0) + stat.get(9).copied().unwrap_or(0)
 }
 
 /// [`measure`], also counting the page faults of each run per operation

@@ -191,16 +191,9 @@ async fn read_events(addr: SocketAddr) -> Result<()> {
 
 /// CPU time this process used (user and system), in seconds.
 fn cpu_seconds() -> f64 {
-    // Fields 14 and 15 of /proc/self/stat, in clock ticks (100 a second).
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<u64> = after_name
-        .split_whitespace()
-        .skip(11)
-        .take(2)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    fields.iter().sum::<u64>() as f64 / 100.0
+    // utime and stime: fields 14 and 15, in clock ticks (100 a second).
+    let stat = super::bench::proc_stat();
+    (stat.get(11).copied().unwrap_or(0) + stat.get(12).copied().unwrap_or(0)) as f64 / 100.0
 }
 
 /// The share of one core used since `start`, in percent.

@@ -65,6 +65,12 @@ pub enum CoordCommand {
     },
 }
 
+/// Print `items` as the HTTP API's views of them (`--format json`).
+fn print_views<S, V: From<S> + serde::Serialize>(items: Vec<S>) -> Result<()> {
+    let views: Vec<V> = items.into_iter().map(V::from).collect();
+    print_json(&views)
+}
+
 pub async fn run(command: CoordCommand) -> Result<ExitCode> {
     match command {
         CoordCommand::Cluster {
@@ -160,9 +166,7 @@ pub async fn run(command: CoordCommand) -> Result<ExitCode> {
         CoordCommand::Names { remote, format } => {
             let (control, target) = remote.connect().await?;
             if format == Format::Json {
-                let names = control.global_names(&target).await?;
-                let views: Vec<NameView> = names.into_iter().map(NameView::from).collect();
-                print_json(&views)?;
+                print_views::<_, NameView>(control.global_names(&target).await?)?;
                 control.disconnect().await;
                 return Ok(ExitCode::SUCCESS);
             }
@@ -175,9 +179,7 @@ pub async fn run(command: CoordCommand) -> Result<ExitCode> {
         CoordCommand::Locks { remote, format } => {
             let (control, target) = remote.connect().await?;
             if format == Format::Json {
-                let locks = control.global_locks(&target).await?;
-                let views: Vec<LockView> = locks.into_iter().map(LockView::from).collect();
-                print_json(&views)?;
+                print_views::<_, LockView>(control.global_locks(&target).await?)?;
                 control.disconnect().await;
                 return Ok(ExitCode::SUCCESS);
             }
@@ -195,10 +197,7 @@ pub async fn run(command: CoordCommand) -> Result<ExitCode> {
         CoordCommand::Elections { remote, format } => {
             let (control, target) = remote.connect().await?;
             if format == Format::Json {
-                let elections = control.elections(&target).await?;
-                let views: Vec<ElectionView> =
-                    elections.into_iter().map(ElectionView::from).collect();
-                print_json(&views)?;
+                print_views::<_, ElectionView>(control.elections(&target).await?)?;
                 control.disconnect().await;
                 return Ok(ExitCode::SUCCESS);
             }

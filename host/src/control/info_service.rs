@@ -23,6 +23,15 @@ impl InfoService {
     }
 }
 
+impl InfoService {
+    /// The node, unless it is stopping.
+    fn node(&self) -> Result<Node, InfoError> {
+        self.node
+            .upgrade()
+            .ok_or_else(|| InfoError::NotDelivered("the node is stopping".into()))
+    }
+}
+
 impl Service for InfoService {
     const ID: ServiceId = 3;
     const NAME: &'static str = "info";
@@ -43,9 +52,7 @@ impl Service for InfoService {
                 tag,
                 payload,
             } => {
-                let Some(node) = self.node.upgrade() else {
-                    return Err(InfoError::NotDelivered("the node is stopping".into()));
-                };
+                let node = self.node()?;
                 let to = node
                     .whereis(&name)
                     .ok_or_else(|| InfoError::NotRegistered(name.clone()))?;
@@ -61,34 +68,24 @@ impl Service for InfoService {
                 InfoReply::Sent
             }
             InfoRequest::Table(request) => {
-                let Some(node) = self.node.upgrade() else {
-                    return Err(InfoError::NotDelivered("the node is stopping".into()));
-                };
+                let node = self.node()?;
                 InfoReply::Table(node.table(request).await)
             }
             InfoRequest::TableBackup { table, path } => {
-                let Some(node) = self.node.upgrade() else {
-                    return Err(InfoError::NotDelivered("the node is stopping".into()));
-                };
+                let node = self.node()?;
                 let done = node.tables().backup(&table, std::path::Path::new(&path));
                 InfoReply::Backup(crate::table::Covered::summary(done))
             }
             InfoRequest::TableReplica(table) => {
-                let Some(node) = self.node.upgrade() else {
-                    return Err(InfoError::NotDelivered("the node is stopping".into()));
-                };
+                let node = self.node()?;
                 InfoReply::TableReplica(node.tables().replica_status(&table))
             }
             InfoRequest::ReplicaFailure(table) => {
-                let Some(node) = self.node.upgrade() else {
-                    return Err(InfoError::NotDelivered("the node is stopping".into()));
-                };
+                let node = self.node()?;
                 InfoReply::ReplicaFailure(node.tables().replica_failure(&table))
             }
             InfoRequest::TableFailures => {
-                let Some(node) = self.node.upgrade() else {
-                    return Err(InfoError::NotDelivered("the node is stopping".into()));
-                };
+                let node = self.node()?;
                 InfoReply::TableFailures(crate::control::table_failures(&node))
             }
             InfoRequest::TableRestore {
@@ -96,25 +93,19 @@ impl Service for InfoService {
                 path,
                 rename,
             } => {
-                let Some(node) = self.node.upgrade() else {
-                    return Err(InfoError::NotDelivered("the node is stopping".into()));
-                };
+                let node = self.node()?;
                 let done = node
                     .table_restore(&table, std::path::Path::new(&path), rename)
                     .await;
                 InfoReply::Backup(crate::table::Covered::summary(done))
             }
             InfoRequest::TableBackupAll { path } => {
-                let Some(node) = self.node.upgrade() else {
-                    return Err(InfoError::NotDelivered("the node is stopping".into()));
-                };
+                let node = self.node()?;
                 let done = node.tables().backup_all(std::path::Path::new(&path));
                 InfoReply::BackupAll(crate::table::Covered::summaries(done))
             }
             InfoRequest::TableRestoreAll { path } => {
-                let Some(node) = self.node.upgrade() else {
-                    return Err(InfoError::NotDelivered("the node is stopping".into()));
-                };
+                let node = self.node()?;
                 let done = node.table_restore_all(std::path::Path::new(&path)).await;
                 InfoReply::BackupAll(crate::table::Covered::summaries(done))
             }
@@ -125,16 +116,12 @@ impl Service for InfoService {
                     .unwrap_or_default(),
             ),
             InfoRequest::Node => {
-                let Some(node) = self.node.upgrade() else {
-                    return Err(InfoError::NotDelivered("the node is stopping".into()));
-                };
+                let node = self.node()?;
                 let dist = self.dist.upgrade();
                 InfoReply::Node(crate::control::NodeReport::of(&node, dist.as_ref()))
             }
             InfoRequest::Process { pid, messages } => {
-                let Some(node) = self.node.upgrade() else {
-                    return Err(InfoError::NotDelivered("the node is stopping".into()));
-                };
+                let node = self.node()?;
                 let detail = node.inspect(pid, messages as usize).await;
                 InfoReply::Process(detail.map(|d| (d.info.into(), d.inspected)))
             }
@@ -143,9 +130,7 @@ impl Service for InfoService {
                 limit,
                 search,
             } => {
-                let Some(node) = self.node.upgrade() else {
-                    return Err(InfoError::NotDelivered("the node is stopping".into()));
-                };
+                let node = self.node()?;
                 let top = node.top_processes(order, limit as usize, search.as_deref());
                 InfoReply::TopProcesses {
                     total: top.total,

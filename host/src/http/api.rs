@@ -237,15 +237,28 @@ impl Served {
     }
 
     /// Run `ask` (which may reach another node) within the request
-    /// timeout.
+    /// timeout: past it `504`, its error `502` naming the node.
     pub(crate) async fn within<T, E: std::fmt::Display>(
         &self,
         node: &str,
         ask: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, ApiError> {
+        self.within_as(node, ask, |e| {
+            ApiError(StatusCode::BAD_GATEWAY, format!("{node}: {e}"))
+        })
+        .await
+    }
+
+    /// Run `ask` within the request timeout (past it `504`); its error as
+    /// `failed` answers it.
+    pub(crate) async fn within_as<T, E>(
+        &self,
+        node: &str,
+        ask: impl std::future::Future<Output = Result<T, E>>,
+        failed: impl FnOnce(E) -> ApiError,
+    ) -> Result<T, ApiError> {
         match tokio::time::timeout(REQUEST_TIMEOUT, ask).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(ApiError(StatusCode::BAD_GATEWAY, format!("{node}: {e}"))),
+            Ok(answer) => answer.map_err(failed),
             Err(_) => Err(ApiError(
                 StatusCode::GATEWAY_TIMEOUT,
                 format!("{node} did not answer within {REQUEST_TIMEOUT:?}"),
@@ -459,7 +472,11 @@ pub(crate) async fn purge(
     admitted(&s, &headers)?;
     let node = s.node_of(query.node);
     let purged = s
-        .within_action(&node, s.control.purge_on(&node, &name, query.soft))
+        .within_as(
+            &node,
+            s.control.purge_on(&node, &name, query.soft),
+            refused(&node),
+        )
         .await?;
     let done = match purged.old {
         Some(old) => format!(
@@ -485,31 +502,18 @@ pub(crate) async fn load(
     admitted(&s, &headers)?;
     let node = s.node_of(on.node);
     let (module, version) = s
-        .within_action(&node, s.control.load_on(&node, &name, body.to_vec()))
+        .within_as(
+            &node,
+            s.control.load_on(&node, &name, body.to_vec()),
+            refused(&node),
+        )
         .await?;
     let done = format!("loaded {module} {version} on {node}");
     tracing::info!(%module, %version, %node, "load through the HTTP API");
     Ok(Json(Done { done }))
 }
 
-impl Served {
-    /// Run a code action within the request timeout: a refusal answers
-    /// `422` with why.
-    async fn within_action<T>(
-        &self,
-        node: &str,
-        act: impl std::future::Future<Output = Result<T, crate::control::CodeError>>,
-    ) -> Result<T, ApiError> {
-        match tokio::time::timeout(REQUEST_TIMEOUT, act).await {
-            Ok(Ok(done)) => Ok(done),
-            Ok(Err(e)) => Err(ApiError(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("{node}: {e}"),
-            )),
-            Err(_) => Err(ApiError(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("{node} did not answer within {REQUEST_TIMEOUT:?}"),
-            )),
-        }
-    }
+/// A code action's refusal: `422` with why.
+fn refused(node: &str) -> impl FnOnce(crate::control::CodeError) -> ApiError + '_ {
+    move |e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, format!("{node}: {e}"))
 }

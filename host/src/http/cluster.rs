@@ -162,18 +162,14 @@ impl Served {
         node: &str,
         ask: impl std::future::Future<Output = Result<T, CoordQueryError>>,
     ) -> Result<T, ApiError> {
-        match tokio::time::timeout(super::REQUEST_TIMEOUT, ask).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(CoordQueryError::NotRunning(_))) => Err(ApiError(
+        self.within_as(node, ask, |e| match e {
+            CoordQueryError::NotRunning(_) => ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("{node} runs no coordination group"),
-            )),
-            Ok(Err(e)) => Err(ApiError(StatusCode::BAD_GATEWAY, e.to_string())),
-            Err(_) => Err(ApiError(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("{node} did not answer within {:?}", super::REQUEST_TIMEOUT),
-            )),
-        }
+            ),
+            e => ApiError(StatusCode::BAD_GATEWAY, e.to_string()),
+        })
+        .await
     }
 }
 
@@ -241,15 +237,11 @@ pub(crate) async fn tables(
     Query(on): Query<OnNode>,
 ) -> Answer<Vec<TableView>> {
     let node = s.node_of(on.node);
-    let views = tokio::time::timeout(super::REQUEST_TIMEOUT, table_views(&s.control, &node))
-        .await
-        .map_err(|_| {
-            ApiError(
-                StatusCode::GATEWAY_TIMEOUT,
-                format!("{node} did not answer within {:?}", super::REQUEST_TIMEOUT),
-            )
-        })?
-        .map_err(|e| ApiError(StatusCode::BAD_GATEWAY, e))?;
+    let views = s
+        .within_as(&node, table_views(&s.control, &node), |e| {
+            ApiError(StatusCode::BAD_GATEWAY, e)
+        })
+        .await?;
     Ok(Json(views))
 }
 

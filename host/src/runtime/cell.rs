@@ -144,12 +144,18 @@ impl ProcessCounters {
         );
     }
 
-    /// Count a message sent to `to` from this node (`node_id`).
-    pub fn sent(&self, to: Pid, node_id: u64) {
-        match to.node == node_id {
+    /// Count a message sent to a process of this node (`local`) or of
+    /// another one.
+    pub fn sent(&self, local: bool) {
+        match local {
             true => Self::bump(&self.sent_local, 1),
             false => Self::bump(&self.sent_remote, 1),
         }
+    }
+
+    /// Messages it sent, to any node.
+    pub fn sent_total(&self) -> u64 {
+        self.sent_local.load(Ordering::Relaxed) + self.sent_remote.load(Ordering::Relaxed)
     }
 }
 

@@ -266,8 +266,14 @@ impl ProcessCore {
 
     /// Count a message this process sent to `to`.
     pub fn sent(&self, to: Pid) {
+        self.sent_to_node(to.node == self.node.node_id);
+    }
+
+    /// Count a message this process sent to this node (`local`) or to
+    /// another one.
+    pub fn sent_to_node(&self, local: bool) {
         if self.node.config.process_counters {
-            self.cell.counters.sent(to, self.node.node_id);
+            self.cell.counters.sent(local);
         }
     }
 

@@ -297,11 +297,7 @@ async fn send_named_on(c: &mut Caller<'_, ProcState>, req: NamedSend) -> Result<
     let sent = router.send_named(me, &target, &name, message).await;
     Ok(match sent {
         Ok(()) => {
-            // Any pid of another node counts the send as remote.
-            c.data().core.sent(Pid {
-                node: !node.node_id,
-                ..me
-            });
+            c.data().core.sent_to_node(false);
             status::OK
         }
         Err(Undelivered::NoConnection) => status::NOCONNECTION,

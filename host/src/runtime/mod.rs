@@ -323,8 +323,7 @@ impl ProcessInfo {
                 .expect("upgrade failure poisoned")
                 .clone(),
             messages_in: c.messages_in.load(Ordering::Relaxed),
-            messages_out: c.sent_local.load(Ordering::Relaxed)
-                + c.sent_remote.load(Ordering::Relaxed),
+            messages_out: c.sent_total(),
             cpu_ns: c.cpu_ns.load(Ordering::Relaxed),
             parent: cell.parent,
         }
@@ -797,9 +796,7 @@ impl Node {
                 ProcessOrder::Pid => 0,
                 ProcessOrder::Memory => u64::MAX - cell.memory_bytes.load(Ordering::Relaxed) as u64,
                 ProcessOrder::Mailbox => u64::MAX - cell.mailbox_len.load(Ordering::Relaxed) as u64,
-                ProcessOrder::Messages => {
-                    u64::MAX - (load(&c.messages_in) + load(&c.sent_local) + load(&c.sent_remote))
-                }
+                ProcessOrder::Messages => u64::MAX - (load(&c.messages_in) + c.sent_total()),
                 ProcessOrder::Cpu => u64::MAX - load(&c.cpu_ns),
             };
             keys.push((key, cell.pid.serial));
