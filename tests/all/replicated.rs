@@ -2,7 +2,7 @@
 //! kept on every node, written from each, read everywhere; its group
 //! survives the loss of a node, and a minority refuses writes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use molt_abi::table::{
     Abort, Batch, Condition, Consistency, Copy, Error, Kind, Op, Replica, Reply, Request, Spec,
@@ -702,14 +702,14 @@ async fn a_replica_behind_by_more_than_a_frame_catches_up() {
     for m in &members {
         m.dist.nemesis().heal_all();
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !tables(&members[2])
         .local()
         .get("blobs", b"b23")
         .is_ok_and(|(records, _)| records.len() == 1)
     {
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "c did not catch up: {:?} connected {:?}",
             members
                 .iter()
@@ -875,22 +875,25 @@ async fn replicas_change_under_load_and_no_acknowledged_write_is_lost() {
         node: m.dist.name().to_string(),
     };
     // Under the writers: c joins, a leaves, c goes to disc, a comes back.
-    for (request, settled) in [
-        (replica(c, Copy::Ram), 3),
-        (remove(a), 2),
-        (replica(c, Copy::Disc), 2),
-        (replica(a, Copy::Ram), 3),
+    for (step, request, settled) in [
+        ("c joins", replica(c, Copy::Ram), 3),
+        ("a leaves", remove(a), 2),
+        ("c goes to disc", replica(c, Copy::Disc), 2),
+        ("a comes back", replica(a, Copy::Ram), 3),
     ] {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(b.node.table(request).await, Reply::Done);
+        assert_eq!(b.node.table(request).await, Reply::Done, "{step}");
         // A removal may take up to ten quorum timeouts (20 s) under load.
-        let within = Duration::from_secs(25);
-        crate::coord::wait_within("the change to settle", within, || {
-            status(b, "load").is_some_and(|s| {
-                s.voters.len() == settled && s.learners.is_empty() && s.leader.is_some()
-            })
-        })
-        .await;
+        let deadline = Instant::now() + Duration::from_secs(25);
+        while !status(b, "load").is_some_and(|s| {
+            s.voters.len() == settled && s.learners.is_empty() && s.leader.is_some()
+        }) {
+            if Instant::now() > deadline {
+                let seen: Vec<_> = members.iter().map(|m| status(m, "load")).collect();
+                panic!("timed out waiting 25 s for \"{step}\" to settle: {seen:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
@@ -992,10 +995,10 @@ async fn removing_the_leading_replica_of_two_leaves_the_other_taking_writes() {
         .expect("the leader is a member");
     // It runs on until its group no longer counts it, at most ten quorum
     // timeouts (2 s here): the bound of this wait, with a margin.
-    let deadline = std::time::Instant::now() + Duration::from_secs(25);
+    let deadline = Instant::now() + Duration::from_secs(25);
     while status(gone, "pair").is_some() {
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "the removed replica still runs after 25 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;

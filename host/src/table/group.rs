@@ -923,6 +923,12 @@ impl Group {
         self.is_member() && !self.stale() && since.elapsed() < within
     }
 
+    /// Whether the definition stopped naming this replica at some point
+    /// ([`Group::still_needed`] was asked).
+    pub(crate) fn has_left(&self) -> bool {
+        self.leaving.lock().expect("leaving poisoned").is_some()
+    }
+
     /// A message from the leader arrived.
     pub(crate) fn heard(&self) {
         self.heard

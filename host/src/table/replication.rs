@@ -555,7 +555,12 @@ impl Replication {
                         }
                         !needed
                     }
-                    Some(_) => false,
+                    // Removed, and named again before it was gone: its
+                    // group may no longer count it while it still sees
+                    // itself a member (it is sent nothing, so it never
+                    // learns), and it would never ask to join again. It
+                    // starts afresh as a new member, which joins.
+                    Some(_) => g.has_left(),
                 })
                 .map(|(name, _)| name.clone())
                 .collect();
