@@ -265,6 +265,34 @@ pub fn code_change<B: Behaviour>(cell: &'static StateCell<B>, input_len: i32) ->
     }
 }
 
+/// `molt_state_restore(state_len) -> 0 | (len << 32) | ptr` of the reason:
+/// the state this same version saved when it hibernated, decoded as it
+/// was (no [`Behaviour::code_change`]: the version did not change).
+#[doc(hidden)]
+pub fn state_restore<B: Behaviour>(cell: &'static StateCell<B>, state_len: i32) -> i64 {
+    crate::entry::install_panic_hook();
+    let len = state_len as u32 as usize;
+    let mut small = [0u8; SMALL_STATE_BYTES];
+    let heap;
+    let state: &[u8] = if len <= small.len() {
+        read_current_into(&mut small[..len]);
+        &small[..len]
+    } else {
+        heap = read_current(len);
+        &heap
+    };
+    match codec::decode::<B>(state) {
+        Ok(state) => {
+            cell.with_borrow_mut(|slot| *slot = Some(state));
+            0
+        }
+        Err(e) => SAVED.with_borrow_mut(|saved| {
+            *saved = format!("the saved state does not decode: {e}").into_bytes();
+            pack(saved.as_ptr() as usize, saved.len())
+        }),
+    }
+}
+
 /// Split `from_version_len: u32 LE`, the version, the state.
 fn split_code_change_input(input: &[u8]) -> Result<(&str, &[u8]), String> {
     let head: [u8; 4] = input

@@ -66,7 +66,8 @@ pub fn run_main<A: DeserializeOwned, R: MainResult>(args_len: i32, main: impl Fn
 }
 
 /// Export a [`Behaviour`](crate::Behaviour) as this module's entry points
-/// (`molt_init`, `molt_handle`, `molt_state_save`, `molt_code_change`) and
+/// (`molt_init`, `molt_handle`, `molt_state_save`, `molt_code_change`,
+/// `molt_state_restore`) and
 /// emit the `molt.module` section. Use once per crate:
 /// `molt_sdk::behaviour!(Counter);`, or
 /// `molt_sdk::behaviour!(CounterV2, name = "counter");` to name the module
@@ -112,6 +113,12 @@ macro_rules! behaviour {
             #[unsafe(no_mangle)]
             pub extern "C" fn molt_code_change(input_len: i32) -> i64 {
                 $crate::__private::behaviour::code_change::<$ty>(&MOLT_STATE, input_len)
+            }
+
+            // SAFETY: as above, molt_abi::exports::STATE_RESTORE.
+            #[unsafe(no_mangle)]
+            pub extern "C" fn molt_state_restore(state_len: i32) -> i64 {
+                $crate::__private::behaviour::state_restore::<$ty>(&MOLT_STATE, state_len)
             }
         };
     };

@@ -99,6 +99,13 @@ pub struct NodeConfig {
     /// those figures stay 0 (node-wide counts of exits, upgrades and
     /// purges are kept either way).
     pub process_counters: bool,
+    /// Hibernate a behaviour idle this long (OTP's `hibernate_after`): it
+    /// saves its state (`molt_state_save`) and gives back its instance,
+    /// its linear memory and its native stack, keeping only the saved
+    /// bytes, its mailbox, links and monitors; its next message or signal
+    /// restores it (`molt_state_restore`) before it is handled. Only
+    /// behaviours exporting both hibernate. `None` (the default): never.
+    pub hibernate_after: Option<Duration>,
     /// Where the node keeps durable data: its disc tables, in
     /// `tables/` (loaded at start). `None`: no disc tables.
     pub data_dir: Option<std::path::PathBuf>,
@@ -128,6 +135,7 @@ impl Default for NodeConfig {
             log_line_bytes_max: 16 << 10,
             guest_stack_bytes: 256 << 10,
             process_counters: true,
+            hibernate_after: None,
             memory_images_cow: false,
             timeslice: Duration::from_millis(2),
             workers: 0,

@@ -9,6 +9,7 @@ mod coord_faults;
 mod dashboard;
 mod dist;
 mod fragments;
+mod hibernate;
 mod limits;
 mod messaging;
 mod netns;

@@ -58,5 +58,18 @@ pub const CODE_CHANGE: Import = Import {
     results: &[I64],
 };
 
+/// `molt_state_restore(state_len) -> status`: called on a fresh instance
+/// of the same version instead of `molt_init` when a hibernated behaviour
+/// wakes (see the node's `hibernate_after`). The input is the current
+/// message: the state bytes `molt_state_save` returned when it hibernated.
+/// Returns 0 on success, or `(len << 32) | ptr` of a UTF-8 reason, which
+/// ends the process (`hibernation: <reason>`). A behaviour hibernates only
+/// if it exports this and `molt_state_save`. Optional.
+pub const STATE_RESTORE: Import = Import {
+    name: "molt_state_restore",
+    params: &[I32],
+    results: &[I64],
+};
+
 /// Every function export the host knows.
-pub const ALL: &[Import] = &[INIT, HANDLE, MAIN, STATE_SAVE, CODE_CHANGE];
+pub const ALL: &[Import] = &[INIT, HANDLE, MAIN, STATE_SAVE, CODE_CHANGE, STATE_RESTORE];

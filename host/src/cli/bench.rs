@@ -23,6 +23,9 @@ pub struct BenchArgsCli {
     /// Processes for the spawn and memory figures.
     #[arg(long, default_value_t = 100_000)]
     pub processes: u32,
+    /// Processes of the `million` figure.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub million: u32,
     /// Runs per figure; the median is printed.
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
@@ -577,6 +580,18 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             format!(
                 "molt bench: a node of {} idle processes serving the dashboard (10 s windows), median shown",
                 args.processes
+            ),
+        );
+        return Ok(figures);
+    }
+    if args.only.as_deref() == Some("million") {
+        let runs = args.runs.max(1);
+        let figures = super::bench_million::figures(config, &guest, runs, args.million).await?;
+        print(
+            &figures,
+            format!(
+                "molt bench: {} idle behaviours on one node, hibernated, then each sent one message (a ring's lap), median shown",
+                args.million
             ),
         );
         return Ok(figures);

@@ -38,42 +38,73 @@ pub fn minor_faults() -> u64 {
 /// minor faults per hop). The links are spawned and initialised first,
 /// outside the timing, and killed after.
 pub async fn ring_run(node: &Node, n: u32, hops: u64) -> Result<(f64, f64)> {
-    let mut mailbox = node.mailbox()?;
-    let target = node.stats().initialized + n as u64;
-    let first = node.spawn(MODULE, codec::encode(&BenchArgs::RingLink { next: None }))?;
-    let mut pids = Vec::with_capacity(n as usize);
-    pids.push(first);
-    let mut last = first;
-    for _ in 1..n {
-        let args = BenchArgs::RingLink { next: Some(last) };
-        last = node.spawn(MODULE, codec::encode(&args))?;
-        pids.push(last);
-    }
-    super::bench::initialized(node, target).await?;
-    let send = |mailbox: &mut molt_host::HostMailbox, to: Pid, msg: &BenchRing| {
-        mailbox.send(to, tag::DATA, molt_abi::Ref::NONE, codec::encode(msg))
-    };
-    // The first link learns its next before the token (one sender, one
-    // receiver: in order).
-    send(&mut mailbox, first, &BenchRing::Next(last))?;
-    let report = mailbox.pid();
+    let mut ring = Ring::spawn(node, n).await?;
     let faults = minor_faults();
-    let start = Instant::now();
-    send(&mut mailbox, first, &BenchRing::Token { hops, report })?;
-    let done = mailbox
-        .recv(Duration::from_secs(300))
-        .await
-        .context("the token did not come back within 300 s")?;
-    let elapsed = start.elapsed();
+    let elapsed = ring.pass(hops).await?;
     let faults = minor_faults().saturating_sub(faults);
-    if codec::decode::<BenchRing>(&done.payload) != Ok(BenchRing::Done) {
-        bail!("the ring answered something else than done");
-    }
-    super::bench::kill_all(node, &pids).await;
+    ring.kill(node).await;
     Ok((
         elapsed.as_secs_f64() * 1e9 / hops as f64,
         faults as f64 / hops as f64,
     ))
+}
+
+/// A ring of bench-guest links, spawned and initialised.
+pub struct Ring {
+    mailbox: molt_host::HostMailbox,
+    first: Pid,
+    pids: Vec<Pid>,
+}
+
+impl Ring {
+    /// Spawn `n` links and wait until each has initialised.
+    pub async fn spawn(node: &Node, n: u32) -> Result<Ring> {
+        let mut mailbox = node.mailbox()?;
+        let target = node.stats().initialized + n as u64;
+        let first = node.spawn(MODULE, codec::encode(&BenchArgs::RingLink { next: None }))?;
+        let mut pids = Vec::with_capacity(n as usize);
+        pids.push(first);
+        let mut last = first;
+        for _ in 1..n {
+            let args = BenchArgs::RingLink { next: Some(last) };
+            last = node.spawn(MODULE, codec::encode(&args))?;
+            pids.push(last);
+        }
+        super::bench::initialized(node, target).await?;
+        // The first link learns its next before the token (one sender, one
+        // receiver: in order).
+        let next = codec::encode(&BenchRing::Next(last));
+        mailbox.send(first, tag::DATA, molt_abi::Ref::NONE, next)?;
+        Ok(Ring {
+            mailbox,
+            first,
+            pids,
+        })
+    }
+
+    /// Pass the token `hops` times; how long until it came back.
+    pub async fn pass(&mut self, hops: u64) -> Result<Duration> {
+        let report = self.mailbox.pid();
+        let token = codec::encode(&BenchRing::Token { hops, report });
+        let start = Instant::now();
+        self.mailbox
+            .send(self.first, tag::DATA, molt_abi::Ref::NONE, token)?;
+        let done = self
+            .mailbox
+            .recv(Duration::from_secs(600))
+            .await
+            .context("the token did not come back within 600 s")?;
+        let elapsed = start.elapsed();
+        if codec::decode::<BenchRing>(&done.payload) != Ok(BenchRing::Done) {
+            bail!("the ring answered something else than done");
+        }
+        Ok(elapsed)
+    }
+
+    /// Kill every link and wait until they have ended.
+    pub async fn kill(self, node: &Node) {
+        super::bench::kill_all(node, &self.pids).await;
+    }
 }
 
 /// The ring figures: per size, ns per hop and faults per hop.

@@ -30,6 +30,7 @@ macro_rules! out_raw {
 
 mod bench;
 mod bench_coord;
+mod bench_million;
 mod bench_observe;
 mod bench_ring;
 mod bench_tables;
@@ -102,6 +103,10 @@ struct Limits {
     /// compile again what it compiled before.
     #[arg(long, global = true, value_name = "DIR")]
     compile_cache_dir: Option<PathBuf>,
+    /// Hibernate a behaviour idle this many milliseconds: it keeps only
+    /// its saved state until its next message (default: never).
+    #[arg(long, global = true, value_name = "MS")]
+    hibernate_after_ms: Option<u64>,
 }
 
 impl Limits {
@@ -124,6 +129,9 @@ impl Limits {
         config.memory_images_cow |= self.memory_images_cow;
         if let Some(dir) = &self.compile_cache_dir {
             config.compile_cache_dir = Some(dir.clone());
+        }
+        if let Some(ms) = self.hibernate_after_ms {
+            config.hibernate_after = Some(std::time::Duration::from_millis(ms));
         }
         config
     }

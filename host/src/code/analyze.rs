@@ -427,7 +427,11 @@ pub fn check(module: &Module, identity: Identity, section_problem: Option<Proble
         has(&exports::INIT),
         has(&exports::MAIN),
     );
-    for spec in [exports::STATE_SAVE, exports::CODE_CHANGE] {
+    for spec in [
+        exports::STATE_SAVE,
+        exports::CODE_CHANGE,
+        exports::STATE_RESTORE,
+    ] {
         has(&spec);
     }
     let kind = if handle {

@@ -96,6 +96,8 @@ pub(crate) struct ProcessCell {
     pub module: Mutex<Option<Arc<ModuleVersion>>>,
     /// Whether it is suspended (handles signals, not messages).
     pub suspended: AtomicBool,
+    /// Whether it hibernates (keeps only its saved state).
+    pub hibernated: AtomicBool,
     /// Why its last attempt to move to a new version failed, with the
     /// version; cleared when it moves.
     pub upgrade_failure: Mutex<Option<String>>,
@@ -165,6 +167,7 @@ impl ProcessCell {
             pid,
             module: Mutex::new(module),
             suspended: AtomicBool::new(false),
+            hibernated: AtomicBool::new(false),
             upgrade_failure: Mutex::new(None),
             queue: Mutex::new(Queue {
                 signals: VecDeque::new(),

@@ -131,6 +131,8 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
         version,
         handlers: None,
         declined: None,
+        hibernated: None,
+        stays_awake: false,
     };
     // The process's time: every poll of its task (its guest, the host
     // functions it calls, taking its messages), two clock reads per poll
@@ -151,6 +153,11 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
         Ok(()) => reason::NORMAL.into(),
         Err(e) => exit_reason(&e, process.store.data()),
     };
+    if process.hibernated.is_some() {
+        cell.hibernated.store(false, Ordering::Relaxed);
+        let node = &process.store.data().core.node;
+        node.hibernated.fetch_sub(1, Ordering::Relaxed);
+    }
     let Running { store, version, .. } = process;
     let state = store.into_data();
     log_exit(pid, &version, &why);
@@ -261,6 +268,7 @@ fn exit_reason(error: &wasmtime::Error, state: &ProcState) -> Reason {
 struct Handlers {
     handle: TypedFunc<(i32, i32), ()>,
     state_save: Option<TypedFunc<(), i64>>,
+    state_restore: Option<TypedFunc<i32, i64>>,
 }
 
 impl Handlers {
@@ -269,6 +277,9 @@ impl Handlers {
             handle: instance.get_typed_func(&mut *store, exports::HANDLE.name)?,
             state_save: instance
                 .get_typed_func(&mut *store, exports::STATE_SAVE.name)
+                .ok(),
+            state_restore: instance
+                .get_typed_func(&mut *store, exports::STATE_RESTORE.name)
                 .ok(),
         })
     }
@@ -280,6 +291,8 @@ enum Event {
     /// Move to this version now (eager upgrade).
     Upgrade(Arc<ModuleVersion>),
     System(SysRequest),
+    /// Idle for `hibernate_after`: hibernate.
+    Hibernate,
 }
 
 /// A running process: its store (which a migration replaces) and the
@@ -290,6 +303,10 @@ struct Running {
     handlers: Option<Handlers>,
     /// A version whose migration failed: not tried again.
     declined: Option<Weak<ModuleVersion>>,
+    /// While hibernating: the state it saved (its store holds no instance).
+    hibernated: Option<Vec<u8>>,
+    /// Its `molt_state_save` refused to hibernate once: it does not try again.
+    stays_awake: bool,
 }
 
 /// Run `call`, adding the time spent inside its polls (running, not
@@ -341,7 +358,16 @@ impl Running {
                     .initialized
                     .fetch_add(1, Ordering::Relaxed);
                 loop {
-                    match self.next_event().await? {
+                    let event = self.next_event().await?;
+                    if let Event::Hibernate = event {
+                        self.hibernate().await?;
+                        continue;
+                    }
+                    if self.hibernated.is_some() {
+                        self.wake().await?;
+                    }
+                    match event {
+                        Event::Hibernate => {}
                         Event::Message(message) => {
                             // Lazy or eager: a message is a boundary at
                             // which the process moves on first.
@@ -399,7 +425,95 @@ impl Running {
                     return Ok(Event::Message(m));
                 }
             }
-            cell.wake.notified().await;
+            match self.hibernate_after() {
+                Some(after) => {
+                    let woken = tokio::time::timeout(after, cell.wake.notified()).await;
+                    if woken.is_err() {
+                        return Ok(Event::Hibernate);
+                    }
+                }
+                None => cell.wake.notified().await,
+            }
+        }
+    }
+
+    /// How long this process may idle before it hibernates, if it may.
+    fn hibernate_after(&self) -> Option<std::time::Duration> {
+        let after = self.store.data().core.node.config.hibernate_after?;
+        let able = self
+            .handlers
+            .as_ref()
+            .is_some_and(|h| h.state_save.is_some() && h.state_restore.is_some());
+        (able && self.hibernated.is_none() && !self.stays_awake).then_some(after)
+    }
+
+    /// Save the state and give back the instance (its slot, linear memory
+    /// and native stack); the process keeps its mailbox, links and
+    /// monitors in a store without an instance. A refusal to save keeps
+    /// it awake for good.
+    async fn hibernate(&mut self) -> wasmtime::Result<()> {
+        let state = match self.save_state().await? {
+            Ok(state) => state,
+            Err(why) => {
+                let pid = self.store.data().core.pid();
+                tracing::debug!(%pid, "not hibernating: {why}");
+                self.stays_awake = true;
+                return Ok(());
+            }
+        };
+        let core = &self.store.data().core;
+        let placeholder = ProcessCore::new(core.node.clone(), core.cell.clone());
+        let mut bare = new_store(placeholder, None);
+        swap_process(self.store.data_mut(), bare.data_mut());
+        drop(std::mem::replace(&mut self.store, bare));
+        self.handlers = None;
+        self.hibernated = Some(state);
+        let core = &self.store.data().core;
+        core.cell.memory_bytes.store(0, Ordering::Relaxed);
+        core.cell.hibernated.store(true, Ordering::Relaxed);
+        core.node.hibernated.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Out of hibernation: a new instance of the same version, given the
+    /// saved state in `molt_state_restore`. A refusal or a trap ends the
+    /// process (`hibernation: ...`): it has no other state to go on with.
+    async fn wake(&mut self) -> wasmtime::Result<()> {
+        let state = self.hibernated.take().expect("hibernating");
+        let core = &self.store.data().core;
+        core.cell.hibernated.store(false, Ordering::Relaxed);
+        core.node.hibernated.fetch_sub(1, Ordering::Relaxed);
+        let len = state.len() as i32;
+        self.store.data_mut().current = Some(Message {
+            tag: molt_abi::tag::DATA,
+            reference: molt_abi::Ref::NONE,
+            payload: state.into_boxed_slice(),
+        });
+        let instance = instantiate(&mut self.store, &self.version).await?;
+        let handlers = Handlers::of(&instance, &mut self.store)?;
+        let restore = handlers
+            .state_restore
+            .clone()
+            .expect("only a behaviour that restores hibernates");
+        self.store.set_epoch_deadline(1);
+        let restored = match restore.call_async(&mut self.store, len).await {
+            Ok(0) => Ok(()),
+            Ok(packed) => Err(
+                read_packed(&self.store, packed, "molt_state_restore reason")
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_else(|why| why),
+            ),
+            Err(e) if self.store.data().core.exit.is_some() => return Err(e),
+            Err(e) => Err(exit_reason(&e, self.store.data()).to_string()),
+        };
+        match restored {
+            Ok(()) => {
+                self.handlers = Some(handlers);
+                Ok(())
+            }
+            Err(why) => Err(wasmtime::Error::new(ProcessExit(
+                reason::truncate(&format!("hibernation: cannot restore the state: {why}")).into(),
+            ))),
         }
     }
 

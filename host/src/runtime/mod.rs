@@ -275,6 +275,8 @@ pub struct NodeStats {
     pub initialized: u64,
     /// Processes that ended.
     pub exited: u64,
+    /// Behaviours hibernating now (see `NodeConfig::hibernate_after`).
+    pub hibernated: u64,
 }
 
 /// One live process, as `ps` shows it.
@@ -453,6 +455,8 @@ pub(crate) struct NodeInner {
     ended: tokio::sync::Notify,
     spawned: AtomicU64,
     pub initialized: AtomicU64,
+    /// Behaviours hibernating now.
+    pub hibernated: AtomicU64,
     exited: AtomicU64,
     table: ProcessTable,
     pub registry: Mutex<Registry>,
@@ -545,6 +549,7 @@ impl Node {
             ended: tokio::sync::Notify::new(),
             spawned: AtomicU64::new(0),
             initialized: AtomicU64::new(0),
+            hibernated: AtomicU64::new(0),
             exited: AtomicU64::new(0),
             table: ProcessTable::new(),
             registry: Mutex::new(Registry::default()),
@@ -943,6 +948,7 @@ impl NodeInner {
             spawned: self.spawned.load(Ordering::Relaxed),
             initialized: self.initialized.load(Ordering::Relaxed),
             exited: self.exited.load(Ordering::Relaxed),
+            hibernated: self.hibernated.load(Ordering::Relaxed),
         }
     }
 
