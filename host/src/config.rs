@@ -85,8 +85,13 @@ pub struct NodeConfig {
     pub memory_images_cow: bool,
     /// How long a guest runs before it yields to others (epoch tick).
     pub timeslice: Duration,
-    /// Worker threads for the scheduler; 0 means one per CPU.
-    pub workers: usize,
+    /// How long a scheduler thread with nothing to run spins before it
+    /// sleeps (`molt` builds its scheduler with it; an embedder builds its
+    /// own). Waking a sleeping thread costs a system call and, on a VM, an
+    /// interrupt: spinning keeps message exchanges between two processes
+    /// on one thread, at the price of a busy core while idle for that
+    /// long. 0 (the default): sleep at once.
+    pub spin_before_park: Duration,
     /// Raise `vm.max_map_count` if it is too low for `processes_max` and
     /// the node may (it runs as root). If false, or if raising fails, the
     /// node starts with fewer processes and says exactly what to run.
@@ -138,7 +143,7 @@ impl Default for NodeConfig {
             hibernate_after: None,
             memory_images_cow: false,
             timeslice: Duration::from_millis(2),
-            workers: 0,
+            spin_before_park: Duration::ZERO,
             raise_map_count: true,
             tables: crate::table::TablesLimits::default(),
             data_dir: None,

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -107,6 +108,10 @@ struct Limits {
     /// its saved state until its next message (default: never).
     #[arg(long, global = true, value_name = "MS")]
     hibernate_after_ms: Option<u64>,
+    /// A scheduler thread with nothing to do spins this many microseconds
+    /// before it sleeps (default 0: sleeps at once).
+    #[arg(long, global = true, value_name = "US")]
+    spin_before_park_us: Option<u64>,
 }
 
 impl Limits {
@@ -130,8 +135,11 @@ impl Limits {
         if let Some(dir) = &self.compile_cache_dir {
             config.compile_cache_dir = Some(dir.clone());
         }
+        if let Some(us) = self.spin_before_park_us {
+            config.spin_before_park = Duration::from_micros(us);
+        }
         if let Some(ms) = self.hibernate_after_ms {
-            config.hibernate_after = Some(std::time::Duration::from_millis(ms));
+            config.hibernate_after = Some(Duration::from_millis(ms));
         }
         config
     }
@@ -301,7 +309,22 @@ fn write_out(args: std::fmt::Arguments<'_>) {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    runtime_spinning(Duration::ZERO)
+}
+
+/// The scheduler; a worker about to sleep first spins for `spin` (see
+/// `NodeConfig::spin_before_park`).
+fn runtime_spinning(spin: Duration) -> Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if !spin.is_zero() {
+        builder.on_thread_park(move || {
+            let start = std::time::Instant::now();
+            while start.elapsed() < spin {
+                std::hint::spin_loop();
+            }
+        });
+    }
+    builder
         .enable_all()
         .build()
         .context("starting the scheduler")
@@ -311,9 +334,11 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
     match command {
         Command::Run { module, args, path } => {
             let args = molt_abi::codec::encode(&args);
-            runtime()?.block_on(run::run(config, module, args, path))
+            runtime_spinning(config.spin_before_park)?.block_on(run::run(config, module, args, path))
         }
-        Command::Node(args) => runtime()?.block_on(node::node(config, args)),
+        Command::Node(args) => {
+            runtime_spinning(config.spin_before_park)?.block_on(node::node(config, args))
+        }
         remote @ (Command::Nodes { .. }
         | Command::Ps { .. }
         | Command::Ping { .. }
@@ -343,7 +368,7 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
             runtime()?.block_on(run::demo(config, dir))
         }
         Command::Bench(args) => {
-            runtime()?.block_on(bench::run(config, args))?;
+            runtime_spinning(config.spin_before_park)?.block_on(bench::run(config, args))?;
             Ok(ExitCode::SUCCESS)
         }
     }
