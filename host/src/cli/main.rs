@@ -334,7 +334,8 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
     match command {
         Command::Run { module, args, path } => {
             let args = molt_abi::codec::encode(&args);
-            runtime_spinning(config.spin_before_park)?.block_on(run::run(config, module, args, path))
+            runtime_spinning(config.spin_before_park)?
+                .block_on(run::run(config, module, args, path))
         }
         Command::Node(args) => {
             runtime_spinning(config.spin_before_park)?.block_on(node::node(config, args))
