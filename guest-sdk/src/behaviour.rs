@@ -10,7 +10,9 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::codec;
 use crate::process::{Pid, Ref, exit_self};
-use crate::receive::{Envelope, System, current_header, read_current, read_current_into};
+use crate::receive::{
+    Envelope, System, current_header, read_current, read_current_into, with_current,
+};
 
 /// A process defined by its state and a handler per message.
 ///
@@ -109,20 +111,7 @@ thread_local! {
 #[doc(hidden)]
 pub fn init<B: Behaviour>(cell: &'static StateCell<B>, args_len: i32) {
     crate::entry::install_panic_hook();
-    // Small init arguments are read on the stack: a process whose state
-    // needs no heap then never grows its memory, which keeps spawning cheap
-    // and idle processes small.
-    let len = args_len as u32 as usize;
-    let mut small = [0u8; 128];
-    let heap;
-    let bytes: &[u8] = if len <= small.len() {
-        read_current_into(&mut small[..len]);
-        &small[..len]
-    } else {
-        heap = read_current(len);
-        &heap
-    };
-    let args = match codec::decode::<B::Args>(bytes) {
+    let args = match with_current::<128, _>(args_len, codec::decode::<B::Args>) {
         Ok(args) => args,
         Err(e) => exit_self(&format!("badarg: {e}")),
     };
@@ -135,11 +124,22 @@ pub fn init<B: Behaviour>(cell: &'static StateCell<B>, args_len: i32) {
 /// `molt_handle(tag, len)`.
 #[doc(hidden)]
 pub fn handle<B: Behaviour>(cell: &'static StateCell<B>, tag: i32, len: i32) {
-    let message = current_message::<B::Msg>(tag as u32, len as u32 as usize);
-    let next = cell.with_borrow_mut(|slot| state(slot).handle(message));
-    if let Next::Stop(reason) = next {
-        cell.with_borrow_mut(|slot| state(slot).terminate(&reason));
-        exit_self(&reason);
+    let (mut tag, mut len) = (tag as u32, len as u32 as usize);
+    // Messages already queued are handled in this same call (`msg_next`),
+    // until the host wants the process back between two of them.
+    loop {
+        let message = current_message::<B::Msg>(tag, len);
+        let next = cell.with_borrow_mut(|slot| state(slot).handle(message));
+        if let Next::Stop(reason) = next {
+            cell.with_borrow_mut(|slot| state(slot).terminate(&reason));
+            exit_self(&reason);
+        }
+        let mut tag_out = [0u8; 4];
+        let got = crate::sys::msg_next(&mut tag_out);
+        if got < 0 {
+            return;
+        }
+        (tag, len) = (u32::from_le_bytes(tag_out), got as usize);
     }
 }
 
@@ -233,19 +233,9 @@ fn pack(ptr: usize, len: usize) -> i64 {
 #[doc(hidden)]
 pub fn code_change<B: Behaviour>(cell: &'static StateCell<B>, input_len: i32) -> i64 {
     crate::entry::install_panic_hook();
-    // As in `init`: a small input is read on the stack, not the heap.
-    let len = input_len as u32 as usize;
-    let mut small = [0u8; SMALL_STATE_BYTES + 64];
-    let heap;
-    let input: &[u8] = if len <= small.len() {
-        read_current_into(&mut small[..len]);
-        &small[..len]
-    } else {
-        heap = read_current(len);
-        &heap
-    };
-    let result =
-        split_code_change_input(input).and_then(|(from, state)| B::code_change(from, state));
+    let result = with_current::<{ SMALL_STATE_BYTES + 64 }, _>(input_len, |input| {
+        split_code_change_input(input).and_then(|(from, state)| B::code_change(from, state))
+    });
     match result {
         Ok(state) => {
             cell.with_borrow_mut(|slot| *slot = Some(state));
@@ -271,17 +261,7 @@ pub fn code_change<B: Behaviour>(cell: &'static StateCell<B>, input_len: i32) ->
 #[doc(hidden)]
 pub fn state_restore<B: Behaviour>(cell: &'static StateCell<B>, state_len: i32) -> i64 {
     crate::entry::install_panic_hook();
-    let len = state_len as u32 as usize;
-    let mut small = [0u8; SMALL_STATE_BYTES];
-    let heap;
-    let state: &[u8] = if len <= small.len() {
-        read_current_into(&mut small[..len]);
-        &small[..len]
-    } else {
-        heap = read_current(len);
-        &heap
-    };
-    match codec::decode::<B>(state) {
+    match with_current::<SMALL_STATE_BYTES, _>(state_len, codec::decode::<B>) {
         Ok(state) => {
             cell.with_borrow_mut(|slot| *slot = Some(state));
             0

@@ -187,6 +187,21 @@ pub(crate) fn read_current(len: usize) -> Vec<u8> {
     buf
 }
 
+/// Call `f` on the current message of `len` bytes, read on the stack when
+/// it fits `N` bytes (a process whose state needs no heap then never grows
+/// its memory, which keeps spawning cheap and idle processes small), on
+/// the heap otherwise.
+pub(crate) fn with_current<const N: usize, R>(len: i32, f: impl FnOnce(&[u8]) -> R) -> R {
+    let len = len as u32 as usize;
+    if len <= N {
+        let mut small = [0u8; N];
+        read_current_into(&mut small[..len]);
+        f(&small[..len])
+    } else {
+        f(&read_current(len))
+    }
+}
+
 /// Copy the current message, exactly `buf.len()` bytes, into `buf`.
 pub(crate) fn read_current_into(buf: &mut [u8]) {
     if buf.is_empty() {

@@ -75,6 +75,7 @@ host_functions! {
     "receive" => fn receive(tags_ptr: i32, tags_count: i32, ref_ptr: i32, timeout_ms: i64, header_out: i32) -> i32;
     "msg_read" => fn msg_read(buf_ptr: i32, buf_len: i32) -> i32;
     "msg_header" => fn msg_header(header_out: i32) -> i32;
+    "msg_next" => fn msg_next(tag_out: i32) -> i32;
     "link" => fn link(pid_ptr: i32) -> i32;
     "unlink" => fn unlink(pid_ptr: i32) -> i32;
     "monitor" => fn monitor(pid_ptr: i32, ref_out: i32) -> i32;
@@ -308,6 +309,13 @@ pub fn msg_read(buf: &mut [u8]) -> i32 {
 pub fn msg_header(header_out: &mut [u8; HEADER_BYTES]) -> i32 {
     // SAFETY: the header buffer is 32 writable bytes.
     unsafe { raw::msg_header(ptr(header_out.as_mut_ptr())) }
+}
+
+/// `msg_next`: the next message's payload length (its tag in `tag_out`),
+/// or a status (< 0).
+pub fn msg_next(tag_out: &mut [u8; 4]) -> i32 {
+    // SAFETY: the tag buffer is 4 writable bytes.
+    unsafe { raw::msg_next(ptr(tag_out.as_mut_ptr())) }
 }
 
 /// `link`: returns the status.

@@ -90,6 +90,18 @@ imports! {
     /// [`crate::Header`] to `header_out`. Errors: `NO_MESSAGE`.
     MSG_HEADER = "msg_header"(I32) -> (I32);
 
+    /// `msg_next(tag_out) -> len | status`: in a behaviour's `molt_handle`,
+    /// take the next queued message now instead of returning for it. On
+    /// success it becomes the current message, its tag is written to
+    /// `tag_out` (`u32` LE) and its payload length returned: handle it as if
+    /// `molt_handle` had been called for it. `NO_MESSAGE` when none is
+    /// queued or the host must act between two messages first (a system
+    /// request, a new version of the module, a suspension, a send waiting
+    /// for room, or [`crate::NEXT_MAX`] messages taken in this call);
+    /// outside `molt_handle` always `NO_MESSAGE`. An exit signal ends the
+    /// process here as at any other host call.
+    MSG_NEXT = "msg_next"(I32) -> (I32);
+
     /// `link(pid_ptr) -> status`: link the caller and `pid` (both ways).
     /// If `pid` is not alive, a caller that traps exits gets an `EXIT`
     /// message with reason `noproc` (status `OK`); otherwise `NOPROC`.

@@ -246,6 +246,10 @@ pub const NAME_BYTES_MAX: usize = 255;
 /// Most tags one selective receive may list.
 pub const RECEIVE_TAGS_MAX: usize = 64;
 
+/// Most messages `msg_next` hands one `molt_handle` call after the one it
+/// was called for; the host's loop then takes over for a moment.
+pub const NEXT_MAX: u32 = 64;
+
 /// Size in bytes of an encoded [`Pid`].
 pub const PID_BYTES: usize = 24;
 /// Size in bytes of an encoded [`Ref`].

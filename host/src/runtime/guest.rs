@@ -103,9 +103,45 @@ pub struct ProcState {
     pub(crate) table_reply: Option<Vec<u8>>,
     /// Where `table_get` copies its table name and key.
     pub(crate) table_scratch: Vec<u8>,
+    /// The version the instance runs (set once per instance), so that
+    /// `msg_next` sees a new one without asking the code server.
+    version: Option<Arc<ModuleVersion>>,
+    /// Messages `msg_next` may still hand the current `molt_handle` call
+    /// (0 outside one).
+    next_left: u32,
 }
 
 impl ProcState {
+    /// For `msg_next`: the next queued message, if the behaviour may take
+    /// it inside the current `molt_handle` call; `None` when the host has
+    /// something to do between two messages first (see the import). An
+    /// exit signal is an error, which ends the process.
+    pub(crate) fn next_in_handle(&mut self) -> wasmtime::Result<Option<Message>> {
+        if self.next_left == 0 {
+            return Ok(None);
+        }
+        self.core.absorb();
+        if let Some(e) = self.exit_error() {
+            return Err(e);
+        }
+        let superseded = self
+            .version
+            .as_ref()
+            .is_none_or(|v| v.upgrade() != crate::code::Upgrade::NONE);
+        if superseded
+            || self.backpressure.is_some()
+            || !self.core.system.is_empty()
+            || self.core.cell.suspended.load(Ordering::Acquire)
+        {
+            return Ok(None);
+        }
+        let next = self.core.take_next();
+        if next.is_some() {
+            self.next_left -= 1;
+        }
+        Ok(next)
+    }
+
     /// The reason the guest should unwind with, if a signal ended it.
     pub(crate) fn exit_error(&self) -> Option<wasmtime::Error> {
         self.core
@@ -187,6 +223,8 @@ fn new_store(core: ProcessCore, current: Option<Message>) -> Store<ProcState> {
         migration_deadline: None,
         table_reply: None,
         table_scratch: Vec::new(),
+        version: None,
+        next_left: 0,
     };
     let mut store = Store::new(&node.engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -346,6 +384,7 @@ impl Running {
             }
             ModuleKind::Behaviour => {
                 self.store.data_mut().core.behaviour = true;
+                self.store.data_mut().version = Some(self.version.clone());
                 let init: TypedFunc<i32, ()> =
                     instance.get_typed_func(&mut self.store, exports::INIT.name)?;
                 self.handlers = Some(Handlers::of(&instance, &mut self.store)?);
@@ -393,10 +432,13 @@ impl Running {
         // Borrowed, not cloned: cloning a TypedFunc bumps shared reference
         // counts in the engine, which both workers then fight over.
         let handlers = self.handlers.as_ref().expect("a behaviour");
-        handlers
+        self.store.data_mut().next_left = molt_abi::NEXT_MAX;
+        let handled = handlers
             .handle
             .call_async(&mut self.store, (tag, len))
-            .await
+            .await;
+        self.store.data_mut().next_left = 0;
+        handled
     }
 
     /// The next thing to do, waiting if there is none; an error if a signal
@@ -509,6 +551,7 @@ impl Running {
         match restored {
             Ok(()) => {
                 self.handlers = Some(handlers);
+                self.store.data_mut().version = Some(self.version.clone());
                 Ok(())
             }
             Err(why) => Err(wasmtime::Error::new(ProcessExit(
@@ -664,6 +707,7 @@ impl Running {
             .counters
             .upgrades
             .fetch_add(1, Ordering::Relaxed);
+        next.data_mut().version = Some(target.clone());
         let old = std::mem::replace(&mut self.version, target);
         let old_store = std::mem::replace(&mut self.store, next);
         self.handlers = Some(handlers);

@@ -287,6 +287,22 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
 
     linker.func_wrap(
         m,
+        imports::MSG_NEXT.name,
+        |mut c: Caller<'_, ProcState>, tag_out: i32| -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            gm::bytes_mut(mem, tag_out, 4, "msg_next tag_out").map_err(fault)?;
+            let Some(message) = st.next_in_handle()? else {
+                return Ok(status::NO_MESSAGE);
+            };
+            let (tag, len) = (message.tag, message.payload.len() as i32);
+            st.current = Some(message);
+            gm::write(mem, tag_out, &tag.to_le_bytes(), "msg_next tag_out").map_err(fault)?;
+            Ok(len)
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
         imports::LINK.name,
         |mut c: Caller<'_, ProcState>, pid_ptr: i32| -> Result<i32> {
             let (mem, st) = split(&mut c)?;
