@@ -114,7 +114,7 @@ struct ProcessRow {
     pid: Pid,
     name: String,
     module: String,
-    suspended: bool,
+    status: &'static str,
     mailbox_len: usize,
     memory_bytes: usize,
     messages_in: u64,
@@ -127,13 +127,14 @@ struct ProcessRow {
 
 impl ProcessRow {
     fn new(p: ProcessInfo, rate: Option<f64>) -> ProcessRow {
+        let status = p.status();
         ProcessRow {
             pid: p.pid,
             name: p.name.unwrap_or_default(),
             module: p
                 .module
                 .map_or_else(|| "(host)".to_string(), |(m, v)| format!("{m}@{v}")),
-            suspended: p.suspended,
+            status,
             mailbox_len: p.mailbox_len,
             memory_bytes: p.memory_bytes,
             messages_in: p.messages_in,
@@ -148,12 +149,7 @@ impl ProcessRow {
             self.pid.to_string(),
             self.name.clone(),
             self.module.clone(),
-            if self.suspended {
-                "suspended"
-            } else {
-                "running"
-            }
-            .to_string(),
+            self.status.to_string(),
             self.mailbox_len.to_string(),
             bytes(self.memory_bytes as u64),
             self.messages_in.to_string(),
@@ -364,7 +360,7 @@ impl Top {
         // The title takes one line; the rest is for processes.
         let fit = usize::from(area.height.saturating_sub(1));
         let rows = self.rows.iter().take(fit).map(|p| {
-            let style = if p.suspended {
+            let style = if p.status == "suspended" {
                 Style::new().fg(Color::Yellow)
             } else {
                 Style::new()

@@ -16,15 +16,15 @@ fn hibernating_node() -> Node {
     })
 }
 
-/// Wait until `pids` all hibernate (the node counts them, `ps` shows no
-/// linear memory for them).
+/// Wait until `pids` all hibernate (the node counts them, `ps` shows them
+/// hibernated, with no linear memory).
 async fn wait_hibernated(node: &Node, pids: &[Pid]) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let asleep = node
             .processes()
             .iter()
-            .filter(|p| pids.contains(&p.pid) && p.memory_bytes == 0)
+            .filter(|p| pids.contains(&p.pid) && p.memory_bytes == 0 && p.status() == "hibernated")
             .count();
         if asleep == pids.len() && node.stats().hibernated >= pids.len() as u64 {
             return;

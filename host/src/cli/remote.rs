@@ -164,8 +164,8 @@ pub async fn remote_command(command: Command) -> Result<ExitCode> {
                 "state"
             );
             for p in control.processes(&target).await? {
+                let state = p.status();
                 let (module, version) = p.module.unwrap_or_else(|| ("(host)".into(), "-".into()));
-                let state = if p.suspended { "suspended" } else { "running" };
                 let failure = p
                     .upgrade_failure
                     .map(|why| format!("  (upgrade failed: {why})"))

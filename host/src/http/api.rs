@@ -26,7 +26,7 @@ pub struct ProcessView {
     pub mailbox: u64,
     /// Linear memory, in bytes.
     pub memory_bytes: u64,
-    /// `running` or `suspended`.
+    /// `running`, `suspended` or `hibernated`.
     pub status: String,
     /// Why its last move to a new version failed, if it did.
     pub upgrade_failure: Option<String>,
@@ -47,7 +47,7 @@ impl From<&ProcessInfo> for ProcessView {
             name: p.name.clone(),
             mailbox: p.mailbox_len as u64,
             memory_bytes: p.memory_bytes as u64,
-            status: if p.suspended { "suspended" } else { "running" }.to_string(),
+            status: p.status().to_string(),
             upgrade_failure: p.upgrade_failure.clone(),
             messages_in: p.messages_in,
             messages_out: p.messages_out,

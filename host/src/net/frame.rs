@@ -22,8 +22,9 @@ use super::wire::SpawnFailure;
 /// and process groups, each in its own wire types (`net::wire`). 5:
 /// process rows carry counters and the parent; node figures and process
 /// inspection in the node-information service. 6: a peer's figures say
-/// how long it has been up, when it was last heard and its reconnects.
-pub const PROTOCOL_VERSION: u32 = 6;
+/// how long it has been up, when it was last heard and its reconnects. 7:
+/// process rows say whether the process hibernates.
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// One frame. Signals between processes travel on the lane of their
 /// (sender, receiver) pair, so per-pair order holds; requests and node

@@ -87,6 +87,8 @@ pub struct ProcessRow {
     pub cpu_ns: u64,
     /// The process that spawned it linked, if one did.
     pub parent: Option<Pid>,
+    /// Hibernating.
+    pub hibernated: bool,
 }
 
 impl From<ProcessInfo> for ProcessRow {
@@ -103,6 +105,7 @@ impl From<ProcessInfo> for ProcessRow {
             messages_out: p.messages_out,
             cpu_ns: p.cpu_ns,
             parent: p.parent,
+            hibernated: p.hibernated,
         }
     }
 }
@@ -121,6 +124,7 @@ impl From<ProcessRow> for ProcessInfo {
             messages_out: p.messages_out,
             cpu_ns: p.cpu_ns,
             parent: p.parent,
+            hibernated: p.hibernated,
         }
     }
 }
@@ -1023,6 +1027,7 @@ mod tests {
                         messages_out: 2,
                         cpu_ns: 3,
                         parent: None,
+                        hibernated: true,
                     },
                     Some(crate::runtime::Inspected {
                         links: vec![pid(4)],
@@ -1114,6 +1119,7 @@ mod tests {
                     messages_out: 7,
                     cpu_ns: 45_000,
                     parent: Some(pid(2)),
+                    hibernated: false,
                 }])),
             ),
             (

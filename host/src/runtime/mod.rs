@@ -294,6 +294,9 @@ pub struct ProcessInfo {
     pub memory_bytes: usize,
     /// Suspended (see [`Node::suspend`]).
     pub suspended: bool,
+    /// Hibernating (see `NodeConfig::hibernate_after`): it holds no
+    /// instance until its next message.
+    pub hibernated: bool,
     /// Why its last move to a new version failed (it stays on the one
     /// shown), if it did.
     pub upgrade_failure: Option<String>,
@@ -308,6 +311,15 @@ pub struct ProcessInfo {
 }
 
 impl ProcessInfo {
+    /// `suspended`, `hibernated` or `running`, as `ps` and the API show it.
+    pub fn status(&self) -> &'static str {
+        match (self.suspended, self.hibernated) {
+            (true, _) => "suspended",
+            (false, true) => "hibernated",
+            (false, false) => "running",
+        }
+    }
+
     fn of(cell: &ProcessCell, registry: &Registry) -> ProcessInfo {
         let c = &cell.counters;
         ProcessInfo {
@@ -319,6 +331,7 @@ impl ProcessInfo {
             name: registry.name_of(cell.pid).map(str::to_string),
             memory_bytes: cell.memory_bytes.load(Ordering::Relaxed),
             suspended: cell.suspended.load(Ordering::Relaxed),
+            hibernated: cell.hibernated.load(Ordering::Relaxed),
             upgrade_failure: cell
                 .upgrade_failure
                 .lock()
