@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use molt_host::{Node, NodeConfig};
 
-use super::bench::Figure;
+use super::bench::{Figure, rss_bytes};
 use super::bench_ring::{Ring, minor_faults};
 
 /// How long a link idles before it hibernates.
@@ -22,15 +22,12 @@ const ASLEEP_WITHIN: Duration = Duration::from_secs(600);
 /// Resident bytes and page-table bytes of this process now.
 fn rss_and_page_tables() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    (kib("VmRSS:"), kib("VmPTE:"))
+    let page_tables = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmPTE:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024);
+    (rss_bytes(), page_tables)
 }
 
 /// One run on a node of its own: (µs per spawn, KiB RSS per sleeping

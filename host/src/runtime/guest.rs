@@ -103,8 +103,8 @@ pub struct ProcState {
     pub(crate) table_reply: Option<Vec<u8>>,
     /// Where `table_get` copies its table name and key.
     pub(crate) table_scratch: Vec<u8>,
-    /// The version the instance runs (set once per instance), so that
-    /// `msg_next` sees a new one without asking the code server.
+    /// The version the instance runs (set when it is instantiated), so
+    /// that `msg_next` sees a new one without asking the code server.
     version: Option<Arc<ModuleVersion>>,
     /// Messages `msg_next` may still hand the current `molt_handle` call
     /// (0 outside one).
@@ -190,9 +190,7 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
         Err(e) => exit_reason(&e, process.store.data()),
     };
     if process.hibernated.is_some() {
-        cell.hibernated.store(false, Ordering::Relaxed);
-        let node = &process.store.data().core.node;
-        node.hibernated.fetch_sub(1, Ordering::Relaxed);
+        process.count_asleep(false);
     }
     let Running { store, version, .. } = process;
     let state = store.into_data();
@@ -384,7 +382,6 @@ impl Running {
             }
             ModuleKind::Behaviour => {
                 self.store.data_mut().core.behaviour = true;
-                self.store.data_mut().version = Some(self.version.clone());
                 let init: TypedFunc<i32, ()> =
                     instance.get_typed_func(&mut self.store, exports::INIT.name)?;
                 self.handlers = Some(Handlers::of(&instance, &mut self.store)?);
@@ -398,15 +395,13 @@ impl Running {
                     .fetch_add(1, Ordering::Relaxed);
                 loop {
                     let event = self.next_event().await?;
-                    if let Event::Hibernate = event {
-                        self.hibernate().await?;
-                        continue;
-                    }
+                    // Whatever comes for a sleeper wakes it first (it only
+                    // hibernates from awake).
                     if self.hibernated.is_some() {
                         self.wake().await?;
                     }
                     match event {
-                        Event::Hibernate => {}
+                        Event::Hibernate => self.hibernate().await?,
                         Event::Message(message) => {
                             // Lazy or eager: a message is a boundary at
                             // which the process moves on first.
@@ -510,11 +505,24 @@ impl Running {
         drop(std::mem::replace(&mut self.store, bare));
         self.handlers = None;
         self.hibernated = Some(state);
-        let core = &self.store.data().core;
-        core.cell.memory_bytes.store(0, Ordering::Relaxed);
-        core.cell.hibernated.store(true, Ordering::Relaxed);
-        core.node.hibernated.fetch_add(1, Ordering::Relaxed);
+        self.store
+            .data()
+            .core
+            .cell
+            .memory_bytes
+            .store(0, Ordering::Relaxed);
+        self.count_asleep(true);
         Ok(())
+    }
+
+    /// Show the process asleep or awake (`ps`) and count it on the node.
+    fn count_asleep(&self, asleep: bool) {
+        let core = &self.store.data().core;
+        core.cell.hibernated.store(asleep, Ordering::Relaxed);
+        match asleep {
+            true => core.node.hibernated.fetch_add(1, Ordering::Relaxed),
+            false => core.node.hibernated.fetch_sub(1, Ordering::Relaxed),
+        };
     }
 
     /// Out of hibernation: a new instance of the same version, given the
@@ -522,9 +530,7 @@ impl Running {
     /// process (`hibernation: ...`): it has no other state to go on with.
     async fn wake(&mut self) -> wasmtime::Result<()> {
         let state = self.hibernated.take().expect("hibernating");
-        let core = &self.store.data().core;
-        core.cell.hibernated.store(false, Ordering::Relaxed);
-        core.node.hibernated.fetch_sub(1, Ordering::Relaxed);
+        self.count_asleep(false);
         let len = state.len() as i32;
         self.store.data_mut().current = Some(Message {
             tag: molt_abi::tag::DATA,
@@ -545,13 +551,11 @@ impl Running {
                     .map(|b| String::from_utf8_lossy(b).into_owned())
                     .unwrap_or_else(|why| why),
             ),
-            Err(e) if self.store.data().core.exit.is_some() => return Err(e),
-            Err(e) => Err(exit_reason(&e, self.store.data()).to_string()),
+            Err(e) => refusal(e, &self.store, "molt_state_restore")?,
         };
         match restored {
             Ok(()) => {
                 self.handlers = Some(handlers);
-                self.store.data_mut().version = Some(self.version.clone());
                 Ok(())
             }
             Err(why) => Err(wasmtime::Error::new(ProcessExit(
@@ -707,7 +711,6 @@ impl Running {
             .counters
             .upgrades
             .fetch_add(1, Ordering::Relaxed);
-        next.data_mut().version = Some(target.clone());
         let old = std::mem::replace(&mut self.version, target);
         let old_store = std::mem::replace(&mut self.store, next);
         self.handlers = Some(handlers);
@@ -760,7 +763,7 @@ fn swap_process(from: &mut ProcState, to: &mut ProcState) {
 /// Instantiate `target` in `store` and call its `molt_code_change`.
 async fn start_new(
     store: &mut Store<ProcState>,
-    target: &ModuleVersion,
+    target: &Arc<ModuleVersion>,
     input_len: i32,
 ) -> wasmtime::Result<Result<Handlers, Refusal>> {
     let instance = match instantiate(store, target).await {
@@ -831,11 +834,12 @@ fn read_packed<'s>(
     super::guest_mem::bytes(memory.data(store), ptr, len, what).map_err(|e| e.to_string())
 }
 
-/// Instantiate `version` in `store`; a failure is an exit (`limit: cannot
-/// instantiate`), or the signal that ended the process meanwhile.
+/// Instantiate `version` in `store` (which records it as the version its
+/// instance runs); a failure is an exit (`limit: cannot instantiate`), or
+/// the signal that ended the process meanwhile.
 async fn instantiate(
     store: &mut Store<ProcState>,
-    version: &ModuleVersion,
+    version: &Arc<ModuleVersion>,
 ) -> wasmtime::Result<Instance> {
     let Some(pre) = version.pre.downcast_ref::<InstancePre<ProcState>>() else {
         unreachable!("the runtime's PreLink links every version");
@@ -867,5 +871,6 @@ async fn instantiate(
         }
     };
     store.data_mut().memory = instance.get_memory(&mut *store, exports::MEMORY);
+    store.data_mut().version = Some(version.clone());
     Ok(instance)
 }
