@@ -89,3 +89,54 @@ async fn a_hibernating_behaviour_upgrades_keeps_its_monitors_and_is_killed() {
     assert_eq!(why.as_deref(), Some(reason::KILLED));
     assert_eq!(node.stats().hibernated, 0, "no longer counted");
 }
+
+/// A hand-written behaviour: `msg_next` in `molt_init` must say
+/// `no_message` (else it traps); a message of tag 9 makes its handler call
+/// `msg_next` with a pointer outside its memory; it saves an empty state
+/// and refuses every restore with `no`.
+const SLEEPER_WAT: &str = r#"(module
+  (import "molt" "msg_next" (func $msg_next (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 16) "no")
+  (func (export "molt_init") (param i32)
+    (if (i32.ne (call $msg_next (i32.const 0)) (i32.const -11)) (then unreachable)))
+  (func (export "molt_handle") (param $tag i32) (param $len i32)
+    (if (i32.eq (local.get $tag) (i32.const 9))
+      (then (drop (call $msg_next (i32.const 0x7fffffff))))))
+  (func (export "molt_state_save") (result i64) (i64.const 0))
+  (func (export "molt_state_restore") (param i32) (result i64)
+    (i64.or (i64.shl (i64.const 2) (i64.const 32)) (i64.const 16))))"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_restore_and_a_bad_msg_next_pointer_end_only_that_process() {
+    let node = hibernating_node();
+    node.load(SLEEPER_WAT.as_bytes(), "sleeper").unwrap();
+    let mut me = node.mailbox().unwrap();
+    // A message for a sleeper that cannot take its state back ends it with
+    // a reason that says so.
+    let (sleeper, watch) = me.spawn("sleeper", Vec::new(), false, true).unwrap();
+    wait_hibernated(&node, &[sleeper]).await;
+    me.send(sleeper, 1, molt_abi::Ref::NONE, Vec::new())
+        .unwrap();
+    let why = me.recv_down(watch.unwrap(), WAIT).await;
+    assert_eq!(
+        why.as_deref(),
+        Some("hibernation: cannot restore the state: no")
+    );
+    assert_eq!(node.stats().hibernated, 0);
+    // The rest of the node goes on.
+    let (counter, _) = me
+        .spawn("counter", codec::encode(&5u64), false, false)
+        .unwrap();
+    assert_eq!(count_of(&mut me, counter).await, 5);
+    // `msg_next` checks the guest's pointer like every import (on a node
+    // that never hibernates, so the message finds it awake).
+    let awake = molt_tests::node();
+    awake.load(SLEEPER_WAT.as_bytes(), "sleeper").unwrap();
+    let mut me = awake.mailbox().unwrap();
+    let (other, watch) = me.spawn("sleeper", Vec::new(), false, true).unwrap();
+    me.send(other, 9, molt_abi::Ref::NONE, Vec::new()).unwrap();
+    let why = me.recv_down(watch.unwrap(), WAIT).await.unwrap();
+    assert!(why.starts_with(reason::BAD_POINTER_PREFIX), "{why}");
+    assert!(why.contains("msg_next"), "{why}");
+}
