@@ -9,6 +9,7 @@
 //! in the old instance as if nothing happened.
 
 use std::fmt;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -169,6 +170,7 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
         declined: None,
         hibernated: None,
         stays_awake: false,
+        idle_timer: None,
     };
     // The process's time: every poll of its task (its guest, the host
     // functions it calls, taking its messages), two clock reads per poll
@@ -343,6 +345,10 @@ struct Running {
     hibernated: Option<Vec<u8>>,
     /// Its `molt_state_save` refused to hibernate once: it does not try again.
     stays_awake: bool,
+    /// With `hibernate_after`: the timer of its idle waits, armed once and
+    /// moved on only when it fires early (one timer per `hibernate_after`
+    /// of activity rather than one per message).
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// Run `call`, adding the time spent inside its polls (running, not
@@ -464,9 +470,26 @@ impl Running {
             }
             match self.hibernate_after() {
                 Some(after) => {
-                    let woken = tokio::time::timeout(after, cell.wake.notified()).await;
-                    if woken.is_err() {
-                        return Ok(Event::Hibernate);
+                    let asleep_at = tokio::time::Instant::now() + after;
+                    let timer = self
+                        .idle_timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(asleep_at)));
+                    if timer.deadline() > asleep_at {
+                        timer.as_mut().reset(asleep_at);
+                    }
+                    loop {
+                        tokio::select! {
+                            biased;
+                            () = cell.wake.notified() => break,
+                            () = timer.as_mut() => {
+                                // Armed during an earlier wait: idle since
+                                // this one began only once `after` has passed.
+                                if tokio::time::Instant::now() >= asleep_at {
+                                    return Ok(Event::Hibernate);
+                                }
+                                timer.as_mut().reset(asleep_at);
+                            }
+                        }
                     }
                 }
                 None => cell.wake.notified().await,
