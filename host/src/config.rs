@@ -92,6 +92,14 @@ pub struct NodeConfig {
     /// on one thread, at the price of a busy core while idle for that
     /// long. 0 (the default): sleep at once.
     pub spin_before_park: Duration,
+    /// Threads of the node's own that run its guest processes (see
+    /// `runtime::sched`): a process woken by another runs next on the
+    /// waker's thread, and another thread is woken only for work beyond
+    /// that, so two processes exchanging messages do not keep waking each
+    /// other's thread. An idle one searches for work for
+    /// `spin_before_park` before it sleeps. 0: processes are tasks of the
+    /// tokio runtime the node was started on.
+    pub process_threads: usize,
     /// Raise `vm.max_map_count` if it is too low for `processes_max` and
     /// the node may (it runs as root). If false, or if raising fails, the
     /// node starts with fewer processes and says exactly what to run.
@@ -144,6 +152,7 @@ impl Default for NodeConfig {
             memory_images_cow: false,
             timeslice: Duration::from_millis(2),
             spin_before_park: Duration::ZERO,
+            process_threads: 0,
             raise_map_count: true,
             tables: crate::table::TablesLimits::default(),
             data_dir: None,

@@ -18,6 +18,7 @@ mod otp;
 mod pg;
 mod replicated;
 mod replicated_faults;
+mod sched;
 mod service;
 mod several_tables;
 mod signals;

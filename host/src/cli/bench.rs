@@ -353,14 +353,20 @@ async fn upgrade_stream_run(
     Ok(rate)
 }
 
-/// Two nodes on loopback in this process, each with bench-guest loaded.
-async fn two_nodes(guest: &std::path::Path) -> Result<(Node, Distribution, Node, Distribution)> {
+/// Two nodes on loopback in this process, each with bench-guest loaded,
+/// scheduled as `like` is.
+async fn two_nodes(
+    guest: &std::path::Path,
+    like: &NodeConfig,
+) -> Result<(Node, Distribution, Node, Distribution)> {
     let mut cookie = vec![0u8; 32];
     getrandom::fill(&mut cookie).expect("the OS random generator failed");
     let start = |name: &str| {
         let config = NodeConfig {
             name: format!("{name}@127.0.0.1"),
             processes_max: 20_000,
+            process_threads: like.process_threads,
+            spin_before_park: like.spin_before_park,
             ..NodeConfig::default()
         };
         Node::start(config)
@@ -763,7 +769,7 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
         "remote-spawn",
     ];
     if remote.iter().any(|r| want(r)) {
-        let (_a, da, _b, _db) = two_nodes(&guest).await?;
+        let (_a, da, _b, _db) = two_nodes(&guest, node.config()).await?;
         let a = &_a;
         if want("remote-pingpong") {
             let (mut p50, mut p99) = (Vec::new(), Vec::new());

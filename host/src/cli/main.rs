@@ -112,6 +112,11 @@ struct Limits {
     /// before it sleeps (default 0: sleeps at once).
     #[arg(long, global = true, value_name = "US")]
     spin_before_park_us: Option<u64>,
+    /// Run guest processes on N threads of the node's own scheduler (a
+    /// woken process runs next on its waker's thread; idle threads search
+    /// for `--spin-before-park-us` before they sleep); 0: on tokio's.
+    #[arg(long, global = true, value_name = "N")]
+    process_threads: Option<usize>,
 }
 
 impl Limits {
@@ -140,6 +145,9 @@ impl Limits {
         }
         if let Some(ms) = self.hibernate_after_ms {
             config.hibernate_after = Some(Duration::from_millis(ms));
+        }
+        if let Some(n) = self.process_threads {
+            config.process_threads = n;
         }
         config
     }
@@ -308,6 +316,16 @@ fn write_out(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// How long tokio's idle workers spin: `spin_before_park`, unless the
+/// node's own threads run the processes (they spin instead).
+fn tokio_spin(config: &NodeConfig) -> Duration {
+    if config.process_threads > 0 {
+        Duration::ZERO
+    } else {
+        config.spin_before_park
+    }
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     runtime_spinning(Duration::ZERO)
 }
@@ -334,11 +352,10 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
     match command {
         Command::Run { module, args, path } => {
             let args = molt_abi::codec::encode(&args);
-            runtime_spinning(config.spin_before_park)?
-                .block_on(run::run(config, module, args, path))
+            runtime_spinning(tokio_spin(&config))?.block_on(run::run(config, module, args, path))
         }
         Command::Node(args) => {
-            runtime_spinning(config.spin_before_park)?.block_on(node::node(config, args))
+            runtime_spinning(tokio_spin(&config))?.block_on(node::node(config, args))
         }
         remote @ (Command::Nodes { .. }
         | Command::Ps { .. }
@@ -369,7 +386,7 @@ fn dispatch(command: Command, config: NodeConfig) -> Result<ExitCode> {
             runtime()?.block_on(run::demo(config, dir))
         }
         Command::Bench(args) => {
-            runtime_spinning(config.spin_before_park)?.block_on(bench::run(config, args))?;
+            runtime_spinning(tokio_spin(&config))?.block_on(bench::run(config, args))?;
             Ok(ExitCode::SUCCESS)
         }
     }

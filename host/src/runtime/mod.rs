@@ -19,6 +19,7 @@ mod host_fns_table;
 mod mailbox;
 mod pg;
 mod registry;
+mod sched;
 mod table;
 mod timers;
 mod upgrade;
@@ -262,6 +263,9 @@ pub enum StartError {
     /// Not called from within a tokio runtime.
     #[error("a node must be started from within a tokio runtime")]
     NoRuntime,
+    /// The process scheduler's threads could not be started.
+    #[error("cannot start the process scheduler's threads: {0}")]
+    Threads(std::io::Error),
 }
 
 /// Counters a node keeps.
@@ -478,6 +482,9 @@ pub(crate) struct NodeInner {
     pub timers: Timers,
     pub started: Instant,
     pub runtime: tokio::runtime::Handle,
+    /// The node's own process scheduler (`process_threads` > 0); `None`:
+    /// processes are tokio tasks.
+    sched: Option<sched::Scheduler>,
     ticker_stop: Arc<AtomicBool>,
     /// Set once, when the node joins a cluster.
     router: std::sync::OnceLock<Arc<dyn Router>>,
@@ -546,6 +553,13 @@ impl Node {
         );
         let mut random = [0u8; 8];
         getrandom::fill(&mut random).expect("the OS random generator failed");
+        let sched = match config.process_threads {
+            0 => None,
+            n => Some(
+                sched::Scheduler::start(n, config.spin_before_park, &runtime)
+                    .map_err(StartError::Threads)?,
+            ),
+        };
         let ticker_stop = engine::start_ticker(&engine, config.timeslice);
         let pg = ProcessGroups::new(config.pg_groups_max, config.pg_memberships_max);
         let tables = crate::table::Tables::new(config.tables.clone(), config.data_dir.as_deref());
@@ -569,6 +583,7 @@ impl Node {
             pg: Mutex::new(pg),
             started: Instant::now(),
             runtime,
+            sched,
             ticker_stop,
             router: std::sync::OnceLock::new(),
             pg_observer: std::sync::OnceLock::new(),
@@ -1304,8 +1319,11 @@ impl NodeInner {
         let mut core = core::ProcessCore::new(self.clone(), cell);
         core.links.extend(link);
         core.monitors_in.extend(monitor);
-        self.runtime
-            .spawn(guest::run(core, version, args.into_boxed_slice()));
+        let process = guest::run(core, version, args.into_boxed_slice());
+        match &self.sched {
+            Some(sched) => sched.spawn(process),
+            None => drop(self.runtime.spawn(process)),
+        }
         Ok(pid)
     }
 }

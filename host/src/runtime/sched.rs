@@ -1,0 +1,553 @@
+//! The scheduler of guest processes (`NodeConfig::process_threads` > 0):
+//! a few threads of the node's own that poll process tasks, beside the
+//! tokio runtime that keeps the I/O, the timers and every host task.
+//!
+//! Why not tokio's: a process woken by another runs next on the waker's
+//! thread, as in tokio (its LIFO slot), but tokio, after three such
+//! hand-offs in a row, queues the task and wakes a sleeping worker to
+//! steal it. Two processes exchanging messages then keep waking each other's
+//! thread: a system call and, on a VM, an interrupt per wake. Here the
+//! woken process waits in the thread's `next` slot; after `NEXT_RUNS_MAX`
+//! hand-offs in a row it goes to the back of the thread's queue **without
+//! waking anyone**. Another thread is woken only for work beyond the next
+//! thing to run: a second task waiting on this thread, or a task scheduled
+//! from outside (I/O, timers, host tasks). A thread with nothing to do
+//! searches (its queue, the shared queue, the others' queues) for `spin`
+//! before it sleeps, which is how Erlang's schedulers keep wake-ups rare.
+//!
+//! Tasks live as long as the tokio runtime the node started on: when it
+//! shuts down (dropping its tasks, one of which is this scheduler's
+//! sentinel), the threads stop and every unfinished task is dropped, as
+//! tokio drops its own.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+/// Hand-offs in a row through a thread's `next` slot before the woken task
+/// goes to the back of the queue, so that two processes exchanging
+/// messages cannot starve the rest.
+const NEXT_RUNS_MAX: u32 = 32;
+/// Tasks run between two looks at the shared queue first (fairness for
+/// work that comes from outside).
+const SHARED_EVERY: u32 = 61;
+/// A sleeping thread looks round this often even if nobody woke it.
+const PARK_RECHECK: Duration = Duration::from_millis(20);
+/// Shards of the live-task registry.
+const SHARDS: usize = 16;
+
+type BoxedTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Not scheduled, not running: waiting for a wake.
+const IDLE: u8 = 0;
+/// In a queue (or a `next` slot).
+const SCHEDULED: u8 = 1;
+/// Being polled.
+const RUNNING: u8 = 2;
+/// Being polled and woken meanwhile: scheduled again after the poll.
+const NOTIFIED: u8 = 3;
+/// Finished or dropped.
+const DONE: u8 = 4;
+
+/// One task: its future and where it stands.
+struct Task {
+    id: u64,
+    state: AtomicU8,
+    future: Mutex<Option<BoxedTask>>,
+    shared: Arc<Shared>,
+}
+
+impl Wake for Task {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let next = match state {
+                IDLE => SCHEDULED,
+                RUNNING => NOTIFIED,
+                _ => return,
+            };
+            match self
+                .state
+                .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if next == SCHEDULED => return self.shared.schedule(self.clone(), false),
+                Ok(_) => return,
+                Err(now) => state = now,
+            }
+        }
+    }
+}
+
+/// One worker thread's stealable queue and how to wake it.
+struct Worker {
+    queue: Mutex<VecDeque<Arc<Task>>>,
+    /// Set while it sleeps (or is about to).
+    sleeping: AtomicBool,
+    thread: Mutex<Option<Thread>>,
+}
+
+/// What the scheduler's threads and tasks share.
+struct Shared {
+    workers: Vec<Worker>,
+    /// Tasks scheduled from outside the worker threads.
+    inbox: Mutex<VecDeque<Arc<Task>>>,
+    /// Threads searching for work (not sleeping, nothing to run).
+    searching: AtomicUsize,
+    /// Every task not finished, to drop them all at shutdown.
+    live: Vec<Mutex<HashMap<u64, Arc<Task>>>>,
+    next_id: AtomicU64,
+    stopping: AtomicBool,
+    spin: Duration,
+}
+
+/// The thread-local part of a worker thread.
+struct Local {
+    shared: Arc<Shared>,
+    index: usize,
+    /// The task to run next (not stealable).
+    next: Option<Arc<Task>>,
+    /// Tasks run from `next` in a row.
+    next_runs: u32,
+    ticks: u32,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+impl Shared {
+    fn schedule(self: &Arc<Self>, task: Arc<Task>, yielded: bool) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let task = LOCAL.with(|local| {
+            let Ok(mut local) = local.try_borrow_mut() else {
+                return Some(task);
+            };
+            let Some(local) = local.as_mut().filter(|l| Arc::ptr_eq(&l.shared, self)) else {
+                return Some(task);
+            };
+            let worker = &self.workers[local.index];
+            if yielded || local.next_runs >= NEXT_RUNS_MAX {
+                let waiting = {
+                    let mut queue = worker.queue.lock().expect("queue poisoned");
+                    queue.push_back(task);
+                    queue.len() + usize::from(local.next.is_some())
+                };
+                if waiting >= 2 {
+                    self.wake_one();
+                }
+            } else if let Some(displaced) = local.next.replace(task) {
+                worker
+                    .queue
+                    .lock()
+                    .expect("queue poisoned")
+                    .push_back(displaced);
+                self.wake_one();
+            }
+            None
+        });
+        if let Some(task) = task {
+            self.inbox.lock().expect("inbox poisoned").push_back(task);
+            self.wake_one();
+        }
+    }
+
+    /// Wake a sleeping thread, unless one is already searching.
+    fn wake_one(&self) {
+        if self.searching.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        for worker in &self.workers {
+            if worker.sleeping.load(Ordering::SeqCst)
+                && worker
+                    .sleeping
+                    .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                if let Some(thread) = worker.thread.lock().expect("thread poisoned").as_ref() {
+                    thread.unpark();
+                }
+                return;
+            }
+        }
+    }
+
+    /// A task from the shared queue or stolen from another thread.
+    fn find(&self, index: usize) -> Option<Arc<Task>> {
+        if let Some(task) = self.inbox.lock().expect("inbox poisoned").pop_front() {
+            return Some(task);
+        }
+        let n = self.workers.len();
+        for k in 1..n {
+            let other = &self.workers[(index + k) % n];
+            let mut queue = other.queue.lock().expect("queue poisoned");
+            if queue.is_empty() {
+                continue;
+            }
+            // Take half (at least one); run the first, keep the rest.
+            let take = queue.len().div_ceil(2);
+            let mut stolen: VecDeque<Arc<Task>> = queue.drain(..take).collect();
+            drop(queue);
+            let first = stolen.pop_front();
+            if !stolen.is_empty() {
+                self.workers[index]
+                    .queue
+                    .lock()
+                    .expect("queue poisoned")
+                    .extend(stolen);
+            }
+            return first;
+        }
+        None
+    }
+
+    fn forget(&self, id: u64) {
+        self.live[id as usize % SHARDS]
+            .lock()
+            .expect("live poisoned")
+            .remove(&id);
+    }
+}
+
+/// Poll `task` once on this thread.
+fn run(task: Arc<Task>) {
+    if task
+        .state
+        .compare_exchange(SCHEDULED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        return;
+    }
+    let waker = Waker::from(task.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut slot = task.future.lock().expect("task poisoned");
+    let Some(future) = slot.as_mut() else {
+        task.state.store(DONE, Ordering::Release);
+        return;
+    };
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        future.as_mut().poll(&mut cx)
+    }));
+    match polled {
+        Ok(Poll::Pending) => {
+            drop(slot);
+            if task
+                .state
+                .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                // Woken while it ran: it goes behind the others.
+                task.state.store(SCHEDULED, Ordering::Release);
+                let shared = task.shared.clone();
+                shared.schedule(task, true);
+            }
+        }
+        finished => {
+            if finished.is_err() {
+                tracing::error!("a process task panicked; it is dropped");
+            }
+            let future = slot.take();
+            drop(slot);
+            task.state.store(DONE, Ordering::Release);
+            task.shared.forget(task.id);
+            drop(future);
+        }
+    }
+}
+
+fn worker_loop(shared: Arc<Shared>, index: usize, runtime: tokio::runtime::Handle) {
+    let _tokio = runtime.enter();
+    LOCAL.with(|local| {
+        *local.borrow_mut() = Some(Local {
+            shared: shared.clone(),
+            index,
+            next: None,
+            next_runs: 0,
+            ticks: 0,
+        })
+    });
+    let me = &shared.workers[index];
+    'work: while !shared.stopping.load(Ordering::Acquire) {
+        if let Some(task) = next_task(&shared, index) {
+            run(task);
+            continue;
+        }
+        // Search for a while before sleeping.
+        shared.searching.fetch_add(1, Ordering::SeqCst);
+        let until = Instant::now() + shared.spin;
+        loop {
+            if let Some(task) = next_task(&shared, index) {
+                shared.searching.fetch_sub(1, Ordering::SeqCst);
+                run(task);
+                continue 'work;
+            }
+            if Instant::now() >= until || shared.stopping.load(Ordering::Acquire) {
+                break;
+            }
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+        }
+        me.sleeping.store(true, Ordering::SeqCst);
+        shared.searching.fetch_sub(1, Ordering::SeqCst);
+        // Anything scheduled before `sleeping` was visible is found here;
+        // anything after wakes this thread.
+        if let Some(task) = next_task(&shared, index) {
+            me.sleeping.store(false, Ordering::SeqCst);
+            run(task);
+            continue;
+        }
+        // Woken (`sleeping` cleared by the waker), stopping, or a look
+        // round after `PARK_RECHECK` in case a wake-up was missed.
+        thread::park_timeout(PARK_RECHECK);
+        me.sleeping.store(false, Ordering::SeqCst);
+    }
+    LOCAL.with(|local| local.borrow_mut().take());
+}
+
+/// What this thread runs next: its `next` slot, its queue, the shared
+/// queue, another thread's queue.
+fn next_task(shared: &Arc<Shared>, index: usize) -> Option<Arc<Task>> {
+    let (next, shared_first) = LOCAL.with(|local| {
+        let mut local = local.borrow_mut();
+        let local = local.as_mut().expect("a worker thread");
+        local.ticks = local.ticks.wrapping_add(1);
+        let shared_first = local.ticks.is_multiple_of(SHARED_EVERY);
+        if !shared_first && let Some(task) = local.next.take() {
+            local.next_runs += 1;
+            return (Some(task), false);
+        }
+        local.next_runs = 0;
+        (None, shared_first)
+    });
+    if next.is_some() {
+        return next;
+    }
+    if shared_first && let Some(task) = shared.inbox.lock().expect("inbox poisoned").pop_front() {
+        return Some(task);
+    }
+    if let Some(task) = LOCAL.with(|local| local.borrow_mut().as_mut().and_then(|l| l.next.take()))
+    {
+        return Some(task);
+    }
+    if let Some(task) = shared.workers[index]
+        .queue
+        .lock()
+        .expect("queue poisoned")
+        .pop_front()
+    {
+        return Some(task);
+    }
+    shared.find(index)
+}
+
+/// The node's process scheduler. Stops, dropping what is left, when the
+/// tokio runtime it was started on shuts down.
+pub(crate) struct Scheduler {
+    shared: Arc<Shared>,
+}
+
+impl Scheduler {
+    /// Start `threads` worker threads, each searching for `spin` before it
+    /// sleeps, on the tokio runtime `runtime` (whose timers and I/O the
+    /// tasks use).
+    pub(crate) fn start(
+        threads: usize,
+        spin: Duration,
+        runtime: &tokio::runtime::Handle,
+    ) -> std::io::Result<Scheduler> {
+        let threads = threads.max(1);
+        let shared = Arc::new(Shared {
+            workers: (0..threads)
+                .map(|_| Worker {
+                    queue: Mutex::new(VecDeque::new()),
+                    sleeping: AtomicBool::new(false),
+                    thread: Mutex::new(None),
+                })
+                .collect(),
+            inbox: Mutex::new(VecDeque::new()),
+            searching: AtomicUsize::new(0),
+            live: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            next_id: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            spin,
+        });
+        let mut handles = Vec::with_capacity(threads);
+        for index in 0..threads {
+            let (shared2, runtime2) = (shared.clone(), runtime.clone());
+            let handle = thread::Builder::new()
+                .name(format!("molt-proc-{index}"))
+                .spawn(move || worker_loop(shared2, index, runtime2))?;
+            *shared.workers[index]
+                .thread
+                .lock()
+                .expect("thread poisoned") = Some(handle.thread().clone());
+            handles.push(handle);
+        }
+        // Dropped when the runtime shuts down (or never, if it never does).
+        let sentinel = Sentinel {
+            shared: shared.clone(),
+            handles,
+        };
+        runtime.spawn(async move {
+            let _sentinel = sentinel;
+            std::future::pending::<()>().await
+        });
+        Ok(Scheduler { shared })
+    }
+
+    /// Run `future` as a task of this scheduler.
+    pub(crate) fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        let shared = &self.shared;
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let task = Arc::new(Task {
+            id,
+            state: AtomicU8::new(SCHEDULED),
+            future: Mutex::new(Some(Box::pin(future))),
+            shared: shared.clone(),
+        });
+        shared.live[id as usize % SHARDS]
+            .lock()
+            .expect("live poisoned")
+            .insert(id, task.clone());
+        shared.schedule(task, false);
+    }
+}
+
+/// Stops the scheduler when dropped: the threads end after their current
+/// poll and every unfinished task is dropped.
+struct Sentinel {
+    shared: Arc<Shared>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        shared.stopping.store(true, Ordering::SeqCst);
+        for worker in &shared.workers {
+            worker.sleeping.store(false, Ordering::SeqCst);
+            if let Some(thread) = worker.thread.lock().expect("thread poisoned").as_ref() {
+                thread.unpark();
+            }
+        }
+        for handle in self.handles.drain(..) {
+            let _ = handle.join();
+        }
+        // Queued tasks only hold references; the futures go with the
+        // registry. Each is dropped outside every lock, since dropping a
+        // process ends it (links, monitors, the node's counts).
+        shared.inbox.lock().expect("inbox poisoned").clear();
+        for worker in &shared.workers {
+            worker.queue.lock().expect("queue poisoned").clear();
+        }
+        for shard in &shared.live {
+            let tasks: Vec<Arc<Task>> = shard
+                .lock()
+                .expect("live poisoned")
+                .drain()
+                .map(|(_, t)| t)
+                .collect();
+            for task in tasks {
+                task.state.store(DONE, Ordering::Release);
+                let future = task.future.lock().expect("task poisoned").take();
+                drop(future);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tasks_run_wake_each_other_and_finish() {
+        let sched = Scheduler::start(
+            2,
+            Duration::from_micros(20),
+            &tokio::runtime::Handle::current(),
+        )
+        .expect("threads");
+        let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+        // A ring of 50 tasks passing a token 10 times round, through
+        // tokio channels; then a timer inside a task.
+        let n = 50;
+        let mut senders = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..n {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<u32>();
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        for (i, mut rx) in receivers.into_iter().enumerate() {
+            let next = senders[(i + 1) % n].clone();
+            let done = done_tx.clone();
+            sched.spawn(async move {
+                while let Some(hops) = rx.recv().await {
+                    if hops == 0 {
+                        let _ = done.send(i);
+                        return;
+                    }
+                    let _ = next.send(hops - 1);
+                }
+            });
+        }
+        senders[0].send(10 * n as u32).expect("first");
+        let finished = tokio::time::timeout(Duration::from_secs(10), done_rx.recv())
+            .await
+            .expect("the token went round");
+        assert_eq!(finished, Some(0));
+        let slept = Arc::new(AtomicU32::new(0));
+        let s = slept.clone();
+        let done = done_tx.clone();
+        sched.spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            s.store(1, Ordering::SeqCst);
+            let _ = done.send(usize::MAX);
+        });
+        let woke = tokio::time::timeout(Duration::from_secs(10), done_rx.recv())
+            .await
+            .expect("the timer fired");
+        assert_eq!(woke, Some(usize::MAX));
+        assert_eq!(slept.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_runtime_shutting_down_drops_the_tasks_left() {
+        struct Dropped(Arc<AtomicU32>);
+        impl Drop for Dropped {
+            fn drop(&mut self) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(AtomicU32::new(0));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let sched = Scheduler::start(2, Duration::ZERO, runtime.handle()).expect("threads");
+        for _ in 0..10 {
+            let guard = Dropped(dropped.clone());
+            sched.spawn(async move {
+                let _guard = guard;
+                std::future::pending::<()>().await
+            });
+        }
+        drop(runtime);
+        assert_eq!(dropped.load(Ordering::SeqCst), 10);
+    }
+}
