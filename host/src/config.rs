@@ -85,20 +85,22 @@ pub struct NodeConfig {
     pub memory_images_cow: bool,
     /// How long a guest runs before it yields to others (epoch tick).
     pub timeslice: Duration,
-    /// How long a scheduler thread with nothing to run spins before it
-    /// sleeps (`molt` builds its scheduler with it; an embedder builds its
-    /// own). Waking a sleeping thread costs a system call and, on a VM, an
-    /// interrupt: spinning keeps message exchanges between two processes
-    /// on one thread, at the price of a busy core while idle for that
-    /// long. 0 (the default): sleep at once.
+    /// How long a thread that runs processes and has nothing to run
+    /// searches for work before it sleeps (the node's own threads; with
+    /// `process_threads` 0, `molt` gives it to tokio's). Waking a sleeping
+    /// thread costs a system call and, on a VM, an interrupt: searching a
+    /// little keeps message exchanges cheap, at the price of a busy core
+    /// for that long after each burst of work. Default 20 µs; 0: sleep at
+    /// once.
     pub spin_before_park: Duration,
     /// Threads of the node's own that run its guest processes (see
     /// `runtime::sched`): a process woken by another runs next on the
     /// waker's thread, and another thread is woken only for work beyond
     /// that, so two processes exchanging messages do not keep waking each
     /// other's thread. An idle one searches for work for
-    /// `spin_before_park` before it sleeps. 0: processes are tasks of the
-    /// tokio runtime the node was started on.
+    /// `spin_before_park` before it sleeps. Default: one per core
+    /// (`available_parallelism`); 0: processes are tasks of the tokio
+    /// runtime the node was started on.
     pub process_threads: usize,
     /// Raise `vm.max_map_count` if it is too low for `processes_max` and
     /// the node may (it runs as root). If false, or if raising fails, the
@@ -151,8 +153,8 @@ impl Default for NodeConfig {
             hibernate_after: None,
             memory_images_cow: false,
             timeslice: Duration::from_millis(2),
-            spin_before_park: Duration::ZERO,
-            process_threads: 0,
+            spin_before_park: Duration::from_micros(20),
+            process_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             raise_map_count: true,
             tables: crate::table::TablesLimits::default(),
             data_dir: None,

@@ -108,13 +108,15 @@ struct Limits {
     /// its saved state until its next message (default: never).
     #[arg(long, global = true, value_name = "MS")]
     hibernate_after_ms: Option<u64>,
-    /// A scheduler thread with nothing to do spins this many microseconds
-    /// before it sleeps (default 0: sleeps at once).
+    /// A thread that runs processes and has nothing to do searches for
+    /// work this many microseconds before it sleeps (default 20; 0: sleeps
+    /// at once).
     #[arg(long, global = true, value_name = "US")]
     spin_before_park_us: Option<u64>,
     /// Run guest processes on N threads of the node's own scheduler (a
     /// woken process runs next on its waker's thread; idle threads search
-    /// for `--spin-before-park-us` before they sleep); 0: on tokio's.
+    /// for `--spin-before-park-us` before they sleep). Default: one per
+    /// core; 0: on tokio's.
     #[arg(long, global = true, value_name = "N")]
     process_threads: Option<usize>,
 }

@@ -422,7 +422,7 @@ async fn read_stream(dist: Arc<DistInner>, peer: Arc<Peer>, mut recv: quinn::Rec
                         }
                         continue;
                     }
-                    dist.dispatch(&peer, frame);
+                    crate::runtime::run_woken_here(|| dist.dispatch(&peer, frame));
                 }
                 Ok(None) => break,
                 Err(e) => {

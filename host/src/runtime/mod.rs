@@ -20,6 +20,7 @@ mod mailbox;
 mod pg;
 mod registry;
 mod sched;
+pub(crate) use sched::run_woken_here;
 mod table;
 mod timers;
 mod upgrade;

@@ -20,7 +20,7 @@
 //! sentinel), the threads stop and every unfinished task is dropped, as
 //! tokio drops its own.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
@@ -108,6 +108,8 @@ struct Shared {
     next_id: AtomicU64,
     stopping: AtomicBool,
     spin: Duration,
+    /// The tokio runtime the node started on.
+    runtime: tokio::runtime::Handle,
 }
 
 /// The thread-local part of a worker thread.
@@ -123,6 +125,20 @@ struct Local {
 
 thread_local! {
     static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+    /// Set while a tokio task hands frames from the network to processes.
+    static RUN_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `deliver` (the network handing frames to processes) so that a
+/// process it wakes runs next on this tokio thread, as a tokio task, rather
+/// than on the node's process threads: its reply then goes out from here
+/// too, with no thread woken either way. Elsewhere processes run on the
+/// process threads.
+pub(crate) fn run_woken_here<R>(deliver: impl FnOnce() -> R) -> R {
+    let before = RUN_HERE.replace(true);
+    let result = deliver();
+    RUN_HERE.set(before);
+    result
 }
 
 impl Shared {
@@ -158,6 +174,10 @@ impl Shared {
             None
         });
         if let Some(task) = task {
+            if RUN_HERE.get() && tokio::runtime::Handle::try_current().is_ok() {
+                drop(self.runtime.spawn(async move { run(task) }));
+                return;
+            }
             self.inbox.lock().expect("inbox poisoned").push_back(task);
             self.wake_one();
         }
@@ -382,6 +402,7 @@ impl Scheduler {
             next_id: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             spin,
+            runtime: runtime.clone(),
         });
         let mut handles = Vec::with_capacity(threads);
         for index in 0..threads {
