@@ -395,6 +395,83 @@ pub async fn down_reason(mailbox: &mut HostMailbox, reference: Ref) -> String {
         .expect("a DOWN message")
 }
 
+/// Spawn `loops` endless loops (more than the threads that run processes),
+/// check that a puppet still answers 100 commands meanwhile (so the loops
+/// are preempted), then kill them: each ends `killed`.
+pub async fn loops_are_preempted_and_killed(node: &Node, loops: usize) {
+    let mut watcher = node.mailbox().unwrap();
+    let mut running = Vec::new();
+    for _ in 0..loops {
+        let (pid, r) = watcher
+            .spawn("faulty", codec::encode(&faulty::Fault::Loop), false, true)
+            .unwrap();
+        running.push((pid, r.unwrap()));
+    }
+    let mut p = Puppet::spawn(node).await;
+    let me = p.pid;
+    for _ in 0..100 {
+        assert_eq!(p.cmd(Cmd::IsAlive(me)).await, Outcome::Bool(true));
+    }
+    for &(pid, _) in &running {
+        assert!(node.is_alive(pid), "a loop ended by itself");
+    }
+    for &(pid, _) in &running {
+        node.exit(pid, "kill");
+    }
+    for (pid, r) in running {
+        assert_eq!(down_reason(&mut watcher, r).await, "killed");
+        assert!(!node.is_alive(pid));
+    }
+}
+
+/// A ring of `n` bench-guest links (the ring `molt bench` measures):
+/// returns its first link (which takes the token) and its links from
+/// the first round to the last. The first is told its successor.
+pub fn ring_of_links(node: &Node, me: &mut HostMailbox, n: usize) -> Vec<Pid> {
+    use bench_wire::{BenchArgs, BenchRing};
+    let spawn = |next| {
+        node.spawn("bench-guest", codec::encode(&BenchArgs::RingLink { next }))
+            .unwrap()
+    };
+    let first = spawn(None);
+    let mut last = first;
+    let mut spawned = Vec::new();
+    for _ in 1..n {
+        last = spawn(Some(last));
+        spawned.push(last);
+    }
+    me.send(
+        first,
+        tag::DATA,
+        Ref::NONE,
+        codec::encode(&BenchRing::Next(last)),
+    )
+    .unwrap();
+    std::iter::once(first)
+        .chain(spawned.into_iter().rev())
+        .collect()
+}
+
+/// Send a token of `hops` into the ring at `first`; whether it comes back
+/// (`Done`) within 30 s.
+pub async fn token_comes_back(me: &mut HostMailbox, first: Pid, hops: u64) -> bool {
+    use bench_wire::BenchRing;
+    let report = me.pid();
+    let token = BenchRing::Token { hops, report };
+    me.send(first, tag::DATA, Ref::NONE, codec::encode(&token))
+        .unwrap();
+    match me.recv(Duration::from_secs(30)).await {
+        Some(done) => {
+            assert_eq!(
+                codec::decode::<BenchRing>(&done.payload),
+                Ok(BenchRing::Done)
+            );
+            true
+        }
+        None => false,
+    }
+}
+
 /// Wait for a `NODEDOWN` message and return the node it names.
 pub async fn nodedown(mailbox: &mut HostMailbox) -> String {
     let filter = Filter {

@@ -7,8 +7,8 @@ use molt_abi::{Pid, Ref, codec, status, tag};
 use molt_host::code::LoadError;
 use molt_host::{HostMailbox, Node, NodeConfig, SendError, SpawnError};
 use molt_tests::{
-    Cmd, Outcome, Puppet, WAIT, down_reason, guests_dir, node, run_to_exit, start_node,
-    test_config, wat_fixture,
+    Cmd, Outcome, Puppet, WAIT, down_reason, guests_dir, loops_are_preempted_and_killed, node,
+    run_to_exit, start_node, test_config, wat_fixture,
 };
 
 fn fault(f: Fault) -> Vec<u8> {
@@ -41,29 +41,7 @@ async fn an_endless_loop_is_preempted_and_can_be_killed() {
     // without preemption nothing else would ever run.
     let node = node();
     assert_eq!(node.config().timeslice, NodeConfig::default().timeslice);
-    let mut watcher = node.mailbox().unwrap();
-    let mut loops = Vec::new();
-    for _ in 0..4 {
-        let (pid, r) = watcher
-            .spawn("faulty", fault(Fault::Loop), false, true)
-            .unwrap();
-        loops.push((pid, r.unwrap()));
-    }
-    let mut p = Puppet::spawn(&node).await;
-    let me = p.pid;
-    for _ in 0..100 {
-        assert_eq!(p.cmd(Cmd::IsAlive(me)).await, Outcome::Bool(true));
-    }
-    for &(pid, _) in &loops {
-        assert!(node.is_alive(pid), "a loop ended by itself");
-    }
-    for &(pid, _) in &loops {
-        node.exit(pid, "kill");
-    }
-    for (pid, r) in loops {
-        assert_eq!(down_reason(&mut watcher, r).await, "killed");
-        assert!(!node.is_alive(pid));
-    }
+    loops_are_preempted_and_killed(&node, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

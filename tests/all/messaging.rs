@@ -1,7 +1,7 @@
 //! Messages: order per sender, selective receive, timeouts, names, timers.
 
 use molt_abi::{Ref, codec, status, tag};
-use molt_tests::{Cmd, Event, Outcome, Puppet, QUIET, node};
+use molt_tests::{Cmd, Event, Outcome, Puppet, QUIET, node, ring_of_links, token_comes_back};
 
 fn seq_of(event: Event) -> (u32, u32) {
     match event {
@@ -332,41 +332,14 @@ async fn without_distribution_other_nodes_are_unreachable() {
 /// The token makes exactly its hops and comes back once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_goes_round_a_ring_of_links_and_comes_back_once() {
-    use molt_tests::bench_wire::{BenchArgs, BenchRing};
+    use molt_tests::bench_wire::BenchRing;
     let node = node();
     let mut me = node.mailbox().unwrap();
-    let spawn = |next| {
-        node.spawn("bench-guest", codec::encode(&BenchArgs::RingLink { next }))
-            .unwrap()
-    };
-    let first = spawn(None);
-    let mut last = first;
-    let mut links = Vec::new();
-    for _ in 1..300 {
-        last = spawn(Some(last));
-        links.push(last);
-    }
-    let send = |me: &mut molt_host::HostMailbox, msg: &BenchRing| {
-        me.send(first, tag::DATA, Ref::NONE, codec::encode(msg))
-            .unwrap()
-    };
-    send(&mut me, &BenchRing::Next(last));
-    let report = me.pid();
+    let order = ring_of_links(&node, &mut me, 300);
     // Ten laps and a half: the last link to hold it is halfway round.
-    send(
-        &mut me,
-        &BenchRing::Token {
-            hops: 3_150,
-            report,
-        },
-    );
-    let done = me
-        .recv(std::time::Duration::from_secs(30))
-        .await
-        .expect("the token comes back");
-    assert_eq!(
-        codec::decode::<BenchRing>(&done.payload),
-        Ok(BenchRing::Done)
+    assert!(
+        token_comes_back(&mut me, order[0], 3_150).await,
+        "the token comes back"
     );
     // Once: nothing else comes (a bounded wait for an absence).
     assert!(
@@ -376,25 +349,22 @@ async fn a_token_goes_round_a_ring_of_links_and_comes_back_once() {
     );
     // A link killed halfway round stops a token that would pass it: one
     // that ends just before it still comes back.
-    let order: Vec<_> = std::iter::once(first)
-        .chain(links.iter().rev().copied())
-        .collect();
     let watch = me.monitor(order[150]);
     me.exit(order[150], molt_abi::reason::KILL);
     let why = me
         .recv_down(watch, std::time::Duration::from_secs(10))
         .await;
     assert_eq!(why.as_deref(), Some(molt_abi::reason::KILLED));
-    send(&mut me, &BenchRing::Token { hops: 149, report });
-    let done = me
-        .recv(std::time::Duration::from_secs(30))
-        .await
-        .expect("a token short of the dead link comes back");
-    assert_eq!(
-        codec::decode::<BenchRing>(&done.payload),
-        Ok(BenchRing::Done)
+    assert!(
+        token_comes_back(&mut me, order[0], 149).await,
+        "a token short of the dead link comes back"
     );
-    send(&mut me, &BenchRing::Token { hops: 150, report });
+    let token = BenchRing::Token {
+        hops: 150,
+        report: me.pid(),
+    };
+    me.send(order[0], tag::DATA, Ref::NONE, codec::encode(&token))
+        .unwrap();
     assert!(
         me.recv(std::time::Duration::from_millis(300))
             .await
