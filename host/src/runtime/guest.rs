@@ -471,12 +471,11 @@ impl Running {
             match self.hibernate_after() {
                 Some(after) => {
                     let asleep_at = tokio::time::Instant::now() + after;
+                    // A timer armed in an earlier wait fires no later
+                    // than `asleep_at` (same `after`, earlier start).
                     let timer = self
                         .idle_timer
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(asleep_at)));
-                    if timer.deadline() > asleep_at {
-                        timer.as_mut().reset(asleep_at);
-                    }
                     loop {
                         tokio::select! {
                             biased;

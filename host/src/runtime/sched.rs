@@ -25,7 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -93,7 +93,8 @@ struct Worker {
     queue: Mutex<VecDeque<Arc<Task>>>,
     /// Set while it sleeps (or is about to).
     sleeping: AtomicBool,
-    thread: Mutex<Option<Thread>>,
+    /// Set once its thread has started.
+    thread: OnceLock<Thread>,
 }
 
 /// What the scheduler's threads and tasks share.
@@ -195,7 +196,7 @@ impl Shared {
                     .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
             {
-                if let Some(thread) = worker.thread.lock().expect("thread poisoned").as_ref() {
+                if let Some(thread) = worker.thread.get() {
                     thread.unpark();
                 }
                 return;
@@ -286,8 +287,8 @@ fn run(task: Arc<Task>) {
     }
 }
 
-fn worker_loop(shared: Arc<Shared>, index: usize, runtime: tokio::runtime::Handle) {
-    let _tokio = runtime.enter();
+fn worker_loop(shared: Arc<Shared>, index: usize) {
+    let _tokio = shared.runtime.enter();
     LOCAL.with(|local| {
         *local.borrow_mut() = Some(Local {
             shared: shared.clone(),
@@ -393,7 +394,7 @@ impl Scheduler {
                 .map(|_| Worker {
                     queue: Mutex::new(VecDeque::new()),
                     sleeping: AtomicBool::new(false),
-                    thread: Mutex::new(None),
+                    thread: OnceLock::new(),
                 })
                 .collect(),
             inbox: Mutex::new(VecDeque::new()),
@@ -406,14 +407,11 @@ impl Scheduler {
         });
         let mut handles = Vec::with_capacity(threads);
         for index in 0..threads {
-            let (shared2, runtime2) = (shared.clone(), runtime.clone());
+            let shared2 = shared.clone();
             let handle = thread::Builder::new()
                 .name(format!("molt-proc-{index}"))
-                .spawn(move || worker_loop(shared2, index, runtime2))?;
-            *shared.workers[index]
-                .thread
-                .lock()
-                .expect("thread poisoned") = Some(handle.thread().clone());
+                .spawn(move || worker_loop(shared2, index))?;
+            let _ = shared.workers[index].thread.set(handle.thread().clone());
             handles.push(handle);
         }
         // Dropped when the runtime shuts down (or never, if it never does).
@@ -459,7 +457,7 @@ impl Drop for Sentinel {
         shared.stopping.store(true, Ordering::SeqCst);
         for worker in &shared.workers {
             worker.sleeping.store(false, Ordering::SeqCst);
-            if let Some(thread) = worker.thread.lock().expect("thread poisoned").as_ref() {
+            if let Some(thread) = worker.thread.get() {
                 thread.unpark();
             }
         }
