@@ -439,8 +439,10 @@ async fn run(mode: LogMode, default_seed: u64, rounds: usize) {
             .unwrap();
     }
     // Every node can use the group again, without a manual step (a call
-    // that meets an election still under way may answer no_quorum: the
-    // client asks again, up to WAIT).
+    // that meets an election still under way may answer no_quorum, and one
+    // made under a session the leader expired during the faults, before
+    // this node heard of it, session_lost: the client asks again, as both
+    // errors say, up to WAIT).
     for n in &nodes {
         let p = n.node.mailbox().unwrap();
         let name = format!("after-{}", n.dist.name());
@@ -448,7 +450,8 @@ async fn run(mode: LogMode, default_seed: u64, rounds: usize) {
         loop {
             match n.coord.register(&name, p.pid()).await {
                 Ok(_) => break,
-                Err(GlobalError::NoQuorum(_)) if Instant::now() < deadline => {}
+                Err(GlobalError::NoQuorum(_) | GlobalError::SessionLost)
+                    if Instant::now() < deadline => {}
                 Err(e) => panic!("{name} after the heal: {e}"),
             }
         }
