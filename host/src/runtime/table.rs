@@ -2,6 +2,7 @@
 //! lookups on different processes rarely contend.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
 use super::cell::ProcessCell;
@@ -9,7 +10,38 @@ use super::cell::ProcessCell;
 const SHARDS: usize = 64;
 
 /// One shard: live processes by pid serial.
-type Shard = Mutex<HashMap<u64, Arc<ProcessCell>>>;
+type Shard = Mutex<HashMap<u64, Arc<ProcessCell>, BuildHasherDefault<SerialHasher>>>;
+
+/// Hashes a pid serial within its shard. Every local send looks its
+/// receiver up here, and the default SipHash cost more than the rest of
+/// the lookup. Serials are the node's own, unique and mostly consecutive
+/// (nobody outside chooses them), and a shard's all end in the same bits:
+/// those are dropped and the rest spread by one multiplication (Fibonacci
+/// hashing), which keeps consecutive serials in distinct buckets and fills
+/// the top bits the map's probe tags come from.
+#[derive(Default)]
+pub(crate) struct SerialHasher(u64);
+
+/// 2^64 / φ, odd.
+const FIBONACCI: u64 = 0x9e37_79b9_7f4a_7c15;
+
+impl Hasher for SerialHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, serial: u64) {
+        self.0 = (serial >> SHARDS.trailing_zeros()).wrapping_mul(FIBONACCI);
+    }
+
+    /// Only serials are hashed (`write_u64`); any other key still hashes
+    /// every byte.
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(FIBONACCI);
+        }
+    }
+}
 
 pub(crate) struct ProcessTable {
     shards: Box<[Shard]>,
@@ -18,7 +50,7 @@ pub(crate) struct ProcessTable {
 impl ProcessTable {
     pub fn new() -> Self {
         ProcessTable {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 
@@ -71,5 +103,28 @@ impl ProcessTable {
                     .collect::<Vec<_>>()
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, BuildHasherDefault};
+
+    use super::{SHARDS, SerialHasher};
+
+    /// One shard's consecutive serials fill a map's buckets one each, and
+    /// their probe tags (the top 7 bits) vary.
+    #[test]
+    fn one_shards_serials_spread_over_buckets_and_tags() {
+        let hasher = BuildHasherDefault::<SerialHasher>::default();
+        let n = 4096u64;
+        let hashes: Vec<u64> = (0..n)
+            .map(|k| hasher.hash_one(k * SHARDS as u64 + 5))
+            .collect();
+        let buckets: HashSet<u64> = hashes.iter().map(|h| h & (n - 1)).collect();
+        assert_eq!(buckets.len() as u64, n);
+        let tags: HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+        assert_eq!(tags.len(), 128);
     }
 }
