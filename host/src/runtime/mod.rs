@@ -562,6 +562,9 @@ impl Node {
             ),
         };
         let ticker_stop = engine::start_ticker(&engine, config.timeslice);
+        if config.process_counters {
+            guest::calibrate_cpu_clock();
+        }
         let pg = ProcessGroups::new(config.pg_groups_max, config.pg_memberships_max);
         let tables = crate::table::Tables::new(config.tables.clone(), config.data_dir.as_deref());
         let inner = NodeInner {
