@@ -10,6 +10,13 @@
 //! larger than every earlier term. A leader whose node cannot renew its
 //! session is told `LeaderLost` before another can be elected.
 //!
+//! A candidate stays one until it [`resign`]s or ends: when its node's
+//! session is lost (the node was cut off from the cluster's majority for
+//! longer than the session lives), the cluster drops its candidacy, and
+//! the node stands it again, at the end of the line, as soon as it has a
+//! session again; it is then told who leads (`LeaderChanged`, or
+//! `Elected`).
+//!
 //! ```no_run
 //! use molt_sdk::election;
 //! let (leader, term) = election::stand("scheduler").unwrap();

@@ -361,6 +361,74 @@ async fn an_election_moves_when_its_leader_ends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_whose_node_lost_its_session_stands_again_and_leads_when_its_turn_comes() {
+    use molt_host::net::nemesis::LinkFaults;
+    let dir = TempDir::new("coord-restand");
+    let nodes = three(&dir, LogMode::Ram).await;
+    let first = nodes[1].node.mailbox().unwrap();
+    let mut second = nodes[2].node.mailbox().unwrap();
+    let (leader, _) = nodes[1].coord.elect("workers", first.pid()).await.unwrap();
+    assert_eq!(leader, first.pid());
+    nodes[2].coord.elect("workers", second.pid()).await.unwrap();
+    let candidates = |m: &Member| {
+        m.coord
+            .elections()
+            .into_iter()
+            .find(|e| e.group == "workers")
+            .map(|e| e.candidates)
+            .unwrap_or_default()
+    };
+    assert_eq!(candidates(&nodes[0]), [first.pid(), second.pid()]);
+    // c is cut off for longer than its session lives: its session ends,
+    // and with it the candidacy it held.
+    let cut = |faults: LinkFaults| {
+        for other in [0, 1] {
+            nodes[2]
+                .dist
+                .nemesis()
+                .set(nodes[other].dist.name(), faults);
+            nodes[other]
+                .dist
+                .nemesis()
+                .set(nodes[2].dist.name(), faults);
+        }
+    };
+    cut(LinkFaults::CUT);
+    wait_for("the majority freed c's candidacy", || {
+        candidates(&nodes[0]) == [first.pid()]
+    })
+    .await;
+    cut(LinkFaults::default());
+    // Back, c's node stands its candidate again, at the end of the line,
+    // and tells it who leads.
+    wait_for("c's candidate stands again", || {
+        candidates(&nodes[0]) == [first.pid(), second.pid()]
+    })
+    .await;
+    assert_eq!(
+        coord_message(&mut second).await,
+        sysmsg::Coord::LeaderChanged {
+            group: "workers".into(),
+            leader: first.pid(),
+            term: nodes[0].coord.leader("workers").unwrap().1,
+        }
+    );
+    // Its turn comes when the leader ends.
+    let (_, term) = nodes[0].coord.leader("workers").unwrap();
+    drop(first);
+    match coord_message(&mut second).await {
+        sysmsg::Coord::Elected { group, term: t } => {
+            assert_eq!(group, "workers");
+            assert!(t > term, "a new term: {t} after {term}");
+        }
+        other => panic!("the candidate that stood again leads: {other:?}"),
+    }
+    for n in nodes {
+        n.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_of_another_cluster_is_refused_by_name() {
     let dir = TempDir::new("coord-other");
     let a = member(&dir, "a", None, LogMode::Disc).await;

@@ -111,7 +111,8 @@ pub enum Coord {
     },
     /// The process no longer leads `group`: its node could not renew its
     /// session in time, and another candidate may be elected. Sent before
-    /// the cluster can elect one.
+    /// the cluster can elect one. The process stays a candidate: its node
+    /// stands it again once it has a session.
     LeaderLost {
         /// The election.
         group: alloc::string::String,

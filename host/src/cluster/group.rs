@@ -73,6 +73,10 @@ struct SessionView {
     /// then: the entry that ends it may name more (a replica that had run
     /// ahead of the fence), and only the rest is told then.
     told: Option<(SessionId, Vec<(Pid, sysmsg::Coord)>)>,
+    /// Candidacies of this node's processes that a lost session freed, as
+    /// (election, pid): stood again under the next session. A candidate
+    /// stays one until it resigns or ends.
+    restand: Vec<(String, Pid)>,
 }
 
 /// What only the leader keeps: when each session was last renewed.
@@ -146,6 +150,7 @@ impl Inner {
                 id: None,
                 acked: Instant::now(),
                 told: None,
+                restand: Vec::new(),
             }),
             session_changed: tokio::sync::Notify::new(),
             leader: Mutex::default(),
@@ -767,6 +772,7 @@ impl Inner {
                     if let Ok(Outcome::Session(id)) = self.propose(open).await {
                         if self.adopt_session(id, sent) {
                             tracing::debug!(%id, "coordination session opened");
+                            self.restand_later(id);
                         } else {
                             // A late one was adopted meanwhile.
                             self.propose_later(
@@ -788,6 +794,7 @@ impl Inner {
                         Err(CoordError::UnknownSession(_)) => self.session_lost(id, "it expired"),
                         Err(_) => {}
                     }
+                    self.restand_later(id);
                     let stale = {
                         let s = self.session.lock().expect("session poisoned");
                         s.id == Some(id) && s.acked.elapsed() > fence_after
@@ -806,6 +813,89 @@ impl Inner {
                 _ = self.stop.notified() => {}
             }
         }
+    }
+
+    /// Stand again, under session `id`, the candidates whose candidacy a
+    /// lost session freed (in the background: a slow quorum must not
+    /// delay renewals). A candidate that leads then is told `Elected` by
+    /// the entry; one that does not is told who leads.
+    fn restand_later(self: &Arc<Self>, id: SessionId) {
+        let candidacies = {
+            let mut s = self.session.lock().expect("session poisoned");
+            if s.id != Some(id) || s.restand.is_empty() {
+                return;
+            }
+            std::mem::take(&mut s.restand)
+        };
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut again = Vec::new();
+            for (group, pid) in candidacies {
+                let Some(node) = inner.node.upgrade() else {
+                    return;
+                };
+                let standing = |inner: &Inner| {
+                    inner
+                        .state()
+                        .state
+                        .elections
+                        .get(&group)
+                        .is_some_and(|e| e.candidates.contains(&(pid, id)))
+                };
+                if !node.is_alive(pid) || standing(&inner) {
+                    continue;
+                }
+                let command = Command::Stand {
+                    group: group.clone(),
+                    pid,
+                    session: id,
+                };
+                match inner.propose(command).await {
+                    Ok(Outcome::Stand(s)) => {
+                        tracing::info!(%pid, group, "a candidate stands again under the node's new session");
+                        let current = inner
+                            .state()
+                            .state
+                            .elections
+                            .get(&group)
+                            .and_then(|e| e.leader);
+                        if s.leader != pid && current == Some((s.leader, s.term)) {
+                            let notice = sysmsg::Coord::LeaderChanged {
+                                group,
+                                leader: s.leader,
+                                term: s.term,
+                            };
+                            tell(&node, pid, &notice);
+                        }
+                    }
+                    Ok(Outcome::Limit(limit)) => {
+                        tracing::warn!(%pid, group, %limit, "a candidate could not stand again");
+                    }
+                    // The new session ended too (its end frees nothing of
+                    // this candidate's), or no quorum: the next session's
+                    // renewal tries again.
+                    Ok(_) | Err(Unavailable::NoQuorum(_)) => again.push((group, pid)),
+                    Err(Unavailable::Stopped(_)) => return,
+                }
+            }
+            if !again.is_empty() {
+                let mut s = inner.session.lock().expect("session poisoned");
+                for candidacy in again {
+                    if !s.restand.contains(&candidacy) {
+                        s.restand.push(candidacy);
+                    }
+                }
+            }
+        });
+    }
+
+    /// `pid` resigns from `group`: it is not stood again either. Whether
+    /// it was waiting to be.
+    pub(super) fn resigning(&self, group: &str, pid: Pid) -> bool {
+        let mut s = self.session.lock().expect("session poisoned");
+        let before = s.restand.len();
+        s.restand.retain(|(g, p)| !(g == group && *p == pid));
+        s.restand.len() != before
     }
 
     /// Make `id` this node's session, renewed as of `acked`, unless it
@@ -886,24 +976,27 @@ impl Inner {
     /// The node's session `id` is gone (or no longer to be trusted): tell
     /// the node's holders, then open a new one.
     fn session_lost(&self, id: SessionId, why: &str) {
-        self.session_ended(id, why, |state| state.held_under(id));
+        self.session_ended(id, why, |state| {
+            (state.held_under(id), state.stood_under(id))
+        });
     }
 
     /// The node's session `id` is gone: unless it was already, tell the
     /// processes what they held and led under it (`lost`, from the
-    /// replica), then let a new one be opened.
+    /// replica, with the candidacies it freed), then let a new one be
+    /// opened, under which those candidates stand again.
     fn session_ended(
         &self,
         id: SessionId,
         why: &str,
-        lost: impl FnOnce(&super::state::State) -> Vec<(Pid, sysmsg::Coord)>,
+        lost: impl FnOnce(&super::state::State) -> (Vec<(Pid, sysmsg::Coord)>, Vec<(String, Pid)>),
     ) {
         let Some(node) = self.node.upgrade() else {
             return;
         };
         // Read before the session lock is taken: `status` takes the two
         // the other way round.
-        let lost = lost(&self.state().state);
+        let (lost, stood) = lost(&self.state().state);
         let mut s = self.session.lock().expect("session poisoned");
         if s.id == Some(id) {
             s.id = None;
@@ -915,6 +1008,11 @@ impl Inner {
         };
         let notices: Vec<_> = lost.into_iter().filter(|n| !told.contains(n)).collect();
         told.extend(notices.iter().cloned());
+        for candidacy in stood {
+            if node.is_local(candidacy.1) && !s.restand.contains(&candidacy) {
+                s.restand.push(candidacy);
+            }
+        }
         drop(s);
         for (pid, notice) in notices {
             tell(&node, pid, &notice);
@@ -1268,10 +1366,15 @@ impl Inner {
                     tell(&node, *pid, &notice);
                 }
             }
-            Event::SessionEnded { session, lost, .. } => {
+            Event::SessionEnded {
+                session,
+                lost,
+                stood,
+                ..
+            } => {
                 // What the entry freed, not what the replica (which may
                 // have applied later entries) has now.
-                self.session_ended(*session, "it ended", |_| lost.clone());
+                self.session_ended(*session, "it ended", |_| (lost.clone(), stood.clone()));
             }
         }
     }

@@ -866,12 +866,15 @@ impl Coordination {
     /// does).
     pub async fn resign(&self, group: &str, pid: Pid) -> Result<(), GlobalError> {
         self.check_name(group)?;
+        // A candidacy a lost session freed is still the caller's.
+        let waiting = self.inner.resigning(group, pid);
         let command = Command::Resign {
             group: group.to_string(),
             pid,
         };
         match self.inner.propose(command).await? {
             Outcome::Done => Ok(()),
+            Outcome::NotCandidate if waiting => Ok(()),
             Outcome::NotCandidate => Err(GlobalError::NotCandidate),
             other => Err(unexpected(other)),
         }

@@ -120,6 +120,9 @@ pub enum Event {
         /// before the entry freed it, since a replica that applies later
         /// entries at once no longer has it.
         lost: Vec<(Pid, sysmsg::Coord)>,
+        /// The candidacies it freed, as (election, pid): its node stands
+        /// those processes again under its next session.
+        stood: Vec<(String, Pid)>,
     },
 }
 
@@ -362,11 +365,13 @@ impl State {
             self.recent.remove(&ended.incarnation);
         }
         let lost = self.held_under(session);
+        let stood = self.stood_under(session);
         self.free(|_, s| s == session, events);
         events.push(Event::SessionEnded {
             session,
             node: ended.node,
             lost,
+            stood,
         });
     }
 
@@ -387,6 +392,18 @@ impl State {
             {
                 let group = group.clone();
                 out.push((leader, sysmsg::Coord::LeaderLost { group, term }));
+            }
+        }
+        out
+    }
+
+    /// The candidacies held under `session`, as (election, pid), in each
+    /// election's order.
+    pub fn stood_under(&self, session: SessionId) -> Vec<(String, Pid)> {
+        let mut out = Vec::new();
+        for (group, e) in &self.elections {
+            for (pid, _) in e.candidates.iter().filter(|(_, s)| *s == session) {
+                out.push((group.clone(), *pid));
             }
         }
         out

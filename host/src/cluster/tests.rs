@@ -203,7 +203,8 @@ fn lost(text: &str) -> (Pid, molt_abi::sysmsg::Coord) {
 }
 
 /// `granted REQ P LOCK=TOKEN...` `leader GROUP P TERM CANDIDATE...`
-/// `leader GROUP none` `ended S NODE LOST...` (see [`lost`])
+/// `leader GROUP none` `ended S NODE LOST... +GROUP/P...` (see [`lost`];
+/// `+GROUP/P`: P's candidacy in GROUP was freed)
 fn event(text: &str) -> Event {
     let w: Vec<&str> = text.split_whitespace().collect();
     let n = |i: usize| num(w[i]);
@@ -226,7 +227,19 @@ fn event(text: &str) -> Event {
         ("ended", _) => Event::SessionEnded {
             session: SessionId(n(1)),
             node: w[2].into(),
-            lost: w[3..].iter().map(|l| lost(l)).collect(),
+            lost: w[3..]
+                .iter()
+                .filter(|l| !l.starts_with('+'))
+                .map(|l| lost(l))
+                .collect(),
+            stood: w[3..]
+                .iter()
+                .filter_map(|l| l.strip_prefix('+'))
+                .map(|l| {
+                    let (group, p) = l.split_once('/').expect("+GROUP/P");
+                    (group.to_string(), pid(num(p)))
+                })
+                .collect(),
         },
         _ => panic!("unknown event {text:?}"),
     }
@@ -364,7 +377,7 @@ fn a_new_incarnation_ends_the_old_session_and_frees_what_it_held() {
          stand g 1 1     => leader 1 3; leader g 1 3 1
          acq 2 2 L:x     => queued
          stand g 2 2     => leader 1 3
-         open a@h 2      => session 8; granted 6 2 L=4; leader g 2 5 2; ended 1 a@h L=2/1 g@3/1
+         open a@h 2      => session 8; granted 6 2 L=4; leader g 2 5 2; ended 1 a@h L=2/1 g@3/1 +g/1
          reg n 1 1       => expired
          acq 1 1 M:x     => expired
          stand h 1 1     => expired
@@ -742,7 +755,7 @@ fn the_next_candidate_in_line_leads_with_a_larger_term() {
          resign g 9  => notcandidate
          resign h 4  => notcandidate
          stand g 5 1 => leader 4 3
-         expire 2    => done; leader g 5 4 5; ended 2 b@h g@3/4
+         expire 2    => done; leader g 5 4 5; ended 2 b@h g@3/4 +g/4
          resign g 5  => done; leader g none",
     );
     assert!(r.state.elections.is_empty());
