@@ -34,6 +34,15 @@ pub struct NodeConfig {
     /// seen before (a downgrade, a push of a version the node has) does not
     /// compile again. 0 turns the cache off.
     pub compiled_cache_max: usize,
+    /// Compile a new module in two tiers: first with the baseline
+    /// compiler (Winch: a single pass, several times faster to compile,
+    /// slower code), so the version serves spawns and upgrades at once,
+    /// then with the optimising compiler (Cranelift) in the background.
+    /// New instances take the optimised code as soon as it is ready, and
+    /// each behaviour running baseline code moves onto it at its next
+    /// message (its state saved and restored, as for hibernation).
+    /// `false`: optimised code only, compiled before the load returns.
+    pub baseline_compile: bool,
     /// Keep compiled machine code in this directory too, keyed by the
     /// module's bytes and every engine setting that shapes the code, so a
     /// restarted node, or another node with the same limits, takes a module
@@ -137,6 +146,7 @@ impl Default for NodeConfig {
             module_bytes_max: 32 << 20,
             modules_max: 1_024,
             compiled_cache_max: 64,
+            baseline_compile: true,
             compile_cache_dir: None,
             compile_cache_bytes_max: 512 << 20,
             purge_timeout: Duration::from_secs(10),

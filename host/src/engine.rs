@@ -106,17 +106,44 @@ pub(crate) fn build(config: &NodeConfig) -> Result<Engine, EngineError> {
     Engine::new(&wasm).map_err(EngineError::Wasmtime)
 }
 
-/// Bumps the engine's epoch every `timeslice` so running guests yield.
+/// The baseline engine, if `config.baseline_compile`: Winch, a
+/// single-pass compiler, for code that serves a new version at once while
+/// the optimising compile runs. Its instances are allocated on demand,
+/// not from a pool: they are few and short-lived (each moves onto the
+/// optimised code at its next message), so they do not get a second pool
+/// of address space. Every setting the guest can observe (memory limits,
+/// stack, epochs) is the main engine's.
+pub(crate) fn build_baseline(config: &NodeConfig) -> Result<Option<Engine>, EngineError> {
+    if !config.baseline_compile {
+        return Ok(None);
+    }
+    let mut wasm = Config::new();
+    wasm.strategy(wasmtime::Strategy::Winch)
+        .epoch_interruption(true)
+        .async_stack_size(config.guest_stack_bytes)
+        .max_wasm_stack(config.guest_stack_bytes * 3 / 4)
+        .memory_reservation(config.memory_bytes_max)
+        .memory_guard_size(0)
+        .memory_reservation_for_growth(0)
+        .guard_before_linear_memory(false)
+        .memory_may_move(false)
+        .memory_init_cow(config.memory_images_cow);
+    Engine::new(&wasm).map(Some).map_err(EngineError::Wasmtime)
+}
+
+/// Bumps the engines' epochs every `timeslice` so running guests yield.
 /// Stops when the returned flag is set.
-pub(crate) fn start_ticker(engine: &Engine, timeslice: Duration) -> Arc<AtomicBool> {
+pub(crate) fn start_ticker(engines: &[Engine], timeslice: Duration) -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
-    let (engine, flag) = (engine.clone(), stop.clone());
+    let (engines, flag) = (engines.to_vec(), stop.clone());
     thread::Builder::new()
         .name("molt-epoch".into())
         .spawn(move || {
             while !flag.load(Ordering::Relaxed) {
                 thread::sleep(timeslice);
-                engine.increment_epoch();
+                for engine in &engines {
+                    engine.increment_epoch();
+                }
             }
         })
         .expect("spawning the epoch thread");

@@ -598,3 +598,62 @@ async fn an_upgrade_in_the_middle_of_a_stream_loses_nothing_and_keeps_order() {
         "the stream ran at {rate:.0} messages/s; the test means something from 10,000/s"
     );
 }
+
+/// Whether `pid` runs baseline code, as the node shows it.
+fn on_baseline(node: &molt_host::Node, pid: Pid) -> bool {
+    node.processes()
+        .into_iter()
+        .find(|p| p.pid == pid)
+        .expect("the process lives")
+        .baseline_code
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_version_serves_on_baseline_code_and_its_behaviours_move_to_optimised_code_with_their_state()
+ {
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    // The optimising compile is held back: the new version can only run
+    // its baseline code.
+    let hold = node.code().hold_optimising();
+    let loaded = node
+        .load_with(counter_v2(), "counter", LoadOptions::default())
+        .await
+        .unwrap();
+    assert!(!loaded.version.optimised());
+    let (a, _) = spawn_counter(&mut me, 40);
+    send_counter(&mut me, a, &CounterMsg::Add(2));
+    assert_eq!(count_of(&mut me, a).await, 42);
+    assert!(on_baseline(&node, a), "spawned on the baseline code");
+    assert_eq!(version_of(&node, a).as_deref(), Some("0.2.0"));
+    // Once the optimised code is ready, new processes start on it, and the
+    // running one moves at its next message, its count kept.
+    drop(hold);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !loaded.version.optimised() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the optimised code was not ready within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(on_baseline(&node, a), "idle, it has not moved yet");
+    send_counter(&mut me, a, &CounterMsg::Add(1));
+    assert_eq!(count_of(&mut me, a).await, 43);
+    assert!(!on_baseline(&node, a), "moved to the optimised code");
+    assert_eq!(stats_of(&mut me, a).await.0, 43);
+    let (b, _) = spawn_counter(&mut me, 7);
+    assert_eq!(count_of(&mut me, b).await, 7);
+    assert!(!on_baseline(&node, b), "a new process starts optimised");
+    // A node that compiles in one tier runs optimised code from the start.
+    let single = start_node(NodeConfig {
+        baseline_compile: false,
+        ..test_config()
+    });
+    let version = single.code().current("counter").unwrap();
+    assert!(version.optimised());
+    let mut them = single.mailbox().unwrap();
+    let (c, _) = spawn_counter(&mut them, 1);
+    assert_eq!(count_of(&mut them, c).await, 1);
+    assert!(!on_baseline(&single, c));
+}

@@ -41,7 +41,7 @@ async fn run_once(config: &NodeConfig, guest: &Path, n: u32) -> Result<[f64; 6]>
             node.config().processes_max
         );
     }
-    node.load_file(guest)?;
+    crate::bench::load_optimised(&node, guest).await?;
     let (rss0, pte0) = rss_and_page_tables();
     let start = Instant::now();
     let mut ring = Ring::spawn(&node, n).await?;

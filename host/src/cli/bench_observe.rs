@@ -31,8 +31,8 @@ pub async fn metrics(
         process_counters: false,
         ..config
     })?;
-    counting.load_file(guest)?;
-    silent.load_file(guest)?;
+    crate::bench::load_optimised(&counting, guest).await?;
+    crate::bench::load_optimised(&silent, guest).await?;
     let server = serve(&counting).await?;
     let addr = server.local_addr();
     let scraper = tokio::spawn(async move {
@@ -90,7 +90,7 @@ pub async fn dashboard(
             node.config().processes_max
         );
     }
-    node.load_file(guest)?;
+    crate::bench::load_optimised(&node, guest).await?;
     let pids = idle_processes(&node, processes).await?;
     let server = serve(&node).await?;
     let addr = server.local_addr();

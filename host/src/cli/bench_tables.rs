@@ -369,7 +369,7 @@ pub async fn run(runs: usize, guest: &Path, dir: &Path, sections: Sections) -> R
         ..NodeConfig::default()
     };
     let node = Node::start(config)?;
-    node.load_file(guest)?;
+    crate::bench::load_optimised(&node, guest).await?;
     let (mut tx1, mut tx8, mut dw, mut dr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut disc1, mut disc8, mut fsync) = (Vec::new(), Vec::new(), Vec::new());
     let (mut only1, mut only8, mut only_read) = (Vec::new(), Vec::new(), Vec::new());

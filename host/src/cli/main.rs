@@ -100,6 +100,11 @@ struct Limits {
     /// copying data segments (better for guests with large data).
     #[arg(long, global = true)]
     memory_images_cow: bool,
+    /// Compile new modules with the optimising compiler only, before the
+    /// load returns (default: a fast baseline compile first, the
+    /// optimised code in the background).
+    #[arg(long, global = true)]
+    no_baseline_compile: bool,
     /// Keep compiled modules in DIR too, so a restarted node does not
     /// compile again what it compiled before.
     #[arg(long, global = true, value_name = "DIR")]
@@ -139,6 +144,7 @@ impl Limits {
             config.module_bytes_max = v;
         }
         config.memory_images_cow |= self.memory_images_cow;
+        config.baseline_compile &= !self.no_baseline_compile;
         if let Some(dir) = &self.compile_cache_dir {
             config.compile_cache_dir = Some(dir.clone());
         }

@@ -33,6 +33,57 @@ pub(crate) trait PreLink: Send + Sync {
     fn pre_link(&self, module: &Module) -> Result<Linked, wasmtime::Error>;
 }
 
+/// A version's machine code, linked: the baseline tier's, if the version
+/// was compiled so first, and the optimised tier's once it is ready (set
+/// once, by the background compile). Shared by every version of the same
+/// bytes.
+pub(crate) struct Code {
+    baseline: Option<Linked>,
+    optimised: std::sync::OnceLock<Linked>,
+}
+
+impl Code {
+    fn optimised(linked: Linked) -> Arc<Code> {
+        Arc::new(Code {
+            baseline: None,
+            optimised: std::sync::OnceLock::from(linked),
+        })
+    }
+
+    /// The code a new instance takes now: the optimised code once ready.
+    pub(crate) fn now(&self) -> &Linked {
+        self.optimised
+            .get()
+            .or(self.baseline.as_ref())
+            .expect("a version has code of one tier at least")
+    }
+
+    /// The optimised code, if ready.
+    pub(crate) fn optimised_code(&self) -> Option<&Linked> {
+        self.optimised.get()
+    }
+
+    /// The baseline code, if the version was compiled so.
+    pub(crate) fn baseline_code(&self) -> Option<&Linked> {
+        self.baseline.as_ref()
+    }
+}
+
+/// An optimising compile, as the compile thread runs it.
+type Compile = Box<dyn FnOnce() + Send>;
+
+/// A hold on a node's optimising compiles ([`CodeServer::hold_optimising`]):
+/// they go on when it is dropped.
+pub struct OptimisingHold(Arc<(Mutex<usize>, std::sync::Condvar)>);
+
+impl Drop for OptimisingHold {
+    fn drop(&mut self) {
+        let (count, released) = &*self.0;
+        *count.lock().expect("holds poisoned") -= 1;
+        released.notify_all();
+    }
+}
+
 /// One compiled, linked version of a module.
 pub struct ModuleVersion {
     /// Name and version.
@@ -41,7 +92,7 @@ pub struct ModuleVersion {
     pub kind: ModuleKind,
     /// Size of the module file.
     pub size_bytes: usize,
-    pub(crate) pre: Linked,
+    pub(crate) code: Arc<Code>,
     /// Processes running this version (spawned on it or migrated to it).
     processes: AtomicUsize,
     /// Woken when `processes` drops to zero (a purge waits for it).
@@ -126,6 +177,12 @@ impl ModuleVersion {
     /// How its processes should move on: [`Upgrade::NONE`] while current.
     pub(crate) fn upgrade(&self) -> u8 {
         self.upgrade.load(Ordering::Acquire)
+    }
+
+    /// Whether its optimised code is ready (new instances take it, and
+    /// behaviours on baseline code move onto it at their next message).
+    pub fn optimised(&self) -> bool {
+        self.code.optimised_code().is_some()
     }
 
     fn same_code(&self, other: &ModuleVersion) -> bool {
@@ -359,6 +416,13 @@ impl Cache {
 pub struct CodeServer {
     engine: Engine,
     linker: Arc<dyn PreLink>,
+    /// The baseline compiler's engine and linker, if the node compiles in
+    /// two tiers.
+    baseline: Option<(Engine, Arc<dyn PreLink>)>,
+    /// The optimising compiles waiting for the compile thread.
+    optimiser: Mutex<Option<std::sync::mpsc::Sender<Compile>>>,
+    /// Holds on the optimising compiles (see [`CodeServer::hold_optimising`]).
+    holds: Arc<(Mutex<usize>, std::sync::Condvar)>,
     module_bytes_max: usize,
     modules_max: usize,
     modules: RwLock<HashMap<String, Slot>>,
@@ -382,6 +446,7 @@ impl CodeServer {
     pub(crate) fn new(
         engine: Engine,
         linker: Arc<dyn PreLink>,
+        baseline: Option<(Engine, Arc<dyn PreLink>)>,
         module_bytes_max: usize,
         modules_max: usize,
         compiled_cache_max: usize,
@@ -389,6 +454,9 @@ impl CodeServer {
         CodeServer {
             engine,
             linker,
+            baseline,
+            optimiser: Mutex::new(None),
+            holds: Arc::default(),
             module_bytes_max,
             modules_max,
             modules: RwLock::new(HashMap::new()),
@@ -450,13 +518,28 @@ impl CodeServer {
                     identity,
                     cached.kind,
                     bytes.len(),
-                    cached.pre.clone(),
+                    cached.code.clone(),
                 )),
                 Compiled::Cached,
             ));
         }
-        let module =
-            Module::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let optimising = |bytes: &[u8]| {
+            Module::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))
+        };
+        // The baseline compile, if any; a module it cannot take (a feature
+        // Winch lacks) is compiled optimised at once.
+        let baseline = self.baseline.as_ref().and_then(|(engine, linker)| {
+            Module::new(engine, bytes)
+                .inspect_err(|e| {
+                    tracing::debug!(name = %identity.name, error = %format!("{e:#}"), "no baseline compile")
+                })
+                .ok()
+                .map(|module| (module, linker))
+        });
+        let (module, linker) = match baseline {
+            Some((module, linker)) => (module, linker),
+            None => (optimising(bytes)?, &self.linker),
+        };
         let report = analyze::check(&module, identity, section_problem);
         let kind = match (report.kind, report.problems.is_empty()) {
             (Some(kind), true) => kind,
@@ -467,16 +550,93 @@ impl CodeServer {
                 });
             }
         };
-        let pre = self
-            .linker
+        let pre = linker
             .pre_link(&module)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
-        let version = Arc::new(ModuleVersion::new(report.identity, kind, bytes.len(), pre));
+        let code = if Arc::ptr_eq(linker, &self.linker) {
+            Code::optimised(pre)
+        } else {
+            let code = Arc::new(Code {
+                baseline: Some(pre),
+                optimised: std::sync::OnceLock::new(),
+            });
+            self.optimise_later(&code, bytes, &report.identity);
+            code
+        };
+        let version = Arc::new(ModuleVersion::new(report.identity, kind, bytes.len(), code));
         self.cache
             .lock()
             .expect("module cache poisoned")
             .put(version.clone());
         Ok((version, Compiled::Fresh))
+    }
+
+    /// Compile `bytes` with the optimising compiler on a thread of its own
+    /// and hand the code to `code` when done. A failure (which the
+    /// baseline compile of the same bytes did not have) is logged, and the
+    /// version goes on with its baseline code.
+    fn optimise_later(&self, code: &Arc<Code>, bytes: &[u8], identity: &Identity) {
+        let (engine, linker) = (self.engine.clone(), self.linker.clone());
+        let (code, bytes) = (code.clone(), bytes.to_vec());
+        let (name, version) = (identity.name.clone(), identity.version.clone());
+        let holds = self.holds.clone();
+        let compile = move || {
+            let (count, released) = &*holds;
+            let held = count.lock().expect("holds poisoned");
+            drop(
+                released
+                    .wait_while(held, |n| *n > 0)
+                    .expect("holds poisoned"),
+            );
+            let started = std::time::Instant::now();
+            match Module::new(&engine, &bytes).and_then(|m| linker.pre_link(&m)) {
+                Ok(pre) => {
+                    let _ = code.optimised.set(pre);
+                    tracing::debug!(module = %name, %version, ms = started.elapsed().as_millis() as u64, "optimised code ready");
+                }
+                Err(e) => tracing::warn!(
+                    module = %name,
+                    %version,
+                    error = %format!("{e:#}"),
+                    "the optimising compile failed; the version runs on baseline code"
+                ),
+            }
+        };
+        // One compile at a time, in load order, on one thread (started
+        // with the first; it ends with the code server).
+        let mut worker = self.optimiser.lock().expect("optimiser poisoned");
+        let compile: Compile = Box::new(compile);
+        let compile = match worker.as_ref() {
+            Some(tx) => match tx.send(compile) {
+                Ok(()) => return,
+                Err(std::sync::mpsc::SendError(compile)) => compile,
+            },
+            None => compile,
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<Compile>();
+        let started = std::thread::Builder::new()
+            .name("molt-compile".into())
+            .spawn(move || rx.into_iter().for_each(|compile| compile()));
+        match started {
+            Ok(_) => {
+                tx.send(compile).expect("the compile thread just started");
+                *worker = Some(tx);
+            }
+            Err(e) => tracing::warn!(
+                module = %identity.name,
+                error = %e,
+                "cannot start the optimising compile; the version runs on baseline code"
+            ),
+        }
+    }
+
+    /// Hold the optimising compiles back until the returned guard is
+    /// dropped: versions loaded meanwhile serve on their baseline code, and
+    /// none is compiled again behind them (for a window in which the node
+    /// should spend no CPU time on compiling, and for tests).
+    pub fn hold_optimising(&self) -> OptimisingHold {
+        *self.holds.0.lock().expect("holds poisoned") += 1;
+        OptimisingHold(self.holds.clone())
     }
 
     /// Make a prepared version current (Erlang's `load`): current becomes
@@ -805,12 +965,12 @@ impl CodeServer {
 }
 
 impl ModuleVersion {
-    fn new(identity: Identity, kind: ModuleKind, size_bytes: usize, pre: Linked) -> Self {
+    fn new(identity: Identity, kind: ModuleKind, size_bytes: usize, code: Arc<Code>) -> Self {
         ModuleVersion {
             identity,
             kind,
             size_bytes,
-            pre,
+            code,
             processes: AtomicUsize::new(0),
             drained: tokio::sync::Notify::new(),
             upgrade: AtomicU8::new(Upgrade::NONE),

@@ -36,6 +36,9 @@ pub struct ProcessView {
     pub messages_out: u64,
     /// Time its guest ran, in µs.
     pub cpu_us: u64,
+    /// The code its instance runs: `optimised`, or `baseline` until its
+    /// next message after the optimised code is ready.
+    pub code: String,
 }
 
 impl From<&ProcessInfo> for ProcessView {
@@ -52,6 +55,12 @@ impl From<&ProcessInfo> for ProcessView {
             messages_in: p.messages_in,
             messages_out: p.messages_out,
             cpu_us: p.cpu_ns / 1_000,
+            code: if p.baseline_code {
+                "baseline"
+            } else {
+                "optimised"
+            }
+            .to_string(),
         }
     }
 }

@@ -23,8 +23,9 @@ use super::wire::SpawnFailure;
 /// process rows carry counters and the parent; node figures and process
 /// inspection in the node-information service. 6: a peer's figures say
 /// how long it has been up, when it was last heard and its reconnects. 7:
-/// process rows say whether the process hibernates.
-pub const PROTOCOL_VERSION: u32 = 7;
+/// process rows say whether the process hibernates. 8: and whether it
+/// runs baseline code.
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// One frame. Signals between processes travel on the lane of their
 /// (sender, receiver) pair, so per-pair order holds; requests and node

@@ -89,6 +89,8 @@ pub struct ProcessRow {
     pub parent: Option<Pid>,
     /// Hibernating.
     pub hibernated: bool,
+    /// Running baseline code.
+    pub baseline_code: bool,
 }
 
 impl From<ProcessInfo> for ProcessRow {
@@ -106,6 +108,7 @@ impl From<ProcessInfo> for ProcessRow {
             cpu_ns: p.cpu_ns,
             parent: p.parent,
             hibernated: p.hibernated,
+            baseline_code: p.baseline_code,
         }
     }
 }
@@ -125,6 +128,7 @@ impl From<ProcessRow> for ProcessInfo {
             cpu_ns: p.cpu_ns,
             parent: p.parent,
             hibernated: p.hibernated,
+            baseline_code: p.baseline_code,
         }
     }
 }
@@ -1028,6 +1032,7 @@ mod tests {
                         cpu_ns: 3,
                         parent: None,
                         hibernated: true,
+                        baseline_code: false,
                     },
                     Some(crate::runtime::Inspected {
                         links: vec![pid(4)],
@@ -1120,6 +1125,7 @@ mod tests {
                     cpu_ns: 45_000,
                     parent: Some(pid(2)),
                     hibernated: false,
+                    baseline_code: true,
                 }])),
             ),
             (

@@ -98,6 +98,8 @@ pub(crate) struct ProcessCell {
     pub suspended: AtomicBool,
     /// Whether it hibernates (keeps only its saved state).
     pub hibernated: AtomicBool,
+    /// Whether its instance runs the baseline compiler's code.
+    pub baseline_code: AtomicBool,
     /// Why its last attempt to move to a new version failed, with the
     /// version; cleared when it moves.
     pub upgrade_failure: Mutex<Option<String>>,
@@ -168,6 +170,7 @@ impl ProcessCell {
             module: Mutex::new(module),
             suspended: AtomicBool::new(false),
             hibernated: AtomicBool::new(false),
+            baseline_code: AtomicBool::new(false),
             upgrade_failure: Mutex::new(None),
             queue: Mutex::new(Queue {
                 signals: VecDeque::new(),

@@ -15,7 +15,7 @@ use std::sync::{Arc, Weak};
 
 use molt_abi::{exports, reason};
 use wasmtime::{
-    Instance, InstancePre, Memory, ResourceLimiter, Store, StoreContextMut, TypedFunc,
+    Engine, Instance, InstancePre, Memory, ResourceLimiter, Store, StoreContextMut, TypedFunc,
     UpdateDeadline,
 };
 
@@ -163,8 +163,10 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
         payload: args,
     };
     let counting = core.node.config.process_counters;
+    let engine = engine_now(&version);
     let mut process = Running {
-        store: new_store(core, Some(args)),
+        store: new_store(core, Some(args), &engine),
+        baseline: false,
         version,
         handlers: None,
         declined: None,
@@ -206,7 +208,7 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
 
 /// A store for one instance of a process, with its limits and epoch
 /// callback.
-fn new_store(core: ProcessCore, current: Option<Message>) -> Store<ProcState> {
+fn new_store(core: ProcessCore, current: Option<Message>, engine: &Engine) -> Store<ProcState> {
     let node = core.node.clone();
     let limiter = Limiter {
         cell: core.cell.clone(),
@@ -226,7 +228,7 @@ fn new_store(core: ProcessCore, current: Option<Message>) -> Store<ProcState> {
         version: None,
         next_left: 0,
     };
-    let mut store = Store::new(&node.engine, state);
+    let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     store.epoch_deadline_callback(on_epoch);
     store
@@ -337,6 +339,9 @@ enum Event {
 /// version that store's instance runs.
 struct Running {
     store: Store<ProcState>,
+    /// Its instance runs the baseline tier's code (it moves onto the
+    /// optimised code at its next message once that is ready).
+    baseline: bool,
     version: Arc<ModuleVersion>,
     handlers: Option<Handlers>,
     /// A version whose migration failed: not tried again.
@@ -401,6 +406,7 @@ type Refusal = String;
 impl Running {
     async fn drive(&mut self) -> wasmtime::Result<()> {
         let instance = instantiate(&mut self.store, &self.version).await?;
+        self.set_baseline(self.on_baseline());
         let args_len = self
             .store
             .data()
@@ -441,6 +447,9 @@ impl Running {
                             // which the process moves on first.
                             if let Some(target) = self.upgrade_target() {
                                 self.upgrade(target).await?;
+                            }
+                            if self.baseline && self.version.optimised() {
+                                self.tier_up().await?;
                             }
                             self.handle(message).await?;
                         }
@@ -548,12 +557,7 @@ impl Running {
                 return Ok(());
             }
         };
-        let core = &self.store.data().core;
-        let placeholder = ProcessCore::new(core.node.clone(), core.cell.clone());
-        let mut bare = new_store(placeholder, None);
-        swap_process(self.store.data_mut(), bare.data_mut());
-        drop(std::mem::replace(&mut self.store, bare));
-        self.handlers = None;
+        self.drop_instance();
         self.hibernated = Some(state);
         self.store
             .data()
@@ -581,6 +585,52 @@ impl Running {
     async fn wake(&mut self) -> wasmtime::Result<()> {
         let state = self.hibernated.take().expect("hibernating");
         self.count_asleep(false);
+        self.restore(state, "hibernation").await
+    }
+
+    /// Give back the instance: the process goes on in a store without
+    /// one (on the engine its next instance will take).
+    fn drop_instance(&mut self) {
+        let core = &self.store.data().core;
+        let placeholder = ProcessCore::new(core.node.clone(), core.cell.clone());
+        let mut bare = new_store(placeholder, None, &engine_now(&self.version));
+        swap_process(self.store.data_mut(), bare.data_mut());
+        drop(std::mem::replace(&mut self.store, bare));
+        self.handlers = None;
+        self.set_baseline(false);
+    }
+
+    /// Onto the optimised code, which is ready, from the baseline code it
+    /// runs: its state saved, the instance given back, a new instance of
+    /// the same version given the state in `molt_state_restore`, as for
+    /// hibernation. A behaviour that cannot save its state (or refuses
+    /// to) stays on the baseline code; one whose new instance refuses the
+    /// state ends (`tier-up: ...`), as a wake would.
+    async fn tier_up(&mut self) -> wasmtime::Result<()> {
+        self.baseline = false;
+        let able = self
+            .handlers
+            .as_ref()
+            .is_some_and(|h| h.state_save.is_some() && h.state_restore.is_some());
+        if !able {
+            return Ok(());
+        }
+        let state = match self.save_state().await? {
+            Ok(state) => state,
+            Err(why) => {
+                let pid = self.store.data().core.pid();
+                tracing::debug!(%pid, "staying on baseline code: {why}");
+                return Ok(());
+            }
+        };
+        self.drop_instance();
+        self.restore(state, "tier-up").await
+    }
+
+    /// A new instance of the process's version, given `state` in
+    /// `molt_state_restore`; a refusal or a trap ends the process
+    /// (`<what>: ...`).
+    async fn restore(&mut self, state: Vec<u8>, what: &str) -> wasmtime::Result<()> {
         let len = state.len() as i32;
         self.store.data_mut().current = Some(Message {
             tag: molt_abi::tag::DATA,
@@ -588,6 +638,7 @@ impl Running {
             payload: state.into_boxed_slice(),
         });
         let instance = instantiate(&mut self.store, &self.version).await?;
+        self.set_baseline(self.on_baseline());
         let handlers = Handlers::of(&instance, &mut self.store)?;
         let restore = handlers
             .state_restore
@@ -609,9 +660,21 @@ impl Running {
                 Ok(())
             }
             Err(why) => Err(wasmtime::Error::new(ProcessExit(
-                reason::truncate(&format!("hibernation: cannot restore the state: {why}")).into(),
+                reason::truncate(&format!("{what}: cannot restore the state: {why}")).into(),
             ))),
         }
+    }
+
+    /// Note whether its instance runs baseline code (and show it).
+    fn set_baseline(&mut self, baseline: bool) {
+        self.baseline = baseline;
+        let cell = &self.store.data().core.cell;
+        cell.baseline_code.store(baseline, Ordering::Relaxed);
+    }
+
+    /// Whether the store's instance runs the baseline tier's code.
+    fn on_baseline(&self) -> bool {
+        !Engine::same(self.store.engine(), &self.store.data().core.node.engine)
     }
 
     /// The version to move to, if this one is no longer current and the
@@ -731,6 +794,7 @@ impl Running {
                 reference: molt_abi::Ref::NONE,
                 payload: input.into_boxed_slice(),
             }),
+            &engine_now(&target),
         );
         // The process (mailbox, links, monitors, exit) moves to the new store
         // for the call, and back if the new version refuses.
@@ -764,6 +828,7 @@ impl Running {
         let old = std::mem::replace(&mut self.version, target);
         let old_store = std::mem::replace(&mut self.store, next);
         self.handlers = Some(handlers);
+        self.set_baseline(self.on_baseline());
         tracing::debug!(
             pid = %cell.pid,
             module = %old.identity.name,
@@ -884,6 +949,19 @@ fn read_packed<'s>(
     super::guest_mem::bytes(memory.data(store), ptr, len, what).map_err(|e| e.to_string())
 }
 
+/// The runtime's linked form of a version's code.
+fn pre_of(linked: &crate::code::Linked) -> &InstancePre<ProcState> {
+    linked
+        .downcast_ref::<InstancePre<ProcState>>()
+        .expect("the runtime's PreLink links every version")
+}
+
+/// The engine a new store for `version` is made on: the optimised code's
+/// once ready, else the baseline code's.
+fn engine_now(version: &ModuleVersion) -> Engine {
+    pre_of(version.code.now()).module().engine().clone()
+}
+
 /// Instantiate `version` in `store` (which records it as the version its
 /// instance runs); a failure is an exit (`limit: cannot instantiate`), or
 /// the signal that ended the process meanwhile.
@@ -891,9 +969,13 @@ async fn instantiate(
     store: &mut Store<ProcState>,
     version: &Arc<ModuleVersion>,
 ) -> wasmtime::Result<Instance> {
-    let Some(pre) = version.pre.downcast_ref::<InstancePre<ProcState>>() else {
-        unreachable!("the runtime's PreLink links every version");
-    };
+    let code = &version.code;
+    let pre = [code.optimised_code(), code.baseline_code()]
+        .into_iter()
+        .flatten()
+        .map(pre_of)
+        .find(|pre| Engine::same(pre.module().engine(), store.engine()))
+        .expect("a store is made on the engine of one of its version's tiers");
     let instance = match pre.instantiate_async(&mut *store).await {
         Ok(instance) => instance,
         // A signal that ended the process during instantiation keeps its reason.

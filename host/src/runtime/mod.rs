@@ -313,6 +313,10 @@ pub struct ProcessInfo {
     pub cpu_ns: u64,
     /// The process that spawned it linked, if one did.
     pub parent: Option<Pid>,
+    /// Its instance runs the baseline compiler's code (until its next
+    /// message after the optimised code is ready; see
+    /// `NodeConfig::baseline_compile`).
+    pub baseline_code: bool,
 }
 
 impl ProcessInfo {
@@ -346,6 +350,7 @@ impl ProcessInfo {
             messages_out: c.sent_total(),
             cpu_ns: c.cpu_ns.load(Ordering::Relaxed),
             parent: cell.parent,
+            baseline_code: cell.baseline_code.load(Ordering::Relaxed),
         }
     }
 }
@@ -545,9 +550,21 @@ impl Node {
         let engine = engine::build(&config)?;
         let mut linker = Linker::new(&engine);
         host_fns::register(&mut linker).map_err(StartError::Link)?;
+        let baseline = match engine::build_baseline(&config)? {
+            Some(quick) => {
+                let mut linker = Linker::new(&quick);
+                host_fns::register(&mut linker).map_err(StartError::Link)?;
+                let linker: Arc<dyn PreLink> = Arc::new(HostLinker(linker));
+                Some((quick, linker))
+            }
+            None => None,
+        };
+        let mut engines = vec![engine.clone()];
+        engines.extend(baseline.as_ref().map(|(quick, _)| quick.clone()));
         let code = CodeServer::new(
             engine.clone(),
             Arc::new(HostLinker(linker)),
+            baseline,
             config.module_bytes_max,
             config.modules_max,
             config.compiled_cache_max,
@@ -561,7 +578,7 @@ impl Node {
                     .map_err(StartError::Threads)?,
             ),
         };
-        let ticker_stop = engine::start_ticker(&engine, config.timeslice);
+        let ticker_stop = engine::start_ticker(&engines, config.timeslice);
         if config.process_counters {
             guest::calibrate_cpu_clock();
         }
