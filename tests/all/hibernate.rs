@@ -129,12 +129,36 @@ async fn a_refused_restore_and_a_bad_msg_next_pointer_end_only_that_process() {
         .spawn("counter", codec::encode(&5u64), false, false)
         .unwrap();
     assert_eq!(count_of(&mut me, counter).await, 5);
-    // `msg_next` checks the guest's pointer like every import (on a node
-    // that never hibernates, so the message finds it awake).
+    // On a node that never hibernates, a sleeper spawned on baseline code
+    // cannot move onto the optimised code either (its new instance refuses
+    // the state): it stays where it is, and goes on.
     let awake = molt_tests::node();
-    awake.load(SLEEPER_WAT.as_bytes(), "sleeper").unwrap();
+    let hold = awake.code().hold_optimising();
+    let version = awake.load(SLEEPER_WAT.as_bytes(), "sleeper").unwrap();
     let mut me = awake.mailbox().unwrap();
     let (other, watch) = me.spawn("sleeper", Vec::new(), false, true).unwrap();
+    drop(hold);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !version.optimised() {
+        assert!(tokio::time::Instant::now() < deadline, "no optimised code");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Two messages: once it takes the second, the first (and the move it
+    // tried before it) is done.
+    me.send(other, 1, molt_abi::Ref::NONE, Vec::new()).unwrap();
+    me.send(other, 1, molt_abi::Ref::NONE, Vec::new()).unwrap();
+    let info = |node: &molt_host::Node| node.processes().into_iter().find(|p| p.pid == other);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while info(&awake).is_some_and(|p| p.messages_in < 2) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "message 1 not taken"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let other_info = info(&awake).expect("it stays alive");
+    assert!(other_info.baseline_code, "it stays on baseline code");
+    // `msg_next` checks the guest's pointer like every import.
     me.send(other, 9, molt_abi::Ref::NONE, Vec::new()).unwrap();
     let why = me.recv_down(watch.unwrap(), WAIT).await.unwrap();
     assert!(why.starts_with(reason::BAD_POINTER_PREFIX), "{why}");

@@ -585,7 +585,7 @@ impl Running {
     async fn wake(&mut self) -> wasmtime::Result<()> {
         let state = self.hibernated.take().expect("hibernating");
         self.count_asleep(false);
-        self.restore(state, "hibernation").await
+        self.restore(state).await
     }
 
     /// Give back the instance: the process goes on in a store without
@@ -601,11 +601,11 @@ impl Running {
     }
 
     /// Onto the optimised code, which is ready, from the baseline code it
-    /// runs: its state saved, the instance given back, a new instance of
-    /// the same version given the state in `molt_state_restore`, as for
-    /// hibernation. A behaviour that cannot save its state (or refuses
-    /// to) stays on the baseline code; one whose new instance refuses the
-    /// state ends (`tier-up: ...`), as a wake would.
+    /// runs, as a migration to the same version: its state saved
+    /// (`molt_state_save`), a new instance on the optimised code given it
+    /// in `molt_state_restore` (as after hibernation), and only then the
+    /// old instance dropped. A behaviour that cannot save its state, or
+    /// whose new instance refuses it, stays on the baseline code, untouched.
     async fn tier_up(&mut self) -> wasmtime::Result<()> {
         self.baseline = false;
         let able = self
@@ -615,22 +615,49 @@ impl Running {
         if !able {
             return Ok(());
         }
+        let pid = self.store.data().core.pid();
         let state = match self.save_state().await? {
             Ok(state) => state,
             Err(why) => {
-                let pid = self.store.data().core.pid();
                 tracing::debug!(%pid, "staying on baseline code: {why}");
                 return Ok(());
             }
         };
-        self.drop_instance();
-        self.restore(state, "tier-up").await
+        let len = state.len() as i32;
+        let core = &self.store.data().core;
+        let placeholder = ProcessCore::new(core.node.clone(), core.cell.clone());
+        let state = Message {
+            tag: molt_abi::tag::DATA,
+            reference: molt_abi::Ref::NONE,
+            payload: state.into_boxed_slice(),
+        };
+        let mut next = new_store(placeholder, Some(state), &engine_now(&self.version));
+        swap_process(self.store.data_mut(), next.data_mut());
+        match restore_in(&mut next, &self.version, len).await {
+            Ok(Ok(handlers)) => {
+                let old = std::mem::replace(&mut self.store, next);
+                self.handlers = Some(handlers);
+                self.set_baseline(self.on_baseline());
+                drop(old);
+                Ok(())
+            }
+            Ok(Err(why)) => {
+                swap_process(next.data_mut(), self.store.data_mut());
+                self.republish_memory();
+                tracing::debug!(%pid, "staying on baseline code: {why}");
+                Ok(())
+            }
+            Err(e) => {
+                swap_process(next.data_mut(), self.store.data_mut());
+                Err(e)
+            }
+        }
     }
 
     /// A new instance of the process's version, given `state` in
     /// `molt_state_restore`; a refusal or a trap ends the process
-    /// (`<what>: ...`).
-    async fn restore(&mut self, state: Vec<u8>, what: &str) -> wasmtime::Result<()> {
+    /// (`hibernation: ...`): it has no other state to go on with.
+    async fn restore(&mut self, state: Vec<u8>) -> wasmtime::Result<()> {
         let len = state.len() as i32;
         self.store.data_mut().current = Some(Message {
             tag: molt_abi::tag::DATA,
@@ -660,7 +687,7 @@ impl Running {
                 Ok(())
             }
             Err(why) => Err(wasmtime::Error::new(ProcessExit(
-                reason::truncate(&format!("{what}: cannot restore the state: {why}")).into(),
+                reason::truncate(&format!("hibernation: cannot restore the state: {why}")).into(),
             ))),
         }
     }
@@ -873,6 +900,42 @@ impl Running {
 fn swap_process(from: &mut ProcState, to: &mut ProcState) {
     std::mem::swap(&mut from.core, &mut to.core);
     to.backpressure = from.backpressure.take();
+}
+
+/// Instantiate `version` in `store` (on the optimised code) and give it
+/// the saved state (`len` bytes, the store's current message) in
+/// `molt_state_restore`.
+async fn restore_in(
+    store: &mut Store<ProcState>,
+    version: &Arc<ModuleVersion>,
+    len: i32,
+) -> wasmtime::Result<Result<Handlers, Refusal>> {
+    let instance = match instantiate(store, version).await {
+        Ok(instance) => instance,
+        Err(e) => return refusal(e, store, "instantiating the optimised code"),
+    };
+    let handlers = match Handlers::of(&instance, store) {
+        Ok(handlers) => handlers,
+        Err(e) => return Ok(Err(format!("{e:#}"))),
+    };
+    let restore = handlers
+        .state_restore
+        .clone()
+        .expect("the same version restores");
+    store.set_epoch_deadline(1);
+    store.data_mut().migration_deadline = Some(migration_deadline(store));
+    let restored = restore.call_async(&mut *store, len).await;
+    store.data_mut().migration_deadline = None;
+    match restored {
+        Ok(0) => Ok(Ok(handlers)),
+        Ok(packed) => Ok(Err(
+            match read_packed(store, packed, "molt_state_restore reason") {
+                Ok(bytes) => format!("restore refused: {}", String::from_utf8_lossy(bytes)),
+                Err(why) => why,
+            },
+        )),
+        Err(e) => refusal(e, store, "molt_state_restore"),
+    }
 }
 
 /// Instantiate `target` in `store` and call its `molt_code_change`.
