@@ -120,8 +120,21 @@ pub fn compile_cache_dir() -> &'static Path {
     })
 }
 
+/// With `MOLT_TEST_LOG` set (a `RUST_LOG`-style filter), what the nodes
+/// a test runs in its own process log is printed with the test's output
+/// (shown when it fails).
+pub fn log_if_asked() {
+    if let Ok(filter) = std::env::var("MOLT_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// Start a node with `config` and every test guest loaded.
 pub fn start_node(config: NodeConfig) -> Node {
+    log_if_asked();
     let node = Node::start(config).expect("starting a node");
     let dir = guests_dir();
     for g in GUESTS.iter().filter(|g| !LATER_VERSIONS.contains(g)) {

@@ -73,25 +73,21 @@ pub(crate) fn build(config: &NodeConfig) -> Result<Engine, EngineError> {
         // unbatched, 95 ms at 64, 58 ms at 256.
         .decommit_batch_size(DECOMMIT_BATCH);
 
-    let mut wasm = Config::new();
+    let mut wasm = guest_settings(config);
     wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-        .epoch_interruption(true)
-        .async_stack_size(config.guest_stack_bytes)
-        .max_wasm_stack(config.guest_stack_bytes * 3 / 4)
-        // Each memory slot reserves exactly its limit: no guard region, so
-        // bounds are checked explicitly and 100k slots fit easily.
-        .memory_reservation(config.memory_bytes_max)
-        .memory_guard_size(0)
-        .memory_reservation_for_growth(0)
-        .guard_before_linear_memory(false)
-        .memory_may_move(false)
-        .memory_init_cow(config.memory_images_cow)
         // Fill function tables at instantiation. Lazy filling reads each
         // table page before writing it, so every page costs a fault on the
         // zero page and then a copy-on-write fault with a TLB shootdown:
         // eager filling measured 11 µs per spawn instead of 21 µs.
         .table_lazy_init(false)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
+    compile_cache(&mut wasm, config)?;
+    Engine::new(&wasm).map_err(EngineError::Wasmtime)
+}
+
+/// With `compile_cache_dir`: compiled code kept on disk too (each engine's
+/// under keys of its own settings).
+fn compile_cache(wasm: &mut Config, config: &NodeConfig) -> Result<(), EngineError> {
     if let Some(dir) = &config.compile_cache_dir {
         let mut cache = CacheConfig::new();
         cache
@@ -103,7 +99,7 @@ pub(crate) fn build(config: &NodeConfig) -> Result<Engine, EngineError> {
         })?;
         wasm.cache(Some(cache));
     }
-    Engine::new(&wasm).map_err(EngineError::Wasmtime)
+    Ok(())
 }
 
 /// The baseline engine, if `config.baseline_compile`: Winch, a
@@ -117,18 +113,28 @@ pub(crate) fn build_baseline(config: &NodeConfig) -> Result<Option<Engine>, Engi
     if !config.baseline_compile {
         return Ok(None);
     }
+    let mut wasm = guest_settings(config);
+    wasm.strategy(wasmtime::Strategy::Winch);
+    compile_cache(&mut wasm, config)?;
+    Engine::new(&wasm).map(Some).map_err(EngineError::Wasmtime)
+}
+
+/// What both engines share, and a guest can observe: epochs, stacks,
+/// memory limits.
+fn guest_settings(config: &NodeConfig) -> Config {
     let mut wasm = Config::new();
-    wasm.strategy(wasmtime::Strategy::Winch)
-        .epoch_interruption(true)
+    wasm.epoch_interruption(true)
         .async_stack_size(config.guest_stack_bytes)
         .max_wasm_stack(config.guest_stack_bytes * 3 / 4)
+        // Each memory slot reserves exactly its limit: no guard region, so
+        // bounds are checked explicitly and 100k slots fit easily.
         .memory_reservation(config.memory_bytes_max)
         .memory_guard_size(0)
         .memory_reservation_for_growth(0)
         .guard_before_linear_memory(false)
         .memory_may_move(false)
         .memory_init_cow(config.memory_images_cow);
-    Engine::new(&wasm).map(Some).map_err(EngineError::Wasmtime)
+    wasm
 }
 
 /// Bumps the engines' epochs every `timeslice` so running guests yield.

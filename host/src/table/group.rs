@@ -923,6 +923,20 @@ impl Group {
         self.is_member() && !self.stale() && since.elapsed() < within
     }
 
+    /// Whether this replica is a voter and no voter of its group is on a
+    /// node `wanted` names: the group's only copy of the data among the
+    /// replicas that stay (the ones that stay have not joined yet).
+    pub(crate) fn holds_the_only_copy(&self, wanted: impl Fn(&str) -> bool) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        voters.contains(&self.me)
+            && !membership
+                .nodes()
+                .any(|(id, m)| voters.contains(id) && wanted(&m.name))
+    }
+
     /// Whether the definition stopped naming this replica at some point
     /// ([`Group::still_needed`] was asked).
     pub(crate) fn has_left(&self) -> bool {

@@ -549,7 +549,12 @@ impl Replication {
                     None => true,
                     Some(e) if e.id != g.id || e.spec.kind.conflict_free() => true,
                     Some(e) if !self.replicates(e) => {
-                        let needed = g.still_needed(within);
+                        // A replica that holds the group's only copy runs
+                        // on until a replica that stays has joined (and
+                        // its leader then takes it out): ending it would
+                        // lose the table's contents.
+                        let wanted = |node: &str| e.spec.replicas.iter().any(|r| r.node == node);
+                        let needed = g.still_needed(within) || g.holds_the_only_copy(wanted);
                         if needed {
                             leaving.push((*g).clone());
                         }
@@ -1051,7 +1056,9 @@ impl Replication {
         true
     }
 
-    /// Ask the other replicas' nodes, in turn, to let this replica in.
+    /// Ask the other replicas' nodes, in turn, to let this replica in, and
+    /// the founder's node last (a replica removed before the others had
+    /// joined may still hold the group).
     async fn join(&self, entry: &TableEntry, group: &Group) {
         let request = TableRequest::Join {
             table: entry.spec.name.clone(),
@@ -1062,17 +1069,25 @@ impl Replication {
                 addr: self.addr.clone(),
             },
         };
-        for replica in entry.spec.replicas.iter().filter(|r| r.node != self.here) {
+        let founder = entry.founder.as_ref().map(|(node, _)| node);
+        let nodes = entry
+            .spec
+            .replicas
+            .iter()
+            .map(|r| &r.node)
+            .chain(founder.filter(|f| !entry.spec.replicas.iter().any(|r| r.node == **f)))
+            .filter(|n| **n != self.here);
+        for node in nodes {
             let call = self
                 .client
-                .call_within(&replica.node, self.quorum_timeout * 5, &request);
+                .call_within(node, self.quorum_timeout * 5, &request);
             match call.await {
                 Ok(_) => {
                     tracing::info!(table = %entry.spec.name, "this node's replica joined the group");
                     return;
                 }
                 Err(e) => {
-                    tracing::debug!(table = %entry.spec.name, via = %replica.node, "join: {e}")
+                    tracing::debug!(table = %entry.spec.name, via = %node, "join: {e}")
                 }
             }
         }
