@@ -163,9 +163,9 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
         payload: args,
     };
     let counting = core.node.config.process_counters;
-    let engine = engine_now(&version);
+    let store = new_store(core, Some(args), engine_now(&version));
     let mut process = Running {
-        store: new_store(core, Some(args), &engine),
+        store,
         baseline: false,
         version,
         handlers: None,
@@ -593,7 +593,7 @@ impl Running {
     fn drop_instance(&mut self) {
         let core = &self.store.data().core;
         let placeholder = ProcessCore::new(core.node.clone(), core.cell.clone());
-        let mut bare = new_store(placeholder, None, &engine_now(&self.version));
+        let mut bare = new_store(placeholder, None, engine_now(&self.version));
         swap_process(self.store.data_mut(), bare.data_mut());
         drop(std::mem::replace(&mut self.store, bare));
         self.handlers = None;
@@ -631,7 +631,7 @@ impl Running {
             reference: molt_abi::Ref::NONE,
             payload: state.into_boxed_slice(),
         };
-        let mut next = new_store(placeholder, Some(state), &engine_now(&self.version));
+        let mut next = new_store(placeholder, Some(state), engine_now(&self.version));
         swap_process(self.store.data_mut(), next.data_mut());
         match restore_in(&mut next, &self.version, len).await {
             Ok(Ok(handlers)) => {
@@ -821,7 +821,7 @@ impl Running {
                 reference: molt_abi::Ref::NONE,
                 payload: input.into_boxed_slice(),
             }),
-            &engine_now(&target),
+            engine_now(&target),
         );
         // The process (mailbox, links, monitors, exit) moves to the new store
         // for the call, and back if the new version refuses.
@@ -1021,8 +1021,8 @@ fn pre_of(linked: &crate::code::Linked) -> &InstancePre<ProcState> {
 
 /// The engine a new store for `version` is made on: the optimised code's
 /// once ready, else the baseline code's.
-fn engine_now(version: &ModuleVersion) -> Engine {
-    pre_of(version.code.now()).module().engine().clone()
+fn engine_now(version: &ModuleVersion) -> &Engine {
+    pre_of(version.code.now()).module().engine()
 }
 
 /// Instantiate `version` in `store` (which records it as the version its
