@@ -43,6 +43,10 @@ pub struct NodeConfig {
     /// message (its state saved and restored, as for hibernation).
     /// `false`: optimised code only, compiled before the load returns.
     pub baseline_compile: bool,
+    /// Most optimising compiles waiting behind baseline ones (each holds
+    /// its module's bytes): past it, a load compiles optimised code at
+    /// once, before it returns.
+    pub optimise_queue_max: usize,
     /// Keep compiled machine code in this directory too, keyed by the
     /// module's bytes and every engine setting that shapes the code, so a
     /// restarted node, or another node with the same limits, takes a module
@@ -147,6 +151,7 @@ impl Default for NodeConfig {
             modules_max: 1_024,
             compiled_cache_max: 64,
             baseline_compile: true,
+            optimise_queue_max: 16,
             compile_cache_dir: None,
             compile_cache_bytes_max: 512 << 20,
             purge_timeout: Duration::from_secs(10),

@@ -645,6 +645,25 @@ async fn a_new_version_serves_on_baseline_code_and_its_behaviours_move_to_optimi
     let (b, _) = spawn_counter(&mut me, 7);
     assert_eq!(count_of(&mut me, b).await, 7);
     assert!(!on_baseline(&node, b), "a new process starts optimised");
+    // Past `optimise_queue_max` optimising compiles waiting, a load
+    // compiles optimised code before it returns.
+    let queued = molt_host::Node::start(NodeConfig {
+        optimise_queue_max: 1,
+        ..test_config()
+    })
+    .unwrap();
+    let hold = queued.code().hold_optimising();
+    let raw = |n: u32| {
+        format!(
+            r#"(module (memory (export "memory") 1) (global i32 (i32.const {n}))
+                (func (export "molt_main") (param i32)))"#
+        )
+    };
+    let first = queued.load(raw(1).as_bytes(), "raw-one").unwrap();
+    let second = queued.load(raw(2).as_bytes(), "raw-two").unwrap();
+    assert!(!first.optimised(), "the first waits behind the hold");
+    assert!(second.optimised(), "the queue was full: compiled at once");
+    drop(hold);
     // A node that compiles in one tier runs optimised code from the start.
     let single = start_node(NodeConfig {
         baseline_compile: false,

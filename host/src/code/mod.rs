@@ -69,6 +69,16 @@ impl Code {
     }
 }
 
+/// Counts an optimising compile out of the queue when it is done (or
+/// dropped unrun).
+struct Dequeued(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Dequeued {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// An optimising compile, as the compile thread runs it.
 type Compile = Box<dyn FnOnce() + Send>;
 
@@ -421,6 +431,10 @@ pub struct CodeServer {
     baseline: Option<(Engine, Arc<dyn PreLink>)>,
     /// The optimising compiles waiting for the compile thread.
     optimiser: Mutex<Option<std::sync::mpsc::Sender<Compile>>>,
+    /// Optimising compiles queued or running, and the most queued
+    /// (`optimise_queue_max`).
+    optimise_queued: Arc<std::sync::atomic::AtomicUsize>,
+    optimise_queue_max: usize,
     /// Holds on the optimising compiles (see [`CodeServer::hold_optimising`]).
     holds: Arc<(Mutex<usize>, std::sync::Condvar)>,
     module_bytes_max: usize,
@@ -447,6 +461,7 @@ impl CodeServer {
         engine: Engine,
         linker: Arc<dyn PreLink>,
         baseline: Option<(Engine, Arc<dyn PreLink>)>,
+        optimise_queue_max: usize,
         module_bytes_max: usize,
         modules_max: usize,
         compiled_cache_max: usize,
@@ -456,6 +471,8 @@ impl CodeServer {
             linker,
             baseline,
             optimiser: Mutex::new(None),
+            optimise_queued: Arc::default(),
+            optimise_queue_max,
             holds: Arc::default(),
             module_bytes_max,
             modules_max,
@@ -528,7 +545,8 @@ impl CodeServer {
         };
         // The baseline compile, if any; a module it cannot take (a feature
         // Winch lacks) is compiled optimised at once.
-        let baseline = self.baseline.as_ref().and_then(|(engine, linker)| {
+        let room = self.optimise_queued.load(Ordering::Acquire) < self.optimise_queue_max;
+        let baseline = self.baseline.as_ref().filter(|_| room).and_then(|(engine, linker)| {
             Module::new(engine, bytes)
                 .inspect_err(|e| {
                     tracing::debug!(name = %identity.name, error = %format!("{e:#}"), "no baseline compile")
@@ -580,7 +598,10 @@ impl CodeServer {
         let (code, bytes) = (code.clone(), bytes.to_vec());
         let (name, version) = (identity.name.clone(), identity.version.clone());
         let holds = self.holds.clone();
+        self.optimise_queued.fetch_add(1, Ordering::AcqRel);
+        let done = Dequeued(self.optimise_queued.clone());
         let compile = move || {
+            let _done = done;
             let (count, released) = &*holds;
             let held = count.lock().expect("holds poisoned");
             drop(

@@ -565,6 +565,7 @@ impl Node {
             engine.clone(),
             Arc::new(HostLinker(linker)),
             baseline,
+            config.optimise_queue_max,
             config.module_bytes_max,
             config.modules_max,
             config.compiled_cache_max,
