@@ -540,9 +540,6 @@ impl CodeServer {
                 Compiled::Cached,
             ));
         }
-        let optimising = |bytes: &[u8]| {
-            Module::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))
-        };
         // The baseline compile, if any; a module it cannot take (a feature
         // Winch lacks) is compiled optimised at once.
         let room = self.optimise_queued.load(Ordering::Acquire) < self.optimise_queue_max;
@@ -556,7 +553,11 @@ impl CodeServer {
         });
         let (module, linker) = match baseline {
             Some((module, linker)) => (module, linker),
-            None => (optimising(bytes)?, &self.linker),
+            None => (
+                Module::new(&self.engine, bytes)
+                    .map_err(|e| LoadError::Invalid(format!("{e:#}")))?,
+                &self.linker,
+            ),
         };
         let report = analyze::check(&module, identity, section_problem);
         let kind = match (report.kind, report.problems.is_empty()) {

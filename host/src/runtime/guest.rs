@@ -157,11 +157,7 @@ impl ProcState {
 pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Box<[u8]>) {
     let pid = core.pid();
     let cell = core.cell.clone();
-    let args = Message {
-        tag: molt_abi::tag::DATA,
-        reference: molt_abi::Ref::NONE,
-        payload: args,
-    };
+    let args = data_message(args);
     let counting = core.node.config.process_counters;
     let store = new_store(core, Some(args), engine_now(&version));
     let mut process = Running {
@@ -591,10 +587,7 @@ impl Running {
     /// Give back the instance: the process goes on in a store without
     /// one (on the engine its next instance will take).
     fn drop_instance(&mut self) {
-        let core = &self.store.data().core;
-        let placeholder = ProcessCore::new(core.node.clone(), core.cell.clone());
-        let mut bare = new_store(placeholder, None, engine_now(&self.version));
-        swap_process(self.store.data_mut(), bare.data_mut());
+        let bare = self.move_to_new_store(None, &self.version.clone());
         drop(std::mem::replace(&mut self.store, bare));
         self.handlers = None;
         self.set_baseline(false);
@@ -624,16 +617,10 @@ impl Running {
             }
         };
         let len = state.len() as i32;
-        let core = &self.store.data().core;
-        let placeholder = ProcessCore::new(core.node.clone(), core.cell.clone());
-        let state = Message {
-            tag: molt_abi::tag::DATA,
-            reference: molt_abi::Ref::NONE,
-            payload: state.into_boxed_slice(),
-        };
-        let mut next = new_store(placeholder, Some(state), engine_now(&self.version));
-        swap_process(self.store.data_mut(), next.data_mut());
-        match restore_in(&mut next, &self.version, len).await {
+        let version = self.version.clone();
+        let mut next =
+            self.move_to_new_store(Some(data_message(state.into_boxed_slice())), &version);
+        match restore_in(&mut next, &version, len).await {
             Ok(Ok(handlers)) => {
                 let old = std::mem::replace(&mut self.store, next);
                 self.handlers = Some(handlers);
@@ -659,29 +646,11 @@ impl Running {
     /// (`hibernation: ...`): it has no other state to go on with.
     async fn restore(&mut self, state: Vec<u8>) -> wasmtime::Result<()> {
         let len = state.len() as i32;
-        self.store.data_mut().current = Some(Message {
-            tag: molt_abi::tag::DATA,
-            reference: molt_abi::Ref::NONE,
-            payload: state.into_boxed_slice(),
-        });
+        self.store.data_mut().current = Some(data_message(state.into_boxed_slice()));
         let instance = instantiate(&mut self.store, &self.version).await?;
         self.set_baseline(self.on_baseline());
         let handlers = Handlers::of(&instance, &mut self.store)?;
-        let restore = handlers
-            .state_restore
-            .clone()
-            .expect("only a behaviour that restores hibernates");
-        self.store.set_epoch_deadline(1);
-        let restored = match restore.call_async(&mut self.store, len).await {
-            Ok(0) => Ok(()),
-            Ok(packed) => Err(
-                read_packed(&self.store, packed, "molt_state_restore reason")
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-                    .unwrap_or_else(|why| why),
-            ),
-            Err(e) => refusal(e, &self.store, "molt_state_restore")?,
-        };
-        match restored {
+        match call_state_restore(&mut self.store, &handlers, len).await? {
             Ok(()) => {
                 self.handlers = Some(handlers);
                 Ok(())
@@ -690,6 +659,22 @@ impl Running {
                 reason::truncate(&format!("hibernation: cannot restore the state: {why}")).into(),
             ))),
         }
+    }
+
+    /// A new store for an instance of `version` (on the engine of its code
+    /// ready now), with `current` as its current message; the process
+    /// (mailbox, links, monitors, exit) moves into it, and this store
+    /// keeps none.
+    fn move_to_new_store(
+        &mut self,
+        current: Option<Message>,
+        version: &ModuleVersion,
+    ) -> Store<ProcState> {
+        let core = &self.store.data().core;
+        let placeholder = ProcessCore::new(core.node.clone(), core.cell.clone());
+        let mut next = new_store(placeholder, current, engine_now(version));
+        swap_process(self.store.data_mut(), next.data_mut());
+        next
     }
 
     /// Note whether its instance runs baseline code (and show it).
@@ -812,20 +797,10 @@ impl Running {
         input.extend_from_slice(from);
         input.extend_from_slice(&state);
         let input_len = input.len() as i32;
-        let core = &self.store.data().core;
-        let placeholder = ProcessCore::new(core.node.clone(), core.cell.clone());
-        let mut next = new_store(
-            placeholder,
-            Some(Message {
-                tag: molt_abi::tag::DATA,
-                reference: molt_abi::Ref::NONE,
-                payload: input.into_boxed_slice(),
-            }),
-            engine_now(&target),
-        );
         // The process (mailbox, links, monitors, exit) moves to the new store
         // for the call, and back if the new version refuses.
-        swap_process(self.store.data_mut(), next.data_mut());
+        let mut next =
+            self.move_to_new_store(Some(data_message(input.into_boxed_slice())), &target);
         let outcome = start_new(&mut next, &target, input_len).await;
         let handlers = match outcome {
             Ok(Ok(handlers)) => handlers,
@@ -918,23 +893,41 @@ async fn restore_in(
         Ok(handlers) => handlers,
         Err(e) => return Ok(Err(format!("{e:#}"))),
     };
+    store.data_mut().migration_deadline = Some(migration_deadline(store));
+    let restored = call_state_restore(store, &handlers, len).await;
+    store.data_mut().migration_deadline = None;
+    Ok(restored?.map(|()| handlers))
+}
+
+/// Call `molt_state_restore` with the store's current message (`len`
+/// bytes): `Ok(Err)` with the guest's reason if it refuses the state, or
+/// with what happened if it trapped; `Err` for a signal that ends the
+/// process.
+async fn call_state_restore(
+    store: &mut Store<ProcState>,
+    handlers: &Handlers,
+    len: i32,
+) -> wasmtime::Result<Result<(), Refusal>> {
     let restore = handlers
         .state_restore
-        .clone()
-        .expect("the same version restores");
+        .as_ref()
+        .expect("only a behaviour that restores is given its state back");
     store.set_epoch_deadline(1);
-    store.data_mut().migration_deadline = Some(migration_deadline(store));
-    let restored = restore.call_async(&mut *store, len).await;
-    store.data_mut().migration_deadline = None;
-    match restored {
-        Ok(0) => Ok(Ok(handlers)),
-        Ok(packed) => Ok(Err(
-            match read_packed(store, packed, "molt_state_restore reason") {
-                Ok(bytes) => format!("restore refused: {}", String::from_utf8_lossy(bytes)),
-                Err(why) => why,
-            },
-        )),
+    match restore.call_async(&mut *store, len).await {
+        Ok(0) => Ok(Ok(())),
+        Ok(packed) => Ok(Err(read_packed(store, packed, "molt_state_restore reason")
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .unwrap_or_else(|why| why))),
         Err(e) => refusal(e, store, "molt_state_restore"),
+    }
+}
+
+/// A data message carrying `payload` (spawn arguments, saved state).
+fn data_message(payload: Box<[u8]>) -> Message {
+    Message {
+        tag: molt_abi::tag::DATA,
+        reference: molt_abi::Ref::NONE,
+        payload,
     }
 }
 
