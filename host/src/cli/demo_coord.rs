@@ -83,12 +83,17 @@ async fn tables(config: &NodeConfig, guests: &Path) -> Result<()> {
     if why.as_deref() != Some("normal") {
         bail!("creating the replicated carts ended with {why:?}");
     }
-    until("the carts' group on three nodes", || {
+    // Every table's group on three nodes before a node is lost: a group
+    // whose only copy was on the lost node would wait for it (as an
+    // mnesia table waits for the node with its only loaded copy).
+    until("the three tables' groups on three nodes", || {
         members.iter().all(|m| {
-            m.node
-                .tables()
-                .replica_status("carts")
-                .is_some_and(|s| s.voters.len() == 3 && s.leader.is_some())
+            ["carts", "stock", "orders"].iter().all(|table| {
+                m.node
+                    .tables()
+                    .replica_status(table)
+                    .is_some_and(|s| s.voters.len() == 3 && s.leader.is_some())
+            })
         })
     })
     .await?;

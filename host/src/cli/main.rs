@@ -278,8 +278,8 @@ fn main() -> ExitCode {
             | Command::Tables(_)
     );
     // openraft reports every unreachable peer of an election as an error;
-    // the coordination layer logs what matters itself (RUST_LOG=openraft=info
-    // shows it).
+    // the coordination layer logs what matters itself. Unless RUST_LOG
+    // names openraft (RUST_LOG=info,openraft=info shows it), it is off.
     let default_level = if matches!(cli.command, Command::Top { .. }) {
         // `molt top` owns the screen: a log line would break it up, and
         // its footer shows what goes wrong.
@@ -289,9 +289,20 @@ fn main() -> ExitCode {
     } else {
         "info"
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},openraft=off")));
-    let log = tracing_subscriber::fmt().with_env_filter(filter);
+    let directives = match std::env::var("RUST_LOG") {
+        Ok(given) if given.contains("openraft") => given,
+        Ok(given) if !given.trim().is_empty() => format!("{given},openraft=off"),
+        _ => format!("{default_level},openraft=off"),
+    };
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+        eprintln!("molt: RUST_LOG={directives:?} is not a log filter ({e}); using {default_level}");
+        EnvFilter::new(format!("{default_level},openraft=off"))
+    });
+    // Colours only for a terminal: a log piped to a file or a collector
+    // stays plain text.
+    let log = tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(filter);
     match cli.log_format {
         LogFormat::Text => log.with_target(false).init(),
         LogFormat::Json => log
