@@ -96,6 +96,19 @@ pub struct NodeConfig {
     /// (measured here: 23 µs vs 28 µs per spawn for a 13 KB data segment);
     /// images win for guests with megabytes of data.
     pub memory_images_cow: bool,
+    /// Bytes of the pages a process touched that its pool slot keeps
+    /// resident when it ends, zeroed, for the next process in that slot
+    /// (its linear memory's; its function table keeps its first page).
+    /// The next spawn, upgrade or wake into the slot then takes no page
+    /// faults. Only the pages the process touched are kept, found with
+    /// Linux's `PAGEMAP_SCAN` (6.7 and later; without it, or at 0, a slot
+    /// gives every page back when its process ends). What this holds:
+    /// at most this much per slot ever used, and slots are reused most
+    /// recently used first, so at most this much per process of the
+    /// node's peak (plus 100 slots): the memory those processes had
+    /// anyway. `molt_pool_resident_bytes` in the metrics says how much
+    /// freed slots hold now. Default 64 KiB.
+    pub pool_keep_resident_bytes: usize,
     /// How long a guest runs before it yields to others (epoch tick).
     pub timeslice: Duration,
     /// How long a thread that runs processes and has nothing to run
@@ -167,6 +180,7 @@ impl Default for NodeConfig {
             process_counters: true,
             hibernate_after: None,
             memory_images_cow: false,
+            pool_keep_resident_bytes: 64 << 10,
             timeslice: Duration::from_millis(2),
             spin_before_park: Duration::from_micros(20),
             process_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),

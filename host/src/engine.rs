@@ -9,7 +9,8 @@ use std::thread;
 use std::time::Duration;
 
 use wasmtime::{
-    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
+    Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
+    PoolingAllocationConfig,
 };
 
 use crate::config::NodeConfig;
@@ -26,6 +27,9 @@ const MAPS_BASE: u64 = 8_192;
 const INSTANCES_SPARE: u32 = 64;
 /// Freed pool slots whose pages are given back to the kernel in one call.
 const DECOMMIT_BATCH: usize = 256;
+/// Bytes of a freed function table kept resident (zeroed) when slots keep
+/// their pages: the first page, 512 elements.
+const TABLE_KEEP_RESIDENT: usize = 4096;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,7 @@ pub enum EngineError {
 /// [`fit_map_count`].
 pub(crate) fn build(config: &NodeConfig) -> Result<Engine, EngineError> {
     let slots = config.processes_max + INSTANCES_SPARE;
+    let keep = keeps_pages(config);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_core_instances(slots)
         .total_memories(slots)
@@ -58,14 +63,20 @@ pub(crate) fn build(config: &NodeConfig) -> Result<Engine, EngineError> {
         .max_tables_per_module(1)
         .max_memory_size(config.memory_bytes_max as usize)
         .table_elements(config.table_elements_max as usize)
-        // Freed slots give all their pages back. Keeping some resident
-        // makes wasmtime re-zero them on every free, which here faulted in
-        // pages the guest never touched: slower and bigger. (With the
-        // PAGEMAP_SCAN ioctl only touched pages are kept; that measured 7 µs
-        // instead of 11 µs per spawn onto warm slots, no faster upgrades or
-        // purges, and freed slots keeping their pages: not the default.)
-        .linear_memory_keep_resident(0)
-        .table_keep_resident(0)
+        // A freed slot keeps the pages its process touched (up to
+        // `pool_keep_resident_bytes`), zeroed, so the next process there
+        // takes no page faults: with the PAGEMAP_SCAN ioctl wasmtime finds
+        // exactly those pages. Without it, keeping pages would mean
+        // zeroing the first bytes of every slot at each free, faulting in
+        // pages the guest never touched: slower and bigger, so then a
+        // freed slot gives all its pages back. Fiber stacks always do.
+        .linear_memory_keep_resident(if keep {
+            config.pool_keep_resident_bytes
+        } else {
+            0
+        })
+        .table_keep_resident(if keep { TABLE_KEEP_RESIDENT } else { 0 })
+        .pagemap_scan(if keep { Enabled::Yes } else { Enabled::No })
         .async_stack_keep_resident(0)
         // Give freed pages back in batches (one process_madvise call per
         // batch instead of one madvise per memory, table and stack, each
@@ -75,14 +86,23 @@ pub(crate) fn build(config: &NodeConfig) -> Result<Engine, EngineError> {
 
     let mut wasm = guest_settings(config);
     wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
-        // Fill function tables at instantiation. Lazy filling reads each
-        // table page before writing it, so every page costs a fault on the
-        // zero page and then a copy-on-write fault with a TLB shootdown:
-        // eager filling measured 11 µs per spawn instead of 21 µs.
-        .table_lazy_init(false)
+        // With table pages kept resident, fill function tables lazily: an
+        // instance then resolves only the elements it calls through
+        // (filling all of them eagerly was ~8 % of a spawn, `func_loc` per
+        // element). Without, fill them at instantiation: lazy filling of a
+        // fresh page reads it before writing it, a fault on the zero page
+        // and then a copy-on-write fault with a TLB shootdown (measured 21
+        // µs per spawn instead of 11 µs).
+        .table_lazy_init(keep)
         .cranelift_opt_level(wasmtime::OptLevel::Speed);
     compile_cache(&mut wasm, config)?;
     Engine::new(&wasm).map_err(EngineError::Wasmtime)
+}
+
+/// Whether freed pool slots keep their touched pages resident:
+/// `pool_keep_resident_bytes` is set and the kernel has `PAGEMAP_SCAN`.
+pub(crate) fn keeps_pages(config: &NodeConfig) -> bool {
+    config.pool_keep_resident_bytes > 0 && PoolingAllocationConfig::is_pagemap_scan_available()
 }
 
 /// With `compile_cache_dir`: compiled code kept on disk too (each engine's

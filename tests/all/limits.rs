@@ -45,6 +45,63 @@ async fn an_endless_loop_is_preempted_and_can_be_killed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_never_sees_what_an_earlier_one_left_in_its_pool_slot() {
+    // Each snooper fills a static buffer and freshly grown pages with a
+    // pattern and ends; later ones, spawned into slots that kept those
+    // pages resident, must find them zeroed. Freed slots come back in
+    // batches (`DECOMMIT_BATCH` regions, a few per process), so enough
+    // rounds for several batches.
+    // Enough for all a snooper touches, so that its slot keeps every page.
+    for keep in [1 << 20, 0] {
+        let node = start_node(NodeConfig {
+            pool_keep_resident_bytes: keep,
+            ..test_config()
+        });
+        let mut me = node.mailbox().unwrap();
+        // Pool slots are for optimised code (baseline code is allocated
+        // on demand).
+        let faulty = node.code().current("faulty").expect("faulty is loaded");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !faulty.optimised() {
+            assert!(tokio::time::Instant::now() < deadline, "no optimised code");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let filter = molt_host::Filter {
+            tags: vec![tag::DATA],
+            reference: None,
+        };
+        let mut held_most = 0;
+        for round in 0..400 {
+            let (_, watch) = me
+                .spawn("faulty", fault(Fault::Snoop { to: me.pid() }), false, true)
+                .unwrap();
+            let m = me
+                .recv_matching(&filter, WAIT)
+                .await
+                .expect("a count from the snooper");
+            let dirty: u64 = codec::decode(&m.payload).expect("a u64 count");
+            assert_eq!(
+                dirty, 0,
+                "round {round}, keep {keep}: bytes left by an earlier process"
+            );
+            assert_eq!(down_reason(&mut me, watch.unwrap()).await, "normal");
+            held_most = held_most.max(node.pool_resident_bytes());
+        }
+        if keep == 0 {
+            assert_eq!(held_most, 0, "nothing kept at pool_keep_resident_bytes 0");
+        } else if node.pool_keeps_pages() {
+            // Freed slots kept pages, which later snoopers were spawned
+            // onto (most recently used slots first).
+            assert!(held_most > 0, "freed slots keep their touched pages");
+            assert!(
+                held_most <= 400 * (keep + 4096) as u64,
+                "{held_most} bytes held"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_looping_process_dies_of_any_exit_signal() {
     // A loop never reaches a receive, yet an exit signal other than `kill`
     // still ends it at its next timeslice when it does not trap exits.

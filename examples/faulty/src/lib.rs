@@ -34,8 +34,72 @@ pub enum Fault {
         /// Payload size.
         bytes: u32,
     },
+    /// Count the bytes of memory wasm says start zeroed that are not (a
+    /// static buffer, and pages grown past the heap), send `to` the count
+    /// as a typed `u64`, then fill them with a pattern and exit `normal`:
+    /// a process must never see what one before it left in memory.
+    Snoop {
+        /// Receiver of the count.
+        to: Pid,
+    },
     /// Exit `normal` at once.
     Normal,
+}
+
+/// Bytes of the static buffer `Snoop` reads and fills.
+const SNOOP_BYTES: usize = 32 << 10;
+/// Pages `Snoop` grows the memory by, reads and fills.
+#[cfg(target_arch = "wasm32")]
+const SNOOP_PAGES: usize = 4;
+
+/// Zero in every fresh instance (bss), by wasm's and Rust's rules.
+static mut SNOOPED: [u8; SNOOP_BYTES] = [0; SNOOP_BYTES];
+
+/// Count the non-zero bytes of `len` bytes at `at`, and fill them with a
+/// pattern.
+///
+/// # Safety
+/// `at..at + len` must lie in this instance's linear memory and nothing
+/// else may use it meanwhile.
+unsafe fn count_and_fill(at: *mut u8, len: usize) -> u64 {
+    let mut dirty = 0;
+    for i in 0..len {
+        // SAFETY: in bounds, by the caller's promise; volatile so the
+        // compiler cannot assume what the memory holds.
+        unsafe {
+            let p = at.add(i);
+            if p.read_volatile() != 0 {
+                dirty += 1;
+            }
+            p.write_volatile(0xA5);
+        }
+    }
+    dirty
+}
+
+fn snoop() -> Result<u64, String> {
+    // SAFETY: `SNOOPED` is this instance's own static, used by nothing
+    // else; a raw pointer, never a reference.
+    let statics = unsafe { count_and_fill((&raw mut SNOOPED).cast::<u8>(), SNOOP_BYTES) };
+    Ok(statics + snoop_grown()?)
+}
+
+/// `Snoop` on `SNOOP_PAGES` pages grown past the heap.
+#[cfg(target_arch = "wasm32")]
+fn snoop_grown() -> Result<u64, String> {
+    let before = core::arch::wasm32::memory_grow(0, SNOOP_PAGES);
+    if before == usize::MAX {
+        return Err("memory.grow failed".into());
+    }
+    // SAFETY: the pages just grown belong to no allocation (the allocator
+    // grows past them when it needs memory).
+    Ok(unsafe { count_and_fill((before * 65536) as *mut u8, SNOOP_PAGES * 65536) })
+}
+
+/// Not wasm: no linear memory to grow.
+#[cfg(not(target_arch = "wasm32"))]
+fn snoop_grown() -> Result<u64, String> {
+    Ok(0)
 }
 
 fn run(fault: Fault) -> Result<(), String> {
@@ -94,6 +158,10 @@ fn run(fault: Fault) -> Result<(), String> {
                 Err(e) => e.code(),
             };
             molt_sdk::send(to, &status).map_err(|e| format!("reporting status: {e}"))
+        }
+        Fault::Snoop { to } => {
+            let dirty = snoop()?;
+            molt_sdk::send(to, &dirty).map_err(|e| format!("reporting the count: {e}"))
         }
         Fault::Normal => Ok(()),
     }

@@ -100,6 +100,10 @@ struct Limits {
     /// copying data segments (better for guests with large data).
     #[arg(long, global = true)]
     memory_images_cow: bool,
+    /// Bytes of touched pages a freed pool slot keeps resident for the
+    /// next process (default 65536; 0: give every page back at each exit).
+    #[arg(long, global = true, value_name = "BYTES")]
+    pool_keep_resident_bytes: Option<usize>,
     /// Compile new modules with the optimising compiler only, before the
     /// load returns (default: a fast baseline compile first, the
     /// optimised code in the background).
@@ -144,6 +148,9 @@ impl Limits {
             config.module_bytes_max = v;
         }
         config.memory_images_cow |= self.memory_images_cow;
+        if let Some(v) = self.pool_keep_resident_bytes {
+            config.pool_keep_resident_bytes = v;
+        }
         config.baseline_compile &= !self.no_baseline_compile;
         if let Some(dir) = &self.compile_cache_dir {
             config.compile_cache_dir = Some(dir.clone());

@@ -120,6 +120,13 @@ impl Collector for NodeCollector {
             Some(Unit::Seconds),
             &ConstGauge::new(self.control.node().uptime().as_secs_f64()),
         )?;
+        one(
+            e,
+            "pool_resident",
+            "Memory that freed pool slots keep resident for the next processes (pool_keep_resident_bytes).",
+            Some(Unit::Bytes),
+            &ConstGauge::new(self.control.node().pool_resident_bytes() as i64),
+        )?;
         let counted = self.control.node().counted();
         let counters = [
             (

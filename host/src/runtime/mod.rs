@@ -548,6 +548,11 @@ impl Node {
         let map_count = engine::fit_map_count(&mut config);
         map_count.log();
         let engine = engine::build(&config)?;
+        if config.pool_keep_resident_bytes > 0 && !engine::keeps_pages(&config) {
+            tracing::info!(
+                "freed pool slots give every page back: this kernel has no PAGEMAP_SCAN (Linux 6.7)"
+            );
+        }
         let mut linker = Linker::new(&engine);
         host_fns::register(&mut linker).map_err(StartError::Link)?;
         let baseline = match engine::build_baseline(&config)? {
@@ -647,6 +652,25 @@ impl Node {
     /// argument bytes `args`.
     pub fn spawn(&self, module: &str, args: Vec<u8>) -> Result<Pid, SpawnError> {
         self.inner.spawn(module, args, None, None)
+    }
+
+    /// Bytes that freed pool slots keep resident for the next process
+    /// (`NodeConfig::pool_keep_resident_bytes`): memory no live process
+    /// uses, held so that the next ones take no page faults.
+    pub fn pool_resident_bytes(&self) -> u64 {
+        self.inner
+            .engine
+            .pooling_allocator_metrics()
+            .map_or(0, |m| {
+                (m.unused_memory_bytes_resident() + m.unused_table_bytes_resident()) as u64
+            })
+    }
+
+    /// Whether freed pool slots keep the pages their processes touched
+    /// (`NodeConfig::pool_keep_resident_bytes` above 0 and a kernel with
+    /// `PAGEMAP_SCAN`).
+    pub fn pool_keeps_pages(&self) -> bool {
+        engine::keeps_pages(&self.inner.config)
     }
 
     /// The node's tables: what guests reach through `molt_sdk::table`,
