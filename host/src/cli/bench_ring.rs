@@ -59,13 +59,27 @@ pub struct Ring {
 impl Ring {
     /// Spawn `n` links and wait until each has initialised.
     pub async fn spawn(node: &Node, n: u32) -> Result<Ring> {
+        Ring::spawn_paced(node, n, None).await
+    }
+
+    /// As [`Ring::spawn`], with at most `window` spawned links not yet
+    /// through `init` (so that links woken meanwhile, to hibernate, do
+    /// not wait behind every spawn still queued).
+    pub async fn spawn_paced(node: &Node, n: u32, window: Option<u32>) -> Result<Ring> {
         let mut mailbox = node.mailbox()?;
-        let target = node.stats().initialized + n as u64;
+        let base = node.stats().initialized;
+        let target = base + n as u64;
         let first = node.spawn(MODULE, codec::encode(&BenchArgs::RingLink { next: None }))?;
         let mut pids = Vec::with_capacity(n as usize);
         pids.push(first);
         let mut last = first;
-        for _ in 1..n {
+        for spawned in 1..n {
+            if let Some(window) = window
+                && spawned % 256 == 0
+            {
+                let behind = base + u64::from(spawned.saturating_sub(window));
+                super::bench::initialized(node, behind).await?;
+            }
             let args = BenchArgs::RingLink { next: Some(last) };
             last = node.spawn(MODULE, codec::encode(&args))?;
             pids.push(last);
