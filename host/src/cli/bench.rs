@@ -44,7 +44,9 @@ pub struct BenchArgsCli {
     /// workloads), `tables-replicated` (only its two-node part),
     /// `metrics` (one-way with the process counters on and off) or
     /// `dashboard` (a node of --processes idle processes serving the
-    /// dashboard): these are not in the default run.
+    /// dashboard): these are not in the default run. Several of the
+    /// node figures, comma-separated (`spawn,upgrade`), run in that
+    /// run's order on one node.
     #[arg(long)]
     pub only: Option<String>,
     /// Seconds of the coordination bench's contention run.
@@ -669,7 +671,11 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
     }
     crate::bench::load_optimised(&node, &guest).await?;
     let runs = args.runs.max(1);
-    let want = |name: &str| args.only.as_deref().is_none_or(|o| o == name);
+    let want = |name: &str| {
+        args.only
+            .as_deref()
+            .is_none_or(|o| o.split(',').any(|o| o == name))
+    };
     let mut figures = Vec::new();
 
     if want("spawn") {
