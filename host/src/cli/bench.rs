@@ -307,11 +307,12 @@ pub(crate) async fn kill_all(node: &Node, pids: &[Pid]) {
 /// Milliseconds from an eager load until `n` idle behaviours all run the
 /// new version, state migrated (`molt_state_save`, a new instance,
 /// `molt_code_change`).
-async fn upgrade_run(node: &Node, versions: &mut Versions, n: u32) -> Result<f64> {
+async fn upgrade_run(node: &Node, versions: &mut Versions, n: u32) -> Result<(f64, f64)> {
     let pids = idle_processes(node, n).await?;
     // Compiled untimed, both tiers (as Erlang's compile is untimed).
     let (next, _) = node.code().prepare(&versions.next(), MODULE)?;
     optimised(&next).await?;
+    let faults = super::bench_ring::minor_faults();
     let start = Instant::now();
     let loaded = node.install(next, LoadOptions::default()).await?;
     let old = loaded.previous.context("an old version")?;
@@ -319,17 +320,18 @@ async fn upgrade_run(node: &Node, versions: &mut Versions, n: u32) -> Result<f64
         .await
         .context("processes did not all move within 120 s")?;
     let ms = start.elapsed().as_secs_f64() * 1e3;
+    let faults = super::bench_ring::minor_faults().saturating_sub(faults);
     let moved = loaded.version.processes();
     if moved < n as usize {
         bail!("only {moved} of {n} processes moved to the new version");
     }
     kill_all(node, &pids).await;
-    Ok(ms)
+    Ok((ms, faults as f64 / n as f64))
 }
 
 /// Milliseconds to purge an old version that `n` idle behaviours still run
 /// (a lazy load leaves them there), until all have ended.
-async fn purge_run(node: &Node, versions: &mut Versions, n: u32) -> Result<f64> {
+async fn purge_run(node: &Node, versions: &mut Versions, n: u32) -> Result<(f64, f64)> {
     let _pids = idle_processes(node, n).await?;
     let lazy = LoadOptions {
         mode: UpgradeMode::Lazy,
@@ -341,13 +343,15 @@ async fn purge_run(node: &Node, versions: &mut Versions, n: u32) -> Result<f64> 
     if old.processes() != n as usize {
         bail!("{} processes on the old version, not {n}", old.processes());
     }
+    let faults = super::bench_ring::minor_faults();
     let start = Instant::now();
     let killed = node.purge(MODULE).await?;
     let ms = start.elapsed().as_secs_f64() * 1e3;
+    let faults = super::bench_ring::minor_faults().saturating_sub(faults);
     if killed != n as usize {
         bail!("purge killed {killed} processes, not {n}");
     }
-    Ok(ms)
+    Ok((ms, faults as f64 / n as f64))
 }
 
 /// One-way throughput (msgs/s) of a sender/sink pair while `n` idle
@@ -773,25 +777,39 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
         });
     }
     if want("upgrade") {
-        let mut v = Vec::new();
+        let (mut v, mut faults) = (Vec::new(), Vec::new());
         for _ in 0..runs {
-            v.push(upgrade_run(&node, &mut versions, n).await?);
+            let (ms, f) = upgrade_run(&node, &mut versions, n).await?;
+            v.push(ms);
+            faults.push(f);
         }
         figures.push(Figure {
             name: "eager upgrade of live behaviours, all moved",
             unit: "ms",
             runs: v,
         });
+        figures.push(Figure {
+            name: "  page faults per process moved",
+            unit: "faults",
+            runs: faults,
+        });
     }
     if want("purge") {
-        let mut v = Vec::new();
+        let (mut v, mut faults) = (Vec::new(), Vec::new());
         for _ in 0..runs {
-            v.push(purge_run(&node, &mut versions, n).await?);
+            let (ms, f) = purge_run(&node, &mut versions, n).await?;
+            v.push(ms);
+            faults.push(f);
         }
         figures.push(Figure {
             name: "purge of lingering processes, all ended",
             unit: "ms",
             runs: v,
+        });
+        figures.push(Figure {
+            name: "  page faults per process purged",
+            unit: "faults",
+            runs: faults,
         });
     }
     if want("upgrade-stream") {
