@@ -208,6 +208,9 @@ async fn the_http_endpoint_shows_the_node_its_processes_and_metrics_and_guards_a
     assert_eq!(puppets, Some(3.0));
     assert!(before["molt_mailbox_messages"] >= 40.0);
     assert!(before.contains_key("molt_uptime_seconds"));
+    // What freed pool slots hold, as the node reports it.
+    let held = before["molt_pool_resident_bytes"];
+    assert_eq!(held, node.pool_resident_bytes() as f64);
     let _more = [Puppet::spawn(&node).await, Puppet::spawn(&node).await];
     let after = metrics(addr).await;
     // Each puppet and its controller's mailbox.
