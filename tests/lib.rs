@@ -358,6 +358,18 @@ pub fn version_of(node: &Node, pid: Pid) -> Option<String> {
         .and_then(|p| p.module.map(|(_, v)| v))
 }
 
+/// Wait until `version`'s optimised code is ready (bounded by `WAIT`).
+pub async fn wait_optimised(version: &molt_host::ModuleVersion) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !version.optimised() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the optimised code was not ready within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Wait (bounded) until `pid` runs `version`.
 pub async fn wait_for_version(node: &Node, pid: Pid, version: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -49,10 +49,9 @@ pub enum EngineError {
 }
 
 /// Build the engine. `processes_max` may already have been lowered by
-/// [`fit_map_count`].
-pub(crate) fn build(config: &NodeConfig) -> Result<Engine, EngineError> {
+/// [`fit_map_count`]; `keep` is [`keeps_pages`] of `config`.
+pub(crate) fn build(config: &NodeConfig, keep: bool) -> Result<Engine, EngineError> {
     let slots = config.processes_max + INSTANCES_SPARE;
-    let keep = keeps_pages(config);
     let mut pool = PoolingAllocationConfig::new();
     pool.total_core_instances(slots)
         .total_memories(slots)

@@ -138,11 +138,7 @@ async fn a_refused_restore_and_a_bad_msg_next_pointer_end_only_that_process() {
     let mut me = awake.mailbox().unwrap();
     let (other, watch) = me.spawn("sleeper", Vec::new(), false, true).unwrap();
     drop(hold);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !version.optimised() {
-        assert!(tokio::time::Instant::now() < deadline, "no optimised code");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    molt_tests::wait_optimised(&version).await;
     // Two messages: once it takes the second, the first (and the move it
     // tried before it) is done.
     me.send(other, 1, molt_abi::Ref::NONE, Vec::new()).unwrap();

@@ -50,8 +50,8 @@ async fn a_process_never_sees_what_an_earlier_one_left_in_its_pool_slot() {
     // pattern and ends; later ones, spawned into slots that kept those
     // pages resident, must find them zeroed. Freed slots come back in
     // batches (`DECOMMIT_BATCH` regions, a few per process), so enough
-    // rounds for several batches.
-    // Enough for all a snooper touches, so that its slot keeps every page.
+    // rounds for several batches. 1 MiB kept is all a snooper touches,
+    // so its slot keeps every page.
     for keep in [1 << 20, 0] {
         let node = start_node(NodeConfig {
             pool_keep_resident_bytes: keep,
@@ -61,11 +61,7 @@ async fn a_process_never_sees_what_an_earlier_one_left_in_its_pool_slot() {
         // Pool slots are for optimised code (baseline code is allocated
         // on demand).
         let faulty = node.code().current("faulty").expect("faulty is loaded");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while !faulty.optimised() {
-            assert!(tokio::time::Instant::now() < deadline, "no optimised code");
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        molt_tests::wait_optimised(&faulty).await;
         let filter = molt_host::Filter {
             tags: vec![tag::DATA],
             reference: None,

@@ -629,14 +629,7 @@ async fn a_new_version_serves_on_baseline_code_and_its_behaviours_move_to_optimi
     // Once the optimised code is ready, new processes start on it, and the
     // running one moves at its next message, its count kept.
     drop(hold);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !loaded.version.optimised() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the optimised code was not ready within {WAIT:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    molt_tests::wait_optimised(&loaded.version).await;
     assert!(on_baseline(&node, a), "idle, it has not moved yet");
     send_counter(&mut me, a, &CounterMsg::Add(1));
     assert_eq!(count_of(&mut me, a).await, 43);

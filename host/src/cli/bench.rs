@@ -220,12 +220,10 @@ impl Versions {
     }
 }
 
-/// Milliseconds to load (compile, check, switch) a new version, and
-/// microseconds to load a version loaded before (from the compiled cache),
-/// no processes on it.
-/// One load: until the new version serves spawns (ms), until its
-/// optimised code is ready (ms; the same with `--no-baseline-compile`),
-/// and loading it again from the compiled cache (µs).
+/// One load (compile, check, switch), no processes on it: until the new
+/// version serves spawns (ms), until its optimised code is ready (ms; the
+/// same with `--no-baseline-compile`), and loading it again from the
+/// compiled cache (µs).
 async fn load_run(node: &Node, versions: &mut Versions) -> Result<(f64, f64, f64)> {
     let fresh = versions.next();
     let start = Instant::now();
@@ -415,8 +413,8 @@ async fn two_nodes(
         Node::start(config)
     };
     let (a, b) = (start("bench-a")?, start("bench-b")?);
-    crate::bench::load_optimised(&a, guest).await?;
-    crate::bench::load_optimised(&b, guest).await?;
+    load_optimised(&a, guest).await?;
+    load_optimised(&b, guest).await?;
     let listen = "127.0.0.1:0".parse().expect("an address");
     let da = Distribution::start(&a, DistConfig::new(listen, cookie.clone())).await?;
     let db = Distribution::start(&b, DistConfig::new(listen, cookie)).await?;
@@ -673,7 +671,7 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             node.config().processes_max
         );
     }
-    crate::bench::load_optimised(&node, &guest).await?;
+    load_optimised(&node, &guest).await?;
     let runs = args.runs.max(1);
     let want = |name: &str| {
         args.only

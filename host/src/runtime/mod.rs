@@ -467,6 +467,9 @@ impl MessagePreview {
 pub(crate) struct NodeInner {
     pub config: NodeConfig,
     pub engine: Engine,
+    /// Freed pool slots keep their processes' touched pages
+    /// ([`engine::keeps_pages`], decided once at start).
+    keeps_pages: bool,
     pub code: CodeServer,
     /// This node's half of every pid: name hash.
     pub node_id: u64,
@@ -547,8 +550,9 @@ impl Node {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| StartError::NoRuntime)?;
         let map_count = engine::fit_map_count(&mut config);
         map_count.log();
-        let engine = engine::build(&config)?;
-        if config.pool_keep_resident_bytes > 0 && !engine::keeps_pages(&config) {
+        let keeps_pages = engine::keeps_pages(&config);
+        let engine = engine::build(&config, keeps_pages)?;
+        if config.pool_keep_resident_bytes > 0 && !keeps_pages {
             tracing::info!(
                 "freed pool slots give every page back: this kernel has no PAGEMAP_SCAN (Linux 6.7)"
             );
@@ -596,6 +600,7 @@ impl Node {
             timers: Timers::new(config.timers_max),
             config,
             engine,
+            keeps_pages,
             code,
             next_serial: AtomicU64::new(1),
             next_ref: AtomicU64::new(1),
@@ -670,7 +675,7 @@ impl Node {
     /// (`NodeConfig::pool_keep_resident_bytes` above 0 and a kernel with
     /// `PAGEMAP_SCAN`).
     pub fn pool_keeps_pages(&self) -> bool {
-        engine::keeps_pages(&self.inner.config)
+        self.inner.keeps_pages
     }
 
     /// The node's tables: what guests reach through `molt_sdk::table`,
