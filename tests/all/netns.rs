@@ -549,11 +549,13 @@ impl Net {
     ) -> ClusterView {
         let what = format!("{what} (`molt cluster` on {})", self.nodes[i].short);
         self.wait(&what, |net| {
-            let view = net.cluster(i)?;
-            if ok(&view) {
-                Ok(view)
-            } else {
-                Err(format!("{view:?}"))
+            let (done, text) = net.cli(i, &["cluster"]);
+            match ClusterView::parse(&text) {
+                Some(view) if done && ok(&view) => Ok(view),
+                // The whole output: this node's own session, how far its
+                // log is applied, which voter lacks a session.
+                Some(view) => Err(format!("{view:?}\n{text}")),
+                None => Err(text),
             }
         })
     }

@@ -1010,10 +1010,14 @@ async fn removing_the_leading_replica_of_two_leaves_the_other_taking_writes() {
     // It runs on until its group no longer counts it, at most ten quorum
     // timeouts (2 s here): the bound of this wait, with a margin.
     let deadline = Instant::now() + Duration::from_secs(25);
-    while status(gone, "pair").is_some() {
+    while let Some(still) = status(gone, "pair") {
         assert!(
             Instant::now() < deadline,
-            "the removed replica still runs after 25 s"
+            "the removed replica still runs after 25 s: {still:?}\nthe other's: {:?}",
+            members
+                .iter()
+                .find(|m| m.dist.name() != leader && m.dist.name() != a.dist.name())
+                .and_then(|m| status(m, "pair"))
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -759,6 +759,9 @@ impl Inner {
         // The node stops trusting its session well before the leader can
         // expire it (which is `ttl` after the last renewal *reached* it).
         let fence_after = ttl * 3 / 5;
+        const SAY_EVERY: Duration = Duration::from_secs(10);
+        let mut failing_since: Option<Instant> = None;
+        let mut last_said: Option<Instant> = None;
         while !self.stopped.load(Ordering::Acquire) {
             let current = self.session.lock().expect("session poisoned").id;
             match current {
@@ -769,16 +772,34 @@ impl Inner {
                         member: self.me,
                     };
                     let sent = Instant::now();
-                    if let Ok(Outcome::Session(id)) = self.propose(open).await {
-                        if self.adopt_session(id, sent) {
-                            tracing::debug!(%id, "coordination session opened");
-                            self.restand_later(id);
-                        } else {
-                            // A late one was adopted meanwhile.
-                            self.propose_later(
-                                Command::CloseSession { session: id },
-                                "close a session opened twice",
-                            );
+                    match self.propose(open).await {
+                        Ok(Outcome::Session(id)) => {
+                            if self.adopt_session(id, sent) {
+                                tracing::debug!(%id, "coordination session opened");
+                                self.restand_later(id);
+                            } else {
+                                // A late one was adopted meanwhile.
+                                self.propose_later(
+                                    Command::CloseSession { session: id },
+                                    "close a session opened twice",
+                                );
+                            }
+                            failing_since = None;
+                            last_said = None;
+                        }
+                        other => {
+                            // Said once when it starts failing, then every
+                            // ten seconds while it does.
+                            let since = *failing_since.get_or_insert_with(Instant::now);
+                            if last_said.is_none_or(|t: Instant| t.elapsed() >= SAY_EVERY) {
+                                last_said = Some(Instant::now());
+                                tracing::warn!(
+                                    answer = ?other,
+                                    leader = ?self.leader().map(|(_, m)| m.name),
+                                    failing_for = ?since.elapsed(),
+                                    "could not open a coordination session; trying again"
+                                );
+                            }
                         }
                     }
                 }

@@ -1179,8 +1179,17 @@ impl Replication {
         if keep.is_empty() || (keep == voters && !learners_out) {
             return;
         }
-        if let Err(e) = group.raft.change_membership(keep, false).await {
-            tracing::debug!(table = %group.table, "cannot drop a removed replica yet: {e}");
+        // Bounded: the reconciliation of every table waits for it.
+        let change = group.raft.change_membership(keep, false);
+        match tokio::time::timeout(self.quorum_timeout, change).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(table = %group.table, "cannot drop a removed replica yet: {e}")
+            }
+            Err(_) => tracing::info!(
+                table = %group.table,
+                "dropping a removed replica did not commit within the quorum timeout; trying again"
+            ),
         }
     }
 
