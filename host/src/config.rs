@@ -91,10 +91,15 @@ pub struct NodeConfig {
     /// trap. Only the pages a process touches are resident.
     pub guest_stack_bytes: usize,
     /// Map each instance's initial memory copy-on-write from a shared image
-    /// instead of copying the module's data segments. Copying is faster to
-    /// spawn and costs fewer kernel mappings for guests with small data
-    /// (measured here: 23 µs vs 28 µs per spawn for a 13 KB data segment);
-    /// images win for guests with megabytes of data.
+    /// instead of copying the module's data segments. With pool slots that
+    /// keep their pages (`pool_keep_resident_bytes`), images make spawns
+    /// faster and idle processes smaller (the bench guest, 18 KB of data,
+    /// measured interleaved: 5.5 against 7.5 µs per warm spawn, 12.1
+    /// against 28.0 KiB per idle process), but moving processes onto a
+    /// new version slower, since each new instance maps the new image
+    /// into its slot (10,000 processes: 673 against 157 ms). Off by
+    /// default for the upgrade; on for nodes that spawn many short-lived
+    /// or idle processes and upgrade rarely.
     pub memory_images_cow: bool,
     /// Bytes of the pages a process touched that its pool slot keeps
     /// resident when it ends, zeroed, for the next process in that slot

@@ -51,10 +51,13 @@ async fn a_process_never_sees_what_an_earlier_one_left_in_its_pool_slot() {
     // pages resident, must find them zeroed. Freed slots come back in
     // batches (`DECOMMIT_BATCH` regions, a few per process), so enough
     // rounds for several batches. 1 MiB kept is all a snooper touches,
-    // so its slot keeps every page.
-    for keep in [1 << 20, 0] {
+    // so its slot keeps every page. With copy-on-write memory images too
+    // (the module's data mapped from a shared image, written pages put
+    // back from it).
+    for (keep, cow) in [(1 << 20, false), (0, false), (1 << 20, true)] {
         let node = start_node(NodeConfig {
             pool_keep_resident_bytes: keep,
+            memory_images_cow: cow,
             ..test_config()
         });
         let mut me = node.mailbox().unwrap();
@@ -78,7 +81,7 @@ async fn a_process_never_sees_what_an_earlier_one_left_in_its_pool_slot() {
             let dirty: u64 = codec::decode(&m.payload).expect("a u64 count");
             assert_eq!(
                 dirty, 0,
-                "round {round}, keep {keep}: bytes left by an earlier process"
+                "round {round}, keep {keep}, cow {cow}: bytes left by an earlier process"
             );
             assert_eq!(down_reason(&mut me, watch.unwrap()).await, "normal");
             held_most = held_most.max(node.pool_resident_bytes());

@@ -97,7 +97,8 @@ struct Limits {
     #[arg(long, global = true)]
     module_bytes_max: Option<usize>,
     /// Map instance memory copy-on-write from a shared image instead of
-    /// copying data segments (better for guests with large data).
+    /// copying data segments: faster spawns and smaller idle processes,
+    /// slower upgrades (see `NodeConfig::memory_images_cow`).
     #[arg(long, global = true)]
     memory_images_cow: bool,
     /// Bytes of touched pages a freed pool slot keeps resident for the
