@@ -1042,14 +1042,26 @@ impl Replication {
             table: entry.spec.name.clone(),
             id: entry.id,
         };
-        for replica in entry.spec.replicas.iter().filter(|r| r.node != self.here) {
-            match self
+        // The founder's node is asked too when the definition no longer
+        // names it: a replica removed before the others had joined still
+        // holds the group (and the only copy of what was written to it).
+        let mut nodes: Vec<&str> = entry
+            .spec
+            .replicas
+            .iter()
+            .map(|r| r.node.as_str())
+            .collect();
+        if !nodes.contains(&founder.as_str()) {
+            nodes.push(founder.as_str());
+        }
+        for node in nodes.into_iter().filter(|n| *n != self.here) {
+            let answer = self
                 .client
-                .call_within(&replica.node, self.quorum_timeout, &request)
-                .await
-            {
+                .call_within(node, self.quorum_timeout, &request)
+                .await;
+            match answer {
                 Ok(TableReply::Probed { member: false, id })
-                    if !(replica.node == *founder && id == Some(*was)) => {}
+                    if !(node == founder.as_str() && id == Some(*was)) => {}
                 _ => return false,
             }
         }
