@@ -916,11 +916,15 @@ impl Group {
     /// group still counts it and still speaks to it (it leads, or its
     /// leader was heard lately: a removed follower is no longer sent
     /// anything, so it never learns of its own removal), for at most
-    /// `within` since it was first asked.
+    /// `within` since it was first asked. A leader runs on even without a
+    /// recent quorum: while it adds the replica that stays, the new voter
+    /// has not answered yet, and ending it then would leave that voter in
+    /// a membership it cannot reach a quorum of.
     pub(crate) fn still_needed(&self, within: Duration) -> bool {
         let mut leaving = self.leaving.lock().expect("leaving poisoned");
         let since = *leaving.get_or_insert_with(Instant::now);
-        self.is_member() && !self.stale() && since.elapsed() < within
+        let leads = self.raft.metrics().borrow().current_leader == Some(self.me);
+        self.is_member() && (leads || !self.stale()) && since.elapsed() < within
     }
 
     /// Whether this replica is a voter and no voter of its group is on a
