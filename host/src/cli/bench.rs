@@ -327,6 +327,24 @@ async fn upgrade_run(node: &Node, versions: &mut Versions, n: u32) -> Result<(f6
     Ok((ms, faults as f64 / n as f64))
 }
 
+/// Runs of (milliseconds, page faults per process) as a time figure and
+/// the faults figure beneath it.
+fn ms_and_faults(name: &'static str, faults: &'static str, each: Vec<(f64, f64)>) -> [Figure; 2] {
+    let (ms, per_process) = each.into_iter().unzip();
+    [
+        Figure {
+            name,
+            unit: "ms",
+            runs: ms,
+        },
+        Figure {
+            name: faults,
+            unit: "faults",
+            runs: per_process,
+        },
+    ]
+}
+
 /// Milliseconds to purge an old version that `n` idle behaviours still run
 /// (a lazy load leaves them there), until all have ended.
 async fn purge_run(node: &Node, versions: &mut Versions, n: u32) -> Result<(f64, f64)> {
@@ -775,40 +793,26 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
         });
     }
     if want("upgrade") {
-        let (mut v, mut faults) = (Vec::new(), Vec::new());
+        let mut each = Vec::new();
         for _ in 0..runs {
-            let (ms, f) = upgrade_run(&node, &mut versions, n).await?;
-            v.push(ms);
-            faults.push(f);
+            each.push(upgrade_run(&node, &mut versions, n).await?);
         }
-        figures.push(Figure {
-            name: "eager upgrade of live behaviours, all moved",
-            unit: "ms",
-            runs: v,
-        });
-        figures.push(Figure {
-            name: "  page faults per process moved",
-            unit: "faults",
-            runs: faults,
-        });
+        figures.extend(ms_and_faults(
+            "eager upgrade of live behaviours, all moved",
+            "  page faults per process moved",
+            each,
+        ));
     }
     if want("purge") {
-        let (mut v, mut faults) = (Vec::new(), Vec::new());
+        let mut each = Vec::new();
         for _ in 0..runs {
-            let (ms, f) = purge_run(&node, &mut versions, n).await?;
-            v.push(ms);
-            faults.push(f);
+            each.push(purge_run(&node, &mut versions, n).await?);
         }
-        figures.push(Figure {
-            name: "purge of lingering processes, all ended",
-            unit: "ms",
-            runs: v,
-        });
-        figures.push(Figure {
-            name: "  page faults per process purged",
-            unit: "faults",
-            runs: faults,
-        });
+        figures.extend(ms_and_faults(
+            "purge of lingering processes, all ended",
+            "  page faults per process purged",
+            each,
+        ));
     }
     if want("upgrade-stream") {
         let (mut plain, mut upgraded) = (Vec::new(), Vec::new());

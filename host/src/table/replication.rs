@@ -1055,11 +1055,11 @@ impl Replication {
             nodes.push(founder.as_str());
         }
         for node in nodes.into_iter().filter(|n| *n != self.here) {
-            let answer = self
+            match self
                 .client
                 .call_within(node, self.quorum_timeout, &request)
-                .await;
-            match answer {
+                .await
+            {
                 Ok(TableReply::Probed { member: false, id })
                     if !(node == founder.as_str() && id == Some(*was)) => {}
                 _ => return false,
