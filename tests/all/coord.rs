@@ -85,8 +85,19 @@ pub(crate) async fn member_with(
 /// whole cluster's restart): all three start before any waits for a
 /// quorum, `b` and `c` given `a`'s address.
 pub(crate) async fn restart_three(dir: &TempDir, mode: LogMode) -> Vec<Member> {
+    restart_in_order(dir, mode, ["a", "b", "c"]).await
+}
+
+/// Three nodes started again over their data in `dir`, in `order`: the
+/// first without an address, the others given the first's. The members
+/// in that order.
+pub(crate) async fn restart_in_order(
+    dir: &TempDir,
+    mode: LogMode,
+    order: [&str; 3],
+) -> Vec<Member> {
     let mut members = Vec::new();
-    for name in ["a", "b", "c"] {
+    for name in order {
         let (node, dist) = molt_tests::dist_node(name).await;
         let join = members
             .first()
@@ -474,6 +485,47 @@ async fn a_restarted_disc_node_comes_back_with_its_log() {
     assert!(a.coord.status().applied_index >= applied);
     assert_eq!(a.coord.status().voters.len(), 1);
     a.stop().await;
+}
+
+/// After a whole cluster's restart each node's vote still names the
+/// leader of before. The node joined through first must not send the
+/// others to that leader for good: it is not up yet (it starts last
+/// here), and it waits for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cluster_restarts_its_old_leader_last_and_joins_through_a_follower() {
+    let dir = TempDir::new("coord-restart-leader-last");
+    let members = three(&dir, LogMode::Disc).await;
+    let leader = members[0].coord.status().leader.expect("a leader");
+    let mut order: Vec<&str> = ["a", "b", "c"]
+        .into_iter()
+        .filter(|n| !leader.starts_with(&format!("{n}@")))
+        .collect();
+    order.push(&leader[..1]);
+    let order: [&str; 3] = order.try_into().expect("the leader is one of a, b, c");
+    for m in members {
+        m.stop().await;
+    }
+    let members = restart_in_order(&dir, LogMode::Disc, order).await;
+    for m in &members {
+        session_within(&m.coord, Duration::from_secs(20)).await;
+    }
+    wait_for("three voters and a leader, known to all", || {
+        members.iter().all(|m| {
+            let status = m.coord.status();
+            status.has_settled_voters(3) && status.leader.is_some()
+        })
+    })
+    .await;
+    let holder = members[2].node.mailbox().unwrap();
+    members[2]
+        .coord
+        .register("after", holder.pid())
+        .await
+        .expect("the old leader registers a name after the restart");
+    drop(holder);
+    for m in members {
+        m.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -436,11 +436,11 @@ impl Coordination {
 
     async fn join(&self, dist: &Distribution, peer: &str) -> Result<(), CoordStartError> {
         let inner = &self.inner;
-        let (mut target, _) =
-            parse_node_address(peer).map_err(|source| CoordStartError::Connect {
-                peer: peer.to_string(),
-                source,
-            })?;
+        let (given, _) = parse_node_address(peer).map_err(|source| CoordStartError::Connect {
+            peer: peer.to_string(),
+            source,
+        })?;
+        let mut target = given.clone();
         dist.join(peer)
             .await
             .map_err(|source| CoordStartError::Connect {
@@ -461,11 +461,26 @@ impl Coordination {
                     tracing::info!(via = %target, "joined the coordination group");
                     return Ok(());
                 }
+                // Follow the leader it names, once: a hint can be stale
+                // (after a whole cluster's restart each node's vote may
+                // still name the leader of before, even this node).
                 Err(CallError::Remote(CoordError::NotLeader {
                     leader: Some(leader),
-                })) => {
+                })) if target == given && leader != inner.member.name => {
                     target = leader;
                     continue;
+                }
+                // A member restarted over its log may lead again at once
+                // (the vote it kept was its own): if the node it joins
+                // through names it and is of its cluster, it is in.
+                Err(CallError::Remote(CoordError::NotLeader {
+                    leader: Some(leader),
+                })) if leader == inner.member.name
+                    && inner.leader().is_some_and(|(id, _)| id == inner.me)
+                    && self.same_cluster(&target).await =>
+                {
+                    tracing::info!(via = %target, "leads the coordination group again");
+                    return Ok(());
                 }
                 Err(CallError::Remote(
                     e @ (CoordError::OtherCluster { .. } | CoordError::NotRunning),
@@ -475,7 +490,10 @@ impl Coordination {
                         source: e,
                     });
                 }
-                Err(e) => last = e.to_string(),
+                Err(e) => {
+                    last = format!("{target}: {e}");
+                    target = given.clone();
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -484,6 +502,15 @@ impl Coordination {
             waited: started.elapsed(),
             last,
         })
+    }
+
+    /// Whether `peer` says it belongs to this node's cluster.
+    async fn same_cluster(&self, peer: &str) -> bool {
+        let ours = self.inner.cluster_id();
+        matches!(
+            self.inner.client.call(peer, &CoordRequest::Status).await,
+            Ok(CoordReply::Status(status)) if ours.is_some() && status.cluster == ours
+        )
     }
 
     /// Stop taking part: end this node's session (if a quorum answers in
