@@ -264,6 +264,39 @@ async fn three_nodes_form_a_full_mesh() {
     wait_for_nodes(&db, &["a@127.0.0.1", "c@127.0.0.1"]).await;
 }
 
+/// Two nodes that connect to each other at the same moment (as two
+/// nodes do that each learn of the other from a third) end with one
+/// connection between them, the same at both ends: a second one kept
+/// at one end only would stay open and refuse every new connection
+/// once the other was gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_connecting_to_each_other_at_once_keep_one_connection() {
+    for _ in 0..8 {
+        let (_a, da) = dist_node("a").await;
+        let (_b, db) = dist_node("b").await;
+        let (to_b, to_a) = (address_of(&db), address_of(&da));
+        let (ab, ba) = tokio::join!(da.join(&to_b), db.join(&to_a));
+        ab.expect("a joins b");
+        ba.expect("b joins a");
+        wait_for_nodes(&da, &["b@127.0.0.1"]).await;
+        wait_for_nodes(&db, &["a@127.0.0.1"]).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while da.open_connections() != 1 || db.open_connections() != 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "open connections: a {}, b {}",
+                da.open_connections(),
+                db.open_connections()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        da.ping("b@127.0.0.1").await.expect("b answers a ping");
+        db.ping("a@127.0.0.1").await.expect("a answers a ping");
+        da.shutdown();
+        db.shutdown();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_cookie_is_refused_on_both_sides() {
     let (_a, da) = dist_node("a").await;

@@ -83,9 +83,27 @@ impl DistInner {
             .open_bi()
             .await
             .map_err(|e| fail(e.to_string()))?;
-        let peer = self
-            .handshake(connection, send, recv, Role::Initiator)
-            .await?;
+        let peer = match self
+            .handshake(connection.clone(), send, recv, Role::Initiator)
+            .await
+        {
+            Ok(peer) => peer,
+            // The node connected to this one at the same moment, and the
+            // pair keeps that connection: it is in the table, or soon is.
+            Err(e) if closed_as_duplicate(&connection) || refused_as_connected(&e) => {
+                let deadline = Instant::now() + self.config.handshake_timeout;
+                loop {
+                    if let Some(peer) = self.peer(node_id(name)) {
+                        break peer;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            Err(e) => return Err(e),
+        };
         if peer.name != name {
             let reason = format!("the node at {addr} is {}, not {name}", peer.name);
             peer.connection.close(1u32.into(), reason.as_bytes());
@@ -200,7 +218,7 @@ impl DistInner {
         // the control stream's first bytes, queued only once the peer is in
         // the table: when the joining side's handshake ends, this side
         // already knows it.
-        Ok(self.enter(info, connection, send, recv, hs.take_output()))
+        Ok(self.enter(info, connection, send, recv, hs.take_output(), role))
     }
 
     /// Whether a node that completed the first half of the handshake may
@@ -237,6 +255,7 @@ impl DistInner {
         control_send: quinn::SendStream,
         control_recv: quinn::RecvStream,
         first: Vec<u8>,
+        role: Role,
     ) -> Arc<Peer> {
         let lanes = (0..self.config.lanes.max(1))
             .map(|_| Lane::new(self.config.lane_bytes_max))
@@ -255,25 +274,59 @@ impl DistInner {
             requests_in: Arc::new(Semaphore::new(self.config.requests_in_flight_max)),
             connected_at: std::time::Instant::now(),
             heard_at_ms: Default::default(),
+            opened_here: role == Role::Initiator,
         });
-        self.connection_made(&peer.name);
-        if !first.is_empty() {
-            // Queued before the peer is in the table, so before any frame.
-            peer.control.push(first);
-        }
+        // Two nodes that connect to each other at once (each learning of
+        // the other from a third) both admit both connections. Both ends
+        // keep the same one, the connection the node with the smaller
+        // name opened, and close the other: a connection one end kept
+        // and the other forgot would stay open, unused by one end and
+        // refusing every new connection at the other, for good.
+        let replaced = {
+            let mut peers = self.peers.write().expect("peers poisoned");
+            match peers.get(&peer.node_id) {
+                Some(existing) if !self.keeps_new(existing, &peer) => {
+                    let existing = existing.clone();
+                    drop(peers);
+                    tracing::debug!(node = %peer.name, "closed a second connection to a connected node");
+                    connection.close(DUPLICATE_CODE.into(), b"duplicate connection");
+                    return existing;
+                }
+                existing => {
+                    let existing = existing.cloned();
+                    peers.insert(peer.node_id, peer.clone());
+                    existing
+                }
+            }
+        };
         if let Some(addr) = info.listen.as_deref().and_then(|a| a.parse().ok()) {
             self.addresses
                 .lock()
                 .expect("addresses poisoned")
                 .insert(info.name.clone(), addr);
         }
-        self.peers
-            .write()
-            .expect("peers poisoned")
-            .insert(peer.node_id, peer.clone());
-        tracing::info!(node = %peer.name, hidden = peer.hidden, "node up");
+        match &replaced {
+            // What was queued for it, and its links and monitors, move to
+            // the connection kept: no node down, nothing queued lost.
+            Some(old) => {
+                *peer.stakes.lock().expect("stakes poisoned") =
+                    std::mem::take(&mut *old.stakes.lock().expect("stakes poisoned"));
+                old.hand_queued_to(&peer);
+                old.close_lanes();
+                old.connection
+                    .close(DUPLICATE_CODE.into(), b"duplicate connection");
+                tracing::debug!(node = %peer.name, "replaced a second connection to a connected node");
+            }
+            None => {
+                self.connection_made(&peer.name);
+                tracing::info!(node = %peer.name, hidden = peer.hidden, "node up");
+            }
+        }
 
-        tokio::spawn(write_control(peer.clone(), control_send));
+        // The handshake's last bytes go first, written before the control
+        // lane's frames (never queued among them: they belong to this
+        // connection, the frames to the pair).
+        tokio::spawn(write_control(peer.clone(), control_send, first));
         for index in 0..peer.lanes.len() {
             tokio::spawn(write_lane(peer.clone(), index));
         }
@@ -289,7 +342,23 @@ impl DistInner {
         self.services_peer_up(&peer);
         peer
     }
+
+    /// Of two connections to one node, whether `new` is the one to keep
+    /// rather than `existing`: the one the node with the smaller name
+    /// opened (both ends decide alike); the newer if that does not tell
+    /// them apart, or if the node has started again since.
+    fn keeps_new(&self, existing: &Peer, new: &Peer) -> bool {
+        if existing.incarnation != new.incarnation {
+            return true;
+        }
+        let opened_by_smaller = |p: &Peer| p.opened_here == (self.name < p.name);
+        !opened_by_smaller(existing) || opened_by_smaller(new)
+    }
 }
+
+/// The application close code of a connection closed because the pair
+/// has another (both nodes connected at once).
+pub(super) const DUPLICATE_CODE: u32 = 7;
 
 /// One length-prefixed handshake message, prefix included; `None` if the
 /// stream ended first. A prefix over `HANDSHAKE_BYTES_MAX` (or zero) is
@@ -347,7 +416,10 @@ pub(super) async fn accept_loop(dist: Arc<DistInner>) {
     }
 }
 
-async fn write_control(peer: Arc<Peer>, mut send: quinn::SendStream) {
+async fn write_control(peer: Arc<Peer>, mut send: quinn::SendStream, first: Vec<u8>) {
+    if !first.is_empty() && send.write_all(&first).await.is_err() {
+        return;
+    }
     let mut batch = Vec::new();
     while peer.control.take_batch(&mut batch).await {
         if send.write_all(&batch).await.is_err() {
@@ -474,8 +546,47 @@ impl Held {
 }
 
 /// Wait for the connection to end, then run node-down.
+/// Whether the other end closed `connection` as the second one between
+/// the pair.
+fn closed_as_duplicate(connection: &quinn::Connection) -> bool {
+    matches!(
+        connection.close_reason(),
+        Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == DUPLICATE_CODE.into()
+    )
+}
+
+/// Whether a handshake was refused because the pair is connected
+/// already (by this end, or by the other: the text is the other's).
+fn refused_as_connected(e: &ConnectError) -> bool {
+    match e {
+        ConnectError::Refused { refusal, .. } => match refusal {
+            handshake::Refusal::NotAdmitted(NotAdmitted::AlreadyConnected { .. }) => true,
+            handshake::Refusal::PeerRefused(why) => {
+                why.starts_with("not admitted: a node named")
+                    && why.contains("is already connected")
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 async fn watch(dist: Arc<DistInner>, peer: Arc<Peer>) {
     let why = peer.connection.closed().await;
+    // The other end closed this as the second connection between the
+    // pair: the one kept replaces it here too once its handshake ends
+    // (the link's state moves to it then), so wait for that a while
+    // before calling the node down.
+    if closed_as_duplicate(&peer.connection) {
+        let deadline = Instant::now() + dist.config.handshake_timeout;
+        while dist
+            .peer(peer.node_id)
+            .is_some_and(|p| Arc::ptr_eq(&p, &peer))
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     // Closed by us, or by a peer stopping in order: not a failure.
     let orderly = matches!(
         why,

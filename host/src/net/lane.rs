@@ -114,6 +114,17 @@ impl Lane {
         }
     }
 
+    /// Take every frame queued and not yet written, in order.
+    pub fn take_queued(&self) -> VecDeque<Vec<u8>> {
+        let frames = {
+            let mut q = self.queue.lock().expect("lane poisoned");
+            q.bytes = 0;
+            std::mem::take(&mut q.frames)
+        };
+        self.room.notify_waiters();
+        frames
+    }
+
     /// No more frames will be written: wake everyone waiting.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);

@@ -369,6 +369,12 @@ impl Distribution {
         self.inner.visible_nodes()
     }
 
+    /// QUIC connections this node's endpoint holds open: one per
+    /// connected peer, plus any still in their handshake or closing.
+    pub fn open_connections(&self) -> usize {
+        self.inner.endpoint.open_connections()
+    }
+
     /// Each connected peer's link figures, read now from its connection
     /// (nothing is counted on the way for them), sorted by name.
     pub fn peer_stats(&self) -> Vec<PeerStats> {

@@ -53,6 +53,8 @@ pub(crate) struct Peer {
     /// When a frame last came from it, in ms after `connected_at` plus
     /// one (0: none yet); each stream's reader stores it as it reads.
     pub heard_at_ms: std::sync::atomic::AtomicU64,
+    /// This node opened the connection (rather than accepted it).
+    pub opened_here: bool,
 }
 
 impl Peer {
@@ -88,6 +90,19 @@ impl Peer {
     }
 
     /// Close every lane (the connection is gone).
+    /// Hand what is queued on this peer's lanes to `to`, a connection to
+    /// the same node that replaces this one, lane by lane, in order.
+    pub fn hand_queued_to(&self, to: &Peer) {
+        for frame in self.control.take_queued() {
+            to.control.push(frame);
+        }
+        for (from, to) in self.lanes.iter().zip(&to.lanes) {
+            for frame in from.take_queued() {
+                to.push(frame);
+            }
+        }
+    }
+
     pub fn close_lanes(&self) {
         self.control.close();
         for lane in &self.lanes {
