@@ -203,14 +203,21 @@ impl DistInner {
                     let _ =
                         tokio::time::timeout(Duration::from_millis(200), connection.closed()).await;
                     connection.close(2u32.into(), b"handshake refused");
-                    if role == Role::Initiator {
-                        // The acceptor's refusals are logged by accept_loop.
-                        tracing::warn!(peer = %remote, "node handshake refused: {why}");
-                    }
-                    return Err(ConnectError::Refused {
+                    let e = ConnectError::Refused {
                         node: remote.to_string(),
                         refusal: why,
-                    });
+                    };
+                    if role == Role::Initiator {
+                        // The acceptor's refusals are logged by accept_loop.
+                        // Refused because the pair is connected already:
+                        // both connected at once, not a failure.
+                        if refused_as_connected(&e) {
+                            tracing::info!(peer = %remote, "{e} (connected the other way)");
+                        } else {
+                            tracing::warn!(peer = %remote, "{e}");
+                        }
+                    }
+                    return Err(e);
                 }
             }
         };
@@ -409,8 +416,13 @@ pub(super) async fn accept_loop(dist: Arc<DistInner>) {
                 connection.close(2u32.into(), b"no handshake");
                 return;
             };
-            if let Err(e) = dist.handshake(connection, send, recv, Role::Acceptor).await {
-                tracing::warn!(peer = %remote, "{e}");
+            match dist.handshake(connection, send, recv, Role::Acceptor).await {
+                Ok(_) => {}
+                // A second connection from a connected node: both
+                // connected at once (or this end has not yet seen the
+                // first one end, which it will).
+                Err(e) if refused_as_connected(&e) => tracing::info!(peer = %remote, "{e}"),
+                Err(e) => tracing::warn!(peer = %remote, "{e}"),
             }
         });
     }
