@@ -222,8 +222,8 @@ impl DistInner {
             }
         };
         // The last handshake message (the acceptor's `Welcome`) leaves as
-        // the control stream's first bytes, queued only once the peer is in
-        // the table: when the joining side's handshake ends, this side
+        // the control stream's first bytes, written only once the peer is
+        // in the table: when the joining side's handshake ends, this side
         // already knows it.
         Ok(self.enter(info, connection, send, recv, hs.take_output(), role))
     }
@@ -313,6 +313,16 @@ impl DistInner {
                 .insert(info.name.clone(), addr);
         }
         match &replaced {
+            // The node started again while this end still had its earlier
+            // life connected: that one is down (its links and monitors
+            // fire), this one is up.
+            Some(old) if old.incarnation != peer.incarnation => {
+                old.connection
+                    .close(DUPLICATE_CODE.into(), b"a newer incarnation connected");
+                self.peer_gone(old, "a newer incarnation connected", false);
+                self.connection_made(&peer.name);
+                tracing::info!(node = %peer.name, hidden = peer.hidden, "node up");
+            }
             // What was queued for it, and its links and monitors, move to
             // the connection kept: no node down, nothing queued lost.
             Some(old) => {
@@ -557,7 +567,6 @@ impl Held {
     }
 }
 
-/// Wait for the connection to end, then run node-down.
 /// Whether the other end closed `connection` as the second one between
 /// the pair.
 fn closed_as_duplicate(connection: &quinn::Connection) -> bool {
@@ -583,6 +592,7 @@ fn refused_as_connected(e: &ConnectError) -> bool {
     }
 }
 
+/// Wait for the connection to end, then run node-down.
 async fn watch(dist: Arc<DistInner>, peer: Arc<Peer>) {
     let why = peer.connection.closed().await;
     // The other end closed this as the second connection between the

@@ -818,9 +818,13 @@ impl DistInner {
     /// either side): fire links and monitors with `noconnection`, tell
     /// node monitors.
     fn node_down(&self, peer: &Arc<Peer>, why: &str, orderly: bool) {
-        if !self.forget(peer) {
-            return;
+        if self.forget(peer) {
+            self.peer_gone(peer, why, orderly);
         }
+    }
+
+    /// [`DistInner::node_down`] for a peer already out of the table.
+    fn peer_gone(&self, peer: &Arc<Peer>, why: &str, orderly: bool) {
         peer.close_lanes();
         if peer.hidden || orderly {
             tracing::info!(node = %peer.name, reason = %why, "disconnected");
