@@ -280,16 +280,10 @@ async fn nodes_connecting_to_each_other_at_once_keep_one_connection() {
         ba.expect("b joins a");
         wait_for_nodes(&da, &["b@127.0.0.1"]).await;
         wait_for_nodes(&db, &["a@127.0.0.1"]).await;
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while da.open_connections() != 1 || db.open_connections() != 1 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "open connections: a {}, b {}",
-                da.open_connections(),
-                db.open_connections()
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        crate::coord::wait_for("one open connection at each end", || {
+            da.open_connections() == 1 && db.open_connections() == 1
+        })
+        .await;
         da.ping("b@127.0.0.1").await.expect("b answers a ping");
         db.ping("a@127.0.0.1").await.expect("a answers a ping");
         da.shutdown();
