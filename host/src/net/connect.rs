@@ -91,15 +91,9 @@ impl DistInner {
             // The node connected to this one at the same moment, and the
             // pair keeps that connection: it is in the table, or soon is.
             Err(e) if closed_as_duplicate(&connection) || refused_as_connected(&e) => {
-                let deadline = Instant::now() + self.config.handshake_timeout;
-                loop {
-                    if let Some(peer) = self.peer(node_id(name)) {
-                        break peer;
-                    }
-                    if Instant::now() >= deadline {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                match self.await_entry(node_id(name), |p| p.is_some()).await {
+                    Some(peer) => peer,
+                    None => return Err(e),
                 }
             }
             Err(e) => return Err(e),
@@ -360,6 +354,24 @@ impl DistInner {
         peer
     }
 
+    /// Wait, up to the handshake timeout, until `done` holds of the
+    /// table's entry for `node_id`; that entry then. Polled: it is for the
+    /// moments after two connections between one pair, not a hot path.
+    async fn await_entry(
+        &self,
+        node_id: u64,
+        done: impl Fn(Option<&Arc<Peer>>) -> bool,
+    ) -> Option<Arc<Peer>> {
+        let deadline = Instant::now() + self.config.handshake_timeout;
+        loop {
+            let entry = self.peer(node_id);
+            if done(entry.as_ref()) || Instant::now() >= deadline {
+                return entry;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Of two connections to one node, whether `new` is the one to keep
     /// rather than `existing`: the one the node with the smaller name
     /// opened (both ends decide alike); the newer if that does not tell
@@ -600,14 +612,8 @@ async fn watch(dist: Arc<DistInner>, peer: Arc<Peer>) {
     // (the link's state moves to it then), so wait for that a while
     // before calling the node down.
     if closed_as_duplicate(&peer.connection) {
-        let deadline = Instant::now() + dist.config.handshake_timeout;
-        while dist
-            .peer(peer.node_id)
-            .is_some_and(|p| Arc::ptr_eq(&p, &peer))
-            && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        dist.await_entry(peer.node_id, |p| !p.is_some_and(|p| Arc::ptr_eq(p, &peer)))
+            .await;
     }
     // Closed by us, or by a peer stopping in order: not a failure.
     let orderly = matches!(

@@ -89,7 +89,6 @@ impl Peer {
         &self.lanes[(h % self.lanes.len() as u64) as usize]
     }
 
-    /// Close every lane (the connection is gone).
     /// Hand what is queued on this peer's lanes to `to`, a connection to
     /// the same node that replaces this one, lane by lane, in order.
     pub fn hand_queued_to(&self, to: &Peer) {
@@ -103,6 +102,7 @@ impl Peer {
         }
     }
 
+    /// Close every lane (the connection is gone).
     pub fn close_lanes(&self) {
         self.control.close();
         for lane in &self.lanes {
