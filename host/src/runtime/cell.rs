@@ -106,8 +106,10 @@ pub(crate) struct ProcessCell {
     queue: Mutex<Queue>,
     /// Woken whenever a signal is queued.
     pub wake: Notify,
-    /// Set when an exit signal is queued, so a running guest checks its
-    /// queue at its next epoch tick instead of at its next receive.
+    /// Set when a signal that cannot wait behind the mailbox's messages is
+    /// queued (an exit, a kill, a system request, an inspection), so a
+    /// running guest checks its queue at its next epoch tick, and one
+    /// working through its mailbox before its next message.
     pub urgent: AtomicBool,
     /// Messages queued or waiting in the mailbox, for `mailbox_len_max`.
     pub mailbox_len: AtomicUsize,
@@ -123,8 +125,11 @@ pub(crate) struct ProcessCell {
 /// What a process did, counted by the process itself and read by anyone.
 /// Each counter has one writer (the process), so counting is a plain load
 /// and store, with no locked instruction and no cache line shared with
-/// other writers on the message path.
+/// other writers on the message path: aligned to a line pair of their own
+/// (a line's neighbour is fetched with it), away from the queue and
+/// `mailbox_len`, which senders write for every message.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub(crate) struct ProcessCounters {
     /// Messages it took from its mailbox.
     pub messages_in: AtomicU64,
@@ -136,6 +141,10 @@ pub(crate) struct ProcessCounters {
     /// guest, the host functions it calls, taking its messages), so
     /// waits are not counted.
     pub cpu_ns: AtomicU64,
+    /// Messages it took from its mailbox and has not yet subtracted from
+    /// `ProcessCell::mailbox_len` (it does so in batches: see
+    /// `ProcessCell::mailbox_messages`). Kept whether or not counters are.
+    pub taken: AtomicUsize,
 }
 
 impl ProcessCounters {
@@ -185,6 +194,33 @@ impl ProcessCell {
         }
     }
 
+    /// Messages queued or waiting in its mailbox: `mailbox_len` less what
+    /// the process took and has not subtracted yet. The process may be
+    /// taking one meanwhile: an instant's count, as any.
+    pub fn mailbox_messages(&self) -> usize {
+        let taken = self.counters.taken.load(Ordering::Acquire);
+        self.mailbox_len
+            .load(Ordering::Acquire)
+            .saturating_sub(taken)
+    }
+
+    /// Count one more message for the mailbox unless it holds `max`
+    /// already (then `false`, and nothing counted). Most sends take the
+    /// first branch: one write to the count, no look at what the process
+    /// took.
+    pub fn count_in(&self, max: usize) -> bool {
+        let before = self.mailbox_len.fetch_add(1, Ordering::Relaxed);
+        if before < max {
+            return true;
+        }
+        let taken = self.counters.taken.load(Ordering::Acquire);
+        if before.saturating_sub(taken) < max {
+            return true;
+        }
+        self.mailbox_len.fetch_sub(1, Ordering::Relaxed);
+        false
+    }
+
     /// Queue a signal; gives it back if the process has ended.
     pub fn push(&self, signal: Signal) -> Result<(), Signal> {
         {
@@ -194,7 +230,10 @@ impl ProcessCell {
             }
             if matches!(
                 signal,
-                Signal::Exit { .. } | Signal::Kill { .. } | Signal::Inspect { .. }
+                Signal::Exit { .. }
+                    | Signal::Kill { .. }
+                    | Signal::Inspect { .. }
+                    | Signal::System(_)
             ) {
                 self.urgent.store(true, Ordering::Release);
             }
@@ -206,8 +245,13 @@ impl ProcessCell {
 
     /// Move every queued signal to `into` (which should be empty).
     pub fn drain_into(&self, into: &mut VecDeque<Signal>) {
-        self.urgent.store(false, Ordering::Release);
         let mut queue = self.queue.lock().expect("signal queue poisoned");
+        // Set only under the lock, with its signal: cleared with them. A
+        // write only when set, so that draining does not take the line
+        // from the senders' caches for nothing.
+        if self.urgent.load(Ordering::Relaxed) {
+            self.urgent.store(false, Ordering::Release);
+        }
         std::mem::swap(&mut queue.signals, into);
     }
 

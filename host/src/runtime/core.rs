@@ -65,6 +65,15 @@ pub(crate) struct ProcessCore {
     scratch: VecDeque<Signal>,
 }
 
+/// Messages a process takes before it subtracts them from its cell's
+/// `mailbox_len` in one write (and whenever it looks at its queue).
+/// Senders add to that count and the process subtracts from it, so a write
+/// per message would move its cache line between their cores twice per
+/// message. Until then the process counts them in `taken`, on a line of
+/// its own, which a sender reads only when the mailbox looks full (see
+/// `ProcessCell::mailbox_messages`).
+const TAKEN_BATCH: usize = 64;
+
 impl ProcessCore {
     pub fn new(node: Arc<NodeInner>, cell: Arc<ProcessCell>) -> Self {
         ProcessCore {
@@ -108,12 +117,40 @@ impl ProcessCore {
     /// Apply every queued signal. Afterwards `exit` says whether the process
     /// must end.
     pub fn absorb(&mut self) {
+        self.count_taken();
         let mut signals = std::mem::take(&mut self.scratch);
         self.cell.drain_into(&mut signals);
         for signal in signals.drain(..) {
             self.apply(signal);
         }
         self.scratch = signals;
+    }
+
+    /// [`absorb`](Self::absorb) when the process needs its queue: its
+    /// mailbox is empty, or a signal that cannot wait behind the messages
+    /// already there is queued (exits, kills, system requests,
+    /// inspections: see `ProcessCell::urgent`). Other signals (messages,
+    /// links, monitors) keep their order behind the mailbox's messages
+    /// anyway, so a process working through its mailbox takes them in one
+    /// batch when it gets to them instead of locking its queue per message
+    /// while senders fill it.
+    pub fn absorb_when_needed(&mut self) {
+        if self.mailbox.is_empty() || self.cell.urgent.load(Ordering::Acquire) {
+            self.absorb();
+        }
+    }
+
+    /// Subtract the messages taken since the last time from the cell's
+    /// count.
+    fn count_taken(&self) {
+        let taken = &self.cell.counters.taken;
+        let n = taken.load(Ordering::Relaxed);
+        if n > 0 {
+            // Zeroed first: meanwhile a sender sees the mailbox fuller than
+            // it is, never emptier (never past the limit).
+            taken.store(0, Ordering::Relaxed);
+            self.cell.mailbox_len.fetch_sub(n, Ordering::Release);
+        }
     }
 
     fn apply(&mut self, signal: Signal) {
@@ -258,7 +295,13 @@ impl ProcessCore {
 
     /// A message left the mailbox for the process.
     fn took_one(&self) {
-        self.cell.mailbox_len.fetch_sub(1, Ordering::Relaxed);
+        let taken = &self.cell.counters.taken;
+        let n = taken.load(Ordering::Relaxed) + 1;
+        // One writer (this process): a load and a store.
+        taken.store(n, Ordering::Release);
+        if n >= TAKEN_BATCH {
+            self.count_taken();
+        }
         if self.node.config.process_counters {
             ProcessCounters::bump(&self.cell.counters.messages_in, 1);
         }

@@ -110,6 +110,9 @@ pub struct ProcState {
     /// Messages `msg_next` may still hand the current `molt_handle` call
     /// (0 outside one).
     next_left: u32,
+    /// The cell of the local process it last sent to (see
+    /// `NodeInner::send_user_via`).
+    pub(crate) last_sent_to: Option<Arc<super::cell::ProcessCell>>,
 }
 
 impl ProcState {
@@ -121,7 +124,7 @@ impl ProcState {
         if self.next_left == 0 {
             return Ok(None);
         }
-        self.core.absorb();
+        self.core.absorb_when_needed();
         if let Some(e) = self.exit_error() {
             return Err(e);
         }
@@ -223,6 +226,7 @@ fn new_store(core: ProcessCore, current: Option<Message>, engine: &Engine) -> St
         table_scratch: Vec::new(),
         version: None,
         next_left: 0,
+        last_sent_to: None,
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -484,7 +488,13 @@ impl Running {
         }
         loop {
             let state = self.store.data_mut();
-            state.core.absorb();
+            // A suspended process applies its signals however many
+            // messages wait.
+            if cell.suspended.load(Ordering::Acquire) {
+                state.core.absorb();
+            } else {
+                state.core.absorb_when_needed();
+            }
             if let Some(e) = state.exit_error() {
                 return Err(e);
             }

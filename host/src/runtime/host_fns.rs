@@ -76,7 +76,7 @@ fn suspend_if_congested(c: &mut Caller<'_, ProcState>, wait: Option<super::backp
 /// the wait a congested connection asks of the sender.
 fn send_from_guest(
     mem: &[u8],
-    st: &ProcState,
+    st: &mut ProcState,
     to: Pid,
     tag: i32,
     ref_ptr: i32,
@@ -94,7 +94,11 @@ fn send_from_guest(
         payload,
     };
     Ok(
-        match st.core.node.send_user_waiting(st.core.pid(), to, message) {
+        match st
+            .core
+            .node
+            .send_user_via(&mut st.last_sent_to, st.core.pid(), to, message)
+        {
             Ok(wait) => {
                 st.core.sent(to);
                 (status::OK, wait)

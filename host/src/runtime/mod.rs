@@ -336,7 +336,7 @@ impl ProcessInfo {
             module: cell
                 .version()
                 .map(|m| (m.identity.name.clone(), m.identity.version.clone())),
-            mailbox_len: cell.mailbox_len.load(Ordering::Relaxed),
+            mailbox_len: cell.mailbox_messages(),
             name: registry.name_of(cell.pid).map(str::to_string),
             memory_bytes: cell.memory_bytes.load(Ordering::Relaxed),
             suspended: cell.suspended.load(Ordering::Relaxed),
@@ -879,7 +879,7 @@ impl Node {
             let key = match order {
                 ProcessOrder::Pid => 0,
                 ProcessOrder::Memory => u64::MAX - cell.memory_bytes.load(Ordering::Relaxed) as u64,
-                ProcessOrder::Mailbox => u64::MAX - cell.mailbox_len.load(Ordering::Relaxed) as u64,
+                ProcessOrder::Mailbox => u64::MAX - cell.mailbox_messages() as u64,
                 ProcessOrder::Messages => u64::MAX - (load(&c.messages_in) + c.sent_total()),
                 ProcessOrder::Cpu => u64::MAX - load(&c.cpu_ns),
             };
@@ -919,7 +919,7 @@ impl Node {
                     .or_insert_with(|| (v.clone(), [0; 3]));
                 row.1[0] += 1;
                 row.1[1] += cell.memory_bytes.load(Ordering::Relaxed) as u64;
-                row.1[2] += cell.mailbox_len.load(Ordering::Relaxed) as u64;
+                row.1[2] += cell.mailbox_messages() as u64;
             }
         });
         let mut totals: Vec<VersionTotals> = groups
@@ -952,7 +952,7 @@ impl Node {
         self.inner.table.for_each(|cell| {
             counted.add_live(&cell.counters);
             counted.memory_bytes += cell.memory_bytes.load(Ordering::Relaxed) as u64;
-            counted.mailbox_messages += cell.mailbox_len.load(Ordering::Relaxed) as u64;
+            counted.mailbox_messages += cell.mailbox_messages() as u64;
         });
         counted
     }
@@ -1157,20 +1157,70 @@ impl NodeInner {
         self.deliver_message(from, to, message).map(|()| None)
     }
 
+    /// [`send_user_waiting`](Self::send_user_waiting) from a process that
+    /// keeps the cell of the local process it last sent to in `last`, so
+    /// that a run of sends to one process looks it up in the table once
+    /// (a lookup locks a shard and counts a reference on the cell, two
+    /// writes to memory other threads share, per message). A cell whose
+    /// process has ended refuses the message, as the table would have:
+    /// pid serials are never reused, and `last` lets go of such a cell.
+    pub(crate) fn send_user_via(
+        &self,
+        last: &mut Option<Arc<ProcessCell>>,
+        from: Pid,
+        to: Pid,
+        message: Message,
+    ) -> Result<Option<Wait>, SendError> {
+        if to.node != self.node_id {
+            return self.send_user_waiting(from, to, message);
+        }
+        if !molt_abi::tag::is_user(message.tag) {
+            return Err(SendError::ReservedTag(message.tag));
+        }
+        let max = self.config.message_bytes_max;
+        if message.payload.len() > max {
+            return Err(SendError::TooLarge {
+                size: message.payload.len(),
+                max,
+            });
+        }
+        if last.as_ref().is_none_or(|cell| cell.pid != to) {
+            *last = self.lookup(to);
+        }
+        let Some(cell) = last.as_ref() else {
+            return Ok(None);
+        };
+        if !self.deliver_to(cell, from, message)? {
+            *last = None;
+        }
+        Ok(None)
+    }
+
     /// A message for a process of this node, with the mailbox limit.
     pub fn deliver_message(&self, from: Pid, to: Pid, message: Message) -> Result<(), SendError> {
         let Some(cell) = self.lookup(to) else {
             return Ok(());
         };
+        self.deliver_to(&cell, from, message).map(|_| ())
+    }
+
+    /// A message for the process of `cell`, with the mailbox limit; whether
+    /// the process was still there (a message to an ended one is dropped).
+    fn deliver_to(
+        &self,
+        cell: &ProcessCell,
+        from: Pid,
+        message: Message,
+    ) -> Result<bool, SendError> {
         let max = self.config.mailbox_len_max;
-        if cell.mailbox_len.fetch_add(1, Ordering::Relaxed) >= max {
-            cell.mailbox_len.fetch_sub(1, Ordering::Relaxed);
+        if !cell.count_in(max) {
             return Err(SendError::MailboxFull(max));
         }
         if cell.push(Signal::Message { from, message }).is_err() {
             cell.mailbox_len.fetch_sub(1, Ordering::Relaxed);
+            return Ok(false);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// A host message for a process of this node past its mailbox limit
