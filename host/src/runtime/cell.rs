@@ -113,6 +113,11 @@ pub(crate) struct ProcessCell {
     pub urgent: AtomicBool,
     /// Messages queued or waiting in the mailbox, for `mailbox_len_max`.
     pub mailbox_len: AtomicUsize,
+    /// Whether the queue may hold signals: set with each push, cleared by
+    /// the drain that empties it (both under the queue's lock), so that a
+    /// process looking at an empty queue, as it does before it waits and
+    /// between messages, does not take the lock.
+    queued: AtomicBool,
     /// Size of its linear memory, in bytes (for `ps`).
     pub memory_bytes: AtomicUsize,
     /// What it did, for `ps`, the HTTP API and the metrics.
@@ -188,6 +193,7 @@ impl ProcessCell {
             wake: Notify::new(),
             urgent: AtomicBool::new(false),
             mailbox_len: AtomicUsize::new(0),
+            queued: AtomicBool::new(false),
             memory_bytes: AtomicUsize::new(0),
             counters: ProcessCounters::default(),
             parent,
@@ -238,6 +244,9 @@ impl ProcessCell {
                 self.urgent.store(true, Ordering::Release);
             }
             queue.signals.push_back(signal);
+            if !self.queued.load(Ordering::Relaxed) {
+                self.queued.store(true, Ordering::Release);
+            }
         }
         self.wake.notify_one();
         Ok(())
@@ -245,7 +254,13 @@ impl ProcessCell {
 
     /// Move every queued signal to `into` (which should be empty).
     pub fn drain_into(&self, into: &mut VecDeque<Signal>) {
+        // Set before the pushing thread lets go of the lock: once its push
+        // is over, this sees it (as the lock would).
+        if !self.queued.load(Ordering::Acquire) {
+            return;
+        }
         let mut queue = self.queue.lock().expect("signal queue poisoned");
+        self.queued.store(false, Ordering::Relaxed);
         // Set only under the lock, with its signal: cleared with them. A
         // write only when set, so that draining does not take the line
         // from the senders' caches for nothing.

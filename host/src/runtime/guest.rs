@@ -405,6 +405,13 @@ type Refusal = String;
 
 impl Running {
     async fn drive(&mut self) -> wasmtime::Result<()> {
+        // Known before the instance runs any code: an epoch tick during
+        // instantiation or `init` may take in a system request (it cannot
+        // wait behind messages), which queues for the message loop only
+        // in a behaviour.
+        if matches!(self.version.kind, ModuleKind::Behaviour) {
+            self.store.data_mut().core.behaviour = true;
+        }
         let instance = instantiate(&mut self.store, &self.version).await?;
         self.set_baseline(self.on_baseline());
         let args_len = self
@@ -421,7 +428,6 @@ impl Running {
                 main.call_async(&mut self.store, args_len).await
             }
             ModuleKind::Behaviour => {
-                self.store.data_mut().core.behaviour = true;
                 let init: TypedFunc<i32, ()> =
                     instance.get_typed_func(&mut self.store, exports::INIT.name)?;
                 self.handlers = Some(Handlers::of(&instance, &mut self.store)?);
