@@ -501,6 +501,35 @@ async fn suspend_upgrade_resume_moves_a_set_together() {
     assert_eq!(counts, vec![1005, 1015, 1025]);
 }
 
+/// A behaviour working through a long backlog takes a system request at
+/// its next message, not once the backlog is gone: suspended with messages
+/// still waiting, and after it resumes every one of them is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspend_takes_effect_in_the_middle_of_a_backlog() {
+    const N: u64 = 50_000;
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    let (a, _) = spawn_counter(&mut me, 0);
+    assert_eq!(node.suspend(&[a], WAIT).await, vec![Ok(SysOutcome::Done)]);
+    for _ in 0..N {
+        send_counter(&mut me, a, &CounterMsg::Add(1));
+    }
+    assert_eq!(node.resume(&[a], WAIT).await, vec![Ok(SysOutcome::Done)]);
+    assert_eq!(node.suspend(&[a], WAIT).await, vec![Ok(SysOutcome::Done)]);
+    let waiting = node
+        .processes()
+        .into_iter()
+        .find(|p| p.pid == a)
+        .expect("the counter lives")
+        .mailbox_len;
+    assert!(
+        waiting > 0,
+        "suspended only once its {N} messages were handled"
+    );
+    assert_eq!(node.resume(&[a], WAIT).await, vec![Ok(SysOutcome::Done)]);
+    assert_eq!(count_of(&mut me, a).await, N);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn system_requests_to_raw_or_dead_processes_fail_clearly() {
     let node = node();
