@@ -101,6 +101,11 @@ pub struct NodeConfig {
     /// default for the upgrade; on for nodes that spawn many short-lived
     /// or idle processes and upgrade rarely.
     pub memory_images_cow: bool,
+    /// Write `/tmp/perf-<pid>.map` as guest code is compiled, so that
+    /// Linux `perf` names the guest functions a profile samples (compiled
+    /// code is otherwise anonymous memory to it). For profiling; off by
+    /// default (the file grows with every module loaded).
+    pub perf_map: bool,
     /// Bytes of the pages a process touched that its pool slot keeps
     /// resident when it ends, zeroed, for the next process in that slot
     /// (its linear memory's; its function table keeps its first page).
@@ -185,6 +190,7 @@ impl Default for NodeConfig {
             process_counters: true,
             hibernate_after: None,
             memory_images_cow: false,
+            perf_map: false,
             pool_keep_resident_bytes: 64 << 10,
             timeslice: Duration::from_millis(2),
             spin_before_park: Duration::from_micros(20),

@@ -153,6 +153,9 @@ fn guest_settings(config: &NodeConfig) -> Config {
         .guard_before_linear_memory(false)
         .memory_may_move(false)
         .memory_init_cow(config.memory_images_cow);
+    if config.perf_map {
+        wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     wasm
 }
 

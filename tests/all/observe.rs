@@ -755,3 +755,32 @@ async fn a_process_s_detail_counters_tree_and_live_events_show_what_it_did() {
     drop(events);
     server.stop().await;
 }
+
+/// With `perf_map`, the node writes `/tmp/perf-<pid>.map` naming the guest
+/// functions it compiled, so that `perf report` shows them by name (the
+/// guest SDK's `molt_init` among them); without it, no such file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_perf_map_names_guest_functions() {
+    let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
+    let _ = std::fs::remove_file(&map);
+    let plain = node();
+    let mut me = plain.mailbox().unwrap();
+    me.spawn("counter", codec::encode(&0u64), false, false)
+        .unwrap();
+    assert!(!map.exists(), "{} written without perf_map", map.display());
+
+    let profiled = molt_tests::start_node(molt_host::NodeConfig {
+        perf_map: true,
+        ..molt_tests::test_config()
+    });
+    let mut me = profiled.mailbox().unwrap();
+    me.spawn("counter", codec::encode(&0u64), false, false)
+        .unwrap();
+    let text = std::fs::read_to_string(&map).expect("the perf map is written");
+    let _ = std::fs::remove_file(&map);
+    assert!(
+        text.lines().any(|l| l.ends_with(" molt_init")),
+        "no line names molt_init in {} lines",
+        text.lines().count()
+    );
+}

@@ -101,6 +101,10 @@ struct Limits {
     /// slower upgrades (see `NodeConfig::memory_images_cow`).
     #[arg(long, global = true)]
     memory_images_cow: bool,
+    /// Write /tmp/perf-<pid>.map as guest code is compiled, so that `perf
+    /// report` names guest functions (see `NodeConfig::perf_map`).
+    #[arg(long, global = true)]
+    perf_map: bool,
     /// Bytes of touched pages a freed pool slot keeps resident for the
     /// next process (default 65536; 0: give every page back at each exit).
     #[arg(long, global = true, value_name = "BYTES")]
@@ -149,6 +153,7 @@ impl Limits {
             config.module_bytes_max = v;
         }
         config.memory_images_cow |= self.memory_images_cow;
+        config.perf_map |= self.perf_map;
         if let Some(v) = self.pool_keep_resident_bytes {
             config.pool_keep_resident_bytes = v;
         }
