@@ -1137,6 +1137,20 @@ impl NodeInner {
         to: Pid,
         message: Message,
     ) -> Result<Option<Wait>, SendError> {
+        self.check_user(&message)?;
+        if to.node != self.node_id {
+            // The receiving node applies its own mailbox limit; a message
+            // to a node that cannot be reached is dropped, as in Erlang.
+            return Ok(self
+                .route(from, to, Signal::Message { from, message })
+                .unwrap_or(None));
+        }
+        self.deliver_message(from, to, message).map(|()| None)
+    }
+
+    /// What any user message must be: of a user tag, within
+    /// `message_bytes_max`.
+    fn check_user(&self, message: &Message) -> Result<(), SendError> {
         if !molt_abi::tag::is_user(message.tag) {
             return Err(SendError::ReservedTag(message.tag));
         }
@@ -1147,14 +1161,7 @@ impl NodeInner {
                 max,
             });
         }
-        if to.node != self.node_id {
-            // The receiving node applies its own mailbox limit; a message
-            // to a node that cannot be reached is dropped, as in Erlang.
-            return Ok(self
-                .route(from, to, Signal::Message { from, message })
-                .unwrap_or(None));
-        }
-        self.deliver_message(from, to, message).map(|()| None)
+        Ok(())
     }
 
     /// [`send_user_waiting`](Self::send_user_waiting) from a process that
@@ -1174,16 +1181,7 @@ impl NodeInner {
         if to.node != self.node_id {
             return self.send_user_waiting(from, to, message);
         }
-        if !molt_abi::tag::is_user(message.tag) {
-            return Err(SendError::ReservedTag(message.tag));
-        }
-        let max = self.config.message_bytes_max;
-        if message.payload.len() > max {
-            return Err(SendError::TooLarge {
-                size: message.payload.len(),
-                max,
-            });
-        }
+        self.check_user(&message)?;
         if last.as_ref().is_none_or(|cell| cell.pid != to) {
             *last = self.lookup(to);
         }
