@@ -127,15 +127,19 @@ impl ProcessCore {
     }
 
     /// [`absorb`](Self::absorb) when the process needs its queue: its
-    /// mailbox is empty, or a signal that cannot wait behind the messages
+    /// mailbox is empty, a signal that cannot wait behind the messages
     /// already there is queued (exits, kills, system requests,
-    /// inspections: see `ProcessCell::urgent`). Other signals (messages,
-    /// links, monitors) keep their order behind the mailbox's messages
-    /// anyway, so a process working through its mailbox takes them in one
-    /// batch when it gets to them instead of locking its queue per message
-    /// while senders fill it.
+    /// inspections: see `ProcessCell::urgent`), or it is suspended (it
+    /// applies its signals however many messages wait). Other signals
+    /// (messages, links, monitors) keep their order behind the mailbox's
+    /// messages anyway, so a process working through its mailbox takes
+    /// them in one batch when it gets to them instead of locking its queue
+    /// per message while senders fill it.
     pub fn absorb_when_needed(&mut self) {
-        if self.mailbox.is_empty() || self.cell.urgent.load(Ordering::Acquire) {
+        if self.mailbox.is_empty()
+            || self.cell.urgent.load(Ordering::Acquire)
+            || self.cell.suspended.load(Ordering::Acquire)
+        {
             self.absorb();
         }
     }

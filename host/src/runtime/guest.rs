@@ -494,13 +494,7 @@ impl Running {
         }
         loop {
             let state = self.store.data_mut();
-            // A suspended process applies its signals however many
-            // messages wait.
-            if cell.suspended.load(Ordering::Acquire) {
-                state.core.absorb();
-            } else {
-                state.core.absorb_when_needed();
-            }
+            state.core.absorb_when_needed();
             if let Some(e) = state.exit_error() {
                 return Err(e);
             }
