@@ -1214,7 +1214,7 @@ fn tell(node: &crate::runtime::Node, pid: Pid, notice: &sysmsg::Coord) {
     let message = crate::runtime::Message {
         tag: tag::COORD,
         reference: molt_abi::Ref::NONE,
-        payload: molt_abi::codec::encode(notice).into_boxed_slice(),
+        payload: molt_abi::codec::encode(notice).into(),
     };
     if let Err(e) = node.inner().deliver_message(Pid::default(), pid, message) {
         tracing::warn!(%pid, ?notice, error = %e, "a coordination notice was not delivered");

@@ -33,7 +33,7 @@ impl DistInner {
                 let message = Message {
                     tag,
                     reference,
-                    payload: payload.into_boxed_slice(),
+                    payload: payload.into(),
                 };
                 node.counters
                     .remote_in
@@ -57,7 +57,7 @@ impl DistInner {
                 let message = Message {
                     tag,
                     reference,
-                    payload: payload.into_boxed_slice(),
+                    payload: payload.into(),
                 };
                 node.counters
                     .remote_in

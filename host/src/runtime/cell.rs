@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use molt_abi::{Pid, Ref};
 use tokio::sync::Notify;
 
+use super::payload::Payload;
 use crate::code::ModuleVersion;
 
 /// An exit reason. Cheap to clone; shared by every signal that carries it.
@@ -24,7 +25,7 @@ pub struct Message {
     /// The envelope reference; `Ref::NONE` if the sender gave none.
     pub reference: Ref,
     /// The payload.
-    pub payload: Box<[u8]>,
+    pub payload: Payload,
 }
 
 /// A signal between processes. Messages are one kind of signal; the rest
@@ -228,6 +229,10 @@ impl ProcessCell {
     }
 
     /// Queue a signal; gives it back if the process has ended.
+    // A signal is as large as a message with its payload in place; the
+    // caller gets it back, to route it elsewhere or answer for it, and
+    // boxing it would bring back the allocation in-place payloads avoid.
+    #[allow(clippy::result_large_err)]
     pub fn push(&self, signal: Signal) -> Result<(), Signal> {
         {
             let mut queue = self.queue.lock().expect("signal queue poisoned");
@@ -285,5 +290,19 @@ impl ProcessCell {
         let mut queue = self.queue.lock().expect("signal queue poisoned");
         queue.closed = true;
         std::mem::take(&mut queue.signals)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signal_holds_a_short_message_in_two_cache_lines() {
+        assert!(
+            std::mem::size_of::<Signal>() <= 128,
+            "{}",
+            std::mem::size_of::<Signal>()
+        );
     }
 }

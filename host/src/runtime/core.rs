@@ -110,7 +110,7 @@ impl ProcessCore {
         self.mailbox.push_back(Message {
             tag,
             reference,
-            payload: payload.into_boxed_slice(),
+            payload: payload.into(),
         });
     }
 

@@ -937,7 +937,7 @@ fn data_message(payload: Box<[u8]>) -> Message {
     Message {
         tag: molt_abi::tag::DATA,
         reference: molt_abi::Ref::NONE,
-        payload,
+        payload: payload.into(),
     }
 }
 

@@ -54,7 +54,7 @@ pub(super) fn payload(
     state: &ProcState,
     ptr: i32,
     len: i32,
-) -> Result<std::result::Result<Box<[u8]>, i32>> {
+) -> Result<std::result::Result<super::Payload, i32>> {
     let bytes = gm::bytes(mem, ptr, len, "message payload").map_err(fault)?;
     if bytes.len() > state.core.node.config.message_bytes_max {
         return Ok(Err(status::MESSAGE_TOO_LARGE));

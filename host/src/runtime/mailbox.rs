@@ -49,7 +49,7 @@ impl HostMailbox {
         let message = Message {
             tag,
             reference,
-            payload: payload.into_boxed_slice(),
+            payload: payload.into(),
         };
         let from = self.pid();
         let core = self.core();
@@ -77,7 +77,7 @@ impl HostMailbox {
         let message = Message {
             tag,
             reference,
-            payload: payload.into_boxed_slice(),
+            payload: payload.into(),
         };
         let core = self.core();
         core.node.send_user_waiting(from, to, message)?;

@@ -17,6 +17,7 @@ mod host_fns_global;
 mod host_fns_pg;
 mod host_fns_table;
 mod mailbox;
+mod payload;
 mod pg;
 mod registry;
 mod sched;
@@ -34,6 +35,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Linker};
 
 pub use self::cell::{Message, Reason};
+pub use self::payload::{PAYLOAD_INLINE_MAX, Payload};
 
 pub use self::core::Filter;
 pub(crate) use self::guest::ProcState;
@@ -747,7 +749,7 @@ impl Node {
         let message = Message {
             tag,
             reference: Ref::NONE,
-            payload: payload.into_boxed_slice(),
+            payload: payload.into(),
         };
         self.inner.send_user(from, to, message)
     }
@@ -760,7 +762,7 @@ impl Node {
             Message {
                 tag,
                 reference: Ref::NONE,
-                payload: payload.into_boxed_slice(),
+                payload: payload.into(),
             },
         )
     }

@@ -840,7 +840,7 @@ fn event_message(event: &Event) -> Message {
     Message {
         tag: tag::TABLE,
         reference: Ref::NONE,
-        payload: codec::encode(event).into_boxed_slice(),
+        payload: codec::encode(event).into(),
     }
 }
 
