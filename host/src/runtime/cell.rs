@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
+use futures_util::task::AtomicWaker;
 use molt_abi::{Pid, Ref};
-use tokio::sync::Notify;
 
 use super::payload::Payload;
 use crate::code::ModuleVersion;
@@ -105,8 +105,8 @@ pub(crate) struct ProcessCell {
     /// version; cleared when it moves.
     pub upgrade_failure: Mutex<Option<String>>,
     queue: Mutex<Queue>,
-    /// Woken whenever a signal is queued.
-    pub wake: Notify,
+    /// Rung whenever a signal is queued.
+    pub wake: Doorbell,
     /// Set when a signal that cannot wait behind the mailbox's messages is
     /// queued (an exit, a kill, a system request, an inspection), so a
     /// running guest checks its queue at its next epoch tick, and one
@@ -126,6 +126,58 @@ pub(crate) struct ProcessCell {
     /// The process that spawned it linked (a supervisor, typically), if
     /// one did: the edge of the supervision tree the dashboard draws.
     pub parent: Option<Pid>,
+}
+
+/// How a process learns that something was queued for it: rung by any
+/// thread, awaited by the one task that drives the process (its guest, or
+/// the owner of a host mailbox). A ring while nobody waits is kept until
+/// the next wait, which then returns at once.
+///
+/// One waiter and a flag need no list of waiters: where tokio's `Notify`
+/// locks its waiter list to register and again to wake (each a cache line
+/// both threads write, for every message of a ping-pong), this is an
+/// atomic waker slot and a flag.
+#[derive(Default)]
+pub(crate) struct Doorbell {
+    rung: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Doorbell {
+    /// Wake the waiting task, or the next one to wait.
+    pub fn ring(&self) {
+        self.rung.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Wait until rung, counting from the last wait that returned. Cancel
+    /// safe: dropped before it returns, it loses no ring.
+    pub fn rung(&self) -> impl std::future::Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.take() {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // A ring between the check and the registration found no
+            // waker to wake: seen here.
+            match self.take() {
+                true => std::task::Poll::Ready(()),
+                false => std::task::Poll::Pending,
+            }
+        })
+    }
+
+    fn take(&self) -> bool {
+        self.rung.load(Ordering::Relaxed) && self.rung.swap(false, Ordering::Acquire)
+    }
+}
+
+impl std::fmt::Debug for Doorbell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Doorbell")
+            .field("rung", &self.rung.load(Ordering::Relaxed))
+            .finish()
+    }
 }
 
 /// What a process did, counted by the process itself and read by anyone.
@@ -191,7 +243,7 @@ impl ProcessCell {
                 signals: VecDeque::new(),
                 closed: false,
             }),
-            wake: Notify::new(),
+            wake: Doorbell::default(),
             urgent: AtomicBool::new(false),
             mailbox_len: AtomicUsize::new(0),
             queued: AtomicBool::new(false),
@@ -253,7 +305,7 @@ impl ProcessCell {
                 self.queued.store(true, Ordering::Release);
             }
         }
-        self.wake.notify_one();
+        self.wake.ring();
         Ok(())
     }
 
@@ -296,6 +348,36 @@ impl ProcessCell {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_doorbell_wakes_its_waiter_and_keeps_a_ring_for_the_next_wait() {
+        let bell = Arc::new(Doorbell::default());
+        // Rung before anyone waits: the next wait returns at once, once.
+        bell.ring();
+        tokio::time::timeout(std::time::Duration::from_secs(5), bell.rung())
+            .await
+            .expect("a ring kept for the next wait");
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(20), bell.rung())
+                .await
+                .is_err(),
+            "one ring, one wait"
+        );
+        // Rung from another thread while the task waits.
+        for _ in 0..100 {
+            let ringer = bell.clone();
+            let waiting = tokio::spawn({
+                let bell = bell.clone();
+                async move { bell.rung().await }
+            });
+            tokio::task::yield_now().await;
+            std::thread::spawn(move || ringer.ring()).join().unwrap();
+            tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+                .await
+                .expect("the waiter woke")
+                .unwrap();
+        }
+    }
 
     #[test]
     fn a_signal_holds_a_short_message_in_two_cache_lines() {

@@ -165,6 +165,7 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
     let store = new_store(core, Some(args), engine_now(&version));
     let mut process = Running {
         store,
+        cell: cell.clone(),
         baseline: false,
         version,
         handlers: None,
@@ -339,6 +340,9 @@ enum Event {
 /// version that store's instance runs.
 struct Running {
     store: Store<ProcState>,
+    /// Its cell (also its store's), at hand without a reference count
+    /// taken per wait.
+    cell: Arc<super::cell::ProcessCell>,
     /// Its instance runs the baseline tier's code (it moves onto the
     /// optimised code at its next message once that is ready).
     baseline: bool,
@@ -488,7 +492,7 @@ impl Running {
     /// The next thing to do, waiting if there is none; an error if a signal
     /// ends the process first.
     async fn next_event(&mut self) -> wasmtime::Result<Event> {
-        let cell = self.store.data().core.cell.clone();
+        let cell = &self.cell;
         if let Some(wait) = self.store.data_mut().backpressure.take() {
             wait.await;
         }
@@ -522,7 +526,7 @@ impl Running {
                     loop {
                         tokio::select! {
                             biased;
-                            () = cell.wake.notified() => break,
+                            () = cell.wake.rung() => break,
                             () = timer.as_mut() => {
                                 // Armed during an earlier wait: idle since
                                 // this one began only once `after` has passed.
@@ -534,7 +538,7 @@ impl Running {
                         }
                     }
                 }
-                None => cell.wake.notified().await,
+                None => cell.wake.rung().await,
             }
         }
     }

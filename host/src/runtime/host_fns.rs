@@ -693,13 +693,9 @@ async fn receive(
         }
         scanned = st.core.mailbox.len();
         match deadline {
-            None => cell.wake.notified().await,
+            None => cell.wake.rung().await,
             // On expiry, look once more: a message may have come with the deadline.
-            Some(d) => {
-                expired = tokio::time::timeout_at(d, cell.wake.notified())
-                    .await
-                    .is_err()
-            }
+            Some(d) => expired = tokio::time::timeout_at(d, cell.wake.rung()).await.is_err(),
         }
     }
 }

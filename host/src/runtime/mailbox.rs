@@ -193,7 +193,7 @@ impl HostMailbox {
                 return None;
             }
             scanned = core.mailbox.len();
-            expired = tokio::time::timeout_at(deadline, cell.wake.notified())
+            expired = tokio::time::timeout_at(deadline, cell.wake.rung())
                 .await
                 .is_err();
         }

@@ -290,7 +290,7 @@ impl NodeInner {
             return;
         }
         for cell in self.cells_on(previous) {
-            cell.wake.notify_one();
+            cell.wake.ring();
         }
     }
 
