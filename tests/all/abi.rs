@@ -20,9 +20,16 @@ async fn the_wat_echo_returns_every_message_to_its_pid() {
     let (echo, _) = me
         .spawn("echo", me.pid().to_bytes().to_vec(), true, false)
         .unwrap();
+    // Either side of the size the host keeps inside a message rather than
+    // on the heap (64 bytes), each byte distinct so a short or shifted copy
+    // shows.
+    let counting = |n: usize| (0..n).map(|i| i as u8 ^ 0x5a).collect::<Vec<u8>>();
     let sent = [
         (0u32, vec![]),
         (5, b"hello".to_vec()),
+        (63, counting(63)),
+        (64, counting(64)),
+        (65, counting(65)),
         (0x1234, vec![7; 1000]),
     ];
     for (t, payload) in &sent {
