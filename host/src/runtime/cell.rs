@@ -172,14 +172,6 @@ impl Doorbell {
     }
 }
 
-impl std::fmt::Debug for Doorbell {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Doorbell")
-            .field("rung", &self.rung.load(Ordering::Relaxed))
-            .finish()
-    }
-}
-
 /// What a process did, counted by the process itself and read by anyone.
 /// Each counter has one writer (the process), so counting is a plain load
 /// and store, with no locked instruction and no cache line shared with
