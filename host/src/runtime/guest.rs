@@ -328,7 +328,10 @@ impl Handlers {
 
 /// What a behaviour's loop does next.
 enum Event {
-    Message(Message),
+    /// The mailbox has a message: taken straight into the store's current
+    /// message once the process is ready for it (see [`Running::handle_next`]),
+    /// so the message is not moved through the loop.
+    Message,
     /// Move to this version now (eager upgrade).
     Upgrade(Arc<ModuleVersion>),
     System(SysRequest),
@@ -452,7 +455,7 @@ impl Running {
                     }
                     match event {
                         Event::Hibernate => self.hibernate().await?,
-                        Event::Message(message) => {
+                        Event::Message => {
                             // Lazy or eager: a message is a boundary at
                             // which the process moves on first.
                             if let Some(target) = self.upgrade_target() {
@@ -461,7 +464,7 @@ impl Running {
                             if self.baseline && self.version.optimised() {
                                 self.tier_up().await?;
                             }
-                            self.handle(message).await?;
+                            self.handle_next().await?;
                         }
                         Event::Upgrade(target) => {
                             self.upgrade(target).await?;
@@ -473,9 +476,19 @@ impl Running {
         }
     }
 
-    async fn handle(&mut self, message: Message) -> wasmtime::Result<()> {
+    /// Call `molt_handle` for the next message in the mailbox, taken into
+    /// the store's current message in place (a message is 104 bytes: each
+    /// move through the loop's futures was a copy).
+    async fn handle_next(&mut self) -> wasmtime::Result<()> {
+        let state = self.store.data_mut();
+        state.current = state.core.take_next();
+        // Only this process takes from its mailbox, and nothing between
+        // `next_event` and here handles messages; an empty one is nothing
+        // to do all the same.
+        let Some(message) = &state.current else {
+            return Ok(());
+        };
         let (tag, len) = (message.tag as i32, message.payload.len() as i32);
-        self.store.data_mut().current = Some(message);
         self.store.set_epoch_deadline(1);
         // Borrowed, not cloned: cloning a TypedFunc bumps shared reference
         // counts in the engine, which both workers then fight over.
@@ -511,8 +524,8 @@ impl Running {
                 {
                     return Ok(Event::Upgrade(target));
                 }
-                if let Some(m) = self.store.data_mut().core.take_next() {
-                    return Ok(Event::Message(m));
+                if !self.store.data().core.mailbox.is_empty() {
+                    return Ok(Event::Message);
                 }
             }
             match self.hibernate_after() {
