@@ -2,7 +2,7 @@
 //! time, with no native stack held between messages. Export one with
 //! [`behaviour!`](crate::behaviour!).
 
-use std::cell::RefCell;
+use std::cell::{RefCell, UnsafeCell};
 use std::thread::LocalKey;
 
 use molt_abi::tag;
@@ -10,9 +10,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 use crate::codec;
 use crate::process::{Pid, Ref, exit_self};
-use crate::receive::{
-    Envelope, System, current_header, read_current, read_current_into, with_current,
-};
+use crate::receive::{Envelope, System, current_header, read_current_into, with_current};
 
 /// A process defined by its state and a handler per message.
 ///
@@ -100,17 +98,63 @@ pub enum Message<T> {
 pub type StateCell<B> = LocalKey<RefCell<Option<B>>>;
 
 thread_local! {
-    /// The receive buffer for `DATA` messages, reused so a handler call
-    /// does not allocate for the payload.
+    /// The receive buffer for payloads longer than the inbox, reused so a
+    /// handler call does not allocate for them.
     static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// The last encoded state, kept alive until the next `molt_state_save`.
     static SAVED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Bytes of a behaviour's inbox: a message payload up to this long comes
+/// with the `molt_handle` call (or `msg_next`), with no `msg_read`.
+const INBOX_BYTES: usize = 256;
+
+/// The inbox (`msg_inbox`). The host writes it only at the start of a
+/// `molt_handle` call and inside `msg_next`; the SDK reads it between,
+/// and never holds a reference to it across a host call.
+struct Inbox(UnsafeCell<[u8; INBOX_BYTES]>);
+
+// SAFETY: a wasm32 guest runs on one thread; the host writes the inbox
+// only while the guest is in a host call or not running (see `Inbox`).
+unsafe impl Sync for Inbox {}
+
+static INBOX: Inbox = Inbox(UnsafeCell::new([0; INBOX_BYTES]));
+
+/// Name the inbox to the host: once in each instance, before its first
+/// message (every instance runs `molt_init`, `molt_code_change` or
+/// `molt_state_restore` first).
+fn name_inbox() {
+    // SAFETY: `INBOX` is a static, so it lives as long as the instance,
+    // and it is read only as `Inbox` says.
+    let status = unsafe { crate::sys::msg_inbox(INBOX.0.get().cast(), INBOX_BYTES) };
+    assert_eq!(status, molt_abi::status::OK, "msg_inbox failed");
+}
+
+/// Call `f` on the current message's payload of `len` bytes: in the inbox
+/// when it fits there (the host put it there), else read into a reused
+/// buffer.
+fn with_payload<R>(len: usize, f: impl FnOnce(&[u8]) -> R) -> R {
+    if len <= INBOX_BYTES {
+        // SAFETY: the host wrote this payload to the inbox before this
+        // `molt_handle` call or in the `msg_next` that took it, and writes
+        // it again only in the next `msg_next`, after `f` has returned
+        // (`f` only decodes, it makes no host call).
+        let inbox = unsafe { &*INBOX.0.get() };
+        return f(&inbox[..len]);
+    }
+    SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        buf.resize(len, 0);
+        read_current_into(buf);
+        f(buf)
+    })
 }
 
 /// `molt_init(args_len)`.
 #[doc(hidden)]
 pub fn init<B: Behaviour>(cell: &'static StateCell<B>, args_len: i32) {
     crate::entry::install_panic_hook();
+    name_inbox();
     let args = match with_current::<128, _>(args_len, codec::decode::<B::Args>) {
         Ok(args) => args,
         Err(e) => exit_self(&format!("badarg: {e}")),
@@ -150,11 +194,8 @@ fn state<B>(slot: &mut Option<B>) -> &mut B {
 
 fn current_message<T: DeserializeOwned>(tag: u32, len: usize) -> Message<T> {
     if tag == tag::DATA {
-        let decoded = SCRATCH.with_borrow_mut(|buf| {
-            buf.clear();
-            buf.resize(len, 0);
-            read_current_into(buf);
-            codec::decode::<T>(buf).map_err(|e| (e, buf.clone()))
+        let decoded = with_payload(len, |payload| {
+            codec::decode::<T>(payload).map_err(|e| (e, payload.to_vec()))
         });
         return match decoded {
             Ok(msg) => Message::Data(msg),
@@ -174,7 +215,7 @@ fn current_message<T: DeserializeOwned>(tag: u32, len: usize) -> Message<T> {
     let envelope = Envelope {
         tag,
         reference: (!header.reference.is_none()).then_some(header.reference),
-        payload: read_current(len),
+        payload: with_payload(len, <[u8]>::to_vec),
     };
     match envelope.system() {
         Some(System::Exit { from, reason }) => Message::Exit { from, reason },
@@ -233,6 +274,7 @@ fn pack(ptr: usize, len: usize) -> i64 {
 #[doc(hidden)]
 pub fn code_change<B: Behaviour>(cell: &'static StateCell<B>, input_len: i32) -> i64 {
     crate::entry::install_panic_hook();
+    name_inbox();
     let result = with_current::<{ SMALL_STATE_BYTES + 64 }, _>(input_len, |input| {
         split_code_change_input(input).and_then(|(from, state)| B::code_change(from, state))
     });
@@ -261,6 +303,7 @@ pub fn code_change<B: Behaviour>(cell: &'static StateCell<B>, input_len: i32) ->
 #[doc(hidden)]
 pub fn state_restore<B: Behaviour>(cell: &'static StateCell<B>, state_len: i32) -> i64 {
     crate::entry::install_panic_hook();
+    name_inbox();
     match with_current::<SMALL_STATE_BYTES, _>(state_len, codec::decode::<B>) {
         Ok(state) => {
             cell.with_borrow_mut(|slot| *slot = Some(state));

@@ -76,6 +76,7 @@ host_functions! {
     "msg_read" => fn msg_read(buf_ptr: i32, buf_len: i32) -> i32;
     "msg_header" => fn msg_header(header_out: i32) -> i32;
     "msg_next" => fn msg_next(tag_out: i32) -> i32;
+    "msg_inbox" => fn msg_inbox(buf_ptr: i32, buf_len: i32) -> i32;
     "link" => fn link(pid_ptr: i32) -> i32;
     "unlink" => fn unlink(pid_ptr: i32) -> i32;
     "monitor" => fn monitor(pid_ptr: i32, ref_out: i32) -> i32;
@@ -309,6 +310,17 @@ pub fn msg_read(buf: &mut [u8]) -> i32 {
 pub fn msg_header(header_out: &mut [u8; HEADER_BYTES]) -> i32 {
     // SAFETY: the header buffer is 32 writable bytes.
     unsafe { raw::msg_header(ptr(header_out.as_mut_ptr())) }
+}
+
+/// `msg_inbox`: name `buf` as this instance's inbox (see the import).
+///
+/// # Safety
+/// The host writes message payloads into `buf` from then on, at the start
+/// of each `molt_handle` call and in each `msg_next` that takes a message:
+/// `buf` must live as long as the instance and be read only between those.
+pub unsafe fn msg_inbox(buf: *mut u8, buf_len: usize) -> i32 {
+    // SAFETY: the caller keeps `buf` valid for the instance's life.
+    unsafe { raw::msg_inbox(ptr(buf), len(buf_len)) }
 }
 
 /// `msg_next`: the next message's payload length (its tag in `tag_out`),

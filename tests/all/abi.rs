@@ -677,6 +677,7 @@ fn status_probe(body: &str) -> Vec<u8> {
   (import "molt" "send" (func $send (param i32 i32 i32 i32 i32) (result i32)))
   (import "molt" "register" (func $register (param i32 i32) (result i32)))
   (import "molt" "spawn" (func $spawn (param i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "molt" "msg_inbox" (func $msg_inbox (param i32 i32) (result i32)))
   (memory (export "memory") 1)
   (data (i32.const 32) "probe")
   (func $report (param $status i32)
@@ -741,6 +742,12 @@ async fn status_codes_are_the_ones_abi_md_gives() {
             "probe-send-len",
             "(drop (call $send (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 64) (i32.const -1)))",
             "bad_pointer: message payload",
+        ),
+        // An inbox must lie wholly in memory (one page here).
+        (
+            "probe-inbox",
+            "(drop (call $msg_inbox (i32.const 0xff80) (i32.const 0x100)))",
+            "bad_pointer: msg_inbox buffer",
         ),
     ] {
         node.load(&status_probe(body), name).unwrap();

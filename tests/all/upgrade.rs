@@ -11,7 +11,7 @@ use molt_abi::{Pid, Ref, codec, reason, tag};
 use molt_host::code::{LoadError, LoadOptions, Purge, PurgeError, UpgradeMode};
 use molt_host::{HostMailbox, NodeConfig, SpawnError, SysError, SysOutcome};
 use molt_tests::*;
-use sequencer::{SeqMsg, SeqReport};
+use sequencer::{Echoed, SeqMsg, SeqReport};
 
 fn counter_v1() -> Vec<u8> {
     std::fs::read(guest_file("counter")).unwrap()
@@ -697,4 +697,68 @@ async fn a_new_version_serves_on_baseline_code_and_its_behaviours_move_to_optimi
     let (c, _) = spawn_counter(&mut them, 1);
     assert_eq!(count_of(&mut them, c).await, 1);
     assert!(!on_baseline(&single, c));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_behaviour_gets_each_payload_intact_either_side_of_its_inbox_before_and_after_an_upgrade()
+{
+    // The SDK's inbox takes payloads of up to 256 bytes; an echo of n
+    // filler bytes encodes to a little more than n, so these straddle it.
+    let sizes: Vec<usize> = [0, 1, 100, 1000, 4096]
+        .into_iter()
+        .chain(200..=300)
+        .collect();
+    let node = node();
+    let mut me = node.mailbox().unwrap();
+    let from = me.pid();
+    let (seq, _) = me
+        .spawn("sequencer", codec::encode(&()), false, true)
+        .unwrap();
+    let filler = |n: usize, salt: u8| (0..n).map(|i| (i as u8) ^ salt).collect::<Vec<u8>>();
+    async fn echoes(me: &mut HostMailbox, expected: &[Vec<u8>], when: &str) {
+        for (i, bytes) in expected.iter().enumerate() {
+            let m = me.recv(WAIT).await.expect("an echo");
+            let Echoed(got) = codec::decode(&m.payload).expect("an Echoed");
+            assert_eq!(&got, bytes, "{when}: echo {i} ({} bytes)", bytes.len());
+        }
+    }
+    for (round, when) in ["0.1.0", "0.2.0"].into_iter().enumerate() {
+        // One at a time: each comes with its own molt_handle call.
+        let mut expected = Vec::new();
+        for &n in &sizes {
+            let bytes = filler(n, 0x5a ^ round as u8);
+            let msg = codec::encode(&SeqMsg::Echo {
+                from,
+                bytes: bytes.clone(),
+            });
+            me.send(seq, tag::DATA, Ref::NONE, msg).unwrap();
+            echoes(&mut me, std::slice::from_ref(&bytes), when).await;
+            expected.push(bytes);
+        }
+        // A burst queued while it is suspended: after the first, msg_next
+        // hands it the rest in the same call.
+        assert_eq!(node.suspend(&[seq], WAIT).await, vec![Ok(SysOutcome::Done)]);
+        let mut burst = Vec::new();
+        for &n in sizes.iter().rev() {
+            let bytes = filler(n, 0xa5 ^ round as u8);
+            let msg = codec::encode(&SeqMsg::Echo {
+                from,
+                bytes: bytes.clone(),
+            });
+            me.send(seq, tag::DATA, Ref::NONE, msg).unwrap();
+            burst.push(bytes);
+        }
+        assert_eq!(node.resume(&[seq], WAIT).await, vec![Ok(SysOutcome::Done)]);
+        echoes(&mut me, &burst, when).await;
+        if round == 0 {
+            // A new instance names an inbox of its own.
+            let v2 = with_version(
+                &std::fs::read(guest_file("sequencer")).unwrap(),
+                "sequencer",
+                "0.2.0",
+            );
+            node.load(&v2, "sequencer").unwrap();
+            wait_for_version(&node, seq, "0.2.0").await;
+        }
+    }
 }

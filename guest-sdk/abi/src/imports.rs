@@ -102,6 +102,16 @@ imports! {
     /// process here as at any other host call.
     MSG_NEXT = "msg_next"(I32) -> (I32);
 
+    /// `msg_inbox(buf_ptr, buf_len) -> status`: name a buffer of the
+    /// instance's memory, its inbox: from now on, a message `molt_handle`
+    /// is called for or `msg_next` takes whose payload fits (`len <=
+    /// buf_len`) is copied there first, so the behaviour reads it without
+    /// a `msg_read`. Longer ones are read with `msg_read` as before. For
+    /// this instance only (a new one, after an upgrade or a hibernation,
+    /// names its own); `buf_len` 0 stops it. The whole buffer must lie in
+    /// memory. Errors: none besides a bad pointer.
+    MSG_INBOX = "msg_inbox"(I32, I32) -> (I32);
+
     /// `link(pid_ptr) -> status`: link the caller and `pid` (both ways).
     /// If `pid` is not alive, a caller that traps exits gets an `EXIT`
     /// message with reason `noproc` (status `OK`); otherwise `NOPROC`.

@@ -21,7 +21,7 @@ use wasmtime::{
 
 use super::cell::{Message, ProcessCounters, Reason};
 use super::core::ProcessCore;
-use super::guest_mem::GuestFault;
+use super::guest_mem::{self, GuestFault};
 use super::upgrade::{SysError, SysOp, SysOutcome, SysRequest};
 use crate::code::{ModuleKind, ModuleVersion, Upgrade};
 
@@ -110,6 +110,11 @@ pub struct ProcState {
     /// Messages `msg_next` may still hand the current `molt_handle` call
     /// (0 outside one).
     next_left: u32,
+    /// The instance's inbox (`msg_inbox`): where a payload that fits is
+    /// copied before `molt_handle` and in `msg_next`, as offset and length
+    /// in its memory; `None` until it names one, and again in each new
+    /// instance.
+    pub(crate) inbox: Option<(i32, i32)>,
     /// The cell of the local process it last sent to (see
     /// `NodeInner::send_user_via`).
     pub(crate) last_sent_to: Option<Arc<super::cell::ProcessCell>>,
@@ -144,6 +149,19 @@ impl ProcState {
             self.next_left -= 1;
         }
         Ok(next)
+    }
+
+    /// Copy the current message's payload into the inbox, if the instance
+    /// named one and it fits there.
+    pub(crate) fn fill_inbox(&self, mem: &mut [u8]) -> Result<(), GuestFault> {
+        let (Some((at, room)), Some(current)) = (self.inbox, &self.current) else {
+            return Ok(());
+        };
+        let payload = &current.payload;
+        if payload.len() > room as usize {
+            return Ok(());
+        }
+        guest_mem::write(mem, at, payload, "msg_inbox buffer")
     }
 
     /// The reason the guest should unwind with, if a signal ended it.
@@ -227,6 +245,7 @@ fn new_store(core: ProcessCore, current: Option<Message>, engine: &Engine) -> St
         table_scratch: Vec::new(),
         version: None,
         next_left: 0,
+        inbox: None,
         last_sent_to: None,
     };
     let mut store = Store::new(engine, state);
@@ -489,6 +508,10 @@ impl Running {
             return Ok(());
         };
         let (tag, len) = (message.tag as i32, message.payload.len() as i32);
+        if let Some(memory) = state.memory {
+            let (mem, state) = memory.data_and_store_mut(&mut self.store);
+            state.fill_inbox(mem).map_err(wasmtime::Error::new)?;
+        }
         self.store.set_epoch_deadline(1);
         // Borrowed, not cloned: cloning a TypedFunc bumps shared reference
         // counts in the engine, which both workers then fight over.
@@ -1059,6 +1082,8 @@ async fn instantiate(
         .map(pre_of)
         .find(|pre| Engine::same(pre.module().engine(), store.engine()))
         .expect("a store is made on the engine of one of its version's tiers");
+    // An inbox is named by the instance it is in.
+    store.data_mut().inbox = None;
     let instance = match pre.instantiate_async(&mut *store).await {
         Ok(instance) => instance,
         // A signal that ended the process during instantiation keeps its reason.

@@ -300,8 +300,20 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
             };
             let (tag, len) = (message.tag, message.payload.len() as i32);
             st.current = Some(message);
+            st.fill_inbox(mem).map_err(fault)?;
             gm::write(mem, tag_out, &tag.to_le_bytes(), "msg_next tag_out").map_err(fault)?;
             Ok(len)
+        },
+    )?;
+
+    linker.func_wrap(
+        m,
+        imports::MSG_INBOX.name,
+        |mut c: Caller<'_, ProcState>, ptr: i32, len: i32| -> Result<i32> {
+            let (mem, st) = split(&mut c)?;
+            gm::bytes_mut(mem, ptr, len, "msg_inbox buffer").map_err(fault)?;
+            st.inbox = (len > 0).then_some((ptr, len));
+            Ok(status::OK)
         },
     )?;
 

@@ -22,7 +22,18 @@ pub enum SeqMsg {
         /// Who asks.
         from: Pid,
     },
+    /// Send `bytes` back to `from` as an [`Echoed`].
+    Echo {
+        /// Who asks.
+        from: Pid,
+        /// Anything.
+        bytes: Vec<u8>,
+    },
 }
+
+/// The answer to [`SeqMsg::Echo`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Echoed(pub Vec<u8>);
 
 /// What it has seen.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +71,9 @@ impl Behaviour for Sequencer {
             }
             Message::Data(SeqMsg::Report { from }) => {
                 let _ = molt_sdk::send(from, report);
+            }
+            Message::Data(SeqMsg::Echo { from, bytes }) => {
+                let _ = molt_sdk::send(from, &Echoed(bytes));
             }
             _ => {}
         }
