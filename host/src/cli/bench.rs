@@ -520,8 +520,12 @@ async fn remote_oneway_run(
     Ok(messages as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Remote spawns from A on B, each awaited: µs per spawn.
-async fn remote_spawn_run(a: &Node, da: &Distribution, spawns: u64) -> Result<f64> {
+/// Remote spawns from A on B, each awaited: µs per spawn. The spawned
+/// processes are killed after, and the run ends when B has ended them all,
+/// so that the next run (or figure) does not share the machine with their
+/// teardown.
+async fn remote_spawn_run(a: &Node, da: &Distribution, b: &Node, spawns: u64) -> Result<f64> {
+    let alive_before = b.stats().alive;
     let mut mailbox = a.mailbox()?;
     let args = codec::encode(&BenchArgs::Idle);
     let mut pids = Vec::with_capacity(spawns as usize);
@@ -542,6 +546,13 @@ async fn remote_spawn_run(a: &Node, da: &Distribution, spawns: u64) -> Result<f6
     let per_spawn = start.elapsed().as_secs_f64() * 1e6 / spawns as f64;
     for pid in pids {
         mailbox.exit(pid, reason::KILL);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while b.stats().alive > alive_before {
+        if Instant::now() > deadline {
+            bail!("the remote node did not end the spawned processes within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     Ok(per_spawn)
 }
@@ -839,7 +850,7 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
     ];
     if remote.iter().any(|r| want(r)) {
         let (_a, da, _b, _db) = two_nodes(&guest, node.config()).await?;
-        let a = &_a;
+        let (a, b) = (&_a, &_b);
         if want("remote-pingpong") {
             let (mut p50, mut p99) = (Vec::new(), Vec::new());
             for _ in 0..runs {
@@ -879,7 +890,7 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             });
         }
         if want("remote-spawn") {
-            let v = measure(runs, || remote_spawn_run(a, &da, args.remote_spawns)).await?;
+            let v = measure(runs, || remote_spawn_run(a, &da, b, args.remote_spawns)).await?;
             figures.push(Figure {
                 name: "remote spawn, waiting for each",
                 unit: "µs/spawn",
