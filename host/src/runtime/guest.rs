@@ -206,7 +206,10 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
         module = %process.version.identity.name,
         version = %process.version.identity.version,
     );
-    let outcome = on_cpu(cpu, tracing::Instrument::instrument(process.drive(), span)).await;
+    // Boxed: the process's task then holds its message loop once, not
+    // again in each future that passes it on.
+    let drive = Box::pin(tracing::Instrument::instrument(process.drive(), span));
+    let outcome = on_cpu(cpu, drive).await;
     let why: Reason = match outcome {
         Ok(()) => reason::NORMAL.into(),
         Err(e) => exit_reason(&e, process.store.data()),
@@ -438,7 +441,10 @@ impl Running {
         if matches!(self.version.kind, ModuleKind::Behaviour) {
             self.store.data_mut().core.behaviour = true;
         }
-        let instance = instantiate(&mut self.store, &self.version).await?;
+        // The rare paths' futures are boxed, each while it runs, so that
+        // the process's future (one allocation for its life) is the size
+        // of its message loop, not of its largest step.
+        let instance = Box::pin(instantiate(&mut self.store, &self.version)).await?;
         self.set_baseline(self.on_baseline());
         let args_len = self
             .store
@@ -451,14 +457,14 @@ impl Running {
                 let main: TypedFunc<i32, ()> =
                     instance.get_typed_func(&mut self.store, exports::MAIN.name)?;
                 self.store.set_epoch_deadline(1);
-                main.call_async(&mut self.store, args_len).await
+                Box::pin(main.call_async(&mut self.store, args_len)).await
             }
             ModuleKind::Behaviour => {
                 let init: TypedFunc<i32, ()> =
                     instance.get_typed_func(&mut self.store, exports::INIT.name)?;
                 self.handlers = Some(Handlers::of(&instance, &mut self.store)?);
                 self.store.set_epoch_deadline(1);
-                init.call_async(&mut self.store, args_len).await?;
+                Box::pin(init.call_async(&mut self.store, args_len)).await?;
                 self.store
                     .data()
                     .core
@@ -470,25 +476,25 @@ impl Running {
                     // Whatever comes for a sleeper wakes it first (it only
                     // hibernates from awake).
                     if self.hibernated.is_some() {
-                        self.wake().await?;
+                        Box::pin(self.wake()).await?;
                     }
                     match event {
-                        Event::Hibernate => self.hibernate().await?,
+                        Event::Hibernate => Box::pin(self.hibernate()).await?,
                         Event::Message => {
                             // Lazy or eager: a message is a boundary at
                             // which the process moves on first.
                             if let Some(target) = self.upgrade_target() {
-                                self.upgrade(target).await?;
+                                Box::pin(self.upgrade(target)).await?;
                             }
                             if self.baseline && self.version.optimised() {
-                                self.tier_up().await?;
+                                Box::pin(self.tier_up()).await?;
                             }
                             self.handle_next().await?;
                         }
                         Event::Upgrade(target) => {
-                            self.upgrade(target).await?;
+                            Box::pin(self.upgrade(target)).await?;
                         }
-                        Event::System(request) => self.system(request).await?,
+                        Event::System(request) => Box::pin(self.system(request)).await?,
                     }
                 }
             }
