@@ -115,6 +115,22 @@ pub(crate) fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// Bytes the host's allocator has handed out and not taken back (glibc's
+/// `mallinfo2`: small blocks in use plus large mapped ones); 0 elsewhere.
+pub(crate) fn heap_in_use() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics; it has
+        // no preconditions.
+        let info = unsafe { libc::mallinfo2() };
+        (info.uordblks + info.hblkhd) as u64
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        0
+    }
+}
+
 fn map_count() -> u64 {
     std::fs::read_to_string("/proc/self/maps").map_or(0, |s| s.lines().count() as u64)
 }
@@ -139,16 +155,20 @@ async fn wait_for_exit(
 
 /// Spawn `n` idle behaviours; returns (µs per spawn including init, bytes
 /// of RSS per process, kernel memory mappings per process).
-async fn spawn_run(node: &Node, n: u32) -> Result<(f64, f64, f64)> {
+/// One spawn run: µs per spawn, bytes of RSS and pool pages taken per
+/// process, kernel mappings per process, and host heap in use per process.
+async fn spawn_run(node: &Node, n: u32) -> Result<(f64, f64, f64, f64)> {
     // Pages that freed pool slots kept resident are memory too: what the
     // new processes took of them counts as theirs.
     let held_before = node.pool_resident_bytes() as i64;
     let rss_before = rss_bytes() as i64;
+    let heap_before = heap_in_use() as i64;
     let maps_before = map_count();
     let start = Instant::now();
     let pids = idle_processes(node, n).await?;
     let elapsed = start.elapsed();
     let rss_after = rss_bytes() as i64;
+    let heap_after = heap_in_use() as i64;
     let held_after = node.pool_resident_bytes() as i64;
     let maps_after = map_count();
     kill_all(node, &pids).await;
@@ -157,6 +177,7 @@ async fn spawn_run(node: &Node, n: u32) -> Result<(f64, f64, f64)> {
         elapsed.as_secs_f64() * 1e6 / n as f64,
         taken.max(0) as f64 / n as f64,
         maps_after.saturating_sub(maps_before) as f64 / n as f64,
+        (heap_after - heap_before).max(0) as f64 / n as f64,
     ))
 }
 
@@ -711,14 +732,15 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
 
     if want("spawn") {
         let (mut spawn, mut memory, mut maps) = (Vec::new(), Vec::new(), Vec::new());
-        let mut faults = Vec::new();
+        let (mut faults, mut heap) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             let before = page_faults();
-            let (us, bytes, m) = spawn_run(&node, args.processes).await?;
+            let (us, bytes, m, h) = spawn_run(&node, args.processes).await?;
             faults.push((page_faults() - before) as f64 / args.processes.max(1) as f64);
             spawn.push(us);
             memory.push(bytes / 1024.0);
             maps.push(m);
+            heap.push(h / 1024.0);
         }
         figures.push(Figure {
             name: "spawn (behaviour, incl. init)",
@@ -734,6 +756,13 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             name: "idle memory per process (RSS delta + pool pages taken) / N",
             unit: "KiB",
             runs: memory,
+        });
+        figures.push(Figure {
+            // On a warm node freed heap is reused, so the RSS delta above
+            // does not show it: this does.
+            name: "  host heap in use per process (malloc)",
+            unit: "KiB",
+            runs: heap,
         });
         figures.push(Figure {
             name: "kernel memory mappings per process",
