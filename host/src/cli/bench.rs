@@ -153,10 +153,9 @@ async fn wait_for_exit(
     Ok(())
 }
 
-/// Spawn `n` idle behaviours; returns (µs per spawn including init, bytes
-/// of RSS per process, kernel memory mappings per process).
-/// One spawn run: µs per spawn, bytes of RSS and pool pages taken per
-/// process, kernel mappings per process, and host heap in use per process.
+/// Spawn `n` idle behaviours and kill them; returns µs per spawn including
+/// init, bytes of RSS and pool pages taken per process, kernel memory
+/// mappings per process, and bytes of host heap in use per process.
 async fn spawn_run(node: &Node, n: u32) -> Result<(f64, f64, f64, f64)> {
     // Pages that freed pool slots kept resident are memory too: what the
     // new processes took of them counts as theirs.
