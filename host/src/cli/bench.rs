@@ -170,7 +170,7 @@ async fn spawn_run(node: &Node, n: u32) -> Result<(f64, f64, f64, f64)> {
     let heap_after = heap_in_use() as i64;
     let held_after = node.pool_resident_bytes() as i64;
     let maps_after = map_count();
-    kill_all(node, &pids).await;
+    kill_all(node, &pids).await?;
     let taken = (rss_after - rss_before) + (held_before - held_after);
     Ok((
         elapsed.as_secs_f64() * 1e6 / n as f64,
@@ -311,15 +311,26 @@ pub(crate) async fn initialized(node: &Node, target: u64) -> Result<()> {
     Ok(())
 }
 
-/// Kill `pids` and wait until they have all ended.
-pub(crate) async fn kill_all(node: &Node, pids: &[Pid]) {
+/// Kill `pids` (processes of `node`) and wait until they have all ended:
+/// at most 120 s per 100,000 of them, and at least 120 s.
+pub(crate) async fn kill_all(node: &Node, pids: &[Pid]) -> Result<()> {
     let before = node.stats().alive as usize - pids.len();
     for pid in pids {
         node.exit(*pid, reason::KILL);
     }
+    let patience = Duration::from_secs(120 * (pids.len() as u64 / 100_000).max(1));
+    let deadline = Instant::now() + patience;
     while node.stats().alive as usize > before {
+        if Instant::now() > deadline {
+            bail!(
+                "{} of {} killed processes had not ended after {patience:?}",
+                node.stats().alive as usize - before,
+                pids.len()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    Ok(())
 }
 
 /// Milliseconds from an eager load until `n` idle behaviours all run the
@@ -343,7 +354,7 @@ async fn upgrade_run(node: &Node, versions: &mut Versions, n: u32) -> Result<(f6
     if moved < n as usize {
         bail!("only {moved} of {n} processes moved to the new version");
     }
-    kill_all(node, &pids).await;
+    kill_all(node, &pids).await?;
     Ok((ms, faults as f64 / n as f64))
 }
 
@@ -428,7 +439,7 @@ async fn upgrade_stream_run(
     )
     .await?;
     let rate = messages as f64 / start.elapsed().as_secs_f64();
-    kill_all(node, &pids).await;
+    kill_all(node, &pids).await?;
     Ok(rate)
 }
 
@@ -545,7 +556,6 @@ async fn remote_oneway_run(
 /// so that the next run (or figure) does not share the machine with their
 /// teardown.
 async fn remote_spawn_run(a: &Node, da: &Distribution, b: &Node, spawns: u64) -> Result<f64> {
-    let alive_before = b.stats().alive;
     let mut mailbox = a.mailbox()?;
     let args = codec::encode(&BenchArgs::Idle);
     let mut pids = Vec::with_capacity(spawns as usize);
@@ -564,16 +574,7 @@ async fn remote_spawn_run(a: &Node, da: &Distribution, b: &Node, spawns: u64) ->
         pids.push(pid);
     }
     let per_spawn = start.elapsed().as_secs_f64() * 1e6 / spawns as f64;
-    for pid in pids {
-        mailbox.exit(pid, reason::KILL);
-    }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while b.stats().alive > alive_before {
-        if Instant::now() > deadline {
-            bail!("the remote node did not end the spawned processes within 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    kill_all(b, &pids).await?;
     Ok(per_spawn)
 }
 

@@ -66,7 +66,7 @@ async fn run_once(config: &NodeConfig, guest: &Path, n: u32) -> Result<[f64; 6]>
     let faults = minor_faults();
     let lap = ring.pass(n as u64).await?;
     let faults = minor_faults().saturating_sub(faults);
-    ring.kill(&node).await;
+    ring.kill(&node).await?;
     node.shutdown(Duration::from_secs(60)).await;
     let per = |after: u64, before: u64| after.saturating_sub(before) as f64 / 1024.0 / n as f64;
     Ok([

@@ -119,7 +119,7 @@ pub async fn dashboard(
         sorted_ms.push(asked.elapsed().as_secs_f64() * 1e3);
     }
     server.stop().await;
-    kill_all(&node, &pids).await;
+    kill_all(&node, &pids).await?;
     let extra: Vec<f64> = serving.iter().zip(&idle).map(|(s, i)| s - i).collect();
     Ok(vec![
         Figure {

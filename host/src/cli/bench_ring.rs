@@ -42,7 +42,7 @@ pub async fn ring_run(node: &Node, n: u32, hops: u64) -> Result<(f64, f64)> {
     let faults = minor_faults();
     let elapsed = ring.pass(hops).await?;
     let faults = minor_faults().saturating_sub(faults);
-    ring.kill(node).await;
+    ring.kill(node).await?;
     Ok((
         elapsed.as_secs_f64() * 1e9 / hops as f64,
         faults as f64 / hops as f64,
@@ -116,8 +116,8 @@ impl Ring {
     }
 
     /// Kill every link and wait until they have ended.
-    pub async fn kill(self, node: &Node) {
-        super::bench::kill_all(node, &self.pids).await;
+    pub async fn kill(self, node: &Node) -> Result<()> {
+        super::bench::kill_all(node, &self.pids).await
     }
 }
 
