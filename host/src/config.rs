@@ -92,14 +92,19 @@ pub struct NodeConfig {
     pub guest_stack_bytes: usize,
     /// Map each instance's initial memory copy-on-write from a shared image
     /// instead of copying the module's data segments. With pool slots that
-    /// keep their pages (`pool_keep_resident_bytes`), images make spawns
-    /// faster and idle processes smaller (the bench guest, 18 KB of data,
-    /// measured interleaved: 5.5 against 7.5 µs per warm spawn, 12.1
-    /// against 28.0 KiB per idle process), but moving processes onto a
-    /// new version slower, since each new instance maps the new image
-    /// into its slot (10,000 processes: 673 against 157 ms). Off by
-    /// default for the upgrade; on for nodes that spawn many short-lived
-    /// or idle processes and upgrade rarely.
+    /// keep their pages (`pool_keep_resident_bytes`), images make warm
+    /// spawns faster and idle processes smaller, and everything that maps
+    /// an image into a slot slower. The bench guest (17 KB of data),
+    /// measured one after the other on one machine, with images against
+    /// without: warm spawn 6.5 against 8.6 µs, idle process 13.2 against
+    /// 29.2 KiB (warm; on a fresh node 24.9 against 41.0 KiB proportional
+    /// set size, while RSS, which counts a shared page once per mapping,
+    /// shows 40.9 for both), but the first 100,000 spawns on a fresh node
+    /// 44 against 23–27 µs and 10,000 processes onto a new version 700
+    /// against 168 ms (each new instance maps the new image into its slot:
+    /// two `mmap` calls that take the address-space lock and shoot down
+    /// the other core's TLB). Off by default for those two; on for nodes
+    /// that keep many idle processes and upgrade rarely.
     pub memory_images_cow: bool,
     /// Write `/tmp/perf-<pid>.map` as guest code is compiled, so that
     /// Linux `perf` names the guest functions a profile samples (compiled

@@ -115,6 +115,24 @@ pub(crate) fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+/// This OS process's proportional set size in bytes (`Pss` of
+/// `/proc/self/smaps_rollup`: each resident page divided by the number of
+/// mappings that share it); 0 where it cannot be read.
+fn pss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/smaps_rollup")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|line| line.strip_prefix("Pss:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
 /// Bytes the host's allocator has handed out and not taken back (glibc's
 /// `mallinfo2`: small blocks in use plus large mapped ones); 0 elsewhere.
 pub(crate) fn heap_in_use() -> u64 {
@@ -153,31 +171,47 @@ async fn wait_for_exit(
     Ok(())
 }
 
-/// Spawn `n` idle behaviours and kill them; returns µs per spawn including
-/// init, bytes of RSS and pool pages taken per process, kernel memory
-/// mappings per process, and bytes of host heap in use per process.
-async fn spawn_run(node: &Node, n: u32) -> Result<(f64, f64, f64, f64)> {
+/// What one spawn run measured, per process.
+struct SpawnRun {
+    /// µs per spawn, `init` included.
+    us: f64,
+    /// Bytes of RSS and pool pages taken.
+    rss: f64,
+    /// The same proportionally (PSS): a page mapped by many processes
+    /// (a copy-on-write image's) counted once, not once per mapping.
+    pss: f64,
+    /// Kernel memory mappings.
+    maps: f64,
+    /// Bytes of host heap in use.
+    heap: f64,
+}
+
+/// Spawn `n` idle behaviours and kill them.
+async fn spawn_run(node: &Node, n: u32) -> Result<SpawnRun> {
     // Pages that freed pool slots kept resident are memory too: what the
     // new processes took of them counts as theirs.
     let held_before = node.pool_resident_bytes() as i64;
     let rss_before = rss_bytes() as i64;
+    let pss_before = pss_bytes() as i64;
     let heap_before = heap_in_use() as i64;
     let maps_before = map_count();
     let start = Instant::now();
     let pids = idle_processes(node, n).await?;
     let elapsed = start.elapsed();
     let rss_after = rss_bytes() as i64;
+    let pss_after = pss_bytes() as i64;
     let heap_after = heap_in_use() as i64;
     let held_after = node.pool_resident_bytes() as i64;
     let maps_after = map_count();
     kill_all(node, &pids).await?;
-    let taken = (rss_after - rss_before) + (held_before - held_after);
-    Ok((
-        elapsed.as_secs_f64() * 1e6 / n as f64,
-        taken.max(0) as f64 / n as f64,
-        maps_after.saturating_sub(maps_before) as f64 / n as f64,
-        (heap_after - heap_before).max(0) as f64 / n as f64,
-    ))
+    let per_process = |bytes: i64| bytes.max(0) as f64 / n as f64;
+    Ok(SpawnRun {
+        us: elapsed.as_secs_f64() * 1e6 / n as f64,
+        rss: per_process((rss_after - rss_before) + (held_before - held_after)),
+        pss: per_process((pss_after - pss_before) + (held_before - held_after)),
+        maps: maps_after.saturating_sub(maps_before) as f64 / n as f64,
+        heap: per_process(heap_after - heap_before),
+    })
 }
 
 async fn pingpong_run(node: &Node, rounds: u64) -> Result<f64> {
@@ -732,15 +766,16 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
 
     if want("spawn") {
         let (mut spawn, mut memory, mut maps) = (Vec::new(), Vec::new(), Vec::new());
-        let (mut faults, mut heap) = (Vec::new(), Vec::new());
+        let (mut faults, mut heap, mut proportional) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
             let before = page_faults();
-            let (us, bytes, m, h) = spawn_run(&node, args.processes).await?;
+            let run = spawn_run(&node, args.processes).await?;
             faults.push((page_faults() - before) as f64 / args.processes.max(1) as f64);
-            spawn.push(us);
-            memory.push(bytes / 1024.0);
-            maps.push(m);
-            heap.push(h / 1024.0);
+            spawn.push(run.us);
+            memory.push(run.rss / 1024.0);
+            proportional.push(run.pss / 1024.0);
+            maps.push(run.maps);
+            heap.push(run.heap / 1024.0);
         }
         figures.push(Figure {
             name: "spawn (behaviour, incl. init)",
@@ -756,6 +791,12 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             name: "idle memory per process (RSS delta + pool pages taken) / N",
             unit: "KiB",
             runs: memory,
+        });
+        figures.push(Figure {
+            // RSS counts a shared page once per mapping of it.
+            name: "  same, proportional (PSS: a shared page counted once)",
+            unit: "KiB",
+            runs: proportional,
         });
         figures.push(Figure {
             // On a warm node freed heap is reused, so the RSS delta above
