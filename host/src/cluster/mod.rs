@@ -456,7 +456,12 @@ impl Coordination {
                 node: inner.member.clone(),
                 cluster: inner.cluster_id(),
             };
-            match inner.client.call(&target, &request).await {
+            // One request does not spend all the patience: a request or
+            // reply lost while the group is starting (a whole cluster's
+            // restart) is asked again. Joining again is harmless.
+            let attempt =
+                (inner.config.quorum_timeout * 2).min(patience.saturating_sub(started.elapsed()));
+            match inner.client.call_within(&target, attempt, &request).await {
                 Ok(_) => {
                     tracing::info!(via = %target, "joined the coordination group");
                     return Ok(());
