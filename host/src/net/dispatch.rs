@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use molt_abi::{Pid, reason, tag};
 
-use super::frame::{self, Frame};
+use super::frame::Frame;
 use super::peer::Peer;
 use super::wire::SpawnFailure;
 use super::{DistInner, node_id};
@@ -226,11 +226,10 @@ impl DistInner {
                         stakes.monitored_by.insert(r, (child, from));
                     }
                 }
-                peer.control
-                    .push(frame::encode(&Frame::SpawnReply { id, result }));
+                peer.control.push_frame(&Frame::SpawnReply { id, result });
             }
             Frame::Ping { id } => {
-                peer.control.push(frame::encode(&Frame::Pong { id }));
+                peer.control.push_frame(&Frame::Pong { id });
             }
             Frame::Request { service, id, body } => {
                 self.service_request(peer, service, id, body);

@@ -231,21 +231,19 @@ pub fn encode(frame: &Frame) -> Vec<u8> {
 /// Length-prefix any serde value: the framing frames and handshake messages
 /// share.
 pub(crate) fn encode_value_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
-    let body = molt_abi::codec::encode(value);
+    // The body is encoded in place after room for its prefix, which is
+    // filled in once the body's length is known.
+    let at = out.len();
+    out.extend_from_slice(&[0; PREFIX_BYTES]);
+    molt_abi::codec::encode_to_vec(value, out);
+    let body = out.len() - at - PREFIX_BYTES;
     // A zero-length body would read as a broken stream on the other side;
     // every enum encodes at least its variant index.
-    debug_assert!(!body.is_empty(), "encoded frame is empty");
-    debug_assert!(
-        u32::try_from(body.len()).is_ok(),
-        "frame of {} bytes does not fit the u32 length prefix",
-        body.len()
-    );
+    debug_assert!(body > 0, "encoded frame is empty");
     // Release builds fail loudly too: a truncated prefix would desynchronise
     // the stream and turn the payload into frames.
-    let len = u32::try_from(body.len()).expect("frame larger than 4 GiB");
-    out.reserve(PREFIX_BYTES + body.len());
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&body);
+    let len = u32::try_from(body).expect("frame larger than 4 GiB");
+    out[at..at + PREFIX_BYTES].copy_from_slice(&len.to_le_bytes());
 }
 
 /// Why a byte stream cannot be cut into frames. Either one ends the

@@ -1,6 +1,6 @@
 //! A lane: one QUIC unidirectional stream to a peer, fed by a bounded
-//! queue of encoded frames and written by one task that batches whatever
-//! is queued into one write.
+//! queue of encoded frames and written by one task that takes whatever is
+//! queued in one write.
 //!
 //! Signals of one (sender, receiver) pair always use the same lane, so
 //! their order holds; pairs on other lanes are not held up by a slow one.
@@ -8,15 +8,19 @@
 //! signal is never dropped), but reports congestion, and the runtime then
 //! suspends the sending process until the lane has drained below the bound.
 
-use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::Notify;
 
+use super::frame::{self, Frame};
+
 struct Queue {
-    frames: VecDeque<Vec<u8>>,
-    bytes: usize,
+    /// The encoded frames, one after the other: a sender encodes its frame
+    /// straight in here, and the writer takes the whole buffer (swapping
+    /// in the one it wrote last), so a frame is neither allocated nor
+    /// copied on its own.
+    frames: Vec<u8>,
 }
 
 /// The sending half of a lane.
@@ -42,10 +46,7 @@ pub(crate) enum Pushed {
 impl Lane {
     pub fn new(bytes_max: usize) -> Self {
         Lane {
-            queue: Mutex::new(Queue {
-                frames: VecDeque::new(),
-                bytes: 0,
-            }),
+            queue: Mutex::new(Queue { frames: Vec::new() }),
             work: Notify::new(),
             room: Notify::new(),
             bytes_max,
@@ -53,13 +54,22 @@ impl Lane {
         }
     }
 
-    /// Queue an encoded frame.
-    pub fn push(&self, frame: Vec<u8>) -> Pushed {
+    /// Queue encoded frames.
+    pub fn push(&self, frames: impl AsRef<[u8]>) -> Pushed {
+        self.push_with(|queue| queue.extend_from_slice(frames.as_ref()))
+    }
+
+    /// Queue `frame`, encoded straight into the queue.
+    pub fn push_frame(&self, frame: &Frame) -> Pushed {
+        self.push_with(|queue| frame::encode_into(frame, queue))
+    }
+
+    /// Queue what `encode` appends to the queue's bytes (whole frames).
+    pub fn push_with(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Pushed {
         let over = {
             let mut q = self.queue.lock().expect("lane poisoned");
-            q.bytes += frame.len();
-            q.frames.push_back(frame);
-            q.bytes > self.bytes_max
+            encode(&mut q.frames);
+            q.frames.len() > self.bytes_max
         };
         self.work.notify_one();
         if over { Pushed::Congested } else { Pushed::Ok }
@@ -67,12 +77,12 @@ impl Lane {
 
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.queue.lock().expect("lane poisoned").bytes
+        self.queue.lock().expect("lane poisoned").frames.len()
     }
 
     /// Whether the queue is past its bound now.
     pub fn over_bound(&self) -> bool {
-        self.queue.lock().expect("lane poisoned").bytes > self.bytes_max
+        self.queue.lock().expect("lane poisoned").frames.len() > self.bytes_max
     }
 
     /// Wait until the queue is within its bound (or the lane is closed).
@@ -81,7 +91,7 @@ impl Lane {
             let room = self.room.notified();
             {
                 let q = self.queue.lock().expect("lane poisoned");
-                if q.bytes <= self.bytes_max || self.closed.load(Ordering::Acquire) {
+                if q.frames.len() <= self.bytes_max || self.closed.load(Ordering::Acquire) {
                     return;
                 }
             }
@@ -89,8 +99,9 @@ impl Lane {
         }
     }
 
-    /// Take everything queued into `batch` (cleared first); waits while
-    /// the queue is empty. Returns false once the lane is closed.
+    /// Take everything queued into `batch` (what it held is dropped, its
+    /// room kept for the queue); waits while the queue is empty. Returns
+    /// false once the lane is closed.
     pub async fn take_batch(&self, batch: &mut Vec<u8>) -> bool {
         batch.clear();
         loop {
@@ -98,10 +109,7 @@ impl Lane {
             {
                 let mut q = self.queue.lock().expect("lane poisoned");
                 if !q.frames.is_empty() {
-                    for frame in q.frames.drain(..) {
-                        batch.extend_from_slice(&frame);
-                    }
-                    q.bytes = 0;
+                    std::mem::swap(&mut q.frames, batch);
                     drop(q);
                     self.room.notify_waiters();
                     return true;
@@ -115,12 +123,8 @@ impl Lane {
     }
 
     /// Take every frame queued and not yet written, in order.
-    pub fn take_queued(&self) -> VecDeque<Vec<u8>> {
-        let frames = {
-            let mut q = self.queue.lock().expect("lane poisoned");
-            q.bytes = 0;
-            std::mem::take(&mut q.frames)
-        };
+    pub fn take_queued(&self) -> Vec<u8> {
+        let frames = std::mem::take(&mut self.queue.lock().expect("lane poisoned").frames);
         self.room.notify_waiters();
         frames
     }
@@ -140,8 +144,11 @@ mod tests {
     #[tokio::test]
     async fn batches_in_order_and_reports_congestion() {
         let lane = Lane::new(10);
-        assert_eq!(lane.push(vec![1, 2, 3]), Pushed::Ok);
-        assert_eq!(lane.push(vec![4, 5, 6, 7, 8, 9, 10, 11]), Pushed::Congested);
+        assert_eq!(lane.push([1, 2, 3]), Pushed::Ok);
+        assert_eq!(
+            lane.push_with(|q| q.extend_from_slice(&[4, 5, 6, 7, 8, 9, 10, 11])),
+            Pushed::Congested
+        );
         let mut batch = Vec::new();
         assert!(lane.take_batch(&mut batch).await);
         assert_eq!(batch, (1..=11).collect::<Vec<u8>>());

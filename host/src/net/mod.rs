@@ -518,7 +518,7 @@ impl Distribution {
             reference: Ref::NONE,
             payload,
         };
-        peer.control.push(frame::encode(&frame));
+        peer.control.push_frame(&frame);
         Ok(())
     }
 

@@ -92,13 +92,9 @@ impl Peer {
     /// Hand what is queued on this peer's lanes to `to`, a connection to
     /// the same node that replaces this one, lane by lane, in order.
     pub fn hand_queued_to(&self, to: &Peer) {
-        for frame in self.control.take_queued() {
-            to.control.push(frame);
-        }
+        to.control.push(self.control.take_queued());
         for (from, to) in self.lanes.iter().zip(&to.lanes) {
-            for frame in from.take_queued() {
-                to.push(frame);
-            }
+            to.push(from.take_queued());
         }
     }
 

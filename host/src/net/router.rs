@@ -6,7 +6,7 @@ use std::sync::Weak;
 use molt_abi::{Pid, Ref};
 
 use super::DistInner;
-use super::frame::{self, Frame};
+use super::frame::Frame;
 use super::lane::Pushed;
 use crate::runtime::{BoxFuture, Message, Router, Signal, SpawnError, Undelivered, Wait};
 
@@ -75,7 +75,7 @@ impl Router for RouterHandle {
             };
             // This send is async already: wait here for room, as the
             // runtime would for a send to a pid.
-            if peer.lane(from, to).push(frame::encode(&frame)) == Pushed::Congested {
+            if peer.lane(from, to).push_frame(&frame) == Pushed::Congested {
                 peer.lane(from, to).wait_for_room().await;
             }
             Ok(())
@@ -203,7 +203,7 @@ impl DistInner {
                 }
             }
         };
-        if peer.lane(from, to).push(frame::encode(&frame)) == Pushed::Congested {
+        if peer.lane(from, to).push_frame(&frame) == Pushed::Congested {
             let peer = peer.clone();
             return Ok(Some(Box::pin(async move {
                 peer.lane(from, to).wait_for_room().await;
