@@ -1041,7 +1041,7 @@ async fn a_peer_cannot_forge_system_messages_or_speak_for_other_nodes() {
             to: inbox.pid(),
             tag,
             reference: Ref::NONE,
-            payload: b"not a host payload".to_vec(),
+            payload: b"not a host payload".into(),
         };
         expect_violation(&mut rogue, frame).await;
         wait_for_nodes(&da, &[B]).await;

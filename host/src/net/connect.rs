@@ -499,6 +499,9 @@ async fn accept_lanes(dist: Arc<DistInner>, peer: Arc<Peer>) {
 /// stream's reader waits (and the sender's flow control holds the rest).
 const HELD_FRAMES_MAX: usize = 1024;
 
+/// The most bytes one read of a stream takes.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+
 /// Read frames from one stream and dispatch them; a malformed or oversize
 /// frame closes the connection with the reason, logged.
 ///
@@ -508,11 +511,11 @@ const HELD_FRAMES_MAX: usize = 1024;
 /// each frame once rather than to the frames behind it too.
 async fn read_stream(dist: Arc<DistInner>, peer: Arc<Peer>, mut recv: quinn::RecvStream) {
     let mut decoder = FrameDecoder::new(dist.config.frame_bytes_max);
-    let mut buf = vec![0u8; 64 << 10];
     let mut held: Option<Held> = None;
     loop {
-        match recv.read(&mut buf).await {
-            Ok(Some(n)) => decoder.push(&buf[..n]),
+        // The bytes as quinn holds them (not copied out first).
+        match recv.read_chunk(READ_CHUNK_BYTES, true).await {
+            Ok(Some(chunk)) => decoder.push(&chunk.bytes),
             Ok(None) | Err(_) => return,
         }
         let arrived = tokio::time::Instant::now();

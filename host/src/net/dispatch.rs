@@ -33,7 +33,7 @@ impl DistInner {
                 let message = Message {
                     tag,
                     reference,
-                    payload: payload.into(),
+                    payload,
                 };
                 node.counters
                     .remote_in

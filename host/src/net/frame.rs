@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::service::{ServiceFault, ServiceId};
 use super::wire::SpawnFailure;
+use crate::runtime::Payload;
 
 /// Version of the frame protocol; both sides must speak the same. 2: code
 /// control (`Code`/`CodeReply`) replaced `LoadModule`, node lists carry
@@ -42,9 +43,8 @@ pub enum Frame {
         tag: u32,
         /// Envelope reference (`Ref::NONE` for none).
         reference: Ref,
-        /// Payload.
-        #[serde(with = "molt_abi::codec::bytes")]
-        payload: Vec<u8>,
+        /// Payload (on the wire as `molt_abi::bytes`).
+        payload: Payload,
     },
     /// A message to a registered name on the node that gets this frame.
     MessageNamed {
@@ -459,7 +459,7 @@ pub(crate) mod tests {
                 to: pid(2),
                 tag: 42,
                 reference: Ref::NONE,
-                payload: b"hello".to_vec(),
+                payload: b"hello".into(),
             },
             Frame::MessageNamed {
                 from: pid(1),
@@ -840,7 +840,7 @@ pub(crate) mod tests {
                     to,
                     tag,
                     reference,
-                    payload
+                    payload: payload.into()
                 }
             ),
             (any_pid(), s(), any::<u32>(), any_ref(), any_bytes()).prop_map(

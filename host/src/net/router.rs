@@ -142,7 +142,7 @@ impl DistInner {
                     to,
                     tag: message.tag,
                     reference: message.reference,
-                    payload: message.payload.into_vec(),
+                    payload: message.payload,
                 },
                 Signal::Exit {
                     from,

@@ -144,9 +144,62 @@ impl fmt::Debug for Payload {
     }
 }
 
+/// On the wire as one block of bytes (a varint length, then the bytes):
+/// the same bytes as a `Vec<u8>` field with `molt_abi::bytes`, so the two
+/// can stand for each other. Decoding from a buffer takes the bytes
+/// straight from it, with no vector in between.
+impl serde::Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Payload {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_bytes(PayloadVisitor)
+    }
+}
+
+struct PayloadVisitor;
+
+impl<'de> serde::de::Visitor<'de> for PayloadVisitor {
+    type Value = Payload;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("bytes")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Payload, E> {
+        Ok(Payload::from(v))
+    }
+
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Payload, E> {
+        Ok(Payload::from(v))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Payload, A::Error> {
+        molt_abi::bytes::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+            .map(Payload::from)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encodes_as_the_same_bytes_as_a_vector_of_bytes() {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct AsVec(#[serde(with = "molt_abi::bytes")] Vec<u8>);
+        for len in [0, 1, 64, 65, 300, 5000] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let wire = molt_abi::codec::encode(&AsVec(bytes.clone()));
+            assert_eq!(molt_abi::codec::encode(&Payload::from(&bytes[..])), wire);
+            let payload: Payload = molt_abi::codec::decode(&wire).expect("decodes");
+            assert_eq!(&*payload, &bytes[..], "len {len}");
+            assert_eq!(payload.is_inline(), len <= PAYLOAD_INLINE_MAX);
+        }
+    }
 
     #[test]
     fn short_payloads_are_held_in_place_and_long_ones_on_the_heap() {
