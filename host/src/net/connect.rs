@@ -513,9 +513,9 @@ async fn read_stream(dist: Arc<DistInner>, peer: Arc<Peer>, mut recv: quinn::Rec
     let mut decoder = FrameDecoder::new(dist.config.frame_bytes_max);
     let mut held: Option<Held> = None;
     loop {
-        // The bytes as quinn holds them (not copied out first).
+        // The bytes as quinn holds them: whole frames are decoded there.
         match recv.read_chunk(READ_CHUNK_BYTES, true).await {
-            Ok(Some(chunk)) => decoder.push(&chunk.bytes),
+            Ok(Some(chunk)) => decoder.push_chunk(chunk.bytes),
             Ok(None) | Err(_) => return,
         }
         let arrived = tokio::time::Instant::now();

@@ -7,6 +7,7 @@
 //! the connection's `frame_bytes_max` is refused before anything is
 //! buffered.
 
+use bytes::Bytes;
 use molt_abi::{Pid, Ref};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -278,6 +279,11 @@ const COMPACT_BYTES_MIN: usize = 4096;
 /// bytes are in, before any byte of its body is buffered, so a peer that
 /// announces 4 GiB costs nothing.
 pub struct FrameDecoder {
+    /// Whole frames, prefixes checked, of a chunk that came while nothing
+    /// was buffered, decoded where they arrived (`chunk[chunk_start..]`)
+    /// rather than copied: they come before `buf`'s.
+    chunk: Bytes,
+    chunk_start: usize,
     /// `buf[start..scan]` holds whole frames whose prefix was checked;
     /// `buf[scan..]` holds at most one partial frame.
     buf: Vec<u8>,
@@ -307,12 +313,49 @@ impl FrameDecoder {
     /// (prefix not counted).
     pub fn new(frame_bytes_max: u32) -> Self {
         FrameDecoder {
+            chunk: Bytes::new(),
+            chunk_start: 0,
             buf: Vec::new(),
             start: 0,
             scan: 0,
             frame_bytes_max,
             error: None,
         }
+    }
+
+    /// Append a received chunk. Its whole frames are decoded where they
+    /// are when nothing else is buffered (the usual case: a reader takes
+    /// every frame before it reads again); only a partial frame at its end
+    /// is copied. Otherwise as [`push`](Self::push).
+    pub fn push_chunk(&mut self, chunk: Bytes) {
+        if self.error.is_some() {
+            return;
+        }
+        if self.chunk_start < self.chunk.len() || self.start < self.buf.len() {
+            self.push(&chunk);
+            return;
+        }
+        let mut whole = 0;
+        while chunk.len() - whole >= PREFIX_BYTES {
+            let mut prefix = [0u8; PREFIX_BYTES];
+            prefix.copy_from_slice(&chunk[whole..whole + PREFIX_BYTES]);
+            let len = u32::from_le_bytes(prefix);
+            if let Err(error) = self.check_len(len) {
+                // The whole frames before it are still good.
+                self.chunk = chunk.slice(..whole);
+                self.chunk_start = 0;
+                self.error = Some(error);
+                return;
+            }
+            let end = whole + PREFIX_BYTES + len as usize;
+            if end > chunk.len() {
+                break;
+            }
+            whole = end;
+        }
+        self.chunk = chunk.slice(..whole);
+        self.chunk_start = 0;
+        self.push(&chunk[whole..]);
     }
 
     /// Append received bytes. Once the stream has failed, bytes are
@@ -361,6 +404,19 @@ impl FrameDecoder {
     /// [`next_frame`](Self::next_frame) for any serde type (the handshake
     /// decodes its own messages with the same framing).
     pub(crate) fn next_value<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        if self.chunk_start < self.chunk.len() {
+            let mut prefix = [0u8; PREFIX_BYTES];
+            prefix.copy_from_slice(&self.chunk[self.chunk_start..self.chunk_start + PREFIX_BYTES]);
+            let body_start = self.chunk_start + PREFIX_BYTES;
+            let body_end = body_start + u32::from_le_bytes(prefix) as usize;
+            let decoded = molt_abi::codec::decode::<T>(&self.chunk[body_start..body_end]);
+            self.chunk_start = body_end;
+            if self.chunk_start == self.chunk.len() {
+                self.chunk = Bytes::new();
+                self.chunk_start = 0;
+            }
+            return self.decoded(decoded);
+        }
         if self.start == self.scan {
             return match &self.error {
                 Some(error) => Err(error.clone()),
@@ -378,6 +434,13 @@ impl FrameDecoder {
             self.start = 0;
             self.scan = 0;
         }
+        self.decoded(decoded)
+    }
+
+    fn decoded<T>(
+        &mut self,
+        decoded: Result<T, molt_abi::codec::DecodeError>,
+    ) -> Result<Option<T>, FrameError> {
         match decoded {
             Ok(value) => Ok(Some(value)),
             Err(e) => {
@@ -390,7 +453,7 @@ impl FrameDecoder {
 
     /// Bytes buffered and not yet decoded.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.chunk.len() - self.chunk_start + self.buf.len() - self.start
     }
 
     fn check_len(&self, len: u32) -> Result<(), FrameError> {
@@ -414,6 +477,8 @@ impl FrameDecoder {
 
     fn fail(&mut self, error: FrameError) {
         self.error = Some(error);
+        self.chunk = Bytes::new();
+        self.chunk_start = 0;
         self.buf = Vec::new();
         self.start = 0;
         self.scan = 0;
@@ -573,9 +638,15 @@ pub(crate) mod tests {
         let mut frames = Vec::new();
         let mut rest = bytes;
         let mut sizes = chunks.iter().copied().cycle();
+        let mut pushes = 0;
         while !rest.is_empty() {
             let n = sizes.next().unwrap_or(rest.len()).clamp(1, rest.len());
-            decoder.push(&rest[..n]);
+            // Both ways in: copied, and as a chunk decoded in place.
+            pushes += 1;
+            match pushes % 2 {
+                0 => decoder.push(&rest[..n]),
+                _ => decoder.push_chunk(Bytes::copy_from_slice(&rest[..n])),
+            }
             rest = &rest[n..];
             loop {
                 match decoder.next_frame() {
