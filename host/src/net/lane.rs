@@ -15,6 +15,9 @@ use tokio::sync::Notify;
 
 use super::frame::{self, Frame};
 
+/// The most room an emptied batch buffer keeps for the queue.
+const KEEP_BYTES_MAX: usize = 1 << 20;
+
 struct Queue {
     /// The encoded frames, one after the other: a sender encodes its frame
     /// straight in here, and the writer takes the whole buffer (swapping
@@ -104,6 +107,12 @@ impl Lane {
     /// false once the lane is closed.
     pub async fn take_batch(&self, batch: &mut Vec<u8>) -> bool {
         batch.clear();
+        // After a burst, the room goes back to the allocator rather than
+        // staying with the queue (which holds at most a bound's worth of
+        // its own).
+        if batch.capacity() > KEEP_BYTES_MAX {
+            *batch = Vec::new();
+        }
         loop {
             let work = self.work.notified();
             {
