@@ -247,6 +247,13 @@ pub(crate) fn encode_value_into<T: Serialize>(value: &T, out: &mut Vec<u8>) {
     out[at..at + PREFIX_BYTES].copy_from_slice(&len.to_le_bytes());
 }
 
+/// The length prefix at `at` of `bytes`.
+fn prefix_at(bytes: &[u8], at: usize) -> u32 {
+    let mut prefix = [0u8; PREFIX_BYTES];
+    prefix.copy_from_slice(&bytes[at..at + PREFIX_BYTES]);
+    u32::from_le_bytes(prefix)
+}
+
 /// Why a byte stream cannot be cut into frames. Either one ends the
 /// connection: the stream is out of step and nothing after it can be read.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -337,9 +344,7 @@ impl FrameDecoder {
         }
         let mut whole = 0;
         while chunk.len() - whole >= PREFIX_BYTES {
-            let mut prefix = [0u8; PREFIX_BYTES];
-            prefix.copy_from_slice(&chunk[whole..whole + PREFIX_BYTES]);
-            let len = u32::from_le_bytes(prefix);
+            let len = prefix_at(&chunk, whole);
             if let Err(error) = self.check_len(len) {
                 // The whole frames before it are still good.
                 self.chunk = chunk.slice(..whole);
@@ -376,7 +381,7 @@ impl FrameDecoder {
                     return;
                 }
             }
-            let len = self.prefix_at(self.scan);
+            let len = prefix_at(&self.buf, self.scan);
             if let Err(error) = self.check_len(len) {
                 // Keep the whole frames before it; they are still good.
                 self.buf.truncate(self.scan);
@@ -405,10 +410,8 @@ impl FrameDecoder {
     /// decodes its own messages with the same framing).
     pub(crate) fn next_value<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
         if self.chunk_start < self.chunk.len() {
-            let mut prefix = [0u8; PREFIX_BYTES];
-            prefix.copy_from_slice(&self.chunk[self.chunk_start..self.chunk_start + PREFIX_BYTES]);
             let body_start = self.chunk_start + PREFIX_BYTES;
-            let body_end = body_start + u32::from_le_bytes(prefix) as usize;
+            let body_end = body_start + prefix_at(&self.chunk, self.chunk_start) as usize;
             let decoded = molt_abi::codec::decode::<T>(&self.chunk[body_start..body_end]);
             self.chunk_start = body_end;
             if self.chunk_start == self.chunk.len() {
@@ -423,7 +426,7 @@ impl FrameDecoder {
                 None => Ok(None),
             };
         }
-        let len = self.prefix_at(self.start) as usize;
+        let len = prefix_at(&self.buf, self.start) as usize;
         let body_start = self.start + PREFIX_BYTES;
         let body_end = body_start + len;
         debug_assert!(body_end <= self.scan, "a checked frame is whole");
@@ -467,12 +470,6 @@ impl FrameDecoder {
             return Err(FrameError::Malformed("zero-length frame".into()));
         }
         Ok(())
-    }
-
-    fn prefix_at(&self, at: usize) -> u32 {
-        let mut prefix = [0u8; PREFIX_BYTES];
-        prefix.copy_from_slice(&self.buf[at..at + PREFIX_BYTES]);
-        u32::from_le_bytes(prefix)
     }
 
     fn fail(&mut self, error: FrameError) {

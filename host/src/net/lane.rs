@@ -102,9 +102,9 @@ impl Lane {
         }
     }
 
-    /// Take everything queued into `batch` (what it held is dropped, its
-    /// room kept for the queue); waits while the queue is empty. Returns
-    /// false once the lane is closed.
+    /// Take everything queued into `batch` (what it held is dropped; its
+    /// room goes to the queue, up to `KEEP_BYTES_MAX`); waits while the
+    /// queue is empty. Returns false once the lane is closed.
     pub async fn take_batch(&self, batch: &mut Vec<u8>) -> bool {
         batch.clear();
         // After a burst, the room goes back to the allocator rather than

@@ -798,7 +798,7 @@ impl DistInner {
             .collect();
         let frame = frame::encode(&Frame::Peers { nodes });
         for p in peers.values().filter(|p| !p.hidden) {
-            p.control.push(frame.clone());
+            p.control.push(&frame);
         }
     }
 

@@ -311,15 +311,15 @@ impl<S: Service> PeerLink<'_, S> {
 
     /// Send the peer `notice`.
     pub fn notify(&self, notice: &S::Notice) {
-        self.peer.control.push(notice_frame::<S>(notice));
+        self.peer.control.push_frame(&notice_frame::<S>(notice));
     }
 }
 
-fn notice_frame<S: Service>(notice: &S::Notice) -> Vec<u8> {
-    frame::encode(&Frame::Notice {
+fn notice_frame<S: Service>(notice: &S::Notice) -> Frame {
+    Frame::Notice {
         service: S::ID,
         body: molt_abi::codec::encode(notice),
-    })
+    }
 }
 
 /// A registered service's way to reach its counterparts. Cheap to clone;
@@ -380,10 +380,10 @@ impl<S: Service> ServiceClient<S> {
         let Some(dist) = self.dist.upgrade() else {
             return;
         };
-        let bytes = notice_frame::<S>(notice);
+        let bytes = frame::encode(&notice_frame::<S>(notice));
         let peers = dist.peers.read().expect("peers poisoned");
         for peer in peers.values().filter(|p| !p.hidden) {
-            peer.control.push(bytes.clone());
+            peer.control.push(&bytes);
         }
     }
 
@@ -393,7 +393,7 @@ impl<S: Service> ServiceClient<S> {
         let Some(peer) = self.dist.upgrade().and_then(|d| d.peer(node_id)) else {
             return false;
         };
-        peer.control.push(notice_frame::<S>(notice));
+        peer.control.push_frame(&notice_frame::<S>(notice));
         true
     }
 }
@@ -512,26 +512,26 @@ impl DistInner {
         id: u64,
         body: Vec<u8>,
     ) {
-        let reply = move |result: Result<Vec<u8>, ServiceFault>| {
-            frame::encode(&Frame::Reply { id, result })
-        };
+        let reply = move |result: Result<Vec<u8>, ServiceFault>| Frame::Reply { id, result };
         let Some(registered) = self.services.get(service) else {
             tracing::warn!(node = %peer.name, service, "request for a service this node does not run");
             peer.control
-                .push(reply(Err(ServiceFault::UnknownService(service))));
+                .push_frame(&reply(Err(ServiceFault::UnknownService(service))));
             return;
         };
         let Ok(permit) = peer.requests_in.clone().try_acquire_owned() else {
             let max = self.config.requests_in_flight_max as u32;
             tracing::warn!(node = %peer.name, service = registered.name(), "peer is past requests_in_flight_max ({max}); refused");
-            peer.control.push(reply(Err(ServiceFault::Busy(max))));
+            peer.control
+                .push_frame(&reply(Err(ServiceFault::Busy(max))));
             return;
         };
         let answer = match registered.request(PeerId::of(peer), &body) {
             Ok(answer) => answer,
             Err(why) => {
                 tracing::warn!(node = %peer.name, service = registered.name(), "malformed request: {why}");
-                peer.control.push(reply(Err(ServiceFault::Malformed(why))));
+                peer.control
+                    .push_frame(&reply(Err(ServiceFault::Malformed(why))));
                 return;
             }
         };
@@ -539,7 +539,7 @@ impl DistInner {
         tokio::spawn(async move {
             let body = answer.await;
             drop(permit);
-            peer.control.push(reply(Ok(body)));
+            peer.control.push_frame(&reply(Ok(body)));
         });
     }
 
