@@ -12,8 +12,20 @@
 //! waking anyone**. Another thread is woken only for work beyond the next
 //! thing to run: a second task waiting on this thread, or a task scheduled
 //! from outside (I/O, timers, host tasks). A thread with nothing to do
-//! searches (its queue, the shared queue, the others' queues) for `spin`
-//! before it sleeps, which is how Erlang's schedulers keep wake-ups rare.
+//! searches (its queue, its inbox, the shared queue, the others' queues)
+//! for `spin` before it sleeps, which is how Erlang's schedulers keep
+//! wake-ups rare.
+//!
+//! A task woken from outside goes to the inbox of the thread that polled it
+//! last (a new one, to the shared queue): it is freed where it was
+//! allocated (glibc gives each thread an arena; two threads freeing into
+//! one wait on its lock) and its data may still be in that core's cache.
+//! Purging 10,000 processes took 93–103 ms instead of 127–131, moving
+//! them to a new version 142–145 ms instead of 165–175. The inboxes come
+//! after the thread's own queue, as the shared queue does: a process that
+//! yields mid-upgrade goes to the back of its thread's queue, and put
+//! behind thousands of prompted processes it would hold two instances
+//! while they all start theirs on fresh slots (11 page faults each).
 //!
 //! Tasks live as long as the tokio runtime the node started on: when it
 //! shuts down (dropping its tasks, one of which is this scheduler's
@@ -55,10 +67,20 @@ const NOTIFIED: u8 = 3;
 /// Finished or dropped.
 const DONE: u8 = 4;
 
+/// `Task::home` of a task no worker thread has polled yet.
+const NO_HOME: usize = usize::MAX;
+
 /// One task: its future and where it stands.
 struct Task {
     id: u64,
     state: AtomicU8,
+    /// The worker thread that polled it last ([`NO_HOME`] before its
+    /// first poll). Woken from outside the worker threads, it goes to that
+    /// thread's queue rather than the shared one: what it allocated came
+    /// from that thread's allocator arena, so it is freed there too (two
+    /// threads freeing into one arena wait on its lock), and its data may
+    /// still be in that core's cache.
+    home: AtomicUsize,
     future: Mutex<Option<BoxedTask>>,
     shared: Arc<Shared>,
 }
@@ -88,9 +110,13 @@ impl Wake for Task {
     }
 }
 
-/// One worker thread's stealable queue and how to wake it.
+/// One worker thread's stealable queues and how to wake it.
 struct Worker {
+    /// Tasks woken on this thread (and yielded ones).
     queue: Mutex<VecDeque<Arc<Task>>>,
+    /// Tasks that ran here last, woken from outside the worker threads:
+    /// taken after `queue`, as the shared queue is.
+    inbox: Mutex<VecDeque<Arc<Task>>>,
     /// Set while it sleeps (or is about to).
     sleeping: AtomicBool,
     /// Set once its thread has started.
@@ -176,12 +202,41 @@ impl Shared {
         });
         if let Some(task) = task {
             if RUN_HERE.get() && tokio::runtime::Handle::try_current().is_ok() {
-                drop(self.runtime.spawn(async move { run(task) }));
+                drop(self.runtime.spawn(async move { run(task, None) }));
                 return;
             }
-            self.inbox.lock().expect("inbox poisoned").push_back(task);
-            self.wake_one();
+            match self.workers.get(task.home.load(Ordering::Relaxed)) {
+                Some(home) => {
+                    home.inbox.lock().expect("inbox poisoned").push_back(task);
+                    self.wake(home);
+                }
+                None => {
+                    self.inbox.lock().expect("inbox poisoned").push_back(task);
+                    self.wake_one();
+                }
+            }
         }
+    }
+
+    /// For work queued on `worker`: nothing if a thread is searching (it
+    /// finds the work at once, where waking one costs a system call and an
+    /// interrupt); else `worker` if it sleeps, else another sleeping thread.
+    fn wake(&self, worker: &Worker) {
+        if self.searching.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        if worker.sleeping.load(Ordering::SeqCst)
+            && worker
+                .sleeping
+                .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            if let Some(thread) = worker.thread.get() {
+                thread.unpark();
+            }
+            return;
+        }
+        self.wake_one();
     }
 
     /// Wake a sleeping thread, unless one is already searching.
@@ -212,23 +267,25 @@ impl Shared {
         let n = self.workers.len();
         for k in 1..n {
             let other = &self.workers[(index + k) % n];
-            let mut queue = other.queue.lock().expect("queue poisoned");
-            if queue.is_empty() {
-                continue;
+            for queue in [&other.queue, &other.inbox] {
+                let mut queue = queue.lock().expect("queue poisoned");
+                if queue.is_empty() {
+                    continue;
+                }
+                // Take half (at least one); run the first, keep the rest.
+                let take = queue.len().div_ceil(2);
+                let mut stolen: VecDeque<Arc<Task>> = queue.drain(..take).collect();
+                drop(queue);
+                let first = stolen.pop_front();
+                if !stolen.is_empty() {
+                    self.workers[index]
+                        .queue
+                        .lock()
+                        .expect("queue poisoned")
+                        .extend(stolen);
+                }
+                return first;
             }
-            // Take half (at least one); run the first, keep the rest.
-            let take = queue.len().div_ceil(2);
-            let mut stolen: VecDeque<Arc<Task>> = queue.drain(..take).collect();
-            drop(queue);
-            let first = stolen.pop_front();
-            if !stolen.is_empty() {
-                self.workers[index]
-                    .queue
-                    .lock()
-                    .expect("queue poisoned")
-                    .extend(stolen);
-            }
-            return first;
         }
         None
     }
@@ -241,14 +298,18 @@ impl Shared {
     }
 }
 
-/// Poll `task` once on this thread.
-fn run(task: Arc<Task>) {
+/// Poll `task` once on this thread: worker thread `worker`, or (`None`) a
+/// tokio thread.
+fn run(task: Arc<Task>, worker: Option<usize>) {
     if task
         .state
         .compare_exchange(SCHEDULED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
         return;
+    }
+    if let Some(index) = worker {
+        task.home.store(index, Ordering::Relaxed);
     }
     let waker = Waker::from(task.clone());
     let mut cx = Context::from_waker(&waker);
@@ -301,7 +362,7 @@ fn worker_loop(shared: Arc<Shared>, index: usize) {
     let me = &shared.workers[index];
     'work: while !shared.stopping.load(Ordering::Acquire) {
         if let Some(task) = next_task(&shared, index) {
-            run(task);
+            run(task, Some(index));
             continue;
         }
         // Search for a while before sleeping.
@@ -310,7 +371,7 @@ fn worker_loop(shared: Arc<Shared>, index: usize) {
         loop {
             if let Some(task) = next_task(&shared, index) {
                 shared.searching.fetch_sub(1, Ordering::SeqCst);
-                run(task);
+                run(task, Some(index));
                 continue 'work;
             }
             if Instant::now() >= until || shared.stopping.load(Ordering::Acquire) {
@@ -326,7 +387,7 @@ fn worker_loop(shared: Arc<Shared>, index: usize) {
         // anything after wakes this thread.
         if let Some(task) = next_task(&shared, index) {
             me.sleeping.store(false, Ordering::SeqCst);
-            run(task);
+            run(task, Some(index));
             continue;
         }
         // Woken (`sleeping` cleared by the waker), stopping, or a look
@@ -337,37 +398,51 @@ fn worker_loop(shared: Arc<Shared>, index: usize) {
     LOCAL.with(|local| local.borrow_mut().take());
 }
 
-/// What this thread runs next: its `next` slot, its queue, the shared
-/// queue, another thread's queue.
+/// What this thread runs next: its `next` slot, its queue, its inbox, the
+/// shared queue, another thread's queues. Every `SHARED_EVERY` tasks the
+/// two inboxes (work from outside) come first, in turn.
 fn next_task(shared: &Arc<Shared>, index: usize) -> Option<Arc<Task>> {
-    let (next, shared_first) = LOCAL.with(|local| {
+    let (next, inbox_first) = LOCAL.with(|local| {
         let mut local = local.borrow_mut();
         let local = local.as_mut().expect("a worker thread");
         local.ticks = local.ticks.wrapping_add(1);
-        let shared_first = local.ticks.is_multiple_of(SHARED_EVERY);
-        if !shared_first && let Some(task) = local.next.take() {
+        let inbox_first = local
+            .ticks
+            .is_multiple_of(SHARED_EVERY)
+            .then_some((local.ticks / SHARED_EVERY).is_multiple_of(2));
+        if inbox_first.is_none()
+            && let Some(task) = local.next.take()
+        {
             local.next_runs += 1;
-            return (Some(task), false);
+            return (Some(task), None);
         }
         local.next_runs = 0;
-        (None, shared_first)
+        (None, inbox_first)
     });
     if next.is_some() {
         return next;
     }
-    if shared_first && let Some(task) = shared.inbox.lock().expect("inbox poisoned").pop_front() {
-        return Some(task);
+    let me = &shared.workers[index];
+    if let Some(own_first) = inbox_first {
+        let (a, b) = if own_first {
+            (&me.inbox, &shared.inbox)
+        } else {
+            (&shared.inbox, &me.inbox)
+        };
+        for inbox in [a, b] {
+            if let Some(task) = inbox.lock().expect("inbox poisoned").pop_front() {
+                return Some(task);
+            }
+        }
     }
     if let Some(task) = LOCAL.with(|local| local.borrow_mut().as_mut().and_then(|l| l.next.take()))
     {
         return Some(task);
     }
-    if let Some(task) = shared.workers[index]
-        .queue
-        .lock()
-        .expect("queue poisoned")
-        .pop_front()
-    {
+    if let Some(task) = me.queue.lock().expect("queue poisoned").pop_front() {
+        return Some(task);
+    }
+    if let Some(task) = me.inbox.lock().expect("inbox poisoned").pop_front() {
         return Some(task);
     }
     shared.find(index)
@@ -393,6 +468,7 @@ impl Scheduler {
             workers: (0..threads)
                 .map(|_| Worker {
                     queue: Mutex::new(VecDeque::new()),
+                    inbox: Mutex::new(VecDeque::new()),
                     sleeping: AtomicBool::new(false),
                     thread: OnceLock::new(),
                 })
@@ -433,6 +509,7 @@ impl Scheduler {
         let task = Arc::new(Task {
             id,
             state: AtomicU8::new(SCHEDULED),
+            home: AtomicUsize::new(NO_HOME),
             future: Mutex::new(Some(Box::pin(future))),
             shared: shared.clone(),
         });
@@ -470,6 +547,7 @@ impl Drop for Sentinel {
         shared.inbox.lock().expect("inbox poisoned").clear();
         for worker in &shared.workers {
             worker.queue.lock().expect("queue poisoned").clear();
+            worker.inbox.lock().expect("inbox poisoned").clear();
         }
         for shard in &shared.live {
             let tasks: Vec<Arc<Task>> = shard
