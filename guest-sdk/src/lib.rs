@@ -165,6 +165,8 @@
 
 #![deny(missing_docs)]
 
+#[cfg(all(target_arch = "wasm32", feature = "allocator"))]
+pub mod alloc;
 pub mod behaviour;
 pub mod codec;
 pub mod election;
