@@ -33,6 +33,8 @@ const GRANULARITY: usize = 4096;
 unsafe extern "C" {
     /// Where the linker put the end of the static data: the heap starts here.
     static __heap_base: u8;
+    /// The end of the initial memory, as the linker sized it.
+    static __heap_end: u8;
 }
 
 /// Where dlmalloc's regions come from: the end of the initial memory
@@ -40,9 +42,6 @@ unsafe extern "C" {
 struct Regions {
     /// Whether the end of the initial memory was handed out.
     initial_given: Cell<bool>,
-    /// The end of the initial memory, read at the first request (0: not
-    /// yet).
-    initial_end: Cell<usize>,
 }
 
 impl Regions {
@@ -52,14 +51,9 @@ impl Regions {
         if self.initial_given.get() {
             return None;
         }
-        if self.initial_end.get() == 0 {
-            self.initial_end
-                .set(core::arch::wasm32::memory_size(0) * WASM_PAGE);
-        }
-        // Only the address of the linker's symbol, never what is there.
-        let base = &raw const __heap_base as usize;
-        let start = base.next_multiple_of(16);
-        let end = self.initial_end.get();
+        // Only the addresses of the linker's symbols, never what is there.
+        let start = (&raw const __heap_base as usize).next_multiple_of(16);
+        let end = &raw const __heap_end as usize;
         (end > start && end - start >= size).then_some((start, end - start))
     }
 }
@@ -118,7 +112,6 @@ unsafe impl Sync for GuestAlloc {}
 const fn dlmalloc() -> Dlmalloc<Regions> {
     let mut heap = Dlmalloc::new_with_allocator(Regions {
         initial_given: Cell::new(false),
-        initial_end: Cell::new(0),
     });
     assert!(heap.set_granularity(GRANULARITY));
     heap
