@@ -76,7 +76,7 @@ struct Task {
     state: AtomicU8,
     /// The worker thread that polled it last ([`NO_HOME`] before its
     /// first poll). Woken from outside the worker threads, it goes to that
-    /// thread's queue rather than the shared one: what it allocated came
+    /// thread's inbox rather than the shared queue: what it allocated came
     /// from that thread's allocator arena, so it is freed there too (two
     /// threads freeing into one arena wait on its lock), and its data may
     /// still be in that core's cache.
