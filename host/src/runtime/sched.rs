@@ -123,6 +123,22 @@ struct Worker {
     thread: OnceLock<Thread>,
 }
 
+impl Worker {
+    /// Wake this thread if it sleeps (and no one else woke it meanwhile);
+    /// whether it did.
+    fn wake_if_sleeping(&self) -> bool {
+        let woken = self.sleeping.load(Ordering::SeqCst)
+            && self
+                .sleeping
+                .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok();
+        if woken && let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+        woken
+    }
+}
+
 /// What the scheduler's threads and tasks share.
 struct Shared {
     workers: Vec<Worker>,
@@ -222,18 +238,7 @@ impl Shared {
     /// finds the work at once, where waking one costs a system call and an
     /// interrupt); else `worker` if it sleeps, else another sleeping thread.
     fn wake(&self, worker: &Worker) {
-        if self.searching.load(Ordering::SeqCst) > 0 {
-            return;
-        }
-        if worker.sleeping.load(Ordering::SeqCst)
-            && worker
-                .sleeping
-                .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-        {
-            if let Some(thread) = worker.thread.get() {
-                thread.unpark();
-            }
+        if self.searching.load(Ordering::SeqCst) > 0 || worker.wake_if_sleeping() {
             return;
         }
         self.wake_one();
@@ -244,19 +249,7 @@ impl Shared {
         if self.searching.load(Ordering::SeqCst) > 0 {
             return;
         }
-        for worker in &self.workers {
-            if worker.sleeping.load(Ordering::SeqCst)
-                && worker
-                    .sleeping
-                    .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
-                    .is_ok()
-            {
-                if let Some(thread) = worker.thread.get() {
-                    thread.unpark();
-                }
-                return;
-            }
-        }
+        self.workers.iter().any(Worker::wake_if_sleeping);
     }
 
     /// A task from the shared queue or stolen from another thread.
