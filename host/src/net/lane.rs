@@ -68,7 +68,7 @@ impl Lane {
     }
 
     /// Queue what `encode` appends to the queue's bytes (whole frames).
-    pub fn push_with(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Pushed {
+    fn push_with(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Pushed {
         let over = {
             let mut q = self.queue.lock().expect("lane poisoned");
             encode(&mut q.frames);
