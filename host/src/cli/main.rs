@@ -11,6 +11,19 @@ use clap::{Parser, Subcommand};
 use molt_host::NodeConfig;
 use tracing_subscriber::EnvFilter;
 
+/// The node's allocator: mimalloc rather than glibc's. A node allocates
+/// from many threads at once (the process threads, the network's, a
+/// compile's), and glibc's arenas are locked per allocation and per free,
+/// so two threads freeing into one arena wait on each other. Measured on
+/// this design's machines, interleaved with glibc's: a Winch compile of a
+/// 130 KB module 23 → 16 ms, a purge of 10,000 processes 110–128 →
+/// 77–79 ms, a ring hop 1.50 → 1.34 µs; spawn and messaging level. Freed
+/// memory goes back to the kernel a second after it is freed
+/// (`MIMALLOC_PURGE_DELAY`, in ms, to change). The `molt_host` library
+/// leaves the choice to the program that embeds it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Print a line to stdout. A closed stdout (`molt ps | head -1`) ends the
 /// command quietly with status 0, as Unix tools do, instead of a panic.
 macro_rules! out {

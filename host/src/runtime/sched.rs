@@ -18,10 +18,12 @@
 //!
 //! A task woken from outside goes to the inbox of the thread that polled it
 //! last (a new one, to the shared queue): it is freed where it was
-//! allocated (glibc gives each thread an arena; two threads freeing into
-//! one wait on its lock) and its data may still be in that core's cache.
-//! Purging 10,000 processes took 93–103 ms instead of 127–131, moving
-//! them to a new version 142–145 ms instead of 165–175. The inboxes come
+//! allocated (a free from another thread costs more: glibc's allocator
+//! locks the owner's arena, mimalloc, the `molt` binary's, queues the
+//! block for its owner) and its data may still be in that core's cache.
+//! With glibc's allocator, purging 10,000 processes took 93–103 ms instead
+//! of 127–131, moving them to a new version 142–145 ms instead of 165–175.
+//! The inboxes come
 //! after the thread's own queue, as the shared queue does: a process that
 //! yields mid-upgrade goes to the back of its thread's queue, and put
 //! behind thousands of prompted processes it would hold two instances
