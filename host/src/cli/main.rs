@@ -472,8 +472,8 @@ mod tests {
         let get = || unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) };
         // mimalloc's default for `purge_delay` is 1,000 ms: the index names
         // that option, not another.
-        assert_eq!(i64::from(get()), 1_000);
+        assert_eq!(get(), 1_000);
         tune_allocator();
-        assert_eq!(i64::from(get()), PURGE_DELAY_MS);
+        assert_eq!(get(), PURGE_DELAY_MS);
     }
 }
