@@ -23,11 +23,11 @@
 //! block for its owner) and its data may still be in that core's cache.
 //! With glibc's allocator, purging 10,000 processes took 93–103 ms instead
 //! of 127–131, moving them to a new version 142–145 ms instead of 165–175.
-//! The inboxes come
-//! after the thread's own queue, as the shared queue does: a process that
-//! yields mid-upgrade goes to the back of its thread's queue, and put
-//! behind thousands of prompted processes it would hold two instances
-//! while they all start theirs on fresh slots (11 page faults each).
+//! The inboxes come after the thread's own queue, as the shared queue
+//! does: a process that yields mid-upgrade goes to the back of its
+//! thread's queue, and put behind thousands of prompted processes it would
+//! hold two instances while they all start theirs on fresh slots (11 page
+//! faults each).
 //!
 //! Tasks live as long as the tokio runtime the node started on: when it
 //! shuts down (dropping its tasks, one of which is this scheduler's
