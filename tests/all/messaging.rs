@@ -327,8 +327,6 @@ async fn without_distribution_other_nodes_are_unreachable() {
     assert_eq!(p.cmd(Cmd::IsAlive(p.pid)).await, Outcome::Bool(true));
 }
 
-/// The ring `molt bench` measures: bench-guest links, each passing the
-/// token to the next, as the bench builds it from its own mirror types.
 /// Links that allocate a little (decoding the token) keep the memory size
 /// their module starts with: the SDK's allocator takes the free end of the
 /// initial memory before it grows it, so the pool slot a process leaves
@@ -347,28 +345,27 @@ async fn links_that_allocate_a_little_keep_their_initial_memory() {
         token_comes_back(&mut me, order[0], 200).await,
         "the token comes back"
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let sizes = loop {
-        let sizes: std::collections::HashMap<_, _> = node
-            .processes()
+    let sizes = || -> std::collections::HashMap<_, _> {
+        node.processes()
             .into_iter()
             .map(|p| (p.pid, p.memory_bytes))
-            .collect();
-        if sizes.get(&idle).is_some_and(|&b| b > 0) {
-            break sizes;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the idle process has no memory after 10 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            .collect()
     };
+    crate::coord::wait_within(
+        "the idle process's memory",
+        std::time::Duration::from_secs(10),
+        || sizes().get(&idle).is_some_and(|&b| b > 0),
+    )
+    .await;
+    let sizes = sizes();
     let initial = sizes[&idle];
     for pid in &order {
         assert_eq!(sizes.get(pid), Some(&initial), "link {pid} grew its memory");
     }
 }
 
+/// The ring `molt bench` measures: bench-guest links, each passing the
+/// token to the next, as the bench builds it from its own mirror types.
 /// The token makes exactly its hops and comes back once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_goes_round_a_ring_of_links_and_comes_back_once() {
