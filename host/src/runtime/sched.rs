@@ -79,9 +79,8 @@ struct Task {
     /// The worker thread that polled it last ([`NO_HOME`] before its
     /// first poll). Woken from outside the worker threads, it goes to that
     /// thread's inbox rather than the shared queue: what it allocated came
-    /// from that thread's allocator arena, so it is freed there too (two
-    /// threads freeing into one arena wait on its lock), and its data may
-    /// still be in that core's cache.
+    /// from that thread's allocator arena, so it is freed there too (see
+    /// the module's doc), and its data may still be in that core's cache.
     home: AtomicUsize,
     future: Mutex<Option<BoxedTask>>,
     shared: Arc<Shared>,
