@@ -453,7 +453,7 @@ pub async fn loops_are_preempted_and_killed(node: &Node, loops: usize) {
 /// returns its first link (which takes the token) and its links from
 /// the first round to the last. The first is told its successor.
 pub fn ring_of_links(node: &Node, me: &mut HostMailbox, n: usize) -> Vec<Pid> {
-    use bench_wire::{BenchArgs, BenchRing};
+    use bench_wire::{BenchArgs, BenchMsg};
     let spawn = |next| {
         node.spawn("bench-guest", codec::encode(&BenchArgs::RingLink { next }))
             .unwrap()
@@ -469,7 +469,7 @@ pub fn ring_of_links(node: &Node, me: &mut HostMailbox, n: usize) -> Vec<Pid> {
         first,
         tag::DATA,
         Ref::NONE,
-        codec::encode(&BenchRing::Next(last)),
+        codec::encode(&BenchMsg::Next(last)),
     )
     .unwrap();
     std::iter::once(first)
@@ -480,17 +480,14 @@ pub fn ring_of_links(node: &Node, me: &mut HostMailbox, n: usize) -> Vec<Pid> {
 /// Send a token of `hops` into the ring at `first`; whether it comes back
 /// (`Done`) within 30 s.
 pub async fn token_comes_back(me: &mut HostMailbox, first: Pid, hops: u64) -> bool {
-    use bench_wire::BenchRing;
+    use bench_wire::BenchMsg;
     let report = me.pid();
-    let token = BenchRing::Token { hops, report };
+    let token = BenchMsg::Token { hops, report };
     me.send(first, tag::DATA, Ref::NONE, codec::encode(&token))
         .unwrap();
     match me.recv(Duration::from_secs(30)).await {
         Some(done) => {
-            assert_eq!(
-                codec::decode::<BenchRing>(&done.payload),
-                Ok(BenchRing::Done)
-            );
+            assert_eq!(codec::decode::<BenchMsg>(&done.payload), Ok(BenchMsg::Done));
             true
         }
         None => false,

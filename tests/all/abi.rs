@@ -354,6 +354,18 @@ fn the_bench_mirror_of_bench_args_encodes_like_the_guest() {
             Guest::RingLink { next: None },
         ),
         (
+            molt_abi::codec::encode(&Host::TimedPinger {
+                ponger: pid,
+                rounds: 5,
+                report: pid,
+            }),
+            Guest::TimedPinger {
+                ponger: pid,
+                rounds: 5,
+                report: pid,
+            },
+        ),
+        (
             molt_abi::codec::encode(&Host::RingLink {
                 next: Some(molt_abi::Pid {
                     node: 1,
@@ -397,63 +409,50 @@ fn the_bench_mirror_of_bench_args_encodes_like_the_guest() {
     }
 }
 
-/// The remote latency bench sends bench-guest a `Ping` and reads a `Pong`
-/// through its own mirror of `BenchMsg`.
+/// The ring and the two-node latency bench send bench-guest `Next` and
+/// `Token` and read `Done` and `Latency` through the host's own mirror of
+/// `BenchMsg`.
 #[test]
-fn the_bench_mirror_of_ping_and_pong_encodes_like_the_guest() {
-    use bench_guest::BenchMsg;
-    use molt_tests::bench_wire::BenchPing;
-    let from = molt_abi::Pid {
-        node: 1,
-        incarnation: 2,
-        serial: 3,
-    };
-    let ping = molt_abi::codec::encode(&BenchPing::Ping { from });
-    assert_eq!(
-        molt_abi::codec::decode::<BenchMsg>(&ping),
-        Ok(BenchMsg::Ping { from })
-    );
-    let pong = molt_abi::codec::encode(&BenchPing::Pong);
-    assert_eq!(
-        molt_abi::codec::decode::<BenchMsg>(&pong),
-        Ok(BenchMsg::Pong)
-    );
-}
-
-/// The ring bench sends bench-guest `Next` and `Token` and reads `Done`
-/// through its own mirror of `BenchMsg`.
-#[test]
-fn the_bench_mirror_of_the_ring_messages_encodes_like_the_guest() {
-    use bench_guest::BenchMsg;
-    use molt_tests::bench_wire::BenchRing;
+fn the_bench_mirror_of_bench_msg_encodes_like_the_guest() {
+    use bench_guest::BenchMsg as Guest;
+    use molt_tests::bench_wire::BenchMsg as Host;
     let pid = molt_abi::Pid {
         node: 1,
         incarnation: 2,
         serial: 3,
     };
     let pairs = [
-        (BenchRing::Next(pid), BenchMsg::Next(pid)),
+        (Host::Ping { from: pid }, Guest::Ping { from: pid }),
+        (Host::Pong, Guest::Pong),
+        (Host::Next(pid), Guest::Next(pid)),
         (
-            BenchRing::Token {
+            Host::Token {
                 hops: 7,
                 report: pid,
             },
-            BenchMsg::Token {
+            Guest::Token {
                 hops: 7,
                 report: pid,
             },
         ),
-        (BenchRing::Done, BenchMsg::Done),
-        (BenchRing::Ack(4), BenchMsg::Ack(4)),
+        (Host::Done, Guest::Done),
+        (Host::Ack(4), Guest::Ack(4)),
+        (
+            Host::Latency {
+                p50_ns: 81_000,
+                p99_ns: 170_000,
+            },
+            Guest::Latency {
+                p50_ns: 81_000,
+                p99_ns: 170_000,
+            },
+        ),
     ];
     for (host, guest) in pairs {
         let bytes = molt_abi::codec::encode(&host);
+        assert_eq!(molt_abi::codec::decode::<Guest>(&bytes), Ok(guest.clone()));
         assert_eq!(
-            molt_abi::codec::decode::<BenchMsg>(&bytes),
-            Ok(guest.clone())
-        );
-        assert_eq!(
-            molt_abi::codec::decode::<BenchRing>(&molt_abi::codec::encode(&guest)),
+            molt_abi::codec::decode::<Host>(&molt_abi::codec::encode(&guest)),
             Ok(host)
         );
     }

@@ -148,6 +148,51 @@ async fn remote_spawn_runs_on_the_target_and_fails_clearly_for_unknown_modules()
     assert!(matches!(err, SpawnError::NoConnection(_)), "{err:?}");
 }
 
+/// `molt bench`'s two-node latency figure: a pinger on A times its round
+/// trips with a ponger on B and reports their percentiles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_pinger_reports_its_round_trips_with_a_ponger_on_another_node() {
+    use molt_tests::bench_wire::{BenchArgs, BenchMsg};
+    let (a, da) = dist_node("a").await;
+    let (b, db) = dist_node("b").await;
+    da.join(&address_of(&db)).await.unwrap();
+    let mut mailbox = a.mailbox().unwrap();
+    let (ponger, _) = da
+        .spawn_from(
+            &mut mailbox,
+            "b@127.0.0.1",
+            "bench-guest",
+            codec::encode(&BenchArgs::Ponger),
+            false,
+            false,
+        )
+        .await
+        .expect("a ponger on b");
+    let timed = BenchArgs::TimedPinger {
+        ponger,
+        rounds: 200,
+        report: mailbox.pid(),
+    };
+    let (pinger, watch) = mailbox
+        .spawn("bench-guest", codec::encode(&timed), false, true)
+        .unwrap();
+    assert_eq!(pinger.node, a.identity().0, "the pinger runs on a");
+    let report = mailbox.recv(WAIT).await.expect("the pinger reports");
+    assert_eq!(report.tag, tag::DATA, "a report, not the pinger's end");
+    let Ok(BenchMsg::Latency { p50_ns, p99_ns }) = codec::decode(&report.payload) else {
+        panic!("not a latency report: {:?}", report.payload);
+    };
+    assert!(
+        0 < p50_ns && p50_ns <= p99_ns && p99_ns < WAIT.as_nanos() as u64,
+        "p50 {p50_ns} ns, p99 {p99_ns} ns"
+    );
+    assert_eq!(
+        down_reason(&mut mailbox, watch.expect("monitored")).await,
+        reason::NORMAL
+    );
+    assert!(b.is_alive(ponger), "the ponger goes on");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_on_one_node_kills_a_linked_process_on_the_other() {
     let (a, da) = dist_node("a").await;

@@ -369,7 +369,7 @@ async fn links_that_allocate_a_little_keep_their_initial_memory() {
 /// The token makes exactly its hops and comes back once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_goes_round_a_ring_of_links_and_comes_back_once() {
-    use molt_tests::bench_wire::BenchRing;
+    use molt_tests::bench_wire::BenchMsg;
     let node = node();
     let mut me = node.mailbox().unwrap();
     let order = ring_of_links(&node, &mut me, 300);
@@ -396,7 +396,7 @@ async fn a_token_goes_round_a_ring_of_links_and_comes_back_once() {
         token_comes_back(&mut me, order[0], 149).await,
         "a token short of the dead link comes back"
     );
-    let token = BenchRing::Token {
+    let token = BenchMsg::Token {
         hops: 150,
         report: me.pid(),
     };

@@ -79,6 +79,18 @@ pub enum BenchArgs {
         /// The next link, if known yet.
         next: Option<Pid>,
     },
+    /// Ping `ponger` `rounds` times, one at a time, timing each round trip
+    /// on the node's monotonic clock; then send [`BenchMsg::Latency`] to
+    /// `report` and stop `normal`. The two-node latency figure: a process
+    /// on one node and one on the other, as Erlang's is measured.
+    TimedPinger {
+        /// The ponger to ping.
+        ponger: Pid,
+        /// Round trips to make and time.
+        rounds: u64,
+        /// Who is told the percentiles.
+        report: Pid,
+    },
 }
 
 /// The operation of a [`BenchArgs::Table`] run.
@@ -153,6 +165,14 @@ pub enum BenchMsg {
     },
     /// The token made its last hop.
     Done,
+    /// A [`BenchArgs::TimedPinger`]'s round trips: median and 99th
+    /// percentile, in nanoseconds.
+    Latency {
+        /// The median round trip.
+        p50_ns: u64,
+        /// The 99th percentile.
+        p99_ns: u64,
+    },
 }
 
 /// The state of one bench process, per role.
@@ -207,6 +227,37 @@ pub enum Bench {
         /// The next link.
         next: Option<Pid>,
     },
+    /// See [`BenchArgs::TimedPinger`].
+    TimedPinger {
+        /// The ponger.
+        ponger: Pid,
+        /// Round trips to make.
+        rounds: u64,
+        /// Who is told the percentiles.
+        report: Pid,
+        /// `Ping { from: self }`, encoded.
+        ping: Vec<u8>,
+        /// When the ping in flight went out (monotonic clock, ns).
+        sent_ns: i64,
+        /// Each round trip so far, in nanoseconds.
+        samples: Vec<u64>,
+    },
+}
+
+/// Send the ping of a timed round trip: the time it went out.
+fn timed_ping(ponger: Pid, ping: &[u8]) -> Result<i64, String> {
+    let sent_ns = molt_sdk::sys::monotonic_ns();
+    molt_sdk::send_raw(ponger, tag::DATA, None, ping).map_err(|e| format!("pinger: {e}"))?;
+    Ok(sent_ns)
+}
+
+/// The value at `p` (0 to 1) of sorted `samples`, nearest rank.
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    let last = sorted.len().saturating_sub(1);
+    sorted
+        .get((last as f64 * p).round() as usize)
+        .copied()
+        .unwrap_or(0)
 }
 
 /// The encoded `Blob { from, bytes }` whose length is close to `target`
@@ -341,6 +392,25 @@ impl Behaviour for Bench {
                 return Err(molt_sdk::abi::reason::NORMAL.into());
             }
             BenchArgs::RingLink { next } => Bench::RingLink { next },
+            BenchArgs::TimedPinger {
+                ponger,
+                rounds,
+                report,
+            } => {
+                if rounds == 0 {
+                    return Err(molt_sdk::abi::reason::NORMAL.into());
+                }
+                let ping = codec::encode(&BenchMsg::Ping { from: me });
+                let sent_ns = timed_ping(ponger, &ping)?;
+                Bench::TimedPinger {
+                    ponger,
+                    rounds,
+                    report,
+                    ping,
+                    sent_ns,
+                    samples: Vec::with_capacity(rounds.min(1 << 20) as usize),
+                }
+            }
         })
     }
 
@@ -395,6 +465,38 @@ impl Behaviour for Bench {
                 }
                 sender.pump()
             }
+            (
+                Bench::TimedPinger {
+                    ponger,
+                    rounds,
+                    report,
+                    ping,
+                    sent_ns,
+                    samples,
+                },
+                Message::Data(BenchMsg::Pong),
+            ) => {
+                let now = molt_sdk::sys::monotonic_ns();
+                samples.push(now.saturating_sub(*sent_ns).max(0) as u64);
+                if samples.len() as u64 >= *rounds {
+                    samples.sort_unstable();
+                    let latency = BenchMsg::Latency {
+                        p50_ns: percentile(samples, 0.5),
+                        p99_ns: percentile(samples, 0.99),
+                    };
+                    return match molt_sdk::send(*report, &latency) {
+                        Ok(()) => Next::stop_normal(),
+                        Err(e) => Next::Stop(format!("pinger: report failed: {e}")),
+                    };
+                }
+                match timed_ping(*ponger, ping) {
+                    Ok(sent) => {
+                        *sent_ns = sent;
+                        Next::Continue
+                    }
+                    Err(e) => Next::Stop(e),
+                }
+            }
             (Bench::RingLink { next }, Message::Data(BenchMsg::Next(pid))) => {
                 *next = Some(pid);
                 Next::Continue
@@ -439,6 +541,15 @@ molt_sdk::behaviour!(Bench);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let sorted: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&sorted, 0.5), 51);
+        assert_eq!(percentile(&sorted, 0.99), 99);
+        assert_eq!(percentile(&[7], 0.99), 7);
+        assert_eq!(percentile(&[], 0.5), 0);
+    }
 
     #[test]
     fn blobs_are_sized_to_the_target() {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use molt_abi::{Pid, codec, reason, tag};
 
-pub use crate::bench_wire::{BenchArgs, BenchPing};
+pub use crate::bench_wire::{BenchArgs, BenchMsg};
 use crate::guest_build;
 use molt_host::NodeConfig;
 use molt_host::code::{LoadOptions, UpgradeMode};
@@ -511,11 +511,8 @@ async fn two_nodes(
     Ok((a, da, b, db))
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-/// Host mailbox on A ⇄ ponger on B: (p50, p99) round trip in µs.
+/// A pinger on A ⇄ a ponger on B, two processes as in Erlang's figure:
+/// (p50, p99) round trip in µs, as the pinger timed them on A's clock.
 async fn remote_pingpong_run(a: &Node, da: &Distribution, rounds: u64) -> Result<(f64, f64)> {
     let mut mailbox = a.mailbox()?;
     let (ponger, _) = da
@@ -528,26 +525,28 @@ async fn remote_pingpong_run(a: &Node, da: &Distribution, rounds: u64) -> Result
             false,
         )
         .await?;
-    let ping = codec::encode(&BenchPing::Ping {
-        from: mailbox.pid(),
-    });
-    let pong = codec::encode(&BenchPing::Pong);
-    let mut samples = Vec::with_capacity(rounds as usize);
-    for _ in 0..rounds {
-        let start = Instant::now();
-        mailbox.send(ponger, tag::DATA, molt_abi::Ref::NONE, ping.clone())?;
-        let reply = mailbox
-            .recv(Duration::from_secs(10))
-            .await
-            .context("no pong within 10 s")?;
-        samples.push(start.elapsed().as_secs_f64() * 1e6);
-        if *reply.payload != *pong {
-            bail!("the ponger answered something else than a pong");
-        }
+    let timed = BenchArgs::TimedPinger {
+        ponger,
+        rounds,
+        report: mailbox.pid(),
+    };
+    let (_, watch) = mailbox.spawn(MODULE, codec::encode(&timed), false, true)?;
+    let limit = Duration::from_secs(300);
+    let report = mailbox
+        .recv(limit)
+        .await
+        .context("no latency report from the pinger within 300 s")?;
+    if report.tag != tag::DATA {
+        // Its DOWN: it stopped before it reported.
+        bail!("the timed pinger ended before it reported its latency");
     }
+    let latency = codec::decode::<BenchMsg>(&report.payload);
+    wait_for_exit(&mut mailbox, watch.expect("monitored"), limit).await?;
     mailbox.exit(ponger, reason::KILL);
-    samples.sort_by(|x, y| x.total_cmp(y));
-    Ok((percentile(&samples, 0.5), percentile(&samples, 0.99)))
+    match latency {
+        Ok(BenchMsg::Latency { p50_ns, p99_ns }) => Ok((p50_ns as f64 / 1e3, p99_ns as f64 / 1e3)),
+        other => bail!("the pinger reported something else than its latency: {other:?}"),
+    }
 }
 
 /// Sender on A → sink on B: messages per second.

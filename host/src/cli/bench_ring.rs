@@ -15,7 +15,7 @@ use molt_abi::{Pid, codec, tag};
 use molt_host::Node;
 
 use super::bench::{Figure, MODULE};
-use super::bench_wire::{BenchArgs, BenchRing};
+use super::bench_wire::{BenchArgs, BenchMsg};
 
 /// The Erlang ring, compiled and run by `--erlang`.
 const RING_ERL: &str = include_str!("ring.erl");
@@ -87,7 +87,7 @@ impl Ring {
         super::bench::initialized(node, target).await?;
         // The first link learns its next before the token (one sender, one
         // receiver: in order).
-        let next = codec::encode(&BenchRing::Next(last));
+        let next = codec::encode(&BenchMsg::Next(last));
         mailbox.send(first, tag::DATA, molt_abi::Ref::NONE, next)?;
         Ok(Ring {
             mailbox,
@@ -99,7 +99,7 @@ impl Ring {
     /// Pass the token `hops` times; how long until it came back.
     pub async fn pass(&mut self, hops: u64) -> Result<Duration> {
         let report = self.mailbox.pid();
-        let token = codec::encode(&BenchRing::Token { hops, report });
+        let token = codec::encode(&BenchMsg::Token { hops, report });
         let start = Instant::now();
         self.mailbox
             .send(self.first, tag::DATA, molt_abi::Ref::NONE, token)?;
@@ -109,7 +109,7 @@ impl Ring {
             .await
             .context("the token did not come back within 600 s")?;
         let elapsed = start.elapsed();
-        if codec::decode::<BenchRing>(&done.payload) != Ok(BenchRing::Done) {
+        if codec::decode::<BenchMsg>(&done.payload) != Ok(BenchMsg::Done) {
             bail!("the ring answered something else than done");
         }
         Ok(elapsed)

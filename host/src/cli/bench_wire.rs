@@ -61,6 +61,16 @@ pub enum BenchArgs {
         /// The next link, if known yet.
         next: Option<Pid>,
     },
+    /// Time `rounds` round trips with `ponger`, then send
+    /// [`BenchMsg::Latency`] to `report` and exit normally.
+    TimedPinger {
+        /// The ponger.
+        ponger: Pid,
+        /// Round trips.
+        rounds: u64,
+        /// Who is told the percentiles.
+        report: Pid,
+    },
 }
 
 /// bench-guest's `TableOp`.
@@ -74,33 +84,19 @@ pub enum TableOp {
     DirtyRead,
 }
 
-/// The `Ping` of `examples/bench-guest`'s `BenchMsg` (variant 0), and the
-/// encoding of its `Pong` (variant 1): the host plays the pinger in the
-/// remote latency figure. Checked against the guest's type in `tests/`.
-#[derive(Serialize, Debug, Clone)]
-pub enum BenchPing {
-    /// `BenchMsg::Ping { from }`.
-    Ping {
-        /// Who to answer.
-        from: Pid,
-    },
-    /// `BenchMsg::Pong`.
-    Pong,
-}
-
-/// `examples/bench-guest`'s `BenchMsg` as far as the ring needs it: the
-/// earlier variants only hold the places of the guest's. Checked against
-/// the guest's type in `tests/`.
+/// `examples/bench-guest`'s `BenchMsg`, mirrored as far as the ring and
+/// the two-node latency figure need it: the other variants only hold the
+/// places of the guest's. Checked against the guest's type in `tests/`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub enum BenchRing {
-    /// `BenchMsg::Ping` (not used by the ring).
+pub enum BenchMsg {
+    /// `BenchMsg::Ping` (not used by the host).
     Ping {
         /// Who to answer.
         from: Pid,
     },
-    /// `BenchMsg::Pong` (not used by the ring).
+    /// `BenchMsg::Pong` (not used by the host).
     Pong,
-    /// `BenchMsg::Blob` (not used by the ring).
+    /// `BenchMsg::Blob` (not used by the host).
     Blob {
         /// The sender.
         from: Pid,
@@ -108,7 +104,7 @@ pub enum BenchRing {
         #[serde(with = "molt_abi::codec::bytes")]
         bytes: Vec<u8>,
     },
-    /// `BenchMsg::Ack` (not used by the ring).
+    /// `BenchMsg::Ack` (not used by the host).
     Ack(u64),
     /// `BenchMsg::Next`: a ring link's next link.
     Next(Pid),
@@ -121,4 +117,11 @@ pub enum BenchRing {
     },
     /// `BenchMsg::Done`.
     Done,
+    /// `BenchMsg::Latency`: a timed pinger's round trips, in nanoseconds.
+    Latency {
+        /// The median.
+        p50_ns: u64,
+        /// The 99th percentile.
+        p99_ns: u64,
+    },
 }
