@@ -366,6 +366,18 @@ fn the_bench_mirror_of_bench_args_encodes_like_the_guest() {
             },
         ),
         (
+            molt_abi::codec::encode(&Host::RemoteSpawner {
+                node: "b@127.0.0.1".into(),
+                count: 4,
+                report: pid,
+            }),
+            Guest::RemoteSpawner {
+                node: "b@127.0.0.1".into(),
+                count: 4,
+                report: pid,
+            },
+        ),
+        (
             molt_abi::codec::encode(&Host::RingLink {
                 next: Some(molt_abi::Pid {
                     node: 1,
@@ -445,6 +457,17 @@ fn the_bench_mirror_of_bench_msg_encodes_like_the_guest() {
             Guest::Latency {
                 p50_ns: 81_000,
                 p99_ns: 170_000,
+            },
+        ),
+        (Host::Hello(pid), Guest::Hello(pid)),
+        (
+            Host::Spawned {
+                count: 4,
+                ns: 400_000,
+            },
+            Guest::Spawned {
+                count: 4,
+                ns: 400_000,
             },
         ),
     ];

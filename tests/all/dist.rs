@@ -193,6 +193,38 @@ async fn a_timed_pinger_reports_its_round_trips_with_a_ponger_on_another_node() 
     assert!(b.is_alive(ponger), "the ponger goes on");
 }
 
+/// `molt bench`'s remote spawn figure: a process on A spawns children on
+/// B one at a time, each greeting it before the next, and reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_spawner_spawns_children_on_another_node_one_at_a_time() {
+    use molt_tests::bench_wire::{BenchArgs, BenchMsg};
+    let (a, da) = dist_node("a").await;
+    let (b, db) = dist_node("b").await;
+    da.join(&address_of(&db)).await.unwrap();
+    let spawned_before = b.stats().spawned;
+    let mut mailbox = a.mailbox().unwrap();
+    let spawner = BenchArgs::RemoteSpawner {
+        node: "b@127.0.0.1".into(),
+        count: 30,
+        report: mailbox.pid(),
+    };
+    let (_, watch) = mailbox
+        .spawn("bench-guest", codec::encode(&spawner), false, true)
+        .unwrap();
+    let report = mailbox.recv(WAIT).await.expect("the spawner reports");
+    assert_eq!(report.tag, tag::DATA, "a report, not the spawner's end");
+    let Ok(BenchMsg::Spawned { count, ns }) = codec::decode(&report.payload) else {
+        panic!("not a spawn report: {:?}", report.payload);
+    };
+    assert_eq!(count, 30);
+    assert!(0 < ns && ns < WAIT.as_nanos() as u64, "{ns} ns");
+    assert_eq!(
+        down_reason(&mut mailbox, watch.expect("monitored")).await,
+        reason::NORMAL
+    );
+    assert_eq!(b.stats().spawned - spawned_before, 30, "all ran on b");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_on_one_node_kills_a_linked_process_on_the_other() {
     let (a, da) = dist_node("a").await;

@@ -91,6 +91,23 @@ pub enum BenchArgs {
         /// Who is told the percentiles.
         report: Pid,
     },
+    /// Spawn `count` [`BenchArgs::Hello`] children on `node`, one at a
+    /// time, each awaited (its spawn and its hello) before the next; then
+    /// send [`BenchMsg::Spawned`] to `report` and stop `normal`. Erlang's
+    /// remote spawn figure, as a process on one node.
+    RemoteSpawner {
+        /// Where the children run.
+        node: String,
+        /// Children to spawn.
+        count: u64,
+        /// Who is told how long it took.
+        report: Pid,
+    },
+    /// Send [`BenchMsg::Hello`] to `parent` and stop `normal`.
+    Hello {
+        /// Who is greeted.
+        parent: Pid,
+    },
 }
 
 /// The operation of a [`BenchArgs::Table`] run.
@@ -173,6 +190,15 @@ pub enum BenchMsg {
         /// The 99th percentile.
         p99_ns: u64,
     },
+    /// A [`BenchArgs::Hello`] child's greeting.
+    Hello(Pid),
+    /// A [`BenchArgs::RemoteSpawner`] is done.
+    Spawned {
+        /// Children spawned (each said hello).
+        count: u64,
+        /// From the first spawn to the last hello, in nanoseconds.
+        ns: u64,
+    },
 }
 
 /// The state of one bench process, per role.
@@ -242,6 +268,32 @@ pub enum Bench {
         /// Each round trip so far, in nanoseconds.
         samples: Vec<u64>,
     },
+    /// See [`BenchArgs::RemoteSpawner`].
+    RemoteSpawner {
+        /// Where the children run.
+        node: String,
+        /// Children to spawn.
+        count: u64,
+        /// Children that said hello.
+        greeted: u64,
+        /// Who is told how long it took.
+        report: Pid,
+        /// When the first spawn began (monotonic clock, ns).
+        started_ns: i64,
+    },
+}
+
+/// This crate's module name, for the children it spawns.
+const MODULE: &str = "bench-guest";
+
+/// Spawn a [`BenchArgs::Hello`] child on `node`, greeting this process.
+fn spawn_hello(node: &str) -> Result<(), String> {
+    let hello = BenchArgs::Hello {
+        parent: molt_sdk::self_pid(),
+    };
+    molt_sdk::spawn_on(node, MODULE, &hello)
+        .map(drop)
+        .map_err(|e| format!("remote spawner: {e}"))
 }
 
 /// Send the ping of a timed round trip: the time it went out.
@@ -411,6 +463,28 @@ impl Behaviour for Bench {
                     samples: Vec::with_capacity(rounds.min(1 << 20) as usize),
                 }
             }
+            BenchArgs::RemoteSpawner {
+                node,
+                count,
+                report,
+            } => {
+                if count == 0 {
+                    return Err(molt_sdk::abi::reason::NORMAL.into());
+                }
+                let started_ns = molt_sdk::sys::monotonic_ns();
+                spawn_hello(&node)?;
+                Bench::RemoteSpawner {
+                    node,
+                    count,
+                    greeted: 0,
+                    report,
+                    started_ns,
+                }
+            }
+            BenchArgs::Hello { parent } => {
+                molt_sdk::send(parent, &BenchMsg::Hello(me)).map_err(|e| format!("hello: {e}"))?;
+                return Err(molt_sdk::abi::reason::NORMAL.into());
+            }
         })
     }
 
@@ -495,6 +569,33 @@ impl Behaviour for Bench {
                         Next::Continue
                     }
                     Err(e) => Next::Stop(e),
+                }
+            }
+            (
+                Bench::RemoteSpawner {
+                    node,
+                    count,
+                    greeted,
+                    report,
+                    started_ns,
+                },
+                Message::Data(BenchMsg::Hello(_)),
+            ) => {
+                *greeted += 1;
+                if *greeted < *count {
+                    return match spawn_hello(node) {
+                        Ok(()) => Next::Continue,
+                        Err(e) => Next::Stop(e),
+                    };
+                }
+                let ns = molt_sdk::sys::monotonic_ns().saturating_sub(*started_ns);
+                let spawned = BenchMsg::Spawned {
+                    count: *count,
+                    ns: ns.max(0) as u64,
+                };
+                match molt_sdk::send(*report, &spawned) {
+                    Ok(()) => Next::stop_normal(),
+                    Err(e) => Next::Stop(format!("remote spawner: report failed: {e}")),
                 }
             }
             (Bench::RingLink { next }, Message::Data(BenchMsg::Next(pid))) => {

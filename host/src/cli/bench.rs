@@ -589,31 +589,45 @@ async fn remote_oneway_run(
     Ok(messages as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Remote spawns from A on B, each awaited: µs per spawn. The spawned
-/// processes are killed after, and the run ends when B has ended them all,
-/// so that the next run (or figure) does not share the machine with their
-/// teardown.
-async fn remote_spawn_run(a: &Node, da: &Distribution, b: &Node, spawns: u64) -> Result<f64> {
+/// Remote spawns by a process on A on B, each awaited (its spawn reply and
+/// the child's hello, as in Erlang's figure): µs per spawn, as the spawner
+/// timed them. The children end after their hello; the run ends when B
+/// has ended them all, so that the next run (or figure) does not share
+/// the machine with their teardown.
+async fn remote_spawn_run(a: &Node, b: &Node, spawns: u64) -> Result<f64> {
     let mut mailbox = a.mailbox()?;
-    let args = codec::encode(&BenchArgs::Idle);
-    let mut pids = Vec::with_capacity(spawns as usize);
-    let start = Instant::now();
-    for _ in 0..spawns {
-        let (pid, _) = da
-            .spawn_from(
-                &mut mailbox,
-                "bench-b@127.0.0.1",
-                MODULE,
-                args.clone(),
-                false,
-                false,
-            )
-            .await?;
-        pids.push(pid);
+    let alive_before = b.stats().alive;
+    let spawner = BenchArgs::RemoteSpawner {
+        node: "bench-b@127.0.0.1".into(),
+        count: spawns,
+        report: mailbox.pid(),
+    };
+    let (_, watch) = mailbox.spawn(MODULE, codec::encode(&spawner), false, true)?;
+    let limit = Duration::from_secs(300);
+    let report = mailbox
+        .recv(limit)
+        .await
+        .context("no report from the remote spawner within 300 s")?;
+    if report.tag != tag::DATA {
+        // Its DOWN: it stopped before it reported.
+        bail!("the remote spawner ended before it reported");
     }
-    let per_spawn = start.elapsed().as_secs_f64() * 1e6 / spawns as f64;
-    kill_all(b, &pids).await?;
-    Ok(per_spawn)
+    let spawned = codec::decode::<BenchMsg>(&report.payload);
+    wait_for_exit(&mut mailbox, watch.expect("monitored"), limit).await?;
+    let Ok(BenchMsg::Spawned { count, ns }) = spawned else {
+        bail!("the remote spawner reported something else: {spawned:?}");
+    };
+    if count != spawns {
+        bail!("the remote spawner spawned {count} of {spawns}");
+    }
+    let deadline = Instant::now() + limit;
+    while b.stats().alive > alive_before {
+        if Instant::now() > deadline {
+            bail!("the remote spawner's children had not all ended after {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(ns as f64 / 1e3 / spawns as f64)
 }
 
 /// The numeric fields of /proc/self/stat after the process's name
@@ -966,7 +980,7 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             });
         }
         if want("remote-spawn") {
-            let v = measure(runs, || remote_spawn_run(a, &da, b, args.remote_spawns)).await?;
+            let v = measure(runs, || remote_spawn_run(a, b, args.remote_spawns)).await?;
             figures.push(Figure {
                 name: "remote spawn, waiting for each",
                 unit: "µs/spawn",

@@ -71,6 +71,16 @@ pub enum BenchArgs {
         /// Who is told the percentiles.
         report: Pid,
     },
+    /// Spawn `count` `Hello` children on `node` one at a time, each
+    /// awaited, then send [`BenchMsg::Spawned`] to `report` and exit.
+    RemoteSpawner {
+        /// Where the children run.
+        node: String,
+        /// Children.
+        count: u64,
+        /// Who is told how long it took.
+        report: Pid,
+    },
 }
 
 /// bench-guest's `TableOp`.
@@ -85,8 +95,8 @@ pub enum TableOp {
 }
 
 /// `examples/bench-guest`'s `BenchMsg`, mirrored as far as the ring and
-/// the two-node latency figure need it: the other variants only hold the
-/// places of the guest's. Checked against the guest's type in `tests/`.
+/// the two-node latency and spawn figures need it: the other variants
+/// only hold the places of the guest's. Checked against the guest's type in `tests/`.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum BenchMsg {
     /// `BenchMsg::Ping` (not used by the host).
@@ -123,5 +133,14 @@ pub enum BenchMsg {
         p50_ns: u64,
         /// The 99th percentile.
         p99_ns: u64,
+    },
+    /// `BenchMsg::Hello`: a remote spawner's child greeting it.
+    Hello(Pid),
+    /// `BenchMsg::Spawned`: a remote spawner's children and its time.
+    Spawned {
+        /// Children spawned.
+        count: u64,
+        /// From the first spawn to the last hello, in nanoseconds.
+        ns: u64,
     },
 }
