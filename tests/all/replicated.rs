@@ -697,20 +697,32 @@ async fn a_replica_behind_by_more_than_a_frame_catches_up() {
     }
     let value = "x".repeat(1 << 20);
     for i in 0..24 {
-        let reply = tokio::time::timeout(Duration::from_secs(20), async {
+        // Each write normally commits in milliseconds; a bound missed says
+        // what each replica saw (role, term, leader) and the last answer.
+        let mut last = None;
+        let written = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
                 match members[0]
                     .node
                     .table(put("blobs", &format!("b{i:02}"), &value))
                     .await
                 {
-                    Reply::Error(Error::NoQuorum) => continue,
+                    Reply::Error(Error::NoQuorum) => last = Some(Error::NoQuorum),
                     reply => return reply,
                 }
             }
         })
-        .await
-        .expect("a write on the majority side");
+        .await;
+        let Ok(reply) = written else {
+            panic!(
+                "1 MiB write {i} did not commit on the majority side within 20 s \
+                 (last answer {last:?}); replicas: {:?}",
+                members
+                    .iter()
+                    .map(|m| status(m, "blobs"))
+                    .collect::<Vec<_>>()
+            );
+        };
         committed(reply, "a 1 MiB write");
     }
     for m in &members {

@@ -3,6 +3,11 @@
 //! eager upgrade, purge, throughput during an upgrade), each the median of
 //! several runs. Guests come from `examples/bench-guest`, built from source;
 //! its other versions are the same code under another version string.
+//!
+//! Every message figure is between processes, as Erlang's are: the
+//! two-node round trips and remote spawns are timed by a process on one
+//! node (`TimedPinger`, `RemoteSpawner`) on the node's clock, not by the
+//! bench's own thread, which would add a thread hop each way.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
