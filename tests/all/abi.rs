@@ -357,11 +357,13 @@ fn the_bench_mirror_of_bench_args_encodes_like_the_guest() {
             molt_abi::codec::encode(&Host::TimedPinger {
                 ponger: pid,
                 rounds: 5,
+                warmup: 2,
                 report: pid,
             }),
             Guest::TimedPinger {
                 ponger: pid,
                 rounds: 5,
+                warmup: 2,
                 report: pid,
             },
         ),

@@ -171,6 +171,7 @@ async fn a_timed_pinger_reports_its_round_trips_with_a_ponger_on_another_node() 
     let timed = BenchArgs::TimedPinger {
         ponger,
         rounds: 200,
+        warmup: 20,
         report: mailbox.pid(),
     };
     let (pinger, watch) = mailbox

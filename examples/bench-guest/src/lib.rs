@@ -79,15 +79,18 @@ pub enum BenchArgs {
         /// The next link, if known yet.
         next: Option<Pid>,
     },
-    /// Ping `ponger` `rounds` times, one at a time, timing each round trip
-    /// on the node's monotonic clock; then send [`BenchMsg::Latency`] to
-    /// `report` and stop `normal`. The two-node latency figure: a process
-    /// on one node and one on the other, as Erlang's is measured.
+    /// Ping `ponger` `warmup` times, then `rounds` times timing each round
+    /// trip on the node's monotonic clock, one at a time; then send
+    /// [`BenchMsg::Latency`] to `report` and stop `normal`. The two-node
+    /// latency figure: a process on one node and one on the other, as
+    /// Erlang's is measured.
     TimedPinger {
         /// The ponger to ping.
         ponger: Pid,
         /// Round trips to make and time.
         rounds: u64,
+        /// Round trips to make first, untimed.
+        warmup: u64,
         /// Who is told the percentiles.
         report: Pid,
     },
@@ -257,8 +260,10 @@ pub enum Bench {
     TimedPinger {
         /// The ponger.
         ponger: Pid,
-        /// Round trips to make.
+        /// Round trips to time.
         rounds: u64,
+        /// Untimed round trips still to make first.
+        warmup: u64,
         /// Who is told the percentiles.
         report: Pid,
         /// `Ping { from: self }`, encoded.
@@ -447,6 +452,7 @@ impl Behaviour for Bench {
             BenchArgs::TimedPinger {
                 ponger,
                 rounds,
+                warmup,
                 report,
             } => {
                 if rounds == 0 {
@@ -457,6 +463,7 @@ impl Behaviour for Bench {
                 Bench::TimedPinger {
                     ponger,
                     rounds,
+                    warmup,
                     report,
                     ping,
                     sent_ns,
@@ -543,6 +550,7 @@ impl Behaviour for Bench {
                 Bench::TimedPinger {
                     ponger,
                     rounds,
+                    warmup,
                     report,
                     ping,
                     sent_ns,
@@ -551,7 +559,10 @@ impl Behaviour for Bench {
                 Message::Data(BenchMsg::Pong),
             ) => {
                 let now = molt_sdk::sys::monotonic_ns();
-                samples.push(now.saturating_sub(*sent_ns).max(0) as u64);
+                match warmup.checked_sub(1) {
+                    Some(left) => *warmup = left,
+                    None => samples.push(now.saturating_sub(*sent_ns).max(0) as u64),
+                }
                 if samples.len() as u64 >= *rounds {
                     samples.sort_unstable();
                     let latency = BenchMsg::Latency {

@@ -533,6 +533,8 @@ async fn remote_pingpong_run(a: &Node, da: &Distribution, rounds: u64) -> Result
     let timed = BenchArgs::TimedPinger {
         ponger,
         rounds,
+        // As Erlang's figure: 1,000 round trips before the timed ones.
+        warmup: 1_000,
         report: mailbox.pid(),
     };
     let (_, watch) = mailbox.spawn(MODULE, codec::encode(&timed), false, true)?;

@@ -61,13 +61,15 @@ pub enum BenchArgs {
         /// The next link, if known yet.
         next: Option<Pid>,
     },
-    /// Time `rounds` round trips with `ponger`, then send
-    /// [`BenchMsg::Latency`] to `report` and exit normally.
+    /// Make `warmup` round trips with `ponger`, then time `rounds`, then
+    /// send [`BenchMsg::Latency`] to `report` and exit normally.
     TimedPinger {
         /// The ponger.
         ponger: Pid,
-        /// Round trips.
+        /// Round trips timed.
         rounds: u64,
+        /// Round trips first, untimed.
+        warmup: u64,
         /// Who is told the percentiles.
         report: Pid,
     },
