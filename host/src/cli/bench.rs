@@ -537,23 +537,32 @@ async fn remote_pingpong_run(a: &Node, da: &Distribution, rounds: u64) -> Result
         warmup: 1_000,
         report: mailbox.pid(),
     };
-    let (_, watch) = mailbox.spawn(MODULE, codec::encode(&timed), false, true)?;
+    let latency = reported(&mut mailbox, &timed, "the timed pinger").await;
+    mailbox.exit(ponger, reason::KILL);
+    match latency? {
+        BenchMsg::Latency { p50_ns, p99_ns } => Ok((p50_ns as f64 / 1e3, p99_ns as f64 / 1e3)),
+        other => bail!("the pinger reported something else than its latency: {other:?}"),
+    }
+}
+
+/// Spawn a bench process with `args` on `mailbox`'s node, monitored, and
+/// wait (at most 300 s) for the one message it reports to `mailbox` and
+/// for its normal end: that message.
+async fn reported(mailbox: &mut HostMailbox, args: &BenchArgs, who: &str) -> Result<BenchMsg> {
+    let (_, watch) = mailbox.spawn(MODULE, codec::encode(args), false, true)?;
     let limit = Duration::from_secs(300);
     let report = mailbox
         .recv(limit)
         .await
-        .context("no latency report from the pinger within 300 s")?;
+        .with_context(|| format!("no report from {who} within {limit:?}"))?;
     if report.tag != tag::DATA {
         // Its DOWN: it stopped before it reported.
-        bail!("the timed pinger ended before it reported its latency");
+        bail!("{who} ended before it reported");
     }
-    let latency = codec::decode::<BenchMsg>(&report.payload);
-    wait_for_exit(&mut mailbox, watch.expect("monitored"), limit).await?;
-    mailbox.exit(ponger, reason::KILL);
-    match latency {
-        Ok(BenchMsg::Latency { p50_ns, p99_ns }) => Ok((p50_ns as f64 / 1e3, p99_ns as f64 / 1e3)),
-        other => bail!("the pinger reported something else than its latency: {other:?}"),
-    }
+    let decoded = codec::decode::<BenchMsg>(&report.payload)
+        .map_err(|e| anyhow::anyhow!("{who} reported something undecodable: {e}"));
+    wait_for_exit(mailbox, watch.expect("monitored"), limit).await?;
+    decoded
 }
 
 /// Sender on A → sink on B: messages per second.
@@ -609,24 +618,14 @@ async fn remote_spawn_run(a: &Node, b: &Node, spawns: u64) -> Result<f64> {
         count: spawns,
         report: mailbox.pid(),
     };
-    let (_, watch) = mailbox.spawn(MODULE, codec::encode(&spawner), false, true)?;
-    let limit = Duration::from_secs(300);
-    let report = mailbox
-        .recv(limit)
-        .await
-        .context("no report from the remote spawner within 300 s")?;
-    if report.tag != tag::DATA {
-        // Its DOWN: it stopped before it reported.
-        bail!("the remote spawner ended before it reported");
-    }
-    let spawned = codec::decode::<BenchMsg>(&report.payload);
-    wait_for_exit(&mut mailbox, watch.expect("monitored"), limit).await?;
-    let Ok(BenchMsg::Spawned { count, ns }) = spawned else {
-        bail!("the remote spawner reported something else: {spawned:?}");
+    let (count, ns) = match reported(&mut mailbox, &spawner, "the remote spawner").await? {
+        BenchMsg::Spawned { count, ns } => (count, ns),
+        other => bail!("the remote spawner reported something else: {other:?}"),
     };
     if count != spawns {
         bail!("the remote spawner spawned {count} of {spawns}");
     }
+    let limit = Duration::from_secs(300);
     let deadline = Instant::now() + limit;
     while b.stats().alive > alive_before {
         if Instant::now() > deadline {
