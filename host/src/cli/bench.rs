@@ -826,7 +826,7 @@ pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> 
             // The host heap the processes took from the kernel: on a fresh
             // node all of theirs; on a warm one what the run before freed
             // and the allocator still held is reused and not counted, here
-            // or in the RSS delta above (freed memory goes back after 10 s).
+            // or in the RSS delta above (freed memory goes back after 60 s).
             name: "  host heap taken from the kernel per process",
             unit: "KiB",
             runs: heap,

@@ -27,11 +27,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// How long memory the node freed stays with its allocator before it goes
 /// back to the kernel, unless `MIMALLOC_PURGE_DELAY` (ms) says otherwise.
-/// mimalloc's own 1 s gave memory back between two bursts of spawns or
-/// messages, only to fault it in again: interleaved, warm spawns 12.8–20.7
-/// against 10.0–10.6 µs, two-node 4 KiB messages 533–544 against 560–581
-/// MB/s.
-const PURGE_DELAY_MS: i64 = 10_000;
+/// mimalloc purges per arena: the first free arms the delay, and when it
+/// runs out everything free at that moment goes back, however recently it
+/// was freed, so a node with steady churn faults its free heap in again
+/// once per delay. mimalloc's own 1 s did so between two bursts of spawns
+/// or messages (warm spawns 12.8–20.7 against 10.0–10.6 µs at 10 s), and
+/// 10 s still did within a run of spawns: interleaved, six runs of 100,000
+/// spawns each, medians 9.3, 9.3, 8.3 µs at 10 s against 8.4, 8.2, 7.9 µs
+/// at 60 s (runs with 0.22–0.34 page faults per spawn against at most
+/// 0.04).
+const PURGE_DELAY_MS: i64 = 60_000;
 
 /// mimalloc's `mi_option_purge_delay` (`mimalloc.h`; the sys crate names
 /// no constant for it).
