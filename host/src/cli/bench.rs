@@ -363,18 +363,27 @@ pub(crate) async fn kill_all(node: &Node, pids: &[Pid]) -> Result<()> {
         node.exit(*pid, reason::KILL);
     }
     let patience = Duration::from_secs(120 * (pids.len() as u64 / 100_000).max(1));
+    if !alive_at_most(node, before, patience).await {
+        bail!(
+            "{} of {} killed processes had not ended after {patience:?}",
+            node.stats().alive as usize - before,
+            pids.len()
+        );
+    }
+    Ok(())
+}
+
+/// Wait until `node` has at most `alive` processes, at most `patience`:
+/// whether it got there.
+async fn alive_at_most(node: &Node, alive: usize, patience: Duration) -> bool {
     let deadline = Instant::now() + patience;
-    while node.stats().alive as usize > before {
+    while node.stats().alive as usize > alive {
         if Instant::now() > deadline {
-            bail!(
-                "{} of {} killed processes had not ended after {patience:?}",
-                node.stats().alive as usize - before,
-                pids.len()
-            );
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    Ok(())
+    true
 }
 
 /// Milliseconds from an eager load until `n` idle behaviours all run the
@@ -626,12 +635,8 @@ async fn remote_spawn_run(a: &Node, b: &Node, spawns: u64) -> Result<f64> {
         bail!("the remote spawner spawned {count} of {spawns}");
     }
     let limit = Duration::from_secs(300);
-    let deadline = Instant::now() + limit;
-    while b.stats().alive > alive_before {
-        if Instant::now() > deadline {
-            bail!("the remote spawner's children had not all ended after {limit:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    if !alive_at_most(b, alive_before as usize, limit).await {
+        bail!("the remote spawner's children had not all ended after {limit:?}");
     }
     Ok(ns as f64 / 1e3 / spawns as f64)
 }

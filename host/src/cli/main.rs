@@ -18,10 +18,9 @@ use tracing_subscriber::EnvFilter;
 /// this design's machines, interleaved with glibc's: a Winch compile of a
 /// 130 KB module 23 → 16 ms, a purge of 10,000 processes 110–128 →
 /// 77–79 ms, a ring hop 1.50 → 1.34 µs; spawns level, local one-way
-/// messages about 6 % slower. Freed
-/// memory goes back to the kernel [`PURGE_DELAY_MS`] after it is freed.
-/// The `molt_host` library leaves the choice to the program that embeds
-/// it.
+/// messages about 6 % slower. Freed memory goes back to the kernel
+/// [`PURGE_DELAY_MS`] after it is freed. The `molt_host` library leaves
+/// the choice to the program that embeds it.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
