@@ -254,6 +254,11 @@ fn new_store(core: ProcessCore, current: Option<Message>, engine: &Engine) -> St
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     store.epoch_deadline_callback(on_epoch);
+    // A new store's deadline is epoch 0, long past: the code wasmtime runs
+    // to start an instance (its start function, initialisers) would yield
+    // at its first check, and every spawn would go round the scheduler
+    // once before its `init`. Still preempted at the next tick.
+    store.set_epoch_deadline(1);
     store
 }
 
