@@ -470,9 +470,15 @@ async fn write_lane(peer: Arc<Peer>, index: usize) {
     if send.write_all(&[index as u8]).await.is_err() {
         return;
     }
+    // Each batch is handed to quinn as it is, not copied: quinn keeps it
+    // until the peer has acknowledged it, and the lane starts a new buffer
+    // with room for as much as the last batch held (up to a bound).
+    let lane = &peer.lanes[index];
     let mut batch = Vec::new();
-    while peer.lanes[index].take_batch(&mut batch).await {
-        if send.write_all(&batch).await.is_err() {
+    while lane.take_batch(&mut batch).await {
+        let room = Lane::room_after(batch.len());
+        let full = std::mem::replace(&mut batch, Vec::with_capacity(room));
+        if send.write_chunk(full.into()).await.is_err() {
             break;
         }
     }

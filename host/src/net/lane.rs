@@ -102,6 +102,12 @@ impl Lane {
         }
     }
 
+    /// Room to give a new batch buffer after one of `len` bytes was taken:
+    /// as much, up to `KEEP_BYTES_MAX`.
+    pub fn room_after(len: usize) -> usize {
+        len.min(KEEP_BYTES_MAX)
+    }
+
     /// Take everything queued into `batch` (what it held is dropped; its
     /// room goes to the queue, up to `KEEP_BYTES_MAX`); waits while the
     /// queue is empty. Returns false once the lane is closed.
