@@ -21,8 +21,10 @@ const KEEP_BYTES_MAX: usize = 1 << 20;
 struct Queue {
     /// The encoded frames, one after the other: a sender encodes its frame
     /// straight in here, and the writer takes the whole buffer (swapping
-    /// in the one it wrote last), so a frame is neither allocated nor
-    /// copied on its own.
+    /// in an empty one: a signal lane's writer hands the buffer to quinn
+    /// and swaps in a new one with room for as much, up to
+    /// `KEEP_BYTES_MAX`; the control lane's reuses the one it wrote last),
+    /// so a frame is neither allocated nor copied on its own.
     frames: Vec<u8>,
 }
 
