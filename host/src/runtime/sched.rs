@@ -40,9 +40,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
+
+use futures_util::task::{ArcWake, waker_ref};
 
 /// Hand-offs in a row through a thread's `next` slot before the woken task
 /// goes to the back of the queue, so that two processes exchanging
@@ -86,24 +88,22 @@ struct Task {
     shared: Arc<Shared>,
 }
 
-impl Wake for Task {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        let mut state = self.state.load(Ordering::Acquire);
+// `ArcWake` rather than std's `Wake`: a poll lends the task's own `Arc`
+// as its waker (`waker_ref`) instead of cloning it for the poll.
+impl ArcWake for Task {
+    fn wake_by_ref(task: &Arc<Self>) {
+        let mut state = task.state.load(Ordering::Acquire);
         loop {
             let next = match state {
                 IDLE => SCHEDULED,
                 RUNNING => NOTIFIED,
                 _ => return,
             };
-            match self
+            match task
                 .state
                 .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) if next == SCHEDULED => return self.shared.schedule(self.clone(), false),
+                Ok(_) if next == SCHEDULED => return task.shared.schedule(task.clone(), false),
                 Ok(_) => return,
                 Err(now) => state = now,
             }
@@ -305,7 +305,7 @@ fn run(task: Arc<Task>, worker: Option<usize>) {
     if let Some(index) = worker {
         task.home.store(index, Ordering::Relaxed);
     }
-    let waker = Waker::from(task.clone());
+    let waker = waker_ref(&task);
     let mut cx = Context::from_waker(&waker);
     let mut slot = task.future.lock().expect("task poisoned");
     let Some(future) = slot.as_mut() else {
