@@ -206,17 +206,18 @@ impl DistInner {
                 link,
                 monitor,
             } => {
-                let result = node
-                    .spawn(
+                let result = crate::runtime::start_elsewhere(|| {
+                    node.spawn(
                         &module,
                         args,
                         link.then_some(from),
                         monitor.map(|r| (r, from)),
                     )
-                    .map_err(|e| {
-                        // A local spawn does not reach other nodes.
-                        SpawnFailure::of(e).expect("a local spawn fails locally")
-                    });
+                })
+                .map_err(|e| {
+                    // A local spawn does not reach other nodes.
+                    SpawnFailure::of(e).expect("a local spawn fails locally")
+                });
                 if let Ok(child) = result {
                     let mut stakes = peer.stakes.lock().expect("stakes poisoned");
                     if link {

@@ -21,7 +21,7 @@ mod payload;
 mod pg;
 mod registry;
 mod sched;
-pub(crate) use sched::run_woken_here;
+pub(crate) use sched::{run_woken_here, start_elsewhere};
 mod table;
 mod timers;
 mod upgrade;

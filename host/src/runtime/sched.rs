@@ -185,6 +185,18 @@ pub(crate) fn run_woken_here<R>(deliver: impl FnOnce() -> R) -> R {
     result
 }
 
+/// Run `start` (the network spawning a process) so that the processes it
+/// starts run on the node's process threads even inside
+/// [`run_woken_here`]: a new process's instantiation, `init` and, for a
+/// short-lived one, its end, would hold up the network's thread, where the
+/// spawn's reply and the next frames wait.
+pub(crate) fn start_elsewhere<R>(start: impl FnOnce() -> R) -> R {
+    let before = RUN_HERE.replace(false);
+    let result = start();
+    RUN_HERE.set(before);
+    result
+}
+
 impl Shared {
     fn schedule(self: &Arc<Self>, task: Arc<Task>, yielded: bool) {
         if self.stopping.load(Ordering::Acquire) {
