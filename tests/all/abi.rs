@@ -8,7 +8,10 @@ use std::fmt::Write as _;
 use molt_abi::imports::{self, ValType};
 use molt_abi::{Ref, status, tag};
 use molt_host::code::{self, LoadError, ModuleKind, Problem};
-use molt_tests::{QUIET, WAIT, guests_dir, molt, node, run_to_exit, wat_fixture};
+use molt_tests::{
+    Cmd, Outcome, Puppet, QUIET, WAIT, down_reason, guests_dir, molt, node, run_to_exit,
+    wat_fixture,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wat_echo_returns_every_message_to_its_pid() {
@@ -689,6 +692,42 @@ async fn a_trap_while_instantiating_is_a_one_line_trap() {
     assert!(why.contains("unreachable"), "{why}");
     assert!(why.ends_with("(at instantiation)"), "{why}");
     assert!(!why.contains('\n'), "one line: {why:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_function_that_never_returns_is_preempted_and_killed() {
+    let node = node();
+    // A start function that spins: every spawn loops before molt_main.
+    let module = echo_with(|t| {
+        t.replace(
+            "(memory (export \"memory\") 2)",
+            "(memory (export \"memory\") 2)\n  (func $spin (loop $again (br $again)))\n  (start $spin)",
+        )
+    });
+    node.load(&module, "echo-spin").unwrap();
+    let mut me = node.mailbox().unwrap();
+    // More spinners than the threads that run processes.
+    let spinners: Vec<_> = (0..4)
+        .map(|_| {
+            me.spawn("echo-spin", me.pid().to_bytes().to_vec(), false, true)
+                .unwrap()
+        })
+        .collect();
+    // The node goes on running other processes meanwhile.
+    let mut p = Puppet::spawn(&node).await;
+    let puppet = p.pid;
+    for _ in 0..20 {
+        assert_eq!(p.cmd(Cmd::IsAlive(puppet)).await, Outcome::Bool(true));
+    }
+    for (pid, _) in &spinners {
+        assert!(node.is_alive(*pid), "a spinner ended by itself");
+        node.exit(*pid, "kill");
+    }
+    for (pid, watch) in spinners {
+        let why = down_reason(&mut me, watch.expect("monitored")).await;
+        assert_eq!(why, "killed");
+        assert!(!node.is_alive(pid));
+    }
 }
 
 /// A raw WAT guest that gets its parent's pid as init arguments (kept at
