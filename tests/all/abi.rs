@@ -658,6 +658,16 @@ fn echo_with(edit: impl Fn(String) -> String) -> Vec<u8> {
     edit(String::from_utf8(wat_text("echo.wat")).unwrap()).into_bytes()
 }
 
+/// echo.wat with a start function whose body is `body`.
+fn echo_starting_with(body: &str) -> Vec<u8> {
+    echo_with(|t| {
+        t.replace(
+            "(memory (export \"memory\") 2)",
+            &format!("(memory (export \"memory\") 2)\n  (func $start {body})\n  (start $start)"),
+        )
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_data_segment_past_the_initial_memory_is_refused_at_load() {
     let node = node();
@@ -678,12 +688,7 @@ async fn a_data_segment_past_the_initial_memory_is_refused_at_load() {
 async fn a_trap_while_instantiating_is_a_one_line_trap() {
     let node = node();
     // A start function that traps: every spawn traps before molt_main.
-    let module = echo_with(|t| {
-        t.replace(
-            "(memory (export \"memory\") 2)",
-            "(memory (export \"memory\") 2)\n  (func $boom unreachable)\n  (start $boom)",
-        )
-    });
+    let module = echo_starting_with("unreachable");
     node.load(&module, "echo-start").unwrap();
     let mut me = node.mailbox().unwrap();
     let args = me.pid().to_bytes().to_vec();
@@ -698,12 +703,7 @@ async fn a_trap_while_instantiating_is_a_one_line_trap() {
 async fn a_start_function_that_never_returns_is_preempted_and_killed() {
     let node = node();
     // A start function that spins: every spawn loops before molt_main.
-    let module = echo_with(|t| {
-        t.replace(
-            "(memory (export \"memory\") 2)",
-            "(memory (export \"memory\") 2)\n  (func $spin (loop $again (br $again)))\n  (start $spin)",
-        )
-    });
+    let module = echo_starting_with("(loop $again (br $again))");
     node.load(&module, "echo-spin").unwrap();
     let mut me = node.mailbox().unwrap();
     // More spinners than the threads that run processes.
