@@ -424,12 +424,22 @@ pub async fn down_reason(mailbox: &mut HostMailbox, reference: Ref) -> String {
 /// check that a puppet still answers 100 commands meanwhile (so the loops
 /// are preempted), then kill them: each ends `killed`.
 pub async fn loops_are_preempted_and_killed(node: &Node, loops: usize) {
+    let args = codec::encode(&faulty::Fault::Loop);
+    spinners_are_preempted_and_killed(node, loops, "faulty", &args).await;
+}
+
+/// [`loops_are_preempted_and_killed`] for any module that never returns
+/// when spawned with `args`.
+pub async fn spinners_are_preempted_and_killed(
+    node: &Node,
+    loops: usize,
+    module: &str,
+    args: &[u8],
+) {
     let mut watcher = node.mailbox().unwrap();
     let mut running = Vec::new();
     for _ in 0..loops {
-        let (pid, r) = watcher
-            .spawn("faulty", codec::encode(&faulty::Fault::Loop), false, true)
-            .unwrap();
+        let (pid, r) = watcher.spawn(module, args.to_vec(), false, true).unwrap();
         running.push((pid, r.unwrap()));
     }
     let mut p = Puppet::spawn(node).await;

@@ -9,7 +9,7 @@ use molt_abi::imports::{self, ValType};
 use molt_abi::{Ref, status, tag};
 use molt_host::code::{self, LoadError, ModuleKind, Problem};
 use molt_tests::{
-    Cmd, Outcome, Puppet, QUIET, WAIT, down_reason, guests_dir, molt, node, run_to_exit,
+    QUIET, WAIT, guests_dir, molt, node, run_to_exit, spinners_are_preempted_and_killed,
     wat_fixture,
 };
 
@@ -705,29 +705,9 @@ async fn a_start_function_that_never_returns_is_preempted_and_killed() {
     // A start function that spins: every spawn loops before molt_main.
     let module = echo_starting_with("(loop $again (br $again))");
     node.load(&module, "echo-spin").unwrap();
-    let mut me = node.mailbox().unwrap();
-    // More spinners than the threads that run processes.
-    let spinners: Vec<_> = (0..4)
-        .map(|_| {
-            me.spawn("echo-spin", me.pid().to_bytes().to_vec(), false, true)
-                .unwrap()
-        })
-        .collect();
-    // The node goes on running other processes meanwhile.
-    let mut p = Puppet::spawn(&node).await;
-    let puppet = p.pid;
-    for _ in 0..20 {
-        assert_eq!(p.cmd(Cmd::IsAlive(puppet)).await, Outcome::Bool(true));
-    }
-    for (pid, _) in &spinners {
-        assert!(node.is_alive(*pid), "a spinner ended by itself");
-        node.exit(*pid, "kill");
-    }
-    for (pid, watch) in spinners {
-        let why = down_reason(&mut me, watch.expect("monitored")).await;
-        assert_eq!(why, "killed");
-        assert!(!node.is_alive(pid));
-    }
+    // More spinners than the threads that run processes; the node goes on
+    // running other processes meanwhile, and each spinner ends `killed`.
+    spinners_are_preempted_and_killed(&node, 4, "echo-spin", &[]).await;
 }
 
 /// A raw WAT guest that gets its parent's pid as init arguments (kept at

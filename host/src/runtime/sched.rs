@@ -179,10 +179,7 @@ thread_local! {
 /// too, with no thread woken either way. Elsewhere processes run on the
 /// process threads.
 pub(crate) fn run_woken_here<R>(deliver: impl FnOnce() -> R) -> R {
-    let before = RUN_HERE.replace(true);
-    let result = deliver();
-    RUN_HERE.set(before);
-    result
+    with_run_here(true, deliver)
 }
 
 /// Run `start` (the network spawning a process) so that the processes it
@@ -191,8 +188,13 @@ pub(crate) fn run_woken_here<R>(deliver: impl FnOnce() -> R) -> R {
 /// short-lived one, its end, would hold up the network's thread, where the
 /// spawn's reply and the next frames wait.
 pub(crate) fn start_elsewhere<R>(start: impl FnOnce() -> R) -> R {
-    let before = RUN_HERE.replace(false);
-    let result = start();
+    with_run_here(false, start)
+}
+
+/// Run `f` with `RUN_HERE` set to `here`, then as it was.
+fn with_run_here<R>(here: bool, f: impl FnOnce() -> R) -> R {
+    let before = RUN_HERE.replace(here);
+    let result = f();
     RUN_HERE.set(before);
     result
 }
