@@ -454,12 +454,7 @@ async fn write_control(peer: Arc<Peer>, mut send: quinn::SendStream, first: Vec<
     if !first.is_empty() && send.write_all(&first).await.is_err() {
         return;
     }
-    let mut batch = Vec::new();
-    while peer.control.take_batch(&mut batch).await {
-        if send.write_all(&batch).await.is_err() {
-            break;
-        }
-    }
+    write_batches(&peer.control, &mut send).await;
 }
 
 async fn write_lane(peer: Arc<Peer>, index: usize) {
@@ -470,17 +465,21 @@ async fn write_lane(peer: Arc<Peer>, index: usize) {
     if send.write_all(&[index as u8]).await.is_err() {
         return;
     }
-    // Each batch is handed to quinn as it is, not copied: quinn keeps it
-    // until the peer has acknowledged it, and the lane starts a new buffer
-    // with room for as much as the last batch held (up to a bound).
-    let lane = &peer.lanes[index];
+    write_batches(&peer.lanes[index], &mut send).await;
+}
+
+/// Write what `lane` queues to `send` until the lane closes or the stream
+/// fails. Each batch's chunks are handed to quinn as they are, not copied:
+/// quinn keeps them until the peer has acknowledged them.
+async fn write_batches(lane: &Lane, send: &mut quinn::SendStream) {
     let mut batch = Vec::new();
+    let mut chunks = Vec::new();
     while lane.take_batch(&mut batch).await {
-        let room = Lane::room_after(batch.len());
-        let full = std::mem::replace(&mut batch, Vec::with_capacity(room));
-        if send.write_chunk(full.into()).await.is_err() {
+        chunks.extend(batch.drain(..).map(bytes::Bytes::from));
+        if send.write_all_chunks(&mut chunks).await.is_err() {
             break;
         }
+        chunks.clear();
     }
 }
 

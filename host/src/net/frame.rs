@@ -209,6 +209,32 @@ impl Frame {
     }
 }
 
+/// At most the bytes a frame's fields other than its byte strings and
+/// strings encode to (two pids, a reference, a tag and the lengths, as
+/// varints), for [`Frame::encoded_len_hint`].
+const FIXED_BYTES_MAX: usize = 128;
+
+impl Frame {
+    /// About the bytes this frame encodes to, prefix included: its byte
+    /// strings and strings and a bound for the rest. A lane makes room for
+    /// this much before encoding (a frame larger than the hint is encoded
+    /// all the same, with a copy more).
+    pub fn encoded_len_hint(&self) -> usize {
+        let variable = match self {
+            Frame::Message { payload, .. } => payload.len(),
+            Frame::MessageNamed { name, payload, .. } => name.len() + payload.len(),
+            Frame::Exit { reason, .. } | Frame::Down { reason, .. } => reason.len(),
+            Frame::SpawnRequest { module, args, .. } => module.len() + args.len(),
+            Frame::Request { body, .. } | Frame::Notice { body, .. } => body.len(),
+            Frame::Reply {
+                result: Ok(body), ..
+            } => body.len(),
+            _ => 0,
+        };
+        PREFIX_BYTES + FIXED_BYTES_MAX + variable
+    }
+}
+
 /// Bytes of the length prefix in front of every frame.
 pub const PREFIX_BYTES: usize = 4;
 

@@ -15,17 +15,24 @@ use tokio::sync::Notify;
 
 use super::frame::{self, Frame};
 
-/// The most room an emptied batch buffer keeps for the queue.
-const KEEP_BYTES_MAX: usize = 1 << 20;
+/// Room of the first chunk a batch starts with; each further chunk of the
+/// same batch has twice the room of the one before, up to
+/// `CHUNK_BYTES_MAX` (a frame larger than that gets a chunk of its own size).
+const CHUNK_BYTES_FIRST: usize = 4 << 10;
+/// The most room a chunk starts with.
+const CHUNK_BYTES_MAX: usize = 64 << 10;
 
 struct Queue {
-    /// The encoded frames, one after the other: a sender encodes its frame
-    /// straight in here, and the writer takes the whole buffer (swapping
-    /// in an empty one: a signal lane's writer hands the buffer to quinn
-    /// and swaps in a new one with room for as much, up to
-    /// `KEEP_BYTES_MAX`; the control lane's reuses the one it wrote last),
-    /// so a frame is neither allocated nor copied on its own.
-    frames: Vec<u8>,
+    /// The encoded frames, one after the other, in chunks (oldest first;
+    /// a frame never spans two): a sender encodes its frame straight into
+    /// the last chunk, or starts a new one when the frame would not fit,
+    /// and the writer takes all chunks at once and hands them to quinn as
+    /// they are. So a frame is neither allocated nor copied on its own, and
+    /// a growing queue never moves what it already holds (one buffer
+    /// growing by reallocation copied each byte again, into fresh pages).
+    chunks: Vec<Vec<u8>>,
+    /// Bytes in `chunks`.
+    bytes: usize,
 }
 
 /// The sending half of a lane.
@@ -51,7 +58,10 @@ pub(crate) enum Pushed {
 impl Lane {
     pub fn new(bytes_max: usize) -> Self {
         Lane {
-            queue: Mutex::new(Queue { frames: Vec::new() }),
+            queue: Mutex::new(Queue {
+                chunks: Vec::new(),
+                bytes: 0,
+            }),
             work: Notify::new(),
             room: Notify::new(),
             bytes_max,
@@ -61,20 +71,36 @@ impl Lane {
 
     /// Queue encoded frames.
     pub fn push(&self, frames: impl AsRef<[u8]>) -> Pushed {
-        self.push_with(|queue| queue.extend_from_slice(frames.as_ref()))
+        let frames = frames.as_ref();
+        self.push_with(frames.len(), |queue| queue.extend_from_slice(frames))
     }
 
     /// Queue `frame`, encoded straight into the queue.
     pub fn push_frame(&self, frame: &Frame) -> Pushed {
-        self.push_with(|queue| frame::encode_into(frame, queue))
+        self.push_with(frame.encoded_len_hint(), |queue| {
+            frame::encode_into(frame, queue)
+        })
     }
 
-    /// Queue what `encode` appends to the queue's bytes (whole frames).
-    fn push_with(&self, encode: impl FnOnce(&mut Vec<u8>)) -> Pushed {
+    /// Queue what `encode` appends to a chunk of the queue (whole frames,
+    /// about `hint` bytes).
+    fn push_with(&self, hint: usize, encode: impl FnOnce(&mut Vec<u8>)) -> Pushed {
         let over = {
-            let mut q = self.queue.lock().expect("lane poisoned");
-            encode(&mut q.frames);
-            q.frames.len() > self.bytes_max
+            let mut guard = self.queue.lock().expect("lane poisoned");
+            let q = &mut *guard;
+            let fits = q
+                .chunks
+                .last()
+                .is_some_and(|chunk| chunk.capacity() - chunk.len() >= hint);
+            if !fits {
+                let room = (CHUNK_BYTES_FIRST << q.chunks.len().min(8)).min(CHUNK_BYTES_MAX);
+                q.chunks.push(Vec::with_capacity(room.max(hint)));
+            }
+            let chunk = q.chunks.last_mut().expect("a chunk was just pushed");
+            let before = chunk.len();
+            encode(chunk);
+            q.bytes += chunk.len() - before;
+            q.bytes > self.bytes_max
         };
         self.work.notify_one();
         if over { Pushed::Congested } else { Pushed::Ok }
@@ -82,12 +108,12 @@ impl Lane {
 
     /// Bytes queued and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.queue.lock().expect("lane poisoned").frames.len()
+        self.queue.lock().expect("lane poisoned").bytes
     }
 
     /// Whether the queue is past its bound now.
     pub fn over_bound(&self) -> bool {
-        self.queue.lock().expect("lane poisoned").frames.len() > self.bytes_max
+        self.queue.lock().expect("lane poisoned").bytes > self.bytes_max
     }
 
     /// Wait until the queue is within its bound (or the lane is closed).
@@ -96,7 +122,7 @@ impl Lane {
             let room = self.room.notified();
             {
                 let q = self.queue.lock().expect("lane poisoned");
-                if q.frames.len() <= self.bytes_max || self.closed.load(Ordering::Acquire) {
+                if q.bytes <= self.bytes_max || self.closed.load(Ordering::Acquire) {
                     return;
                 }
             }
@@ -104,29 +130,18 @@ impl Lane {
         }
     }
 
-    /// Room to give a new batch buffer after one of `len` bytes was taken:
-    /// as much, up to `KEEP_BYTES_MAX`.
-    pub fn room_after(len: usize) -> usize {
-        len.min(KEEP_BYTES_MAX)
-    }
-
-    /// Take everything queued into `batch` (what it held is dropped; its
-    /// room goes to the queue, up to `KEEP_BYTES_MAX`); waits while the
-    /// queue is empty. Returns false once the lane is closed.
-    pub async fn take_batch(&self, batch: &mut Vec<u8>) -> bool {
+    /// Take every chunk queued into `batch` (emptied first), in order;
+    /// waits while the queue is empty. Returns false once the lane is
+    /// closed.
+    pub async fn take_batch(&self, batch: &mut Vec<Vec<u8>>) -> bool {
         batch.clear();
-        // After a burst, the room goes back to the allocator rather than
-        // staying with the queue (which holds at most a bound's worth of
-        // its own).
-        if batch.capacity() > KEEP_BYTES_MAX {
-            *batch = Vec::new();
-        }
         loop {
             let work = self.work.notified();
             {
                 let mut q = self.queue.lock().expect("lane poisoned");
-                if !q.frames.is_empty() {
-                    std::mem::swap(&mut q.frames, batch);
+                if q.bytes > 0 {
+                    std::mem::swap(&mut q.chunks, batch);
+                    q.bytes = 0;
                     drop(q);
                     self.room.notify_waiters();
                     return true;
@@ -141,9 +156,13 @@ impl Lane {
 
     /// Take every frame queued and not yet written, in order.
     pub fn take_queued(&self) -> Vec<u8> {
-        let frames = std::mem::take(&mut self.queue.lock().expect("lane poisoned").frames);
+        let chunks = {
+            let mut q = self.queue.lock().expect("lane poisoned");
+            q.bytes = 0;
+            std::mem::take(&mut q.chunks)
+        };
         self.room.notify_waiters();
-        frames
+        chunks.concat()
     }
 
     /// No more frames will be written: wake everyone waiting.
@@ -163,15 +182,53 @@ mod tests {
         let lane = Lane::new(10);
         assert_eq!(lane.push([1, 2, 3]), Pushed::Ok);
         assert_eq!(
-            lane.push_with(|q| q.extend_from_slice(&[4, 5, 6, 7, 8, 9, 10, 11])),
+            lane.push_with(8, |q| q.extend_from_slice(&[4, 5, 6, 7, 8, 9, 10, 11])),
             Pushed::Congested
         );
         let mut batch = Vec::new();
         assert!(lane.take_batch(&mut batch).await);
-        assert_eq!(batch, (1..=11).collect::<Vec<u8>>());
+        assert_eq!(batch.concat(), (1..=11).collect::<Vec<u8>>());
         // Drained: a waiting sender goes on at once.
         lane.wait_for_room().await;
         lane.close();
         assert!(!lane.take_batch(&mut batch).await);
+    }
+
+    /// A queue that grows never moves what it already holds, keeps frames
+    /// whole and in order, and gives a frame larger than a chunk a chunk
+    /// of its own.
+    #[tokio::test]
+    async fn a_growing_queue_keeps_its_bytes_in_place_and_in_order() {
+        let lane = Lane::new(usize::MAX);
+        let frame = |i: usize, len: usize| vec![i as u8; len];
+        lane.push(frame(0, 100));
+        let first = lane.queue.lock().unwrap().chunks[0].as_ptr();
+        let mut sent = frame(0, 100);
+        for i in 1..2_000 {
+            let len = if i == 1_000 {
+                CHUNK_BYTES_MAX * 2
+            } else {
+                1 + i % 300
+            };
+            lane.push(frame(i, len));
+            sent.extend(frame(i, len));
+        }
+        {
+            let q = lane.queue.lock().unwrap();
+            assert_eq!(q.chunks[0].as_ptr(), first, "the first chunk moved");
+            assert!(q.chunks.len() > 2);
+            assert!(q.chunks.iter().any(|c| c.len() == CHUNK_BYTES_MAX * 2));
+            assert!(
+                q.chunks
+                    .iter()
+                    .all(|c| c.capacity() <= CHUNK_BYTES_MAX || c.len() == CHUNK_BYTES_MAX * 2),
+                "a chunk grew past the room it started with"
+            );
+        }
+        assert_eq!(lane.queued_bytes(), sent.len());
+        let mut batch = Vec::new();
+        assert!(lane.take_batch(&mut batch).await);
+        assert_eq!(batch.concat(), sent);
+        assert_eq!(lane.queued_bytes(), 0);
     }
 }
