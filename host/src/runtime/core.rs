@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use molt_abi::{Pid, Ref, reason, sysmsg, tag};
 
 use super::NodeInner;
-use super::cell::{Message, ProcessCell, ProcessCounters, Reason, Signal};
+use super::cell::{Message, ProcessCell, ProcessCounters, Reason, Signal, push_back_lean};
 
 /// Which messages a receive takes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -107,11 +107,14 @@ impl ProcessCore {
     /// Put a message the host made (EXIT, DOWN) in the mailbox.
     fn deliver_system(&mut self, tag: u32, reference: Ref, payload: Vec<u8>) {
         self.cell.mailbox_len.fetch_add(1, Ordering::Relaxed);
-        self.mailbox.push_back(Message {
-            tag,
-            reference,
-            payload: payload.into(),
-        });
+        push_back_lean(
+            &mut self.mailbox,
+            Message {
+                tag,
+                reference,
+                payload: payload.into(),
+            },
+        );
     }
 
     /// Apply every queued signal. Afterwards `exit` says whether the process
@@ -159,7 +162,7 @@ impl ProcessCore {
 
     fn apply(&mut self, signal: Signal) {
         match signal {
-            Signal::Message { message, .. } => self.mailbox.push_back(message),
+            Signal::Message { message, .. } => push_back_lean(&mut self.mailbox, message),
             Signal::Exit {
                 from,
                 reason,
