@@ -93,7 +93,9 @@ pub fn whereis_linearizable(name: &str) -> Result<Option<Pid>, Error> {
 /// [`Error::BadArg`] (a name empty or longer than 255 bytes), and those of
 /// [`crate::send`].
 pub fn send<T: Serialize + ?Sized>(name: &str, msg: &T) -> Result<(), Error> {
-    send_raw(name, molt_abi::tag::DATA, None, &crate::codec::encode(msg))
+    crate::send::with_encoded(msg, |payload| {
+        send_raw(name, molt_abi::tag::DATA, None, payload)
+    })
 }
 
 /// Send payload bytes as they are, with `tag` and an optional envelope

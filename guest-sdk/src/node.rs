@@ -114,7 +114,9 @@ pub fn spawn_on_bytes(
 /// that is not registered is not reported: the message is dropped. Fails
 /// with [`Error::NoConnection`], or as [`crate::send_named`].
 pub fn send_named_on<T: Serialize + ?Sized>(node: &str, name: &str, msg: &T) -> Result<(), Error> {
-    send_named_on_raw(node, name, tag::DATA, None, &codec::encode(msg))
+    crate::send::with_encoded(msg, |payload| {
+        send_named_on_raw(node, name, tag::DATA, None, payload)
+    })
 }
 
 /// [`send_named_on`] with a tag, an optional envelope reference and

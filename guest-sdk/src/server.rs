@@ -38,7 +38,7 @@ use crate::codec;
 use crate::error::Error;
 use crate::process::{Pid, Ref, demonitor, exit_self, monitor, self_pid};
 use crate::receive::{Envelope, Filter, System, receive_matching};
-use crate::send::send_raw;
+use crate::send::{send_raw, with_encoded};
 
 /// How long [`call`] waits when the caller has no better figure (Erlang's
 /// default, five seconds).
@@ -226,12 +226,9 @@ impl<R: Serialize> Caller<R> {
     /// caller.reply(&"done".to_string()).unwrap();
     /// ```
     pub fn reply(&self, reply: &R) -> Result<(), Error> {
-        send_raw(
-            self.pid,
-            tag::REPLY,
-            Some(self.reference),
-            &codec::encode(reply),
-        )
+        with_encoded(reply, |payload| {
+            send_raw(self.pid, tag::REPLY, Some(self.reference), payload)
+        })
     }
 }
 
@@ -349,8 +346,10 @@ pub fn call_as<Q: Serialize + ?Sized, R: DeserializeOwned>(
         return Err(CallError::CallingSelf);
     }
     let reference = monitor(to);
-    let payload = codec::encode(&(self_pid(), req));
-    if let Err(e) = send_raw(to, tag::CALL, Some(reference), &payload) {
+    let sent = with_encoded(&(self_pid(), req), |payload| {
+        send_raw(to, tag::CALL, Some(reference), payload)
+    });
+    if let Err(e) = sent {
         demonitor(reference, true);
         return Err(CallError::Send(e));
     }
@@ -434,7 +433,7 @@ pub fn cast<S: Server>(to: Pid, cast: &S::Cast) -> Result<(), Error> {
 /// molt_sdk::server::cast_as(counter, &5u64).unwrap();
 /// ```
 pub fn cast_as<C: Serialize + ?Sized>(to: Pid, cast: &C) -> Result<(), Error> {
-    send_raw(to, tag::CAST, None, &codec::encode(cast))
+    with_encoded(cast, |payload| send_raw(to, tag::CAST, None, payload))
 }
 
 /// The [`Behaviour`] that runs a [`Server`]: it sorts messages into calls,

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::error::{Error, check};
 use crate::process::{Pid, Ref};
-use crate::{codec, sys};
+use crate::sys;
 
 /// A duration as the ABI's milliseconds, rounded up so that a short,
 /// non-zero wait never becomes a poll; saturates at `i64::MAX`.
@@ -19,7 +19,9 @@ pub(crate) fn to_ms(d: Duration) -> i64 {
 /// Send a typed message (tag `DATA`) to `pid` after `delay`. The returned
 /// timer reference is also the message's envelope reference.
 pub fn send_after<T: Serialize + ?Sized>(delay: Duration, pid: Pid, msg: &T) -> Result<Ref, Error> {
-    send_after_raw(delay, pid, tag::DATA, &codec::encode(msg))
+    crate::send::with_encoded(msg, |payload| {
+        send_after_raw(delay, pid, tag::DATA, payload)
+    })
 }
 
 /// [`send_after`] with an explicit tag and payload bytes as they are.
