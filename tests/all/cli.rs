@@ -99,3 +99,55 @@ async fn every_command_explains_a_cookie_file_others_can_read() {
         );
     }
 }
+
+/// `molt bench --perf-control FIFO` tells perf (here a reader standing in
+/// for it) to profile each timed section and nothing else: one `enable`
+/// and one `disable` per run, in turn, and the figure is still printed.
+#[test]
+fn bench_perf_control_brackets_each_timed_run() {
+    let dir = TempDir::new("perf-control");
+    let fifo = dir.path().join("ctl");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&fifo).expect("open the FIFO to read");
+            std::io::BufReader::new(file)
+                .lines()
+                .map(|line| line.expect("a line"))
+                .collect::<Vec<String>>()
+        })
+    };
+    let guest = molt_tests::guests_dir().join("bench_guest.wasm");
+    let out = Command::new(molt_bin())
+        .args([
+            "bench", "--only", "pingpong", "--runs", "2", "--rounds", "2000",
+        ])
+        .arg("--guest")
+        .arg(&guest)
+        .arg("--perf-control")
+        .arg(&fifo)
+        .output()
+        .expect("run molt bench");
+    // Should the bench have never opened the FIFO, this open lets the
+    // reader's go through (and read nothing) instead of waiting forever;
+    // with the reader gone it fails, which is fine.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        const O_NONBLOCK: i32 = 0o4000; // Linux
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(O_NONBLOCK)
+            .open(&fifo);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("local ping-pong"), "{stdout}");
+    let commands = reader.join().expect("the reader");
+    assert_eq!(commands, ["enable", "disable", "enable", "disable"]);
+}

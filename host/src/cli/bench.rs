@@ -89,9 +89,58 @@ pub struct BenchArgsCli {
     /// molt figure is then printed beside mnesia's, with the ratio.
     #[arg(long, value_name = "RUN_STORE_SH")]
     pub mnesia: Option<PathBuf>,
+    /// Profile only what is timed: write `enable` to this FIFO when a
+    /// timed section of the spawn, ping-pong, one-way, ring, upgrade,
+    /// purge and two-node one-way figures starts and `disable` when it
+    /// ends, for `perf record -D -1 --control fifo:FIFO` (set-up,
+    /// compiles and teardown then stay out of the profile).
+    #[arg(long, value_name = "FIFO")]
+    pub perf_control: Option<PathBuf>,
 }
 
 pub use BenchArgsCli as BenchCli;
+
+/// `--perf-control`'s FIFO, opened once the bench starts.
+static PERF_CONTROL: std::sync::OnceLock<std::sync::Mutex<std::fs::File>> =
+    std::sync::OnceLock::new();
+
+/// Open `--perf-control`'s FIFO (it blocks until perf has it open too).
+fn open_perf_control(path: &std::path::Path) -> Result<()> {
+    let fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening the perf control FIFO {}", path.display()))?;
+    // Set once per OS process; a second bench in one process keeps the first.
+    let _ = PERF_CONTROL.set(std::sync::Mutex::new(fifo));
+    Ok(())
+}
+
+/// A timed section, profiled while it lives when `--perf-control` is set.
+pub(crate) struct Profiled(());
+
+impl Profiled {
+    /// Start profiling (a no-op without `--perf-control`).
+    pub(crate) fn start() -> Profiled {
+        perf_command("enable");
+        Profiled(())
+    }
+}
+
+impl Drop for Profiled {
+    fn drop(&mut self) {
+        perf_command("disable");
+    }
+}
+
+fn perf_command(command: &str) {
+    use std::io::Write;
+    if let Some(fifo) = PERF_CONTROL.get() {
+        let mut fifo = fifo.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = writeln!(fifo, "{command}") {
+            eprintln!("molt bench: writing {command} to the perf control FIFO: {e}");
+        }
+    }
+}
 
 /// One benchmark figure: every run, and the median.
 #[derive(Clone, Debug)]
@@ -205,9 +254,11 @@ async fn spawn_run(node: &Node, n: u32) -> Result<SpawnRun> {
     let pss_before = pss_bytes() as i64;
     let heap_before = heap_committed() as i64;
     let maps_before = map_count();
+    let profiled = Profiled::start();
     let start = Instant::now();
     let pids = idle_processes(node, n).await?;
     let elapsed = start.elapsed();
+    drop(profiled);
     let rss_after = rss_bytes() as i64;
     let pss_after = pss_bytes() as i64;
     let heap_after = heap_committed() as i64;
@@ -227,6 +278,7 @@ async fn spawn_run(node: &Node, n: u32) -> Result<SpawnRun> {
 async fn pingpong_run(node: &Node, rounds: u64) -> Result<f64> {
     let mut mailbox = node.mailbox()?;
     let (ponger, _) = mailbox.spawn(MODULE, codec::encode(&BenchArgs::Ponger), true, false)?;
+    let profiled = Profiled::start();
     let start = Instant::now();
     let (_, watch) = mailbox.spawn(
         MODULE,
@@ -241,6 +293,7 @@ async fn pingpong_run(node: &Node, rounds: u64) -> Result<f64> {
     )
     .await?;
     let elapsed = start.elapsed();
+    drop(profiled);
     mailbox.exit(ponger, reason::KILL);
     Ok(rounds as f64 / elapsed.as_secs_f64())
 }
@@ -258,6 +311,7 @@ pub(crate) async fn oneway_run(node: &Node, messages: u64) -> Result<f64> {
         window: 20_000,
         payload_bytes: 64,
     };
+    let _profiled = Profiled::start();
     let start = Instant::now();
     mailbox.spawn(MODULE, codec::encode(&sender_args), true, false)?;
     wait_for_exit(
@@ -395,6 +449,7 @@ async fn upgrade_run(node: &Node, versions: &mut Versions, n: u32) -> Result<(f6
     let (next, _) = node.code().prepare(&versions.next(), MODULE)?;
     optimised(&next).await?;
     let faults = super::bench_ring::minor_faults();
+    let profiled = Profiled::start();
     let start = Instant::now();
     let loaded = node.install(next, LoadOptions::default()).await?;
     let old = loaded.previous.context("an old version")?;
@@ -402,6 +457,7 @@ async fn upgrade_run(node: &Node, versions: &mut Versions, n: u32) -> Result<(f6
         .await
         .context("processes did not all move within 120 s")?;
     let ms = start.elapsed().as_secs_f64() * 1e3;
+    drop(profiled);
     let faults = super::bench_ring::minor_faults().saturating_sub(faults);
     let moved = loaded.version.processes();
     if moved < n as usize {
@@ -444,9 +500,11 @@ async fn purge_run(node: &Node, versions: &mut Versions, n: u32) -> Result<(f64,
         bail!("{} processes on the old version, not {n}", old.processes());
     }
     let faults = super::bench_ring::minor_faults();
+    let profiled = Profiled::start();
     let start = Instant::now();
     let killed = node.purge(MODULE).await?;
     let ms = start.elapsed().as_secs_f64() * 1e3;
+    drop(profiled);
     let faults = super::bench_ring::minor_faults().saturating_sub(faults);
     if killed != n as usize {
         bail!("purge killed {killed} processes, not {n}");
@@ -479,6 +537,7 @@ async fn upgrade_stream_run(
         window: 20_000,
         payload_bytes: 64,
     };
+    let _profiled = Profiled::start();
     let start = Instant::now();
     mailbox.spawn(MODULE, codec::encode(&sender_args), true, false)?;
     if upgrade {
@@ -602,6 +661,7 @@ async fn remote_oneway_run(
         window: 4_000,
         payload_bytes,
     };
+    let _profiled = Profiled::start();
     let start = Instant::now();
     mailbox.spawn(MODULE, codec::encode(&sender_args), true, false)?;
     wait_for_exit(
@@ -694,6 +754,9 @@ where
 
 /// Run the benchmarks and print each figure.
 pub async fn run(mut config: NodeConfig, args: BenchCli) -> Result<Vec<Figure>> {
+    if let Some(fifo) = &args.perf_control {
+        open_perf_control(fifo)?;
+    }
     let guest = match &args.guest {
         Some(path) => path.clone(),
         None => {

@@ -40,7 +40,9 @@ pub fn minor_faults() -> u64 {
 pub async fn ring_run(node: &Node, n: u32, hops: u64) -> Result<(f64, f64)> {
     let mut ring = Ring::spawn(node, n).await?;
     let faults = minor_faults();
+    let profiled = super::bench::Profiled::start();
     let elapsed = ring.pass(hops).await?;
+    drop(profiled);
     let faults = minor_faults().saturating_sub(faults);
     ring.kill(node).await?;
     Ok((
