@@ -523,10 +523,8 @@ mod tests {
         if !thp_from_env {
             assert_eq!(get(MI_OPTION_ALLOW_THP), 0);
             // SAFETY: reads a flag of this process.
-            assert_eq!(
-                unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) },
-                1
-            );
+            let disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+            assert_eq!(disabled, 1);
         }
     }
 }
