@@ -47,8 +47,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Off in the `molt` binary unless `MIMALLOC_ALLOW_THP` says otherwise: a
 /// growing heap on huge pages makes the kernel clear 2 MiB at a time, and
 /// on a virtual machine whose memory the host backs as it is first
-/// touched (this design's machines), those pages come from memory the
-/// host has not backed yet: interleaved, two pairs, the first 100,000
+/// touched (this design's machines), those pages most likely come from
+/// memory the host has not backed yet: interleaved, two pairs, the first 100,000
 /// spawns on a fresh node took 73.0, 62.7 µs each with huge pages against
 /// 19.0, 18.8 µs without (80 % of the time was the kernel clearing huge
 /// pages), a million ring links 27.6 against 15.2 µs each. What huge
