@@ -40,7 +40,7 @@ use crate::codec;
 use crate::error::Error;
 use crate::process::{Pid, Ref, demonitor, exit, exit_self, self_pid, spawn_monitor};
 use crate::receive::{Filter, read_current, receive_matching};
-use crate::send::send_raw;
+use crate::send::{send_raw, with_encoded};
 use crate::server::{CallError, Caller, await_reply, drop_reply, take_reply};
 
 /// A running task whose result is an `R`. Plain data: it may be kept in a
@@ -120,7 +120,10 @@ fn ask<R>(pid: Pid, reference: Ref) -> Result<Task<R>, Error> {
         reference,
         result: PhantomData,
     };
-    if let Err(e) = send_raw(pid, tag::CALL, Some(reference), &codec::encode(&self_pid())) {
+    let sent = with_encoded(&self_pid(), |payload| {
+        send_raw(pid, tag::CALL, Some(reference), payload)
+    });
+    if let Err(e) = sent {
         task.kill();
         return Err(e);
     }

@@ -184,6 +184,11 @@ pub enum Frame {
     },
 }
 
+/// At most the bytes a frame's fields other than its byte strings and
+/// strings encode to (two pids, a reference, a tag and the lengths, as
+/// varints), for [`Frame::encoded_len_hint`].
+const FIXED_BYTES_MAX: usize = 128;
+
 impl Frame {
     /// The variant's name, for logs (not its contents: they may be large,
     /// and they are the peer's data).
@@ -207,14 +212,7 @@ impl Frame {
             Frame::Notice { .. } => "Notice",
         }
     }
-}
 
-/// At most the bytes a frame's fields other than its byte strings and
-/// strings encode to (two pids, a reference, a tag and the lengths, as
-/// varints), for [`Frame::encoded_len_hint`].
-const FIXED_BYTES_MAX: usize = 128;
-
-impl Frame {
     /// About the bytes this frame encodes to, prefix included: its byte
     /// strings and strings and a bound for the rest. A lane makes room for
     /// this much before encoding (a frame larger than the hint is encoded
