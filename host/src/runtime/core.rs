@@ -62,6 +62,8 @@ pub(crate) struct ProcessCore {
     /// It joined a process group once: its end must sweep the groups.
     /// Processes that never joined one do not pay for that.
     pg_member: bool,
+    /// The batch of signals [`absorb`](Self::absorb) takes from the cell
+    /// (empty between two), kept for its room.
     scratch: VecDeque<Signal>,
 }
 
@@ -121,12 +123,14 @@ impl ProcessCore {
     /// must end.
     pub fn absorb(&mut self) {
         self.count_taken();
-        let mut signals = std::mem::take(&mut self.scratch);
-        self.cell.drain_into(&mut signals);
-        for signal in signals.drain(..) {
+        // Taken one by one from where they were drained to: moving the
+        // batch's queue out and back per absorb (32 bytes, written in
+        // halves by the drain and read whole) stalled on store forwarding,
+        // about a tenth of a local round trip.
+        self.cell.drain_into(&mut self.scratch);
+        while let Some(signal) = self.scratch.pop_front() {
             self.apply(signal);
         }
-        self.scratch = signals;
     }
 
     /// [`absorb`](Self::absorb) when the process needs its queue: its
