@@ -15,8 +15,8 @@ use std::sync::{Arc, Weak};
 
 use molt_abi::{exports, reason};
 use wasmtime::{
-    Engine, Instance, InstancePre, Memory, ResourceLimiter, Store, StoreContextMut, TypedFunc,
-    UpdateDeadline,
+    Engine, Func, Instance, InstancePre, Memory, ResourceLimiter, Store, StoreContextMut,
+    TypedFunc, UpdateDeadline,
 };
 
 use super::cell::{Message, ProcessCounters, Reason};
@@ -335,20 +335,21 @@ fn exit_reason(error: &wasmtime::Error, state: &ProcState) -> Reason {
 /// A behaviour's entry points in its current instance.
 struct Handlers {
     handle: TypedFunc<(i32, i32), ()>,
-    state_save: Option<TypedFunc<(), i64>>,
-    state_restore: Option<TypedFunc<i32, i64>>,
+    /// `molt_state_save` and `molt_state_restore`, typed when they are
+    /// called (an upgrade, a hibernation), not per instance: typing an
+    /// export roots its type in the engine's registry, a lock and reference
+    /// counts every process thread writes (4–5 % of a spawn for the four
+    /// typed exports). Their types were checked when the module was loaded.
+    state_save: Option<Func>,
+    state_restore: Option<Func>,
 }
 
 impl Handlers {
     fn of(instance: &Instance, store: &mut Store<ProcState>) -> wasmtime::Result<Handlers> {
         Ok(Handlers {
             handle: instance.get_typed_func(&mut *store, exports::HANDLE.name)?,
-            state_save: instance
-                .get_typed_func(&mut *store, exports::STATE_SAVE.name)
-                .ok(),
-            state_restore: instance
-                .get_typed_func(&mut *store, exports::STATE_RESTORE.name)
-                .ok(),
+            state_save: instance.get_func(&mut *store, exports::STATE_SAVE.name),
+            state_restore: instance.get_func(&mut *store, exports::STATE_RESTORE.name),
         })
     }
 }
@@ -908,8 +909,12 @@ impl Running {
     /// The old instance's state (`molt_state_save`); empty if it exports
     /// none.
     async fn save_state(&mut self) -> wasmtime::Result<Result<Vec<u8>, Refusal>> {
-        let Some(save) = self.handlers.as_ref().and_then(|h| h.state_save.clone()) else {
+        let Some(save) = self.handlers.as_ref().and_then(|h| h.state_save) else {
             return Ok(Ok(Vec::new()));
+        };
+        let save = match save.typed::<(), i64>(&self.store) {
+            Ok(save) => save,
+            Err(e) => return refusal(e, &self.store, "molt_state_save"),
         };
         self.store.set_epoch_deadline(1);
         self.store.data_mut().migration_deadline = Some(migration_deadline(&self.store));
@@ -971,8 +976,11 @@ async fn call_state_restore(
 ) -> wasmtime::Result<Result<(), Refusal>> {
     let restore = handlers
         .state_restore
-        .as_ref()
         .expect("only a behaviour that restores is given its state back");
+    let restore = match restore.typed::<i32, i64>(&*store) {
+        Ok(restore) => restore,
+        Err(e) => return refusal(e, store, "molt_state_restore"),
+    };
     store.set_epoch_deadline(1);
     match restore.call_async(&mut *store, len).await {
         Ok(0) => Ok(Ok(())),
