@@ -66,20 +66,16 @@ pub fn encode_to_vec<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) {
 /// than the copy).
 #[inline(always)]
 fn append(buf: &mut Vec<u8>, bytes: &[u8]) {
-    match bytes.len() {
-        1 => buf.push(bytes[0]),
-        2 => append_fixed::<2>(buf, bytes),
-        4 => append_fixed::<4>(buf, bytes),
-        8 => append_fixed::<8>(buf, bytes),
-        _ => buf.extend_from_slice(bytes),
-    }
-}
-
-/// [`append`] of exactly `N` bytes.
-#[inline(always)]
-fn append_fixed<const N: usize>(buf: &mut Vec<u8>, bytes: &[u8]) {
-    if let Ok(fixed) = <&[u8; N]>::try_from(bytes) {
-        buf.extend_from_slice(fixed);
+    if let Ok(&[byte]) = <&[u8; 1]>::try_from(bytes) {
+        buf.push(byte);
+    } else if let Ok(two) = <&[u8; 2]>::try_from(bytes) {
+        buf.extend_from_slice(two);
+    } else if let Ok(four) = <&[u8; 4]>::try_from(bytes) {
+        buf.extend_from_slice(four);
+    } else if let Ok(eight) = <&[u8; 8]>::try_from(bytes) {
+        buf.extend_from_slice(eight);
+    } else {
+        buf.extend_from_slice(bytes);
     }
 }
 
