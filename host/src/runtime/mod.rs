@@ -1416,14 +1416,23 @@ impl NodeInner {
             }
         };
         let cell = Arc::new(ProcessCell::new(pid, Some(version.clone()), link));
-        self.enter(cell.clone());
-        let mut core = core::ProcessCore::new(self.clone(), cell);
+        let mut core = core::ProcessCore::new(self.clone(), cell.clone());
         core.links.extend(link);
         core.monitors_in.extend(monitor);
         let process = guest::run(core, version, args.into_boxed_slice());
         match &self.sched {
-            Some(sched) => sched.spawn(process),
-            None => drop(self.runtime.spawn(process)),
+            Some(sched) => {
+                // Its doorbell keeps the task's waker before anyone can
+                // find the process to ring it.
+                let task = sched.prepare(process);
+                cell.wake.keep(task.waker());
+                self.enter(cell);
+                task.start();
+            }
+            None => {
+                self.enter(cell);
+                drop(self.runtime.spawn(process));
+            }
         }
         Ok(pid)
     }

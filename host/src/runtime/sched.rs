@@ -90,6 +90,15 @@ struct Task {
 
 // `ArcWake` rather than std's `Wake`: a poll lends the task's own `Arc`
 // as its waker (`waker_ref`) instead of cloning it for the poll.
+//
+// A wake is always a read-modify-write of the task's state, even where it
+// changes nothing (already scheduled or notified): a waker may be called
+// by reference by whoever made something ready, with nothing registered
+// per wait (`Doorbell::keep`), so the poll that takes the task
+// (`SCHEDULED` → `RUNNING`) must read this wake's write or a later one,
+// and with it whatever the waker published before it (release, then
+// acquire). A plain load here could read `SCHEDULED` before that poll
+// began and return while the poll missed what it was woken for.
 impl ArcWake for Task {
     fn wake_by_ref(task: &Arc<Self>) {
         let mut state = task.state.load(Ordering::Acquire);
@@ -97,13 +106,14 @@ impl ArcWake for Task {
             let next = match state {
                 IDLE => SCHEDULED,
                 RUNNING => NOTIFIED,
-                _ => return,
+                DONE => return,
+                same => same,
             };
             match task
                 .state
                 .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) if next == SCHEDULED => return task.shared.schedule(task.clone(), false),
+                Ok(_) if state == IDLE => return task.shared.schedule(task.clone(), false),
                 Ok(_) => return,
                 Err(now) => state = now,
             }
@@ -511,21 +521,58 @@ impl Scheduler {
     }
 
     /// Run `future` as a task of this scheduler.
+    #[cfg(test)]
     pub(crate) fn spawn(&self, future: impl Future<Output = ()> + Send + 'static) {
+        self.prepare(future).start();
+    }
+
+    /// A task of this scheduler that runs `future` once started: its
+    /// waker is known before it runs (see [`Prepared::waker`]).
+    pub(crate) fn prepare(&self, future: impl Future<Output = ()> + Send + 'static) -> Prepared {
         let shared = &self.shared;
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let task = Arc::new(Task {
+        Prepared(Some(Arc::new(Task {
             id,
             state: AtomicU8::new(SCHEDULED),
             home: AtomicUsize::new(NO_HOME),
             future: Mutex::new(Some(Box::pin(future))),
             shared: shared.clone(),
-        });
-        shared.live[id as usize % SHARDS]
+        })))
+    }
+}
+
+/// A task made and not yet started ([`Scheduler::prepare`]). Dropped
+/// unstarted, its future is dropped without running.
+pub(crate) struct Prepared(Option<Arc<Task>>);
+
+impl Prepared {
+    /// The waker every poll of this task is given: calling it by reference
+    /// wakes the task whenever it waits, with nothing to register per wait.
+    pub(crate) fn waker(&self) -> std::task::Waker {
+        futures_util::task::waker(self.0.clone().expect("not yet started"))
+    }
+
+    /// Queue the task to run.
+    pub(crate) fn start(mut self) {
+        let task = self.0.take().expect("started once");
+        let shared = task.shared.clone();
+        shared.live[task.id as usize % SHARDS]
             .lock()
             .expect("live poisoned")
-            .insert(id, task.clone());
+            .insert(task.id, task.clone());
         shared.schedule(task, false);
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        // Never started: its future goes now (a waker of it kept elsewhere
+        // must not keep it alive), and a wake finds it done.
+        if let Some(task) = self.0.take() {
+            task.state.store(DONE, Ordering::Release);
+            let future = task.future.lock().expect("task poisoned").take();
+            drop(future);
+        }
     }
 }
 
