@@ -61,6 +61,30 @@ async fn the_wat_echo_refuses_bad_arguments() {
     assert_eq!(why, "badarg: echo wants a 24-byte pid");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_length_in_a_request_is_refused_and_the_node_runs_on() {
+    // A table request whose table name claims 2^62 - 1 bytes: decoded by
+    // allocating that much first, it would abort the node.
+    let node = node();
+    node.load(&wat_fixture("table_forged.wat"), "table-forged")
+        .unwrap();
+    node.load(&wat_fixture("echo.wat"), "echo").unwrap();
+    let mut me = node.mailbox().unwrap();
+    me.spawn("table-forged", me.pid().to_bytes().to_vec(), false, false)
+        .unwrap();
+    let answer = me.recv(WAIT).await.expect("the status table_call returned");
+    assert_eq!(
+        (answer.tag, &*answer.payload),
+        (1, &status::BAD_ARG.to_le_bytes()[..])
+    );
+    let (echo, _) = me
+        .spawn("echo", me.pid().to_bytes().to_vec(), true, false)
+        .unwrap();
+    me.send(echo, 7, Ref::NONE, b"still here".to_vec()).unwrap();
+    let back = me.recv(WAIT).await.expect("an echo");
+    assert_eq!((back.tag, &*back.payload), (7, &b"still here"[..]));
+}
+
 fn u64_le(n: u64) -> Vec<u8> {
     n.to_le_bytes().to_vec()
 }
