@@ -32,15 +32,36 @@ use serde::de::{
 #[derive(Debug)]
 pub(super) struct Error(String);
 
+// The errors are made out of line: formatting one inline would give every
+// small read on the hot path the stack frame of a `format!` (in a guest, a
+// shadow-stack frame set up and torn down in linear memory per call).
 impl Error {
+    #[cold]
+    #[inline(never)]
     fn end(needed: usize) -> Error {
         Error(alloc::format!(
             "unexpected end of input: {needed} more bytes needed"
         ))
     }
 
+    #[cold]
+    #[inline(never)]
     fn msg(msg: &str) -> Error {
         Error(msg.to_string())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn too_wide(width: u32, bits: u32) -> Error {
+        Error(alloc::format!(
+            "invalid integer: {width} bits where at most {bits} fit"
+        ))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn number(what: &str, n: u64) -> Error {
+        Error(alloc::format!("{what} {n}"))
     }
 
     pub(super) fn into_message(self) -> String {
@@ -127,6 +148,7 @@ impl<'de> Decoder<'de> {
         self.input.len()
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'de [u8]> {
         match self.input.split_at_checked(n) {
             Some((taken, rest)) => {
@@ -137,6 +159,7 @@ impl<'de> Decoder<'de> {
         }
     }
 
+    #[inline]
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         match self.input.split_first_chunk::<N>() {
             Some((taken, rest)) => {
@@ -147,6 +170,7 @@ impl<'de> Decoder<'de> {
         }
     }
 
+    #[inline]
     fn byte(&mut self) -> Result<u8> {
         match self.input.split_first() {
             Some((&byte, rest)) => {
@@ -157,13 +181,24 @@ impl<'de> Decoder<'de> {
         }
     }
 
-    /// A varint of at most `bits` (16, 32 or 64).
+    /// A varint of at most `bits` (16, 32 or 64): one byte below 251 (the
+    /// common case, inline at every call), else [`Decoder::varint_wide`].
+    #[inline(always)]
     fn varint(&mut self, bits: u32) -> Result<u64> {
-        let first = self.byte()?;
-        if first < U16_MARK {
-            return Ok(u64::from(first));
+        match self.input.split_first() {
+            Some((&first, rest)) if first < U16_MARK => {
+                self.input = rest;
+                Ok(u64::from(first))
+            }
+            _ => self.varint_wide(bits),
         }
+    }
+
+    #[inline(never)]
+    fn varint_wide(&mut self, bits: u32) -> Result<u64> {
+        let first = self.byte()?;
         let width = match first {
+            0..U16_MARK => return Ok(u64::from(first)),
             U16_MARK => 16,
             U32_MARK => 32,
             U64_MARK => 64,
@@ -171,9 +206,7 @@ impl<'de> Decoder<'de> {
             _ => return Err(Error::msg("invalid integer: a reserved varint marker")),
         };
         if width > bits {
-            return Err(Error(alloc::format!(
-                "invalid integer: {width} bits where at most {bits} fit"
-            )));
+            return Err(Error::too_wide(width, bits));
         }
         Ok(match width {
             16 => u64::from(u16::from_le_bytes(self.array()?)),
@@ -193,9 +226,10 @@ impl<'de> Decoder<'de> {
     }
 
     /// A length: a varint that must fit a `usize`.
+    #[inline]
     fn len(&mut self) -> Result<usize> {
         let len = self.varint(64)?;
-        usize::try_from(len).map_err(|_| Error(alloc::format!("length {len} out of range")))
+        usize::try_from(len).map_err(|_| Error::number("length out of range:", len))
     }
 
     fn str(&mut self) -> Result<&'de str> {
@@ -230,6 +264,8 @@ fn unzigzag128(n: u128) -> i128 {
     (n >> 1) as i128 ^ -((n & 1) as i128)
 }
 
+#[cold]
+#[inline(never)]
 fn not_supported<T>(what: &str) -> Result<T> {
     Err(Error(alloc::format!(
         "{what} is not supported: the codec is not self-describing"
@@ -247,7 +283,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         match self.byte()? {
             0 => visitor.visit_bool(false),
             1 => visitor.visit_bool(true),
-            other => Err(Error(alloc::format!("invalid boolean value {other}"))),
+            other => Err(Error::number("invalid boolean value", u64::from(other))),
         }
     }
 
@@ -324,7 +360,7 @@ impl<'de> de::Deserializer<'de> for &mut Decoder<'de> {
         match self.byte()? {
             0 => visitor.visit_none(),
             1 => visitor.visit_some(self),
-            other => Err(Error(alloc::format!("invalid Option tag {other}"))),
+            other => Err(Error::number("invalid Option tag", u64::from(other))),
         }
     }
 
