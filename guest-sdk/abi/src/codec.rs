@@ -52,6 +52,9 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, buf: &mut [u8]) -> Option<u
 pub fn encode_to_vec<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) {
     struct Append<'a>(&'a mut Vec<u8>);
     impl bincode::enc::write::Writer for Append<'_> {
+        // Inline into bincode's encoders, where each piece's length is a
+        // constant: the size dispatch in `append` then folds away.
+        #[inline(always)]
         fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
             append(self.0, bytes);
             Ok(())
