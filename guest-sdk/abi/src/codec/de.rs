@@ -6,7 +6,7 @@
 //! default `Error::invalid_type` and `invalid_value`, which format the
 //! value found (serde's `Unexpected`) whatever it is: every guest that
 //! decodes an enum then carries the float formatter and the Unicode tables
-//! of `str`'s `Debug`, about 3.5 KB of read-only data that every instance
+//! of `str`'s `Debug`, 3.5–5 KB of read-only data that every instance
 //! copies into its linear memory at instantiation and that its pool slot
 //! zeroes again at its end, a page per process. These errors name the kind
 //! of value found, not the value.
@@ -17,8 +17,8 @@
 //! zigzagged first; floats their bytes; a `char` its UTF-8; strings, byte
 //! strings, sequences and maps a varint length first; an `Option` a byte 0
 //! or 1; an enum variant its index as a varint; structs and tuples their
-//! fields in order. A test holds it to bincode's, byte for byte and error
-//! for error.
+//! fields in order. A test holds it to bincode's: the same values from the
+//! same bytes, and an error wherever bincode gives one.
 
 use alloc::string::{String, ToString};
 use core::fmt;
@@ -78,10 +78,12 @@ impl fmt::Display for Error {
 impl core::error::Error for Error {}
 
 impl de::Error for Error {
+    #[cold]
     fn custom<T: fmt::Display>(msg: T) -> Self {
         Error(msg.to_string())
     }
 
+    #[cold]
     fn invalid_type(found: Unexpected, expected: &dyn de::Expected) -> Self {
         Error(alloc::format!(
             "invalid type: {}, expected {expected}",
@@ -89,6 +91,7 @@ impl de::Error for Error {
         ))
     }
 
+    #[cold]
     fn invalid_value(found: Unexpected, expected: &dyn de::Expected) -> Self {
         Error(alloc::format!(
             "invalid value: {}, expected {expected}",
