@@ -112,7 +112,11 @@ pub use crate::bytes;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::boxed::Box;
+    use alloc::collections::BTreeMap;
+    use alloc::string::ToString;
     use alloc::vec;
+    use serde::{Deserialize, Serialize};
 
     #[test]
     fn round_trip_and_trailing_bytes() {
@@ -125,11 +129,6 @@ mod tests {
         assert!(decode::<u64>(&[]).is_err());
         assert_eq!(decode::<()>(&[]), Ok(()));
     }
-
-    use alloc::boxed::Box;
-    use alloc::collections::BTreeMap;
-    use alloc::string::ToString;
-    use serde::{Deserialize, Serialize};
 
     #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
     enum Shape {
