@@ -11,7 +11,7 @@ use molt_host::Control;
 use molt_host::http::{
     HttpConfig, HttpServer, NodeReport, ProcessDetailView, ProcessList, TreeNode,
 };
-use molt_tests::{Cmd, Outcome, Puppet, node};
+use molt_tests::{Cmd, Outcome, Puppet, WAIT, node};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One HTTP/1.1 request (the connection closed after it): the status and
@@ -323,14 +323,24 @@ async fn one_node_s_endpoint_shows_its_peers_and_another_node_s_processes() {
     let server = serve(control(&a, &a_dist)).await;
     let addr = server.local_addr();
 
-    // a's peers: b, with traffic both ways.
-    let view: NodeReport = json(addr, "/api/node").await;
+    // a's peers: b, with traffic both ways. The join returns once the
+    // connection is up; b's first frame comes after it, so the view is
+    // asked again (bounded) until b has been heard.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (view, peer) = loop {
+        let view: NodeReport = json(addr, "/api/node").await;
+        let peer = view
+            .peers
+            .iter()
+            .find(|p| p.name == b_dist.name())
+            .expect("b is a's peer")
+            .clone();
+        if peer.last_heard_ms.is_some() || tokio::time::Instant::now() >= deadline {
+            break (view, peer);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(view.name, a_dist.name());
-    let peer = view
-        .peers
-        .iter()
-        .find(|p| p.name == b_dist.name())
-        .expect("b is a's peer");
     assert!(peer.bytes_out > 0 && peer.bytes_in > 0, "{peer:?}");
     assert_eq!(peer.reconnects, 0, "{peer:?}");
     assert!(peer.last_heard_ms.is_some(), "b was heard: {peer:?}");
