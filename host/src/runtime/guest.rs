@@ -19,7 +19,7 @@ use wasmtime::{
     TypedFunc, UpdateDeadline,
 };
 
-use super::cell::{Message, ProcessCounters, Reason};
+use super::cell::{Hot, Message, ProcessCounters, Reason};
 use super::core::ProcessCore;
 use super::guest_mem::{self, GuestFault};
 use super::upgrade::{SysError, SysOp, SysOutcome, SysRequest};
@@ -209,6 +209,8 @@ pub(crate) async fn run(core: ProcessCore, version: Arc<ModuleVersion>, args: Bo
     // Boxed: the process's task then holds its message loop once, not
     // again in each future that passes it on.
     let drive = Box::pin(tracing::Instrument::instrument(process.drive(), span));
+    cell.hot
+        .note(Hot::LOOP, &*drive as *const _ as *const u8 as usize, 4);
     let outcome = on_cpu(cpu, drive).await;
     let why: Reason = match outcome {
         Ok(()) => reason::NORMAL.into(),
@@ -740,10 +742,16 @@ impl Running {
     }
 
     /// Note whether its instance runs baseline code (and show it).
+    /// Called whenever the process takes a new store (its first
+    /// instance, an upgrade, tiering up, hibernation), so also where the
+    /// new store's state is noted for wakers to fetch ahead.
     fn set_baseline(&mut self, baseline: bool) {
         self.baseline = baseline;
-        let cell = &self.store.data().core.cell;
+        let state = self.store.data();
+        let cell = &state.core.cell;
         cell.baseline_code.store(baseline, Ordering::Relaxed);
+        cell.hot
+            .note(Hot::STATE, state as *const ProcState as usize, 4);
     }
 
     /// Whether the store's instance runs the baseline tier's code.

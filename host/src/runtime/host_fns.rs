@@ -9,7 +9,7 @@ use molt_abi::{
 };
 use wasmtime::{AsContextMut, Caller, Linker};
 
-use super::cell::Message;
+use super::cell::{Hot, Message};
 use super::core::Filter;
 use super::guest::{ProcState, ProcessExit};
 use super::guest_mem::{self as gm, GuestFault};
@@ -74,6 +74,17 @@ fn suspend_if_congested(c: &mut Caller<'_, ProcState>, wait: Option<super::backp
 /// The common tail of `send`, `send_named` and `global_send`: read the
 /// reference and the payload, apply the limits, deliver. With the status,
 /// the wait a congested connection asks of the sender.
+/// Note for wakers where this process's guest and its native stack
+/// are busy: around `at` (offsets in `mem`) and here.
+fn note_hot(mem: &[u8], st: &ProcState, at: [i32; 2]) {
+    let hot = &st.core.cell.hot;
+    let base = mem.as_ptr() as usize;
+    for (k, at) in at.into_iter().enumerate() {
+        hot.note(Hot::GUEST + k, base + at as u32 as usize, 1);
+    }
+    hot.note_stack();
+}
+
 fn send_from_guest(
     mem: &[u8],
     st: &mut ProcState,
@@ -237,6 +248,7 @@ pub(crate) fn register(linker: &mut Linker<ProcState>) -> Result<()> {
          -> Result<i32> {
             let (mem, st) = split(&mut c)?;
             let to = gm::pid(mem, pid_ptr, "send pid").map_err(fault)?;
+            note_hot(mem, st, [pid_ptr, ptr]);
             let (status, wait) = send_from_guest(mem, st, to, tag, ref_ptr, ptr, len)?;
             suspend_if_congested(&mut c, wait);
             Ok(status)
