@@ -165,7 +165,7 @@ impl Hot {
     /// line stays shared in the wakers' caches).
     pub fn note(&self, slot: usize, addr: usize, lines: usize) {
         for (k, cell) in self.0[slot..slot + lines].iter().enumerate() {
-            let line = addr + 64 * k;
+            let line = addr.wrapping_add(64 * k);
             if cell.load(Ordering::Relaxed) != line {
                 cell.store(line, Ordering::Relaxed);
             }
@@ -481,6 +481,33 @@ mod tests {
         // Emptied, it keeps its room.
         push_back_lean(&mut queue, 4);
         assert!(queue.capacity() >= 3);
+    }
+
+    #[test]
+    fn noted_lines_are_only_hints_any_address_is_fetched_without_harm() {
+        let hot = Hot::default();
+        // Consecutive lines from the address, a slot per line.
+        hot.note(Hot::LOOP, 0x1000, 4);
+        let noted: Vec<usize> = hot.0[Hot::LOOP..Hot::LOOP + 4]
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(noted, [0x1000, 0x1040, 0x1080, 0x10c0]);
+        // Addresses nothing is mapped at (null's page, the kernel's half,
+        // the very top, wrapping) are fetched ahead without a fault: a
+        // prefetch is never an access.
+        hot.note(Hot::STATE, 8, 4);
+        hot.note(Hot::GUEST, 0xffff_8000_0000_0000, 2);
+        hot.note(Hot::STACK, usize::MAX - 63, 1);
+        hot.note(Hot::LOOP, usize::MAX - 100, 4);
+        hot.prefetch();
+        // The stack's line is the top line of the current stack's page.
+        hot.note_stack();
+        let line = hot.0[Hot::STACK].load(Ordering::Relaxed);
+        let probe = 0u8;
+        let here = &probe as *const u8 as usize;
+        assert_eq!(line % 4096, 4096 - 64);
+        assert!(line.abs_diff(here) < 2 * 4096, "{line:#x} near {here:#x}");
     }
 
     #[tokio::test]

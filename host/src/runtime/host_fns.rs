@@ -71,11 +71,9 @@ fn suspend_if_congested(c: &mut Caller<'_, ProcState>, wait: Option<super::backp
     }
 }
 
-/// The common tail of `send`, `send_named` and `global_send`: read the
-/// reference and the payload, apply the limits, deliver. With the status,
-/// the wait a congested connection asks of the sender.
 /// Note for wakers where this process's guest and its native stack
-/// are busy: around `at` (offsets in `mem`) and here.
+/// are busy: around `at` (offsets in `mem`, as the guest passed them: a
+/// hint, never read through) and here.
 fn note_hot(mem: &[u8], st: &ProcState, at: [i32; 2]) {
     let hot = &st.core.cell.hot;
     let base = mem.as_ptr() as usize;
@@ -85,6 +83,9 @@ fn note_hot(mem: &[u8], st: &ProcState, at: [i32; 2]) {
     hot.note_stack();
 }
 
+/// The common tail of `send`, `send_named` and `global_send`: read the
+/// reference and the payload, apply the limits, deliver. With the status,
+/// the wait a congested connection asks of the sender.
 fn send_from_guest(
     mem: &[u8],
     st: &mut ProcState,
