@@ -153,8 +153,8 @@ impl Hot {
     pub const STATE: usize = 0;
     /// Four lines from the start of its message loop's future.
     pub const LOOP: usize = 4;
-    /// Its guest's memory where the destination and the payload of its
-    /// last send were (typically its shadow stack).
+    /// Its guest's memory where the destination (pid or name) and the
+    /// payload of its last send were (typically its shadow stack).
     pub const GUEST: usize = 8;
     /// The top line of the page of the native stack its last send ran on:
     /// where a new fiber's first frames go.

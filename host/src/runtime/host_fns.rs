@@ -72,8 +72,9 @@ fn suspend_if_congested(c: &mut Caller<'_, ProcState>, wait: Option<super::backp
 }
 
 /// Note for wakers where this process's guest and its native stack
-/// are busy: around `at` (offsets in `mem`, as the guest passed them: a
-/// hint, never read through) and here.
+/// are busy: around `at` (offsets in `mem` of a send's destination, pid
+/// or name, and payload, as the guest passed them: a hint, never read
+/// through) and here.
 fn note_hot(mem: &[u8], st: &ProcState, at: [i32; 2]) {
     let hot = &st.core.cell.hot;
     let base = mem.as_ptr() as usize;
@@ -147,6 +148,7 @@ pub(super) fn wrap_send_to_name(
                 Ok(to) => to,
                 Err(status) => return Ok(status),
             };
+            note_hot(mem, st, [name_ptr, ptr]);
             let (status, wait) = send_from_guest(mem, st, to, tag, ref_ptr, ptr, len)?;
             suspend_if_congested(&mut c, wait);
             Ok(status)
