@@ -111,7 +111,8 @@ const INBOX_BYTES: usize = 256;
 
 /// The inbox (`msg_inbox`). The host writes it only at the start of a
 /// `molt_handle` call and inside `msg_next`; the SDK reads it between,
-/// and never holds a reference to it across a host call.
+/// and never holds a reference to it across a host call. Between messages
+/// nothing reads it, and `molt_state_save` encodes a small state there.
 struct Inbox(UnsafeCell<[u8; INBOX_BYTES]>);
 
 // SAFETY: a wasm32 guest runs on one thread; the host writes the inbox
@@ -236,24 +237,25 @@ fn current_message<T: DeserializeOwned>(tag: u32, len: usize) -> Message<T> {
 }
 
 /// A state this small is saved without touching the heap, so that moving
-/// an idle process to a new version does not grow either instance's memory.
-const SMALL_STATE_BYTES: usize = 256;
-
-thread_local! {
-    /// Where a small state is encoded (static memory, not heap).
-    static SAVED_SMALL: RefCell<[u8; SMALL_STATE_BYTES]> =
-        const { RefCell::new([0; SMALL_STATE_BYTES]) };
-}
+/// an idle process to a new version does not grow either instance's memory:
+/// in the inbox, which nothing reads between messages (a buffer of its own
+/// would cost every process its bytes of statics, and a page each for
+/// guests whose statics it pushed over a page boundary).
+const SMALL_STATE_BYTES: usize = INBOX_BYTES;
 
 /// `molt_state_save() -> (len << 32) | ptr`.
 #[doc(hidden)]
 pub fn state_save<B: Behaviour>(cell: &'static StateCell<B>) -> i64 {
     let small = cell.with_borrow(|slot| {
         let state = slot.as_ref()?;
-        SAVED_SMALL.with_borrow_mut(|buf| {
-            let used = codec::encode_into(state, &mut buf[..])?;
-            Some(pack(buf.as_ptr() as usize, used))
-        })
+        // SAFETY: `molt_state_save` runs between messages, when no
+        // reference to the inbox is held and the host does not write it
+        // (see `Inbox`); this one ends here. The host takes the state
+        // before it calls into the guest again, as the export's contract
+        // says, so the next message cannot overwrite it first.
+        let buf = unsafe { &mut *INBOX.0.get() };
+        let used = codec::encode_into(state, &mut buf[..])?;
+        Some(pack(buf.as_ptr() as usize, used))
     });
     if let Some(packed) = small {
         return packed;

@@ -34,8 +34,7 @@ impl core::error::Error for DecodeError {}
 /// If the value's `Serialize` fails (a serde implementation that errors on
 /// purpose); plain data never does.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, CONFIG)
-        .expect("encoding to a Vec cannot fail for plain data")
+    bincode::serde::encode_to_vec(value, CONFIG).unwrap_or_else(|e| encode_failed(e))
 }
 
 /// Encode a value into `buf`; the length used, or `None` if it does not
@@ -61,7 +60,26 @@ pub fn encode_to_vec<T: Serialize + ?Sized>(value: &T, buf: &mut Vec<u8>) {
         }
     }
     bincode::serde::encode_into_writer(value, Append(buf), CONFIG)
-        .expect("encoding to a Vec cannot fail for plain data")
+        .unwrap_or_else(|e| encode_failed(e))
+}
+
+/// Panic for an encoding that failed: a `Serialize` that errs on purpose
+/// (plain data never does). Its own message says why; the other errors
+/// (bincode's `Debug`, which is also its `Display`) are named, not
+/// formatted, which keeps every guest free of the formatting code their
+/// `Debug` drags in (string escaping and its Unicode tables).
+#[cold]
+#[inline(never)]
+fn encode_failed(error: bincode::error::EncodeError) -> ! {
+    use bincode::error::EncodeError as E;
+    match error {
+        E::OtherString(why) => panic!("encoding failed: {why}"),
+        E::Other(why) => panic!("encoding failed: {why}"),
+        E::Serde(bincode::serde::EncodeError::SequenceMustHaveLength) => {
+            panic!("encoding failed: a sequence without a length")
+        }
+        _ => panic!("encoding failed"),
+    }
 }
 
 /// Append `bytes` to `buf`. bincode writes an integer as a slice of one,

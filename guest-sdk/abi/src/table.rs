@@ -599,6 +599,22 @@ pub enum Reply {
     Error(Error),
 }
 
+impl Reply {
+    /// Which reply this is, in a word (for messages about a reply that
+    /// was not the one expected: naming it, not printing it, keeps a
+    /// guest free of the formatting code printing would bring in).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Reply::Done => "done",
+            Reply::Info(_) => "info",
+            Reply::Tables(_) => "tables",
+            Reply::Rows(_) => "rows",
+            Reply::Committed(_) => "committed",
+            Reply::Error(_) => "error",
+        }
+    }
+}
+
 /// A committed change, as subscribers see it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {

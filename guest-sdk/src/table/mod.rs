@@ -290,7 +290,7 @@ fn get_with<T>(
 }
 
 fn unexpected(reply: Reply) -> Error {
-    Error::Decode(format!("unexpected table reply {reply:?}"))
+    Error::Decode(format!("unexpected table reply: {}", reply.kind()))
 }
 
 /// The names of this node's tables, sorted.

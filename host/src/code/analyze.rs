@@ -198,6 +198,95 @@ pub fn data_out_of_bounds(bytes: &[u8]) -> Option<String> {
     None
 }
 
+/// Most pages of zero-initialised statics [`statics_pages`] names: a
+/// guest with more (a large static buffer) may never touch most of them,
+/// and naming them would make every instance take them.
+pub const STATICS_PAGES_MAX: u32 = 2;
+
+/// The 4 KiB pages of a module's zero-initialised statics (between the end
+/// of its data and `__heap_base`, the start of its heap) that no data
+/// segment writes, as a range of page numbers, when there are at most
+/// [`STATICS_PAGES_MAX`] of them.
+///
+/// A fresh instance reads such a page before it writes it (a flag, a
+/// lock's state): the kernel maps its shared zero page for the read, and
+/// the first write then costs a second fault, which replaces that mapping
+/// and so has to flush every core's TLB that runs the node. Written first
+/// instead (one zero byte, see `guest::instantiate`), each takes one
+/// fault. Only modules whose statics are known zero when instantiation
+/// ends qualify: `__data_end` and `__heap_base` exported as constants (as
+/// Rust's and C's toolchains do), no start function (no guest code runs
+/// before the host's first call) and every data segment at a constant
+/// offset. `None` otherwise, or when the bytes do not parse.
+pub fn statics_pages(bytes: &[u8]) -> Option<std::ops::Range<u32>> {
+    const PAGE: u64 = 4096;
+    let mut global_inits: Vec<Option<u64>> = Vec::new();
+    let mut named: [Option<u32>; 2] = [None, None];
+    let mut data_end = 0u64;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.ok()? {
+            Payload::ImportSection(imports) => {
+                for import in imports.into_imports() {
+                    if matches!(import.ok()?.ty, wasmparser::TypeRef::Global(_)) {
+                        global_inits.push(None);
+                    }
+                }
+            }
+            Payload::GlobalSection(globals) => {
+                for global in globals {
+                    let global = global.ok()?;
+                    let mut ops = global.init_expr.get_operators_reader();
+                    global_inits.push(match ops.read().ok()? {
+                        wasmparser::Operator::I32Const { value } => Some(value as u32 as u64),
+                        _ => None,
+                    });
+                }
+            }
+            Payload::ExportSection(exports) => {
+                for export in exports {
+                    let export = export.ok()?;
+                    let slot = match export.name {
+                        "__data_end" => 0,
+                        "__heap_base" => 1,
+                        _ => continue,
+                    };
+                    if export.kind == wasmparser::ExternalKind::Global {
+                        named[slot] = Some(export.index);
+                    }
+                }
+            }
+            Payload::StartSection { .. } => return None,
+            Payload::DataSection(data) => {
+                for segment in data {
+                    let segment = segment.ok()?;
+                    let wasmparser::DataKind::Active { offset_expr, .. } = segment.kind else {
+                        continue;
+                    };
+                    let mut ops = offset_expr.get_operators_reader();
+                    let offset = match ops.read().ok()? {
+                        wasmparser::Operator::I32Const { value } => value as u32 as u64,
+                        wasmparser::Operator::I64Const { value } => value as u64,
+                        _ => return None,
+                    };
+                    data_end = data_end.max(offset.saturating_add(segment.data.len() as u64));
+                }
+            }
+            _ => {}
+        }
+    }
+    let value = |index: Option<u32>| *global_inits.get(index? as usize)?;
+    let (statics_start, heap_base) = (value(named[0])?, value(named[1])?);
+    // From the page of the first static (or, if a data segment writes
+    // part of that one, the next) to the one holding the byte before the
+    // heap.
+    let first = data_end.div_ceil(PAGE).max(statics_start / PAGE);
+    let end = heap_base.div_ceil(PAGE);
+    if first >= end || end - first > u64::from(STATICS_PAGES_MAX) {
+        return None;
+    }
+    Some(u32::try_from(first).ok()?..u32::try_from(end).ok()?)
+}
+
 /// Everything `inspect` prints and `load` checks.
 #[derive(Clone, Debug)]
 pub struct Report {
@@ -517,5 +606,50 @@ mod tests {
         let mut cut = declared("counter");
         cut.truncate(cut.len() - 3);
         assert_eq!(restamp(&cut, "a", "1"), None);
+    }
+
+    /// A module whose data ends at `data_end` (one segment from 0x10000)
+    /// and whose statics run to `heap_base`, with `extra` first in it.
+    fn laid_out(data_end: u32, heap_base: u32, extra: &str) -> Vec<u8> {
+        let len = data_end - 0x10000;
+        wat::parse_str(format!(
+            r#"(module
+                {extra}
+                (memory (export "memory") 2)
+                (global (export "__data_end") i32 (i32.const {data_end}))
+                (global (export "__heap_base") i32 (i32.const {heap_base}))
+                (data (i32.const 0x10000) "{}"))"#,
+            "\\01".repeat(len as usize)
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn statics_pages_are_those_no_data_segment_writes() {
+        // Data to 77,520 (page 18), statics to 78,080: page 19 only.
+        assert_eq!(statics_pages(&laid_out(77_520, 78_080, "")), Some(19..20));
+        // Statics that end inside the data's last page: none.
+        assert_eq!(statics_pages(&laid_out(77_520, 77_824, "")), None);
+        // Data ending exactly on a page: the statics start the next one.
+        assert_eq!(statics_pages(&laid_out(77_824, 86_016, "")), Some(19..21));
+        // More pages than the bound: none named.
+        assert_eq!(statics_pages(&laid_out(77_824, 90_112, "")), None);
+        // A start function runs guest code before the host's first call.
+        assert_eq!(
+            statics_pages(&laid_out(77_520, 78_080, "(func $s) (start $s)")),
+            None
+        );
+        // A segment at an offset known only at instantiation.
+        assert_eq!(
+            statics_pages(&laid_out(
+                77_520,
+                78_080,
+                r#"(import "env" "g" (global $g i32)) (data (global.get $g) "x")"#
+            )),
+            None
+        );
+        // Without the two exports nothing is known.
+        let bare = wat::parse_str(r#"(module (memory 2) (data (i32.const 0x10000) "x"))"#).unwrap();
+        assert_eq!(statics_pages(&bare), None);
     }
 }

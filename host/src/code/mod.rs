@@ -40,13 +40,17 @@ pub(crate) trait PreLink: Send + Sync {
 pub(crate) struct Code {
     baseline: Option<Linked>,
     optimised: std::sync::OnceLock<Linked>,
+    /// The pages of zero-initialised statics a new instance writes first
+    /// ([`analyze::statics_pages`]).
+    pub(crate) statics_pages: Option<std::ops::Range<u32>>,
 }
 
 impl Code {
-    fn optimised(linked: Linked) -> Arc<Code> {
+    fn optimised(linked: Linked, statics_pages: Option<std::ops::Range<u32>>) -> Arc<Code> {
         Arc::new(Code {
             baseline: None,
             optimised: std::sync::OnceLock::from(linked),
+            statics_pages,
         })
     }
 
@@ -572,12 +576,14 @@ impl CodeServer {
         let pre = linker
             .pre_link(&module)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        let statics_pages = analyze::statics_pages(bytes);
         let code = if Arc::ptr_eq(linker, &self.linker) {
-            Code::optimised(pre)
+            Code::optimised(pre, statics_pages)
         } else {
             let code = Arc::new(Code {
                 baseline: Some(pre),
                 optimised: std::sync::OnceLock::new(),
+                statics_pages,
             });
             self.optimise_later(&code, bytes, &report.identity);
             code

@@ -1137,7 +1137,21 @@ async fn instantiate(
             )));
         }
     };
-    store.data_mut().memory = instance.get_memory(&mut *store, exports::MEMORY);
+    let memory = instance.get_memory(&mut *store, exports::MEMORY);
+    if let (Some(memory), Some(pages)) = (memory, code.statics_pages.clone()) {
+        // Write the statics' pages first, before the guest reads them:
+        // each then takes one fault instead of two and a TLB shootdown
+        // (see `analyze::statics_pages`). They are zero (no guest code has
+        // run), so a zero byte changes nothing; in a recycled slot, whose
+        // pages are resident, it costs a store.
+        let mem = memory.data_mut(&mut *store);
+        for page in pages {
+            if let Some(byte) = mem.get_mut(page as usize * 4096) {
+                *byte = 0;
+            }
+        }
+    }
+    store.data_mut().memory = memory;
     store.data_mut().version = Some(version.clone());
     Ok(instance)
 }
