@@ -8,8 +8,10 @@
 //! steal it. Two processes exchanging messages then keep waking each other's
 //! thread: a system call and, on a VM, an interrupt per wake. Here the
 //! woken process waits in the thread's `next` slot; after `NEXT_RUNS_MAX`
-//! hand-offs in a row it goes to the back of the thread's queue **without
-//! waking anyone**. Another thread is woken only for work beyond the next
+//! hand-offs in a row, if anything else waits for the thread, it goes to
+//! the back of the thread's queue **without waking anyone** (with nothing
+//! else waiting it stays: queued, it could be stolen, and the pair would
+//! move to another core and leave its lines behind). Another thread is woken only for work beyond the next
 //! thing to run: a second task waiting on this thread, or a task scheduled
 //! from outside (I/O, timers, host tasks). A thread with nothing to do
 //! searches (its queue, its inbox, the shared queue, the others' queues)
@@ -47,8 +49,8 @@ use std::time::{Duration, Instant};
 use futures_util::task::{ArcWake, waker_ref};
 
 /// Hand-offs in a row through a thread's `next` slot before the woken task
-/// goes to the back of the queue, so that two processes exchanging
-/// messages cannot starve the rest.
+/// goes to the back of the queue if other work waits for the thread, so
+/// that two processes exchanging messages cannot starve the rest.
 const NEXT_RUNS_MAX: u32 = 32;
 /// Tasks run between two looks at the shared queue first (fairness for
 /// work that comes from outside).
@@ -222,6 +224,13 @@ impl Shared {
                 return Some(task);
             };
             let worker = &self.workers[local.index];
+            if local.next_runs >= NEXT_RUNS_MAX && !yielded && !self.others_wait(worker) {
+                // Hand-offs in a row with nothing else waiting here: the
+                // pair keeps this thread (queued, another thread could
+                // steal it and the pair would move, leaving its lines in
+                // this core's caches). Counted afresh.
+                local.next_runs = 0;
+            }
             if yielded || local.next_runs >= NEXT_RUNS_MAX {
                 let waiting = {
                     let mut queue = worker.queue.lock().expect("queue poisoned");
@@ -257,6 +266,14 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Whether a task other than the next one waits for `worker`'s
+    /// thread: in its queue, its inbox or the shared queue.
+    fn others_wait(&self, worker: &Worker) -> bool {
+        !worker.queue.lock().expect("queue poisoned").is_empty()
+            || !worker.inbox.lock().expect("inbox poisoned").is_empty()
+            || !self.inbox.lock().expect("inbox poisoned").is_empty()
     }
 
     /// For work queued on `worker`: nothing if a thread is searching (it
@@ -675,6 +692,53 @@ mod tests {
             .expect("the timer fired");
         assert_eq!(woke, Some(usize::MAX));
         assert_eq!(slept.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_pair_handing_off_forever_lets_a_queued_task_run() {
+        // One thread. A wakes C and then B: B takes the `next` slot and C
+        // goes to the queue behind it. A and B then wake each other for
+        // ever through the slot; C must still run.
+        let sched = Scheduler::start(1, Duration::ZERO, &tokio::runtime::Handle::current())
+            .expect("threads");
+        let (to_a, mut a_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (to_b, mut b_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (to_c, mut c_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (ran_tx, mut ran_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let hops = Arc::new(AtomicU32::new(0));
+        let (to_b2, h) = (to_b.clone(), hops.clone());
+        sched.spawn(async move {
+            while b_rx.recv().await.is_some() {
+                h.fetch_add(1, Ordering::Relaxed);
+                let _ = to_a.send(());
+            }
+        });
+        sched.spawn(async move {
+            while c_rx.recv().await.is_some() {
+                let _ = ran_tx.send(());
+            }
+        });
+        sched.spawn(async move {
+            let _ = to_c.send(());
+            let _ = to_b2.send(());
+            while a_rx.recv().await.is_some() {
+                let _ = to_b2.send(());
+            }
+        });
+        let ran = tokio::time::timeout(Duration::from_secs(10), ran_rx.recv())
+            .await
+            .expect("the queued task ran");
+        assert_eq!(ran, Some(()));
+        // And the pair went on.
+        let before = hops.load(Ordering::Relaxed);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while hops.load(Ordering::Relaxed) < before + 1_000 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the pair kept handing off");
+        drop(to_b);
     }
 
     #[test]
