@@ -137,13 +137,23 @@ async fn a_refused_restore_and_a_bad_msg_next_pointer_end_only_that_process() {
     let version = awake.load(SLEEPER_WAT.as_bytes(), "sleeper").unwrap();
     let mut me = awake.mailbox().unwrap();
     let (other, watch) = me.spawn("sleeper", Vec::new(), false, true).unwrap();
+    let info = |node: &molt_host::Node| node.processes().into_iter().find(|p| p.pid == other);
+    // Its instance is made when its task first runs: on baseline code only
+    // if that is before the optimised code is ready.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !info(&awake).is_some_and(|p| p.baseline_code) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "it starts on baseline code"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     drop(hold);
     molt_tests::wait_optimised(&version).await;
     // Two messages: once it takes the second, the first (and the move it
     // tried before it) is done.
     me.send(other, 1, molt_abi::Ref::NONE, Vec::new()).unwrap();
     me.send(other, 1, molt_abi::Ref::NONE, Vec::new()).unwrap();
-    let info = |node: &molt_host::Node| node.processes().into_iter().find(|p| p.pid == other);
     let deadline = tokio::time::Instant::now() + WAIT;
     while info(&awake).is_some_and(|p| p.messages_in < 2) {
         assert!(
