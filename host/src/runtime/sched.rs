@@ -11,9 +11,10 @@
 //! hand-offs in a row, if anything else waits for the thread, it goes to
 //! the back of the thread's queue **without waking anyone** (with nothing
 //! else waiting it stays: queued, it could be stolen, and the pair would
-//! move to another core and leave its lines behind). Another thread is woken only for work beyond the next
-//! thing to run: a second task waiting on this thread, or a task scheduled
-//! from outside (I/O, timers, host tasks). A thread with nothing to do
+//! move to another core and leave its lines behind). Another thread is
+//! woken only for work beyond the next thing to run: a second task
+//! waiting on this thread, or a task scheduled from outside (I/O, timers,
+//! host tasks). A thread with nothing to do
 //! searches (its queue, its inbox, the shared queue, the others' queues)
 //! for `spin` before it sleeps, which is how Erlang's schedulers keep
 //! wake-ups rare.
