@@ -177,11 +177,8 @@ pub fn data_out_of_bounds(bytes: &[u8]) -> Option<String> {
                     else {
                         continue;
                     };
-                    let mut ops = offset_expr.get_operators_reader();
-                    let offset = match ops.read().ok()? {
-                        wasmparser::Operator::I32Const { value } => value as u32 as u64,
-                        wasmparser::Operator::I64Const { value } => value as u64,
-                        _ => continue,
+                    let Some(offset) = constant_offset(&offset_expr)? else {
+                        continue;
                     };
                     let len = segment.data.len() as u64;
                     if offset.saturating_add(len) > memory_bytes {
@@ -198,10 +195,24 @@ pub fn data_out_of_bounds(bytes: &[u8]) -> Option<String> {
     None
 }
 
+/// A data segment's offset if it is a constant (`Some(None)` if it is
+/// not, as one read from a global); `None` if the expression does not
+/// parse.
+fn constant_offset(expr: &wasmparser::ConstExpr<'_>) -> Option<Option<u64>> {
+    Some(match expr.get_operators_reader().read().ok()? {
+        wasmparser::Operator::I32Const { value } => Some(value as u32 as u64),
+        wasmparser::Operator::I64Const { value } => Some(value as u64),
+        _ => None,
+    })
+}
+
 /// Most pages of zero-initialised statics [`statics_pages`] names: a
 /// guest with more (a large static buffer) may never touch most of them,
 /// and naming them would make every instance take them.
 pub const STATICS_PAGES_MAX: u32 = 2;
+
+/// The size of the pages [`statics_pages`] counts in: the kernel's.
+pub const STATICS_PAGE_BYTES: u64 = 4096;
 
 /// The 4 KiB pages of a module's zero-initialised statics (between the end
 /// of its data and `__heap_base`, the start of its heap) that no data
@@ -219,7 +230,7 @@ pub const STATICS_PAGES_MAX: u32 = 2;
 /// before the host's first call) and every data segment at a constant
 /// offset. `None` otherwise, or when the bytes do not parse.
 pub fn statics_pages(bytes: &[u8]) -> Option<std::ops::Range<u32>> {
-    const PAGE: u64 = 4096;
+    const PAGE: u64 = STATICS_PAGE_BYTES;
     let mut global_inits: Vec<Option<u64>> = Vec::new();
     let mut named: [Option<u32>; 2] = [None, None];
     let mut data_end = 0u64;
@@ -262,12 +273,7 @@ pub fn statics_pages(bytes: &[u8]) -> Option<std::ops::Range<u32>> {
                     let wasmparser::DataKind::Active { offset_expr, .. } = segment.kind else {
                         continue;
                     };
-                    let mut ops = offset_expr.get_operators_reader();
-                    let offset = match ops.read().ok()? {
-                        wasmparser::Operator::I32Const { value } => value as u32 as u64,
-                        wasmparser::Operator::I64Const { value } => value as u64,
-                        _ => return None,
-                    };
+                    let offset = constant_offset(&offset_expr)??;
                     data_end = data_end.max(offset.saturating_add(segment.data.len() as u64));
                 }
             }

@@ -1146,7 +1146,8 @@ async fn instantiate(
         // pages are resident, it costs a store.
         let mem = memory.data_mut(&mut *store);
         for page in pages {
-            if let Some(byte) = mem.get_mut(page as usize * 4096) {
+            let at = u64::from(page) * crate::code::analyze::STATICS_PAGE_BYTES;
+            if let Some(byte) = mem.get_mut(at as usize) {
                 *byte = 0;
             }
         }
