@@ -654,6 +654,10 @@ mod tests {
             )),
             None
         );
+        // Bytes that do not parse: nothing named.
+        assert_eq!(statics_pages(b"not wasm"), None);
+        let cut = laid_out(77_520, 78_080, "");
+        assert_eq!(statics_pages(&cut[..cut.len() - 5]), None);
         // Without the two exports nothing is known.
         let bare = wat::parse_str(r#"(module (memory 2) (data (i32.const 0x10000) "x"))"#).unwrap();
         assert_eq!(statics_pages(&bare), None);
